@@ -1,0 +1,195 @@
+// Package manifest defines the tms disk image format: a manifest that lists a disk's fixed-size
+// chunks by content hash, and the references (NAME, NAME:TAG, NAME@VERSIONID) people use for it.
+//
+// A manifest has exactly one byte encoding (canonical JSON, see Encode), and a version's id is the
+// hash of those bytes, so versions form a hash chain through their Parent field:
+//
+//	m := &manifest.Manifest{Format: manifest.Format, Hash: manifest.BLAKE3, ...}
+//	b, err := manifest.Encode(m) // validates, then encodes canonically
+//	id := m.Hash.Sum(b)          // the version id
+//	m2, err := manifest.Decode(b) // strict: rejects anything Encode would not write
+package manifest
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+)
+
+// Format is the value of the format field of every manifest this version of tms writes.
+const Format = "tms.image.v1"
+
+// Limits on what a manifest may describe. They keep a hostile manifest from asking for absurd
+// amounts of memory while leaving room for any real classroom disk.
+const (
+	MinChunkSize = 64 << 10
+	MaxChunkSize = 64 << 20
+	MaxDiskSize  = 64 << 40 // 64 TiB
+	MaxChunks    = 1 << 24
+	// MaxEncodedSize bounds the bytes Decode accepts: MaxChunks ids plus generous metadata.
+	MaxEncodedSize = MaxChunks*(2*IDLen+3) + 1<<20
+)
+
+// Manifest describes one version of a disk image.
+type Manifest struct {
+	Format    string `json:"format"`
+	Hash      Hash   `json:"hash"`
+	DiskSize  int64  `json:"disk_size"`
+	ChunkSize int64  `json:"chunk_size"`
+	// Parent is the version this one was made from (the previous version of the same tag), or
+	// the zero ID for a first version.
+	Parent ID   `json:"parent"`
+	Meta   Meta `json:"meta"`
+	// Chunks holds one id per chunk-sized, chunk-aligned range of the disk, in disk order; the
+	// zero ID marks a range that is all zero bytes and is not stored.
+	Chunks []ID `json:"chunks"`
+}
+
+// Meta is what people want to know about a version; it is part of the version's identity.
+type Meta struct {
+	Name    string    `json:"name"`
+	Created time.Time `json:"created"`
+	// Source says where the disk came from: a terminal, or a file on the importing host.
+	Source string `json:"source,omitempty"`
+	// Partitions summarises the disk's partition table, if one was recognised.
+	Partitions *PartitionTable `json:"partitions,omitempty"`
+}
+
+// PartitionTable is a summary of a disk's partition table.
+type PartitionTable struct {
+	Scheme     string      `json:"scheme"` // "gpt" or "mbr"
+	Partitions []Partition `json:"partitions"`
+}
+
+// Partition is one entry of a partition table, with offsets in bytes.
+type Partition struct {
+	Index    int    `json:"index"`
+	Start    int64  `json:"start"`
+	Size     int64  `json:"size"`
+	Type     string `json:"type"`
+	Name     string `json:"name,omitempty"`
+	Bootable bool   `json:"bootable,omitempty"`
+}
+
+// NumChunks is the number of chunks a disk of diskSize bytes has at chunkSize.
+func NumChunks(diskSize, chunkSize int64) int64 {
+	return (diskSize + chunkSize - 1) / chunkSize
+}
+
+// ChunkRange returns the byte offset and length of chunk i.
+func (m *Manifest) ChunkRange(i int) (off, n int64) {
+	off = int64(i) * m.ChunkSize
+	n = m.ChunkSize
+	if off+n > m.DiskSize {
+		n = m.DiskSize - off
+	}
+	return off, n
+}
+
+// ErrInvalid marks every error about a manifest's content; errors.Is(err, ErrInvalid) holds for
+// whatever Validate and Decode return.
+var ErrInvalid = errors.New("invalid manifest")
+
+func invalid(format string, args ...any) error {
+	return fmt.Errorf("%w: %s", ErrInvalid, fmt.Sprintf(format, args...))
+}
+
+// Validate checks that m is a manifest tms can use.
+func (m *Manifest) Validate() error {
+	if m.Format != Format {
+		return invalid("format %q is not %q", clip(m.Format), Format)
+	}
+	if !m.Hash.Valid() {
+		return invalid("hash %q is not one of %q, %q", clip(string(m.Hash)), BLAKE3, SHA256)
+	}
+	if m.ChunkSize < MinChunkSize || m.ChunkSize > MaxChunkSize || m.ChunkSize&(m.ChunkSize-1) != 0 {
+		return invalid("chunk size %d is not a power of two between %d and %d", m.ChunkSize, MinChunkSize, MaxChunkSize)
+	}
+	if m.DiskSize <= 0 || m.DiskSize > MaxDiskSize {
+		return invalid("disk size %d is not between 1 and %d bytes", m.DiskSize, int64(MaxDiskSize))
+	}
+	if n := NumChunks(m.DiskSize, m.ChunkSize); n > MaxChunks {
+		return invalid("disk size %d at chunk size %d needs %d chunks, more than %d", m.DiskSize, m.ChunkSize, n, MaxChunks)
+	} else if int64(len(m.Chunks)) != n {
+		return invalid("%d chunk ids for a disk of %d bytes in chunks of %d, want %d", len(m.Chunks), m.DiskSize, m.ChunkSize, n)
+	}
+	if err := ValidateName(m.Meta.Name); err != nil {
+		return invalid("meta.name: %v", err)
+	}
+	if m.Meta.Created.IsZero() {
+		return invalid("meta.created is missing")
+	}
+	if m.Meta.Created.Location() != time.UTC || m.Meta.Created.Nanosecond() != 0 {
+		return invalid("meta.created %s is not a UTC time in whole seconds", m.Meta.Created)
+	}
+	if len(m.Meta.Source) > 1024 {
+		return invalid("meta.source is longer than 1024 bytes")
+	}
+	if pt := m.Meta.Partitions; pt != nil {
+		if pt.Scheme != "gpt" && pt.Scheme != "mbr" {
+			return invalid("meta.partitions.scheme %q is not gpt or mbr", clip(pt.Scheme))
+		}
+		if len(pt.Partitions) > 256 {
+			return invalid("meta.partitions has %d entries, more than 256", len(pt.Partitions))
+		}
+		for i, p := range pt.Partitions {
+			if p.Start < 0 || p.Size < 0 || len(p.Type) > 64 || len(p.Name) > 128 {
+				return invalid("meta.partitions[%d] is out of range", i)
+			}
+		}
+	}
+	return nil
+}
+
+// Encode validates m and returns its canonical encoding: compact JSON with fields in the order of
+// the struct definitions, no HTML escaping and no trailing newline.
+func Encode(m *Manifest) ([]byte, error) {
+	if err := m.Validate(); err != nil {
+		return nil, err
+	}
+	return encode(m)
+}
+
+func encode(m *Manifest) ([]byte, error) {
+	var buf bytes.Buffer
+	buf.Grow(len(m.Chunks)*(2*IDLen+3) + 512)
+	enc := json.NewEncoder(&buf)
+	enc.SetEscapeHTML(false)
+	if err := enc.Encode(m); err != nil {
+		return nil, fmt.Errorf("encode manifest: %w", err)
+	}
+	return bytes.TrimSuffix(buf.Bytes(), []byte("\n")), nil
+}
+
+// Decode parses a manifest and checks that b is exactly its canonical encoding, so that the hash
+// of b is the version id of the manifest returned. Errors wrap ErrInvalid.
+func Decode(b []byte) (*Manifest, error) {
+	if len(b) > MaxEncodedSize {
+		return nil, invalid("%d bytes, more than the %d a manifest may have", len(b), MaxEncodedSize)
+	}
+	dec := json.NewDecoder(bytes.NewReader(b))
+	dec.DisallowUnknownFields()
+	var m Manifest
+	if err := dec.Decode(&m); err != nil {
+		return nil, invalid("%v", err)
+	}
+	if dec.More() {
+		return nil, invalid("trailing data after the manifest")
+	}
+	if err := m.Validate(); err != nil {
+		return nil, err
+	}
+	canon, err := encode(&m)
+	if err != nil {
+		return nil, err
+	}
+	if !bytes.Equal(canon, b) {
+		return nil, invalid("not in canonical form (was it edited by hand?)")
+	}
+	return &m, nil
+}
+
+// VersionID returns the id of the version that encoded manifest b describes.
+func VersionID(h Hash, b []byte) ID { return h.Sum(b) }
