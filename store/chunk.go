@@ -170,3 +170,16 @@ func (w *ChunkWriter) Abort() {
 		w.batch.Abort()
 	}
 }
+
+// StatChunk returns the stored (compressed) size of chunk id, or an ErrNotFound error.
+func (s *Store) StatChunk(ctx context.Context, id manifest.ID) (int64, error) {
+	o, err := s.b.Stat(ctx, ChunkKey(id))
+	if err != nil {
+		var se *Error
+		if errors.As(err, &se) {
+			se.What = chunkWhat(id)
+		}
+		return 0, err
+	}
+	return o.Size, nil
+}

@@ -1,0 +1,240 @@
+package imageio
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"runtime"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"golang.org/x/sync/errgroup"
+	"golang.org/x/sys/unix"
+
+	"tms/manifest"
+	"tms/store"
+)
+
+// ExportOptions tune Export.
+type ExportOptions struct {
+	// Jobs is how many chunks are fetched and written at once (default: 2 per CPU).
+	Jobs int
+	// Progress, if set, is called with bytes handled so far and the disk size.
+	Progress func(done, total int64)
+	Log      *slog.Logger
+}
+
+// ExportResult says what an export did.
+type ExportResult struct {
+	DiskSize     int64
+	Written      int64 // chunks fetched and written
+	WrittenBytes int64
+	Skipped      int64 // chunks whose range already held the right bytes
+	Zero         int64 // all-zero chunks (holes on files)
+	Elapsed      time.Duration
+}
+
+// Export writes version v to the file or block device at path. A file is created if needed and
+// sized to the disk; a block device must be at least as large as the disk. Ranges of an existing
+// target that already hold the right bytes are not written; zero chunks become holes in files.
+// Every chunk is checked against its id before it is written. On error the target is left
+// partly written and the error says so.
+func Export(ctx context.Context, s *store.Store, v *store.Version, path string, opts ExportOptions) (*ExportResult, error) {
+	start := time.Now()
+	if opts.Jobs <= 0 {
+		opts.Jobs = 2 * runtime.GOMAXPROCS(0)
+	}
+	m := v.Manifest
+	f, fresh, oldSize, isDev, err := openTarget(path, m)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+
+	res := &ExportResult{DiskSize: m.DiskSize}
+	var done atomic.Int64
+	var mu sync.Mutex
+	idx := make(chan int)
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error {
+		defer close(idx)
+		for i := range m.Chunks {
+			select {
+			case idx <- i:
+			case <-gctx.Done():
+				return gctx.Err()
+			}
+		}
+		return nil
+	})
+	for range opts.Jobs {
+		g.Go(func() error {
+			buf := make([]byte, m.ChunkSize)
+			cur := make([]byte, m.ChunkSize)
+			for i := range idx {
+				off, n := m.ChunkRange(i)
+				act, nbytes, err := exportOne(gctx, s, m, f, i, off, n, !fresh && off < oldSize, isDev, buf, cur)
+				if err != nil {
+					return err
+				}
+				mu.Lock()
+				switch act {
+				case wrote:
+					res.Written++
+					res.WrittenBytes += nbytes
+				case skipped:
+					res.Skipped++
+				case zeroed:
+					res.Zero++
+				}
+				mu.Unlock()
+				d := done.Add(n)
+				if opts.Progress != nil {
+					opts.Progress(d, m.DiskSize)
+				}
+			}
+			return nil
+		})
+	}
+	if err := g.Wait(); err != nil {
+		if ctx.Err() != nil {
+			return nil, ctx.Err()
+		}
+		return nil, fmt.Errorf("export to %s stopped, the target is incomplete: %w", path, err)
+	}
+	if err := f.Sync(); err != nil {
+		return nil, &SourceError{path, fmt.Errorf("flush: %w", err)}
+	}
+	if err := f.Close(); err != nil {
+		return nil, &SourceError{path, err}
+	}
+	res.Elapsed = time.Since(start)
+	return res, nil
+}
+
+type action int
+
+const (
+	wrote action = iota
+	skipped
+	zeroed
+)
+
+// exportOne brings the range of chunk i of the target up to date. compare says the range may
+// already hold data (an existing file or a device) and must be read before it is written.
+func exportOne(ctx context.Context, s *store.Store, m *manifest.Manifest, f *os.File, i int, off, n int64,
+	compare, isDev bool, buf, cur []byte) (action, int64, error) {
+	id := m.Chunks[i]
+	if compare {
+		if _, err := f.ReadAt(cur[:n], off); err != nil {
+			return 0, 0, &SourceError{f.Name(), fmt.Errorf("read at %d: %w", off, err)}
+		}
+		if id.IsZero() && isZero(cur[:n]) || !id.IsZero() && m.Hash.Sum(cur[:n]) == id {
+			if id.IsZero() {
+				return zeroed, 0, nil
+			}
+			return skipped, 0, nil
+		}
+	}
+	if id.IsZero() {
+		if !compare {
+			return zeroed, 0, nil // a fresh file: the range is a hole already
+		}
+		if !isDev {
+			err := unix.Fallocate(int(f.Fd()), unix.FALLOC_FL_PUNCH_HOLE|unix.FALLOC_FL_KEEP_SIZE, off, n)
+			if err == nil {
+				return zeroed, 0, nil
+			}
+		}
+		if _, err := f.WriteAt(zeros[:n], off); err != nil {
+			return 0, 0, &SourceError{f.Name(), fmt.Errorf("write at %d: %w", off, err)}
+		}
+		return zeroed, n, nil
+	}
+	data, err := s.GetChunk(ctx, m.Hash, id, buf)
+	if err != nil {
+		return 0, 0, fmt.Errorf("chunk %d of %d (disk offset %d): %w", i, len(m.Chunks), off, err)
+	}
+	if int64(len(data)) != n {
+		return 0, 0, fmt.Errorf("chunk %d (%s) holds %d bytes, the manifest needs %d", i, id.Short(), len(data), n)
+	}
+	if _, err := f.WriteAt(data, off); err != nil {
+		return 0, 0, &SourceError{f.Name(), fmt.Errorf("write at %d: %w", off, err)}
+	}
+	return wrote, n, nil
+}
+
+// openTarget opens or creates the export target and makes it the disk's size. fresh says the
+// target was just created (all holes); oldSize is how much of it existed before.
+func openTarget(path string, m *manifest.Manifest) (f *os.File, fresh bool, oldSize int64, isDev bool, err error) {
+	fi, err := os.Stat(path)
+	switch {
+	case errors.Is(err, os.ErrNotExist):
+		f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o644)
+		if err != nil {
+			return nil, false, 0, false, &SourceError{path, fmt.Errorf("cannot create the target: %w", err)}
+		}
+		if err := checkSpace(path, m); err != nil {
+			f.Close()
+			os.Remove(path)
+			return nil, false, 0, false, err
+		}
+		if err := f.Truncate(m.DiskSize); err != nil {
+			f.Close()
+			os.Remove(path)
+			return nil, false, 0, false, &SourceError{path, fmt.Errorf("cannot size the target to %d bytes: %w", m.DiskSize, err)}
+		}
+		return f, true, 0, false, nil
+	case err != nil:
+		return nil, false, 0, false, &SourceError{path, err}
+	case fi.Mode().IsRegular():
+		f, size, _, err := openDisk(path, os.O_RDWR)
+		if err != nil {
+			return nil, false, 0, false, fmt.Errorf("cannot open the target for writing: %w", err)
+		}
+		if size != m.DiskSize {
+			if err := f.Truncate(m.DiskSize); err != nil {
+				f.Close()
+				return nil, false, 0, false, &SourceError{path, fmt.Errorf("cannot size the target to %d bytes: %w", m.DiskSize, err)}
+			}
+		}
+		return f, false, min(size, m.DiskSize), false, nil
+	default:
+		// O_EXCL on a block device fails with EBUSY while it is mounted or in use.
+		f, size, dev, err := openDisk(path, os.O_RDWR|os.O_EXCL)
+		if err != nil {
+			return nil, false, 0, false, fmt.Errorf("cannot open the target for writing: %w", err)
+		}
+		if !dev {
+			f.Close()
+			return nil, false, 0, false, &SourceError{path, errors.New("not a regular file or block device")}
+		}
+		if size < m.DiskSize {
+			f.Close()
+			return nil, false, 0, false, &SourceError{path, fmt.Errorf("holds %d bytes, the image needs %d", size, m.DiskSize)}
+		}
+		return f, false, m.DiskSize, true, nil
+	}
+}
+
+// checkSpace refuses an export to a new file that cannot fit on its file system.
+func checkSpace(path string, m *manifest.Manifest) error {
+	var st unix.Statfs_t
+	if err := unix.Statfs(path, &st); err != nil {
+		return nil // cannot tell; writes will say
+	}
+	var need int64
+	for i, id := range m.Chunks {
+		if !id.IsZero() {
+			_, n := m.ChunkRange(i)
+			need += n
+		}
+	}
+	if avail := int64(st.Bavail) * st.Bsize; avail < need {
+		return &SourceError{path, fmt.Errorf("the file system has %d bytes free, the image needs %d", avail, need)}
+	}
+	return nil
+}

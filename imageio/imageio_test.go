@@ -1,0 +1,406 @@
+package imageio_test
+
+import (
+	"context"
+	"crypto/sha256"
+	"errors"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+
+	"tms/imageio"
+	"tms/internal/sampledisk"
+	"tms/manifest"
+	"tms/store"
+)
+
+const mib = 1 << 20
+
+func newStore(t *testing.T) (*store.Store, string) {
+	t.Helper()
+	dir := filepath.Join(t.TempDir(), "store")
+	b, err := store.NewDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := store.New(b, store.Options{})
+	if err := s.Init(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	return s, dir
+}
+
+func sampleDisk(t *testing.T, size int64, seed uint64) string {
+	t.Helper()
+	p := filepath.Join(t.TempDir(), "disk.raw")
+	if err := sampledisk.Write(p, sampledisk.Options{Size: size, Seed: seed}); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+func fileSum(t *testing.T, p string) [32]byte {
+	t.Helper()
+	f, err := os.Open(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	h := sha256.New()
+	if _, err := io.Copy(h, f); err != nil {
+		t.Fatal(err)
+	}
+	return [32]byte(h.Sum(nil))
+}
+
+func importFile(t *testing.T, s *store.Store, p, name string) *imageio.ImportResult {
+	t.Helper()
+	res, err := imageio.Import(context.Background(), s, p, imageio.ImportOptions{Name: name})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return res
+}
+
+func resolve(t *testing.T, s *store.Store, ref string) *store.Version {
+	t.Helper()
+	r, err := manifest.ParseRef(ref)
+	if err != nil {
+		t.Fatal(err)
+	}
+	v, err := s.Resolve(context.Background(), r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return v
+}
+
+func TestImportExportRoundTrip(t *testing.T) {
+	ctx := context.Background()
+	s, _ := newStore(t)
+	src := sampleDisk(t, 48*mib+4096, 1)
+	res := importFile(t, s, src, "lab")
+	if res.Zero == 0 || res.Distinct == 0 || res.Stats.AddedChunks != res.Distinct {
+		t.Fatalf("unexpected counts %+v", res)
+	}
+	if pt := res.Version.Manifest.Meta.Partitions; pt == nil || pt.Scheme != "gpt" || len(pt.Partitions) != 2 {
+		t.Fatalf("partition table not summarised: %+v", pt)
+	}
+	v := resolve(t, s, "lab")
+	out := filepath.Join(t.TempDir(), "out.raw")
+	er, err := imageio.Export(ctx, s, v, out, imageio.ExportOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fileSum(t, out) != fileSum(t, src) {
+		t.Fatal("exported disk differs from the source")
+	}
+	if er.Zero == 0 {
+		t.Fatal("no zero chunks seen")
+	}
+	var st syscall.Stat_t
+	if err := syscall.Stat(out, &st); err != nil {
+		t.Fatal(err)
+	}
+	if allocated := st.Blocks * 512; allocated >= v.Manifest.DiskSize-er.Zero*mib/2 {
+		t.Errorf("zero chunks were written, not left as holes: %d of %d bytes allocated", allocated, v.Manifest.DiskSize)
+	}
+
+	// Exporting again over the same file writes nothing.
+	er, err = imageio.Export(ctx, s, v, out, imageio.ExportOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if er.Written != 0 {
+		t.Errorf("second export wrote %d chunks, want 0", er.Written)
+	}
+
+	// Over a damaged copy it writes just the damaged chunks, and punches holes where zeros belong.
+	f, err := os.OpenFile(out, os.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.WriteAt([]byte("damage"), 5*mib+10)
+	f.WriteAt([]byte("damage"), 20*mib+10)
+	f.Truncate(30 * mib)
+	f.Close()
+	er, err = imageio.Export(ctx, s, v, out, imageio.ExportOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fileSum(t, out) != fileSum(t, src) {
+		t.Fatal("repaired export differs from the source")
+	}
+	if er.Written > 2+int64(len(v.Manifest.Chunks)-30) {
+		t.Errorf("repair wrote %d chunks, want at most %d", er.Written, 2+len(v.Manifest.Chunks)-30)
+	}
+}
+
+func TestIncrementalImportAddsOnlyTouchedChunks(t *testing.T) {
+	s, _ := newStore(t)
+	src := sampleDisk(t, 64*mib, 2)
+	first := importFile(t, s, src, "lab")
+	offs, err := sampledisk.Mutate(src, 0.002, 3)
+	if err != nil {
+		t.Fatal(err)
+	}
+	touched := map[int64]bool{}
+	for _, o := range offs {
+		touched[o/imageio.DefaultChunkSize] = true
+	}
+	second := importFile(t, s, src, "lab")
+	if second.Unchanged || second.Version.Manifest.Parent != first.Version.ID {
+		t.Fatalf("second version does not chain to the first: %+v", second.Version.Manifest.Parent)
+	}
+	if second.Stats.AddedChunks > int64(len(touched)) {
+		t.Errorf("added %d chunks, but only %d were touched", second.Stats.AddedChunks, len(touched))
+	}
+	// The added bytes are exactly the stored size of the new chunks that the change touched.
+	var want int64
+	for i := range touched {
+		id := second.Version.Manifest.Chunks[i]
+		if id == first.Version.Manifest.Chunks[i] || id.IsZero() {
+			continue
+		}
+		n, err := s.StatChunk(context.Background(), id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		want += n
+	}
+	if second.Stats.AddedBytes > want {
+		t.Errorf("added %d bytes, the touched chunks hold %d", second.Stats.AddedBytes, want)
+	}
+	got, err := s.GetStats(context.Background(), second.Version.ID)
+	if err != nil || got != second.Stats {
+		t.Errorf("stats not saved with the version: %+v, %v", got, err)
+	}
+
+	third := importFile(t, s, src, "lab")
+	if !third.Unchanged || third.Stats.AddedBytes != 0 || third.Version.ID != second.Version.ID {
+		t.Errorf("importing the same disk again: unchanged=%v added=%d", third.Unchanged, third.Stats.AddedBytes)
+	}
+}
+
+func flipByte(t *testing.T, p string) {
+	t.Helper()
+	b, err := os.ReadFile(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b[len(b)/2] ^= 0x40
+	if err := os.WriteFile(p, b, 0o644); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestCorruptChunkIsNamed(t *testing.T) {
+	ctx := context.Background()
+	s, dir := newStore(t)
+	src := sampleDisk(t, 16*mib, 4)
+	res := importFile(t, s, src, "lab")
+	other := importFile(t, s, sampleDisk(t, 8*mib, 5), "other")
+	var victim manifest.ID
+	for _, id := range res.Version.Manifest.Chunks[2:] {
+		if !id.IsZero() {
+			victim = id
+			break
+		}
+	}
+	flipByte(t, filepath.Join(dir, store.ChunkKey(victim)))
+
+	_, err := imageio.Export(ctx, s, res.Version, filepath.Join(t.TempDir(), "out"), imageio.ExportOptions{})
+	if !errors.Is(err, store.ErrCorrupt) || !strings.Contains(err.Error(), victim.String()) {
+		t.Fatalf("export error %v: want ErrCorrupt naming %s", err, victim.Short())
+	}
+	rep, err := s.Verify(ctx, 4, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(rep.Problems) != 1 || !strings.Contains(rep.Problems[0].String(), victim.String()) ||
+		!strings.Contains(rep.Problems[0].String(), "lab@") {
+		t.Fatalf("verify problems %v: want one naming chunk %s and image lab", rep.Problems, victim.Short())
+	}
+	// Nothing else is harmed: the other image still exports.
+	out := filepath.Join(t.TempDir(), "other")
+	if _, err := imageio.Export(ctx, s, other.Version, out, imageio.ExportOptions{}); err != nil {
+		t.Fatalf("other image harmed: %v", err)
+	}
+}
+
+func TestTruncatedAndMissingChunks(t *testing.T) {
+	ctx := context.Background()
+	s, dir := newStore(t)
+	res := importFile(t, s, sampleDisk(t, 16*mib, 6), "lab")
+	var ids []manifest.ID
+	for _, id := range res.Version.Manifest.Chunks[1:] {
+		if !id.IsZero() {
+			ids = append(ids, id)
+		}
+	}
+	truncated, missing := ids[0], ids[len(ids)-1]
+	p := filepath.Join(dir, store.ChunkKey(truncated))
+	if err := os.Truncate(p, 100); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Remove(filepath.Join(dir, store.ChunkKey(missing))); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.GetChunk(ctx, manifest.BLAKE3, truncated, nil); !errors.Is(err, store.ErrCorrupt) {
+		t.Errorf("truncated chunk: %v, want ErrCorrupt", err)
+	}
+	if _, err := s.GetChunk(ctx, manifest.BLAKE3, missing, nil); !errors.Is(err, store.ErrNotFound) || errors.Is(err, store.ErrCorrupt) {
+		t.Errorf("missing chunk: %v, want ErrNotFound", err)
+	}
+	rep, err := s.Verify(ctx, 2, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var kinds []string
+	for _, p := range rep.Problems {
+		kinds = append(kinds, p.String())
+	}
+	all := strings.Join(kinds, "\n")
+	if len(rep.Problems) != 2 || !strings.Contains(all, truncated.String()+": corrupt") || !strings.Contains(all, missing.String()+": missing") {
+		t.Fatalf("verify found:\n%s", all)
+	}
+}
+
+func TestCorruptManifest(t *testing.T) {
+	ctx := context.Background()
+	s, dir := newStore(t)
+	res := importFile(t, s, sampleDisk(t, 8*mib, 7), "lab")
+	flipByte(t, filepath.Join(dir, "manifests", res.Version.ID.String()))
+	r, _ := manifest.ParseRef("lab")
+	if _, err := s.Resolve(ctx, r); !errors.Is(err, store.ErrCorrupt) {
+		t.Fatalf("resolve of a corrupt manifest: %v", err)
+	}
+	if _, err := s.GC(ctx); err == nil || !strings.Contains(err.Error(), "before deleting anything") {
+		t.Fatalf("gc with a corrupt manifest: %v, want it to stop", err)
+	}
+}
+
+func TestInterruptedImportResumes(t *testing.T) {
+	s, _ := newStore(t)
+	src := sampleDisk(t, 96*mib, 8)
+	ctx, cancel := context.WithCancel(context.Background())
+	_, err := imageio.Import(ctx, s, src, imageio.ImportOptions{Name: "lab", Jobs: 2, Progress: func(done, total int64) {
+		if done > total/2 {
+			cancel()
+		}
+	}})
+	if !errors.Is(err, context.Canceled) {
+		t.Fatalf("interrupted import: %v, want context.Canceled", err)
+	}
+	if tags, _ := s.Tags(context.Background()); len(tags) != 0 {
+		t.Fatalf("interrupted import published %v", tags)
+	}
+	if ids, _ := s.VersionIDs(context.Background()); len(ids) != 0 {
+		t.Fatalf("interrupted import left versions %v", ids)
+	}
+	res := importFile(t, s, src, "lab")
+	if res.Stats.AddedChunks >= res.Distinct {
+		t.Errorf("resumed import added all %d chunks again", res.Distinct)
+	}
+	out := filepath.Join(t.TempDir(), "out")
+	if _, err := imageio.Export(context.Background(), s, res.Version, out, imageio.ExportOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if fileSum(t, out) != fileSum(t, src) {
+		t.Fatal("resumed import exports a different disk")
+	}
+}
+
+func TestBadTargetsAndSources(t *testing.T) {
+	ctx := context.Background()
+	s, _ := newStore(t)
+	src := sampleDisk(t, 8*mib, 9)
+	res := importFile(t, s, src, "lab")
+	notDir := filepath.Join(t.TempDir(), "file")
+	os.WriteFile(notDir, nil, 0o644)
+
+	cases := map[string]struct {
+		err  func() error
+		want string
+	}{
+		"export into a path under a file": {func() error {
+			_, err := imageio.Export(ctx, s, res.Version, filepath.Join(notDir, "out"), imageio.ExportOptions{})
+			return err
+		}, "not a directory"},
+		"export to a directory": {func() error {
+			_, err := imageio.Export(ctx, s, res.Version, t.TempDir(), imageio.ExportOptions{})
+			return err
+		}, "is a directory"},
+		"import a missing file": {func() error {
+			_, err := imageio.Import(ctx, s, filepath.Join(t.TempDir(), "nope"), imageio.ImportOptions{Name: "x"})
+			return err
+		}, "no such file"},
+		"import an empty file": {func() error {
+			_, err := imageio.Import(ctx, s, notDir, imageio.ImportOptions{Name: "x"})
+			return err
+		}, "is empty"},
+		"import under a bad name": {func() error {
+			_, err := imageio.Import(ctx, s, src, imageio.ImportOptions{Name: "../x"})
+			return err
+		}, "image name"},
+		"import with a bad chunk size": {func() error {
+			_, err := imageio.Import(ctx, s, src, imageio.ImportOptions{Name: "x", ChunkSize: 1000})
+			return err
+		}, "chunk size"},
+	}
+	for name, c := range cases {
+		t.Run(name, func(t *testing.T) {
+			err := c.err()
+			if err == nil || !strings.Contains(err.Error(), c.want) {
+				t.Fatalf("got %v, want an error mentioning %q", err, c.want)
+			}
+		})
+	}
+}
+
+func TestRemoveAndGC(t *testing.T) {
+	ctx := context.Background()
+	s, _ := newStore(t)
+	a := importFile(t, s, sampleDisk(t, 8*mib, 10), "a")
+	b := importFile(t, s, sampleDisk(t, 8*mib, 11), "b")
+
+	// gc refuses to run while an import holds the store.
+	l, err := s.LockShared(ctx, "test import", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.GC(ctx); !errors.Is(err, store.ErrBusy) || !strings.Contains(err.Error(), "test import") {
+		t.Fatalf("gc during an import: %v, want ErrBusy naming the import", err)
+	}
+	l.Release(ctx)
+
+	res, err := s.GC(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.FreedChunks != 0 {
+		t.Fatalf("gc freed %d chunks still in use", res.FreedChunks)
+	}
+	r, _ := manifest.ParseRef("a")
+	rm, err := s.Remove(ctx, r)
+	if err != nil || len(rm.Versions) != 1 || rm.Versions[0] != a.Version.ID {
+		t.Fatalf("remove a: %+v, %v", rm, err)
+	}
+	res, err = s.GC(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.FreedChunks != a.Stats.AddedChunks || res.FreedBytes != a.Stats.AddedBytes {
+		t.Errorf("gc freed %d chunks (%d bytes), want %d (%d)", res.FreedChunks, res.FreedBytes, a.Stats.AddedChunks, a.Stats.AddedBytes)
+	}
+	out := filepath.Join(t.TempDir(), "b")
+	if _, err := imageio.Export(ctx, s, b.Version, out, imageio.ExportOptions{}); err != nil {
+		t.Fatalf("gc harmed image b: %v", err)
+	}
+	if _, err := s.Resolve(ctx, r); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("removed image still resolves: %v", err)
+	}
+}
