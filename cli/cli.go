@@ -1,0 +1,188 @@
+// Package cli is the tms command line: `tms image …`, `tms store …`, `tms dev`, `tms version`.
+// cmd/tms only calls Main; everything here takes its streams and environment from App so tests
+// run the real commands in-process.
+package cli
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"runtime/debug"
+	"strings"
+	"syscall"
+
+	"github.com/spf13/cobra"
+	"golang.org/x/term"
+
+	"tms/config"
+	"tms/store"
+	"tms/store/s3store"
+)
+
+// Version is the tms release, set at build time with -ldflags "-X tms/cli.Version=…".
+var Version = "dev"
+
+// App holds what the commands talk to.
+type App struct {
+	Stdout, Stderr io.Writer
+	// Env looks up environment variables (default os.LookupEnv).
+	Env func(string) (string, bool)
+	// Progress forces progress bars on or off; nil means "when stderr is a terminal".
+	Progress *bool
+
+	configFile string
+	logLevel   string
+	log        *slog.Logger
+}
+
+// Main runs the tms command line with args and returns the exit status.
+func Main(args []string) int {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	a := &App{Stdout: os.Stdout, Stderr: os.Stderr}
+	return a.Run(ctx, args)
+}
+
+// Run runs one command line.
+func (a *App) Run(ctx context.Context, args []string) int {
+	if a.Env == nil {
+		a.Env = os.LookupEnv
+	}
+	cmd := a.Command()
+	cmd.SetArgs(args)
+	cmd.SetOut(a.Stdout)
+	cmd.SetErr(a.Stderr)
+	err := cmd.ExecuteContext(ctx)
+	if err == nil {
+		return 0
+	}
+	var ue usageError
+	switch {
+	case errors.As(err, &ue):
+		fmt.Fprintf(a.Stderr, "tms: %v\nRun 'tms --help' for usage.\n", err)
+		return 2
+	case errors.Is(err, context.Canceled) && ctx.Err() != nil:
+		fmt.Fprintf(a.Stderr, "tms: interrupted\n")
+		return 130
+	}
+	fmt.Fprintf(a.Stderr, "tms: %v\n", err)
+	return 1
+}
+
+type usageError struct{ error }
+
+// Command builds the command tree.
+func (a *App) Command() *cobra.Command {
+	root := &cobra.Command{
+		Use:           "tms",
+		Short:         "tms manages the PCs of many classrooms: images, terminals, deployments",
+		SilenceUsage:  true,
+		SilenceErrors: true,
+		PersistentPreRunE: func(cmd *cobra.Command, args []string) error {
+			var lvl slog.Level
+			if err := lvl.UnmarshalText([]byte(a.logLevel)); err != nil {
+				return usageError{fmt.Errorf("--log-level %q: want debug, info, warn or error", a.logLevel)}
+			}
+			a.log = slog.New(slog.NewTextHandler(a.Stderr, &slog.HandlerOptions{Level: lvl}))
+			return nil
+		},
+	}
+	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{err} })
+	root.PersistentFlags().StringVar(&a.configFile, "config", "", "configuration file (YAML or TOML)")
+	root.PersistentFlags().StringVar(&a.logLevel, "log-level", "warn", "log level: debug, info, warn or error")
+	root.AddCommand(a.imageCommand(), a.storeCommand(), a.devCommand(), a.versionCommand())
+	return root
+}
+
+func exactArgs(n int, names string) cobra.PositionalArgs {
+	return func(cmd *cobra.Command, args []string) error {
+		if len(args) != n {
+			return usageError{fmt.Errorf("%s takes %s, got %d argument(s)", cmd.CommandPath(), names, len(args))}
+		}
+		return nil
+	}
+}
+
+func (a *App) versionCommand() *cobra.Command {
+	return &cobra.Command{
+		Use:   "version",
+		Short: "Print the tms version",
+		Args:  exactArgs(0, "no arguments"),
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			goVersion := "unknown"
+			if bi, ok := debug.ReadBuildInfo(); ok {
+				goVersion = bi.GoVersion
+			}
+			fmt.Fprintf(a.Stdout, "tms %s (%s)\n", Version, goVersion)
+			return nil
+		},
+	}
+}
+
+// progressOn says whether to draw progress bars.
+func (a *App) progressOn() bool {
+	if a.Progress != nil {
+		return *a.Progress
+	}
+	f, ok := a.Stderr.(*os.File)
+	return ok && term.IsTerminal(int(f.Fd()))
+}
+
+func (a *App) printJSON(v any) error {
+	enc := json.NewEncoder(a.Stdout)
+	enc.SetIndent("", "  ")
+	return enc.Encode(v)
+}
+
+// openStore opens the store at loc: a directory, or s3://bucket/prefix with the endpoint and
+// keys from configuration. With create, a store that does not exist yet is made.
+func (a *App) openStore(ctx context.Context, cmd *cobra.Command, loc string, create bool) (*store.Store, error) {
+	if loc == "" {
+		return nil, usageError{errors.New("--store is required: a directory or s3://bucket/prefix")}
+	}
+	var b store.Backend
+	if strings.HasPrefix(loc, "s3://") {
+		bucket, prefix, err := s3store.ParseLocation(loc)
+		if err != nil {
+			return nil, usageError{err}
+		}
+		cfg, err := config.Load(config.LoadOptions{File: a.configFile, Env: a.Env, Role: config.RoleCLI})
+		if err != nil {
+			return nil, err
+		}
+		s3 := cfg.Store.S3
+		if s3.Endpoint == "" {
+			return nil, errors.New("store " + loc + ": no S3 endpoint configured: set store.s3.endpoint in the config file or TMS_STORE_S3_ENDPOINT")
+		}
+		b, err = s3store.New(ctx, s3store.Config{Endpoint: s3.Endpoint, Secure: !s3.Insecure, AccessKey: s3.AccessKey,
+			SecretKey: s3.SecretKey, SessionToken: s3.SessionToken, Region: s3.Region, Bucket: bucket, Prefix: prefix})
+		if err != nil {
+			return nil, err
+		}
+	} else if create {
+		d, err := store.NewDir(loc)
+		if err != nil {
+			return nil, err
+		}
+		b = d
+	} else {
+		d, err := store.OpenDir(loc)
+		if errors.Is(err, store.ErrNotFound) {
+			return nil, fmt.Errorf("no tms store at %s: the directory does not exist", loc)
+		}
+		if err != nil {
+			return nil, err
+		}
+		b = d
+	}
+	s := store.New(b, store.Options{Log: a.log})
+	if create {
+		return s, s.Init(ctx)
+	}
+	return s, s.Check(ctx)
+}

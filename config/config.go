@@ -1,0 +1,202 @@
+package config
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/netip"
+	"net/url"
+	"strings"
+)
+
+// Config is the whole configuration of every tms program. Each program reads the sections it
+// needs; Role decides which of them must be filled in (see Config.Validate).
+//
+// The mapstructure tags are the configuration keys; see the package documentation for the
+// environment variables and flags they map to.
+type Config struct {
+	Log     Log     `mapstructure:"log"`
+	Store   Store   `mapstructure:"store"`
+	Central Central `mapstructure:"central"`
+	Region  Region  `mapstructure:"region"`
+	Agent   Agent   `mapstructure:"agent"`
+}
+
+// Log configures the process logger.
+type Log struct {
+	// Level is "debug", "info", "warn" or "error".
+	Level string `mapstructure:"level"`
+	// Format is "text" or "json".
+	Format string `mapstructure:"format"`
+}
+
+// SlogLevel returns Level as a slog.Level; an unknown level (which Validate rejects) is Info.
+func (l Log) SlogLevel() slog.Level {
+	switch l.Level {
+	case "debug":
+		return slog.LevelDebug
+	case "warn":
+		return slog.LevelWarn
+	case "error":
+		return slog.LevelError
+	default:
+		return slog.LevelInfo
+	}
+}
+
+// NewHandler returns a slog handler writing to w in Format at Level.
+func (l Log) NewHandler(w io.Writer) slog.Handler {
+	opts := &slog.HandlerOptions{Level: l.SlogLevel()}
+	if l.Format == "json" {
+		return slog.NewJSONHandler(w, opts)
+	}
+	return slog.NewTextHandler(w, opts)
+}
+
+// Store holds the settings shared by every image store that lives in S3. A store location
+// (Central.Store, Region.Store) is either a local directory or s3://bucket/prefix; the s3 form
+// uses these settings.
+type Store struct {
+	S3 S3 `mapstructure:"s3"`
+}
+
+// S3 is how to reach an S3-compatible object store (AWS, MinIO, Ceph...).
+//
+// Load accepts the endpoint as host:port, http://host:port or https://host:port; it stores
+// host:port in Endpoint and sets Insecure from the scheme (http means Insecure). An empty
+// Endpoint means the S3 client's default (AWS). The credentials fall back to the standard
+// AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_SESSION_TOKEN and AWS_REGION (then
+// AWS_DEFAULT_REGION) environment variables.
+//
+// String, GoString and MarshalJSON redact the credentials.
+type S3 struct {
+	// Endpoint is host or host:port, without a scheme.
+	Endpoint     string `mapstructure:"endpoint"`
+	AccessKey    string `mapstructure:"access_key"`
+	SecretKey    string `mapstructure:"secret_key"`
+	SessionToken string `mapstructure:"session_token"`
+	Region       string `mapstructure:"region"`
+	// Insecure means plain http instead of https.
+	Insecure bool `mapstructure:"insecure"`
+}
+
+// String describes s without its credentials.
+func (s S3) String() string { return fmt.Sprintf("%+v", plainS3(s.redacted())) }
+
+// GoString is String for %#v.
+func (s S3) GoString() string {
+	return "config.S3" + strings.TrimPrefix(fmt.Sprintf("%#v", plainS3(s.redacted())), "config.plainS3")
+}
+
+// MarshalJSON encodes s without its credentials (slog's JSON handler uses it).
+func (s S3) MarshalJSON() ([]byte, error) { return json.Marshal(plainS3(s.redacted())) }
+
+func (s S3) redacted() S3 {
+	s.AccessKey, s.SecretKey, s.SessionToken = redact(s.AccessKey), redact(s.SecretKey), redact(s.SessionToken)
+	return s
+}
+
+// plainS3 is S3 without its methods, for printing a redacted copy.
+type plainS3 S3
+
+// Temporal is how to reach the Temporal frontend.
+//
+// String, GoString and MarshalJSON redact APIKey.
+type Temporal struct {
+	// Address is host:port of the frontend.
+	Address string `mapstructure:"address"`
+	// Namespace defaults to "default".
+	Namespace string `mapstructure:"namespace"`
+	TLS       TLS    `mapstructure:"tls"`
+	// APIKey is sent as a bearer token (Temporal Cloud); empty means none.
+	APIKey string `mapstructure:"api_key"`
+}
+
+// String describes t without its API key.
+func (t Temporal) String() string { return fmt.Sprintf("%+v", plainTemporal(t.redacted())) }
+
+// GoString is String for %#v.
+func (t Temporal) GoString() string {
+	return "config.Temporal" + strings.TrimPrefix(fmt.Sprintf("%#v", plainTemporal(t.redacted())), "config.plainTemporal")
+}
+
+// MarshalJSON encodes t without its API key (slog's JSON handler uses it).
+func (t Temporal) MarshalJSON() ([]byte, error) { return json.Marshal(plainTemporal(t.redacted())) }
+
+func (t Temporal) redacted() Temporal {
+	t.APIKey = redact(t.APIKey)
+	return t
+}
+
+// plainTemporal is Temporal without its methods, for printing a redacted copy.
+type plainTemporal Temporal
+
+// TLS is the client side of a TLS connection. All fields empty means the client's defaults;
+// CertFile and KeyFile go together (mutual TLS).
+type TLS struct {
+	CAFile     string `mapstructure:"ca_file"`
+	CertFile   string `mapstructure:"cert_file"`
+	KeyFile    string `mapstructure:"key_file"`
+	ServerName string `mapstructure:"server_name"`
+}
+
+// Central configures the central server: the master image store and the Temporal workers that
+// distribute images to the regions.
+type Central struct {
+	Temporal Temporal `mapstructure:"temporal"`
+	// Store is the master image store: a directory or s3://bucket/prefix.
+	Store string `mapstructure:"store"`
+	// Listen is the address of the central HTTP API.
+	Listen netip.AddrPort `mapstructure:"listen"`
+}
+
+// Region configures a regional server (one per classroom): its local image cache and the
+// services the terminals boot from.
+type Region struct {
+	// ID names the region in workflows and task queues; see Config.Validate for its form.
+	ID       string   `mapstructure:"id"`
+	Temporal Temporal `mapstructure:"temporal"`
+	// Store is the region's image store, a directory or s3://bucket/prefix; empty means the
+	// program's default (under DataDir).
+	Store string `mapstructure:"store"`
+	// DataDir holds the region's local state.
+	DataDir string `mapstructure:"data_dir"`
+	// Listen is the address of the region's HTTP API for agents.
+	Listen netip.AddrPort `mapstructure:"listen"`
+	// Labels place the region in the school's topology, like site=north or floor=2. Keys are
+	// lower case (file keys are folded to lower case when read).
+	Labels map[string]string `mapstructure:"labels"`
+}
+
+// Agent configures the terminal agent.
+type Agent struct {
+	// RegionURL is the base http or https URL of the region's API.
+	RegionURL *url.URL `mapstructure:"region_url"`
+	// Disk is the block device images are written to (an absolute path such as /dev/sda or
+	// /dev/disk/by-id/...); empty means the agent chooses.
+	Disk string `mapstructure:"disk"`
+	// StateDir holds the agent's local state.
+	StateDir string `mapstructure:"state_dir"`
+}
+
+// Defaults returns the configuration used for every key that no file, environment variable or
+// flag sets. Each call returns a new value.
+func Defaults() *Config {
+	temporal := Temporal{Address: net.JoinHostPort("localhost", "7233"), Namespace: "default"}
+	return &Config{
+		Log:     Log{Level: "info", Format: "text"},
+		Central: Central{Temporal: temporal, Listen: netip.AddrPortFrom(netip.IPv6Unspecified(), 8080)},
+		Region:  Region{Temporal: temporal, Listen: netip.AddrPortFrom(netip.IPv6Unspecified(), 8081)},
+		Agent:   Agent{StateDir: "/var/lib/tms/agent"},
+	}
+}
+
+// redact stands in for a secret in anything printed.
+func redact(secret string) string {
+	if secret == "" {
+		return ""
+	}
+	return "[redacted]"
+}

@@ -1,0 +1,813 @@
+package config
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io/fs"
+	"log/slog"
+	"maps"
+	"net/netip"
+	"net/url"
+	"os"
+	"path/filepath"
+	"reflect"
+	"regexp"
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/spf13/pflag"
+)
+
+// env returns a LoadOptions.Env that sees only vars.
+func env(vars map[string]string) func(string) (string, bool) {
+	return func(name string) (string, bool) {
+		v, ok := vars[name]
+		return v, ok
+	}
+}
+
+// writeFile writes content to name in a fresh directory and returns its path.
+func writeFile(t *testing.T, name, content string) string {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), name)
+	if err := os.WriteFile(path, []byte(content), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
+// testFlags declares flags the way a program would: some map to keys, one does not.
+func testFlags(t *testing.T, args ...string) *pflag.FlagSet {
+	t.Helper()
+	fs := pflag.NewFlagSet("test", pflag.ContinueOnError)
+	fs.String("log-level", "error", "")
+	fs.String("central-listen", "", "")
+	fs.Bool("store-s3-insecure", false, "")
+	fs.StringToString("region-labels", nil, "")
+	fs.String("region-data_dir", "", "") // '_' spelling of region-data-dir
+	fs.Bool("verbose", false, "")        // not a key
+	if err := fs.Parse(args); err != nil {
+		t.Fatal(err)
+	}
+	return fs
+}
+
+// fieldKeys returns the keys of the *FieldErrors in err, sorted, and fails the test if err holds
+// anything else.
+func fieldKeys(t *testing.T, err error) []string {
+	t.Helper()
+	var keys []string
+	errs := []error{err}
+	if j, ok := err.(interface{ Unwrap() []error }); ok {
+		errs = j.Unwrap()
+	}
+	for _, e := range errs {
+		var fe *FieldError
+		if !errors.As(e, &fe) {
+			t.Fatalf("error %q (%T) is not a *FieldError", e, e)
+		}
+		if prefix := "config: " + fe.Key + ": "; !strings.HasPrefix(e.Error(), prefix) {
+			t.Errorf("error %q does not start with %q", e, prefix)
+		}
+		keys = append(keys, fe.Key)
+	}
+	slices.Sort(keys)
+	return keys
+}
+
+func TestDefaults(t *testing.T) {
+	cfg, err := Load(LoadOptions{Env: env(nil), Role: RoleCLI})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(cfg, Defaults()) {
+		t.Errorf("Load with no sources = %+v, want Defaults() = %+v", cfg, Defaults())
+	}
+	d := Defaults()
+	for _, tc := range []struct {
+		name      string
+		got, want any
+	}{
+		{"log.level", d.Log.Level, "info"},
+		{"log.format", d.Log.Format, "text"},
+		{"central.temporal.namespace", d.Central.Temporal.Namespace, "default"},
+		{"region.temporal.namespace", d.Region.Temporal.Namespace, "default"},
+		{"central.temporal.address", d.Central.Temporal.Address, "localhost:7233"},
+		{"central.listen", d.Central.Listen, netip.MustParseAddrPort("[::]:8080")},
+		{"region.listen", d.Region.Listen, netip.MustParseAddrPort("[::]:8081")},
+		{"agent.region_url", d.Agent.RegionURL, (*url.URL)(nil)},
+	} {
+		if !reflect.DeepEqual(tc.got, tc.want) {
+			t.Errorf("default %s = %v, want %v", tc.name, tc.got, tc.want)
+		}
+	}
+	if err := d.Validate(RoleCLI); err != nil {
+		t.Errorf("Defaults().Validate(RoleCLI) = %v", err)
+	}
+	d.Region.Temporal.Namespace = "changed"
+	if Defaults().Region.Temporal.Namespace != "default" {
+		t.Error("changing one Defaults() value changed the next")
+	}
+}
+
+// The same settings as YAML and as TOML.
+const (
+	precedenceYAML = `
+log:
+  level: warn
+central:
+  listen: 127.0.0.1:9000
+  store: /srv/file
+store:
+  s3:
+    insecure: true
+region:
+  data_dir: /var/file
+  labels:
+    site: file
+    floor: "1"
+`
+	precedenceTOML = `
+[log]
+level = "warn"
+[central]
+listen = "127.0.0.1:9000"
+store = "/srv/file"
+[store.s3]
+insecure = true
+[region]
+data_dir = "/var/file"
+[region.labels]
+site = "file"
+floor = "1"
+`
+)
+
+func TestPrecedenceFileEnvFlags(t *testing.T) {
+	type want struct {
+		level    string
+		listen   string
+		insecure bool
+		labels   map[string]string
+		dataDir  string
+	}
+	fromFile := want{"warn", "127.0.0.1:9000", true, map[string]string{"site": "file", "floor": "1"}, "/var/file"}
+	fullEnv := map[string]string{
+		"TMS_LOG_LEVEL":         "error",
+		"TMS_CENTRAL_LISTEN":    "127.0.0.1:9001",
+		"TMS_STORE_S3_INSECURE": "false",
+		"TMS_REGION_LABELS":     "site=env, room=12",
+		"TMS_REGION_DATA_DIR":   "/var/env",
+	}
+	fromEnv := want{"error", "127.0.0.1:9001", false, map[string]string{"site": "env", "room": "12"}, "/var/env"}
+	allFlags := []string{
+		"--log-level=debug", "--central-listen=[::1]:9002", "--store-s3-insecure",
+		"--region-labels=site=flag", "--region-data_dir=/var/flag", "--verbose",
+	}
+	fromFlags := want{"debug", "[::1]:9002", true, map[string]string{"site": "flag"}, "/var/flag"}
+
+	for _, format := range []struct{ name, content string }{
+		{"c.yaml", precedenceYAML},
+		{"c.yml", precedenceYAML},
+		{"c.toml", precedenceTOML},
+	} {
+		for _, tc := range []struct {
+			name string
+			file bool
+			env  map[string]string
+			args []string
+			want want
+		}{
+			{name: "file over defaults", file: true, want: fromFile},
+			{name: "env over file", file: true, env: fullEnv, want: fromEnv},
+			{name: "flags over env", file: true, env: fullEnv, args: allFlags, want: fromFlags},
+			{name: "flags over file", file: true, args: allFlags, want: fromFlags},
+			{name: "env without file", env: fullEnv, want: fromEnv},
+			{
+				name: "flags not given leave env and file",
+				file: true, env: map[string]string{"TMS_LOG_LEVEL": "error"}, args: []string{"--verbose"},
+				want: want{"error", "127.0.0.1:9000", true, fromFile.labels, "/var/file"},
+			},
+			{
+				name: "empty env is unset",
+				file: true, env: map[string]string{"TMS_LOG_LEVEL": "", "TMS_CENTRAL_LISTEN": ""},
+				want: fromFile,
+			},
+		} {
+			t.Run(format.name+"/"+tc.name, func(t *testing.T) {
+				opts := LoadOptions{Env: env(tc.env), Flags: testFlags(t, tc.args...), Role: RoleCLI}
+				if tc.file {
+					opts.File = writeFile(t, format.name, format.content)
+				}
+				cfg, err := Load(opts)
+				if err != nil {
+					t.Fatal(err)
+				}
+				got := want{cfg.Log.Level, cfg.Central.Listen.String(), cfg.Store.S3.Insecure, cfg.Region.Labels, cfg.Region.DataDir}
+				if !reflect.DeepEqual(got, tc.want) {
+					t.Errorf("got %+v\nwant %+v", got, tc.want)
+				}
+				// Keys no source sets keep their defaults.
+				if cfg.Central.Temporal != Defaults().Central.Temporal || cfg.Log.Format != "text" {
+					t.Errorf("untouched keys lost their defaults: %+v", cfg)
+				}
+			})
+		}
+	}
+}
+
+func TestEveryKeyFromEnvAndFlags(t *testing.T) {
+	// One value per key, as an environment variable and as a string flag, must reach the field.
+	values := map[string]string{
+		"log.level":                        "debug",
+		"log.format":                       "json",
+		"store.s3.endpoint":                "minio:9000",
+		"store.s3.access_key":              "ak",
+		"store.s3.secret_key":              "sk",
+		"store.s3.session_token":           "st",
+		"store.s3.region":                  "eu-west-1",
+		"store.s3.insecure":                "true",
+		"central.temporal.address":         "t1:7233",
+		"central.temporal.namespace":       "ns1",
+		"central.temporal.tls.ca_file":     "/ca1",
+		"central.temporal.tls.cert_file":   "/cert1",
+		"central.temporal.tls.key_file":    "/key1",
+		"central.temporal.tls.server_name": "sn1",
+		"central.temporal.api_key":         "api1",
+		"central.store":                    "s3://bucket/prefix",
+		"central.listen":                   "10.0.0.1:80",
+		"region.id":                        "room-12",
+		"region.temporal.address":          "t2:7233",
+		"region.temporal.namespace":        "ns2",
+		"region.temporal.tls.ca_file":      "/ca2",
+		"region.temporal.tls.cert_file":    "/cert2",
+		"region.temporal.tls.key_file":     "/key2",
+		"region.temporal.tls.server_name":  "sn2",
+		"region.temporal.api_key":          "api2",
+		"region.store":                     "/srv/region",
+		"region.data_dir":                  "/var/region",
+		"region.listen":                    "10.0.0.2:81",
+		"region.labels":                    "site=north",
+		"agent.region_url":                 "https://region:8081/api",
+		"agent.disk":                       "/dev/sda",
+		"agent.state_dir":                  "/var/agent",
+	}
+	want := Config{
+		Log:   Log{Level: "debug", Format: "json"},
+		Store: Store{S3: S3{Endpoint: "minio:9000", AccessKey: "ak", SecretKey: "sk", SessionToken: "st", Region: "eu-west-1", Insecure: true}},
+		Central: Central{
+			Temporal: Temporal{Address: "t1:7233", Namespace: "ns1", TLS: TLS{"/ca1", "/cert1", "/key1", "sn1"}, APIKey: "api1"},
+			Store:    "s3://bucket/prefix",
+			Listen:   netip.MustParseAddrPort("10.0.0.1:80"),
+		},
+		Region: Region{
+			ID:       "room-12",
+			Temporal: Temporal{Address: "t2:7233", Namespace: "ns2", TLS: TLS{"/ca2", "/cert2", "/key2", "sn2"}, APIKey: "api2"},
+			Store:    "/srv/region",
+			DataDir:  "/var/region",
+			Listen:   netip.MustParseAddrPort("10.0.0.2:81"),
+			Labels:   map[string]string{"site": "north"},
+		},
+		Agent: Agent{RegionURL: &url.URL{Scheme: "https", Host: "region:8081", Path: "/api"}, Disk: "/dev/sda", StateDir: "/var/agent"},
+	}
+	if got := slices.Sorted(maps.Keys(values)); !slices.Equal(got, allKeys()) {
+		t.Fatalf("test covers keys %v, want %v", got, allKeys())
+	}
+
+	t.Run("env", func(t *testing.T) {
+		vars := map[string]string{}
+		for k, v := range values {
+			vars[envName(k)] = v
+		}
+		cfg, err := Load(LoadOptions{Env: env(vars), Role: RoleCLI})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !reflect.DeepEqual(*cfg, want) {
+			t.Errorf("got  %#v\nwant %#v", *cfg, want)
+		}
+	})
+	t.Run("flags", func(t *testing.T) {
+		fs := pflag.NewFlagSet("test", pflag.ContinueOnError)
+		var args []string
+		for k, v := range values {
+			fs.String(flagName(k), "", "")
+			args = append(args, "--"+flagName(k)+"="+v)
+		}
+		if err := fs.Parse(args); err != nil {
+			t.Fatal(err)
+		}
+		cfg, err := Load(LoadOptions{Env: env(nil), Flags: fs, Role: RoleCLI})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !reflect.DeepEqual(*cfg, want) {
+			t.Errorf("got  %#v\nwant %#v", *cfg, want)
+		}
+	})
+}
+
+func allKeys() []string {
+	var keys []string
+	for _, f := range keyFields() {
+		keys = append(keys, f.key)
+	}
+	slices.Sort(keys)
+	return keys
+}
+
+func TestNamesAreUniqueAndDocumented(t *testing.T) {
+	doc, err := os.ReadFile("doc.go")
+	if err != nil {
+		t.Fatal(err)
+	}
+	envs, flags := map[string]string{}, map[string]string{}
+	for _, key := range allKeys() {
+		if other, ok := envs[envName(key)]; ok {
+			t.Errorf("keys %s and %s share environment variable %s", other, key, envName(key))
+		}
+		envs[envName(key)] = key
+		if other, ok := flags[flagName(key)]; ok {
+			t.Errorf("keys %s and %s share flag --%s", other, key, flagName(key))
+		}
+		flags[flagName(key)] = key
+
+		documented := key
+		if strings.HasPrefix(key, "region.temporal.") {
+			documented = "region.temporal.*"
+		}
+		if !regexp.MustCompile(`(?m)^//\t` + regexp.QuoteMeta(documented) + `( |$)`).Match(doc) {
+			t.Errorf("key %s is not in the table in doc.go", documented)
+		}
+	}
+}
+
+func TestAWSFallback(t *testing.T) {
+	aws := map[string]string{
+		"AWS_ACCESS_KEY_ID":     "aws-ak",
+		"AWS_SECRET_ACCESS_KEY": "aws-sk",
+		"AWS_SESSION_TOKEN":     "aws-st",
+		"AWS_REGION":            "aws-region",
+	}
+	with := func(extra map[string]string) map[string]string {
+		m := maps.Clone(aws)
+		maps.Copy(m, extra)
+		return m
+	}
+	for _, tc := range []struct {
+		name string
+		env  map[string]string
+		file string
+		want S3
+	}{
+		{
+			name: "AWS variables alone",
+			env:  aws,
+			want: S3{AccessKey: "aws-ak", SecretKey: "aws-sk", SessionToken: "aws-st", Region: "aws-region"},
+		},
+		{
+			name: "TMS variables win",
+			env: with(map[string]string{
+				"TMS_STORE_S3_ACCESS_KEY": "tms-ak", "TMS_STORE_S3_SECRET_KEY": "tms-sk",
+				"TMS_STORE_S3_SESSION_TOKEN": "tms-st", "TMS_STORE_S3_REGION": "tms-region",
+			}),
+			want: S3{AccessKey: "tms-ak", SecretKey: "tms-sk", SessionToken: "tms-st", Region: "tms-region"},
+		},
+		{
+			name: "file wins",
+			env:  aws,
+			file: "store:\n  s3:\n    access_key: file-ak\n    secret_key: file-sk\n    region: file-region\n",
+			want: S3{AccessKey: "file-ak", SecretKey: "file-sk", SessionToken: "aws-st", Region: "file-region"},
+		},
+		{
+			name: "empty TMS variable falls back",
+			env:  with(map[string]string{"TMS_STORE_S3_ACCESS_KEY": ""}),
+			want: S3{AccessKey: "aws-ak", SecretKey: "aws-sk", SessionToken: "aws-st", Region: "aws-region"},
+		},
+		{
+			name: "AWS_DEFAULT_REGION when AWS_REGION is unset",
+			env:  map[string]string{"AWS_DEFAULT_REGION": "default-region"},
+			want: S3{Region: "default-region"},
+		},
+		{
+			name: "AWS_REGION over AWS_DEFAULT_REGION",
+			env:  with(map[string]string{"AWS_DEFAULT_REGION": "default-region"}),
+			want: S3{AccessKey: "aws-ak", SecretKey: "aws-sk", SessionToken: "aws-st", Region: "aws-region"},
+		},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			opts := LoadOptions{Env: env(tc.env), Role: RoleCLI}
+			if tc.file != "" {
+				opts.File = writeFile(t, "c.yaml", tc.file)
+			}
+			cfg, err := Load(opts)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := cfg.Store.S3; got != tc.want {
+				t.Errorf("got %#v, want %#v", got, tc.want)
+			}
+		})
+	}
+}
+
+func TestS3EndpointScheme(t *testing.T) {
+	for _, tc := range []struct {
+		name         string
+		env          map[string]string
+		wantEndpoint string
+		wantInsecure bool
+		wantErr      bool
+	}{
+		{name: "host:port keeps insecure unset", env: map[string]string{"TMS_STORE_S3_ENDPOINT": "minio:9000"}, wantEndpoint: "minio:9000"},
+		{
+			name:         "host:port keeps insecure set",
+			env:          map[string]string{"TMS_STORE_S3_ENDPOINT": "minio:9000", "TMS_STORE_S3_INSECURE": "true"},
+			wantEndpoint: "minio:9000", wantInsecure: true,
+		},
+		{name: "host alone", env: map[string]string{"TMS_STORE_S3_ENDPOINT": "s3.amazonaws.com"}, wantEndpoint: "s3.amazonaws.com"},
+		{name: "http means insecure", env: map[string]string{"TMS_STORE_S3_ENDPOINT": "http://minio:9000"}, wantEndpoint: "minio:9000", wantInsecure: true},
+		{
+			name:         "https wins over insecure",
+			env:          map[string]string{"TMS_STORE_S3_ENDPOINT": "https://minio:9000", "TMS_STORE_S3_INSECURE": "true"},
+			wantEndpoint: "minio:9000",
+		},
+		{name: "trailing slash", env: map[string]string{"TMS_STORE_S3_ENDPOINT": "http://[::1]:9000/"}, wantEndpoint: "[::1]:9000", wantInsecure: true},
+		{name: "other scheme", env: map[string]string{"TMS_STORE_S3_ENDPOINT": "ftp://minio:9000"}, wantErr: true},
+		{name: "path", env: map[string]string{"TMS_STORE_S3_ENDPOINT": "https://minio:9000/bucket"}, wantErr: true},
+		{name: "no host", env: map[string]string{"TMS_STORE_S3_ENDPOINT": "https://"}, wantErr: true},
+		{name: "credentials in URL", env: map[string]string{"TMS_STORE_S3_ENDPOINT": "https://ak:hunter2@minio:9000"}, wantErr: true},
+		{name: "bad port", env: map[string]string{"TMS_STORE_S3_ENDPOINT": "minio:http"}, wantErr: true},
+		{name: "path without scheme", env: map[string]string{"TMS_STORE_S3_ENDPOINT": "minio:9000/bucket"}, wantErr: true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			cfg, err := Load(LoadOptions{Env: env(tc.env), Role: RoleCLI})
+			if tc.wantErr {
+				if err == nil {
+					t.Fatalf("Load succeeded with endpoint %q", cfg.Store.S3.Endpoint)
+				}
+				if keys := fieldKeys(t, err); !slices.Equal(keys, []string{"store.s3.endpoint"}) {
+					t.Errorf("error keys %v, want [store.s3.endpoint]", keys)
+				}
+				if strings.Contains(err.Error(), "hunter2") {
+					t.Errorf("error shows the password: %v", err)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if s := cfg.Store.S3; s.Endpoint != tc.wantEndpoint || s.Insecure != tc.wantInsecure {
+				t.Errorf("endpoint %q insecure %t, want %q %t", s.Endpoint, s.Insecure, tc.wantEndpoint, tc.wantInsecure)
+			}
+		})
+	}
+}
+
+// valid returns a configuration that passes Validate for every role.
+func valid() *Config {
+	c := Defaults()
+	c.Central.Store = "s3://images/master"
+	c.Region.ID = "room-12"
+	c.Region.DataDir = "/var/lib/tms/region"
+	c.Region.Labels = map[string]string{"site": "north", "floor": "2"}
+	c.Agent.RegionURL = &url.URL{Scheme: "http", Host: "region:8081"}
+	return c
+}
+
+func TestValidateNamesEveryKey(t *testing.T) {
+	all := []Role{RoleCentral, RoleRegion, RoleAgent, RoleCLI}
+	for _, tc := range []struct {
+		name   string
+		roles  []Role
+		change func(c *Config)
+		want   []string // keys, sorted
+	}{
+		{name: "valid", roles: all, change: func(c *Config) {}},
+		{name: "defaults for cli", roles: []Role{RoleCLI}, change: func(c *Config) { *c = *Defaults() }},
+		{name: "log level", roles: all, change: func(c *Config) { c.Log.Level = "verbose" }, want: []string{"log.level"}},
+		{name: "log format", roles: all, change: func(c *Config) { c.Log.Format = "xml" }, want: []string{"log.format"}},
+		{name: "s3 endpoint", roles: all, change: func(c *Config) { c.Store.S3.Endpoint = "minio:0" }, want: []string{"store.s3.endpoint"}},
+		{name: "s3 endpoint URL not through Load", roles: all, change: func(c *Config) { c.Store.S3.Endpoint = "http://minio:9000" }, want: []string{"store.s3.endpoint"}},
+		{name: "s3 access key alone", roles: all, change: func(c *Config) { c.Store.S3.AccessKey = "ak" }, want: []string{"store.s3.secret_key"}},
+		{name: "s3 secret key alone", roles: all, change: func(c *Config) { c.Store.S3.SecretKey = "sk" }, want: []string{"store.s3.access_key"}},
+		{name: "s3 session token alone", roles: all, change: func(c *Config) { c.Store.S3.SessionToken = "st" }, want: []string{"store.s3.access_key"}},
+		{name: "central store missing", roles: []Role{RoleCentral}, change: func(c *Config) { c.Central.Store = "" }, want: []string{"central.store"}},
+		{name: "central store missing, other roles", roles: []Role{RoleRegion, RoleAgent, RoleCLI}, change: func(c *Config) { c.Central.Store = "" }},
+		{name: "central store directory", roles: all, change: func(c *Config) { c.Central.Store = "/srv/images" }},
+		{name: "central store scheme", roles: all, change: func(c *Config) { c.Central.Store = "gs://images" }, want: []string{"central.store"}},
+		{name: "central store bucket", roles: all, change: func(c *Config) { c.Central.Store = "s3://Images_1/x" }, want: []string{"central.store"}},
+		{name: "central store credentials", roles: all, change: func(c *Config) { c.Central.Store = "s3://ak:sk@images/x" }, want: []string{"central.store"}},
+		{name: "central listen", roles: []Role{RoleCentral}, change: func(c *Config) { c.Central.Listen = netip.AddrPort{} }, want: []string{"central.listen"}},
+		{
+			name: "central temporal missing", roles: []Role{RoleCentral},
+			change: func(c *Config) { c.Central.Temporal = Temporal{} },
+			want:   []string{"central.temporal.address", "central.temporal.namespace"},
+		},
+		{name: "central temporal missing, cli", roles: []Role{RoleCLI}, change: func(c *Config) { c.Central.Temporal = Temporal{} }},
+		{name: "temporal address port", roles: all, change: func(c *Config) { c.Central.Temporal.Address = "temporal" }, want: []string{"central.temporal.address"}},
+		{name: "temporal namespace", roles: all, change: func(c *Config) { c.Region.Temporal.Namespace = "" }, want: []string{"region.temporal.namespace"}},
+		{name: "temporal key without cert", roles: all, change: func(c *Config) { c.Region.Temporal.TLS.KeyFile = "/k" }, want: []string{"region.temporal.tls.cert_file"}},
+		{name: "temporal cert without key", roles: all, change: func(c *Config) { c.Central.Temporal.TLS.CertFile = "/c" }, want: []string{"central.temporal.tls.key_file"}},
+		{name: "region id", roles: all, change: func(c *Config) { c.Region.ID = "Lab 1" }, want: []string{"region.id"}},
+		{name: "region id too long", roles: all, change: func(c *Config) { c.Region.ID = strings.Repeat("a", 64) }, want: []string{"region.id"}},
+		{name: "region id leading dash", roles: all, change: func(c *Config) { c.Region.ID = "-a" }, want: []string{"region.id"}},
+		{
+			name: "region missing", roles: []Role{RoleRegion},
+			change: func(c *Config) { c.Region = Region{} },
+			want:   []string{"region.data_dir", "region.id", "region.listen", "region.temporal.address", "region.temporal.namespace"},
+		},
+		{name: "region missing, other roles", roles: []Role{RoleCentral, RoleAgent, RoleCLI}, change: func(c *Config) { c.Region = Region{} }},
+		{name: "region store", roles: all, change: func(c *Config) { c.Region.Store = "s3://x" }, want: []string{"region.store"}},
+		{
+			name: "region labels", roles: all,
+			change: func(c *Config) { c.Region.Labels = map[string]string{"Site!": "north", "room": "a b"} },
+			want:   []string{"region.labels.Site!", "region.labels.room"},
+		},
+		{name: "agent missing", roles: []Role{RoleAgent}, change: func(c *Config) { c.Agent = Agent{} }, want: []string{"agent.region_url", "agent.state_dir"}},
+		{name: "agent missing, other roles", roles: []Role{RoleCentral, RoleRegion, RoleCLI}, change: func(c *Config) { c.Agent = Agent{} }},
+		{name: "agent url scheme", roles: all, change: func(c *Config) { c.Agent.RegionURL.Scheme = "ftp" }, want: []string{"agent.region_url"}},
+		{name: "agent url host", roles: all, change: func(c *Config) { c.Agent.RegionURL.Host = "" }, want: []string{"agent.region_url"}},
+		{name: "agent disk", roles: all, change: func(c *Config) { c.Agent.Disk = "sda" }, want: []string{"agent.disk"}},
+		{
+			name: "everything at once", roles: []Role{RoleCLI},
+			change: func(c *Config) { c.Log.Level = "x"; c.Region.ID = "X"; c.Agent.Disk = "sda" },
+			want:   []string{"agent.disk", "log.level", "region.id"},
+		},
+	} {
+		for _, role := range tc.roles {
+			t.Run(tc.name+"/"+string(role), func(t *testing.T) {
+				c := valid()
+				tc.change(c)
+				err := c.Validate(role)
+				if len(tc.want) == 0 {
+					if err != nil {
+						t.Fatalf("Validate(%s) = %v", role, err)
+					}
+					return
+				}
+				if err == nil {
+					t.Fatalf("Validate(%s) = nil, want errors for %v", role, tc.want)
+				}
+				if got := fieldKeys(t, err); !slices.Equal(got, tc.want) {
+					t.Errorf("Validate(%s) = %v\nkeys %v, want %v", role, err, got, tc.want)
+				}
+			})
+		}
+	}
+}
+
+func TestValidateMessages(t *testing.T) {
+	c := valid()
+	c.Region.ID = "Lab 1"
+	want := `config: region.id: "Lab 1" is not a valid region id (lowercase letters, digits and '-', at most 63)`
+	if err := c.Validate(RoleRegion); err == nil || err.Error() != want {
+		t.Errorf("Validate = %v\nwant %s", err, want)
+	}
+	c = valid()
+	c.Store.S3.Endpoint = "ftp://minio"
+	c.Log.Level = "loud"
+	if err := c.Validate(RoleCLI); err == nil || !strings.Contains(err.Error(), `config: store.s3.endpoint: "ftp://minio": the scheme must be http or https`) {
+		t.Errorf("Validate = %v, want the endpoint's scheme named", err)
+	}
+	if err := valid().Validate("server"); err == nil {
+		t.Error("Validate accepted an unknown role")
+	}
+	if err := valid().Validate(""); err == nil {
+		t.Error("Validate accepted the zero Role")
+	}
+}
+
+func TestLoadValidatesForRole(t *testing.T) {
+	vars := map[string]string{"TMS_REGION_ID": "Lab 1"}
+	for _, tc := range []struct {
+		role Role
+		want []string
+	}{
+		{RoleCLI, []string{"region.id"}},
+		{RoleRegion, []string{"region.data_dir", "region.id"}},
+		{RoleCentral, []string{"central.store", "region.id"}},
+		{RoleAgent, []string{"agent.region_url", "region.id"}},
+	} {
+		t.Run(string(tc.role), func(t *testing.T) {
+			cfg, err := Load(LoadOptions{Env: env(vars), Role: tc.role})
+			if err == nil {
+				t.Fatalf("Load = %+v, want an error", cfg)
+			}
+			if got := fieldKeys(t, err); !slices.Equal(got, tc.want) {
+				t.Errorf("keys %v, want %v (%v)", got, tc.want, err)
+			}
+		})
+	}
+}
+
+func TestBadValuesNameTheirKey(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		env    map[string]string
+		file   string // YAML
+		want   string // key
+		secret string // must not appear in the error
+	}{
+		{name: "address", env: map[string]string{"TMS_CENTRAL_LISTEN": "localhost"}, want: "central.listen"},
+		{name: "address without ip", env: map[string]string{"TMS_REGION_LISTEN": ":8081"}, want: "region.listen"},
+		{name: "bool", env: map[string]string{"TMS_STORE_S3_INSECURE": "maybe"}, want: "store.s3.insecure"},
+		{name: "labels", env: map[string]string{"TMS_REGION_LABELS": "site"}, want: "region.labels"},
+		{
+			name: "url", env: map[string]string{"TMS_AGENT_REGION_URL": "http://agent:hunter2@bad host/"},
+			want: "agent.region_url", secret: "hunter2",
+		},
+		{name: "section as scalar", file: "central:\n  temporal: 5\n", want: "central.temporal"},
+		{name: "list for string", file: "region:\n  id: [a, b]\n", want: "region.id"},
+		{name: "address in file", file: "central:\n  listen: 8080\n", want: "central.listen"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			opts := LoadOptions{Env: env(tc.env), Role: RoleCLI}
+			if tc.file != "" {
+				opts.File = writeFile(t, "c.yaml", tc.file)
+			}
+			cfg, err := Load(opts)
+			if err == nil {
+				t.Fatalf("Load = %+v, want an error", cfg)
+			}
+			if got := fieldKeys(t, err); !slices.Equal(got, []string{tc.want}) {
+				t.Errorf("keys %v, want [%s] (%v)", got, tc.want, err)
+			}
+			if tc.secret != "" && strings.Contains(err.Error(), tc.secret) {
+				t.Errorf("error shows a secret: %v", err)
+			}
+		})
+	}
+}
+
+func TestUnknownKeyInFile(t *testing.T) {
+	for _, tc := range []struct {
+		name, file, content string
+		want                []string
+	}{
+		{
+			name: "yaml", file: "c.yaml",
+			content: "central:\n  lisen: 127.0.0.1:1\nbogus: 1\nregion:\n  labels:\n    anything: goes\n",
+			want:    []string{"bogus", "central.lisen"},
+		},
+		{
+			name: "toml", file: "c.toml",
+			content: "bogus = 1\n[central]\nlisen = \"127.0.0.1:1\"\n[region.labels]\nanything = \"goes\"\n",
+			want:    []string{"bogus", "central.lisen"},
+		},
+		{name: "key below a leaf", file: "c.yaml", content: "log:\n  level:\n    name: debug\n", want: []string{"log.level.name"}},
+		{name: "key below a section of another", file: "c.yaml", content: "agent:\n  temporal:\n    address: x:1\n", want: []string{"agent.temporal.address"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			path := writeFile(t, tc.file, tc.content)
+			cfg, err := Load(LoadOptions{File: path, Env: env(nil), Role: RoleCLI})
+			if err == nil {
+				t.Fatalf("Load = %+v, want an error", cfg)
+			}
+			if got := fieldKeys(t, err); !slices.Equal(got, tc.want) {
+				t.Errorf("keys %v, want %v (%v)", got, tc.want, err)
+			}
+			if !strings.Contains(err.Error(), path) {
+				t.Errorf("error %q does not name the file %s", err, path)
+			}
+		})
+	}
+}
+
+func TestNullKeepsDefaults(t *testing.T) {
+	for _, tc := range []struct{ name, content string }{
+		// A YAML section whose keys are all commented out is null.
+		{"section", "central:\n#  listen: 127.0.0.1:1\nregion:\n  id: room-1\n"},
+		{"key", "central:\n  listen: ~\n  temporal:\n    address:\nregion:\n  id: room-1\n"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			cfg, err := Load(LoadOptions{File: writeFile(t, "c.yaml", tc.content), Env: env(nil), Role: RoleCLI})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if cfg.Central != Defaults().Central || cfg.Region.ID != "room-1" {
+				t.Errorf("central %+v region id %q, want defaults and room-1", cfg.Central, cfg.Region.ID)
+			}
+		})
+	}
+}
+
+func TestFileErrorsNameTheFile(t *testing.T) {
+	dir := t.TempDir()
+	for _, tc := range []struct {
+		name, file, content string
+		notExist            bool
+	}{
+		{name: "missing", file: "missing.yaml", notExist: true},
+		{name: "garbled yaml", file: "bad.yaml", content: "store:\n  s3:\n    secret_key: hunter2\n  - [\n"},
+		{name: "garbled toml", file: "bad.toml", content: "[store.s3]\nsecret_key = \"hunter2\"\n[[[\n"},
+		{name: "unknown type", file: "c.json", content: "{}"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			path := filepath.Join(dir, tc.file)
+			if !tc.notExist {
+				if err := os.WriteFile(path, []byte(tc.content), 0o600); err != nil {
+					t.Fatal(err)
+				}
+			}
+			_, err := Load(LoadOptions{File: path, Env: env(nil), Role: RoleCLI})
+			var fe *FileError
+			if !errors.As(err, &fe) || fe.Path != path {
+				t.Fatalf("Load = %v, want a *FileError for %s", err, path)
+			}
+			if !strings.Contains(err.Error(), path) {
+				t.Errorf("error %q does not name %s", err, path)
+			}
+			if strings.Contains(err.Error(), "hunter2") {
+				t.Errorf("error shows the file's secret: %v", err)
+			}
+			if got := errors.Is(err, fs.ErrNotExist); got != tc.notExist {
+				t.Errorf("errors.Is(err, fs.ErrNotExist) = %t, want %t", got, tc.notExist)
+			}
+		})
+	}
+}
+
+func TestSecretsRedacted(t *testing.T) {
+	secrets := []string{"AKIDSECRET1", "SKSECRET2", "TOKENSECRET3", "APIKEYSECRET4", "APIKEYSECRET5"}
+	cfg := valid()
+	cfg.Store.S3 = S3{Endpoint: "minio:9000", AccessKey: secrets[0], SecretKey: secrets[1], SessionToken: secrets[2], Region: "r"}
+	cfg.Central.Temporal.APIKey = secrets[3]
+	cfg.Region.Temporal.APIKey = secrets[4]
+
+	var out []string
+	for _, verb := range []string{"%v", "%+v", "%#v", "%s"} {
+		out = append(out,
+			fmt.Sprintf(verb, cfg), fmt.Sprintf(verb, *cfg), fmt.Sprintf(verb, cfg.Store),
+			fmt.Sprintf(verb, cfg.Store.S3), fmt.Sprintf(verb, cfg.Central.Temporal), fmt.Sprintf(verb, cfg.Region))
+	}
+	for _, h := range []func(*bytes.Buffer) slog.Handler{
+		func(b *bytes.Buffer) slog.Handler { return slog.NewTextHandler(b, nil) },
+		func(b *bytes.Buffer) slog.Handler { return slog.NewJSONHandler(b, nil) },
+	} {
+		var b bytes.Buffer
+		slog.New(h(&b)).Info("cfg", "s3", cfg.Store.S3, "temporal", cfg.Central.Temporal, "region", cfg.Region, "all", cfg)
+		out = append(out, b.String())
+	}
+	// Errors from Load and Validate, with every secret set and something wrong.
+	vars := map[string]string{
+		"TMS_STORE_S3_ACCESS_KEY": secrets[0], "TMS_STORE_S3_SESSION_TOKEN": secrets[2],
+		"TMS_CENTRAL_TEMPORAL_API_KEY": secrets[3], "TMS_REGION_TEMPORAL_API_KEY": secrets[4],
+		"TMS_REGION_ID": "Bad ID",
+	}
+	if _, err := Load(LoadOptions{Env: env(vars), Role: RoleCentral}); err == nil {
+		t.Error("Load succeeded, want errors")
+	} else {
+		out = append(out, err.Error())
+	}
+
+	for _, s := range out {
+		for _, secret := range secrets {
+			if strings.Contains(s, secret) {
+				t.Errorf("output shows secret %s: %s", secret, s)
+			}
+		}
+	}
+	if s := cfg.Store.S3.String(); !strings.Contains(s, "minio:9000") || !strings.Contains(s, "[redacted]") {
+		t.Errorf("S3.String() = %s, want the endpoint and [redacted]", s)
+	}
+	if s := (S3{}).String(); strings.Contains(s, "[redacted]") {
+		t.Errorf("S3{}.String() = %s, claims secrets that are unset", s)
+	}
+}
+
+func TestLog(t *testing.T) {
+	for _, tc := range []struct {
+		level string
+		want  slog.Level
+	}{
+		{"debug", slog.LevelDebug},
+		{"info", slog.LevelInfo},
+		{"warn", slog.LevelWarn},
+		{"error", slog.LevelError},
+	} {
+		if got := (Log{Level: tc.level}).SlogLevel(); got != tc.want {
+			t.Errorf("Log{Level: %q}.SlogLevel() = %v, want %v", tc.level, got, tc.want)
+		}
+	}
+	for _, tc := range []struct {
+		log        Log
+		want, skip string
+	}{
+		{Log{Level: "info", Format: "json"}, `{"time":`, "hidden"},
+		{Log{Level: "debug", Format: "text"}, "time=", ""},
+	} {
+		var b bytes.Buffer
+		l := slog.New(tc.log.NewHandler(&b))
+		l.Debug("hidden")
+		l.Info("shown")
+		if !strings.HasPrefix(b.String(), tc.want) || !strings.Contains(b.String(), "shown") {
+			t.Errorf("%+v wrote %q, want it to start with %q", tc.log, b.String(), tc.want)
+		}
+		if tc.skip != "" && strings.Contains(b.String(), tc.skip) {
+			t.Errorf("%+v wrote %q below its level", tc.log, b.String())
+		}
+	}
+}

@@ -1,0 +1,89 @@
+// Package config loads the configuration of the tms programs (central server, regional server,
+// terminal agent and command-line tools) into one typed Config.
+//
+// Load reads, each source overriding the ones before it:
+//
+//  1. Defaults();
+//  2. for the store.s3 credentials and region only, the AWS SDK's environment variables
+//     AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_SESSION_TOKEN and AWS_REGION (or
+//     AWS_DEFAULT_REGION);
+//  3. a YAML (.yaml, .yml) or TOML (.toml) file;
+//  4. environment variables: TMS_ followed by the key in upper case with '.' turned into '_';
+//  5. command-line flags that were set: the key with '.' and '_' turned into '-'.
+//
+// An environment variable set to the empty string counts as unset, and a flag counts only if it
+// was given on the command line (its declared default is not used). Load reads its sources
+// through its own viper instance and decodes them once; no other package sees viper. A key in
+// the file that is not one of the keys below is an error, as is any value Validate rejects;
+// errors name the key (*FieldError) or the file (*FileError) and never show a secret.
+//
+// # Keys
+//
+//	key                                default            meaning
+//	log.level                          info               debug, info, warn or error
+//	log.format                         text               text or json
+//	store.s3.endpoint                                     host:port, http://host:port or https://host:port
+//	store.s3.access_key                                   secret
+//	store.s3.secret_key                                   secret
+//	store.s3.session_token                                secret
+//	store.s3.region
+//	store.s3.insecure                  false              plain http; set by the endpoint's scheme if it has one
+//	central.temporal.address           localhost:7233     Temporal frontend, host:port
+//	central.temporal.namespace         default
+//	central.temporal.tls.ca_file
+//	central.temporal.tls.cert_file
+//	central.temporal.tls.key_file
+//	central.temporal.tls.server_name
+//	central.temporal.api_key                              secret
+//	central.store                                         master image store: directory or s3://bucket/prefix
+//	central.listen                     [::]:8080          HTTP API address, ip:port
+//	region.id                                             like room-12: [a-z0-9][a-z0-9-]{0,62}
+//	region.temporal.*                                     as central.temporal.*
+//	region.store                                          image store: directory or s3://bucket/prefix
+//	region.data_dir                                       local state
+//	region.listen                      [::]:8081          HTTP API address for agents, ip:port
+//	region.labels                                         topology, like site=north,floor=2
+//	agent.region_url                                      http(s) URL of the region's API
+//	agent.disk                                            block device to write, like /dev/sda
+//	agent.state_dir                    /var/lib/tms/agent local state
+//
+// So store.s3.access_key is TMS_STORE_S3_ACCESS_KEY or --store-s3-access-key, and region.data_dir
+// is TMS_REGION_DATA_DIR or --region-data-dir. In the environment and in a string flag,
+// region.labels is written site=north,floor=2; a pflag StringToString flag works too. Prefer
+// the file or the environment for secrets: other users of the machine can read command lines.
+//
+// Role says which keys must be set: see Config.Validate and the Role constants.
+//
+// # Example
+//
+// A file for a regional server:
+//
+//	log:
+//	  level: debug
+//	store:
+//	  s3:
+//	    endpoint: http://minio.school.lan:9000
+//	region:
+//	  id: room-12
+//	  data_dir: /var/lib/tms/region
+//	  temporal:
+//	    address: temporal.school.lan:7233
+//	  labels:
+//	    site: north
+//
+// and its program:
+//
+//	fs := pflag.NewFlagSet("tms-region", pflag.ExitOnError)
+//	file := fs.String("config", "/etc/tms/region.yaml", "configuration file")
+//	fs.String("log-level", "", "debug, info, warn or error (log.level)")
+//	fs.String("region-id", "", "region id (region.id)")
+//	fs.Parse(os.Args[1:])
+//
+//	cfg, err := config.Load(config.LoadOptions{File: *file, Flags: fs, Role: config.RoleRegion})
+//	if err != nil {
+//		fmt.Fprintln(os.Stderr, err) // one line per problem
+//		os.Exit(2)
+//	}
+//	log := slog.New(cfg.Log.NewHandler(os.Stderr))
+//	log.Info("starting", "region", cfg.Region.ID, "s3", cfg.Store.S3) // credentials redacted
+package config

@@ -1,0 +1,223 @@
+package config
+
+import (
+	"errors"
+	"fmt"
+	"maps"
+	"net"
+	"net/url"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"strconv"
+	"strings"
+)
+
+// Role is the program a configuration is for. It decides which sections Validate requires.
+type Role string
+
+const (
+	// RoleCentral requires central.store, central.listen and central.temporal.
+	RoleCentral Role = "central"
+	// RoleRegion requires region.id, region.data_dir, region.listen and region.temporal.
+	RoleRegion Role = "region"
+	// RoleAgent requires agent.region_url and agent.state_dir.
+	RoleAgent Role = "agent"
+	// RoleCLI requires nothing: command-line tools check only the values that are there.
+	RoleCLI Role = "cli"
+)
+
+// FieldError is a problem with the value of one key. Its message never holds a secret.
+type FieldError struct {
+	Key string // like "region.id"
+	Msg string
+}
+
+func (e *FieldError) Error() string { return "config: " + e.Key + ": " + e.Msg }
+
+var (
+	regionIDRE   = regexp.MustCompile(`^[a-z0-9][a-z0-9-]{0,62}$`)
+	labelKeyRE   = regexp.MustCompile(`^[a-z0-9]([a-z0-9._-]{0,61}[a-z0-9])?$`)
+	labelValueRE = regexp.MustCompile(`^[A-Za-z0-9._-]{0,63}$`)
+	// bucketRE is S3's rule for bucket names, less the rarer exclusions (IP-address forms,
+	// reserved prefixes) which the server enforces.
+	bucketRE = regexp.MustCompile(`^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$`)
+)
+
+// Validate checks c for role and returns every problem found, joined with errors.Join, each a
+// *FieldError (a role other than the four constants is a plain error). Whatever the role,
+// every value that is set must be well formed; the role adds the keys that must be set (see
+// the Role constants).
+func (c *Config) Validate(role Role) error {
+	var v validator
+	switch role {
+	case RoleCentral, RoleRegion, RoleAgent, RoleCLI:
+	default:
+		return fmt.Errorf("config: unknown role %q", role)
+	}
+
+	v.oneOf("log.level", c.Log.Level, "debug", "info", "warn", "error")
+	v.oneOf("log.format", c.Log.Format, "text", "json")
+	v.s3(c.Store.S3)
+
+	v.temporal("central.temporal", c.Central.Temporal, role == RoleCentral)
+	v.storeLocation("central.store", c.Central.Store, role == RoleCentral)
+	if role == RoleCentral && !c.Central.Listen.IsValid() {
+		v.add("central.listen", "is required")
+	}
+
+	r := c.Region
+	switch {
+	case r.ID == "" && role == RoleRegion:
+		v.add("region.id", "is required")
+	case r.ID != "" && !regionIDRE.MatchString(r.ID):
+		v.add("region.id", fmt.Sprintf("%q is not a valid region id (lowercase letters, digits and '-', at most 63)", r.ID))
+	}
+	v.temporal("region.temporal", r.Temporal, role == RoleRegion)
+	v.storeLocation("region.store", r.Store, false)
+	if r.DataDir == "" && role == RoleRegion {
+		v.add("region.data_dir", "is required")
+	}
+	if role == RoleRegion && !r.Listen.IsValid() {
+		v.add("region.listen", "is required")
+	}
+	for _, k := range slices.Sorted(maps.Keys(r.Labels)) {
+		key := "region.labels." + k
+		if !labelKeyRE.MatchString(k) {
+			v.add(key, "is not a valid label name (lowercase letters, digits, '.', '_' and '-', at most 63)")
+		}
+		if val := r.Labels[k]; !labelValueRE.MatchString(val) {
+			v.add(key, fmt.Sprintf("%q is not a valid label value (letters, digits, '.', '_' and '-', at most 63)", val))
+		}
+	}
+
+	a := c.Agent
+	switch u := a.RegionURL; {
+	case u == nil && role == RoleAgent:
+		v.add("agent.region_url", "is required")
+	case u == nil:
+	case u.Scheme != "http" && u.Scheme != "https":
+		v.add("agent.region_url", fmt.Sprintf("%q is not an http or https URL", u.Redacted()))
+	case u.Host == "":
+		v.add("agent.region_url", fmt.Sprintf("%q has no host", u.Redacted()))
+	}
+	if a.Disk != "" && !filepath.IsAbs(a.Disk) {
+		v.add("agent.disk", fmt.Sprintf("%q is not an absolute path, like /dev/sda", a.Disk))
+	}
+	if a.StateDir == "" && role == RoleAgent {
+		v.add("agent.state_dir", "is required")
+	}
+	return v.err()
+}
+
+// validator collects FieldErrors.
+type validator struct{ errs []error }
+
+func (v *validator) add(key, msg string) { v.errs = append(v.errs, &FieldError{Key: key, Msg: msg}) }
+func (v *validator) err() error          { return errors.Join(v.errs...) }
+
+func (v *validator) oneOf(key, val string, allowed ...string) {
+	if !slices.Contains(allowed, val) {
+		v.add(key, fmt.Sprintf("%q is not one of %s", val, strings.Join(allowed, ", ")))
+	}
+}
+
+func (v *validator) s3(s S3) {
+	switch {
+	case strings.Contains(s.Endpoint, "://"):
+		// Load turns a well-formed URL into host:port; this one is malformed, or did not
+		// come through Load.
+		if _, _, err := endpointFromURL(s.Endpoint); err != nil {
+			v.add("store.s3.endpoint", err.Error())
+		} else {
+			v.add("store.s3.endpoint", "must be host:port, with store.s3.insecure for http")
+		}
+	case s.Endpoint != "":
+		if msg := checkHostPort(s.Endpoint, false); msg != "" {
+			v.add("store.s3.endpoint", msg)
+		}
+	}
+	// The credentials are secret: say which is missing, never what they are.
+	switch {
+	case s.AccessKey != "" && s.SecretKey == "":
+		v.add("store.s3.secret_key", "is required when store.s3.access_key is set")
+	case s.AccessKey == "" && s.SecretKey != "":
+		v.add("store.s3.access_key", "is required when store.s3.secret_key is set")
+	}
+	if s.SessionToken != "" && s.AccessKey == "" {
+		v.add("store.s3.access_key", "is required when store.s3.session_token is set")
+	}
+}
+
+func (v *validator) temporal(prefix string, t Temporal, required bool) {
+	switch {
+	case t.Address == "" && required:
+		v.add(prefix+".address", "is required")
+	case t.Address != "":
+		if msg := checkHostPort(t.Address, true); msg != "" {
+			v.add(prefix+".address", msg)
+		}
+	}
+	if t.Namespace == "" && (required || t.Address != "") {
+		v.add(prefix+".namespace", "is required")
+	}
+	switch {
+	case t.TLS.CertFile != "" && t.TLS.KeyFile == "":
+		v.add(prefix+".tls.key_file", "is required when "+prefix+".tls.cert_file is set")
+	case t.TLS.CertFile == "" && t.TLS.KeyFile != "":
+		v.add(prefix+".tls.cert_file", "is required when "+prefix+".tls.key_file is set")
+	}
+}
+
+// storeLocation checks a store location: a directory or s3://bucket/prefix.
+func (v *validator) storeLocation(key, loc string, required bool) {
+	if loc == "" {
+		if required {
+			v.add(key, "is required (a directory or s3://bucket/prefix)")
+		}
+		return
+	}
+	if !strings.Contains(loc, "://") {
+		return // a directory
+	}
+	u, err := url.Parse(loc)
+	switch {
+	case err != nil:
+		v.add(key, "is not a directory or s3://bucket/prefix")
+	case u.User != nil:
+		v.add(key, "must not hold credentials: use store.s3.access_key and store.s3.secret_key")
+	case u.Scheme != "s3":
+		v.add(key, fmt.Sprintf("%q is not a directory or s3://bucket/prefix", loc))
+	case !bucketRE.MatchString(u.Host):
+		v.add(key, fmt.Sprintf("%q is not a valid S3 bucket name (3 to 63 lowercase letters, digits, '.' and '-')", u.Host))
+	case u.RawQuery != "" || u.Fragment != "":
+		v.add(key, fmt.Sprintf("%q: an s3 location has no query or fragment", loc))
+	}
+}
+
+// checkHostPort returns what is wrong with s as host:port (host alone if port is optional), or
+// "" if nothing is.
+func checkHostPort(s string, portRequired bool) string {
+	if strings.Contains(s, "@") {
+		return "is not host:port" // and may hold a password
+	}
+	if strings.ContainsAny(s, "/ ") {
+		return fmt.Sprintf("%q is not host:port", s)
+	}
+	host, port, err := net.SplitHostPort(s)
+	if err != nil {
+		if portRequired || strings.Contains(s, ":") && !strings.HasPrefix(s, "[") {
+			return fmt.Sprintf("%q is not host:port", s)
+		}
+		host, port = strings.TrimSuffix(strings.TrimPrefix(s, "["), "]"), ""
+	}
+	if host == "" {
+		return fmt.Sprintf("%q has no host", s)
+	}
+	if port != "" || portRequired {
+		if n, err := strconv.ParseUint(port, 10, 16); err != nil || n == 0 {
+			return fmt.Sprintf("%q: the port must be a number from 1 to 65535", s)
+		}
+	}
+	return ""
+}
