@@ -110,6 +110,55 @@ func (a *App) devCommand() *cobra.Command {
 	}
 	c.Flags().StringVar(&dataDir, "data", "tms-dev", "directory for the sample disk, the store and the exported copy")
 	c.Flags().Int64Var(&size, "size", 256<<20, "size of the sample disk in bytes")
+	c.AddCommand(a.devDisk(), a.devMutate())
+	return c
+}
+
+func (a *App) devDisk() *cobra.Command {
+	var size int64
+	var seed uint64
+	c := &cobra.Command{
+		Use:   "disk [--size BYTES] [--seed N] FILE",
+		Short: "Write a sample disk image: GPT, random, text-like and empty regions (the same seed gives the same bytes)",
+		Args:  exactArgs(1, "FILE"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if err := sampledisk.Write(args[0], sampledisk.Options{Size: size, Seed: seed}); err != nil {
+				return err
+			}
+			fmt.Fprintf(a.Stdout, "wrote a %s sample disk to %s\n", humanBytes(size), args[0])
+			return nil
+		},
+	}
+	c.Flags().Int64Var(&size, "size", 1<<30, "size in bytes (a multiple of 4096, at least 4 MiB)")
+	c.Flags().Uint64Var(&seed, "seed", 1, "seed of the contents")
+	return c
+}
+
+func (a *App) devMutate() *cobra.Command {
+	var fraction float64
+	var seed uint64
+	c := &cobra.Command{
+		Use:   "mutate [--fraction F] [--seed N] FILE",
+		Short: "Overwrite a fraction of a disk image's 4 KiB blocks, at random offsets, with random bytes",
+		Args:  exactArgs(1, "FILE"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if fraction <= 0 || fraction > 1 {
+				return usageError{fmt.Errorf("--fraction %v: want a number in (0, 1]", fraction)}
+			}
+			offs, err := sampledisk.Mutate(args[0], fraction, seed)
+			if err != nil {
+				return err
+			}
+			chunks := map[int64]bool{}
+			for _, o := range offs {
+				chunks[o/imageio.DefaultChunkSize] = true
+			}
+			fmt.Fprintf(a.Stdout, "changed %d blocks of 4 KiB in %s, touching %d chunks of %s\n", len(offs), args[0], len(chunks), humanBytes(imageio.DefaultChunkSize))
+			return nil
+		},
+	}
+	c.Flags().Float64Var(&fraction, "fraction", 0.01, "fraction of the 4 KiB blocks to change")
+	c.Flags().Uint64Var(&seed, "seed", 2, "seed of the offsets and bytes")
 	return c
 }
 
