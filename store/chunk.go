@@ -18,8 +18,16 @@ type Codec struct {
 	decs  sync.Pool
 }
 
-// NewCodec returns a codec that compresses at level.
-func NewCodec(level zstd.EncoderLevel) *Codec { return &Codec{level: level} }
+// NewCodec returns a codec that compresses at level (0: DefaultLevel).
+func NewCodec(level zstd.EncoderLevel) *Codec {
+	if level == 0 {
+		level = DefaultLevel
+	}
+	return &Codec{level: level}
+}
+
+// DefaultLevel is the zstd level chunks are stored at; docs/format.md has the measurement.
+const DefaultLevel = zstd.SpeedFastest
 
 // Compress appends the zstd frame of data to dst.
 func (c *Codec) Compress(dst, data []byte) []byte {

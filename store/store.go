@@ -43,8 +43,7 @@ const StoreFormat = "tms.store.v1"
 
 // Options tune a Store.
 type Options struct {
-	// Level is the zstd level chunks are compressed at (default zstd.SpeedFastest; see
-	// docs/format.md for the measurement).
+	// Level is the zstd level chunks are compressed at (0: DefaultLevel).
 	Level zstd.EncoderLevel
 	// Log receives what the store does in the background (lock refreshes, cleanup).
 	Log *slog.Logger
@@ -59,9 +58,6 @@ type Store struct {
 
 // New returns a store on b.
 func New(b Backend, opts Options) *Store {
-	if opts.Level == 0 {
-		opts.Level = zstd.SpeedFastest
-	}
 	if opts.Log == nil {
 		opts.Log = slog.New(slog.DiscardHandler)
 	}

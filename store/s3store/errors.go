@@ -36,9 +36,11 @@ func (b *Backend) classify(ctx context.Context, what string, err error) error {
 		return b.err(store.ErrNotFound, what, nil)
 	case minio.NoSuchBucket:
 		return b.err(store.ErrUnavailable, what, b.noBucket())
-	case minio.InvalidAccessKeyID, minio.SignatureDoesNotMatch:
-		// The secret key is never shown, only the id that goes with it.
-		return b.err(store.ErrUnavailable, what, fmt.Errorf("%s refused the credentials of access key id %q; check the access key and secret key: %w", b.endpoint, b.accessKey, err))
+	// The secret key is never shown, only the id that goes with it.
+	case minio.InvalidAccessKeyID:
+		return b.err(store.ErrUnavailable, what, fmt.Errorf("%s refused the credentials: it does not know access key id %q: %w", b.endpoint, b.accessKey, err))
+	case minio.SignatureDoesNotMatch:
+		return b.err(store.ErrUnavailable, what, fmt.Errorf("%s refused the credentials of access key id %q: the secret key is wrong, or the request was altered on the way: %w", b.endpoint, b.accessKey, err))
 	case minio.AccessDenied:
 		return b.err(store.ErrUnavailable, what, fmt.Errorf("access denied to access key id %q on bucket %q at %s (the store needs to list the bucket and to get, put and delete objects under its prefix): %w", b.accessKey, b.bucket, b.endpoint, err))
 	}

@@ -85,8 +85,10 @@ type Backend struct {
 	name      string // s3://bucket/prefix
 	endpoint  string
 	accessKey string
-	// bucketSeen is when a request last showed the bucket to exist, in Unix nanoseconds.
-	bucketSeen atomic.Int64
+	// bucketSeen is when a request last showed the bucket to exist, in Unix nanoseconds; for
+	// bucketProof after that, Stat takes a bare 404 to mean a missing object.
+	bucketSeen  atomic.Int64
+	bucketProof time.Duration
 }
 
 var _ store.Backend = (*Backend)(nil)
@@ -113,6 +115,8 @@ func New(ctx context.Context, cfg Config) (*Backend, error) {
 		name:      "s3://" + cfg.Bucket,
 		endpoint:  cfg.Endpoint,
 		accessKey: cfg.AccessKey,
+
+		bucketProof: bucketProof,
 	}
 	if cfg.Prefix != "" {
 		b.keyPrefix = cfg.Prefix + "/"
@@ -318,7 +322,7 @@ func (b *Backend) Stat(ctx context.Context, key string) (store.ObjectInfo, error
 
 // checkBucket makes sure the bucket exists, if no request has shown it recently.
 func (b *Backend) checkBucket(ctx context.Context) error {
-	if time.Since(time.Unix(0, b.bucketSeen.Load())) < bucketProof {
+	if time.Since(time.Unix(0, b.bucketSeen.Load())) < b.bucketProof {
 		return nil
 	}
 	ok, err := b.client.BucketExists(ctx, b.bucket)
@@ -364,6 +368,9 @@ func (b *Backend) List(ctx context.Context, prefix string, fn func(store.ObjectI
 	}) {
 		if o.Err != nil {
 			return b.classify(ctx, "list "+prefix, o.Err)
+		}
+		if err := ctx.Err(); err != nil {
+			return err
 		}
 		if !strings.HasPrefix(o.Key, want) || strings.HasSuffix(o.Key, "/") {
 			continue
