@@ -39,6 +39,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"runtime"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -205,18 +206,30 @@ func startOnce(bin, dir string) (*Server, error) {
 		"MINIO_ROOT_PASSWORD="+s.SecretKey,
 		"MINIO_BROWSER=off",
 		"MINIO_UPDATE=off",
-		"HOME="+dir, // MinIO keeps a few files under $HOME/.minio
+		"MINIO_CI_CD=1", // smaller buffer pools: a test server need not size itself to the machine
+		"HOME="+dir,     // MinIO keeps a few files under $HOME/.minio
 	)
 	cmd.Stdout, cmd.Stderr = s.out, s.out
 	cmd.SysProcAttr = sysProcAttr()
-	if err := cmd.Start(); err != nil {
-		return nil, fmt.Errorf("starting %s: %v; %s", bin, err, Install)
-	}
-	s.cmd = cmd
+	started := make(chan error)
 	go func() {
+		// The kernel sends the death signal when the thread that started the server exits,
+		// not the process. A thread ends when a goroutine locked to it returns, which other
+		// tests may do; so the server is started from a thread that this goroutine holds until
+		// the server has exited.
+		runtime.LockOSThread()
+		if err := cmd.Start(); err != nil {
+			started <- err
+			return
+		}
+		started <- nil
 		s.waitErr = cmd.Wait()
 		close(s.exited)
 	}()
+	if err := <-started; err != nil {
+		return nil, fmt.Errorf("starting %s: %v; %s", bin, err, Install)
+	}
+	s.cmd = cmd
 	if err := s.waitReady(); err != nil {
 		s.stop()
 		return s, fmt.Errorf("%s server on %s: %v\n--- last output of MinIO ---\n%s", bin, api, err, s.out.String())

@@ -7,9 +7,11 @@ import (
 	"io"
 	"net"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"runtime"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -148,5 +150,41 @@ func TestStartFailureShowsServerOutput(t *testing.T) {
 	}
 	if d := time.Since(start); d > 10*time.Second {
 		t.Errorf("Start took %v to notice the server exited", d)
+	}
+}
+
+// TestServerDiesWithTestBinary runs a test binary that starts the shared server and exits
+// without StopShared, as one killed by a timeout would, and checks that the server went too.
+func TestServerDiesWithTestBinary(t *testing.T) {
+	if runtime.GOOS != "linux" {
+		t.Skip("the server outlives its test binary only where there is no Pdeathsig")
+	}
+	if os.Getenv("MINIOTEST_ORPHAN") == "1" {
+		s := Shared(t)
+		fmt.Printf("pid=%d dir=%s\n", s.cmd.Process.Pid, shared.dir)
+		os.Exit(0)
+	}
+	cmd := exec.Command(os.Args[0], "-test.run=^TestServerDiesWithTestBinary$")
+	cmd.Env = append(os.Environ(), "MINIOTEST_ORPHAN=1")
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("helper: %v\n%s", err, out)
+	}
+	var pid int
+	var dir string
+	if _, err := fmt.Sscanf(string(out), "pid=%d dir=%s", &pid, &dir); err != nil || !strings.Contains(dir, "miniotest-") {
+		t.Fatalf("helper said %q", out)
+	}
+	defer os.RemoveAll(dir)
+	deadline := time.Now().Add(10 * time.Second)
+	for syscall.Kill(pid, 0) == nil {
+		if b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid)); strings.Contains(string(b), ") Z ") {
+			break // a zombie: dead, waiting for init to reap it
+		}
+		if time.Now().After(deadline) {
+			syscall.Kill(pid, syscall.SIGKILL)
+			t.Fatalf("MinIO (pid %d) still runs after its test binary exited", pid)
+		}
+		time.Sleep(50 * time.Millisecond)
 	}
 }
