@@ -67,7 +67,7 @@ func (a *App) Run(ctx context.Context, args []string) int {
 		fmt.Fprintf(a.Stderr, "tms: %v\nRun 'tms --help' for usage.\n", err)
 		return 2
 	case errors.Is(err, context.Canceled) && ctx.Err() != nil:
-		fmt.Fprintf(a.Stderr, "tms: interrupted\n")
+		fmt.Fprintf(a.Stderr, "tms: %v\n", err)
 		return 130
 	}
 	fmt.Fprintf(a.Stderr, "tms: %v\n", err)
