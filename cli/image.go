@@ -91,7 +91,7 @@ Interrupted imports keep the chunks they stored: run the same command again to c
 		},
 	}
 	storeFlag(c, &loc)
-	c.Flags().IntVar(&jobs, "jobs", 0, "chunks processed at once (default: 2 per CPU)")
+	c.Flags().IntVar(&jobs, "jobs", 0, "chunks processed at once (default: 2 per CPU, at least 16 on S3)")
 	c.Flags().Int64Var(&chunkSize, "chunk-size", imageio.DefaultChunkSize, "chunk size in bytes for a new image (power of two, 64 KiB to 64 MiB)")
 	c.Flags().StringVar(&hash, "hash", string(manifest.DefaultHash), "chunk hash: blake3 or sha256")
 	return c
@@ -135,7 +135,7 @@ against its hash before it is written.`,
 		},
 	}
 	storeFlag(c, &loc)
-	c.Flags().IntVar(&jobs, "jobs", 0, "chunks fetched and written at once (default: 2 per CPU)")
+	c.Flags().IntVar(&jobs, "jobs", 0, "chunks fetched and written at once (default: 2 per CPU, at least 16 on S3)")
 	return c
 }
 

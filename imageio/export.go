@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
-	"runtime"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -20,7 +19,8 @@ import (
 
 // ExportOptions tune Export.
 type ExportOptions struct {
-	// Jobs is how many chunks are fetched and written at once (default: 2 per CPU).
+	// Jobs is how many chunks are fetched and written at once (default: 2 per CPU, at least
+	// 16 from a remote store).
 	Jobs int
 	// Progress, if set, is called with bytes handled so far and the disk size.
 	Progress func(done, total int64)
@@ -45,7 +45,7 @@ type ExportResult struct {
 func Export(ctx context.Context, s *store.Store, v *store.Version, path string, opts ExportOptions) (*ExportResult, error) {
 	start := time.Now()
 	if opts.Jobs <= 0 {
-		opts.Jobs = 2 * runtime.GOMAXPROCS(0)
+		opts.Jobs = defaultJobs(s)
 	}
 	m := v.Manifest
 	f, fresh, oldSize, isDev, err := openTarget(path, m)

@@ -37,6 +37,16 @@ const DefaultChunkSize = 1 << 20
 // interrupted import keeps most of its work and a retry skips it.
 const commitEvery = 512 << 20
 
+// defaultJobs is how many chunks are in flight at once: enough to keep every CPU busy on a
+// local store, and enough to hide request latency on a remote one.
+func defaultJobs(s *store.Store) int {
+	n := 2 * runtime.GOMAXPROCS(0)
+	if _, local := s.Backend().(store.Batcher); !local {
+		n = max(n, 16)
+	}
+	return n
+}
+
 // ImportOptions tune Import.
 type ImportOptions struct {
 	Name string
@@ -44,7 +54,8 @@ type ImportOptions struct {
 	// ChunkSize and Hash default to DefaultChunkSize and manifest.DefaultHash.
 	ChunkSize int64
 	Hash      manifest.Hash
-	// Jobs is how many chunks are hashed, compressed and stored at once (default: 2 per CPU).
+	// Jobs is how many chunks are hashed, compressed and stored at once (default: 2 per CPU,
+	// at least 16 on a remote store).
 	Jobs int
 	// Source goes into the manifest's meta.source (default: "file:" and the path).
 	Source string
@@ -125,7 +136,7 @@ func Import(ctx context.Context, s *store.Store, path string, opts ImportOptions
 		opts.Hash = manifest.DefaultHash
 	}
 	if opts.Jobs <= 0 {
-		opts.Jobs = 2 * runtime.GOMAXPROCS(0)
+		opts.Jobs = defaultJobs(s)
 	}
 	if opts.Log == nil {
 		opts.Log = slog.New(slog.DiscardHandler)
