@@ -5,7 +5,7 @@ import (
 	"encoding/hex"
 	"fmt"
 
-	"lukechampine.com/blake3"
+	"github.com/zeebo/blake3"
 )
 
 // IDLen is the length in bytes of every chunk id and version id.

@@ -199,3 +199,15 @@ func FuzzParseRef(f *testing.F) {
 		}
 	})
 }
+
+// Ids must never change with the implementation: they name chunks in every store.
+func TestHashKnownAnswers(t *testing.T) {
+	for h, want := range map[Hash]string{
+		BLAKE3: "af1349b9f5f9a1a6a0404dea36dcc9499bcb25c9adc112b7cc9a93cae41f3262",
+		SHA256: "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855",
+	} {
+		if got := h.Sum(nil).String(); got != want {
+			t.Errorf("%s of nothing = %s, want %s", h, got, want)
+		}
+	}
+}
