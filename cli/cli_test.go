@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"tms/imageio"
 
 	"tms/internal/miniotest"
 	"tms/internal/sampledisk"
@@ -114,7 +115,7 @@ func TestImageCommands(t *testing.T) {
 			if err := json.Unmarshal([]byte(must(t, run, "image", "show", "--store", st, "lab:v1", "--json")), &d); err != nil {
 				t.Fatal(err)
 			}
-			if d.Version != rows[0].Version || d.Parent != rows[1].Version || d.DiskSize != 24<<20 || d.Chunks != 24 ||
+			if d.Version != rows[0].Version || d.Parent != rows[1].Version || d.DiskSize != 24<<20 || d.Chunks != 24<<20/imageio.DefaultChunkSize ||
 				d.StoredBytes <= 0 || d.AddedBytes == nil || *d.AddedBytes <= 0 || *d.AddedBytes >= d.StoredBytes ||
 				d.Partitions == nil || d.Partitions.Scheme != "gpt" {
 				t.Fatalf("image show: %+v", d)

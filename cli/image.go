@@ -92,8 +92,8 @@ Interrupted imports keep the chunks they stored: run the same command again to c
 	}
 	storeFlag(c, &loc)
 	c.Flags().IntVar(&jobs, "jobs", 0, "chunks processed at once (default: 2 per CPU, at least 16 on S3)")
-	c.Flags().Int64Var(&chunkSize, "chunk-size", imageio.DefaultChunkSize, "chunk size in bytes for a new image (power of two, 64 KiB to 64 MiB)")
-	c.Flags().StringVar(&hash, "hash", string(manifest.DefaultHash), "chunk hash: blake3 or sha256")
+	c.Flags().Int64Var(&chunkSize, "chunk-size", 0, fmt.Sprintf("chunk size in bytes, a power of two from 64 KiB to 64 MiB (default: the current version's, or %d for a new image)", imageio.DefaultChunkSize))
+	c.Flags().StringVar(&hash, "hash", "", fmt.Sprintf("chunk hash, blake3 or sha256 (default: the current version's, or %s for a new image)", manifest.DefaultHash))
 	return c
 }
 
@@ -201,7 +201,14 @@ func (a *App) imageLs() *cobra.Command {
 				if rows[i].Name != rows[j].Name {
 					return rows[i].Name < rows[j].Name
 				}
-				return rows[i].Created.After(rows[j].Created)
+				if !rows[i].Created.Equal(rows[j].Created) {
+					return rows[i].Created.After(rows[j].Created)
+				}
+				// Same second: a child before its parent, so the newest comes first.
+				if rows[i].Parent == rows[j].Version || rows[j].Parent == rows[i].Version {
+					return rows[i].Parent == rows[j].Version
+				}
+				return rows[i].Version < rows[j].Version
 			})
 			if asJSON {
 				return a.printJSON(rows)

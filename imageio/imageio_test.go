@@ -105,7 +105,7 @@ func TestImportExportRoundTrip(t *testing.T) {
 	if err := syscall.Stat(out, &st); err != nil {
 		t.Fatal(err)
 	}
-	if allocated := st.Blocks * 512; allocated >= v.Manifest.DiskSize-er.Zero*mib/2 {
+	if allocated := st.Blocks * 512; allocated >= v.Manifest.DiskSize-er.Zero*imageio.DefaultChunkSize/2 {
 		t.Errorf("zero chunks were written, not left as holes: %d of %d bytes allocated", allocated, v.Manifest.DiskSize)
 	}
 
@@ -134,8 +134,9 @@ func TestImportExportRoundTrip(t *testing.T) {
 	if fileSum(t, out) != fileSum(t, src) {
 		t.Fatal("repaired export differs from the source")
 	}
-	if er.Written > 2+int64(len(v.Manifest.Chunks)-30) {
-		t.Errorf("repair wrote %d chunks, want at most %d", er.Written, 2+len(v.Manifest.Chunks)-30)
+	want := 2 + int64(len(v.Manifest.Chunks)) - 30*mib/imageio.DefaultChunkSize
+	if er.Written > want {
+		t.Errorf("repair wrote %d chunks, want at most %d", er.Written, want)
 	}
 }
 
@@ -402,5 +403,28 @@ func TestRemoveAndGC(t *testing.T) {
 	}
 	if _, err := s.Resolve(ctx, r); !errors.Is(err, store.ErrNotFound) {
 		t.Fatalf("removed image still resolves: %v", err)
+	}
+}
+
+func TestNewVersionKeepsParentChunkSizeAndHash(t *testing.T) {
+	ctx := context.Background()
+	s, _ := newStore(t)
+	src := sampleDisk(t, 8*mib, 12)
+	first, err := imageio.Import(ctx, s, src, imageio.ImportOptions{Name: "lab", ChunkSize: mib, Hash: manifest.SHA256})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sampledisk.Mutate(src, 0.001, 1)
+	second := importFile(t, s, src, "lab")
+	m := second.Version.Manifest
+	if m.ChunkSize != mib || m.Hash != manifest.SHA256 || m.Parent != first.Version.ID {
+		t.Fatalf("second version: chunk size %d, hash %s; want the parent's %d, %s", m.ChunkSize, m.Hash, mib, manifest.SHA256)
+	}
+	if second.Stats.AddedChunks >= second.Distinct {
+		t.Fatalf("second version shares no chunks with its parent")
+	}
+	other := importFile(t, s, src, "fresh")
+	if other.Version.Manifest.ChunkSize != imageio.DefaultChunkSize || other.Version.Manifest.Hash != manifest.DefaultHash {
+		t.Fatalf("a new image got %d, %s", other.Version.Manifest.ChunkSize, other.Version.Manifest.Hash)
 	}
 }

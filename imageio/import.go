@@ -31,7 +31,7 @@ import (
 )
 
 // DefaultChunkSize is the chunk size of new images; docs/format.md has the measurement behind it.
-const DefaultChunkSize = 1 << 20
+const DefaultChunkSize = 256 << 10
 
 // commitEvery bounds how much an import stages before it makes chunks durable, so an
 // interrupted import keeps most of its work and a retry skips it.
@@ -51,7 +51,9 @@ func defaultJobs(s *store.Store) int {
 type ImportOptions struct {
 	Name string
 	Tag  string // default manifest.DefaultTag
-	// ChunkSize and Hash default to DefaultChunkSize and manifest.DefaultHash.
+	// ChunkSize and Hash default to those of the version the tag points to, so a new version
+	// shares chunks with its parent, and for a new image to DefaultChunkSize and
+	// manifest.DefaultHash.
 	ChunkSize int64
 	Hash      manifest.Hash
 	// Jobs is how many chunks are hashed, compressed and stored at once (default: 2 per CPU,
@@ -129,12 +131,6 @@ func Import(ctx context.Context, s *store.Store, path string, opts ImportOptions
 	if opts.Tag == "" {
 		opts.Tag = manifest.DefaultTag
 	}
-	if opts.ChunkSize == 0 {
-		opts.ChunkSize = DefaultChunkSize
-	}
-	if opts.Hash == "" {
-		opts.Hash = manifest.DefaultHash
-	}
 	if opts.Jobs <= 0 {
 		opts.Jobs = defaultJobs(s)
 	}
@@ -150,8 +146,8 @@ func Import(ctx context.Context, s *store.Store, path string, opts ImportOptions
 	if err := manifest.ValidateTag(opts.Tag); err != nil {
 		return nil, err
 	}
-	if !opts.Hash.Valid() {
-		return nil, fmt.Errorf("unknown hash %q", opts.Hash)
+	if opts.Hash != "" && !opts.Hash.Valid() {
+		return nil, fmt.Errorf("unknown hash %q: use %s or %s", opts.Hash, manifest.BLAKE3, manifest.SHA256)
 	}
 
 	f, size, _, err := openDisk(path, os.O_RDONLY)
@@ -165,13 +161,6 @@ func Import(ctx context.Context, s *store.Store, path string, opts ImportOptions
 	if opts.Source == "" {
 		opts.Source = "file:" + path
 	}
-	probe := &manifest.Manifest{Format: manifest.Format, Hash: opts.Hash, DiskSize: size, ChunkSize: opts.ChunkSize,
-		Meta:   manifest.Meta{Name: opts.Name, Created: time.Unix(0, 0).UTC(), Source: opts.Source},
-		Chunks: make([]manifest.ID, manifest.NumChunks(size, opts.ChunkSize))}
-	if err := probe.Validate(); err != nil {
-		return nil, fmt.Errorf("cannot import %s: %w", path, err)
-	}
-
 	lock, err := s.LockShared(ctx, fmt.Sprintf("import of %s:%s", opts.Name, opts.Tag), func(h store.LockInfo) {
 		opts.Log.Info("waiting for the store", "holder", h.String())
 	})
@@ -190,6 +179,24 @@ func Import(ctx context.Context, s *store.Store, path string, opts ImportOptions
 		return nil, err
 	}
 
+	if opts.ChunkSize == 0 {
+		opts.ChunkSize = DefaultChunkSize
+		if parent != nil {
+			opts.ChunkSize = parent.Manifest.ChunkSize
+		}
+	}
+	if opts.Hash == "" {
+		opts.Hash = manifest.DefaultHash
+		if parent != nil {
+			opts.Hash = parent.Manifest.Hash
+		}
+	}
+	probe := &manifest.Manifest{Format: manifest.Format, Hash: opts.Hash, DiskSize: size, ChunkSize: opts.ChunkSize,
+		Meta:   manifest.Meta{Name: opts.Name, Created: time.Unix(0, 0).UTC(), Source: opts.Source},
+		Chunks: make([]manifest.ID, manifest.NumChunks(size, opts.ChunkSize))}
+	if err := probe.Validate(); err != nil {
+		return nil, fmt.Errorf("cannot import %s: %w", path, err)
+	}
 	res := &ImportResult{DiskSize: size, Chunks: int64(len(probe.Chunks))}
 	ids := probe.Chunks
 	if err := importChunks(ctx, s, f, size, ids, opts, res); err != nil {
