@@ -39,11 +39,7 @@ func TestAcceptance(t *testing.T) {
 	}
 	srv := miniotest.Shared(t)
 	bucket := srv.NewBucket(t)
-	s3env := map[string]string{
-		"TMS_STORE_S3_ENDPOINT":   "http://" + srv.Endpoint,
-		"TMS_STORE_S3_ACCESS_KEY": srv.AccessKey,
-		"TMS_STORE_S3_SECRET_KEY": srv.SecretKey,
-	}
+	s3env := s3Env(srv)
 	ctx := context.Background()
 	for _, c := range []struct {
 		name string

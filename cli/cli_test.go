@@ -56,6 +56,15 @@ func sum(t *testing.T, p string) [32]byte {
 	return sha256.Sum256(b)
 }
 
+// s3Env is the environment that points tms at srv.
+func s3Env(srv *miniotest.Server) map[string]string {
+	return map[string]string{
+		"TMS_STORE_S3_ENDPOINT":   "http://" + srv.Endpoint,
+		"TMS_STORE_S3_ACCESS_KEY": srv.AccessKey,
+		"TMS_STORE_S3_SECRET_KEY": srv.SecretKey,
+	}
+}
+
 // backends gives each test a fresh local store and a fresh S3 store on a real MinIO server.
 func backends(t *testing.T) map[string]struct {
 	run tmsRun
@@ -63,11 +72,7 @@ func backends(t *testing.T) map[string]struct {
 } {
 	srv := miniotest.Shared(t)
 	bucket := srv.NewBucket(t)
-	s3env := map[string]string{
-		"TMS_STORE_S3_ENDPOINT":   "http://" + srv.Endpoint,
-		"TMS_STORE_S3_ACCESS_KEY": srv.AccessKey,
-		"TMS_STORE_S3_SECRET_KEY": srv.SecretKey,
-	}
+	s3env := s3Env(srv)
 	return map[string]struct {
 		run tmsRun
 		loc string

@@ -35,6 +35,20 @@ func parseRef(s string) (manifest.Ref, error) {
 	return r, nil
 }
 
+// resolve opens the store at loc and finds the version refArg names.
+func (a *App) resolve(ctx context.Context, cmd *cobra.Command, loc, refArg string) (*store.Store, *store.Version, error) {
+	ref, err := parseRef(refArg)
+	if err != nil {
+		return nil, nil, err
+	}
+	s, err := a.openStore(ctx, cmd, loc, false)
+	if err != nil {
+		return nil, nil, err
+	}
+	v, err := s.Resolve(ctx, ref)
+	return s, v, err
+}
+
 func (a *App) imageImport() *cobra.Command {
 	var loc string
 	var jobs int
@@ -109,16 +123,8 @@ right bytes are not written again; zero ranges become holes in files. Every chun
 against its hash before it is written.`,
 		Args: exactArgs(2, "REF and FILE"),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			ref, err := parseRef(args[0])
-			if err != nil {
-				return err
-			}
 			ctx := cmd.Context()
-			s, err := a.openStore(ctx, cmd, loc, false)
-			if err != nil {
-				return err
-			}
-			v, err := s.Resolve(ctx, ref)
+			s, v, err := a.resolve(ctx, cmd, loc, args[0])
 			if err != nil {
 				return err
 			}
@@ -257,16 +263,8 @@ func (a *App) imageShow() *cobra.Command {
 		Short: "Show one image version: ids, sizes, chunks and partitions",
 		Args:  exactArgs(1, "REF"),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			ref, err := parseRef(args[0])
-			if err != nil {
-				return err
-			}
 			ctx := cmd.Context()
-			s, err := a.openStore(ctx, cmd, loc, false)
-			if err != nil {
-				return err
-			}
-			v, err := s.Resolve(ctx, ref)
+			s, v, err := a.resolve(ctx, cmd, loc, args[0])
 			if err != nil {
 				return err
 			}
