@@ -104,7 +104,7 @@ func (a *App) devCommand() *cobra.Command {
 				return fmt.Errorf("store verify found %d problems", len(rep.Problems))
 			}
 			fmt.Fprintf(a.Stdout, "    %d versions, %d chunks: all good\n", rep.Versions, rep.Chunks)
-			fmt.Fprintf(a.Stdout, "\nTry next:\n  tms image ls --store %[1]s\n  tms image show --store %[1]s sample\n  tms store verify --store %[1]s\n", storeDir)
+			fmt.Fprintf(a.Stdout, "\nTry next (after go build -o bin/tms ./cmd/tms):\n  bin/tms image ls --store %[1]s\n  bin/tms image show --store %[1]s sample\n  bin/tms image export --store %[1]s sample@%[2]s older-version.raw\n  bin/tms store verify --store %[1]s\n", storeDir, first.Version.ID.Short())
 			return nil
 		},
 	}
