@@ -1,0 +1,121 @@
+package devtemporal
+
+import (
+	"context"
+	"errors"
+	"net"
+	"strings"
+	"testing"
+	"time"
+
+	"go.temporal.io/sdk/client"
+	"go.temporal.io/sdk/worker"
+	"go.temporal.io/sdk/workflow"
+)
+
+type echoIn struct{ Text string }
+type echoOut struct{ Text string }
+
+func echoWorkflow(ctx workflow.Context, in echoIn) (echoOut, error) {
+	ctx = workflow.WithActivityOptions(ctx, workflow.ActivityOptions{StartToCloseTimeout: 10 * time.Second})
+	var out echoOut
+	err := workflow.ExecuteActivity(ctx, upper, in).Get(ctx, &out)
+	return out, err
+}
+
+func upper(_ context.Context, in echoIn) (echoOut, error) {
+	return echoOut{Text: strings.ToUpper(in.Text)}, nil
+}
+
+func waitWorkflow(ctx workflow.Context) error {
+	workflow.GetSignalChannel(ctx, "go").Receive(ctx, nil)
+	return nil
+}
+
+func dial(t *testing.T, s *Server) client.Client {
+	t.Helper()
+	c, err := client.Dial(client.Options{HostPort: s.Address()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(c.Close)
+	return c
+}
+
+func TestRunsWorkflowsAndActivities(t *testing.T) {
+	s, err := Start(Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Stop()
+	c := dial(t, s)
+	w := worker.New(c, "test", worker.Options{})
+	w.RegisterWorkflow(echoWorkflow)
+	w.RegisterActivity(upper)
+	if err := w.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer w.Stop()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	run, err := c.ExecuteWorkflow(ctx, client.StartWorkflowOptions{ID: "echo/1", TaskQueue: "test"}, echoWorkflow, echoIn{Text: "lab"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out echoOut
+	if err := run.Get(ctx, &out); err != nil || out.Text != "LAB" {
+		t.Fatalf("workflow result %+v, %v", out, err)
+	}
+}
+
+func TestStateSurvivesRestart(t *testing.T) {
+	dir := t.TempDir()
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+
+	s, err := Start(Options{DataDir: dir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := dial(t, s)
+	if _, err := c.ExecuteWorkflow(ctx, client.StartWorkflowOptions{ID: "wait/1", TaskQueue: "test"}, waitWorkflow); err != nil {
+		t.Fatal(err)
+	}
+	c.Close()
+	s.Stop()
+
+	s, err = Start(Options{DataDir: dir})
+	if err != nil {
+		t.Fatalf("restart on the same data directory: %v", err)
+	}
+	defer s.Stop()
+	c = dial(t, s)
+	w := worker.New(c, "test", worker.Options{})
+	w.RegisterWorkflow(waitWorkflow)
+	if err := w.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer w.Stop()
+	if err := c.SignalWorkflow(ctx, "wait/1", "", "go", nil); err != nil {
+		t.Fatalf("the workflow started before the restart is gone: %v", err)
+	}
+	if err := c.GetWorkflow(ctx, "wait/1", "").Get(ctx, nil); err != nil {
+		t.Fatalf("workflow after restart: %v", err)
+	}
+}
+
+func TestBusyPortIsReported(t *testing.T) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	_, err = Start(Options{Port: l.Addr().(*net.TCPAddr).Port})
+	if err == nil || !strings.Contains(err.Error(), "another Temporal or tms dev") {
+		t.Fatalf("start on a busy port: %v", err)
+	}
+	var oe *net.OpError
+	if !errors.As(err, &oe) {
+		t.Fatalf("cause lost: %v", err)
+	}
+}
