@@ -1,0 +1,221 @@
+// Package transfer copies image versions between stores: the data plane of sharing an image
+// with a region, of relaying it through central storage, and of a capture's upload. Only the
+// chunks the destination lacks move; every chunk is checked against its id when it arrives;
+// the manifest is published last, so the destination never shows a version it cannot serve.
+//
+//	res, err := transfer.Copy(ctx, src, dst, versionID, transfer.Options{Progress: report})
+//
+// A copy that is interrupted keeps the chunks it committed; running it again moves only the
+// rest, which is how a crashed worker resumes without moving the image twice.
+package transfer
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"runtime"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"golang.org/x/sync/errgroup"
+
+	"tms/manifest"
+	"tms/store"
+)
+
+// Source is where a copy reads from: a store, or a peer's store over HTTP.
+type Source interface {
+	// GetManifestBytes returns the encoded manifest of version id.
+	GetManifestBytes(ctx context.Context, id manifest.ID) ([]byte, error)
+	// GetChunkFrame returns the stored (compressed) frame of chunk id. The copy checks it.
+	GetChunkFrame(ctx context.Context, id manifest.ID) ([]byte, error)
+	String() string
+}
+
+// StoreSource reads from a store directly.
+type StoreSource struct{ S *store.Store }
+
+var _ Source = StoreSource{}
+
+func (s StoreSource) GetManifestBytes(ctx context.Context, id manifest.ID) ([]byte, error) {
+	v, err := s.S.GetManifest(ctx, id)
+	if err != nil {
+		return nil, err
+	}
+	return v.Encoded, nil
+}
+
+func (s StoreSource) GetChunkFrame(ctx context.Context, id manifest.ID) ([]byte, error) {
+	return s.S.Backend().Get(ctx, store.ChunkKey(id))
+}
+
+func (s StoreSource) String() string { return s.S.String() }
+
+// Options tune Copy.
+type Options struct {
+	// Jobs is how many chunks move at once (default: 16, at least 2 per CPU).
+	Jobs int
+	// Progress, if set, is called after each chunk with the chunks handled so far (moved or
+	// already present), the distinct chunks of the version, and the bytes moved so far.
+	Progress func(Progress)
+	// Tag, if set, points NAME:TAG in the destination at the version once it is published.
+	Tag string
+}
+
+// Progress is a copy's position.
+type Progress struct {
+	Done, Total int64 // distinct chunks handled / in the version
+	MovedBytes  int64 // compressed bytes fetched from the source
+}
+
+// Result says what a copy did.
+type Result struct {
+	Version     *store.Version
+	Chunks      int64 // distinct non-zero chunks in the version
+	Moved       int64 // chunks fetched from the source
+	MovedBytes  int64
+	Present     int64 // chunks the destination already held
+	Elapsed     time.Duration
+	AlreadyHere bool // the destination held the whole version before
+}
+
+// commitEvery bounds how much a copy holds uncommitted, so a crash loses little of its work.
+const commitEvery = 256 << 20
+
+// ErrSourceCorrupt marks a chunk or manifest the source sent that does not match its id. The
+// copy stops; the destination keeps nothing unverified.
+var ErrSourceCorrupt = errors.New("source sent corrupt data")
+
+// Copy makes version id, with every chunk it needs, present in dst.
+func Copy(ctx context.Context, src Source, dst *store.Store, id manifest.ID, opts Options) (*Result, error) {
+	start := time.Now()
+	if opts.Jobs <= 0 {
+		opts.Jobs = max(16, 2*runtime.GOMAXPROCS(0))
+	}
+	res := &Result{}
+	if v, err := dst.GetManifest(ctx, id); err == nil {
+		res.Version, res.AlreadyHere = v, true
+	} else if !errors.Is(err, store.ErrNotFound) {
+		return nil, err
+	}
+
+	var v *store.Version
+	if res.AlreadyHere {
+		v = res.Version
+	} else {
+		b, err := src.GetManifestBytes(ctx, id)
+		if err != nil {
+			return nil, fmt.Errorf("manifest %s from %s: %w", id.Short(), src, err)
+		}
+		m, err := manifest.Decode(b)
+		if err != nil {
+			return nil, fmt.Errorf("manifest %s from %s: %w: %w", id.Short(), src, ErrSourceCorrupt, err)
+		}
+		if got := manifest.VersionID(m.Hash, b); got != id {
+			return nil, fmt.Errorf("manifest %s from %s hashes to %s: %w", id.Short(), src, got.Short(), ErrSourceCorrupt)
+		}
+		v = &store.Version{ID: id, Manifest: m, Encoded: b}
+	}
+
+	lock, err := dst.LockShared(ctx, "copy of "+v.Manifest.Meta.Name+"@"+id.Short()+" from "+src.String(), nil)
+	if err != nil {
+		return nil, err
+	}
+	defer lock.Release(ctx)
+
+	var ids []manifest.ID
+	seen := map[manifest.ID]bool{}
+	for _, c := range v.Manifest.Chunks {
+		if !c.IsZero() && !seen[c] {
+			seen[c] = true
+			ids = append(ids, c)
+		}
+	}
+	res.Chunks = int64(len(ids))
+
+	w := dst.NewChunkWriter()
+	var done, staged atomic.Int64
+	var mu sync.Mutex
+	var stats store.Stats
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(opts.Jobs)
+	for _, c := range ids {
+		g.Go(func() error {
+			moved, size, err := copyChunk(gctx, src, dst, w, v.Manifest.Hash, c)
+			if err != nil {
+				return err
+			}
+			mu.Lock()
+			stats.StoredBytes += size
+			if moved {
+				res.Moved++
+				res.MovedBytes += size
+				stats.AddedBytes += size
+				stats.AddedChunks++
+			} else {
+				res.Present++
+			}
+			p := Progress{Done: done.Add(1), Total: res.Chunks, MovedBytes: res.MovedBytes}
+			mu.Unlock()
+			if moved && staged.Add(size) >= commitEvery {
+				staged.Store(0)
+				if err := w.Commit(gctx); err != nil {
+					return err
+				}
+			}
+			if opts.Progress != nil {
+				opts.Progress(p)
+			}
+			return nil
+		})
+	}
+	err = g.Wait()
+	// Keep what arrived and was checked, whatever happened: a retry skips it.
+	cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Minute)
+	defer cancel()
+	if cerr := w.Commit(cctx); cerr != nil && err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return nil, err
+	}
+	if err := lock.Err(); err != nil {
+		return nil, fmt.Errorf("copy of %s stopped before publishing: %w", id.Short(), err)
+	}
+	if !res.AlreadyHere {
+		if res.Version, err = dst.PutVersion(ctx, v.Encoded, stats); err != nil {
+			return nil, err
+		}
+	}
+	if opts.Tag != "" {
+		if err := dst.SetTag(ctx, v.Manifest.Meta.Name, opts.Tag, id); err != nil {
+			return nil, err
+		}
+	}
+	res.Elapsed = time.Since(start)
+	return res, nil
+}
+
+// copyChunk moves one chunk if dst lacks it, checking it first. It reports whether it moved
+// the chunk and the chunk's stored size.
+func copyChunk(ctx context.Context, src Source, dst *store.Store, w *store.ChunkWriter, h manifest.Hash, id manifest.ID) (bool, int64, error) {
+	size, err := dst.StatChunk(ctx, id)
+	if err == nil {
+		return false, size, nil
+	}
+	if !errors.Is(err, store.ErrNotFound) {
+		return false, 0, err
+	}
+	frame, err := src.GetChunkFrame(ctx, id)
+	if err != nil {
+		return false, 0, fmt.Errorf("chunk %s from %s: %w", id, src, err)
+	}
+	if _, err := dst.DecodeChunk(h, id, frame, nil); err != nil {
+		return false, 0, fmt.Errorf("chunk %s from %s: %w: %w", id, src, ErrSourceCorrupt, err)
+	}
+	if err := w.PutRaw(ctx, id, frame); err != nil {
+		return false, 0, err
+	}
+	return true, int64(len(frame)), nil
+}

@@ -1,0 +1,223 @@
+package transfer_test
+
+import (
+	"context"
+	"crypto/sha256"
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"tms/imageio"
+	"tms/internal/miniotest"
+	"tms/internal/sampledisk"
+	"tms/manifest"
+	"tms/store"
+	"tms/store/s3store"
+	"tms/transfer"
+)
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	miniotest.StopShared()
+	os.Exit(code)
+}
+
+const mib = 1 << 20
+
+func dirStore(t *testing.T) (*store.Store, string) {
+	t.Helper()
+	dir := filepath.Join(t.TempDir(), "store")
+	b, err := store.NewDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := store.New(b, store.Options{})
+	if err := s.Init(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	return s, dir
+}
+
+func importDisk(t *testing.T, s *store.Store, disk, name string) *imageio.ImportResult {
+	t.Helper()
+	res, err := imageio.Import(context.Background(), s, disk, imageio.ImportOptions{Name: name})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return res
+}
+
+func sampleDisk(t *testing.T, size int64, seed uint64) string {
+	t.Helper()
+	p := filepath.Join(t.TempDir(), "disk.raw")
+	if err := sampledisk.Write(p, sampledisk.Options{Size: size, Seed: seed}); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+func exportSum(t *testing.T, s *store.Store, v *store.Version) [32]byte {
+	t.Helper()
+	out := filepath.Join(t.TempDir(), "out.raw")
+	if _, err := imageio.Export(context.Background(), s, v, out, imageio.ExportOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	b, err := os.ReadFile(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return sha256.Sum256(b)
+}
+
+func fileSum(t *testing.T, p string) [32]byte {
+	b, err := os.ReadFile(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return sha256.Sum256(b)
+}
+
+func TestCopyMovesOnlyMissingChunks(t *testing.T) {
+	ctx := context.Background()
+	a, _ := dirStore(t)
+	b, _ := dirStore(t)
+	disk := sampleDisk(t, 32*mib, 1)
+	v1 := importDisk(t, a, disk, "lab")
+
+	res, err := transfer.Copy(ctx, transfer.StoreSource{S: a}, b, v1.Version.ID, transfer.Options{Tag: "latest"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Moved != v1.Distinct || res.MovedBytes != v1.Stats.StoredBytes || res.Present != 0 {
+		t.Fatalf("first copy moved %d chunks (%d bytes), want %d (%d)", res.Moved, res.MovedBytes, v1.Distinct, v1.Stats.StoredBytes)
+	}
+	r, _ := manifest.ParseRef("lab")
+	got, err := b.Resolve(ctx, r)
+	if err != nil || got.ID != v1.Version.ID {
+		t.Fatalf("tag not set in the destination: %v", err)
+	}
+	if exportSum(t, b, got) != fileSum(t, disk) {
+		t.Fatal("copied version exports a different disk")
+	}
+
+	// Version N+1 moves only the chunks that changed.
+	offs, err := sampledisk.Mutate(disk, 0.002, 2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	v2 := importDisk(t, a, disk, "lab")
+	res, err = transfer.Copy(ctx, transfer.StoreSource{S: a}, b, v2.Version.ID, transfer.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.MovedBytes > v2.Stats.AddedBytes*12/10 {
+		t.Fatalf("copy of N+1 moved %d bytes; the %d changed blocks made %d bytes of new chunks", res.MovedBytes, len(offs), v2.Stats.AddedBytes)
+	}
+	res, err = transfer.Copy(ctx, transfer.StoreSource{S: a}, b, v2.Version.ID, transfer.Options{})
+	if err != nil || !res.AlreadyHere || res.Moved != 0 {
+		t.Fatalf("copying a version that is already there: %+v, %v", res, err)
+	}
+}
+
+func TestCorruptSourceChunkIsRefused(t *testing.T) {
+	ctx := context.Background()
+	a, adir := dirStore(t)
+	b, _ := dirStore(t)
+	v := importDisk(t, a, sampleDisk(t, 8*mib, 3), "lab")
+	var victim manifest.ID
+	for _, id := range v.Version.Manifest.Chunks[4:] {
+		if !id.IsZero() {
+			victim = id
+			break
+		}
+	}
+	p := filepath.Join(adir, store.ChunkKey(victim))
+	frame, _ := os.ReadFile(p)
+	frame[len(frame)/2] ^= 0x10
+	os.WriteFile(p, frame, 0o644)
+
+	_, err := transfer.Copy(ctx, transfer.StoreSource{S: a}, b, v.Version.ID, transfer.Options{})
+	if !errors.Is(err, transfer.ErrSourceCorrupt) || !strings.Contains(err.Error(), victim.String()) {
+		t.Fatalf("copy with a corrupt source chunk: %v", err)
+	}
+	if _, err := b.GetManifest(ctx, v.Version.ID); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("a version with a corrupt chunk was published: %v", err)
+	}
+	if has, _ := b.HasChunk(ctx, victim); has {
+		t.Fatal("the corrupt chunk was stored")
+	}
+	rep, err := b.Verify(ctx, 4, nil)
+	if err != nil || len(rep.Problems) != 0 {
+		t.Fatalf("destination after a refused copy: %v, %v", rep.Problems, err)
+	}
+}
+
+func TestInterruptedCopyResumes(t *testing.T) {
+	a, _ := dirStore(t)
+	b, _ := dirStore(t)
+	disk := sampleDisk(t, 64*mib, 4)
+	v := importDisk(t, a, disk, "lab")
+	ctx, cancel := context.WithCancel(context.Background())
+	var first int64
+	_, err := transfer.Copy(ctx, transfer.StoreSource{S: a}, b, v.Version.ID, transfer.Options{Jobs: 2, Progress: func(p transfer.Progress) {
+		first = p.MovedBytes
+		if p.Done*2 > p.Total {
+			cancel()
+		}
+	}})
+	if !errors.Is(err, context.Canceled) {
+		t.Fatalf("interrupted copy: %v", err)
+	}
+	if _, err := b.GetManifest(context.Background(), v.Version.ID); !errors.Is(err, store.ErrNotFound) {
+		t.Fatal("an interrupted copy published its manifest")
+	}
+	res, err := transfer.Copy(context.Background(), transfer.StoreSource{S: a}, b, v.Version.ID, transfer.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if total := first + res.MovedBytes; total > v.Stats.StoredBytes*11/10 {
+		t.Fatalf("moved %d + %d bytes for a version of %d stored bytes", first, res.MovedBytes, v.Stats.StoredBytes)
+	}
+	if exportSum(t, b, res.Version) != fileSum(t, disk) {
+		t.Fatal("resumed copy exports a different disk")
+	}
+}
+
+func TestCopyFromS3(t *testing.T) {
+	ctx := context.Background()
+	srv := miniotest.Shared(t)
+	bucket := srv.NewBucket(t)
+	be, err := s3store.New(ctx, s3store.Config{Endpoint: srv.Endpoint, AccessKey: srv.AccessKey, SecretKey: srv.SecretKey, Bucket: bucket, Prefix: "central"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	central := store.New(be, store.Options{})
+	if err := central.Init(ctx); err != nil {
+		t.Fatal(err)
+	}
+	disk := sampleDisk(t, 16*mib, 5)
+	v := importDisk(t, central, disk, "lab")
+	region, _ := dirStore(t)
+	res, err := transfer.Copy(ctx, transfer.StoreSource{S: central}, region, v.Version.ID, transfer.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if exportSum(t, region, res.Version) != fileSum(t, disk) {
+		t.Fatal("copy from S3 exports a different disk")
+	}
+	// And back the other way into a fresh prefix.
+	be2, err := s3store.New(ctx, s3store.Config{Endpoint: srv.Endpoint, AccessKey: srv.AccessKey, SecretKey: srv.SecretKey, Bucket: bucket, Prefix: "relay"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	relay := store.New(be2, store.Options{})
+	relay.Init(ctx)
+	if _, err := transfer.Copy(ctx, transfer.StoreSource{S: region}, relay, v.Version.ID, transfer.Options{}); err != nil {
+		t.Fatal(err)
+	}
+	if rep, err := relay.Verify(ctx, 8, nil); err != nil || len(rep.Problems) != 0 || rep.Versions != 1 {
+		t.Fatalf("relay store after the copy: %+v, %v", rep, err)
+	}
+}
