@@ -1,0 +1,246 @@
+package transfer
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/url"
+	"strings"
+	"sync"
+	"time"
+
+	"tms/manifest"
+	"tms/store"
+)
+
+// Handler serves a store's versions to peers holding a grant:
+//
+//	GET /v1/versions/{version}/manifest         the encoded manifest
+//	GET /v1/versions/{version}/chunks/{chunk}   a chunk's stored zstd frame
+//
+// with "Authorization: Bearer <grant>". A grant opens one version, and only chunks that
+// version references.
+type Handler struct {
+	Store  *store.Store
+	Signer *Signer
+	Log    *slog.Logger
+	// Now gives the time grants are checked against (default time.Now).
+	Now func() time.Time
+
+	mu     sync.Mutex
+	chunks map[manifest.ID]map[manifest.ID]struct{} // version -> its chunks, for the last few versions
+}
+
+const maxCachedVersions = 16
+
+// Routes registers the handler's endpoints on mux.
+func (h *Handler) Routes(mux *http.ServeMux) {
+	mux.HandleFunc("GET /v1/versions/{version}/manifest", h.manifest)
+	mux.HandleFunc("GET /v1/versions/{version}/chunks/{chunk}", h.chunk)
+}
+
+func (h *Handler) log() *slog.Logger {
+	if h.Log == nil {
+		return slog.New(slog.DiscardHandler)
+	}
+	return h.Log
+}
+
+// authorize checks the request's grant against the version in its path.
+func (h *Handler) authorize(w http.ResponseWriter, r *http.Request) (manifest.ID, bool) {
+	id, err := manifest.ParseID(r.PathValue("version"))
+	if err != nil {
+		http.Error(w, "bad version id: "+err.Error(), http.StatusBadRequest)
+		return id, false
+	}
+	token, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+	if !ok {
+		w.Header().Set("WWW-Authenticate", `Bearer realm="tms"`)
+		http.Error(w, "a grant is required", http.StatusUnauthorized)
+		return id, false
+	}
+	now := time.Now
+	if h.Now != nil {
+		now = h.Now
+	}
+	g, err := h.Signer.Verify(token, now())
+	if err != nil {
+		http.Error(w, err.Error(), http.StatusUnauthorized)
+		return id, false
+	}
+	if g.Version != id {
+		http.Error(w, "the grant is for another version", http.StatusForbidden)
+		return id, false
+	}
+	return id, true
+}
+
+func (h *Handler) fail(w http.ResponseWriter, r *http.Request, what string, err error) {
+	switch {
+	case errors.Is(err, store.ErrNotFound):
+		http.Error(w, what+" not found", http.StatusNotFound)
+	case errors.Is(err, store.ErrCorrupt):
+		// Never serve bytes that do not match their id; the store needs repair.
+		h.log().Error("refusing to serve corrupt data", "what", what, "err", err)
+		http.Error(w, what+" is corrupt on this server", http.StatusInternalServerError)
+	case r.Context().Err() != nil:
+		// The peer went away.
+	default:
+		h.log().Error("store unavailable", "what", what, "err", err)
+		http.Error(w, "store unavailable", http.StatusServiceUnavailable)
+	}
+}
+
+func (h *Handler) manifest(w http.ResponseWriter, r *http.Request) {
+	id, ok := h.authorize(w, r)
+	if !ok {
+		return
+	}
+	v, err := h.Store.GetManifest(r.Context(), id)
+	if err != nil {
+		h.fail(w, r, "version "+id.Short(), err)
+		return
+	}
+	h.remember(v)
+	w.Header().Set("Content-Type", "application/json")
+	w.Write(v.Encoded)
+}
+
+func (h *Handler) chunk(w http.ResponseWriter, r *http.Request) {
+	vid, ok := h.authorize(w, r)
+	if !ok {
+		return
+	}
+	cid, err := manifest.ParseID(r.PathValue("chunk"))
+	if err != nil {
+		http.Error(w, "bad chunk id: "+err.Error(), http.StatusBadRequest)
+		return
+	}
+	set, err := h.chunkSet(r.Context(), vid)
+	if err != nil {
+		h.fail(w, r, "version "+vid.Short(), err)
+		return
+	}
+	if _, ok := set[cid]; !ok {
+		http.Error(w, "chunk is not part of the granted version", http.StatusForbidden)
+		return
+	}
+	frame, err := h.Store.Backend().Get(r.Context(), store.ChunkKey(cid))
+	if err != nil {
+		h.fail(w, r, "chunk "+cid.Short(), err)
+		return
+	}
+	w.Header().Set("Content-Type", "application/zstd")
+	w.Write(frame)
+}
+
+func (h *Handler) chunkSet(ctx context.Context, id manifest.ID) (map[manifest.ID]struct{}, error) {
+	h.mu.Lock()
+	set, ok := h.chunks[id]
+	h.mu.Unlock()
+	if ok {
+		return set, nil
+	}
+	v, err := h.Store.GetManifest(ctx, id)
+	if err != nil {
+		return nil, err
+	}
+	return h.remember(v), nil
+}
+
+func (h *Handler) remember(v *store.Version) map[manifest.ID]struct{} {
+	set := make(map[manifest.ID]struct{}, len(v.Manifest.Chunks))
+	for _, c := range v.Manifest.Chunks {
+		if !c.IsZero() {
+			set[c] = struct{}{}
+		}
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.chunks == nil {
+		h.chunks = map[manifest.ID]map[manifest.ID]struct{}{}
+	}
+	if len(h.chunks) >= maxCachedVersions {
+		for k := range h.chunks { // drop any one: this is a small cache, not an LRU
+			delete(h.chunks, k)
+			break
+		}
+	}
+	h.chunks[v.ID] = set
+	return set
+}
+
+// HTTPSource reads one version from a peer's Handler with a grant for it.
+type HTTPSource struct {
+	// Base is the peer's data endpoint, for example http://10.0.5.2:8081.
+	Base *url.URL
+	// Version is the version the grant opens; chunks are fetched under it.
+	Version manifest.ID
+	Grant   string
+	Client  *http.Client
+}
+
+var _ Source = (*HTTPSource)(nil)
+
+func (s *HTTPSource) String() string { return s.Base.String() }
+
+func (s *HTTPSource) get(ctx context.Context, path, what string, limit int64) ([]byte, error) {
+	u := s.Base.JoinPath(path)
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u.String(), nil)
+	if err != nil {
+		return nil, err
+	}
+	req.Header.Set("Authorization", "Bearer "+s.Grant)
+	c := s.Client
+	if c == nil {
+		c = http.DefaultClient
+	}
+	resp, err := c.Do(req)
+	if err != nil {
+		if ctx.Err() != nil {
+			return nil, ctx.Err()
+		}
+		return nil, &store.Error{Kind: store.ErrUnavailable, Store: s.String(), What: what, Err: err}
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		msg, _ := io.ReadAll(io.LimitReader(resp.Body, 512))
+		kind := store.ErrUnavailable
+		if resp.StatusCode == http.StatusNotFound {
+			kind = store.ErrNotFound
+		}
+		return nil, &store.Error{Kind: kind, Store: s.String(), What: what,
+			Err: fmt.Errorf("%s: %s", resp.Status, strings.TrimSpace(string(msg)))}
+	}
+	if resp.ContentLength > limit {
+		return nil, &store.Error{Kind: store.ErrCorrupt, Store: s.String(), What: what, Err: fmt.Errorf("%d bytes, more than %d", resp.ContentLength, limit)}
+	}
+	b, err := io.ReadAll(io.LimitReader(resp.Body, limit+1))
+	if err != nil {
+		if ctx.Err() != nil {
+			return nil, ctx.Err()
+		}
+		return nil, &store.Error{Kind: store.ErrUnavailable, Store: s.String(), What: what, Err: err}
+	}
+	if int64(len(b)) > limit {
+		return nil, &store.Error{Kind: store.ErrCorrupt, Store: s.String(), What: what, Err: fmt.Errorf("more than %d bytes", limit)}
+	}
+	if resp.ContentLength >= 0 && int64(len(b)) != resp.ContentLength {
+		return nil, &store.Error{Kind: store.ErrUnavailable, Store: s.String(), What: what, Err: fmt.Errorf("body cut short: %d of %d bytes", len(b), resp.ContentLength)}
+	}
+	return b, nil
+}
+
+// maxFrame bounds a chunk frame: zstd never expands data by more than a little.
+const maxFrame = manifest.MaxChunkSize + manifest.MaxChunkSize/64 + 1024
+
+func (s *HTTPSource) GetManifestBytes(ctx context.Context, id manifest.ID) ([]byte, error) {
+	return s.get(ctx, "/v1/versions/"+id.String()+"/manifest", "manifest "+id.Short(), manifest.MaxEncodedSize)
+}
+
+func (s *HTTPSource) GetChunkFrame(ctx context.Context, id manifest.ID) ([]byte, error) {
+	return s.get(ctx, "/v1/versions/"+s.Version.String()+"/chunks/"+id.String(), "chunk "+id.Short(), maxFrame)
+}

@@ -1,0 +1,256 @@
+package transfer_test
+
+import (
+	"context"
+	"errors"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"tms/imageio"
+	"tms/internal/sampledisk"
+	"tms/manifest"
+	"tms/store"
+	"tms/transfer"
+)
+
+var testKey = []byte("0123456789abcdef0123456789abcdef")
+
+func signer(t testing.TB) *transfer.Signer {
+	s, err := transfer.NewSigner(testKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+func TestGrants(t *testing.T) {
+	s := signer(t)
+	now := time.Date(2026, 11, 23, 12, 0, 0, 0, time.UTC)
+	v := manifest.BLAKE3.Sum([]byte("v"))
+	tok := s.Mint(transfer.Grant{Version: v, Audience: "region-b", Expires: now.Add(time.Minute)})
+	g, err := s.Verify(tok, now)
+	if err != nil || g.Version != v || g.Audience != "region-b" {
+		t.Fatalf("valid grant: %+v, %v", g, err)
+	}
+	other, _ := transfer.NewSigner([]byte("another key of at least 32 bytes!!"))
+	parts := strings.Split(tok, ".")
+	for name, c := range map[string]struct {
+		tok string
+		at  time.Time
+	}{
+		"expired":         {tok, now.Add(time.Minute)},
+		"other key":       {other.Mint(transfer.Grant{Version: v, Expires: now.Add(time.Hour)}), now},
+		"tampered claims": {parts[0] + "." + parts[1] + "x." + parts[2], now},
+		"no signature":    {parts[0] + "." + parts[1], now},
+		"garbage":         {"hello", now},
+		"too long":        {strings.Repeat("a", 2000), now},
+	} {
+		if _, err := s.Verify(c.tok, c.at); !errors.Is(err, transfer.ErrGrant) {
+			t.Errorf("%s: %v, want ErrGrant", name, err)
+		}
+	}
+	if _, err := transfer.NewSigner([]byte("short")); err == nil {
+		t.Error("a short key was accepted")
+	}
+}
+
+func FuzzVerifyGrant(f *testing.F) {
+	s := signer(f)
+	f.Add(s.Mint(transfer.Grant{Version: manifest.BLAKE3.Sum(nil), Expires: time.Now().Add(time.Hour)}))
+	f.Add("tmsg1..")
+	f.Add("tmsg1.e30.")
+	f.Fuzz(func(t *testing.T, tok string) {
+		g, err := s.Verify(tok, time.Now())
+		if err == nil && g.Version.IsZero() {
+			t.Fatalf("accepted a grant for no version: %q", tok)
+		}
+	})
+}
+
+// peer serves store src over HTTP behind optional fault injection.
+func peer(t *testing.T, src *store.Store, fault func(http.ResponseWriter, *http.Request, http.Handler)) *url.URL {
+	t.Helper()
+	mux := http.NewServeMux()
+	(&transfer.Handler{Store: src, Signer: signer(t)}).Routes(mux)
+	var h http.Handler = mux
+	if fault != nil {
+		h = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { fault(w, r, mux) })
+	}
+	srv := httptest.NewServer(h)
+	t.Cleanup(srv.Close)
+	u, _ := url.Parse(srv.URL)
+	return u
+}
+
+func grantFor(t *testing.T, v manifest.ID) string {
+	return signer(t).Mint(transfer.Grant{Version: v, Audience: "region-b", Expires: time.Now().Add(time.Minute)})
+}
+
+func TestPeerPullOverHTTP(t *testing.T) {
+	ctx := context.Background()
+	a, _ := dirStore(t)
+	b, _ := dirStore(t)
+	disk := sampleDisk(t, 16*mib, 6)
+	v := importDisk(t, a, disk, "lab")
+	src := &transfer.HTTPSource{Base: peer(t, a, nil), Version: v.Version.ID, Grant: grantFor(t, v.Version.ID)}
+	res, err := transfer.Copy(ctx, src, b, v.Version.ID, transfer.Options{Tag: "latest"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.MovedBytes != v.Stats.StoredBytes || exportSum(t, b, res.Version) != fileSum(t, disk) {
+		t.Fatalf("peer pull moved %d of %d bytes or exported a different disk", res.MovedBytes, v.Stats.StoredBytes)
+	}
+}
+
+func TestHandlerRefusesWhatTheGrantDoesNotOpen(t *testing.T) {
+	a, _ := dirStore(t)
+	v := importDisk(t, a, sampleDisk(t, 8*mib, 7), "lab")
+	other := importDisk(t, a, sampleDisk(t, 8*mib, 8), "other")
+	base := peer(t, a, nil)
+	var otherChunk manifest.ID
+	for _, c := range other.Version.Manifest.Chunks[4:] {
+		if !c.IsZero() {
+			otherChunk = c
+			break
+		}
+	}
+	vid := v.Version.ID.String()
+	expired := signer(t).Mint(transfer.Grant{Version: v.Version.ID, Expires: time.Now().Add(-time.Second)})
+	for name, c := range map[string]struct {
+		path, token string
+		want        int
+	}{
+		"no grant":          {"/v1/versions/" + vid + "/manifest", "", http.StatusUnauthorized},
+		"expired grant":     {"/v1/versions/" + vid + "/manifest", expired, http.StatusUnauthorized},
+		"grant for another": {"/v1/versions/" + other.Version.ID.String() + "/manifest", grantFor(t, v.Version.ID), http.StatusForbidden},
+		"chunk of another":  {"/v1/versions/" + vid + "/chunks/" + otherChunk.String(), grantFor(t, v.Version.ID), http.StatusForbidden},
+		"bad version id":    {"/v1/versions/xyz/manifest", grantFor(t, v.Version.ID), http.StatusBadRequest},
+		"bad chunk id":      {"/v1/versions/" + vid + "/chunks/..%2f..%2fetc", grantFor(t, v.Version.ID), http.StatusBadRequest},
+		"granted manifest":  {"/v1/versions/" + vid + "/manifest", grantFor(t, v.Version.ID), http.StatusOK},
+		"unknown route":     {"/v1/chunks/" + otherChunk.String(), grantFor(t, v.Version.ID), http.StatusNotFound},
+	} {
+		req, _ := http.NewRequest("GET", base.String()+c.path, nil)
+		if c.token != "" {
+			req.Header.Set("Authorization", "Bearer "+c.token)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != c.want {
+			t.Errorf("%s: %s, want %d", name, resp.Status, c.want)
+		}
+	}
+}
+
+func TestPeerFaults(t *testing.T) {
+	ctx := context.Background()
+	a, _ := dirStore(t)
+	v := importDisk(t, a, sampleDisk(t, 8*mib, 9), "lab")
+	for name, c := range map[string]struct {
+		fault func(http.ResponseWriter, *http.Request, http.Handler)
+		want  error
+	}{
+		"flipped byte in a chunk": {func(w http.ResponseWriter, r *http.Request, h http.Handler) {
+			rec := httptest.NewRecorder()
+			h.ServeHTTP(rec, r)
+			b := rec.Body.Bytes()
+			if strings.Contains(r.URL.Path, "/chunks/") && len(b) > 100 {
+				b[len(b)/2] ^= 1
+			}
+			w.WriteHeader(rec.Code)
+			w.Write(b)
+		}, transfer.ErrSourceCorrupt},
+		"body cut short": {func(w http.ResponseWriter, r *http.Request, h http.Handler) {
+			rec := httptest.NewRecorder()
+			h.ServeHTTP(rec, r)
+			b := rec.Body.Bytes()
+			if strings.Contains(r.URL.Path, "/chunks/") {
+				w.Header().Set("Content-Length", strconv.Itoa(len(b)))
+				w.Write(b[:len(b)/2])
+				return
+			}
+			w.Write(b)
+		}, store.ErrUnavailable},
+		"peer refuses": {func(w http.ResponseWriter, r *http.Request, h http.Handler) {
+			http.Error(w, "overloaded", http.StatusServiceUnavailable)
+		}, store.ErrUnavailable},
+	} {
+		t.Run(name, func(t *testing.T) {
+			b, _ := dirStore(t)
+			src := &transfer.HTTPSource{Base: peer(t, a, c.fault), Version: v.Version.ID, Grant: grantFor(t, v.Version.ID)}
+			_, err := transfer.Copy(ctx, src, b, v.Version.ID, transfer.Options{})
+			if !errors.Is(err, c.want) {
+				t.Fatalf("copy: %v, want %v", err, c.want)
+			}
+			if _, err := b.GetManifest(ctx, v.Version.ID); !errors.Is(err, store.ErrNotFound) {
+				t.Fatal("published after a faulty transfer")
+			}
+			if rep, err := b.Verify(ctx, 4, nil); err != nil || len(rep.Problems) != 0 {
+				t.Fatalf("destination holds unverified data: %v %v", rep.Problems, err)
+			}
+		})
+	}
+}
+
+// FuzzHandler sends arbitrary paths and tokens to a store holding a real version: the
+// handler never panics, and answers 200 only to a valid grant for the version in the path.
+func FuzzHandler(f *testing.F) {
+	dir := f.TempDir()
+	be, err := store.NewDir(dir)
+	if err != nil {
+		f.Fatal(err)
+	}
+	s := store.New(be, store.Options{})
+	s.Init(context.Background())
+	disk := dir + "/disk.raw"
+	if err := sampledisk.Write(disk, sampledisk.Options{Size: 4 << 20, Seed: 1}); err != nil {
+		f.Fatal(err)
+	}
+	res, err := imageio.Import(context.Background(), s, disk, imageio.ImportOptions{Name: "lab"})
+	if err != nil {
+		f.Fatal(err)
+	}
+	sg := signer(f)
+	mux := http.NewServeMux()
+	(&transfer.Handler{Store: s, Signer: sg}).Routes(mux)
+	vid := res.Version.ID.String()
+	var chunk string
+	for _, c := range res.Version.Manifest.Chunks {
+		if !c.IsZero() {
+			chunk = c.String()
+			break
+		}
+	}
+	valid := "Bearer " + sg.Mint(transfer.Grant{Version: res.Version.ID, Expires: time.Now().Add(24 * time.Hour)})
+	f.Add("/v1/versions/"+vid+"/manifest", valid)
+	f.Add("/v1/versions/"+vid+"/chunks/"+chunk, valid)
+	f.Add("/v1/versions/"+vid+"/chunks/"+chunk, "Bearer tmsg1.e30.AAAA")
+	f.Add("/v1/versions/../../etc/passwd", valid)
+	f.Fuzz(func(t *testing.T, path, auth string) {
+		if !strings.HasPrefix(path, "/") || strings.ContainsAny(path, " \r\n\t#?") {
+			return
+		}
+		req, err := http.NewRequest("GET", "http://peer"+path, nil)
+		if err != nil {
+			return
+		}
+		req.Header.Set("Authorization", auth)
+		rec := httptest.NewRecorder()
+		mux.ServeHTTP(rec, req)
+		if rec.Code != http.StatusOK {
+			return
+		}
+		tok, _ := strings.CutPrefix(auth, "Bearer ")
+		g, err := sg.Verify(tok, time.Now())
+		if err != nil || !strings.HasPrefix(req.URL.Path, "/v1/versions/"+g.Version.String()+"/") {
+			t.Fatalf("200 for %q with %q", path, auth)
+		}
+	})
+}
