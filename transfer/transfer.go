@@ -219,3 +219,63 @@ func copyChunk(ctx context.Context, src Source, dst *store.Store, w *store.Chunk
 	}
 	return true, int64(len(frame)), nil
 }
+
+// Staging is where a relay upload puts the manifest first, so the region pulling from the relay
+// can start before the upload ends. It is not a published version: gc and listings ignore it.
+func StagingKey(id manifest.ID) string { return "staging/" + id.String() }
+
+// Stage writes version v's manifest to dst's staging area.
+func Stage(ctx context.Context, dst *store.Store, v *store.Version) error {
+	return dst.Backend().Put(ctx, StagingKey(v.ID), v.Encoded)
+}
+
+// WaitingSource reads from a store that another process is still filling: the manifest from
+// the staging area (or the published one), and chunks as they arrive, polling for each missing
+// object until Timeout.
+type WaitingSource struct {
+	S       *store.Store
+	Poll    time.Duration // default 500 ms
+	Timeout time.Duration // default 10 minutes
+}
+
+var _ Source = WaitingSource{}
+
+func (w WaitingSource) String() string { return w.S.String() + " (relay)" }
+
+func (w WaitingSource) GetManifestBytes(ctx context.Context, id manifest.ID) ([]byte, error) {
+	return w.wait(ctx, func() ([]byte, error) {
+		b, err := w.S.Backend().Get(ctx, StagingKey(id))
+		if errors.Is(err, store.ErrNotFound) {
+			return StoreSource{w.S}.GetManifestBytes(ctx, id)
+		}
+		return b, err
+	})
+}
+
+func (w WaitingSource) GetChunkFrame(ctx context.Context, id manifest.ID) ([]byte, error) {
+	return w.wait(ctx, func() ([]byte, error) { return StoreSource{w.S}.GetChunkFrame(ctx, id) })
+}
+
+func (w WaitingSource) wait(ctx context.Context, get func() ([]byte, error)) ([]byte, error) {
+	poll, timeout := w.Poll, w.Timeout
+	if poll <= 0 {
+		poll = 500 * time.Millisecond
+	}
+	if timeout <= 0 {
+		timeout = 10 * time.Minute
+	}
+	deadline := time.Now().Add(timeout)
+	for {
+		b, err := get()
+		if !errors.Is(err, store.ErrNotFound) || time.Now().After(deadline) {
+			return b, err
+		}
+		t := time.NewTimer(poll)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return nil, ctx.Err()
+		case <-t.C:
+		}
+	}
+}

@@ -1,0 +1,273 @@
+// Package activities holds the side effects of tms's workflows, as methods on structs that
+// carry their dependencies: Central for the central worker (task queue "central") and Region
+// for a region's worker ("region.<id>"). Workers register filled-in structs; workflows name
+// the methods through nil pointers.
+package activities
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"net/url"
+	"sort"
+	"time"
+
+	"go.temporal.io/sdk/activity"
+	"go.temporal.io/sdk/temporal"
+
+	"tms/manifest"
+	"tms/store"
+	"tms/transfer"
+)
+
+// Task queues.
+const CentralQueue = "central"
+
+// RegionQueue is the task queue of region id's worker.
+func RegionQueue(id string) string { return "region." + id }
+
+// Location is a region holding a verified copy of a version.
+type Location struct {
+	Region   string
+	Endpoint string // the region's data endpoint, for peer pulls
+	Labels   map[string]string
+}
+
+// Catalog is what the central activities need of the central catalog.
+type Catalog interface {
+	// Resolve finds the version an image reference names.
+	Resolve(ctx context.Context, ref string) (manifest.ID, error)
+	// VerifiedLocations lists the regions holding a verified copy of version id.
+	VerifiedLocations(ctx context.Context, id manifest.ID) ([]Location, error)
+	// Region returns a region's descriptor.
+	Region(ctx context.Context, id string) (Location, error)
+	// SetVerified records that region holds a verified copy of version id.
+	SetVerified(ctx context.Context, id manifest.ID, region string) error
+}
+
+// Central holds the central worker's activities.
+type Central struct {
+	Catalog  Catalog
+	Signer   *transfer.Signer
+	GrantTTL time.Duration // default 15 minutes
+}
+
+// LocateInput names an image and the region that wants it.
+type LocateInput struct {
+	Image  string // NAME, NAME:TAG or NAME@VERSION
+	Target string
+}
+
+// LocateResult says where the version is, best source first.
+type LocateResult struct {
+	Version   string
+	TargetHas bool
+	Sources   []Location
+}
+
+// ErrNoSource is the message of the non-retryable error when no region holds a verified copy.
+const ErrNoSource = "NoVerifiedCopy"
+
+// LocateVersion resolves the image and lists the regions holding a verified copy, ordered by
+// topology: regions on the target's site first.
+func (c *Central) LocateVersion(ctx context.Context, in LocateInput) (LocateResult, error) {
+	var res LocateResult
+	if _, err := manifest.ParseRef(in.Image); err != nil {
+		return res, temporal.NewNonRetryableApplicationError(err.Error(), "BadImage", err)
+	}
+	target, err := c.Catalog.Region(ctx, in.Target)
+	if errors.Is(err, store.ErrNotFound) {
+		return res, temporal.NewNonRetryableApplicationError("unknown region "+in.Target, "UnknownRegion", err)
+	}
+	if err != nil {
+		return res, err
+	}
+	id, err := c.Catalog.Resolve(ctx, in.Image)
+	if errors.Is(err, store.ErrNotFound) {
+		return res, temporal.NewNonRetryableApplicationError("image "+in.Image+" is not in the catalog", "UnknownImage", err)
+	}
+	if err != nil {
+		return res, err
+	}
+	locs, err := c.Catalog.VerifiedLocations(ctx, id)
+	if err != nil {
+		return res, err
+	}
+	res.Version = id.String()
+	for _, l := range locs {
+		if l.Region == in.Target {
+			res.TargetHas = true
+		} else {
+			res.Sources = append(res.Sources, l)
+		}
+	}
+	OrderSources(target, res.Sources)
+	if !res.TargetHas && len(res.Sources) == 0 {
+		return res, temporal.NewNonRetryableApplicationError("no region holds a verified copy of "+in.Image, ErrNoSource, nil)
+	}
+	return res, nil
+}
+
+// OrderSources sorts sources so those sharing the target's "site" label come first, then those
+// sharing its "zone", then the rest, each group by region id.
+func OrderSources(target Location, sources []Location) {
+	rank := func(l Location) int {
+		switch {
+		case target.Labels["site"] != "" && l.Labels["site"] == target.Labels["site"]:
+			return 0
+		case target.Labels["zone"] != "" && l.Labels["zone"] == target.Labels["zone"]:
+			return 1
+		}
+		return 2
+	}
+	sort.SliceStable(sources, func(i, j int) bool {
+		ri, rj := rank(sources[i]), rank(sources[j])
+		if ri != rj {
+			return ri < rj
+		}
+		return sources[i].Region < sources[j].Region
+	})
+}
+
+// GrantInput asks for a grant to pull a version.
+type GrantInput struct {
+	Version  string
+	Audience string
+}
+
+// GrantResult carries the grant. It is short-lived: it expires before it is of use to anyone
+// reading workflow histories later.
+type GrantResult struct{ Token string }
+
+// MintGrant mints a grant for the target region to pull the version from a peer.
+func (c *Central) MintGrant(ctx context.Context, in GrantInput) (GrantResult, error) {
+	id, err := manifest.ParseID(in.Version)
+	if err != nil {
+		return GrantResult{}, temporal.NewNonRetryableApplicationError(err.Error(), "BadVersion", err)
+	}
+	ttl := c.GrantTTL
+	if ttl == 0 {
+		ttl = 15 * time.Minute
+	}
+	return GrantResult{Token: c.Signer.Mint(transfer.Grant{Version: id, Audience: in.Audience, Expires: time.Now().Add(ttl)})}, nil
+}
+
+// RecordInput says a region now holds a verified copy.
+type RecordInput struct {
+	Version string
+	Region  string
+}
+
+// RecordLocation records a verified copy in the catalog.
+func (c *Central) RecordLocation(ctx context.Context, in RecordInput) error {
+	id, err := manifest.ParseID(in.Version)
+	if err != nil {
+		return temporal.NewNonRetryableApplicationError(err.Error(), "BadVersion", err)
+	}
+	return c.Catalog.SetVerified(ctx, id, in.Region)
+}
+
+// Region holds a region worker's activities.
+type Region struct {
+	ID    string
+	Store *store.Store
+	// Relay is central's relay storage as this region reaches it; nil if it has none.
+	Relay *store.Store
+	HTTP  *http.Client
+}
+
+// PullInput asks a region to pull a version from a peer.
+type PullInput struct {
+	Version  string
+	Endpoint string
+	Grant    string
+}
+
+// MoveResult says what a transfer moved.
+type MoveResult struct {
+	Chunks     int64
+	Moved      int64
+	MovedBytes int64
+}
+
+// PullFromPeer copies the version from a peer region's data endpoint into this region's store,
+// checking every chunk; it heartbeats its position and, retried after a crash, moves only what
+// is still missing.
+func (r *Region) PullFromPeer(ctx context.Context, in PullInput) (MoveResult, error) {
+	id, err := manifest.ParseID(in.Version)
+	if err != nil {
+		return MoveResult{}, temporal.NewNonRetryableApplicationError(err.Error(), "BadVersion", err)
+	}
+	base, err := url.Parse(in.Endpoint)
+	if err != nil || (base.Scheme != "http" && base.Scheme != "https") {
+		return MoveResult{}, temporal.NewNonRetryableApplicationError(fmt.Sprintf("bad peer endpoint %q", in.Endpoint), "BadEndpoint", err)
+	}
+	src := &transfer.HTTPSource{Base: base, Version: id, Grant: in.Grant, Client: r.HTTP}
+	return r.copy(ctx, src, r.Store, id)
+}
+
+// RelayInput names a version to move through central's relay storage.
+type RelayInput struct{ Version string }
+
+// PushToRelay uploads the version from this region's store to the relay storage: the manifest
+// to the staging area first, so a puller can start at once, then the chunks the relay lacks.
+func (r *Region) PushToRelay(ctx context.Context, in RelayInput) (MoveResult, error) {
+	id, v, err := r.relayVersion(ctx, in.Version, r.Store)
+	if err != nil {
+		return MoveResult{}, err
+	}
+	if err := transfer.Stage(ctx, r.Relay, v); err != nil {
+		return MoveResult{}, err
+	}
+	res, err := r.copy(ctx, transfer.StoreSource{S: r.Store}, r.Relay, id)
+	if err != nil {
+		return res, err
+	}
+	return res, r.Relay.Backend().Delete(ctx, transfer.StagingKey(id))
+}
+
+// PullFromRelay copies the version from the relay storage into this region's store, waiting
+// for chunks that the source region is still uploading.
+func (r *Region) PullFromRelay(ctx context.Context, in RelayInput) (MoveResult, error) {
+	id, err := manifest.ParseID(in.Version)
+	if err != nil {
+		return MoveResult{}, temporal.NewNonRetryableApplicationError(err.Error(), "BadVersion", err)
+	}
+	if r.Relay == nil {
+		return MoveResult{}, temporal.NewNonRetryableApplicationError("region "+r.ID+" has no relay storage configured", "NoRelay", nil)
+	}
+	return r.copy(ctx, transfer.WaitingSource{S: r.Relay}, r.Store, id)
+}
+
+func (r *Region) relayVersion(ctx context.Context, version string, from *store.Store) (manifest.ID, *store.Version, error) {
+	id, err := manifest.ParseID(version)
+	if err != nil {
+		return id, nil, temporal.NewNonRetryableApplicationError(err.Error(), "BadVersion", err)
+	}
+	if r.Relay == nil {
+		return id, nil, temporal.NewNonRetryableApplicationError("region "+r.ID+" has no relay storage configured", "NoRelay", nil)
+	}
+	v, err := from.GetManifest(ctx, id)
+	if errors.Is(err, store.ErrNotFound) {
+		return id, nil, temporal.NewNonRetryableApplicationError("region "+r.ID+" does not hold version "+id.Short(), "NotHere", err)
+	}
+	return id, v, err
+}
+
+// copy runs a transfer with heartbeats and turns data errors into non-retryable ones.
+func (r *Region) copy(ctx context.Context, src transfer.Source, dst *store.Store, id manifest.ID) (MoveResult, error) {
+	res, err := transfer.Copy(ctx, src, dst, id, transfer.Options{Progress: func(p transfer.Progress) {
+		if activity.IsActivity(ctx) {
+			activity.RecordHeartbeat(ctx, p)
+		}
+	}})
+	if err != nil {
+		if errors.Is(err, transfer.ErrSourceCorrupt) || errors.Is(err, manifest.ErrInvalid) {
+			// Retrying the same source gives the same bytes; the workflow tries another path.
+			return MoveResult{}, temporal.NewNonRetryableApplicationError(err.Error(), "SourceCorrupt", err)
+		}
+		return MoveResult{}, err
+	}
+	return MoveResult{Chunks: res.Chunks, Moved: res.Moved, MovedBytes: res.MovedBytes}, nil
+}

@@ -1,0 +1,164 @@
+package activities_test
+
+import (
+	"context"
+	"errors"
+	"crypto/sha256"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"sync"
+	"testing"
+	"time"
+
+	"go.temporal.io/sdk/temporal"
+	"go.temporal.io/sdk/testsuite"
+
+	"tms/activities"
+	"tms/imageio"
+	"tms/internal/sampledisk"
+	"tms/manifest"
+	"tms/store"
+	"tms/transfer"
+)
+
+const mib = 1 << 20
+
+var key = []byte("0123456789abcdef0123456789abcdef")
+
+func dirStore(t *testing.T) *store.Store {
+	t.Helper()
+	b, err := store.NewDir(filepath.Join(t.TempDir(), "store"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := store.New(b, store.Options{})
+	if err := s.Init(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+func imported(t *testing.T, s *store.Store, size int64) (*imageio.ImportResult, [32]byte) {
+	t.Helper()
+	disk := filepath.Join(t.TempDir(), "disk.raw")
+	if err := sampledisk.Write(disk, sampledisk.Options{Size: size, Seed: 3}); err != nil {
+		t.Fatal(err)
+	}
+	res, err := imageio.Import(context.Background(), s, disk, imageio.ImportOptions{Name: "lab"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := os.ReadFile(disk)
+	return res, sha256.Sum256(b)
+}
+
+func exportedSum(t *testing.T, s *store.Store, id manifest.ID) [32]byte {
+	t.Helper()
+	v, err := s.GetManifest(context.Background(), id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := filepath.Join(t.TempDir(), "out.raw")
+	if _, err := imageio.Export(context.Background(), s, v, out, imageio.ExportOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	b, _ := os.ReadFile(out)
+	return sha256.Sum256(b)
+}
+
+func TestPullFromPeer(t *testing.T) {
+	a, b := dirStore(t), dirStore(t)
+	v, want := imported(t, a, 16*mib)
+	signer, _ := transfer.NewSigner(key)
+	mux := http.NewServeMux()
+	(&transfer.Handler{Store: a, Signer: signer}).Routes(mux)
+	peer := httptest.NewServer(mux)
+	defer peer.Close()
+
+	central := &activities.Central{Signer: signer}
+	var s testsuite.WorkflowTestSuite
+	env := s.NewTestActivityEnvironment()
+	env.RegisterActivity(central)
+	env.RegisterActivity(&activities.Region{ID: "region-b", Store: b})
+	val, err := env.ExecuteActivity(central.MintGrant, activities.GrantInput{Version: v.Version.ID.String(), Audience: "region-b"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var g activities.GrantResult
+	val.Get(&g)
+
+	var r *activities.Region
+	val, err = env.ExecuteActivity(r.PullFromPeer, activities.PullInput{Version: v.Version.ID.String(), Endpoint: peer.URL, Grant: g.Token})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var mv activities.MoveResult
+	val.Get(&mv)
+	if mv.MovedBytes != v.Stats.StoredBytes || exportedSum(t, b, v.Version.ID) != want {
+		t.Fatalf("pulled %d of %d bytes, or a different disk", mv.MovedBytes, v.Stats.StoredBytes)
+	}
+
+	// A grant for another version gets nothing, and the failure says why.
+	other := manifest.BLAKE3.Sum([]byte("other"))
+	bad := signer.Mint(transfer.Grant{Version: other, Expires: time.Now().Add(time.Minute)})
+	c := dirStore(t)
+	env2 := s.NewTestActivityEnvironment()
+	env2.RegisterActivity(&activities.Region{ID: "region-c", Store: c})
+	_, err = env2.ExecuteActivity(r.PullFromPeer, activities.PullInput{Version: v.Version.ID.String(), Endpoint: peer.URL, Grant: bad})
+	if err == nil {
+		t.Fatal("a pull with a grant for another version succeeded")
+	}
+	_, err = env2.ExecuteActivity(r.PullFromPeer, activities.PullInput{Version: v.Version.ID.String(), Endpoint: "ftp://x", Grant: bad})
+	var ae *temporal.ApplicationError
+	if !errors.As(err, &ae) || ae.Type() != "BadEndpoint" || !ae.NonRetryable() {
+		t.Fatalf("bad endpoint: %v", err)
+	}
+}
+
+// TestRelayIsPipelined runs the push and the pull at the same time, as ShareImage does: the
+// pull starts before the push has published anything and ends with every chunk checked.
+func TestRelayIsPipelined(t *testing.T) {
+	src, dst, relay := dirStore(t), dirStore(t), dirStore(t)
+	v, want := imported(t, src, 32*mib)
+	var s testsuite.WorkflowTestSuite
+	var r *activities.Region
+	in := activities.RelayInput{Version: v.Version.ID.String()}
+
+	var wg sync.WaitGroup
+	var pullErr error
+	var pulled activities.MoveResult
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		env := s.NewTestActivityEnvironment()
+		env.RegisterActivity(&activities.Region{ID: "region-b", Store: dst, Relay: relay})
+		val, err := env.ExecuteActivity(r.PullFromRelay, in)
+		if pullErr = err; err == nil {
+			val.Get(&pulled)
+		}
+	}()
+	time.Sleep(300 * time.Millisecond) // the pull is waiting for the manifest now
+	env := s.NewTestActivityEnvironment()
+	env.RegisterActivity(&activities.Region{ID: "region-a", Store: src, Relay: relay})
+	if _, err := env.ExecuteActivity(r.PushToRelay, in); err != nil {
+		t.Fatal(err)
+	}
+	wg.Wait()
+	if pullErr != nil {
+		t.Fatal(pullErr)
+	}
+	if exportedSum(t, dst, v.Version.ID) != want {
+		t.Fatal("relayed version exports a different disk")
+	}
+	if pulled.MovedBytes != v.Stats.StoredBytes {
+		t.Errorf("pulled %d bytes, the version stores %d", pulled.MovedBytes, v.Stats.StoredBytes)
+	}
+	if _, err := relay.Backend().Get(context.Background(), transfer.StagingKey(v.Version.ID)); err == nil {
+		t.Error("the staged manifest was left in the relay")
+	}
+	if rep, err := relay.Verify(context.Background(), 4, nil); err != nil || rep.Versions != 1 || len(rep.Problems) != 0 {
+		t.Fatalf("relay store: %+v, %v", rep, err)
+	}
+}
