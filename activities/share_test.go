@@ -2,8 +2,8 @@ package activities_test
 
 import (
 	"context"
-	"errors"
 	"crypto/sha256"
+	"errors"
 	"net/http"
 	"net/http/httptest"
 	"os"
