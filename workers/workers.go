@@ -1,0 +1,34 @@
+// Package workers builds the Temporal workers of tms: the central worker on task queue
+// "central", which runs the workflows and the catalog's activities, and one worker per region
+// on "region.<id>", which runs the activities that touch that region's store and terminals.
+//
+//	w := workers.NewCentral(c, &activities.Central{Catalog: cat, Signer: signer})
+//	err := w.Run(worker.InterruptCh())
+package workers
+
+import (
+	"go.temporal.io/sdk/client"
+	"go.temporal.io/sdk/worker"
+
+	"tms/activities"
+	"tms/workflows"
+)
+
+// NewCentral returns the central worker with every workflow and the central activities.
+func NewCentral(c client.Client, acts *activities.Central) worker.Worker {
+	w := worker.New(c, activities.CentralQueue, worker.Options{})
+	w.RegisterWorkflow(workflows.ShareImage)
+	w.RegisterActivity(acts)
+	return w
+}
+
+// NewRegion returns region acts.ID's worker.
+func NewRegion(c client.Client, acts *activities.Region) worker.Worker {
+	w := worker.New(c, activities.RegionQueue(acts.ID), worker.Options{
+		// Transfers are long and I/O-bound; a handful at once keeps a classroom server's
+		// disk and uplink busy without starving the terminals it boots.
+		MaxConcurrentActivityExecutionSize: 8,
+	})
+	w.RegisterActivity(acts)
+	return w
+}
