@@ -17,6 +17,14 @@ import (
 	"tms/store"
 )
 
+// ChunkGetter is where Export reads chunks: a store, or a region's chunk endpoint as seen by a
+// terminal's agent. GetChunk returns the chunk's bytes checked against id, reusing buf.
+type ChunkGetter interface {
+	GetChunk(ctx context.Context, h manifest.Hash, id manifest.ID, buf []byte) ([]byte, error)
+}
+
+var _ ChunkGetter = (*store.Store)(nil)
+
 // ExportOptions tune Export.
 type ExportOptions struct {
 	// Jobs is how many chunks are fetched and written at once (default: 2 per CPU, at least
@@ -25,6 +33,10 @@ type ExportOptions struct {
 	// Progress, if set, is called with bytes handled so far and the disk size.
 	Progress func(done, total int64)
 	Log      *slog.Logger
+	// Verify reads the whole target back after writing and flushing it, past the page cache,
+	// and checks every chunk against the manifest: what a deploy to a terminal's disk does
+	// before the terminal boots from it.
+	Verify bool
 }
 
 // ExportResult says what an export did.
@@ -42,7 +54,7 @@ type ExportResult struct {
 // target that already hold the right bytes are not written; zero chunks become holes in files.
 // Every chunk is checked against its id before it is written. On error the target is left
 // partly written and the error says so.
-func Export(ctx context.Context, s *store.Store, v *store.Version, path string, opts ExportOptions) (*ExportResult, error) {
+func Export(ctx context.Context, s ChunkGetter, v *store.Version, path string, opts ExportOptions) (*ExportResult, error) {
 	start := time.Now()
 	if opts.Jobs <= 0 {
 		opts.Jobs = defaultJobs(s)
@@ -109,6 +121,11 @@ func Export(ctx context.Context, s *store.Store, v *store.Version, path string, 
 	if err := f.Sync(); err != nil {
 		return nil, &SourceError{path, fmt.Errorf("flush: %w", err)}
 	}
+	if opts.Verify {
+		if err := verifyTarget(ctx, f, m, opts.Jobs); err != nil {
+			return nil, err
+		}
+	}
 	if err := f.Close(); err != nil {
 		return nil, &SourceError{path, err}
 	}
@@ -145,7 +162,7 @@ const (
 
 // exportOne brings the range of chunk i of the target up to date. compare says the range may
 // already hold data (an existing file or a device) and must be read before it is written.
-func exportOne(ctx context.Context, s *store.Store, m *manifest.Manifest, t *target, i int, off, n int64,
+func exportOne(ctx context.Context, s ChunkGetter, m *manifest.Manifest, t *target, i int, off, n int64,
 	compare, isDev bool, buf, cur []byte) (action, int64, error) {
 	f := t.f
 	id := m.Chunks[i]
@@ -258,4 +275,43 @@ func checkSpace(path string, m *manifest.Manifest) error {
 		return &SourceError{path, fmt.Errorf("the file system has %d bytes free, the image needs %d", avail, need)}
 	}
 	return nil
+}
+
+// ErrVerify marks a target that does not hold what was written to it.
+var ErrVerify = errors.New("read-back verification failed")
+
+// verifyTarget drops the target's cached pages (they are clean after the fsync) and reads every
+// chunk back from the device, checking it against the manifest.
+func verifyTarget(ctx context.Context, f *os.File, m *manifest.Manifest, jobs int) error {
+	unix.Fadvise(int(f.Fd()), 0, 0, unix.FADV_DONTNEED)
+	idx := make(chan int)
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error {
+		defer close(idx)
+		for i := range m.Chunks {
+			select {
+			case idx <- i:
+			case <-gctx.Done():
+				return gctx.Err()
+			}
+		}
+		return nil
+	})
+	for range max(jobs, 1) {
+		g.Go(func() error {
+			buf := make([]byte, m.ChunkSize)
+			for i := range idx {
+				off, n := m.ChunkRange(i)
+				if _, err := f.ReadAt(buf[:n], off); err != nil {
+					return &SourceError{f.Name(), fmt.Errorf("read back at %d: %w", off, err)}
+				}
+				id := m.Chunks[i]
+				if id.IsZero() && !isZero(buf[:n]) || !id.IsZero() && m.Hash.Sum(buf[:n]) != id {
+					return &SourceError{f.Name(), fmt.Errorf("%w: chunk %d at offset %d does not hold what was written", ErrVerify, i, off)}
+				}
+			}
+			return nil
+		})
+	}
+	return g.Wait()
 }

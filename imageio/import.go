@@ -39,12 +39,14 @@ const commitEvery = 512 << 20
 
 // defaultJobs is how many chunks are in flight at once: enough to keep every CPU busy on a
 // local store, and enough to hide request latency on a remote one.
-func defaultJobs(s *store.Store) int {
+func defaultJobs(s any) int {
 	n := 2 * runtime.GOMAXPROCS(0)
-	if _, local := s.Backend().(store.Batcher); !local {
-		n = max(n, 16)
+	if st, ok := s.(*store.Store); ok {
+		if _, local := st.Backend().(store.Batcher); local {
+			return n
+		}
 	}
-	return n
+	return max(n, 16)
 }
 
 // ImportOptions tune Import.

@@ -254,3 +254,34 @@ func FuzzHandler(f *testing.F) {
 		}
 	})
 }
+
+// TestDeployFromPeer writes a version to a disk file straight from a peer's chunk endpoint, as
+// a terminal's agent deploys from its region, with read-back verification.
+func TestDeployFromPeer(t *testing.T) {
+	ctx := context.Background()
+	a, _ := dirStore(t)
+	disk := sampleDisk(t, 16*mib, 10)
+	v := importDisk(t, a, disk, "lab")
+	src := &transfer.HTTPSource{Base: peer(t, a, nil), Version: v.Version.ID, Grant: grantFor(t, v.Version.ID)}
+	mb, err := src.GetManifestBytes(ctx, v.Version.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, err := manifest.Decode(mb)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := t.TempDir() + "/terminal-disk.raw"
+	res, err := imageio.Export(ctx, transfer.NewGetter(src), &store.Version{ID: v.Version.ID, Manifest: m, Encoded: mb}, out, imageio.ExportOptions{Verify: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fileSum(t, out) != fileSum(t, disk) || res.Written == 0 {
+		t.Fatal("deployed disk differs from the source")
+	}
+	// A second deploy over the same disk fetches nothing.
+	res, err = imageio.Export(ctx, transfer.NewGetter(src), &store.Version{ID: v.Version.ID, Manifest: m, Encoded: mb}, out, imageio.ExportOptions{Verify: true})
+	if err != nil || res.Written != 0 {
+		t.Fatalf("redeploy wrote %d chunks, %v", res.Written, err)
+	}
+}

@@ -279,3 +279,30 @@ func (w WaitingSource) wait(ctx context.Context, get func() ([]byte, error)) ([]
 		}
 	}
 }
+
+// Getter reads chunks from a Source for a writer of disks (imageio.Export): each frame is
+// decompressed and checked against its id before it is handed over. A terminal's agent deploys
+// through it from its region's chunk endpoint.
+type Getter struct {
+	Src   Source
+	codec *store.Codec
+}
+
+// NewGetter returns a Getter on src.
+func NewGetter(src Source) *Getter { return &Getter{Src: src, codec: store.NewCodec(0)} }
+
+// GetChunk returns chunk id's bytes, decompressed into buf and checked with hash h.
+func (g *Getter) GetChunk(ctx context.Context, h manifest.Hash, id manifest.ID, buf []byte) ([]byte, error) {
+	frame, err := g.Src.GetChunkFrame(ctx, id)
+	if err != nil {
+		return nil, fmt.Errorf("chunk %s from %s: %w", id, g.Src, err)
+	}
+	data, err := g.codec.Decompress(buf, frame, manifest.MaxChunkSize)
+	if err != nil {
+		return nil, fmt.Errorf("chunk %s from %s: %w: %v", id, g.Src, ErrSourceCorrupt, err)
+	}
+	if got := h.Sum(data); got != id {
+		return nil, fmt.Errorf("chunk %s from %s hashes to %s: %w", id, g.Src, got.Short(), ErrSourceCorrupt)
+	}
+	return data, nil
+}
