@@ -8,7 +8,6 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
-	"sync"
 	"testing"
 	"time"
 
@@ -21,60 +20,12 @@ import (
 	"tms/devtemporal"
 	"tms/imageio"
 	"tms/internal/sampledisk"
-	"tms/manifest"
+	"tms/state"
 	"tms/store"
 	"tms/transfer"
 	"tms/workers"
 	"tms/workflows"
 )
-
-// memCatalog is an in-memory catalog for this test; the SQLite catalog has its own tests.
-type memCatalog struct {
-	mu       sync.Mutex
-	regions  map[string]activities.Location
-	versions map[string]manifest.ID // image ref -> version
-	verified map[manifest.ID]map[string]bool
-}
-
-func (m *memCatalog) Resolve(_ context.Context, ref string) (manifest.ID, error) {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	id, ok := m.versions[ref]
-	if !ok {
-		return id, &store.Error{Kind: store.ErrNotFound, What: "image " + ref}
-	}
-	return id, nil
-}
-
-func (m *memCatalog) VerifiedLocations(_ context.Context, id manifest.ID) ([]activities.Location, error) {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	var out []activities.Location
-	for r := range m.verified[id] {
-		out = append(out, m.regions[r])
-	}
-	return out, nil
-}
-
-func (m *memCatalog) Region(_ context.Context, id string) (activities.Location, error) {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	l, ok := m.regions[id]
-	if !ok {
-		return l, &store.Error{Kind: store.ErrNotFound, What: "region " + id}
-	}
-	return l, nil
-}
-
-func (m *memCatalog) SetVerified(_ context.Context, id manifest.ID, region string) error {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	if m.verified[id] == nil {
-		m.verified[id] = map[string]bool{}
-	}
-	m.verified[id][region] = true
-	return nil
-}
 
 func dirStore(t *testing.T, name string) *store.Store {
 	b, err := store.NewDir(filepath.Join(t.TempDir(), name))
@@ -129,20 +80,25 @@ func TestShareImageOnRealTemporal(t *testing.T) {
 	peerA := httptest.NewServer(mux)
 	defer peerA.Close()
 
-	cat := &memCatalog{
-		regions: map[string]activities.Location{
-			"region-a": {Region: "region-a", Endpoint: peerA.URL, Labels: map[string]string{"site": "north"}},
-			"region-b": {Region: "region-b", Labels: map[string]string{"site": "north"}},
-			"region-c": {Region: "region-c", Labels: map[string]string{"site": "south"}},
-		},
-		versions: map[string]manifest.ID{"lab": res.Version.ID},
-		verified: map[manifest.ID]map[string]bool{res.Version.ID: {"region-a": true}},
+	cat, err := state.OpenCatalog(context.Background(), filepath.Join(t.TempDir(), "central.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cat.Close()
+	bg := context.Background()
+	cat.UpsertRegion(bg, state.Region{ID: "region-a", Endpoint: peerA.URL, Labels: map[string]string{"site": "north"}})
+	cat.UpsertRegion(bg, state.Region{ID: "region-b", Labels: map[string]string{"site": "north"}})
+	cat.UpsertRegion(bg, state.Region{ID: "region-c", Labels: map[string]string{"site": "south"}})
+	cat.RecordVersion(bg, state.Version{ID: res.Version.ID, Name: "lab", Created: res.Version.Manifest.Meta.Created,
+		DiskSize: res.DiskSize, ChunkSize: res.Version.Manifest.ChunkSize, StoredBytes: res.Stats.StoredBytes}, "latest")
+	if err := cat.SetLocation(bg, res.Version.ID, "region-a", state.Verified); err != nil {
+		t.Fatal(err)
 	}
 	ws := []interface {
 		Start() error
 		Stop()
 	}{
-		workers.NewCentral(c, &activities.Central{Catalog: cat, Signer: signer}),
+		workers.NewCentral(c, &activities.Central{Catalog: activities.StateCatalog{C: cat}, Signer: signer}),
 	}
 	for id, s := range stores {
 		ws = append(ws, workers.NewRegion(c, &activities.Region{ID: id, Store: s, Relay: relay}))
@@ -184,7 +140,15 @@ func TestShareImageOnRealTemporal(t *testing.T) {
 		if sha256.Sum256(b) != want {
 			t.Fatalf("%s exports a different disk", target)
 		}
-		if !cat.verified[res.Version.ID][target] {
+		locs, err := cat.Locations(ctx, res.Version.ID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		recorded := false
+		for _, l := range locs {
+			recorded = recorded || l.Region.ID == target && l.State == state.Verified
+		}
+		if !recorded {
 			t.Fatalf("%s not recorded as a verified location", target)
 		}
 	}
@@ -196,13 +160,11 @@ func TestShareImageOnRealTemporal(t *testing.T) {
 	check("region-b")
 
 	// region-a's and region-b's data endpoints become unreachable from region-c.
-	cat.mu.Lock()
-	for _, r := range []string{"region-a", "region-b"} {
-		l := cat.regions[r]
-		l.Endpoint = closedPort(t)
-		cat.regions[r] = l
+	for _, id := range []string{"region-a", "region-b"} {
+		r, _ := cat.GetRegion(bg, id)
+		r.Endpoint = closedPort(t)
+		cat.UpsertRegion(bg, r)
 	}
-	cat.mu.Unlock()
 	out = share("region-c")
 	if out.Path != "relay" || out.MovedBytes != res.Stats.StoredBytes {
 		t.Fatalf("share to region-c: %+v", out)
