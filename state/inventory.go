@@ -1,0 +1,347 @@
+package state
+
+import (
+	"context"
+	"crypto/sha256"
+	"crypto/subtle"
+	"database/sql"
+	"errors"
+	"fmt"
+	"net"
+	"strings"
+	"time"
+
+	"tms/manifest"
+)
+
+var inventoryMigrations = []migration{{1, `
+CREATE TABLE terminals (
+	mac       TEXT PRIMARY KEY,
+	name      TEXT UNIQUE,
+	enrolled  INTEGER NOT NULL DEFAULT 0,
+	disk      TEXT NOT NULL DEFAULT '',
+	disk_size INTEGER NOT NULL DEFAULT 0,
+	version   TEXT NOT NULL DEFAULT '',
+	last_ip   TEXT NOT NULL DEFAULT '',
+	last_seen INTEGER NOT NULL DEFAULT 0
+);
+CREATE TABLE groups (name TEXT PRIMARY KEY);
+CREATE TABLE group_members (
+	grp TEXT NOT NULL REFERENCES groups (name) ON DELETE CASCADE,
+	mac TEXT NOT NULL REFERENCES terminals (mac) ON DELETE CASCADE,
+	PRIMARY KEY (grp, mac)
+);
+CREATE TABLE boot_actions (
+	mac        TEXT PRIMARY KEY REFERENCES terminals (mac) ON DELETE CASCADE,
+	action     TEXT NOT NULL CHECK (action IN ('local', 'capture', 'deploy')),
+	task       TEXT NOT NULL DEFAULT '',
+	image      TEXT NOT NULL DEFAULT '',
+	token_hash BLOB,
+	expires    INTEGER NOT NULL DEFAULT 0
+);
+`}}
+
+// Inventory is a region's own state: its terminals, groups and boot actions.
+type Inventory struct{ db *sql.DB }
+
+// OpenInventory opens (creating if needed) a region's inventory database at path.
+func OpenInventory(ctx context.Context, path string) (*Inventory, error) {
+	db, err := open(ctx, path, inventoryMigrations)
+	if err != nil {
+		return nil, err
+	}
+	return &Inventory{db: db}, nil
+}
+
+// Close closes the database.
+func (inv *Inventory) Close() error { return inv.db.Close() }
+
+// NormalizeMAC returns a 48-bit MAC address as lowercase aa:bb:cc:dd:ee:ff.
+func NormalizeMAC(s string) (string, error) {
+	hw, err := net.ParseMAC(s)
+	if err != nil || len(hw) != 6 {
+		return "", fmt.Errorf("%q is not a MAC address like aa:bb:cc:dd:ee:ff", s)
+	}
+	return hw.String(), nil
+}
+
+// Terminal is one PC of the region.
+type Terminal struct {
+	MAC      string
+	Name     string // unique in the region; empty until enrolled
+	Enrolled bool   // false: seen on the network but not enrolled by an admin
+	Disk     string
+	DiskSize int64
+	Version  manifest.ID // what its disk holds, as far as tms knows
+	LastIP   string
+	LastSeen time.Time
+}
+
+// Seen records that a terminal showed up (a DHCP request, an agent's call), creating a
+// not-enrolled record for an unknown MAC.
+func (inv *Inventory) Seen(ctx context.Context, mac, ip string, at time.Time) error {
+	mac, err := NormalizeMAC(mac)
+	if err != nil {
+		return err
+	}
+	_, err = inv.db.ExecContext(ctx, `INSERT INTO terminals (mac, last_ip, last_seen) VALUES (?, ?, ?)
+		ON CONFLICT (mac) DO UPDATE SET last_ip = excluded.last_ip, last_seen = excluded.last_seen`,
+		mac, ip, at.UTC().UnixNano())
+	return err
+}
+
+// Enroll makes mac an enrolled terminal called name.
+func (inv *Inventory) Enroll(ctx context.Context, mac, name string) error {
+	mac, err := NormalizeMAC(mac)
+	if err != nil {
+		return err
+	}
+	if err := validateWord("terminal name", name); err != nil {
+		return err
+	}
+	_, err = inv.db.ExecContext(ctx, `INSERT INTO terminals (mac, name, enrolled) VALUES (?, ?, 1)
+		ON CONFLICT (mac) DO UPDATE SET name = excluded.name, enrolled = 1`, mac, name)
+	if isUnique(err) {
+		return fmt.Errorf("terminal name %q is taken: %w", name, ErrConflict)
+	}
+	return err
+}
+
+// ErrConflict marks a name or key that is already taken.
+var ErrConflict = errors.New("already exists")
+
+func isUnique(err error) bool {
+	return err != nil && strings.Contains(err.Error(), "UNIQUE constraint")
+}
+
+func validateWord(what, s string) error {
+	if err := manifest.ValidateName(s); err != nil {
+		return fmt.Errorf("%s: %s", what, strings.TrimPrefix(err.Error(), "image name "))
+	}
+	return nil
+}
+
+const terminalCols = `mac, COALESCE(name, ''), enrolled, disk, disk_size, version, last_ip, last_seen`
+
+func scanTerminal(row interface{ Scan(...any) error }) (Terminal, error) {
+	var t Terminal
+	var version string
+	var seen int64
+	if err := row.Scan(&t.MAC, &t.Name, &t.Enrolled, &t.Disk, &t.DiskSize, &version, &t.LastIP, &seen); err != nil {
+		return t, err
+	}
+	if version != "" {
+		id, err := manifest.ParseID(version)
+		if err != nil {
+			return t, err
+		}
+		t.Version = id
+	}
+	if seen != 0 {
+		t.LastSeen = time.Unix(0, seen).UTC()
+	}
+	return t, nil
+}
+
+// querier is a database or a transaction: with one connection, a lookup inside a transaction
+// must go through the transaction, or it waits for itself.
+type querier interface {
+	QueryRowContext(ctx context.Context, query string, args ...any) *sql.Row
+}
+
+// Terminal finds a terminal by MAC address or by name.
+func (inv *Inventory) Terminal(ctx context.Context, macOrName string) (Terminal, error) {
+	return terminal(ctx, inv.db, macOrName)
+}
+
+func terminal(ctx context.Context, q querier, macOrName string) (Terminal, error) {
+	key, col := macOrName, "name"
+	if mac, err := NormalizeMAC(macOrName); err == nil {
+		key, col = mac, "mac"
+	}
+	t, err := scanTerminal(q.QueryRowContext(ctx, `SELECT `+terminalCols+` FROM terminals WHERE `+col+` = ?`, key))
+	if errors.Is(err, sql.ErrNoRows) {
+		return t, notFound("terminal " + macOrName)
+	}
+	return t, err
+}
+
+// Terminals lists the terminals, enrolled ones first, by name then MAC.
+func (inv *Inventory) Terminals(ctx context.Context) ([]Terminal, error) {
+	return inv.terminals(ctx, `SELECT `+terminalCols+` FROM terminals ORDER BY enrolled DESC, name, mac`)
+}
+
+func (inv *Inventory) terminals(ctx context.Context, q string, args ...any) ([]Terminal, error) {
+	rows, err := inv.db.QueryContext(ctx, q, args...)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var out []Terminal
+	for rows.Next() {
+		t, err := scanTerminal(rows)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, t)
+	}
+	return out, rows.Err()
+}
+
+// CreateGroup creates an empty group.
+func (inv *Inventory) CreateGroup(ctx context.Context, name string) error {
+	if err := validateWord("group name", name); err != nil {
+		return err
+	}
+	_, err := inv.db.ExecContext(ctx, `INSERT INTO groups (name) VALUES (?)`, name)
+	if isUnique(err) || err != nil && strings.Contains(err.Error(), "PRIMARY KEY") {
+		return fmt.Errorf("group %s: %w", name, ErrConflict)
+	}
+	return err
+}
+
+// AddToGroup adds enrolled terminals (by MAC or name) to a group.
+func (inv *Inventory) AddToGroup(ctx context.Context, group string, terminals ...string) error {
+	tx, err := inv.db.BeginTx(ctx, nil)
+	if err != nil {
+		return err
+	}
+	defer tx.Rollback()
+	var exists int
+	if err := tx.QueryRowContext(ctx, `SELECT COUNT(*) FROM groups WHERE name = ?`, group).Scan(&exists); err != nil {
+		return err
+	}
+	if exists == 0 {
+		return notFound("group " + group)
+	}
+	for _, t := range terminals {
+		term, err := terminal(ctx, tx, t)
+		if err != nil {
+			return err
+		}
+		if !term.Enrolled {
+			return fmt.Errorf("terminal %s is not enrolled: enroll it before adding it to a group", t)
+		}
+		if _, err := tx.ExecContext(ctx, `INSERT OR IGNORE INTO group_members (grp, mac) VALUES (?, ?)`, group, term.MAC); err != nil {
+			return err
+		}
+	}
+	return tx.Commit()
+}
+
+// Groups lists the group names.
+func (inv *Inventory) Groups(ctx context.Context) ([]string, error) {
+	rows, err := inv.db.QueryContext(ctx, `SELECT name FROM groups ORDER BY name`)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var out []string
+	for rows.Next() {
+		var n string
+		if err := rows.Scan(&n); err != nil {
+			return nil, err
+		}
+		out = append(out, n)
+	}
+	return out, rows.Err()
+}
+
+// Members lists a group's terminals.
+func (inv *Inventory) Members(ctx context.Context, group string) ([]Terminal, error) {
+	var exists int
+	if err := inv.db.QueryRowContext(ctx, `SELECT COUNT(*) FROM groups WHERE name = ?`, group).Scan(&exists); err != nil {
+		return nil, err
+	}
+	if exists == 0 {
+		return nil, notFound("group " + group)
+	}
+	return inv.terminals(ctx, `SELECT `+terminalCols+` FROM terminals WHERE mac IN (SELECT mac FROM group_members WHERE grp = ?) ORDER BY name, mac`, group)
+}
+
+// BootAction is what a terminal does at its next network boot.
+type BootAction struct {
+	Action  string // "local", "capture" or "deploy"
+	Task    string // the workflow it belongs to
+	Image   string
+	Expires time.Time
+}
+
+// SetBootAction sets a terminal's next boot action with the per-task token that its agent will
+// present; only the token's SHA-256 is stored.
+func (inv *Inventory) SetBootAction(ctx context.Context, mac string, a BootAction, token string) error {
+	mac, err := NormalizeMAC(mac)
+	if err != nil {
+		return err
+	}
+	if a.Action != "local" && a.Action != "capture" && a.Action != "deploy" {
+		return fmt.Errorf("boot action %q is not local, capture or deploy", a.Action)
+	}
+	var hash []byte
+	if token != "" {
+		h := sha256.Sum256([]byte(token))
+		hash = h[:]
+	}
+	_, err = inv.db.ExecContext(ctx, `INSERT INTO boot_actions (mac, action, task, image, token_hash, expires) VALUES (?, ?, ?, ?, ?, ?)
+		ON CONFLICT (mac) DO UPDATE SET action = excluded.action, task = excluded.task, image = excluded.image,
+		token_hash = excluded.token_hash, expires = excluded.expires`,
+		mac, a.Action, a.Task, a.Image, hash, a.Expires.UTC().UnixNano())
+	if err != nil && strings.Contains(err.Error(), "FOREIGN KEY") {
+		return notFound("terminal " + mac)
+	}
+	return err
+}
+
+// BootAction returns a terminal's boot action: "local" when none is set or it has expired.
+func (inv *Inventory) BootAction(ctx context.Context, mac string, now time.Time) (BootAction, error) {
+	mac, err := NormalizeMAC(mac)
+	if err != nil {
+		return BootAction{}, err
+	}
+	var a BootAction
+	var exp int64
+	err = inv.db.QueryRowContext(ctx, `SELECT action, task, image, expires FROM boot_actions WHERE mac = ?`, mac).Scan(&a.Action, &a.Task, &a.Image, &exp)
+	if errors.Is(err, sql.ErrNoRows) {
+		return BootAction{Action: "local"}, nil
+	}
+	if err != nil {
+		return a, err
+	}
+	a.Expires = time.Unix(0, exp).UTC()
+	if exp != 0 && !now.Before(a.Expires) {
+		return BootAction{Action: "local"}, nil
+	}
+	return a, nil
+}
+
+// CheckToken reports whether token is the one set with the terminal's current boot action for
+// task, compared in constant time.
+func (inv *Inventory) CheckToken(ctx context.Context, mac, task, token string, now time.Time) (bool, error) {
+	mac, err := NormalizeMAC(mac)
+	if err != nil {
+		return false, err
+	}
+	var hash []byte
+	var gotTask string
+	var exp int64
+	err = inv.db.QueryRowContext(ctx, `SELECT task, token_hash, expires FROM boot_actions WHERE mac = ?`, mac).Scan(&gotTask, &hash, &exp)
+	if errors.Is(err, sql.ErrNoRows) {
+		return false, nil
+	}
+	if err != nil {
+		return false, err
+	}
+	h := sha256.Sum256([]byte(token))
+	ok := len(hash) == len(h) && subtle.ConstantTimeCompare(hash, h[:]) == 1 && gotTask == task && (exp == 0 || now.Before(time.Unix(0, exp)))
+	return ok && token != "", nil
+}
+
+// ClearBootAction resets a terminal to boot from its own disk.
+func (inv *Inventory) ClearBootAction(ctx context.Context, mac string) error {
+	mac, err := NormalizeMAC(mac)
+	if err != nil {
+		return err
+	}
+	_, err = inv.db.ExecContext(ctx, `DELETE FROM boot_actions WHERE mac = ?`, mac)
+	return err
+}
