@@ -11,13 +11,13 @@ import (
 	"sync"
 	"testing"
 	"time"
+	"tms/internal/storetest"
 
 	"go.temporal.io/sdk/temporal"
 	"go.temporal.io/sdk/testsuite"
 
 	"tms/activities"
 	"tms/imageio"
-	"tms/internal/sampledisk"
 	"tms/manifest"
 	"tms/store"
 	"tms/transfer"
@@ -27,31 +27,10 @@ const mib = 1 << 20
 
 var key = []byte("0123456789abcdef0123456789abcdef")
 
-func dirStore(t *testing.T) *store.Store {
-	t.Helper()
-	b, err := store.NewDir(filepath.Join(t.TempDir(), "store"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	s := store.New(b, store.Options{})
-	if err := s.Init(context.Background()); err != nil {
-		t.Fatal(err)
-	}
-	return s
-}
-
 func imported(t *testing.T, s *store.Store, size int64) (*imageio.ImportResult, [32]byte) {
 	t.Helper()
-	disk := filepath.Join(t.TempDir(), "disk.raw")
-	if err := sampledisk.Write(disk, sampledisk.Options{Size: size, Seed: 3}); err != nil {
-		t.Fatal(err)
-	}
-	res, err := imageio.Import(context.Background(), s, disk, imageio.ImportOptions{Name: "lab"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	b, _ := os.ReadFile(disk)
-	return res, sha256.Sum256(b)
+	disk := storetest.SampleDisk(t, size, 3)
+	return storetest.Import(t, s, disk, "lab"), storetest.FileSum(t, disk)
 }
 
 func exportedSum(t *testing.T, s *store.Store, id manifest.ID) [32]byte {
@@ -69,7 +48,8 @@ func exportedSum(t *testing.T, s *store.Store, id manifest.ID) [32]byte {
 }
 
 func TestPullFromPeer(t *testing.T) {
-	a, b := dirStore(t), dirStore(t)
+	a, _ := storetest.Dir(t)
+	b, _ := storetest.Dir(t)
 	v, want := imported(t, a, 16*mib)
 	signer, _ := transfer.NewSigner(key)
 	mux := http.NewServeMux()
@@ -103,7 +83,7 @@ func TestPullFromPeer(t *testing.T) {
 	// A grant for another version gets nothing, and the failure says why.
 	other := manifest.BLAKE3.Sum([]byte("other"))
 	bad := signer.Mint(transfer.Grant{Version: other, Expires: time.Now().Add(time.Minute)})
-	c := dirStore(t)
+	c, _ := storetest.Dir(t)
 	env2 := s.NewTestActivityEnvironment()
 	env2.RegisterActivity(&activities.Region{ID: "region-c", Store: c})
 	_, err = env2.ExecuteActivity(r.PullFromPeer, activities.PullInput{Version: v.Version.ID.String(), Endpoint: peer.URL, Grant: bad})
@@ -120,7 +100,9 @@ func TestPullFromPeer(t *testing.T) {
 // TestRelayIsPipelined runs the push and the pull at the same time, as ShareImage does: the
 // pull starts before the push has published anything and ends with every chunk checked.
 func TestRelayIsPipelined(t *testing.T) {
-	src, dst, relay := dirStore(t), dirStore(t), dirStore(t)
+	src, _ := storetest.Dir(t)
+	dst, _ := storetest.Dir(t)
+	relay, _ := storetest.Dir(t)
 	v, want := imported(t, src, 32*mib)
 	var s testsuite.WorkflowTestSuite
 	var r *activities.Region

@@ -9,6 +9,7 @@ import (
 	"strings"
 	"testing"
 	"time"
+	"tms/internal/storetest"
 
 	"github.com/minio/minio-go/v7"
 
@@ -92,13 +93,13 @@ func TestAcceptance(t *testing.T) {
 		t.Run(c.name, func(t *testing.T) {
 			disk := filepath.Join(t.TempDir(), "disk.raw")
 			copyFile(t, src, disk)
-			want := sum(t, disk)
+			want := storetest.FileSum(t, disk)
 
 			start := time.Now()
 			t.Log(strings.TrimSpace(must(t, c.run, "image", "import", "--store", c.loc, "lab", disk)))
 			out := filepath.Join(t.TempDir(), "out.raw")
 			t.Log(strings.TrimSpace(must(t, c.run, "image", "export", "--store", c.loc, "lab", out)))
-			if sum(t, out) != want {
+			if storetest.FileSum(t, out) != want {
 				t.Fatal("exported disk differs from the source")
 			}
 			t.Logf("round trip of %d bytes byte-identical (sha256 %x) in %s", size, want, time.Since(start).Round(time.Millisecond))
@@ -168,7 +169,7 @@ func TestAcceptance(t *testing.T) {
 			// still exports byte-identical to the original disk.
 			first := filepath.Join(t.TempDir(), "first.raw")
 			must(t, c.run, "image", "export", "--store", c.loc, "lab@"+parent.ID.String()[:12], first)
-			if sum(t, first) != sum(t, src) {
+			if storetest.FileSum(t, first) != storetest.FileSum(t, src) {
 				t.Fatal("the first version was harmed")
 			}
 		})

@@ -3,13 +3,13 @@ package cli
 import (
 	"bytes"
 	"context"
-	"crypto/sha256"
 	"encoding/json"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 	"tms/imageio"
+	"tms/internal/storetest"
 
 	"tms/internal/miniotest"
 	"tms/internal/sampledisk"
@@ -45,15 +45,6 @@ func must(t *testing.T, run tmsRun, args ...string) string {
 		t.Fatalf("tms %s: exit %d\nstdout: %s\nstderr: %s", strings.Join(args, " "), code, out, errs)
 	}
 	return out
-}
-
-func sum(t *testing.T, p string) [32]byte {
-	t.Helper()
-	b, err := os.ReadFile(p)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return sha256.Sum256(b)
 }
 
 // s3Env is the environment that points tms at srv.
@@ -134,8 +125,8 @@ func TestImageCommands(t *testing.T) {
 
 			outFile := filepath.Join(dir, "out.raw")
 			out = must(t, run, "image", "export", "--store", st, "lab:v1", outFile)
-			if !strings.HasPrefix(out, "exported lab@") || sum(t, outFile) != sum(t, disk) {
-				t.Fatalf("export: %q; identical=%v", out, sum(t, outFile) == sum(t, disk))
+			if !strings.HasPrefix(out, "exported lab@") || storetest.FileSum(t, outFile) != storetest.FileSum(t, disk) {
+				t.Fatalf("export: %q; identical=%v", out, storetest.FileSum(t, outFile) == storetest.FileSum(t, disk))
 			}
 			out = must(t, run, "image", "export", "--store", st, "lab@"+rows[1].Version[:10], outFile)
 			if !strings.Contains(out, "already right") {

@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"tms/internal/storetest"
 
 	"tms/imageio"
 )
@@ -35,9 +36,9 @@ func loopDevice(t *testing.T, size int64) string {
 
 func TestBlockDevices(t *testing.T) {
 	ctx := context.Background()
-	s, _ := newStore(t)
-	small := importFile(t, s, sampleDisk(t, 8*mib, 20), "small")
-	big := importFile(t, s, sampleDisk(t, 32*mib, 21), "big")
+	s, _ := storetest.Dir(t)
+	small := storetest.Import(t, s, storetest.SampleDisk(t, 8*mib, 20), "small")
+	big := storetest.Import(t, s, storetest.SampleDisk(t, 32*mib, 21), "big")
 	dev := loopDevice(t, 16*mib)
 
 	_, err := imageio.Export(ctx, s, big.Version, dev, imageio.ExportOptions{})

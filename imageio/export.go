@@ -70,19 +70,8 @@ func Export(ctx context.Context, s ChunkGetter, v *store.Version, path string, o
 	t := &target{f: f}
 	var done atomic.Int64
 	var mu sync.Mutex
-	idx := make(chan int)
 	g, gctx := errgroup.WithContext(ctx)
-	g.Go(func() error {
-		defer close(idx)
-		for i := range m.Chunks {
-			select {
-			case idx <- i:
-			case <-gctx.Done():
-				return gctx.Err()
-			}
-		}
-		return nil
-	})
+	idx := chunkIndexes(gctx, g, len(m.Chunks))
 	for range opts.Jobs {
 		g.Go(func() error {
 			buf := make([]byte, m.ChunkSize)
@@ -150,6 +139,23 @@ func (t *target) writeAt(b []byte, off int64) error {
 		return &SourceError{t.f.Name(), fmt.Errorf("write at %d: %w", off, err)}
 	}
 	return nil
+}
+
+// chunkIndexes feeds 0..n-1 to the workers of g until they are done or g fails.
+func chunkIndexes(ctx context.Context, g *errgroup.Group, n int) <-chan int {
+	idx := make(chan int)
+	g.Go(func() error {
+		defer close(idx)
+		for i := range n {
+			select {
+			case idx <- i:
+			case <-ctx.Done():
+				return ctx.Err()
+			}
+		}
+		return nil
+	})
+	return idx
 }
 
 type action int
@@ -284,19 +290,8 @@ var ErrVerify = errors.New("read-back verification failed")
 // chunk back from the device, checking it against the manifest.
 func verifyTarget(ctx context.Context, f *os.File, m *manifest.Manifest, jobs int) error {
 	unix.Fadvise(int(f.Fd()), 0, 0, unix.FADV_DONTNEED)
-	idx := make(chan int)
 	g, gctx := errgroup.WithContext(ctx)
-	g.Go(func() error {
-		defer close(idx)
-		for i := range m.Chunks {
-			select {
-			case idx <- i:
-			case <-gctx.Done():
-				return gctx.Err()
-			}
-		}
-		return nil
-	})
+	idx := chunkIndexes(gctx, g, len(m.Chunks))
 	for range max(jobs, 1) {
 		g.Go(func() error {
 			buf := make([]byte, m.ChunkSize)

@@ -2,14 +2,13 @@ package imageio_test
 
 import (
 	"context"
-	"crypto/sha256"
 	"errors"
-	"io"
 	"os"
 	"path/filepath"
 	"strings"
 	"syscall"
 	"testing"
+	"tms/internal/storetest"
 
 	"tms/imageio"
 	"tms/internal/sampledisk"
@@ -18,52 +17,6 @@ import (
 )
 
 const mib = 1 << 20
-
-func newStore(t *testing.T) (*store.Store, string) {
-	t.Helper()
-	dir := filepath.Join(t.TempDir(), "store")
-	b, err := store.NewDir(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	s := store.New(b, store.Options{})
-	if err := s.Init(context.Background()); err != nil {
-		t.Fatal(err)
-	}
-	return s, dir
-}
-
-func sampleDisk(t *testing.T, size int64, seed uint64) string {
-	t.Helper()
-	p := filepath.Join(t.TempDir(), "disk.raw")
-	if err := sampledisk.Write(p, sampledisk.Options{Size: size, Seed: seed}); err != nil {
-		t.Fatal(err)
-	}
-	return p
-}
-
-func fileSum(t *testing.T, p string) [32]byte {
-	t.Helper()
-	f, err := os.Open(p)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	h := sha256.New()
-	if _, err := io.Copy(h, f); err != nil {
-		t.Fatal(err)
-	}
-	return [32]byte(h.Sum(nil))
-}
-
-func importFile(t *testing.T, s *store.Store, p, name string) *imageio.ImportResult {
-	t.Helper()
-	res, err := imageio.Import(context.Background(), s, p, imageio.ImportOptions{Name: name})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return res
-}
 
 func resolve(t *testing.T, s *store.Store, ref string) *store.Version {
 	t.Helper()
@@ -80,9 +33,9 @@ func resolve(t *testing.T, s *store.Store, ref string) *store.Version {
 
 func TestImportExportRoundTrip(t *testing.T) {
 	ctx := context.Background()
-	s, _ := newStore(t)
-	src := sampleDisk(t, 48*mib+4096, 1)
-	res := importFile(t, s, src, "lab")
+	s, _ := storetest.Dir(t)
+	src := storetest.SampleDisk(t, 48*mib+4096, 1)
+	res := storetest.Import(t, s, src, "lab")
 	if res.Zero == 0 || res.Distinct == 0 || res.Stats.AddedChunks != res.Distinct {
 		t.Fatalf("unexpected counts %+v", res)
 	}
@@ -95,7 +48,7 @@ func TestImportExportRoundTrip(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if fileSum(t, out) != fileSum(t, src) {
+	if storetest.FileSum(t, out) != storetest.FileSum(t, src) {
 		t.Fatal("exported disk differs from the source")
 	}
 	if er.Zero == 0 {
@@ -131,7 +84,7 @@ func TestImportExportRoundTrip(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if fileSum(t, out) != fileSum(t, src) {
+	if storetest.FileSum(t, out) != storetest.FileSum(t, src) {
 		t.Fatal("repaired export differs from the source")
 	}
 	want := 2 + int64(len(v.Manifest.Chunks)) - 30*mib/imageio.DefaultChunkSize
@@ -141,9 +94,9 @@ func TestImportExportRoundTrip(t *testing.T) {
 }
 
 func TestIncrementalImportAddsOnlyTouchedChunks(t *testing.T) {
-	s, _ := newStore(t)
-	src := sampleDisk(t, 64*mib, 2)
-	first := importFile(t, s, src, "lab")
+	s, _ := storetest.Dir(t)
+	src := storetest.SampleDisk(t, 64*mib, 2)
+	first := storetest.Import(t, s, src, "lab")
 	offs, err := sampledisk.Mutate(src, 0.002, 3)
 	if err != nil {
 		t.Fatal(err)
@@ -152,7 +105,7 @@ func TestIncrementalImportAddsOnlyTouchedChunks(t *testing.T) {
 	for _, o := range offs {
 		touched[o/imageio.DefaultChunkSize] = true
 	}
-	second := importFile(t, s, src, "lab")
+	second := storetest.Import(t, s, src, "lab")
 	if second.Unchanged || second.Version.Manifest.Parent != first.Version.ID {
 		t.Fatalf("second version does not chain to the first: %+v", second.Version.Manifest.Parent)
 	}
@@ -180,7 +133,7 @@ func TestIncrementalImportAddsOnlyTouchedChunks(t *testing.T) {
 		t.Errorf("stats not saved with the version: %+v, %v", got, err)
 	}
 
-	third := importFile(t, s, src, "lab")
+	third := storetest.Import(t, s, src, "lab")
 	if !third.Unchanged || third.Stats.AddedBytes != 0 || third.Version.ID != second.Version.ID {
 		t.Errorf("importing the same disk again: unchanged=%v added=%d", third.Unchanged, third.Stats.AddedBytes)
 	}
@@ -200,10 +153,10 @@ func flipByte(t *testing.T, p string) {
 
 func TestCorruptChunkIsNamed(t *testing.T) {
 	ctx := context.Background()
-	s, dir := newStore(t)
-	src := sampleDisk(t, 16*mib, 4)
-	res := importFile(t, s, src, "lab")
-	other := importFile(t, s, sampleDisk(t, 8*mib, 5), "other")
+	s, dir := storetest.Dir(t)
+	src := storetest.SampleDisk(t, 16*mib, 4)
+	res := storetest.Import(t, s, src, "lab")
+	other := storetest.Import(t, s, storetest.SampleDisk(t, 8*mib, 5), "other")
 	var victim manifest.ID
 	for _, id := range res.Version.Manifest.Chunks[2:] {
 		if !id.IsZero() {
@@ -234,8 +187,8 @@ func TestCorruptChunkIsNamed(t *testing.T) {
 
 func TestTruncatedAndMissingChunks(t *testing.T) {
 	ctx := context.Background()
-	s, dir := newStore(t)
-	res := importFile(t, s, sampleDisk(t, 16*mib, 6), "lab")
+	s, dir := storetest.Dir(t)
+	res := storetest.Import(t, s, storetest.SampleDisk(t, 16*mib, 6), "lab")
 	var ids []manifest.ID
 	for _, id := range res.Version.Manifest.Chunks[1:] {
 		if !id.IsZero() {
@@ -272,8 +225,8 @@ func TestTruncatedAndMissingChunks(t *testing.T) {
 
 func TestCorruptManifest(t *testing.T) {
 	ctx := context.Background()
-	s, dir := newStore(t)
-	res := importFile(t, s, sampleDisk(t, 8*mib, 7), "lab")
+	s, dir := storetest.Dir(t)
+	res := storetest.Import(t, s, storetest.SampleDisk(t, 8*mib, 7), "lab")
 	flipByte(t, filepath.Join(dir, "manifests", res.Version.ID.String()))
 	r, _ := manifest.ParseRef("lab")
 	if _, err := s.Resolve(ctx, r); !errors.Is(err, store.ErrCorrupt) {
@@ -285,8 +238,8 @@ func TestCorruptManifest(t *testing.T) {
 }
 
 func TestInterruptedImportResumes(t *testing.T) {
-	s, _ := newStore(t)
-	src := sampleDisk(t, 96*mib, 8)
+	s, _ := storetest.Dir(t)
+	src := storetest.SampleDisk(t, 96*mib, 8)
 	ctx, cancel := context.WithCancel(context.Background())
 	_, err := imageio.Import(ctx, s, src, imageio.ImportOptions{Name: "lab", Jobs: 2, Progress: func(done, total int64) {
 		if done > total/2 {
@@ -302,7 +255,7 @@ func TestInterruptedImportResumes(t *testing.T) {
 	if ids, _ := s.VersionIDs(context.Background()); len(ids) != 0 {
 		t.Fatalf("interrupted import left versions %v", ids)
 	}
-	res := importFile(t, s, src, "lab")
+	res := storetest.Import(t, s, src, "lab")
 	if res.Stats.AddedChunks >= res.Distinct {
 		t.Errorf("resumed import added all %d chunks again", res.Distinct)
 	}
@@ -310,16 +263,16 @@ func TestInterruptedImportResumes(t *testing.T) {
 	if _, err := imageio.Export(context.Background(), s, res.Version, out, imageio.ExportOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	if fileSum(t, out) != fileSum(t, src) {
+	if storetest.FileSum(t, out) != storetest.FileSum(t, src) {
 		t.Fatal("resumed import exports a different disk")
 	}
 }
 
 func TestBadTargetsAndSources(t *testing.T) {
 	ctx := context.Background()
-	s, _ := newStore(t)
-	src := sampleDisk(t, 8*mib, 9)
-	res := importFile(t, s, src, "lab")
+	s, _ := storetest.Dir(t)
+	src := storetest.SampleDisk(t, 8*mib, 9)
+	res := storetest.Import(t, s, src, "lab")
 	notDir := filepath.Join(t.TempDir(), "file")
 	os.WriteFile(notDir, nil, 0o644)
 
@@ -364,9 +317,9 @@ func TestBadTargetsAndSources(t *testing.T) {
 
 func TestRemoveAndGC(t *testing.T) {
 	ctx := context.Background()
-	s, _ := newStore(t)
-	a := importFile(t, s, sampleDisk(t, 8*mib, 10), "a")
-	b := importFile(t, s, sampleDisk(t, 8*mib, 11), "b")
+	s, _ := storetest.Dir(t)
+	a := storetest.Import(t, s, storetest.SampleDisk(t, 8*mib, 10), "a")
+	b := storetest.Import(t, s, storetest.SampleDisk(t, 8*mib, 11), "b")
 
 	// gc refuses to run while an import holds the store.
 	l, err := s.LockShared(ctx, "test import", nil)
@@ -408,14 +361,14 @@ func TestRemoveAndGC(t *testing.T) {
 
 func TestNewVersionKeepsParentChunkSizeAndHash(t *testing.T) {
 	ctx := context.Background()
-	s, _ := newStore(t)
-	src := sampleDisk(t, 8*mib, 12)
+	s, _ := storetest.Dir(t)
+	src := storetest.SampleDisk(t, 8*mib, 12)
 	first, err := imageio.Import(ctx, s, src, imageio.ImportOptions{Name: "lab", ChunkSize: mib, Hash: manifest.SHA256})
 	if err != nil {
 		t.Fatal(err)
 	}
 	sampledisk.Mutate(src, 0.001, 1)
-	second := importFile(t, s, src, "lab")
+	second := storetest.Import(t, s, src, "lab")
 	m := second.Version.Manifest
 	if m.ChunkSize != mib || m.Hash != manifest.SHA256 || m.Parent != first.Version.ID {
 		t.Fatalf("second version: chunk size %d, hash %s; want the parent's %d, %s", m.ChunkSize, m.Hash, mib, manifest.SHA256)
@@ -423,7 +376,7 @@ func TestNewVersionKeepsParentChunkSizeAndHash(t *testing.T) {
 	if second.Stats.AddedChunks >= second.Distinct {
 		t.Fatalf("second version shares no chunks with its parent")
 	}
-	other := importFile(t, s, src, "fresh")
+	other := storetest.Import(t, s, src, "fresh")
 	if other.Version.Manifest.ChunkSize != imageio.DefaultChunkSize || other.Version.Manifest.Hash != manifest.DefaultHash {
 		t.Fatalf("a new image got %d, %s", other.Version.Manifest.ChunkSize, other.Version.Manifest.Hash)
 	}
@@ -431,14 +384,14 @@ func TestNewVersionKeepsParentChunkSizeAndHash(t *testing.T) {
 
 func TestExportVerifiesByReadingBack(t *testing.T) {
 	ctx := context.Background()
-	s, _ := newStore(t)
-	src := sampleDisk(t, 16*mib, 13)
-	res := importFile(t, s, src, "lab")
+	s, _ := storetest.Dir(t)
+	src := storetest.SampleDisk(t, 16*mib, 13)
+	res := storetest.Import(t, s, src, "lab")
 	out := filepath.Join(t.TempDir(), "out.raw")
 	if _, err := imageio.Export(ctx, s, res.Version, out, imageio.ExportOptions{Verify: true}); err != nil {
 		t.Fatal(err)
 	}
-	if fileSum(t, out) != fileSum(t, src) {
+	if storetest.FileSum(t, out) != storetest.FileSum(t, src) {
 		t.Fatal("verified export differs")
 	}
 }
@@ -460,8 +413,8 @@ func (l lyingGetter) GetChunk(ctx context.Context, h manifest.Hash, id manifest.
 
 func TestExportReadBackCatchesBadWrites(t *testing.T) {
 	ctx := context.Background()
-	s, _ := newStore(t)
-	res := importFile(t, s, sampleDisk(t, 8*mib, 14), "lab")
+	s, _ := storetest.Dir(t)
+	res := storetest.Import(t, s, storetest.SampleDisk(t, 8*mib, 14), "lab")
 	var victim manifest.ID
 	for _, id := range res.Version.Manifest.Chunks[4:] {
 		if !id.IsZero() {

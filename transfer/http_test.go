@@ -10,6 +10,7 @@ import (
 	"strings"
 	"testing"
 	"time"
+	"tms/internal/storetest"
 
 	"tms/imageio"
 	"tms/internal/sampledisk"
@@ -93,24 +94,24 @@ func grantFor(t *testing.T, v manifest.ID) string {
 
 func TestPeerPullOverHTTP(t *testing.T) {
 	ctx := context.Background()
-	a, _ := dirStore(t)
-	b, _ := dirStore(t)
-	disk := sampleDisk(t, 16*mib, 6)
-	v := importDisk(t, a, disk, "lab")
+	a, _ := storetest.Dir(t)
+	b, _ := storetest.Dir(t)
+	disk := storetest.SampleDisk(t, 16*mib, 6)
+	v := storetest.Import(t, a, disk, "lab")
 	src := &transfer.HTTPSource{Base: peer(t, a, nil), Version: v.Version.ID, Grant: grantFor(t, v.Version.ID)}
 	res, err := transfer.Copy(ctx, src, b, v.Version.ID, transfer.Options{Tag: "latest"})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if res.MovedBytes != v.Stats.StoredBytes || exportSum(t, b, res.Version) != fileSum(t, disk) {
+	if res.MovedBytes != v.Stats.StoredBytes || exportSum(t, b, res.Version) != storetest.FileSum(t, disk) {
 		t.Fatalf("peer pull moved %d of %d bytes or exported a different disk", res.MovedBytes, v.Stats.StoredBytes)
 	}
 }
 
 func TestHandlerRefusesWhatTheGrantDoesNotOpen(t *testing.T) {
-	a, _ := dirStore(t)
-	v := importDisk(t, a, sampleDisk(t, 8*mib, 7), "lab")
-	other := importDisk(t, a, sampleDisk(t, 8*mib, 8), "other")
+	a, _ := storetest.Dir(t)
+	v := storetest.Import(t, a, storetest.SampleDisk(t, 8*mib, 7), "lab")
+	other := storetest.Import(t, a, storetest.SampleDisk(t, 8*mib, 8), "other")
 	base := peer(t, a, nil)
 	var otherChunk manifest.ID
 	for _, c := range other.Version.Manifest.Chunks[4:] {
@@ -151,8 +152,8 @@ func TestHandlerRefusesWhatTheGrantDoesNotOpen(t *testing.T) {
 
 func TestPeerFaults(t *testing.T) {
 	ctx := context.Background()
-	a, _ := dirStore(t)
-	v := importDisk(t, a, sampleDisk(t, 8*mib, 9), "lab")
+	a, _ := storetest.Dir(t)
+	v := storetest.Import(t, a, storetest.SampleDisk(t, 8*mib, 9), "lab")
 	for name, c := range map[string]struct {
 		fault func(http.ResponseWriter, *http.Request, http.Handler)
 		want  error
@@ -183,7 +184,7 @@ func TestPeerFaults(t *testing.T) {
 		}, store.ErrUnavailable},
 	} {
 		t.Run(name, func(t *testing.T) {
-			b, _ := dirStore(t)
+			b, _ := storetest.Dir(t)
 			src := &transfer.HTTPSource{Base: peer(t, a, c.fault), Version: v.Version.ID, Grant: grantFor(t, v.Version.ID)}
 			_, err := transfer.Copy(ctx, src, b, v.Version.ID, transfer.Options{})
 			if !errors.Is(err, c.want) {
@@ -259,9 +260,9 @@ func FuzzHandler(f *testing.F) {
 // a terminal's agent deploys from its region, with read-back verification.
 func TestDeployFromPeer(t *testing.T) {
 	ctx := context.Background()
-	a, _ := dirStore(t)
-	disk := sampleDisk(t, 16*mib, 10)
-	v := importDisk(t, a, disk, "lab")
+	a, _ := storetest.Dir(t)
+	disk := storetest.SampleDisk(t, 16*mib, 10)
+	v := storetest.Import(t, a, disk, "lab")
 	src := &transfer.HTTPSource{Base: peer(t, a, nil), Version: v.Version.ID, Grant: grantFor(t, v.Version.ID)}
 	mb, err := src.GetManifestBytes(ctx, v.Version.ID)
 	if err != nil {
@@ -276,7 +277,7 @@ func TestDeployFromPeer(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if fileSum(t, out) != fileSum(t, disk) || res.Written == 0 {
+	if storetest.FileSum(t, out) != storetest.FileSum(t, disk) || res.Written == 0 {
 		t.Fatal("deployed disk differs from the source")
 	}
 	// A second deploy over the same disk fetches nothing.

@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"tms/internal/storetest"
 
 	"tms/imageio"
 	"tms/internal/miniotest"
@@ -26,38 +27,6 @@ func TestMain(m *testing.M) {
 
 const mib = 1 << 20
 
-func dirStore(t *testing.T) (*store.Store, string) {
-	t.Helper()
-	dir := filepath.Join(t.TempDir(), "store")
-	b, err := store.NewDir(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	s := store.New(b, store.Options{})
-	if err := s.Init(context.Background()); err != nil {
-		t.Fatal(err)
-	}
-	return s, dir
-}
-
-func importDisk(t *testing.T, s *store.Store, disk, name string) *imageio.ImportResult {
-	t.Helper()
-	res, err := imageio.Import(context.Background(), s, disk, imageio.ImportOptions{Name: name})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return res
-}
-
-func sampleDisk(t *testing.T, size int64, seed uint64) string {
-	t.Helper()
-	p := filepath.Join(t.TempDir(), "disk.raw")
-	if err := sampledisk.Write(p, sampledisk.Options{Size: size, Seed: seed}); err != nil {
-		t.Fatal(err)
-	}
-	return p
-}
-
 func exportSum(t *testing.T, s *store.Store, v *store.Version) [32]byte {
 	t.Helper()
 	out := filepath.Join(t.TempDir(), "out.raw")
@@ -71,20 +40,12 @@ func exportSum(t *testing.T, s *store.Store, v *store.Version) [32]byte {
 	return sha256.Sum256(b)
 }
 
-func fileSum(t *testing.T, p string) [32]byte {
-	b, err := os.ReadFile(p)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return sha256.Sum256(b)
-}
-
 func TestCopyMovesOnlyMissingChunks(t *testing.T) {
 	ctx := context.Background()
-	a, _ := dirStore(t)
-	b, _ := dirStore(t)
-	disk := sampleDisk(t, 32*mib, 1)
-	v1 := importDisk(t, a, disk, "lab")
+	a, _ := storetest.Dir(t)
+	b, _ := storetest.Dir(t)
+	disk := storetest.SampleDisk(t, 32*mib, 1)
+	v1 := storetest.Import(t, a, disk, "lab")
 
 	res, err := transfer.Copy(ctx, transfer.StoreSource{S: a}, b, v1.Version.ID, transfer.Options{Tag: "latest"})
 	if err != nil {
@@ -98,7 +59,7 @@ func TestCopyMovesOnlyMissingChunks(t *testing.T) {
 	if err != nil || got.ID != v1.Version.ID {
 		t.Fatalf("tag not set in the destination: %v", err)
 	}
-	if exportSum(t, b, got) != fileSum(t, disk) {
+	if exportSum(t, b, got) != storetest.FileSum(t, disk) {
 		t.Fatal("copied version exports a different disk")
 	}
 
@@ -107,7 +68,7 @@ func TestCopyMovesOnlyMissingChunks(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	v2 := importDisk(t, a, disk, "lab")
+	v2 := storetest.Import(t, a, disk, "lab")
 	res, err = transfer.Copy(ctx, transfer.StoreSource{S: a}, b, v2.Version.ID, transfer.Options{})
 	if err != nil {
 		t.Fatal(err)
@@ -123,9 +84,9 @@ func TestCopyMovesOnlyMissingChunks(t *testing.T) {
 
 func TestCorruptSourceChunkIsRefused(t *testing.T) {
 	ctx := context.Background()
-	a, adir := dirStore(t)
-	b, _ := dirStore(t)
-	v := importDisk(t, a, sampleDisk(t, 8*mib, 3), "lab")
+	a, adir := storetest.Dir(t)
+	b, _ := storetest.Dir(t)
+	v := storetest.Import(t, a, storetest.SampleDisk(t, 8*mib, 3), "lab")
 	var victim manifest.ID
 	for _, id := range v.Version.Manifest.Chunks[4:] {
 		if !id.IsZero() {
@@ -155,10 +116,10 @@ func TestCorruptSourceChunkIsRefused(t *testing.T) {
 }
 
 func TestInterruptedCopyResumes(t *testing.T) {
-	a, _ := dirStore(t)
-	b, _ := dirStore(t)
-	disk := sampleDisk(t, 64*mib, 4)
-	v := importDisk(t, a, disk, "lab")
+	a, _ := storetest.Dir(t)
+	b, _ := storetest.Dir(t)
+	disk := storetest.SampleDisk(t, 64*mib, 4)
+	v := storetest.Import(t, a, disk, "lab")
 	ctx, cancel := context.WithCancel(context.Background())
 	var first int64
 	_, err := transfer.Copy(ctx, transfer.StoreSource{S: a}, b, v.Version.ID, transfer.Options{Jobs: 2, Progress: func(p transfer.Progress) {
@@ -180,7 +141,7 @@ func TestInterruptedCopyResumes(t *testing.T) {
 	if total := first + res.MovedBytes; total > v.Stats.StoredBytes*11/10 {
 		t.Fatalf("moved %d + %d bytes for a version of %d stored bytes", first, res.MovedBytes, v.Stats.StoredBytes)
 	}
-	if exportSum(t, b, res.Version) != fileSum(t, disk) {
+	if exportSum(t, b, res.Version) != storetest.FileSum(t, disk) {
 		t.Fatal("resumed copy exports a different disk")
 	}
 }
@@ -197,14 +158,14 @@ func TestCopyFromS3(t *testing.T) {
 	if err := central.Init(ctx); err != nil {
 		t.Fatal(err)
 	}
-	disk := sampleDisk(t, 16*mib, 5)
-	v := importDisk(t, central, disk, "lab")
-	region, _ := dirStore(t)
+	disk := storetest.SampleDisk(t, 16*mib, 5)
+	v := storetest.Import(t, central, disk, "lab")
+	region, _ := storetest.Dir(t)
 	res, err := transfer.Copy(ctx, transfer.StoreSource{S: central}, region, v.Version.ID, transfer.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if exportSum(t, region, res.Version) != fileSum(t, disk) {
+	if exportSum(t, region, res.Version) != storetest.FileSum(t, disk) {
 		t.Fatal("copy from S3 exports a different disk")
 	}
 	// And back the other way into a fresh prefix.

@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"testing"
 	"time"
+	"tms/internal/storetest"
 
 	enumspb "go.temporal.io/api/enums/v1"
 	historypb "go.temporal.io/api/history/v1"
@@ -26,16 +27,6 @@ import (
 	"tms/workers"
 	"tms/workflows"
 )
-
-func dirStore(t *testing.T, name string) *store.Store {
-	b, err := store.NewDir(filepath.Join(t.TempDir(), name))
-	if err != nil {
-		t.Fatal(err)
-	}
-	s := store.New(b, store.Options{})
-	s.Init(context.Background())
-	return s
-}
 
 func closedPort(t *testing.T) string {
 	l, err := net.Listen("tcp", "127.0.0.1:0")
@@ -63,8 +54,11 @@ func TestShareImageOnRealTemporal(t *testing.T) {
 	defer c.Close()
 
 	signer, _ := transfer.NewSigner([]byte("0123456789abcdef0123456789abcdef"))
-	relay := dirStore(t, "central-relay")
-	stores := map[string]*store.Store{"region-a": dirStore(t, "a"), "region-b": dirStore(t, "b"), "region-c": dirStore(t, "c")}
+	relay, _ := storetest.Dir(t)
+	stores := map[string]*store.Store{}
+	for _, id := range []string{"region-a", "region-b", "region-c"} {
+		stores[id], _ = storetest.Dir(t)
+	}
 
 	disk := filepath.Join(t.TempDir(), "disk.raw")
 	sampledisk.Write(disk, sampledisk.Options{Size: 16 << 20, Seed: 9})

@@ -1,0 +1,66 @@
+// Package storetest has the helpers tests of several packages share: a fresh directory store,
+// a sample disk, an import, a file's sha256.
+package storetest
+
+import (
+	"context"
+	"crypto/sha256"
+	"io"
+	"os"
+	"path/filepath"
+	"testing"
+
+	"tms/imageio"
+	"tms/internal/sampledisk"
+	"tms/store"
+)
+
+// Dir returns a new, initialised directory store in a temporary directory, and its path.
+func Dir(t testing.TB) (*store.Store, string) {
+	t.Helper()
+	dir := filepath.Join(t.TempDir(), "store")
+	b, err := store.NewDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := store.New(b, store.Options{})
+	if err := s.Init(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	return s, dir
+}
+
+// SampleDisk writes a sample disk of size bytes (see sampledisk) and returns its path.
+func SampleDisk(t testing.TB, size int64, seed uint64) string {
+	t.Helper()
+	p := filepath.Join(t.TempDir(), "disk.raw")
+	if err := sampledisk.Write(p, sampledisk.Options{Size: size, Seed: seed}); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+// Import imports the disk at path into s as name.
+func Import(t testing.TB, s *store.Store, path, name string) *imageio.ImportResult {
+	t.Helper()
+	res, err := imageio.Import(context.Background(), s, path, imageio.ImportOptions{Name: name})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return res
+}
+
+// FileSum returns the sha256 of the file at path.
+func FileSum(t testing.TB, path string) [32]byte {
+	t.Helper()
+	f, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	h := sha256.New()
+	if _, err := io.Copy(h, f); err != nil {
+		t.Fatal(err)
+	}
+	return [32]byte(h.Sum(nil))
+}
