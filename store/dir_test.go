@@ -165,7 +165,7 @@ func TestLocks(t *testing.T) {
 			}
 		})
 		if err == nil {
-			defer l.Release(ctx)
+			l.Release(ctx) // before reporting, so the check below sees it gone
 		}
 		got <- err
 	}()
