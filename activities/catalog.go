@@ -2,6 +2,7 @@ package activities
 
 import (
 	"context"
+	"time"
 
 	"tms/manifest"
 	"tms/state"
@@ -40,6 +41,59 @@ func (s StateCatalog) Region(ctx context.Context, id string) (Location, error) {
 
 func (s StateCatalog) SetVerified(ctx context.Context, id manifest.ID, region string) error {
 	return s.C.SetLocation(ctx, id, region, state.Verified)
+}
+
+func (s StateCatalog) RecordVersion(ctx context.Context, v VersionInfo, tag string) error {
+	id, err := manifest.ParseID(v.Version)
+	if err != nil {
+		return err
+	}
+	var parent manifest.ID
+	if v.Parent != "" {
+		if parent, err = manifest.ParseID(v.Parent); err != nil {
+			return err
+		}
+	}
+	return s.C.RecordVersion(ctx, state.Version{ID: id, Name: v.Name, Parent: parent, Created: v.Created,
+		DiskSize: v.DiskSize, ChunkSize: v.ChunkSize, StoredBytes: v.StoredBytes}, tag)
+}
+
+func (s StateCatalog) UpsertRegion(ctx context.Context, r RegionInfo) error {
+	return s.C.UpsertRegion(ctx, state.Region{ID: r.ID, Labels: r.Labels, Capacity: r.Capacity, Used: r.Used,
+		Endpoint: r.Endpoint, LastSeen: time.Now()})
+}
+
+func (s StateCatalog) Regions(ctx context.Context) ([]RegionInfo, error) {
+	rs, err := s.C.ListRegions(ctx)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]RegionInfo, 0, len(rs))
+	for _, r := range rs {
+		out = append(out, RegionInfo{ID: r.ID, Labels: r.Labels, Capacity: r.Capacity, Used: r.Used, Endpoint: r.Endpoint, LastSeen: r.LastSeen})
+	}
+	return out, nil
+}
+
+func (s StateCatalog) Images(ctx context.Context) ([]ImageInfo, error) {
+	vs, err := s.C.Versions(ctx)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]ImageInfo, 0, len(vs))
+	for _, v := range vs {
+		info := ImageInfo{VersionInfo: VersionInfo{Version: v.ID.String(), Name: v.Name, Parent: v.Parent.String(),
+			Created: v.Created, DiskSize: v.DiskSize, ChunkSize: v.ChunkSize, StoredBytes: v.StoredBytes}, Tags: v.Tags}
+		for _, l := range v.Locations {
+			if l.State == state.Verified {
+				info.Regions = append(info.Regions, l.Region.ID)
+			} else {
+				info.Pending = append(info.Pending, l.Region.ID)
+			}
+		}
+		out = append(out, info)
+	}
+	return out, nil
 }
 
 func location(r state.Region) Location {

@@ -17,6 +17,7 @@ import (
 	"go.temporal.io/sdk/temporal"
 
 	"tms/manifest"
+	"tms/state"
 	"tms/store"
 	"tms/transfer"
 )
@@ -44,6 +45,13 @@ type Catalog interface {
 	Region(ctx context.Context, id string) (Location, error)
 	// SetVerified records that region holds a verified copy of version id.
 	SetVerified(ctx context.Context, id manifest.ID, region string) error
+	// RecordVersion records a version, pointing NAME:tag at it unless tag is empty.
+	RecordVersion(ctx context.Context, v VersionInfo, tag string) error
+	// UpsertRegion creates or updates a region's descriptor.
+	UpsertRegion(ctx context.Context, r RegionInfo) error
+	// Regions lists the regions; Images lists the versions with their tags and locations.
+	Regions(ctx context.Context) ([]RegionInfo, error)
+	Images(ctx context.Context) ([]ImageInfo, error)
 }
 
 // Central holds the central worker's activities.
@@ -175,6 +183,12 @@ type Region struct {
 	// Relay is central's relay storage as this region reaches it; nil if it has none.
 	Relay *store.Store
 	HTTP  *http.Client
+	// Inventory is the region's terminals, groups, boot actions and tasks.
+	Inventory *state.Inventory
+	// Agents reaches the terminals' agents; nil if none can be reached.
+	Agents Commander
+	// Now is the clock (default time.Now).
+	Now func() time.Time
 }
 
 // PullInput asks a region to pull a version from a peer.

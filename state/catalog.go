@@ -297,3 +297,68 @@ func (c *Catalog) Locations(ctx context.Context, id manifest.ID) ([]Location, er
 	}
 	return out, rows.Err()
 }
+
+// VersionEntry is a version with its tags and the regions holding it, for listings.
+type VersionEntry struct {
+	Version
+	Tags      []string   // tags pointing at it
+	Locations []Location // regions holding it, verified first
+}
+
+// Versions lists every version, by name and then newest first, with tags and locations.
+func (c *Catalog) Versions(ctx context.Context) ([]VersionEntry, error) {
+	rows, err := c.db.QueryContext(ctx, `SELECT id, name, parent, created, disk_size, chunk_size, stored_bytes FROM versions ORDER BY name, created DESC, id`)
+	if err != nil {
+		return nil, err
+	}
+	var out []VersionEntry
+	for rows.Next() {
+		var e VersionEntry
+		var id, parent string
+		var created int64
+		if err := rows.Scan(&id, &e.Name, &parent, &created, &e.DiskSize, &e.ChunkSize, &e.StoredBytes); err != nil {
+			rows.Close()
+			return nil, err
+		}
+		if e.ID, err = manifest.ParseID(id); err != nil {
+			rows.Close()
+			return nil, fmt.Errorf("version %q: %w", id, err)
+		}
+		if parent != "" {
+			if e.Parent, err = manifest.ParseID(parent); err != nil {
+				rows.Close()
+				return nil, fmt.Errorf("version %s: parent %q: %w", id, parent, err)
+			}
+		}
+		e.Created = time.Unix(0, created).UTC()
+		out = append(out, e)
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	tags, err := c.db.QueryContext(ctx, `SELECT version, tag FROM tags ORDER BY tag`)
+	if err != nil {
+		return nil, err
+	}
+	byID := map[string][]string{}
+	for tags.Next() {
+		var v, tag string
+		if err := tags.Scan(&v, &tag); err != nil {
+			tags.Close()
+			return nil, err
+		}
+		byID[v] = append(byID[v], tag)
+	}
+	tags.Close()
+	if err := tags.Err(); err != nil {
+		return nil, err
+	}
+	for i := range out {
+		out[i].Tags = byID[out[i].ID.String()]
+		if out[i].Locations, err = c.Locations(ctx, out[i].ID); err != nil {
+			return nil, err
+		}
+	}
+	return out, nil
+}

@@ -39,6 +39,21 @@ CREATE TABLE boot_actions (
 	token_hash BLOB,
 	expires    INTEGER NOT NULL DEFAULT 0
 );
+`}, {2, `
+CREATE TABLE tasks (
+	id        TEXT PRIMARY KEY,
+	mac       TEXT NOT NULL,
+	kind      TEXT NOT NULL CHECK (kind IN ('capture', 'deploy')),
+	image     TEXT NOT NULL,
+	state     TEXT NOT NULL CHECK (state IN ('waiting', 'running', 'done', 'failed', 'canceled')),
+	waiter    BLOB,
+	progress  TEXT NOT NULL DEFAULT '',
+	result    TEXT NOT NULL DEFAULT '',
+	error     TEXT NOT NULL DEFAULT '',
+	created   INTEGER NOT NULL,
+	updated   INTEGER NOT NULL
+);
+CREATE INDEX tasks_by_mac ON tasks (mac, created);
 `}}
 
 // Inventory is a region's own state: its terminals, groups and boot actions.

@@ -14,21 +14,31 @@ import (
 	"tms/workflows"
 )
 
-// NewCentral returns the central worker with every workflow and the central activities.
+// NewCentral returns the central worker: central's workflows (sharing, catalog listings and
+// registrations) and activities.
 func NewCentral(c client.Client, acts *activities.Central) worker.Worker {
 	w := worker.New(c, activities.CentralQueue, worker.Options{})
 	w.RegisterWorkflow(workflows.ShareImage)
+	w.RegisterWorkflow(workflows.CentralAdmin)
+	w.RegisterWorkflow(workflows.RegisterRegion)
+	w.RegisterWorkflow(workflows.RegisterVersion)
 	w.RegisterActivity(acts)
 	return w
 }
 
-// NewRegion returns region acts.ID's worker.
+// NewRegion returns region acts.ID's worker: the region's workflows (capture, deploy, inventory
+// administration) and activities. Region workflows run on the region's queue, so a region keeps
+// working on what it started while central is away.
 func NewRegion(c client.Client, acts *activities.Region) worker.Worker {
 	w := worker.New(c, activities.RegionQueue(acts.ID), worker.Options{
 		// Transfers are long and I/O-bound; a handful at once keeps a classroom server's
 		// disk and uplink busy without starving the terminals it boots.
 		MaxConcurrentActivityExecutionSize: 8,
 	})
+	w.RegisterWorkflow(workflows.CaptureImage)
+	w.RegisterWorkflow(workflows.DeployImage)
+	w.RegisterWorkflow(workflows.DeployTerminal)
+	w.RegisterWorkflow(workflows.RegionAdmin)
 	w.RegisterActivity(acts)
 	return w
 }

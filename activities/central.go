@@ -1,0 +1,83 @@
+package activities
+
+import (
+	"context"
+	"fmt"
+	"net/url"
+	"time"
+
+	"go.temporal.io/sdk/temporal"
+
+	"tms/manifest"
+	"tms/state"
+)
+
+// RegionInfo is a region's descriptor as it reports itself to central.
+type RegionInfo struct {
+	ID       string
+	Labels   map[string]string
+	Capacity int64 // bytes its store may use; 0 if unknown
+	Used     int64
+	Endpoint string // data endpoint peers pull from
+	LastSeen time.Time
+}
+
+// ImageInfo is one version in central's catalog with its tags and where copies are.
+type ImageInfo struct {
+	VersionInfo
+	Tags    []string
+	Regions []string // regions holding a verified copy
+	Pending []string // regions where a copy is under way
+}
+
+// RegisterVersionInput records a version a region has published.
+type RegisterVersionInput struct {
+	Info   VersionInfo
+	Tag    string // points NAME:Tag at the version; empty for none
+	Region string // holds a verified copy
+}
+
+// RegisterVersion records a version captured or imported in a region, and the region's copy
+// as verified (the region checked every chunk when it stored it).
+func (c *Central) RegisterVersion(ctx context.Context, in RegisterVersionInput) error {
+	if err := manifest.ValidateName(in.Info.Name); err != nil {
+		return temporal.NewNonRetryableApplicationError(err.Error(), "BadImage", err)
+	}
+	id, err := manifest.ParseID(in.Info.Version)
+	if err != nil {
+		return temporal.NewNonRetryableApplicationError(err.Error(), "BadVersion", err)
+	}
+	if err := c.Catalog.RecordVersion(ctx, in.Info, in.Tag); err != nil {
+		return err
+	}
+	return c.Catalog.SetVerified(ctx, id, in.Region)
+}
+
+// RegisterRegion creates or updates a region's descriptor.
+func (c *Central) RegisterRegion(ctx context.Context, in RegionInfo) error {
+	if err := state.ValidateRegionID(in.ID); err != nil {
+		return temporal.NewNonRetryableApplicationError(err.Error(), "BadRegion", err)
+	}
+	if u, err := url.Parse(in.Endpoint); in.Endpoint != "" && (err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "") {
+		return temporal.NewNonRetryableApplicationError(fmt.Sprintf("region %s: data endpoint %q is not an http(s) URL", in.ID, in.Endpoint), "BadRegion", err)
+	}
+	return c.Catalog.UpsertRegion(ctx, in)
+}
+
+// ListImagesResult is central's catalog.
+type ListImagesResult struct{ Images []ImageInfo }
+
+// ListImages lists every version in the catalog.
+func (c *Central) ListImages(ctx context.Context) (ListImagesResult, error) {
+	imgs, err := c.Catalog.Images(ctx)
+	return ListImagesResult{Images: imgs}, err
+}
+
+// ListRegionsResult lists the regions central knows.
+type ListRegionsResult struct{ Regions []RegionInfo }
+
+// ListRegions lists the regions.
+func (c *Central) ListRegions(ctx context.Context) (ListRegionsResult, error) {
+	rs, err := c.Catalog.Regions(ctx)
+	return ListRegionsResult{Regions: rs}, err
+}

@@ -1,0 +1,316 @@
+package activities
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+
+	"go.temporal.io/sdk/activity"
+	"go.temporal.io/sdk/temporal"
+
+	"tms/manifest"
+	"tms/state"
+	"tms/store"
+)
+
+// Commander passes a command ("reboot", "poweroff") to a terminal's agent.
+type Commander interface {
+	Send(mac, command string)
+}
+
+// TerminalRef names a terminal of a region.
+type TerminalRef struct {
+	MAC      string
+	Name     string
+	DiskSize int64 // as its agent last reported; 0 if unknown
+}
+
+// ResolveInput names terminals: a group, or terminals by name or MAC.
+type ResolveInput struct {
+	Group     string
+	Terminals []string
+}
+
+// ResolveResult lists the terminals, in a stable order.
+type ResolveResult struct{ Terminals []TerminalRef }
+
+// ResolveTerminals turns a group or a list of names and MACs into terminals. An unknown group or
+// terminal, a terminal that is not enrolled and an empty group are errors an admin must fix.
+func (r *Region) ResolveTerminals(ctx context.Context, in ResolveInput) (ResolveResult, error) {
+	var res ResolveResult
+	var ts []state.Terminal
+	switch {
+	case in.Group != "" && len(in.Terminals) > 0:
+		return res, temporal.NewNonRetryableApplicationError("name a group or terminals, not both", "BadInput", nil)
+	case in.Group != "":
+		var err error
+		ts, err = r.Inventory.Members(ctx, in.Group)
+		if errors.Is(err, store.ErrNotFound) {
+			return res, temporal.NewNonRetryableApplicationError(fmt.Sprintf("region %s has no group %s", r.ID, in.Group), "UnknownGroup", err)
+		}
+		if err != nil {
+			return res, err
+		}
+		if len(ts) == 0 {
+			return res, temporal.NewNonRetryableApplicationError(fmt.Sprintf("group %s of region %s has no terminals", in.Group, r.ID), "EmptyGroup", nil)
+		}
+	case len(in.Terminals) > 0:
+		seen := map[string]bool{}
+		for _, name := range in.Terminals {
+			t, err := r.terminal(ctx, name)
+			if err != nil {
+				return res, err
+			}
+			if !seen[t.MAC] {
+				seen[t.MAC] = true
+				ts = append(ts, t)
+			}
+		}
+	default:
+		return res, temporal.NewNonRetryableApplicationError("name a group or at least one terminal", "BadInput", nil)
+	}
+	for _, t := range ts {
+		res.Terminals = append(res.Terminals, TerminalRef{MAC: t.MAC, Name: t.Name, DiskSize: t.DiskSize})
+	}
+	return res, nil
+}
+
+func (r *Region) terminal(ctx context.Context, name string) (state.Terminal, error) {
+	t, err := r.Inventory.Terminal(ctx, name)
+	if errors.Is(err, store.ErrNotFound) {
+		return t, temporal.NewNonRetryableApplicationError(fmt.Sprintf("region %s has no terminal %s", r.ID, name), "UnknownTerminal", err)
+	}
+	if err != nil {
+		return t, err
+	}
+	if !t.Enrolled {
+		return t, temporal.NewNonRetryableApplicationError(fmt.Sprintf("terminal %s of region %s is not enrolled", name, r.ID), "NotEnrolled", nil)
+	}
+	return t, nil
+}
+
+// TaskInput sets up one terminal's capture or deploy.
+type TaskInput struct {
+	Task     string // the terminal workflow's id
+	Terminal string // name or MAC
+	Kind     string // "capture" or "deploy"
+	Image    string // image name (capture) or version id (deploy)
+	// Expires bounds how long the boot action stands if nothing finishes it.
+	Expires time.Time
+}
+
+// PrepareTask records the task and sets the terminal's next network boot to it. The agent's
+// token is minted when the terminal boots, so no secret passes through workflow histories.
+func (r *Region) PrepareTask(ctx context.Context, in TaskInput) (TerminalRef, error) {
+	t, err := r.terminal(ctx, in.Terminal)
+	if err != nil {
+		return TerminalRef{}, err
+	}
+	switch in.Kind {
+	case "capture":
+		if err := manifest.ValidateName(in.Image); err != nil {
+			return TerminalRef{}, temporal.NewNonRetryableApplicationError(err.Error(), "BadImage", err)
+		}
+	case "deploy":
+		id, err := manifest.ParseID(in.Image)
+		if err != nil {
+			return TerminalRef{}, temporal.NewNonRetryableApplicationError(err.Error(), "BadVersion", err)
+		}
+		v, err := r.Store.GetManifest(ctx, id)
+		if errors.Is(err, store.ErrNotFound) {
+			return TerminalRef{}, temporal.NewNonRetryableApplicationError(fmt.Sprintf("region %s does not hold version %s", r.ID, id.Short()), "NotHere", err)
+		}
+		if err != nil {
+			return TerminalRef{}, err
+		}
+		if t.DiskSize > 0 && v.Manifest.DiskSize > t.DiskSize {
+			return TerminalRef{}, temporal.NewNonRetryableApplicationError(
+				fmt.Sprintf("image needs a disk of %d bytes; terminal %s has %d", v.Manifest.DiskSize, terminalName(t), t.DiskSize), "DoesNotFit", nil)
+		}
+	default:
+		return TerminalRef{}, temporal.NewNonRetryableApplicationError(fmt.Sprintf("task kind %q is not capture or deploy", in.Kind), "BadInput", nil)
+	}
+	now := r.now()
+	if _, err := r.Inventory.StartTask(ctx, state.Task{ID: in.Task, MAC: t.MAC, Kind: in.Kind, Image: in.Image}, now); err != nil {
+		if errors.Is(err, state.ErrConflict) {
+			return TerminalRef{}, temporal.NewNonRetryableApplicationError(err.Error(), "Conflict", err)
+		}
+		return TerminalRef{}, err
+	}
+	if err := r.Inventory.SetBootAction(ctx, t.MAC, state.BootAction{Action: in.Kind, Task: in.Task, Image: in.Image, Expires: in.Expires}, ""); err != nil {
+		return TerminalRef{}, err
+	}
+	return TerminalRef{MAC: t.MAC, Name: t.Name, DiskSize: t.DiskSize}, nil
+}
+
+func terminalName(t state.Terminal) string {
+	if t.Name != "" {
+		return t.Name
+	}
+	return t.MAC
+}
+
+// PowerInput asks for a terminal to be rebooted or powered off.
+type PowerInput struct {
+	MAC     string
+	Command string // "reboot" or "poweroff"
+}
+
+// PowerTerminal passes a power command to the terminal's agent. A terminal that is off does not
+// hear it; waking it is the boot service's Wake-on-LAN.
+func (r *Region) PowerTerminal(ctx context.Context, in PowerInput) error {
+	if in.Command != "reboot" && in.Command != "poweroff" {
+		return temporal.NewNonRetryableApplicationError(fmt.Sprintf("power command %q is not reboot or poweroff", in.Command), "BadInput", nil)
+	}
+	if _, err := state.NormalizeMAC(in.MAC); err != nil {
+		return temporal.NewNonRetryableApplicationError(err.Error(), "BadInput", err)
+	}
+	if r.Agents != nil {
+		r.Agents.Send(in.MAC, in.Command)
+	}
+	return nil
+}
+
+// WaitInput names the task whose agent is awaited.
+type WaitInput struct{ Task string }
+
+// AgentResult is what an agent's finished task left: for a capture the new version, for a
+// deploy what was written.
+type AgentResult struct {
+	Version      string `json:"version,omitempty"`
+	DiskSize     int64  `json:"disk_size,omitempty"`
+	StoredBytes  int64  `json:"stored_bytes,omitempty"`
+	Chunks       int64  `json:"chunks,omitempty"`
+	Written      int64  `json:"written,omitempty"`
+	WrittenBytes int64  `json:"written_bytes,omitempty"`
+	Skipped      int64  `json:"skipped,omitempty"`
+	Verified     bool   `json:"verified,omitempty"`
+}
+
+// ErrAgentFailed is the error type of a task its agent or the region gave up on.
+const ErrAgentFailed = "AgentFailed"
+
+// WaitForAgent waits for the terminal's agent to finish the task. It completes asynchronously:
+// the region's agent API completes it, and heartbeats it with the agent's progress, through the
+// task token recorded here. If the heartbeats stop (the terminal is off, its agent was killed)
+// the activity times out and its retry waits again, so a restarted agent carries on.
+func (r *Region) WaitForAgent(ctx context.Context, in WaitInput) (AgentResult, error) {
+	token := activity.GetInfo(ctx).TaskToken
+	t, err := r.Inventory.SetWaiter(ctx, in.Task, token, r.now())
+	if errors.Is(err, store.ErrNotFound) {
+		return AgentResult{}, temporal.NewNonRetryableApplicationError("no task "+in.Task+" in region "+r.ID, "UnknownTask", err)
+	}
+	if err != nil {
+		return AgentResult{}, err
+	}
+	if t.Finished() {
+		return TaskOutcome(t)
+	}
+	return AgentResult{}, activity.ErrResultPending
+}
+
+// TaskOutcome is a finished task as WaitForAgent's result or error.
+func TaskOutcome(t state.Task) (AgentResult, error) {
+	var res AgentResult
+	switch t.State {
+	case state.TaskDone:
+		if t.Result != "" {
+			if err := json.Unmarshal([]byte(t.Result), &res); err != nil {
+				return res, temporal.NewNonRetryableApplicationError("task "+t.ID+": unreadable result: "+err.Error(), ErrAgentFailed, err)
+			}
+		}
+		return res, nil
+	case state.TaskCanceled:
+		return res, temporal.NewNonRetryableApplicationError("task "+t.ID+" was canceled", ErrAgentFailed, nil)
+	default:
+		msg := t.Error
+		if msg == "" {
+			msg = "the agent gave up"
+		}
+		return res, temporal.NewNonRetryableApplicationError(msg, ErrAgentFailed, nil)
+	}
+}
+
+// FinishInput ends a terminal's task.
+type FinishInput struct {
+	Task  string
+	MAC   string
+	State string // state.TaskDone, TaskFailed or TaskCanceled
+	Error string
+	// Version is what the terminal's disk now holds (a deploy, or the capture of it).
+	Version string
+}
+
+// FinishTask ends the task (if the agent has not), records the version the terminal's disk
+// holds, and sets its next boot back to its own disk unless another task has taken it over.
+func (r *Region) FinishTask(ctx context.Context, in FinishInput) error {
+	now := r.now()
+	if _, _, err := r.Inventory.FinishTask(ctx, in.Task, in.State, "", in.Error, now); err != nil && !errors.Is(err, store.ErrNotFound) {
+		return err
+	}
+	if in.Version != "" && in.State == state.TaskDone {
+		id, err := manifest.ParseID(in.Version)
+		if err != nil {
+			return temporal.NewNonRetryableApplicationError(err.Error(), "BadVersion", err)
+		}
+		if err := r.Inventory.SetVersion(ctx, in.MAC, id); err != nil {
+			return err
+		}
+	}
+	a, err := r.Inventory.BootAction(ctx, in.MAC, now)
+	if err != nil {
+		return err
+	}
+	if a.Task == in.Task {
+		return r.Inventory.ClearBootAction(ctx, in.MAC)
+	}
+	return nil
+}
+
+// VersionInput names a version in a region's store.
+type VersionInput struct{ Version string }
+
+// VersionInfo describes a version as the catalog records it.
+type VersionInfo struct {
+	Version     string
+	Name        string
+	Parent      string
+	Created     time.Time
+	DiskSize    int64
+	ChunkSize   int64
+	StoredBytes int64
+}
+
+// DescribeVersion reads a version's manifest and stats from the region's store.
+func (r *Region) DescribeVersion(ctx context.Context, in VersionInput) (VersionInfo, error) {
+	id, err := manifest.ParseID(in.Version)
+	if err != nil {
+		return VersionInfo{}, temporal.NewNonRetryableApplicationError(err.Error(), "BadVersion", err)
+	}
+	v, err := r.Store.GetManifest(ctx, id)
+	if errors.Is(err, store.ErrNotFound) {
+		return VersionInfo{}, temporal.NewNonRetryableApplicationError(fmt.Sprintf("region %s does not hold version %s", r.ID, id.Short()), "NotHere", err)
+	}
+	if err != nil {
+		return VersionInfo{}, err
+	}
+	st, err := r.Store.GetStats(ctx, id)
+	if err != nil && !errors.Is(err, store.ErrNotFound) {
+		return VersionInfo{}, err
+	}
+	m := v.Manifest
+	info := VersionInfo{Version: id.String(), Name: m.Meta.Name, Created: m.Meta.Created, DiskSize: m.DiskSize, ChunkSize: m.ChunkSize, StoredBytes: st.StoredBytes}
+	if !m.Parent.IsZero() {
+		info.Parent = m.Parent.String()
+	}
+	return info, nil
+}
+
+func (r *Region) now() time.Time {
+	if r.Now != nil {
+		return r.Now()
+	}
+	return time.Now()
+}

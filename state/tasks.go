@@ -1,0 +1,190 @@
+package state
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"time"
+
+	"tms/manifest"
+)
+
+// Task states.
+const (
+	TaskWaiting  = "waiting"  // set up; the terminal has not reported yet
+	TaskRunning  = "running"  // the agent reports progress
+	TaskDone     = "done"     // the agent finished and the region checked its work
+	TaskFailed   = "failed"   // the agent or the region gave up; Error says why
+	TaskCanceled = "canceled" // the workflow was canceled
+)
+
+// Task is one terminal's part of a capture or deploy: what its agent is asked to do, how far
+// it got and how it ended. ID is the workflow id of the terminal's task.
+type Task struct {
+	ID    string
+	MAC   string
+	Kind  string // "capture" or "deploy"
+	Image string // the image name for a capture, the version id for a deploy
+	State string
+	// Waiter is the Temporal task token of the activity waiting for the agent, so the region's
+	// HTTP service can complete it when the agent reports; nil until the activity starts.
+	Waiter   []byte
+	Progress string // the agent's last progress report, JSON
+	Result   string // the outcome, JSON
+	Error    string
+	Created  time.Time
+	Updated  time.Time
+}
+
+// Finished reports whether the task has ended, one way or another.
+func (t Task) Finished() bool {
+	return t.State == TaskDone || t.State == TaskFailed || t.State == TaskCanceled
+}
+
+const taskCols = `id, mac, kind, image, state, waiter, progress, result, error, created, updated`
+
+func scanTask(row interface{ Scan(...any) error }) (Task, error) {
+	var t Task
+	var created, updated int64
+	err := row.Scan(&t.ID, &t.MAC, &t.Kind, &t.Image, &t.State, &t.Waiter, &t.Progress, &t.Result, &t.Error, &created, &updated)
+	t.Created, t.Updated = time.Unix(0, created).UTC(), time.Unix(0, updated).UTC()
+	return t, err
+}
+
+// StartTask records a new task for terminal mac. Starting a task that exists for the same
+// terminal, kind and image again (a retried activity) starts it afresh unless it has finished,
+// in which case it is left as it is; the same id for anything else is a conflict.
+func (inv *Inventory) StartTask(ctx context.Context, t Task, now time.Time) (Task, error) {
+	mac, err := NormalizeMAC(t.MAC)
+	if err != nil {
+		return t, err
+	}
+	if t.Kind != "capture" && t.Kind != "deploy" {
+		return t, fmt.Errorf("task kind %q is not capture or deploy", t.Kind)
+	}
+	if t.ID == "" {
+		return t, errors.New("a task needs an id")
+	}
+	tx, err := inv.db.BeginTx(ctx, nil)
+	if err != nil {
+		return t, err
+	}
+	defer tx.Rollback()
+	old, err := scanTask(tx.QueryRowContext(ctx, `SELECT `+taskCols+` FROM tasks WHERE id = ?`, t.ID))
+	switch {
+	case err == nil:
+		if old.MAC != mac || old.Kind != t.Kind || old.Image != t.Image {
+			return old, fmt.Errorf("task %s exists for %s %s of %s: %w", t.ID, old.Kind, old.MAC, old.Image, ErrConflict)
+		}
+		if old.Finished() {
+			return old, nil
+		}
+	case !errors.Is(err, sql.ErrNoRows):
+		return t, err
+	}
+	ns := now.UTC().UnixNano()
+	if _, err := tx.ExecContext(ctx, `INSERT INTO tasks (id, mac, kind, image, state, created, updated) VALUES (?, ?, ?, ?, ?, ?, ?)
+		ON CONFLICT (id) DO UPDATE SET state = excluded.state, updated = excluded.updated`,
+		t.ID, mac, t.Kind, t.Image, TaskWaiting, ns, ns); err != nil {
+		return t, err
+	}
+	got, err := scanTask(tx.QueryRowContext(ctx, `SELECT `+taskCols+` FROM tasks WHERE id = ?`, t.ID))
+	if err != nil {
+		return got, err
+	}
+	return got, tx.Commit()
+}
+
+// Task returns a task by id.
+func (inv *Inventory) Task(ctx context.Context, id string) (Task, error) {
+	t, err := scanTask(inv.db.QueryRowContext(ctx, `SELECT `+taskCols+` FROM tasks WHERE id = ?`, id))
+	if errors.Is(err, sql.ErrNoRows) {
+		return t, notFound("task " + id)
+	}
+	return t, err
+}
+
+// Tasks lists the most recent tasks, newest first; mac, if not empty, keeps one terminal's.
+func (inv *Inventory) Tasks(ctx context.Context, mac string, limit int) ([]Task, error) {
+	if limit <= 0 {
+		limit = 100
+	}
+	q, args := `SELECT `+taskCols+` FROM tasks ORDER BY created DESC LIMIT ?`, []any{limit}
+	if mac != "" {
+		m, err := NormalizeMAC(mac)
+		if err != nil {
+			return nil, err
+		}
+		q, args = `SELECT `+taskCols+` FROM tasks WHERE mac = ? ORDER BY created DESC LIMIT ?`, []any{m, limit}
+	}
+	rows, err := inv.db.QueryContext(ctx, q, args...)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var out []Task
+	for rows.Next() {
+		t, err := scanTask(rows)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, t)
+	}
+	return out, rows.Err()
+}
+
+// SetWaiter records the task token of the activity waiting for the task and returns the task
+// as it is, so a waiter that comes after the agent finished sees the outcome at once.
+func (inv *Inventory) SetWaiter(ctx context.Context, id string, token []byte, now time.Time) (Task, error) {
+	res, err := inv.db.ExecContext(ctx, `UPDATE tasks SET waiter = ?, updated = ? WHERE id = ?`, token, now.UTC().UnixNano(), id)
+	if err != nil {
+		return Task{}, err
+	}
+	if n, _ := res.RowsAffected(); n == 0 {
+		return Task{}, notFound("task " + id)
+	}
+	return inv.Task(ctx, id)
+}
+
+// ReportProgress marks an unfinished task running with the agent's latest progress and returns
+// it. A finished task is returned unchanged: a late report does not reopen it.
+func (inv *Inventory) ReportProgress(ctx context.Context, id, progress string, now time.Time) (Task, error) {
+	if _, err := inv.db.ExecContext(ctx, `UPDATE tasks SET state = ?, progress = ?, updated = ? WHERE id = ? AND state IN (?, ?)`,
+		TaskRunning, progress, now.UTC().UnixNano(), id, TaskWaiting, TaskRunning); err != nil {
+		return Task{}, err
+	}
+	return inv.Task(ctx, id)
+}
+
+// FinishTask ends a task with state done, failed or canceled. The first ending wins: finishing a
+// finished task returns it as it was, and changed is false.
+func (inv *Inventory) FinishTask(ctx context.Context, id, state, result, errMsg string, now time.Time) (t Task, changed bool, err error) {
+	if state != TaskDone && state != TaskFailed && state != TaskCanceled {
+		return t, false, fmt.Errorf("task state %q is not an ending", state)
+	}
+	res, err := inv.db.ExecContext(ctx, `UPDATE tasks SET state = ?, result = ?, error = ?, updated = ? WHERE id = ? AND state IN (?, ?)`,
+		state, result, errMsg, now.UTC().UnixNano(), id, TaskWaiting, TaskRunning)
+	if err != nil {
+		return t, false, err
+	}
+	n, _ := res.RowsAffected()
+	t, err = inv.Task(ctx, id)
+	return t, n > 0, err
+}
+
+// SetVersion records the image version a terminal's disk holds.
+func (inv *Inventory) SetVersion(ctx context.Context, mac string, id manifest.ID) error {
+	mac, err := NormalizeMAC(mac)
+	if err != nil {
+		return err
+	}
+	res, err := inv.db.ExecContext(ctx, `UPDATE terminals SET version = ? WHERE mac = ?`, id.String(), mac)
+	if err != nil {
+		return err
+	}
+	if n, _ := res.RowsAffected(); n == 0 {
+		return notFound("terminal " + mac)
+	}
+	return nil
+}

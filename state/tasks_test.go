@@ -1,0 +1,75 @@
+package state
+
+import (
+	"errors"
+	"testing"
+	"time"
+
+	"tms/store"
+)
+
+func TestTaskLifecycle(t *testing.T) {
+	ctx := t.Context()
+	inv := openInv(t)
+	now := time.Unix(1700000000, 0)
+	const mac = "52:54:00:00:00:01"
+	task := Task{ID: "capture/a/pc1/win", MAC: "52-54-00-00-00-01", Kind: "capture", Image: "win"}
+	got, err := inv.StartTask(ctx, task, now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.State != TaskWaiting || got.MAC != mac {
+		t.Fatalf("started task = %+v", got)
+	}
+	if _, err := inv.StartTask(ctx, Task{ID: task.ID, MAC: mac, Kind: "deploy", Image: "win"}, now); !errors.Is(err, ErrConflict) {
+		t.Fatalf("same id for another task: err = %v, want ErrConflict", err)
+	}
+	if _, err := inv.StartTask(ctx, Task{ID: "x", MAC: mac, Kind: "format", Image: "win"}, now); err == nil {
+		t.Fatal("unknown kind accepted")
+	}
+	if _, err := inv.Task(ctx, "nope"); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("missing task: err = %v", err)
+	}
+
+	got, err = inv.ReportProgress(ctx, task.ID, `{"done":1}`, now.Add(time.Second))
+	if err != nil || got.State != TaskRunning || got.Progress != `{"done":1}` {
+		t.Fatalf("progress: %+v, %v", got, err)
+	}
+	got, err = inv.SetWaiter(ctx, task.ID, []byte("token"), now)
+	if err != nil || string(got.Waiter) != "token" {
+		t.Fatalf("waiter: %+v, %v", got, err)
+	}
+	got, changed, err := inv.FinishTask(ctx, task.ID, TaskDone, `{"version":"v"}`, "", now.Add(2*time.Second))
+	if err != nil || !changed || got.State != TaskDone || string(got.Waiter) != "token" {
+		t.Fatalf("finish: %+v, %v, %v", got, changed, err)
+	}
+	// The first ending wins; late reports change nothing.
+	got, changed, err = inv.FinishTask(ctx, task.ID, TaskFailed, "", "late", now.Add(3*time.Second))
+	if err != nil || changed || got.State != TaskDone || got.Error != "" {
+		t.Fatalf("second finish: %+v, %v, %v", got, changed, err)
+	}
+	if got, err = inv.ReportProgress(ctx, task.ID, `{"done":0}`, now); err != nil || got.State != TaskDone || got.Progress != `{"done":1}` {
+		t.Fatalf("late progress reopened the task: %+v, %v", got, err)
+	}
+	// A retried start of a finished task leaves it finished.
+	if got, err = inv.StartTask(ctx, task, now.Add(time.Hour)); err != nil || got.State != TaskDone {
+		t.Fatalf("restart of finished task: %+v, %v", got, err)
+	}
+	if _, _, err := inv.FinishTask(ctx, task.ID, "running", "", "", now); err == nil {
+		t.Fatal("running accepted as an ending")
+	}
+
+	// A retried start of an unfinished task starts it again.
+	task2 := Task{ID: "deploy/a/lab/win/pc1", MAC: mac, Kind: "deploy", Image: "v1"}
+	if _, err := inv.StartTask(ctx, task2, now.Add(time.Minute)); err != nil {
+		t.Fatal(err)
+	}
+	inv.ReportProgress(ctx, task2.ID, `{}`, now.Add(time.Minute))
+	if got, err = inv.StartTask(ctx, task2, now.Add(2*time.Minute)); err != nil || got.State != TaskWaiting {
+		t.Fatalf("restart of running task: %+v, %v", got, err)
+	}
+	list, err := inv.Tasks(ctx, mac, 0)
+	if err != nil || len(list) != 2 || list[0].ID != task2.ID {
+		t.Fatalf("tasks = %+v, %v", list, err)
+	}
+}

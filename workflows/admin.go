@@ -1,0 +1,70 @@
+package workflows
+
+import (
+	"time"
+
+	"go.temporal.io/sdk/temporal"
+	"go.temporal.io/sdk/workflow"
+
+	"tms/activities"
+)
+
+// RegionAdmin lists or edits a region's inventory (terminals, groups, tasks) for the tms
+// command line: the region is reached through its task queue, like every instruction, so an
+// admin needs nothing but Temporal. It runs on the region's task queue.
+func RegionAdmin(ctx workflow.Context, in activities.AdminInput) (activities.AdminResult, error) {
+	var r *activities.Region
+	var res activities.AdminResult
+	ctx = workflow.WithActivityOptions(ctx, workflow.ActivityOptions{
+		StartToCloseTimeout: 30 * time.Second,
+		RetryPolicy:         &temporal.RetryPolicy{MaximumAttempts: 3, NonRetryableErrorTypes: []string{"BadInput", "NotFound", "Conflict", "UnknownTerminal", "NotEnrolled"}},
+	})
+	err := workflow.ExecuteActivity(ctx, r.Admin, in).Get(ctx, &res)
+	return res, err
+}
+
+// CentralAdminInput names a central listing: "images" or "regions".
+type CentralAdminInput struct{ Op string }
+
+// CentralAdminResult carries a central listing.
+type CentralAdminResult struct {
+	Images  []activities.ImageInfo
+	Regions []activities.RegionInfo
+}
+
+// CentralAdmin lists central's catalog for the tms command line. It runs on the central queue.
+func CentralAdmin(ctx workflow.Context, in CentralAdminInput) (CentralAdminResult, error) {
+	var c *activities.Central
+	var res CentralAdminResult
+	ctx = workflow.WithActivityOptions(ctx, workflow.ActivityOptions{
+		StartToCloseTimeout: 30 * time.Second,
+		RetryPolicy:         &temporal.RetryPolicy{MaximumAttempts: 3},
+	})
+	switch in.Op {
+	case "images":
+		var out activities.ListImagesResult
+		err := workflow.ExecuteActivity(ctx, c.ListImages).Get(ctx, &out)
+		res.Images = out.Images
+		return res, err
+	case "regions":
+		var out activities.ListRegionsResult
+		err := workflow.ExecuteActivity(ctx, c.ListRegions).Get(ctx, &out)
+		res.Regions = out.Regions
+		return res, err
+	}
+	return res, temporal.NewNonRetryableApplicationError("unknown central listing "+in.Op, "BadInput", nil)
+}
+
+// RegisterRegion records a region's descriptor in central's catalog; a region's server runs it
+// when it starts. It runs on the central queue.
+func RegisterRegion(ctx workflow.Context, in activities.RegionInfo) error {
+	var c *activities.Central
+	return workflow.ExecuteActivity(centralOptions(ctx), c.RegisterRegion, in).Get(ctx, nil)
+}
+
+// RegisterVersion records a version published in a region (an import on the regional server)
+// in central's catalog. It runs on the central queue.
+func RegisterVersion(ctx workflow.Context, in activities.RegisterVersionInput) error {
+	var c *activities.Central
+	return workflow.ExecuteActivity(centralOptions(ctx), c.RegisterVersion, in).Get(ctx, nil)
+}

@@ -1,0 +1,67 @@
+package workflows
+
+import (
+	"go.temporal.io/sdk/workflow"
+
+	"tms/activities"
+)
+
+// CaptureImageInput asks for a terminal's disk to be captured as a new version of an image.
+type CaptureImageInput struct {
+	Region   string
+	Terminal string // name or MAC
+	Image    string // image name; the new version becomes NAME:latest
+	Timeouts AgentTimeouts
+}
+
+// CaptureImageResult names the new version.
+type CaptureImageResult struct {
+	Version     string
+	Image       string
+	Terminal    string
+	DiskSize    int64
+	StoredBytes int64
+}
+
+// CaptureProgress is what CaptureImage's "progress" query returns.
+type CaptureProgress struct {
+	TerminalProgress
+	Version string `json:",omitempty"`
+}
+
+// CaptureWorkflowID is the readable id of the workflow that captures terminal into image.
+func CaptureWorkflowID(region, terminal, image string) string {
+	return "capture/" + region + "/" + terminal + "/" + image
+}
+
+// CaptureImage captures a terminal's disk: its next network boot runs the agent in capture
+// mode, the terminal is rebooted, its agent uploads the chunks the region lacks and then the
+// manifest, which the region checks and publishes as NAME:latest; the new version is then
+// recorded in central's catalog with the region's copy as verified. The workflow runs on the
+// region's task queue.
+func CaptureImage(ctx workflow.Context, in CaptureImageInput) (CaptureImageResult, error) {
+	res := CaptureImageResult{Image: in.Image, Terminal: in.Terminal}
+	prog := &CaptureProgress{TerminalProgress: TerminalProgress{Terminal: in.Terminal, Phase: "preparing"}}
+	if err := workflow.SetQueryHandler(ctx, "progress", func() (CaptureProgress, error) { return *prog, nil }); err != nil {
+		return res, err
+	}
+	var r *activities.Region
+	var c *activities.Central
+	_, out, err := agentTask(ctx, in.Region, "capture", in.Terminal, in.Image, in.Timeouts, &prog.TerminalProgress)
+	if err != nil {
+		return res, err
+	}
+	res.Version, prog.Version = out.Version, out.Version
+	prog.Phase = "registering"
+	var info activities.VersionInfo
+	if err := workflow.ExecuteActivity(regionOptions(ctx, in.Region), r.DescribeVersion, activities.VersionInput{Version: out.Version}).Get(ctx, &info); err != nil {
+		return res, err
+	}
+	res.DiskSize, res.StoredBytes = info.DiskSize, info.StoredBytes
+	reg := activities.RegisterVersionInput{Info: info, Tag: "latest", Region: in.Region}
+	if err := workflow.ExecuteActivity(centralOptions(ctx), c.RegisterVersion, reg).Get(ctx, nil); err != nil {
+		return res, err
+	}
+	prog.Phase = "done"
+	return res, nil
+}

@@ -1,0 +1,174 @@
+package workflows
+
+import (
+	"fmt"
+	"strings"
+
+	"go.temporal.io/sdk/temporal"
+	"go.temporal.io/sdk/workflow"
+
+	"tms/activities"
+)
+
+// DeployImageInput asks for an image to be written to the disks of a group or of terminals.
+type DeployImageInput struct {
+	Region    string
+	Group     string
+	Terminals []string // names or MACs, when no group is given
+	Image     string   // NAME, NAME:TAG or NAME@VERSION
+	// Concurrency is how many terminals are deployed at once (default 10).
+	Concurrency int
+	Timeouts    AgentTimeouts
+}
+
+// TerminalOutcome is how one terminal's deploy ended.
+type TerminalOutcome struct {
+	Terminal     string
+	MAC          string
+	OK           bool
+	Error        string `json:",omitempty"`
+	Written      int64
+	WrittenBytes int64
+	Skipped      int64
+}
+
+// DeployImageResult says how every terminal's deploy ended.
+type DeployImageResult struct {
+	Version   string
+	Share     ShareImageResult
+	Terminals []TerminalOutcome
+	Failed    int
+}
+
+// DeployProgress is what DeployImage's "progress" query returns.
+type DeployProgress struct {
+	Phase     string // resolving, sharing, deploying, done
+	Version   string `json:",omitempty"`
+	Terminals []TerminalProgress
+}
+
+// DeployWorkflowID is the readable id of the workflow deploying image to a group or terminals.
+func DeployWorkflowID(region, group string, terminals []string, image string) string {
+	target := group
+	if target == "" {
+		target = strings.Join(terminals, ",")
+	}
+	return "deploy/" + region + "/" + target + "/" + image
+}
+
+// DeployImage writes an image to terminals' disks: the image is made local to the region first
+// (a child ShareImage on central's queue), then each terminal is deployed by its own child
+// DeployTerminal workflow, at most Concurrency at once. A terminal that fails is reported and
+// the others go on; the workflow fails only if every terminal failed. It runs on the region's
+// task queue.
+func DeployImage(ctx workflow.Context, in DeployImageInput) (DeployImageResult, error) {
+	var res DeployImageResult
+	prog := &DeployProgress{Phase: "resolving"}
+	if err := workflow.SetQueryHandler(ctx, "progress", func() (DeployProgress, error) { return *prog, nil }); err != nil {
+		return res, err
+	}
+	var r *activities.Region
+	var targets activities.ResolveResult
+	if err := workflow.ExecuteActivity(regionOptions(ctx, in.Region), r.ResolveTerminals,
+		activities.ResolveInput{Group: in.Group, Terminals: in.Terminals}).Get(ctx, &targets); err != nil {
+		return res, err
+	}
+	for _, t := range targets.Terminals {
+		prog.Terminals = append(prog.Terminals, TerminalProgress{Terminal: name(t), Phase: "queued"})
+	}
+
+	prog.Phase = "sharing"
+	id := workflow.GetInfo(ctx).WorkflowExecution.ID
+	share := workflow.WithChildOptions(ctx, workflow.ChildWorkflowOptions{
+		WorkflowID: id + "/share",
+		TaskQueue:  activities.CentralQueue,
+	})
+	if err := workflow.ExecuteChildWorkflow(share, ShareImage, ShareImageInput{Image: in.Image, Target: in.Region}).Get(ctx, &res.Share); err != nil {
+		return res, err
+	}
+	res.Version, prog.Version = res.Share.Version, res.Share.Version
+
+	prog.Phase = "deploying"
+	limit := in.Concurrency
+	if limit <= 0 {
+		limit = 10
+	}
+	res.Terminals = make([]TerminalOutcome, len(targets.Terminals))
+	running, finished := 0, 0
+	for i, t := range targets.Terminals {
+		if err := workflow.Await(ctx, func() bool { return running < limit }); err != nil {
+			return res, err
+		}
+		running++
+		prog.Terminals[i].Phase = "deploying"
+		child := workflow.WithChildOptions(ctx, workflow.ChildWorkflowOptions{
+			WorkflowID: id + "/" + name(t),
+			TaskQueue:  activities.RegionQueue(in.Region),
+		})
+		f := workflow.ExecuteChildWorkflow(child, DeployTerminal, DeployTerminalInput{
+			Region: in.Region, Terminal: t.MAC, Name: t.Name, Version: res.Version, Timeouts: in.Timeouts})
+		workflow.Go(ctx, func(gctx workflow.Context) {
+			out := TerminalOutcome{Terminal: name(t), MAC: t.MAC}
+			if err := f.Get(gctx, &out); err != nil {
+				out = TerminalOutcome{Terminal: name(t), MAC: t.MAC, Error: rootCause(err)}
+				prog.Terminals[i].Phase, prog.Terminals[i].Error = "failed", out.Error
+			} else {
+				prog.Terminals[i].Phase = "done"
+			}
+			res.Terminals[i] = out
+			running--
+			finished++
+		})
+	}
+	if err := workflow.Await(ctx, func() bool { return finished == len(targets.Terminals) }); err != nil {
+		return res, err
+	}
+	var first string
+	for _, o := range res.Terminals {
+		if !o.OK {
+			res.Failed++
+			if first == "" {
+				first = o.Terminal + ": " + o.Error
+			}
+		}
+	}
+	prog.Phase = "done"
+	if res.Failed == len(res.Terminals) {
+		return res, temporal.NewNonRetryableApplicationError(
+			fmt.Sprintf("deploy of %s failed on every terminal (%d); %s", in.Image, res.Failed, first), "DeployFailed", nil, res)
+	}
+	return res, nil
+}
+
+// DeployTerminalInput asks for one terminal to be deployed with a version the region holds.
+type DeployTerminalInput struct {
+	Region   string
+	Terminal string // MAC or name
+	Name     string // for people
+	Version  string
+	Timeouts AgentTimeouts
+}
+
+// DeployTerminal deploys one terminal: its next network boot runs the agent in deploy mode,
+// the terminal is rebooted, the agent writes the blocks that differ, reads the disk back to
+// verify it, and the terminal goes back to booting from its disk.
+func DeployTerminal(ctx workflow.Context, in DeployTerminalInput) (TerminalOutcome, error) {
+	out := TerminalOutcome{Terminal: in.Name, MAC: in.Terminal}
+	if out.Terminal == "" {
+		out.Terminal = in.Terminal
+	}
+	prog := &TerminalProgress{Terminal: out.Terminal, Phase: "preparing"}
+	if err := workflow.SetQueryHandler(ctx, "progress", func() (TerminalProgress, error) { return *prog, nil }); err != nil {
+		return out, err
+	}
+	ref, res, err := agentTask(ctx, in.Region, "deploy", in.Terminal, in.Version, in.Timeouts, prog)
+	if ref.MAC != "" {
+		out.MAC = ref.MAC
+	}
+	if err != nil {
+		out.Error = rootCause(err)
+		return out, err
+	}
+	out.OK, out.Written, out.WrittenBytes, out.Skipped = true, res.Written, res.WrittenBytes, res.Skipped
+	return out, nil
+}

@@ -1,0 +1,143 @@
+package workflows
+
+import (
+	"errors"
+	"fmt"
+	"time"
+
+	"go.temporal.io/sdk/temporal"
+	"go.temporal.io/sdk/workflow"
+
+	"tms/activities"
+	"tms/state"
+)
+
+// AgentTimeouts bound how long a workflow waits for a terminal's agent.
+type AgentTimeouts struct {
+	// Silence is the longest a terminal may go without a report, its boot included
+	// (default 10 minutes).
+	Silence time.Duration
+	// Tries is how many silences in a row are borne before the task fails (default 3): a
+	// restarted agent carries on within them.
+	Tries int
+	// Total bounds the whole task (default 12 hours).
+	Total time.Duration
+}
+
+func (t AgentTimeouts) withDefaults() AgentTimeouts {
+	if t.Silence <= 0 {
+		t.Silence = 10 * time.Minute
+	}
+	if t.Tries <= 0 {
+		t.Tries = 3
+	}
+	if t.Total <= 0 {
+		t.Total = 12 * time.Hour
+	}
+	return t
+}
+
+// TerminalProgress is how far one terminal's task got, for progress queries.
+type TerminalProgress struct {
+	Terminal string
+	Phase    string // preparing, rebooting, waiting, finishing, done, failed
+	Error    string `json:",omitempty"`
+}
+
+// regionOptions are the options of a region's short bookkeeping activities.
+func regionOptions(ctx workflow.Context, region string) workflow.Context {
+	return workflow.WithActivityOptions(ctx, workflow.ActivityOptions{
+		TaskQueue:              activities.RegionQueue(region),
+		ScheduleToStartTimeout: 10 * time.Minute, // the region's worker is down
+		StartToCloseTimeout:    time.Minute,
+		RetryPolicy: &temporal.RetryPolicy{
+			MaximumAttempts:        10,
+			NonRetryableErrorTypes: []string{"BadInput", "BadImage", "BadVersion", "UnknownTerminal", "NotEnrolled", "NotHere", "DoesNotFit", "Conflict"},
+		},
+	})
+}
+
+// centralOptions are the options of central's catalog activities.
+func centralOptions(ctx workflow.Context) workflow.Context {
+	return workflow.WithActivityOptions(ctx, workflow.ActivityOptions{
+		TaskQueue:           activities.CentralQueue,
+		StartToCloseTimeout: time.Minute,
+		RetryPolicy:         &temporal.RetryPolicy{MaximumAttempts: 10},
+	})
+}
+
+// agentTask runs one terminal's capture or deploy: set its boot action, reboot it, wait for its
+// agent, and, however that ends, put its boot action back to its own disk. The task's id is
+// the calling workflow's id.
+func agentTask(ctx workflow.Context, region, kind, terminal, image string, to AgentTimeouts, prog *TerminalProgress) (activities.TerminalRef, activities.AgentResult, error) {
+	var r *activities.Region
+	var ref activities.TerminalRef
+	var res activities.AgentResult
+	to = to.withDefaults()
+	local := regionOptions(ctx, region)
+	task := workflow.GetInfo(ctx).WorkflowExecution.ID
+
+	prog.Phase = "preparing"
+	in := activities.TaskInput{Task: task, Terminal: terminal, Kind: kind, Image: image, Expires: workflow.Now(ctx).Add(to.Total)}
+	if err := workflow.ExecuteActivity(local, r.PrepareTask, in).Get(ctx, &ref); err != nil {
+		prog.Phase, prog.Error = "failed", rootCause(err)
+		return ref, res, err
+	}
+
+	prog.Phase = "rebooting"
+	err := workflow.ExecuteActivity(local, r.PowerTerminal, activities.PowerInput{MAC: ref.MAC, Command: "reboot"}).Get(ctx, nil)
+	if err == nil {
+		prog.Phase = "waiting"
+		wait := workflow.WithActivityOptions(ctx, workflow.ActivityOptions{
+			TaskQueue:              activities.RegionQueue(region),
+			ScheduleToStartTimeout: 10 * time.Minute,
+			StartToCloseTimeout:    to.Total,
+			HeartbeatTimeout:       to.Silence,
+			RetryPolicy: &temporal.RetryPolicy{
+				InitialInterval:        time.Second,
+				MaximumAttempts:        int32(to.Tries),
+				NonRetryableErrorTypes: []string{activities.ErrAgentFailed, "UnknownTask"},
+			},
+		})
+		err = workflow.ExecuteActivity(wait, r.WaitForAgent, activities.WaitInput{Task: task}).Get(ctx, &res)
+		if isTimeout(err) {
+			err = temporal.NewNonRetryableApplicationError(fmt.Sprintf(
+				"terminal %s did not report for %s, %d times: is it on, and does it boot from the network?", name(ref), to.Silence, to.Tries), "TerminalSilent", err)
+		}
+	}
+
+	// Whatever happened, the terminal must not boot into this task again.
+	finish := activities.FinishInput{Task: task, MAC: ref.MAC, State: state.TaskDone, Version: res.Version}
+	fctx := local
+	switch {
+	case err == nil:
+	case ctx.Err() != nil:
+		finish.State, finish.Error = state.TaskCanceled, "canceled"
+		dctx, _ := workflow.NewDisconnectedContext(ctx)
+		fctx = regionOptions(dctx, region)
+	default:
+		finish.State, finish.Error = state.TaskFailed, rootCause(err)
+	}
+	prog.Phase = "finishing"
+	if ferr := workflow.ExecuteActivity(fctx, r.FinishTask, finish).Get(fctx, nil); ferr != nil && err == nil {
+		err = ferr
+	}
+	if err != nil {
+		prog.Phase, prog.Error = "failed", rootCause(err)
+		return ref, res, err
+	}
+	prog.Phase = "done"
+	return ref, res, nil
+}
+
+func name(t activities.TerminalRef) string {
+	if t.Name != "" {
+		return t.Name
+	}
+	return t.MAC
+}
+
+func isTimeout(err error) bool {
+	var te *temporal.TimeoutError
+	return errors.As(err, &te)
+}
