@@ -146,10 +146,16 @@ type TLS struct {
 // distribute images to the regions.
 type Central struct {
 	Temporal Temporal `mapstructure:"temporal"`
-	// Store is the master image store: a directory or s3://bucket/prefix.
+	// Store is the master image store: a directory or s3://bucket/prefix. Regions relay images
+	// through it when they cannot reach each other.
 	Store string `mapstructure:"store"`
-	// Listen is the address of the central HTTP API.
+	// Listen is the address of central's HTTP service (health checks).
 	Listen netip.AddrPort `mapstructure:"listen"`
+	// DataDir holds central's catalog database.
+	DataDir string `mapstructure:"data_dir"`
+	// GrantKeyFile holds the secret (at least 32 bytes) central signs transfer grants with;
+	// every region has a copy to check them.
+	GrantKeyFile string `mapstructure:"grant_key_file"`
 }
 
 // Region configures a regional server (one per classroom): its local image cache and the
@@ -163,8 +169,17 @@ type Region struct {
 	Store string `mapstructure:"store"`
 	// DataDir holds the region's local state.
 	DataDir string `mapstructure:"data_dir"`
-	// Listen is the address of the region's HTTP API for agents.
+	// Listen is the address of the region's HTTP service: the agent API and the data endpoint
+	// peers pull images from.
 	Listen netip.AddrPort `mapstructure:"listen"`
+	// Endpoint is the URL terminals and peer regions reach the HTTP service at; empty means
+	// http:// and the listen address (which must then not be unspecified).
+	Endpoint *url.URL `mapstructure:"endpoint"`
+	// Relay is central's store (central.store) as this region reaches it, for relayed
+	// transfers; empty means the region cannot relay.
+	Relay string `mapstructure:"relay"`
+	// GrantKeyFile holds the secret central signs transfer grants with (central.grant_key_file).
+	GrantKeyFile string `mapstructure:"grant_key_file"`
 	// Labels place the region in the school's topology, like site=north or floor=2. Keys are
 	// lower case (file keys are folded to lower case when read).
 	Labels map[string]string `mapstructure:"labels"`
@@ -187,7 +202,7 @@ func Defaults() *Config {
 	temporal := Temporal{Address: net.JoinHostPort("localhost", "7233"), Namespace: "default"}
 	return &Config{
 		Log:     Log{Level: "info", Format: "text"},
-		Central: Central{Temporal: temporal, Listen: netip.AddrPortFrom(netip.IPv6Unspecified(), 8080)},
+		Central: Central{Temporal: temporal, Listen: netip.AddrPortFrom(netip.IPv6Unspecified(), 8080), DataDir: "/var/lib/tms/central"},
 		Region:  Region{Temporal: temporal, Listen: netip.AddrPortFrom(netip.IPv6Unspecified(), 8081)},
 		Agent:   Agent{StateDir: "/var/lib/tms/agent"},
 	}

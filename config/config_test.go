@@ -238,6 +238,8 @@ func TestEveryKeyFromEnvAndFlags(t *testing.T) {
 		"central.temporal.api_key":         "api1",
 		"central.store":                    "s3://bucket/prefix",
 		"central.listen":                   "10.0.0.1:80",
+		"central.data_dir":                 "/var/central",
+		"central.grant_key_file":           "/etc/tms/grant.key",
 		"region.id":                        "room-12",
 		"region.temporal.address":          "t2:7233",
 		"region.temporal.namespace":        "ns2",
@@ -250,6 +252,9 @@ func TestEveryKeyFromEnvAndFlags(t *testing.T) {
 		"region.data_dir":                  "/var/region",
 		"region.listen":                    "10.0.0.2:81",
 		"region.labels":                    "site=north",
+		"region.endpoint":                  "http://10.0.0.2:81",
+		"region.relay":                     "s3://bucket/prefix",
+		"region.grant_key_file":            "/etc/tms/grant2.key",
 		"agent.region_url":                 "https://region:8081/api",
 		"agent.disk":                       "/dev/sda",
 		"agent.state_dir":                  "/var/agent",
@@ -258,17 +263,22 @@ func TestEveryKeyFromEnvAndFlags(t *testing.T) {
 		Log:   Log{Level: "debug", Format: "json"},
 		Store: Store{S3: S3{Endpoint: "minio:9000", AccessKey: "ak", SecretKey: "sk", SessionToken: "st", Region: "eu-west-1", Insecure: true}},
 		Central: Central{
-			Temporal: Temporal{Address: "t1:7233", Namespace: "ns1", TLS: TLS{"/ca1", "/cert1", "/key1", "sn1"}, APIKey: "api1"},
-			Store:    "s3://bucket/prefix",
-			Listen:   netip.MustParseAddrPort("10.0.0.1:80"),
+			Temporal:     Temporal{Address: "t1:7233", Namespace: "ns1", TLS: TLS{"/ca1", "/cert1", "/key1", "sn1"}, APIKey: "api1"},
+			Store:        "s3://bucket/prefix",
+			Listen:       netip.MustParseAddrPort("10.0.0.1:80"),
+			DataDir:      "/var/central",
+			GrantKeyFile: "/etc/tms/grant.key",
 		},
 		Region: Region{
-			ID:       "room-12",
-			Temporal: Temporal{Address: "t2:7233", Namespace: "ns2", TLS: TLS{"/ca2", "/cert2", "/key2", "sn2"}, APIKey: "api2"},
-			Store:    "/srv/region",
-			DataDir:  "/var/region",
-			Listen:   netip.MustParseAddrPort("10.0.0.2:81"),
-			Labels:   map[string]string{"site": "north"},
+			ID:           "room-12",
+			Temporal:     Temporal{Address: "t2:7233", Namespace: "ns2", TLS: TLS{"/ca2", "/cert2", "/key2", "sn2"}, APIKey: "api2"},
+			Store:        "/srv/region",
+			DataDir:      "/var/region",
+			Listen:       netip.MustParseAddrPort("10.0.0.2:81"),
+			Labels:       map[string]string{"site": "north"},
+			Endpoint:     &url.URL{Scheme: "http", Host: "10.0.0.2:81"},
+			Relay:        "s3://bucket/prefix",
+			GrantKeyFile: "/etc/tms/grant2.key",
 		},
 		Agent: Agent{RegionURL: &url.URL{Scheme: "https", Host: "region:8081", Path: "/api"}, Disk: "/dev/sda", StateDir: "/var/agent"},
 	}
@@ -473,6 +483,9 @@ func valid() *Config {
 	c.Region.ID = "room-12"
 	c.Region.DataDir = "/var/lib/tms/region"
 	c.Region.Labels = map[string]string{"site": "north", "floor": "2"}
+	c.Region.Endpoint = &url.URL{Scheme: "http", Host: "region:8081"}
+	c.Central.GrantKeyFile = "/etc/tms/grant.key"
+	c.Region.GrantKeyFile = "/etc/tms/grant.key"
 	c.Agent.RegionURL = &url.URL{Scheme: "http", Host: "region:8081"}
 	return c
 }
@@ -517,8 +530,19 @@ func TestValidateNamesEveryKey(t *testing.T) {
 		{
 			name: "region missing", roles: []Role{RoleRegion},
 			change: func(c *Config) { c.Region = Region{} },
-			want:   []string{"region.data_dir", "region.id", "region.listen", "region.temporal.address", "region.temporal.namespace"},
+			want:   []string{"region.data_dir", "region.grant_key_file", "region.id", "region.listen", "region.temporal.address", "region.temporal.namespace"},
 		},
+		{name: "region endpoint for a wildcard listen", roles: []Role{RoleRegion}, change: func(c *Config) { c.Region.Endpoint = nil }, want: []string{"region.endpoint"}},
+		{name: "region endpoint for a wildcard listen, other roles", roles: []Role{RoleCentral, RoleAgent, RoleCLI}, change: func(c *Config) { c.Region.Endpoint = nil }},
+		{name: "region endpoint for a specific listen", roles: all, change: func(c *Config) {
+			c.Region.Endpoint = nil
+			c.Region.Listen = netip.MustParseAddrPort("10.0.0.2:8081")
+		}},
+		{name: "region endpoint scheme", roles: all, change: func(c *Config) { c.Region.Endpoint.Scheme = "ftp" }, want: []string{"region.endpoint"}},
+		{name: "region endpoint host", roles: all, change: func(c *Config) { c.Region.Endpoint.Host = "" }, want: []string{"region.endpoint"}},
+		{name: "region relay", roles: all, change: func(c *Config) { c.Region.Relay = "gs://images" }, want: []string{"region.relay"}},
+		{name: "central data dir and key", roles: []Role{RoleCentral}, change: func(c *Config) { c.Central.DataDir = ""; c.Central.GrantKeyFile = "" }, want: []string{"central.data_dir", "central.grant_key_file"}},
+		{name: "central data dir and key, other roles", roles: []Role{RoleRegion, RoleAgent, RoleCLI}, change: func(c *Config) { c.Central.DataDir = ""; c.Central.GrantKeyFile = "" }},
 		{name: "region missing, other roles", roles: []Role{RoleCentral, RoleAgent, RoleCLI}, change: func(c *Config) { c.Region = Region{} }},
 		{name: "region store", roles: all, change: func(c *Config) { c.Region.Store = "s3://x" }, want: []string{"region.store"}},
 		{
@@ -587,8 +611,8 @@ func TestLoadValidatesForRole(t *testing.T) {
 		want []string
 	}{
 		{RoleCLI, []string{"region.id"}},
-		{RoleRegion, []string{"region.data_dir", "region.id"}},
-		{RoleCentral, []string{"central.store", "region.id"}},
+		{RoleRegion, []string{"region.data_dir", "region.endpoint", "region.grant_key_file", "region.id"}},
+		{RoleCentral, []string{"central.grant_key_file", "central.store", "region.id"}},
 		{RoleAgent, []string{"agent.region_url", "region.id"}},
 	} {
 		t.Run(string(tc.role), func(t *testing.T) {

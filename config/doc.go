@@ -36,12 +36,17 @@
 //	central.temporal.tls.server_name
 //	central.temporal.api_key                              secret
 //	central.store                                         master image store: directory or s3://bucket/prefix
-//	central.listen                     [::]:8080          HTTP API address, ip:port
+//	central.listen                     [::]:8080          HTTP service (health checks), ip:port
+//	central.data_dir                   /var/lib/tms/central catalog database
+//	central.grant_key_file                                secret file signing transfer grants (>= 32 bytes)
 //	region.id                                             like room-12: [a-z0-9][a-z0-9-]{0,62}
 //	region.temporal.*                                     as central.temporal.*
 //	region.store                                          image store: directory or s3://bucket/prefix
 //	region.data_dir                                       local state
-//	region.listen                      [::]:8081          HTTP API address for agents, ip:port
+//	region.listen                      [::]:8081          HTTP service for agents and peers, ip:port
+//	region.endpoint                                       URL terminals and peers reach it at
+//	region.relay                                          central.store as this region reaches it
+//	region.grant_key_file                                 central's grant key file
 //	region.labels                                         topology, like site=north,floor=2
 //	agent.region_url                                      http(s) URL of the region's API
 //	agent.disk                                            block device to write, like /dev/sda
@@ -66,6 +71,8 @@
 //	region:
 //	  id: room-12
 //	  data_dir: /var/lib/tms/region
+//	  endpoint: http://room-12.school.lan:8081
+//	  grant_key_file: /etc/tms/grant.key
 //	  temporal:
 //	    address: temporal.school.lan:7233
 //	  labels:

@@ -25,6 +25,8 @@ store:
 region:
   id: room-12
   data_dir: /var/lib/tms/region
+  endpoint: http://room-12.school.lan:8081
+  grant_key_file: /etc/tms/grant.key
   labels:
     site: north
 `), 0o600)

@@ -17,9 +17,11 @@ import (
 type Role string
 
 const (
-	// RoleCentral requires central.store, central.listen and central.temporal.
+	// RoleCentral requires central.store, central.listen, central.data_dir,
+	// central.grant_key_file and central.temporal.
 	RoleCentral Role = "central"
-	// RoleRegion requires region.id, region.data_dir, region.listen and region.temporal.
+	// RoleRegion requires region.id, region.data_dir, region.listen, region.grant_key_file and
+	// region.temporal, and region.endpoint when region.listen is a wildcard address.
 	RoleRegion Role = "region"
 	// RoleAgent requires agent.region_url and agent.state_dir.
 	RoleAgent Role = "agent"
@@ -65,6 +67,12 @@ func (c *Config) Validate(role Role) error {
 	if role == RoleCentral && !c.Central.Listen.IsValid() {
 		v.add("central.listen", "is required")
 	}
+	if role == RoleCentral && c.Central.DataDir == "" {
+		v.add("central.data_dir", "is required")
+	}
+	if role == RoleCentral && c.Central.GrantKeyFile == "" {
+		v.add("central.grant_key_file", "is required (a file holding at least 32 random bytes, shared with the regions)")
+	}
 
 	r := c.Region
 	switch {
@@ -80,6 +88,20 @@ func (c *Config) Validate(role Role) error {
 	}
 	if role == RoleRegion && !r.Listen.IsValid() {
 		v.add("region.listen", "is required")
+	}
+	v.storeLocation("region.relay", r.Relay, false)
+	if role == RoleRegion && r.GrantKeyFile == "" {
+		v.add("region.grant_key_file", "is required (central's grant key, to check peers' grants)")
+	}
+	switch u := r.Endpoint; {
+	case u == nil:
+		if role == RoleRegion && r.Listen.IsValid() && r.Listen.Addr().IsUnspecified() {
+			v.add("region.endpoint", "is required when region.listen is a wildcard address: the URL terminals and peers reach this server at")
+		}
+	case u.Scheme != "http" && u.Scheme != "https":
+		v.add("region.endpoint", fmt.Sprintf("%q is not an http or https URL", u.Redacted()))
+	case u.Host == "":
+		v.add("region.endpoint", fmt.Sprintf("%q has no host", u.Redacted()))
 	}
 	for _, k := range slices.Sorted(maps.Keys(r.Labels)) {
 		key := "region.labels." + k
