@@ -80,8 +80,13 @@ type Result struct {
 	AlreadyHere bool // the destination held the whole version before
 }
 
-// commitEvery bounds how much a copy holds uncommitted, so a crash loses little of its work.
-const commitEvery = 256 << 20
+// commitEvery and commitInterval bound how much a copy holds uncommitted, in bytes and in
+// time, so a crash loses little of its work: a retried copy fetches again only what was not
+// committed. A commit is one syncfs on a directory store, cheap next to a second of transfer.
+const (
+	commitEvery    = 256 << 20
+	commitInterval = time.Second
+)
 
 // ErrSourceCorrupt marks a chunk or manifest the source sent that does not match its id. The
 // copy stops; the destination keeps nothing unverified.
@@ -135,7 +140,8 @@ func Copy(ctx context.Context, src Source, dst *store.Store, id manifest.ID, opt
 	res.Chunks = int64(len(ids))
 
 	w := dst.NewChunkWriter()
-	var done, staged atomic.Int64
+	var done, staged, lastCommit atomic.Int64
+	lastCommit.Store(time.Now().UnixNano())
 	var mu sync.Mutex
 	var stats store.Stats
 	g, gctx := errgroup.WithContext(ctx)
@@ -158,10 +164,14 @@ func Copy(ctx context.Context, src Source, dst *store.Store, id manifest.ID, opt
 			}
 			p := Progress{Done: done.Add(1), Total: res.Chunks, MovedBytes: res.MovedBytes}
 			mu.Unlock()
-			if moved && staged.Add(size) >= commitEvery {
-				staged.Store(0)
-				if err := w.Commit(gctx); err != nil {
-					return err
+			if moved {
+				n, now := staged.Add(size), time.Now().UnixNano()
+				last := lastCommit.Load()
+				if (n >= commitEvery || now-last >= int64(commitInterval)) && lastCommit.CompareAndSwap(last, now) {
+					staged.Store(0)
+					if err := w.Commit(gctx); err != nil {
+						return err
+					}
 				}
 			}
 			if opts.Progress != nil {
