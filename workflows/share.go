@@ -15,6 +15,9 @@ import (
 type ShareImageInput struct {
 	Image  string // NAME, NAME:TAG or NAME@VERSION
 	Target string // region id
+	// Heartbeat is the longest a transfer may go without reporting progress before it counts
+	// as lost (its worker died, say) and is retried where it stopped (default 2 minutes).
+	Heartbeat time.Duration
 }
 
 // ShareImageResult says how the image got there.
@@ -68,12 +71,16 @@ func ShareImage(ctx workflow.Context, in ShareImageInput) (ShareImageResult, err
 		return res, nil
 	}
 
+	heartbeat := in.Heartbeat
+	if heartbeat <= 0 {
+		heartbeat = 2 * time.Minute
+	}
 	transfer := func(queue string) workflow.Context {
 		return workflow.WithActivityOptions(ctx, workflow.ActivityOptions{
 			TaskQueue:              queue,
 			ScheduleToStartTimeout: 10 * time.Minute, // the region's worker is down
 			StartToCloseTimeout:    12 * time.Hour,
-			HeartbeatTimeout:       2 * time.Minute,
+			HeartbeatTimeout:       heartbeat,
 			RetryPolicy: &temporal.RetryPolicy{
 				InitialInterval: 5 * time.Second, MaximumAttempts: 3,
 				NonRetryableErrorTypes: []string{"SourceCorrupt", "BadVersion", "BadEndpoint", "NoRelay", "NotHere"},
