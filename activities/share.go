@@ -255,14 +255,23 @@ func (r *Region) PullFromRelay(ctx context.Context, in RelayInput) (MoveResult, 
 }
 
 func (r *Region) relayVersion(ctx context.Context, version string, from *store.Store) (manifest.ID, *store.Version, error) {
+	if r.Relay == nil {
+		if _, err := manifest.ParseID(version); err != nil {
+			return manifest.ID{}, nil, temporal.NewNonRetryableApplicationError(err.Error(), "BadVersion", err)
+		}
+		return manifest.ID{}, nil, temporal.NewNonRetryableApplicationError("region "+r.ID+" has no relay storage configured", "NoRelay", nil)
+	}
+	return r.heldVersion(ctx, version, from)
+}
+
+// heldVersion parses version and reads it from s, one of the region's stores: a malformed id
+// and a version the store does not hold are errors no retry mends.
+func (r *Region) heldVersion(ctx context.Context, version string, s *store.Store) (manifest.ID, *store.Version, error) {
 	id, err := manifest.ParseID(version)
 	if err != nil {
 		return id, nil, temporal.NewNonRetryableApplicationError(err.Error(), "BadVersion", err)
 	}
-	if r.Relay == nil {
-		return id, nil, temporal.NewNonRetryableApplicationError("region "+r.ID+" has no relay storage configured", "NoRelay", nil)
-	}
-	v, err := from.GetManifest(ctx, id)
+	v, err := s.GetManifest(ctx, id)
 	if errors.Is(err, store.ErrNotFound) {
 		return id, nil, temporal.NewNonRetryableApplicationError("region "+r.ID+" does not hold version "+id.Short(), "NotHere", err)
 	}

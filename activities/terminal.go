@@ -114,14 +114,7 @@ func (r *Region) PrepareTask(ctx context.Context, in TaskInput) (TerminalRef, er
 			return TerminalRef{}, temporal.NewNonRetryableApplicationError(err.Error(), "BadImage", err)
 		}
 	case "deploy":
-		id, err := manifest.ParseID(in.Image)
-		if err != nil {
-			return TerminalRef{}, temporal.NewNonRetryableApplicationError(err.Error(), "BadVersion", err)
-		}
-		v, err := r.Store.GetManifest(ctx, id)
-		if errors.Is(err, store.ErrNotFound) {
-			return TerminalRef{}, temporal.NewNonRetryableApplicationError(fmt.Sprintf("region %s does not hold version %s", r.ID, id.Short()), "NotHere", err)
-		}
+		_, v, err := r.heldVersion(ctx, in.Image, r.Store)
 		if err != nil {
 			return TerminalRef{}, err
 		}
@@ -285,14 +278,7 @@ type VersionInfo struct {
 
 // DescribeVersion reads a version's manifest and stats from the region's store.
 func (r *Region) DescribeVersion(ctx context.Context, in VersionInput) (VersionInfo, error) {
-	id, err := manifest.ParseID(in.Version)
-	if err != nil {
-		return VersionInfo{}, temporal.NewNonRetryableApplicationError(err.Error(), "BadVersion", err)
-	}
-	v, err := r.Store.GetManifest(ctx, id)
-	if errors.Is(err, store.ErrNotFound) {
-		return VersionInfo{}, temporal.NewNonRetryableApplicationError(fmt.Sprintf("region %s does not hold version %s", r.ID, id.Short()), "NotHere", err)
-	}
+	id, v, err := r.heldVersion(ctx, in.Version, r.Store)
 	if err != nil {
 		return VersionInfo{}, err
 	}
