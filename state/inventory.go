@@ -105,6 +105,25 @@ func (inv *Inventory) Seen(ctx context.Context, mac, ip string, at time.Time) er
 	return err
 }
 
+// SetDisk records the disk a terminal's agent reported: its device (or file) and size in bytes.
+func (inv *Inventory) SetDisk(ctx context.Context, mac, disk string, size int64) error {
+	mac, err := NormalizeMAC(mac)
+	if err != nil {
+		return err
+	}
+	if size < 0 {
+		return fmt.Errorf("disk size %d is negative", size)
+	}
+	res, err := inv.db.ExecContext(ctx, `UPDATE terminals SET disk = ?, disk_size = ? WHERE mac = ?`, disk, size, mac)
+	if err != nil {
+		return err
+	}
+	if n, _ := res.RowsAffected(); n == 0 {
+		return notFound("terminal " + mac)
+	}
+	return nil
+}
+
 // Enroll makes mac an enrolled terminal called name.
 func (inv *Inventory) Enroll(ctx context.Context, mac, name string) error {
 	mac, err := NormalizeMAC(mac)

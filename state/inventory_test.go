@@ -162,3 +162,21 @@ func TestInventoryConcurrentSeen(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+func TestSetDisk(t *testing.T) {
+	ctx := context.Background()
+	inv := openInv(t)
+	if err := inv.SetDisk(ctx, "aa:bb:cc:00:00:09", "/dev/sda", 1<<30); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("unknown terminal: %v", err)
+	}
+	inv.Seen(ctx, "aa:bb:cc:00:00:09", "10.0.0.9", time.Now())
+	if err := inv.SetDisk(ctx, "aa:bb:cc:00:00:09", "/dev/sda", -1); err == nil {
+		t.Fatal("negative size accepted")
+	}
+	if err := inv.SetDisk(ctx, "AA:BB:CC:00:00:09", "/dev/sda", 1<<30); err != nil {
+		t.Fatal(err)
+	}
+	if term, err := inv.Terminal(ctx, "aa:bb:cc:00:00:09"); err != nil || term.Disk != "/dev/sda" || term.DiskSize != 1<<30 {
+		t.Fatalf("terminal %+v, %v", term, err)
+	}
+}
