@@ -114,6 +114,7 @@ func (a *App) Command() *cobra.Command {
 	root.PersistentFlags().StringVar(&a.cpuProfile, "cpuprofile", "", "write a CPU profile of the command to this file")
 	root.PersistentFlags().MarkHidden("cpuprofile")
 	root.AddCommand(a.imageCommand(), a.storeCommand(), a.devCommand(), a.versionCommand())
+	root.AddCommand(a.centralCommand(), a.regionCommand())
 	return root
 }
 
@@ -163,17 +164,29 @@ func (a *App) openStore(ctx context.Context, cmd *cobra.Command, loc string, cre
 	if loc == "" {
 		return nil, usageError{errors.New("--store is required: a directory or s3://bucket/prefix")}
 	}
-	var b store.Backend
+	var s3 config.S3
 	if strings.HasPrefix(loc, "s3://") {
-		bucket, prefix, err := s3store.ParseLocation(loc)
-		if err != nil {
+		if _, _, err := s3store.ParseLocation(loc); err != nil {
 			return nil, usageError{err}
 		}
 		cfg, err := config.Load(config.LoadOptions{File: a.configFile, Env: a.Env, Role: config.RoleCLI})
 		if err != nil {
 			return nil, err
 		}
-		s3 := cfg.Store.S3
+		s3 = cfg.Store.S3
+	}
+	return a.storeAt(ctx, loc, s3, create)
+}
+
+// storeAt opens the store at loc, a directory or s3://bucket/prefix reached with s3; create
+// makes a new store there if there is none.
+func (a *App) storeAt(ctx context.Context, loc string, s3 config.S3, create bool) (*store.Store, error) {
+	var b store.Backend
+	if strings.HasPrefix(loc, "s3://") {
+		bucket, prefix, err := s3store.ParseLocation(loc)
+		if err != nil {
+			return nil, err
+		}
 		if s3.Endpoint == "" {
 			return nil, errors.New("store " + loc + ": no S3 endpoint configured: set store.s3.endpoint in the config file or TMS_STORE_S3_ENDPOINT")
 		}

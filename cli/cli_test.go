@@ -244,7 +244,7 @@ func TestS3WrongKeysAndBucket(t *testing.T) {
 func TestDevDemo(t *testing.T) {
 	run := newRunner(nil)
 	data := t.TempDir()
-	out := must(t, run, "dev", "--data", data, "--size", "16777216")
+	out := must(t, run, "dev", "store-demo", "--data", data, "--size", "16777216")
 	for _, want := range []string{"identical", "all good", "added only"} {
 		if !strings.Contains(out, want) {
 			t.Errorf("dev output lacks %q:\n%s", want, out)

@@ -15,14 +15,14 @@ import (
 	"tms/manifest"
 )
 
-// devCommand is the one-machine walkthrough. For now it shows the image store at work: it makes
-// a sample disk, imports it, changes it and imports it again, exports it and checks the copy.
-func (a *App) devCommand() *cobra.Command {
+// devStoreDemo shows the image store at work: it makes a sample disk, imports it, changes it and
+// imports it again, exports it and checks the copy.
+func (a *App) devStoreDemo() *cobra.Command {
 	var dataDir string
 	var size int64
 	c := &cobra.Command{
-		Use:   "dev",
-		Short: "Try tms on this machine: import, update, export and verify a sample disk image",
+		Use:   "store-demo",
+		Short: "Show the image store at work: import, update, export and verify a sample disk image",
 		Args:  exactArgs(0, "no arguments"),
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			ctx := cmd.Context()
@@ -108,9 +108,8 @@ func (a *App) devCommand() *cobra.Command {
 			return nil
 		},
 	}
-	c.Flags().StringVar(&dataDir, "data", "tms-dev", "directory for the sample disk, the store and the exported copy")
+	c.Flags().StringVar(&dataDir, "data", "tms-store-demo", "directory for the sample disk, the store and the exported copy")
 	c.Flags().Int64Var(&size, "size", 256<<20, "size of the sample disk in bytes")
-	c.AddCommand(a.devDisk(), a.devMutate())
 	return c
 }
 

@@ -37,6 +37,9 @@ type ExportOptions struct {
 	// and checks every chunk against the manifest: what a deploy to a terminal's disk does
 	// before the terminal boots from it.
 	Verify bool
+	// FixedSize treats a regular-file target as a disk: it must already hold the image and
+	// its size is left alone, as a terminal's disk file keeps its size whatever is written.
+	FixedSize bool
 }
 
 // ExportResult says what an export did.
@@ -60,7 +63,7 @@ func Export(ctx context.Context, s ChunkGetter, v *store.Version, path string, o
 		opts.Jobs = defaultJobs(s)
 	}
 	m := v.Manifest
-	f, fresh, oldSize, isDev, err := openTarget(path, m)
+	f, fresh, oldSize, isDev, err := openTarget(path, m, opts.FixedSize)
 	if err != nil {
 		return nil, err
 	}
@@ -213,7 +216,7 @@ func exportOne(ctx context.Context, s ChunkGetter, m *manifest.Manifest, t *targ
 
 // openTarget opens or creates the export target and makes it the disk's size. fresh says the
 // target was just created (all holes); oldSize is how much of it existed before.
-func openTarget(path string, m *manifest.Manifest) (f *os.File, fresh bool, oldSize int64, isDev bool, err error) {
+func openTarget(path string, m *manifest.Manifest, fixed bool) (f *os.File, fresh bool, oldSize int64, isDev bool, err error) {
 	fi, err := os.Stat(path)
 	switch {
 	case errors.Is(err, os.ErrNotExist):
@@ -238,6 +241,13 @@ func openTarget(path string, m *manifest.Manifest) (f *os.File, fresh bool, oldS
 		f, size, _, err := openDisk(path, os.O_RDWR)
 		if err != nil {
 			return nil, false, 0, false, fmt.Errorf("cannot open the target for writing: %w", err)
+		}
+		if fixed {
+			if size < m.DiskSize {
+				f.Close()
+				return nil, false, 0, false, &SourceError{path, fmt.Errorf("holds %d bytes, the image needs %d", size, m.DiskSize)}
+			}
+			return f, false, m.DiskSize, false, nil
 		}
 		if size != m.DiskSize {
 			if err := f.Truncate(m.DiskSize); err != nil {

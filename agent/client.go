@@ -1,0 +1,211 @@
+package agent
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"strings"
+
+	"tms/manifest"
+	"tms/store"
+	"tms/transfer"
+)
+
+// APIError is an error answer of the region's agent API.
+type APIError struct {
+	Status int
+	Msg    string
+	Retry  bool
+}
+
+func (e *APIError) Error() string { return fmt.Sprintf("region: %s (%d)", e.Msg, e.Status) }
+
+// Permanent reports whether asking again cannot help: the region refused the request itself.
+func Permanent(err error) bool {
+	var e *APIError
+	if errors.As(err, &e) {
+		return !e.Retry && e.Status >= 400 && e.Status < 500 && e.Status != http.StatusTooManyRequests && e.Status != http.StatusRequestTimeout
+	}
+	var pe *permanentError
+	return errors.As(err, &pe)
+}
+
+// permanentError is a failure on the terminal's side that retrying will not mend (a disk too
+// small for the image, a disk that cannot be read).
+type permanentError struct{ err error }
+
+func (e *permanentError) Error() string { return e.err.Error() }
+func (e *permanentError) Unwrap() error { return e.err }
+
+func permanent(err error) error { return &permanentError{err} }
+
+// Client speaks to a region's agent API.
+type Client struct {
+	Region *url.URL
+	HTTP   *http.Client
+	MAC    string
+	// Token is the current boot's task token; empty outside a task.
+	Token string
+}
+
+func (c *Client) http() *http.Client {
+	if c.HTTP != nil {
+		return c.HTTP
+	}
+	return http.DefaultClient
+}
+
+// do sends a request and decodes a JSON answer into out (unless out is nil or a *[]byte, which
+// gets the raw body, at most limit bytes).
+func (c *Client) do(ctx context.Context, method, path, ctype string, body []byte, out any, limit int64) error {
+	var rd io.Reader
+	if body != nil {
+		rd = bytes.NewReader(body)
+	}
+	p, query, _ := strings.Cut(path, "?")
+	u := c.Region.JoinPath(p)
+	u.RawQuery = query
+	req, err := http.NewRequestWithContext(ctx, method, u.String(), rd)
+	if err != nil {
+		return err
+	}
+	if ctype != "" {
+		req.Header.Set("Content-Type", ctype)
+	}
+	if c.Token != "" {
+		req.Header.Set("Authorization", "Bearer "+c.Token)
+		req.Header.Set(TerminalHeader, c.MAC)
+	}
+	resp, err := c.http().Do(req)
+	if err != nil {
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		return &store.Error{Kind: store.ErrUnavailable, Store: c.Region.String(), What: method + " " + path, Err: err}
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		b, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
+		var e Error
+		if json.Unmarshal(b, &e) != nil || e.Error == "" {
+			e.Error = strings.TrimSpace(string(b))
+			if e.Error == "" {
+				e.Error = resp.Status
+			}
+		}
+		return &APIError{Status: resp.StatusCode, Msg: e.Error, Retry: e.Retry || resp.StatusCode >= 500}
+	}
+	if limit <= 0 {
+		limit = 1 << 20
+	}
+	b, err := io.ReadAll(io.LimitReader(resp.Body, limit+1))
+	if err != nil {
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		return &store.Error{Kind: store.ErrUnavailable, Store: c.Region.String(), What: method + " " + path, Err: err}
+	}
+	if int64(len(b)) > limit {
+		return &store.Error{Kind: store.ErrCorrupt, Store: c.Region.String(), What: method + " " + path, Err: fmt.Errorf("answer over %d bytes", limit)}
+	}
+	if resp.ContentLength >= 0 && int64(len(b)) != resp.ContentLength {
+		return &store.Error{Kind: store.ErrUnavailable, Store: c.Region.String(), What: method + " " + path,
+			Err: fmt.Errorf("answer cut short: %d of %d bytes", len(b), resp.ContentLength)}
+	}
+	switch o := out.(type) {
+	case nil:
+		return nil
+	case *[]byte:
+		*o = b
+		return nil
+	default:
+		if err := json.Unmarshal(b, out); err != nil {
+			return fmt.Errorf("region's answer to %s %s: %w", method, path, err)
+		}
+		return nil
+	}
+}
+
+func (c *Client) postJSON(ctx context.Context, path string, in, out any) error {
+	b, err := json.Marshal(in)
+	if err != nil {
+		return err
+	}
+	return c.do(ctx, http.MethodPost, path, "application/json", b, out, 0)
+}
+
+// Boot reports that the terminal started and returns its boot action.
+func (c *Client) Boot(ctx context.Context, req BootRequest) (BootReply, error) {
+	var rep BootReply
+	err := c.postJSON(ctx, "/v1/agent/boot", req, &rep)
+	return rep, err
+}
+
+// Task describes the task the token opens.
+func (c *Client) Task(ctx context.Context) (TaskInfo, error) {
+	var ti TaskInfo
+	err := c.do(ctx, http.MethodGet, "/v1/agent/task", "", nil, &ti, 0)
+	return ti, err
+}
+
+// GetManifestBytes reads the deployed version's manifest (transfer.Source).
+func (c *Client) GetManifestBytes(ctx context.Context, id manifest.ID) ([]byte, error) {
+	var b []byte
+	err := c.do(ctx, http.MethodGet, "/v1/agent/task/manifest", "", nil, &b, manifest.MaxEncodedSize)
+	return b, err
+}
+
+// GetChunkFrame reads one compressed chunk of the deployed version (transfer.Source).
+func (c *Client) GetChunkFrame(ctx context.Context, id manifest.ID) ([]byte, error) {
+	var b []byte
+	err := c.do(ctx, http.MethodGet, "/v1/agent/task/chunks/"+id.String(), "", nil, &b, MaxFrame)
+	return b, err
+}
+
+func (c *Client) String() string { return c.Region.String() }
+
+var _ transfer.Source = (*Client)(nil)
+
+// Missing returns which of ids the region lacks.
+func (c *Client) Missing(ctx context.Context, ids []manifest.ID) ([]manifest.ID, error) {
+	var rep MissingReply
+	err := c.postJSON(ctx, "/v1/agent/task/missing", MissingRequest{Chunks: ids}, &rep)
+	return rep.Missing, err
+}
+
+// Upload sends a chunk batch (see AppendBatch).
+func (c *Client) Upload(ctx context.Context, batch []byte) error {
+	return c.do(ctx, http.MethodPost, "/v1/agent/task/chunks", "application/octet-stream", batch, nil, 0)
+}
+
+// Publish sends a capture's manifest; the region publishes it as the image's new version.
+func (c *Client) Publish(ctx context.Context, encoded []byte) (Result, error) {
+	var res Result
+	err := c.do(ctx, http.MethodPut, "/v1/agent/task/manifest", "application/json", encoded, &res, 0)
+	return res, err
+}
+
+// Progress reports how far the task is.
+func (c *Client) Progress(ctx context.Context, p Progress) error {
+	return c.postJSON(ctx, "/v1/agent/task/progress", p, nil)
+}
+
+// Done reports the task's end.
+func (c *Client) Done(ctx context.Context, d Done) (Result, error) {
+	var res Result
+	err := c.postJSON(ctx, "/v1/agent/task/done", d, &res)
+	return res, err
+}
+
+// Command waits up to wait for a command for the terminal.
+func (c *Client) Command(ctx context.Context, wait string) (string, error) {
+	var cmd Command
+	q := url.Values{"mac": {c.MAC}, "wait": {wait}}
+	err := c.do(ctx, http.MethodGet, "/v1/agent/commands?"+q.Encode(), "", nil, &cmd, 0)
+	return cmd.Command, err
+}

@@ -1,0 +1,58 @@
+package agent
+
+import (
+	"bytes"
+	"errors"
+	"testing"
+
+	"tms/manifest"
+)
+
+func TestBatchRoundTrip(t *testing.T) {
+	var b []byte
+	ids := []manifest.ID{manifest.BLAKE3.Sum([]byte("a")), manifest.BLAKE3.Sum([]byte("b"))}
+	b = AppendBatch(b, ids[0], []byte("frame one"))
+	b = AppendBatch(b, ids[1], []byte("2"))
+	var got []string
+	err := ReadBatch(bytes.NewReader(b), func(id manifest.ID, frame []byte) error {
+		if id != ids[len(got)] {
+			t.Errorf("record %d: id %s", len(got), id.Short())
+		}
+		got = append(got, string(frame))
+		return nil
+	})
+	if err != nil || len(got) != 2 || got[0] != "frame one" || got[1] != "2" {
+		t.Fatalf("read %q, %v", got, err)
+	}
+	for name, body := range map[string][]byte{
+		"cut in header": b[:10],
+		"cut in frame":  b[:manifest.IDLen+4+3],
+		"empty frame":   AppendBatch(nil, ids[0], nil),
+	} {
+		if err := ReadBatch(bytes.NewReader(body), func(manifest.ID, []byte) error { return nil }); !errors.Is(err, ErrBatch) {
+			t.Errorf("%s: %v", name, err)
+		}
+	}
+}
+
+// FuzzReadBatch feeds arbitrary upload bodies to the parser a region runs on every capture
+// upload: it must return an error or records whose frames fit the limits, never panic.
+func FuzzReadBatch(f *testing.F) {
+	f.Add(AppendBatch(nil, manifest.BLAKE3.Sum([]byte("x")), []byte("frame")))
+	f.Add([]byte{})
+	f.Add(make([]byte, manifest.IDLen+4))
+	f.Add(append(make([]byte, manifest.IDLen), 0xff, 0xff, 0xff, 0xff))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		total := 0
+		ReadBatch(bytes.NewReader(b), func(id manifest.ID, frame []byte) error {
+			if len(frame) == 0 || len(frame) > MaxFrame {
+				t.Fatalf("frame of %d bytes passed", len(frame))
+			}
+			total += manifest.IDLen + 4 + len(frame)
+			return nil
+		})
+		if total > len(b) {
+			t.Fatalf("records of %d bytes from a body of %d", total, len(b))
+		}
+	})
+}

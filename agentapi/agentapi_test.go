@@ -1,0 +1,391 @@
+package agentapi_test
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"tms/agent"
+	"tms/agentapi"
+	"tms/internal/storetest"
+	"tms/manifest"
+	"tms/state"
+	"tms/store"
+)
+
+// waiters records what the API tells the waiting activities.
+type waiters struct {
+	mu         sync.Mutex
+	heartbeats int
+	completed  []state.Task
+}
+
+func (w *waiters) Heartbeat(ctx context.Context, t state.Task) error {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.heartbeats++
+	return nil
+}
+
+func (w *waiters) Complete(ctx context.Context, t state.Task) error {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.completed = append(w.completed, t)
+	return nil
+}
+
+type region struct {
+	api   *agentapi.Server
+	inv   *state.Inventory
+	store *store.Store
+	srv   *httptest.Server
+	url   *url.URL
+	wait  *waiters
+}
+
+func newRegion(t testing.TB) *region {
+	t.Helper()
+	inv, err := state.OpenInventory(context.Background(), filepath.Join(t.TempDir(), "inventory.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { inv.Close() })
+	st, _ := storetest.Dir(t)
+	r := &region{inv: inv, store: st, wait: &waiters{}}
+	r.api = &agentapi.Server{Inventory: inv, Store: st, Waiters: r.wait}
+	mux := http.NewServeMux()
+	r.api.Routes(mux)
+	r.srv = httptest.NewServer(mux)
+	t.Cleanup(r.srv.Close)
+	r.url, _ = url.Parse(r.srv.URL)
+	return r
+}
+
+// task sets up a task for terminal mac as the PrepareTask activity does.
+func (r *region) task(t testing.TB, mac, name, id, kind, image string) {
+	t.Helper()
+	ctx := context.Background()
+	if err := r.inv.Enroll(ctx, mac, name); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := r.inv.StartTask(ctx, state.Task{ID: id, MAC: mac, Kind: kind, Image: image}, time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.inv.SetBootAction(ctx, mac, state.BootAction{Action: kind, Task: id, Image: image, Expires: time.Now().Add(time.Hour)}, ""); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func (r *region) agent(mac, disk string) *agent.Agent {
+	return &agent.Agent{Region: r.url, MAC: mac, Disk: disk, Once: true, Tries: 1, Backoff: time.Millisecond, ProgressEvery: 10 * time.Millisecond}
+}
+
+func (r *region) boot(t testing.TB, mac string) (agent.BootReply, *agent.Client) {
+	t.Helper()
+	c := &agent.Client{Region: r.url, MAC: mac}
+	rep, err := c.Boot(context.Background(), agent.BootRequest{MAC: mac, DiskSize: 1 << 20})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.Token = rep.Token
+	return rep, c
+}
+
+func status(err error) int {
+	var e *agent.APIError
+	if errors.As(err, &e) {
+		return e.Status
+	}
+	return 0
+}
+
+func TestBootOfUnknownTerminalIsLocal(t *testing.T) {
+	r := newRegion(t)
+	rep, _ := r.boot(t, "52:54:00:00:00:01")
+	if rep.Action != "local" || rep.Token != "" {
+		t.Fatalf("boot: %+v", rep)
+	}
+	term, err := r.inv.Terminal(context.Background(), "52:54:00:00:00:01")
+	if err != nil || term.Enrolled || term.DiskSize != 1<<20 || term.LastIP != "127.0.0.1" {
+		t.Fatalf("terminal after boot: %+v, %v", term, err)
+	}
+	c := &agent.Client{Region: r.url}
+	if _, err := c.Boot(context.Background(), agent.BootRequest{MAC: "not-a-mac"}); status(err) != http.StatusBadRequest {
+		t.Fatalf("bad MAC: %v", err)
+	}
+}
+
+func TestCaptureThenDeploy(t *testing.T) {
+	r := newRegion(t)
+	ctx := context.Background()
+	src := storetest.SampleDisk(t, 8<<20, 4)
+	r.task(t, "52:54:00:00:00:01", "pc1", "capture/1", "capture", "lab")
+	if err := r.agent("52:54:00:00:00:01", src).Run(ctx); err != nil {
+		t.Fatal(err)
+	}
+	task, err := r.inv.Task(ctx, "capture/1")
+	if err != nil || task.State != state.TaskDone {
+		t.Fatalf("capture task: %+v, %v", task, err)
+	}
+	var res agent.Result
+	json.Unmarshal([]byte(task.Result), &res)
+	id, err := r.store.GetTag(ctx, "lab", "latest")
+	if err != nil || id.String() != res.Version || res.DiskSize != 8<<20 || res.StoredBytes == 0 {
+		t.Fatalf("result %+v, tag %s, %v", res, id, err)
+	}
+	if len(r.wait.completed) != 1 {
+		t.Fatalf("completed %d waiters, want 1", len(r.wait.completed))
+	}
+	v, err := r.store.GetManifest(ctx, id)
+	if err != nil || v.Manifest.Meta.Source != "capture:pc1" || v.Manifest.Meta.Partitions == nil {
+		t.Fatalf("captured manifest: %+v, %v", v, err)
+	}
+
+	// A second capture of the same disk publishes nothing new and uploads nothing.
+	r.task(t, "52:54:00:00:00:01", "pc1", "capture/2", "capture", "lab")
+	if err := r.agent("52:54:00:00:00:01", src).Run(ctx); err != nil {
+		t.Fatal(err)
+	}
+	task, _ = r.inv.Task(ctx, "capture/2")
+	json.Unmarshal([]byte(task.Result), &res)
+	if task.State != state.TaskDone || res.Version != id.String() {
+		t.Fatalf("recapture: %+v", task)
+	}
+
+	// Deploy to a blank disk of the same size, then again (everything skipped).
+	dst := filepath.Join(t.TempDir(), "pc2.raw")
+	os.WriteFile(dst, nil, 0o644)
+	os.Truncate(dst, 8<<20)
+	for i, wantWritten := range []bool{true, false} {
+		tid := "deploy/" + string(rune('a'+i))
+		r.task(t, "52:54:00:00:00:02", "pc2", tid, "deploy", id.String())
+		if err := r.agent("52:54:00:00:00:02", dst).Run(ctx); err != nil {
+			t.Fatal(err)
+		}
+		task, _ := r.inv.Task(ctx, tid)
+		var res agent.Result
+		json.Unmarshal([]byte(task.Result), &res)
+		if task.State != state.TaskDone || !res.Verified || (res.Written > 0) != wantWritten {
+			t.Fatalf("deploy %d: %+v %+v", i, task, res)
+		}
+	}
+	if storetest.FileSum(t, src) != storetest.FileSum(t, dst) {
+		t.Fatal("deployed disk differs from the captured one")
+	}
+}
+
+func TestDeployRefusesSmallDisk(t *testing.T) {
+	r := newRegion(t)
+	ctx := context.Background()
+	res := storetest.Import(t, r.store, storetest.SampleDisk(t, 8<<20, 5), "lab")
+	small := filepath.Join(t.TempDir(), "small.raw")
+	os.WriteFile(small, make([]byte, 4<<20), 0o644)
+	r.task(t, "52:54:00:00:00:03", "pc3", "deploy/x", "deploy", res.Version.ID.String())
+	if err := r.agent("52:54:00:00:00:03", small).Run(ctx); err == nil {
+		t.Fatal("deploy to a small disk succeeded")
+	}
+	task, _ := r.inv.Task(ctx, "deploy/x")
+	if task.State != state.TaskFailed || !strings.Contains(task.Error, "needs") {
+		t.Fatalf("task %+v", task)
+	}
+	if fi, _ := os.Stat(small); fi.Size() != 4<<20 {
+		t.Fatalf("small disk resized to %d", fi.Size())
+	}
+}
+
+func TestTokensOpenOnlyTheirTask(t *testing.T) {
+	r := newRegion(t)
+	ctx := context.Background()
+	res := storetest.Import(t, r.store, storetest.SampleDisk(t, 4<<20, 6), "lab")
+	other := storetest.Import(t, r.store, storetest.SampleDisk(t, 4<<20, 7), "other")
+	r.task(t, "52:54:00:00:00:04", "pc4", "deploy/4", "deploy", res.Version.ID.String())
+	r.task(t, "52:54:00:00:00:05", "pc5", "deploy/5", "deploy", res.Version.ID.String())
+	_, c := r.boot(t, "52:54:00:00:00:04")
+	if _, err := c.Task(ctx); err != nil {
+		t.Fatal(err)
+	}
+	first := c.Token
+	// A new boot mints a new token; the old one stops working.
+	_, c2 := r.boot(t, "52:54:00:00:00:04")
+	c.Token = first
+	if _, err := c.Task(ctx); status(err) != http.StatusForbidden {
+		t.Fatalf("old token: %v", err)
+	}
+	// The token with another terminal's MAC opens nothing.
+	spoof := &agent.Client{Region: r.url, MAC: "52:54:00:00:00:05", Token: c2.Token}
+	if _, err := spoof.Task(ctx); status(err) != http.StatusForbidden {
+		t.Fatalf("spoofed MAC: %v", err)
+	}
+	// No token at all.
+	req, _ := http.NewRequest("GET", r.srv.URL+"/v1/agent/task", nil)
+	if resp, err := http.DefaultClient.Do(req); err != nil || resp.StatusCode != http.StatusUnauthorized {
+		t.Fatalf("no token: %v %v", resp, err)
+	}
+	// Chunks of another version are not served.
+	var oc manifest.ID
+	for _, id := range other.Version.Manifest.Chunks {
+		if !id.IsZero() {
+			oc = id
+			break
+		}
+	}
+	if _, err := c2.GetChunkFrame(ctx, oc); status(err) != http.StatusNotFound {
+		t.Fatalf("foreign chunk: %v", err)
+	}
+	// A deploy uploads nothing.
+	if _, err := c2.Missing(ctx, []manifest.ID{oc}); status(err) != http.StatusForbidden {
+		t.Fatalf("missing on a deploy: %v", err)
+	}
+	// An unverified deploy is a failure; a finished task opens nothing more.
+	if _, err := c2.Done(ctx, agent.Done{Written: 1}); err != nil {
+		t.Fatal(err)
+	}
+	if task, _ := r.inv.Task(ctx, "deploy/4"); task.State != state.TaskFailed || !strings.Contains(task.Error, "did not verify") {
+		t.Fatalf("unverified deploy: %+v", task)
+	}
+	if _, err := c2.Task(ctx); status(err) != http.StatusForbidden && status(err) != http.StatusConflict {
+		t.Fatalf("finished task: %v", err)
+	}
+	if rep, _ := r.boot(t, "52:54:00:00:00:04"); rep.Action != "local" {
+		t.Fatalf("boot after the task ended: %+v", rep)
+	}
+}
+
+func TestUploadChecksChunksAndPublishNeedsThem(t *testing.T) {
+	r := newRegion(t)
+	ctx := context.Background()
+	r.task(t, "52:54:00:00:00:06", "pc6", "capture/6", "capture", "lab")
+	_, c := r.boot(t, "52:54:00:00:00:06")
+	ti, err := c.Task(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	data := bytes.Repeat([]byte("tms"), int(ti.ChunkSize/3)+1)[:ti.ChunkSize]
+	id := ti.Hash.Sum(data)
+	frame := store.NewCodec(0).Compress(nil, data)
+	bad := append([]byte(nil), frame...)
+	bad[len(bad)/2] ^= 0xff
+	wrong := ti.Hash.Sum([]byte("something else"))
+
+	for name, body := range map[string][]byte{
+		"corrupt frame":    agent.AppendBatch(nil, id, bad),
+		"id of other data": agent.AppendBatch(nil, wrong, frame),
+		"cut short":        agent.AppendBatch(nil, id, frame)[:100],
+	} {
+		if err := c.Upload(ctx, body); status(err) != http.StatusBadRequest {
+			t.Errorf("%s: %v", name, err)
+		}
+	}
+	if ok, _ := r.store.HasChunk(ctx, id); ok {
+		t.Fatal("a refused chunk was stored")
+	}
+	m := &manifest.Manifest{Format: manifest.Format, Hash: ti.Hash, DiskSize: ti.ChunkSize, ChunkSize: ti.ChunkSize,
+		Meta: manifest.Meta{Name: "lab", Created: time.Now().UTC().Truncate(time.Second)}, Chunks: []manifest.ID{id}}
+	enc, _ := manifest.Encode(m)
+	_, err = c.Publish(ctx, enc)
+	var e *agent.APIError
+	if !errors.As(err, &e) || e.Status != http.StatusConflict || !e.Retry {
+		t.Fatalf("publish before upload: %v", err)
+	}
+	if missing, err := c.Missing(ctx, []manifest.ID{id, {}}); err != nil || len(missing) != 1 || missing[0] != id {
+		t.Fatalf("missing: %v, %v", missing, err)
+	}
+	if err := c.Upload(ctx, agent.AppendBatch(nil, id, frame)); err != nil {
+		t.Fatal(err)
+	}
+	m.Meta.Name = "other"
+	enc, _ = manifest.Encode(m)
+	if _, err := c.Publish(ctx, enc); status(err) != http.StatusBadRequest {
+		t.Fatalf("publish under another name: %v", err)
+	}
+	m.Meta.Name = "lab"
+	enc, _ = manifest.Encode(m)
+	res, err := c.Publish(ctx, enc)
+	if err != nil || res.Version == "" {
+		t.Fatalf("publish: %+v, %v", res, err)
+	}
+	if err := c.Progress(ctx, agent.Progress{Phase: "uploading", Done: 2, Total: 1}); status(err) == 0 {
+		t.Fatalf("progress after the end: %v", err)
+	}
+}
+
+func TestProgressIsChecked(t *testing.T) {
+	r := newRegion(t)
+	ctx := context.Background()
+	r.task(t, "52:54:00:00:00:07", "pc7", "capture/7", "capture", "lab")
+	_, c := r.boot(t, "52:54:00:00:00:07")
+	if err := c.Progress(ctx, agent.Progress{Phase: "reading", Done: 2, Total: 1}); status(err) != http.StatusBadRequest {
+		t.Fatalf("done > total: %v", err)
+	}
+	if err := c.Progress(ctx, agent.Progress{Phase: "dancing", Done: 0, Total: 1}); status(err) != http.StatusBadRequest {
+		t.Fatalf("unknown phase: %v", err)
+	}
+	if err := c.Progress(ctx, agent.Progress{Phase: "reading", Done: 1, Total: 2}); err != nil {
+		t.Fatal(err)
+	}
+	task, _ := r.inv.Task(ctx, "capture/7")
+	if task.State != state.TaskRunning || !strings.Contains(task.Progress, `"done":1`) || r.wait.heartbeats != 1 {
+		t.Fatalf("task after progress: %+v (heartbeats %d)", task, r.wait.heartbeats)
+	}
+	if _, err := c.Done(ctx, agent.Done{}); status(err) != http.StatusBadRequest {
+		t.Fatalf("a capture ending without a manifest: %v", err)
+	}
+	if _, err := c.Done(ctx, agent.Done{Error: "disk on fire"}); err != nil {
+		t.Fatal(err)
+	}
+	if task, _ := r.inv.Task(ctx, "capture/7"); task.State != state.TaskFailed || !strings.Contains(task.Error, "disk on fire") {
+		t.Fatalf("failed capture: %+v", task)
+	}
+}
+
+func TestCommands(t *testing.T) {
+	r := newRegion(t)
+	ctx := context.Background()
+	c := &agent.Client{Region: r.url, MAC: "52:54:00:00:00:08"}
+	if cmd, err := c.Command(ctx, "0s"); err != nil || cmd != "" {
+		t.Fatalf("idle poll: %q, %v", cmd, err)
+	}
+	got := make(chan string, 1)
+	go func() {
+		cmd, _ := c.Command(ctx, "10s")
+		got <- cmd
+	}()
+	for !r.api.Connected("52:54:00:00:00:08") {
+		time.Sleep(time.Millisecond)
+	}
+	time.Sleep(20 * time.Millisecond)
+	r.api.Send("52:54:00:00:00:08", "reboot")
+	select {
+	case cmd := <-got:
+		if cmd != "reboot" {
+			t.Fatalf("command %q", cmd)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("long poll did not get the command")
+	}
+	// A command sent while nobody polls waits for the next poll, but not for ever.
+	r.api.Send("52:54:00:00:00:08", "poweroff")
+	if cmd, _ := c.Command(ctx, "0s"); cmd != "poweroff" {
+		t.Fatalf("queued command: %q", cmd)
+	}
+	now := time.Now()
+	r.api.Now = func() time.Time { return now }
+	r.api.Send("52:54:00:00:00:08", "reboot")
+	r.api.Now = func() time.Time { return now.Add(agentapi.CommandTTL + time.Second) }
+	if cmd, _ := c.Command(ctx, "0s"); cmd != "" {
+		t.Fatalf("stale command delivered: %q", cmd)
+	}
+	if _, err := (&agent.Client{Region: r.url, MAC: "nope"}).Command(ctx, "0s"); status(err) != http.StatusBadRequest {
+		t.Fatalf("bad MAC: %v", err)
+	}
+}

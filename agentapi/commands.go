@@ -1,0 +1,120 @@
+package agentapi
+
+import (
+	"net/http"
+	"time"
+
+	"tms/agent"
+	"tms/state"
+)
+
+// MaxPoll is the longest a command poll is held open.
+const MaxPoll = time.Minute
+
+// Send leaves a command for a terminal's agent: the agent's poll that is waiting, or its next
+// one within CommandTTL, gets it. A later command replaces one not yet taken.
+func (s *Server) Send(mac, command string) {
+	mac, err := state.NormalizeMAC(mac)
+	if err != nil {
+		return
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	b := s.box(mac)
+	b.cmd, b.at = command, s.now()
+	close(b.wake)
+	b.wake = make(chan struct{})
+}
+
+// Connected reports whether the terminal's agent is polling for commands, or did within the
+// last minute.
+func (s *Server) Connected(mac string) bool {
+	mac, err := state.NormalizeMAC(mac)
+	if err != nil {
+		return false
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	b, ok := s.boxes[mac]
+	return ok && (b.polling > 0 || s.now().Sub(b.lastPoll) < time.Minute)
+}
+
+// box returns mac's mailbox; s.mu is held.
+func (s *Server) box(mac string) *mailbox {
+	if s.boxes == nil {
+		s.boxes = map[string]*mailbox{}
+	}
+	b, ok := s.boxes[mac]
+	if !ok {
+		b = &mailbox{wake: make(chan struct{})}
+		s.boxes[mac] = b
+	}
+	return b
+}
+
+// take returns the command waiting for mac, if it is still fresh, and the channel closed when
+// the next one arrives; s.mu is held.
+func (s *Server) take(b *mailbox) (string, <-chan struct{}) {
+	now := s.now()
+	b.lastPoll = now
+	if b.cmd != "" {
+		cmd, at := b.cmd, b.at
+		b.cmd = ""
+		if now.Sub(at) < CommandTTL {
+			return cmd, nil
+		}
+	}
+	return "", b.wake
+}
+
+// commands is an agent's long poll: GET /v1/agent/commands?mac=M&wait=30s.
+func (s *Server) commands(w http.ResponseWriter, r *http.Request) {
+	mac, err := state.NormalizeMAC(r.URL.Query().Get("mac"))
+	if err != nil {
+		s.reply(w, r, nil, fail(http.StatusBadRequest, "mac: %v", err))
+		return
+	}
+	wait := 30 * time.Second
+	if q := r.URL.Query().Get("wait"); q != "" {
+		if wait, err = time.ParseDuration(q); err != nil || wait < 0 {
+			s.reply(w, r, nil, fail(http.StatusBadRequest, "wait %q is not a duration such as 30s", q))
+			return
+		}
+	}
+	wait = min(wait, MaxPoll)
+
+	s.mu.Lock()
+	b := s.box(mac)
+	seen := s.now().Sub(b.lastSeen) > time.Minute
+	if seen {
+		b.lastSeen = s.now()
+	}
+	b.polling++
+	cmd, wake := s.take(b)
+	s.mu.Unlock()
+	defer func() {
+		s.mu.Lock()
+		b.polling--
+		s.mu.Unlock()
+	}()
+	if seen {
+		// An agent in an installed OS shows the terminal is up; at most once a minute.
+		if err := s.Inventory.Seen(r.Context(), mac, remoteIP(r), s.now()); err != nil {
+			s.log().Warn("could not record a terminal as seen", "mac", mac, "err", err)
+		}
+	}
+	if cmd == "" && wait > 0 {
+		t := time.NewTimer(wait)
+		defer t.Stop()
+		select {
+		case <-wake:
+			s.mu.Lock()
+			cmd, _ = s.take(b)
+			s.mu.Unlock()
+		case <-t.C:
+		case <-r.Context().Done():
+			return
+		}
+	}
+	s.reply(w, r, agent.Command{Command: cmd}, nil)
+}

@@ -1,0 +1,113 @@
+// Package deploy measures a deploy of a 2 GiB image to one simulated terminal, the whole way:
+// the DeployImage workflow on the embedded Temporal server, the region's agent API over
+// loopback HTTP, the real agent writing the terminal's disk file, fsync and read-back
+// verification. Each iteration also times cp of the raw image and sync on the same file
+// system, and reports the deploy as a ratio to it. Run it with scripts/bench deploy.
+//
+// Two deploys are timed per iteration: to an empty disk (every non-zero chunk is fetched and
+// written) and again to the same disk (every chunk is found in place and skipped), which is what
+// re-imaging a classroom whose PCs drifted little costs.
+package deploy
+
+import (
+	"context"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"testing"
+	"time"
+
+	"go.temporal.io/sdk/client"
+
+	"tms/activities"
+	"tms/devenv"
+	"tms/workflows"
+)
+
+func diskSize(b *testing.B) int64 {
+	if s := os.Getenv("TMS_BENCH_SIZE"); s != "" {
+		n, err := strconv.ParseInt(s, 10, 64)
+		if err != nil {
+			b.Fatalf("TMS_BENCH_SIZE=%q: %v", s, err)
+		}
+		return n
+	}
+	return 2 << 30
+}
+
+func sh(b *testing.B, name string, args ...string) time.Duration {
+	b.Helper()
+	start := time.Now()
+	if out, err := exec.Command(name, args...).CombinedOutput(); err != nil {
+		b.Fatalf("%s %v: %v\n%s", name, args, err, out)
+	}
+	return time.Since(start)
+}
+
+func BenchmarkDeploy(b *testing.B) {
+	size := diskSize(b)
+	dir, err := os.MkdirTemp(os.Getenv("TMS_BENCH_DIR"), "tms-bench-deploy-")
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer os.RemoveAll(dir)
+	ctx := context.Background()
+	env, err := devenv.Start(ctx, devenv.Options{DataDir: dir, TemporalPort: -1, UIPort: -1, RegionPortBase: -1,
+		Regions: []string{"region-a"}, Terminals: 2, DiskSize: size})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer env.Stop()
+	src, _ := env.Terminal("a-pc1")
+	dst, _ := env.Terminal("a-pc2")
+	timeouts := workflows.AgentTimeouts{Silence: time.Minute, Tries: 1, Total: time.Hour}
+
+	capRun, err := env.Client.ExecuteWorkflow(ctx, client.StartWorkflowOptions{TaskQueue: activities.RegionQueue("region-a")},
+		workflows.CaptureImage, workflows.CaptureImageInput{Region: "region-a", Terminal: src.Name, Image: "bench", Timeouts: timeouts})
+	if err != nil {
+		b.Fatal(err)
+	}
+	if err := capRun.Get(ctx, nil); err != nil {
+		b.Fatal(err)
+	}
+
+	deploy := func() time.Duration {
+		start := time.Now()
+		run, err := env.Client.ExecuteWorkflow(ctx, client.StartWorkflowOptions{TaskQueue: activities.RegionQueue("region-a")},
+			workflows.DeployImage, workflows.DeployImageInput{Region: "region-a", Terminals: []string{dst.Name}, Image: "bench", Timeouts: timeouts})
+		if err != nil {
+			b.Fatal(err)
+		}
+		var res workflows.DeployImageResult
+		if err := run.Get(ctx, &res); err != nil || res.Failed != 0 {
+			b.Fatalf("deploy: %+v, %v", res, err)
+		}
+		return time.Since(start)
+	}
+	mb := func(d time.Duration) float64 { return float64(size) / d.Seconds() / 1e6 }
+	for b.Loop() {
+		b.StopTimer()
+		cpDst := filepath.Join(dir, "cp.raw")
+		sh(b, "sync")
+		cp := sh(b, "cp", src.Disk, cpDst) + sh(b, "sync")
+		os.Remove(cpDst)
+		// An empty disk of the same size, as a new PC's.
+		if err := os.Truncate(dst.Disk, 0); err != nil {
+			b.Fatal(err)
+		}
+		if err := os.Truncate(dst.Disk, size); err != nil {
+			b.Fatal(err)
+		}
+		sh(b, "sync")
+		b.StartTimer()
+		full := deploy()
+		same := deploy()
+		b.StopTimer()
+		b.ReportMetric(mb(full), "MB/s")
+		b.ReportMetric(mb(cp), "cp_sync_MB/s")
+		b.ReportMetric(cp.Seconds()/full.Seconds(), "vs_cp_sync")
+		b.ReportMetric(same.Seconds(), "redeploy_s")
+		b.StartTimer()
+	}
+}

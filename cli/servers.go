@@ -1,0 +1,188 @@
+package cli
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
+
+	"tms/config"
+	"tms/server"
+	"tms/store"
+	"tms/transfer"
+	"tms/workers"
+)
+
+// centralCommand runs central's server for production, against an external Temporal.
+func (a *App) centralCommand() *cobra.Command {
+	c := &cobra.Command{
+		Use:   "central",
+		Short: "Run the central server: the catalog, image sharing and relay (Temporal task queue central)",
+		Long: `Run the central server until it is stopped (SIGINT or SIGTERM).
+
+It needs central.temporal (the Temporal frontend), central.store (the relay store), central.data_dir
+(the catalog database) and central.grant_key_file (the secret it signs transfer grants with, shared
+with the regions): from the configuration file, TMS_CENTRAL_* variables or the flags below.`,
+		Args: exactArgs(0, "no arguments"),
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			ctx := cmd.Context()
+			cfg, log, err := a.serverConfig(cmd.Flags(), config.RoleCentral)
+			if err != nil {
+				return err
+			}
+			signer, err := loadSigner(cfg.Central.GrantKeyFile, "central.grant_key_file")
+			if err != nil {
+				return err
+			}
+			relay, err := a.storeAt(ctx, cfg.Central.Store, cfg.Store.S3, true)
+			if err != nil {
+				return fmt.Errorf("central.store: %w", err)
+			}
+			tc, err := workers.Dial(ctx, cfg.Central.Temporal, log)
+			if err != nil {
+				return err
+			}
+			defer tc.Close()
+			srv, err := server.StartCentral(ctx, server.CentralOptions{DataDir: cfg.Central.DataDir, Relay: relay, Signer: signer, Client: tc, Log: log})
+			if err != nil {
+				return err
+			}
+			defer srv.Stop()
+			return serveHealth(ctx, cfg.Central.Listen.String(), log)
+		},
+	}
+	f := c.Flags()
+	f.String("central-temporal-address", "", "Temporal frontend host:port (central.temporal.address)")
+	f.String("central-temporal-namespace", "", "Temporal namespace (central.temporal.namespace)")
+	f.String("central-store", "", "relay store: a directory or s3://bucket/prefix (central.store)")
+	f.String("central-data-dir", "", "directory of the catalog database (central.data_dir)")
+	f.String("central-listen", "", "health-check HTTP address, ip:port (central.listen)")
+	f.String("central-grant-key-file", "", "file with the grant signing key (central.grant_key_file)")
+	return c
+}
+
+// regionCommand runs a region's server for production, against an external Temporal.
+func (a *App) regionCommand() *cobra.Command {
+	c := &cobra.Command{
+		Use:   "region",
+		Short: "Run a regional server: terminals, images, capture and deploy (Temporal task queue region.<id>)",
+		Long: `Run a regional server until it is stopped (SIGINT or SIGTERM): its HTTP service for agents and
+peers, and its Temporal worker. It records itself in central's catalog when it starts.
+
+It needs region.id, region.temporal, region.data_dir, region.listen and region.grant_key_file (central's
+grant key), and region.endpoint when region.listen is a wildcard address; region.store defaults to a
+directory store in region.data_dir, region.relay (central.store as this region reaches it) enables
+relayed transfers.`,
+		Args: exactArgs(0, "no arguments"),
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			ctx := cmd.Context()
+			cfg, log, err := a.serverConfig(cmd.Flags(), config.RoleRegion)
+			if err != nil {
+				return err
+			}
+			rc := cfg.Region
+			signer, err := loadSigner(rc.GrantKeyFile, "region.grant_key_file")
+			if err != nil {
+				return err
+			}
+			var st, relay *store.Store
+			if rc.Store != "" {
+				if st, err = a.storeAt(ctx, rc.Store, cfg.Store.S3, true); err != nil {
+					return fmt.Errorf("region.store: %w", err)
+				}
+			}
+			if rc.Relay != "" {
+				if relay, err = a.storeAt(ctx, rc.Relay, cfg.Store.S3, false); err != nil {
+					return fmt.Errorf("region.relay: %w", err)
+				}
+			}
+			tc, err := workers.Dial(ctx, rc.Temporal, log)
+			if err != nil {
+				return err
+			}
+			defer tc.Close()
+			endpoint := ""
+			if rc.Endpoint != nil {
+				endpoint = rc.Endpoint.String()
+			}
+			srv, err := server.StartRegion(ctx, server.RegionOptions{ID: rc.ID, DataDir: rc.DataDir, Store: st, Relay: relay,
+				Listen: rc.Listen.String(), Endpoint: endpoint, Labels: rc.Labels, Signer: signer, Client: tc, Log: log})
+			if err != nil {
+				return err
+			}
+			defer func() {
+				sctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+				defer cancel()
+				srv.Stop(sctx)
+			}()
+			return srv.Wait(ctx)
+		},
+	}
+	f := c.Flags()
+	f.String("region-id", "", "region id, like room-12 (region.id)")
+	f.String("region-temporal-address", "", "Temporal frontend host:port (region.temporal.address)")
+	f.String("region-temporal-namespace", "", "Temporal namespace (region.temporal.namespace)")
+	f.String("region-data-dir", "", "directory of the region's database and default store (region.data_dir)")
+	f.String("region-store", "", "image store: a directory or s3://bucket/prefix (region.store)")
+	f.String("region-relay", "", "central's store as this region reaches it (region.relay)")
+	f.String("region-listen", "", "HTTP address for agents and peers, ip:port (region.listen)")
+	f.String("region-endpoint", "", "URL terminals and peers reach this server at (region.endpoint)")
+	f.String("region-grant-key-file", "", "file with central's grant key (region.grant_key_file)")
+	f.String("region-labels", "", "topology labels, like site=north,floor=2 (region.labels)")
+	return c
+}
+
+// serverConfig loads the configuration for a server role and makes its logger.
+func (a *App) serverConfig(flags *pflag.FlagSet, role config.Role) (*config.Config, *slog.Logger, error) {
+	cfg, err := config.Load(config.LoadOptions{File: a.configFile, Flags: flags, Env: a.Env, Role: role})
+	if err != nil {
+		return nil, nil, err
+	}
+	return cfg, slog.New(cfg.Log.NewHandler(a.Stderr)), nil
+}
+
+// loadSigner reads the grant key file named by key.
+func loadSigner(path, key string) (*transfer.Signer, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", key, err)
+	}
+	s, err := transfer.NewSigner(b)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %s: %w (make one with: head -c 32 /dev/urandom > %s)", key, path, err, filepath.Base(path))
+	}
+	return s, nil
+}
+
+// serveHealth answers GET /healthz on addr until ctx ends.
+func serveHealth(ctx context.Context, addr string, log *slog.Logger) error {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return fmt.Errorf("central.listen: %w", err)
+	}
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "ok") })
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	errc := make(chan error, 1)
+	go func() { errc <- srv.Serve(ln) }()
+	log.Info("central is running", "health", "http://"+ln.Addr().String()+"/healthz")
+	select {
+	case err := <-errc:
+		return err
+	case <-ctx.Done():
+	}
+	sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := srv.Shutdown(sctx); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		return err
+	}
+	return nil
+}

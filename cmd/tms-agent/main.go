@@ -1,0 +1,67 @@
+// Command tms-agent is the terminal agent of tms: it captures the terminal's disk to its region
+// or deploys an image to it, as the region's boot action says. It is built static (CGO_ENABLED=0)
+// to be the /init of the network-booted in-memory OS; here it also runs against a disk file.
+//
+//	tms-agent --region http://10.0.5.2:8301 --mac 52:54:00:12:34:56 --disk /dev/sda
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"net/url"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"tms/agent"
+)
+
+func main() {
+	if err := run(os.Args[1:]); err != nil {
+		fmt.Fprintln(os.Stderr, "tms-agent:", err)
+		os.Exit(1)
+	}
+}
+
+func run(args []string) error {
+	fs := flag.NewFlagSet("tms-agent", flag.ContinueOnError)
+	region := fs.String("region", "", "URL of the region's HTTP service, for example http://10.0.5.2:8301")
+	mac := fs.String("mac", "", "the terminal's MAC address")
+	disk := fs.String("disk", "", "the disk to capture or write: a block device, or a file standing in for one")
+	once := fs.Bool("once", false, "return after one boot's task (the in-memory OS reboots afterwards)")
+	jobs := fs.Int("jobs", 0, "chunks handled at once (default: 2 per CPU, at least 4)")
+	verbose := fs.Bool("v", false, "log debug messages")
+	version := fs.Bool("version", false, "print the version and exit")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if *version {
+		fmt.Println("tms-agent", agent.Version)
+		return nil
+	}
+	if fs.NArg() > 0 {
+		return fmt.Errorf("unexpected argument %q", fs.Arg(0))
+	}
+	if *region == "" || *mac == "" {
+		return errors.New("--region and --mac are required")
+	}
+	u, err := url.Parse(*region)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		return fmt.Errorf("--region %q is not an http(s) URL", *region)
+	}
+	level := slog.LevelInfo
+	if *verbose {
+		level = slog.LevelDebug
+	}
+	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	a := &agent.Agent{Region: u, MAC: *mac, Disk: *disk, Once: *once, Jobs: *jobs, Log: log,
+		HTTP: &http.Client{Timeout: 2 * time.Minute}}
+	return a.Run(ctx)
+}

@@ -1,0 +1,377 @@
+// Package devenv runs all of tms on one machine, in one process: an embedded Temporal server
+// with its UI, the central server, regional servers with their own stores, databases and HTTP
+// services on loopback, and simulated terminals — the real agent, each with a disk file. It is
+// what `tms dev` runs and what end-to-end tests start.
+//
+//	env, err := devenv.Start(ctx, devenv.Options{DataDir: dir})
+//	defer env.Stop()
+//	fmt.Println(env.TemporalAddress(), env.UIAddress())
+//
+// Everything lives under DataDir: starting again on the same directory continues where the
+// last run stopped (workflows resume, stores and databases are kept, disks keep their bytes).
+package devenv
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"time"
+
+	"go.temporal.io/sdk/client"
+	tlog "go.temporal.io/sdk/log"
+
+	"tms/agent"
+	"tms/devtemporal"
+	"tms/internal/sampledisk"
+	"tms/server"
+	"tms/state"
+	"tms/store"
+	"tms/transfer"
+)
+
+// Options configure a development environment.
+type Options struct {
+	DataDir string
+	// Host is the loopback address everything listens on (default 127.0.0.1).
+	Host string
+	// TemporalPort and UIPort: 0 means 7233 and 8233; -1 means any free port.
+	TemporalPort, UIPort int
+	// RegionPortBase is the first regional HTTP port (default 8301, one per region); -1 means
+	// any free ports.
+	RegionPortBase int
+	// Regions are the region ids (default region-a and region-b).
+	Regions []string
+	// Terminals is the number of simulated terminals per region (default 3); -1 means none.
+	Terminals int
+	// DiskSize is the size of each simulated terminal's disk (default 64 MiB).
+	DiskSize int64
+	Log      *slog.Logger
+	// TemporalLog receives the embedded server's own log (default: warnings and errors to Log).
+	TemporalLevel slog.Level
+}
+
+// Terminal is a simulated terminal.
+type Terminal struct {
+	Region string
+	Name   string
+	MAC    string
+	Disk   string
+}
+
+// Env is a running development environment.
+type Env struct {
+	Temporal *devtemporal.Server
+	Client   client.Client
+	Central  *server.Central
+	Regions  map[string]*server.Region
+	// RegionIDs in the order they were started.
+	RegionIDs []string
+	Terminals []Terminal
+	Namespace string
+
+	cancelAgents context.CancelFunc
+	agents       sync.WaitGroup
+	agentCtl     map[string]context.CancelFunc // by MAC
+	agentMu      sync.Mutex
+	opts         Options
+	log          *slog.Logger
+}
+
+func (o *Options) defaults() {
+	if o.Host == "" {
+		o.Host = "127.0.0.1"
+	}
+	switch o.TemporalPort {
+	case 0:
+		o.TemporalPort = 7233
+	case -1:
+		o.TemporalPort = 0
+	}
+	switch o.UIPort {
+	case 0:
+		o.UIPort = 8233
+	case -1:
+		o.UIPort = 0
+	}
+	if o.RegionPortBase == 0 {
+		o.RegionPortBase = 8301
+	}
+	if len(o.Regions) == 0 {
+		o.Regions = []string{"region-a", "region-b"}
+	}
+	switch o.Terminals {
+	case 0:
+		o.Terminals = 3
+	case -1:
+		o.Terminals = 0
+	}
+	if o.DiskSize == 0 {
+		o.DiskSize = 64 << 20
+	}
+	if o.Log == nil {
+		o.Log = slog.New(slog.DiscardHandler)
+	}
+	if o.TemporalLevel == 0 {
+		o.TemporalLevel = slog.LevelWarn
+	}
+}
+
+// Start starts everything. On error, what was started is stopped again.
+func Start(ctx context.Context, o Options) (_ *Env, err error) {
+	o.defaults()
+	if o.DataDir == "" {
+		return nil, errors.New("devenv: a data directory is required")
+	}
+	if o.DiskSize < 4<<20 || o.DiskSize%4096 != 0 {
+		return nil, fmt.Errorf("terminal disk size %d: want at least 4 MiB and a multiple of 4 KiB", o.DiskSize)
+	}
+	for _, id := range o.Regions {
+		if err := state.ValidateRegionID(id); err != nil {
+			return nil, err
+		}
+	}
+	if err := os.MkdirAll(o.DataDir, 0o755); err != nil {
+		return nil, err
+	}
+	e := &Env{Regions: map[string]*server.Region{}, Namespace: "default", opts: o, log: o.Log, agentCtl: map[string]context.CancelFunc{}}
+	defer func() {
+		if err != nil {
+			e.Stop()
+		}
+	}()
+
+	e.Temporal, err = devtemporal.Start(devtemporal.Options{DataDir: filepath.Join(o.DataDir, "temporal"), Host: o.Host,
+		Port: o.TemporalPort, UIPort: o.UIPort, Log: o.Log, Level: o.TemporalLevel})
+	if err != nil {
+		return nil, err
+	}
+	e.Client, err = client.DialContext(ctx, client.Options{HostPort: e.Temporal.Address(), Namespace: e.Namespace,
+		Logger: newTemporalLogger(o.Log)})
+	if err != nil {
+		return nil, err
+	}
+	key, err := server.LoadOrCreateKey(filepath.Join(o.DataDir, "grant.key"))
+	if err != nil {
+		return nil, err
+	}
+	signer, err := transfer.NewSigner(key)
+	if err != nil {
+		return nil, err
+	}
+	relay, err := server.OpenDirStore(ctx, filepath.Join(o.DataDir, "central", "relay"))
+	if err != nil {
+		return nil, err
+	}
+	e.Central, err = server.StartCentral(ctx, server.CentralOptions{DataDir: filepath.Join(o.DataDir, "central"), Relay: relay,
+		Signer: signer, Client: e.Client, Log: o.Log})
+	if err != nil {
+		return nil, err
+	}
+	for i, id := range o.Regions {
+		listen := o.Host + ":0"
+		if o.RegionPortBase > 0 {
+			listen = fmt.Sprintf("%s:%d", o.Host, o.RegionPortBase+i)
+		}
+		r, err := server.StartRegion(ctx, server.RegionOptions{ID: id, DataDir: filepath.Join(o.DataDir, id), Relay: relay,
+			Listen: listen, Labels: map[string]string{"site": "dev"}, Signer: signer, Client: e.Client, Log: o.Log})
+		if err != nil {
+			return nil, err
+		}
+		e.Regions[id] = r
+		e.RegionIDs = append(e.RegionIDs, id)
+	}
+	if err := e.addTerminals(ctx); err != nil {
+		return nil, err
+	}
+	return e, nil
+}
+
+// TemporalAddress is the Temporal frontend's host:port.
+func (e *Env) TemporalAddress() string { return e.Temporal.Address() }
+
+// UIAddress is the Temporal UI's host:port.
+func (e *Env) UIAddress() string { return e.Temporal.UIAddress() }
+
+// terminalPrefix names a region's terminals: "a" for region-a, the id itself otherwise.
+func terminalPrefix(region string) string {
+	if s, ok := strings.CutPrefix(region, "region-"); ok && s != "" {
+		return s
+	}
+	return region
+}
+
+// addTerminals creates (first run) or finds the simulated terminals, enrolls them, puts each
+// region's terminals in a group "lab", and starts their agents. The first terminal of the first
+// region starts with a sample disk, the others with empty disks.
+func (e *Env) addTerminals(ctx context.Context) error {
+	agentsCtx, cancel := context.WithCancel(context.Background())
+	e.cancelAgents = cancel
+	for ri, id := range e.RegionIDs {
+		r := e.Regions[id]
+		dir := filepath.Join(e.opts.DataDir, id, "terminals")
+		if err := os.MkdirAll(dir, 0o755); err != nil {
+			return err
+		}
+		if e.opts.Terminals > 0 {
+			if err := r.Inventory.CreateGroup(ctx, "lab"); err != nil && !errors.Is(err, state.ErrConflict) {
+				return err
+			}
+		}
+		for n := range e.opts.Terminals {
+			t := Terminal{Region: id, Name: fmt.Sprintf("%s-pc%d", terminalPrefix(id), n+1),
+				MAC: fmt.Sprintf("52:54:00:%02x:00:%02x", ri+1, n+1)}
+			t.Disk = filepath.Join(dir, t.Name+".disk")
+			if _, err := os.Stat(t.Disk); errors.Is(err, os.ErrNotExist) {
+				if ri == 0 && n == 0 {
+					err = sampledisk.Write(t.Disk, sampledisk.Options{Size: e.opts.DiskSize, Seed: 1})
+				} else {
+					err = emptyDisk(t.Disk, e.opts.DiskSize)
+				}
+				if err != nil {
+					return fmt.Errorf("terminal %s: disk: %w", t.Name, err)
+				}
+			} else if err != nil {
+				return err
+			}
+			if err := r.Inventory.Enroll(ctx, t.MAC, t.Name); err != nil {
+				return err
+			}
+			if err := r.Inventory.AddToGroup(ctx, "lab", t.Name); err != nil {
+				return err
+			}
+			e.Terminals = append(e.Terminals, t)
+			e.startAgent(agentsCtx, t)
+		}
+	}
+	return nil
+}
+
+func emptyDisk(path string, size int64) error {
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o644)
+	if err != nil {
+		return err
+	}
+	if err := f.Truncate(size); err != nil {
+		f.Close()
+		return err
+	}
+	return f.Close()
+}
+
+// startAgent runs terminal t's agent until ctx ends or StopAgent is called.
+func (e *Env) startAgent(ctx context.Context, t Terminal) {
+	u, _ := url.Parse(e.Regions[t.Region].Endpoint())
+	ctx, cancel := context.WithCancel(ctx)
+	e.agentMu.Lock()
+	e.agentCtl[t.MAC] = cancel
+	e.agentMu.Unlock()
+	a := &agent.Agent{Region: u, MAC: t.MAC, Disk: t.Disk, HTTP: &http.Client{Timeout: 2 * time.Minute},
+		Log: e.log.With("terminal", t.Name)}
+	e.agents.Add(1)
+	go func() {
+		defer e.agents.Done()
+		if err := a.Run(ctx); err != nil && ctx.Err() == nil {
+			e.log.Error("agent stopped", "terminal", t.Name, "err", err)
+		}
+	}()
+}
+
+// Terminal returns the simulated terminal called name.
+func (e *Env) Terminal(name string) (Terminal, bool) {
+	for _, t := range e.Terminals {
+		if t.Name == name {
+			return t, true
+		}
+	}
+	return Terminal{}, false
+}
+
+// StopAgent stops a simulated terminal's agent at once, as if the terminal lost power.
+func (e *Env) StopAgent(name string) {
+	t, ok := e.Terminal(name)
+	if !ok {
+		return
+	}
+	e.agentMu.Lock()
+	cancel := e.agentCtl[t.MAC]
+	e.agentMu.Unlock()
+	if cancel != nil {
+		cancel()
+	}
+}
+
+// StartAgent starts a stopped simulated terminal's agent again.
+func (e *Env) StartAgent(ctx context.Context, name string) {
+	if t, ok := e.Terminal(name); ok {
+		e.StopAgent(name)
+		e.startAgent(ctx, t)
+	}
+}
+
+// Wait returns when ctx ends or a server fails.
+func (e *Env) Wait(ctx context.Context) error {
+	errc := make(chan error, len(e.Regions))
+	for _, r := range e.Regions {
+		go func() { errc <- r.Wait(ctx) }()
+	}
+	select {
+	case <-ctx.Done():
+		return nil
+	case err := <-errc:
+		return err
+	}
+}
+
+// Stop stops everything: agents, regions, central, the client and the Temporal server.
+func (e *Env) Stop() {
+	if e.cancelAgents != nil {
+		e.cancelAgents()
+		e.agents.Wait()
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	for _, id := range e.RegionIDs {
+		e.Regions[id].Stop(ctx)
+	}
+	if e.Central != nil {
+		e.Central.Stop()
+	}
+	if e.Client != nil {
+		e.Client.Close()
+	}
+	if e.Temporal != nil {
+		e.Temporal.Stop()
+	}
+}
+
+// RegionStore returns a region's image store.
+func (e *Env) RegionStore(id string) *store.Store { return e.Regions[id].Store }
+
+// newTemporalLogger routes the Temporal SDK's log to log, at warnings and above: its routine
+// messages (workers starting and stopping) are noise next to tms's own.
+func newTemporalLogger(log *slog.Logger) tlog.Logger {
+	return tlog.NewStructuredLogger(slog.New(&minLevel{h: log.Handler(), min: slog.LevelWarn}))
+}
+
+type minLevel struct {
+	h   slog.Handler
+	min slog.Level
+}
+
+func (m *minLevel) Enabled(ctx context.Context, l slog.Level) bool {
+	return l >= m.min && m.h.Enabled(ctx, l)
+}
+func (m *minLevel) Handle(ctx context.Context, r slog.Record) error { return m.h.Handle(ctx, r) }
+func (m *minLevel) WithAttrs(a []slog.Attr) slog.Handler {
+	return &minLevel{h: m.h.WithAttrs(a), min: m.min}
+}
+func (m *minLevel) WithGroup(g string) slog.Handler {
+	return &minLevel{h: m.h.WithGroup(g), min: m.min}
+}

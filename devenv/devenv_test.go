@@ -1,0 +1,253 @@
+package devenv_test
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"testing"
+	"time"
+
+	"go.temporal.io/sdk/client"
+	"go.temporal.io/sdk/temporal"
+
+	"tms/activities"
+	"tms/devenv"
+	"tms/internal/storetest"
+	"tms/manifest"
+	"tms/state"
+	"tms/workflows"
+)
+
+func start(t *testing.T, dir string, regions ...string) *devenv.Env {
+	t.Helper()
+	env, err := devenv.Start(context.Background(), devenv.Options{DataDir: dir, TemporalPort: -1, UIPort: -1, RegionPortBase: -1,
+		Regions: regions, Terminals: 3, DiskSize: 16 << 20})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return env
+}
+
+var quick = workflows.AgentTimeouts{Silence: 20 * time.Second, Tries: 3, Total: 5 * time.Minute}
+
+func capture(t *testing.T, env *devenv.Env, region, terminal, image string) workflows.CaptureImageResult {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	run, err := env.Client.ExecuteWorkflow(ctx, client.StartWorkflowOptions{ID: workflows.CaptureWorkflowID(region, terminal, image),
+		TaskQueue: activities.RegionQueue(region)}, workflows.CaptureImage,
+		workflows.CaptureImageInput{Region: region, Terminal: terminal, Image: image, Timeouts: quick})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var res workflows.CaptureImageResult
+	if err := run.Get(ctx, &res); err != nil {
+		t.Fatalf("capture: %v", err)
+	}
+	return res
+}
+
+func startDeploy(t *testing.T, env *devenv.Env, in workflows.DeployImageInput) client.WorkflowRun {
+	t.Helper()
+	if in.Timeouts == (workflows.AgentTimeouts{}) {
+		in.Timeouts = quick
+	}
+	run, err := env.Client.ExecuteWorkflow(context.Background(), client.StartWorkflowOptions{
+		ID: workflows.DeployWorkflowID(in.Region, in.Group, in.Terminals, in.Image), TaskQueue: activities.RegionQueue(in.Region)},
+		workflows.DeployImage, in)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return run
+}
+
+func deploy(t *testing.T, env *devenv.Env, in workflows.DeployImageInput) workflows.DeployImageResult {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	var res workflows.DeployImageResult
+	if err := startDeploy(t, env, in).Get(ctx, &res); err != nil {
+		t.Fatalf("deploy: %v", err)
+	}
+	return res
+}
+
+func terminalsOf(env *devenv.Env, region string) []devenv.Terminal {
+	var out []devenv.Terminal
+	for _, t := range env.Terminals {
+		if t.Region == region {
+			out = append(out, t)
+		}
+	}
+	return out
+}
+
+// TestCaptureShareDeploy is the whole flow on one machine: capture the sample terminal of
+// region-a, deploy the image to region-b's group (a peer pull), then to region-c with every
+// peer unreachable (a relay through central's storage); every disk ends byte-identical to the
+// captured one, and the catalog knows every verified copy.
+func TestCaptureShareDeploy(t *testing.T) {
+	env := start(t, t.TempDir(), "region-a", "region-b", "region-c")
+	defer env.Stop()
+	ctx := context.Background()
+	src, _ := env.Terminal("a-pc1")
+	want := storetest.FileSum(t, src.Disk)
+
+	cap := capture(t, env, "region-a", "a-pc1", "classroom")
+	id, err := manifest.ParseID(cap.Version)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, err := env.Central.Catalog.Resolve(ctx, "classroom"); err != nil || got != id {
+		t.Fatalf("catalog resolves classroom to %v, %v; want %s", got.Short(), err, id.Short())
+	}
+	if tm, err := env.Regions["region-a"].Inventory.Terminal(ctx, "a-pc1"); err != nil || tm.Version != id {
+		t.Fatalf("a-pc1 holds %v (%v), want %s", tm.Version.Short(), err, id.Short())
+	}
+	// Capturing again moves nothing new and gives the same version.
+	if again := capture(t, env, "region-a", "a-pc1", "classroom"); again.Version != cap.Version {
+		t.Fatalf("second capture gave %s, want %s", again.Version, cap.Version)
+	}
+
+	res := deploy(t, env, workflows.DeployImageInput{Region: "region-b", Group: "lab", Image: "classroom"})
+	if res.Share.Path != "peer" || res.Share.Source != "region-a" || res.Failed != 0 || len(res.Terminals) != 3 {
+		t.Fatalf("deploy to region-b: %+v", res)
+	}
+	for _, tm := range terminalsOf(env, "region-b") {
+		if storetest.FileSum(t, tm.Disk) != want {
+			t.Errorf("%s differs from the captured disk", tm.Name)
+		}
+	}
+
+	// Every peer unreachable: the image travels through central's relay storage.
+	for _, r := range []string{"region-a", "region-b"} {
+		reg, err := env.Central.Catalog.GetRegion(ctx, r)
+		if err != nil {
+			t.Fatal(err)
+		}
+		reg.Endpoint = "http://127.0.0.1:1"
+		if err := env.Central.Catalog.UpsertRegion(ctx, reg); err != nil {
+			t.Fatal(err)
+		}
+	}
+	res = deploy(t, env, workflows.DeployImageInput{Region: "region-c", Terminals: []string{"c-pc1", "c-pc2"}, Image: "classroom@" + id.Short()})
+	if res.Share.Path != "relay" || res.Failed != 0 || len(res.Terminals) != 2 {
+		t.Fatalf("deploy to region-c: %+v", res)
+	}
+	for _, name := range []string{"c-pc1", "c-pc2"} {
+		tm, _ := env.Terminal(name)
+		if storetest.FileSum(t, tm.Disk) != want {
+			t.Errorf("%s differs from the captured disk", name)
+		}
+	}
+	locs, err := env.Central.Catalog.Locations(ctx, id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var verified []string
+	for _, l := range locs {
+		if l.State == state.Verified {
+			verified = append(verified, l.Region.ID)
+		}
+	}
+	if strings.Join(verified, ",") != "region-a,region-b,region-c" {
+		t.Errorf("verified copies in %v", verified)
+	}
+}
+
+// TestSilentTerminal deploys to a group where one terminal is off: that terminal fails with a
+// message saying so, the others are deployed, and the silent one's boot action is reset.
+func TestSilentTerminal(t *testing.T) {
+	env := start(t, t.TempDir(), "region-a")
+	defer env.Stop()
+	capture(t, env, "region-a", "a-pc1", "lab-image")
+	env.StopAgent("a-pc3")
+	res := deploy(t, env, workflows.DeployImageInput{Region: "region-a", Terminals: []string{"a-pc2", "a-pc3"}, Image: "lab-image",
+		Timeouts: workflows.AgentTimeouts{Silence: 2 * time.Second, Tries: 2, Total: time.Minute}})
+	if res.Failed != 1 || !res.Terminals[0].OK || res.Terminals[1].OK {
+		t.Fatalf("%+v", res.Terminals)
+	}
+	if !strings.Contains(res.Terminals[1].Error, "a-pc3 did not report") {
+		t.Errorf("a-pc3's failure: %q", res.Terminals[1].Error)
+	}
+	a, err := env.Regions["region-a"].Inventory.BootAction(context.Background(), res.Terminals[1].MAC, time.Now())
+	if err != nil || a.Action != "local" {
+		t.Errorf("a-pc3's boot action after the failure: %+v, %v", a, err)
+	}
+}
+
+// TestRestartMidDeploy stops everything while terminals are being written and starts again on
+// the same data directory: the deploy resumes and finishes, and the disks are right.
+func TestRestartMidDeploy(t *testing.T) {
+	dir := t.TempDir()
+	env := start(t, dir, "region-a")
+	src, _ := env.Terminal("a-pc1")
+	want := storetest.FileSum(t, src.Disk)
+	capture(t, env, "region-a", "a-pc1", "lab-image")
+	run := startDeploy(t, env, workflows.DeployImageInput{Region: "region-a", Terminals: []string{"a-pc2", "a-pc3"}, Image: "lab-image"})
+	// Wait until an agent is at work, then stop everything at once.
+	deadline := time.Now().Add(time.Minute)
+	for {
+		tasks, err := env.Regions["region-a"].Inventory.Tasks(context.Background(), "", 10)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(tasks) > 0 && tasks[0].Kind == "deploy" && tasks[0].State == state.TaskRunning {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("no deploy task started running")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	env.Stop()
+
+	env = start(t, dir, "region-a")
+	defer env.Stop()
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	var res workflows.DeployImageResult
+	if err := env.Client.GetWorkflow(ctx, run.GetID(), "").Get(ctx, &res); err != nil {
+		t.Fatalf("deploy after restart: %v", err)
+	}
+	if res.Failed != 0 {
+		t.Fatalf("%+v", res)
+	}
+	for _, name := range []string{"a-pc2", "a-pc3"} {
+		tm, _ := env.Terminal(name)
+		if storetest.FileSum(t, tm.Disk) != want {
+			t.Errorf("%s differs from the captured disk", name)
+		}
+	}
+}
+
+// TestBadInputEndsClearly checks the errors an admin gets for mistakes.
+func TestBadInputEndsClearly(t *testing.T) {
+	env := start(t, t.TempDir(), "region-a")
+	defer env.Stop()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	for _, tc := range []struct {
+		name string
+		wf   any
+		in   any
+		want string
+	}{
+		{"unknown terminal", workflows.CaptureImage, workflows.CaptureImageInput{Region: "region-a", Terminal: "nope", Image: "x"}, "region region-a has no terminal nope"},
+		{"bad image name", workflows.CaptureImage, workflows.CaptureImageInput{Region: "region-a", Terminal: "a-pc1", Image: "Bad Name"}, "image name"},
+		{"unknown group", workflows.DeployImage, workflows.DeployImageInput{Region: "region-a", Group: "nope", Image: "x"}, "region region-a has no group nope"},
+		{"unknown image", workflows.DeployImage, workflows.DeployImageInput{Region: "region-a", Group: "lab", Image: "never-captured"}, "never-captured is not in the catalog"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			run, err := env.Client.ExecuteWorkflow(ctx, client.StartWorkflowOptions{TaskQueue: activities.RegionQueue("region-a")}, tc.wf, tc.in)
+			if err != nil {
+				t.Fatal(err)
+			}
+			err = run.Get(ctx, nil)
+			var ae *temporal.ApplicationError
+			if !errors.As(err, &ae) || !strings.Contains(ae.Error(), tc.want) {
+				t.Fatalf("error %v, want one saying %q", err, tc.want)
+			}
+		})
+	}
+}

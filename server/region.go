@@ -1,0 +1,211 @@
+// Package server assembles tms's long-running servers from their parts: a region's server (its
+// inventory database, image store, HTTP service for agents and peers, and Temporal worker) and
+// central's (catalog database, relay storage and Temporal worker). `tms region`, `tms central`
+// and `tms dev` run them; tests start them in-process.
+//
+//	r, err := server.StartRegion(ctx, server.RegionOptions{ID: "lab-1", DataDir: dir, Client: c, Signer: s})
+//	defer r.Stop(context.Background())
+package server
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"time"
+
+	"go.temporal.io/sdk/client"
+	"go.temporal.io/sdk/worker"
+
+	"tms/activities"
+	"tms/agentapi"
+	"tms/state"
+	"tms/store"
+	"tms/transfer"
+	"tms/workers"
+	"tms/workflows"
+)
+
+// RegionOptions configure a region's server.
+type RegionOptions struct {
+	ID      string
+	DataDir string // holds inventory.db and, unless Store is set, the store
+	// Store is the region's image store; nil means a directory store in DataDir/store.
+	Store *store.Store
+	// Relay is central's relay storage as this region reaches it; nil if none.
+	Relay *store.Store
+	// Listen is the HTTP service's address (default 127.0.0.1:0, any free port).
+	Listen string
+	// Endpoint is the URL peers and agents use to reach the HTTP service; default
+	// http://<the address it listens on>.
+	Endpoint string
+	Labels   map[string]string
+	// Signer checks the grants central mints for peer pulls.
+	Signer *transfer.Signer
+	Client client.Client
+	Log    *slog.Logger
+	// NoRegister skips recording the region in central's catalog at start.
+	NoRegister bool
+	// Wrap, if set, wraps the HTTP service's handler (tests inject faults with it).
+	Wrap func(http.Handler) http.Handler
+}
+
+// Region is a running region server.
+type Region struct {
+	ID        string
+	Store     *store.Store
+	Inventory *state.Inventory
+	Agents    *agentapi.Server
+
+	endpoint string
+	http     *http.Server
+	ln       net.Listener
+	worker   worker.Worker
+	served   chan error
+	log      *slog.Logger
+}
+
+// Endpoint is the URL of the region's HTTP service.
+func (r *Region) Endpoint() string { return r.endpoint }
+
+// StartRegion opens the region's state, starts its HTTP service and worker, and records the
+// region in central's catalog.
+func StartRegion(ctx context.Context, o RegionOptions) (_ *Region, err error) {
+	if err := state.ValidateRegionID(o.ID); err != nil {
+		return nil, err
+	}
+	if o.Client == nil || o.Signer == nil {
+		return nil, errors.New("a region server needs a Temporal client and a grant signer")
+	}
+	log := o.Log
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	log = log.With("region", o.ID)
+	if err := os.MkdirAll(o.DataDir, 0o755); err != nil {
+		return nil, err
+	}
+	r := &Region{ID: o.ID, Store: o.Store, log: log, served: make(chan error, 1)}
+	defer func() {
+		if err != nil {
+			r.close()
+		}
+	}()
+	if r.Store == nil {
+		if r.Store, err = OpenDirStore(ctx, filepath.Join(o.DataDir, "store")); err != nil {
+			return nil, err
+		}
+	}
+	if r.Inventory, err = state.OpenInventory(ctx, filepath.Join(o.DataDir, "inventory.db")); err != nil {
+		return nil, err
+	}
+	r.Agents = &agentapi.Server{Inventory: r.Inventory, Store: r.Store, Waiters: activities.AgentWaiters{Client: o.Client}, Log: log}
+
+	listen := o.Listen
+	if listen == "" {
+		listen = "127.0.0.1:0"
+	}
+	if r.ln, err = net.Listen("tcp", listen); err != nil {
+		return nil, fmt.Errorf("region %s: HTTP service: %w", o.ID, err)
+	}
+	r.endpoint = o.Endpoint
+	if r.endpoint == "" {
+		r.endpoint = "http://" + r.ln.Addr().String()
+	}
+	mux := http.NewServeMux()
+	(&transfer.Handler{Store: r.Store, Signer: o.Signer, Log: log}).Routes(mux)
+	r.Agents.Routes(mux)
+	var h http.Handler = mux
+	if o.Wrap != nil {
+		h = o.Wrap(mux)
+	}
+	r.http = &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute}
+	go func() { r.served <- r.http.Serve(r.ln) }()
+
+	r.worker = workers.NewRegion(o.Client, &activities.Region{ID: o.ID, Store: r.Store, Relay: o.Relay,
+		HTTP: &http.Client{Timeout: 5 * time.Minute}, Inventory: r.Inventory, Agents: r.Agents})
+	if err := r.worker.Start(); err != nil {
+		return nil, fmt.Errorf("region %s: worker: %w", o.ID, err)
+	}
+	if !o.NoRegister {
+		if err := register(ctx, o.Client, activities.RegionInfo{ID: o.ID, Labels: o.Labels, Endpoint: r.endpoint}); err != nil {
+			return nil, fmt.Errorf("region %s: registering with central: %w", o.ID, err)
+		}
+	}
+	log.Info("region server started", "endpoint", r.endpoint, "store", r.Store.String())
+	return r, nil
+}
+
+// register records the region in central's catalog through the central worker.
+func register(ctx context.Context, c client.Client, info activities.RegionInfo) error {
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
+	defer cancel()
+	run, err := c.ExecuteWorkflow(ctx, client.StartWorkflowOptions{
+		ID:                       "region/" + info.ID + "/register",
+		TaskQueue:                activities.CentralQueue,
+		WorkflowExecutionTimeout: 2 * time.Minute,
+	}, workflows.RegisterRegion, info)
+	if err != nil {
+		return err
+	}
+	err = run.Get(ctx, nil)
+	if ctx.Err() != nil {
+		return fmt.Errorf("central did not answer within 2 minutes: is the central worker running?")
+	}
+	return err
+}
+
+// Wait returns when the HTTP service stops by itself (an error) or ctx ends.
+func (r *Region) Wait(ctx context.Context) error {
+	select {
+	case err := <-r.served:
+		return fmt.Errorf("region %s: HTTP service stopped: %w", r.ID, err)
+	case <-ctx.Done():
+		return nil
+	}
+}
+
+// Stop stops the worker (letting running activities finish or heartbeat out), then the HTTP
+// service, within ctx, and closes the databases.
+func (r *Region) Stop(ctx context.Context) error {
+	if r.worker != nil {
+		r.worker.Stop()
+		r.worker = nil
+	}
+	var err error
+	if r.http != nil {
+		err = r.http.Shutdown(ctx)
+		r.http = nil
+	}
+	r.close()
+	return err
+}
+
+func (r *Region) close() {
+	if r.ln != nil {
+		r.ln.Close()
+	}
+	if r.Inventory != nil {
+		r.Inventory.Close()
+	}
+}
+
+// OpenDirStore opens the directory store at dir, creating it if needed.
+func OpenDirStore(ctx context.Context, dir string) (*store.Store, error) {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return nil, fmt.Errorf("store %s: %w", dir, err)
+	}
+	b, err := store.NewDir(dir)
+	if err != nil {
+		return nil, err
+	}
+	s := store.New(b, store.Options{})
+	if err := s.Init(ctx); err != nil {
+		return nil, fmt.Errorf("store %s: %w", dir, err)
+	}
+	return s, nil
+}
