@@ -91,7 +91,9 @@ func fail(t *testing.T, run tmsRun, code int, want string, args ...string) {
 		t.Fatalf("tms %s: exit %d (want %d)\nstdout: %s\nstderr: %s\nwant stderr to hold %q", strings.Join(args, " "), got, code, out, errs, want)
 	}
 	// One line, the root cause, without Temporal's wrapping.
-	if code == 1 && (strings.Count(errs, "\n") != 1 || strings.Contains(errs, "workflow execution error") || strings.Contains(errs, "activity error")) {
+	lines := strings.Split(strings.TrimSpace(errs), "\n")
+	last := lines[len(lines)-1]
+	if code == 1 && (!strings.HasPrefix(last, "tms: ") || !strings.Contains(last, want) || strings.Contains(last, "workflow execution error") || strings.Contains(last, "activity error")) {
 		t.Fatalf("tms %s: error is not one plain line:\n%s", strings.Join(args, " "), errs)
 	}
 }
@@ -134,6 +136,17 @@ func TestAdminCommandsOverTemporal(t *testing.T) {
 	}
 	if text := must(t, run, "image", "ls"); !strings.Contains(text, version[:12]) || !strings.Contains(text, "region-a") {
 		t.Fatalf("image ls text:\n%s", text)
+	}
+
+	// Sharing an image where it already is ends at once: --wait follows it to its result, and
+	// a share that fails exits with the reason central gave.
+	if out := must(t, run, "image", "share", "lab", "--to", "region-a", "--wait"); !strings.Contains(out, "completed: version "+version[:12]+" was already there") {
+		t.Fatalf("image share --wait: %s", out)
+	}
+	fail(t, run, 1, "failed: image nope is not in the catalog", "image", "share", "nope", "--to", "region-a", "--wait")
+	d := decode[taskDetail](t, must(t, run, "task", "show", "share/nope/region-a", "--json"))
+	if d.Status != "Failed" || d.Failure != "image nope is not in the catalog" || d.Type != "ShareImage" || d.Close == nil {
+		t.Fatalf("task show of the failed share: %+v", d)
 	}
 
 	must(t, run, "terminal", "enroll", "--region", "region-a", "52:54:00:00:00:01", "pc1")
