@@ -319,7 +319,12 @@ type taskDetail struct {
 	Result    json.RawMessage   `json:"result,omitempty"`
 	Summary   string            `json:"summary,omitempty"`
 	URL       string            `json:"url"`
+	// children are the running child tasks of a deploy, for its progress line.
+	children []*taskDetail
 }
+
+// maxFollowedChildren bounds the child tasks a deploy's progress line asks about each time.
+const maxFollowedChildren = 64
 
 // describe gathers what Temporal knows of a task; with query, also the workflow's own
 // progress report while it runs.
@@ -358,6 +363,17 @@ func (c *tclient) describe(ctx context.Context, id string, query bool) (*taskDet
 			var raw json.RawMessage
 			if v.Get(&raw) == nil {
 				d.Progress = raw
+			}
+		}
+		// A deploy's bytes move in its children: the share, and one task per terminal.
+		if d.Type == "DeployImage" {
+			for i, ch := range d.Children {
+				if i == maxFollowedChildren {
+					break
+				}
+				if cd, err := c.describe(ctx, ch, false); err == nil {
+					d.children = append(d.children, cd)
+				}
 			}
 		}
 	}
@@ -445,6 +461,25 @@ func (d *taskDetail) progressLine() string {
 		if p.progress != "" {
 			parts = append(parts, p.progress)
 		}
+	}
+	var agents activities.AgentProgress
+	reporting := 0
+	for _, ch := range d.children {
+		for _, p := range ch.Pending {
+			var ap activities.AgentProgress
+			switch {
+			case p.Type == "WaitForAgent" && json.Unmarshal(p.Progress, &ap) == nil && ap.Total > 0:
+				agents.Done += ap.Done
+				agents.Total += ap.Total
+				reporting++
+			case ch.Type == "ShareImage" && p.progress != "":
+				parts = append(parts, "share "+p.progress)
+			}
+		}
+	}
+	if reporting > 0 {
+		parts = append(parts, fmt.Sprintf("%d terminal(s) reporting %.1f%% (%s / %s)", reporting,
+			100*float64(agents.Done)/float64(agents.Total), humanBytes(agents.Done), humanBytes(agents.Total)))
 	}
 	return strings.Join(parts, "; ")
 }

@@ -121,7 +121,7 @@ func (c *tclient) centralAdmin(ctx context.Context, op string) (workflows.Centra
 	}
 	if err := run.Get(ctx, &res); err != nil {
 		if isTimeout(err) {
-			return res, fmt.Errorf("central's worker did not answer within %s: is tms central running?", c.adminTimeout)
+			return res, fmt.Errorf("central's worker did not answer within %s: is tms central running?", roundDuration(c.adminTimeout))
 		}
 		return res, errors.New(rootMessage(err))
 	}
@@ -163,7 +163,7 @@ func (c *tclient) regionAdmin(ctx context.Context, region string, in activities.
 	}
 	if err := run.Get(ctx, &res); err != nil {
 		if isTimeout(err) {
-			return res, fmt.Errorf("region %s's worker did not answer within %s: is `tms region` running for it?", region, c.adminTimeout)
+			return res, fmt.Errorf("region %s's worker did not answer within %s: is `tms region` running for it?", region, roundDuration(c.adminTimeout))
 		}
 		return res, errors.New(rootMessage(err))
 	}
@@ -223,4 +223,16 @@ func requireFlag(cmd *cobra.Command, name, value string) error {
 
 func regionFlag(c *cobra.Command, region *string) {
 	c.Flags().StringVar(region, "region", "", "region id (required; 'tms region ls' lists them)")
+}
+
+// roundDuration prints a duration as people write it: 1m, not 1m0s.
+func roundDuration(d time.Duration) string {
+	s := d.String()
+	if strings.HasSuffix(s, "m0s") {
+		s = strings.TrimSuffix(s, "0s")
+	}
+	if strings.HasSuffix(s, "h0m") {
+		s = strings.TrimSuffix(s, "0m")
+	}
+	return s
 }
