@@ -40,6 +40,7 @@ type App struct {
 	logLevel   string
 	cpuProfile string
 	log        *slog.Logger
+	temporal   temporalFlags // see temporal.go
 }
 
 // Main runs the tms command line with args and returns the exit status.
@@ -114,7 +115,11 @@ func (a *App) Command() *cobra.Command {
 	root.PersistentFlags().StringVar(&a.cpuProfile, "cpuprofile", "", "write a CPU profile of the command to this file")
 	root.PersistentFlags().MarkHidden("cpuprofile")
 	root.AddCommand(a.imageCommand(), a.storeCommand(), a.devCommand(), a.versionCommand())
-	root.AddCommand(a.centralCommand(), a.regionCommand())
+	a.addTemporalFlags(root.PersistentFlags())
+	// tms region runs a region's server; tms region ls lists the regions central knows.
+	region := a.regionCommand()
+	region.AddCommand(a.regionAdminCommand().Commands()...)
+	root.AddCommand(a.centralCommand(), region, a.terminalCommand(), a.groupCommand(), a.deployCommand(), a.taskCommand())
 	return root
 }
 

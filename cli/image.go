@@ -20,6 +20,7 @@ import (
 func (a *App) imageCommand() *cobra.Command {
 	c := &cobra.Command{Use: "image", Short: "Import, export, list, show and remove disk images"}
 	c.AddCommand(a.imageImport(), a.imageExport(), a.imageLs(), a.imageShow(), a.imageRm())
+	c.AddCommand(a.imageCapture(), a.imageShare())
 	return c
 }
 
@@ -162,10 +163,13 @@ func (a *App) imageLs() *cobra.Command {
 	var loc string
 	var asJSON bool
 	c := &cobra.Command{
-		Use:   "ls --store STORE [--json]",
-		Short: "List the images and versions in a store",
+		Use:   "ls [--store STORE] [--json]",
+		Short: "List the images and versions in central's catalog, or in a store",
 		Args:  exactArgs(0, "no arguments"),
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			if loc == "" {
+				return a.catalogImageLs(cmd, asJSON)
+			}
 			ctx := cmd.Context()
 			s, err := a.openStore(ctx, cmd, loc, false)
 			if err != nil {
@@ -231,7 +235,7 @@ func (a *App) imageLs() *cobra.Command {
 			return tw.Flush()
 		},
 	}
-	storeFlag(c, &loc)
+	c.Flags().StringVar(&loc, "store", "", "list this image store (a directory or s3://bucket/prefix) instead of central's catalog")
 	c.Flags().BoolVar(&asJSON, "json", false, "print JSON")
 	return c
 }

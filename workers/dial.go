@@ -87,7 +87,7 @@ func Dial(ctx context.Context, t config.Temporal, log *slog.Logger) (client.Clie
 	defer cancel()
 	c, err := client.DialContext(ctx, o)
 	if err != nil {
-		return nil, fmt.Errorf("cannot reach Temporal at %s (namespace %s): %w; is the server running and the address right (temporal.address)?",
+		return nil, fmt.Errorf("cannot reach Temporal at %s (namespace %s): %w; is the server running, and is the address right?",
 			o.HostPort, o.Namespace, err)
 	}
 	if _, err := c.CheckHealth(ctx, &client.CheckHealthRequest{}); err != nil {

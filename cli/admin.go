@@ -1,0 +1,371 @@
+package cli
+
+import (
+	"fmt"
+	"maps"
+	"slices"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"tms/activities"
+)
+
+// The inventory commands reach a region through Temporal: a RegionAdmin workflow on the
+// region's task queue, answered by the region's own worker.
+
+// regionRow is one line of `tms region ls`.
+type regionRow struct {
+	ID       string            `json:"id"`
+	Endpoint string            `json:"endpoint"`
+	Labels   map[string]string `json:"labels"`
+	Capacity int64             `json:"capacity"`
+	Used     int64             `json:"used"`
+	LastSeen time.Time         `json:"last_seen"`
+}
+
+func (a *App) regionAdminCommand() *cobra.Command {
+	c := &cobra.Command{Use: "region", Short: "List the regions (classroom servers) central knows"}
+	var asJSON bool
+	ls := &cobra.Command{
+		Use:   "ls [--json]",
+		Short: "List the regions in central's catalog: id, data endpoint, labels",
+		Args:  exactArgs(0, "no arguments"),
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			ctx := cmd.Context()
+			c, err := a.dial(ctx)
+			if err != nil {
+				return err
+			}
+			defer c.Close()
+			res, err := c.centralAdmin(ctx, "regions")
+			if err != nil {
+				return err
+			}
+			rows := []regionRow{}
+			for _, r := range res.Regions {
+				row := regionRow{ID: r.ID, Endpoint: r.Endpoint, Labels: r.Labels, Capacity: r.Capacity, Used: r.Used, LastSeen: r.LastSeen}
+				if row.Labels == nil {
+					row.Labels = map[string]string{}
+				}
+				rows = append(rows, row)
+			}
+			slices.SortFunc(rows, func(x, y regionRow) int { return strings.Compare(x.ID, y.ID) })
+			if asJSON {
+				return a.printJSON(rows)
+			}
+			tw := tabwriter.NewWriter(a.Stdout, 0, 4, 2, ' ', 0)
+			fmt.Fprintln(tw, "REGION\tENDPOINT\tLABELS")
+			for _, r := range rows {
+				fmt.Fprintf(tw, "%s\t%s\t%s\n", r.ID, dash(r.Endpoint), dash(labels(r.Labels)))
+			}
+			return tw.Flush()
+		},
+	}
+	ls.Flags().BoolVar(&asJSON, "json", false, "print JSON")
+	c.AddCommand(ls)
+	return c
+}
+
+func labels(m map[string]string) string {
+	var kv []string
+	for _, k := range slices.Sorted(maps.Keys(m)) {
+		kv = append(kv, k+"="+m[k])
+	}
+	return strings.Join(kv, ",")
+}
+
+func dash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
+}
+
+// terminalRow is one line of `tms terminal ls`.
+type terminalRow struct {
+	Name       string    `json:"name"`
+	MAC        string    `json:"mac"`
+	Enrolled   bool      `json:"enrolled"`
+	DiskSize   int64     `json:"disk_size"`
+	Version    string    `json:"version"`
+	LastIP     string    `json:"last_ip"`
+	LastSeen   time.Time `json:"last_seen"`
+	BootAction string    `json:"boot_action"`
+	Task       string    `json:"task,omitempty"`
+}
+
+func (a *App) terminalCommand() *cobra.Command {
+	c := &cobra.Command{Use: "terminal", Short: "List and enroll a region's terminals"}
+	c.AddCommand(a.terminalLs(), a.terminalEnroll())
+	return c
+}
+
+func (a *App) terminalLs() *cobra.Command {
+	var region string
+	var asJSON bool
+	c := &cobra.Command{
+		Use:   "ls --region REGION [--json]",
+		Short: "List a region's terminals: name, MAC, disk, version on disk, last seen, next boot",
+		Args:  exactArgs(0, "no arguments"),
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if err := requireFlag(cmd, "region", region); err != nil {
+				return err
+			}
+			ctx := cmd.Context()
+			c, err := a.dial(ctx)
+			if err != nil {
+				return err
+			}
+			defer c.Close()
+			res, err := c.regionAdmin(ctx, region, activities.AdminInput{Op: activities.OpTerminals})
+			if err != nil {
+				return err
+			}
+			rows := []terminalRow{}
+			for _, t := range res.Terminals {
+				rows = append(rows, terminalRow{Name: t.Name, MAC: t.MAC, Enrolled: t.Enrolled, DiskSize: t.DiskSize, Version: t.Version,
+					LastIP: t.LastIP, LastSeen: t.LastSeen, BootAction: t.BootAction, Task: t.Task})
+			}
+			if asJSON {
+				return a.printJSON(rows)
+			}
+			tw := tabwriter.NewWriter(a.Stdout, 0, 4, 2, ' ', 0)
+			fmt.Fprintln(tw, "NAME\tMAC\tDISK\tVERSION\tLAST IP\tLAST SEEN\tNEXT BOOT")
+			for _, r := range rows {
+				name := r.Name
+				if !r.Enrolled {
+					name += " (not enrolled)"
+				}
+				disk, seen := "-", "never"
+				if r.DiskSize > 0 {
+					disk = humanBytes(r.DiskSize)
+				}
+				if !r.LastSeen.IsZero() {
+					seen = r.LastSeen.Local().Format(time.DateTime)
+				}
+				boot := r.BootAction
+				if r.Task != "" {
+					boot += " (" + r.Task + ")"
+				}
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", dash(name), r.MAC, disk, dash(short(r.Version)), dash(r.LastIP), seen, dash(boot))
+			}
+			return tw.Flush()
+		},
+	}
+	regionFlag(c, &region)
+	c.Flags().BoolVar(&asJSON, "json", false, "print JSON")
+	return c
+}
+
+// short is the first 12 digits of a version id, as listings show it.
+func short(v string) string {
+	if len(v) > 12 {
+		return v[:12]
+	}
+	return v
+}
+
+func (a *App) terminalEnroll() *cobra.Command {
+	var region string
+	c := &cobra.Command{
+		Use:   "enroll --region REGION MAC NAME",
+		Short: "Enroll the terminal with network card MAC under NAME, so it can be captured and deployed",
+		Args:  exactArgs(2, "MAC and NAME"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if err := requireFlag(cmd, "region", region); err != nil {
+				return err
+			}
+			ctx := cmd.Context()
+			c, err := a.dial(ctx)
+			if err != nil {
+				return err
+			}
+			defer c.Close()
+			if _, err := c.regionAdmin(ctx, region, activities.AdminInput{Op: activities.OpEnroll, MAC: args[0], Name: args[1]}); err != nil {
+				return err
+			}
+			fmt.Fprintf(a.Stdout, "enrolled %s as %s in region %s\n", args[0], args[1], region)
+			return nil
+		},
+	}
+	regionFlag(c, &region)
+	return c
+}
+
+// groupRow is one line of `tms group ls`.
+type groupRow struct {
+	Name    string   `json:"name"`
+	Members []string `json:"members"`
+}
+
+func (a *App) groupCommand() *cobra.Command {
+	c := &cobra.Command{Use: "group", Short: "Create, fill and list a region's groups of terminals (a classroom, a row)"}
+	c.AddCommand(a.groupCreate(), a.groupAdd(), a.groupLs())
+	return c
+}
+
+func (a *App) groupCreate() *cobra.Command {
+	var region string
+	c := &cobra.Command{
+		Use:   "create --region REGION NAME",
+		Short: "Create an empty group",
+		Args:  exactArgs(1, "NAME"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if err := requireFlag(cmd, "region", region); err != nil {
+				return err
+			}
+			ctx := cmd.Context()
+			c, err := a.dial(ctx)
+			if err != nil {
+				return err
+			}
+			defer c.Close()
+			if _, err := c.regionAdmin(ctx, region, activities.AdminInput{Op: activities.OpGroupCreate, Group: args[0]}); err != nil {
+				return err
+			}
+			fmt.Fprintf(a.Stdout, "created group %s in region %s\n", args[0], region)
+			return nil
+		},
+	}
+	regionFlag(c, &region)
+	return c
+}
+
+func (a *App) groupAdd() *cobra.Command {
+	var region string
+	c := &cobra.Command{
+		Use:   "add --region REGION GROUP TERMINAL...",
+		Short: "Add terminals (names or MACs) to a group",
+		Args: func(cmd *cobra.Command, args []string) error {
+			if len(args) < 2 {
+				return usageError{fmt.Errorf("%s takes GROUP and at least one TERMINAL, got %d argument(s)", cmd.CommandPath(), len(args))}
+			}
+			return nil
+		},
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if err := requireFlag(cmd, "region", region); err != nil {
+				return err
+			}
+			ctx := cmd.Context()
+			c, err := a.dial(ctx)
+			if err != nil {
+				return err
+			}
+			defer c.Close()
+			if _, err := c.regionAdmin(ctx, region, activities.AdminInput{Op: activities.OpGroupAdd, Group: args[0], Terminals: args[1:]}); err != nil {
+				return err
+			}
+			fmt.Fprintf(a.Stdout, "added %s to group %s in region %s\n", strings.Join(args[1:], ", "), args[0], region)
+			return nil
+		},
+	}
+	regionFlag(c, &region)
+	return c
+}
+
+func (a *App) groupLs() *cobra.Command {
+	var region string
+	var asJSON bool
+	c := &cobra.Command{
+		Use:   "ls --region REGION [--json]",
+		Short: "List a region's groups and their members",
+		Args:  exactArgs(0, "no arguments"),
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if err := requireFlag(cmd, "region", region); err != nil {
+				return err
+			}
+			ctx := cmd.Context()
+			c, err := a.dial(ctx)
+			if err != nil {
+				return err
+			}
+			defer c.Close()
+			res, err := c.regionAdmin(ctx, region, activities.AdminInput{Op: activities.OpGroups})
+			if err != nil {
+				return err
+			}
+			rows := []groupRow{}
+			for _, g := range res.Groups {
+				m := g.Members
+				if m == nil {
+					m = []string{}
+				}
+				rows = append(rows, groupRow{Name: g.Name, Members: m})
+			}
+			if asJSON {
+				return a.printJSON(rows)
+			}
+			tw := tabwriter.NewWriter(a.Stdout, 0, 4, 2, ' ', 0)
+			fmt.Fprintln(tw, "GROUP\tTERMINALS\tMEMBERS")
+			for _, r := range rows {
+				fmt.Fprintf(tw, "%s\t%d\t%s\n", r.Name, len(r.Members), dash(strings.Join(r.Members, ", ")))
+			}
+			return tw.Flush()
+		},
+	}
+	regionFlag(c, &region)
+	c.Flags().BoolVar(&asJSON, "json", false, "print JSON")
+	return c
+}
+
+// catalogRow is one line of `tms image ls` without --store: a version in central's catalog.
+type catalogRow struct {
+	Name        string    `json:"name"`
+	Version     string    `json:"version"`
+	Parent      string    `json:"parent,omitempty"`
+	Tags        []string  `json:"tags"`
+	Created     time.Time `json:"created"`
+	DiskSize    int64     `json:"disk_size"`
+	StoredBytes int64     `json:"stored_bytes"`
+	Regions     []string  `json:"regions"`
+	Pending     []string  `json:"pending"`
+}
+
+// catalogImageLs lists central's catalog: every version, and the regions holding a verified copy.
+func (a *App) catalogImageLs(cmd *cobra.Command, asJSON bool) error {
+	ctx := cmd.Context()
+	c, err := a.dial(ctx)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	res, err := c.centralAdmin(ctx, "images")
+	if err != nil {
+		return err
+	}
+	rows := []catalogRow{}
+	for _, im := range res.Images {
+		row := catalogRow{Name: im.Name, Version: im.Version, Parent: im.Parent, Tags: im.Tags, Created: im.Created,
+			DiskSize: im.DiskSize, StoredBytes: im.StoredBytes, Regions: im.Regions, Pending: im.Pending}
+		for _, s := range []*[]string{&row.Tags, &row.Regions, &row.Pending} {
+			if *s == nil {
+				*s = []string{}
+			}
+			slices.Sort(*s)
+		}
+		rows = append(rows, row)
+	}
+	slices.SortStableFunc(rows, func(x, y catalogRow) int {
+		if c := strings.Compare(x.Name, y.Name); c != 0 {
+			return c
+		}
+		return y.Created.Compare(x.Created)
+	})
+	if asJSON {
+		return a.printJSON(rows)
+	}
+	tw := tabwriter.NewWriter(a.Stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "NAME\tVERSION\tTAGS\tCREATED\tDISK SIZE\tSTORED\tREGIONS")
+	for _, r := range rows {
+		regions := strings.Join(r.Regions, ",")
+		for _, p := range r.Pending {
+			regions += " " + p + "(copying)"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", r.Name, short(r.Version), dash(strings.Join(r.Tags, ",")),
+			r.Created.Local().Format(time.DateTime), humanBytes(r.DiskSize), humanBytes(r.StoredBytes), dash(strings.TrimSpace(regions)))
+	}
+	return tw.Flush()
+}

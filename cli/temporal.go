@@ -1,0 +1,238 @@
+package cli
+
+import (
+	"context"
+	"crypto/rand"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/url"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
+	"go.temporal.io/api/serviceerror"
+	"go.temporal.io/sdk/client"
+	"go.temporal.io/sdk/temporal"
+
+	"tms/activities"
+	"tms/config"
+	"tms/workers"
+	"tms/workflows"
+)
+
+// devFrontend is the frontend `tms dev` runs. The CLI uses it when no configuration names one,
+// rather than config's localhost, which may resolve to ::1 where tms dev does not listen.
+const devFrontend = "127.0.0.1:7233"
+
+// temporalFlags are how the commands that work through Temporal reach it. The address and
+// namespace may be given on the command line; TLS and the API key come from the configuration
+// (central.temporal), like the address and namespace when no flag sets them.
+type temporalFlags struct {
+	address, namespace string
+	// adminTimeout bounds the short inventory and catalog workflows.
+	adminTimeout time.Duration
+}
+
+func (a *App) addTemporalFlags(fs *pflag.FlagSet) {
+	fs.StringVar(&a.temporal.address, "temporal", "", "Temporal frontend host:port (default: central.temporal.address from the config, else "+devFrontend+", the frontend of 'tms dev')")
+	fs.StringVar(&a.temporal.namespace, "namespace", "", "Temporal namespace (default: central.temporal.namespace from the config, else default)")
+	fs.DurationVar(&a.temporal.adminTimeout, "admin-timeout", time.Minute, "how long to wait for a region's or central's worker to answer a listing or an inventory change")
+	fs.MarkHidden("admin-timeout")
+}
+
+// temporalConfig is the Temporal connection the flags and the configuration describe.
+func (a *App) temporalConfig() (config.Temporal, error) {
+	cfg, err := config.Load(config.LoadOptions{File: a.configFile, Env: a.Env, Role: config.RoleCLI})
+	if err != nil {
+		return config.Temporal{}, err
+	}
+	t := cfg.Central.Temporal
+	if t.Address == config.Defaults().Central.Temporal.Address {
+		t.Address = devFrontend
+	}
+	if a.temporal.address != "" {
+		t.Address = a.temporal.address
+	}
+	if a.temporal.namespace != "" {
+		t.Namespace = a.temporal.namespace
+	}
+	if t.Namespace == "" {
+		t.Namespace = client.DefaultNamespace
+	}
+	return t, nil
+}
+
+// tclient is a connection to Temporal with what the commands need to say where things are.
+type tclient struct {
+	client.Client
+	cfg          config.Temporal
+	adminTimeout time.Duration
+}
+
+// dial connects to Temporal; the caller closes the client.
+func (a *App) dial(ctx context.Context) (*tclient, error) {
+	t, err := a.temporalConfig()
+	if err != nil {
+		return nil, err
+	}
+	// Without a logger the SDK would print its debug lines; ours shows warnings by default.
+	log := a.log
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	c, err := workers.Dial(ctx, t, log)
+	if err != nil {
+		return nil, err
+	}
+	to := a.temporal.adminTimeout
+	if to <= 0 {
+		to = time.Minute
+	}
+	return &tclient{Client: c, cfg: t, adminTimeout: to}, nil
+}
+
+// uiURL is where the Temporal UI shows workflow id: the UI of 'tms dev' listens on port 8233
+// of the frontend's host.
+func (c *tclient) uiURL(id string) string {
+	host, _, err := net.SplitHostPort(c.cfg.Address)
+	if err != nil || host == "" {
+		host = "127.0.0.1"
+	}
+	return "http://" + net.JoinHostPort(host, "8233") + "/namespaces/" + url.PathEscape(c.cfg.Namespace) + "/workflows/" + url.PathEscape(id)
+}
+
+// adminID names one run of an admin workflow: readable in the UI, unique per run.
+func adminID(where, op string) string {
+	return "admin/" + where + "/" + op + "/" + rand.Text()[:8]
+}
+
+// centralAdmin runs a CentralAdmin listing and waits for it.
+func (c *tclient) centralAdmin(ctx context.Context, op string) (workflows.CentralAdminResult, error) {
+	var res workflows.CentralAdminResult
+	run, err := c.ExecuteWorkflow(ctx, client.StartWorkflowOptions{
+		ID: adminID("central", op), TaskQueue: activities.CentralQueue, WorkflowExecutionTimeout: c.adminTimeout,
+	}, workflows.CentralAdmin, workflows.CentralAdminInput{Op: op})
+	if err != nil {
+		return res, fmt.Errorf("cannot ask central for its %s: %w", op, err)
+	}
+	if err := run.Get(ctx, &res); err != nil {
+		if isTimeout(err) {
+			return res, fmt.Errorf("central's worker did not answer within %s: is tms central running?", roundDuration(c.adminTimeout))
+		}
+		return res, errors.New(rootMessage(err))
+	}
+	return res, nil
+}
+
+// checkRegion makes sure central knows region: a workflow or activity on the queue of a region
+// nobody serves would wait forever.
+func (c *tclient) checkRegion(ctx context.Context, region string) error {
+	res, err := c.centralAdmin(ctx, "regions")
+	if err != nil {
+		return err
+	}
+	var known []string
+	for _, r := range res.Regions {
+		if r.ID == region {
+			return nil
+		}
+		known = append(known, r.ID)
+	}
+	slices.Sort(known)
+	if len(known) == 0 {
+		return fmt.Errorf("unknown region %s; central knows no region yet (a region registers itself when its server starts)", region)
+	}
+	return fmt.Errorf("unknown region %s; known: %s", region, strings.Join(known, ", "))
+}
+
+// regionAdmin runs one RegionAdmin request on region's queue after checking the region exists.
+func (c *tclient) regionAdmin(ctx context.Context, region string, in activities.AdminInput) (activities.AdminResult, error) {
+	var res activities.AdminResult
+	if err := c.checkRegion(ctx, region); err != nil {
+		return res, err
+	}
+	run, err := c.ExecuteWorkflow(ctx, client.StartWorkflowOptions{
+		ID: adminID(region, in.Op), TaskQueue: activities.RegionQueue(region), WorkflowExecutionTimeout: c.adminTimeout,
+	}, workflows.RegionAdmin, in)
+	if err != nil {
+		return res, fmt.Errorf("cannot reach region %s: %w", region, err)
+	}
+	if err := run.Get(ctx, &res); err != nil {
+		if isTimeout(err) {
+			return res, fmt.Errorf("region %s's worker did not answer within %s: is `tms region` running for it?", region, roundDuration(c.adminTimeout))
+		}
+		return res, errors.New(rootMessage(err))
+	}
+	return res, nil
+}
+
+func isTimeout(err error) bool {
+	var te *temporal.TimeoutError
+	return errors.As(err, &te)
+}
+
+// rootMessage is the message an admin should read from a workflow's error: the first
+// application error's own message ("region region-a has no terminal pc9"), not the layers of
+// workflow and activity context Temporal wraps around it.
+func rootMessage(err error) string {
+	var ae *temporal.ApplicationError
+	if errors.As(err, &ae) {
+		return ae.Message()
+	}
+	var ce *temporal.CanceledError
+	if errors.As(err, &ce) {
+		return "canceled"
+	}
+	var te *temporal.TimeoutError
+	if errors.As(err, &te) {
+		return "timed out (" + strings.ToLower(strings.TrimPrefix(te.TimeoutType().String(), "TIMEOUT_TYPE_")) + ")"
+	}
+	var term *temporal.TerminatedError
+	if errors.As(err, &term) {
+		return "terminated"
+	}
+	for {
+		next := errors.Unwrap(err)
+		if next == nil {
+			return err.Error()
+		}
+		err = next
+	}
+}
+
+// notFound turns Temporal's "not found" for workflow id into words; other errors pass.
+func notFound(err error, id string) error {
+	var nf *serviceerror.NotFound
+	if errors.As(err, &nf) {
+		return fmt.Errorf("no task %s ('tms task ls --all' lists them)", id)
+	}
+	return err
+}
+
+// requireFlag is the usage error for a missing flag.
+func requireFlag(cmd *cobra.Command, name, value string) error {
+	if value == "" {
+		return usageError{fmt.Errorf("%s: --%s is required", cmd.CommandPath(), name)}
+	}
+	return nil
+}
+
+func regionFlag(c *cobra.Command, region *string) {
+	c.Flags().StringVar(region, "region", "", "region id (required; 'tms region ls' lists them)")
+}
+
+// roundDuration prints a duration as people write it: 1m, not 1m0s.
+func roundDuration(d time.Duration) string {
+	s := d.String()
+	if strings.HasSuffix(s, "m0s") {
+		s = strings.TrimSuffix(s, "0s")
+	}
+	if strings.HasSuffix(s, "h0m") {
+		s = strings.TrimSuffix(s, "0m")
+	}
+	return s
+}
