@@ -3,6 +3,7 @@ package devenv_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -13,6 +14,7 @@ import (
 	"tms/activities"
 	"tms/devenv"
 	"tms/internal/storetest"
+	"tms/internal/temporaltest"
 	"tms/manifest"
 	"tms/state"
 	"tms/workflows"
@@ -44,6 +46,7 @@ func capture(t *testing.T, env *devenv.Env, region, terminal, image string) work
 	if err := run.Get(ctx, &res); err != nil {
 		t.Fatalf("capture: %v", err)
 	}
+	history(t, env, run.GetID(), "capture")
 	return res
 }
 
@@ -66,11 +69,27 @@ func deploy(t *testing.T, env *devenv.Env, in workflows.DeployImageInput) workfl
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 	var res workflows.DeployImageResult
-	if err := startDeploy(t, env, in).Get(ctx, &res); err != nil {
+	run := startDeploy(t, env, in)
+	if err := run.Get(ctx, &res); err != nil {
 		t.Fatalf("deploy: %v", err)
+	}
+	history(t, env, run.GetID(), "deploy")
+	for _, tr := range res.Terminals {
+		history(t, env, run.GetID()+"/"+tr.Terminal, "deploy-terminal")
 	}
 	return res
 }
+
+// history saves a finished workflow's history for the replay test in workflows, named after
+// the test, what it is and a counter (see temporaltest.SaveHistory).
+func history(t *testing.T, env *devenv.Env, id, what string) {
+	t.Helper()
+	histories[t.Name()+what]++
+	name := fmt.Sprintf("%s-%s-%d", strings.TrimPrefix(t.Name(), "Test"), what, histories[t.Name()+what])
+	temporaltest.SaveHistory(t, env.Client, id, "", strings.ReplaceAll(name, "/", "-"))
+}
+
+var histories = map[string]int{}
 
 func terminalsOf(env *devenv.Env, region string) []devenv.Terminal {
 	var out []devenv.Terminal

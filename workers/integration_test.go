@@ -11,11 +11,9 @@ import (
 	"testing"
 	"time"
 	"tms/internal/storetest"
+	"tms/internal/temporaltest"
 
-	enumspb "go.temporal.io/api/enums/v1"
-	historypb "go.temporal.io/api/history/v1"
 	"go.temporal.io/sdk/client"
-	"google.golang.org/protobuf/encoding/protojson"
 
 	"tms/activities"
 	"tms/devtemporal"
@@ -117,7 +115,7 @@ func TestShareImageOnRealTemporal(t *testing.T) {
 		if err := run.Get(ctx, &out); err != nil {
 			t.Fatalf("share to %s: %v", target, err)
 		}
-		saveHistory(t, c, run.GetID(), run.GetRunID(), "share-"+target+"-"+out.Path)
+		temporaltest.SaveHistory(t, c, run.GetID(), run.GetRunID(), "share-"+target+"-"+out.Path)
 		return out
 	}
 	check := func(target string) {
@@ -171,27 +169,3 @@ func TestShareImageOnRealTemporal(t *testing.T) {
 	}
 }
 
-// saveHistory writes a workflow's history to workflows/testdata when TMS_SAVE_HISTORIES is set,
-// for the replay tests there: go test ./workers -run ShareImage with TMS_SAVE_HISTORIES=1.
-func saveHistory(t *testing.T, c client.Client, id, runID, name string) {
-	t.Helper()
-	if os.Getenv("TMS_SAVE_HISTORIES") == "" {
-		return
-	}
-	h := &historypb.History{}
-	it := c.GetWorkflowHistory(context.Background(), id, runID, false, enumspb.HISTORY_EVENT_FILTER_TYPE_ALL_EVENT)
-	for it.HasNext() {
-		ev, err := it.Next()
-		if err != nil {
-			t.Fatal(err)
-		}
-		h.Events = append(h.Events, ev)
-	}
-	b, err := protojson.MarshalOptions{Multiline: true, Indent: "  "}.Marshal(h)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(filepath.Join("..", "workflows", "testdata", name+".json"), b, 0o644); err != nil {
-		t.Fatal(err)
-	}
-}
