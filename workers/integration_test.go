@@ -168,4 +168,3 @@ func TestShareImageOnRealTemporal(t *testing.T) {
 		t.Fatalf("sharing again: %+v", out)
 	}
 }
-
