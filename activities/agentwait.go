@@ -6,16 +6,12 @@ import (
 
 	"go.temporal.io/sdk/client"
 
+	"tms/agent"
 	"tms/state"
 )
 
 // AgentProgress is an agent's progress report, the heartbeat details of WaitForAgent.
-type AgentProgress struct {
-	Phase      string `json:"phase"` // reading, uploading, writing, verifying
-	Done       int64  `json:"done"`  // bytes of the disk handled
-	Total      int64  `json:"total"` // bytes of the disk
-	MovedBytes int64  `json:"moved_bytes"`
-}
+type AgentProgress = agent.Progress
 
 // AgentWaiters tells the WaitForAgent activities of a region what its agents report: progress
 // becomes a heartbeat, a finished task completes the activity, through the task token the

@@ -10,6 +10,7 @@ import (
 	"go.temporal.io/sdk/activity"
 	"go.temporal.io/sdk/temporal"
 
+	"tms/agent"
 	"tms/manifest"
 	"tms/state"
 	"tms/store"
@@ -170,17 +171,8 @@ func (r *Region) PowerTerminal(ctx context.Context, in PowerInput) error {
 type WaitInput struct{ Task string }
 
 // AgentResult is what an agent's finished task left: for a capture the new version, for a
-// deploy what was written.
-type AgentResult struct {
-	Version      string `json:"version,omitempty"`
-	DiskSize     int64  `json:"disk_size,omitempty"`
-	StoredBytes  int64  `json:"stored_bytes,omitempty"`
-	Chunks       int64  `json:"chunks,omitempty"`
-	Written      int64  `json:"written,omitempty"`
-	WrittenBytes int64  `json:"written_bytes,omitempty"`
-	Skipped      int64  `json:"skipped,omitempty"`
-	Verified     bool   `json:"verified,omitempty"`
-}
+// deploy what was written. It is the protocol's result, as the region records it.
+type AgentResult = agent.Result
 
 // ErrAgentFailed is the error type of a task its agent or the region gave up on.
 const ErrAgentFailed = "AgentFailed"

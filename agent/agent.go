@@ -69,6 +69,22 @@ func (a *Agent) log() *slog.Logger {
 	return slog.New(slog.DiscardHandler)
 }
 
+// client is the HTTP client the agent uses: a.HTTP, with a transport that keeps a connection
+// per concurrent chunk request open (the default keeps two per host, and a deploy of thousands
+// of chunks would open a new connection for most of them).
+func (a *Agent) client() *http.Client {
+	c := &http.Client{}
+	if a.HTTP != nil {
+		*c = *a.HTTP
+	}
+	if c.Transport == nil {
+		t := http.DefaultTransport.(*http.Transport).Clone()
+		t.MaxIdleConnsPerHost = 2 * a.jobs()
+		c.Transport = t
+	}
+	return c
+}
+
 func (a *Agent) jobs() int {
 	if a.Jobs > 0 {
 		return a.Jobs
@@ -86,7 +102,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	if a.Region == nil || a.MAC == "" {
 		return errors.New("the agent needs its region's URL and the terminal's MAC")
 	}
-	c := &Client{Region: a.Region, HTTP: a.HTTP, MAC: a.MAC}
+	c := &Client{Region: a.Region, HTTP: a.client(), MAC: a.MAC}
 	failures := 0
 	pause := func() bool {
 		d := a.Backoff

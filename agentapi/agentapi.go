@@ -51,7 +51,7 @@ type Server struct {
 
 	mu       sync.Mutex
 	boxes    map[string]*mailbox
-	sets     map[manifest.ID]map[manifest.ID]struct{}
+	versions map[manifest.ID]*cachedVersion
 	auth     map[authKey]authEntry
 	uploaded map[string]int64 // compressed bytes uploaded per capture task
 }
@@ -65,6 +65,14 @@ const CommandTTL = 2 * time.Minute
 const authTTL = 2 * time.Second
 
 type authKey struct{ mac, token string }
+
+// cachedVersion is a version read once for the many requests of its tasks: versions are
+// immutable, and reading and checking a 2 GiB image's manifest for every chunk request would
+// cost more than serving the chunk.
+type cachedVersion struct {
+	v      *store.Version
+	chunks map[manifest.ID]struct{}
+}
 
 type authEntry struct {
 	task  state.Task
@@ -303,13 +311,13 @@ func (s *Server) info(ctx context.Context, t state.Task) (agent.TaskInfo, *store
 		if err != nil {
 			return ti, nil, fmt.Errorf("task %s names version %q: %w", t.ID, t.Image, err)
 		}
-		v, err := s.Store.GetManifest(ctx, id)
+		v, err := s.version(ctx, id)
 		if err != nil {
 			return ti, nil, fmt.Errorf("version %s of task %s: %w", id.Short(), t.ID, err)
 		}
-		m := v.Manifest
+		m := v.v.Manifest
 		ti.Version, ti.Image, ti.DiskSize, ti.ChunkSize, ti.Hash = id.String(), m.Meta.Name, m.DiskSize, m.ChunkSize, m.Hash
-		return ti, v, nil
+		return ti, v.v, nil
 	case "capture":
 		ti.Image, ti.ChunkSize, ti.Hash = t.Image, imageio.DefaultChunkSize, manifest.DefaultHash
 		id, err := s.Store.GetTag(ctx, t.Image, manifest.DefaultTag)
@@ -319,12 +327,12 @@ func (s *Server) info(ctx context.Context, t state.Task) (agent.TaskInfo, *store
 		if err != nil {
 			return ti, nil, err
 		}
-		v, err := s.Store.GetManifest(ctx, id)
+		v, err := s.version(ctx, id)
 		if err != nil {
 			return ti, nil, fmt.Errorf("current version of %s: %w", t.Image, err)
 		}
-		ti.ChunkSize, ti.Hash = v.Manifest.ChunkSize, v.Manifest.Hash
-		return ti, v, nil
+		ti.ChunkSize, ti.Hash = v.v.Manifest.ChunkSize, v.v.Manifest.Hash
+		return ti, v.v, nil
 	}
 	return ti, nil, fmt.Errorf("task %s has kind %q", t.ID, t.Kind)
 }
@@ -374,7 +382,12 @@ func (s *Server) chunk(w http.ResponseWriter, r *http.Request) {
 		s.reply(w, r, nil, fail(http.StatusBadRequest, "chunk id: %v", err))
 		return
 	}
-	if _, ok := s.chunkSet(v)[id]; !ok || id.IsZero() {
+	set, err := s.chunkSet(r.Context(), v)
+	if err != nil {
+		s.reply(w, r, nil, err)
+		return
+	}
+	if _, ok := set[id]; !ok || id.IsZero() {
 		s.reply(w, r, nil, fail(http.StatusNotFound, "chunk %s is not part of version %s", id.Short(), v.ID.Short()))
 		return
 	}
@@ -388,21 +401,37 @@ func (s *Server) chunk(w http.ResponseWriter, r *http.Request) {
 	w.Write(frame)
 }
 
-func (s *Server) chunkSet(v *store.Version) map[manifest.ID]struct{} {
+// version reads version id through the cache.
+func (s *Server) version(ctx context.Context, id manifest.ID) (*cachedVersion, error) {
+	s.mu.Lock()
+	cv, ok := s.versions[id]
+	s.mu.Unlock()
+	if ok {
+		return cv, nil
+	}
+	v, err := s.Store.GetManifest(ctx, id)
+	if err != nil {
+		return nil, err
+	}
+	cv = &cachedVersion{v: v, chunks: make(map[manifest.ID]struct{}, len(v.Manifest.Chunks))}
+	for _, c := range v.Manifest.Chunks {
+		cv.chunks[c] = struct{}{}
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if set, ok := s.sets[v.ID]; ok {
-		return set
+	if s.versions == nil || len(s.versions) >= 8 {
+		s.versions = map[manifest.ID]*cachedVersion{}
 	}
-	if s.sets == nil || len(s.sets) >= 8 {
-		s.sets = map[manifest.ID]map[manifest.ID]struct{}{}
+	s.versions[id] = cv
+	return cv, nil
+}
+
+func (s *Server) chunkSet(ctx context.Context, v *store.Version) (map[manifest.ID]struct{}, error) {
+	cv, err := s.version(ctx, v.ID)
+	if err != nil {
+		return nil, err
 	}
-	set := make(map[manifest.ID]struct{}, len(v.Manifest.Chunks))
-	for _, c := range v.Manifest.Chunks {
-		set[c] = struct{}{}
-	}
-	s.sets[v.ID] = set
-	return set
+	return cv.chunks, nil
 }
 
 func (s *Server) captureTask(r *http.Request) (state.Task, agent.TaskInfo, *store.Version, error) {

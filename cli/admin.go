@@ -111,16 +111,7 @@ func (a *App) terminalLs() *cobra.Command {
 		Short: "List a region's terminals: name, MAC, disk, version on disk, last seen, next boot",
 		Args:  exactArgs(0, "no arguments"),
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if err := requireFlag(cmd, "region", region); err != nil {
-				return err
-			}
-			ctx := cmd.Context()
-			c, err := a.dial(ctx)
-			if err != nil {
-				return err
-			}
-			defer c.Close()
-			res, err := c.regionAdmin(ctx, region, activities.AdminInput{Op: activities.OpTerminals})
+			res, err := a.regionAdmin(cmd, region, activities.AdminInput{Op: activities.OpTerminals})
 			if err != nil {
 				return err
 			}
@@ -175,16 +166,7 @@ func (a *App) terminalEnroll() *cobra.Command {
 		Short: "Enroll the terminal with network card MAC under NAME, so it can be captured and deployed",
 		Args:  exactArgs(2, "MAC and NAME"),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			if err := requireFlag(cmd, "region", region); err != nil {
-				return err
-			}
-			ctx := cmd.Context()
-			c, err := a.dial(ctx)
-			if err != nil {
-				return err
-			}
-			defer c.Close()
-			if _, err := c.regionAdmin(ctx, region, activities.AdminInput{Op: activities.OpEnroll, MAC: args[0], Name: args[1]}); err != nil {
+			if _, err := a.regionAdmin(cmd, region, activities.AdminInput{Op: activities.OpEnroll, MAC: args[0], Name: args[1]}); err != nil {
 				return err
 			}
 			fmt.Fprintf(a.Stdout, "enrolled %s as %s in region %s\n", args[0], args[1], region)
@@ -214,16 +196,7 @@ func (a *App) groupCreate() *cobra.Command {
 		Short: "Create an empty group",
 		Args:  exactArgs(1, "NAME"),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			if err := requireFlag(cmd, "region", region); err != nil {
-				return err
-			}
-			ctx := cmd.Context()
-			c, err := a.dial(ctx)
-			if err != nil {
-				return err
-			}
-			defer c.Close()
-			if _, err := c.regionAdmin(ctx, region, activities.AdminInput{Op: activities.OpGroupCreate, Group: args[0]}); err != nil {
+			if _, err := a.regionAdmin(cmd, region, activities.AdminInput{Op: activities.OpGroupCreate, Group: args[0]}); err != nil {
 				return err
 			}
 			fmt.Fprintf(a.Stdout, "created group %s in region %s\n", args[0], region)
@@ -246,16 +219,7 @@ func (a *App) groupAdd() *cobra.Command {
 			return nil
 		},
 		RunE: func(cmd *cobra.Command, args []string) error {
-			if err := requireFlag(cmd, "region", region); err != nil {
-				return err
-			}
-			ctx := cmd.Context()
-			c, err := a.dial(ctx)
-			if err != nil {
-				return err
-			}
-			defer c.Close()
-			if _, err := c.regionAdmin(ctx, region, activities.AdminInput{Op: activities.OpGroupAdd, Group: args[0], Terminals: args[1:]}); err != nil {
+			if _, err := a.regionAdmin(cmd, region, activities.AdminInput{Op: activities.OpGroupAdd, Group: args[0], Terminals: args[1:]}); err != nil {
 				return err
 			}
 			fmt.Fprintf(a.Stdout, "added %s to group %s in region %s\n", strings.Join(args[1:], ", "), args[0], region)
@@ -274,16 +238,7 @@ func (a *App) groupLs() *cobra.Command {
 		Short: "List a region's groups and their members",
 		Args:  exactArgs(0, "no arguments"),
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if err := requireFlag(cmd, "region", region); err != nil {
-				return err
-			}
-			ctx := cmd.Context()
-			c, err := a.dial(ctx)
-			if err != nil {
-				return err
-			}
-			defer c.Close()
-			res, err := c.regionAdmin(ctx, region, activities.AdminInput{Op: activities.OpGroups})
+			res, err := a.regionAdmin(cmd, region, activities.AdminInput{Op: activities.OpGroups})
 			if err != nil {
 				return err
 			}
@@ -368,4 +323,18 @@ func (a *App) catalogImageLs(cmd *cobra.Command, asJSON bool) error {
 			r.Created.Local().Format(time.DateTime), humanBytes(r.DiskSize), humanBytes(r.StoredBytes), dash(strings.TrimSpace(regions)))
 	}
 	return tw.Flush()
+}
+
+// regionAdmin runs one RegionAdmin operation for a command that takes --region.
+func (a *App) regionAdmin(cmd *cobra.Command, region string, in activities.AdminInput) (activities.AdminResult, error) {
+	if err := requireFlag(cmd, "region", region); err != nil {
+		return activities.AdminResult{}, err
+	}
+	ctx := cmd.Context()
+	c, err := a.dial(ctx)
+	if err != nil {
+		return activities.AdminResult{}, err
+	}
+	defer c.Close()
+	return c.regionAdmin(ctx, region, in)
 }

@@ -13,9 +13,7 @@ package deploy
 import (
 	"context"
 	"os"
-	"os/exec"
 	"path/filepath"
-	"strconv"
 	"testing"
 	"time"
 
@@ -23,31 +21,12 @@ import (
 
 	"tms/activities"
 	"tms/devenv"
+	"tms/internal/benchutil"
 	"tms/workflows"
 )
 
-func diskSize(b *testing.B) int64 {
-	if s := os.Getenv("TMS_BENCH_SIZE"); s != "" {
-		n, err := strconv.ParseInt(s, 10, 64)
-		if err != nil {
-			b.Fatalf("TMS_BENCH_SIZE=%q: %v", s, err)
-		}
-		return n
-	}
-	return 2 << 30
-}
-
-func sh(b *testing.B, name string, args ...string) time.Duration {
-	b.Helper()
-	start := time.Now()
-	if out, err := exec.Command(name, args...).CombinedOutput(); err != nil {
-		b.Fatalf("%s %v: %v\n%s", name, args, err, out)
-	}
-	return time.Since(start)
-}
-
 func BenchmarkDeploy(b *testing.B) {
-	size := diskSize(b)
+	size := benchutil.DiskSize(b)
 	dir, err := os.MkdirTemp(os.Getenv("TMS_BENCH_DIR"), "tms-bench-deploy-")
 	if err != nil {
 		b.Fatal(err)
@@ -92,8 +71,8 @@ func BenchmarkDeploy(b *testing.B) {
 	for b.Loop() {
 		b.StopTimer()
 		cpDst := filepath.Join(dir, "cp.raw")
-		sh(b, "sync")
-		cp := sh(b, "cp", src.Disk, cpDst) + sh(b, "sync")
+		benchutil.Run(b, "sync")
+		cp := benchutil.Run(b, "cp", src.Disk, cpDst) + benchutil.Run(b, "sync")
 		os.Remove(cpDst)
 		// An empty disk of the same size, as a new PC's.
 		if err := os.Truncate(dst.Disk, 0); err != nil {
@@ -102,7 +81,7 @@ func BenchmarkDeploy(b *testing.B) {
 		if err := os.Truncate(dst.Disk, size); err != nil {
 			b.Fatal(err)
 		}
-		sh(b, "sync")
+		benchutil.Run(b, "sync")
 		b.StartTimer()
 		full := deploy()
 		same := deploy()

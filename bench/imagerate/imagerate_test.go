@@ -13,55 +13,24 @@ package imagerate
 import (
 	"context"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
 	"testing"
 	"time"
 
 	"tms/imageio"
+	"tms/internal/benchutil"
 	"tms/internal/sampledisk"
 	"tms/store"
 )
 
-func benchDir(b *testing.B) string {
-	b.Helper()
-	base := os.Getenv("TMS_BENCH_DIR")
-	dir, err := os.MkdirTemp(base, "tms-bench-")
-	if err != nil {
-		b.Fatal(err)
-	}
-	b.Cleanup(func() { os.RemoveAll(dir) })
-	return dir
-}
-
-func diskSize(b *testing.B) int64 {
-	if s := os.Getenv("TMS_BENCH_SIZE"); s != "" {
-		n, err := strconv.ParseInt(s, 10, 64)
-		if err != nil {
-			b.Fatalf("TMS_BENCH_SIZE=%q: %v", s, err)
-		}
-		return n
-	}
-	return 2 << 30
-}
-
-func run(b *testing.B, name string, args ...string) time.Duration {
-	b.Helper()
-	start := time.Now()
-	if out, err := exec.Command(name, args...).CombinedOutput(); err != nil {
-		b.Fatalf("%s %v: %v\n%s", name, args, err, out)
-	}
-	return time.Since(start)
-}
-
 // cpBaseline copies src to dst with cp and returns the time of cp and of the sync after it.
 func cpBaseline(b *testing.B, src, dst string) (cp, cpSync time.Duration) {
-	run(b, "sync")
-	cp = run(b, "cp", src, dst)
-	cpSync = cp + run(b, "sync")
+	benchutil.Run(b, "sync")
+	cp = benchutil.Run(b, "cp", src, dst)
+	cpSync = cp + benchutil.Run(b, "sync")
 	os.Remove(dst)
-	run(b, "sync")
+	benchutil.Run(b, "sync")
 	return cp, cpSync
 }
 
@@ -74,8 +43,8 @@ func report(b *testing.B, size int64, tms, cp, cpSync time.Duration) {
 }
 
 func BenchmarkImageRate(b *testing.B) {
-	dir := benchDir(b)
-	size := diskSize(b)
+	dir := benchutil.Dir(b)
+	size := benchutil.DiskSize(b)
 	src := filepath.Join(dir, "disk.raw")
 	if err := sampledisk.Write(src, sampledisk.Options{Size: size, Seed: 1}); err != nil {
 		b.Fatal(err)
