@@ -240,6 +240,61 @@ func TestRestartMidDeploy(t *testing.T) {
 	}
 }
 
+// TestAgentKilledMidTask stops a terminal's agent at once (as if the PC lost power) while it
+// deploys, and starts it again: it boots, gets a new token for the same task and finishes, and
+// the disk is right. The same for a capture.
+func TestAgentKilledMidTask(t *testing.T) {
+	env := start(t, t.TempDir(), "region-a")
+	defer env.Stop()
+	ctx := context.Background()
+	src, _ := env.Terminal("a-pc1")
+	want := storetest.FileSum(t, src.Disk)
+	inv := env.Regions["region-a"].Inventory
+	running := func(kind string) {
+		t.Helper()
+		deadline := time.Now().Add(time.Minute)
+		for {
+			tasks, err := inv.Tasks(ctx, "", 1)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(tasks) > 0 && tasks[0].Kind == kind && tasks[0].State != state.TaskWaiting {
+				return
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("no %s task started running", kind)
+			}
+			time.Sleep(2 * time.Millisecond)
+		}
+	}
+
+	capRun, err := env.Client.ExecuteWorkflow(ctx, client.StartWorkflowOptions{ID: workflows.CaptureWorkflowID("region-a", "a-pc1", "lab-image"),
+		TaskQueue: activities.RegionQueue("region-a")}, workflows.CaptureImage,
+		workflows.CaptureImageInput{Region: "region-a", Terminal: "a-pc1", Image: "lab-image", Timeouts: quick})
+	if err != nil {
+		t.Fatal(err)
+	}
+	running("capture")
+	env.StopAgent("a-pc1")
+	env.StartAgent(ctx, "a-pc1")
+	if err := capRun.Get(ctx, nil); err != nil {
+		t.Fatalf("capture after the agent's restart: %v", err)
+	}
+
+	run := startDeploy(t, env, workflows.DeployImageInput{Region: "region-a", Terminals: []string{"a-pc2"}, Image: "lab-image"})
+	running("deploy")
+	env.StopAgent("a-pc2")
+	env.StartAgent(ctx, "a-pc2")
+	var res workflows.DeployImageResult
+	if err := run.Get(ctx, &res); err != nil || res.Failed != 0 {
+		t.Fatalf("deploy after the agent's restart: %+v, %v", res, err)
+	}
+	tm, _ := env.Terminal("a-pc2")
+	if storetest.FileSum(t, tm.Disk) != want {
+		t.Error("a-pc2 differs from the captured disk")
+	}
+}
+
 // TestBadInputEndsClearly checks the errors an admin gets for mistakes.
 func TestBadInputEndsClearly(t *testing.T) {
 	env := start(t, t.TempDir(), "region-a")
