@@ -79,6 +79,7 @@ type Env struct {
 	cancelAgents context.CancelFunc
 	agents       sync.WaitGroup
 	agentCtl     map[string]context.CancelFunc // by MAC
+	agentsCtx    context.Context               // ended by Stop
 	agentMu      sync.Mutex
 	opts         Options
 	log          *slog.Logger
@@ -212,6 +213,7 @@ func terminalPrefix(region string) string {
 // region starts with a sample disk, the others with empty disks.
 func (e *Env) addTerminals(ctx context.Context) error {
 	agentsCtx, cancel := context.WithCancel(context.Background())
+	e.agentsCtx = agentsCtx
 	e.cancelAgents = cancel
 	for ri, id := range e.RegionIDs {
 		r := e.Regions[id]
@@ -308,10 +310,10 @@ func (e *Env) StopAgent(name string) {
 }
 
 // StartAgent starts a stopped simulated terminal's agent again.
-func (e *Env) StartAgent(ctx context.Context, name string) {
+func (e *Env) StartAgent(name string) {
 	if t, ok := e.Terminal(name); ok {
 		e.StopAgent(name)
-		e.startAgent(ctx, t)
+		e.startAgent(e.agentsCtx, t)
 	}
 }
 

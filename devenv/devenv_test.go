@@ -276,7 +276,7 @@ func TestAgentKilledMidTask(t *testing.T) {
 	}
 	running("capture")
 	env.StopAgent("a-pc1")
-	env.StartAgent(ctx, "a-pc1")
+	env.StartAgent("a-pc1")
 	if err := capRun.Get(ctx, nil); err != nil {
 		t.Fatalf("capture after the agent's restart: %v", err)
 	}
@@ -284,7 +284,7 @@ func TestAgentKilledMidTask(t *testing.T) {
 	run := startDeploy(t, env, workflows.DeployImageInput{Region: "region-a", Terminals: []string{"a-pc2"}, Image: "lab-image"})
 	running("deploy")
 	env.StopAgent("a-pc2")
-	env.StartAgent(ctx, "a-pc2")
+	env.StartAgent("a-pc2")
 	var res workflows.DeployImageResult
 	if err := run.Get(ctx, &res); err != nil || res.Failed != 0 {
 		t.Fatalf("deploy after the agent's restart: %+v, %v", res, err)
