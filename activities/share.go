@@ -187,6 +187,8 @@ type Region struct {
 	Inventory *state.Inventory
 	// Agents reaches the terminals' agents; nil if none can be reached.
 	Agents Commander
+	// Waker wakes terminals that are off (Wake-on-LAN); nil if the region has no boot service.
+	Waker Waker
 	// Now is the clock (default time.Now).
 	Now func() time.Time
 }

@@ -19,6 +19,13 @@ import (
 // Commander passes a command ("reboot", "poweroff") to a terminal's agent.
 type Commander interface {
 	Send(mac, command string)
+	// Connected reports whether the terminal's agent is listening for commands.
+	Connected(mac string) bool
+}
+
+// Waker wakes a terminal that is off.
+type Waker interface {
+	Wake(ctx context.Context, mac string) error
 }
 
 // TerminalRef names a terminal of a region.
@@ -163,6 +170,17 @@ func (r *Region) PowerTerminal(ctx context.Context, in PowerInput) error {
 	}
 	if r.Agents != nil {
 		r.Agents.Send(in.MAC, in.Command)
+		if r.Agents.Connected(in.MAC) {
+			return nil
+		}
+	}
+	// Nobody listens: the terminal is off, or runs an OS without the agent. Waking it makes it
+	// boot from the network, which is what a reboot is for here; a terminal that is on without
+	// an agent needs someone to restart it.
+	if in.Command == "reboot" && r.Waker != nil {
+		if err := r.Waker.Wake(ctx, in.MAC); err != nil {
+			return fmt.Errorf("waking terminal %s: %w", in.MAC, err)
+		}
 	}
 	return nil
 }

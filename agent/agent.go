@@ -60,6 +60,9 @@ type Agent struct {
 	ProgressEvery time.Duration
 	// Backoff is the first pause after a failure, doubled up to a minute (default 1 s).
 	Backoff time.Duration
+	// BootToken is the task token from the boot script (kernel command line tms.token), which
+	// a region running the boot service requires.
+	BootToken string
 }
 
 func (a *Agent) log() *slog.Logger {
@@ -124,7 +127,7 @@ func (a *Agent) Run(ctx context.Context) error {
 			a.log().Warn("cannot read the disk's size", "disk", a.Disk, "err", err)
 		}
 		c.Token = ""
-		rep, err := c.Boot(ctx, BootRequest{MAC: a.MAC, Disk: a.Disk, DiskSize: size, AgentVersion: Version})
+		rep, err := c.Boot(ctx, BootRequest{MAC: a.MAC, Disk: a.Disk, DiskSize: size, AgentVersion: Version, BootToken: a.BootToken})
 		if err != nil {
 			if ctx.Err() != nil {
 				break

@@ -40,6 +40,9 @@ type BootRequest struct {
 	Disk         string `json:"disk,omitempty"`      // the device (or file) it would capture or write
 	DiskSize     int64  `json:"disk_size,omitempty"` // in bytes; 0 if it has no disk
 	AgentVersion string `json:"agent_version,omitempty"`
+	// BootToken is the task token the terminal's iPXE script put on the kernel command line
+	// (tms.token); empty for an agent started otherwise.
+	BootToken string `json:"boot_token,omitempty"`
 }
 
 // BootReply is the agent's boot action.

@@ -48,6 +48,11 @@ type Server struct {
 	Waiters   Waiters // may be nil
 	Log       *slog.Logger
 	Now       func() time.Time
+	// RequireBootToken gives a task only to an agent that presents the token its boot script
+	// carried (network boot, where the boot service mints it for one boot behind a secret).
+	// Without it, any boot request for the terminal's MAC gets a fresh token: fine for
+	// simulated terminals on one machine, not on a classroom network.
+	RequireBootToken bool
 
 	mu       sync.Mutex
 	boxes    map[string]*mailbox
@@ -227,6 +232,20 @@ func (s *Server) Boot(ctx context.Context, req agent.BootRequest, ip string) (ag
 		return agent.BootReply{}, err
 	}
 	if t.Finished() || t.MAC != mac {
+		return local, nil
+	}
+	if req.BootToken != "" {
+		ok, err := s.Inventory.CheckToken(ctx, mac, t.ID, req.BootToken, now)
+		if err != nil {
+			return agent.BootReply{}, err
+		}
+		if ok {
+			s.log().Info("terminal booted into a task", "mac", mac, "task", t.ID, "kind", t.Kind, "agent", req.AgentVersion)
+			return agent.BootReply{Action: a.Action, Task: t.ID, Token: req.BootToken}, nil
+		}
+	}
+	if s.RequireBootToken {
+		s.log().Warn("boot request without this boot's token: the terminal boots its own disk", "mac", mac, "task", t.ID, "remote", ip)
 		return local, nil
 	}
 	token := newToken()

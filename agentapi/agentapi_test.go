@@ -389,3 +389,26 @@ func TestCommands(t *testing.T) {
 		t.Fatalf("bad MAC: %v", err)
 	}
 }
+
+func TestBootTokenFromTheBootScript(t *testing.T) {
+	r := newRegion(t)
+	ctx := context.Background()
+	r.api.RequireBootToken = true
+	r.task(t, "52:54:00:00:00:0a", "pc10", "capture/10", "capture", "lab")
+	a, _ := r.inv.BootAction(ctx, "52:54:00:00:00:0a", time.Now())
+	// The boot service put this token on the kernel command line.
+	if err := r.inv.SetBootAction(ctx, "52:54:00:00:00:0a", a, "script-token"); err != nil {
+		t.Fatal(err)
+	}
+	c := &agent.Client{Region: r.url}
+	for _, tok := range []string{"", "guess"} {
+		rep, err := c.Boot(ctx, agent.BootRequest{MAC: "52:54:00:00:00:0a", BootToken: tok})
+		if err != nil || rep.Action != "local" || rep.Token != "" {
+			t.Fatalf("boot with token %q: %+v, %v", tok, rep, err)
+		}
+	}
+	rep, err := c.Boot(ctx, agent.BootRequest{MAC: "52:54:00:00:00:0a", BootToken: "script-token"})
+	if err != nil || rep.Action != "capture" || rep.Token != "script-token" {
+		t.Fatalf("boot with the script's token: %+v, %v", rep, err)
+	}
+}

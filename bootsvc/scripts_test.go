@@ -1,0 +1,212 @@
+package bootsvc
+
+import (
+	"context"
+	"flag"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"os"
+	"path/filepath"
+	"regexp"
+	"testing"
+	"time"
+
+	"tms/state"
+)
+
+var update = flag.Bool("update", false, "rewrite the golden scripts in testdata")
+
+type fixture struct {
+	sc  *Scripts
+	inv *state.Inventory
+	srv *httptest.Server
+}
+
+func newFixture(t *testing.T) *fixture {
+	t.Helper()
+	inv, err := state.OpenInventory(context.Background(), filepath.Join(t.TempDir(), "inventory.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { inv.Close() })
+	dir := t.TempDir()
+	os.WriteFile(filepath.Join(dir, "vmlinuz"), []byte("kernel bytes"), 0o644)
+	os.WriteFile(filepath.Join(dir, "initrd"), []byte("initrd bytes"), 0o644)
+	os.WriteFile(filepath.Join(dir, "secret"), []byte("not served"), 0o644)
+	f := &fixture{inv: inv}
+	f.sc = &Scripts{Inventory: inv, Endpoint: "http://10.0.5.2:8301", BootDir: dir, Args: "console=ttyS0"}
+	mux := http.NewServeMux()
+	f.sc.Routes(mux)
+	f.srv = httptest.NewServer(mux)
+	t.Cleanup(f.srv.Close)
+	return f
+}
+
+// get fetches the script at a URL ScriptURL made (its host is the region's; the test server
+// stands in for it).
+func (f *fixture) get(t *testing.T, scriptURL string) string {
+	t.Helper()
+	u, err := url.Parse(scriptURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp, err := http.Get(f.srv.URL + u.RequestURI())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("GET %s: %s: %s", u.RequestURI(), resp.Status, b)
+	}
+	return string(b)
+}
+
+var tokenRE = regexp.MustCompile(`tms\.token=[A-Za-z0-9_-]+`)
+
+func golden(t *testing.T, name, got string) {
+	t.Helper()
+	got = tokenRE.ReplaceAllString(got, "tms.token=TOKEN")
+	path := filepath.Join("testdata", name)
+	if *update {
+		os.WriteFile(path, []byte(got), 0o644)
+	}
+	want, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatalf("%v (run go test ./bootsvc -update to write it)", err)
+	}
+	if got != string(want) {
+		t.Errorf("%s differs from the golden script:\n--- got\n%s\n--- want\n%s", name, got, want)
+	}
+}
+
+func (f *fixture) task(t *testing.T, mac, name, id, kind string) {
+	t.Helper()
+	ctx := context.Background()
+	if err := f.inv.Enroll(ctx, mac, name); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.inv.StartTask(ctx, state.Task{ID: id, MAC: mac, Kind: kind, Image: "lab"}, time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.inv.SetBootAction(ctx, mac, state.BootAction{Action: kind, Task: id, Image: "lab", Expires: time.Now().Add(time.Hour)}, ""); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func hw(s string) net.HardwareAddr {
+	m, _ := net.ParseMAC(s)
+	return m
+}
+
+func TestScriptForUnknownTerminalBootsLocalDisk(t *testing.T) {
+	f := newFixture(t)
+	u := f.sc.ScriptURL(hw("52:54:00:aa:00:01"))
+	if regexp.MustCompile(`[?&]s=`).MatchString(u) {
+		t.Fatalf("a terminal without a task got a secret: %s", u)
+	}
+	golden(t, "local-unknown.ipxe", f.get(t, u))
+	term, err := f.inv.Terminal(context.Background(), "52:54:00:aa:00:01")
+	if err != nil || term.Enrolled {
+		t.Fatalf("an unknown terminal is recorded as seen, not enrolled: %+v, %v", term, err)
+	}
+	golden(t, "local-bad-mac.ipxe", f.get(t, "http://x/boot/ipxe?mac=nonsense%0Aexit"))
+}
+
+func TestScriptForTaskNeedsThisBootsSecret(t *testing.T) {
+	f := newFixture(t)
+	ctx := context.Background()
+	f.task(t, "52:54:00:aa:00:02", "pc2", "deploy/r/lab/img/pc2", "deploy")
+	// A forged request (no secret) gets the local disk and no token.
+	golden(t, "local-no-secret.ipxe", f.get(t, "http://x/boot/ipxe?mac=52:54:00:aa:00:02"))
+	u := f.sc.ScriptURL(hw("52:54:00:aa:00:02"))
+	if q, _ := url.Parse(u); q.Query().Get("s") == "" || q.Host != "10.0.5.2:8301" {
+		t.Fatalf("script URL %s", u)
+	}
+	// A wrong secret is refused, and does not use up the right one.
+	golden(t, "local-no-secret.ipxe", f.get(t, "http://x/boot/ipxe?mac=52:54:00:aa:00:02&s=guess"))
+	script := f.get(t, u)
+	golden(t, "deploy.ipxe", script)
+	tok := tokenRE.FindString(script)[len("tms.token="):]
+	a, _ := f.inv.BootAction(ctx, "52:54:00:aa:00:02", time.Now())
+	if ok, err := f.inv.CheckToken(ctx, "52:54:00:aa:00:02", a.Task, tok, time.Now()); !ok || err != nil {
+		t.Fatalf("the token on the kernel command line does not open the task: %v", err)
+	}
+	// The secret is good for one boot.
+	golden(t, "local-no-secret.ipxe", f.get(t, u))
+}
+
+func TestSecretExpires(t *testing.T) {
+	f := newFixture(t)
+	f.task(t, "52:54:00:aa:00:03", "pc3", "capture/r/pc3/img", "capture")
+	now := time.Now()
+	f.sc.Now = func() time.Time { return now }
+	u := f.sc.ScriptURL(hw("52:54:00:aa:00:03"))
+	f.sc.Now = func() time.Time { return now.Add(SecretTTL + time.Second) }
+	golden(t, "local-expired.ipxe", f.get(t, u))
+	f.sc.Now = func() time.Time { return now }
+	golden(t, "capture.ipxe", f.get(t, f.sc.ScriptURL(hw("52:54:00:aa:00:03"))))
+}
+
+func TestBootFiles(t *testing.T) {
+	f := newFixture(t)
+	for path, want := range map[string]int{
+		"/boot/vmlinuz":           http.StatusOK,
+		"/boot/initrd":            http.StatusOK,
+		"/boot/secret":            http.StatusNotFound,
+		"/boot/..%2Fsecret":       http.StatusNotFound,
+		"/boot/%2E%2E/etc/passwd": http.StatusNotFound,
+	} {
+		resp, err := http.Get(f.srv.URL + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != want {
+			t.Errorf("GET %s: %d, want %d (%s)", path, resp.StatusCode, want, b)
+		}
+		if want == http.StatusOK && len(b) == 0 {
+			t.Errorf("GET %s: empty", path)
+		}
+	}
+}
+
+// FuzzScriptRequest sends arbitrary query strings to the script endpoint, as anything on the
+// terminals' network can: the answer is always an iPXE script, and never the in-memory OS
+// without this boot's secret.
+func FuzzScriptRequest(f *testing.F) {
+	f.Add("mac=52:54:00:aa:00:09")
+	f.Add("mac=52:54:00:aa:00:09&s=guess")
+	f.Add("mac=%00%0a&s=%0Aexit")
+	f.Add("mac=52-54-00-AA-00-09&mac=x")
+	f.Add(";;;&&&==")
+	inv, err := state.OpenInventory(context.Background(), filepath.Join(f.TempDir(), "inventory.db"))
+	if err != nil {
+		f.Fatal(err)
+	}
+	defer inv.Close()
+	sc := &Scripts{Inventory: inv, Endpoint: "http://10.0.5.2:8301"}
+	ctx := context.Background()
+	inv.Enroll(ctx, "52:54:00:aa:00:09", "pc9")
+	inv.StartTask(ctx, state.Task{ID: "deploy/x", MAC: "52:54:00:aa:00:09", Kind: "deploy", Image: "lab"}, time.Now())
+	inv.SetBootAction(ctx, "52:54:00:aa:00:09", state.BootAction{Action: "deploy", Task: "deploy/x", Image: "lab", Expires: time.Now().Add(time.Hour)}, "")
+	mux := http.NewServeMux()
+	sc.Routes(mux)
+	f.Fuzz(func(t *testing.T, query string) {
+		req := httptest.NewRequest("GET", "/boot/ipxe", nil)
+		req.URL.RawQuery = query
+		rec := httptest.NewRecorder()
+		mux.ServeHTTP(rec, req)
+		body := rec.Body.String()
+		if rec.Code != http.StatusOK || len(body) < 6 || body[:6] != "#!ipxe" {
+			t.Fatalf("query %q: %d %q", query, rec.Code, body)
+		}
+		if regexp.MustCompile(`tms\.token=`).MatchString(body) {
+			t.Fatalf("query %q got a token without this boot's secret:\n%s", query, body)
+		}
+	})
+}
