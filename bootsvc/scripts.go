@@ -260,4 +260,3 @@ func remoteIP(r *http.Request) string {
 	}
 	return host
 }
-
