@@ -103,7 +103,15 @@ func (c *Client) do(ctx context.Context, method, path, ctype string, body []byte
 	if limit <= 0 {
 		limit = 1 << 20
 	}
-	b, err := io.ReadAll(io.LimitReader(resp.Body, limit+1))
+	var b []byte
+	if n := resp.ContentLength; n >= 0 && n <= limit {
+		// Chunk frames come with their length: read into a buffer of that size at once
+		// instead of growing one (a deploy reads thousands).
+		b = make([]byte, n)
+		_, err = io.ReadFull(resp.Body, b)
+	} else {
+		b, err = io.ReadAll(io.LimitReader(resp.Body, limit+1))
+	}
 	if err != nil {
 		if ctx.Err() != nil {
 			return ctx.Err()
