@@ -2,6 +2,7 @@ package config
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -9,6 +10,7 @@ import (
 	"net/netip"
 	"net/url"
 	"strings"
+	"time"
 )
 
 // Config is the whole configuration of every tms program. Each program reads the sections it
@@ -183,6 +185,93 @@ type Region struct {
 	// Labels place the region in the school's topology, like site=north or floor=2. Keys are
 	// lower case (file keys are folded to lower case when read).
 	Labels map[string]string `mapstructure:"labels"`
+	// Boot is the region's boot service: how its terminals boot from the network.
+	Boot Boot `mapstructure:"boot"`
+}
+
+// Boot configures a region's boot service: DHCP, TFTP, iPXE scripts and Wake-on-LAN on the
+// terminals' network segment. Addresses are written as text and checked by Validate; Settings
+// parses them.
+type Boot struct {
+	// Enabled turns the boot service on.
+	Enabled bool `mapstructure:"enabled"`
+	// Interface is the terminals' network interface; DHCP, TFTP and Wake-on-LAN use it only.
+	Interface string `mapstructure:"interface"`
+	// Address is this server's IPv4 address on that interface (the TFTP next-server).
+	Address string `mapstructure:"address"`
+	// DHCP is "proxy" (beside the school's DHCP server, the default), "full" (an isolated lab:
+	// tms hands out addresses) or "off" (another DHCP server points PCs at tms).
+	DHCP string `mapstructure:"dhcp"`
+	// Full mode: the addresses handed out ("10.0.5.100-10.0.5.199"), the subnet
+	// ("10.0.5.0/24"), the router and DNS servers (comma-separated) and the lease time.
+	Pool      string        `mapstructure:"pool"`
+	Subnet    string        `mapstructure:"subnet"`
+	Router    string        `mapstructure:"router"`
+	DNS       string        `mapstructure:"dns"`
+	LeaseTime time.Duration `mapstructure:"lease_time"`
+	// TFTPDir holds the iPXE binaries (Debian's ipxe package puts them in /usr/lib/ipxe).
+	TFTPDir string `mapstructure:"tftp_dir"`
+	// Dir holds the in-memory OS, vmlinuz and initrd (tms bootenv build --out); empty means
+	// the bootenv directory in region.data_dir.
+	Dir string `mapstructure:"dir"`
+	// KernelArgs are added to the in-memory OS's kernel command line (e.g. console=ttyS0).
+	KernelArgs string `mapstructure:"kernel_args"`
+}
+
+// BootSettings are Boot's addresses, parsed.
+type BootSettings struct {
+	Address   netip.Addr
+	PoolStart netip.Addr
+	PoolEnd   netip.Addr
+	Subnet    netip.Prefix
+	Router    netip.Addr
+	DNS       []netip.Addr
+}
+
+// Settings parses b's addresses; each error names its key.
+func (b Boot) Settings() (BootSettings, error) {
+	var s BootSettings
+	var errs []error
+	bad := func(key, format string, args ...any) {
+		errs = append(errs, fmt.Errorf("region.boot.%s: %s", key, fmt.Sprintf(format, args...)))
+	}
+	ipv4 := func(key, text string) netip.Addr {
+		a, err := netip.ParseAddr(strings.TrimSpace(text))
+		if err != nil || !a.Is4() {
+			bad(key, "%q is not an IPv4 address", text)
+		}
+		return a
+	}
+	if b.Address != "" {
+		s.Address = ipv4("address", b.Address)
+	}
+	if b.Pool != "" {
+		lo, hi, ok := strings.Cut(b.Pool, "-")
+		if !ok {
+			bad("pool", "%q is not a range like 10.0.5.100-10.0.5.199", b.Pool)
+		} else {
+			s.PoolStart, s.PoolEnd = ipv4("pool", lo), ipv4("pool", hi)
+			if s.PoolStart.IsValid() && s.PoolEnd.IsValid() && s.PoolEnd.Less(s.PoolStart) {
+				bad("pool", "%q ends before it starts", b.Pool)
+			}
+		}
+	}
+	if b.Subnet != "" {
+		p, err := netip.ParsePrefix(strings.TrimSpace(b.Subnet))
+		if err != nil || !p.Addr().Is4() {
+			bad("subnet", "%q is not an IPv4 subnet like 10.0.5.0/24", b.Subnet)
+		}
+		s.Subnet = p.Masked()
+	}
+	if b.Router != "" {
+		s.Router = ipv4("router", b.Router)
+	}
+	if b.DNS != "" {
+		for _, d := range strings.Split(b.DNS, ",") {
+			s.DNS = append(s.DNS, ipv4("dns", d))
+		}
+	}
+	return s, errors.Join(errs...)
 }
 
 // Agent configures the terminal agent.
@@ -203,8 +292,9 @@ func Defaults() *Config {
 	return &Config{
 		Log:     Log{Level: "info", Format: "text"},
 		Central: Central{Temporal: temporal, Listen: netip.AddrPortFrom(netip.IPv6Unspecified(), 8080), DataDir: "/var/lib/tms/central"},
-		Region:  Region{Temporal: temporal, Listen: netip.AddrPortFrom(netip.IPv6Unspecified(), 8081)},
-		Agent:   Agent{StateDir: "/var/lib/tms/agent"},
+		Region: Region{Temporal: temporal, Listen: netip.AddrPortFrom(netip.IPv6Unspecified(), 8081),
+			Boot: Boot{DHCP: "proxy", LeaseTime: time.Hour, TFTPDir: "/usr/lib/ipxe"}},
+		Agent: Agent{StateDir: "/var/lib/tms/agent"},
 	}
 }
 

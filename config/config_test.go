@@ -16,6 +16,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/spf13/pflag"
 )
@@ -255,6 +256,18 @@ func TestEveryKeyFromEnvAndFlags(t *testing.T) {
 		"region.endpoint":                  "http://10.0.0.2:81",
 		"region.relay":                     "s3://bucket/prefix",
 		"region.grant_key_file":            "/etc/tms/grant2.key",
+		"region.boot.enabled":              "true",
+		"region.boot.interface":            "enp3s0",
+		"region.boot.address":              "10.0.5.2",
+		"region.boot.dhcp":                 "full",
+		"region.boot.pool":                 "10.0.5.100-10.0.5.199",
+		"region.boot.subnet":               "10.0.5.0/24",
+		"region.boot.router":               "10.0.5.1",
+		"region.boot.dns":                  "10.0.5.1,9.9.9.9",
+		"region.boot.lease_time":           "2h",
+		"region.boot.tftp_dir":             "/srv/ipxe",
+		"region.boot.dir":                  "/srv/bootenv",
+		"region.boot.kernel_args":          "console=ttyS0",
 		"agent.region_url":                 "https://region:8081/api",
 		"agent.disk":                       "/dev/sda",
 		"agent.state_dir":                  "/var/agent",
@@ -279,6 +292,9 @@ func TestEveryKeyFromEnvAndFlags(t *testing.T) {
 			Endpoint:     &url.URL{Scheme: "http", Host: "10.0.0.2:81"},
 			Relay:        "s3://bucket/prefix",
 			GrantKeyFile: "/etc/tms/grant2.key",
+			Boot: Boot{Enabled: true, Interface: "enp3s0", Address: "10.0.5.2", DHCP: "full", Pool: "10.0.5.100-10.0.5.199",
+				Subnet: "10.0.5.0/24", Router: "10.0.5.1", DNS: "10.0.5.1,9.9.9.9", LeaseTime: 2 * time.Hour, TFTPDir: "/srv/ipxe",
+				Dir: "/srv/bootenv", KernelArgs: "console=ttyS0"},
 		},
 		Agent: Agent{RegionURL: &url.URL{Scheme: "https", Host: "region:8081", Path: "/api"}, Disk: "/dev/sda", StateDir: "/var/agent"},
 	}
@@ -833,5 +849,42 @@ func TestLog(t *testing.T) {
 		if tc.skip != "" && strings.Contains(b.String(), tc.skip) {
 			t.Errorf("%+v wrote %q below its level", tc.log, b.String())
 		}
+	}
+}
+
+func TestValidateBoot(t *testing.T) {
+	base := func() *Config {
+		c := Defaults()
+		c.Region.ID, c.Region.DataDir, c.Region.GrantKeyFile = "room-1", "/var/tms", "/etc/tms/grant.key"
+		c.Region.Listen = netip.MustParseAddrPort("10.0.5.2:8081")
+		c.Region.Boot.Enabled = true
+		c.Region.Boot.Interface, c.Region.Boot.Address = "enp3s0", "10.0.5.2"
+		return c
+	}
+	if err := base().Validate(RoleRegion); err != nil {
+		t.Fatalf("proxy mode: %v", err)
+	}
+	for _, tc := range []struct {
+		edit func(*Boot)
+		want string
+	}{
+		{func(b *Boot) { b.Interface = "" }, "region.boot.interface: is required"},
+		{func(b *Boot) { b.Address = "fe80::1" }, `region.boot.address: "fe80::1" is not an IPv4 address`},
+		{func(b *Boot) { b.DHCP = "auto" }, `region.boot.dhcp: "auto" is not proxy, full or off`},
+		{func(b *Boot) { b.DHCP = "full" }, "region.boot.pool: is required"},
+		{func(b *Boot) { b.DHCP, b.Pool, b.Subnet = "full", "10.0.5.200-10.0.5.100", "10.0.5.0/24" }, "ends before it starts"},
+		{func(b *Boot) { b.DHCP, b.Pool, b.Subnet = "full", "10.0.6.1-10.0.6.9", "10.0.5.0/24" }, "is not inside region.boot.subnet"},
+		{func(b *Boot) { b.DNS = "10.0.5.1,dns.example" }, `region.boot.dns: "dns.example" is not an IPv4 address`},
+	} {
+		c := base()
+		tc.edit(&c.Region.Boot)
+		err := c.Validate(RoleRegion)
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%+v: %v, want %q", c.Region.Boot, err, tc.want)
+		}
+	}
+	st, err := Boot{Address: "10.0.5.2", Pool: "10.0.5.100-10.0.5.199", Subnet: "10.0.5.7/24", DNS: "1.1.1.1, 9.9.9.9"}.Settings()
+	if err != nil || st.Subnet.String() != "10.0.5.0/24" || len(st.DNS) != 2 || st.PoolEnd.String() != "10.0.5.199" {
+		t.Fatalf("settings %+v, %v", st, err)
 	}
 }

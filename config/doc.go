@@ -48,6 +48,18 @@
 //	region.relay                                          central.store as this region reaches it
 //	region.grant_key_file                                 central's grant key file
 //	region.labels                                         topology, like site=north,floor=2
+//	region.boot.enabled                false              run the boot service (DHCP, TFTP, iPXE scripts, Wake-on-LAN)
+//	region.boot.interface                                 the terminals' network interface (required if enabled)
+//	region.boot.address                                   this server's IPv4 address on it (required if enabled)
+//	region.boot.dhcp                   proxy              proxy (beside the school's DHCP), full (isolated lab) or off
+//	region.boot.pool                                      full mode: range handed out, like 10.0.5.100-10.0.5.199
+//	region.boot.subnet                                    full mode: like 10.0.5.0/24
+//	region.boot.router                                    full mode: default gateway
+//	region.boot.dns                                       full mode: DNS servers, comma-separated
+//	region.boot.lease_time             1h                 full mode: lease time
+//	region.boot.tftp_dir               /usr/lib/ipxe      iPXE binaries (Debian's ipxe package)
+//	region.boot.dir                                       in-memory OS (tms bootenv build --out); default data_dir/bootenv
+//	region.boot.kernel_args                               added to the in-memory OS's kernel command line
 //	agent.region_url                                      http(s) URL of the region's API
 //	agent.disk                                            block device to write, like /dev/sda
 //	agent.state_dir                    /var/lib/tms/agent local state

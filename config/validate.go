@@ -103,6 +103,7 @@ func (c *Config) Validate(role Role) error {
 	case u.Host == "":
 		v.add("region.endpoint", fmt.Sprintf("%q has no host", u.Redacted()))
 	}
+	v.boot(r.Boot, role == RoleRegion)
 	for _, k := range slices.Sorted(maps.Keys(r.Labels)) {
 		key := "region.labels." + k
 		if !labelKeyRE.MatchString(k) {
@@ -242,4 +243,46 @@ func checkHostPort(s string, portRequired bool) string {
 		}
 	}
 	return ""
+}
+
+// boot checks a region's boot service settings when it is enabled.
+func (v *validator) boot(b Boot, region bool) {
+	if !b.Enabled || !region {
+		return
+	}
+	st, err := b.Settings()
+	if err != nil {
+		for _, e := range splitJoined(err) {
+			key, msg, _ := strings.Cut(e.Error(), ": ")
+			v.add(key, msg)
+		}
+	}
+	if b.Interface == "" {
+		v.add("region.boot.interface", "is required: the network interface the terminals are on")
+	}
+	if b.Address == "" {
+		v.add("region.boot.address", "is required: this server's IPv4 address on region.boot.interface")
+	}
+	switch b.DHCP {
+	case "", "proxy", "off":
+	case "full":
+		if b.Pool == "" {
+			v.add("region.boot.pool", "is required when region.boot.dhcp is full: the range handed out, like 10.0.5.100-10.0.5.199")
+		}
+		if b.Subnet == "" {
+			v.add("region.boot.subnet", "is required when region.boot.dhcp is full, like 10.0.5.0/24")
+		}
+		if err == nil && st.Subnet.IsValid() && st.PoolStart.IsValid() && (!st.Subnet.Contains(st.PoolStart) || !st.Subnet.Contains(st.PoolEnd)) {
+			v.add("region.boot.pool", fmt.Sprintf("%s is not inside region.boot.subnet %s", b.Pool, b.Subnet))
+		}
+	default:
+		v.add("region.boot.dhcp", fmt.Sprintf("%q is not proxy, full or off", b.DHCP))
+	}
+}
+
+func splitJoined(err error) []error {
+	if j, ok := err.(interface{ Unwrap() []error }); ok {
+		return j.Unwrap()
+	}
+	return []error{err}
 }
