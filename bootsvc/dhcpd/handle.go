@@ -67,8 +67,9 @@ func (s *Server) Handle(req *dhcpv4.DHCPv4) (*dhcpv4.DHCPv4, error) {
 }
 
 // proxy answers PXE clients with boot options only (PXE spec 2.1,
-// "ProxyDHCP"): DHCPOFFER to a DISCOVER on port 67, DHCPACK to a REQUEST on
-// port 4011 or, as some ROMs send it, on port 67. It never gives an address.
+// "ProxyDHCP"): DHCPOFFER to a DISCOVER on port 67, DHCPACK to the REQUEST of
+// a client that has its address, on port 4011 or, as some ROMs send it, on
+// port 67. It never gives an address.
 func (s *Server) proxy(req *dhcpv4.DHCPv4, c client) *dhcpv4.DHCPv4 {
 	if !c.pxe {
 		return nil
@@ -85,9 +86,15 @@ func (s *Server) proxy(req *dhcpv4.DHCPv4, c client) *dhcpv4.DHCPv4 {
 	case dhcpv4.MessageTypeDiscover:
 		mt = dhcpv4.MessageTypeOffer
 	case dhcpv4.MessageTypeRequest:
-		// A REQUEST on port 67 that names another server (option 54)
-		// selects the school's offer; an ACK from us with no address
-		// could be taken for the school's ACK.
+		// Only a client that already holds an address (ciaddr) asks a
+		// boot server: on port 4011, or broadcast on port 67 as some
+		// ROMs do. A REQUEST without one is getting an address, from
+		// the school's server (option 54) or, for a client that is not
+		// really a PXE ROM, from our offer; an ACK without an address
+		// would then pass for a lease of 0.0.0.0.
+		if !addr(req.ClientIPAddr).IsValid() {
+			return nil
+		}
 		if sid := req.ServerIdentifier(); sid != nil && !sid.Equal(s.serverIP()) {
 			return nil
 		}
