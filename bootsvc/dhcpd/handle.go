@@ -44,6 +44,11 @@ func New(cfg Config) (*Server, error) {
 		if len(dropped) > 0 {
 			s.log.Warn("dhcp leases outside the pool dropped", "file", cfg.LeaseFile, "addresses", dropped)
 		}
+		// Write once now, so an unwritable lease file stops the start
+		// instead of the first terminal's boot.
+		if err := s.leases.save(); err != nil {
+			return nil, fmt.Errorf("dhcp lease_file: %w", err)
+		}
 	}
 	return s, nil
 }
@@ -79,9 +84,12 @@ func (s *Server) proxy(req *dhcpv4.DHCPv4, c client) *dhcpv4.DHCPv4 {
 	if !ip.IsValid() {
 		ip = addr(req.RequestedIPAddress()) // option 50: what the school's server gave
 	}
-	s.seen(mac, ip)
 
 	var mt dhcpv4.MessageType
+	switch req.MessageType() {
+	case dhcpv4.MessageTypeDiscover, dhcpv4.MessageTypeRequest:
+		s.seen(mac, ip)
+	}
 	switch req.MessageType() {
 	case dhcpv4.MessageTypeDiscover:
 		mt = dhcpv4.MessageTypeOffer
@@ -146,8 +154,11 @@ func (s *Server) full(req *dhcpv4.DHCPv4, c client) (*dhcpv4.DHCPv4, error) {
 		ip = addr(req.ClientIPAddr)
 	}
 	s.mu.Unlock()
-	if c.pxe {
-		s.seen(mac, ip)
+	switch req.MessageType() {
+	case dhcpv4.MessageTypeDiscover, dhcpv4.MessageTypeRequest, dhcpv4.MessageTypeInform:
+		if c.pxe {
+			s.seen(mac, ip)
+		}
 	}
 	if err != nil || reply == nil {
 		return nil, err
@@ -307,7 +318,6 @@ func (s *Server) addNetwork(reply *dhcpv4.DHCPv4) {
 // HTTP, which ends the chain-load loop. It reports false when there is
 // nothing to boot: no binary for the architecture, or no script.
 func (s *Server) addBoot(reply, req *dhcpv4.DHCPv4, c client) bool {
-	reply.ServerIPAddr = s.serverIP() // siaddr: next server (TFTP)
 	var file string
 	if c.ipxe {
 		file = s.cfg.ScriptURL(req.ClientHWAddr) // once per answer: it holds a fresh secret
@@ -321,6 +331,7 @@ func (s *Server) addBoot(reply, req *dhcpv4.DHCPv4, c client) bool {
 		if len(file) <= 127 {
 			reply.BootFileName = file
 		}
+		reply.ServerIPAddr = s.serverIP()
 		return true
 	}
 	file, ok := s.cfg.BootFiles[c.arch]
@@ -329,6 +340,7 @@ func (s *Server) addBoot(reply, req *dhcpv4.DHCPv4, c client) bool {
 		return false
 	}
 	reply.BootFileName = file
+	reply.ServerIPAddr = s.serverIP() // siaddr: the TFTP server
 	if req.IsOptionRequested(dhcpv4.OptionTFTPServerName) {
 		reply.UpdateOption(dhcpv4.OptTFTPServerName(s.cfg.ServerIP.String())) // 66
 	}

@@ -532,3 +532,44 @@ func TestConfigErrorsNameTheField(t *testing.T) {
 		}
 	}
 }
+
+func TestFullUnwritableLeaseFile(t *testing.T) {
+	var r recorder
+	cfg := fullConfig(&r)
+	dir := t.TempDir()
+	cfg.LeaseFile = filepath.Join(dir, "missing", "leases.json")
+	if _, err := New(cfg); err == nil || !strings.Contains(err.Error(), "dhcp lease_file") {
+		t.Fatalf("New with an unwritable lease file: %v", err)
+	}
+
+	// The directory goes away while serving: no ACK that a restart
+	// would forget, and an error to log.
+	cfg.LeaseFile = filepath.Join(dir, "gone", "leases.json")
+	if err := os.Mkdir(filepath.Dir(cfg.LeaseFile), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	s := newServer(t, cfg)
+	if err := os.RemoveAll(filepath.Dir(cfg.LeaseFile)); err != nil {
+		t.Fatal(err)
+	}
+	offer := handle(t, s, discover(t, mac(1)))
+	reply, err := s.Handle(request(t, mac(1),
+		dhcpv4.WithOption(dhcpv4.OptServerIdentifier(net.IP(serverIP.AsSlice()))),
+		dhcpv4.WithOption(dhcpv4.OptRequestedIPAddress(offer.YourIPAddr))))
+	if err == nil || reply != nil {
+		t.Fatalf("ACK without a saved lease: reply %v, err %v", reply, err)
+	}
+}
+
+func TestFullPXEWithoutBootFileGetsPlainLease(t *testing.T) {
+	var r recorder
+	cfg := fullConfig(&r)
+	s := newServer(t, cfg)
+	reply := handle(t, s, discover(t, mac(1), vendorClass("PXEClient"), archOpt(25))) // RISC-V: no iPXE binary here
+	if reply == nil || !cfg.Pool.contains(addr(reply.YourIPAddr)) {
+		t.Fatalf("no lease for a PXE client without a boot file: %v", reply)
+	}
+	if reply.BootFileName != "" || !reply.ServerIPAddr.IsUnspecified() || reply.Options.Has(dhcpv4.OptionVendorSpecificInformation) {
+		t.Fatalf("boot options without a boot file:\n%s", reply.Summary())
+	}
+}
