@@ -1,0 +1,201 @@
+package dhcpd
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"time"
+)
+
+// Mode says whether the server hands out addresses.
+type Mode string
+
+const (
+	// ModeProxy answers PXE clients only, with boot options and no address
+	// (proxyDHCP): the school's own DHCP server keeps handing out addresses.
+	ModeProxy Mode = "proxy"
+	// ModeFull runs a complete DHCP server with an address pool, for
+	// isolated labs without a DHCP server of their own.
+	ModeFull Mode = "full"
+)
+
+// Arch is a client system architecture, the value of option 93
+// (RFC 4578 section 2.1).
+type Arch uint16
+
+// The architectures that classroom PCs boot as.
+const (
+	ArchBIOS     Arch = 0  // Intel x86PC: legacy BIOS PXE ROM
+	ArchEFIx64   Arch = 7  // EFI x86-64
+	ArchEFIBC    Arch = 9  // EFI byte code; in practice x86-64 firmware
+	ArchEFIARM64 Arch = 11 // EFI ARM64
+)
+
+// DefaultBootFiles are the iPXE binaries served over TFTP when Config.BootFiles
+// does not name one for an architecture.
+var defaultBootFiles = map[Arch]string{
+	ArchBIOS:     "undionly.kpxe",
+	ArchEFIx64:   "ipxe.efi",
+	ArchEFIBC:    "ipxe.efi",
+	ArchEFIARM64: "ipxe-arm64.efi",
+}
+
+// DefaultBootFiles returns a copy of the built-in boot file table.
+func DefaultBootFiles() map[Arch]string {
+	m := make(map[Arch]string, len(defaultBootFiles))
+	for a, f := range defaultBootFiles {
+		m[a] = f
+	}
+	return m
+}
+
+// Pool is an inclusive range of addresses that full mode hands out.
+type Pool struct {
+	Start, End netip.Addr
+}
+
+// Config configures a Server.
+type Config struct {
+	Mode Mode
+	// ServerIP is this server's address on the terminals' segment: the
+	// TFTP next-server (siaddr) and the DHCP server identifier (option 54).
+	ServerIP netip.Addr
+	// Interface binds the sockets to one interface (SO_BINDTODEVICE), so a
+	// region serves only its own segment. Empty binds to all interfaces,
+	// which suits tests only: broadcasts then leave by the routing table.
+	Interface string
+	// BootFiles maps an architecture to the TFTP path of its iPXE binary.
+	// Entries override DefaultBootFiles; an empty name removes one.
+	BootFiles map[Arch]string
+	// ScriptURL returns the HTTP URL of a terminal's iPXE script. It is
+	// called once per answer to an iPXE client, because the region mints a
+	// per-boot secret inside it. Required.
+	ScriptURL func(mac net.HardwareAddr) string
+	// Seen is told about every PXE client, enrolled or not, with the
+	// address it has or is given (zero if unknown). Optional.
+	Seen func(mac net.HardwareAddr, ip netip.Addr)
+
+	// Full mode only.
+	Pool      Pool
+	Netmask   net.IPMask
+	Router    netip.Addr   // option 3; omitted if invalid
+	DNS       []netip.Addr // option 6; omitted if empty
+	LeaseTime time.Duration
+	// LeaseFile keeps leases across restarts; it is rewritten atomically
+	// after every change. Empty keeps leases in memory only.
+	LeaseFile string
+
+	// ListenIP is the address the sockets bind to; the zero value binds to
+	// 0.0.0.0, which a DHCP server needs to receive broadcasts.
+	ListenIP netip.Addr
+	// Port is the DHCP server port, 67 if zero. ProxyPort is the PXE boot
+	// server port that proxy mode also listens on, 4011 if zero. Tests use
+	// high ports on 127.0.0.1.
+	Port, ProxyPort int
+
+	Log *slog.Logger
+}
+
+const (
+	defaultLeaseTime = time.Hour
+	maxPoolSize      = 1 << 16
+)
+
+// withDefaults validates c and fills in what it leaves out. Errors name the
+// field so an admin can fix the configuration.
+func (c Config) withDefaults() (Config, error) {
+	var errs []error
+	bad := func(field, format string, args ...any) {
+		errs = append(errs, fmt.Errorf("dhcp %s: %s", field, fmt.Sprintf(format, args...)))
+	}
+	switch c.Mode {
+	case ModeProxy, ModeFull:
+	default:
+		bad("mode", "%q is neither %q nor %q", c.Mode, ModeProxy, ModeFull)
+	}
+	if !c.ServerIP.Is4() {
+		bad("server_ip", "%v is not an IPv4 address", c.ServerIP)
+	}
+	if c.ScriptURL == nil {
+		bad("script_url", "missing")
+	}
+	boot := DefaultBootFiles()
+	for a, f := range c.BootFiles {
+		if f == "" {
+			delete(boot, a)
+		} else if len(f) > 127 {
+			bad("boot_files", "%q is longer than the 127 bytes of the DHCP file field", f)
+		} else {
+			boot[a] = f
+		}
+	}
+	c.BootFiles = boot
+	if c.Mode == ModeFull {
+		c.checkPool(bad)
+		if c.LeaseTime == 0 {
+			c.LeaseTime = defaultLeaseTime
+		}
+		if c.LeaseTime < time.Minute {
+			bad("lease_time", "%v is shorter than a minute", c.LeaseTime)
+		}
+		for _, d := range c.DNS {
+			if !d.Is4() {
+				bad("dns", "%v is not an IPv4 address", d)
+			}
+		}
+	}
+	if !c.ListenIP.IsValid() {
+		c.ListenIP = netip.IPv4Unspecified()
+	}
+	if c.Port == 0 {
+		c.Port = 67
+	}
+	if c.ProxyPort == 0 {
+		c.ProxyPort = 4011
+	}
+	if c.Log == nil {
+		c.Log = slog.New(slog.DiscardHandler)
+	}
+	return c, errors.Join(errs...)
+}
+
+func (c *Config) checkPool(bad func(field, format string, args ...any)) {
+	ones, bits := c.Netmask.Size()
+	if bits != 32 || ones == 0 || ones > 30 {
+		bad("netmask", "%v is not an IPv4 netmask of /1 to /30", c.Netmask)
+		return
+	}
+	p := c.Pool
+	if !p.Start.Is4() || !p.End.Is4() || p.End.Less(p.Start) {
+		bad("pool", "%v-%v is not an IPv4 range", p.Start, p.End)
+		return
+	}
+	if !c.ServerIP.Is4() {
+		return
+	}
+	subnet := netip.PrefixFrom(c.ServerIP, ones).Masked()
+	if !subnet.Contains(p.Start) || !subnet.Contains(p.End) {
+		bad("pool", "%v-%v is outside the server's subnet %v", p.Start, p.End, subnet)
+	}
+	if poolSize(p) > maxPoolSize {
+		bad("pool", "%v-%v holds more than %d addresses", p.Start, p.End, maxPoolSize)
+	}
+	if c.Router.IsValid() && !subnet.Contains(c.Router) {
+		bad("router", "%v is outside the server's subnet %v", c.Router, subnet)
+	}
+}
+
+func poolSize(p Pool) int {
+	s, e := p.Start.As4(), p.End.As4()
+	return int(be32(e)-be32(s)) + 1
+}
+
+func be32(b [4]byte) uint32 {
+	return uint32(b[0])<<24 | uint32(b[1])<<16 | uint32(b[2])<<8 | uint32(b[3])
+}
+
+func (p Pool) contains(a netip.Addr) bool {
+	return a.Is4() && !a.Less(p.Start) && !p.End.Less(a)
+}
