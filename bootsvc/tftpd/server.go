@@ -266,7 +266,7 @@ var _ tftp.Hook = (*handler)(nil)
 // an ERROR packet.
 func (h *handler) read(filename string, rf io.ReaderFrom) error {
 	remote := remoteOf(rf)
-	log := h.log.With("remote", remote.String(), "name", fmt.Sprintf("%.80q", filename))
+	log := h.log.With("remote", remote.String(), "name", logName(filename))
 	name, err := cleanName(filename, h.allowed)
 	switch {
 	case errors.Is(err, ErrNotAllowed):
@@ -299,7 +299,7 @@ func (h *handler) read(filename string, rf io.ReaderFrom) error {
 
 // write refuses every write request (WRQ).
 func (h *handler) write(filename string, wt io.WriterTo) error {
-	h.log.Warn("tftp: refused write", "remote", remoteOf(wt).String(), "name", fmt.Sprintf("%.80q", filename))
+	h.log.Warn("tftp: refused write", "remote", remoteOf(wt).String(), "name", logName(filename))
 	return errReadOnly
 }
 
@@ -312,6 +312,14 @@ func (h *handler) OnFailure(stats tftp.TransferStats, err error) {
 	if stats.Filename == "" {
 		h.log.Debug("tftp: dropped packet", "err", err)
 	}
+}
+
+// logName shortens a requested name for the log; slog quotes what needs quoting.
+func logName(name string) string {
+	if len(name) > 80 {
+		return name[:80] + "…"
+	}
+	return name
 }
 
 func remoteOf(t any) netip.AddrPort {

@@ -290,3 +290,22 @@ func TestCancelStopsServe(t *testing.T) {
 		t.Errorf("answered after Serve returned: %.20q", reply)
 	}
 }
+
+// TestDebianPackage serves Debian's ipxe package as installed, with the zero Server: its
+// ipxe.efi is a symlink to /boot/ipxe.efi, which DefaultLinkDirs lets through.
+func TestDebianPackage(t *testing.T) {
+	if _, err := os.Stat(filepath.Join(DefaultDir, "undionly.kpxe")); err != nil {
+		t.Skipf("Debian package ipxe not installed: %v", err)
+	}
+	addr := start(t, &Server{})
+	for _, name := range DefaultFiles {
+		want, wantErr := os.ReadFile(filepath.Join(DefaultDir, name))
+		got, err := fetch(addr, name, 1468)
+		switch {
+		case wantErr != nil && err == nil:
+			t.Errorf("%s: served although %v", name, wantErr)
+		case wantErr == nil && (err != nil || !bytes.Equal(got, want)):
+			t.Errorf("%s: got %d bytes, %v; want the package's %d bytes", name, len(got), err, len(want))
+		}
+	}
+}
