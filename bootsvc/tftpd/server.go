@@ -174,7 +174,7 @@ func (s *Server) load(log *slog.Logger) (map[string][]byte, error) {
 			return nil, fmt.Errorf("tftpd: %w", err)
 		}
 		data, err := readRegular(root, name)
-		if err != nil && !errors.Is(err, fs.ErrNotExist) {
+		if err != nil && !errors.Is(err, fs.ErrNotExist) && isSymlink(root, name) {
 			// os.Root refuses symlinks that leave dir; Debian's ipxe.efi is one.
 			data, err = s.readLinked(dir, name)
 		}
@@ -192,6 +192,11 @@ func (s *Server) load(log *slog.Logger) (map[string][]byte, error) {
 		return nil, fmt.Errorf("tftpd: none of %q can be served from %s", s.files(), dir)
 	}
 	return files, nil
+}
+
+func isSymlink(root *os.Root, name string) bool {
+	st, err := root.Lstat(name)
+	return err == nil && st.Mode()&fs.ModeSymlink != 0
 }
 
 // readLinked follows the symlink dir/name if it ends at a regular file with the same name

@@ -309,3 +309,21 @@ func TestDebianPackage(t *testing.T) {
 		}
 	}
 }
+
+// TestLinkDirsOnlyByDefault: /boot is trusted for the default Dir only; a Dir set by the admin
+// trusts no outside directory unless LinkDirs says so.
+func TestLinkDirsOnlyByDefault(t *testing.T) {
+	target := filepath.Join(DefaultLinkDirs[0], "ipxe.efi")
+	if _, err := os.Stat(target); err != nil {
+		t.Skipf("no %s to link to: %v", target, err)
+	}
+	dir, _ := testDir(t)
+	os.Remove(filepath.Join(dir, "ipxe.efi"))
+	if err := os.Symlink(target, filepath.Join(dir, "ipxe.efi")); err != nil {
+		t.Fatal(err)
+	}
+	addr := start(t, &Server{Dir: dir})
+	if got, err := fetch(addr, "ipxe.efi", 0); err == nil {
+		t.Errorf("served %d bytes through a symlink to %s", len(got), target)
+	}
+}
