@@ -1,0 +1,134 @@
+package bootsvc
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/netip"
+	"path/filepath"
+	"sync"
+
+	"tms/bootsvc/dhcpd"
+	"tms/bootsvc/tftpd"
+	"tms/config"
+	"tms/state"
+)
+
+// ServiceOptions configure a region's boot service.
+type ServiceOptions struct {
+	Boot      config.Boot
+	Inventory *state.Inventory
+	// Endpoint is the region's HTTP service as terminals reach it.
+	Endpoint string
+	// DataDir is the region's data directory: leases, and the default boot environment.
+	DataDir string
+	Log     *slog.Logger
+	// Ports, for tests (0: the standard ones, 67, 4011 and 69).
+	DHCPPort, ProxyPort, TFTPPort int
+	// ListenIP overrides where DHCP listens (tests on loopback).
+	ListenIP netip.Addr
+}
+
+// Service is a region's running boot service.
+type Service struct {
+	Scripts *Scripts
+	Waker   *Waker
+
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+	errs   chan error
+}
+
+// StartService starts DHCP (unless region.boot.dhcp is off) and TFTP on the terminals'
+// interface. The caller serves the scripts (Service.Scripts.Routes) on the region's HTTP
+// service and uses Service.Waker for Wake-on-LAN.
+func StartService(ctx context.Context, o ServiceOptions) (*Service, error) {
+	b := o.Boot
+	st, err := b.Settings()
+	if err != nil {
+		return nil, err
+	}
+	if !st.Address.IsValid() {
+		return nil, errors.New("region.boot.address: is required")
+	}
+	log := o.Log
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	dir := b.Dir
+	if dir == "" {
+		dir = filepath.Join(o.DataDir, "bootenv")
+	}
+	s := &Service{
+		Scripts: &Scripts{Inventory: o.Inventory, Endpoint: o.Endpoint, BootDir: dir, Args: b.KernelArgs, Log: log.With("part", "scripts")},
+		Waker:   &Waker{Interface: b.Interface},
+		errs:    make(chan error, 2),
+	}
+	ctx, s.cancel = context.WithCancel(context.WithoutCancel(ctx))
+	seen := func(mac net.HardwareAddr, ip netip.Addr) {
+		addr := ""
+		if ip.IsValid() && !ip.IsUnspecified() {
+			addr = ip.String()
+		}
+		if err := o.Inventory.Seen(context.Background(), mac.String(), addr, s.Scripts.now()); err != nil {
+			log.Warn("could not record a terminal as seen", "mac", mac.String(), "err", err)
+		}
+	}
+	if b.DHCP != "off" {
+		mode := dhcpd.ModeProxy
+		if b.DHCP == "full" {
+			mode = dhcpd.ModeFull
+		}
+		cfg := dhcpd.Config{Mode: mode, ServerIP: st.Address, Interface: b.Interface, ScriptURL: s.Scripts.ScriptURL, Seen: seen,
+			ListenIP: o.ListenIP, Port: o.DHCPPort, ProxyPort: o.ProxyPort, Log: log.With("part", "dhcp")}
+		if mode == dhcpd.ModeFull {
+			cfg.Pool = dhcpd.Pool{Start: st.PoolStart, End: st.PoolEnd}
+			cfg.Netmask = net.CIDRMask(st.Subnet.Bits(), 32)
+			cfg.Router, cfg.DNS, cfg.LeaseTime = st.Router, st.DNS, b.LeaseTime
+			cfg.LeaseFile = filepath.Join(o.DataDir, "dhcp-leases.json")
+		}
+		d, err := dhcpd.New(cfg)
+		if err != nil {
+			s.cancel()
+			return nil, fmt.Errorf("region.boot: %w", err)
+		}
+		s.run(func() error { return d.Serve(ctx) })
+	}
+	t := &tftpd.Server{Dir: b.TFTPDir, Log: log.With("part", "tftp")}
+	port := o.TFTPPort
+	if port == 0 {
+		port = 69
+	}
+	addr := netip.AddrPortFrom(st.Address, uint16(port)).String()
+	if o.ListenIP.IsValid() {
+		addr = netip.AddrPortFrom(o.ListenIP, uint16(port)).String()
+	}
+	s.run(func() error { return t.ListenAndServe(ctx, addr) })
+	log.Info("boot service started", "interface", b.Interface, "address", st.Address, "dhcp", b.DHCP, "tftp", addr, "bootenv", dir)
+	return s, nil
+}
+
+func (s *Service) run(f func() error) {
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		if err := f(); err != nil && !errors.Is(err, context.Canceled) {
+			s.errs <- err
+		}
+	}()
+}
+
+// Err returns a channel that carries the first failure of DHCP or TFTP.
+func (s *Service) Err() <-chan error { return s.errs }
+
+// Stop stops DHCP and TFTP and waits for them.
+func (s *Service) Stop() {
+	s.cancel()
+	s.wg.Wait()
+}
+
+// Routes serves the scripts and boot files.
+func (s *Service) Routes(mux *http.ServeMux) { s.Scripts.Routes(mux) }
