@@ -80,7 +80,8 @@ peers, and its Temporal worker. It records itself in central's catalog when it s
 It needs region.id, region.temporal, region.data_dir, region.listen and region.grant_key_file (central's
 grant key), and region.endpoint when region.listen is a wildcard address; region.store defaults to a
 directory store in region.data_dir, region.relay (central.store as this region reaches it) enables
-relayed transfers.`,
+relayed transfers. region.boot.* turns on the boot service (DHCP, TFTP, iPXE scripts, Wake-on-LAN)
+on the terminals' interface; it needs root (ports 67, 69 and 4011).`,
 		Args: exactArgs(0, "no arguments"),
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			ctx := cmd.Context()
@@ -114,7 +115,7 @@ relayed transfers.`,
 				endpoint = rc.Endpoint.String()
 			}
 			srv, err := server.StartRegion(ctx, server.RegionOptions{ID: rc.ID, DataDir: rc.DataDir, Store: st, Relay: relay,
-				Listen: rc.Listen.String(), Endpoint: endpoint, Labels: rc.Labels, Signer: signer, Client: tc, Log: log})
+				Listen: rc.Listen.String(), Endpoint: endpoint, Labels: rc.Labels, Signer: signer, Client: tc, Log: log, Boot: rc.Boot})
 			if err != nil {
 				return err
 			}

@@ -23,6 +23,8 @@ import (
 
 	"tms/activities"
 	"tms/agentapi"
+	"tms/bootsvc"
+	"tms/config"
 	"tms/state"
 	"tms/store"
 	"tms/transfer"
@@ -52,6 +54,10 @@ type RegionOptions struct {
 	NoRegister bool
 	// Wrap, if set, wraps the HTTP service's handler (tests inject faults with it).
 	Wrap func(http.Handler) http.Handler
+	// Boot is the boot service (DHCP, TFTP, iPXE scripts, Wake-on-LAN); off unless Enabled.
+	Boot config.Boot
+	// BootPorts overrides the boot service's ports and DHCP listen address (tests).
+	BootPorts *bootsvc.ServiceOptions
 }
 
 // Region is a running region server.
@@ -60,6 +66,7 @@ type Region struct {
 	Store     *store.Store
 	Inventory *state.Inventory
 	Agents    *agentapi.Server
+	Boot      *bootsvc.Service // nil without a boot service
 
 	endpoint string
 	http     *http.Server
@@ -119,6 +126,21 @@ func StartRegion(ctx context.Context, o RegionOptions) (_ *Region, err error) {
 	mux := http.NewServeMux()
 	(&transfer.Handler{Store: r.Store, Signer: o.Signer, Log: log}).Routes(mux)
 	r.Agents.Routes(mux)
+	var waker activities.Waker
+	if o.Boot.Enabled {
+		so := bootsvc.ServiceOptions{Boot: o.Boot, Inventory: r.Inventory, Endpoint: r.endpoint, DataDir: o.DataDir, Log: log.With("service", "boot")}
+		if p := o.BootPorts; p != nil {
+			so.DHCPPort, so.ProxyPort, so.TFTPPort, so.ListenIP = p.DHCPPort, p.ProxyPort, p.TFTPPort, p.ListenIP
+		}
+		if r.Boot, err = bootsvc.StartService(ctx, so); err != nil {
+			return nil, fmt.Errorf("region %s: boot service: %w", o.ID, err)
+		}
+		r.Boot.Routes(mux)
+		// Terminals boot through scripts that carry their task token: a boot request without
+		// it gets no task.
+		r.Agents.RequireBootToken = true
+		waker = r.Boot.Waker
+	}
 	var h http.Handler = mux
 	if o.Wrap != nil {
 		h = o.Wrap(mux)
@@ -127,7 +149,7 @@ func StartRegion(ctx context.Context, o RegionOptions) (_ *Region, err error) {
 	go func() { r.served <- r.http.Serve(r.ln) }()
 
 	r.worker = workers.NewRegion(o.Client, &activities.Region{ID: o.ID, Store: r.Store, Relay: o.Relay,
-		HTTP: &http.Client{Timeout: 5 * time.Minute}, Inventory: r.Inventory, Agents: r.Agents})
+		HTTP: &http.Client{Timeout: 5 * time.Minute}, Inventory: r.Inventory, Agents: r.Agents, Waker: waker})
 	if err := r.worker.Start(); err != nil {
 		return nil, fmt.Errorf("region %s: worker: %w", o.ID, err)
 	}
@@ -159,11 +181,18 @@ func register(ctx context.Context, c client.Client, info activities.RegionInfo) 
 	return err
 }
 
-// Wait returns when the HTTP service stops by itself (an error) or ctx ends.
+// Wait returns when the HTTP service or the boot service stops by itself (an error) or ctx
+// ends.
 func (r *Region) Wait(ctx context.Context) error {
+	var bootErr <-chan error
+	if r.Boot != nil {
+		bootErr = r.Boot.Err()
+	}
 	select {
 	case err := <-r.served:
 		return fmt.Errorf("region %s: HTTP service stopped: %w", r.ID, err)
+	case err := <-bootErr:
+		return fmt.Errorf("region %s: boot service stopped: %w", r.ID, err)
 	case <-ctx.Done():
 		return nil
 	}
@@ -186,6 +215,10 @@ func (r *Region) Stop(ctx context.Context) error {
 }
 
 func (r *Region) close() {
+	if r.Boot != nil {
+		r.Boot.Stop()
+		r.Boot = nil
+	}
 	if r.ln != nil {
 		r.ln.Close()
 	}
