@@ -14,8 +14,6 @@ package agentapi
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -182,11 +180,6 @@ func remoteIP(r *http.Request) string {
 	return host
 }
 
-func newToken() string {
-	b := make([]byte, 32)
-	rand.Read(b)
-	return base64.RawURLEncoding.EncodeToString(b)
-}
 
 // boot records the terminal and its disk and answers its boot action. A capture or deploy that
 // has not finished gets a fresh token; the previous boot's token stops working.
@@ -248,7 +241,7 @@ func (s *Server) Boot(ctx context.Context, req agent.BootRequest, ip string) (ag
 		s.log().Warn("boot request without this boot's token: the terminal boots its own disk", "mac", mac, "task", t.ID, "remote", ip)
 		return local, nil
 	}
-	token := newToken()
+	token := state.NewToken()
 	if err := s.Inventory.SetBootAction(ctx, mac, a, token); err != nil {
 		return agent.BootReply{}, err
 	}

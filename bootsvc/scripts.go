@@ -191,7 +191,7 @@ func (s *Scripts) script(w http.ResponseWriter, r *http.Request) {
 		s.render(w, "local.ipxe", d)
 		return
 	}
-	token := newToken()
+	token := state.NewToken()
 	if err := s.Inventory.SetBootAction(ctx, mac, *a, token); err != nil {
 		s.log().Error("could not record the boot's token", "mac", mac, "err", err)
 		d.Reason = "the region could not record this boot"
@@ -247,11 +247,6 @@ func (s *Scripts) file(w http.ResponseWriter, r *http.Request) {
 	http.ServeContent(w, r, name, fi.ModTime(), f)
 }
 
-func newToken() string {
-	b := make([]byte, 32)
-	rand.Read(b)
-	return base64.RawURLEncoding.EncodeToString(b)
-}
 
 func remoteIP(r *http.Request) string {
 	host, _, err := net.SplitHostPort(r.RemoteAddr)

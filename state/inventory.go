@@ -2,9 +2,11 @@ package state
 
 import (
 	"context"
+	"crypto/rand"
 	"crypto/sha256"
 	"crypto/subtle"
 	"database/sql"
+	"encoding/base64"
 	"errors"
 	"fmt"
 	"net"
@@ -299,6 +301,13 @@ type BootAction struct {
 	Task    string // the workflow it belongs to
 	Image   string
 	Expires time.Time
+}
+
+// NewToken returns a fresh task token for a terminal's boot: 32 random bytes, base64url.
+func NewToken() string {
+	b := make([]byte, 32)
+	rand.Read(b)
+	return base64.RawURLEncoding.EncodeToString(b)
 }
 
 // SetBootAction sets a terminal's next boot action with the per-task token that its agent will
