@@ -46,8 +46,11 @@ type Agent struct {
 	Region *url.URL // the region's HTTP service
 	MAC    string
 	Disk   string // the disk to capture or write (a block device, or a file standing in for one)
-	HTTP   *http.Client
-	Log    *slog.Logger
+	// BootToken is the per-boot secret from the kernel command line, sent with each boot
+	// request (empty when the region gave none).
+	BootToken string
+	HTTP      *http.Client
+	Log       *slog.Logger
 	// Jobs is how many chunks are handled at once (default: 2 per CPU, at least 4).
 	Jobs int
 	// Once makes Run return after the first task (or at once when there is none), as the
@@ -124,7 +127,7 @@ func (a *Agent) Run(ctx context.Context) error {
 			a.log().Warn("cannot read the disk's size", "disk", a.Disk, "err", err)
 		}
 		c.Token = ""
-		rep, err := c.Boot(ctx, BootRequest{MAC: a.MAC, Disk: a.Disk, DiskSize: size, AgentVersion: Version})
+		rep, err := c.Boot(ctx, BootRequest{MAC: a.MAC, Disk: a.Disk, DiskSize: size, AgentVersion: Version, BootToken: a.BootToken})
 		if err != nil {
 			if ctx.Err() != nil {
 				break

@@ -40,6 +40,9 @@ type BootRequest struct {
 	Disk         string `json:"disk,omitempty"`      // the device (or file) it would capture or write
 	DiskSize     int64  `json:"disk_size,omitempty"` // in bytes; 0 if it has no disk
 	AgentVersion string `json:"agent_version,omitempty"`
+	// BootToken is the per-boot secret the region put on the in-memory OS's kernel command
+	// line (tms.token=…), if it did.
+	BootToken string `json:"boot_token,omitempty"`
 }
 
 // BootReply is the agent's boot action.
