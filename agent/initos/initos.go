@@ -72,6 +72,7 @@ func setup(ctx context.Context, log *slog.Logger, mountErr error) (*agent.Agent,
 	if err != nil {
 		return nil, err
 	}
+	seeded := seedRandom()
 	if f, err := os.Open(ModulesManifest); err == nil {
 		mods, err := ReadModuleList(f)
 		f.Close()
@@ -88,6 +89,9 @@ func setup(ctx context.Context, log *slog.Logger, mountErr error) (*agent.Agent,
 	if err != nil {
 		return nil, err
 	}
+	if d := <-seeded; d > time.Second {
+		log.Info("the kernel's random numbers took a while to be ready", "waited", d.Round(time.Millisecond))
+	}
 	if _, err := configure(ctx, log, n); err != nil {
 		return nil, err
 	}
@@ -99,6 +103,26 @@ func setup(ctx context.Context, log *slog.Logger, mountErr error) (*agent.Agent,
 	}
 	return &agent.Agent{Region: cfg.Region, MAC: n.MAC.String(), Disk: disk, BootToken: cfg.Token, Once: true,
 		Log: log.With("from", "tms-agent"), HTTP: &http.Client{Timeout: 2 * time.Minute}}, nil
+}
+
+// seedRandom waits until the kernel's random number generator is ready, and says on the
+// channel how long that took. The DHCP client polls for random transaction ids without ever
+// blocking, and a kernel without a hardware source (a VM without RDRAND) then stays unseeded
+// for minutes; one blocking getrandom makes the kernel seed itself from CPU timing jitter at
+// once.
+func seedRandom() <-chan time.Duration {
+	ch := make(chan time.Duration, 1)
+	go func() {
+		t := time.Now()
+		b := make([]byte, 16)
+		for {
+			if _, err := unix.Getrandom(b, 0); err != unix.EINTR {
+				break
+			}
+		}
+		ch <- time.Since(t)
+	}()
+	return ch
 }
 
 // waitDisk picks the disk, giving controllers that probe in the background (AHCI, NVMe) up to
