@@ -376,4 +376,3 @@ func must(t *testing.T, err error) {
 		t.Fatal(err)
 	}
 }
-
