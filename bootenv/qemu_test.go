@@ -19,10 +19,12 @@ import (
 	"tms/agent"
 )
 
-// TestQEMUBoot boots the built kernel and initrd in QEMU, as a classroom PC network boots
-// them, against a region that answers only POST /v1/agent/boot with "local". It passes when
-// the boot request arrives with the VM's MAC, its disk and the disk's size, and the VM then
-// reboots (which ends QEMU, started with -no-reboot).
+// TestQEMUBoot boots the built kernel and initrd in QEMU (software emulation), as a classroom
+// PC network boots them, against a stand-in region on 127.0.0.1 that answers only
+// POST /v1/agent/boot, with "local". A machine passes when the boot request arrives with its
+// MAC, its disk and the disk's size and the kernel command line's boot token, and the VM then
+// reboots (which ends QEMU, started with -no-reboot). A tms.disk that is not a usable disk
+// must be refused: no boot request, a message on the console, a reboot.
 //
 //	go test -tags qemu -run TestQEMUBoot -v ./bootenv/   (or scripts/test-bootenv)
 func TestQEMUBoot(t *testing.T) {
@@ -40,20 +42,51 @@ func TestQEMUBoot(t *testing.T) {
 	}
 
 	dir := t.TempDir()
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
-	defer cancel()
 	start := time.Now()
-	res, err := Build(ctx, Options{Out: filepath.Join(dir, "boot"), Kernel: kernel, ModulesDir: modDir})
+	res, err := Build(context.Background(), Options{Out: filepath.Join(dir, "boot"), Kernel: kernel, ModulesDir: modDir})
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Logf("built in %v: vmlinuz %d bytes, initrd %d bytes, %d modules", time.Since(start).Round(time.Millisecond),
 		res.KernelSize, res.InitrdSize, len(res.Modules))
 
-	type boot struct {
-		req agent.BootRequest
-		at  time.Time
+	for _, tc := range []struct {
+		name string
+		// devices are QEMU's NIC and disk controller; the NIC gets netdev n0 and mac=MAC
+		// appended, %s in the disk options is the disk file.
+		nic     string
+		disk    []string
+		cmdline string // beyond console and tms.region
+		want    string // the disk the agent reports; "" if it must refuse
+		refusal string // what the console says then
+	}{
+		{name: "virtio", nic: "virtio-net-pci", disk: []string{"-drive", "file=%s,format=raw,if=virtio"},
+			cmdline: "tms.token=boot-secret-1", want: "/dev/vda"},
+		{name: "classroom PC: Intel NIC and SATA disk", nic: "e1000e",
+			disk: []string{"-drive", "file=%s,format=raw,if=none,id=d0", "-device", "ahci,id=ahci", "-device", "ide-hd,drive=d0,bus=ahci.0"},
+			cmdline: "tms.token=boot-secret-2", want: "/dev/sda"},
+		{name: "NVMe disk named by tms.disk", nic: "e1000",
+			disk:    []string{"-drive", "file=%s,format=raw,if=none,id=d0", "-device", "nvme,drive=d0,serial=tms0"},
+			cmdline: "tms.token=boot-secret-3 tms.disk=/dev/nvme0n1", want: "/dev/nvme0n1"},
+		{name: "tms.disk naming no disk is refused", nic: "virtio-net-pci", disk: []string{"-drive", "file=%s,format=raw,if=virtio"},
+			cmdline: "tms.disk=/dev/sdb", refusal: "tms.disk=/dev/sdb: no such disk"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			bootOnce(t, qemu, res, tc.nic, tc.disk, tc.cmdline, tc.want, tc.refusal)
+		})
 	}
+}
+
+type boot struct {
+	req agent.BootRequest
+	at  time.Time
+}
+
+func bootOnce(t *testing.T, qemu string, res *Result, nic string, diskOpts []string, cmdline, wantDisk, refusal string) {
+	dir := t.TempDir()
+	ctx, cancel := context.WithTimeout(context.Background(), 8*time.Minute)
+	defer cancel()
+
 	boots := make(chan boot, 4)
 	mux := http.NewServeMux()
 	mux.HandleFunc("POST /v1/agent/boot", func(w http.ResponseWriter, r *http.Request) {
@@ -88,12 +121,15 @@ func TestQEMUBoot(t *testing.T) {
 	f.Close()
 
 	console := filepath.Join(dir, "console.log")
-	cmd := exec.CommandContext(ctx, qemu, "-accel", "tcg", "-m", "512", "-nographic", "-no-reboot",
-		"-serial", "file:"+console, "-monitor", "none",
+	args := []string{"-accel", "tcg", "-m", "512", "-nographic", "-no-reboot",
+		"-serial", "file:" + console, "-monitor", "none",
 		"-kernel", res.Kernel, "-initrd", res.Initrd,
-		"-append", fmt.Sprintf("console=ttyS0 tms.region=http://10.0.2.2:%d tms.token=boot-secret-1", port),
-		"-netdev", "user,id=n0", "-device", "virtio-net-pci,netdev=n0,mac="+mac,
-		"-drive", "file="+disk+",format=raw,if=virtio")
+		"-append", fmt.Sprintf("console=ttyS0 tms.region=http://10.0.2.2:%d %s", port, cmdline),
+		"-netdev", "user,id=n0", "-device", nic + ",netdev=n0,mac=" + mac}
+	for _, o := range diskOpts {
+		args = append(args, strings.ReplaceAll(o, "%s", disk))
+	}
+	cmd := exec.CommandContext(ctx, qemu, args...)
 	var out bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &out
 	failed := func(format string, args ...any) {
@@ -108,12 +144,30 @@ func TestQEMUBoot(t *testing.T) {
 		t.Fatal(err)
 	}
 	exited := make(chan error, 1)
-	go func() { exited <- cmd.Wait() }()
+	waited := make(chan struct{})
+	go func() { exited <- cmd.Wait(); close(waited) }()
 	defer func() {
-		if cmd.ProcessState == nil {
-			cmd.Process.Kill()
-		}
+		cancel() // kills QEMU if it still runs
+		<-waited
 	}()
+
+	if refusal != "" {
+		select {
+		case b := <-boots:
+			failed("the agent ran (boot request %+v) though tms.disk should have been refused", b.req)
+		case err := <-exited:
+			if err != nil {
+				failed("QEMU: %v", err)
+			}
+		case <-time.After(5 * time.Minute):
+			failed("the VM did not reboot within 5 minutes")
+		}
+		if b, _ := os.ReadFile(console); !bytes.Contains(b, []byte(refusal)) || !bytes.Contains(b, []byte("rebooting in 30 seconds")) {
+			failed("the console does not say %q and that the terminal reboots", refusal)
+		}
+		t.Logf("refused and rebooted %v after power on", time.Since(powerOn).Round(time.Millisecond))
+		return
+	}
 
 	var got boot
 	select {
@@ -124,7 +178,13 @@ func TestQEMUBoot(t *testing.T) {
 		failed("no boot request within 5 minutes of power on")
 	}
 	t.Logf("power on to boot request (agent running): %v", got.at.Sub(powerOn).Round(time.Millisecond))
-	want := agent.BootRequest{MAC: mac, Disk: "/dev/vda", DiskSize: diskSize, AgentVersion: agent.Version, BootToken: "boot-secret-1"}
+	token := ""
+	for _, f := range strings.Fields(cmdline) {
+		if v, ok := strings.CutPrefix(f, "tms.token="); ok {
+			token = v
+		}
+	}
+	want := agent.BootRequest{MAC: mac, Disk: wantDisk, DiskSize: diskSize, AgentVersion: agent.Version, BootToken: token}
 	if got.req != want {
 		failed("boot request %+v, want %+v", got.req, want)
 	}
@@ -138,12 +198,12 @@ func TestQEMUBoot(t *testing.T) {
 		failed("the VM did not reboot within 2 minutes of its boot request")
 	}
 	t.Logf("power on to reboot: %v", time.Since(powerOn).Round(time.Millisecond))
-	if b, _ := os.ReadFile(console); !bytes.Contains(b, []byte("rebooting")) {
+	b, _ := os.ReadFile(console)
+	if !bytes.Contains(b, []byte("msg=rebooting")) {
 		failed("QEMU ended but the console shows no reboot")
 	}
 	if testing.Verbose() {
 		// What the in-memory OS said, without the kernel's messages.
-		b, _ := os.ReadFile(console)
 		var ours []string
 		for _, l := range strings.Split(string(b), "\n") {
 			if strings.HasPrefix(l, "time=") || strings.HasPrefix(l, "***") {
