@@ -376,3 +376,20 @@ func must(t *testing.T, err error) {
 		t.Fatal(err)
 	}
 }
+
+// TestAgentLinksNoServerCode keeps the initrd's /init small and static: the agent must not
+// pull in Temporal, SQLite or cgo.
+func TestAgentLinksNoServerCode(t *testing.T) {
+	cmd := exec.Command("go", "list", "-deps", "-f", "{{.ImportPath}} {{if .CgoFiles}}cgo{{end}}", "tms/cmd/tms-agent")
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("go list: %v", err)
+	}
+	for _, line := range strings.Split(strings.TrimSpace(string(out)), "\n") {
+		pkg, cgo, _ := strings.Cut(line, " ")
+		if strings.Contains(pkg, "temporal") || strings.Contains(pkg, "sqlite") || pkg == "modernc.org/libc" || cgo == "cgo" {
+			t.Errorf("the agent links %s %s", pkg, cgo)
+		}
+	}
+}
