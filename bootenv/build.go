@@ -43,6 +43,9 @@ type Options struct {
 	// Agent is a static tms-agent binary (default: build ./cmd/tms-agent with CGO_ENABLED=0,
 	// which needs the tms source tree as working directory).
 	Agent string
+	// AgentVersion is stamped into an agent built here (agent.Version), which it reports at
+	// boot; empty leaves the agent's default.
+	AgentVersion string
 	// Modules are the modules to load (default DefaultModules), with their dependencies.
 	Modules []string
 	Log     *slog.Logger
@@ -101,7 +104,7 @@ func Build(ctx context.Context, o Options) (*Result, error) {
 		defer os.RemoveAll(tmp)
 		agentBin = filepath.Join(tmp, "tms-agent")
 		log.Info("building the agent", "out", agentBin)
-		if err := BuildAgent(ctx, agentBin); err != nil {
+		if err := BuildAgent(ctx, agentBin, o.AgentVersion); err != nil {
 			return nil, err
 		}
 	}
@@ -263,10 +266,18 @@ func digits(s string) int {
 	return n
 }
 
-// BuildAgent builds the static agent (CGO_ENABLED=0 go build ./cmd/tms-agent) into out. The
-// working directory must be inside the tms source tree.
-func BuildAgent(ctx context.Context, out string) error {
-	cmd := exec.CommandContext(ctx, "go", "build", "-trimpath", "-ldflags=-s -w", "-o", out, "tms/cmd/tms-agent")
+// BuildAgent builds the static agent (CGO_ENABLED=0 go build ./cmd/tms-agent) into out, with
+// version (if not empty) as its agent.Version. The working directory must be inside the tms
+// source tree.
+func BuildAgent(ctx context.Context, out, version string) error {
+	ldflags := "-s -w"
+	if version != "" {
+		if strings.ContainsAny(version, " \t'\"") {
+			return fmt.Errorf("bootenv: agent version %q has spaces or quotes", version)
+		}
+		ldflags += " -X tms/agent.Version=" + version
+	}
+	cmd := exec.CommandContext(ctx, "go", "build", "-trimpath", "-ldflags="+ldflags, "-o", out, "tms/cmd/tms-agent")
 	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr

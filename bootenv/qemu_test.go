@@ -43,7 +43,7 @@ func TestQEMUBoot(t *testing.T) {
 
 	dir := t.TempDir()
 	start := time.Now()
-	res, err := Build(context.Background(), Options{Out: filepath.Join(dir, "boot"), Kernel: kernel, ModulesDir: modDir})
+	res, err := Build(context.Background(), Options{Out: filepath.Join(dir, "boot"), Kernel: kernel, ModulesDir: modDir, AgentVersion: testAgentVersion})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -76,6 +76,10 @@ func TestQEMUBoot(t *testing.T) {
 		})
 	}
 }
+
+// testAgentVersion is stamped into the agent the test builds, and must come back in its boot
+// request.
+const testAgentVersion = "qemu-test-1"
 
 type boot struct {
 	req agent.BootRequest
@@ -184,7 +188,7 @@ func bootOnce(t *testing.T, qemu string, res *Result, nic string, diskOpts []str
 			token = v
 		}
 	}
-	want := agent.BootRequest{MAC: mac, Disk: wantDisk, DiskSize: diskSize, AgentVersion: agent.Version, BootToken: token}
+	want := agent.BootRequest{MAC: mac, Disk: wantDisk, DiskSize: diskSize, AgentVersion: testAgentVersion, BootToken: token}
 	if got.req != want {
 		failed("boot request %+v, want %+v", got.req, want)
 	}

@@ -35,6 +35,7 @@ in it) unless --agent names a built one.`,
 				return usageError{fmt.Errorf("--out is required: the directory that gets vmlinuz and initrd")}
 			}
 			o.Log = a.log
+			o.AgentVersion = Version
 			start := time.Now()
 			res, err := bootenv.Build(cmd.Context(), o)
 			if err != nil {
