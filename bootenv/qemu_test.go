@@ -63,7 +63,7 @@ func TestQEMUBoot(t *testing.T) {
 		{name: "virtio", nic: "virtio-net-pci", disk: []string{"-drive", "file=%s,format=raw,if=virtio"},
 			cmdline: "tms.token=boot-secret-1", want: "/dev/vda"},
 		{name: "classroom PC: Intel NIC and SATA disk", nic: "e1000e",
-			disk: []string{"-drive", "file=%s,format=raw,if=none,id=d0", "-device", "ahci,id=ahci", "-device", "ide-hd,drive=d0,bus=ahci.0"},
+			disk:    []string{"-drive", "file=%s,format=raw,if=none,id=d0", "-device", "ahci,id=ahci", "-device", "ide-hd,drive=d0,bus=ahci.0"},
 			cmdline: "tms.token=boot-secret-2", want: "/dev/sda"},
 		{name: "NVMe disk named by tms.disk", nic: "e1000",
 			disk:    []string{"-drive", "file=%s,format=raw,if=none,id=d0", "-device", "nvme,drive=d0,serial=tms0"},
