@@ -46,8 +46,11 @@ type Agent struct {
 	Region *url.URL // the region's HTTP service
 	MAC    string
 	Disk   string // the disk to capture or write (a block device, or a file standing in for one)
-	HTTP   *http.Client
-	Log    *slog.Logger
+	// BootToken is the per-boot secret from the kernel command line, sent with each boot
+	// request (empty when the region gave none).
+	BootToken string
+	HTTP      *http.Client
+	Log       *slog.Logger
 	// Jobs is how many chunks are handled at once (default: 2 per CPU, at least 4).
 	Jobs int
 	// Once makes Run return after the first task (or at once when there is none), as the
@@ -60,9 +63,6 @@ type Agent struct {
 	ProgressEvery time.Duration
 	// Backoff is the first pause after a failure, doubled up to a minute (default 1 s).
 	Backoff time.Duration
-	// BootToken is the task token from the boot script (kernel command line tms.token), which
-	// a region running the boot service requires.
-	BootToken string
 }
 
 func (a *Agent) log() *slog.Logger {

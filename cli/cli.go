@@ -120,6 +120,7 @@ func (a *App) Command() *cobra.Command {
 	region := a.regionCommand()
 	region.AddCommand(a.regionAdminCommand().Commands()...)
 	root.AddCommand(a.centralCommand(), region, a.terminalCommand(), a.groupCommand(), a.deployCommand(), a.taskCommand())
+	root.AddCommand(a.bootenvCommand())
 	return root
 }
 

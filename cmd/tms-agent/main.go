@@ -1,6 +1,8 @@
 // Command tms-agent is the terminal agent of tms: it captures the terminal's disk to its region
 // or deploys an image to it, as the region's boot action says. It is built static (CGO_ENABLED=0)
-// to be the /init of the network-booted in-memory OS; here it also runs against a disk file.
+// to be the /init of the network-booted in-memory OS: started as PID 1 it sets the system up and
+// runs for one boot (package tms/agent/initos). Otherwise it runs with flags, for example against
+// a disk file.
 //
 //	tms-agent --region http://10.0.5.2:8301 --mac 52:54:00:12:34:56 --disk /dev/sda
 package main
@@ -19,9 +21,13 @@ import (
 	"time"
 
 	"tms/agent"
+	"tms/agent/initos"
 )
 
 func main() {
+	if os.Getpid() == 1 {
+		initos.Main() // never returns: it reboots
+	}
 	if err := run(os.Args[1:]); err != nil {
 		fmt.Fprintln(os.Stderr, "tms-agent:", err)
 		os.Exit(1)
