@@ -36,6 +36,7 @@ const (
 	childEnv = "TMS_E2E_CHILD"
 	dirEnv   = "TMS_E2E_DIR"
 	bootEnv  = "TMS_E2E_BOOTENV"
+	pcEnv    = "TMS_E2E_PC"
 )
 
 const (
@@ -55,12 +56,15 @@ var timeouts = workflows.AgentTimeouts{Silence: 4 * time.Minute, Tries: 2, Total
 // one, then checks that the deployed terminal is sent to its own disk. See the package doc.
 func TestNetboot(t *testing.T) {
 	if os.Getenv(childEnv) != "" {
-		scenario(t, os.Getenv(dirEnv), os.Getenv(bootEnv))
+		scenario(t, os.Getenv(dirEnv), os.Getenv(bootEnv), os.Getenv(pcEnv))
 		return
 	}
 	needRoot(t)
 	if _, err := exec.LookPath("qemu-system-x86_64"); err != nil {
 		t.Skip("qemu-system-x86_64 is not installed (Debian: qemu-system-x86)")
+	}
+	if out, err := exec.Command("busybox", "udhcpc", "--help").CombinedOutput(); !bytes.Contains(out, []byte("udhcpc")) {
+		t.Skipf("needs busybox with udhcpc (Debian: busybox-static): %v", err)
 	}
 	for _, f := range []string{"/usr/lib/ipxe/qemu/pxe-virtio.rom", "/usr/lib/ipxe/undionly.kpxe"} {
 		if _, err := os.Stat(f); err != nil {
@@ -100,7 +104,7 @@ func TestNetboot(t *testing.T) {
 	defer cancel()
 	cmd := exec.CommandContext(ctx, "ip", "netns", "exec", seg.NS, os.Args[0], "-test.run=^TestNetboot$", "-test.v",
 		"-test.timeout="+time.Until(deadline.Add(-90*time.Second)).Round(time.Second).String())
-	cmd.Env = append(os.Environ(), childEnv+"=1", dirEnv+"="+dir, bootEnv+"="+filepath.Join(dir, "bootenv"))
+	cmd.Env = append(os.Environ(), childEnv+"=1", dirEnv+"="+dir, bootEnv+"="+filepath.Join(dir, "bootenv"), pcEnv+"="+seg.PC)
 	cmd.Stdout, cmd.Stderr = os.Stdout, os.Stderr
 	cmd.WaitDelay = 10 * time.Second
 	if err := cmd.Run(); err != nil {
@@ -111,7 +115,7 @@ func TestNetboot(t *testing.T) {
 
 // scenario runs inside the namespace: Temporal, central, the region with its boot service,
 // then capture, deploy and local boot with QEMU terminals.
-func scenario(t *testing.T, dir, bootDir string) {
+func scenario(t *testing.T, dir, bootDir, pcNS string) {
 	ctx, cancel := context.WithTimeout(context.Background(), 25*time.Minute)
 	defer cancel()
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))
@@ -159,6 +163,10 @@ func scenario(t *testing.T, dir, bootDir string) {
 			t.Fatal(err)
 		}
 	}
+
+	// 0. A BIOS PXE ROM's path, which QEMU's iPXE ROM skips: busybox udhcpc, saying it is
+	// a PXE client, must get an address and undionly.kpxe, and TFTP must serve that file.
+	t.Run("dhcp and tftp", func(t *testing.T) { pxeClient(ctx, t, dir, pcNS) })
 
 	// 1. Capture vm1.
 	var capRes workflows.CaptureImageResult
@@ -264,6 +272,49 @@ func scenario(t *testing.T, dir, bootDir string) {
 			vm.fail(t, "vm2 started the in-memory OS though it had nothing to do")
 		}
 	})
+}
+
+// pxeClient runs busybox's DHCP client as a BIOS PXE ROM in namespace pcNS, then fetches the
+// boot file it was given over TFTP and compares it with iPXE's.
+func pxeClient(ctx context.Context, t *testing.T, dir, pcNS string) {
+	script := filepath.Join(dir, "udhcpc.sh")
+	if err := os.WriteFile(script, []byte("#!/bin/sh\necho \"event=$1\"\n[ \"$1\" = bound ] && env\nexit 0\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(ctx, time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, "ip", "netns", "exec", pcNS, "busybox", "udhcpc", "-i", pcIf, "-n", "-q", "-f", "-t", "5", "-T", "2",
+		"-V", "PXEClient:Arch:00000:UNDI:002001", "-s", script)
+	cmd.Env = []string{"PATH=/usr/sbin:/usr/bin:/sbin:/bin"} // the script prints only what udhcpc sets
+	out, err := cmd.CombinedOutput()
+	env := map[string]string{}
+	for _, l := range strings.Split(string(out), "\n") {
+		if k, v, ok := strings.Cut(l, "="); ok {
+			env[k] = v
+		}
+	}
+	if err != nil || env["event"] != "bound" {
+		t.Fatalf("udhcpc got no lease: %v\n%s", err, out)
+	}
+	if !strings.HasPrefix(env["ip"], "10.99.0.") || env["boot_file"] != "undionly.kpxe" || env["siaddr"] != regionIP {
+		t.Fatalf("udhcpc got address %q, boot file %q from %q; want one of the pool and undionly.kpxe from %s\n%s",
+			env["ip"], env["boot_file"], env["siaddr"], regionIP, out)
+	}
+	if out, err := exec.Command("ip", "-n", pcNS, "addr", "add", env["ip"]+"/24", "dev", pcIf).CombinedOutput(); err != nil {
+		t.Fatalf("ip addr add: %v\n%s", err, out)
+	}
+	got := filepath.Join(dir, "undionly.kpxe")
+	start := time.Now()
+	if out, err := exec.CommandContext(ctx, "ip", "netns", "exec", pcNS, "busybox", "tftp", "-g", "-b", "1468", "-l", got, "-r", env["boot_file"], env["siaddr"]).CombinedOutput(); err != nil {
+		t.Fatalf("busybox tftp: %v\n%s", err, out)
+	}
+	took := time.Since(start)
+	a, _ := os.ReadFile("/usr/lib/ipxe/undionly.kpxe")
+	b, err := os.ReadFile(got)
+	if err != nil || !bytes.Equal(a, b) {
+		t.Fatalf("TFTP gave %d bytes (%v), want /usr/lib/ipxe/undionly.kpxe's %d", len(b), err, len(a))
+	}
+	t.Logf("udhcpc as a PXE ROM got %s and %s from %s; TFTP fetched it (%d bytes) in %v", env["ip"], env["boot_file"], env["siaddr"], len(b), took.Round(time.Millisecond))
 }
 
 // waitBootAction waits until the workflow has set mac's boot action, so that the VM's DHCP

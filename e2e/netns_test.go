@@ -20,11 +20,16 @@ const (
 	regionCIDR = regionIP + "/24"
 )
 
-// segment is a network namespace with a bridge and tap devices on it.
+// segment is a network namespace with a bridge and tap devices on it, and a second namespace,
+// PC, that stands for a PC on the segment: its interface pc0 is a veth whose peer is on br0.
 type segment struct {
 	NS   string
 	Taps []string
+	PC   string
 }
+
+// pcIf is the stand-in PC's interface in namespace segment.PC.
+const pcIf = "pc0"
 
 // newSegment creates namespace tmse2e-PID with br0 (10.99.0.1/24, up, no STP delay), loopback
 // up, and taps tap0…tapN-1 on br0. It is deleted when the test ends, pass or fail.
@@ -47,6 +52,20 @@ func newSegment(t *testing.T, taps int) *segment {
 		ipCmd(t, "-n", s.NS, "link", "set", tap, "up")
 		s.Taps = append(s.Taps, tap)
 	}
+	s.PC = s.NS + "-pc"
+	if out, err := exec.Command("ip", "netns", "add", s.PC).CombinedOutput(); err != nil {
+		t.Fatalf("ip netns add %s: %v\n%s", s.PC, err, out)
+	}
+	t.Cleanup(func() {
+		if out, err := exec.Command("ip", "netns", "del", s.PC).CombinedOutput(); err != nil {
+			t.Errorf("delete namespace %s: %v\n%s", s.PC, err, out)
+		}
+	})
+	ipCmd(t, "-n", s.NS, "link", "add", pcIf+"-br", "type", "veth", "peer", "name", pcIf, "netns", s.PC)
+	ipCmd(t, "-n", s.NS, "link", "set", pcIf+"-br", "master", bridge)
+	ipCmd(t, "-n", s.NS, "link", "set", pcIf+"-br", "up")
+	ipCmd(t, "-n", s.PC, "link", "set", "lo", "up")
+	ipCmd(t, "-n", s.PC, "link", "set", pcIf, "up")
 	return s
 }
 
@@ -73,7 +92,7 @@ func removeStaleNamespaces(t *testing.T) {
 		if !ok {
 			continue
 		}
-		pid, err := strconv.Atoi(rest)
+		pid, err := strconv.Atoi(strings.TrimSuffix(rest, "-pc"))
 		if err != nil || pid == os.Getpid() || syscall.Kill(pid, 0) == nil {
 			continue // not ours, or its test still runs
 		}
@@ -113,14 +132,20 @@ func TestSegment(t *testing.T) {
 				t.Fatalf("%s in %s is not a tap on %s: %v\n%s", tap, s.NS, bridge, err, out)
 			}
 		}
-		if _, err := os.Stat("/run/netns/" + s.NS); err != nil {
-			t.Fatal(err)
+		out, err = exec.Command("ip", "-n", s.NS, "-d", "link", "show", "dev", pcIf+"-br").CombinedOutput()
+		if err != nil || !strings.Contains(string(out), "master "+bridge) {
+			t.Fatalf("the stand-in PC's veth is not on %s: %v\n%s", bridge, err, out)
+		}
+		if out, err := exec.Command("ip", "-n", s.PC, "link", "show", "dev", pcIf).CombinedOutput(); err != nil {
+			t.Fatalf("%s has no %s: %v\n%s", s.PC, pcIf, err, out)
 		}
 	})
 	if s == nil {
 		return
 	}
-	if _, err := os.Stat("/run/netns/" + s.NS); err == nil {
-		t.Fatalf("namespace %s is still there after its test ended", s.NS)
+	for _, ns := range []string{s.NS, s.PC} {
+		if _, err := os.Stat("/run/netns/" + ns); err == nil {
+			t.Fatalf("namespace %s is still there after its test ended", ns)
+		}
 	}
 }
