@@ -14,6 +14,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -107,6 +108,8 @@ func TestNetboot(t *testing.T) {
 	cmd.Env = append(os.Environ(), childEnv+"=1", dirEnv+"="+dir, bootEnv+"="+filepath.Join(dir, "bootenv"), pcEnv+"="+seg.PC)
 	cmd.Stdout, cmd.Stderr = os.Stdout, os.Stderr
 	cmd.WaitDelay = 10 * time.Second
+	// A killed test takes the scenario, and with it QEMU, along.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	if err := cmd.Run(); err != nil {
 		consoles, _ := filepath.Glob(filepath.Join(dir, "*.console"))
 		t.Fatalf("the scenario in namespace %s failed: %v; serial consoles: %s", seg.NS, err, strings.Join(consoles, " "))
@@ -371,6 +374,7 @@ func startVM(t *testing.T, dir, name, tap, mac, disk string, noReboot bool) *vm 
 	}
 	v.cmd = exec.Command("qemu-system-x86_64", args...)
 	v.cmd.Stdout, v.cmd.Stderr = v.out, v.out
+	v.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	v.start = time.Now()
 	if err := v.cmd.Start(); err != nil {
 		t.Fatal(err)
