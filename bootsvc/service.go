@@ -98,6 +98,10 @@ func StartService(ctx context.Context, o ServiceOptions) (*Service, error) {
 		s.run(func() error { return d.Serve(ctx) })
 	}
 	t := &tftpd.Server{Dir: b.TFTPDir, Log: log.With("part", "tftp")}
+	if filepath.Clean(b.TFTPDir) == tftpd.DefaultDir {
+		// Debian's ipxe.efi there is a symlink into /boot: without this, UEFI PCs get no iPXE.
+		t.LinkDirs = tftpd.DefaultLinkDirs
+	}
 	port := o.TFTPPort
 	if port == 0 {
 		port = 69
