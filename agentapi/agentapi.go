@@ -180,7 +180,6 @@ func remoteIP(r *http.Request) string {
 	return host
 }
 
-
 // boot records the terminal and its disk and answers its boot action. A capture or deploy that
 // has not finished gets a fresh token; the previous boot's token stops working.
 func (s *Server) boot(w http.ResponseWriter, r *http.Request) {
