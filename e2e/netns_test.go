@@ -110,6 +110,9 @@ func needRoot(t *testing.T) {
 	if _, err := exec.LookPath("ip"); err != nil {
 		t.Skipf("needs ip (Debian: iproute2): %v", err)
 	}
+	if _, err := os.Stat("/dev/net/tun"); err != nil {
+		t.Skipf("needs /dev/net/tun for the terminals' tap devices: %v", err)
+	}
 }
 
 // TestSegment creates the lab segment, checks its devices are there and up, and that it is gone
