@@ -25,6 +25,8 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+
+	"tms/internal/atomicfile"
 )
 
 // ModulesManifest is where the initrd lists the module files to load, in order, one absolute
@@ -173,7 +175,7 @@ func Build(ctx context.Context, o Options) (*Result, error) {
 		return nil, err
 	}
 	res.Initrd = filepath.Join(o.Out, "initrd")
-	if err := writeAtomic(res.Initrd, bytes.NewReader(buf.Bytes())); err != nil {
+	if err := atomicfile.Write(res.Initrd, bytes.NewReader(buf.Bytes()), 0o644); err != nil {
 		return nil, err
 	}
 	res.InitrdSize = int64(buf.Len())
@@ -184,7 +186,7 @@ func Build(ctx context.Context, o Options) (*Result, error) {
 	}
 	defer kf.Close()
 	res.Kernel = filepath.Join(o.Out, "vmlinuz")
-	if err := writeAtomic(res.Kernel, kf); err != nil {
+	if err := atomicfile.Write(res.Kernel, kf, 0o644); err != nil {
 		return nil, err
 	}
 	st, err := os.Stat(res.Kernel)
@@ -303,31 +305,6 @@ func checkStatic(path string) error {
 		return fmt.Errorf("bootenv: agent %s is built for %v, not x86-64", path, f.Machine)
 	}
 	return nil
-}
-
-// writeAtomic writes r to path through a temporary file, synced and renamed.
-func writeAtomic(path string, r io.Reader) error {
-	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp*")
-	if err != nil {
-		return err
-	}
-	defer os.Remove(f.Name())
-	if _, err := io.Copy(f, r); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Chmod(0o644); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Close(); err != nil {
-		return err
-	}
-	return os.Rename(f.Name(), path)
 }
 
 func newGzipReader(b []byte) (io.Reader, error) { return gzip.NewReader(bytes.NewReader(b)) }

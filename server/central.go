@@ -1,6 +1,7 @@
 package server
 
 import (
+	"bytes"
 	"context"
 	"crypto/rand"
 	"errors"
@@ -13,6 +14,7 @@ import (
 	"go.temporal.io/sdk/worker"
 
 	"tms/activities"
+	"tms/internal/atomicfile"
 	"tms/state"
 	"tms/store"
 	"tms/transfer"
@@ -83,7 +85,7 @@ func LoadOrCreateKey(path string) ([]byte, error) {
 	if _, err := rand.Read(key); err != nil {
 		return nil, err
 	}
-	if err := writeFileAtomic(path, key, 0o600); err != nil {
+	if err := atomicfile.Write(path, bytes.NewReader(key), 0o600); err != nil {
 		return nil, err
 	}
 	return key, nil
