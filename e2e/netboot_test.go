@@ -158,6 +158,9 @@ func scenario(t *testing.T, dir, bootDir, pcNS string) {
 	if err := sampledisk.Write(disk1, sampledisk.Options{Size: diskSize, Seed: 1}); err != nil {
 		t.Fatal(err)
 	}
+	if err := writeBootMarker(disk1); err != nil {
+		t.Fatal(err)
+	}
 	if err := blankDisk(disk2, diskSize); err != nil {
 		t.Fatal(err)
 	}
@@ -266,11 +269,16 @@ func scenario(t *testing.T, dir, bootDir, pcNS string) {
 		time.Sleep(5 * time.Second)
 		b, _ := os.ReadFile(vm.console)
 		t.Logf("vm2: power on → local-disk script %v; console %s ends:\n%s", served.Sub(vm.start).Round(time.Millisecond), vm.console, tail(b, 15))
-		// A sample disk has a protective MBR but no boot code: what runs after iPXE hands the
-		// disk to the BIOS is not tms's, so the test stops at iPXE's sanboot.
-		if !bytes.Contains(b, []byte("booting from the local disk")) || !bytes.Contains(b, []byte("Booting from SAN device 0x80")) {
-			vm.fail(t, "iPXE was served the local-disk script but the console does not show it booting the disk")
+		// The deployed disk's own boot code (the captured disk's, see writeBootMarker) prints
+		// the marker: the PC booted from its disk, not from the network.
+		for time.Now().Before(served.Add(60*time.Second)) && !bytes.Contains(b, []byte(bootMarker)) {
+			time.Sleep(500 * time.Millisecond)
+			b, _ = os.ReadFile(vm.console)
 		}
+		if !bytes.Contains(b, []byte("booting from the local disk")) || !bytes.Contains(b, []byte(bootMarker)) {
+			vm.fail(t, "iPXE was served the local-disk script but the console does not show the disk's own boot code running")
+		}
+		t.Logf("vm2 booted its own disk: its boot code printed %q", bootMarker)
 		if !rec.first(mac2, "agent-boot", vm.start).IsZero() {
 			vm.fail(t, "vm2 started the in-memory OS though it had nothing to do")
 		}
@@ -483,4 +491,43 @@ type captureWriter struct {
 func (c *captureWriter) Write(b []byte) (int, error) {
 	c.body.Write(b)
 	return c.ResponseWriter.Write(b)
+}
+
+// bootMarker is what the captured disk's boot code prints on the serial port.
+const bootMarker = "TMS-LOCAL-DISK-BOOTED"
+
+// writeBootMarker puts boot code in the disk's MBR (bytes 0-439, before the partition table,
+// which it leaves alone) that writes bootMarker to COM1 and halts, and the boot signature.
+// Captured from vm1 and deployed to vm2, it shows vm2 booting from its own disk.
+func writeBootMarker(path string) error {
+	code := []byte{
+		0xfa,       // cli
+		0x31, 0xc0, // xor ax, ax
+		0x8e, 0xd8, // mov ds, ax
+		0xbe, 0x16, 0x7c, // mov si, 0x7c16 (the message below)
+		0xba, 0xf8, 0x03, // mov dx, 0x3f8 (COM1)
+		0xac,       // next: lodsb
+		0x84, 0xc0, // test al, al
+		0x74, 0x03, // jz halt
+		0xee,       // out dx, al
+		0xeb, 0xf8, // jmp next
+		0xf4,       // halt: hlt
+		0xeb, 0xfd, // jmp halt
+	}
+	code = append(code, "\r\n"+bootMarker+"\r\n\x00"...)
+	f, err := os.OpenFile(path, os.O_RDWR, 0)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	mbr := make([]byte, 512)
+	if _, err := f.ReadAt(mbr, 0); err != nil {
+		return err
+	}
+	copy(mbr, code)
+	mbr[510], mbr[511] = 0x55, 0xaa
+	if _, err := f.WriteAt(mbr, 0); err != nil {
+		return err
+	}
+	return f.Sync()
 }
