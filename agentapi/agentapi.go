@@ -314,7 +314,7 @@ func (s *Server) authorize(r *http.Request) (state.Task, error) {
 }
 
 // info is the task's description for its agent.
-func (s *Server) info(ctx context.Context, t state.Task) (agent.TaskInfo, *store.Version, error) {
+func (s *Server) info(ctx context.Context, t state.Task) (agent.TaskInfo, *cachedVersion, error) {
 	ti := agent.TaskInfo{ID: t.ID, Kind: t.Kind}
 	switch t.Kind {
 	case "deploy":
@@ -328,7 +328,7 @@ func (s *Server) info(ctx context.Context, t state.Task) (agent.TaskInfo, *store
 		}
 		m := v.v.Manifest
 		ti.Version, ti.Image, ti.DiskSize, ti.ChunkSize, ti.Hash = id.String(), m.Meta.Name, m.DiskSize, m.ChunkSize, m.Hash
-		return ti, v.v, nil
+		return ti, v, nil
 	case "capture":
 		ti.Image, ti.ChunkSize, ti.Hash = t.Image, imageio.DefaultChunkSize, manifest.DefaultHash
 		id, err := s.Store.GetTag(ctx, t.Image, manifest.DefaultTag)
@@ -343,7 +343,7 @@ func (s *Server) info(ctx context.Context, t state.Task) (agent.TaskInfo, *store
 			return ti, nil, fmt.Errorf("current version of %s: %w", t.Image, err)
 		}
 		ti.ChunkSize, ti.Hash = v.v.Manifest.ChunkSize, v.v.Manifest.Hash
-		return ti, v.v, nil
+		return ti, v, nil
 	}
 	return ti, nil, fmt.Errorf("task %s has kind %q", t.ID, t.Kind)
 }
@@ -358,7 +358,7 @@ func (s *Server) task(w http.ResponseWriter, r *http.Request) {
 	s.reply(w, r, ti, err)
 }
 
-func (s *Server) deployTask(r *http.Request) (state.Task, *store.Version, error) {
+func (s *Server) deployTask(r *http.Request) (state.Task, *cachedVersion, error) {
 	t, err := s.authorize(r)
 	if err != nil {
 		return t, nil, err
@@ -377,7 +377,7 @@ func (s *Server) manifest(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	w.Header().Set("Content-Type", "application/json")
-	w.Write(v.Encoded)
+	w.Write(v.v.Encoded)
 }
 
 // chunk serves one stored chunk frame of the deployed version. The agent checks it against its
@@ -393,13 +393,8 @@ func (s *Server) chunk(w http.ResponseWriter, r *http.Request) {
 		s.reply(w, r, nil, fail(http.StatusBadRequest, "chunk id: %v", err))
 		return
 	}
-	set, err := s.chunkSet(r.Context(), v)
-	if err != nil {
-		s.reply(w, r, nil, err)
-		return
-	}
-	if _, ok := set[id]; !ok || id.IsZero() {
-		s.reply(w, r, nil, fail(http.StatusNotFound, "chunk %s is not part of version %s", id.Short(), v.ID.Short()))
+	if _, ok := v.chunks[id]; !ok || id.IsZero() {
+		s.reply(w, r, nil, fail(http.StatusNotFound, "chunk %s is not part of version %s", id.Short(), v.v.ID.Short()))
 		return
 	}
 	frame, err := s.Store.Backend().Get(r.Context(), store.ChunkKey(id))
@@ -437,29 +432,21 @@ func (s *Server) version(ctx context.Context, id manifest.ID) (*cachedVersion, e
 	return cv, nil
 }
 
-func (s *Server) chunkSet(ctx context.Context, v *store.Version) (map[manifest.ID]struct{}, error) {
-	cv, err := s.version(ctx, v.ID)
-	if err != nil {
-		return nil, err
-	}
-	return cv.chunks, nil
-}
-
-func (s *Server) captureTask(r *http.Request) (state.Task, agent.TaskInfo, *store.Version, error) {
+func (s *Server) captureTask(r *http.Request) (state.Task, agent.TaskInfo, error) {
 	t, err := s.authorize(r)
 	if err != nil {
-		return t, agent.TaskInfo{}, nil, err
+		return t, agent.TaskInfo{}, err
 	}
 	if t.Kind != "capture" {
-		return t, agent.TaskInfo{}, nil, fail(http.StatusForbidden, "task %s is a %s: it uploads nothing", t.ID, t.Kind)
+		return t, agent.TaskInfo{}, fail(http.StatusForbidden, "task %s is a %s: it uploads nothing", t.ID, t.Kind)
 	}
-	ti, parent, err := s.info(r.Context(), t)
-	return t, ti, parent, err
+	ti, _, err := s.info(r.Context(), t)
+	return t, ti, err
 }
 
 // missing answers which of the named chunks the store lacks.
 func (s *Server) missing(w http.ResponseWriter, r *http.Request) {
-	_, _, _, err := s.captureTask(r)
+	_, _, err := s.captureTask(r)
 	if err != nil {
 		s.reply(w, r, nil, err)
 		return
@@ -493,7 +480,7 @@ func (s *Server) missing(w http.ResponseWriter, r *http.Request) {
 // upload stores a batch of chunks after checking each against its id; the batch is durable
 // before the reply.
 func (s *Server) upload(w http.ResponseWriter, r *http.Request) {
-	t, ti, _, err := s.captureTask(r)
+	t, ti, err := s.captureTask(r)
 	if err != nil {
 		s.reply(w, r, nil, err)
 		return
@@ -542,7 +529,7 @@ func (s *Server) upload(w http.ResponseWriter, r *http.Request) {
 // publish takes a capture's manifest: when every chunk it names is stored, it becomes the
 // image's new version (tagged latest) and the task is done.
 func (s *Server) publish(w http.ResponseWriter, r *http.Request) {
-	t, ti, _, err := s.captureTask(r)
+	t, ti, err := s.captureTask(r)
 	if err != nil {
 		s.reply(w, r, nil, err)
 		return
