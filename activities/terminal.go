@@ -140,7 +140,7 @@ func (r *Region) PrepareTask(ctx context.Context, in TaskInput) (TerminalRef, er
 		}
 		return TerminalRef{}, err
 	}
-	if err := r.Inventory.SetBootAction(ctx, t.MAC, state.BootAction{Action: in.Kind, Task: in.Task, Image: in.Image, Expires: in.Expires}, ""); err != nil {
+	if err := r.Inventory.SetBootAction(ctx, t.MAC, state.BootAction{Action: in.Kind, Task: in.Task, Image: in.Image, Expires: in.Expires}); err != nil {
 		return TerminalRef{}, err
 	}
 	return TerminalRef{MAC: t.MAC, Name: t.Name, DiskSize: t.DiskSize}, nil
@@ -302,6 +302,30 @@ func (r *Region) DescribeVersion(ctx context.Context, in VersionInput) (VersionI
 		info.Parent = m.Parent.String()
 	}
 	return info, nil
+}
+
+// TagInput points a tag of an image in the region's store at a version the region holds.
+type TagInput struct {
+	Image   string
+	Tag     string
+	Version string
+}
+
+// TagVersion moves an image's tag to a version of that image. The capture workflow tags a
+// captured version only once its terminal task is done: the agent API keeps what an agent
+// uploads, but only a task that ended well names what NAME:latest is.
+func (r *Region) TagVersion(ctx context.Context, in TagInput) error {
+	if err := manifest.ValidateName(in.Image); err != nil {
+		return temporal.NewNonRetryableApplicationError(err.Error(), "BadImage", err)
+	}
+	id, v, err := r.heldVersion(ctx, in.Version, r.Store)
+	if err != nil {
+		return err
+	}
+	if v.Manifest.Meta.Name != in.Image {
+		return temporal.NewNonRetryableApplicationError(fmt.Sprintf("version %s is of image %s, not %s", id.Short(), v.Manifest.Meta.Name, in.Image), "BadInput", nil)
+	}
+	return r.Store.SetTag(ctx, in.Image, in.Tag, id)
 }
 
 func (r *Region) now() time.Time {

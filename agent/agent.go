@@ -49,8 +49,11 @@ type Agent struct {
 	// BootToken is the per-boot secret from the kernel command line, sent with each boot
 	// request (empty when the region gave none).
 	BootToken string
-	HTTP      *http.Client
-	Log       *slog.Logger
+	// Key is the terminal's agent key (the installed OS's agent, or a simulated terminal), which
+	// signs its boot requests and command polls; nil in the in-memory OS.
+	Key  []byte
+	HTTP *http.Client
+	Log  *slog.Logger
 	// Jobs is how many chunks are handled at once (default: 2 per CPU, at least 4).
 	Jobs int
 	// Once makes Run return after the first task (or at once when there is none), as the
@@ -105,7 +108,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	if a.Region == nil || a.MAC == "" {
 		return errors.New("the agent needs its region's URL and the terminal's MAC")
 	}
-	c := &Client{Region: a.Region, HTTP: a.client(), MAC: a.MAC}
+	c := &Client{Region: a.Region, HTTP: a.client(), MAC: a.MAC, Key: a.Key}
 	failures := 0
 	pause := func() bool {
 		d := a.Backoff

@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"net/url"
 	"strings"
+	"time"
 
 	"tms/manifest"
 	"tms/store"
@@ -51,6 +52,13 @@ type Client struct {
 	MAC    string
 	// Token is the current boot's task token; empty outside a task.
 	Token string
+	// Key is the terminal's agent key, which signs the requests made outside a task (boot,
+	// command poll); nil for an agent that has none (the in-memory OS, which has its boot's
+	// token instead).
+	Key []byte
+	// Settle is how long to wait before offering a result again when the region is not ready
+	// to take it yet (default 5 s).
+	Settle time.Duration
 }
 
 func (c *Client) http() *http.Client {
@@ -77,9 +85,12 @@ func (c *Client) do(ctx context.Context, method, path, ctype string, body []byte
 	if ctype != "" {
 		req.Header.Set("Content-Type", ctype)
 	}
-	if c.Token != "" {
+	switch {
+	case c.Token != "":
 		req.Header.Set("Authorization", "Bearer "+c.Token)
 		req.Header.Set(TerminalHeader, c.MAC)
+	case c.Key != nil:
+		SignRequest(req, c.MAC, c.Key, body, time.Now())
 	}
 	resp, err := c.http().Do(req)
 	if err != nil {
@@ -194,8 +205,32 @@ func (c *Client) Upload(ctx context.Context, batch []byte) error {
 // Publish sends a capture's manifest; the region publishes it as the image's new version.
 func (c *Client) Publish(ctx context.Context, encoded []byte) (Result, error) {
 	var res Result
-	err := c.do(ctx, http.MethodPut, "/v1/agent/task/manifest", "application/json", encoded, &res, 0)
+	err := c.settled(ctx, func() error {
+		return c.do(ctx, http.MethodPut, "/v1/agent/task/manifest", "application/json", encoded, &res, 0)
+	})
 	return res, err
+}
+
+// settled calls f until the region stops answering 425 Too Early: a region that booted the
+// terminal from the network takes a task's result only once the boot's claim has stood long
+// enough for a rival claimant to show itself.
+func (c *Client) settled(ctx context.Context, f func() error) error {
+	wait := c.Settle
+	if wait <= 0 {
+		wait = 5 * time.Second
+	}
+	for {
+		err := f()
+		var e *APIError
+		if !errors.As(err, &e) || e.Status != http.StatusTooEarly {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(wait):
+		}
+	}
 }
 
 // Progress reports how far the task is.
@@ -206,7 +241,7 @@ func (c *Client) Progress(ctx context.Context, p Progress) error {
 // Done reports the task's end.
 func (c *Client) Done(ctx context.Context, d Done) (Result, error) {
 	var res Result
-	err := c.postJSON(ctx, "/v1/agent/task/done", d, &res)
+	err := c.settled(ctx, func() error { return c.postJSON(ctx, "/v1/agent/task/done", d, &res) })
 	return res, err
 }
 

@@ -11,6 +11,21 @@ import (
 // MaxPoll is the longest a command poll is held open.
 const MaxPoll = time.Minute
 
+// CommandTTL is how long a command waits for a terminal's agent to poll: a reboot asked for
+// while nothing listens must not fire an hour later.
+const CommandTTL = 2 * time.Minute
+
+// A mailbox holds the command waiting for one terminal. Only terminals whose agent signed a poll
+// with its key, or that a workflow sent a command to, get one.
+type mailbox struct {
+	cmd      string
+	at       time.Time
+	wake     chan struct{}
+	polling  int
+	lastPoll time.Time
+	lastSeen time.Time
+}
+
 // Send leaves a command for a terminal's agent: the agent's poll that is waiting, or its next
 // one within CommandTTL, gets it. A later command replaces one not yet taken.
 func (s *Server) Send(mac, command string) {
@@ -67,12 +82,24 @@ func (s *Server) take(b *mailbox) (string, <-chan struct{}) {
 	return "", b.wake
 }
 
-// commands is an agent's long poll: GET /v1/agent/commands?mac=M&wait=30s.
+// commands is an agent's long poll: GET /v1/agent/commands?mac=M&wait=30s, signed with the
+// terminal's agent key: a poll anyone could make for any MAC would swallow that terminal's
+// commands and make it look awake.
 func (s *Server) commands(w http.ResponseWriter, r *http.Request) {
-	mac, err := state.NormalizeMAC(r.URL.Query().Get("mac"))
-	if err != nil {
-		s.reply(w, r, nil, fail(http.StatusBadRequest, "mac: %v", err))
+	if !agent.IsKeySigned(r.Header.Get("Authorization")) {
+		s.reply(w, r, nil, fail(http.StatusUnauthorized, "a command poll must be signed with the terminal's agent key (%s)", agent.KeyScheme))
 		return
+	}
+	mac, err := s.checkKey(r, nil)
+	if err != nil {
+		s.reply(w, r, nil, err)
+		return
+	}
+	if q := r.URL.Query().Get("mac"); q != "" {
+		if m, err := state.NormalizeMAC(q); err != nil || m != mac {
+			s.reply(w, r, nil, fail(http.StatusBadRequest, "the poll names terminal %.32q but is signed by %s", q, mac))
+			return
+		}
 	}
 	wait := 30 * time.Second
 	if q := r.URL.Query().Get("wait"); q != "" {

@@ -4,12 +4,14 @@
 // the in-memory OS (kernel and initrd, also served here) when the terminal has a capture or
 // deploy to do, and the terminal's own disk otherwise. Wake-on-LAN wakes terminals that are off.
 //
-// Every script request names the terminal's MAC, which anyone can forge. So the URL DHCP hands a
-// terminal with a task carries a secret minted for that one boot (Scripts.ScriptURL); only a
-// request with that secret gets the in-memory OS and, on its kernel command line, the task token
-// the agent presents to the region. Without it the answer is "boot your own disk".
+// Every script request names the terminal's MAC, which anyone can forge, and a DHCP answer is
+// read by every PC that asks with that MAC, so no DHCP answer carries a secret. Instead the
+// script request of a terminal with a task claims the terminal's boot for the address it came
+// from (Claimer, the region's agent API): the script puts a token for that one boot on the kernel
+// command line, good only from that address, and a second machine claiming the same boot fails
+// the task, naming both addresses. A terminal without a task gets "boot your own disk".
 //
-//	sc := &bootsvc.Scripts{Inventory: inv, Endpoint: "http://10.0.5.2:8301", BootDir: "/var/lib/tms/bootenv"}
+//	sc := &bootsvc.Scripts{Inventory: inv, Claims: api, Endpoint: "http://10.0.5.2:8301", BootDir: "/var/lib/tms/bootenv"}
 //	sc.Routes(mux)
 //	dhcp.ScriptURL = sc.ScriptURL
 package bootsvc
@@ -17,11 +19,7 @@ package bootsvc
 import (
 	"bytes"
 	"context"
-	"crypto/rand"
-	"crypto/sha256"
-	"crypto/subtle"
 	"embed"
-	"encoding/base64"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -31,7 +29,6 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"text/template"
 	"time"
 
@@ -55,13 +52,17 @@ func safe(s string) string {
 	}, s)
 }
 
-// SecretTTL is how long the secret in a script URL stays good: from the DHCP answer to iPXE's
-// request for the script takes seconds.
-const SecretTTL = 5 * time.Minute
+// Claimer claims a terminal's boot into its pending task for the address its iPXE asked from,
+// and returns the task's boot action and the boot's token (a zero action when the terminal has
+// nothing to do). A rival claimant is an error.
+type Claimer interface {
+	ClaimNetworkBoot(ctx context.Context, mac, ip string) (state.BootAction, string, error)
+}
 
 // Scripts serves terminals' iPXE scripts and the in-memory OS.
 type Scripts struct {
 	Inventory *state.Inventory
+	Claims    Claimer
 	// Endpoint is the region's HTTP service as terminals reach it, e.g. http://10.0.5.2:8301.
 	Endpoint string
 	// BootDir holds vmlinuz and initrd (tms bootenv build).
@@ -70,14 +71,6 @@ type Scripts struct {
 	Args string
 	Log  *slog.Logger
 	Now  func() time.Time
-
-	mu      sync.Mutex
-	secrets map[string]secret // by MAC
-}
-
-type secret struct {
-	hash    [32]byte
-	expires time.Time
 }
 
 func (s *Scripts) now() time.Time {
@@ -100,55 +93,10 @@ func (s *Scripts) Routes(mux *http.ServeMux) {
 	mux.HandleFunc("GET /boot/{file}", s.file)
 }
 
-// ScriptURL is the URL of mac's iPXE script, for DHCP to hand to iPXE. For a terminal with a
-// capture or deploy to do it carries a secret good for one boot; otherwise none.
+// ScriptURL is the URL of mac's iPXE script, for DHCP to hand to iPXE. It holds no secret:
+// every PC that asks DHCP with mac's address reads it.
 func (s *Scripts) ScriptURL(mac net.HardwareAddr) string {
-	q := url.Values{"mac": {mac.String()}}
-	if s.pending(context.Background(), mac.String()) != nil {
-		b := make([]byte, 24)
-		rand.Read(b)
-		sec := base64.RawURLEncoding.EncodeToString(b)
-		s.mu.Lock()
-		if s.secrets == nil || len(s.secrets) > 4096 {
-			s.secrets = map[string]secret{}
-		}
-		s.secrets[mac.String()] = secret{hash: sha256.Sum256([]byte(sec)), expires: s.now().Add(SecretTTL)}
-		s.mu.Unlock()
-		q.Set("s", sec)
-	}
-	return strings.TrimRight(s.Endpoint, "/") + "/boot/ipxe?" + q.Encode()
-}
-
-// pending returns mac's unfinished capture or deploy task, or nil.
-func (s *Scripts) pending(ctx context.Context, mac string) *state.BootAction {
-	a, err := s.Inventory.BootAction(ctx, mac, s.now())
-	if err != nil || a.Action == "local" || a.Task == "" {
-		return nil
-	}
-	t, err := s.Inventory.Task(ctx, a.Task)
-	if err != nil || t.Finished() || t.MAC != mac {
-		return nil
-	}
-	return &a
-}
-
-// take consumes mac's secret if sec is it and it has not expired.
-func (s *Scripts) take(mac, sec string) bool {
-	if sec == "" {
-		return false
-	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	e, ok := s.secrets[mac]
-	if !ok {
-		return false
-	}
-	h := sha256.Sum256([]byte(sec))
-	if subtle.ConstantTimeCompare(h[:], e.hash[:]) != 1 {
-		return false
-	}
-	delete(s.secrets, mac)
-	return s.now().Before(e.expires)
+	return strings.TrimRight(s.Endpoint, "/") + "/boot/ipxe?" + url.Values{"mac": {mac.String()}}.Encode()
 }
 
 // ScriptData is what a script template sees.
@@ -179,22 +127,22 @@ func (s *Scripts) script(w http.ResponseWriter, r *http.Request) {
 	if t, err := s.Inventory.Terminal(ctx, mac); err == nil {
 		d.Terminal = t.Name
 	}
-	a := s.pending(ctx, mac)
+	ip := remoteIP(r)
+	a, token, err := s.Claims.ClaimNetworkBoot(ctx, mac, ip)
+	var re *state.RivalError
 	switch {
-	case a == nil:
-		d.Reason = "no task"
+	case errors.As(err, &re):
+		s.log().Warn("two machines claimed one terminal's boot: its task fails", "mac", mac, "first", re.First, "second", re.Second)
+		d.Reason = "two machines claimed this terminal's boot; its task failed"
 		s.render(w, "local.ipxe", d)
 		return
-	case !s.take(mac, r.URL.Query().Get("s")):
-		s.log().Warn("script request without this boot's secret: booting the local disk", "mac", mac, "remote", r.RemoteAddr)
-		d.Reason = "this boot's secret is missing or used"
-		s.render(w, "local.ipxe", d)
-		return
-	}
-	token := state.NewToken()
-	if err := s.Inventory.SetBootAction(ctx, mac, *a, token); err != nil {
-		s.log().Error("could not record the boot's token", "mac", mac, "err", err)
+	case err != nil:
+		s.log().Error("could not claim a terminal's boot", "mac", mac, "err", err)
 		d.Reason = "the region could not record this boot"
+		s.render(w, "local.ipxe", d)
+		return
+	case token == "":
+		d.Reason = "no task"
 		s.render(w, "local.ipxe", d)
 		return
 	}
@@ -202,7 +150,7 @@ func (s *Scripts) script(w http.ResponseWriter, r *http.Request) {
 	d.Action, d.Task = a.Action, a.Task
 	d.Kernel, d.Initrd = base+"/boot/vmlinuz", base+"/boot/initrd"
 	d.Args = strings.TrimSpace(fmt.Sprintf("initrd=initrd %s tms.region=%s tms.token=%s", s.Args, base, token))
-	s.log().Info("terminal boots the in-memory OS", "mac", mac, "task", a.Task, "action", a.Action)
+	s.log().Info("terminal boots the in-memory OS", "mac", mac, "task", a.Task, "action", a.Action, "remote", ip)
 	s.render(w, "task.ipxe", d)
 }
 

@@ -11,9 +11,11 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"strings"
 	"testing"
 	"time"
 
+	"tms/agentapi"
 	"tms/state"
 )
 
@@ -37,7 +39,7 @@ func newFixture(t *testing.T) *fixture {
 	os.WriteFile(filepath.Join(dir, "initrd"), []byte("initrd bytes"), 0o644)
 	os.WriteFile(filepath.Join(dir, "secret"), []byte("not served"), 0o644)
 	f := &fixture{inv: inv}
-	f.sc = &Scripts{Inventory: inv, Endpoint: "http://10.0.5.2:8301", BootDir: dir, Args: "console=ttyS0"}
+	f.sc = &Scripts{Inventory: inv, Claims: &agentapi.Server{Inventory: inv}, Endpoint: "http://10.0.5.2:8301", BootDir: dir, Args: "console=ttyS0"}
 	mux := http.NewServeMux()
 	f.sc.Routes(mux)
 	f.srv = httptest.NewServer(mux)
@@ -49,11 +51,19 @@ func newFixture(t *testing.T) *fixture {
 // stands in for it).
 func (f *fixture) get(t *testing.T, scriptURL string) string {
 	t.Helper()
+	return f.getFrom(t, "127.0.0.1", scriptURL)
+}
+
+// getFrom fetches the script as the machine at ip (an address of 127.0.0.0/8) would.
+func (f *fixture) getFrom(t *testing.T, ip, scriptURL string) string {
+	t.Helper()
 	u, err := url.Parse(scriptURL)
 	if err != nil {
 		t.Fatal(err)
 	}
-	resp, err := http.Get(f.srv.URL + u.RequestURI())
+	d := &net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(ip)}}
+	c := &http.Client{Transport: &http.Transport{DialContext: d.DialContext}}
+	resp, err := c.Get(f.srv.URL + u.RequestURI())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -92,7 +102,7 @@ func (f *fixture) task(t *testing.T, mac, name, id, kind string) {
 	if _, err := f.inv.StartTask(ctx, state.Task{ID: id, MAC: mac, Kind: kind, Image: "lab"}, time.Now()); err != nil {
 		t.Fatal(err)
 	}
-	if err := f.inv.SetBootAction(ctx, mac, state.BootAction{Action: kind, Task: id, Image: "lab", Expires: time.Now().Add(time.Hour)}, ""); err != nil {
+	if err := f.inv.SetBootAction(ctx, mac, state.BootAction{Action: kind, Task: id, Image: "lab", Expires: time.Now().Add(time.Hour)}); err != nil {
 		t.Fatal(err)
 	}
 }
@@ -116,39 +126,35 @@ func TestScriptForUnknownTerminalBootsLocalDisk(t *testing.T) {
 	golden(t, "local-bad-mac.ipxe", f.get(t, "http://x/boot/ipxe?mac=nonsense%0Aexit"))
 }
 
-func TestScriptForTaskNeedsThisBootsSecret(t *testing.T) {
+func TestScriptForTaskClaimsTheBoot(t *testing.T) {
 	f := newFixture(t)
 	ctx := context.Background()
-	f.task(t, "52:54:00:aa:00:02", "pc2", "deploy/r/lab/img/pc2", "deploy")
-	// A forged request (no secret) gets the local disk and no token.
-	golden(t, "local-no-secret.ipxe", f.get(t, "http://x/boot/ipxe?mac=52:54:00:aa:00:02"))
-	u := f.sc.ScriptURL(hw("52:54:00:aa:00:02"))
-	if q, _ := url.Parse(u); q.Query().Get("s") == "" || q.Host != "10.0.5.2:8301" {
+	const mac = "52:54:00:aa:00:02"
+	f.task(t, mac, "pc2", "deploy/r/lab/img/pc2", "deploy")
+	// Every PC that asks DHCP with this MAC reads the URL: it holds no secret.
+	u := f.sc.ScriptURL(hw(mac))
+	if q, _ := url.Parse(u); len(q.Query()) != 1 || q.Query().Get("mac") != mac || q.Host != "10.0.5.2:8301" {
 		t.Fatalf("script URL %s", u)
 	}
-	// A wrong secret is refused, and does not use up the right one.
-	golden(t, "local-no-secret.ipxe", f.get(t, "http://x/boot/ipxe?mac=52:54:00:aa:00:02&s=guess"))
-	script := f.get(t, u)
+	script := f.getFrom(t, "127.0.0.2", u)
 	golden(t, "deploy.ipxe", script)
 	tok := tokenRE.FindString(script)[len("tms.token="):]
-	a, _ := f.inv.BootAction(ctx, "52:54:00:aa:00:02", time.Now())
-	if ok, err := f.inv.CheckToken(ctx, "52:54:00:aa:00:02", a.Task, tok, time.Now()); !ok || err != nil {
-		t.Fatalf("the token on the kernel command line does not open the task: %v", err)
+	a, _ := f.inv.BootAction(ctx, mac, time.Now())
+	if _, ok, err := f.inv.CheckClaim(ctx, mac, a.Task, tok, "127.0.0.2", time.Now()); !ok || err != nil {
+		t.Fatalf("the token on the kernel command line does not open the task from its address: %v", err)
 	}
-	// The secret is good for one boot.
-	golden(t, "local-no-secret.ipxe", f.get(t, u))
-}
-
-func TestSecretExpires(t *testing.T) {
-	f := newFixture(t)
-	f.task(t, "52:54:00:aa:00:03", "pc3", "capture/r/pc3/img", "capture")
-	now := time.Now()
-	f.sc.Now = func() time.Time { return now }
-	u := f.sc.ScriptURL(hw("52:54:00:aa:00:03"))
-	f.sc.Now = func() time.Time { return now.Add(SecretTTL + time.Second) }
-	golden(t, "local-expired.ipxe", f.get(t, u))
-	f.sc.Now = func() time.Time { return now }
-	golden(t, "capture.ipxe", f.get(t, f.sc.ScriptURL(hw("52:54:00:aa:00:03"))))
+	// The same terminal booting again gets a new token for the same claim.
+	again := tokenRE.FindString(f.getFrom(t, "127.0.0.2", u))[len("tms.token="):]
+	if again == tok {
+		t.Fatal("a second boot got the same token")
+	}
+	// Another machine asking for the same terminal's script: the task fails, naming both.
+	golden(t, "local-rival.ipxe", f.getFrom(t, "127.0.0.66", u))
+	task, _ := f.inv.Task(ctx, a.Task)
+	if task.State != state.TaskFailed || !strings.Contains(task.Error, "127.0.0.2 and 127.0.0.66") {
+		t.Fatalf("task after a second claimant: %+v", task)
+	}
+	golden(t, "local-no-task.ipxe", f.getFrom(t, "127.0.0.2", u))
 }
 
 func TestBootFiles(t *testing.T) {
@@ -176,8 +182,8 @@ func TestBootFiles(t *testing.T) {
 }
 
 // FuzzScriptRequest sends arbitrary query strings to the script endpoint, as anything on the
-// terminals' network can: the answer is always an iPXE script, and never the in-memory OS
-// without this boot's secret.
+// terminals' network can: the answer is always an iPXE script, and the in-memory OS only for
+// the one terminal with a task.
 func FuzzScriptRequest(f *testing.F) {
 	f.Add("mac=52:54:00:aa:00:09")
 	f.Add("mac=52:54:00:aa:00:09&s=guess")
@@ -189,11 +195,11 @@ func FuzzScriptRequest(f *testing.F) {
 		f.Fatal(err)
 	}
 	defer inv.Close()
-	sc := &Scripts{Inventory: inv, Endpoint: "http://10.0.5.2:8301"}
+	sc := &Scripts{Inventory: inv, Claims: &agentapi.Server{Inventory: inv}, Endpoint: "http://10.0.5.2:8301"}
 	ctx := context.Background()
 	inv.Enroll(ctx, "52:54:00:aa:00:09", "pc9")
 	inv.StartTask(ctx, state.Task{ID: "deploy/x", MAC: "52:54:00:aa:00:09", Kind: "deploy", Image: "lab"}, time.Now())
-	inv.SetBootAction(ctx, "52:54:00:aa:00:09", state.BootAction{Action: "deploy", Task: "deploy/x", Image: "lab", Expires: time.Now().Add(time.Hour)}, "")
+	inv.SetBootAction(ctx, "52:54:00:aa:00:09", state.BootAction{Action: "deploy", Task: "deploy/x", Image: "lab", Expires: time.Now().Add(time.Hour)})
 	mux := http.NewServeMux()
 	sc.Routes(mux)
 	f.Fuzz(func(t *testing.T, query string) {
@@ -205,8 +211,8 @@ func FuzzScriptRequest(f *testing.F) {
 		if rec.Code != http.StatusOK || len(body) < 6 || body[:6] != "#!ipxe" {
 			t.Fatalf("query %q: %d %q", query, rec.Code, body)
 		}
-		if regexp.MustCompile(`tms\.token=`).MatchString(body) {
-			t.Fatalf("query %q got a token without this boot's secret:\n%s", query, body)
+		if regexp.MustCompile(`tms\.token=`).MatchString(body) && !strings.Contains(body, "terminal pc9: deploy") {
+			t.Fatalf("query %q got a token for a terminal without a task:\n%s", query, body)
 		}
 	})
 }

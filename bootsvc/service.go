@@ -21,6 +21,8 @@ import (
 type ServiceOptions struct {
 	Boot      config.Boot
 	Inventory *state.Inventory
+	// Claims claims terminals' boots into their tasks (the region's agent API).
+	Claims Claimer
 	// Endpoint is the region's HTTP service as terminals reach it.
 	Endpoint string
 	// DataDir is the region's data directory: leases, and the default boot environment.
@@ -54,6 +56,9 @@ func StartService(ctx context.Context, o ServiceOptions) (*Service, error) {
 	if !st.Address.IsValid() {
 		return nil, errors.New("region.boot.address: is required")
 	}
+	if o.Claims == nil {
+		return nil, errors.New("the boot service needs the agent API to claim terminals' boots")
+	}
 	log := o.Log
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
@@ -63,7 +68,7 @@ func StartService(ctx context.Context, o ServiceOptions) (*Service, error) {
 		dir = filepath.Join(o.DataDir, "bootenv")
 	}
 	s := &Service{
-		Scripts: &Scripts{Inventory: o.Inventory, Endpoint: o.Endpoint, BootDir: dir, Args: b.KernelArgs, Log: log.With("part", "scripts")},
+		Scripts: &Scripts{Inventory: o.Inventory, Claims: o.Claims, Endpoint: o.Endpoint, BootDir: dir, Args: b.KernelArgs, Log: log.With("part", "scripts")},
 		Waker:   &Waker{Interface: b.Interface},
 		errs:    make(chan error, 2),
 	}

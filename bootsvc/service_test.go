@@ -19,6 +19,7 @@ import (
 	"github.com/insomniacslk/dhcp/dhcpv4"
 	"github.com/pin/tftp/v3"
 
+	"tms/agentapi"
 	"tms/bootsvc"
 	"tms/config"
 	"tms/state"
@@ -35,8 +36,8 @@ func freePort(t *testing.T) int {
 }
 
 // TestServiceBootsATerminalWithATask runs the boot service on loopback: an iPXE client with a
-// task gets its script URL by DHCP, the script (with the per-boot secret) boots the in-memory OS
-// with a token, and TFTP serves iPXE.
+// task gets its script URL by DHCP (no secret in it), the script boots the in-memory OS with a
+// token for this boot, and TFTP serves iPXE.
 func TestServiceBootsATerminalWithATask(t *testing.T) {
 	ctx := context.Background()
 	dir := t.TempDir()
@@ -56,7 +57,7 @@ func TestServiceBootsATerminalWithATask(t *testing.T) {
 	dhcpPort, proxyPort, tftpPort := freePort(t), freePort(t), freePort(t)
 	svc, err := bootsvc.StartService(ctx, bootsvc.ServiceOptions{
 		Boot:      config.Boot{Enabled: true, Address: "127.0.0.1", DHCP: "proxy", TFTPDir: ipxeDir},
-		Inventory: inv, Endpoint: web.URL, DataDir: dir,
+		Inventory: inv, Claims: &agentapi.Server{Inventory: inv}, Endpoint: web.URL, DataDir: dir,
 		ListenIP: netip.MustParseAddr("127.0.0.1"), DHCPPort: dhcpPort, ProxyPort: proxyPort, TFTPPort: tftpPort,
 	})
 	if err != nil {
@@ -68,7 +69,7 @@ func TestServiceBootsATerminalWithATask(t *testing.T) {
 	mac := "52:54:00:bb:00:01"
 	inv.Enroll(ctx, mac, "pc1")
 	inv.StartTask(ctx, state.Task{ID: "capture/r/pc1/lab", MAC: mac, Kind: "capture", Image: "lab"}, time.Now())
-	inv.SetBootAction(ctx, mac, state.BootAction{Action: "capture", Task: "capture/r/pc1/lab", Image: "lab", Expires: time.Now().Add(time.Hour)}, "")
+	inv.SetBootAction(ctx, mac, state.BootAction{Action: "capture", Task: "capture/r/pc1/lab", Image: "lab", Expires: time.Now().Add(time.Hour)})
 
 	// iPXE asks DHCP (proxy mode) and is given its script's URL.
 	hw, _ := net.ParseMAC(mac)
@@ -103,8 +104,8 @@ func TestServiceBootsATerminalWithATask(t *testing.T) {
 		scriptURL = offer.BootFileName
 	}
 	u, err := url.Parse(scriptURL)
-	if err != nil || u.Query().Get("s") == "" || !strings.HasPrefix(scriptURL, web.URL+"/boot/ipxe?") {
-		t.Fatalf("offer's boot file %q: want the script URL with a secret\n%s", scriptURL, offer.Summary())
+	if err != nil || len(u.Query()) != 1 || u.Query().Get("mac") != mac || !strings.HasPrefix(scriptURL, web.URL+"/boot/ipxe?") {
+		t.Fatalf("offer's boot file %q: want the script URL with the MAC and nothing else\n%s", scriptURL, offer.Summary())
 	}
 	resp, err := http.Get(scriptURL)
 	if err != nil {

@@ -216,6 +216,10 @@ type Boot struct {
 	Dir string `mapstructure:"dir"`
 	// KernelArgs are added to the in-memory OS's kernel command line (e.g. console=ttyS0).
 	KernelArgs string `mapstructure:"kernel_args"`
+	// ClaimQuiet is how long a terminal's network boot into a task must stand unchallenged
+	// before the region takes the task's result, so that a second machine claiming the same
+	// boot (a forged MAC) fails the task instead of finishing it first.
+	ClaimQuiet time.Duration `mapstructure:"claim_quiet"`
 }
 
 // BootSettings are Boot's addresses, parsed.
@@ -293,7 +297,7 @@ func Defaults() *Config {
 		Log:     Log{Level: "info", Format: "text"},
 		Central: Central{Temporal: temporal, Listen: netip.AddrPortFrom(netip.IPv6Unspecified(), 8080), DataDir: "/var/lib/tms/central"},
 		Region: Region{Temporal: temporal, Listen: netip.AddrPortFrom(netip.IPv6Unspecified(), 8081),
-			Boot: Boot{DHCP: "proxy", LeaseTime: time.Hour, TFTPDir: "/usr/lib/ipxe"}},
+			Boot: Boot{DHCP: "proxy", LeaseTime: time.Hour, TFTPDir: "/usr/lib/ipxe", ClaimQuiet: time.Minute}},
 		Agent: Agent{StateDir: "/var/lib/tms/agent"},
 	}
 }

@@ -268,6 +268,7 @@ func TestEveryKeyFromEnvAndFlags(t *testing.T) {
 		"region.boot.tftp_dir":             "/srv/ipxe",
 		"region.boot.dir":                  "/srv/bootenv",
 		"region.boot.kernel_args":          "console=ttyS0",
+		"region.boot.claim_quiet":          "90s",
 		"agent.region_url":                 "https://region:8081/api",
 		"agent.disk":                       "/dev/sda",
 		"agent.state_dir":                  "/var/agent",
@@ -294,7 +295,7 @@ func TestEveryKeyFromEnvAndFlags(t *testing.T) {
 			GrantKeyFile: "/etc/tms/grant2.key",
 			Boot: Boot{Enabled: true, Interface: "enp3s0", Address: "10.0.5.2", DHCP: "full", Pool: "10.0.5.100-10.0.5.199",
 				Subnet: "10.0.5.0/24", Router: "10.0.5.1", DNS: "10.0.5.1,9.9.9.9", LeaseTime: 2 * time.Hour, TFTPDir: "/srv/ipxe",
-				Dir: "/srv/bootenv", KernelArgs: "console=ttyS0"},
+				Dir: "/srv/bootenv", KernelArgs: "console=ttyS0", ClaimQuiet: 90 * time.Second},
 		},
 		Agent: Agent{RegionURL: &url.URL{Scheme: "https", Host: "region:8081", Path: "/api"}, Disk: "/dev/sda", StateDir: "/var/agent"},
 	}

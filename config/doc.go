@@ -60,6 +60,7 @@
 //	region.boot.tftp_dir               /usr/lib/ipxe      iPXE binaries (Debian's ipxe package)
 //	region.boot.dir                                       in-memory OS (tms bootenv build --out); default data_dir/bootenv
 //	region.boot.kernel_args                               added to the in-memory OS's kernel command line
+//	region.boot.claim_quiet            1m                 a network boot stands this long before its task's result is taken
 //	agent.region_url                                      http(s) URL of the region's API
 //	agent.disk                                            block device to write, like /dev/sda
 //	agent.state_dir                    /var/lib/tms/agent local state

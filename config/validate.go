@@ -11,6 +11,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"time"
 )
 
 // Role is the program a configuration is for. It decides which sections Validate requires.
@@ -277,6 +278,9 @@ func (v *validator) boot(b Boot, region bool) {
 		}
 	default:
 		v.add("region.boot.dhcp", fmt.Sprintf("%q is not proxy, full or off", b.DHCP))
+	}
+	if b.ClaimQuiet < 0 || b.ClaimQuiet > time.Hour {
+		v.add("region.boot.claim_quiet", fmt.Sprintf("%s is not between 0 and 1h", b.ClaimQuiet))
 	}
 }
 

@@ -63,6 +63,7 @@ type Terminal struct {
 	Name   string
 	MAC    string
 	Disk   string
+	key    []byte // its agent key, as the agent service of an installed OS keeps it
 }
 
 // Env is a running development environment.
@@ -248,6 +249,14 @@ func (e *Env) addTerminals(ctx context.Context) error {
 			if err := r.Inventory.AddToGroup(ctx, "lab", t.Name); err != nil {
 				return err
 			}
+			key, err := r.Inventory.AgentKey(ctx, t.MAC)
+			if errors.Is(err, store.ErrNotFound) {
+				key, err = r.Inventory.IssueAgentKey(ctx, t.MAC)
+			}
+			if err != nil {
+				return fmt.Errorf("terminal %s: agent key: %w", t.Name, err)
+			}
+			t.key = key
 			e.Terminals = append(e.Terminals, t)
 			e.startAgent(agentsCtx, t)
 		}
@@ -274,7 +283,7 @@ func (e *Env) startAgent(ctx context.Context, t Terminal) {
 	e.agentMu.Lock()
 	e.agentCtl[t.MAC] = cancel
 	e.agentMu.Unlock()
-	a := &agent.Agent{Region: u, MAC: t.MAC, Disk: t.Disk, HTTP: &http.Client{Timeout: 2 * time.Minute},
+	a := &agent.Agent{Region: u, MAC: t.MAC, Key: t.key, Disk: t.Disk, HTTP: &http.Client{Timeout: 2 * time.Minute},
 		Log: e.log.With("terminal", t.Name)}
 	e.agents.Add(1)
 	go func() {

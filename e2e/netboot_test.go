@@ -12,6 +12,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -49,6 +50,9 @@ const (
 	mac2     = "52:54:00:e2:e0:02"
 	image    = "lab"
 )
+
+// claimQuiet is how long a network boot's claim stands before the region takes its task's result.
+const claimQuiet = 45 * time.Second
 
 // timeouts: a TCG boot takes tens of seconds, so the agent's silence may last minutes.
 var timeouts = workflows.AgentTimeouts{Silence: 4 * time.Minute, Tries: 2, Total: 20 * time.Minute}
@@ -147,7 +151,7 @@ func scenario(t *testing.T, dir, bootDir, pcNS string) {
 	r, err := server.StartRegion(ctx, server.RegionOptions{ID: regionID, DataDir: filepath.Join(dir, regionID), Listen: listen, Endpoint: endpoint,
 		Signer: signer, Client: c, Log: log, Wrap: rec.wrap,
 		Boot: config.Boot{Enabled: true, Interface: bridge, Address: regionIP, DHCP: "full", Pool: "10.99.0.100-10.99.0.150",
-			Subnet: "10.99.0.0/24", TFTPDir: "/usr/lib/ipxe", Dir: bootDir, KernelArgs: "console=ttyS0"}})
+			Subnet: "10.99.0.0/24", TFTPDir: "/usr/lib/ipxe", Dir: bootDir, KernelArgs: "console=ttyS0", ClaimQuiet: claimQuiet}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -172,7 +176,8 @@ func scenario(t *testing.T, dir, bootDir, pcNS string) {
 
 	// 0. A BIOS PXE ROM's path, which QEMU's iPXE ROM skips: busybox udhcpc, saying it is
 	// a PXE client, must get an address and undionly.kpxe, and TFTP must serve that file.
-	t.Run("dhcp and tftp", func(t *testing.T) { pxeClient(ctx, t, dir, pcNS) })
+	var pcIP string
+	t.Run("dhcp and tftp", func(t *testing.T) { pcIP = pxeClient(ctx, t, dir, pcNS) })
 
 	// 1. Capture vm1.
 	var capRes workflows.CaptureImageResult
@@ -283,11 +288,93 @@ func scenario(t *testing.T, dir, bootDir, pcNS string) {
 			vm.fail(t, "vm2 started the in-memory OS though it had nothing to do")
 		}
 	})
+	if t.Failed() || pcIP == "" {
+		return
+	}
+
+	// 4. A PC on the segment with vm1's MAC and its own address claims vm1's capture before vm1
+	// boots; then a PC with vm2's MAC claims vm2's deploy. Neither gets anything taken: each task
+	// fails when the real terminal boots, naming both addresses, and nothing is published or
+	// marked done.
+	t.Run("spoofer", func(t *testing.T) {
+		run, err := c.ExecuteWorkflow(ctx, client.StartWorkflowOptions{ID: workflows.CaptureWorkflowID(regionID, "vm1", image),
+			TaskQueue: activities.RegionQueue(regionID)}, workflows.CaptureImage,
+			workflows.CaptureImageInput{Region: regionID, Terminal: "vm1", Image: image, Timeouts: timeouts})
+		if err != nil {
+			t.Fatal(err)
+		}
+		waitBootAction(ctx, t, r, mac1, "capture")
+		spoofer := spoof(ctx, t, pcNS, mac1, "capture")
+		vm := startVM(t, dir, "vm1-spoofed", "tap0", mac1, disk1, true)
+		err = run.Get(ctx, nil)
+		vm.kill()
+		if err == nil || !strings.Contains(err.Error(), "two machines") || !strings.Contains(err.Error(), pcIP) {
+			vm.fail(t, "capture with a spoofer: %v; want it failed naming the spoofer's address %s", err, pcIP)
+		}
+		if id, err := r.Store.GetTag(ctx, image, "latest"); err != nil || id.String() != capRes.Version {
+			t.Fatalf("%s:latest is %s (%v) after the spoofed capture; want the first capture's %s", image, id, err, capRes.Version)
+		}
+		t.Logf("capture with a spoofer at %s failed as it must: %v (the spoofer was told %s)", pcIP, err, spoofer)
+
+		before, _ := os.ReadFile(disk2)
+		in := workflows.DeployImageInput{Region: regionID, Terminals: []string{"vm2"}, Image: image, Timeouts: timeouts}
+		drun, err := c.ExecuteWorkflow(ctx, client.StartWorkflowOptions{ID: workflows.DeployWorkflowID(regionID, "", in.Terminals, image),
+			TaskQueue: activities.RegionQueue(regionID)}, workflows.DeployImage, in)
+		if err != nil {
+			t.Fatal(err)
+		}
+		waitBootAction(ctx, t, r, mac2, "deploy")
+		spoofer = spoof(ctx, t, pcNS, mac2, "deploy")
+		vm = startVM(t, dir, "vm2-spoofed", "tap1", mac2, disk2, true)
+		var res workflows.DeployImageResult
+		err = drun.Get(ctx, &res)
+		vm.kill()
+		if err == nil || !strings.Contains(err.Error(), "two machines") || !strings.Contains(err.Error(), pcIP) || res.Failed != 1 {
+			vm.fail(t, "deploy with a spoofer: %+v, %v; want it failed naming the spoofer's address %s", res, err, pcIP)
+		}
+		t.Logf("deploy with a spoofer at %s failed as it must: %v (the spoofer was told %s)", pcIP, err, spoofer)
+		if after, _ := os.ReadFile(disk2); !bytes.Equal(before, after) {
+			t.Fatal("vm2's disk changed in a deploy that two machines claimed")
+		}
+	})
+}
+
+// spoof plays a PC of the segment that forges mac: it asks for mac's iPXE script, boots the
+// in-memory OS's protocol with the token it finds there, and tries to end the task at once (a
+// capture publishes a manifest, a deploy reports a verified disk). It returns what the region
+// answered that last request; the region must not take it.
+func spoof(ctx context.Context, t *testing.T, pcNS, mac, kind string) string {
+	t.Helper()
+	curl := func(args ...string) string {
+		out, err := exec.CommandContext(ctx, "ip", append([]string{"netns", "exec", pcNS, "curl", "-sS", "--max-time", "20"}, args...)...).CombinedOutput()
+		if err != nil {
+			t.Fatalf("curl %v: %v\n%s", args, err, out)
+		}
+		return string(out)
+	}
+	script := curl(endpoint + "/boot/ipxe?mac=" + mac)
+	_, tok, ok := strings.Cut(script, "tms.token=")
+	if !ok {
+		t.Fatalf("the spoofer got no task script for %s:\n%s", mac, script)
+	}
+	tok, _, _ = strings.Cut(tok, "\n")
+	tok = strings.Fields(tok)[0]
+	var boot struct{ Action, Token string }
+	out := curl("-X", "POST", "-H", "Content-Type: application/json", "-d",
+		`{"mac":"`+mac+`","disk":"/dev/vda","disk_size":`+strconv.Itoa(diskSize)+`,"boot_token":"`+tok+`"}`, endpoint+"/v1/agent/boot")
+	if err := json.Unmarshal([]byte(out), &boot); err != nil || boot.Action != kind || boot.Token == "" {
+		t.Fatalf("the spoofer's boot request: %s", out)
+	}
+	auth := []string{"-H", "Authorization: Bearer " + boot.Token, "-H", "Tms-Terminal: " + mac, "-w", " %{http_code}"}
+	if kind == "capture" {
+		return curl(append(auth, "-X", "PUT", "-H", "Content-Type: application/json", "-d", `{"format":"tms.manifest/1"}`, endpoint+"/v1/agent/task/manifest")...)
+	}
+	return curl(append(auth, "-X", "POST", "-H", "Content-Type: application/json", "-d", `{"written":1,"verified":true}`, endpoint+"/v1/agent/task/done")...)
 }
 
 // pxeClient runs busybox's DHCP client as a BIOS PXE ROM in namespace pcNS, then fetches the
 // boot file it was given over TFTP and compares it with iPXE's.
-func pxeClient(ctx context.Context, t *testing.T, dir, pcNS string) {
+func pxeClient(ctx context.Context, t *testing.T, dir, pcNS string) string {
 	script := filepath.Join(dir, "udhcpc.sh")
 	if err := os.WriteFile(script, []byte("#!/bin/sh\necho \"event=$1\"\n[ \"$1\" = bound ] && env\nexit 0\n"), 0o755); err != nil {
 		t.Fatal(err)
@@ -326,6 +413,7 @@ func pxeClient(ctx context.Context, t *testing.T, dir, pcNS string) {
 		t.Fatalf("TFTP gave %d bytes (%v), want /usr/lib/ipxe/undionly.kpxe's %d", len(b), err, len(a))
 	}
 	t.Logf("udhcpc as a PXE ROM got %s and %s from %s; TFTP fetched it (%d bytes) in %v", env["ip"], env["boot_file"], env["siaddr"], len(b), took.Round(time.Millisecond))
+	return env["ip"]
 }
 
 // waitBootAction waits until the workflow has set mac's boot action, so that the VM's DHCP

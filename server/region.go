@@ -128,7 +128,7 @@ func StartRegion(ctx context.Context, o RegionOptions) (_ *Region, err error) {
 	r.Agents.Routes(mux)
 	var waker activities.Waker
 	if o.Boot.Enabled {
-		so := bootsvc.ServiceOptions{Boot: o.Boot, Inventory: r.Inventory, Endpoint: r.endpoint, DataDir: o.DataDir, Log: log.With("service", "boot")}
+		so := bootsvc.ServiceOptions{Boot: o.Boot, Inventory: r.Inventory, Claims: r.Agents, Endpoint: r.endpoint, DataDir: o.DataDir, Log: log.With("service", "boot")}
 		if p := o.BootPorts; p != nil {
 			so.DHCPPort, so.ProxyPort, so.TFTPPort, so.ListenIP = p.DHCPPort, p.ProxyPort, p.TFTPPort, p.ListenIP
 		}
@@ -136,9 +136,9 @@ func StartRegion(ctx context.Context, o RegionOptions) (_ *Region, err error) {
 			return nil, fmt.Errorf("region %s: boot service: %w", o.ID, err)
 		}
 		r.Boot.Routes(mux)
-		// Terminals boot through scripts that carry their task token: a boot request without
-		// it gets no task.
-		r.Agents.RequireBootToken = true
+		// A terminal's network boot into a task stands unchallenged this long before its
+		// result is taken (agentapi.Server.Quiet).
+		r.Agents.Quiet = o.Boot.ClaimQuiet
 		waker = r.Boot.Waker
 	}
 	var h http.Handler = mux

@@ -250,7 +250,7 @@ func (c *Catalog) SetLocation(ctx context.Context, id manifest.ID, region, state
 	_, err := c.db.ExecContext(ctx, `INSERT INTO locations (version, region, state, updated) VALUES (?, ?, ?, ?)
 		ON CONFLICT (version, region) DO UPDATE SET state = excluded.state, updated = excluded.updated`,
 		id.String(), region, state, time.Now().UTC().UnixNano())
-	if err != nil && strings.Contains(err.Error(), "FOREIGN KEY") {
+	if isForeignKey(err) {
 		return fmt.Errorf("location of %s in %s: unknown version or region: %w", id.Short(), region, store.ErrNotFound)
 	}
 	return err

@@ -3,8 +3,6 @@ package state
 import (
 	"context"
 	"crypto/rand"
-	"crypto/sha256"
-	"crypto/subtle"
 	"database/sql"
 	"encoding/base64"
 	"errors"
@@ -56,6 +54,12 @@ CREATE TABLE tasks (
 	updated   INTEGER NOT NULL
 );
 CREATE INDEX tasks_by_mac ON tasks (mac, created);
+`}, {3, `
+ALTER TABLE boot_actions ADD COLUMN prev_token_hash BLOB;
+ALTER TABLE boot_actions ADD COLUMN claim_ip TEXT NOT NULL DEFAULT '';
+ALTER TABLE boot_actions ADD COLUMN claimed INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE boot_actions ADD COLUMN claim_network INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE terminals ADD COLUMN agent_key BLOB;
 `}}
 
 // Inventory is a region's own state: its terminals, groups and boot actions.
@@ -146,9 +150,6 @@ func (inv *Inventory) Enroll(ctx context.Context, mac, name string) error {
 // ErrConflict marks a name or key that is already taken.
 var ErrConflict = errors.New("already exists")
 
-func isUnique(err error) bool {
-	return err != nil && strings.Contains(err.Error(), "UNIQUE constraint")
-}
 
 func validateWord(what, s string) error {
 	if err := manifest.ValidateName(s); err != nil {
@@ -230,7 +231,7 @@ func (inv *Inventory) CreateGroup(ctx context.Context, name string) error {
 		return err
 	}
 	_, err := inv.db.ExecContext(ctx, `INSERT INTO groups (name) VALUES (?)`, name)
-	if isUnique(err) || err != nil && strings.Contains(err.Error(), "PRIMARY KEY") {
+	if isUnique(err) {
 		return fmt.Errorf("group %s: %w", name, ErrConflict)
 	}
 	return err
@@ -310,9 +311,9 @@ func NewToken() string {
 	return base64.RawURLEncoding.EncodeToString(b)
 }
 
-// SetBootAction sets a terminal's next boot action with the per-task token that its agent will
-// present; only the token's SHA-256 is stored.
-func (inv *Inventory) SetBootAction(ctx context.Context, mac string, a BootAction, token string) error {
+// SetBootAction sets a terminal's next boot action. Whatever claimed its previous boot is
+// forgotten: the next boot into the task is claimed afresh (ClaimBoot).
+func (inv *Inventory) SetBootAction(ctx context.Context, mac string, a BootAction) error {
 	mac, err := NormalizeMAC(mac)
 	if err != nil {
 		return err
@@ -320,16 +321,12 @@ func (inv *Inventory) SetBootAction(ctx context.Context, mac string, a BootActio
 	if a.Action != "local" && a.Action != "capture" && a.Action != "deploy" {
 		return fmt.Errorf("boot action %q is not local, capture or deploy", a.Action)
 	}
-	var hash []byte
-	if token != "" {
-		h := sha256.Sum256([]byte(token))
-		hash = h[:]
-	}
-	_, err = inv.db.ExecContext(ctx, `INSERT INTO boot_actions (mac, action, task, image, token_hash, expires) VALUES (?, ?, ?, ?, ?, ?)
+	_, err = inv.db.ExecContext(ctx, `INSERT INTO boot_actions (mac, action, task, image, token_hash, prev_token_hash, claim_ip, claimed, claim_network, expires)
+		VALUES (?, ?, ?, ?, NULL, NULL, '', 0, 0, ?)
 		ON CONFLICT (mac) DO UPDATE SET action = excluded.action, task = excluded.task, image = excluded.image,
-		token_hash = excluded.token_hash, expires = excluded.expires`,
-		mac, a.Action, a.Task, a.Image, hash, a.Expires.UTC().UnixNano())
-	if err != nil && strings.Contains(err.Error(), "FOREIGN KEY") {
+		token_hash = NULL, prev_token_hash = NULL, claim_ip = '', claimed = 0, claim_network = 0, expires = excluded.expires`,
+		mac, a.Action, a.Task, a.Image, a.Expires.UTC().UnixNano())
+	if isForeignKey(err) {
 		return notFound("terminal " + mac)
 	}
 	return err
@@ -355,28 +352,6 @@ func (inv *Inventory) BootAction(ctx context.Context, mac string, now time.Time)
 		return BootAction{Action: "local"}, nil
 	}
 	return a, nil
-}
-
-// CheckToken reports whether token is the one set with the terminal's current boot action for
-// task, compared in constant time.
-func (inv *Inventory) CheckToken(ctx context.Context, mac, task, token string, now time.Time) (bool, error) {
-	mac, err := NormalizeMAC(mac)
-	if err != nil {
-		return false, err
-	}
-	var hash []byte
-	var gotTask string
-	var exp int64
-	err = inv.db.QueryRowContext(ctx, `SELECT task, token_hash, expires FROM boot_actions WHERE mac = ?`, mac).Scan(&gotTask, &hash, &exp)
-	if errors.Is(err, sql.ErrNoRows) {
-		return false, nil
-	}
-	if err != nil {
-		return false, err
-	}
-	h := sha256.Sum256([]byte(token))
-	ok := len(hash) == len(h) && subtle.ConstantTimeCompare(hash, h[:]) == 1 && gotTask == task && (exp == 0 || now.Before(time.Unix(0, exp)))
-	return ok && token != "", nil
 }
 
 // ClearBootAction resets a terminal to boot from its own disk.

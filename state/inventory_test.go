@@ -91,7 +91,7 @@ func TestTerminalsAndGroups(t *testing.T) {
 	}
 }
 
-func TestBootActionsAndTokens(t *testing.T) {
+func TestBootActions(t *testing.T) {
 	ctx := context.Background()
 	inv := openInv(t)
 	now := time.Now()
@@ -99,7 +99,7 @@ func TestBootActionsAndTokens(t *testing.T) {
 	if a, err := inv.BootAction(ctx, "aa:bb:cc:00:00:01", now); err != nil || a.Action != "local" {
 		t.Fatalf("default boot action: %+v, %v", a, err)
 	}
-	err := inv.SetBootAction(ctx, "aa:bb:cc:00:00:01", BootAction{Action: "deploy", Task: "deploy/r/pc-01/win11", Image: "win11", Expires: now.Add(time.Hour)}, "secret-token")
+	err := inv.SetBootAction(ctx, "aa:bb:cc:00:00:01", BootAction{Action: "deploy", Task: "deploy/r/pc-01/win11", Image: "win11", Expires: now.Add(time.Hour)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -107,33 +107,14 @@ func TestBootActionsAndTokens(t *testing.T) {
 	if err != nil || a.Action != "deploy" || a.Image != "win11" {
 		t.Fatalf("boot action: %+v, %v", a, err)
 	}
-	for _, c := range []struct {
-		task, token string
-		at          time.Time
-		want        bool
-	}{
-		{"deploy/r/pc-01/win11", "secret-token", now, true},
-		{"deploy/r/pc-01/win11", "wrong", now, false},
-		{"deploy/r/pc-01/win11", "", now, false},
-		{"capture/other", "secret-token", now, false},
-		{"deploy/r/pc-01/win11", "secret-token", now.Add(2 * time.Hour), false},
-	} {
-		if ok, err := inv.CheckToken(ctx, "aa:bb:cc:00:00:01", c.task, c.token, c.at); err != nil || ok != c.want {
-			t.Errorf("CheckToken(%q, %q) = %v, %v; want %v", c.task, c.token, ok, err, c.want)
-		}
-	}
 	if a, _ := inv.BootAction(ctx, "aa:bb:cc:00:00:01", now.Add(2*time.Hour)); a.Action != "local" {
 		t.Fatalf("expired boot action still %s", a.Action)
 	}
-	if err := inv.SetBootAction(ctx, "aa:bb:cc:00:00:09", BootAction{Action: "capture"}, "t"); !errors.Is(err, store.ErrNotFound) {
+	if err := inv.SetBootAction(ctx, "aa:bb:cc:00:00:09", BootAction{Action: "capture"}); !errors.Is(err, store.ErrNotFound) {
 		t.Fatalf("boot action for an unknown terminal: %v", err)
 	}
-	if err := inv.SetBootAction(ctx, "aa:bb:cc:00:00:01", BootAction{Action: "format"}, "t"); err == nil {
+	if err := inv.SetBootAction(ctx, "aa:bb:cc:00:00:01", BootAction{Action: "format"}); err == nil {
 		t.Fatal("unknown action accepted")
-	}
-	inv.ClearBootAction(ctx, "aa:bb:cc:00:00:01")
-	if ok, _ := inv.CheckToken(ctx, "aa:bb:cc:00:00:01", "deploy/r/pc-01/win11", "secret-token", now); ok {
-		t.Fatal("token still valid after the boot action was cleared")
 	}
 }
 

@@ -1,0 +1,160 @@
+package agentapi
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+
+	"tms/agent"
+	"tms/imageio"
+	"tms/manifest"
+	"tms/state"
+	"tms/store"
+)
+
+// info is the task's description for its agent.
+func (s *Server) info(ctx context.Context, t state.Task) (agent.TaskInfo, *cachedVersion, error) {
+	ti := agent.TaskInfo{ID: t.ID, Kind: t.Kind}
+	switch t.Kind {
+	case "deploy":
+		id, err := manifest.ParseID(t.Image)
+		if err != nil {
+			return ti, nil, fmt.Errorf("task %s names version %q: %w", t.ID, t.Image, err)
+		}
+		v, err := s.version(ctx, id)
+		if err != nil {
+			return ti, nil, fmt.Errorf("version %s of task %s: %w", id.Short(), t.ID, err)
+		}
+		m := v.v.Manifest
+		ti.Version, ti.Image, ti.DiskSize, ti.ChunkSize, ti.Hash = id.String(), m.Meta.Name, m.DiskSize, m.ChunkSize, m.Hash
+		return ti, v, nil
+	case "capture":
+		ti.Image, ti.ChunkSize, ti.Hash = t.Image, imageio.DefaultChunkSize, manifest.DefaultHash
+		id, err := s.Store.GetTag(ctx, t.Image, manifest.DefaultTag)
+		if errors.Is(err, store.ErrNotFound) {
+			return ti, nil, nil
+		}
+		if err != nil {
+			return ti, nil, err
+		}
+		v, err := s.version(ctx, id)
+		if err != nil {
+			return ti, nil, fmt.Errorf("current version of %s: %w", t.Image, err)
+		}
+		ti.ChunkSize, ti.Hash = v.v.Manifest.ChunkSize, v.v.Manifest.Hash
+		return ti, v, nil
+	}
+	return ti, nil, fmt.Errorf("task %s has kind %q", t.ID, t.Kind)
+}
+
+func (s *Server) task(w http.ResponseWriter, r *http.Request) {
+	t, _, err := s.authorize(r)
+	if err != nil {
+		s.reply(w, r, nil, err)
+		return
+	}
+	ti, _, err := s.info(r.Context(), t)
+	s.reply(w, r, ti, err)
+}
+
+// finish ends task t and tells its waiting activity, once.
+func (s *Server) finish(ctx context.Context, t state.Task, st string, res agent.Result, msg string) (state.Task, error) {
+	var result string
+	if st == state.TaskDone {
+		b, _ := json.Marshal(res)
+		result = string(b)
+	}
+	t, changed, err := s.Inventory.FinishTask(ctx, t.ID, st, result, msg, s.now())
+	if err != nil {
+		return t, err
+	}
+	s.mu.Lock()
+	delete(s.uploaded, t.ID)
+	s.mu.Unlock()
+	s.forget(t.MAC)
+	if changed && s.Waiters != nil {
+		if err := s.Waiters.Complete(context.WithoutCancel(ctx), t); err != nil {
+			// The activity reads the outcome from the database when it next starts.
+			s.log().Warn("could not complete the task's waiting activity", "task", t.ID, "err", err)
+		}
+	}
+	return t, nil
+}
+
+var phases = map[string]bool{"reading": true, "uploading": true, "writing": true, "verifying": true, "starting": true}
+
+func (s *Server) progress(w http.ResponseWriter, r *http.Request) {
+	t, _, err := s.authorize(r)
+	if err != nil {
+		s.reply(w, r, nil, err)
+		return
+	}
+	var p agent.Progress
+	if err := readJSON(r, &p); err != nil {
+		s.reply(w, r, nil, err)
+		return
+	}
+	if !phases[p.Phase] || p.Done < 0 || p.Total < 0 || p.MovedBytes < 0 || p.Done > p.Total {
+		s.reply(w, r, nil, fail(http.StatusBadRequest, "progress %+v: want a known phase and 0 <= done <= total", p))
+		return
+	}
+	b, _ := json.Marshal(p)
+	t, err = s.Inventory.ReportProgress(r.Context(), t.ID, string(b), s.now())
+	if err != nil {
+		s.reply(w, r, nil, err)
+		return
+	}
+	if s.Waiters != nil {
+		if err := s.Waiters.Heartbeat(r.Context(), t); err != nil {
+			s.log().Debug("progress not passed on as a heartbeat", "task", t.ID, "err", err)
+		}
+	}
+	s.reply(w, r, map[string]string{"state": t.State}, nil)
+}
+
+func (s *Server) done(w http.ResponseWriter, r *http.Request) {
+	t, c, err := s.authorize(r)
+	if err != nil {
+		s.reply(w, r, nil, err)
+		return
+	}
+	var d agent.Done
+	if err := readJSON(r, &d); err != nil {
+		s.reply(w, r, nil, err)
+		return
+	}
+	res, err := s.Done(r.Context(), t, c, d)
+	s.reply(w, r, res, err)
+}
+
+// Done records the end an agent reports for task t, whose boot claim is c. A success is taken
+// only once the claim has settled (Server.Quiet).
+func (s *Server) Done(ctx context.Context, t state.Task, c state.Claim, d agent.Done) (agent.Result, error) {
+	name := t.MAC
+	if d.Error != "" {
+		msg := d.Error
+		if len(msg) > 2048 {
+			msg = msg[:2048]
+		}
+		_, err := s.finish(ctx, t, state.TaskFailed, agent.Result{}, "terminal "+name+": "+msg)
+		return agent.Result{}, err
+	}
+	if t.Kind == "capture" {
+		return agent.Result{}, fail(http.StatusBadRequest, "a capture ends by publishing its manifest, or by reporting an error")
+	}
+	if d.Written < 0 || d.WrittenBytes < 0 || d.Skipped < 0 {
+		return agent.Result{}, fail(http.StatusBadRequest, "negative counts in %+v", d)
+	}
+	if err := s.settled(t, c); err != nil {
+		return agent.Result{}, err
+	}
+	if !d.Verified {
+		_, err := s.finish(ctx, t, state.TaskFailed, agent.Result{}, "terminal "+name+" wrote the image but did not verify it")
+		return agent.Result{}, err
+	}
+	res := agent.Result{Version: t.Image, Written: d.Written, WrittenBytes: d.WrittenBytes, Skipped: d.Skipped, Verified: true}
+	_, err := s.finish(ctx, t, state.TaskDone, res, "")
+	return res, err
+}

@@ -1,0 +1,145 @@
+package state
+
+import (
+	"context"
+	"crypto/sha256"
+	"crypto/subtle"
+	"database/sql"
+	"errors"
+	"fmt"
+	"time"
+)
+
+// A terminal's boot into a task is claimed by the first machine that asks for it: the address
+// it asked from is recorded with the token minted for it, and from then on only that address
+// may use the token. A second machine that asks for the same boot (a MAC is easy to forge), or
+// that presents the token from another address, or presents a token a later boot replaced, is a
+// rival: the task fails, naming both addresses, and nothing it did is published or marked done.
+// This is Ironic's rule for its agent token (issued once; a second claimant is refused and
+// reported), kept per boot so a terminal that reboots mid-task claims again from its address.
+
+// RivalError says that two machines claimed one terminal's boot into a task.
+type RivalError struct {
+	MAC    string
+	Task   string
+	First  string // the address that claimed the boot first
+	Second string // the address of the rival
+	Why    string // how the rival showed itself
+}
+
+func (e *RivalError) Error() string {
+	return fmt.Sprintf("terminal %s's boot into task %s was claimed by two machines, %s and %s (%s): another PC on the segment uses its MAC address",
+		e.MAC, e.Task, e.First, e.Second, e.Why)
+}
+
+// Claim is a terminal's claimed boot into a task.
+type Claim struct {
+	MAC     string
+	Task    string
+	IP      string    // where the claim came from
+	Claimed time.Time // when the boot was first claimed
+	// Network is true when the claim came through the network boot (an iPXE script request),
+	// false when the terminal's own agent key signed it.
+	Network bool
+}
+
+// ClaimBoot claims mac's boot into task from address ip and returns a fresh token for it. The
+// first claim binds the boot to ip; a later claim from the same address (the terminal booted
+// again) rotates the token, and the one it replaces can no longer be used. A claim from any other
+// address is a *RivalError. network records how the claim was made.
+func (inv *Inventory) ClaimBoot(ctx context.Context, mac, task, ip string, network bool, now time.Time) (string, Claim, error) {
+	mac, err := NormalizeMAC(mac)
+	if err != nil {
+		return "", Claim{}, err
+	}
+	if ip == "" {
+		return "", Claim{}, errors.New("a boot claim needs the address it came from")
+	}
+	tx, err := inv.db.BeginTx(ctx, nil)
+	if err != nil {
+		return "", Claim{}, err
+	}
+	defer tx.Rollback()
+	var gotTask, claimIP string
+	var hash []byte
+	var claimed, exp int64
+	var netw int
+	err = tx.QueryRowContext(ctx, `SELECT task, token_hash, claim_ip, claimed, claim_network, expires FROM boot_actions WHERE mac = ?`, mac).
+		Scan(&gotTask, &hash, &claimIP, &claimed, &netw, &exp)
+	if errors.Is(err, sql.ErrNoRows) || err == nil && (gotTask != task || task == "" || exp != 0 && !now.Before(time.Unix(0, exp))) {
+		return "", Claim{}, notFound("boot of terminal " + mac + " into task " + task)
+	}
+	if err != nil {
+		return "", Claim{}, err
+	}
+	if claimIP != "" && claimIP != ip {
+		return "", Claim{}, &RivalError{MAC: mac, Task: task, First: claimIP, Second: ip, Why: "a second boot request"}
+	}
+	c := Claim{MAC: mac, Task: task, IP: ip, Claimed: time.Unix(0, claimed).UTC(), Network: netw != 0 || network}
+	if claimIP == "" {
+		c.Claimed = now.UTC()
+	}
+	token := NewToken()
+	h := sha256.Sum256([]byte(token))
+	if _, err := tx.ExecContext(ctx, `UPDATE boot_actions SET prev_token_hash = token_hash, token_hash = ?, claim_ip = ?, claimed = ?, claim_network = ? WHERE mac = ?`,
+		h[:], ip, c.Claimed.UnixNano(), boolInt(c.Network), mac); err != nil {
+		return "", Claim{}, err
+	}
+	return token, c, tx.Commit()
+}
+
+// CheckClaim checks a token presented from address ip for mac's boot into task. It returns the
+// claim when the token is the boot's current one and comes from the claiming address; false
+// when the token opens nothing (wrong, expired, or the boot has no claim); and a *RivalError
+// when the token is this boot's but comes from another address, or is one a later boot of the
+// task replaced.
+func (inv *Inventory) CheckClaim(ctx context.Context, mac, task, token, ip string, now time.Time) (Claim, bool, error) {
+	mac, err := NormalizeMAC(mac)
+	if err != nil {
+		return Claim{}, false, err
+	}
+	var gotTask, claimIP string
+	var hash, prev []byte
+	var claimed, exp int64
+	var netw int
+	err = inv.db.QueryRowContext(ctx, `SELECT task, token_hash, prev_token_hash, claim_ip, claimed, claim_network, expires FROM boot_actions WHERE mac = ?`, mac).
+		Scan(&gotTask, &hash, &prev, &claimIP, &claimed, &netw, &exp)
+	if errors.Is(err, sql.ErrNoRows) {
+		return Claim{}, false, nil
+	}
+	if err != nil {
+		return Claim{}, false, err
+	}
+	if token == "" || gotTask != task || task == "" || claimIP == "" || exp != 0 && !now.Before(time.Unix(0, exp)) {
+		return Claim{}, false, nil
+	}
+	h := sha256.Sum256([]byte(token))
+	switch {
+	case len(hash) == len(h) && subtle.ConstantTimeCompare(hash, h[:]) == 1:
+		if ip != claimIP {
+			return Claim{}, false, &RivalError{MAC: mac, Task: task, First: claimIP, Second: ip, Why: "the boot's token used from another address"}
+		}
+		return Claim{MAC: mac, Task: task, IP: claimIP, Claimed: time.Unix(0, claimed).UTC(), Network: netw != 0}, true, nil
+	case len(prev) == len(h) && subtle.ConstantTimeCompare(prev, h[:]) == 1:
+		return Claim{}, false, &RivalError{MAC: mac, Task: task, First: claimIP, Second: ip, Why: "a token a later boot replaced, still in use"}
+	}
+	return Claim{}, false, nil
+}
+
+// RevokeBoot makes every token of mac's boot into task useless, keeping the boot action so the
+// terminal's next boot still finds the task has ended.
+func (inv *Inventory) RevokeBoot(ctx context.Context, mac, task string) error {
+	mac, err := NormalizeMAC(mac)
+	if err != nil {
+		return err
+	}
+	_, err = inv.db.ExecContext(ctx, `UPDATE boot_actions SET token_hash = NULL, prev_token_hash = NULL WHERE mac = ? AND task = ?`, mac, task)
+	return err
+}
+
+func boolInt(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
+}
