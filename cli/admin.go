@@ -11,6 +11,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"tms/activities"
+	"tms/workflows"
 )
 
 // The inventory commands reach a region through Temporal: a RegionAdmin workflow on the
@@ -94,7 +95,8 @@ type terminalRow struct {
 	LastIP     string    `json:"last_ip"`
 	LastSeen   time.Time `json:"last_seen"`
 	BootAction string    `json:"boot_action"`
-	Task       string    `json:"task,omitempty"`
+	Task       string    `json:"task,omitempty"` // the workflow id, as tms task show takes it
+	Run        string    `json:"run,omitempty"`  // the run of that workflow the terminal's task belongs to
 }
 
 func (a *App) terminalCommand() *cobra.Command {
@@ -117,8 +119,9 @@ func (a *App) terminalLs() *cobra.Command {
 			}
 			rows := []terminalRow{}
 			for _, t := range res.Terminals {
+				task, run := workflows.SplitTaskID(t.Task)
 				rows = append(rows, terminalRow{Name: t.Name, MAC: t.MAC, Enrolled: t.Enrolled, DiskSize: t.DiskSize, Version: t.Version,
-					LastIP: t.LastIP, LastSeen: t.LastSeen, BootAction: t.BootAction, Task: t.Task})
+					LastIP: t.LastIP, LastSeen: t.LastSeen, BootAction: t.BootAction, Task: task, Run: run})
 			}
 			if asJSON {
 				return a.printJSON(rows)

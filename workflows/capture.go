@@ -4,6 +4,7 @@ import (
 	"go.temporal.io/sdk/workflow"
 
 	"tms/activities"
+	"tms/manifest"
 )
 
 // CaptureImageInput asks for a terminal's disk to be captured as a new version of an image.
@@ -53,6 +54,14 @@ func CaptureImage(ctx workflow.Context, in CaptureImageInput) (CaptureImageResul
 	}
 	res.Version, prog.Version = out.Version, out.Version
 	prog.Phase = "registering"
+	// The region tags the version only now that its terminal task is done (before this
+	// version of the workflow, the agent API tagged it when the agent published).
+	if workflow.GetVersion(ctx, "capture-tag-after-task", workflow.DefaultVersion, 1) == 1 {
+		tag := activities.TagInput{Image: in.Image, Tag: manifest.DefaultTag, Version: out.Version}
+		if err := workflow.ExecuteActivity(regionOptions(ctx, in.Region), r.TagVersion, tag).Get(ctx, nil); err != nil {
+			return res, err
+		}
+	}
 	var info activities.VersionInfo
 	if err := workflow.ExecuteActivity(regionOptions(ctx, in.Region), r.DescribeVersion, activities.VersionInput{Version: out.Version}).Get(ctx, &info); err != nil {
 		return res, err

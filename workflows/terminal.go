@@ -3,6 +3,7 @@ package workflows
 import (
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"go.temporal.io/sdk/temporal"
@@ -67,15 +68,17 @@ func centralOptions(ctx workflow.Context) workflow.Context {
 }
 
 // agentTask runs one terminal's capture or deploy: set its boot action, reboot it, wait for its
-// agent, and, however that ends, put its boot action back to its own disk. The task's id is
-// the calling workflow's id.
+// agent, and, however that ends, put its boot action back to its own disk. The task's id is the
+// calling workflow's id and run id: a retried activity resumes this run's task, and a new run of
+// the same workflow id (the same deploy again tomorrow) is a new task that starts from the disk
+// as it is then, never the outcome of an earlier run.
 func agentTask(ctx workflow.Context, region, kind, terminal, image string, to AgentTimeouts, prog *TerminalProgress) (activities.TerminalRef, activities.AgentResult, error) {
 	var r *activities.Region
 	var ref activities.TerminalRef
 	var res activities.AgentResult
 	to = to.withDefaults()
 	local := regionOptions(ctx, region)
-	task := workflow.GetInfo(ctx).WorkflowExecution.ID
+	task := TaskID(workflow.GetInfo(ctx).WorkflowExecution)
 
 	prog.Phase = "preparing"
 	in := activities.TaskInput{Task: task, Terminal: terminal, Kind: kind, Image: image, Expires: workflow.Now(ctx).Add(to.Total)}
@@ -128,6 +131,19 @@ func agentTask(ctx workflow.Context, region, kind, terminal, image string, to Ag
 	}
 	prog.Phase = "done"
 	return ref, res, nil
+}
+
+// TaskID names the terminal task of one run of a terminal workflow: WORKFLOW-ID@RUN-ID.
+func TaskID(run workflow.Execution) string { return run.ID + "@" + run.RunID }
+
+// SplitTaskID returns the workflow id and run id a terminal task's id names (the run is empty
+// for a task recorded before tasks were per run).
+func SplitTaskID(task string) (workflowID, runID string) {
+	i := strings.LastIndexByte(task, '@')
+	if i < 0 {
+		return task, ""
+	}
+	return task[:i], task[i+1:]
 }
 
 func name(t activities.TerminalRef) string {

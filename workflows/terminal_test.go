@@ -49,13 +49,14 @@ func finished(st string) any {
 func TestCaptureRegistersTheNewVersion(t *testing.T) {
 	env := newTerminalEnv(t)
 	env.OnActivity(r.PrepareTask, mock.Anything, mock.MatchedBy(func(in activities.TaskInput) bool {
-		return in.Kind == "capture" && in.Terminal == "pc1" && in.Image == "win11" && in.Task == "default-test-workflow-id" && !in.Expires.IsZero()
+		return in.Kind == "capture" && in.Terminal == "pc1" && in.Image == "win11" && in.Task == "default-test-workflow-id@default-test-run-id" && !in.Expires.IsZero()
 	})).Return(pc1, nil).Once()
 	env.OnActivity(r.PowerTerminal, mock.Anything, activities.PowerInput{MAC: pc1.MAC, Command: "reboot"}).Return(nil).Once()
-	env.OnActivity(r.WaitForAgent, mock.Anything, activities.WaitInput{Task: "default-test-workflow-id"}).
+	env.OnActivity(r.WaitForAgent, mock.Anything, activities.WaitInput{Task: "default-test-workflow-id@default-test-run-id"}).
 		Return(activities.AgentResult{Version: version, DiskSize: 1 << 30, StoredBytes: 1 << 20}, nil).Once()
-	env.OnActivity(r.FinishTask, mock.Anything, activities.FinishInput{Task: "default-test-workflow-id", MAC: pc1.MAC, State: state.TaskDone, Version: version}).Return(nil).Once()
+	env.OnActivity(r.FinishTask, mock.Anything, activities.FinishInput{Task: "default-test-workflow-id@default-test-run-id", MAC: pc1.MAC, State: state.TaskDone, Version: version}).Return(nil).Once()
 	info := activities.VersionInfo{Version: version, Name: "win11", DiskSize: 1 << 30, StoredBytes: 1 << 20}
+	env.OnActivity(r.TagVersion, mock.Anything, activities.TagInput{Image: "win11", Tag: "latest", Version: version}).Return(nil).Once()
 	env.OnActivity(r.DescribeVersion, mock.Anything, activities.VersionInput{Version: version}).Return(info, nil).Once()
 	env.OnActivity(c.RegisterVersion, mock.Anything, activities.RegisterVersionInput{Info: info, Tag: "latest", Region: "region-a"}).Return(nil).Once()
 	res, err := capture(t, env)
@@ -159,7 +160,7 @@ func deployEnv(t *testing.T, n int, fail map[string]bool) (*testsuite.TestWorkfl
 		defer func() { mu.Lock(); running--; mu.Unlock() }()
 		time.Sleep(10 * time.Millisecond) // let other terminals' waits overlap this one
 		for name := range fail {
-			if strings.HasSuffix(in.Task, "/"+name) {
+			if id, _, _ := strings.Cut(in.Task, "@"); strings.HasSuffix(id, "/"+name) {
 				return activities.AgentResult{}, temporal.NewNonRetryableApplicationError("the disk is write-protected", activities.ErrAgentFailed, nil)
 			}
 		}
