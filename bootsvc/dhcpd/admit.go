@@ -19,7 +19,8 @@ import (
 //   - requests from MACs that are not admitted pass a token bucket per MAC
 //     and one for all of them together, in both modes; what exceeds them is
 //     dropped before any other work (no Seen, no ScriptURL, no log line);
-//   - refusals are logged at most once per refusalLogEvery, with counts.
+//   - refusals, and requests dropped because too many were being answered
+//     at once, are logged at most once per refusalLogEvery, with counts.
 
 // Defaults of the rate limits of clients that are not admitted.
 const (
@@ -46,10 +47,11 @@ type Stats struct {
 	AdmitErrors    uint64 // requests refused because Admit failed
 	ReleaseIgnored uint64 // RELEASEs not from the lease holder (RFC 2131 4.4.6)
 	DeclineIgnored uint64 // DECLINEs of an address not offered or leased to the MAC
+	Overloaded     uint64 // requests dropped because maxInFlight were being answered
 }
 
 type counters struct {
-	refused, rateLimited, admitErrors, releaseIgnored, declineIgnored atomic.Uint64
+	refused, rateLimited, admitErrors, releaseIgnored, declineIgnored, overloaded atomic.Uint64
 }
 
 // Stats returns the server's counters.
@@ -60,6 +62,7 @@ func (s *Server) Stats() Stats {
 		AdmitErrors:    s.counts.admitErrors.Load(),
 		ReleaseIgnored: s.counts.releaseIgnored.Load(),
 		DeclineIgnored: s.counts.declineIgnored.Load(),
+		Overloaded:     s.counts.overloaded.Load(),
 	}
 }
 
@@ -219,7 +222,7 @@ func (l *limiter) tracked() int {
 type tally struct {
 	mu      sync.Mutex
 	last    time.Time // of the last line; zero: none yet
-	counts  [3]uint64 // by tallyKind, since the last line
+	counts  [4]uint64 // by tallyKind, since the last line
 	lastMAC string
 	lastErr error
 }
@@ -230,13 +233,16 @@ const (
 	tallyRefused tallyKind = iota
 	tallyLimited
 	tallyAdmitError
+	tallyOverloaded // any request, admitted or not, dropped for want of a slot
 )
 
 func (t *tally) note(log *slog.Logger, now time.Time, k tallyKind, mac net.HardwareAddr, err error) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	t.counts[k]++
-	t.lastMAC = mac.String()
+	if mac != nil {
+		t.lastMAC = mac.String()
+	}
 	if err != nil {
 		t.lastErr = err
 	}
@@ -251,7 +257,7 @@ func (t *tally) note(log *slog.Logger, now time.Time, k tallyKind, mac net.Hardw
 func (t *tally) flush(log *slog.Logger, now time.Time) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	if t.counts != [3]uint64{} && now.Sub(t.last) >= refusalLogEvery {
+	if t.counts != [4]uint64{} && now.Sub(t.last) >= refusalLogEvery {
 		t.flushLocked(log, now)
 	}
 }
@@ -259,8 +265,11 @@ func (t *tally) flush(log *slog.Logger, now time.Time) {
 func (t *tally) flushLocked(log *slog.Logger, now time.Time) {
 	level := slog.LevelInfo
 	attrs := []any{"refused", t.counts[tallyRefused], "rate_limited", t.counts[tallyLimited], "last_mac", t.lastMAC}
-	if t.counts[tallyLimited] > 0 || t.counts[tallyAdmitError] > 0 {
+	if t.counts[tallyLimited] > 0 || t.counts[tallyAdmitError] > 0 || t.counts[tallyOverloaded] > 0 {
 		level = slog.LevelWarn
+	}
+	if t.counts[tallyOverloaded] > 0 {
+		attrs = append(attrs, "overloaded", t.counts[tallyOverloaded])
 	}
 	if t.counts[tallyAdmitError] > 0 {
 		attrs = append(attrs, "admit_errors", t.counts[tallyAdmitError], "err", t.lastErr)
@@ -268,8 +277,8 @@ func (t *tally) flushLocked(log *slog.Logger, now time.Time) {
 	if !t.last.IsZero() {
 		attrs = append(attrs, "since", t.last.Format(time.RFC3339))
 	}
-	log.Log(context.Background(), level, "dhcp: requests of clients that are not admitted", attrs...)
+	log.Log(context.Background(), level, "dhcp: requests refused or dropped", attrs...)
 	t.last = now
-	t.counts = [3]uint64{}
+	t.counts = [4]uint64{}
 	t.lastErr = nil
 }

@@ -131,7 +131,7 @@ func TestFullFloodOfInventedMACsBindsNothing(t *testing.T) {
 			}
 			// 30 seconds of flood: the first line, then none until a
 			// minute has passed.
-			if n := lines(&logs, "not admitted"); n != 1 {
+			if n := lines(&logs, "requests refused or dropped"); n != 1 {
 				t.Fatalf("%d log lines about refusals, want 1:\n%s", n, logs.String())
 			}
 			// Seen (a database write per call in a region) is bounded
@@ -437,5 +437,27 @@ func TestLogsShowMACsAsText(t *testing.T) {
 	}
 	if t.Failed() {
 		t.Log(out)
+	}
+}
+
+func TestOverloadIsCountedNotLoggedPerPacket(t *testing.T) {
+	var r recorder
+	var logs bytes.Buffer
+	cfg := fullConfig(&r)
+	cfg.Log = slog.New(slog.NewTextHandler(&logs, nil))
+	s := newServer(t, cfg)
+	sem := make(chan struct{}, maxInFlight)
+	for range maxInFlight {
+		sem <- struct{}{} // every slot busy
+	}
+	h := s.handler(sem)
+	for i := range 1000 {
+		h(nil, &net.UDPAddr{IP: net.IPv4(10, 77, 0, 9), Port: 68}, discover(t, mac(byte(i))))
+	}
+	if st := s.Stats(); st.Overloaded != 1000 {
+		t.Fatalf("stats %+v, want 1000 overloaded", st)
+	}
+	if n := lines(&logs, "level="); n != 1 || !strings.Contains(logs.String(), "overloaded=1") {
+		t.Fatalf("%d log lines for 1000 dropped requests, want 1 with the count:\n%s", n, logs.String())
 	}
 }

@@ -95,7 +95,10 @@ func (s *Server) handler(sem chan struct{}) server4.Handler {
 		case sem <- struct{}{}:
 			defer func() { <-sem }()
 		default:
-			s.log.Warn("dhcp overloaded: request dropped", "peer", peer)
+			// A flood: count it, and log it with the refusals, at
+			// most once per refusalLogEvery.
+			s.counts.overloaded.Add(1)
+			s.tally.note(s.log, s.now(), tallyOverloaded, nil, nil)
 			return
 		}
 		// A bug must cost one answer, not the boot service of a region.
