@@ -24,6 +24,8 @@ func FuzzHandle(f *testing.F) {
 		dhcpv4.WithOption(dhcpv4.OptServerIdentifier(net.IP(serverIP.AsSlice())))).ToBytes())
 	f.Add(request(f, mac(2), append(kinds[1].mods,
 		dhcpv4.WithGeneric(dhcpv4.OptionVendorSpecificInformation, []byte{71, 4, 0x80, 0, 0, 0, 255}))...).ToBytes())
+	f.Add(releaseOf(mac(2), netip.MustParseAddr("10.77.0.100")).ToBytes())
+	f.Add(declineOf(mac(2), netip.MustParseAddr("10.77.0.100"), serverIP).ToBytes())
 	f.Add([]byte{})
 	f.Add([]byte{1, 1, 6, 0})
 
