@@ -93,11 +93,14 @@ func (s *Server) admit(mac net.HardwareAddr) admission {
 	if s.cfg.Admit != nil {
 		ok, err := s.cfg.Admit(mac)
 		if err != nil {
-			// Could not ask: refuse (fail closed) and say so,
-			// but not once per packet.
+			// Could not ask: say so, but not once per packet. Full
+			// mode refuses (fail closed); proxy mode treats the
+			// client as unknown, which it answers anyway.
 			s.counts.admitErrors.Add(1)
 			s.tally.note(s.log, now, tallyAdmitError, mac, err)
-			return dropped
+			if s.cfg.Mode == ModeFull {
+				return dropped
+			}
 		}
 		if ok {
 			return admitted

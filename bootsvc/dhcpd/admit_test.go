@@ -461,3 +461,19 @@ func TestOverloadIsCountedNotLoggedPerPacket(t *testing.T) {
 		t.Fatalf("%d log lines for 1000 dropped requests, want 1 with the count:\n%s", n, logs.String())
 	}
 }
+
+func TestProxyAnswersWhenTheInventoryFails(t *testing.T) {
+	var r recorder
+	var logs bytes.Buffer
+	inv := &inventory{err: errors.New("inventory: database is locked")}
+	cfg := proxyConfig(&r)
+	cfg.Admit = inv.admit
+	cfg.Log = slog.New(slog.NewTextHandler(&logs, nil))
+	s := newServer(t, cfg)
+	if handle(t, s, discover(t, mac(1), kinds[0].mods...)) == nil {
+		t.Fatal("proxy dropped a PXE client because the inventory failed")
+	}
+	if s.Stats().AdmitErrors != 1 || !strings.Contains(logs.String(), "database is locked") {
+		t.Fatalf("inventory error not counted and logged: %+v\n%s", s.Stats(), logs.String())
+	}
+}

@@ -83,7 +83,8 @@ type Config struct {
 	// if Admit says so.
 	//
 	// Admit reports whether mac belongs to an enrolled terminal; an error
-	// means it could not tell, and the request is dropped. It is called
+	// means it could not tell: full mode then drops the request, proxy mode
+	// answers it as from a MAC that is not admitted. It is called
 	// for requests that Allow does not admit, so it must be quick (a
 	// database lookup by key). Optional; nil admits nobody.
 	Admit func(mac net.HardwareAddr) (bool, error)
