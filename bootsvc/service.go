@@ -10,11 +10,13 @@ import (
 	"net/netip"
 	"path/filepath"
 	"sync"
+	"time"
 
 	"tms/bootsvc/dhcpd"
 	"tms/bootsvc/tftpd"
 	"tms/config"
 	"tms/state"
+	"tms/store"
 )
 
 // ServiceOptions configure a region's boot service.
@@ -88,6 +90,8 @@ func StartService(ctx context.Context, o ServiceOptions) (*Service, error) {
 			mode = dhcpd.ModeFull
 		}
 		cfg := dhcpd.Config{Mode: mode, ServerIP: st.Address, Interface: b.Interface, ScriptURL: s.Scripts.ScriptURL, Seen: seen,
+			Admit: enrolled(ctx, o.Inventory), Allow: st.DHCPAllow, AllowAll: st.DHCPAllowAll,
+			UnknownPerMAC: b.DHCPUnknownPerMAC, UnknownTotal: b.DHCPUnknownTotal,
 			ListenIP: o.ListenIP, Port: o.DHCPPort, ProxyPort: o.ProxyPort, Log: log.With("part", "dhcp")}
 		if mode == dhcpd.ModeFull {
 			cfg.Pool = dhcpd.Pool{Start: st.PoolStart, End: st.PoolEnd}
@@ -118,6 +122,24 @@ func StartService(ctx context.Context, o ServiceOptions) (*Service, error) {
 	s.run(func() error { return t.ListenAndServe(ctx, addr) })
 	log.Info("boot service started", "interface", b.Interface, "address", st.Address, "dhcp", b.DHCP, "tftp", addr, "bootenv", dir)
 	return s, nil
+}
+
+// enrolled admits the MACs of the region's enrolled terminals to DHCP. A MAC the inventory
+// does not know is not admitted; an inventory that cannot answer is an error, which dhcpd
+// counts and logs and answers with silence.
+func enrolled(ctx context.Context, inv *state.Inventory) func(net.HardwareAddr) (bool, error) {
+	return func(mac net.HardwareAddr) (bool, error) {
+		ctx, cancel := context.WithTimeout(ctx, time.Second)
+		defer cancel()
+		t, err := inv.Terminal(ctx, mac.String())
+		if errors.Is(err, store.ErrNotFound) {
+			return false, nil
+		}
+		if err != nil {
+			return false, fmt.Errorf("look up terminal %s: %w", mac, err)
+		}
+		return t.Enrolled, nil
+	}
 }
 
 func (s *Service) run(f func() error) {

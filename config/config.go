@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/netip"
 	"net/url"
+	"strconv"
 	"strings"
 	"time"
 )
@@ -209,6 +210,15 @@ type Boot struct {
 	Router    string        `mapstructure:"router"`
 	DNS       string        `mapstructure:"dns"`
 	LeaseTime time.Duration `mapstructure:"lease_time"`
+	// DHCPAllow: full mode leases to the enrolled terminals and to these MACs
+	// ("aa:bb:cc:dd:ee:ff") and MAC prefixes ("52:54:00:*"); "*" leases to any MAC.
+	// In the environment or a flag, entries are comma-separated.
+	DHCPAllow []string `mapstructure:"dhcp_allow"`
+	// DHCPUnknownPerMAC and DHCPUnknownTotal limit the DHCP requests of MACs that are
+	// not admitted (neither enrolled nor in DHCPAllow): per MAC a minute, and all of
+	// them together a second. What exceeds them gets no answer.
+	DHCPUnknownPerMAC int `mapstructure:"dhcp_unknown_per_mac"`
+	DHCPUnknownTotal  int `mapstructure:"dhcp_unknown_total"`
 	// TFTPDir holds the iPXE binaries (Debian's ipxe package puts them in /usr/lib/ipxe).
 	TFTPDir string `mapstructure:"tftp_dir"`
 	// Dir holds the in-memory OS, vmlinuz and initrd (tms bootenv build --out); empty means
@@ -230,6 +240,10 @@ type BootSettings struct {
 	Subnet    netip.Prefix
 	Router    netip.Addr
 	DNS       []netip.Addr
+	// DHCPAllow are the MACs (6 bytes) and MAC prefixes (1 to 5 bytes) of
+	// region.boot.dhcp_allow; DHCPAllowAll is set by its entry "*".
+	DHCPAllow    []net.HardwareAddr
+	DHCPAllowAll bool
 }
 
 // Settings parses b's addresses; each error names its key.
@@ -275,7 +289,59 @@ func (b Boot) Settings() (BootSettings, error) {
 			s.DNS = append(s.DNS, ipv4("dns", d))
 		}
 	}
+	for _, e := range b.DHCPAllow {
+		prefix, all, err := ParseMACPattern(e)
+		switch {
+		case err != nil:
+			bad("dhcp_allow", "%v", err)
+		case all:
+			s.DHCPAllowAll = true
+		default:
+			s.DHCPAllow = append(s.DHCPAllow, prefix)
+		}
+	}
 	return s, errors.Join(errs...)
+}
+
+// ParseMACPattern reads an entry of region.boot.dhcp_allow: a MAC
+// ("aa:bb:cc:dd:ee:ff"), a prefix of 1 to 5 bytes followed by ":*"
+// ("52:54:00:*"), or "*" for every MAC (all true). Bytes are two hex digits,
+// separated by ':' or '-'.
+func ParseMACPattern(s string) (prefix net.HardwareAddr, all bool, err error) {
+	bad := fmt.Errorf("%q is not a MAC (aa:bb:cc:dd:ee:ff), a MAC prefix (52:54:00:*) or *", s)
+	t := strings.TrimSpace(s)
+	if t == "*" {
+		return nil, true, nil
+	}
+	if len(t) > len("aa:bb:cc:dd:ee:ff") {
+		return nil, false, bad
+	}
+	isPrefix := false
+	if rest, ok := strings.CutSuffix(t, "*"); ok {
+		if len(rest) < 3 || (rest[len(rest)-1] != ':' && rest[len(rest)-1] != '-') {
+			return nil, false, bad
+		}
+		t, isPrefix = rest[:len(rest)-1], true
+	}
+	sep := ":"
+	if strings.Contains(t, "-") {
+		sep = "-"
+	}
+	parts := strings.Split(t, sep)
+	if (isPrefix && len(parts) > 5) || (!isPrefix && len(parts) != 6) {
+		return nil, false, bad
+	}
+	for _, p := range parts {
+		if len(p) != 2 {
+			return nil, false, bad
+		}
+		v, err := strconv.ParseUint(p, 16, 8)
+		if err != nil {
+			return nil, false, bad
+		}
+		prefix = append(prefix, byte(v))
+	}
+	return prefix, false, nil
 }
 
 // Agent configures the terminal agent.
@@ -297,7 +363,8 @@ func Defaults() *Config {
 		Log:     Log{Level: "info", Format: "text"},
 		Central: Central{Temporal: temporal, Listen: netip.AddrPortFrom(netip.IPv6Unspecified(), 8080), DataDir: "/var/lib/tms/central"},
 		Region: Region{Temporal: temporal, Listen: netip.AddrPortFrom(netip.IPv6Unspecified(), 8081),
-			Boot: Boot{DHCP: "proxy", LeaseTime: time.Hour, TFTPDir: "/usr/lib/ipxe", ClaimQuiet: time.Minute}},
+			Boot: Boot{DHCP: "proxy", LeaseTime: time.Hour, TFTPDir: "/usr/lib/ipxe",
+				DHCPUnknownPerMAC: 12, DHCPUnknownTotal: 20, ClaimQuiet: time.Minute}},
 		Agent: Agent{StateDir: "/var/lib/tms/agent"},
 	}
 }

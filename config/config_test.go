@@ -14,6 +14,7 @@ import (
 	"reflect"
 	"regexp"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -265,6 +266,9 @@ func TestEveryKeyFromEnvAndFlags(t *testing.T) {
 		"region.boot.router":               "10.0.5.1",
 		"region.boot.dns":                  "10.0.5.1,9.9.9.9",
 		"region.boot.lease_time":           "2h",
+		"region.boot.dhcp_allow":           "52:54:00:*, aa:bb:cc:dd:ee:ff",
+		"region.boot.dhcp_unknown_per_mac": "6",
+		"region.boot.dhcp_unknown_total":   "50",
 		"region.boot.tftp_dir":             "/srv/ipxe",
 		"region.boot.dir":                  "/srv/bootenv",
 		"region.boot.kernel_args":          "console=ttyS0",
@@ -295,6 +299,7 @@ func TestEveryKeyFromEnvAndFlags(t *testing.T) {
 			GrantKeyFile: "/etc/tms/grant2.key",
 			Boot: Boot{Enabled: true, Interface: "enp3s0", Address: "10.0.5.2", DHCP: "full", Pool: "10.0.5.100-10.0.5.199",
 				Subnet: "10.0.5.0/24", Router: "10.0.5.1", DNS: "10.0.5.1,9.9.9.9", LeaseTime: 2 * time.Hour, TFTPDir: "/srv/ipxe",
+				DHCPAllow: []string{"52:54:00:*", "aa:bb:cc:dd:ee:ff"}, DHCPUnknownPerMAC: 6, DHCPUnknownTotal: 50,
 				Dir: "/srv/bootenv", KernelArgs: "console=ttyS0", ClaimQuiet: 90 * time.Second},
 		},
 		Agent: Agent{RegionURL: &url.URL{Scheme: "https", Host: "region:8081", Path: "/api"}, Disk: "/dev/sda", StateDir: "/var/agent"},
@@ -876,6 +881,10 @@ func TestValidateBoot(t *testing.T) {
 		{func(b *Boot) { b.DHCP, b.Pool, b.Subnet = "full", "10.0.5.200-10.0.5.100", "10.0.5.0/24" }, "ends before it starts"},
 		{func(b *Boot) { b.DHCP, b.Pool, b.Subnet = "full", "10.0.6.1-10.0.6.9", "10.0.5.0/24" }, "is not inside region.boot.subnet"},
 		{func(b *Boot) { b.DNS = "10.0.5.1,dns.example" }, `region.boot.dns: "dns.example" is not an IPv4 address`},
+		{func(b *Boot) { b.DHCPAllow = []string{"52:54:00:*", "52:54:00"} }, `region.boot.dhcp_allow: "52:54:00" is not a MAC (aa:bb:cc:dd:ee:ff), a MAC prefix (52:54:00:*) or *`},
+		{func(b *Boot) { b.DHCPAllow = []string{"enrolled"} }, `region.boot.dhcp_allow: "enrolled" is not a MAC`},
+		{func(b *Boot) { b.DHCPUnknownPerMAC = 0 }, "region.boot.dhcp_unknown_per_mac: 0: must be at least 1"},
+		{func(b *Boot) { b.DHCPUnknownTotal = -5 }, "region.boot.dhcp_unknown_total: -5: must be at least 1"},
 	} {
 		c := base()
 		tc.edit(&c.Region.Boot)
@@ -887,5 +896,98 @@ func TestValidateBoot(t *testing.T) {
 	st, err := Boot{Address: "10.0.5.2", Pool: "10.0.5.100-10.0.5.199", Subnet: "10.0.5.7/24", DNS: "1.1.1.1, 9.9.9.9"}.Settings()
 	if err != nil || st.Subnet.String() != "10.0.5.0/24" || len(st.DNS) != 2 || st.PoolEnd.String() != "10.0.5.199" {
 		t.Fatalf("settings %+v, %v", st, err)
+	}
+	st, err = Boot{DHCPAllow: []string{"52:54:00:*", "AA-BB-CC-DD-EE-FF"}}.Settings()
+	if err != nil || st.DHCPAllowAll || len(st.DHCPAllow) != 2 || st.DHCPAllow[0].String() != "52:54:00" ||
+		st.DHCPAllow[1].String() != "aa:bb:cc:dd:ee:ff" {
+		t.Fatalf("dhcp_allow settings %+v, %v", st, err)
+	}
+	if st, err = (Boot{DHCPAllow: []string{"*"}}).Settings(); err != nil || !st.DHCPAllowAll {
+		t.Fatalf("dhcp_allow *: %+v, %v", st, err)
+	}
+}
+
+func TestParseMACPattern(t *testing.T) {
+	for _, tc := range []struct {
+		in     string
+		prefix string // as net.HardwareAddr.String; "" with all or an error
+		all    bool
+		ok     bool
+	}{
+		{"aa:bb:cc:dd:ee:ff", "aa:bb:cc:dd:ee:ff", false, true},
+		{" AA-BB-CC-DD-EE-FF ", "aa:bb:cc:dd:ee:ff", false, true},
+		{"52:54:00:*", "52:54:00", false, true},
+		{"52-54-*", "52:54", false, true},
+		{"02:*", "02", false, true},
+		{"aa:bb:cc:dd:ee:*", "aa:bb:cc:dd:ee", false, true},
+		{"*", "", true, true},
+		{"", "", false, false},
+		{":*", "", false, false},
+		{"aa:bb:cc:dd:ee:ff:*", "", false, false},     // a whole MAC is not a prefix
+		{"aa:bb:cc:dd:ee:ff:00:11", "", false, false}, // 8 bytes
+		{"52:54:00", "", false, false},                // a prefix needs its *
+		{"52:54:00*", "", false, false},
+		{"52:5:00:*", "", false, false},
+		{"52:54-00:*", "", false, false},
+		{"gg:bb:cc:dd:ee:ff", "", false, false},
+		{"+a:bb:cc:dd:ee:ff", "", false, false},
+		{"aabb.ccdd.eeff", "", false, false},
+		{"*:*", "", false, false},
+	} {
+		prefix, all, err := ParseMACPattern(tc.in)
+		if (err == nil) != tc.ok || all != tc.all || prefix.String() != tc.prefix {
+			t.Errorf("ParseMACPattern(%q) = %q, %v, %v; want %q, %v, ok %v", tc.in, prefix, all, err, tc.prefix, tc.all, tc.ok)
+		}
+		if err != nil && !strings.Contains(err.Error(), strconv.Quote(tc.in)) {
+			t.Errorf("error %v does not quote the entry", err)
+		}
+	}
+}
+
+// FuzzParseMACPattern: whatever an admin writes, ParseMACPattern does not
+// panic, and what it accepts is 1 to 6 bytes that print back to a pattern
+// it accepts as the same.
+func FuzzParseMACPattern(f *testing.F) {
+	for _, s := range []string{"aa:bb:cc:dd:ee:ff", "52:54:00:*", "*", "52-54-*", "", "52:54:00", "aa:bb:cc:dd:ee:ff:*", "ff:*"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		prefix, all, err := ParseMACPattern(s)
+		if err != nil || all {
+			if prefix != nil {
+				t.Fatalf("%q: prefix %v with all %v, err %v", s, prefix, all, err)
+			}
+			return
+		}
+		if len(prefix) == 0 || len(prefix) > 6 {
+			t.Fatalf("%q: %d bytes", s, len(prefix))
+		}
+		back := prefix.String()
+		if len(prefix) < 6 {
+			back += ":*"
+		}
+		again, _, err := ParseMACPattern(back)
+		if err != nil || !bytes.Equal(again, prefix) {
+			t.Fatalf("%q parsed to %v, which reads back as %v, %v", s, prefix, again, err)
+		}
+	})
+}
+
+func TestDHCPAllowFromFile(t *testing.T) {
+	for _, tc := range []struct{ name, file string }{
+		{"yaml.yaml", "region:\n  boot:\n    dhcp_allow: [52:54:00:12:34:56, \"52:54:01:*\"]\n"},
+		{"toml.toml", "[region.boot]\ndhcp_allow = [\"52:54:00:12:34:56\", \"52:54:01:*\"]\n"},
+	} {
+		path := filepath.Join(t.TempDir(), tc.name)
+		if err := os.WriteFile(path, []byte(tc.file), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		cfg, err := Load(LoadOptions{File: path, Env: env(nil), Role: RoleCLI})
+		if err != nil {
+			t.Fatalf("%s: %v", tc.name, err)
+		}
+		if got := cfg.Region.Boot.DHCPAllow; !slices.Equal(got, []string{"52:54:00:12:34:56", "52:54:01:*"}) {
+			t.Errorf("%s: dhcp_allow %q", tc.name, got)
+		}
 	}
 }

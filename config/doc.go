@@ -57,6 +57,9 @@
 //	region.boot.router                                    full mode: default gateway
 //	region.boot.dns                                       full mode: DNS servers, comma-separated
 //	region.boot.lease_time             1h                 full mode: lease time
+//	region.boot.dhcp_allow                                full mode: MACs leased to besides enrolled terminals: aa:bb:cc:dd:ee:ff, prefixes like 52:54:00:*, or * for any
+//	region.boot.dhcp_unknown_per_mac   12                 DHCP requests a minute answered per MAC that is not admitted
+//	region.boot.dhcp_unknown_total     20                 DHCP requests a second answered from all MACs not admitted together
 //	region.boot.tftp_dir               /usr/lib/ipxe      iPXE binaries (Debian's ipxe package)
 //	region.boot.dir                                       in-memory OS (tms bootenv build --out); default data_dir/bootenv
 //	region.boot.kernel_args                               added to the in-memory OS's kernel command line
@@ -67,8 +70,9 @@
 //
 // So store.s3.access_key is TMS_STORE_S3_ACCESS_KEY or --store-s3-access-key, and region.data_dir
 // is TMS_REGION_DATA_DIR or --region-data-dir. In the environment and in a string flag,
-// region.labels is written site=north,floor=2; a pflag StringToString flag works too. Prefer
-// the file or the environment for secrets: other users of the machine can read command lines.
+// region.labels is written site=north,floor=2 (a pflag StringToString flag works too) and
+// region.boot.dhcp_allow 52:54:00:*,aa:bb:cc:dd:ee:ff. Prefer the file or the environment for
+// secrets: other users of the machine can read command lines.
 //
 // Role says which keys must be set: see Config.Validate and the Role constants.
 //

@@ -274,6 +274,7 @@ func decodeHook() mapstructure.DecodeHookFunc {
 		addrPortHook,
 		urlHook,
 		labelsHook,
+		listHook,
 		mapstructure.StringToTimeDurationHookFunc(),
 	)
 }
@@ -338,6 +339,21 @@ func labelsHook(from, to reflect.Type, data any) (any, error) {
 		m[strings.TrimSpace(k)] = strings.TrimSpace(v)
 	}
 	return m, nil
+}
+
+// listHook reads a []string written as a,b,c (environment variables, string flags); a file's
+// list arrives as a list already.
+func listHook(from, to reflect.Type, data any) (any, error) {
+	if from.Kind() != reflect.String || to != reflect.TypeFor[[]string]() {
+		return data, nil
+	}
+	var list []string
+	for e := range strings.SplitSeq(reflect.ValueOf(data).String(), ",") {
+		if e = strings.TrimSpace(e); e != "" {
+			list = append(list, e)
+		}
+	}
+	return list, nil
 }
 
 // decodeErrors turns mapstructure's errors into FieldErrors named by key. mapstructure returns

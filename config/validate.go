@@ -264,6 +264,12 @@ func (v *validator) boot(b Boot, region bool) {
 	if b.Address == "" {
 		v.add("region.boot.address", "is required: this server's IPv4 address on region.boot.interface")
 	}
+	if b.DHCPUnknownPerMAC < 1 {
+		v.add("region.boot.dhcp_unknown_per_mac", fmt.Sprintf("%d: must be at least 1 (requests a minute)", b.DHCPUnknownPerMAC))
+	}
+	if b.DHCPUnknownTotal < 1 {
+		v.add("region.boot.dhcp_unknown_total", fmt.Sprintf("%d: must be at least 1 (requests a second)", b.DHCPUnknownTotal))
+	}
 	switch b.DHCP {
 	case "", "proxy", "off":
 	case "full":

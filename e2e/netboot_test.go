@@ -48,6 +48,7 @@ const (
 	diskSize = 64 << 20
 	mac1     = "52:54:00:e2:e0:01"
 	mac2     = "52:54:00:e2:e0:02"
+	pcMAC    = "02:77:00:e2:e0:03" // the stand-in PXE ROM (busybox udhcpc)
 	image    = "lab"
 )
 
@@ -168,7 +169,11 @@ func scenario(t *testing.T, dir, bootDir, pcNS string) {
 	if err := blankDisk(disk2, diskSize); err != nil {
 		t.Fatal(err)
 	}
-	for _, e := range []struct{ mac, name string }{{mac1, "vm1"}, {mac2, "vm2"}} {
+	// Full DHCP leases to enrolled terminals only: the stand-in PC is one too.
+	ipCmd(t, "-n", pcNS, "link", "set", pcIf, "down")
+	ipCmd(t, "-n", pcNS, "link", "set", pcIf, "address", pcMAC)
+	ipCmd(t, "-n", pcNS, "link", "set", pcIf, "up")
+	for _, e := range []struct{ mac, name string }{{mac1, "vm1"}, {mac2, "vm2"}, {pcMAC, "pc0"}} {
 		if err := r.Inventory.Enroll(ctx, e.mac, e.name); err != nil {
 			t.Fatal(err)
 		}

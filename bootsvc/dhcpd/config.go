@@ -77,6 +77,29 @@ type Config struct {
 	// address it has or is given (zero if unknown). Optional.
 	Seen func(mac net.HardwareAddr, ip netip.Addr)
 
+	// Admission: full mode leases only to admitted MACs, and both modes
+	// rate-limit the requests of the others (see UnknownPerMAC). A MAC is
+	// admitted if AllowAll is set, if it starts with an entry of Allow, or
+	// if Admit says so.
+	//
+	// Admit reports whether mac belongs to an enrolled terminal; an error
+	// means it could not tell: full mode then drops the request, proxy mode
+	// answers it as from a MAC that is not admitted. It is called
+	// for requests that Allow does not admit, so it must be quick (a
+	// database lookup by key). Optional; nil admits nobody.
+	Admit func(mac net.HardwareAddr) (bool, error)
+	// Allow are MACs (6 bytes) or MAC prefixes (1 to 5 bytes, such as
+	// 52:54:00 for QEMU's PCs) admitted besides enrolled terminals.
+	Allow []net.HardwareAddr
+	// AllowAll admits every MAC: any PC on the segment gets a lease, as
+	// before admission existed.
+	AllowAll bool
+	// UnknownPerMAC is how many requests a minute one MAC that is not
+	// admitted may send (DefaultUnknownPerMAC if zero); UnknownTotal how
+	// many a second all of them together may send (DefaultUnknownTotal if
+	// zero). What exceeds them is dropped unanswered.
+	UnknownPerMAC, UnknownTotal int
+
 	// Full mode only.
 	Pool      Pool
 	Netmask   net.IPMask
@@ -132,8 +155,28 @@ func (c Config) withDefaults() (Config, error) {
 		}
 	}
 	c.BootFiles = boot
+	for _, p := range c.Allow {
+		if len(p) == 0 || len(p) > 6 {
+			bad("allow", "%q is neither a MAC nor a MAC prefix", p.String())
+		}
+	}
+	if c.UnknownPerMAC < 0 {
+		bad("unknown_per_mac", "%d is negative", c.UnknownPerMAC)
+	}
+	if c.UnknownTotal < 0 {
+		bad("unknown_total", "%d is negative", c.UnknownTotal)
+	}
+	if c.UnknownPerMAC == 0 {
+		c.UnknownPerMAC = DefaultUnknownPerMAC
+	}
+	if c.UnknownTotal == 0 {
+		c.UnknownTotal = DefaultUnknownTotal
+	}
 	if c.Mode == ModeFull {
 		c.checkPool(bad)
+		if c.Admit == nil && len(c.Allow) == 0 && !c.AllowAll {
+			bad("admit", "full mode without Admit, Allow or AllowAll would lease to nobody")
+		}
 		if c.LeaseTime == 0 {
 			c.LeaseTime = defaultLeaseTime
 		}

@@ -18,9 +18,22 @@
 //     pool and leases kept in Config.LeaseFile; a MAC keeps its address.
 //     Non-PXE clients get plain leases.
 //
-// Server.Handle is the whole protocol as a function of one request, so
-// tests and the fuzzer call it directly; Server.Serve puts it on the
-// network, bound to Config.Interface:
+// Every PC on the segment can send anything, with any MAC. So full mode
+// leases only to admitted MACs: enrolled terminals (Config.Admit), MACs and
+// prefixes the admin allows (Config.Allow), or all (Config.AllowAll). A
+// client that is not admitted gets no answer; a PXE one is still reported
+// to Seen so that an admin can enroll it. Proxy mode answers PXE clients
+// that are not enrolled too: it gives no address, and their script boots
+// their own disk. In both modes the requests of MACs that are not admitted
+// pass token buckets, one per MAC and one for all of them, so a flood of
+// invented MACs costs bounded work and log lines (Server.Stats counts what
+// was refused). A RELEASE counts only from the lease holder (its MAC, its
+// address as ciaddr and as the UDP source) and a DECLINE only for an address
+// offered or leased to that MAC.
+//
+// Server.Handle is the whole protocol as a function of one request and its
+// source address, so tests and the fuzzer call it directly; Server.Serve
+// puts it on the network, bound to Config.Interface:
 //
 //	srv, err := dhcpd.New(dhcpd.Config{
 //		Mode:      dhcpd.ModeProxy,
@@ -28,6 +41,7 @@
 //		Interface: "enp3s0",
 //		ScriptURL: func(mac net.HardwareAddr) string { return region.ScriptURL(mac) },
 //		Seen:      region.RecordTerminal,
+//		Admit:     region.Enrolled,
 //		Log:       log,
 //	})
 //	if err != nil {

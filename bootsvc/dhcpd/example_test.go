@@ -33,7 +33,7 @@ func Example() {
 		dhcpv4.WithUserClass("iPXE", false))
 
 	for _, req := range []*dhcpv4.DHCPv4{rom, ipxe} {
-		reply, err := srv.Handle(req)
+		reply, err := srv.Handle(req, netip.Addr{}) // from 0.0.0.0: the PC has no address yet
 		if err != nil {
 			panic(err)
 		}

@@ -21,6 +21,9 @@ type Server struct {
 	log    *slog.Logger
 	subnet netip.Prefix     // full mode: the segment the pool lies in
 	now    func() time.Time // tests move the clock
+	limit  *limiter         // requests of clients that are not admitted
+	tally  tally            // their log lines
+	counts counters
 
 	mu     sync.Mutex
 	leases *leases // full mode only
@@ -33,6 +36,7 @@ func New(cfg Config) (*Server, error) {
 		return nil, err
 	}
 	s := &Server{cfg: cfg, log: cfg.Log, now: time.Now}
+	s.limit = newLimiter(cfg.UnknownPerMAC, cfg.UnknownTotal, s.now())
 	if cfg.Mode == ModeFull {
 		ones, _ := cfg.Netmask.Size()
 		s.subnet = netip.PrefixFrom(cfg.ServerIP, ones).Masked()
@@ -53,22 +57,59 @@ func New(cfg Config) (*Server, error) {
 	return s, nil
 }
 
-// Handle answers one request. A nil reply means stay silent: the request is
-// not for this server, or there is nothing to give. An error means a lease
-// could not be persisted; the reply is then nil, and the client's retry
-// tries again.
+// Handle answers one request that came from the UDP source address from
+// (the zero Addr if unknown, or if the client had none). A nil reply means
+// stay silent: the request is not for this server, the client is not
+// admitted, or there is nothing to give. An error means a lease could not be
+// persisted; the reply is then nil, and the client's retry tries again.
 //
 // Handle never panics on what a network peer sends; FuzzHandle checks it.
-func (s *Server) Handle(req *dhcpv4.DHCPv4) (*dhcpv4.DHCPv4, error) {
+func (s *Server) Handle(req *dhcpv4.DHCPv4, from netip.Addr) (*dhcpv4.DHCPv4, error) {
 	if req == nil || req.OpCode != dhcpv4.OpcodeBootRequest ||
 		req.HWType != iana.HWTypeEthernet || len(req.ClientHWAddr) != 6 {
 		return nil, nil
 	}
 	c := classify(req)
 	if s.cfg.Mode == ModeProxy {
+		if !c.pxe {
+			return nil, nil
+		}
+		// proxyDHCP never gives an address, and a PC that is not
+		// enrolled gets a script that boots its own disk: answering it
+		// is harmless, and how admins find new PCs to enroll. Only the
+		// rate limits apply.
+		if s.admit(req.ClientHWAddr) == dropped {
+			return nil, nil
+		}
 		return s.proxy(req, c), nil
 	}
-	return s.full(req, c)
+	if gw := addr(req.GatewayIPAddr); gw.IsValid() && !s.subnet.Contains(gw) {
+		return nil, nil // relayed from a segment this pool does not serve
+	}
+	switch s.admit(req.ClientHWAddr) {
+	case dropped:
+		return nil, nil
+	case unknown:
+		s.refuse(req, c)
+		return nil, nil
+	}
+	return s.full(req, c, from)
+}
+
+// refuse records a request of a MAC that is not admitted: no lease. A PXE
+// client is still reported to Seen, so that an admin finds the PC and can
+// enroll it; its next boot then gets a lease.
+func (s *Server) refuse(req *dhcpv4.DHCPv4, c client) {
+	mac := req.ClientHWAddr
+	s.counts.refused.Add(1)
+	s.tally.note(s.log, s.now(), tallyRefused, mac, nil)
+	s.log.Debug("dhcp: no lease for a MAC that is not admitted", "type", req.MessageType(), "mac", mac.String(), "pxe", c.pxe)
+	switch req.MessageType() {
+	case dhcpv4.MessageTypeDiscover, dhcpv4.MessageTypeRequest:
+		if c.pxe {
+			s.seen(mac, netip.Addr{})
+		}
+	}
 }
 
 // proxy answers PXE clients with boot options only (PXE spec 2.1,
@@ -120,16 +161,13 @@ func (s *Server) proxy(req *dhcpv4.DHCPv4, c client) *dhcpv4.DHCPv4 {
 	if uuid := req.Options.Get(dhcpv4.GenericOptionCode(optUUID)); uuid != nil {
 		reply.UpdateOption(dhcpv4.OptGeneric(dhcpv4.GenericOptionCode(optUUID), uuid))
 	}
-	s.log.Debug("dhcp proxy answer", "type", mt, "mac", mac, "arch", c.arch, "ipxe", c.ipxe, "file", reply.BootFileName)
+	s.log.Debug("dhcp proxy answer", "type", mt, "mac", mac.String(), "arch", c.arch, "ipxe", c.ipxe, "file", reply.BootFileName)
 	return reply
 }
 
 // full serves addresses from the pool (RFC 2131 section 4.3) and adds boot
 // options for PXE clients.
-func (s *Server) full(req *dhcpv4.DHCPv4, c client) (*dhcpv4.DHCPv4, error) {
-	if gw := addr(req.GatewayIPAddr); gw.IsValid() && !s.subnet.Contains(gw) {
-		return nil, nil // relayed from a segment this pool does not serve
-	}
+func (s *Server) full(req *dhcpv4.DHCPv4, c client, from netip.Addr) (*dhcpv4.DHCPv4, error) {
 	mac := req.ClientHWAddr
 	var (
 		reply *dhcpv4.DHCPv4
@@ -143,7 +181,7 @@ func (s *Server) full(req *dhcpv4.DHCPv4, c client) (*dhcpv4.DHCPv4, error) {
 	case dhcpv4.MessageTypeRequest:
 		reply, ip, err = s.request(req)
 	case dhcpv4.MessageTypeRelease:
-		err = s.release(req)
+		err = s.release(req, from)
 	case dhcpv4.MessageTypeDecline:
 		err = s.decline(req)
 	case dhcpv4.MessageTypeInform:
@@ -168,7 +206,7 @@ func (s *Server) full(req *dhcpv4.DHCPv4, c client) (*dhcpv4.DHCPv4, error) {
 			reply.UpdateOption(dhcpv4.OptClassIdentifier("PXEClient"))
 		}
 	}
-	s.log.Debug("dhcp answer", "type", reply.MessageType(), "mac", mac, "ip", reply.YourIPAddr, "pxe", c.pxe, "file", reply.BootFileName)
+	s.log.Debug("dhcp answer", "type", reply.MessageType(), "mac", mac.String(), "ip", reply.YourIPAddr, "pxe", c.pxe, "file", reply.BootFileName)
 	return reply, nil
 }
 
@@ -235,10 +273,18 @@ func (s *Server) request(req *dhcpv4.DHCPv4) (*dhcpv4.DHCPv4, netip.Addr, error)
 }
 
 // release ends a lease early (RFC 2131 4.3.4) but keeps the binding, so the
-// terminal gets the same address next time.
-func (s *Server) release(req *dhcpv4.DHCPv4) error {
-	l := s.leases.byMAC[req.ClientHWAddr.String()]
-	if l == nil || l.IP != addr(req.ClientIPAddr) {
+// terminal gets the same address next time. Only the lease holder may: the
+// MAC's bound lease, ciaddr its address, and the request sent from that
+// address (4.4.6: the client unicasts DHCPRELEASE from its address). A
+// RELEASE that fails any of these is ignored: a PC that spoofs a MAC must
+// not end another terminal's lease from elsewhere.
+func (s *Server) release(req *dhcpv4.DHCPv4, from netip.Addr) error {
+	mac := req.ClientHWAddr.String()
+	l := s.leases.byMAC[mac]
+	ci := addr(req.ClientIPAddr)
+	if l == nil || !l.Bound || l.IP != ci || from != ci {
+		s.counts.releaseIgnored.Add(1)
+		s.log.Debug("dhcp: RELEASE ignored: not from the lease holder", "mac", mac, "ciaddr", ci, "from", from)
 		return nil
 	}
 	l.Expires = s.now()
@@ -247,17 +293,40 @@ func (s *Server) release(req *dhcpv4.DHCPv4) error {
 
 // decline marks an address that another machine already uses (RFC 2131
 // 4.3.3): nobody gets it for a lease time, and the client gets a new one.
+// Only an address this server currently offers or leases to the MAC can be
+// declined (a client declines what it was just given, 4.4.1), and at most
+// maxDeclinedShare of the pool is held declined at once, so that a client
+// cannot empty the pool by declining address after address.
 func (s *Server) decline(req *dhcpv4.DHCPv4) error {
+	mac := req.ClientHWAddr.String()
 	ip := addr(req.RequestedIPAddress())
 	l := s.leases.byIP[ip]
-	if l == nil || l.MAC != req.ClientHWAddr.String() {
+	now := s.now()
+	sid := req.ServerIdentifier()
+	why := ""
+	switch {
+	case sid != nil && !sid.Equal(s.serverIP()):
+		why = "for another server"
+	case l == nil || l.MAC != mac:
+		why = "address not offered or leased to this MAC"
+	case !l.Expires.After(now):
+		why = "lease ended"
+	case s.leases.declined(now) >= max(1, poolSize(s.cfg.Pool)/maxDeclinedShare):
+		why = "too many addresses declined already"
+	}
+	if why != "" {
+		s.counts.declineIgnored.Add(1)
+		s.log.Debug("dhcp: DECLINE ignored", "reason", why, "mac", mac, "ip", ip)
 		return nil
 	}
 	s.log.Warn("dhcp address declined: another machine uses it", "ip", ip, "mac", l.MAC)
 	s.leases.remove(l)
-	s.leases.add(&lease{IP: ip, Expires: s.now().Add(s.cfg.LeaseTime), Bound: true})
+	s.leases.add(&lease{IP: ip, Expires: now.Add(s.cfg.LeaseTime), Bound: true})
 	return s.leases.save()
 }
+
+// maxDeclinedShare: at most 1/8 of the pool is held declined at once.
+const maxDeclinedShare = 8
 
 // reserved are the pool addresses never handed out.
 func (s *Server) reserved() []netip.Addr {
@@ -322,7 +391,7 @@ func (s *Server) addBoot(reply, req *dhcpv4.DHCPv4, c client) bool {
 	if c.ipxe {
 		file = s.cfg.ScriptURL(req.ClientHWAddr) // once per answer: it holds a fresh secret
 		if file == "" {
-			s.log.Warn("dhcp: no iPXE script for terminal", "mac", req.ClientHWAddr)
+			s.log.Warn("dhcp: no iPXE script for terminal", "mac", req.ClientHWAddr.String())
 			return false
 		}
 		// iPXE reads option 67 before the 128-byte file field, which a
@@ -336,7 +405,7 @@ func (s *Server) addBoot(reply, req *dhcpv4.DHCPv4, c client) bool {
 	}
 	file, ok := s.cfg.BootFiles[c.arch]
 	if !ok {
-		s.log.Warn("dhcp: no boot file for PXE architecture", "mac", req.ClientHWAddr, "arch", c.arch)
+		s.log.Warn("dhcp: no boot file for PXE architecture", "mac", req.ClientHWAddr.String(), "arch", c.arch)
 		return false
 	}
 	reply.BootFileName = file

@@ -121,8 +121,9 @@ func proxyConfig(r *recorder) Config {
 func fullConfig(r *recorder) Config {
 	return Config{
 		Mode: ModeFull, ServerIP: serverIP, ScriptURL: r.scriptURL, Seen: r.seenFn,
-		Pool:    Pool{netip.MustParseAddr("10.77.0.100"), netip.MustParseAddr("10.77.0.199")},
-		Netmask: net.CIDRMask(24, 32), Router: serverIP,
+		AllowAll: true, // tests of admission set their own
+		Pool:     Pool{netip.MustParseAddr("10.77.0.100"), netip.MustParseAddr("10.77.0.199")},
+		Netmask:  net.CIDRMask(24, 32), Router: serverIP,
 		DNS:       []netip.Addr{netip.MustParseAddr("10.77.0.2")},
 		LeaseTime: 2 * time.Hour,
 	}
@@ -137,9 +138,16 @@ func newServer(t testing.TB, cfg Config) *Server {
 	return s
 }
 
+// handle sends req as a client does: from its own address (ciaddr), or
+// from none.
 func handle(t testing.TB, s *Server, req *dhcpv4.DHCPv4) *dhcpv4.DHCPv4 {
 	t.Helper()
-	reply, err := s.Handle(req)
+	return handleFrom(t, s, req, addr(req.ClientIPAddr))
+}
+
+func handleFrom(t testing.TB, s *Server, req *dhcpv4.DHCPv4, from netip.Addr) *dhcpv4.DHCPv4 {
+	t.Helper()
+	reply, err := s.Handle(req, from)
 	if err != nil {
 		t.Fatalf("Handle: %v", err)
 	}
@@ -555,7 +563,7 @@ func TestFullUnwritableLeaseFile(t *testing.T) {
 	offer := handle(t, s, discover(t, mac(1)))
 	reply, err := s.Handle(request(t, mac(1),
 		dhcpv4.WithOption(dhcpv4.OptServerIdentifier(net.IP(serverIP.AsSlice()))),
-		dhcpv4.WithOption(dhcpv4.OptRequestedIPAddress(offer.YourIPAddr))))
+		dhcpv4.WithOption(dhcpv4.OptRequestedIPAddress(offer.YourIPAddr))), netip.Addr{})
 	if err == nil || reply != nil {
 		t.Fatalf("ACK without a saved lease: reply %v, err %v", reply, err)
 	}

@@ -4,7 +4,9 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
+	"net"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -37,35 +39,88 @@ type leaseFile struct {
 	Leases  []*lease `json:"leases"`
 }
 
+// maxLeaseFile bounds the lease file: a full pool of maxPoolSize leases
+// takes about 8 MiB as MarshalIndent writes it.
+const maxLeaseFile = 16 << 20
+
+// leaseFileVersion is the Version this package writes and reads.
+const leaseFileVersion = 1
+
 // loadLeases reads file if it exists. Leases outside the pool (the admin
-// changed it) are dropped.
+// changed it) are dropped. A file that is too large or not a lease file
+// stops the start with an error that says so; the admin moves it away.
 func loadLeases(pool Pool, file string) (*leases, []netip.Addr, error) {
-	t := &leases{pool: pool, file: file, byMAC: map[string]*lease{}, byIP: map[netip.Addr]*lease{}}
+	t := newLeases(pool, file)
 	if file == "" {
 		return t, nil, nil
 	}
-	b, err := os.ReadFile(file)
+	f, err := os.Open(file)
 	if errors.Is(err, fs.ErrNotExist) {
 		return t, nil, nil
 	}
 	if err != nil {
 		return nil, nil, fmt.Errorf("read dhcp lease file: %w", err)
 	}
+	defer f.Close()
+	b, err := io.ReadAll(io.LimitReader(f, maxLeaseFile+1))
+	if err != nil {
+		return nil, nil, fmt.Errorf("read dhcp lease file: %w", err)
+	}
+	t, dropped, err := parseLeases(pool, b)
+	if err != nil {
+		return nil, nil, fmt.Errorf("dhcp lease file %s (move it away to start without leases): %w", file, err)
+	}
+	t.file = file
+	return t, dropped, nil
+}
+
+// ErrLeaseFile is wrapped by the errors of a lease file that is not one.
+var ErrLeaseFile = errors.New("not a tms lease file")
+
+// parseLeases reads the lease file's contents b. Every lease must carry a
+// MAC as aa:bb:cc:dd:ee:ff (or none, for a declined address) and an IPv4
+// address; the first one that does not stops the parse. Leases outside the
+// pool, and second leases of an address or a MAC, are dropped and returned.
+func parseLeases(pool Pool, b []byte) (*leases, []netip.Addr, error) {
+	if len(b) > maxLeaseFile {
+		return nil, nil, fmt.Errorf("%w: larger than %d bytes", ErrLeaseFile, maxLeaseFile)
+	}
 	var lf leaseFile
 	if err := json.Unmarshal(b, &lf); err != nil {
-		return nil, nil, fmt.Errorf("dhcp lease file %s: %w", file, err)
+		return nil, nil, fmt.Errorf("%w: %w", ErrLeaseFile, err)
 	}
+	if lf.Version != leaseFileVersion {
+		return nil, nil, fmt.Errorf("%w: version %d, want %d", ErrLeaseFile, lf.Version, leaseFileVersion)
+	}
+	if len(lf.Leases) > maxPoolSize {
+		return nil, nil, fmt.Errorf("%w: %d leases, more than a pool can hold (%d)", ErrLeaseFile, len(lf.Leases), maxPoolSize)
+	}
+	t := newLeases(pool, "")
 	var dropped []netip.Addr
-	for _, l := range lf.Leases {
-		if l == nil || !pool.contains(l.IP) || t.byIP[l.IP] != nil || (l.MAC != "" && t.byMAC[l.MAC] != nil) {
-			if l != nil {
-				dropped = append(dropped, l.IP)
+	for i, l := range lf.Leases {
+		if l == nil {
+			return nil, nil, fmt.Errorf("%w: lease %d is null", ErrLeaseFile, i)
+		}
+		if !l.IP.Is4() {
+			return nil, nil, fmt.Errorf("%w: lease %d: address %q is not IPv4", ErrLeaseFile, i, l.IP)
+		}
+		if l.MAC != "" {
+			hw, err := net.ParseMAC(l.MAC)
+			if err != nil || len(hw) != 6 || hw.String() != l.MAC {
+				return nil, nil, fmt.Errorf("%w: lease %d: %q is not a MAC like aa:bb:cc:dd:ee:ff", ErrLeaseFile, i, l.MAC)
 			}
+		}
+		if !pool.contains(l.IP) || t.byIP[l.IP] != nil || (l.MAC != "" && t.byMAC[l.MAC] != nil) {
+			dropped = append(dropped, l.IP)
 			continue
 		}
 		t.add(l)
 	}
 	return t, dropped, nil
+}
+
+func newLeases(pool Pool, file string) *leases {
+	return &leases{pool: pool, file: file, byMAC: map[string]*lease{}, byIP: map[netip.Addr]*lease{}}
 }
 
 func (t *leases) add(l *lease) {
@@ -80,6 +135,17 @@ func (t *leases) remove(l *lease) {
 	if l.MAC != "" && t.byMAC[l.MAC] == l {
 		delete(t.byMAC, l.MAC)
 	}
+}
+
+// declined counts the addresses held declined now.
+func (t *leases) declined(now time.Time) int {
+	n := 0
+	for _, l := range t.byIP {
+		if l.MAC == "" && l.Expires.After(now) {
+			n++
+		}
+	}
+	return n
 }
 
 // free says whether ip can go to mac now.
@@ -134,7 +200,7 @@ func (t *leases) save() error {
 	if t.file == "" {
 		return nil
 	}
-	lf := leaseFile{Version: 1}
+	lf := leaseFile{Version: leaseFileVersion}
 	for _, l := range t.byIP {
 		lf.Leases = append(lf.Leases, l)
 	}

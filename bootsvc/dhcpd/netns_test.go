@@ -15,6 +15,7 @@ import (
 	"runtime"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -31,11 +32,13 @@ const (
 	serverIf  = "tmsdhcp-srv"
 	clientIf  = "tmsdhcp-pc"
 	clientMAC = "02:77:00:00:00:02"
+	pxeMAC    = "02:77:00:00:00:99" // pxeDiscoverInNetns
 )
 
 // TestRealClient runs busybox udhcpc, a real DHCP client, against the
-// server: full mode must give it an address and the boot file; proxy mode
-// must give it nothing, while a PXE DISCOVER still gets its proxy offer.
+// server: full mode must give it an address and the boot file, honour its
+// RELEASE, and give nothing to a MAC that is not enrolled; proxy mode must
+// give it nothing, while a PXE DISCOVER still gets its proxy offer.
 func TestRealClient(t *testing.T) {
 	if os.Geteuid() != 0 {
 		t.Skip("needs root to create network namespaces (run: sudo go test ./bootsvc/dhcpd -run TestRealClient)")
@@ -57,9 +60,12 @@ func TestRealClient(t *testing.T) {
 			cfg := proxyConfig(&r)
 			if mode == ModeFull {
 				cfg = fullConfig(&r)
+				cfg.AllowAll = false
+				enrolled := map[string]bool{clientMAC: true, pxeMAC: true}
+				cfg.Admit = func(hw net.HardwareAddr) (bool, error) { return enrolled[hw.String()], nil }
 			}
 			cfg.Interface = serverIf
-			serveInNetns(t, srvNS, cfg)
+			s := serveInNetns(t, srvNS, cfg)
 
 			// A PXE DISCOVER from the PC's segment, sent from Go; it
 			// also waits until the server is up.
@@ -71,11 +77,25 @@ func TestRealClient(t *testing.T) {
 				t.Fatalf("proxy offered an address:\n%s", offer.Summary())
 			}
 
-			env, err := udhcpc(t, cliNS)
+			env, err := udhcpc(t, cliNS, mode == ModeFull)
 			switch mode {
 			case ModeFull:
 				if err != nil {
 					t.Fatalf("udhcpc got no lease: %v\n%s", err, env["output"])
+				}
+				// udhcpc -R released it from its own address on exit.
+				var l lease
+				released := false
+				for deadline := time.Now().Add(2 * time.Second); !released && time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
+					s.mu.Lock()
+					if p := s.leases.byMAC[clientMAC]; p != nil {
+						l = *p
+						released = !l.Expires.After(time.Now())
+					}
+					s.mu.Unlock()
+				}
+				if !released || s.Stats().ReleaseIgnored != 0 {
+					t.Fatalf("udhcpc's RELEASE not honoured: lease %+v, stats %+v\n%s", l, s.Stats(), env["output"])
 				}
 				ip, perr := netip.ParseAddr(env["ip"])
 				if perr != nil || !cfg.Pool.contains(ip) {
@@ -83,6 +103,25 @@ func TestRealClient(t *testing.T) {
 				}
 				if env["boot_file"] != "undionly.kpxe" || env["siaddr"] != "10.77.0.1" {
 					t.Fatalf("udhcpc got boot_file %q from %q\n%s", env["boot_file"], env["siaddr"], env["output"])
+				}
+				// The same PC with a MAC that is not enrolled gets nothing,
+				// and is recorded as seen for the admin to enroll.
+				const stranger = "02:77:00:00:00:55"
+				ipCmd(t, "-n", cliNS, "link", "set", clientIf, "down")
+				ipCmd(t, "-n", cliNS, "addr", "flush", "dev", clientIf)
+				ipCmd(t, "-n", cliNS, "link", "set", clientIf, "address", stranger)
+				ipCmd(t, "-n", cliNS, "link", "set", clientIf, "up")
+				if env, err := udhcpc(t, cliNS, false); err == nil || env["event"] == "bound" {
+					t.Fatalf("udhcpc with a MAC that is not enrolled got a lease\n%s", env["output"])
+				}
+				r.mu.Lock()
+				_, heard := r.seen[stranger]
+				r.mu.Unlock()
+				s.mu.Lock()
+				_, leased := s.leases.byMAC[stranger]
+				s.mu.Unlock()
+				if !heard || leased || s.Stats().Refused == 0 {
+					t.Fatalf("stranger seen %v, leased %v, stats %+v", heard, leased, s.Stats())
 				}
 			case ModeProxy:
 				if err == nil || env["event"] == "bound" {
@@ -174,7 +213,7 @@ func inNetns(ns string, fn func()) error {
 }
 
 // serveInNetns runs the server in ns until the test ends.
-func serveInNetns(t *testing.T, ns string, cfg Config) {
+func serveInNetns(t *testing.T, ns string, cfg Config) *Server {
 	t.Helper()
 	s := newServer(t, cfg)
 	ctx, cancel := context.WithCancel(context.Background())
@@ -195,6 +234,7 @@ func serveInNetns(t *testing.T, ns string, cfg Config) {
 			t.Error("Serve did not stop")
 		}
 	})
+	return s
 }
 
 // pxeDiscoverInNetns broadcasts a BIOS PXE ROM's DISCOVER on the PC's
@@ -212,7 +252,7 @@ func pxeDiscoverInNetns(t *testing.T, ns string) *dhcpv4.DHCPv4 {
 		t.Fatal(err)
 	}
 	defer conn.Close()
-	hw, _ := net.ParseMAC("02:77:00:00:00:99")
+	hw, _ := net.ParseMAC(pxeMAC)
 	req := discover(t, hw, append(kinds[0].mods, func(d *dhcpv4.DHCPv4) { d.SetBroadcast() })...)
 	to := &net.UDPAddr{IP: net.IPv4bcast, Port: dhcpv4.ServerPort}
 	buf := make([]byte, 1500)
@@ -238,20 +278,49 @@ func pxeDiscoverInNetns(t *testing.T, ns string) *dhcpv4.DHCPv4 {
 
 // udhcpc runs busybox's DHCP client in ns as a BIOS PXE ROM would identify
 // itself, with a script that prints what it was given. env holds the
-// script's variables on "bound", "event" the last event, "output" all.
-func udhcpc(t *testing.T, ns string) (map[string]string, error) {
+// script's variables on "bound", "event" the last event, "output" all. With
+// release, the script puts the address on the interface, and udhcpc stays
+// until it is bound, then is stopped and releases the lease from that
+// address as it exits (-R; with -q it would quit before it counts as bound
+// and send no RELEASE).
+func udhcpc(t *testing.T, ns string, release bool) (map[string]string, error) {
 	t.Helper()
 	script := filepath.Join(t.TempDir(), "udhcpc.sh")
-	if err := os.WriteFile(script, []byte("#!/bin/sh\necho \"event=$1\"\n[ \"$1\" = bound ] && env\nexit 0\n"), 0o755); err != nil {
+	body := "#!/bin/sh\necho \"event=$1\"\n[ \"$1\" = bound ] && env\n"
+	if release {
+		body += "[ \"$1\" = bound ] && ip addr add \"$ip/$mask\" dev \"$interface\"\n"
+	}
+	if err := os.WriteFile(script, []byte(body+"exit 0\n"), 0o755); err != nil {
 		t.Fatal(err)
+	}
+	args := []string{"netns", "exec", ns,
+		"busybox", "udhcpc", "-i", clientIf, "-n", "-f", "-t", "3", "-T", "1",
+		"-V", "PXEClient:Arch:00000:UNDI:002001", "-s", script}
+	if release {
+		args = append(args, "-R")
+	} else {
+		args = append(args, "-q")
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, "ip", "netns", "exec", ns,
-		"busybox", "udhcpc", "-i", clientIf, "-n", "-q", "-f", "-t", "3", "-T", "1",
-		"-V", "PXEClient:Arch:00000:UNDI:002001", "-s", script)
+	cmd := exec.CommandContext(ctx, "ip", args...)
 	cmd.Env = []string{"PATH=/usr/sbin:/usr/bin:/sbin:/bin"} // the script prints only what udhcpc sets
-	out, err := cmd.CombinedOutput()
+	var buf lockedBuffer
+	cmd.Stdout, cmd.Stderr = &buf, &buf
+	err := cmd.Start()
+	if err == nil && release {
+		for !strings.Contains(buf.String(), "event=bound") && ctx.Err() == nil && !strings.Contains(buf.String(), "no lease") {
+			time.Sleep(20 * time.Millisecond)
+		}
+		cmd.Process.Signal(syscall.SIGTERM)
+	}
+	if err == nil {
+		err = cmd.Wait()
+	}
+	if release && strings.Contains(buf.String(), "event=bound") {
+		err = nil // stopped on purpose
+	}
+	out := []byte(buf.String())
 	env := map[string]string{"output": string(out)}
 	sc := bufio.NewScanner(bytes.NewReader(out))
 	for sc.Scan() {
@@ -260,4 +329,21 @@ func udhcpc(t *testing.T, ns string) (map[string]string, error) {
 		}
 	}
 	return env, err
+}
+
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
 }

@@ -5,7 +5,9 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/netip"
 	"runtime/debug"
+	"time"
 
 	"github.com/insomniacslk/dhcp/dhcpv4"
 	"github.com/insomniacslk/dhcp/dhcpv4/server4"
@@ -56,6 +58,20 @@ func (s *Server) Serve(ctx context.Context) error {
 		})
 	}
 	g.Go(func() error {
+		// Refusals counted after the last line reach the log within
+		// refusalLogEvery, even if no further request comes.
+		t := time.NewTicker(refusalLogEvery)
+		defer t.Stop()
+		for {
+			select {
+			case <-gctx.Done():
+				return nil
+			case <-t.C:
+				s.tally.flush(s.log, s.now())
+			}
+		}
+	})
+	g.Go(func() error {
 		<-gctx.Done()
 		for _, c := range conns {
 			c.Close() // ends srv.Serve
@@ -79,7 +95,10 @@ func (s *Server) handler(sem chan struct{}) server4.Handler {
 		case sem <- struct{}{}:
 			defer func() { <-sem }()
 		default:
-			s.log.Warn("dhcp overloaded: request dropped", "peer", peer)
+			// A flood: count it, and log it with the refusals, at
+			// most once per refusalLogEvery.
+			s.counts.overloaded.Add(1)
+			s.tally.note(s.log, s.now(), tallyOverloaded, nil, nil)
 			return
 		}
 		// A bug must cost one answer, not the boot service of a region.
@@ -88,9 +107,9 @@ func (s *Server) handler(sem chan struct{}) server4.Handler {
 				s.log.Error("dhcp: panic handling a request", "peer", peer, "panic", r, "stack", string(debug.Stack()))
 			}
 		}()
-		reply, err := s.Handle(req)
+		reply, err := s.Handle(req, sourceAddr(peer))
 		if err != nil {
-			s.log.Error("dhcp: request not answered", "peer", peer, "mac", req.ClientHWAddr, "err", err)
+			s.log.Error("dhcp: request not answered", "peer", peer, "mac", req.ClientHWAddr.String(), "err", err)
 			return
 		}
 		if reply == nil {
@@ -100,4 +119,18 @@ func (s *Server) handler(sem chan struct{}) server4.Handler {
 			s.log.Warn("dhcp: send reply", "peer", peer, "err", err)
 		}
 	}
+}
+
+// sourceAddr is the IPv4 address a request came from; server4 hands the
+// broadcast address in place of 0.0.0.0, which means none.
+func sourceAddr(peer net.Addr) netip.Addr {
+	u, ok := peer.(*net.UDPAddr)
+	if !ok {
+		return netip.Addr{}
+	}
+	a := u.AddrPort().Addr().Unmap()
+	if !a.Is4() || a.IsUnspecified() || a == netip.AddrFrom4([4]byte{255, 255, 255, 255}) {
+		return netip.Addr{}
+	}
+	return a
 }

@@ -8,6 +8,10 @@
 // becomes a file name. The files are read into memory when the server starts; write requests
 // and everything else are refused with a TFTP error packet that says why.
 //
+// Each transfer logs one line: info when sent, warn when it failed. UEFI firmware first asks
+// for a file's size (tsize) and ends that transfer itself once it has the answer; that size
+// probe is normal and logs at debug level only.
+//
 // A region runs it next to its other servers, on port 69:
 //
 //	srv := &tftpd.Server{Log: log} // DefaultFiles from /usr/lib/ipxe

@@ -292,6 +292,10 @@ func (h *handler) read(filename string, rf io.ReaderFrom) error {
 	start := time.Now()
 	n, err := rf.ReadFrom(&ctxReader{ctx: h.ctx, r: bytes.NewReader(data)})
 	if err != nil {
+		if sizeProbe(n, err) {
+			log.Debug("tftp: size probe ended by the client", "err", err)
+			return err
+		}
 		log.Warn("tftp: read failed", "bytes", n, "err", err)
 		return err
 	}
@@ -300,6 +304,19 @@ func (h *handler) read(filename string, rf io.ReaderFrom) error {
 		h.onRead(remote, name, n)
 	}
 	return nil
+}
+
+// sizeProbe tells a transfer that the client ended on purpose from one that failed. UEFI PXE
+// firmware asks for a file's size first: an RRQ with the tsize option, which the server
+// answers with an OACK, and then the client ends the transfer with an ERROR packet, before
+// any data, and asks again for the file itself. pin/tftp reports that ERROR as a plain error
+// with nothing sent (n is 0: every allow-listed file has data, so a transfer that got as far
+// as block 1 has n > 0). A client that stopped answering is a net.Error (timeout), and the
+// server's shutdown is the context's error: both are failures.
+func sizeProbe(n int64, err error) bool {
+	var ne net.Error
+	return n == 0 && err != nil && !errors.As(err, &ne) &&
+		!errors.Is(err, context.Canceled) && !errors.Is(err, context.DeadlineExceeded)
 }
 
 // write refuses every write request (WRQ).
