@@ -3,8 +3,11 @@ package agentapi_test
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"net/http"
+	"strings"
 	"testing"
+	"time"
 
 	"tms/agent"
 	"tms/internal/storetest"
@@ -54,6 +57,131 @@ func FuzzAgentRequests(f *testing.F) {
 		resp.Body.Close()
 		if resp.StatusCode >= 500 {
 			t.Fatalf("%s %s with %q: status %d", ep.method, ep.path, body, resp.StatusCode)
+		}
+	})
+}
+
+// FuzzBootRequest sends arbitrary boot request bodies naming a terminal with a task, unsigned
+// and signed with its key, as anything on the network can: never a server error, never a task
+// for an unsigned request, and nothing an unsigned request says is recorded.
+func FuzzBootRequest(f *testing.F) {
+	const mac = "52:54:00:00:00:0b"
+	f.Add([]byte(`{"mac":"`+mac+`","disk":"/dev/sda","disk_size":1}`), false)
+	f.Add([]byte(`{"mac":"`+mac+`","disk_size":-1,"boot_token":"x"}`), true)
+	f.Add([]byte(`{"mac":"`+mac+`","disk_size":9007199254740993}`), true)
+	f.Add([]byte(`{"mac":"52:54:00:00:00:0c"}`), true)
+	f.Add([]byte(`{"mac":`), false)
+	r := newRegion(f)
+	ctx := context.Background()
+	r.task(f, mac, "pc11", "capture/11", "capture", "lab")
+	if err := r.inv.SetDisk(ctx, mac, "/dev/sda", 64<<30); err != nil {
+		f.Fatal(err)
+	}
+	f.Fuzz(func(t *testing.T, body []byte, sign bool) {
+		req, _ := http.NewRequestWithContext(ctx, "POST", r.srv.URL+"/v1/agent/boot", bytes.NewReader(body))
+		if sign {
+			agent.SignRequest(req, mac, r.keys[mac], body, time.Now())
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var rep agent.BootReply
+		json.NewDecoder(resp.Body).Decode(&rep)
+		resp.Body.Close()
+		if resp.StatusCode >= 500 {
+			t.Fatalf("body %q: status %d", body, resp.StatusCode)
+		}
+		if !sign && (rep.Token != "" || rep.Action != "" && rep.Action != "local") {
+			t.Fatalf("an unsigned boot request %q got %+v", body, rep)
+		}
+		if !sign {
+			if term, _ := r.inv.Terminal(ctx, mac); term.DiskSize != 64<<30 {
+				t.Fatalf("an unsigned boot request %q set the disk size to %d", body, term.DiskSize)
+			}
+		}
+		if sign {
+			// A signed boot may change the disk; put it back for the next input.
+			r.inv.SetDisk(ctx, mac, "/dev/sda", 64<<30)
+		}
+	})
+}
+
+// FuzzCommands sends arbitrary queries and Authorization headers to the command poll: never a
+// server error, and never a command without the terminal's signature.
+func FuzzCommands(f *testing.F) {
+	const mac = "52:54:00:00:00:0d"
+	f.Add("mac="+mac+"&wait=0s", "")
+	f.Add("mac="+mac+"&wait=-1s", "Bearer x")
+	f.Add("wait=1h", agent.KeyScheme+" mac="+mac+", ts=1, nonce=AAAAAAAAAAAAAAAA, sig=AAAA")
+	f.Add("mac=nope", agent.KeyScheme+" mac=nope")
+	r := newRegion(f)
+	r.enroll(f, mac, "pc13")
+	f.Fuzz(func(t *testing.T, query, auth string) {
+		r.api.Send(mac, "reboot")
+		req, err := http.NewRequest("GET", r.srv.URL+"/v1/agent/commands?"+query, nil)
+		if err != nil {
+			return
+		}
+		if auth != "" {
+			req.Header["Authorization"] = []string{auth}
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			return // a query Go's client will not send
+		}
+		var cmd agent.Command
+		json.NewDecoder(resp.Body).Decode(&cmd)
+		resp.Body.Close()
+		if resp.StatusCode >= 500 {
+			t.Fatalf("query %q, auth %q: status %d", query, auth, resp.StatusCode)
+		}
+		if resp.StatusCode == http.StatusOK || cmd.Command != "" {
+			t.Fatalf("query %q, auth %q took a command without the terminal's signature: %d %+v", query, auth, resp.StatusCode, cmd)
+		}
+	})
+}
+
+// FuzzChunkPath asks for arbitrary chunk names with a deploy's token: never a server error, and
+// only the chunks of the deployed version are served.
+func FuzzChunkPath(f *testing.F) {
+	const mac = "52:54:00:00:00:0e"
+	r := newRegion(f)
+	res := storetest.Import(f, r.store, storetest.SampleDisk(f, 4<<20, 14), "lab")
+	other := storetest.Import(f, r.store, storetest.SampleDisk(f, 4<<20, 15), "other")
+	r.task(f, mac, "pc14", "deploy/14", "deploy", res.Version.ID.String())
+	_, c := r.boot(f, mac)
+	own := map[string]bool{}
+	for _, id := range res.Version.Manifest.Chunks {
+		own[id.String()] = true
+		f.Add(id.String())
+	}
+	for _, id := range other.Version.Manifest.Chunks[:2] {
+		f.Add(id.String())
+	}
+	f.Add("..%2F..%2Fmanifests")
+	f.Add(strings.Repeat("0", 64))
+	f.Add("zz")
+	f.Add("..")
+	noRedirects := &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+	f.Fuzz(func(t *testing.T, name string) {
+		req, err := http.NewRequest("GET", r.srv.URL+"/v1/agent/task/chunks/"+name, nil)
+		if err != nil {
+			return
+		}
+		req.Header.Set("Authorization", "Bearer "+c.Token)
+		req.Header.Set(agent.TerminalHeader, mac)
+		resp, err := noRedirects.Do(req)
+		if err != nil {
+			return
+		}
+		resp.Body.Close()
+		if resp.StatusCode >= 500 {
+			t.Fatalf("chunk %q: status %d", name, resp.StatusCode)
+		}
+		// A name the mux cleans into another path (.., %2F) is redirected, not served.
+		if resp.StatusCode == http.StatusOK && resp.Header.Get("Content-Type") == "application/zstd" && (!own[strings.ToLower(name)] || name == strings.Repeat("0", 64)) {
+			t.Fatalf("chunk %q served: not part of the deployed version", name)
 		}
 	})
 }

@@ -87,19 +87,17 @@ func configure(ctx context.Context, log *slog.Logger, n *nic) (net.IP, error) {
 		c.Close()
 		return nil, fmt.Errorf("DHCP on %s: no lease: %w", n.Name, err)
 	}
-	ack := lease.ACK
-	ip := ack.YourIPAddr.To4()
-	mask := ack.SubnetMask()
-	if mask == nil {
-		mask = ip.DefaultMask()
+	st, err := leaseSettings(lease.ACK)
+	if err != nil {
+		c.Close()
+		return nil, fmt.Errorf("DHCP on %s: %w", n.Name, err)
 	}
+	ip, mask, gw := st.IP, st.Mask, st.Router
 	if err := netlink.AddrReplace(n.link, &netlink.Addr{IPNet: &net.IPNet{IP: ip, Mask: mask}}); err != nil {
 		c.Close()
 		return nil, fmt.Errorf("setting address %s on %s: %w", ip, n.Name, err)
 	}
-	var gw net.IP
-	if r := ack.Router(); len(r) > 0 {
-		gw = r[0]
+	if gw != nil {
 		rt := &netlink.Route{LinkIndex: n.link.Attrs().Index, Gw: gw}
 		if !(&net.IPNet{IP: ip.Mask(mask), Mask: mask}).Contains(gw) {
 			rt.Flags = int(netlink.FLAG_ONLINK)
@@ -108,15 +106,16 @@ func configure(ctx context.Context, log *slog.Logger, n *nic) (net.IP, error) {
 			log.Warn("no default route", "gateway", gw, "err", err)
 		}
 	}
-	if dns := ack.DNS(); len(dns) > 0 {
+	if len(st.DNS) > 0 {
 		var b strings.Builder
-		for _, d := range dns {
+		for _, d := range st.DNS {
 			fmt.Fprintf(&b, "nameserver %s\n", d)
 		}
 		if err := os.WriteFile("/etc/resolv.conf", []byte(b.String()), 0o644); err != nil {
 			log.Warn("no resolv.conf", "err", err)
 		}
 	}
+	ack := lease.ACK
 	ones, _ := mask.Size()
 	log.Info("network configured", "interface", n.Name, "address", fmt.Sprintf("%s/%d", ip, ones), "gateway", gw,
 		"dhcp_server", ack.ServerIdentifier(), "lease", ack.IPAddressLeaseTime(0))
@@ -142,4 +141,46 @@ func renew(ctx context.Context, log *slog.Logger, c *nclient4.Client, lease *ncl
 		}
 		lease = l
 	}
+}
+
+// leaseSet is what the in-memory OS takes from a DHCP answer, checked.
+type leaseSet struct {
+	IP     net.IP
+	Mask   net.IPMask
+	Router net.IP   // nil: none
+	DNS    []net.IP // at most 3
+}
+
+// leaseSettings reads and checks a DHCP ACK: any machine on the segment can answer DHCP, so an
+// answer that would put the terminal on no usable address is refused, and what is odd but
+// harmless (a router that is not unicast, too many DNS servers) is dropped.
+func leaseSettings(ack *dhcpv4.DHCPv4) (leaseSet, error) {
+	var st leaseSet
+	ip := ack.YourIPAddr.To4()
+	if !usableIPv4(ip) {
+		return st, fmt.Errorf("the DHCP answer offers %v, which is not a usable IPv4 address", ack.YourIPAddr)
+	}
+	mask := ack.SubnetMask()
+	if mask == nil {
+		mask = ip.DefaultMask()
+	}
+	ones, bits := mask.Size()
+	if bits != 32 || ones < 1 || ones > 31 {
+		return st, fmt.Errorf("the DHCP answer's subnet mask %v is not a usable IPv4 netmask", net.IP(mask))
+	}
+	st.IP, st.Mask = ip, mask
+	if r := ack.Router(); len(r) > 0 && usableIPv4(r[0].To4()) && !r[0].Equal(ip) {
+		st.Router = r[0].To4()
+	}
+	for _, d := range ack.DNS() {
+		if len(st.DNS) < 3 && usableIPv4(d.To4()) {
+			st.DNS = append(st.DNS, d.To4())
+		}
+	}
+	return st, nil
+}
+
+func usableIPv4(ip net.IP) bool {
+	return ip != nil && len(ip) == net.IPv4len && !ip.IsUnspecified() && !ip.IsLoopback() && !ip.IsMulticast() &&
+		!ip.Equal(net.IPv4bcast) && !ip.IsLinkLocalMulticast()
 }
