@@ -15,7 +15,6 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
-	"net/netip"
 	"os"
 	"path/filepath"
 	"time"
@@ -146,7 +145,7 @@ func StartRegion(ctx context.Context, o RegionOptions) (_ *Region, err error) {
 	if r.endpoint == "" {
 		r.endpoint = scheme + "://" + r.ln.Addr().String()
 	}
-	if ip := listenIP(r.ln); !o.TLS.Enabled() && !ip.IsLoopback() {
+	if inClear(r.ln.Addr(), o.TLS.Enabled()) {
 		log.Warn("the HTTP service is plain HTTP on a network address: agent tokens and images travel in clear; set region.tls.cert_file and region.tls.key_file",
 			"listen", r.ln.Addr().String())
 	}
@@ -204,12 +203,11 @@ func StartRegion(ctx context.Context, o RegionOptions) (_ *Region, err error) {
 	return r, nil
 }
 
-// listenIP is the IP address ln listens on (unspecified for a wildcard).
-func listenIP(ln net.Listener) netip.Addr {
-	if a, ok := ln.Addr().(*net.TCPAddr); ok {
-		return a.AddrPort().Addr().Unmap()
-	}
-	return netip.Addr{}
+// inClear reports whether a service listening on addr sends agent tokens where others can
+// read them: without TLS, on anything but loopback (a wildcard address included).
+func inClear(addr net.Addr, withTLS bool) bool {
+	a, ok := addr.(*net.TCPAddr)
+	return !withTLS && !(ok && a.AddrPort().Addr().Unmap().IsLoopback())
 }
 
 // register records the region in central's catalog through the central worker.
