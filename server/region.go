@@ -1,5 +1,6 @@
 // Package server assembles tms's long-running servers from their parts: a region's server (its
-// inventory database, image store, HTTP service for agents and peers, and Temporal worker) and
+// inventory database, image store, HTTP or HTTPS service for agents and peers, with per-route
+// deadlines (Deadlines) and connection caps, and Temporal worker) and
 // central's (catalog database, relay storage and Temporal worker). `tms region`, `tms central`
 // and `tms dev` run them; tests start them in-process.
 //
