@@ -81,7 +81,8 @@ It needs region.id, region.temporal, region.data_dir, region.listen and region.g
 grant key), and region.endpoint when region.listen is a wildcard address; region.store defaults to a
 directory store in region.data_dir, region.relay (central.store as this region reaches it) enables
 relayed transfers. region.boot.* turns on the boot service (DHCP, TFTP, iPXE scripts, Wake-on-LAN)
-on the terminals' interface; it needs root (ports 67, 69 and 4011).`,
+on the terminals' interface; it needs root (ports 67, 69 and 4011). region.tls.cert_file and
+region.tls.key_file make the HTTP service HTTPS; region.http.* caps its connections.`,
 		Args: exactArgs(0, "no arguments"),
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			ctx := cmd.Context()
@@ -115,7 +116,7 @@ on the terminals' interface; it needs root (ports 67, 69 and 4011).`,
 				endpoint = rc.Endpoint.String()
 			}
 			srv, err := server.StartRegion(ctx, server.RegionOptions{ID: rc.ID, DataDir: rc.DataDir, Store: st, Relay: relay,
-				Listen: rc.Listen.String(), Endpoint: endpoint, Labels: rc.Labels, Signer: signer, Client: tc, Log: log, Boot: rc.Boot})
+				Listen: rc.Listen.String(), Endpoint: endpoint, HTTP: rc.HTTP, TLS: rc.TLS, Labels: rc.Labels, Signer: signer, Client: tc, Log: log, Boot: rc.Boot})
 			if err != nil {
 				return err
 			}

@@ -176,8 +176,12 @@ type Region struct {
 	// peers pull images from.
 	Listen netip.AddrPort `mapstructure:"listen"`
 	// Endpoint is the URL terminals and peer regions reach the HTTP service at; empty means
-	// http:// and the listen address (which must then not be unspecified).
+	// http:// (https:// with TLS) and the listen address (which must then not be unspecified).
 	Endpoint *url.URL `mapstructure:"endpoint"`
+	// HTTP bounds the connections of the HTTP service.
+	HTTP RegionHTTP `mapstructure:"http"`
+	// TLS, when set, makes the HTTP service HTTPS.
+	TLS ServerTLS `mapstructure:"tls"`
 	// Relay is central's store (central.store) as this region reaches it, for relayed
 	// transfers; empty means the region cannot relay.
 	Relay string `mapstructure:"relay"`
@@ -189,6 +193,27 @@ type Region struct {
 	// Boot is the region's boot service: how its terminals boot from the network.
 	Boot Boot `mapstructure:"boot"`
 }
+
+// RegionHTTP bounds a region's HTTP service, which every host of the classroom network can reach.
+// A connection over a cap is closed as soon as it is accepted. A terminal's agent keeps one
+// connection per chunk it moves at once (2 per CPU, at least 4) plus a command poll; a peer
+// region pulling an image, 16 or 2 per CPU.
+type RegionHTTP struct {
+	// MaxConnsPerIP is the most connections one client address may have open; 0 means no cap.
+	MaxConnsPerIP int `mapstructure:"max_conns_per_ip"`
+	// MaxConns is the most connections open in all; 0 means no cap.
+	MaxConns int `mapstructure:"max_conns"`
+}
+
+// ServerTLS is the server side of TLS: PEM files of a certificate (chain) and its private key.
+// Both empty means no TLS.
+type ServerTLS struct {
+	CertFile string `mapstructure:"cert_file"`
+	KeyFile  string `mapstructure:"key_file"`
+}
+
+// Enabled reports whether TLS is configured.
+func (t ServerTLS) Enabled() bool { return t.CertFile != "" || t.KeyFile != "" }
 
 // Boot configures a region's boot service: DHCP, TFTP, iPXE scripts and Wake-on-LAN on the
 // terminals' network segment. Addresses are written as text and checked by Validate; Settings
@@ -355,6 +380,14 @@ type Agent struct {
 	StateDir string `mapstructure:"state_dir"`
 }
 
+// The defaults of region.http: an agent on a 16-thread terminal moves 32 chunks at once, a
+// peer region 16 or more; 64 leaves room for both, and a classroom of 40 terminals that all
+// deploy at once fits twice in 2048.
+const (
+	DefaultMaxConnsPerIP = 64
+	DefaultMaxConns      = 2048
+)
+
 // Defaults returns the configuration used for every key that no file, environment variable or
 // flag sets. Each call returns a new value.
 func Defaults() *Config {
@@ -363,6 +396,7 @@ func Defaults() *Config {
 		Log:     Log{Level: "info", Format: "text"},
 		Central: Central{Temporal: temporal, Listen: netip.AddrPortFrom(netip.IPv6Unspecified(), 8080), DataDir: "/var/lib/tms/central"},
 		Region: Region{Temporal: temporal, Listen: netip.AddrPortFrom(netip.IPv6Unspecified(), 8081),
+			HTTP: RegionHTTP{MaxConnsPerIP: DefaultMaxConnsPerIP, MaxConns: DefaultMaxConns},
 			Boot: Boot{DHCP: "proxy", LeaseTime: time.Hour, TFTPDir: "/usr/lib/ipxe",
 				DHCPUnknownPerMAC: 12, DHCPUnknownTotal: 20, ClaimQuiet: time.Minute}},
 		Agent: Agent{StateDir: "/var/lib/tms/agent"},

@@ -99,6 +99,9 @@ func TestDefaults(t *testing.T) {
 		{"central.temporal.address", d.Central.Temporal.Address, "localhost:7233"},
 		{"central.listen", d.Central.Listen, netip.MustParseAddrPort("[::]:8080")},
 		{"region.listen", d.Region.Listen, netip.MustParseAddrPort("[::]:8081")},
+		{"region.http.max_conns_per_ip", d.Region.HTTP.MaxConnsPerIP, 64},
+		{"region.http.max_conns", d.Region.HTTP.MaxConns, 2048},
+		{"region.tls", d.Region.TLS.Enabled(), false},
 		{"agent.region_url", d.Agent.RegionURL, (*url.URL)(nil)},
 	} {
 		if !reflect.DeepEqual(tc.got, tc.want) {
@@ -254,7 +257,11 @@ func TestEveryKeyFromEnvAndFlags(t *testing.T) {
 		"region.data_dir":                  "/var/region",
 		"region.listen":                    "10.0.0.2:81",
 		"region.labels":                    "site=north",
-		"region.endpoint":                  "http://10.0.0.2:81",
+		"region.endpoint":                  "https://10.0.0.2:81",
+		"region.http.max_conns_per_ip":     "12",
+		"region.http.max_conns":            "345",
+		"region.tls.cert_file":             "/etc/tms/region.pem",
+		"region.tls.key_file":              "/etc/tms/region.key",
 		"region.relay":                     "s3://bucket/prefix",
 		"region.grant_key_file":            "/etc/tms/grant2.key",
 		"region.boot.enabled":              "true",
@@ -294,7 +301,9 @@ func TestEveryKeyFromEnvAndFlags(t *testing.T) {
 			DataDir:      "/var/region",
 			Listen:       netip.MustParseAddrPort("10.0.0.2:81"),
 			Labels:       map[string]string{"site": "north"},
-			Endpoint:     &url.URL{Scheme: "http", Host: "10.0.0.2:81"},
+			Endpoint:     &url.URL{Scheme: "https", Host: "10.0.0.2:81"},
+			HTTP:         RegionHTTP{MaxConnsPerIP: 12, MaxConns: 345},
+			TLS:          ServerTLS{CertFile: "/etc/tms/region.pem", KeyFile: "/etc/tms/region.key"},
 			Relay:        "s3://bucket/prefix",
 			GrantKeyFile: "/etc/tms/grant2.key",
 			Boot: Boot{Enabled: true, Interface: "enp3s0", Address: "10.0.5.2", DHCP: "full", Pool: "10.0.5.100-10.0.5.199",
@@ -562,6 +571,31 @@ func TestValidateNamesEveryKey(t *testing.T) {
 		}},
 		{name: "region endpoint scheme", roles: all, change: func(c *Config) { c.Region.Endpoint.Scheme = "ftp" }, want: []string{"region.endpoint"}},
 		{name: "region endpoint host", roles: all, change: func(c *Config) { c.Region.Endpoint.Host = "" }, want: []string{"region.endpoint"}},
+		{name: "region http no caps", roles: all, change: func(c *Config) { c.Region.HTTP = RegionHTTP{} }},
+		{name: "region http negative caps", roles: all, change: func(c *Config) { c.Region.HTTP = RegionHTTP{MaxConnsPerIP: -1, MaxConns: -1} },
+			want: []string{"region.http.max_conns", "region.http.max_conns_per_ip"}},
+		{name: "region http per-ip cap over the total", roles: all, change: func(c *Config) { c.Region.HTTP = RegionHTTP{MaxConnsPerIP: 100, MaxConns: 50} },
+			want: []string{"region.http.max_conns_per_ip"}},
+		{name: "region http per-ip cap with no total", roles: all, change: func(c *Config) { c.Region.HTTP = RegionHTTP{MaxConnsPerIP: 100} }},
+		{name: "region tls", roles: all, change: func(c *Config) {
+			c.Region.TLS = ServerTLS{CertFile: "/c", KeyFile: "/k"}
+			c.Region.Endpoint.Scheme = "https"
+		}},
+		{name: "region tls cert without key", roles: all, change: func(c *Config) {
+			c.Region.TLS.CertFile = "/c"
+			c.Region.Endpoint.Scheme = "https"
+		}, want: []string{"region.tls.key_file"}},
+		{name: "region tls key without cert", roles: all, change: func(c *Config) {
+			c.Region.TLS.KeyFile = "/k"
+			c.Region.Endpoint.Scheme = "https"
+		}, want: []string{"region.tls.cert_file"}},
+		{name: "region tls with an http endpoint", roles: all, change: func(c *Config) { c.Region.TLS = ServerTLS{CertFile: "/c", KeyFile: "/k"} },
+			want: []string{"region.endpoint"}},
+		{name: "region tls with the boot service", roles: []Role{RoleRegion}, change: func(c *Config) {
+			c.Region.TLS = ServerTLS{CertFile: "/c", KeyFile: "/k"}
+			c.Region.Endpoint.Scheme = "https"
+			c.Region.Boot = Boot{Enabled: true, Interface: "eth1", Address: "10.0.5.2", DHCP: "proxy", DHCPUnknownPerMAC: 12, DHCPUnknownTotal: 20}
+		}, want: []string{"region.tls"}},
 		{name: "region relay", roles: all, change: func(c *Config) { c.Region.Relay = "gs://images" }, want: []string{"region.relay"}},
 		{name: "central data dir and key", roles: []Role{RoleCentral}, change: func(c *Config) { c.Central.DataDir = ""; c.Central.GrantKeyFile = "" }, want: []string{"central.data_dir", "central.grant_key_file"}},
 		{name: "central data dir and key, other roles", roles: []Role{RoleRegion, RoleAgent, RoleCLI}, change: func(c *Config) { c.Central.DataDir = ""; c.Central.GrantKeyFile = "" }},
@@ -660,6 +694,8 @@ func TestBadValuesNameTheirKey(t *testing.T) {
 		{name: "address", env: map[string]string{"TMS_CENTRAL_LISTEN": "localhost"}, want: "central.listen"},
 		{name: "address without ip", env: map[string]string{"TMS_REGION_LISTEN": ":8081"}, want: "region.listen"},
 		{name: "bool", env: map[string]string{"TMS_STORE_S3_INSECURE": "maybe"}, want: "store.s3.insecure"},
+		{name: "int", env: map[string]string{"TMS_REGION_HTTP_MAX_CONNS_PER_IP": "lots"}, want: "region.http.max_conns_per_ip"},
+		{name: "negative int", file: "region:\n  http:\n    max_conns: -5\n", want: "region.http.max_conns"},
 		{name: "labels", env: map[string]string{"TMS_REGION_LABELS": "site"}, want: "region.labels"},
 		{
 			name: "url", env: map[string]string{"TMS_AGENT_REGION_URL": "http://agent:hunter2@bad host/"},

@@ -45,6 +45,10 @@
 //	region.data_dir                                       local state
 //	region.listen                      [::]:8081          HTTP service for agents and peers, ip:port
 //	region.endpoint                                       URL terminals and peers reach it at
+//	region.http.max_conns_per_ip       64                 connections one client address may keep open; 0: no cap
+//	region.http.max_conns              2048               connections open in all; 0: no cap
+//	region.tls.cert_file                                  PEM certificate (chain): the HTTP service becomes HTTPS
+//	region.tls.key_file                                   its PEM private key
 //	region.relay                                          central.store as this region reaches it
 //	region.grant_key_file                                 central's grant key file
 //	region.labels                                         topology, like site=north,floor=2

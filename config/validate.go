@@ -95,6 +95,8 @@ func (c *Config) Validate(role Role) error {
 		v.add("region.grant_key_file", "is required (central's grant key, to check peers' grants)")
 	}
 	switch u := r.Endpoint; {
+	case u != nil && u.Scheme == "http" && r.TLS.Enabled():
+		v.add("region.endpoint", fmt.Sprintf("%q is http, but region.tls makes the service HTTPS: use https://", u.Redacted()))
 	case u == nil:
 		if role == RoleRegion && r.Listen.IsValid() && r.Listen.Addr().IsUnspecified() {
 			v.add("region.endpoint", "is required when region.listen is a wildcard address: the URL terminals and peers reach this server at")
@@ -105,6 +107,17 @@ func (c *Config) Validate(role Role) error {
 		v.add("region.endpoint", fmt.Sprintf("%q has no host", u.Redacted()))
 	}
 	v.boot(r.Boot, role == RoleRegion)
+	v.regionHTTP(r.HTTP)
+	switch t := r.TLS; {
+	case t.CertFile != "" && t.KeyFile == "":
+		v.add("region.tls.key_file", "is required when region.tls.cert_file is set")
+	case t.CertFile == "" && t.KeyFile != "":
+		v.add("region.tls.cert_file", "is required when region.tls.key_file is set")
+	case t.Enabled() && r.Boot.Enabled && role == RoleRegion:
+		// iPXE fetches its script and the in-memory OS over plain HTTP (it cannot check our
+		// CA), while the agent must get the HTTPS endpoint; the boot service hands out one.
+		v.add("region.tls", "cannot be used with region.boot.enabled yet: the boot service serves iPXE over plain HTTP and has one endpoint for iPXE and the agent")
+	}
 	for _, k := range slices.Sorted(maps.Keys(r.Labels)) {
 		key := "region.labels." + k
 		if !labelKeyRE.MatchString(k) {
@@ -244,6 +257,19 @@ func checkHostPort(s string, portRequired bool) string {
 		}
 	}
 	return ""
+}
+
+// regionHTTP checks the caps of a region's HTTP service.
+func (v *validator) regionHTTP(h RegionHTTP) {
+	if h.MaxConnsPerIP < 0 {
+		v.add("region.http.max_conns_per_ip", fmt.Sprintf("%d is negative (0 means no cap)", h.MaxConnsPerIP))
+	}
+	if h.MaxConns < 0 {
+		v.add("region.http.max_conns", fmt.Sprintf("%d is negative (0 means no cap)", h.MaxConns))
+	}
+	if h.MaxConns > 0 && h.MaxConnsPerIP > h.MaxConns {
+		v.add("region.http.max_conns_per_ip", fmt.Sprintf("%d is more than region.http.max_conns (%d)", h.MaxConnsPerIP, h.MaxConns))
+	}
 }
 
 // boot checks a region's boot service settings when it is enabled.

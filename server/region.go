@@ -1,5 +1,6 @@
 // Package server assembles tms's long-running servers from their parts: a region's server (its
-// inventory database, image store, HTTP service for agents and peers, and Temporal worker) and
+// inventory database, image store, HTTP or HTTPS service for agents and peers, with per-route
+// deadlines (Deadlines) and connection caps, and Temporal worker) and
 // central's (catalog database, relay storage and Temporal worker). `tms region`, `tms central`
 // and `tms dev` run them; tests start them in-process.
 //
@@ -9,6 +10,7 @@ package server
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -25,6 +27,8 @@ import (
 	"tms/agentapi"
 	"tms/bootsvc"
 	"tms/config"
+	"tms/internal/httpdeadline"
+	"tms/internal/netlimit"
 	"tms/state"
 	"tms/store"
 	"tms/transfer"
@@ -43,8 +47,14 @@ type RegionOptions struct {
 	// Listen is the HTTP service's address (default 127.0.0.1:0, any free port).
 	Listen string
 	// Endpoint is the URL peers and agents use to reach the HTTP service; default
-	// http://<the address it listens on>.
+	// http://<the address it listens on>, https:// with TLS.
 	Endpoint string
+	// HTTP caps the HTTP service's open connections; zero values mean no cap.
+	HTTP config.RegionHTTP
+	// TLS, if set, makes the HTTP service HTTPS with this certificate and key.
+	TLS config.ServerTLS
+	// HTTPIdle is the window of the HTTP service's deadlines (default 30 s): see Deadlines.
+	HTTPIdle time.Duration
 	Labels   map[string]string
 	// Signer checks the grants central mints for peer pulls.
 	Signer *transfer.Signer
@@ -116,12 +126,36 @@ func StartRegion(ctx context.Context, o RegionOptions) (_ *Region, err error) {
 	if listen == "" {
 		listen = "127.0.0.1:0"
 	}
+	if o.TLS.Enabled() && o.Boot.Enabled {
+		return nil, errors.New("region.tls cannot be used with the boot service yet: iPXE needs its script over plain HTTP, the agent the HTTPS endpoint")
+	}
+	var cert tls.Certificate
+	if o.TLS.Enabled() {
+		if cert, err = tls.LoadX509KeyPair(o.TLS.CertFile, o.TLS.KeyFile); err != nil {
+			return nil, fmt.Errorf("region.tls: %w", err)
+		}
+	}
 	if r.ln, err = net.Listen("tcp", listen); err != nil {
 		return nil, fmt.Errorf("region %s: HTTP service: %w", o.ID, err)
 	}
+	scheme := "http"
+	if o.TLS.Enabled() {
+		scheme = "https"
+	}
 	r.endpoint = o.Endpoint
 	if r.endpoint == "" {
-		r.endpoint = "http://" + r.ln.Addr().String()
+		r.endpoint = scheme + "://" + r.ln.Addr().String()
+	}
+	if inClear(r.ln.Addr(), o.TLS.Enabled()) {
+		log.Warn("the HTTP service is plain HTTP on a network address: agent tokens and images travel in clear; set region.tls.cert_file and region.tls.key_file",
+			"listen", r.ln.Addr().String())
+	}
+	// Over-cap connections are closed before a TLS handshake costs anything.
+	ln := net.Listener(netlimit.Listen(r.ln, netlimit.Options{PerIP: o.HTTP.MaxConnsPerIP, Total: o.HTTP.MaxConns,
+		Log: log.With("service", "http")}))
+	if o.TLS.Enabled() {
+		ln = tls.NewListener(ln, &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12,
+			NextProtos: []string{"http/1.1"}})
 	}
 	mux := http.NewServeMux()
 	(&transfer.Handler{Store: r.Store, Signer: o.Signer, Log: log}).Routes(mux)
@@ -145,8 +179,16 @@ func StartRegion(ctx context.Context, o RegionOptions) (_ *Region, err error) {
 	if o.Wrap != nil {
 		h = o.Wrap(mux)
 	}
-	r.http = &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute}
-	go func() { r.served <- r.http.Serve(r.ln) }()
+	h = httpdeadline.Handler(h, Deadlines(mux, o.HTTPIdle))
+	// ReadHeaderTimeout also bounds the TLS handshake. No ReadTimeout or WriteTimeout: the
+	// deadlines above follow each request's progress instead. HTTP/1.1 only (an empty
+	// TLSNextProto turns HTTP/2 off): a connection carries one request at a time, so the
+	// connection caps bound requests too.
+	// Failed TLS handshakes and the like are any network's noise: debug level.
+	r.http = &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute,
+		TLSNextProto: map[string]func(*http.Server, *tls.Conn, http.Handler){},
+		ErrorLog:     slog.NewLogLogger(log.With("service", "http").Handler(), slog.LevelDebug)}
+	go func() { r.served <- r.http.Serve(ln) }()
 
 	r.worker = workers.NewRegion(o.Client, &activities.Region{ID: o.ID, Store: r.Store, Relay: o.Relay,
 		HTTP: &http.Client{Timeout: 5 * time.Minute}, Inventory: r.Inventory, Agents: r.Agents, Waker: waker})
@@ -160,6 +202,13 @@ func StartRegion(ctx context.Context, o RegionOptions) (_ *Region, err error) {
 	}
 	log.Info("region server started", "endpoint", r.endpoint, "store", r.Store.String())
 	return r, nil
+}
+
+// inClear reports whether a service listening on addr sends agent tokens where others can
+// read them: without TLS, on anything but loopback (a wildcard address included).
+func inClear(addr net.Addr, withTLS bool) bool {
+	a, ok := addr.(*net.TCPAddr)
+	return !withTLS && !(ok && a.AddrPort().Addr().Unmap().IsLoopback())
 }
 
 // register records the region in central's catalog through the central worker.

@@ -60,6 +60,10 @@ ALTER TABLE boot_actions ADD COLUMN claim_ip TEXT NOT NULL DEFAULT '';
 ALTER TABLE boot_actions ADD COLUMN claimed INTEGER NOT NULL DEFAULT 0;
 ALTER TABLE boot_actions ADD COLUMN claim_network INTEGER NOT NULL DEFAULT 0;
 ALTER TABLE terminals ADD COLUMN agent_key BLOB;
+`}, {4, `
+-- Seen keeps at most MaxUnknownTerminals not-enrolled terminals, dropping the ones seen least
+-- recently: this index finds them without reading the table.
+CREATE INDEX terminals_by_seen ON terminals (enrolled, last_seen);
 `}}
 
 // Inventory is a region's own state: its terminals, groups and boot actions.
@@ -98,16 +102,78 @@ type Terminal struct {
 	LastSeen time.Time
 }
 
+// MaxUnknownTerminals is the most not-enrolled terminals (MACs seen on the network that no admin
+// has enrolled) the inventory keeps. Anyone on a classroom's network can make up MACs; past
+// this many, each new one replaces the one seen least recently.
+const MaxUnknownTerminals = 1024
+
+// UnknownTerminalTTL is how long a not-enrolled terminal stays in the inventory after it was
+// last seen.
+const UnknownTerminalTTL = 7 * 24 * time.Hour
+
+// evictable is the condition on a terminals row that Seen may drop: not enrolled, in no group,
+// with no boot action and no task. An admin's work is never dropped.
+const evictable = `enrolled = 0
+	AND NOT EXISTS (SELECT 1 FROM boot_actions b WHERE b.mac = terminals.mac)
+	AND NOT EXISTS (SELECT 1 FROM tasks k WHERE k.mac = terminals.mac)
+	AND NOT EXISTS (SELECT 1 FROM group_members g WHERE g.mac = terminals.mac)`
+
 // Seen records that a terminal showed up (a DHCP request, an agent's call), creating a
-// not-enrolled record for an unknown MAC.
+// not-enrolled record for an unknown MAC so that an admin can enroll it.
+//
+// Not-enrolled terminals are bounded: recording a new one drops those not seen within
+// UnknownTerminalTTL of at, then, past MaxUnknownTerminals, the ones seen least recently.
+// Enrolled terminals, group members and terminals with a boot action or a task are never
+// dropped (nor counted out: the bound counts every not-enrolled terminal).
 func (inv *Inventory) Seen(ctx context.Context, mac, ip string, at time.Time) error {
 	mac, err := NormalizeMAC(mac)
 	if err != nil {
 		return err
 	}
-	_, err = inv.db.ExecContext(ctx, `INSERT INTO terminals (mac, last_ip, last_seen) VALUES (?, ?, ?)
-		ON CONFLICT (mac) DO UPDATE SET last_ip = excluded.last_ip, last_seen = excluded.last_seen`,
-		mac, ip, at.UTC().UnixNano())
+	if len(ip) > 64 {
+		return fmt.Errorf("an address of %d bytes is not an IP address", len(ip))
+	}
+	seen := at.UTC().UnixNano()
+	tx, err := inv.db.BeginTx(ctx, nil)
+	if err != nil {
+		return err
+	}
+	defer tx.Rollback()
+	res, err := tx.ExecContext(ctx, `UPDATE terminals SET last_ip = ?, last_seen = ? WHERE mac = ?`, ip, seen, mac)
+	if err != nil {
+		return err
+	}
+	if n, err := res.RowsAffected(); err != nil || n > 0 {
+		if err != nil {
+			return err
+		}
+		return tx.Commit()
+	}
+	if _, err := tx.ExecContext(ctx, `INSERT INTO terminals (mac, last_ip, last_seen) VALUES (?, ?, ?)`, mac, ip, seen); err != nil {
+		return err
+	}
+	if err := pruneUnknown(ctx, tx, at); err != nil {
+		return fmt.Errorf("dropping old not-enrolled terminals: %w", err)
+	}
+	return tx.Commit()
+}
+
+// pruneUnknown drops the not-enrolled terminals Seen keeps no longer: expired ones, then the
+// least recently seen past MaxUnknownTerminals.
+func pruneUnknown(ctx context.Context, tx *sql.Tx, now time.Time) error {
+	if _, err := tx.ExecContext(ctx, `DELETE FROM terminals WHERE last_seen < ? AND `+evictable,
+		now.Add(-UnknownTerminalTTL).UTC().UnixNano()); err != nil {
+		return err
+	}
+	var n int
+	if err := tx.QueryRowContext(ctx, `SELECT COUNT(*) FROM terminals WHERE enrolled = 0`).Scan(&n); err != nil {
+		return err
+	}
+	if n <= MaxUnknownTerminals {
+		return nil
+	}
+	_, err := tx.ExecContext(ctx, `DELETE FROM terminals WHERE mac IN (
+		SELECT mac FROM terminals WHERE `+evictable+` ORDER BY last_seen, mac LIMIT ?)`, n-MaxUnknownTerminals)
 	return err
 }
 

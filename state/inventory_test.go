@@ -2,8 +2,11 @@ package state
 
 import (
 	"context"
+	"crypto/rand"
 	"errors"
+	"net"
 	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -159,5 +162,137 @@ func TestSetDisk(t *testing.T) {
 	}
 	if term, err := inv.Terminal(ctx, "aa:bb:cc:00:00:09"); err != nil || term.Disk != "/dev/sda" || term.DiskSize != 1<<30 {
 		t.Fatalf("terminal %+v, %v", term, err)
+	}
+}
+
+func countUnknown(t *testing.T, inv *Inventory) int {
+	t.Helper()
+	var n int
+	if err := inv.db.QueryRow(`SELECT COUNT(*) FROM terminals WHERE enrolled = 0`).Scan(&n); err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
+
+// TestSeenBoundsUnknownMACs feeds Seen 100k random MACs, as a host forging MACs on a classroom
+// network would: the inventory keeps at most MaxUnknownTerminals not-enrolled terminals, the
+// most recently seen, and keeps every enrolled terminal and every terminal with a boot action,
+// a task or a group.
+func TestSeenBoundsUnknownMACs(t *testing.T) {
+	if testing.Short() {
+		t.Skip("100k inserts")
+	}
+	ctx := context.Background()
+	inv := openInv(t)
+	start := time.Date(2026, 1, 5, 8, 0, 0, 0, time.UTC)
+	at := func(i int) time.Time { return start.Add(time.Duration(i) * time.Millisecond) }
+
+	inv.Enroll(ctx, "02:00:00:00:00:01", "pc-01")
+	inv.Enroll(ctx, "02:00:00:00:00:02", "pc-02")
+	inv.CreateGroup(ctx, "lab")
+	inv.AddToGroup(ctx, "lab", "pc-02")
+	// Not enrolled, but with admin work attached: never dropped.
+	inv.Seen(ctx, "02:00:00:00:00:03", "10.0.0.3", at(0))
+	if err := inv.SetBootAction(ctx, "02:00:00:00:00:03", BootAction{Action: "capture", Task: "t3"}); err != nil {
+		t.Fatal(err)
+	}
+	inv.Seen(ctx, "02:00:00:00:00:04", "10.0.0.4", at(0))
+	if _, err := inv.StartTask(ctx, Task{ID: "t4", MAC: "02:00:00:00:00:04", Kind: "deploy", Image: "x"}, at(0)); err != nil {
+		t.Fatal(err)
+	}
+
+	const n = 100_000
+	macs := make([]string, n)
+	for i := range macs {
+		b := make([]byte, 6)
+		rand.Read(b)
+		b[0] = b[0]&^1 | 2 // unicast, locally administered: never one of the fixed ones above
+		b[5] |= 0x10
+		macs[i] = net.HardwareAddr(b).String()
+		if err := inv.Seen(ctx, macs[i], "10.9.9.9", at(i+1)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if got := countUnknown(t, inv); got > MaxUnknownTerminals {
+		t.Errorf("%d not-enrolled terminals after %d random MACs; at most %d", got, n, MaxUnknownTerminals)
+	}
+	for _, mac := range []string{"02:00:00:00:00:01", "02:00:00:00:00:02", "02:00:00:00:00:03", "02:00:00:00:00:04"} {
+		if _, err := inv.Terminal(ctx, mac); err != nil {
+			t.Errorf("terminal %s dropped: %v", mac, err)
+		}
+	}
+	if m, err := inv.Members(ctx, "lab"); err != nil || len(m) != 1 {
+		t.Errorf("group lab: %v, %v", m, err)
+	}
+	// The most recently seen are the ones kept: an admin finds the PC that just booted.
+	for _, mac := range macs[n-MaxUnknownTerminals+2:] {
+		if _, err := inv.Terminal(ctx, mac); err != nil {
+			t.Fatalf("recently seen %s dropped: %v", mac, err)
+		}
+	}
+	if _, err := inv.Terminal(ctx, macs[0]); !errors.Is(err, store.ErrNotFound) {
+		t.Errorf("first random MAC still kept: %v", err)
+	}
+	ts, err := inv.Terminals(ctx)
+	if err != nil || len(ts) > MaxUnknownTerminals+2 {
+		t.Errorf("listing has %d terminals, %v", len(ts), err)
+	}
+}
+
+func TestSeenExpiresUnknownMACs(t *testing.T) {
+	ctx := context.Background()
+	start := time.Date(2026, 1, 5, 8, 0, 0, 0, time.UTC)
+	for _, tc := range []struct {
+		name     string
+		setup    func(inv *Inventory, mac string)
+		lastSeen time.Duration // before the new sighting
+		kept     bool
+	}{
+		{"unknown seen 8 days ago is dropped", nil, 8 * 24 * time.Hour, false},
+		{"unknown seen 6 days ago is kept", nil, 6 * 24 * time.Hour, true},
+		{"enrolled seen 30 days ago is kept", func(inv *Inventory, mac string) { inv.Enroll(ctx, mac, "pc-9") }, 30 * 24 * time.Hour, true},
+		{"unknown with a boot action is kept", func(inv *Inventory, mac string) {
+			inv.SetBootAction(ctx, mac, BootAction{Action: "deploy", Task: "t"})
+		}, 30 * 24 * time.Hour, true},
+		{"unknown with a task is kept", func(inv *Inventory, mac string) {
+			inv.StartTask(ctx, Task{ID: "t", MAC: mac, Kind: "capture", Image: "x"}, start)
+		}, 30 * 24 * time.Hour, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			inv := openInv(t)
+			const mac = "aa:bb:cc:00:00:01"
+			if err := inv.Seen(ctx, mac, "10.0.0.1", start); err != nil {
+				t.Fatal(err)
+			}
+			if tc.setup != nil {
+				tc.setup(inv, mac)
+			}
+			// A new MAC shows up later; the old one has been silent since start.
+			if err := inv.Seen(ctx, "aa:bb:cc:00:00:02", "10.0.0.2", start.Add(tc.lastSeen)); err != nil {
+				t.Fatal(err)
+			}
+			_, err := inv.Terminal(ctx, mac)
+			if kept := err == nil; kept != tc.kept {
+				t.Errorf("kept = %v (%v), want %v", kept, err, tc.kept)
+			}
+			if _, err := inv.Terminal(ctx, "aa:bb:cc:00:00:02"); err != nil {
+				t.Errorf("new sighting: %v", err)
+			}
+		})
+	}
+}
+
+func TestSeenRefusesBadInput(t *testing.T) {
+	inv := openInv(t)
+	for name, tc := range map[string]struct{ mac, ip string }{
+		"malformed MAC":     {"aa:bb", "10.0.0.1"},
+		"oversized address": {"aa:bb:cc:00:00:01", strings.Repeat("1", 65)},
+	} {
+		if err := inv.Seen(context.Background(), tc.mac, tc.ip, time.Now()); err == nil {
+			t.Errorf("%s: accepted", name)
+		}
+	}
+	if n := countUnknown(t, inv); n != 0 {
+		t.Errorf("%d terminals recorded from bad input", n)
 	}
 }
