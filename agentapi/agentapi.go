@@ -31,6 +31,7 @@ import (
 	"time"
 
 	"tms/agent"
+	"tms/internal/httpdeadline"
 	"tms/manifest"
 	"tms/state"
 	"tms/store"
@@ -118,6 +119,9 @@ func (s *Server) reply(w http.ResponseWriter, r *http.Request, v any, err error)
 	case errors.As(err, &he):
 	case errors.Is(err, context.Canceled):
 		return // the agent went away
+	case errors.Is(err, httpdeadline.ErrStalled):
+		// The body stopped moving: the connection is cut, and a live agent sends it again.
+		he = &httpError{status: http.StatusRequestTimeout, msg: "the request body stopped moving: " + err.Error(), retry: true}
 	case errors.Is(err, store.ErrNotFound):
 		he = &httpError{status: http.StatusNotFound, msg: err.Error()}
 	default:

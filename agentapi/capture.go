@@ -148,6 +148,11 @@ func (s *Server) publish(w http.ResponseWriter, r *http.Request) {
 	}
 	limit := maxManifest(size, ti.ChunkSize)
 	b, err := io.ReadAll(http.MaxBytesReader(w, r.Body, limit))
+	var mbe *http.MaxBytesError
+	if err != nil && !errors.As(err, &mbe) {
+		s.reply(w, r, nil, err)
+		return
+	}
 	if err != nil {
 		s.reply(w, r, nil, fail(http.StatusRequestEntityTooLarge, "manifest: a capture of a %d-byte disk has a manifest of at most %d bytes: %v", size, limit, err))
 		return
