@@ -38,7 +38,7 @@ func (s *Server) captureTask(r *http.Request) (state.Task, state.Claim, agent.Ta
 // uploadQuota bounds the compressed bytes one capture of a disk of size bytes may upload: zstd
 // frames of incompressible chunks are a little larger than the chunks, and an agent that starts
 // over resends what the region had not yet stored.
-func uploadQuota(size int64) int64 { return 2*size + 256<<20 }
+func uploadQuota(size int64) int64 { return 2*size + agent.MaxBatchBytes }
 
 // maxManifest bounds the encoded manifest of a disk of size bytes cut into chunks of chunk bytes.
 func maxManifest(size, chunk int64) int64 {

@@ -2,6 +2,7 @@ package agentapi_test
 
 import (
 	"context"
+	"crypto/rand"
 	"errors"
 	"net"
 	"net/http"
@@ -14,6 +15,7 @@ import (
 	"tms/agent"
 	"tms/internal/storetest"
 	"tms/state"
+	"tms/store"
 )
 
 // from is an HTTP client whose connections leave from ip (any 127.0.0.0/8 address is loopback),
@@ -240,3 +242,42 @@ func TestCommandPollsMustBeSigned(t *testing.T) {
 type roundTripper func(*http.Request) (*http.Response, error)
 
 func (f roundTripper) RoundTrip(r *http.Request) (*http.Response, error) { return f(r) }
+
+// Finding: uploads had no quota. A capture may upload what its disk implies, and no more.
+func TestUploadQuota(t *testing.T) {
+	r := newRegion(t)
+	ctx := context.Background()
+	const mac = "52:54:00:00:01:07"
+	r.task(t, mac, "pc7", "capture/7/run", "capture", "lab")
+	c := &agent.Client{Region: r.url, MAC: mac, Key: r.keys[mac]}
+	rep, err := c.Boot(ctx, agent.BootRequest{MAC: mac, Disk: "disk", DiskSize: 1 << 20})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.Token, c.Key = rep.Token, nil
+	ti, err := c.Task(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	data := make([]byte, ti.ChunkSize)
+	rand.Read(data)
+	id := ti.Hash.Sum(data)
+	frame := store.NewCodec(0).Compress(nil, data)
+	var batch []byte
+	for len(batch)+len(frame)+40 < agent.MaxBatchBytes/4 {
+		batch = agent.AppendBatch(batch, id, frame)
+	}
+	// 2 × 1 MiB + 64 MiB: the fifth 16 MiB batch is over.
+	sent := 0
+	for ; sent < 10; sent++ {
+		if err := c.Upload(ctx, batch); err != nil {
+			if status(err) != http.StatusRequestEntityTooLarge || !strings.Contains(err.Error(), "may upload at most") {
+				t.Fatalf("upload %d: %v", sent, err)
+			}
+			break
+		}
+	}
+	if sent != 4 {
+		t.Fatalf("%d batches of %d bytes taken for a 1 MiB disk", sent, len(batch))
+	}
+}
