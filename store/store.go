@@ -9,6 +9,8 @@
 //	stats/91bc….json        what publishing a version added to this store (not part of its identity)
 //	refs/NAME/TAG           the version id a tag points to
 //	locks/…                 who is importing or collecting garbage right now
+//	holds/91bc…/…           which tasks use a version right now, and until when (see Hold)
+//	removing/91bc….json     a Remove of the version is deciding (see Hold)
 //
 // Every chunk read is checked against its id. Publishing is ordered: chunks first (durable), then
 // the manifest, then the tag, so a reader never sees a version whose chunks are not all there.
@@ -323,7 +325,8 @@ type Removed struct {
 //   - NAME:TAG: the tag, and the version it pointed to unless another tag still points to it;
 //   - NAME@VERSION: the version, and every tag that points to it.
 //
-// Chunks are freed by the next garbage collection.
+// Chunks are freed by the next garbage collection. If a version it would delete is held (see
+// Hold), Remove deletes nothing and returns a *HeldError naming the holders.
 func (s *Store) Remove(ctx context.Context, ref manifest.Ref) (Removed, error) {
 	var out Removed
 	tags, err := s.Tags(ctx)
@@ -384,6 +387,15 @@ func (s *Store) Remove(ctx context.Context, ref manifest.Ref) (Removed, error) {
 				out.Tags = append(out.Tags, t)
 			}
 		}
+	}
+	// A version in use stays: a deploy streaming it would fail half-way through.
+	if len(versions) > 0 {
+		unmark, err := s.markRemoving(ctx, versions)
+		if err != nil {
+			out.Tags = nil
+			return out, err
+		}
+		defer unmark()
 	}
 	// Tags first: a tag must never point to a version that is gone.
 	for _, t := range out.Tags {

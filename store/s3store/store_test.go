@@ -9,6 +9,7 @@ import (
 	"github.com/minio/minio-go/v7"
 
 	"tms/internal/miniotest"
+	"tms/internal/storetest"
 	"tms/manifest"
 	"tms/store"
 )
@@ -172,4 +173,13 @@ func TestStoreOnMissingBucketIsNotEmpty(t *testing.T) {
 	if ok, err := s.HasChunk(t.Context(), manifest.BLAKE3.Sum([]byte("x"))); ok || !errors.Is(err, store.ErrUnavailable) {
 		t.Fatalf("HasChunk = %v, %v; want ErrUnavailable", ok, err)
 	}
+}
+
+func TestHoldsOnS3(t *testing.T) {
+	srv := miniotest.Shared(t)
+	s := store.New(open(t, config(srv, srv.NewBucket(t), "school/lab1")), store.Options{})
+	if err := s.Init(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	storetest.Holds(t, s)
 }
