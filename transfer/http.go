@@ -23,6 +23,10 @@ import (
 //
 // with "Authorization: Bearer <grant>". A grant opens one version, and only chunks that
 // version references.
+//
+// While a peer pulls, the version is held in the store (see store.Hold) by "pull/<audience>/
+// <version>" until the grant expires, so 'tms image rm' and gc leave it alone; the hold is taken
+// at the first request of each grant and lapses with it.
 type Handler struct {
 	Store  *store.Store
 	Signer *Signer
@@ -32,7 +36,11 @@ type Handler struct {
 
 	mu     sync.Mutex
 	chunks map[manifest.ID]map[manifest.ID]struct{} // version -> its chunks, for the last few versions
+	held   map[string]time.Time                     // holder -> the expiry of its hold in the store
 }
+
+// maxHeld bounds the holds a Handler remembers: one per grant still valid.
+const maxHeld = 1024
 
 const maxCachedVersions = 16
 
@@ -75,7 +83,52 @@ func (h *Handler) authorize(w http.ResponseWriter, r *http.Request) (manifest.ID
 		http.Error(w, "the grant is for another version", http.StatusForbidden)
 		return id, false
 	}
+	if err := h.hold(r.Context(), g, now()); err != nil {
+		h.fail(w, r, "version "+id.Short(), err)
+		return id, false
+	}
 	return id, true
+}
+
+// hold keeps the granted version in the store until the grant expires, writing the hold once
+// per grant.
+func (h *Handler) hold(ctx context.Context, g Grant, now time.Time) error {
+	holder := "pull/" + g.Audience + "/" + g.Version.Short()
+	if g.Audience == "" {
+		holder = "pull/" + g.Version.Short()
+	}
+	if store.ValidateHolder(holder) != nil {
+		holder = "pull/" + g.Version.Short() // an audience no person could read
+	}
+	until := g.Expires
+	if limit := now.Add(store.MaxHoldDuration); until.After(limit) {
+		until = limit
+	}
+	h.mu.Lock()
+	done := !h.held[holder].Before(until)
+	h.mu.Unlock()
+	if done {
+		return nil
+	}
+	if err := h.Store.Hold(ctx, g.Version, holder, until); err != nil {
+		return err
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.held == nil {
+		h.held = map[string]time.Time{}
+	}
+	if len(h.held) >= maxHeld {
+		for k, t := range h.held {
+			if !t.After(now) {
+				delete(h.held, k)
+			}
+		}
+	}
+	if len(h.held) < maxHeld {
+		h.held[holder] = until
+	}
+	return nil
 }
 
 func (h *Handler) fail(w http.ResponseWriter, r *http.Request, what string, err error) {
