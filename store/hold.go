@@ -273,9 +273,12 @@ func (s *Store) listHolds(ctx context.Context, prefix string, expired bool) ([]H
 	var out []Hold
 	for _, o := range objs {
 		k := o.Key
-		b, err := s.b.Get(ctx, k)
+		b, err := s.getSmall(ctx, k, maxHoldFile)
 		if errors.Is(err, ErrNotFound) {
 			continue // released while we listed
+		}
+		if errors.Is(err, ErrCorrupt) {
+			return nil, &Error{Kind: ErrCorrupt, Store: s.b.String(), What: k, Err: errors.New("larger than a hold may be (delete the object if no task holds this version)")}
 		}
 		if err != nil {
 			return nil, err

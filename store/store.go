@@ -90,15 +90,15 @@ func (s *Store) Init(ctx context.Context) error {
 // Check makes sure the backend holds a tms store of a format this tms reads. A backend with no
 // marker gives ErrNotFound.
 func (s *Store) Check(ctx context.Context) error {
-	b, err := s.b.Get(ctx, MarkerKey)
+	b, err := s.getSmall(ctx, MarkerKey, maxMarkerFile)
 	if errors.Is(err, ErrNotFound) {
 		return &Error{Kind: ErrNotFound, Store: s.b.String(), What: "tms store", Err: errors.New("no " + MarkerKey + " here; import an image to create a store")}
 	}
 	if err != nil {
 		return err
 	}
-	var m marker
-	if err := json.Unmarshal(b, &m); err != nil {
+	m, err := parseMarker(b)
+	if err != nil {
 		return &Error{Kind: ErrCorrupt, Store: s.b.String(), What: MarkerKey, Err: err}
 	}
 	if m.Format != StoreFormat {
@@ -171,20 +171,20 @@ func (s *Store) PutVersion(ctx context.Context, encoded []byte, st Stats) (*Vers
 
 // GetStats returns the stats saved when version id was published here; ErrNotFound if none were.
 func (s *Store) GetStats(ctx context.Context, id manifest.ID) (Stats, error) {
-	var st Stats
-	b, err := s.b.Get(ctx, statsKey(id))
+	b, err := s.getSmall(ctx, statsKey(id), maxStatsFile)
 	if err != nil {
-		return st, err
+		return Stats{}, err
 	}
-	if err := json.Unmarshal(b, &st); err != nil {
-		return st, &Error{Kind: ErrCorrupt, Store: s.b.String(), What: "stats of " + id.String(), Err: err}
+	st, err := parseStats(b)
+	if err != nil {
+		return Stats{}, &Error{Kind: ErrCorrupt, Store: s.b.String(), What: "stats of " + id.String(), Err: err}
 	}
 	return st, nil
 }
 
 // GetTag returns the version id NAME:TAG points to.
 func (s *Store) GetTag(ctx context.Context, name, tag string) (manifest.ID, error) {
-	b, err := s.b.Get(ctx, refKey(name, tag))
+	b, err := s.getSmall(ctx, refKey(name, tag), maxTagFile)
 	if err != nil {
 		var se *Error
 		if errors.As(err, &se) {
@@ -192,7 +192,7 @@ func (s *Store) GetTag(ctx context.Context, name, tag string) (manifest.ID, erro
 		}
 		return manifest.ID{}, err
 	}
-	id, err := manifest.ParseID(strings.TrimSpace(string(b)))
+	id, err := parseTag(b)
 	if err != nil {
 		return manifest.ID{}, &Error{Kind: ErrCorrupt, Store: s.b.String(), What: "tag " + name + ":" + tag, Err: err}
 	}
