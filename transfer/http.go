@@ -25,8 +25,9 @@ import (
 // version references.
 //
 // While a peer pulls, the version is held in the store (see store.Hold) by "pull/<audience>/
-// <version>" until the grant expires, so 'tms image rm' and gc leave it alone; the hold is taken
-// at the first request of each grant and lapses with it.
+// <version>", so 'tms image rm' and gc leave it alone. The handler cannot tell when a pull ends,
+// so the hold slides: each request keeps it PullHoldTTL ahead (never past the grant's expiry),
+// rewriting it once half of that has passed, and it lapses PullHoldTTL after the last request.
 type Handler struct {
 	Store  *store.Store
 	Signer *Signer
@@ -39,8 +40,11 @@ type Handler struct {
 	held   map[string]time.Time                     // holder -> the expiry of its hold in the store
 }
 
-// maxHeld bounds the holds a Handler remembers: one per grant still valid.
+// maxHeld bounds the holds a Handler remembers: one per pull under way.
 const maxHeld = 1024
+
+// PullHoldTTL is how long a peer's pull holds its version after its last request.
+const PullHoldTTL = 2 * time.Minute
 
 const maxCachedVersions = 16
 
@@ -90,8 +94,7 @@ func (h *Handler) authorize(w http.ResponseWriter, r *http.Request) (manifest.ID
 	return id, true
 }
 
-// hold keeps the granted version in the store until the grant expires, writing the hold once
-// per grant.
+// hold keeps the granted version in the store for PullHoldTTL more, within the grant.
 func (h *Handler) hold(ctx context.Context, g Grant, now time.Time) error {
 	holder := "pull/" + g.Audience + "/" + g.Version.Short()
 	if g.Audience == "" {
@@ -100,15 +103,15 @@ func (h *Handler) hold(ctx context.Context, g Grant, now time.Time) error {
 	if store.ValidateHolder(holder) != nil {
 		holder = "pull/" + g.Version.Short() // an audience no person could read
 	}
-	until := g.Expires
-	if limit := now.Add(store.MaxHoldDuration); until.After(limit) {
-		until = limit
+	until := now.Add(PullHoldTTL)
+	if g.Expires.Before(until) {
+		until = g.Expires
 	}
 	h.mu.Lock()
-	done := !h.held[holder].Before(until)
+	prev := h.held[holder]
 	h.mu.Unlock()
-	if done {
-		return nil
+	if prev.Sub(now) > PullHoldTTL/2 || !prev.Before(until) {
+		return nil // held long enough for now
 	}
 	if err := h.Store.Hold(ctx, g.Version, holder, until); err != nil {
 		return err
