@@ -31,9 +31,12 @@ func (r *Region) holdForTask(ctx context.Context, task string, id manifest.ID, u
 	}
 	err := r.Store.Hold(ctx, id, task, until)
 	switch {
+	case err == nil:
+		return nil
 	case errors.Is(err, store.ErrNotFound):
 		return temporal.NewNonRetryableApplicationError("region "+r.ID+" does not hold version "+id.Short()+" (was it removed?)", "NotHere", err)
-	case err != nil && store.ValidateHolder(task) != nil:
+	case store.Kind(err) == nil && ctx.Err() == nil:
+		// Not the store failing: a holder or expiry no retry mends.
 		return temporal.NewNonRetryableApplicationError(err.Error(), "BadInput", err)
 	}
 	return err

@@ -54,6 +54,7 @@ func TestDeployHoldKeepsItsVersion(t *testing.T) {
 	}{
 		{"removed version", r.HoldVersion(ctx, activities.HoldInput{Version: v.ID.String(), Holder: task, Until: time.Now().Add(time.Hour)}), "NotHere"},
 		{"bad holder", r.HoldVersion(ctx, activities.HoldInput{Version: storetest.Publish(t, s, "lab", "", "c").ID.String(), Until: time.Now().Add(time.Hour)}), "BadInput"},
+		{"past expiry", r.HoldVersion(ctx, activities.HoldInput{Version: storetest.Publish(t, s, "lab", "", "d").ID.String(), Holder: task, Until: time.Now().Add(-time.Minute)}), "BadInput"},
 		{"bad version", r.HoldVersion(ctx, activities.HoldInput{Version: "xyz", Holder: task, Until: time.Now().Add(time.Hour)}), "BadVersion"},
 	} {
 		if got := appErrType(c.err); got != c.want {

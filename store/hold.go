@@ -164,16 +164,16 @@ func ParseHold(key string, b []byte) (Hold, error) {
 // expiry. The version must be published: Hold gives ErrNotFound for a version the store does not
 // hold (or that a Remove is deleting right now), so a task learns at once that its version is gone.
 func (s *Store) Hold(ctx context.Context, id manifest.ID, holder string, until time.Time) error {
-	what := "hold of " + id.Short() + " by " + holder
+	// Bad requests are plain errors: the store was not asked.
 	if err := ValidateHolder(holder); err != nil {
-		return &Error{Kind: ErrUnavailable, Store: s.b.String(), What: "hold of " + id.Short(), Err: err}
+		return fmt.Errorf("hold of %s: %w", id.Short(), err)
 	}
 	now := time.Now()
 	if !until.After(now) {
-		return &Error{Kind: ErrUnavailable, Store: s.b.String(), What: what, Err: fmt.Errorf("expiry %s is already past", until.Format(time.RFC3339))}
+		return fmt.Errorf("hold of %s by %s: expiry %s is already past", id.Short(), holder, until.Format(time.RFC3339))
 	}
 	if until.Sub(now) > MaxHoldDuration {
-		return &Error{Kind: ErrUnavailable, Store: s.b.String(), What: what, Err: fmt.Errorf("expiry %s is more than %s ahead; renew the hold instead", until.Format(time.RFC3339), MaxHoldDuration)}
+		return fmt.Errorf("hold of %s by %s: expiry %s is more than %s ahead; renew the hold instead", id.Short(), holder, until.Format(time.RFC3339), MaxHoldDuration)
 	}
 	host, _ := os.Hostname()
 	h := Hold{Version: id, Holder: holder, Until: until.UTC().Round(time.Second), Host: host, Renewed: now.UTC().Truncate(time.Second)}
