@@ -42,6 +42,8 @@ const (
 	MaxHoldDuration = 7 * 24 * time.Hour
 	// maxHoldFile bounds a hold object's size: a holder, a version id, times and a host name.
 	maxHoldFile = 2048
+	// renewMargin is how long a hold must still stand for Hold to renew it in place.
+	renewMargin = 30 * time.Second
 )
 
 // Hold is one task's claim on a version.
@@ -182,9 +184,23 @@ func (s *Store) Hold(ctx context.Context, id manifest.ID, holder string, until t
 	}
 	b, _ := json.Marshal(h)
 	key := holdKey(id, holder)
+	// A renewal of a hold that stands for a while yet only moves its expiry: the version has been
+	// held all along, so a removal deciding now sees a hold, and stepping back for it would let
+	// it through. (A hold about to lapse goes through the whole dance again.)
+	renewal := false
+	if old, err := s.getSmall(ctx, key, maxHoldFile); err == nil {
+		if prev, err := ParseHold(key, old); err == nil && prev.Live(now.Add(renewMargin)) {
+			renewal = true
+		}
+	} else if !errors.Is(err, ErrNotFound) && !errors.Is(err, ErrCorrupt) {
+		return err
+	}
 	for {
 		if err := s.b.Put(ctx, key, b); err != nil {
 			return err
+		}
+		if renewal {
+			break
 		}
 		// Check after write: a removal that has not seen our hold has written its marker by now.
 		removing, err := s.removalUnderWay(ctx, id)

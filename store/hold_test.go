@@ -78,3 +78,38 @@ func TestHoldWaitsForRemovalMarker(t *testing.T) {
 		t.Fatalf("Holds = %+v, %v", hs, err)
 	}
 }
+
+// Renewing a hold that stands does not step back for a removal that is deciding: the removal
+// sees the hold and refuses, and the version is never unheld in between.
+func TestRenewalDoesNotStepBack(t *testing.T) {
+	s, _ := storetest.Dir(t)
+	ctx := context.Background()
+	v := storetest.Publish(t, s, "lab", "v1", "x")
+	task := "deploy/lab/pc-1"
+	if err := s.Hold(ctx, v.ID, task, time.Now().Add(10*time.Minute)); err != nil {
+		t.Fatal(err)
+	}
+	marker := "removing/" + v.ID.String() + ".json"
+	if err := s.Backend().Put(ctx, marker, []byte(`{}`)); err != nil {
+		t.Fatal(err)
+	}
+	got := make(chan error, 1)
+	go func() { got <- s.Hold(ctx, v.ID, task, time.Now().Add(20*time.Minute)) }()
+	select {
+	case err := <-got:
+		if err != nil {
+			t.Fatalf("renewal: %v", err)
+		}
+	case <-time.After(2 * time.Second):
+		t.Fatal("a renewal waited for a removal to decide, unholding the version meanwhile")
+	}
+	if hs, err := s.Holds(ctx, v.ID); err != nil || len(hs) != 1 || time.Until(hs[0].Until) < 15*time.Minute {
+		t.Fatalf("Holds after renewal = %+v, %v", hs, err)
+	}
+	s.Backend().Delete(ctx, marker)
+	r, _ := manifest.ParseRef("lab:v1")
+	var he *store.HeldError
+	if _, err := s.Remove(ctx, r); !errors.As(err, &he) {
+		t.Fatalf("Remove after renewal = %v, want a *HeldError", err)
+	}
+}
