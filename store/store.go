@@ -19,6 +19,11 @@
 //	s := store.New(b, store.Options{})
 //	if err := s.Init(ctx); err != nil { … }
 //	v, err := s.Resolve(ctx, ref)
+//
+// A task that uses a version holds it, so that Remove and GC leave it alone (see Hold):
+//
+//	err := s.Hold(ctx, v.ID, "deploy/region-b/lab/pc-07", deadline) // again, later, to renew
+//	defer s.Release(ctx, v.ID, "deploy/region-b/lab/pc-07")
 package store
 
 import (
