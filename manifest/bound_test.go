@@ -93,6 +93,20 @@ func TestDecodeHeapIsItsChunkIDs(t *testing.T) {
 	}
 }
 
+// A few hundred bytes that claim 64 TiB (2^24 chunks) must not make a 512 MiB slice of ids.
+func TestShortListForAHugeDiskAllocatesLittle(t *testing.T) {
+	b := canonicalWithChunks(t, MaxDiskSize, 3)
+	b = bytes.Replace(b, []byte(`"chunk_size":65536`), []byte(`"chunk_size":4194304`), 1)
+	var err error
+	got := allocated(func() { _, err = Decode(b) })
+	if !errors.Is(err, ErrInvalid) || !strings.Contains(err.Error(), "shorter than") {
+		t.Fatalf("Decode of a short list for a huge disk = %v", err)
+	}
+	if got > 1<<20 {
+		t.Errorf("refusing %d bytes allocated %d bytes", len(b), got)
+	}
+}
+
 func TestDecodeForDisk(t *testing.T) {
 	good := canonicalWithChunks(t, 100*MinChunkSize, 100)
 	for _, c := range []struct {

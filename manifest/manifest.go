@@ -182,8 +182,9 @@ func encode(m *Manifest) ([]byte, error) {
 // of b is the version id of the manifest returned. Errors wrap ErrInvalid.
 //
 // It reads the metadata first and refuses, before decoding a single chunk id, a chunk list longer
-// than the disk size and chunk size it states allow; the ids are then parsed straight into a slice
-// of exactly that many, so a manifest costs about its chunk count times IDLen bytes of memory.
+// or shorter than the disk size and chunk size it states allow; the ids are then parsed straight
+// into a slice of exactly that many, so a manifest costs its chunk count times IDLen bytes of
+// memory: half its size for real ids, at most 11 times its size for a list of zero chunks.
 func Decode(b []byte) (*Manifest, error) {
 	return DecodeForDisk(b, MaxDiskSize)
 }
@@ -235,9 +236,14 @@ func DecodeForDisk(b []byte, diskSize int64) (*Manifest, error) {
 	if !ok {
 		return nil, invalid("not in canonical form: trailing data after the chunk list")
 	}
+	// Both bounds before the ids are allocated: a short list must not make a large slice.
 	if maxLen := n*maxIDEncoded - 1; int64(len(list)) > maxLen {
 		return nil, invalid("chunk list of %d bytes is longer than the %d that %d chunks (disk size %d, chunk size %d) can take",
 			len(list), maxLen, n, m.DiskSize, m.ChunkSize)
+	}
+	if minLen := n*int64(len(`"",`)) - 1; int64(len(list)) < minLen {
+		return nil, invalid("chunk list of %d bytes is shorter than the %d that %d chunks (disk size %d, chunk size %d) take at least",
+			len(list), minLen, n, m.DiskSize, m.ChunkSize)
 	}
 	if m.Chunks, err = parseChunkList(list, n); err != nil {
 		return nil, err
