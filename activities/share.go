@@ -228,11 +228,20 @@ type RelayInput struct{ Version string }
 
 // PushToRelay uploads the version from this region's store to the relay storage: the manifest
 // to the staging area first, so a puller can start at once, then the chunks the relay lacks.
+// The version is held in this region's store while it is read (see store.Hold).
 func (r *Region) PushToRelay(ctx context.Context, in RelayInput) (MoveResult, error) {
 	id, v, err := r.relayVersion(ctx, in.Version, r.Store)
 	if err != nil {
 		return MoveResult{}, err
 	}
+	keep, err := r.Store.Keep(ctx, id, holderFor(ctx, "relay/"+r.ID+"/"+id.Short()), RelayHoldTTL)
+	if errors.Is(err, store.ErrNotFound) {
+		return MoveResult{}, temporal.NewNonRetryableApplicationError("region "+r.ID+" does not hold version "+id.Short(), "NotHere", err)
+	}
+	if err != nil {
+		return MoveResult{}, err
+	}
+	defer keep.Stop()
 	if err := transfer.Stage(ctx, r.Relay, v); err != nil {
 		return MoveResult{}, err
 	}

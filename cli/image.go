@@ -257,6 +257,8 @@ type imageDetail struct {
 	StoredBytes    int64                    `json:"stored_bytes"`
 	AddedBytes     *int64                   `json:"added_bytes"`
 	Partitions     *manifest.PartitionTable `json:"partitions,omitempty"`
+	// Holds are the tasks using the version now (see 'tms store holds').
+	Holds []holdRow `json:"holds"`
 }
 
 func (a *App) imageShow() *cobra.Command {
@@ -298,6 +300,11 @@ func describe(ctx context.Context, s *store.Store, v *store.Version) (*imageDeta
 	if err != nil {
 		return nil, err
 	}
+	holds, err := s.Holds(ctx, v.ID)
+	if err != nil {
+		return nil, err
+	}
+	d.Holds = holdRows(holds, time.Now())
 	for _, t := range tags {
 		if t.Version == v.ID {
 			d.Tags = append(d.Tags, t.Name+":"+t.Tag)
@@ -365,6 +372,16 @@ func (a *App) printDetail(d *imageDetail) error {
 	} else {
 		p("Added", "unknown (published without stats)")
 	}
+	if len(d.Holds) == 0 {
+		p("In use", "no")
+	}
+	for i, h := range d.Holds {
+		label := "In use:"
+		if i > 0 {
+			label = ""
+		}
+		fmt.Fprintf(tw, "%s\tby %s until %s\n", label, h.Holder, h.Until.Local().Format(time.DateTime))
+	}
 	if pt := d.Partitions; pt != nil {
 		p("Partitions", "%s", pt.Scheme)
 		for _, part := range pt.Partitions {
@@ -387,7 +404,9 @@ func (a *App) imageRm() *cobra.Command {
   NAME          the whole image: every tag and every version of NAME
   NAME:TAG      the tag, and its version unless another tag points to it
   NAME@VERSION  the version, and every tag that points to it
-The chunks are freed by 'tms store gc'.`,
+The chunks are freed by 'tms store gc'. A version in use by a task (a deploy streaming it, a
+region pulling it; see 'tms store holds') is not removed: rm fails, names the task and when its
+hold lapses, and removes nothing.`,
 		Args: exactArgs(1, "REF"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			ref, err := parseRef(args[0])

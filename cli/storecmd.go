@@ -2,14 +2,17 @@ package cli
 
 import (
 	"fmt"
+	"text/tabwriter"
 	"time"
+
+	"tms/store"
 
 	"github.com/spf13/cobra"
 )
 
 func (a *App) storeCommand() *cobra.Command {
 	c := &cobra.Command{Use: "store", Short: "Check and clean an image store"}
-	c.AddCommand(a.storeGC(), a.storeVerify())
+	c.AddCommand(a.storeGC(), a.storeVerify(), a.storeHolds())
 	return c
 }
 
@@ -20,7 +23,10 @@ func (a *App) storeGC() *cobra.Command {
 		Short: "Delete chunks that no version references",
 		Long: `gc deletes every chunk that no version in the store references. It takes the store for itself
 while it runs and refuses to start while an import holds it, so it never deletes a chunk an
-import is about to reference. A manifest it cannot read stops it before it deletes anything.`,
+import is about to reference. A manifest it cannot read stops it before it deletes anything.
+Versions in use by a task ('tms store holds') keep their chunks, tagged or not; a hold on a
+version whose manifest is gone stops gc before it deletes anything. Holds that lapsed more
+than a day ago are removed.`,
 		Args: exactArgs(0, "no arguments"),
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			ctx := cmd.Context()
@@ -33,9 +39,9 @@ import is about to reference. A manifest it cannot read stops it before it delet
 			if err != nil {
 				return err
 			}
-			fmt.Fprintf(a.Stdout, "gc: freed %d chunks (%s), kept %d chunks (%s) of %d versions, removed %d stale temporary files, in %s\n",
-				res.FreedChunks, humanBytes(res.FreedBytes), res.KeptChunks, humanBytes(res.KeptBytes), res.Versions,
-				res.StaleTemps, time.Since(start).Round(time.Millisecond))
+			fmt.Fprintf(a.Stdout, "gc: freed %d chunks (%s), kept %d chunks (%s) of %d versions (%d holds in force), removed %d stale temporary files and %d lapsed holds, in %s\n",
+				res.FreedChunks, humanBytes(res.FreedBytes), res.KeptChunks, humanBytes(res.KeptBytes), res.Versions, res.Held,
+				res.StaleTemps, res.ExpiredHolds, time.Since(start).Round(time.Millisecond))
 			return nil
 		},
 	}
@@ -80,5 +86,75 @@ status 1 if it found any.`,
 	}
 	storeFlag(c, &loc)
 	c.Flags().IntVar(&jobs, "jobs", 8, "chunks read at once")
+	return c
+}
+
+// holdRow is one hold as 'tms store holds --json' and 'tms image show --json' print it.
+type holdRow struct {
+	Version string    `json:"version"`
+	Holder  string    `json:"holder"`
+	Until   time.Time `json:"until"`
+	Host    string    `json:"host,omitempty"`
+	Live    bool      `json:"live"`
+}
+
+func holdRows(holds []store.Hold, now time.Time) []holdRow {
+	rows := []holdRow{}
+	for _, h := range holds {
+		rows = append(rows, holdRow{Version: h.Version.String(), Holder: h.Holder, Until: h.Until, Host: h.Host, Live: h.Live(now)})
+	}
+	return rows
+}
+
+func (a *App) storeHolds() *cobra.Command {
+	var loc string
+	var asJSON, all bool
+	c := &cobra.Command{
+		Use:   "holds --store STORE [--all] [--json]",
+		Short: "List the versions tasks are using, which rm and gc keep",
+		Long: `holds lists the holds in the store: which task (a deploy, a region pulling a version, a
+schedule) uses which version, and until when. 'tms image rm' refuses to remove a held version
+and 'tms store gc' keeps its chunks. A task renews its hold while it runs and releases it when
+it ends; the hold of a task that crashed lapses at its expiry. --all lists lapsed holds too.`,
+		Args: exactArgs(0, "no arguments"),
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			ctx := cmd.Context()
+			s, err := a.openStore(ctx, cmd, loc, false)
+			if err != nil {
+				return err
+			}
+			holds, err := s.AllHolds(ctx)
+			if err != nil {
+				return err
+			}
+			now := time.Now()
+			rows := []holdRow{}
+			for _, r := range holdRows(holds, now) {
+				if all || r.Live {
+					rows = append(rows, r)
+				}
+			}
+			if asJSON {
+				return a.printJSON(rows)
+			}
+			if len(rows) == 0 {
+				fmt.Fprintln(a.Stdout, "no version is in use")
+				return nil
+			}
+			tw := tabwriter.NewWriter(a.Stdout, 0, 4, 2, ' ', 0)
+			fmt.Fprintln(tw, "VERSION\tHOLDER\tUNTIL\tHOST")
+			for _, r := range rows {
+				until := r.Until.Local().Format(time.DateTime)
+				if !r.Live {
+					until += " (lapsed)"
+				}
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", r.Version[:12], r.Holder, until, r.Host)
+			}
+			return tw.Flush()
+		},
+	}
+	storeFlag(c, &loc)
+	c.Flags().BoolVar(&all, "all", false, "list lapsed holds too")
+	c.Flags().BoolVar(&asJSON, "json", false, "print JSON")
 	return c
 }

@@ -15,6 +15,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 )
 
@@ -28,8 +29,9 @@ const (
 	MaxChunkSize = 64 << 20
 	MaxDiskSize  = 64 << 40 // 64 TiB
 	MaxChunks    = 1 << 24
-	// MaxEncodedSize bounds the bytes Decode accepts: MaxChunks ids plus generous metadata.
-	MaxEncodedSize = MaxChunks*(2*IDLen+3) + 1<<20
+	// MaxEncodedSize bounds the bytes Decode accepts: MaxChunks ids plus generous metadata
+	// (MaxEncodedSizeFor(MaxDiskSize)).
+	MaxEncodedSize = MaxHeaderSize + 11 + MaxChunks*maxIDEncoded + 2 // 11 for chunksField, 2 for "]}"
 )
 
 // Manifest describes one version of a disk image.
@@ -98,6 +100,17 @@ func invalid(format string, args ...any) error {
 
 // Validate checks that m is a manifest tms can use.
 func (m *Manifest) Validate() error {
+	if err := m.validateSizes(); err != nil {
+		return err
+	}
+	if n := NumChunks(m.DiskSize, m.ChunkSize); int64(len(m.Chunks)) != n {
+		return invalid("%d chunk ids for a disk of %d bytes in chunks of %d, want %d", len(m.Chunks), m.DiskSize, m.ChunkSize, n)
+	}
+	return m.validateMeta()
+}
+
+// validateSizes checks the fields before the chunk list that say how long it is.
+func (m *Manifest) validateSizes() error {
 	if m.Format != Format {
 		return invalid("format %q is not %q", clip(m.Format), Format)
 	}
@@ -112,9 +125,11 @@ func (m *Manifest) Validate() error {
 	}
 	if n := NumChunks(m.DiskSize, m.ChunkSize); n > MaxChunks {
 		return invalid("disk size %d at chunk size %d needs %d chunks, more than %d", m.DiskSize, m.ChunkSize, n, MaxChunks)
-	} else if int64(len(m.Chunks)) != n {
-		return invalid("%d chunk ids for a disk of %d bytes in chunks of %d, want %d", len(m.Chunks), m.DiskSize, m.ChunkSize, n)
 	}
+	return nil
+}
+
+func (m *Manifest) validateMeta() error {
 	if err := ValidateName(m.Meta.Name); err != nil {
 		return invalid("meta.name: %v", err)
 	}
@@ -165,11 +180,101 @@ func encode(m *Manifest) ([]byte, error) {
 
 // Decode parses a manifest and checks that b is exactly its canonical encoding, so that the hash
 // of b is the version id of the manifest returned. Errors wrap ErrInvalid.
+//
+// It reads the metadata first and refuses, before decoding a single chunk id, a chunk list longer
+// or shorter than the disk size and chunk size it states allow; the ids are then parsed straight
+// into a slice of exactly that many, so a manifest costs its chunk count times IDLen bytes of
+// memory: half its size for real ids, at most 11 times its size for a list of zero chunks.
 func Decode(b []byte) (*Manifest, error) {
-	if len(b) > MaxEncodedSize {
-		return nil, invalid("%d bytes, more than the %d a manifest may have", len(b), MaxEncodedSize)
+	return DecodeForDisk(b, MaxDiskSize)
+}
+
+// Bounds of the canonical encoding.
+const (
+	// MaxHeaderSize bounds the encoding of everything but the chunk list: a name, a source of
+	// 1024 bytes and 256 partition entries fit many times over, even with every byte escaped.
+	MaxHeaderSize = 1 << 20
+	// maxIDEncoded is the most bytes one chunk id takes in the chunk list: quotes, digits, comma.
+	maxIDEncoded = 2*IDLen + 3
+	// chunksField starts the chunk list, the last field of a canonical encoding. A JSON string
+	// cannot hold it (its quotes would be escaped), so its last occurrence is the chunk list's.
+	chunksField = `,"chunks":[`
+)
+
+// MaxEncodedSizeFor returns the largest encoded size a manifest for a disk of diskSize bytes can
+// have (at the smallest chunk size), so a reader can cap a body before reading it: a region caps a
+// terminal's upload by the terminal's disk size.
+func MaxEncodedSizeFor(diskSize int64) int64 {
+	diskSize = min(max(diskSize, 0), MaxDiskSize)
+	n := min(NumChunks(diskSize, MinChunkSize), MaxChunks)
+	return MaxHeaderSize + int64(len(chunksField)) + n*maxIDEncoded + int64(len("]}"))
+}
+
+// DecodeForDisk is Decode for a manifest that must fit a disk of diskSize bytes: it refuses one
+// larger than MaxEncodedSizeFor(diskSize) before parsing anything, and one whose disk size is
+// larger than diskSize before decoding its chunk list.
+func DecodeForDisk(b []byte, diskSize int64) (*Manifest, error) {
+	if limit := MaxEncodedSizeFor(diskSize); int64(len(b)) > limit {
+		return nil, invalid("%d bytes, more than the %d a manifest for a disk of %d bytes may have", len(b), limit, diskSize)
 	}
-	dec := json.NewDecoder(bytes.NewReader(b))
+	i := bytes.LastIndex(b, []byte(chunksField))
+	if i < 0 {
+		return nil, invalid("no chunk list at the end: %s", decodeHint(b))
+	}
+	if i > MaxHeaderSize {
+		return nil, invalid("%d bytes before the chunk list, more than %d", i, MaxHeaderSize)
+	}
+	m, err := decodeHeader(b[:i])
+	if err != nil {
+		return nil, err
+	}
+	if m.DiskSize > diskSize {
+		return nil, invalid("disk size %d is larger than the %d bytes of the disk it is for", m.DiskSize, diskSize)
+	}
+	n := NumChunks(m.DiskSize, m.ChunkSize)
+	list, ok := bytes.CutSuffix(b[i+len(chunksField):], []byte("]}"))
+	if !ok {
+		return nil, invalid("not in canonical form: trailing data after the chunk list")
+	}
+	// Both bounds before the ids are allocated: a short list must not make a large slice.
+	if maxLen := n*maxIDEncoded - 1; int64(len(list)) > maxLen {
+		return nil, invalid("chunk list of %d bytes is longer than the %d that %d chunks (disk size %d, chunk size %d) can take",
+			len(list), maxLen, n, m.DiskSize, m.ChunkSize)
+	}
+	if minLen := n*int64(len(`"",`)) - 1; int64(len(list)) < minLen {
+		return nil, invalid("chunk list of %d bytes is shorter than the %d that %d chunks (disk size %d, chunk size %d) take at least",
+			len(list), minLen, n, m.DiskSize, m.ChunkSize)
+	}
+	if m.Chunks, err = parseChunkList(list, n); err != nil {
+		return nil, err
+	}
+	if err := m.Validate(); err != nil {
+		return nil, err
+	}
+	return m, nil
+}
+
+// decodeHint says why input without a chunk list is not a manifest, the way a full decode would.
+func decodeHint(b []byte) string {
+	var m Manifest
+	dec := json.NewDecoder(bytes.NewReader(b[:min(len(b), MaxHeaderSize)]))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&m); err != nil && len(b) <= MaxHeaderSize {
+		return err.Error()
+	}
+	if err := m.Validate(); err != nil && len(b) <= MaxHeaderSize {
+		return strings.TrimPrefix(err.Error(), ErrInvalid.Error()+": ")
+	}
+	return "not in canonical form"
+}
+
+// decodeHeader decodes everything before the chunk list, strictly, checks that it is canonical
+// and that its sizes are valid.
+func decodeHeader(h []byte) (*Manifest, error) {
+	obj := make([]byte, len(h)+1)
+	copy(obj, h)
+	obj[len(h)] = '}'
+	dec := json.NewDecoder(bytes.NewReader(obj))
 	dec.DisallowUnknownFields()
 	var m Manifest
 	if err := dec.Decode(&m); err != nil {
@@ -178,17 +283,75 @@ func Decode(b []byte) (*Manifest, error) {
 	if dec.More() {
 		return nil, invalid("trailing data after the manifest")
 	}
-	if err := m.Validate(); err != nil {
+	if m.Chunks != nil {
+		return nil, invalid("more than one chunk list")
+	}
+	if err := m.validateSizes(); err != nil {
 		return nil, err
 	}
 	canon, err := encode(&m)
 	if err != nil {
 		return nil, err
 	}
-	if !bytes.Equal(canon, b) {
+	if j := bytes.LastIndex(canon, []byte(`,"chunks":`)); j < 0 || !bytes.Equal(canon[:j], h) {
 		return nil, invalid("not in canonical form (was it edited by hand?)")
 	}
 	return &m, nil
+}
+
+// parseChunkList parses exactly n canonical ids: "64 lowercase hex digits" or "" for a zero
+// chunk, separated by commas.
+func parseChunkList(list []byte, n int64) ([]ID, error) {
+	ids := make([]ID, n)
+	p := 0
+	for k := range ids {
+		if p == len(list) {
+			return nil, invalid("%d chunk ids, want %d for the disk size and chunk size", k, n)
+		}
+		if k > 0 {
+			if list[p] != ',' {
+				return nil, invalid("chunk list: want ',' after id %d at byte %d", k-1, p)
+			}
+			p++
+		}
+		if p >= len(list) || list[p] != '"' {
+			return nil, invalid("chunk list: want '\"' at byte %d", p)
+		}
+		p++
+		if p < len(list) && list[p] == '"' {
+			p++ // a zero chunk
+			continue
+		}
+		if end := p + 2*IDLen; end >= len(list) || list[end] != '"' {
+			return nil, invalid("chunk list: id %d is not %d hex digits in quotes", k, 2*IDLen)
+		}
+		for j := range IDLen {
+			hi, ok1 := unhex(list[p+2*j])
+			lo, ok2 := unhex(list[p+2*j+1])
+			if !ok1 || !ok2 {
+				return nil, invalid("chunk list: id %d has a character that is not a lowercase hex digit", k)
+			}
+			ids[k][j] = hi<<4 | lo
+		}
+		if ids[k].IsZero() {
+			return nil, invalid("chunk list: id %d is the reserved all-zero id (a zero chunk is \"\")", k)
+		}
+		p += 2*IDLen + 1
+	}
+	if p != len(list) {
+		return nil, invalid("more than the %d chunk ids the disk size and chunk size allow", n)
+	}
+	return ids, nil
+}
+
+func unhex(c byte) (byte, bool) {
+	switch {
+	case c >= '0' && c <= '9':
+		return c - '0', true
+	case c >= 'a' && c <= 'f':
+		return c - 'a' + 10, true
+	}
+	return 0, false
 }
 
 // VersionID returns the id of the version that encoded manifest b describes.

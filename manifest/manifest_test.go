@@ -158,6 +158,15 @@ func FuzzDecode(f *testing.F) {
 	f.Add(good)
 	f.Add([]byte(`{}`))
 	f.Add([]byte(`{"format":"tms.image.v1","hash":"sha256","disk_size":1,"chunk_size":65536,"parent":"","meta":{"name":"a","created":"2026-01-01T00:00:00Z"},"chunks":[""]}`))
+	small := canonicalWithChunks(f, 3*MinChunkSize, 3)
+	f.Add(small)
+	f.Add(zeroIDs(small, 3))
+	f.Add(zeroIDs(small, 4))
+	f.Add(canonicalWithChunks(f, MinChunkSize, 3)) // more ids than its disk has
+	f.Add(canonicalWithChunks(f, 3*MinChunkSize, 2))
+	f.Add(bytes.Replace(small, []byte(`"format"`), []byte(`"chunks":[],"format"`), 1))
+	f.Add(bytes.Replace(good, []byte(`,"chunks":[`), []byte(`,"chunks":[,`), 1))
+	f.Add([]byte(`,"chunks":[]}`))
 	f.Fuzz(func(t *testing.T, b []byte) {
 		m, err := Decode(b)
 		if err != nil {
@@ -165,6 +174,15 @@ func FuzzDecode(f *testing.F) {
 				t.Fatalf("error does not wrap ErrInvalid: %v", err)
 			}
 			return
+		}
+		if int64(len(b)) > MaxEncodedSizeFor(m.DiskSize) {
+			t.Fatalf("accepted %d bytes for a disk of %d, over MaxEncodedSizeFor", len(b), m.DiskSize)
+		}
+		if _, err := DecodeForDisk(b, m.DiskSize); err != nil {
+			t.Fatalf("DecodeForDisk refuses a manifest for its own disk size: %v", err)
+		}
+		if _, err := DecodeForDisk(b, m.DiskSize-1); err == nil {
+			t.Fatalf("DecodeForDisk accepts a manifest for a disk smaller than it describes")
 		}
 		// Whatever Decode accepts is canonical: it encodes back to exactly the input.
 		again, err := Encode(m)

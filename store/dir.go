@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"os"
 	"path"
@@ -30,8 +31,9 @@ type Dir struct {
 }
 
 var (
-	_ Backend = (*Dir)(nil)
-	_ Batcher = (*Dir)(nil)
+	_ Backend       = (*Dir)(nil)
+	_ Batcher       = (*Dir)(nil)
+	_ LimitedGetter = (*Dir)(nil)
 )
 
 // NewDir returns a backend on directory root, creating root (but not its parent) if needed.
@@ -110,6 +112,38 @@ func (d *Dir) Get(ctx context.Context, key string) ([]byte, error) {
 	b, err := os.ReadFile(p)
 	if err != nil {
 		return nil, d.ioErr(key, err)
+	}
+	return b, nil
+}
+
+// GetLimited is Get for an object of at most limit bytes: a larger one is ErrCorrupt, refused
+// before it is read.
+func (d *Dir) GetLimited(ctx context.Context, key string, limit int64) ([]byte, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	p, err := d.path(key)
+	if err != nil {
+		return nil, err
+	}
+	f, err := os.Open(p)
+	if err != nil {
+		return nil, d.ioErr(key, err)
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return nil, d.ioErr(key, err)
+	}
+	if fi.Size() > limit {
+		return nil, TooLarge(d.root, key, fi.Size(), limit)
+	}
+	b, err := io.ReadAll(io.LimitReader(f, limit+1))
+	if err != nil {
+		return nil, d.ioErr(key, err)
+	}
+	if int64(len(b)) > limit {
+		return nil, TooLarge(d.root, key, int64(len(b)), limit)
 	}
 	return b, nil
 }

@@ -19,9 +19,16 @@ type GCResult struct {
 	FreedBytes  int64
 	StaleTemps  int // leftovers of crashed writers removed
 	OrphanStats int // stats of versions that are gone, removed
+	// Held counts the live holds (see Hold); ExpiredHolds the long-expired ones removed.
+	Held, ExpiredHolds int
 }
 
-// GC deletes every chunk that no published version references. It holds the store exclusively
+// expiredHoldKept is how long gc leaves a lapsed hold in place, for people to see, before it
+// removes it. Long enough that no holder still renews it.
+const expiredHoldKept = 24 * time.Hour
+
+// GC deletes every chunk that no published version references. Held versions (see Hold) are
+// published, so their chunks stay; a live hold on a version whose manifest is gone stops it. It holds the store exclusively
 // while it runs, so no import can be between finding a chunk present and publishing a manifest
 // that needs it; it fails with ErrBusy while imports run. A manifest that cannot be read stops
 // it before anything is deleted: without it, GC cannot know what is still needed.
@@ -64,6 +71,30 @@ func (s *Store) GC(ctx context.Context) (GCResult, error) {
 	}
 	res.Versions = len(versions)
 
+	// Every hold is taken on a published version, and Remove does not delete a held one, so a
+	// held version's chunks are live above. A hold on a version whose manifest is gone all the
+	// same (deleted by hand, or by a tms that knew no holds) names chunks a task may still be
+	// reading that gc cannot tell from garbage: stop.
+	holds, err := s.AllHolds(ctx)
+	if err != nil {
+		return res, fmt.Errorf("garbage collection stopped before deleting anything: %w", err)
+	}
+	now := time.Now()
+	var expired []Hold
+	for _, h := range holds {
+		if !h.Live(now) {
+			if now.Sub(h.Until) > expiredHoldKept {
+				expired = append(expired, h)
+			}
+			continue
+		}
+		res.Held++
+		if _, ok := versions[h.Version]; !ok {
+			return res, &Error{Kind: ErrBusy, Store: s.b.String(), What: "version " + h.Version.Short(),
+				Err: fmt.Errorf("garbage collection stopped before deleting anything: held by %s but its manifest is gone, so its chunks cannot be told from garbage", h)}
+		}
+	}
+
 	var dead []ObjectInfo
 	err = s.b.List(ctx, "chunks/", func(o ObjectInfo) error {
 		id, err := manifest.ParseID(o.Key[strings.LastIndexByte(o.Key, '/')+1:])
@@ -90,6 +121,12 @@ func (s *Store) GC(ctx context.Context) (GCResult, error) {
 		}
 		res.FreedChunks++
 		res.FreedBytes += o.Size
+	}
+	for _, h := range expired {
+		if err := s.b.Delete(ctx, holdKey(h.Version, h.Holder)); err != nil {
+			return res, err
+		}
+		res.ExpiredHolds++
 	}
 	var orphans []string
 	err = s.b.List(ctx, "stats/", func(o ObjectInfo) error {

@@ -114,15 +114,17 @@ func (s *Store) Locks(ctx context.Context) ([]LockInfo, error) {
 	}
 	host, _ := os.Hostname()
 	for _, o := range keys {
-		b, err := s.b.Get(ctx, o.Key)
+		b, err := s.getSmall(ctx, o.Key, maxLockFile)
 		if errors.Is(err, ErrNotFound) {
 			continue
 		}
-		if err != nil {
+		if err != nil && !errors.Is(err, ErrCorrupt) {
 			return nil, err
 		}
-		var li LockInfo
-		if json.Unmarshal(b, &li) != nil || (li.Kind != "shared" && li.Kind != "exclusive") {
+		li, perr := ParseLock(b)
+		if err != nil || perr != nil {
+			// Not a lock tms wrote, or a damaged one: it keeps nobody out.
+			s.log.Warn("ignoring an unreadable store lock", "lock", o.Key, "err", errors.Join(err, perr))
 			continue
 		}
 		li.key, li.modTime = o.Key, o.ModTime

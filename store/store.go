@@ -9,6 +9,8 @@
 //	stats/91bc….json        what publishing a version added to this store (not part of its identity)
 //	refs/NAME/TAG           the version id a tag points to
 //	locks/…                 who is importing or collecting garbage right now
+//	holds/91bc…/…           which tasks use a version right now, and until when (see Hold)
+//	removing/91bc….json     a Remove of the version is deciding (see Hold)
 //
 // Every chunk read is checked against its id. Publishing is ordered: chunks first (durable), then
 // the manifest, then the tag, so a reader never sees a version whose chunks are not all there.
@@ -17,6 +19,11 @@
 //	s := store.New(b, store.Options{})
 //	if err := s.Init(ctx); err != nil { … }
 //	v, err := s.Resolve(ctx, ref)
+//
+// A task that uses a version holds it, so that Remove and GC leave it alone (see Hold):
+//
+//	err := s.Hold(ctx, v.ID, "deploy/region-b/lab/pc-07", deadline) // again, later, to renew
+//	defer s.Release(ctx, v.ID, "deploy/region-b/lab/pc-07")
 package store
 
 import (
@@ -88,15 +95,15 @@ func (s *Store) Init(ctx context.Context) error {
 // Check makes sure the backend holds a tms store of a format this tms reads. A backend with no
 // marker gives ErrNotFound.
 func (s *Store) Check(ctx context.Context) error {
-	b, err := s.b.Get(ctx, MarkerKey)
+	b, err := s.getSmall(ctx, MarkerKey, maxMarkerFile)
 	if errors.Is(err, ErrNotFound) {
 		return &Error{Kind: ErrNotFound, Store: s.b.String(), What: "tms store", Err: errors.New("no " + MarkerKey + " here; import an image to create a store")}
 	}
 	if err != nil {
 		return err
 	}
-	var m marker
-	if err := json.Unmarshal(b, &m); err != nil {
+	m, err := parseMarker(b)
+	if err != nil {
 		return &Error{Kind: ErrCorrupt, Store: s.b.String(), What: MarkerKey, Err: err}
 	}
 	if m.Format != StoreFormat {
@@ -169,20 +176,20 @@ func (s *Store) PutVersion(ctx context.Context, encoded []byte, st Stats) (*Vers
 
 // GetStats returns the stats saved when version id was published here; ErrNotFound if none were.
 func (s *Store) GetStats(ctx context.Context, id manifest.ID) (Stats, error) {
-	var st Stats
-	b, err := s.b.Get(ctx, statsKey(id))
+	b, err := s.getSmall(ctx, statsKey(id), maxStatsFile)
 	if err != nil {
-		return st, err
+		return Stats{}, err
 	}
-	if err := json.Unmarshal(b, &st); err != nil {
-		return st, &Error{Kind: ErrCorrupt, Store: s.b.String(), What: "stats of " + id.String(), Err: err}
+	st, err := parseStats(b)
+	if err != nil {
+		return Stats{}, &Error{Kind: ErrCorrupt, Store: s.b.String(), What: "stats of " + id.String(), Err: err}
 	}
 	return st, nil
 }
 
 // GetTag returns the version id NAME:TAG points to.
 func (s *Store) GetTag(ctx context.Context, name, tag string) (manifest.ID, error) {
-	b, err := s.b.Get(ctx, refKey(name, tag))
+	b, err := s.getSmall(ctx, refKey(name, tag), maxTagFile)
 	if err != nil {
 		var se *Error
 		if errors.As(err, &se) {
@@ -190,7 +197,7 @@ func (s *Store) GetTag(ctx context.Context, name, tag string) (manifest.ID, erro
 		}
 		return manifest.ID{}, err
 	}
-	id, err := manifest.ParseID(strings.TrimSpace(string(b)))
+	id, err := parseTag(b)
 	if err != nil {
 		return manifest.ID{}, &Error{Kind: ErrCorrupt, Store: s.b.String(), What: "tag " + name + ":" + tag, Err: err}
 	}
@@ -323,7 +330,8 @@ type Removed struct {
 //   - NAME:TAG: the tag, and the version it pointed to unless another tag still points to it;
 //   - NAME@VERSION: the version, and every tag that points to it.
 //
-// Chunks are freed by the next garbage collection.
+// Chunks are freed by the next garbage collection. If a version it would delete is held (see
+// Hold), Remove deletes nothing and returns a *HeldError naming the holders.
 func (s *Store) Remove(ctx context.Context, ref manifest.Ref) (Removed, error) {
 	var out Removed
 	tags, err := s.Tags(ctx)
@@ -384,6 +392,15 @@ func (s *Store) Remove(ctx context.Context, ref manifest.Ref) (Removed, error) {
 				out.Tags = append(out.Tags, t)
 			}
 		}
+	}
+	// A version in use stays: a deploy streaming it would fail half-way through.
+	if len(versions) > 0 {
+		unmark, err := s.markRemoving(ctx, versions)
+		if err != nil {
+			out.Tags = nil
+			return out, err
+		}
+		defer unmark()
 	}
 	// Tags first: a tag must never point to a version that is gone.
 	for _, t := range out.Tags {

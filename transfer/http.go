@@ -23,6 +23,11 @@ import (
 //
 // with "Authorization: Bearer <grant>". A grant opens one version, and only chunks that
 // version references.
+//
+// While a peer pulls, the version is held in the store (see store.Hold) by "pull/<audience>/
+// <version>", so 'tms image rm' and gc leave it alone. The handler cannot tell when a pull ends,
+// so the hold slides: each request keeps it PullHoldTTL ahead (never past the grant's expiry),
+// rewriting it once half of that has passed, and it lapses PullHoldTTL after the last request.
 type Handler struct {
 	Store  *store.Store
 	Signer *Signer
@@ -32,7 +37,14 @@ type Handler struct {
 
 	mu     sync.Mutex
 	chunks map[manifest.ID]map[manifest.ID]struct{} // version -> its chunks, for the last few versions
+	held   map[string]time.Time                     // holder -> the expiry of its hold in the store
 }
+
+// maxHeld bounds the holds a Handler remembers: one per pull under way.
+const maxHeld = 1024
+
+// PullHoldTTL is how long a peer's pull holds its version after its last request.
+const PullHoldTTL = 2 * time.Minute
 
 const maxCachedVersions = 16
 
@@ -75,7 +87,51 @@ func (h *Handler) authorize(w http.ResponseWriter, r *http.Request) (manifest.ID
 		http.Error(w, "the grant is for another version", http.StatusForbidden)
 		return id, false
 	}
+	if err := h.hold(r.Context(), g, now()); err != nil {
+		h.fail(w, r, "version "+id.Short(), err)
+		return id, false
+	}
 	return id, true
+}
+
+// hold keeps the granted version in the store for PullHoldTTL more, within the grant.
+func (h *Handler) hold(ctx context.Context, g Grant, now time.Time) error {
+	holder := "pull/" + g.Audience + "/" + g.Version.Short()
+	if g.Audience == "" {
+		holder = "pull/" + g.Version.Short()
+	}
+	if store.ValidateHolder(holder) != nil {
+		holder = "pull/" + g.Version.Short() // an audience no person could read
+	}
+	until := now.Add(PullHoldTTL)
+	if g.Expires.Before(until) {
+		until = g.Expires
+	}
+	h.mu.Lock()
+	prev := h.held[holder]
+	h.mu.Unlock()
+	if prev.Sub(now) > PullHoldTTL/2 || !prev.Before(until) {
+		return nil // held long enough for now
+	}
+	if err := h.Store.Hold(ctx, g.Version, holder, until); err != nil {
+		return err
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.held == nil {
+		h.held = map[string]time.Time{}
+	}
+	if len(h.held) >= maxHeld {
+		for k, t := range h.held {
+			if !t.After(now) {
+				delete(h.held, k)
+			}
+		}
+	}
+	if len(h.held) < maxHeld {
+		h.held[holder] = until
+	}
+	return nil
 }
 
 func (h *Handler) fail(w http.ResponseWriter, r *http.Request, what string, err error) {

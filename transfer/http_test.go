@@ -286,3 +286,43 @@ func TestDeployFromPeer(t *testing.T) {
 		t.Fatalf("redeploy wrote %d chunks, %v", res.Written, err)
 	}
 }
+
+// A peer pulling a version holds it in the source store for a little while after its last
+// request: an admin's 'image rm' there is refused and names the pull.
+func TestPullHoldsTheSourceVersion(t *testing.T) {
+	ctx := context.Background()
+	a, _ := storetest.Dir(t)
+	b, _ := storetest.Dir(t)
+	v := storetest.Import(t, a, storetest.SampleDisk(t, 8*mib, 11), "lab")
+	grant := signer(t).Mint(transfer.Grant{Version: v.Version.ID, Audience: "region-b", Expires: time.Now().Add(time.Hour)})
+	src := &transfer.HTTPSource{Base: peer(t, a, nil), Version: v.Version.ID, Grant: grant}
+	start := time.Now()
+	if _, err := transfer.Copy(ctx, src, b, v.Version.ID, transfer.Options{}); err != nil {
+		t.Fatal(err)
+	}
+	holds, err := a.Holds(ctx, v.Version.ID)
+	want := "pull/region-b/" + v.Version.ID.Short()
+	if err != nil || len(holds) != 1 || holds[0].Holder != want ||
+		holds[0].Until.Before(start.Add(transfer.PullHoldTTL/2)) || holds[0].Until.After(time.Now().Add(transfer.PullHoldTTL+time.Second)) {
+		t.Fatalf("holds in the source after a pull = %+v, %v; want %s about %s ahead", holds, err, want, transfer.PullHoldTTL)
+	}
+	ref, _ := manifest.ParseRef("lab@" + v.Version.ID.String())
+	var he *store.HeldError
+	if _, err := a.Remove(ctx, ref); !errors.As(err, &he) || !strings.Contains(err.Error(), want) {
+		t.Fatalf("Remove of a version being pulled = %v; want a *HeldError naming %s", err, want)
+	}
+	// A grant that expires sooner ends the hold with it.
+	short := grantFor(t, v.Version.ID) // a minute
+	g, _ := signer(t).Verify(short, time.Now())
+	c, _ := storetest.Dir(t)
+	if _, err := transfer.Copy(ctx, &transfer.HTTPSource{Base: peer(t, a, nil), Version: v.Version.ID, Grant: short}, c, v.Version.ID, transfer.Options{}); err != nil {
+		t.Fatal(err)
+	}
+	if holds, err := a.Holds(ctx, v.Version.ID); err != nil || len(holds) != 1 || holds[0].Until.After(g.Expires) {
+		t.Fatalf("holds after a pull with a one-minute grant = %+v, %v; want none past %s", holds, err, g.Expires)
+	}
+	// The destination's copy is published and nobody holds it: the pull's lock covered it until then.
+	if hs, err := b.Holds(ctx, v.Version.ID); err != nil || len(hs) != 0 {
+		t.Fatalf("holds in the destination = %+v, %v", hs, err)
+	}
+}

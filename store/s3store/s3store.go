@@ -91,7 +91,10 @@ type Backend struct {
 	bucketProof time.Duration
 }
 
-var _ store.Backend = (*Backend)(nil)
+var (
+	_ store.Backend       = (*Backend)(nil)
+	_ store.LimitedGetter = (*Backend)(nil)
+)
 
 // New opens the store that cfg describes. It checks, within OpenTimeout, that the server answers,
 // accepts the credentials and holds the bucket, and that the credentials may list it: each of
@@ -266,6 +269,38 @@ func (b *Backend) Get(ctx context.Context, key string) ([]byte, error) {
 	}
 	if err != nil {
 		return nil, b.classify(ctx, key, fmt.Errorf("reading %d bytes from %s: %w", info.Size, b.endpoint, err))
+	}
+	b.sawBucket()
+	return data, nil
+}
+
+// GetLimited is Get for an object of at most limit bytes: a larger one is ErrCorrupt, refused
+// from its Content-Length before its body is read.
+func (b *Backend) GetLimited(ctx context.Context, key string, limit int64) ([]byte, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	name, err := b.object(key)
+	if err != nil {
+		return nil, err
+	}
+	body, info, _, err := minio.Core{Client: b.client}.GetObject(ctx, b.bucket, name, minio.GetObjectOptions{})
+	if err != nil {
+		return nil, b.classify(ctx, key, err)
+	}
+	defer body.Close()
+	if info.Size > limit {
+		return nil, store.TooLarge(b.name, key, info.Size, limit)
+	}
+	data, err := io.ReadAll(io.LimitReader(body, limit+1))
+	if err != nil {
+		return nil, b.classify(ctx, key, fmt.Errorf("reading %s from %s: %w", key, b.endpoint, err))
+	}
+	if int64(len(data)) > limit {
+		return nil, store.TooLarge(b.name, key, int64(len(data)), limit)
+	}
+	if info.Size >= 0 && int64(len(data)) != info.Size {
+		return nil, b.classify(ctx, key, fmt.Errorf("body cut short: %d of %d bytes from %s", len(data), info.Size, b.endpoint))
 	}
 	b.sawBucket()
 	return data, nil

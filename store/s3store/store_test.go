@@ -9,6 +9,7 @@ import (
 	"github.com/minio/minio-go/v7"
 
 	"tms/internal/miniotest"
+	"tms/internal/storetest"
 	"tms/manifest"
 	"tms/store"
 )
@@ -171,5 +172,32 @@ func TestStoreOnMissingBucketIsNotEmpty(t *testing.T) {
 	}
 	if ok, err := s.HasChunk(t.Context(), manifest.BLAKE3.Sum([]byte("x"))); ok || !errors.Is(err, store.ErrUnavailable) {
 		t.Fatalf("HasChunk = %v, %v; want ErrUnavailable", ok, err)
+	}
+}
+
+func TestHoldsOnS3(t *testing.T) {
+	srv := miniotest.Shared(t)
+	s := store.New(open(t, config(srv, srv.NewBucket(t), "school/lab1")), store.Options{})
+	if err := s.Init(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	storetest.Holds(t, s)
+}
+
+// A tag file larger than any tms writes is refused from its length, before its body is read.
+func TestOversizedTagOnS3(t *testing.T) {
+	srv := miniotest.Shared(t)
+	bucket := srv.NewBucket(t)
+	s := store.New(open(t, config(srv, bucket, "lab")), store.Options{})
+	if err := s.Init(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	v := storetest.Publish(t, s, "lab", "latest", "x")
+	if id, err := s.GetTag(t.Context(), "lab", "latest"); err != nil || id != v.ID {
+		t.Fatalf("GetTag = %v, %v", id, err)
+	}
+	putRaw(t, srv.Client(t), bucket, "lab/refs/lab/latest", bytes.Repeat([]byte("a"), 1<<20))
+	if _, err := s.GetTag(t.Context(), "lab", "latest"); !errors.Is(err, store.ErrCorrupt) || !strings.Contains(err.Error(), "1048576 bytes, more than") {
+		t.Fatalf("GetTag of a 1 MiB tag = %v; want ErrCorrupt saying its size", err)
 	}
 }
