@@ -3,6 +3,7 @@ package activities_test
 import (
 	"context"
 	"errors"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -14,6 +15,7 @@ import (
 	"tms/activities"
 	"tms/internal/storetest"
 	"tms/manifest"
+	"tms/state"
 	"tms/store"
 )
 
@@ -96,5 +98,44 @@ func TestPushToRelayHoldsTheSource(t *testing.T) {
 	}
 	if after, err := src.Holds(context.Background(), v.Version.ID); err != nil || len(after) != 0 {
 		t.Fatalf("holds after the push = %+v, %v", after, err)
+	}
+}
+
+// Finding: tms image rm and tms store gc during a deploy left the terminal half written. The
+// deploy's PrepareTask now holds its version until FinishTask, whatever the task's outcome.
+func TestDeployTaskHoldsItsVersionUntilItEnds(t *testing.T) {
+	ctx := context.Background()
+	s, _ := storetest.Dir(t)
+	v := storetest.Publish(t, s, "lab", "v1", "a", "b")
+	inv, err := state.OpenInventory(ctx, filepath.Join(t.TempDir(), "inventory.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer inv.Close()
+	if err := inv.Enroll(ctx, "52:54:00:00:07:01", "pc-07"); err != nil {
+		t.Fatal(err)
+	}
+	r := &activities.Region{ID: "region-b", Store: s, Inventory: inv}
+	task := "deploy/region-b/lab/lab/pc-07@run-1"
+	ref, err := r.PrepareTask(ctx, activities.TaskInput{Task: task, Terminal: "pc-07", Kind: "deploy", Image: v.ID.String(), Expires: time.Now().Add(time.Hour)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	lab, _ := manifest.ParseRef("lab:v1")
+	var he *store.HeldError
+	if _, err := s.Remove(ctx, lab); !errors.As(err, &he) || !strings.Contains(err.Error(), task) {
+		t.Fatalf("image rm during the deploy = %v; want it refused, naming %s", err, task)
+	}
+	if _, err := s.GC(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.GetManifest(ctx, v.ID); err != nil {
+		t.Fatalf("the deployed version after gc: %v", err)
+	}
+	if err := r.FinishTask(ctx, activities.FinishInput{Task: task, MAC: ref.MAC, State: state.TaskFailed, Error: "test"}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Remove(ctx, lab); err != nil {
+		t.Fatalf("image rm after the deploy ended: %v", err)
 	}
 }

@@ -122,7 +122,7 @@ func (r *Region) PrepareTask(ctx context.Context, in TaskInput) (TerminalRef, er
 			return TerminalRef{}, temporal.NewNonRetryableApplicationError(err.Error(), "BadImage", err)
 		}
 	case "deploy":
-		_, v, err := r.heldVersion(ctx, in.Image, r.Store)
+		id, v, err := r.heldVersion(ctx, in.Image, r.Store)
 		if err != nil {
 			return TerminalRef{}, err
 		}
@@ -130,20 +130,31 @@ func (r *Region) PrepareTask(ctx context.Context, in TaskInput) (TerminalRef, er
 			return TerminalRef{}, temporal.NewNonRetryableApplicationError(
 				fmt.Sprintf("image needs a disk of %d bytes; terminal %s has %d", v.Manifest.DiskSize, terminalName(t), t.DiskSize), "DoesNotFit", nil)
 		}
+		// In use means kept: the version stays in the store for as long as a terminal may boot
+		// into this deploy (image rm and gc refuse it, naming the task).
+		if err := r.holdForTask(ctx, in.Task, id, in.Expires); err != nil {
+			return TerminalRef{}, err
+		}
 	default:
 		return TerminalRef{}, temporal.NewNonRetryableApplicationError(fmt.Sprintf("task kind %q is not capture or deploy", in.Kind), "BadInput", nil)
 	}
-	now := r.now()
-	if _, err := r.Inventory.StartTask(ctx, state.Task{ID: in.Task, MAC: t.MAC, Kind: in.Kind, Image: in.Image}, now); err != nil {
-		if errors.Is(err, state.ErrConflict) {
-			return TerminalRef{}, temporal.NewNonRetryableApplicationError(err.Error(), "Conflict", err)
-		}
-		return TerminalRef{}, err
-	}
-	if err := r.Inventory.SetBootAction(ctx, t.MAC, state.BootAction{Action: in.Kind, Task: in.Task, Image: in.Image, Expires: in.Expires}); err != nil {
+	if err := r.startTask(ctx, t, in); err != nil {
+		// A hold left behind by a failed release lapses at in.Expires.
+		_ = r.releaseTask(context.WithoutCancel(ctx), in.Task)
 		return TerminalRef{}, err
 	}
 	return TerminalRef{MAC: t.MAC, Name: t.Name, DiskSize: t.DiskSize}, nil
+}
+
+// startTask records the task and sets the terminal's next network boot to it.
+func (r *Region) startTask(ctx context.Context, t state.Terminal, in TaskInput) error {
+	if _, err := r.Inventory.StartTask(ctx, state.Task{ID: in.Task, MAC: t.MAC, Kind: in.Kind, Image: in.Image}, r.now()); err != nil {
+		if errors.Is(err, state.ErrConflict) {
+			return temporal.NewNonRetryableApplicationError(err.Error(), "Conflict", err)
+		}
+		return err
+	}
+	return r.Inventory.SetBootAction(ctx, t.MAC, state.BootAction{Action: in.Kind, Task: in.Task, Image: in.Image, Expires: in.Expires})
 }
 
 func terminalName(t state.Terminal) string {
@@ -267,9 +278,11 @@ func (r *Region) FinishTask(ctx context.Context, in FinishInput) error {
 		return err
 	}
 	if a.Task == in.Task {
-		return r.Inventory.ClearBootAction(ctx, in.MAC)
+		if err := r.Inventory.ClearBootAction(ctx, in.MAC); err != nil {
+			return err
+		}
 	}
-	return nil
+	return r.releaseTask(ctx, in.Task)
 }
 
 // VersionInput names a version in a region's store.

@@ -40,11 +40,6 @@ func (s *Server) captureTask(r *http.Request) (state.Task, state.Claim, agent.Ta
 // over resends what the region had not yet stored.
 func uploadQuota(size int64) int64 { return 2*size + agent.MaxBatchBytes }
 
-// maxManifest bounds the encoded manifest of a disk of size bytes cut into chunks of chunk bytes.
-func maxManifest(size, chunk int64) int64 {
-	return min(manifest.NumChunks(size, chunk)*(2*manifest.IDLen+3)+1<<20, manifest.MaxEncodedSize)
-}
-
 // missing answers which of the named chunks the store lacks.
 func (s *Server) missing(w http.ResponseWriter, r *http.Request) {
 	if _, _, _, _, err := s.captureTask(r); err != nil {
@@ -146,7 +141,7 @@ func (s *Server) publish(w http.ResponseWriter, r *http.Request) {
 		s.reply(w, r, nil, err)
 		return
 	}
-	limit := maxManifest(size, ti.ChunkSize)
+	limit := manifest.MaxEncodedSizeFor(size)
 	b, err := io.ReadAll(http.MaxBytesReader(w, r.Body, limit))
 	var mbe *http.MaxBytesError
 	if err != nil && !errors.As(err, &mbe) {
@@ -157,7 +152,7 @@ func (s *Server) publish(w http.ResponseWriter, r *http.Request) {
 		s.reply(w, r, nil, fail(http.StatusRequestEntityTooLarge, "manifest: a capture of a %d-byte disk has a manifest of at most %d bytes: %v", size, limit, err))
 		return
 	}
-	m, err := manifest.Decode(b)
+	m, err := manifest.DecodeForDisk(b, size)
 	if err != nil {
 		s.reply(w, r, nil, fail(http.StatusBadRequest, "manifest: %v", err))
 		return
