@@ -63,8 +63,12 @@ type Claimer interface {
 type Scripts struct {
 	Inventory *state.Inventory
 	Claims    Claimer
-	// Endpoint is the region's HTTP service as terminals reach it, e.g. http://10.0.5.2:8301.
+	// Endpoint is where iPXE reaches the scripts and boot files, e.g. http://10.0.5.2:8301:
+	// plain HTTP, since iPXE cannot check tms's CA.
 	Endpoint string
+	// AgentEndpoint is the region's agent API as the in-memory OS reaches it, put on its kernel
+	// command line (https:// when the region has a certificate); empty means Endpoint.
+	AgentEndpoint string
 	// BootDir holds vmlinuz and initrd (tms bootenv build).
 	BootDir string
 	// Args are added to the in-memory OS's kernel command line (e.g. "console=ttyS0").
@@ -149,7 +153,11 @@ func (s *Scripts) script(w http.ResponseWriter, r *http.Request) {
 	base := strings.TrimRight(s.Endpoint, "/")
 	d.Action, d.Task = a.Action, a.Task
 	d.Kernel, d.Initrd = base+"/boot/vmlinuz", base+"/boot/initrd"
-	d.Args = strings.TrimSpace(fmt.Sprintf("initrd=initrd %s tms.region=%s tms.token=%s", s.Args, base, token))
+	agentBase := base
+	if s.AgentEndpoint != "" {
+		agentBase = strings.TrimRight(s.AgentEndpoint, "/")
+	}
+	d.Args = strings.TrimSpace(fmt.Sprintf("initrd=initrd %s tms.region=%s tms.token=%s", s.Args, agentBase, token))
 	s.log().Info("terminal boots the in-memory OS", "mac", mac, "task", a.Task, "action", a.Action, "remote", ip)
 	s.render(w, "task.ipxe", d)
 }

@@ -25,8 +25,10 @@ type ServiceOptions struct {
 	Inventory *state.Inventory
 	// Claims claims terminals' boots into their tasks (the region's agent API).
 	Claims Claimer
-	// Endpoint is the region's HTTP service as terminals reach it.
+	// Endpoint is where iPXE reaches the scripts and boot files (plain HTTP).
 	Endpoint string
+	// AgentEndpoint is the region's agent API as the in-memory OS reaches it; empty: Endpoint.
+	AgentEndpoint string
 	// DataDir is the region's data directory: leases, and the default boot environment.
 	DataDir string
 	Log     *slog.Logger
@@ -70,7 +72,7 @@ func StartService(ctx context.Context, o ServiceOptions) (*Service, error) {
 		dir = filepath.Join(o.DataDir, "bootenv")
 	}
 	s := &Service{
-		Scripts: &Scripts{Inventory: o.Inventory, Claims: o.Claims, Endpoint: o.Endpoint, BootDir: dir, Args: b.KernelArgs, Log: log.With("part", "scripts")},
+		Scripts: &Scripts{Inventory: o.Inventory, Claims: o.Claims, Endpoint: o.Endpoint, AgentEndpoint: o.AgentEndpoint, BootDir: dir, Args: b.KernelArgs, Log: log.With("part", "scripts")},
 		Waker:   &Waker{Interface: b.Interface},
 		errs:    make(chan error, 2),
 	}

@@ -251,6 +251,10 @@ type Boot struct {
 	Dir string `mapstructure:"dir"`
 	// KernelArgs are added to the in-memory OS's kernel command line (e.g. console=ttyS0).
 	KernelArgs string `mapstructure:"kernel_args"`
+	// HTTPListen is where a region with region.tls serves iPXE its script and the in-memory OS
+	// over plain HTTP (iPXE cannot check tms's CA); the in-memory OS's agent then speaks HTTPS.
+	// Empty means port 8380 on region.boot.address.
+	HTTPListen string `mapstructure:"http_listen"`
 	// ClaimQuiet is how long a terminal's network boot into a task must stand unchallenged
 	// before the region takes the task's result, so that a second machine claiming the same
 	// boot (a forged MAC) fails the task instead of finishing it first.

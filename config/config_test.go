@@ -280,6 +280,7 @@ func TestEveryKeyFromEnvAndFlags(t *testing.T) {
 		"region.boot.dir":                  "/srv/bootenv",
 		"region.boot.kernel_args":          "console=ttyS0",
 		"region.boot.claim_quiet":          "90s",
+		"region.boot.http_listen":          "10.0.5.2:8380",
 		"agent.region_url":                 "https://region:8081/api",
 		"agent.disk":                       "/dev/sda",
 		"agent.state_dir":                  "/var/agent",
@@ -309,7 +310,7 @@ func TestEveryKeyFromEnvAndFlags(t *testing.T) {
 			Boot: Boot{Enabled: true, Interface: "enp3s0", Address: "10.0.5.2", DHCP: "full", Pool: "10.0.5.100-10.0.5.199",
 				Subnet: "10.0.5.0/24", Router: "10.0.5.1", DNS: "10.0.5.1,9.9.9.9", LeaseTime: 2 * time.Hour, TFTPDir: "/srv/ipxe",
 				DHCPAllow: []string{"52:54:00:*", "aa:bb:cc:dd:ee:ff"}, DHCPUnknownPerMAC: 6, DHCPUnknownTotal: 50,
-				Dir: "/srv/bootenv", KernelArgs: "console=ttyS0", ClaimQuiet: 90 * time.Second},
+				Dir: "/srv/bootenv", KernelArgs: "console=ttyS0", ClaimQuiet: 90 * time.Second, HTTPListen: "10.0.5.2:8380"},
 		},
 		Agent: Agent{RegionURL: &url.URL{Scheme: "https", Host: "region:8081", Path: "/api"}, Disk: "/dev/sda", StateDir: "/var/agent"},
 	}
@@ -591,11 +592,11 @@ func TestValidateNamesEveryKey(t *testing.T) {
 		}, want: []string{"region.tls.cert_file"}},
 		{name: "region tls with an http endpoint", roles: all, change: func(c *Config) { c.Region.TLS = ServerTLS{CertFile: "/c", KeyFile: "/k"} },
 			want: []string{"region.endpoint"}},
-		{name: "region tls with the boot service", roles: []Role{RoleRegion}, change: func(c *Config) {
+		{name: "region boot http listen", roles: []Role{RoleRegion}, change: func(c *Config) {
 			c.Region.TLS = ServerTLS{CertFile: "/c", KeyFile: "/k"}
 			c.Region.Endpoint.Scheme = "https"
-			c.Region.Boot = Boot{Enabled: true, Interface: "eth1", Address: "10.0.5.2", DHCP: "proxy", DHCPUnknownPerMAC: 12, DHCPUnknownTotal: 20}
-		}, want: []string{"region.tls"}},
+			c.Region.Boot = Boot{Enabled: true, Interface: "eth1", Address: "10.0.5.2", DHCP: "proxy", DHCPUnknownPerMAC: 12, DHCPUnknownTotal: 20, HTTPListen: "10.0.5.2"}
+		}, want: []string{"region.boot.http_listen"}},
 		{name: "region relay", roles: all, change: func(c *Config) { c.Region.Relay = "gs://images" }, want: []string{"region.relay"}},
 		{name: "central data dir and key", roles: []Role{RoleCentral}, change: func(c *Config) { c.Central.DataDir = ""; c.Central.GrantKeyFile = "" }, want: []string{"central.data_dir", "central.grant_key_file"}},
 		{name: "central data dir and key, other roles", roles: []Role{RoleRegion, RoleAgent, RoleCLI}, change: func(c *Config) { c.Central.DataDir = ""; c.Central.GrantKeyFile = "" }},

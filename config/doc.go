@@ -67,6 +67,7 @@
 //	region.boot.tftp_dir               /usr/lib/ipxe      iPXE binaries (Debian's ipxe package)
 //	region.boot.dir                                       in-memory OS (tms bootenv build --out); default data_dir/bootenv
 //	region.boot.kernel_args                               added to the in-memory OS's kernel command line
+//	region.boot.http_listen            address:8380       with region.tls: iPXE's plain-HTTP script and boot files
 //	region.boot.claim_quiet            1m                 a network boot stands this long before its task's result is taken
 //	agent.region_url                                      http(s) URL of the region's API
 //	agent.disk                                            block device to write, like /dev/sda

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"maps"
+	"net/netip"
 	"net"
 	"net/url"
 	"path/filepath"
@@ -113,10 +114,11 @@ func (c *Config) Validate(role Role) error {
 		v.add("region.tls.key_file", "is required when region.tls.cert_file is set")
 	case t.CertFile == "" && t.KeyFile != "":
 		v.add("region.tls.cert_file", "is required when region.tls.key_file is set")
-	case t.Enabled() && r.Boot.Enabled && role == RoleRegion:
-		// iPXE fetches its script and the in-memory OS over plain HTTP (it cannot check our
-		// CA), while the agent must get the HTTPS endpoint; the boot service hands out one.
-		v.add("region.tls", "cannot be used with region.boot.enabled yet: the boot service serves iPXE over plain HTTP and has one endpoint for iPXE and the agent")
+	}
+	if h := r.Boot.HTTPListen; h != "" {
+		if _, err := netip.ParseAddrPort(h); err != nil {
+			v.add("region.boot.http_listen", fmt.Sprintf("%q is not an address:port like 10.0.5.2:8380", h))
+		}
 	}
 	for _, k := range slices.Sorted(maps.Keys(r.Labels)) {
 		key := "region.labels." + k

@@ -18,6 +18,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"strings"
@@ -32,6 +33,7 @@ import (
 	"tms/config"
 	"tms/devtemporal"
 	"tms/server"
+	"tms/state"
 	"tms/transfer"
 )
 
@@ -182,18 +184,76 @@ func TestRegionHTTPS(t *testing.T) {
 	})
 }
 
-func TestRegionRefusesTLSWithBootService(t *testing.T) {
+// TestRegionTLSWithBootService: with a certificate, iPXE still gets its script and the
+// in-memory OS over plain HTTP on a listener of their own, and the script sends the agent to the
+// HTTPS endpoint.
+func TestRegionTLSWithBootService(t *testing.T) {
+	ctx := context.Background()
 	signer, _ := transfer.NewSigner([]byte("0123456789abcdef0123456789abcdef"))
 	_, certFile, keyFile := testCA(t, t.TempDir())
-	c, err := client.NewLazyClient(client.Options{HostPort: "127.0.0.1:1"})
+	tsrv, err := devtemporal.Start(devtemporal.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	_, err = server.StartRegion(context.Background(), server.RegionOptions{ID: "lab-boot", DataDir: t.TempDir(), Signer: signer, Client: c,
-		NoRegister: true, TLS: config.ServerTLS{CertFile: certFile, KeyFile: keyFile}, Boot: config.Boot{Enabled: true}})
-	if err == nil || !strings.Contains(err.Error(), "region.tls") {
-		t.Fatalf("TLS with the boot service: %v", err)
+	defer tsrv.Stop()
+	c, err := client.Dial(client.Options{HostPort: tsrv.Address()})
+	if err != nil {
+		t.Fatal(err)
 	}
+	defer c.Close()
+	ipxe := t.TempDir()
+	os.WriteFile(filepath.Join(ipxe, "undionly.kpxe"), []byte("iPXE"), 0o644)
+	r, err := server.StartRegion(ctx, server.RegionOptions{ID: "lab-boot", DataDir: t.TempDir(), Signer: signer, Client: c,
+		NoRegister: true, TLS: config.ServerTLS{CertFile: certFile, KeyFile: keyFile}, BootHTTPListen: "127.0.0.1:0",
+		Boot:      config.Boot{Enabled: true, Address: "127.0.0.1", DHCP: "off", TFTPDir: ipxe, KernelArgs: "console=ttyS0"},
+		BootPorts: &bootsvc.ServiceOptions{TFTPPort: freeUDPPort(t), ListenIP: netip.MustParseAddr("127.0.0.1")}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Stop(ctx)
+	const mac = "52:54:00:12:34:57"
+	r.Inventory.Enroll(ctx, mac, "pc7")
+	r.Inventory.StartTask(ctx, state.Task{ID: "capture/lab-boot/pc7/lab@1", MAC: mac, Kind: "capture", Image: "lab"}, time.Now())
+	r.Inventory.SetBootAction(ctx, mac, state.BootAction{Action: "capture", Task: "capture/lab-boot/pc7/lab@1", Image: "lab", Expires: time.Now().Add(time.Hour)})
+	scriptURL := r.Boot.Scripts.ScriptURL(mustMAC(mac))
+	if !strings.HasPrefix(scriptURL, "http://127.0.0.1:") {
+		t.Fatalf("script URL %s: want plain HTTP", scriptURL)
+	}
+	resp, err := http.Get(scriptURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	script, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	base, _, _ := strings.Cut(scriptURL, "/boot/")
+	if !bytes.Contains(script, []byte("kernel "+base+"/boot/vmlinuz")) || !bytes.Contains(script, []byte("tms.region="+r.Endpoint()+" ")) ||
+		!strings.HasPrefix(r.Endpoint(), "https://") {
+		t.Fatalf("script:\n%s\nwant boot files from %s and the agent sent to %s", script, base, r.Endpoint())
+	}
+	// The plain listener serves the boot files only, never the agent API.
+	resp, err = http.Post(base+"/v1/agent/boot", "application/json", strings.NewReader(`{"mac":"`+mac+`"}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusNotFound {
+		t.Fatalf("agent API on the plain boot listener: %d", resp.StatusCode)
+	}
+}
+
+func freeUDPPort(t *testing.T) int {
+	t.Helper()
+	c, err := net.ListenPacket("udp4", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	return c.LocalAddr().(*net.UDPAddr).Port
+}
+
+func mustMAC(s string) net.HardwareAddr {
+	m, _ := net.ParseMAC(s)
+	return m
 }
 
 func TestRegionBadCertificate(t *testing.T) {

@@ -18,6 +18,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"strconv"
 	"time"
 
 	"go.temporal.io/sdk/client"
@@ -68,6 +69,8 @@ type RegionOptions struct {
 	Boot config.Boot
 	// BootPorts overrides the boot service's ports and DHCP listen address (tests).
 	BootPorts *bootsvc.ServiceOptions
+	// BootHTTPListen overrides region.boot.http_listen (tests: 127.0.0.1:0).
+	BootHTTPListen string
 }
 
 // Region is a running region server.
@@ -81,6 +84,10 @@ type Region struct {
 	endpoint string
 	http     *http.Server
 	ln       net.Listener
+	// bootHTTP serves iPXE its script and the in-memory OS over plain HTTP when the region's
+	// service is HTTPS (iPXE cannot check tms's CA); nil otherwise.
+	bootHTTP *http.Server
+	bootLn   net.Listener
 	worker   worker.Worker
 	served   chan error
 	log      *slog.Logger
@@ -126,9 +133,6 @@ func StartRegion(ctx context.Context, o RegionOptions) (_ *Region, err error) {
 	if listen == "" {
 		listen = "127.0.0.1:0"
 	}
-	if o.TLS.Enabled() && o.Boot.Enabled {
-		return nil, errors.New("region.tls cannot be used with the boot service yet: iPXE needs its script over plain HTTP, the agent the HTTPS endpoint")
-	}
 	var cert tls.Certificate
 	if o.TLS.Enabled() {
 		if cert, err = tls.LoadX509KeyPair(o.TLS.CertFile, o.TLS.KeyFile); err != nil {
@@ -163,13 +167,34 @@ func StartRegion(ctx context.Context, o RegionOptions) (_ *Region, err error) {
 	var waker activities.Waker
 	if o.Boot.Enabled {
 		so := bootsvc.ServiceOptions{Boot: o.Boot, Inventory: r.Inventory, Claims: r.Agents, Endpoint: r.endpoint, DataDir: o.DataDir, Log: log.With("service", "boot")}
+		bootMux := mux
+		if o.TLS.Enabled() {
+			// iPXE gets its script and the in-memory OS over plain HTTP on a listener of their
+			// own; the script sends the agent to the HTTPS endpoint.
+			if so.Endpoint, err = r.listenBoot(o); err != nil {
+				return nil, err
+			}
+			so.AgentEndpoint = r.endpoint
+			bootMux = http.NewServeMux()
+		}
 		if p := o.BootPorts; p != nil {
 			so.DHCPPort, so.ProxyPort, so.TFTPPort, so.ListenIP = p.DHCPPort, p.ProxyPort, p.TFTPPort, p.ListenIP
 		}
 		if r.Boot, err = bootsvc.StartService(ctx, so); err != nil {
 			return nil, fmt.Errorf("region %s: boot service: %w", o.ID, err)
 		}
-		r.Boot.Routes(mux)
+		r.Boot.Routes(bootMux)
+		if bootMux != mux {
+			r.bootHTTP = &http.Server{Handler: httpdeadline.Handler(bootMux, Deadlines(bootMux, o.HTTPIdle)), ReadHeaderTimeout: 10 * time.Second,
+				IdleTimeout: 2 * time.Minute, ErrorLog: slog.NewLogLogger(log.With("service", "boot-http").Handler(), slog.LevelDebug)}
+			bootSrv, bootLn := r.bootHTTP, net.Listener(netlimit.Listen(r.bootLn, netlimit.Options{PerIP: o.HTTP.MaxConnsPerIP,
+				Total: o.HTTP.MaxConns, Log: log.With("service", "boot-http")}))
+			go func() {
+				if err := bootSrv.Serve(bootLn); err != nil && !errors.Is(err, http.ErrServerClosed) {
+					r.served <- fmt.Errorf("boot HTTP service: %w", err)
+				}
+			}()
+		}
 		// A terminal's network boot into a task stands unchallenged this long before its
 		// result is taken (agentapi.Server.Quiet).
 		r.Agents.Quiet = o.Boot.ClaimQuiet
@@ -259,6 +284,10 @@ func (r *Region) Stop(ctx context.Context) error {
 		err = r.http.Shutdown(ctx)
 		r.http = nil
 	}
+	if r.bootHTTP != nil {
+		err = errors.Join(err, r.bootHTTP.Shutdown(ctx))
+		r.bootHTTP = nil
+	}
 	r.close()
 	return err
 }
@@ -271,9 +300,35 @@ func (r *Region) close() {
 	if r.ln != nil {
 		r.ln.Close()
 	}
+	if r.bootLn != nil {
+		r.bootLn.Close()
+	}
 	if r.Inventory != nil {
 		r.Inventory.Close()
 	}
+}
+
+// listenBoot opens the plain-HTTP listener iPXE reaches the boot service on, when the region's
+// service is HTTPS, and returns its URL as terminals reach it.
+func (r *Region) listenBoot(o RegionOptions) (string, error) {
+	addr := o.BootHTTPListen
+	if addr == "" {
+		addr = o.Boot.HTTPListen
+	}
+	if addr == "" {
+		addr = net.JoinHostPort(o.Boot.Address, "8380")
+	}
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return "", fmt.Errorf("region %s: boot HTTP service (region.boot.http_listen): %w", o.ID, err)
+	}
+	r.bootLn = ln
+	a := ln.Addr().(*net.TCPAddr).AddrPort()
+	host := a.Addr().Unmap().String()
+	if a.Addr().IsUnspecified() {
+		host = o.Boot.Address // what terminals reach
+	}
+	return "http://" + net.JoinHostPort(host, strconv.Itoa(int(a.Port()))), nil
 }
 
 // OpenDirStore opens the directory store at dir, creating it if needed.
