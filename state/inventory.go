@@ -216,7 +216,6 @@ func (inv *Inventory) Enroll(ctx context.Context, mac, name string) error {
 // ErrConflict marks a name or key that is already taken.
 var ErrConflict = errors.New("already exists")
 
-
 func validateWord(what, s string) error {
 	if err := manifest.ValidateName(s); err != nil {
 		return fmt.Errorf("%s: %s", what, strings.TrimPrefix(err.Error(), "image name "))
