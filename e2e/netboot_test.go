@@ -331,11 +331,10 @@ func scenario(t *testing.T, dir, bootDir, pcNS string) {
 		waitBootAction(ctx, t, r, mac2, "deploy")
 		spoofer = spoof(ctx, t, pcNS, mac2, "deploy")
 		vm = startVM(t, dir, "vm2-spoofed", "tap1", mac2, disk2, true)
-		var res workflows.DeployImageResult
-		err = drun.Get(ctx, &res)
+		err = drun.Get(ctx, nil)
 		vm.kill()
-		if err == nil || !strings.Contains(err.Error(), "two machines") || !strings.Contains(err.Error(), pcIP) || res.Failed != 1 {
-			vm.fail(t, "deploy with a spoofer: %+v, %v; want it failed naming the spoofer's address %s", res, err, pcIP)
+		if err == nil || !strings.Contains(err.Error(), "two machines") || !strings.Contains(err.Error(), pcIP) {
+			vm.fail(t, "deploy with a spoofer: %v; want it failed naming the spoofer's address %s", err, pcIP)
 		}
 		t.Logf("deploy with a spoofer at %s failed as it must: %v (the spoofer was told %s)", pcIP, err, spoofer)
 		if after, _ := os.ReadFile(disk2); !bytes.Equal(before, after) {
