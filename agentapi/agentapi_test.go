@@ -235,13 +235,18 @@ func TestTokensOpenOnlyTheirTask(t *testing.T) {
 	if _, err := c.Task(ctx); err != nil {
 		t.Fatal(err)
 	}
-	// A new boot mints a new token; the old one still in use means two machines: the task fails.
+	// A new boot mints a new token; the old one stops working.
 	r.boot(t, "52:54:00:00:00:04")
-	if _, err := c.Task(ctx); status(err) != http.StatusConflict || !strings.Contains(err.Error(), "two machines") {
+	if _, err := c.Task(ctx); status(err) != http.StatusForbidden {
 		t.Fatalf("old token: %v", err)
 	}
+	// From another address it means two machines: the task fails.
+	c.HTTP = from("127.0.0.44")
+	if _, err := c.Task(ctx); status(err) != http.StatusConflict || !strings.Contains(err.Error(), "two machines") {
+		t.Fatalf("old token from another address: %v", err)
+	}
 	if task, _ := r.inv.Task(ctx, "deploy/4"); task.State != state.TaskFailed || !strings.Contains(task.Error, "two machines") {
-		t.Fatalf("task after a replaced token came back: %+v", task)
+		t.Fatalf("task after a replaced token came back from another address: %+v", task)
 	}
 	r.task(t, "52:54:00:00:00:06", "pc6", "deploy/6", "deploy", res.Version.ID.String())
 	_, c2 := r.boot(t, "52:54:00:00:00:06")

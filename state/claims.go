@@ -90,9 +90,9 @@ func (inv *Inventory) ClaimBoot(ctx context.Context, mac, task, ip string, netwo
 
 // CheckClaim checks a token presented from address ip for mac's boot into task. It returns the
 // claim when the token is the boot's current one and comes from the claiming address; false
-// when the token opens nothing (wrong, expired, or the boot has no claim); and a *RivalError
-// when the token is this boot's but comes from another address, or is one a later boot of the
-// task replaced.
+// when the token opens nothing (wrong, expired, replaced by a later boot of the same machine, or
+// the boot has no claim); and a *RivalError when the token is this boot's, or one a later boot
+// replaced, but comes from another address.
 func (inv *Inventory) CheckClaim(ctx context.Context, mac, task, token, ip string, now time.Time) (Claim, bool, error) {
 	mac, err := NormalizeMAC(mac)
 	if err != nil {
@@ -120,9 +120,11 @@ func (inv *Inventory) CheckClaim(ctx context.Context, mac, task, token, ip strin
 			return Claim{}, false, &RivalError{MAC: mac, Task: task, First: claimIP, Second: ip, Why: "the boot's token used from another address"}
 		}
 		return Claim{MAC: mac, Task: task, IP: claimIP, Claimed: time.Unix(0, claimed).UTC(), Network: netw != 0}, true, nil
-	case len(prev) == len(h) && subtle.ConstantTimeCompare(prev, h[:]) == 1:
-		return Claim{}, false, &RivalError{MAC: mac, Task: task, First: claimIP, Second: ip, Why: "a token a later boot replaced, still in use"}
+	case len(prev) == len(h) && subtle.ConstantTimeCompare(prev, h[:]) == 1 && ip != claimIP:
+		return Claim{}, false, &RivalError{MAC: mac, Task: task, First: claimIP, Second: ip, Why: "a token a later boot replaced, used from another address"}
 	}
+	// A replaced token from the claiming address is the same machine's earlier boot (a request
+	// still in flight when it rebooted, a spent boot token): refused, not a rival.
 	return Claim{}, false, nil
 }
 

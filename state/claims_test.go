@@ -90,9 +90,14 @@ func TestReclaimRotatesTheToken(t *testing.T) {
 	if _, ok, err := inv.CheckClaim(ctx, "aa:bb:cc:00:00:01", claimTask, second, "10.0.0.5", now); !ok || err != nil {
 		t.Fatalf("new token: %v, %v", ok, err)
 	}
+	// The replaced token from the claiming address is that machine's earlier boot: refused.
+	if _, ok, err := inv.CheckClaim(ctx, "aa:bb:cc:00:00:01", claimTask, first, "10.0.0.5", now); ok || err != nil {
+		t.Fatalf("the replaced token from the claiming address: %v, %v; want refused", ok, err)
+	}
+	// From anywhere else it is a rival.
 	var re *RivalError
-	if _, _, err := inv.CheckClaim(ctx, "aa:bb:cc:00:00:01", claimTask, first, "10.0.0.5", now); !errors.As(err, &re) {
-		t.Fatalf("the replaced token: %v; want a rival", err)
+	if _, _, err := inv.CheckClaim(ctx, "aa:bb:cc:00:00:01", claimTask, first, "10.0.0.8", now); !errors.As(err, &re) {
+		t.Fatalf("the replaced token from another address: %v; want a rival", err)
 	}
 }
 
