@@ -4,9 +4,9 @@
 // Nothing a request says about who sent it is believed. A terminal's boot into a task is claimed
 // by the first machine that asks for it, through the boot service's iPXE script (network boot)
 // or by a boot request signed with the terminal's agent key; the token minted for that boot works
-// only from the address that claimed it. A second machine claiming the boot, a token used from
-// another address (or one a later boot replaced, from anywhere but its own) fails the task, naming both addresses, and
-// nothing the task did is published or marked done (auth.go). Task requests reach only the
+// only from the address that claimed it. A second machine claiming the boot, or a token of the
+// boot (the current one or one a later boot replaced) used from another address, fails the task,
+// naming both addresses, and nothing the task did is published or marked done (auth.go). Task requests reach only the
 // terminal's current task and, for a deploy, only the chunks of the version it writes (deploy.go).
 // Chunks an agent uploads are checked against their ids before they are stored, within a quota
 // its disk implies, and a captured version is kept only when every chunk it names is in the store
