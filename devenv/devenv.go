@@ -284,7 +284,7 @@ func (e *Env) startAgent(ctx context.Context, t Terminal) {
 	e.agentMu.Lock()
 	e.agentCtl[t.MAC] = cancel
 	e.agentMu.Unlock()
-	a := &agent.Agent{Region: u, MAC: t.MAC, Key: t.key, Disk: t.Disk, HTTP: &http.Client{Timeout: 2 * time.Minute},
+	a := &agent.Agent{Region: u, MAC: t.MAC, Key: t.key, Disk: t.Disk, CentralKey: e.CentralKey, HTTP: &http.Client{Timeout: 2 * time.Minute},
 		Log: e.log.With("terminal", t.Name)}
 	e.agents.Add(1)
 	go func() {
