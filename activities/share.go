@@ -340,7 +340,7 @@ func (r *Region) StoreSignature(ctx context.Context, in StoreSignatureInput) err
 func (r *Region) checkSigned(ctx context.Context, v *store.Version) error {
 	sig, err := r.Store.GetSignature(ctx, v.ID)
 	if errors.Is(err, store.ErrNotFound) {
-		return temporal.NewNonRetryableApplicationError(fmt.Sprintf("version %s of %s is not signed by central: region %s deploys only versions central registered (capture it, or import and register it)",
+		return temporal.NewNonRetryableApplicationError(fmt.Sprintf("version %s of %s is not signed by central: region %s deploys only versions central signed when it registered them (a capture, or a copy of one)",
 			v.ID.Short(), v.Manifest.Meta.Name, r.ID), "Unsigned", err)
 	}
 	if err != nil && !errors.Is(err, store.ErrCorrupt) {

@@ -220,12 +220,10 @@ func TestUnsignedVersionIsNotDeployed(t *testing.T) {
 	before := storetest.FileSum(t, tm.Disk)
 	ctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
 	defer cancel()
-	var res workflows.DeployImageResult
-	if err := startDeploy(t, env, workflows.DeployImageInput{Region: "region-a", Terminals: []string{"a-pc2"}, Image: "unsigned", Timeouts: quick}).Get(ctx, &res); err != nil {
-		t.Fatalf("deploy: %v", err)
-	}
-	if res.Failed != 1 || len(res.Terminals) != 1 || !strings.Contains(res.Terminals[0].Error, "not signed by central") {
-		t.Fatalf("deploy of an unsigned version: %+v", res)
+	err := startDeploy(t, env, workflows.DeployImageInput{Region: "region-a", Terminals: []string{"a-pc2"}, Image: "unsigned", Timeouts: quick}).Get(ctx, nil)
+	var ae *temporal.ApplicationError
+	if !errors.As(err, &ae) || !strings.Contains(ae.Error(), "a-pc2: version "+v.ID.Short()+" of unsigned is not signed by central") {
+		t.Fatalf("deploy of an unsigned version: %v", err)
 	}
 	if storetest.FileSum(t, tm.Disk) != before {
 		t.Fatal("a-pc2's disk changed")
