@@ -5,6 +5,7 @@ import (
 	"time"
 
 	"tms/manifest"
+	"tms/signing"
 	"tms/state"
 )
 
@@ -43,7 +44,7 @@ func (s StateCatalog) SetVerified(ctx context.Context, id manifest.ID, region st
 	return s.C.SetLocation(ctx, id, region, state.Verified)
 }
 
-func (s StateCatalog) RecordVersion(ctx context.Context, v VersionInfo, tag string) error {
+func (s StateCatalog) RecordVersion(ctx context.Context, v VersionInfo, sig signing.Signature, tag string) error {
 	id, err := manifest.ParseID(v.Version)
 	if err != nil {
 		return err
@@ -55,7 +56,7 @@ func (s StateCatalog) RecordVersion(ctx context.Context, v VersionInfo, tag stri
 		}
 	}
 	return s.C.RecordVersion(ctx, state.Version{ID: id, Name: v.Name, Parent: parent, Created: v.Created,
-		DiskSize: v.DiskSize, ChunkSize: v.ChunkSize, StoredBytes: v.StoredBytes}, tag)
+		DiskSize: v.DiskSize, ChunkSize: v.ChunkSize, StoredBytes: v.StoredBytes, KeyID: sig.KeyID, Signature: sig.Signature}, tag)
 }
 
 func (s StateCatalog) UpsertRegion(ctx context.Context, r RegionInfo) error {
@@ -83,7 +84,8 @@ func (s StateCatalog) Images(ctx context.Context) ([]ImageInfo, error) {
 	out := make([]ImageInfo, 0, len(vs))
 	for _, v := range vs {
 		info := ImageInfo{VersionInfo: VersionInfo{Version: v.ID.String(), Name: v.Name, Parent: v.Parent.String(),
-			Created: v.Created, DiskSize: v.DiskSize, ChunkSize: v.ChunkSize, StoredBytes: v.StoredBytes}, Tags: v.Tags}
+			Created: v.Created, DiskSize: v.DiskSize, ChunkSize: v.ChunkSize, StoredBytes: v.StoredBytes},
+			Signature: signing.Signature{KeyID: v.KeyID, Signature: v.Signature}, Tags: v.Tags}
 		for _, l := range v.Locations {
 			if l.State == state.Verified {
 				info.Regions = append(info.Regions, l.Region.ID)

@@ -9,6 +9,7 @@ import (
 	"go.temporal.io/sdk/temporal"
 
 	"tms/manifest"
+	"tms/signing"
 	"tms/state"
 )
 
@@ -25,9 +26,12 @@ type RegionInfo struct {
 // ImageInfo is one version in central's catalog with its tags and where copies are.
 type ImageInfo struct {
 	VersionInfo
-	Tags    []string
-	Regions []string // regions holding a verified copy
-	Pending []string // regions where a copy is under way
+	// Signature is central's signature of the version; zero for a version recorded before
+	// central signed what it registers.
+	Signature signing.Signature
+	Tags      []string
+	Regions   []string // regions holding a verified copy
+	Pending   []string // regions where a copy is under way
 }
 
 // RegisterVersionInput records a version a region has published.
@@ -37,20 +41,31 @@ type RegisterVersionInput struct {
 	Region string // holds a verified copy
 }
 
-// RegisterVersion records a version captured or imported in a region, and the region's copy
-// as verified (the region checked every chunk when it stored it).
-func (c *Central) RegisterVersion(ctx context.Context, in RegisterVersionInput) error {
+// RegisterVersionResult carries central's signature of the registered version, which the
+// region stores beside it.
+type RegisterVersionResult struct {
+	Signature signing.Signature
+}
+
+// RegisterVersion records a version captured or imported in a region, signs it with central's
+// key, and records the region's copy as verified (the region checked every chunk when it
+// stored it).
+func (c *Central) RegisterVersion(ctx context.Context, in RegisterVersionInput) (RegisterVersionResult, error) {
 	if err := manifest.ValidateName(in.Info.Name); err != nil {
-		return temporal.NewNonRetryableApplicationError(err.Error(), "BadImage", err)
+		return RegisterVersionResult{}, temporal.NewNonRetryableApplicationError(err.Error(), "BadImage", err)
 	}
 	id, err := manifest.ParseID(in.Info.Version)
 	if err != nil {
-		return temporal.NewNonRetryableApplicationError(err.Error(), "BadVersion", err)
+		return RegisterVersionResult{}, temporal.NewNonRetryableApplicationError(err.Error(), "BadVersion", err)
 	}
-	if err := c.Catalog.RecordVersion(ctx, in.Info, in.Tag); err != nil {
-		return err
+	if c.Key == nil {
+		return RegisterVersionResult{}, errNoKey("sign version " + id.Short())
 	}
-	return c.Catalog.SetVerified(ctx, id, in.Region)
+	sig := c.Key.SignVersion(id)
+	if err := c.Catalog.RecordVersion(ctx, in.Info, sig, in.Tag); err != nil {
+		return RegisterVersionResult{}, err
+	}
+	return RegisterVersionResult{Signature: sig}, c.Catalog.SetVerified(ctx, id, in.Region)
 }
 
 // RegisterRegion creates or updates a region's descriptor.

@@ -115,7 +115,10 @@ func TestDeployTaskHoldsItsVersionUntilItEnds(t *testing.T) {
 	if err := inv.Enroll(ctx, "52:54:00:00:07:01", "pc-07"); err != nil {
 		t.Fatal(err)
 	}
-	r := &activities.Region{ID: "region-b", Store: s, Inventory: inv}
+	if err := s.PutSignature(ctx, v.ID, centralKey.SignVersion(v.ID)); err != nil {
+		t.Fatal(err)
+	}
+	r := &activities.Region{ID: "region-b", Store: s, Inventory: inv, CentralKey: centralKey.Public()}
 	task := "deploy/region-b/lab/lab/pc-07@run-1"
 	ref, err := r.PrepareTask(ctx, activities.TaskInput{Task: task, Terminal: "pc-07", Kind: "deploy", Image: v.ID.String(), Expires: time.Now().Add(time.Hour)})
 	if err != nil {

@@ -17,6 +17,7 @@ import (
 	"go.temporal.io/sdk/temporal"
 
 	"tms/manifest"
+	"tms/signing"
 	"tms/state"
 	"tms/store"
 	"tms/transfer"
@@ -45,8 +46,9 @@ type Catalog interface {
 	Region(ctx context.Context, id string) (Location, error)
 	// SetVerified records that region holds a verified copy of version id.
 	SetVerified(ctx context.Context, id manifest.ID, region string) error
-	// RecordVersion records a version, pointing NAME:tag at it unless tag is empty.
-	RecordVersion(ctx context.Context, v VersionInfo, tag string) error
+	// RecordVersion records a version and central's signature of it, pointing NAME:tag at it
+	// unless tag is empty.
+	RecordVersion(ctx context.Context, v VersionInfo, sig signing.Signature, tag string) error
 	// UpsertRegion creates or updates a region's descriptor.
 	UpsertRegion(ctx context.Context, r RegionInfo) error
 	// Regions lists the regions; Images lists the versions with their tags and locations.
@@ -56,9 +58,16 @@ type Catalog interface {
 
 // Central holds the central worker's activities.
 type Central struct {
-	Catalog  Catalog
-	Signer   *transfer.Signer
+	Catalog Catalog
+	// Key is central's signing key: it signs the versions central registers and the grants it
+	// mints. Only central holds it; regions and agents have the public half.
+	Key      *signing.PrivateKey
 	GrantTTL time.Duration // default 15 minutes
+}
+
+// errNoKey is what the central activities that sign answer when central has no key.
+func errNoKey(what string) error {
+	return temporal.NewNonRetryableApplicationError("central has no signing key (central.signing_key_file; tms central init makes one): it cannot "+what, "NoSigningKey", nil)
 }
 
 // LocateInput names an image and the region that wants it.
@@ -140,25 +149,36 @@ func OrderSources(target Location, sources []Location) {
 
 // GrantInput asks for a grant to pull a version.
 type GrantInput struct {
-	Version  string
+	Version string
+	// Audience is the region that pulls.
 	Audience string
+	// Server is the region pulled from: the grant opens its store only.
+	Server string
 }
 
 // GrantResult carries the grant. It is short-lived: it expires before it is of use to anyone
 // reading workflow histories later.
 type GrantResult struct{ Token string }
 
-// MintGrant mints a grant for the target region to pull the version from a peer.
+// MintGrant mints a grant for the target region (Audience) to pull the version from the
+// serving region's store (Server), signed with central's key.
 func (c *Central) MintGrant(ctx context.Context, in GrantInput) (GrantResult, error) {
 	id, err := manifest.ParseID(in.Version)
 	if err != nil {
 		return GrantResult{}, temporal.NewNonRetryableApplicationError(err.Error(), "BadVersion", err)
 	}
+	if err := state.ValidateRegionID(in.Server); err != nil {
+		return GrantResult{}, temporal.NewNonRetryableApplicationError("serving region: "+err.Error(), "BadRegion", err)
+	}
+	if c.Key == nil {
+		return GrantResult{}, errNoKey("mint grants")
+	}
 	ttl := c.GrantTTL
 	if ttl == 0 {
 		ttl = 15 * time.Minute
 	}
-	return GrantResult{Token: c.Signer.Mint(transfer.Grant{Version: id, Audience: in.Audience, Expires: time.Now().Add(ttl)})}, nil
+	g := signing.Grant{Version: id, Audience: in.Audience, Server: in.Server, Expires: time.Now().Add(ttl)}
+	return GrantResult{Token: c.Key.MintGrant(g)}, nil
 }
 
 // RecordInput says a region now holds a verified copy.
@@ -183,6 +203,8 @@ type Region struct {
 	// Relay is central's relay storage as this region reaches it; nil if it has none.
 	Relay *store.Store
 	HTTP  *http.Client
+	// CentralKey is central's public key: the region deploys only versions it signed.
+	CentralKey signing.PublicKey
 	// Inventory is the region's terminals, groups, boot actions and tasks.
 	Inventory *state.Inventory
 	// Agents reaches the terminals' agents; nil if none can be reached.
@@ -242,6 +264,10 @@ func (r *Region) PushToRelay(ctx context.Context, in RelayInput) (MoveResult, er
 		return MoveResult{}, err
 	}
 	defer keep.Stop()
+	// The signature first: the puller reads it once it has the staged manifest.
+	if err := transfer.CopySignature(ctx, transfer.StoreSource{S: r.Store}, r.Relay, id); err != nil {
+		return MoveResult{}, err
+	}
 	if err := transfer.Stage(ctx, r.Relay, v); err != nil {
 		return MoveResult{}, err
 	}
@@ -287,6 +313,46 @@ func (r *Region) heldVersion(ctx context.Context, version string, s *store.Store
 		return id, nil, temporal.NewNonRetryableApplicationError("region "+r.ID+" does not hold version "+id.Short(), "NotHere", err)
 	}
 	return id, v, err
+}
+
+// StoreSignatureInput is central's signature of a version the region holds.
+type StoreSignatureInput struct {
+	Version   string
+	Signature signing.Signature
+}
+
+// StoreSignature keeps central's signature of a version beside it in the region's store (after
+// a capture, which central signs when it registers the version). The signature is checked with
+// the region's copy of central's public key first, so a region configured with another
+// central's key says so here rather than at the first deploy.
+func (r *Region) StoreSignature(ctx context.Context, in StoreSignatureInput) error {
+	id, v, err := r.heldVersion(ctx, in.Version, r.Store)
+	if err != nil {
+		return err
+	}
+	if err := r.CentralKey.VerifyManifest(id, v.Encoded, in.Signature); err != nil {
+		return temporal.NewNonRetryableApplicationError(fmt.Sprintf("region %s (central key %s): %v", r.ID, r.CentralKey.ID(), err), "BadSignature", err)
+	}
+	return r.Store.PutSignature(ctx, id, in.Signature)
+}
+
+// checkSigned refuses a version the region holds unless central signed it.
+func (r *Region) checkSigned(ctx context.Context, v *store.Version) error {
+	sig, err := r.Store.GetSignature(ctx, v.ID)
+	if errors.Is(err, store.ErrNotFound) {
+		return temporal.NewNonRetryableApplicationError(fmt.Sprintf("version %s of %s is not signed by central: region %s deploys only versions central signed when it registered them (a capture, or a copy of one)",
+			v.ID.Short(), v.Manifest.Meta.Name, r.ID), "Unsigned", err)
+	}
+	if err != nil && !errors.Is(err, store.ErrCorrupt) {
+		return err
+	}
+	if err == nil {
+		err = r.CentralKey.VerifyManifest(v.ID, v.Encoded, sig)
+	}
+	if err != nil {
+		return temporal.NewNonRetryableApplicationError(fmt.Sprintf("version %s of %s has no valid signature by central's key %s: %v", v.ID.Short(), v.Manifest.Meta.Name, r.CentralKey.ID(), err), "BadSignature", err)
+	}
+	return nil
 }
 
 // copy runs a transfer with heartbeats and turns data errors into non-retryable ones.

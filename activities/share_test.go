@@ -19,13 +19,21 @@ import (
 	"tms/activities"
 	"tms/imageio"
 	"tms/manifest"
+	"tms/signing"
 	"tms/store"
 	"tms/transfer"
 )
 
 const mib = 1 << 20
 
-var key = []byte("0123456789abcdef0123456789abcdef")
+// centralKey is the test's central key.
+var centralKey = func() *signing.PrivateKey {
+	k, err := signing.GenerateKey()
+	if err != nil {
+		panic(err)
+	}
+	return k
+}()
 
 func imported(t *testing.T, s *store.Store, size int64) (*imageio.ImportResult, [32]byte) {
 	t.Helper()
@@ -51,18 +59,20 @@ func TestPullFromPeer(t *testing.T) {
 	a, _ := storetest.Dir(t)
 	b, _ := storetest.Dir(t)
 	v, want := imported(t, a, 16*mib)
-	signer, _ := transfer.NewSigner(key)
+	if err := a.PutSignature(context.Background(), v.Version.ID, centralKey.SignVersion(v.Version.ID)); err != nil {
+		t.Fatal(err)
+	}
 	mux := http.NewServeMux()
-	(&transfer.Handler{Store: a, Signer: signer}).Routes(mux)
+	(&transfer.Handler{Store: a, Region: "region-a", CentralKey: centralKey.Public()}).Routes(mux)
 	peer := httptest.NewServer(mux)
 	defer peer.Close()
 
-	central := &activities.Central{Signer: signer}
+	central := &activities.Central{Key: centralKey}
 	var s testsuite.WorkflowTestSuite
 	env := s.NewTestActivityEnvironment()
 	env.RegisterActivity(central)
 	env.RegisterActivity(&activities.Region{ID: "region-b", Store: b})
-	val, err := env.ExecuteActivity(central.MintGrant, activities.GrantInput{Version: v.Version.ID.String(), Audience: "region-b"})
+	val, err := env.ExecuteActivity(central.MintGrant, activities.GrantInput{Version: v.Version.ID.String(), Audience: "region-b", Server: "region-a"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -79,10 +89,13 @@ func TestPullFromPeer(t *testing.T) {
 	if mv.MovedBytes != v.Stats.StoredBytes || exportedSum(t, b, v.Version.ID) != want {
 		t.Fatalf("pulled %d of %d bytes, or a different disk", mv.MovedBytes, v.Stats.StoredBytes)
 	}
+	if _, err := b.GetSignature(context.Background(), v.Version.ID); err != nil {
+		t.Fatalf("the pulled version came without its signature: %v", err)
+	}
 
 	// A grant for another version gets nothing, and the failure says why.
 	other := manifest.BLAKE3.Sum([]byte("other"))
-	bad := signer.Mint(transfer.Grant{Version: other, Expires: time.Now().Add(time.Minute)})
+	bad := centralKey.MintGrant(signing.Grant{Version: other, Server: "region-a", Expires: time.Now().Add(time.Minute)})
 	c, _ := storetest.Dir(t)
 	env2 := s.NewTestActivityEnvironment()
 	env2.RegisterActivity(&activities.Region{ID: "region-c", Store: c})
@@ -104,6 +117,9 @@ func TestRelayIsPipelined(t *testing.T) {
 	dst, _ := storetest.Dir(t)
 	relay, _ := storetest.Dir(t)
 	v, want := imported(t, src, 32*mib)
+	if err := src.PutSignature(context.Background(), v.Version.ID, centralKey.SignVersion(v.Version.ID)); err != nil {
+		t.Fatal(err)
+	}
 	var s testsuite.WorkflowTestSuite
 	var r *activities.Region
 	in := activities.RelayInput{Version: v.Version.ID.String()}
@@ -133,6 +149,9 @@ func TestRelayIsPipelined(t *testing.T) {
 	}
 	if exportedSum(t, dst, v.Version.ID) != want {
 		t.Fatal("relayed version exports a different disk")
+	}
+	if _, err := dst.GetSignature(context.Background(), v.Version.ID); err != nil {
+		t.Fatalf("the relayed version came without its signature: %v", err)
 	}
 	if pulled.MovedBytes != v.Stats.StoredBytes {
 		t.Errorf("pulled %d bytes, the version stores %d", pulled.MovedBytes, v.Stats.StoredBytes)

@@ -126,6 +126,9 @@ func (r *Region) PrepareTask(ctx context.Context, in TaskInput) (TerminalRef, er
 		if err != nil {
 			return TerminalRef{}, err
 		}
+		if err := r.checkSigned(ctx, v); err != nil {
+			return TerminalRef{}, err
+		}
 		if t.DiskSize > 0 && v.Manifest.DiskSize > t.DiskSize {
 			return TerminalRef{}, temporal.NewNonRetryableApplicationError(
 				fmt.Sprintf("image needs a disk of %d bytes; terminal %s has %d", v.Manifest.DiskSize, terminalName(t), t.DiskSize), "DoesNotFit", nil)

@@ -3,19 +3,25 @@
 // The agent runs in a terminal's network-booted in-memory OS (and, later, as a service of the
 // installed OS). It tells its region it booted and gets its boot action. For a capture it reads
 // the disk, names its chunks, asks the region which ones it lacks, uploads only those, then the
-// manifest. For a deploy it writes the image's version to the disk, skipping ranges that already
-// hold the right bytes, flushes and reads everything back to verify it. It reports progress as
+// manifest. For a deploy it first checks that central signed the version: it hashes the manifest
+// the region sent into the version id and verifies central's signature of that id with the
+// public key it was built with (CentralKey), so a region, or whatever answers in its place,
+// cannot make it write bytes central did not sign. Then it writes the version to the disk,
+// skipping ranges that already hold the right bytes, flushes and reads everything back to
+// verify it. It reports progress as
 // it goes. Killed at any point, it starts over with a new boot and redoes only what is missing.
 // With nothing to do it waits for commands (reboot, poweroff).
 //
 // The agent links no Temporal or database code: it is the static /init of the in-memory OS.
 //
-//	a := &agent.Agent{Region: u, MAC: "52:54:00:12:34:56", Disk: "/dev/sda"}
+//	a := &agent.Agent{Region: u, MAC: "52:54:00:12:34:56", Disk: "/dev/sda", CentralKey: pub}
 //	err := a.Run(ctx)
 package agent
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"io"
@@ -34,6 +40,7 @@ import (
 	"tms/disklabel"
 	"tms/imageio"
 	"tms/manifest"
+	"tms/signing"
 	"tms/store"
 	"tms/transfer"
 )
@@ -51,9 +58,15 @@ type Agent struct {
 	BootToken string
 	// Key is the terminal's agent key (the installed OS's agent, or a simulated terminal), which
 	// signs its boot requests and command polls; nil in the in-memory OS.
-	Key  []byte
-	HTTP *http.Client
-	Log  *slog.Logger
+	Key []byte
+	// CentralKey is central's public key: the agent deploys only versions central signed. An
+	// agent without one refuses every deploy.
+	CentralKey signing.PublicKey
+	// RootCAs, if set, are the certificate authorities the agent trusts for HTTPS to its
+	// region (the boot environment's /etc/tms/ca.pem); nil means the system's.
+	RootCAs *x509.CertPool
+	HTTP    *http.Client
+	Log     *slog.Logger
 	// Jobs is how many chunks are handled at once (default: 2 per CPU, at least 4).
 	Jobs int
 	// Once makes Run return after the first task (or at once when there is none), as the
@@ -86,6 +99,9 @@ func (a *Agent) client() *http.Client {
 	if c.Transport == nil {
 		t := http.DefaultTransport.(*http.Transport).Clone()
 		t.MaxIdleConnsPerHost = 2 * a.jobs()
+		if a.RootCAs != nil {
+			t.TLSClientConfig = &tls.Config{RootCAs: a.RootCAs, MinVersion: tls.VersionTLS12}
+		}
 		c.Transport = t
 	}
 	return c
@@ -625,16 +641,21 @@ func (a *Agent) deploy(ctx context.Context, c *Client, ti TaskInfo, pr *reporter
 	if size < ti.DiskSize {
 		return Done{}, permanent(fmt.Errorf("disk %s holds %d bytes; image %s needs %d", a.Disk, size, ti.Image, ti.DiskSize))
 	}
+	if a.CentralKey.IsZero() {
+		return Done{}, permanent(errors.New("this agent has no central public key: rebuild the boot environment with --central-key"))
+	}
 	b, err := c.GetManifestBytes(ctx, id)
 	if err != nil {
 		return Done{}, err
 	}
+	// Nothing is written before the version is known to be central's: the id is recomputed
+	// from the bytes received, and central's signature of that id checked.
+	if err := a.CentralKey.VerifyManifest(id, b, signing.Signature{KeyID: ti.Signer, Signature: ti.Signature}); err != nil {
+		return Done{}, permanent(fmt.Errorf("refusing to deploy %s: %w", id.Short(), err))
+	}
 	m, err := manifest.Decode(b)
 	if err != nil {
 		return Done{}, fmt.Errorf("manifest of %s: %w", id.Short(), err)
-	}
-	if got := manifest.VersionID(m.Hash, b); got != id {
-		return Done{}, fmt.Errorf("manifest from the region hashes to %s, not %s", got.Short(), id.Short())
 	}
 	pr.setPhase("writing", m.DiskSize)
 	getter := &countingGetter{g: transfer.NewGetter(c), pr: pr}

@@ -62,6 +62,11 @@ type TaskInfo struct {
 	Version string `json:"version,omitempty"`
 	// DiskSize is the disk size the deployed version needs.
 	DiskSize int64 `json:"disk_size,omitempty"`
+	// Signature is central's ed25519 signature of the deployed version (package signing), and
+	// Signer the id of the key that made it. The agent checks it with its own copy of
+	// central's public key before it writes a byte; a region cannot forge it.
+	Signature []byte `json:"signature,omitempty"`
+	Signer    string `json:"signer,omitempty"`
 	// ChunkSize and Hash are how a capture must cut and name chunks (those of the image's
 	// current version, so unchanged chunks are recognised).
 	ChunkSize int64         `json:"chunk_size"`

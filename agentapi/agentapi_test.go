@@ -19,6 +19,7 @@ import (
 	"tms/agentapi"
 	"tms/internal/storetest"
 	"tms/manifest"
+	"tms/signing"
 	"tms/state"
 	"tms/store"
 )
@@ -45,6 +46,7 @@ func (w *waiters) Complete(ctx context.Context, t state.Task) error {
 }
 
 type region struct {
+	key   *signing.PrivateKey // central's key, which signs the versions deployed
 	api   *agentapi.Server
 	inv   *state.Inventory
 	store *store.Store
@@ -62,7 +64,11 @@ func newRegion(t testing.TB) *region {
 	}
 	t.Cleanup(func() { inv.Close() })
 	st, _ := storetest.Dir(t)
-	r := &region{inv: inv, store: st, wait: &waiters{}, keys: map[string][]byte{}}
+	key, err := signing.GenerateKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := &region{key: key, inv: inv, store: st, wait: &waiters{}, keys: map[string][]byte{}}
 	r.api = &agentapi.Server{Inventory: inv, Store: st, Waiters: r.wait}
 	mux := http.NewServeMux()
 	r.api.Routes(mux)
@@ -72,11 +78,20 @@ func newRegion(t testing.TB) *region {
 	return r
 }
 
-// task sets up a task for terminal mac as the PrepareTask activity does.
+// task sets up a task for terminal mac as the PrepareTask activity does; the version of a
+// deploy is signed by the test's central key first.
 func (r *region) task(t testing.TB, mac, name, id, kind, image string) {
 	t.Helper()
 	ctx := context.Background()
 	r.enroll(t, mac, name)
+	if kind == "deploy" {
+		// Central signed the version when it registered it; the agent deploys only signed ones.
+		if v, err := manifest.ParseID(image); err == nil {
+			if err := r.store.PutSignature(ctx, v, r.key.SignVersion(v)); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
 	if _, err := r.inv.StartTask(ctx, state.Task{ID: id, MAC: mac, Kind: kind, Image: image}, time.Now()); err != nil {
 		t.Fatal(err)
 	}
@@ -100,7 +115,7 @@ func (r *region) enroll(t testing.TB, mac, name string) {
 }
 
 func (r *region) agent(mac, disk string) *agent.Agent {
-	return &agent.Agent{Region: r.url, MAC: mac, Key: r.keys[mac], Disk: disk, Once: true, Tries: 1, Backoff: time.Millisecond, ProgressEvery: 10 * time.Millisecond}
+	return &agent.Agent{Region: r.url, MAC: mac, Key: r.keys[mac], Disk: disk, CentralKey: r.key.Public(), Once: true, Tries: 1, Backoff: time.Millisecond, ProgressEvery: 10 * time.Millisecond}
 }
 
 func (r *region) boot(t testing.TB, mac string) (agent.BootReply, *agent.Client) {

@@ -4,7 +4,10 @@ import (
 	"bytes"
 	"compress/gzip"
 	"context"
+	"encoding/pem"
 	"io"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -15,6 +18,8 @@ import (
 
 	"github.com/klauspost/compress/zstd"
 	"github.com/ulikunitz/xz"
+
+	"tms/signing"
 )
 
 // cpioEntry is one record read back from a newc archive.
@@ -341,6 +346,67 @@ func TestBuild(t *testing.T) {
 		if got := string(files[m].data); got != string(elfModule(name)) {
 			t.Errorf("%s holds %q, want it decompressed", m, got)
 		}
+	}
+}
+
+// TestBuildEmbedsTrust checks that the central key and the CA certificates given to Build are
+// in the initrd where the agent reads them, that a build without a key still succeeds (with
+// no key file, so its agent refuses deploys), and that a CA file without certificates is
+// refused.
+func TestBuildEmbedsTrust(t *testing.T) {
+	kernel, modDir := fakeKernel(t)
+	agentBin := staticBinary(t)
+	k, err := signing.GenerateKey()
+	must(t, err)
+	srv := httptest.NewTLSServer(http.NotFoundHandler())
+	srv.Close()
+	ca := filepath.Join(t.TempDir(), "ca.pem")
+	caPEM := pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: srv.Certificate().Raw})
+	must(t, os.WriteFile(ca, caPEM, 0o644))
+	initrd := func(o Options) (*Result, map[string]cpioEntry, error) {
+		o.Out, o.Kernel, o.ModulesDir, o.Agent, o.Modules = t.TempDir(), kernel, modDir, agentBin, []string{"nvme"}
+		res, err := Build(context.Background(), o)
+		if err != nil {
+			return nil, nil, err
+		}
+		raw, err := os.ReadFile(res.Initrd)
+		must(t, err)
+		zr, err := gzip.NewReader(bytes.NewReader(raw))
+		must(t, err)
+		cp, err := io.ReadAll(zr)
+		must(t, err)
+		files := map[string]cpioEntry{}
+		for _, e := range readCPIO(t, cp) {
+			files["/"+e.name] = e
+		}
+		return res, files, nil
+	}
+
+	res, files, err := initrd(Options{CentralKey: k.Public(), CAFile: ca})
+	must(t, err)
+	if res.CentralKeyID != k.Public().ID() || res.CACerts != 1 {
+		t.Errorf("result: key %q, %d CA certificates", res.CentralKeyID, res.CACerts)
+	}
+	if got, err := signing.ParsePublicKey(string(files[CentralKeyPath].data)); err != nil || !got.Equal(k.Public()) {
+		t.Errorf("%s holds %q (%v)", CentralKeyPath, files[CentralKeyPath].data, err)
+	}
+	if !bytes.Equal(files[CAPath].data, caPEM) {
+		t.Errorf("%s holds %q", CAPath, files[CAPath].data)
+	}
+
+	res, files, err = initrd(Options{})
+	must(t, err)
+	if _, ok := files[CentralKeyPath]; ok || res.CentralKeyID != "" {
+		t.Errorf("a build without a key has %s", CentralKeyPath)
+	}
+	if _, ok := files[CAPath]; ok {
+		t.Errorf("a build without a CA has %s", CAPath)
+	}
+
+	bad := filepath.Join(t.TempDir(), "bad.pem")
+	must(t, os.WriteFile(bad, []byte("not a certificate\n"), 0o644))
+	if _, _, err := initrd(Options{CentralKey: k.Public(), CAFile: bad}); err == nil || !strings.Contains(err.Error(), "no PEM certificate") {
+		t.Errorf("a CA file without certificates: %v", err)
 	}
 }
 

@@ -2,7 +2,9 @@
 // and an initrd whose /init is the static tms agent, with the kernel modules that common NICs
 // and disk controllers need (decompressed, so the agent loads them with finit_module whatever
 // compression the kernel supports) and the manifest /etc/tms-modules that lists them in load
-// order. The output is reproducible: the same kernel, modules and agent give the same bytes.
+// order, central's public key (/etc/tms/central.pub: the agent deploys only versions central
+// signed) and the CA certificates the agent trusts for HTTPS to its region (/etc/tms/ca.pem).
+// The output is reproducible: the same kernel, modules, agent, key and CA give the same bytes.
 //
 //	res, err := bootenv.Build(ctx, bootenv.Options{Out: "/srv/tms/boot"})
 //	// res.Kernel is /srv/tms/boot/vmlinuz, res.Initrd /srv/tms/boot/initrd
@@ -14,7 +16,9 @@ import (
 	"bytes"
 	"compress/gzip"
 	"context"
+	"crypto/x509"
 	"debug/elf"
+	"encoding/pem"
 	"errors"
 	"fmt"
 	"io"
@@ -27,11 +31,20 @@ import (
 	"strings"
 
 	"tms/internal/atomicfile"
+	"tms/signing"
 )
 
 // ModulesManifest is where the initrd lists the module files to load, in order, one absolute
 // path a line.
 const ModulesManifest = "/etc/tms-modules"
+
+// Where the initrd holds what the agent trusts (package initos reads them).
+const (
+	// CentralKeyPath holds central's public key in its text form, tms-ed25519:….
+	CentralKeyPath = "/etc/tms/central.pub"
+	// CAPath holds the PEM certificates the agent trusts for HTTPS to its region.
+	CAPath = "/etc/tms/ca.pem"
+)
 
 // Options say what to build from.
 type Options struct {
@@ -50,7 +63,13 @@ type Options struct {
 	AgentVersion string
 	// Modules are the modules to load (default DefaultModules), with their dependencies.
 	Modules []string
-	Log     *slog.Logger
+	// CentralKey is central's public key: the agent checks every version it deploys with it.
+	// Without it the boot environment still builds, but its agent refuses every deploy.
+	CentralKey signing.PublicKey
+	// CAFile is a PEM file of CA certificates the agent trusts for HTTPS to its region; empty
+	// means none (the region is reached over plain HTTP, or not at all over HTTPS).
+	CAFile string
+	Log    *slog.Logger
 }
 
 // Result says what Build wrote.
@@ -61,7 +80,14 @@ type Result struct {
 	KernelVersion          string
 	Modules                []string // module files in the initrd, in load order
 	Missing                []string // wanted modules this kernel has neither as module nor built in
+	// CentralKeyID is the key id of the central key in the initrd; empty if there is none.
+	CentralKeyID string
+	// CACerts counts the CA certificates in the initrd.
+	CACerts int
 }
+
+// maxCAFile bounds the CA file Build reads.
+const maxCAFile = 1 << 20
 
 // Build writes Out/vmlinuz and Out/initrd.
 func Build(ctx context.Context, o Options) (*Result, error) {
@@ -118,8 +144,16 @@ func Build(ctx context.Context, o Options) (*Result, error) {
 		return nil, err
 	}
 
+	var caPEM []byte
+	var caCerts int
+	if o.CAFile != "" {
+		if caPEM, caCerts, err = readCA(o.CAFile); err != nil {
+			return nil, err
+		}
+	}
+
 	ar := newArchive()
-	for _, d := range []string{"/dev", "/proc", "/sys", "/run", "/tmp", "/etc", "/mnt"} {
+	for _, d := range []string{"/dev", "/proc", "/sys", "/run", "/tmp", "/etc", "/etc/tms", "/mnt"} {
 		if err := ar.dir(d, 0o755); err != nil {
 			return nil, err
 		}
@@ -133,7 +167,20 @@ func Build(ctx context.Context, o Options) (*Result, error) {
 		return nil, err
 	}
 
-	res := &Result{KernelVersion: version, AgentSize: int64(len(agentData))}
+	res := &Result{KernelVersion: version, AgentSize: int64(len(agentData)), CACerts: caCerts}
+	if !o.CentralKey.IsZero() {
+		if err := ar.file(CentralKeyPath, 0o644, []byte(o.CentralKey.String()+"\n")); err != nil {
+			return nil, err
+		}
+		res.CentralKeyID = o.CentralKey.ID()
+	} else {
+		log.Warn("no central public key: the agent of this boot environment will refuse every deploy (give --central-key)")
+	}
+	if caPEM != nil {
+		if err := ar.file(CAPath, 0o644, caPEM); err != nil {
+			return nil, err
+		}
+	}
 	ix, err := readModuleIndex(modDir)
 	if err != nil {
 		return nil, err
@@ -195,6 +242,41 @@ func Build(ctx context.Context, o Options) (*Result, error) {
 	}
 	res.KernelSize = st.Size()
 	return res, nil
+}
+
+// readCA reads a PEM file of CA certificates and counts them; anything in it but
+// certificates, or no certificate at all, is an error.
+func readCA(path string) ([]byte, int, error) {
+	st, err := os.Stat(path)
+	if err != nil {
+		return nil, 0, fmt.Errorf("bootenv: CA file: %w", err)
+	}
+	if st.Size() > maxCAFile {
+		return nil, 0, fmt.Errorf("bootenv: CA file %s is larger than %d bytes", path, maxCAFile)
+	}
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, 0, fmt.Errorf("bootenv: CA file: %w", err)
+	}
+	n := 0
+	for rest := b; ; {
+		var blk *pem.Block
+		blk, rest = pem.Decode(rest)
+		if blk == nil {
+			break
+		}
+		if blk.Type != "CERTIFICATE" {
+			return nil, 0, fmt.Errorf("bootenv: CA file %s holds a %q block; want certificates only", path, blk.Type)
+		}
+		if _, err := x509.ParseCertificate(blk.Bytes); err != nil {
+			return nil, 0, fmt.Errorf("bootenv: CA file %s: certificate %d: %w", path, n+1, err)
+		}
+		n++
+	}
+	if n == 0 {
+		return nil, 0, fmt.Errorf("bootenv: CA file %s holds no PEM certificate", path)
+	}
+	return b, n, nil
 }
 
 func readModuleIndex(dir string) (*moduleIndex, error) {

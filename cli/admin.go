@@ -280,6 +280,17 @@ type catalogRow struct {
 	StoredBytes int64     `json:"stored_bytes"`
 	Regions     []string  `json:"regions"`
 	Pending     []string  `json:"pending"`
+	// Signer is the key id of central's signature of the version; empty if it is not signed.
+	Signer    string `json:"signer"`
+	Signature []byte `json:"signature,omitempty"`
+}
+
+// signedBy is how listings show who signed a version.
+func signedBy(keyID string) string {
+	if keyID == "" {
+		return "NOT SIGNED"
+	}
+	return keyID
 }
 
 // catalogImageLs lists central's catalog: every version, and the regions holding a verified copy.
@@ -297,7 +308,8 @@ func (a *App) catalogImageLs(cmd *cobra.Command, asJSON bool) error {
 	rows := []catalogRow{}
 	for _, im := range res.Images {
 		row := catalogRow{Name: im.Name, Version: im.Version, Parent: im.Parent, Tags: im.Tags, Created: im.Created,
-			DiskSize: im.DiskSize, StoredBytes: im.StoredBytes, Regions: im.Regions, Pending: im.Pending}
+			DiskSize: im.DiskSize, StoredBytes: im.StoredBytes, Regions: im.Regions, Pending: im.Pending,
+			Signer: im.Signature.KeyID, Signature: im.Signature.Signature}
 		for _, s := range []*[]string{&row.Tags, &row.Regions, &row.Pending} {
 			if *s == nil {
 				*s = []string{}
@@ -316,14 +328,14 @@ func (a *App) catalogImageLs(cmd *cobra.Command, asJSON bool) error {
 		return a.printJSON(rows)
 	}
 	tw := tabwriter.NewWriter(a.Stdout, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "NAME\tVERSION\tTAGS\tCREATED\tDISK SIZE\tSTORED\tREGIONS")
+	fmt.Fprintln(tw, "NAME\tVERSION\tTAGS\tCREATED\tDISK SIZE\tSTORED\tREGIONS\tSIGNED BY")
 	for _, r := range rows {
 		regions := strings.Join(r.Regions, ",")
 		for _, p := range r.Pending {
 			regions += " " + p + "(copying)"
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", r.Name, short(r.Version), dash(strings.Join(r.Tags, ",")),
-			r.Created.Local().Format(time.DateTime), humanBytes(r.DiskSize), humanBytes(r.StoredBytes), dash(strings.TrimSpace(regions)))
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", r.Name, short(r.Version), dash(strings.Join(r.Tags, ",")),
+			r.Created.Local().Format(time.DateTime), humanBytes(r.DiskSize), humanBytes(r.StoredBytes), dash(strings.TrimSpace(regions)), signedBy(r.Signer))
 	}
 	return tw.Flush()
 }

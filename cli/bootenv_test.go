@@ -6,6 +6,8 @@ import (
 	"path/filepath"
 	"regexp"
 	"testing"
+
+	"tms/signing"
 )
 
 func TestBootenvBuild(t *testing.T) {
@@ -45,6 +47,20 @@ func TestBootenvBuild(t *testing.T) {
 	code, stdout, errs := run("bootenv", "build", "--out", out, "--kernel", kernel, "--modules-dir", modDir, "--agent", agentBin)
 	if code != 0 {
 		t.Fatalf("exit %d: %s", code, errs)
+	}
+	if !regexp.MustCompile(`warning: built without --central-key: .* refuse every deploy`).MatchString(errs) {
+		t.Errorf("a build without a central key does not warn:\n%s", errs)
+	}
+	if code, _, errs := run("bootenv", "build", "--out", out, "--kernel", kernel, "--modules-dir", modDir, "--agent", agentBin, "--central-key", "tms-ed25519:AAAA"); code != 2 || !regexp.MustCompile(`--central-key: .*bytes`).MatchString(errs) {
+		t.Errorf("a malformed central key: exit %d, %s", code, errs)
+	}
+	k, err := signing.GenerateKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	code, keyed, errs := run("bootenv", "build", "--out", out, "--kernel", kernel, "--modules-dir", modDir, "--agent", agentBin, "--central-key", k.Public().String())
+	if code != 0 || regexp.MustCompile(`warning`).MatchString(errs) || !regexp.MustCompile(`central key `+k.Public().ID()).MatchString(keyed) {
+		t.Errorf("with a central key: exit %d\n%s\n%s", code, keyed, errs)
 	}
 	for _, re := range []string{
 		regexp.QuoteMeta(filepath.Join(out, "vmlinuz")) + `\s+6 B\s+kernel 6\.1\.0-9-amd64`,

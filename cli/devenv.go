@@ -69,6 +69,7 @@ func (a *App) printDevEnv(env *devenv.Env, dataDir string) {
 	fmt.Fprintf(w, "  Temporal     %s (namespace %s)\n", env.TemporalAddress(), env.Namespace)
 	fmt.Fprintf(w, "  Temporal UI  http://%s\n", env.UIAddress())
 	fmt.Fprintf(w, "  central      catalog %s, relay store %s\n", filepath.Join(dataDir, "central", "catalog.db"), filepath.Join(dataDir, "central", "relay"))
+	fmt.Fprintf(w, "  %-12s signing key %s (key id %s)\n", "", filepath.Join(dataDir, "central.key"), env.CentralKey.ID())
 	for _, id := range env.RegionIDs {
 		r := env.Regions[id]
 		var names []string

@@ -259,6 +259,10 @@ type imageDetail struct {
 	Partitions     *manifest.PartitionTable `json:"partitions,omitempty"`
 	// Holds are the tasks using the version now (see 'tms store holds').
 	Holds []holdRow `json:"holds"`
+	// Signer is the key id of central's signature stored with the version (empty: none), and
+	// Signature the signature. tms image show does not check it; regions and agents do.
+	Signer    string `json:"signer"`
+	Signature []byte `json:"signature,omitempty"`
 }
 
 func (a *App) imageShow() *cobra.Command {
@@ -266,7 +270,7 @@ func (a *App) imageShow() *cobra.Command {
 	var asJSON bool
 	c := &cobra.Command{
 		Use:   "show --store STORE REF [--json]",
-		Short: "Show one image version: ids, sizes, chunks and partitions",
+		Short: "Show one image version: ids, sizes, chunks, partitions and who signed it",
 		Args:  exactArgs(1, "REF"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			ctx := cmd.Context()
@@ -295,6 +299,12 @@ func describe(ctx context.Context, s *store.Store, v *store.Version) (*imageDeta
 		Hash: m.Hash, DiskSize: m.DiskSize, ChunkSize: m.ChunkSize, Chunks: len(m.Chunks), Partitions: m.Meta.Partitions}
 	if !m.Parent.IsZero() {
 		d.Parent = m.Parent.String()
+	}
+	switch sig, err := s.GetSignature(ctx, v.ID); {
+	case err == nil:
+		d.Signer, d.Signature = sig.KeyID, sig.Signature
+	case !errors.Is(err, store.ErrNotFound):
+		return nil, err
 	}
 	tags, err := s.Tags(ctx)
 	if err != nil {
@@ -367,6 +377,11 @@ func (a *App) printDetail(d *imageDetail) error {
 	p("Chunk size", "%s, hash %s", humanBytes(d.ChunkSize), d.Hash)
 	p("Chunks", "%d (%d zero, %d distinct)", d.Chunks, d.ZeroChunks, d.DistinctChunks)
 	p("Stored", "%s", humanBytes(d.StoredBytes))
+	if d.Signer != "" {
+		p("Signature", "signed by %s", d.Signer)
+	} else {
+		p("Signature", "NOT SIGNED")
+	}
 	if d.AddedBytes != nil {
 		p("Added", "%s (new to this store when this version was published)", humanBytes(*d.AddedBytes))
 	} else {

@@ -7,8 +7,6 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
-	"os"
-	"path/filepath"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -16,8 +14,8 @@ import (
 
 	"tms/config"
 	"tms/server"
+	"tms/signing"
 	"tms/store"
-	"tms/transfer"
 	"tms/workers"
 )
 
@@ -29,8 +27,9 @@ func (a *App) centralCommand() *cobra.Command {
 		Long: `Run the central server until it is stopped (SIGINT or SIGTERM).
 
 It needs central.temporal (the Temporal frontend), central.store (the relay store), central.data_dir
-(the catalog database) and central.grant_key_file (the secret it signs transfer grants with, shared
-with the regions): from the configuration file, TMS_CENTRAL_* variables or the flags below.`,
+(the catalog database) and central.signing_key_file (central's ed25519 key, which signs every image
+version central registers and every transfer grant; tms central init creates it): from the
+configuration file, TMS_CENTRAL_* variables or the flags below.`,
 		Args: exactArgs(0, "no arguments"),
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			ctx := cmd.Context()
@@ -38,9 +37,9 @@ with the regions): from the configuration file, TMS_CENTRAL_* variables or the f
 			if err != nil {
 				return err
 			}
-			signer, err := loadSigner(cfg.Central.GrantKeyFile, "central.grant_key_file")
+			key, err := signing.LoadKeyFile(cfg.Central.SigningKeyFile)
 			if err != nil {
-				return err
+				return fmt.Errorf("central.signing_key_file: %w", err)
 			}
 			relay, err := a.storeAt(ctx, cfg.Central.Store, cfg.Store.S3, true)
 			if err != nil {
@@ -51,7 +50,7 @@ with the regions): from the configuration file, TMS_CENTRAL_* variables or the f
 				return err
 			}
 			defer tc.Close()
-			srv, err := server.StartCentral(ctx, server.CentralOptions{DataDir: cfg.Central.DataDir, Relay: relay, Signer: signer, Client: tc, Log: log})
+			srv, err := server.StartCentral(ctx, server.CentralOptions{DataDir: cfg.Central.DataDir, Relay: relay, Key: key, Client: tc, Log: log})
 			if err != nil {
 				return err
 			}
@@ -65,7 +64,8 @@ with the regions): from the configuration file, TMS_CENTRAL_* variables or the f
 	f.String("central-store", "", "relay store: a directory or s3://bucket/prefix (central.store)")
 	f.String("central-data-dir", "", "directory of the catalog database (central.data_dir)")
 	f.String("central-listen", "", "health-check HTTP address, ip:port (central.listen)")
-	f.String("central-grant-key-file", "", "file with the grant signing key (central.grant_key_file)")
+	f.String("central-signing-key-file", "", "central's ed25519 key file (central.signing_key_file)")
+	c.AddCommand(a.centralKeyCommands()...)
 	return c
 }
 
@@ -77,8 +77,9 @@ func (a *App) regionCommand() *cobra.Command {
 		Long: `Run a regional server until it is stopped (SIGINT or SIGTERM): its HTTP service for agents and
 peers, and its Temporal worker. It records itself in central's catalog when it starts.
 
-It needs region.id, region.temporal, region.data_dir, region.listen and region.grant_key_file (central's
-grant key), and region.endpoint when region.listen is a wildcard address; region.store defaults to a
+It needs region.id, region.temporal, region.data_dir, region.listen and region.central_public_key
+(central's public key, which checks transfer grants and the signatures of the versions the region
+deploys: tms central pubkey prints it), and region.endpoint when region.listen is a wildcard address; region.store defaults to a
 directory store in region.data_dir, region.relay (central.store as this region reaches it) enables
 relayed transfers. region.boot.* turns on the boot service (DHCP, TFTP, iPXE scripts, Wake-on-LAN)
 on the terminals' interface; it needs root (ports 67, 69 and 4011). region.tls.cert_file and
@@ -91,9 +92,9 @@ region.tls.key_file make the HTTP service HTTPS; region.http.* caps its connecti
 				return err
 			}
 			rc := cfg.Region
-			signer, err := loadSigner(rc.GrantKeyFile, "region.grant_key_file")
+			centralKey, err := signing.LoadPublicKey(rc.CentralPublicKey)
 			if err != nil {
-				return err
+				return fmt.Errorf("region.central_public_key: %w", err)
 			}
 			var st, relay *store.Store
 			if rc.Store != "" {
@@ -116,7 +117,7 @@ region.tls.key_file make the HTTP service HTTPS; region.http.* caps its connecti
 				endpoint = rc.Endpoint.String()
 			}
 			srv, err := server.StartRegion(ctx, server.RegionOptions{ID: rc.ID, DataDir: rc.DataDir, Store: st, Relay: relay,
-				Listen: rc.Listen.String(), Endpoint: endpoint, HTTP: rc.HTTP, TLS: rc.TLS, Labels: rc.Labels, Signer: signer, Client: tc, Log: log, Boot: rc.Boot})
+				Listen: rc.Listen.String(), Endpoint: endpoint, HTTP: rc.HTTP, TLS: rc.TLS, Labels: rc.Labels, CentralKey: centralKey, Client: tc, Log: log, Boot: rc.Boot})
 			if err != nil {
 				return err
 			}
@@ -137,7 +138,7 @@ region.tls.key_file make the HTTP service HTTPS; region.http.* caps its connecti
 	f.String("region-relay", "", "central's store as this region reaches it (region.relay)")
 	f.String("region-listen", "", "HTTP address for agents and peers, ip:port (region.listen)")
 	f.String("region-endpoint", "", "URL terminals and peers reach this server at (region.endpoint)")
-	f.String("region-grant-key-file", "", "file with central's grant key (region.grant_key_file)")
+	f.String("region-central-public-key", "", "central's public key, tms-ed25519:… or a file holding it (region.central_public_key)")
 	f.String("region-labels", "", "topology labels, like site=north,floor=2 (region.labels)")
 	return c
 }
@@ -149,19 +150,6 @@ func (a *App) serverConfig(flags *pflag.FlagSet, role config.Role) (*config.Conf
 		return nil, nil, err
 	}
 	return cfg, slog.New(cfg.Log.NewHandler(a.Stderr)), nil
-}
-
-// loadSigner reads the grant key file named by key.
-func loadSigner(path, key string) (*transfer.Signer, error) {
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return nil, fmt.Errorf("%s: %w", key, err)
-	}
-	s, err := transfer.NewSigner(b)
-	if err != nil {
-		return nil, fmt.Errorf("%s: %s: %w (make one with: head -c 32 /dev/urandom > %s)", key, path, err, filepath.Base(path))
-	}
-	return s, nil
 }
 
 // serveHealth answers GET /healthz on addr until ctx ends.

@@ -14,6 +14,7 @@ import (
 	"tms/activities"
 	"tms/devtemporal"
 	"tms/internal/storetest"
+	"tms/signing"
 	"tms/state"
 	"tms/workers"
 )
@@ -59,7 +60,7 @@ func adminSetup(t *testing.T) (tmsRun, string) {
 	}
 	m := imp.Version.Manifest
 	if err := sc.RecordVersion(ctx, activities.VersionInfo{Version: imp.Version.ID.String(), Name: "lab", Created: m.Meta.Created,
-		DiskSize: m.DiskSize, ChunkSize: m.ChunkSize, StoredBytes: imp.Stats.StoredBytes}, "latest"); err != nil {
+		DiskSize: m.DiskSize, ChunkSize: m.ChunkSize, StoredBytes: imp.Stats.StoredBytes}, signing.Signature{}, "latest"); err != nil {
 		t.Fatal(err)
 	}
 	if err := sc.SetVerified(ctx, imp.Version.ID, "region-a"); err != nil {

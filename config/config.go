@@ -156,9 +156,10 @@ type Central struct {
 	Listen netip.AddrPort `mapstructure:"listen"`
 	// DataDir holds central's catalog database.
 	DataDir string `mapstructure:"data_dir"`
-	// GrantKeyFile holds the secret (at least 32 bytes) central signs transfer grants with;
-	// every region has a copy to check them.
-	GrantKeyFile string `mapstructure:"grant_key_file"`
+	// SigningKeyFile holds central's ed25519 private key (tms central init creates it): central
+	// signs every image version it registers and every transfer grant with it. Only central
+	// has it; regions and agents get the public key.
+	SigningKeyFile string `mapstructure:"signing_key_file"`
 }
 
 // Region configures a regional server (one per classroom): its local image cache and the
@@ -185,8 +186,10 @@ type Region struct {
 	// Relay is central's store (central.store) as this region reaches it, for relayed
 	// transfers; empty means the region cannot relay.
 	Relay string `mapstructure:"relay"`
-	// GrantKeyFile holds the secret central signs transfer grants with (central.grant_key_file).
-	GrantKeyFile string `mapstructure:"grant_key_file"`
+	// CentralPublicKey is central's public key, in its text form ("tms-ed25519:…", as tms
+	// central pubkey prints it) or the name of a file holding that: the region checks transfer
+	// grants and the signatures of the versions it deploys with it.
+	CentralPublicKey string `mapstructure:"central_public_key"`
 	// Labels place the region in the school's topology, like site=north or floor=2. Keys are
 	// lower case (file keys are folded to lower case when read).
 	Labels map[string]string `mapstructure:"labels"`

@@ -244,7 +244,7 @@ func TestEveryKeyFromEnvAndFlags(t *testing.T) {
 		"central.store":                    "s3://bucket/prefix",
 		"central.listen":                   "10.0.0.1:80",
 		"central.data_dir":                 "/var/central",
-		"central.grant_key_file":           "/etc/tms/grant.key",
+		"central.signing_key_file":         "/etc/tms/central.key",
 		"region.id":                        "room-12",
 		"region.temporal.address":          "t2:7233",
 		"region.temporal.namespace":        "ns2",
@@ -263,7 +263,7 @@ func TestEveryKeyFromEnvAndFlags(t *testing.T) {
 		"region.tls.cert_file":             "/etc/tms/region.pem",
 		"region.tls.key_file":              "/etc/tms/region.key",
 		"region.relay":                     "s3://bucket/prefix",
-		"region.grant_key_file":            "/etc/tms/grant2.key",
+		"region.central_public_key":        "/etc/tms/central.pub",
 		"region.boot.enabled":              "true",
 		"region.boot.interface":            "enp3s0",
 		"region.boot.address":              "10.0.5.2",
@@ -289,24 +289,24 @@ func TestEveryKeyFromEnvAndFlags(t *testing.T) {
 		Log:   Log{Level: "debug", Format: "json"},
 		Store: Store{S3: S3{Endpoint: "minio:9000", AccessKey: "ak", SecretKey: "sk", SessionToken: "st", Region: "eu-west-1", Insecure: true}},
 		Central: Central{
-			Temporal:     Temporal{Address: "t1:7233", Namespace: "ns1", TLS: TLS{"/ca1", "/cert1", "/key1", "sn1"}, APIKey: "api1"},
-			Store:        "s3://bucket/prefix",
-			Listen:       netip.MustParseAddrPort("10.0.0.1:80"),
-			DataDir:      "/var/central",
-			GrantKeyFile: "/etc/tms/grant.key",
+			Temporal:       Temporal{Address: "t1:7233", Namespace: "ns1", TLS: TLS{"/ca1", "/cert1", "/key1", "sn1"}, APIKey: "api1"},
+			Store:          "s3://bucket/prefix",
+			Listen:         netip.MustParseAddrPort("10.0.0.1:80"),
+			DataDir:        "/var/central",
+			SigningKeyFile: "/etc/tms/central.key",
 		},
 		Region: Region{
-			ID:           "room-12",
-			Temporal:     Temporal{Address: "t2:7233", Namespace: "ns2", TLS: TLS{"/ca2", "/cert2", "/key2", "sn2"}, APIKey: "api2"},
-			Store:        "/srv/region",
-			DataDir:      "/var/region",
-			Listen:       netip.MustParseAddrPort("10.0.0.2:81"),
-			Labels:       map[string]string{"site": "north"},
-			Endpoint:     &url.URL{Scheme: "https", Host: "10.0.0.2:81"},
-			HTTP:         RegionHTTP{MaxConnsPerIP: 12, MaxConns: 345},
-			TLS:          ServerTLS{CertFile: "/etc/tms/region.pem", KeyFile: "/etc/tms/region.key"},
-			Relay:        "s3://bucket/prefix",
-			GrantKeyFile: "/etc/tms/grant2.key",
+			ID:               "room-12",
+			Temporal:         Temporal{Address: "t2:7233", Namespace: "ns2", TLS: TLS{"/ca2", "/cert2", "/key2", "sn2"}, APIKey: "api2"},
+			Store:            "/srv/region",
+			DataDir:          "/var/region",
+			Listen:           netip.MustParseAddrPort("10.0.0.2:81"),
+			Labels:           map[string]string{"site": "north"},
+			Endpoint:         &url.URL{Scheme: "https", Host: "10.0.0.2:81"},
+			HTTP:             RegionHTTP{MaxConnsPerIP: 12, MaxConns: 345},
+			TLS:              ServerTLS{CertFile: "/etc/tms/region.pem", KeyFile: "/etc/tms/region.key"},
+			Relay:            "s3://bucket/prefix",
+			CentralPublicKey: "/etc/tms/central.pub",
 			Boot: Boot{Enabled: true, Interface: "enp3s0", Address: "10.0.5.2", DHCP: "full", Pool: "10.0.5.100-10.0.5.199",
 				Subnet: "10.0.5.0/24", Router: "10.0.5.1", DNS: "10.0.5.1,9.9.9.9", LeaseTime: 2 * time.Hour, TFTPDir: "/srv/ipxe",
 				DHCPAllow: []string{"52:54:00:*", "aa:bb:cc:dd:ee:ff"}, DHCPUnknownPerMAC: 6, DHCPUnknownTotal: 50,
@@ -516,8 +516,8 @@ func valid() *Config {
 	c.Region.DataDir = "/var/lib/tms/region"
 	c.Region.Labels = map[string]string{"site": "north", "floor": "2"}
 	c.Region.Endpoint = &url.URL{Scheme: "http", Host: "region:8081"}
-	c.Central.GrantKeyFile = "/etc/tms/grant.key"
-	c.Region.GrantKeyFile = "/etc/tms/grant.key"
+	c.Central.SigningKeyFile = "/etc/tms/central.key"
+	c.Region.CentralPublicKey = "/etc/tms/central.pub"
 	c.Agent.RegionURL = &url.URL{Scheme: "http", Host: "region:8081"}
 	return c
 }
@@ -562,7 +562,7 @@ func TestValidateNamesEveryKey(t *testing.T) {
 		{
 			name: "region missing", roles: []Role{RoleRegion},
 			change: func(c *Config) { c.Region = Region{} },
-			want:   []string{"region.data_dir", "region.grant_key_file", "region.id", "region.listen", "region.temporal.address", "region.temporal.namespace"},
+			want:   []string{"region.central_public_key", "region.data_dir", "region.id", "region.listen", "region.temporal.address", "region.temporal.namespace"},
 		},
 		{name: "region endpoint for a wildcard listen", roles: []Role{RoleRegion}, change: func(c *Config) { c.Region.Endpoint = nil }, want: []string{"region.endpoint"}},
 		{name: "region endpoint for a wildcard listen, other roles", roles: []Role{RoleCentral, RoleAgent, RoleCLI}, change: func(c *Config) { c.Region.Endpoint = nil }},
@@ -598,8 +598,8 @@ func TestValidateNamesEveryKey(t *testing.T) {
 			c.Region.Boot = Boot{Enabled: true, Interface: "eth1", Address: "10.0.5.2", DHCP: "proxy", DHCPUnknownPerMAC: 12, DHCPUnknownTotal: 20, HTTPListen: "10.0.5.2"}
 		}, want: []string{"region.boot.http_listen"}},
 		{name: "region relay", roles: all, change: func(c *Config) { c.Region.Relay = "gs://images" }, want: []string{"region.relay"}},
-		{name: "central data dir and key", roles: []Role{RoleCentral}, change: func(c *Config) { c.Central.DataDir = ""; c.Central.GrantKeyFile = "" }, want: []string{"central.data_dir", "central.grant_key_file"}},
-		{name: "central data dir and key, other roles", roles: []Role{RoleRegion, RoleAgent, RoleCLI}, change: func(c *Config) { c.Central.DataDir = ""; c.Central.GrantKeyFile = "" }},
+		{name: "central data dir and key", roles: []Role{RoleCentral}, change: func(c *Config) { c.Central.DataDir = ""; c.Central.SigningKeyFile = "" }, want: []string{"central.data_dir", "central.signing_key_file"}},
+		{name: "central data dir and key, other roles", roles: []Role{RoleRegion, RoleAgent, RoleCLI}, change: func(c *Config) { c.Central.DataDir = ""; c.Central.SigningKeyFile = "" }},
 		{name: "region missing, other roles", roles: []Role{RoleCentral, RoleAgent, RoleCLI}, change: func(c *Config) { c.Region = Region{} }},
 		{name: "region store", roles: all, change: func(c *Config) { c.Region.Store = "s3://x" }, want: []string{"region.store"}},
 		{
@@ -668,8 +668,8 @@ func TestLoadValidatesForRole(t *testing.T) {
 		want []string
 	}{
 		{RoleCLI, []string{"region.id"}},
-		{RoleRegion, []string{"region.data_dir", "region.endpoint", "region.grant_key_file", "region.id"}},
-		{RoleCentral, []string{"central.grant_key_file", "central.store", "region.id"}},
+		{RoleRegion, []string{"region.central_public_key", "region.data_dir", "region.endpoint", "region.id"}},
+		{RoleCentral, []string{"central.signing_key_file", "central.store", "region.id"}},
 		{RoleAgent, []string{"agent.region_url", "region.id"}},
 	} {
 		t.Run(string(tc.role), func(t *testing.T) {
@@ -898,7 +898,7 @@ func TestLog(t *testing.T) {
 func TestValidateBoot(t *testing.T) {
 	base := func() *Config {
 		c := Defaults()
-		c.Region.ID, c.Region.DataDir, c.Region.GrantKeyFile = "room-1", "/var/tms", "/etc/tms/grant.key"
+		c.Region.ID, c.Region.DataDir, c.Region.CentralPublicKey = "room-1", "/var/tms", "/etc/tms/central.pub"
 		c.Region.Listen = netip.MustParseAddrPort("10.0.5.2:8081")
 		c.Region.Boot.Enabled = true
 		c.Region.Boot.Interface, c.Region.Boot.Address = "enp3s0", "10.0.5.2"
@@ -1026,5 +1026,60 @@ func TestDHCPAllowFromFile(t *testing.T) {
 		if got := cfg.Region.Boot.DHCPAllow; !slices.Equal(got, []string{"52:54:00:12:34:56", "52:54:01:*"}) {
 			t.Errorf("%s: dhcp_allow %q", tc.name, got)
 		}
+	}
+}
+
+// TestReplacedGrantKeysFail checks that a configuration still setting the shared grant key of an
+// earlier tms fails, saying what replaces it, from a file and from the environment alike.
+func TestReplacedGrantKeysFail(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		opts LoadOptions
+		key  string
+		want string
+	}{
+		{name: "central key in a file", opts: LoadOptions{File: writeFile(t, "c.yaml", "central:\n  grant_key_file: /etc/tms/grant.key\n"), Env: env(nil)},
+			key: "central.grant_key_file", want: "central.signing_key_file"},
+		{name: "region key in a file", opts: LoadOptions{File: writeFile(t, "r.yaml", "region:\n  grant_key_file: /etc/tms/grant.key\n"), Env: env(nil)},
+			key: "region.grant_key_file", want: "region.central_public_key"},
+		{name: "region key in the environment", opts: LoadOptions{Env: env(map[string]string{"TMS_REGION_GRANT_KEY_FILE": "/k"})},
+			key: "region.grant_key_file", want: "region.central_public_key"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			tc.opts.Role = RoleCLI
+			_, err := Load(tc.opts)
+			if err == nil {
+				t.Fatal("loaded")
+			}
+			if got := fieldKeys(t, err); !slices.Equal(got, []string{tc.key}) || !strings.Contains(err.Error(), "replaced by "+tc.want) {
+				t.Fatalf("error %v", err)
+			}
+		})
+	}
+}
+
+// TestCentralPublicKeyIsChecked checks that a public key given inline is parsed when the
+// configuration is loaded, and that a file name is left for the program to read.
+func TestCentralPublicKeyIsChecked(t *testing.T) {
+	for _, tc := range []struct {
+		name, value string
+		ok          bool
+	}{
+		{name: "file name", value: "/etc/tms/central.pub", ok: true},
+		{name: "inline key", value: "tms-ed25519:" + strings.Repeat("A", 43) + "=", ok: true},
+		{name: "inline key too short", value: "tms-ed25519:AAAA"},
+		{name: "inline key not base64", value: "tms-ed25519:!!!"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c := Defaults()
+			c.Region.CentralPublicKey = tc.value
+			err := c.Validate(RoleCLI)
+			if tc.ok != (err == nil) {
+				t.Fatalf("Validate = %v", err)
+			}
+			if err != nil && !slices.Equal(fieldKeys(t, err), []string{"region.central_public_key"}) {
+				t.Fatalf("Validate = %v", err)
+			}
+		})
 	}
 }

@@ -38,7 +38,7 @@
 //	central.store                                         master image store: directory or s3://bucket/prefix
 //	central.listen                     [::]:8080          HTTP service (health checks), ip:port
 //	central.data_dir                   /var/lib/tms/central catalog database
-//	central.grant_key_file                                secret file signing transfer grants (>= 32 bytes)
+//	central.signing_key_file                              central's ed25519 key (tms central init); signs versions and grants
 //	region.id                                             like room-12: [a-z0-9][a-z0-9-]{0,62}
 //	region.temporal.*                                     as central.temporal.*
 //	region.store                                          image store: directory or s3://bucket/prefix
@@ -50,7 +50,7 @@
 //	region.tls.cert_file                                  PEM certificate (chain): the HTTP service becomes HTTPS
 //	region.tls.key_file                                   its PEM private key
 //	region.relay                                          central.store as this region reaches it
-//	region.grant_key_file                                 central's grant key file
+//	region.central_public_key                             central's public key, tms-ed25519:… or a file holding it
 //	region.labels                                         topology, like site=north,floor=2
 //	region.boot.enabled                false              run the boot service (DHCP, TFTP, iPXE scripts, Wake-on-LAN)
 //	region.boot.interface                                 the terminals' network interface (required if enabled)
@@ -94,7 +94,7 @@
 //	  id: room-12
 //	  data_dir: /var/lib/tms/region
 //	  endpoint: http://room-12.school.lan:8081
-//	  grant_key_file: /etc/tms/grant.key
+//	  central_public_key: /etc/tms/central.pub
 //	  temporal:
 //	    address: temporal.school.lan:7233
 //	  labels:

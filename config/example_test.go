@@ -26,7 +26,7 @@ region:
   id: room-12
   data_dir: /var/lib/tms/region
   endpoint: http://room-12.school.lan:8081
-  grant_key_file: /etc/tms/grant.key
+  central_public_key: /etc/tms/central.pub
   labels:
     site: north
 `), 0o600)

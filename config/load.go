@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"maps"
 	"net/netip"
 	"net/url"
 	"os"
@@ -50,6 +51,9 @@ func Load(opts LoadOptions) (*Config, error) {
 		return s, ok && s != ""
 	}
 
+	if err := checkReplacedEnv(lookup); err != nil {
+		return nil, err
+	}
 	v := viper.New()
 	if opts.File != "" {
 		if err := readFile(v, opts.File); err != nil {
@@ -120,8 +124,28 @@ func checkKeys(keys []string, file string) error {
 	var errs []error
 	slices.Sort(keys)
 	for _, k := range keys {
-		if !isKnown(known, k) {
+		if msg, ok := replacedKeys[k]; ok {
+			errs = append(errs, &FieldError{Key: k, Msg: msg + " (in " + file + ")"})
+		} else if !isKnown(known, k) {
 			errs = append(errs, &FieldError{Key: k, Msg: "unknown key in " + file})
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// replacedKeys are keys an earlier tms read, with what replaces them: a configuration that
+// still sets one fails with this message rather than running without what it meant to set.
+var replacedKeys = map[string]string{
+	"central.grant_key_file": "is replaced by central.signing_key_file: central signs grants (and image versions) with an ed25519 key that tms central init creates",
+	"region.grant_key_file":  "is replaced by region.central_public_key: regions check grants and image signatures with central's public key (tms central pubkey prints it)",
+}
+
+// checkReplacedEnv reports TMS_* variables of replaced keys.
+func checkReplacedEnv(env func(string) (string, bool)) error {
+	var errs []error
+	for _, k := range slices.Sorted(maps.Keys(replacedKeys)) {
+		if _, ok := env(envName(k)); ok {
+			errs = append(errs, &FieldError{Key: k, Msg: replacedKeys[k] + " (set by " + envName(k) + ")"})
 		}
 	}
 	return errors.Join(errs...)

@@ -13,6 +13,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"tms/signing"
 )
 
 // Role is the program a configuration is for. It decides which sections Validate requires.
@@ -20,10 +22,10 @@ type Role string
 
 const (
 	// RoleCentral requires central.store, central.listen, central.data_dir,
-	// central.grant_key_file and central.temporal.
+	// central.signing_key_file and central.temporal.
 	RoleCentral Role = "central"
-	// RoleRegion requires region.id, region.data_dir, region.listen, region.grant_key_file and
-	// region.temporal, and region.endpoint when region.listen is a wildcard address.
+	// RoleRegion requires region.id, region.data_dir, region.listen, region.central_public_key
+	// and region.temporal, and region.endpoint when region.listen is a wildcard address.
 	RoleRegion Role = "region"
 	// RoleAgent requires agent.region_url and agent.state_dir.
 	RoleAgent Role = "agent"
@@ -72,8 +74,8 @@ func (c *Config) Validate(role Role) error {
 	if role == RoleCentral && c.Central.DataDir == "" {
 		v.add("central.data_dir", "is required")
 	}
-	if role == RoleCentral && c.Central.GrantKeyFile == "" {
-		v.add("central.grant_key_file", "is required (a file holding at least 32 random bytes, shared with the regions)")
+	if role == RoleCentral && c.Central.SigningKeyFile == "" {
+		v.add("central.signing_key_file", "is required (central's ed25519 key file; tms central init creates it)")
 	}
 
 	r := c.Region
@@ -92,8 +94,13 @@ func (c *Config) Validate(role Role) error {
 		v.add("region.listen", "is required")
 	}
 	v.storeLocation("region.relay", r.Relay, false)
-	if role == RoleRegion && r.GrantKeyFile == "" {
-		v.add("region.grant_key_file", "is required (central's grant key, to check peers' grants)")
+	switch k := strings.TrimSpace(r.CentralPublicKey); {
+	case k == "" && role == RoleRegion:
+		v.add("region.central_public_key", "is required (central's public key, tms-ed25519:…, or a file holding it; tms central pubkey prints it)")
+	case strings.HasPrefix(k, signing.PublicKeyPrefix):
+		if _, err := signing.ParsePublicKey(k); err != nil {
+			v.add("region.central_public_key", err.Error())
+		}
 	}
 	switch u := r.Endpoint; {
 	case u != nil && u.Scheme == "http" && r.TLS.Enabled():

@@ -31,9 +31,9 @@ import (
 	"tms/devtemporal"
 	"tms/internal/sampledisk"
 	"tms/server"
+	"tms/signing"
 	"tms/state"
 	"tms/store"
-	"tms/transfer"
 )
 
 // Options configure a development environment.
@@ -76,6 +76,8 @@ type Env struct {
 	RegionIDs []string
 	Terminals []Terminal
 	Namespace string
+	// CentralKey is the public key of central's signing key (DataDir/central.key).
+	CentralKey signing.PublicKey
 
 	cancelAgents context.CancelFunc
 	agents       sync.WaitGroup
@@ -159,20 +161,19 @@ func Start(ctx context.Context, o Options) (_ *Env, err error) {
 	if err != nil {
 		return nil, err
 	}
-	key, err := server.LoadOrCreateKey(filepath.Join(o.DataDir, "grant.key"))
+	// Central's signing key: it signs the versions central registers and the grants it mints;
+	// the regions and the simulated terminals' agents get its public half.
+	key, err := signing.LoadOrCreateKeyFile(filepath.Join(o.DataDir, "central.key"))
 	if err != nil {
 		return nil, err
 	}
-	signer, err := transfer.NewSigner(key)
-	if err != nil {
-		return nil, err
-	}
+	e.CentralKey = key.Public()
 	relay, err := server.OpenDirStore(ctx, filepath.Join(o.DataDir, "central", "relay"))
 	if err != nil {
 		return nil, err
 	}
 	e.Central, err = server.StartCentral(ctx, server.CentralOptions{DataDir: filepath.Join(o.DataDir, "central"), Relay: relay,
-		Signer: signer, Client: e.Client, Log: o.Log})
+		Key: key, Client: e.Client, Log: o.Log})
 	if err != nil {
 		return nil, err
 	}
@@ -182,7 +183,7 @@ func Start(ctx context.Context, o Options) (_ *Env, err error) {
 			listen = fmt.Sprintf("%s:%d", o.Host, o.RegionPortBase+i)
 		}
 		r, err := server.StartRegion(ctx, server.RegionOptions{ID: id, DataDir: filepath.Join(o.DataDir, id), Relay: relay,
-			Listen: listen, Labels: map[string]string{"site": "dev"}, Signer: signer, Client: e.Client, Log: o.Log})
+			Listen: listen, Labels: map[string]string{"site": "dev"}, CentralKey: e.CentralKey, Client: e.Client, Log: o.Log})
 		if err != nil {
 			return nil, err
 		}
@@ -283,7 +284,7 @@ func (e *Env) startAgent(ctx context.Context, t Terminal) {
 	e.agentMu.Lock()
 	e.agentCtl[t.MAC] = cancel
 	e.agentMu.Unlock()
-	a := &agent.Agent{Region: u, MAC: t.MAC, Key: t.key, Disk: t.Disk, HTTP: &http.Client{Timeout: 2 * time.Minute},
+	a := &agent.Agent{Region: u, MAC: t.MAC, Key: t.key, Disk: t.Disk, CentralKey: e.CentralKey, HTTP: &http.Client{Timeout: 2 * time.Minute},
 		Log: e.log.With("terminal", t.Name)}
 	e.agents.Add(1)
 	go func() {

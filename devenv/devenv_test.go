@@ -123,6 +123,11 @@ func TestCaptureShareDeploy(t *testing.T) {
 	if tm, err := env.Regions["region-a"].Inventory.Terminal(ctx, "a-pc1"); err != nil || tm.Version != id {
 		t.Fatalf("a-pc1 holds %v (%v), want %s", tm.Version.Short(), err, id.Short())
 	}
+	// Central signed the version, and the signature is in region-a's store and its catalog.
+	signed(t, env, "region-a", id)
+	if vs, err := env.Central.Catalog.Versions(ctx); err != nil || len(vs) != 1 || vs[0].KeyID != env.CentralKey.ID() {
+		t.Fatalf("catalog versions %+v (%v), want one signed by %s", vs, err, env.CentralKey.ID())
+	}
 	// Capturing again moves nothing new and gives the same version.
 	if again := capture(t, env, "region-a", "a-pc1", "classroom"); again.Version != cap.Version {
 		t.Fatalf("second capture gave %s, want %s", again.Version, cap.Version)
@@ -137,6 +142,7 @@ func TestCaptureShareDeploy(t *testing.T) {
 			t.Errorf("%s differs from the captured disk", tm.Name)
 		}
 	}
+	signed(t, env, "region-b", id)
 
 	// Every peer unreachable: the image travels through central's relay storage.
 	for _, r := range []string{"region-a", "region-b"} {
@@ -159,6 +165,7 @@ func TestCaptureShareDeploy(t *testing.T) {
 			t.Errorf("%s differs from the captured disk", name)
 		}
 	}
+	signed(t, env, "region-c", id)
 	locs, err := env.Central.Catalog.Locations(ctx, id)
 	if err != nil {
 		t.Fatal(err)
@@ -171,6 +178,55 @@ func TestCaptureShareDeploy(t *testing.T) {
 	}
 	if strings.Join(verified, ",") != "region-a,region-b,region-c" {
 		t.Errorf("verified copies in %v", verified)
+	}
+}
+
+// signed checks that region's store holds version id with a signature by central's key.
+func signed(t *testing.T, env *devenv.Env, region string, id manifest.ID) {
+	t.Helper()
+	ctx := context.Background()
+	st := env.Regions[region].Store
+	v, err := st.GetManifest(ctx, id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sig, err := st.GetSignature(ctx, id)
+	if err != nil {
+		t.Fatalf("%s: version %s has no signature: %v", region, id.Short(), err)
+	}
+	if err := env.CentralKey.VerifyManifest(id, v.Encoded, sig); err != nil {
+		t.Fatalf("%s: %v", region, err)
+	}
+}
+
+// TestUnsignedVersionIsNotDeployed puts a version in a region's store and central's catalog
+// without central's signature, as a store copied by hand would be: the deploy refuses every
+// terminal, saying why, and no disk is touched.
+func TestUnsignedVersionIsNotDeployed(t *testing.T) {
+	env := start(t, t.TempDir(), "region-a")
+	defer env.Stop()
+	ctx := context.Background()
+	a := env.Regions["region-a"]
+	imp := storetest.Import(t, a.Store, storetest.SampleDisk(t, 8<<20, 5), "unsigned")
+	v := imp.Version
+	if err := env.Central.Catalog.RecordVersion(ctx, state.Version{ID: v.ID, Name: "unsigned", Created: v.Manifest.Meta.Created,
+		DiskSize: v.Manifest.DiskSize, ChunkSize: v.Manifest.ChunkSize}, "latest"); err != nil {
+		t.Fatal(err)
+	}
+	if err := env.Central.Catalog.SetLocation(ctx, v.ID, "region-a", state.Verified); err != nil {
+		t.Fatal(err)
+	}
+	tm, _ := env.Terminal("a-pc2")
+	before := storetest.FileSum(t, tm.Disk)
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
+	defer cancel()
+	err := startDeploy(t, env, workflows.DeployImageInput{Region: "region-a", Terminals: []string{"a-pc2"}, Image: "unsigned", Timeouts: quick}).Get(ctx, nil)
+	var ae *temporal.ApplicationError
+	if !errors.As(err, &ae) || !strings.Contains(ae.Error(), "a-pc2: version "+v.ID.Short()+" of unsigned is not signed by central") {
+		t.Fatalf("deploy of an unsigned version: %v", err)
+	}
+	if storetest.FileSum(t, tm.Disk) != before {
+		t.Fatal("a-pc2's disk changed")
 	}
 }
 

@@ -28,7 +28,7 @@ import (
 	"tms/devtemporal"
 	"tms/internal/sampledisk"
 	"tms/server"
-	"tms/transfer"
+	"tms/signing"
 	"tms/workflows"
 )
 
@@ -93,8 +93,14 @@ func TestNetboot(t *testing.T) {
 		}
 		os.RemoveAll(dir)
 	})
+	// Central's key: the in-memory OS gets its public half, the scenario's central signs with it.
+	key, err := signing.CreateKeyFile(filepath.Join(dir, "central.key"))
+	if err != nil {
+		t.Fatal(err)
+	}
 	start := time.Now()
-	res, err := bootenv.Build(context.Background(), bootenv.Options{Out: filepath.Join(dir, "bootenv"), Kernel: kernel, AgentVersion: "netboot-e2e"})
+	res, err := bootenv.Build(context.Background(), bootenv.Options{Out: filepath.Join(dir, "bootenv"), Kernel: kernel, AgentVersion: "netboot-e2e",
+		CentralKey: key.Public()})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -139,18 +145,18 @@ func scenario(t *testing.T, dir, bootDir, pcNS string) {
 		t.Fatal(err)
 	}
 	defer c.Close()
-	signer, err := transfer.NewSigner([]byte("netboot-e2e-grant-key-32-bytes!!"))
+	key, err := signing.LoadKeyFile(filepath.Join(dir, "central.key"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	central, err := server.StartCentral(ctx, server.CentralOptions{DataDir: filepath.Join(dir, "central"), Signer: signer, Client: c, Log: log})
+	central, err := server.StartCentral(ctx, server.CentralOptions{DataDir: filepath.Join(dir, "central"), Key: key, Client: c, Log: log})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer central.Stop()
 	rec := &recorder{}
 	r, err := server.StartRegion(ctx, server.RegionOptions{ID: regionID, DataDir: filepath.Join(dir, regionID), Listen: listen, Endpoint: endpoint,
-		Signer: signer, Client: c, Log: log, Wrap: rec.wrap,
+		CentralKey: key.Public(), Client: c, Log: log, Wrap: rec.wrap,
 		Boot: config.Boot{Enabled: true, Interface: bridge, Address: regionIP, DHCP: "full", Pool: "10.99.0.100-10.99.0.150",
 			Subnet: "10.99.0.0/24", TFTPDir: "/usr/lib/ipxe", Dir: bootDir, KernelArgs: "console=ttyS0", ClaimQuiet: claimQuiet}})
 	if err != nil {

@@ -1,9 +1,7 @@
 package server
 
 import (
-	"bytes"
 	"context"
-	"crypto/rand"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -14,10 +12,9 @@ import (
 	"go.temporal.io/sdk/worker"
 
 	"tms/activities"
-	"tms/internal/atomicfile"
+	"tms/signing"
 	"tms/state"
 	"tms/store"
-	"tms/transfer"
 	"tms/workers"
 )
 
@@ -25,8 +22,10 @@ import (
 type CentralOptions struct {
 	DataDir string // holds catalog.db
 	// Relay is the storage regions relay images through when they cannot reach each other.
-	Relay  *store.Store
-	Signer *transfer.Signer
+	Relay *store.Store
+	// Key is central's signing key (signing.LoadKeyFile): it signs every version central
+	// registers and every grant it mints.
+	Key    *signing.PrivateKey
 	Client client.Client
 	Log    *slog.Logger
 }
@@ -41,8 +40,8 @@ type Central struct {
 
 // StartCentral opens the catalog and starts central's worker.
 func StartCentral(ctx context.Context, o CentralOptions) (_ *Central, err error) {
-	if o.Client == nil || o.Signer == nil {
-		return nil, errors.New("central needs a Temporal client and a grant signer")
+	if o.Client == nil || o.Key == nil {
+		return nil, errors.New("central needs a Temporal client and its signing key")
 	}
 	if err := os.MkdirAll(o.DataDir, 0o755); err != nil {
 		return nil, err
@@ -51,13 +50,13 @@ func StartCentral(ctx context.Context, o CentralOptions) (_ *Central, err error)
 	if c.Catalog, err = state.OpenCatalog(ctx, filepath.Join(o.DataDir, "catalog.db")); err != nil {
 		return nil, err
 	}
-	c.worker = workers.NewCentral(o.Client, &activities.Central{Catalog: activities.StateCatalog{C: c.Catalog}, Signer: o.Signer})
+	c.worker = workers.NewCentral(o.Client, &activities.Central{Catalog: activities.StateCatalog{C: c.Catalog}, Key: o.Key})
 	if err := c.worker.Start(); err != nil {
 		c.Catalog.Close()
 		return nil, fmt.Errorf("central worker: %w", err)
 	}
 	if o.Log != nil {
-		o.Log.Info("central server started", "catalog", filepath.Join(o.DataDir, "catalog.db"))
+		o.Log.Info("central server started", "catalog", filepath.Join(o.DataDir, "catalog.db"), "key", o.Key.Public().ID())
 	}
 	return c, nil
 }
@@ -69,24 +68,4 @@ func (c *Central) Stop() {
 		c.worker = nil
 	}
 	c.Catalog.Close()
-}
-
-// LoadOrCreateKey reads the grant key at path, creating a random one (mode 0600) if there is
-// none: what `tms dev` does; production servers are given the key central shares with regions.
-func LoadOrCreateKey(path string) ([]byte, error) {
-	b, err := os.ReadFile(path)
-	if err == nil {
-		return b, nil
-	}
-	if !errors.Is(err, os.ErrNotExist) {
-		return nil, err
-	}
-	key := make([]byte, 32)
-	if _, err := rand.Read(key); err != nil {
-		return nil, err
-	}
-	if err := atomicfile.Write(path, bytes.NewReader(key), 0o600); err != nil {
-		return nil, err
-	}
-	return key, nil
 }

@@ -33,6 +33,7 @@ import (
 	"tms/config"
 	"tms/devtemporal"
 	"tms/server"
+	"tms/signing"
 	"tms/state"
 	"tms/transfer"
 )
@@ -82,13 +83,16 @@ func TestRegionHTTPS(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer c.Close()
-	signer, _ := transfer.NewSigner([]byte("0123456789abcdef0123456789abcdef"))
+	key, kerr := signing.GenerateKey()
+	if kerr != nil {
+		t.Fatal(kerr)
+	}
 	pool, certFile, keyFile := testCA(t, t.TempDir())
 
 	const idle = 500 * time.Millisecond
 	const perIP = 4
 	tlsOpts := config.ServerTLS{CertFile: certFile, KeyFile: keyFile}
-	r, err := server.StartRegion(ctx, server.RegionOptions{ID: "lab-tls", DataDir: t.TempDir(), Signer: signer, Client: c,
+	r, err := server.StartRegion(ctx, server.RegionOptions{ID: "lab-tls", DataDir: t.TempDir(), CentralKey: key.Public(), Client: c,
 		NoRegister: true, TLS: tlsOpts, HTTP: config.RegionHTTP{MaxConnsPerIP: perIP, MaxConns: 100}, HTTPIdle: idle})
 	if err != nil {
 		t.Fatal(err)
@@ -189,7 +193,10 @@ func TestRegionHTTPS(t *testing.T) {
 // HTTPS endpoint.
 func TestRegionTLSWithBootService(t *testing.T) {
 	ctx := context.Background()
-	signer, _ := transfer.NewSigner([]byte("0123456789abcdef0123456789abcdef"))
+	key, kerr := signing.GenerateKey()
+	if kerr != nil {
+		t.Fatal(kerr)
+	}
 	_, certFile, keyFile := testCA(t, t.TempDir())
 	tsrv, err := devtemporal.Start(devtemporal.Options{})
 	if err != nil {
@@ -203,7 +210,7 @@ func TestRegionTLSWithBootService(t *testing.T) {
 	defer c.Close()
 	ipxe := t.TempDir()
 	os.WriteFile(filepath.Join(ipxe, "undionly.kpxe"), []byte("iPXE"), 0o644)
-	r, err := server.StartRegion(ctx, server.RegionOptions{ID: "lab-boot", DataDir: t.TempDir(), Signer: signer, Client: c,
+	r, err := server.StartRegion(ctx, server.RegionOptions{ID: "lab-boot", DataDir: t.TempDir(), CentralKey: key.Public(), Client: c,
 		NoRegister: true, TLS: config.ServerTLS{CertFile: certFile, KeyFile: keyFile}, BootHTTPListen: "127.0.0.1:0",
 		Boot:      config.Boot{Enabled: true, Address: "127.0.0.1", DHCP: "off", TFTPDir: ipxe, KernelArgs: "console=ttyS0"},
 		BootPorts: &bootsvc.ServiceOptions{TFTPPort: freeUDPPort(t), ListenIP: netip.MustParseAddr("127.0.0.1")}})
@@ -257,14 +264,17 @@ func mustMAC(s string) net.HardwareAddr {
 }
 
 func TestRegionBadCertificate(t *testing.T) {
-	signer, _ := transfer.NewSigner([]byte("0123456789abcdef0123456789abcdef"))
+	key, kerr := signing.GenerateKey()
+	if kerr != nil {
+		t.Fatal(kerr)
+	}
 	dir := t.TempDir()
 	os.WriteFile(filepath.Join(dir, "bad.pem"), []byte("not a certificate"), 0o644)
 	c, err := client.NewLazyClient(client.Options{HostPort: "127.0.0.1:1"})
 	if err != nil {
 		t.Fatal(err)
 	}
-	_, err = server.StartRegion(context.Background(), server.RegionOptions{ID: "lab-bad", DataDir: t.TempDir(), Signer: signer, Client: c,
+	_, err = server.StartRegion(context.Background(), server.RegionOptions{ID: "lab-bad", DataDir: t.TempDir(), CentralKey: key.Public(), Client: c,
 		NoRegister: true, TLS: config.ServerTLS{CertFile: filepath.Join(dir, "bad.pem"), KeyFile: filepath.Join(dir, "bad.pem")}})
 	if err == nil || !strings.Contains(err.Error(), "region.tls") {
 		t.Fatalf("a bad certificate: %v", err)

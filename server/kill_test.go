@@ -3,7 +3,6 @@ package server_test
 import (
 	"bufio"
 	"context"
-	"encoding/hex"
 	"fmt"
 	"io/fs"
 	"log/slog"
@@ -26,7 +25,7 @@ import (
 	"tms/imageio"
 	"tms/internal/storetest"
 	"tms/server"
-	"tms/transfer"
+	"tms/signing"
 	"tms/workflows"
 )
 
@@ -39,8 +38,7 @@ func TestMain(m *testing.M) {
 }
 
 func regionProcess() int {
-	key, _ := hex.DecodeString(os.Getenv("TMS_TEST_KEY"))
-	signer, err := transfer.NewSigner(key)
+	pub, err := signing.ParsePublicKey(os.Getenv("TMS_TEST_KEY"))
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
@@ -53,7 +51,7 @@ func regionProcess() int {
 		return 1
 	}
 	_, err = server.StartRegion(context.Background(), server.RegionOptions{ID: os.Getenv("TMS_TEST_REGION_PROCESS"),
-		DataDir: os.Getenv("TMS_TEST_DATA"), Signer: signer, Client: c})
+		DataDir: os.Getenv("TMS_TEST_DATA"), CentralKey: pub, Client: c})
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
@@ -82,9 +80,11 @@ func TestRegionWorkerKilledMidTransfer(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer c.Close()
-	key := []byte("0123456789abcdef0123456789abcdef")
-	signer, _ := transfer.NewSigner(key)
-	central, err := server.StartCentral(ctx, server.CentralOptions{DataDir: t.TempDir(), Signer: signer, Client: c})
+	key, err := signing.GenerateKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	central, err := server.StartCentral(ctx, server.CentralOptions{DataDir: t.TempDir(), Key: key, Client: c})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -114,7 +114,7 @@ func TestRegionWorkerKilledMidTransfer(t *testing.T) {
 			h.ServeHTTP(w, r)
 		})
 	}
-	a, err := server.StartRegion(ctx, server.RegionOptions{ID: "region-a", DataDir: t.TempDir(), Signer: signer, Client: c, Wrap: slow})
+	a, err := server.StartRegion(ctx, server.RegionOptions{ID: "region-a", DataDir: t.TempDir(), CentralKey: key.Public(), Client: c, Wrap: slow})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -126,7 +126,7 @@ func TestRegionWorkerKilledMidTransfer(t *testing.T) {
 	}
 	info := activities.VersionInfo{Version: imp.Version.ID.String(), Name: "lab", DiskSize: imp.DiskSize, ChunkSize: imp.Version.Manifest.ChunkSize,
 		StoredBytes: imp.Stats.StoredBytes, Created: imp.Version.Manifest.Meta.Created}
-	if err := (&activities.Central{Catalog: activities.StateCatalog{C: central.Catalog}}).RegisterVersion(ctx,
+	if _, err := (&activities.Central{Catalog: activities.StateCatalog{C: central.Catalog}, Key: key}).RegisterVersion(ctx,
 		activities.RegisterVersionInput{Info: info, Tag: "latest", Region: "region-a"}); err != nil {
 		t.Fatal(err)
 	}
@@ -135,7 +135,7 @@ func TestRegionWorkerKilledMidTransfer(t *testing.T) {
 	startB := func() *exec.Cmd {
 		cmd := exec.Command(os.Args[0], "-test.run=^$")
 		cmd.Env = append(os.Environ(), "TMS_TEST_REGION_PROCESS=region-b", "TMS_TEST_DATA="+dataB,
-			"TMS_TEST_TEMPORAL="+srv.Address(), "TMS_TEST_KEY="+hex.EncodeToString(key))
+			"TMS_TEST_TEMPORAL="+srv.Address(), "TMS_TEST_KEY="+key.Public().String())
 		cmd.Stderr = os.Stderr
 		out, _ := cmd.StdoutPipe()
 		if err := cmd.Start(); err != nil {

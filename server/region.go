@@ -4,7 +4,7 @@
 // central's (catalog database, relay storage and Temporal worker). `tms region`, `tms central`
 // and `tms dev` run them; tests start them in-process.
 //
-//	r, err := server.StartRegion(ctx, server.RegionOptions{ID: "lab-1", DataDir: dir, Client: c, Signer: s})
+//	r, err := server.StartRegion(ctx, server.RegionOptions{ID: "lab-1", DataDir: dir, Client: c, CentralKey: pub})
 //	defer r.Stop(context.Background())
 package server
 
@@ -30,6 +30,7 @@ import (
 	"tms/config"
 	"tms/internal/httpdeadline"
 	"tms/internal/netlimit"
+	"tms/signing"
 	"tms/state"
 	"tms/store"
 	"tms/transfer"
@@ -57,10 +58,11 @@ type RegionOptions struct {
 	// HTTPIdle is the window of the HTTP service's deadlines (default 30 s): see Deadlines.
 	HTTPIdle time.Duration
 	Labels   map[string]string
-	// Signer checks the grants central mints for peer pulls.
-	Signer *transfer.Signer
-	Client client.Client
-	Log    *slog.Logger
+	// CentralKey is central's public key: it checks the grants central mints for peer pulls and
+	// the signatures of the versions the region deploys.
+	CentralKey signing.PublicKey
+	Client     client.Client
+	Log        *slog.Logger
 	// NoRegister skips recording the region in central's catalog at start.
 	NoRegister bool
 	// Wrap, if set, wraps the HTTP service's handler (tests inject faults with it).
@@ -102,8 +104,8 @@ func StartRegion(ctx context.Context, o RegionOptions) (_ *Region, err error) {
 	if err := state.ValidateRegionID(o.ID); err != nil {
 		return nil, err
 	}
-	if o.Client == nil || o.Signer == nil {
-		return nil, errors.New("a region server needs a Temporal client and a grant signer")
+	if o.Client == nil || o.CentralKey.IsZero() {
+		return nil, errors.New("a region server needs a Temporal client and central's public key")
 	}
 	log := o.Log
 	if log == nil {
@@ -162,7 +164,7 @@ func StartRegion(ctx context.Context, o RegionOptions) (_ *Region, err error) {
 			NextProtos: []string{"http/1.1"}})
 	}
 	mux := http.NewServeMux()
-	(&transfer.Handler{Store: r.Store, Signer: o.Signer, Log: log}).Routes(mux)
+	(&transfer.Handler{Store: r.Store, Region: o.ID, CentralKey: o.CentralKey, Log: log}).Routes(mux)
 	r.Agents.Routes(mux)
 	var waker activities.Waker
 	if o.Boot.Enabled {
@@ -216,7 +218,7 @@ func StartRegion(ctx context.Context, o RegionOptions) (_ *Region, err error) {
 	go func() { r.served <- r.http.Serve(ln) }()
 
 	r.worker = workers.NewRegion(o.Client, &activities.Region{ID: o.ID, Store: r.Store, Relay: o.Relay,
-		HTTP: &http.Client{Timeout: 5 * time.Minute}, Inventory: r.Inventory, Agents: r.Agents, Waker: waker})
+		HTTP: &http.Client{Timeout: 5 * time.Minute}, CentralKey: o.CentralKey, Inventory: r.Inventory, Agents: r.Agents, Waker: waker})
 	if err := r.worker.Start(); err != nil {
 		return nil, fmt.Errorf("region %s: worker: %w", o.ID, err)
 	}

@@ -47,6 +47,9 @@ CREATE TABLE locations (
 	updated INTEGER NOT NULL,
 	PRIMARY KEY (version, region)
 );
+`}, {2, `
+ALTER TABLE versions ADD COLUMN key_id TEXT NOT NULL DEFAULT '';
+ALTER TABLE versions ADD COLUMN signature BLOB;
 `}}
 
 // Catalog is central's catalog: regions, image versions and tags, and which regions hold a
@@ -157,10 +160,15 @@ type Version struct {
 	DiskSize    int64
 	ChunkSize   int64
 	StoredBytes int64
+	// KeyID and Signature are central's signature of the version (package signing); empty for
+	// a version recorded before central signed what it registers.
+	KeyID     string
+	Signature []byte
 }
 
 // RecordVersion records a version (again: recording an existing version changes nothing but its
-// stored bytes), and points NAME:TAG at it if tag is not empty.
+// stored bytes and, if v carries one, its signature), and points NAME:TAG at it if tag is not
+// empty.
 func (c *Catalog) RecordVersion(ctx context.Context, v Version, tag string) error {
 	if err := manifest.ValidateName(v.Name); err != nil {
 		return err
@@ -173,9 +181,11 @@ func (c *Catalog) RecordVersion(ctx context.Context, v Version, tag string) erro
 		return err
 	}
 	defer tx.Rollback()
-	if _, err := tx.ExecContext(ctx, `INSERT INTO versions (id, name, parent, created, disk_size, chunk_size, stored_bytes)
-		VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO UPDATE SET stored_bytes = excluded.stored_bytes`,
-		v.ID.String(), v.Name, v.Parent.String(), v.Created.UTC().UnixNano(), v.DiskSize, v.ChunkSize, v.StoredBytes); err != nil {
+	if _, err := tx.ExecContext(ctx, `INSERT INTO versions (id, name, parent, created, disk_size, chunk_size, stored_bytes, key_id, signature)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO UPDATE SET stored_bytes = excluded.stored_bytes,
+		key_id = CASE WHEN excluded.key_id != '' THEN excluded.key_id ELSE versions.key_id END,
+		signature = CASE WHEN excluded.key_id != '' THEN excluded.signature ELSE versions.signature END`,
+		v.ID.String(), v.Name, v.Parent.String(), v.Created.UTC().UnixNano(), v.DiskSize, v.ChunkSize, v.StoredBytes, v.KeyID, v.Signature); err != nil {
 		return err
 	}
 	if tag != "" {
@@ -307,7 +317,7 @@ type VersionEntry struct {
 
 // Versions lists every version, by name and then newest first, with tags and locations.
 func (c *Catalog) Versions(ctx context.Context) ([]VersionEntry, error) {
-	rows, err := c.db.QueryContext(ctx, `SELECT id, name, parent, created, disk_size, chunk_size, stored_bytes FROM versions ORDER BY name, created DESC, id`)
+	rows, err := c.db.QueryContext(ctx, `SELECT id, name, parent, created, disk_size, chunk_size, stored_bytes, key_id, signature FROM versions ORDER BY name, created DESC, id`)
 	if err != nil {
 		return nil, err
 	}
@@ -316,7 +326,7 @@ func (c *Catalog) Versions(ctx context.Context) ([]VersionEntry, error) {
 		var e VersionEntry
 		var id, parent string
 		var created int64
-		if err := rows.Scan(&id, &e.Name, &parent, &created, &e.DiskSize, &e.ChunkSize, &e.StoredBytes); err != nil {
+		if err := rows.Scan(&id, &e.Name, &parent, &created, &e.DiskSize, &e.ChunkSize, &e.StoredBytes, &e.KeyID, &e.Signature); err != nil {
 			rows.Close()
 			return nil, err
 		}

@@ -172,3 +172,36 @@ func TestConcurrentWriters(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// TestVersionSignatures checks that central's signature of a version is kept with it, and that
+// recording the version again without one (a re-registration by an older worker) keeps it.
+func TestVersionSignatures(t *testing.T) {
+	ctx := context.Background()
+	c, _ := openCat(t)
+	sig := []byte(strings.Repeat("s", 64))
+	v := Version{ID: vid("signed"), Name: "lab", Created: time.Unix(1, 0), KeyID: "0011223344556677", Signature: sig}
+	if err := c.RecordVersion(ctx, v, "latest"); err != nil {
+		t.Fatal(err)
+	}
+	v.KeyID, v.Signature = "", nil
+	if err := c.RecordVersion(ctx, v, ""); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.RecordVersion(ctx, Version{ID: vid("unsigned"), Name: "lab", Created: time.Unix(2, 0)}, ""); err != nil {
+		t.Fatal(err)
+	}
+	vs, err := c.Versions(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[manifest.ID]Version{}
+	for _, e := range vs {
+		got[e.ID] = e.Version
+	}
+	if s := got[vid("signed")]; s.KeyID != "0011223344556677" || string(s.Signature) != string(sig) {
+		t.Errorf("signed version reads back as key %q signature %x", s.KeyID, s.Signature)
+	}
+	if u := got[vid("unsigned")]; u.KeyID != "" || len(u.Signature) != 0 {
+		t.Errorf("unsigned version reads back signed: %q %x", u.KeyID, u.Signature)
+	}
+}

@@ -19,6 +19,9 @@ type GCResult struct {
 	FreedBytes  int64
 	StaleTemps  int // leftovers of crashed writers removed
 	OrphanStats int // stats of versions that are gone, removed
+	// OrphanSignatures counts signatures of versions that are gone (or whose copy never
+	// finished), removed.
+	OrphanSignatures int
 	// Held counts the live holds (see Hold); ExpiredHolds the long-expired ones removed.
 	Held, ExpiredHolds int
 }
@@ -128,25 +131,30 @@ func (s *Store) GC(ctx context.Context) (GCResult, error) {
 		}
 		res.ExpiredHolds++
 	}
-	var orphans []string
-	err = s.b.List(ctx, "stats/", func(o ObjectInfo) error {
-		id, err := manifest.ParseID(strings.TrimSuffix(strings.TrimPrefix(o.Key, "stats/"), ".json"))
-		if err != nil {
+	for _, p := range []struct {
+		prefix, suffix string
+		count          *int
+	}{{"stats/", ".json", &res.OrphanStats}, {"signatures/", "", &res.OrphanSignatures}} {
+		var orphans []string
+		err = s.b.List(ctx, p.prefix, func(o ObjectInfo) error {
+			id, err := manifest.ParseID(strings.TrimSuffix(strings.TrimPrefix(o.Key, p.prefix), p.suffix))
+			if err != nil {
+				return nil
+			}
+			if _, ok := versions[id]; !ok {
+				orphans = append(orphans, o.Key)
+			}
 			return nil
-		}
-		if _, ok := versions[id]; !ok {
-			orphans = append(orphans, o.Key)
-		}
-		return nil
-	})
-	if err != nil {
-		return res, err
-	}
-	for _, k := range orphans {
-		if err := s.b.Delete(ctx, k); err != nil {
+		})
+		if err != nil {
 			return res, err
 		}
-		res.OrphanStats++
+		for _, k := range orphans {
+			if err := s.b.Delete(ctx, k); err != nil {
+				return res, err
+			}
+			*p.count++
+		}
 	}
 	return res, nil
 }

@@ -7,6 +7,7 @@
 //	chunks/ab/abcd…         one zstd frame per chunk, named by the hash of its uncompressed bytes
 //	manifests/91bc…         canonical manifests, named by version id
 //	stats/91bc….json        what publishing a version added to this store (not part of its identity)
+//	signatures/91bc…        central's signature of the version (package signing), when it has one
 //	refs/NAME/TAG           the version id a tag points to
 //	locks/…                 who is importing or collecting garbage right now
 //	holds/91bc…/…           which tasks use a version right now, and until when (see Hold)
@@ -40,6 +41,7 @@ import (
 	"github.com/klauspost/compress/zstd"
 
 	"tms/manifest"
+	"tms/signing"
 )
 
 // MarkerKey is the object that marks a store.
@@ -116,6 +118,9 @@ func manifestKey(id manifest.ID) string { return "manifests/" + id.String() }
 func statsKey(id manifest.ID) string    { return "stats/" + id.String() + ".json" }
 func refKey(name, tag string) string    { return "refs/" + name + "/" + tag }
 
+// SignatureKey is the object holding version id's signature.
+func SignatureKey(id manifest.ID) string { return "signatures/" + id.String() }
+
 // Version is a manifest with its id, as read from a store.
 type Version struct {
 	ID       manifest.ID
@@ -185,6 +190,35 @@ func (s *Store) GetStats(ctx context.Context, id manifest.ID) (Stats, error) {
 		return Stats{}, &Error{Kind: ErrCorrupt, Store: s.b.String(), What: "stats of " + id.String(), Err: err}
 	}
 	return st, nil
+}
+
+// PutSignature stores central's signature of version id. A copy writes it before the manifest,
+// so a published version carries its signature whenever its source had one; central's
+// signature of a captured version arrives after the manifest. The store does not check the
+// signature: whoever uses the version does, with central's public key.
+func (s *Store) PutSignature(ctx context.Context, id manifest.ID, sig signing.Signature) error {
+	if err := sig.Check(); err != nil {
+		return fmt.Errorf("signature of %s: %w", id.Short(), err)
+	}
+	return s.b.Put(ctx, SignatureKey(id), sig.Encode())
+}
+
+// GetSignature returns the signature stored for version id: ErrNotFound if the version is not
+// signed here, ErrCorrupt if the object is not a well-formed signature.
+func (s *Store) GetSignature(ctx context.Context, id manifest.ID) (signing.Signature, error) {
+	b, err := s.b.Get(ctx, SignatureKey(id))
+	if err != nil {
+		var se *Error
+		if errors.As(err, &se) {
+			se.What = "signature of " + id.Short()
+		}
+		return signing.Signature{}, err
+	}
+	sig, err := signing.DecodeSignature(b)
+	if err != nil {
+		return sig, &Error{Kind: ErrCorrupt, Store: s.b.String(), What: "signature of " + id.String(), Err: err}
+	}
+	return sig, nil
 }
 
 // GetTag returns the version id NAME:TAG points to.
@@ -413,6 +447,9 @@ func (s *Store) Remove(ctx context.Context, ref manifest.Ref) (Removed, error) {
 			return out, err
 		}
 		if err := s.b.Delete(ctx, statsKey(id)); err != nil {
+			return out, err
+		}
+		if err := s.b.Delete(ctx, SignatureKey(id)); err != nil {
 			return out, err
 		}
 		out.Versions = append(out.Versions, id)

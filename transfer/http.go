@@ -13,25 +13,31 @@ import (
 	"time"
 
 	"tms/manifest"
+	"tms/signing"
 	"tms/store"
 )
 
 // Handler serves a store's versions to peers holding a grant:
 //
 //	GET /v1/versions/{version}/manifest         the encoded manifest
+//	GET /v1/versions/{version}/signature        central's signature of the version (404: none)
 //	GET /v1/versions/{version}/chunks/{chunk}   a chunk's stored zstd frame
 //
-// with "Authorization: Bearer <grant>". A grant opens one version, and only chunks that
-// version references.
+// with "Authorization: Bearer <grant>". A grant is minted by central for one version and one
+// serving region (package signing); it opens that version here only if it names this region,
+// and only chunks that version references.
 //
 // While a peer pulls, the version is held in the store (see store.Hold) by "pull/<audience>/
 // <version>", so 'tms image rm' and gc leave it alone. The handler cannot tell when a pull ends,
 // so the hold slides: each request keeps it PullHoldTTL ahead (never past the grant's expiry),
 // rewriting it once half of that has passed, and it lapses PullHoldTTL after the last request.
 type Handler struct {
-	Store  *store.Store
-	Signer *Signer
-	Log    *slog.Logger
+	Store *store.Store
+	// Region is this region's id: a grant must name it as the serving region.
+	Region string
+	// CentralKey checks grants; only central holds the private half.
+	CentralKey signing.PublicKey
+	Log        *slog.Logger
 	// Now gives the time grants are checked against (default time.Now).
 	Now func() time.Time
 
@@ -51,6 +57,7 @@ const maxCachedVersions = 16
 // Routes registers the handler's endpoints on mux.
 func (h *Handler) Routes(mux *http.ServeMux) {
 	mux.HandleFunc("GET /v1/versions/{version}/manifest", h.manifest)
+	mux.HandleFunc("GET /v1/versions/{version}/signature", h.signature)
 	mux.HandleFunc("GET /v1/versions/{version}/chunks/{chunk}", h.chunk)
 }
 
@@ -78,7 +85,7 @@ func (h *Handler) authorize(w http.ResponseWriter, r *http.Request) (manifest.ID
 	if h.Now != nil {
 		now = h.Now
 	}
-	g, err := h.Signer.Verify(token, now())
+	g, err := h.CentralKey.VerifyGrant(token, h.Region, now())
 	if err != nil {
 		http.Error(w, err.Error(), http.StatusUnauthorized)
 		return id, false
@@ -95,7 +102,7 @@ func (h *Handler) authorize(w http.ResponseWriter, r *http.Request) (manifest.ID
 }
 
 // hold keeps the granted version in the store for PullHoldTTL more, within the grant.
-func (h *Handler) hold(ctx context.Context, g Grant, now time.Time) error {
+func (h *Handler) hold(ctx context.Context, g signing.Grant, now time.Time) error {
 	holder := "pull/" + g.Audience + "/" + g.Version.Short()
 	if g.Audience == "" {
 		holder = "pull/" + g.Version.Short()
@@ -163,6 +170,20 @@ func (h *Handler) manifest(w http.ResponseWriter, r *http.Request) {
 	h.remember(v)
 	w.Header().Set("Content-Type", "application/json")
 	w.Write(v.Encoded)
+}
+
+func (h *Handler) signature(w http.ResponseWriter, r *http.Request) {
+	id, ok := h.authorize(w, r)
+	if !ok {
+		return
+	}
+	sig, err := h.Store.GetSignature(r.Context(), id)
+	if err != nil {
+		h.fail(w, r, "signature of "+id.Short(), err)
+		return
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.Write(sig.Encode())
 }
 
 func (h *Handler) chunk(w http.ResponseWriter, r *http.Request) {
@@ -295,6 +316,19 @@ const maxFrame = manifest.MaxChunkSize + manifest.MaxChunkSize/64 + 1024
 
 func (s *HTTPSource) GetManifestBytes(ctx context.Context, id manifest.ID) ([]byte, error) {
 	return s.get(ctx, "/v1/versions/"+id.String()+"/manifest", "manifest "+id.Short(), manifest.MaxEncodedSize)
+}
+
+// GetSignature reads the version's signature; ErrNotFound if the peer holds none.
+func (s *HTTPSource) GetSignature(ctx context.Context, id manifest.ID) (signing.Signature, error) {
+	b, err := s.get(ctx, "/v1/versions/"+id.String()+"/signature", "signature of "+id.Short(), signing.MaxSignatureJSON)
+	if err != nil {
+		return signing.Signature{}, err
+	}
+	sig, err := signing.DecodeSignature(b)
+	if err != nil {
+		return sig, &store.Error{Kind: store.ErrCorrupt, Store: s.String(), What: "signature of " + id.Short(), Err: err}
+	}
+	return sig, nil
 }
 
 func (s *HTTPSource) GetChunkFrame(ctx context.Context, id manifest.ID) ([]byte, error) {

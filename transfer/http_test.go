@@ -15,69 +15,28 @@ import (
 	"tms/imageio"
 	"tms/internal/sampledisk"
 	"tms/manifest"
+	"tms/signing"
 	"tms/store"
 	"tms/transfer"
 )
 
-var testKey = []byte("0123456789abcdef0123456789abcdef")
-
-func signer(t testing.TB) *transfer.Signer {
-	s, err := transfer.NewSigner(testKey)
+// centralKey is the test's central: the only holder of the private key that mints grants.
+var centralKey = func() *signing.PrivateKey {
+	k, err := signing.GenerateKey()
 	if err != nil {
-		t.Fatal(err)
+		panic(err)
 	}
-	return s
-}
+	return k
+}()
 
-func TestGrants(t *testing.T) {
-	s := signer(t)
-	now := time.Date(2026, 11, 23, 12, 0, 0, 0, time.UTC)
-	v := manifest.BLAKE3.Sum([]byte("v"))
-	tok := s.Mint(transfer.Grant{Version: v, Audience: "region-b", Expires: now.Add(time.Minute)})
-	g, err := s.Verify(tok, now)
-	if err != nil || g.Version != v || g.Audience != "region-b" {
-		t.Fatalf("valid grant: %+v, %v", g, err)
-	}
-	other, _ := transfer.NewSigner([]byte("another key of at least 32 bytes!!"))
-	parts := strings.Split(tok, ".")
-	for name, c := range map[string]struct {
-		tok string
-		at  time.Time
-	}{
-		"expired":         {tok, now.Add(time.Minute)},
-		"other key":       {other.Mint(transfer.Grant{Version: v, Expires: now.Add(time.Hour)}), now},
-		"tampered claims": {parts[0] + "." + parts[1] + "x." + parts[2], now},
-		"no signature":    {parts[0] + "." + parts[1], now},
-		"garbage":         {"hello", now},
-		"too long":        {strings.Repeat("a", 2000), now},
-	} {
-		if _, err := s.Verify(c.tok, c.at); !errors.Is(err, transfer.ErrGrant) {
-			t.Errorf("%s: %v, want ErrGrant", name, err)
-		}
-	}
-	if _, err := transfer.NewSigner([]byte("short")); err == nil {
-		t.Error("a short key was accepted")
-	}
-}
-
-func FuzzVerifyGrant(f *testing.F) {
-	s := signer(f)
-	f.Add(s.Mint(transfer.Grant{Version: manifest.BLAKE3.Sum(nil), Expires: time.Now().Add(time.Hour)}))
-	f.Add("tmsg1..")
-	f.Add("tmsg1.e30.")
-	f.Fuzz(func(t *testing.T, tok string) {
-		g, err := s.Verify(tok, time.Now())
-		if err == nil && g.Version.IsZero() {
-			t.Fatalf("accepted a grant for no version: %q", tok)
-		}
-	})
-}
+// servingRegion is the region whose store peer serves.
+const servingRegion = "region-a"
 
 // peer serves store src over HTTP behind optional fault injection.
 func peer(t *testing.T, src *store.Store, fault func(http.ResponseWriter, *http.Request, http.Handler)) *url.URL {
 	t.Helper()
 	mux := http.NewServeMux()
-	(&transfer.Handler{Store: src, Signer: signer(t)}).Routes(mux)
+	(&transfer.Handler{Store: src, Region: servingRegion, CentralKey: centralKey.Public()}).Routes(mux)
 	var h http.Handler = mux
 	if fault != nil {
 		h = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { fault(w, r, mux) })
@@ -89,7 +48,7 @@ func peer(t *testing.T, src *store.Store, fault func(http.ResponseWriter, *http.
 }
 
 func grantFor(t *testing.T, v manifest.ID) string {
-	return signer(t).Mint(transfer.Grant{Version: v, Audience: "region-b", Expires: time.Now().Add(time.Minute)})
+	return centralKey.MintGrant(signing.Grant{Version: v, Audience: "region-b", Server: servingRegion, Expires: time.Now().Add(time.Minute)})
 }
 
 func TestPeerPullOverHTTP(t *testing.T) {
@@ -108,6 +67,44 @@ func TestPeerPullOverHTTP(t *testing.T) {
 	}
 }
 
+// TestPeerPullCarriesSignature checks that a version pulled from a peer arrives with central's
+// signature, written before the manifest is published.
+func TestPeerPullCarriesSignature(t *testing.T) {
+	ctx := context.Background()
+	a, _ := storetest.Dir(t)
+	b, _ := storetest.Dir(t)
+	v := storetest.Import(t, a, storetest.SampleDisk(t, 8*mib, 16), "lab")
+	if err := a.PutSignature(ctx, v.Version.ID, centralKey.SignVersion(v.Version.ID)); err != nil {
+		t.Fatal(err)
+	}
+	var signedFirst bool
+	base := peer(t, a, func(w http.ResponseWriter, r *http.Request, h http.Handler) {
+		if strings.HasSuffix(r.URL.Path, "/signature") {
+			_, err := b.GetManifest(ctx, v.Version.ID)
+			signedFirst = errors.Is(err, store.ErrNotFound)
+		}
+		h.ServeHTTP(w, r)
+	})
+	src := &transfer.HTTPSource{Base: base, Version: v.Version.ID, Grant: grantFor(t, v.Version.ID)}
+	if _, err := transfer.Copy(ctx, src, b, v.Version.ID, transfer.Options{}); err != nil {
+		t.Fatal(err)
+	}
+	sig, err := b.GetSignature(ctx, v.Version.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := b.GetManifest(ctx, v.Version.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := centralKey.Public().VerifyManifest(v.Version.ID, got.Encoded, sig); err != nil {
+		t.Fatal(err)
+	}
+	if !signedFirst {
+		t.Error("the signature was fetched after the manifest was published")
+	}
+}
+
 func TestHandlerRefusesWhatTheGrantDoesNotOpen(t *testing.T) {
 	a, _ := storetest.Dir(t)
 	v := storetest.Import(t, a, storetest.SampleDisk(t, 8*mib, 7), "lab")
@@ -121,19 +118,28 @@ func TestHandlerRefusesWhatTheGrantDoesNotOpen(t *testing.T) {
 		}
 	}
 	vid := v.Version.ID.String()
-	expired := signer(t).Mint(transfer.Grant{Version: v.Version.ID, Expires: time.Now().Add(-time.Second)})
+	expired := centralKey.MintGrant(signing.Grant{Version: v.Version.ID, Server: servingRegion, Expires: time.Now().Add(-time.Second)})
+	forRegionB := centralKey.MintGrant(signing.Grant{Version: v.Version.ID, Audience: "region-c", Server: "region-b", Expires: time.Now().Add(time.Minute)})
+	rogue, err := signing.GenerateKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	minted := rogue.MintGrant(signing.Grant{Version: v.Version.ID, Audience: "region-b", Server: servingRegion, Expires: time.Now().Add(time.Minute)})
 	for name, c := range map[string]struct {
 		path, token string
 		want        int
 	}{
-		"no grant":          {"/v1/versions/" + vid + "/manifest", "", http.StatusUnauthorized},
-		"expired grant":     {"/v1/versions/" + vid + "/manifest", expired, http.StatusUnauthorized},
-		"grant for another": {"/v1/versions/" + other.Version.ID.String() + "/manifest", grantFor(t, v.Version.ID), http.StatusForbidden},
-		"chunk of another":  {"/v1/versions/" + vid + "/chunks/" + otherChunk.String(), grantFor(t, v.Version.ID), http.StatusForbidden},
-		"bad version id":    {"/v1/versions/xyz/manifest", grantFor(t, v.Version.ID), http.StatusBadRequest},
-		"bad chunk id":      {"/v1/versions/" + vid + "/chunks/..%2f..%2fetc", grantFor(t, v.Version.ID), http.StatusBadRequest},
-		"granted manifest":  {"/v1/versions/" + vid + "/manifest", grantFor(t, v.Version.ID), http.StatusOK},
-		"unknown route":     {"/v1/chunks/" + otherChunk.String(), grantFor(t, v.Version.ID), http.StatusNotFound},
+		"no grant":                            {"/v1/versions/" + vid + "/manifest", "", http.StatusUnauthorized},
+		"expired grant":                       {"/v1/versions/" + vid + "/manifest", expired, http.StatusUnauthorized},
+		"grant for serving at another region": {"/v1/versions/" + vid + "/manifest", forRegionB, http.StatusUnauthorized},
+		"grant not minted by central":         {"/v1/versions/" + vid + "/manifest", minted, http.StatusUnauthorized},
+		"unsigned version's signature":        {"/v1/versions/" + vid + "/signature", grantFor(t, v.Version.ID), http.StatusNotFound},
+		"grant for another":                   {"/v1/versions/" + other.Version.ID.String() + "/manifest", grantFor(t, v.Version.ID), http.StatusForbidden},
+		"chunk of another":                    {"/v1/versions/" + vid + "/chunks/" + otherChunk.String(), grantFor(t, v.Version.ID), http.StatusForbidden},
+		"bad version id":                      {"/v1/versions/xyz/manifest", grantFor(t, v.Version.ID), http.StatusBadRequest},
+		"bad chunk id":                        {"/v1/versions/" + vid + "/chunks/..%2f..%2fetc", grantFor(t, v.Version.ID), http.StatusBadRequest},
+		"granted manifest":                    {"/v1/versions/" + vid + "/manifest", grantFor(t, v.Version.ID), http.StatusOK},
+		"unknown route":                       {"/v1/chunks/" + otherChunk.String(), grantFor(t, v.Version.ID), http.StatusNotFound},
 	} {
 		req, _ := http.NewRequest("GET", base.String()+c.path, nil)
 		if c.token != "" {
@@ -218,9 +224,8 @@ func FuzzHandler(f *testing.F) {
 	if err != nil {
 		f.Fatal(err)
 	}
-	sg := signer(f)
 	mux := http.NewServeMux()
-	(&transfer.Handler{Store: s, Signer: sg}).Routes(mux)
+	(&transfer.Handler{Store: s, Region: servingRegion, CentralKey: centralKey.Public()}).Routes(mux)
 	vid := res.Version.ID.String()
 	var chunk string
 	for _, c := range res.Version.Manifest.Chunks {
@@ -229,7 +234,7 @@ func FuzzHandler(f *testing.F) {
 			break
 		}
 	}
-	valid := "Bearer " + sg.Mint(transfer.Grant{Version: res.Version.ID, Expires: time.Now().Add(24 * time.Hour)})
+	valid := "Bearer " + centralKey.MintGrant(signing.Grant{Version: res.Version.ID, Server: servingRegion, Expires: time.Now().Add(24 * time.Hour)})
 	f.Add("/v1/versions/"+vid+"/manifest", valid)
 	f.Add("/v1/versions/"+vid+"/chunks/"+chunk, valid)
 	f.Add("/v1/versions/"+vid+"/chunks/"+chunk, "Bearer tmsg1.e30.AAAA")
@@ -249,7 +254,7 @@ func FuzzHandler(f *testing.F) {
 			return
 		}
 		tok, _ := strings.CutPrefix(auth, "Bearer ")
-		g, err := sg.Verify(tok, time.Now())
+		g, err := centralKey.Public().VerifyGrant(tok, servingRegion, time.Now())
 		if err != nil || !strings.HasPrefix(req.URL.Path, "/v1/versions/"+g.Version.String()+"/") {
 			t.Fatalf("200 for %q with %q", path, auth)
 		}
@@ -294,7 +299,7 @@ func TestPullHoldsTheSourceVersion(t *testing.T) {
 	a, _ := storetest.Dir(t)
 	b, _ := storetest.Dir(t)
 	v := storetest.Import(t, a, storetest.SampleDisk(t, 8*mib, 11), "lab")
-	grant := signer(t).Mint(transfer.Grant{Version: v.Version.ID, Audience: "region-b", Expires: time.Now().Add(time.Hour)})
+	grant := centralKey.MintGrant(signing.Grant{Version: v.Version.ID, Audience: "region-b", Server: servingRegion, Expires: time.Now().Add(time.Hour)})
 	src := &transfer.HTTPSource{Base: peer(t, a, nil), Version: v.Version.ID, Grant: grant}
 	start := time.Now()
 	if _, err := transfer.Copy(ctx, src, b, v.Version.ID, transfer.Options{}); err != nil {
@@ -313,7 +318,7 @@ func TestPullHoldsTheSourceVersion(t *testing.T) {
 	}
 	// A grant that expires sooner ends the hold with it.
 	short := grantFor(t, v.Version.ID) // a minute
-	g, _ := signer(t).Verify(short, time.Now())
+	g, _ := centralKey.Public().VerifyGrant(short, servingRegion, time.Now())
 	c, _ := storetest.Dir(t)
 	if _, err := transfer.Copy(ctx, &transfer.HTTPSource{Base: peer(t, a, nil), Version: v.Version.ID, Grant: short}, c, v.Version.ID, transfer.Options{}); err != nil {
 		t.Fatal(err)

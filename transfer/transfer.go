@@ -21,6 +21,7 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"tms/manifest"
+	"tms/signing"
 	"tms/store"
 )
 
@@ -33,6 +34,20 @@ type Source interface {
 	String() string
 }
 
+// SignedSource is a Source that also gives a version's signature (package signing), so a copy
+// carries it. GetSignature returns an error wrapping store.ErrNotFound for a version the source
+// holds unsigned.
+type SignedSource interface {
+	Source
+	GetSignature(ctx context.Context, id manifest.ID) (signing.Signature, error)
+}
+
+var (
+	_ SignedSource = StoreSource{}
+	_ SignedSource = WaitingSource{}
+	_ SignedSource = (*HTTPSource)(nil)
+)
+
 // StoreSource reads from a store directly.
 type StoreSource struct{ S *store.Store }
 
@@ -44,6 +59,10 @@ func (s StoreSource) GetManifestBytes(ctx context.Context, id manifest.ID) ([]by
 		return nil, err
 	}
 	return v.Encoded, nil
+}
+
+func (s StoreSource) GetSignature(ctx context.Context, id manifest.ID) (signing.Signature, error) {
+	return s.S.GetSignature(ctx, id)
 }
 
 func (s StoreSource) GetChunkFrame(ctx context.Context, id manifest.ID) ([]byte, error) {
@@ -193,6 +212,10 @@ func Copy(ctx context.Context, src Source, dst *store.Store, id manifest.ID, opt
 	if err := lock.Err(); err != nil {
 		return nil, fmt.Errorf("copy of %s stopped before publishing: %w", id.Short(), err)
 	}
+	// The signature goes first, so a published copy is signed whenever its source was.
+	if err := CopySignature(ctx, src, dst, id); err != nil {
+		return nil, err
+	}
 	if !res.AlreadyHere {
 		if res.Version, err = dst.PutVersion(ctx, v.Encoded, stats); err != nil {
 			return nil, err
@@ -205,6 +228,29 @@ func Copy(ctx context.Context, src Source, dst *store.Store, id manifest.ID, opt
 	}
 	res.Elapsed = time.Since(start)
 	return res, nil
+}
+
+// CopySignature copies version id's signature from src to dst if src has one that dst lacks.
+// It does not check the signature: whoever deploys the version does, with central's key.
+func CopySignature(ctx context.Context, src Source, dst *store.Store, id manifest.ID) error {
+	ss, ok := src.(SignedSource)
+	if !ok {
+		return nil
+	}
+	sig, err := ss.GetSignature(ctx, id)
+	if errors.Is(err, store.ErrNotFound) {
+		return nil
+	}
+	if errors.Is(err, store.ErrCorrupt) {
+		return fmt.Errorf("signature of %s from %s: %w: %w", id.Short(), src, ErrSourceCorrupt, err)
+	}
+	if err != nil {
+		return fmt.Errorf("signature of %s from %s: %w", id.Short(), src, err)
+	}
+	if have, err := dst.GetSignature(ctx, id); err == nil && have.KeyID == sig.KeyID && string(have.Signature) == string(sig.Signature) {
+		return nil
+	}
+	return dst.PutSignature(ctx, id, sig)
 }
 
 // copyChunk moves one chunk if dst lacks it, checking it first. It reports whether it moved
@@ -260,6 +306,12 @@ func (w WaitingSource) GetManifestBytes(ctx context.Context, id manifest.ID) ([]
 		}
 		return b, err
 	})
+}
+
+// GetSignature reads the signature without waiting: a relay upload writes it before it stages
+// the manifest, so it is there by the time a puller has the manifest, or never.
+func (w WaitingSource) GetSignature(ctx context.Context, id manifest.ID) (signing.Signature, error) {
+	return w.S.GetSignature(ctx, id)
 }
 
 func (w WaitingSource) GetChunkFrame(ctx context.Context, id manifest.ID) ([]byte, error) {

@@ -19,6 +19,7 @@ import (
 	"tms/devtemporal"
 	"tms/imageio"
 	"tms/internal/sampledisk"
+	"tms/signing"
 	"tms/state"
 	"tms/store"
 	"tms/transfer"
@@ -51,7 +52,10 @@ func TestShareImageOnRealTemporal(t *testing.T) {
 	}
 	defer c.Close()
 
-	signer, _ := transfer.NewSigner([]byte("0123456789abcdef0123456789abcdef"))
+	key, err := signing.GenerateKey()
+	if err != nil {
+		t.Fatal(err)
+	}
 	relay, _ := storetest.Dir(t)
 	stores := map[string]*store.Store{}
 	for _, id := range []string{"region-a", "region-b", "region-c"} {
@@ -66,9 +70,12 @@ func TestShareImageOnRealTemporal(t *testing.T) {
 	}
 	raw, _ := os.ReadFile(disk)
 	want := sha256.Sum256(raw)
+	if err := stores["region-a"].PutSignature(context.Background(), res.Version.ID, key.SignVersion(res.Version.ID)); err != nil {
+		t.Fatal(err)
+	}
 
 	mux := http.NewServeMux()
-	(&transfer.Handler{Store: stores["region-a"], Signer: signer}).Routes(mux)
+	(&transfer.Handler{Store: stores["region-a"], Region: "region-a", CentralKey: key.Public()}).Routes(mux)
 	peerA := httptest.NewServer(mux)
 	defer peerA.Close()
 
@@ -90,10 +97,10 @@ func TestShareImageOnRealTemporal(t *testing.T) {
 		Start() error
 		Stop()
 	}{
-		workers.NewCentral(c, &activities.Central{Catalog: activities.StateCatalog{C: cat}, Signer: signer}),
+		workers.NewCentral(c, &activities.Central{Catalog: activities.StateCatalog{C: cat}, Key: key}),
 	}
 	for id, s := range stores {
-		ws = append(ws, workers.NewRegion(c, &activities.Region{ID: id, Store: s, Relay: relay}))
+		ws = append(ws, workers.NewRegion(c, &activities.Region{ID: id, Store: s, Relay: relay, CentralKey: key.Public()}))
 	}
 	for _, w := range ws {
 		if err := w.Start(); err != nil {
@@ -123,6 +130,13 @@ func TestShareImageOnRealTemporal(t *testing.T) {
 		v, err := stores[target].GetManifest(ctx, res.Version.ID)
 		if err != nil {
 			t.Fatal(err)
+		}
+		sig, err := stores[target].GetSignature(ctx, res.Version.ID)
+		if err != nil {
+			t.Fatalf("%s: the shared version came without its signature: %v", target, err)
+		}
+		if err := key.Public().VerifyManifest(res.Version.ID, v.Encoded, sig); err != nil {
+			t.Fatalf("%s: %v", target, err)
 		}
 		out := filepath.Join(t.TempDir(), target+".raw")
 		if _, err := imageio.Export(ctx, stores[target], v, out, imageio.ExportOptions{}); err != nil {

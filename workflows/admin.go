@@ -63,8 +63,19 @@ func RegisterRegion(ctx workflow.Context, in activities.RegionInfo) error {
 }
 
 // RegisterVersion records a version published in a region (an import on the regional server)
-// in central's catalog. It runs on the central queue.
-func RegisterVersion(ctx workflow.Context, in activities.RegisterVersionInput) error {
+// in central's catalog, where central signs it, and stores the signature beside the version in
+// the region's store. It runs on the central queue.
+func RegisterVersion(ctx workflow.Context, in activities.RegisterVersionInput) (activities.RegisterVersionResult, error) {
 	var c *activities.Central
-	return workflow.ExecuteActivity(centralOptions(ctx), c.RegisterVersion, in).Get(ctx, nil)
+	var r *activities.Region
+	var res activities.RegisterVersionResult
+	if err := workflow.ExecuteActivity(centralOptions(ctx), c.RegisterVersion, in).Get(ctx, &res); err != nil {
+		return res, err
+	}
+	if workflow.GetVersion(ctx, "store-signature", workflow.DefaultVersion, 1) >= 1 {
+		err := workflow.ExecuteActivity(regionOptions(ctx, in.Region), r.StoreSignature,
+			activities.StoreSignatureInput{Version: in.Info.Version, Signature: res.Signature}).Get(ctx, nil)
+		return res, err
+	}
+	return res, nil
 }

@@ -38,8 +38,9 @@ func CaptureWorkflowID(region, terminal, image string) string {
 // CaptureImage captures a terminal's disk: its next network boot runs the agent in capture
 // mode, the terminal is rebooted, its agent uploads the chunks the region lacks and then the
 // manifest, which the region checks and publishes as NAME:latest; the new version is then
-// recorded in central's catalog with the region's copy as verified. The workflow runs on the
-// region's task queue.
+// recorded in central's catalog with the region's copy as verified, central signs it, and the
+// signature is stored beside the version in the region's store (the region deploys only signed
+// versions). The workflow runs on the region's task queue.
 func CaptureImage(ctx workflow.Context, in CaptureImageInput) (CaptureImageResult, error) {
 	res := CaptureImageResult{Image: in.Image, Terminal: in.Terminal}
 	prog := &CaptureProgress{TerminalProgress: TerminalProgress{Terminal: in.Terminal, Phase: "preparing"}}
@@ -68,8 +69,17 @@ func CaptureImage(ctx workflow.Context, in CaptureImageInput) (CaptureImageResul
 	}
 	res.DiskSize, res.StoredBytes = info.DiskSize, info.StoredBytes
 	reg := activities.RegisterVersionInput{Info: info, Tag: "latest", Region: in.Region}
-	if err := workflow.ExecuteActivity(centralOptions(ctx), c.RegisterVersion, reg).Get(ctx, nil); err != nil {
+	var signed activities.RegisterVersionResult
+	if err := workflow.ExecuteActivity(centralOptions(ctx), c.RegisterVersion, reg).Get(ctx, &signed); err != nil {
 		return res, err
+	}
+	// Workflows started before central signed versions registered without storing a signature.
+	if workflow.GetVersion(ctx, "store-signature", workflow.DefaultVersion, 1) >= 1 {
+		prog.Phase = "signing"
+		sig := activities.StoreSignatureInput{Version: out.Version, Signature: signed.Signature}
+		if err := workflow.ExecuteActivity(regionOptions(ctx, in.Region), r.StoreSignature, sig).Get(ctx, nil); err != nil {
+			return res, err
+		}
 	}
 	prog.Phase = "done"
 	return res, nil

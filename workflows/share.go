@@ -105,7 +105,7 @@ func ShareImage(ctx workflow.Context, in ShareImageInput) (ShareImageResult, err
 		}
 		prog.Phase, prog.Source = "peer-pull", src.Region
 		var g activities.GrantResult
-		if err := workflow.ExecuteActivity(central, c.MintGrant, activities.GrantInput{Version: loc.Version, Audience: in.Target}).Get(ctx, &g); err != nil {
+		if err := workflow.ExecuteActivity(central, c.MintGrant, activities.GrantInput{Version: loc.Version, Audience: in.Target, Server: src.Region}).Get(ctx, &g); err != nil {
 			return res, err
 		}
 		var mv activities.MoveResult

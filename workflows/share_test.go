@@ -63,7 +63,7 @@ func TestShareAlreadyLocal(t *testing.T) {
 func TestSharePeerPull(t *testing.T) {
 	env := newEnv(t)
 	env.OnActivity(c.LocateVersion, mock.Anything, mock.Anything).Return(located("region-a"), nil)
-	env.OnActivity(c.MintGrant, mock.Anything, activities.GrantInput{Version: version, Audience: "region-b"}).Return(activities.GrantResult{Token: "g"}, nil)
+	env.OnActivity(c.MintGrant, mock.Anything, activities.GrantInput{Version: version, Audience: "region-b", Server: "region-a"}).Return(activities.GrantResult{Token: "g"}, nil)
 	env.OnActivity(r.PullFromPeer, mock.Anything, activities.PullInput{Version: version, Endpoint: "http://region-a:8081", Grant: "g"}).
 		Return(activities.MoveResult{MovedBytes: 100}, nil)
 	env.OnActivity(c.RecordLocation, mock.Anything, activities.RecordInput{Version: version, Region: "region-b"}).Return(nil).Once()

@@ -14,6 +14,7 @@ import (
 	"go.temporal.io/sdk/testsuite"
 
 	"tms/activities"
+	"tms/signing"
 	"tms/state"
 )
 
@@ -46,6 +47,8 @@ func finished(st string) any {
 	return mock.MatchedBy(func(in activities.FinishInput) bool { return in.State == st && in.MAC == pc1.MAC })
 }
 
+// TestCaptureRegistersTheNewVersion checks that a capture registers the version with central and
+// stores central's signature in the region.
 func TestCaptureRegistersTheNewVersion(t *testing.T) {
 	env := newTerminalEnv(t)
 	env.OnActivity(r.PrepareTask, mock.Anything, mock.MatchedBy(func(in activities.TaskInput) bool {
@@ -58,7 +61,10 @@ func TestCaptureRegistersTheNewVersion(t *testing.T) {
 	info := activities.VersionInfo{Version: version, Name: "win11", DiskSize: 1 << 30, StoredBytes: 1 << 20}
 	env.OnActivity(r.TagVersion, mock.Anything, activities.TagInput{Image: "win11", Tag: "latest", Version: version}).Return(nil).Once()
 	env.OnActivity(r.DescribeVersion, mock.Anything, activities.VersionInput{Version: version}).Return(info, nil).Once()
-	env.OnActivity(c.RegisterVersion, mock.Anything, activities.RegisterVersionInput{Info: info, Tag: "latest", Region: "region-a"}).Return(nil).Once()
+	sig := signing.Signature{KeyID: "0011223344556677", Signature: make([]byte, 64)}
+	env.OnActivity(c.RegisterVersion, mock.Anything, activities.RegisterVersionInput{Info: info, Tag: "latest", Region: "region-a"}).
+		Return(activities.RegisterVersionResult{Signature: sig}, nil).Once()
+	env.OnActivity(r.StoreSignature, mock.Anything, activities.StoreSignatureInput{Version: version, Signature: sig}).Return(nil).Once()
 	res, err := capture(t, env)
 	if err != nil || res.Version != version || res.StoredBytes != 1<<20 {
 		t.Fatalf("%+v, %v", res, err)

@@ -1,9 +1,11 @@
 // Package initos is what the tms agent does as /init (PID 1) of the network-booted in-memory
 // OS: it mounts /proc, /sys, /dev and /run, loads the NIC and disk drivers the initrd lists
 // in /etc/tms-modules, reads the kernel command line (tms.region=URL, tms.token=…,
-// tms.disk=/dev/…), brings up the first NIC with a link and configures it by DHCP, picks the
-// disk with care (never a removable, USB, mounted or busy one), runs the agent for one boot's
-// work and reboots. A setup failure is printed on the console and the terminal reboots after
+// tms.disk=/dev/…), reads central's public key (/etc/tms/central.pub: the agent deploys only
+// versions central signed) and the CA it trusts for HTTPS to its region (/etc/tms/ca.pem), both
+// put there by tms bootenv build, brings up the first NIC with a link and configures it by
+// DHCP, picks the disk with care (never a removable, USB, mounted or busy one), runs the agent
+// for one boot's work and reboots. A setup failure is printed on the console and the terminal reboots after
 // 30 seconds.
 //
 //	if os.Getpid() == 1 {
@@ -15,6 +17,7 @@ package initos
 
 import (
 	"context"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -26,14 +29,19 @@ import (
 	"golang.org/x/sys/unix"
 
 	"tms/agent"
+	"tms/signing"
 )
 
 // Where the in-memory OS finds things.
 const (
 	ModulesManifest = "/etc/tms-modules"
-	cmdlinePath     = "/proc/cmdline"
-	sysBlock        = "/sys/block"
-	mountsPath      = "/proc/mounts"
+	// CentralKeyPath holds central's public key in its text form (tms bootenv build
+	// --central-key); CAPath the PEM certificates trusted for HTTPS to the region (--ca).
+	CentralKeyPath = "/etc/tms/central.pub"
+	CAPath         = "/etc/tms/ca.pem"
+	cmdlinePath    = "/proc/cmdline"
+	sysBlock       = "/sys/block"
+	mountsPath     = "/proc/mounts"
 )
 
 // Main runs the in-memory OS and reboots; it never returns.
@@ -72,6 +80,15 @@ func setup(ctx context.Context, log *slog.Logger, mountErr error) (*agent.Agent,
 	if err != nil {
 		return nil, err
 	}
+	key, roots, err := LoadTrust(CentralKeyPath, CAPath)
+	if err != nil {
+		return nil, err
+	}
+	if key.IsZero() {
+		log.Warn("this boot environment has no central public key: the agent will refuse every deploy (rebuild it with tms bootenv build --central-key)")
+	} else {
+		log.Info("central's key", "key_id", key.ID())
+	}
 	seeded := seedRandom()
 	if f, err := os.Open(ModulesManifest); err == nil {
 		mods, err := ReadModuleList(f)
@@ -102,7 +119,45 @@ func setup(ctx context.Context, log *slog.Logger, mountErr error) (*agent.Agent,
 		return nil, err
 	}
 	return &agent.Agent{Region: cfg.Region, MAC: n.MAC.String(), Disk: disk, BootToken: cfg.Token, Once: true,
-		Log: log.With("from", "tms-agent"), HTTP: &http.Client{Timeout: 2 * time.Minute}}, nil
+		CentralKey: key, RootCAs: roots, Log: log.With("from", "tms-agent"), HTTP: &http.Client{Timeout: 2 * time.Minute}}, nil
+}
+
+// maxCAFile bounds the CA file read at boot.
+const maxCAFile = 1 << 20
+
+// LoadTrust reads what the agent trusts: central's public key from keyPath and the CA
+// certificates for HTTPS to the region from caPath. A file that is not there gives a zero key
+// (the agent then refuses deploys) or nil roots (the system's, of which the in-memory OS has
+// none); a file that is there but unreadable or malformed is an error: the boot environment is
+// broken and must be rebuilt.
+func LoadTrust(keyPath, caPath string) (signing.PublicKey, *x509.CertPool, error) {
+	var key signing.PublicKey
+	if _, err := os.Stat(keyPath); err == nil {
+		if key, err = signing.LoadPublicKey(keyPath); err != nil {
+			return key, nil, fmt.Errorf("the boot environment's central key: %w", err)
+		}
+	} else if !errors.Is(err, os.ErrNotExist) {
+		return key, nil, err
+	}
+	st, err := os.Stat(caPath)
+	if errors.Is(err, os.ErrNotExist) {
+		return key, nil, nil
+	}
+	if err != nil {
+		return key, nil, err
+	}
+	if st.Size() > maxCAFile {
+		return key, nil, fmt.Errorf("the boot environment's CA file %s is larger than %d bytes", caPath, maxCAFile)
+	}
+	pem, err := os.ReadFile(caPath)
+	if err != nil {
+		return key, nil, err
+	}
+	roots := x509.NewCertPool()
+	if !roots.AppendCertsFromPEM(pem) {
+		return key, nil, fmt.Errorf("the boot environment's CA file %s holds no PEM certificate", caPath)
+	}
+	return key, roots, nil
 }
 
 // seedRandom waits until the kernel's random number generator is ready, and says on the

@@ -17,6 +17,7 @@ import (
 	"tms/internal/sampledisk"
 	"tms/internal/storetest"
 	"tms/manifest"
+	"tms/signing"
 	"tms/transfer"
 )
 
@@ -30,7 +31,10 @@ func BenchmarkShareNextVersion(b *testing.B) {
 		size = n
 	}
 	ctx := context.Background()
-	signer, _ := transfer.NewSigner([]byte("0123456789abcdef0123456789abcdef"))
+	key, err := signing.GenerateKey()
+	if err != nil {
+		b.Fatal(err)
+	}
 	for _, pct := range []float64{0.01, 0.001} {
 		b.Run(strconv.FormatFloat(pct*100, 'f', -1, 64)+"%", func(b *testing.B) {
 			for b.Loop() {
@@ -39,12 +43,12 @@ func BenchmarkShareNextVersion(b *testing.B) {
 				disk := storetest.SampleDisk(b, size, 1)
 				v1 := storetest.Import(b, a, disk, "lab")
 				mux := http.NewServeMux()
-				(&transfer.Handler{Store: a, Signer: signer}).Routes(mux)
+				(&transfer.Handler{Store: a, Region: "region-a", CentralKey: key.Public()}).Routes(mux)
 				peer := httptest.NewServer(mux)
 				base, _ := url.Parse(peer.URL)
 				dst, _ := storetest.Dir(b)
 				src := func(v manifest.ID) *transfer.HTTPSource {
-					return &transfer.HTTPSource{Base: base, Version: v, Grant: signer.Mint(transfer.Grant{Version: v, Expires: time.Now().Add(time.Hour)})}
+					return &transfer.HTTPSource{Base: base, Version: v, Grant: key.MintGrant(signing.Grant{Version: v, Audience: "region-b", Server: "region-a", Expires: time.Now().Add(time.Hour)})}
 				}
 				if _, err := transfer.Copy(ctx, src(v1.Version.ID), dst, v1.Version.ID, transfer.Options{}); err != nil {
 					b.Fatal(err)

@@ -1,0 +1,103 @@
+package cli
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+
+	"github.com/spf13/cobra"
+
+	"tms/config"
+	"tms/signing"
+)
+
+// centralKeyCommands are tms central init and tms central pubkey: central's signing key.
+func (a *App) centralKeyCommands() []*cobra.Command {
+	var keyFile string
+	var asJSON bool
+	keyPath := func(cmd *cobra.Command) (string, error) {
+		if keyFile != "" {
+			return keyFile, nil
+		}
+		cfg, err := config.Load(config.LoadOptions{File: a.configFile, Env: a.Env, Role: config.RoleCLI})
+		if err != nil {
+			return "", err
+		}
+		if cfg.Central.SigningKeyFile == "" {
+			return "", usageError{errors.New("give --key FILE or set central.signing_key_file")}
+		}
+		return cfg.Central.SigningKeyFile, nil
+	}
+	print := func(cmd *cobra.Command, k *signing.PrivateKey, path string, created bool) error {
+		pub := k.Public()
+		if asJSON {
+			return json.NewEncoder(cmd.OutOrStdout()).Encode(struct {
+				PublicKey string `json:"public_key"`
+				KeyID     string `json:"key_id"`
+				File      string `json:"file"`
+				Created   bool   `json:"created"`
+			}{pub.String(), pub.ID(), path, created})
+		}
+		// The first line is the key; the second is a comment, so the output saved to a file is
+		// a public key file regions and tms bootenv build read as is.
+		what := "in"
+		if created {
+			what = "created in"
+		}
+		_, err := fmt.Fprintf(cmd.OutOrStdout(), "%s\n# key id %s, central's key %s %s\n", pub, pub.ID(), what, path)
+		return err
+	}
+	init := &cobra.Command{
+		Use:   "init",
+		Short: "Create central's signing key (if it has none) and print its public key",
+		Long: `Create central's ed25519 signing key in --key FILE (default central.signing_key_file), mode 0600,
+unless the file exists: an existing key is never replaced (a new key would orphan every signature
+made with the old one), it is only read. Either way the public key is printed in its one-line text
+form, tms-ed25519:<base64>, followed by a comment line with its key id (the first 8 bytes of the
+SHA-256 of the public key, in hex). Give the public key to every region (region.central_public_key)
+and to the boot environment (tms bootenv build --central-key).`,
+		Args: exactArgs(0, "no arguments"),
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			path, err := keyPath(cmd)
+			if err != nil {
+				return err
+			}
+			k, err := signing.CreateKeyFile(path)
+			if errors.Is(err, fs.ErrExist) {
+				k, err = signing.LoadKeyFile(path)
+				if err != nil {
+					return err
+				}
+				return print(cmd, k, path, false)
+			}
+			if err != nil {
+				return err
+			}
+			return print(cmd, k, path, true)
+		},
+	}
+	pubkey := &cobra.Command{
+		Use:   "pubkey",
+		Short: "Print the public key of central's signing key",
+		Long: `Print the public key of central's signing key (--key FILE, default central.signing_key_file) in its
+one-line text form, tms-ed25519:<base64>, followed by a comment line with its key id.`,
+		Args: exactArgs(0, "no arguments"),
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			path, err := keyPath(cmd)
+			if err != nil {
+				return err
+			}
+			k, err := signing.LoadKeyFile(path)
+			if err != nil {
+				return err
+			}
+			return print(cmd, k, path, false)
+		},
+	}
+	for _, c := range []*cobra.Command{init, pubkey} {
+		c.Flags().StringVar(&keyFile, "key", "", "central's signing key file (default central.signing_key_file)")
+		c.Flags().BoolVar(&asJSON, "json", false, "print JSON: public_key, key_id, file, created")
+	}
+	return []*cobra.Command{init, pubkey}
+}
