@@ -8,6 +8,7 @@ import (
 
 	"go.temporal.io/sdk/temporal"
 
+	"tms/agentwire"
 	"tms/state"
 	"tms/store"
 )
@@ -41,7 +42,7 @@ type TerminalInfo struct {
 	Version    string // what its disk holds, as far as the region knows
 	LastIP     string
 	LastSeen   time.Time
-	BootAction string // local, capture or deploy
+	BootAction agentwire.Action
 	Task       string
 }
 
@@ -53,9 +54,13 @@ type GroupInfo struct {
 
 // TaskInfo is a terminal task as listings show it.
 type TaskInfo struct {
-	ID, MAC, Kind, Image, State, Error string
-	Progress                           AgentProgress
-	Updated                            time.Time
+	ID, MAC  string
+	Kind     agentwire.Kind
+	Image    string
+	State    string
+	Error    string
+	Progress AgentProgress
+	Updated  time.Time
 }
 
 // AdminResult carries what an admin request lists.

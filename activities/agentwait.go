@@ -6,12 +6,12 @@ import (
 
 	"go.temporal.io/sdk/client"
 
-	"tms/agent"
+	"tms/agentwire"
 	"tms/state"
 )
 
 // AgentProgress is an agent's progress report, the heartbeat details of WaitForAgent.
-type AgentProgress = agent.Progress
+type AgentProgress = agentwire.Progress
 
 // AgentWaiters tells the WaitForAgent activities of a region what its agents report: progress
 // becomes a heartbeat, a finished task completes the activity, through the task token the

@@ -3,6 +3,7 @@ package activities
 import (
 	"context"
 	"testing"
+	"tms/agentwire"
 )
 
 type fakeAgents struct {
@@ -10,7 +11,9 @@ type fakeAgents struct {
 	sent      []string
 }
 
-func (f *fakeAgents) Send(mac, cmd string)      { f.sent = append(f.sent, mac+" "+cmd) }
+func (f *fakeAgents) Send(mac string, cmd agentwire.Command) {
+	f.sent = append(f.sent, mac+" "+string(cmd))
+}
 func (f *fakeAgents) Connected(mac string) bool { return f.connected }
 
 type fakeWaker struct{ woken []string }
@@ -24,7 +27,7 @@ func TestPowerTerminalWakesWhenNoAgentListens(t *testing.T) {
 	ctx := context.Background()
 	for _, tc := range []struct {
 		connected bool
-		command   string
+		command   agentwire.Command
 		wake      bool
 	}{
 		{true, "reboot", false},

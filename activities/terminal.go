@@ -10,15 +10,15 @@ import (
 	"go.temporal.io/sdk/activity"
 	"go.temporal.io/sdk/temporal"
 
-	"tms/agent"
+	"tms/agentwire"
 	"tms/manifest"
 	"tms/state"
 	"tms/store"
 )
 
-// Commander passes a command ("reboot", "poweroff") to a terminal's agent.
+// Commander passes a command (reboot, poweroff) to a terminal's agent.
 type Commander interface {
-	Send(mac, command string)
+	Send(mac string, command agentwire.Command)
 	// Connected reports whether the terminal's agent is listening for commands.
 	Connected(mac string) bool
 }
@@ -103,7 +103,7 @@ func (r *Region) terminal(ctx context.Context, name string) (state.Terminal, err
 type TaskInput struct {
 	Task     string // the terminal workflow's id
 	Terminal string // name or MAC
-	Kind     string // "capture" or "deploy"
+	Kind     agentwire.Kind
 	Image    string // image name (capture) or version id (deploy)
 	// Expires bounds how long the boot action stands if nothing finishes it.
 	Expires time.Time
@@ -117,11 +117,11 @@ func (r *Region) PrepareTask(ctx context.Context, in TaskInput) (TerminalRef, er
 		return TerminalRef{}, err
 	}
 	switch in.Kind {
-	case "capture":
+	case agentwire.KindCapture:
 		if err := manifest.ValidateName(in.Image); err != nil {
 			return TerminalRef{}, temporal.NewNonRetryableApplicationError(err.Error(), "BadImage", err)
 		}
-	case "deploy":
+	case agentwire.KindDeploy:
 		id, v, err := r.heldVersion(ctx, in.Image, r.Store)
 		if err != nil {
 			return TerminalRef{}, err
@@ -157,7 +157,7 @@ func (r *Region) startTask(ctx context.Context, t state.Terminal, in TaskInput) 
 		}
 		return err
 	}
-	return r.Inventory.SetBootAction(ctx, t.MAC, state.BootAction{Action: in.Kind, Task: in.Task, Image: in.Image, Expires: in.Expires})
+	return r.Inventory.SetBootAction(ctx, t.MAC, state.BootAction{Action: agentwire.Action(in.Kind), Task: in.Task, Image: in.Image, Expires: in.Expires})
 }
 
 func terminalName(t state.Terminal) string {
@@ -170,13 +170,13 @@ func terminalName(t state.Terminal) string {
 // PowerInput asks for a terminal to be rebooted or powered off.
 type PowerInput struct {
 	MAC     string
-	Command string // "reboot" or "poweroff"
+	Command agentwire.Command
 }
 
 // PowerTerminal passes a power command to the terminal's agent. A terminal that is off does not
 // hear it; waking it is the boot service's Wake-on-LAN.
 func (r *Region) PowerTerminal(ctx context.Context, in PowerInput) error {
-	if in.Command != "reboot" && in.Command != "poweroff" {
+	if in.Command != agentwire.CommandReboot && in.Command != agentwire.CommandPoweroff {
 		return temporal.NewNonRetryableApplicationError(fmt.Sprintf("power command %q is not reboot or poweroff", in.Command), "BadInput", nil)
 	}
 	if _, err := state.NormalizeMAC(in.MAC); err != nil {
@@ -191,7 +191,7 @@ func (r *Region) PowerTerminal(ctx context.Context, in PowerInput) error {
 	// Nobody listens: the terminal is off, or runs an OS without the agent. Waking it makes it
 	// boot from the network, which is what a reboot is for here; a terminal that is on without
 	// an agent needs someone to restart it.
-	if in.Command == "reboot" && r.Waker != nil {
+	if in.Command == agentwire.CommandReboot && r.Waker != nil {
 		if err := r.Waker.Wake(ctx, in.MAC); err != nil {
 			return fmt.Errorf("waking terminal %s: %w", in.MAC, err)
 		}
@@ -204,7 +204,7 @@ type WaitInput struct{ Task string }
 
 // AgentResult is what an agent's finished task left: for a capture the new version, for a
 // deploy what was written. It is the protocol's result, as the region records it.
-type AgentResult = agent.Result
+type AgentResult = agentwire.Result
 
 // ErrAgentFailed is the error type of a task its agent or the region gave up on.
 const ErrAgentFailed = "AgentFailed"

@@ -1,4 +1,5 @@
-// Package agent is the terminal agent of tms and the protocol it speaks with its region.
+// Package agent is the terminal agent of tms. The protocol it speaks with its region is package
+// agentwire.
 //
 // The agent runs in a terminal's network-booted in-memory OS (and, later, as a service of the
 // installed OS). It tells its region it booted and gets its boot action. For a capture it reads
@@ -37,6 +38,7 @@ import (
 
 	"golang.org/x/sync/errgroup"
 
+	"tms/agentwire"
 	"tms/disklabel"
 	"tms/imageio"
 	"tms/manifest"
@@ -146,7 +148,7 @@ func (a *Agent) Run(ctx context.Context) error {
 			a.log().Warn("cannot read the disk's size", "disk", a.Disk, "err", err)
 		}
 		c.Token = ""
-		rep, err := c.Boot(ctx, BootRequest{MAC: a.MAC, Disk: a.Disk, DiskSize: size, AgentVersion: Version, BootToken: a.BootToken})
+		rep, err := c.Boot(ctx, agentwire.BootRequest{MAC: a.MAC, Disk: a.Disk, DiskSize: size, AgentVersion: Version, BootToken: a.BootToken})
 		if err != nil {
 			if ctx.Err() != nil {
 				break
@@ -162,7 +164,7 @@ func (a *Agent) Run(ctx context.Context) error {
 			continue
 		}
 		switch rep.Action {
-		case "capture", "deploy":
+		case agentwire.ActionCapture, agentwire.ActionDeploy:
 			c.Token = rep.Token
 			err := a.runTask(ctx, c, rep)
 			switch {
@@ -185,7 +187,7 @@ func (a *Agent) Run(ctx context.Context) error {
 			}
 			if Permanent(err) || failures >= tries {
 				a.log().Error("task failed", "task", rep.Task, "err", err)
-				if _, rerr := c.Done(ctx, Done{Error: err.Error()}); rerr != nil {
+				if _, rerr := c.Done(ctx, agentwire.Done{Error: err.Error()}); rerr != nil {
 					a.log().Warn("could not report the failure", "task", rep.Task, "err", rerr)
 				} else {
 					failures = 0
@@ -228,10 +230,10 @@ func (a *Agent) idle(ctx context.Context, c *Client) (off bool, err error) {
 			return false, err
 		}
 		switch cmd {
-		case "reboot":
+		case agentwire.CommandReboot:
 			a.log().Info("rebooting on the region's command")
 			return false, nil
-		case "poweroff":
+		case agentwire.CommandPoweroff:
 			a.log().Info("powering off on the region's command")
 			return true, nil
 		}
@@ -239,7 +241,7 @@ func (a *Agent) idle(ctx context.Context, c *Client) (off bool, err error) {
 }
 
 // runTask does one boot's task.
-func (a *Agent) runTask(ctx context.Context, c *Client, rep BootReply) error {
+func (a *Agent) runTask(ctx context.Context, c *Client, rep agentwire.BootReply) error {
 	ti, err := c.Task(ctx)
 	if err != nil {
 		return taskErr(err)
@@ -251,14 +253,14 @@ func (a *Agent) runTask(ctx context.Context, c *Client, rep BootReply) error {
 	defer stop()
 	a.log().Info("task started", "task", ti.ID, "kind", ti.Kind, "image", ti.Image)
 	switch ti.Kind {
-	case "capture":
+	case agentwire.KindCapture:
 		res, err := a.capture(ctx, c, ti, pr)
 		if err != nil {
 			return taskErr(causeOf(ctx, err))
 		}
 		a.log().Info("capture published", "task", ti.ID, "version", res.Version, "stored_bytes", res.StoredBytes)
 		return nil
-	case "deploy":
+	case agentwire.KindDeploy:
 		d, err := a.deploy(ctx, c, ti, pr)
 		if err != nil {
 			return taskErr(causeOf(ctx, err))
@@ -298,14 +300,14 @@ type reporter struct {
 	log    *slog.Logger
 
 	mu    sync.Mutex
-	phase string
+	phase agentwire.Phase
 	total int64
 	done  atomic.Int64
 	moved atomic.Int64
 	kick  chan struct{}
 }
 
-func (r *reporter) setPhase(phase string, total int64) {
+func (r *reporter) setPhase(phase agentwire.Phase, total int64) {
 	r.mu.Lock()
 	r.phase, r.total = phase, total
 	r.mu.Unlock()
@@ -316,10 +318,10 @@ func (r *reporter) setPhase(phase string, total int64) {
 	}
 }
 
-func (r *reporter) snapshot() Progress {
+func (r *reporter) snapshot() agentwire.Progress {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	return Progress{Phase: r.phase, Total: r.total, Done: min(r.done.Load(), r.total), MovedBytes: r.moved.Load()}
+	return agentwire.Progress{Phase: r.phase, Total: r.total, Done: min(r.done.Load(), r.total), MovedBytes: r.moved.Load()}
 }
 
 func (r *reporter) start(ctx context.Context) (stop func()) {
@@ -328,7 +330,7 @@ func (r *reporter) start(ctx context.Context) (stop func()) {
 		every = 2 * time.Second
 	}
 	r.kick = make(chan struct{}, 1)
-	r.phase = "starting"
+	r.phase = agentwire.PhaseStarting
 	ctx, cancel := context.WithCancel(ctx)
 	var wg sync.WaitGroup
 	wg.Add(1)
@@ -379,21 +381,21 @@ func DiskSize(path string) (int64, error) {
 const batchChunks = 64
 
 // capture reads the disk, uploads the chunks the region lacks and publishes the manifest.
-func (a *Agent) capture(ctx context.Context, c *Client, ti TaskInfo, pr *reporter) (Result, error) {
+func (a *Agent) capture(ctx context.Context, c *Client, ti agentwire.TaskInfo, pr *reporter) (agentwire.Result, error) {
 	f, err := os.Open(a.Disk)
 	if err != nil {
-		return Result{}, permanent(fmt.Errorf("cannot open the disk: %w", err))
+		return agentwire.Result{}, permanent(fmt.Errorf("cannot open the disk: %w", err))
 	}
 	defer f.Close()
 	size, err := f.Seek(0, io.SeekEnd)
 	if err != nil || size == 0 {
-		return Result{}, permanent(fmt.Errorf("disk %s: cannot tell its size or it is empty (%v)", a.Disk, err))
+		return agentwire.Result{}, permanent(fmt.Errorf("disk %s: cannot tell its size or it is empty (%v)", a.Disk, err))
 	}
 	m := &manifest.Manifest{Format: manifest.Format, Hash: ti.Hash, DiskSize: size, ChunkSize: ti.ChunkSize,
 		Meta:   manifest.Meta{Name: ti.Image, Created: time.Now().UTC().Truncate(time.Second), Source: "capture"},
 		Chunks: make([]manifest.ID, manifest.NumChunks(size, ti.ChunkSize))}
 	if err := m.Validate(); err != nil {
-		return Result{}, permanent(fmt.Errorf("cannot capture disk %s: %w", a.Disk, err))
+		return agentwire.Result{}, permanent(fmt.Errorf("cannot capture disk %s: %w", a.Disk, err))
 	}
 	if pt, err := disklabel.Read(f, size); err != nil {
 		a.log().Warn("partition table not readable; captured without it", "err", err)
@@ -401,13 +403,13 @@ func (a *Agent) capture(ctx context.Context, c *Client, ti TaskInfo, pr *reporte
 		m.Meta.Partitions = pt
 	}
 	up := &uploader{c: c, f: f, m: m, jobs: a.jobs(), pr: pr, codec: store.NewCodec(0), known: map[manifest.ID]bool{}}
-	pr.setPhase("reading", size)
+	pr.setPhase(agentwire.PhaseReading, size)
 	if err := up.scan(ctx); err != nil {
-		return Result{}, err
+		return agentwire.Result{}, err
 	}
 	enc, err := manifest.Encode(m)
 	if err != nil {
-		return Result{}, permanent(err)
+		return agentwire.Result{}, permanent(err)
 	}
 	for try := 0; ; try++ {
 		res, err := c.Publish(ctx, enc)
@@ -418,7 +420,7 @@ func (a *Agent) capture(ctx context.Context, c *Client, ti TaskInfo, pr *reporte
 		// The region lost chunks it had (its store was cleaned meanwhile): send them again.
 		a.log().Warn("region asks for chunks again", "err", err)
 		if err := up.resend(ctx); err != nil {
-			return Result{}, err
+			return agentwire.Result{}, err
 		}
 	}
 }
@@ -576,7 +578,7 @@ func (u *uploader) upload(ctx context.Context, n int, get func(k int) ([]byte, m
 	var body []byte
 	for k := range n {
 		_, id := get(k)
-		body = AppendBatch(body, id, frames[k])
+		body = agentwire.AppendBatch(body, id, frames[k])
 	}
 	if err := u.c.Upload(ctx, body); err != nil {
 		return err
@@ -599,7 +601,7 @@ func (u *uploader) resend(ctx context.Context) error {
 		}
 	}
 	for len(ids) > 0 {
-		n := min(len(ids), MaxMissingQuery)
+		n := min(len(ids), agentwire.MaxMissingQuery)
 		missing, err := u.c.Missing(ctx, ids[:n])
 		if err != nil {
 			return err
@@ -629,50 +631,50 @@ func (u *uploader) resend(ctx context.Context) error {
 }
 
 // deploy writes the task's version to the disk and verifies it.
-func (a *Agent) deploy(ctx context.Context, c *Client, ti TaskInfo, pr *reporter) (Done, error) {
+func (a *Agent) deploy(ctx context.Context, c *Client, ti agentwire.TaskInfo, pr *reporter) (agentwire.Done, error) {
 	id, err := manifest.ParseID(ti.Version)
 	if err != nil {
-		return Done{}, permanent(fmt.Errorf("task names version %q: %w", ti.Version, err))
+		return agentwire.Done{}, permanent(fmt.Errorf("task names version %q: %w", ti.Version, err))
 	}
 	size, err := DiskSize(a.Disk)
 	if err != nil {
-		return Done{}, permanent(fmt.Errorf("cannot open the disk: %w", err))
+		return agentwire.Done{}, permanent(fmt.Errorf("cannot open the disk: %w", err))
 	}
 	if size < ti.DiskSize {
-		return Done{}, permanent(fmt.Errorf("disk %s holds %d bytes; image %s needs %d", a.Disk, size, ti.Image, ti.DiskSize))
+		return agentwire.Done{}, permanent(fmt.Errorf("disk %s holds %d bytes; image %s needs %d", a.Disk, size, ti.Image, ti.DiskSize))
 	}
 	if a.CentralKey.IsZero() {
-		return Done{}, permanent(errors.New("this agent has no central public key: rebuild the boot environment with --central-key"))
+		return agentwire.Done{}, permanent(errors.New("this agent has no central public key: rebuild the boot environment with --central-key"))
 	}
 	b, err := c.GetManifestBytes(ctx, id)
 	if err != nil {
-		return Done{}, err
+		return agentwire.Done{}, err
 	}
 	// Nothing is written before the version is known to be central's: the id is recomputed
 	// from the bytes received, and central's signature of that id checked.
 	if err := a.CentralKey.VerifyManifest(id, b, signing.Signature{KeyID: ti.Signer, Signature: ti.Signature}); err != nil {
-		return Done{}, permanent(fmt.Errorf("refusing to deploy %s: %w", id.Short(), err))
+		return agentwire.Done{}, permanent(fmt.Errorf("refusing to deploy %s: %w", id.Short(), err))
 	}
 	m, err := manifest.Decode(b)
 	if err != nil {
-		return Done{}, fmt.Errorf("manifest of %s: %w", id.Short(), err)
+		return agentwire.Done{}, fmt.Errorf("manifest of %s: %w", id.Short(), err)
 	}
-	pr.setPhase("writing", m.DiskSize)
+	pr.setPhase(agentwire.PhaseWriting, m.DiskSize)
 	getter := &countingGetter{g: transfer.NewGetter(c), pr: pr}
 	res, err := imageio.Export(ctx, getter, &store.Version{ID: id, Manifest: m, Encoded: b}, a.Disk, imageio.ExportOptions{
 		Jobs: a.jobs(), Verify: true, FixedSize: true, Log: a.log(),
 		Progress: func(done, total int64) {
 			if done == total {
-				pr.setPhase("verifying", total)
+				pr.setPhase(agentwire.PhaseVerifying, total)
 			} else {
 				pr.done.Store(done)
 			}
 		},
 	})
 	if err != nil {
-		return Done{}, err
+		return agentwire.Done{}, err
 	}
-	return Done{Written: res.Written, WrittenBytes: res.WrittenBytes, Skipped: res.Skipped, Verified: true}, nil
+	return agentwire.Done{Written: res.Written, WrittenBytes: res.WrittenBytes, Skipped: res.Skipped, Verified: true}, nil
 }
 
 // countingGetter counts the compressed bytes a deploy fetches.

@@ -9,19 +9,20 @@ import (
 	"os"
 	"path/filepath"
 	"testing"
+	"tms/agentwire"
 )
 
 // TestBootSendsBootToken checks that a boot request carries the disk, its size and the
 // per-boot secret of the kernel command line, and that with Once and a "local" answer the
 // agent returns after the one request (the in-memory OS then reboots).
 func TestBootSendsBootToken(t *testing.T) {
-	var got []BootRequest
+	var got []agentwire.BootRequest
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.Method != http.MethodPost || r.URL.Path != "/v1/agent/boot" {
 			http.Error(w, `{"error":"unexpected"}`, http.StatusNotFound)
 			return
 		}
-		var req BootRequest
+		var req agentwire.BootRequest
 		if err := json.NewDecoder(r.Body).Decode(&req); err != nil {
 			http.Error(w, `{"error":"bad body"}`, http.StatusBadRequest)
 			return

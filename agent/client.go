@@ -12,6 +12,7 @@ import (
 	"strings"
 	"time"
 
+	"tms/agentwire"
 	"tms/manifest"
 	"tms/store"
 	"tms/transfer"
@@ -88,9 +89,9 @@ func (c *Client) do(ctx context.Context, method, path, ctype string, body []byte
 	switch {
 	case c.Token != "":
 		req.Header.Set("Authorization", "Bearer "+c.Token)
-		req.Header.Set(TerminalHeader, c.MAC)
+		req.Header.Set(agentwire.TerminalHeader, c.MAC)
 	case c.Key != nil:
-		SignRequest(req, c.MAC, c.Key, body, time.Now())
+		agentwire.SignRequest(req, c.MAC, c.Key, body, time.Now())
 	}
 	resp, err := c.http().Do(req)
 	if err != nil {
@@ -102,7 +103,7 @@ func (c *Client) do(ctx context.Context, method, path, ctype string, body []byte
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
 		b, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
-		var e Error
+		var e agentwire.Error
 		if json.Unmarshal(b, &e) != nil || e.Error == "" {
 			e.Error = strings.TrimSpace(string(b))
 			if e.Error == "" {
@@ -159,15 +160,15 @@ func (c *Client) postJSON(ctx context.Context, path string, in, out any) error {
 }
 
 // Boot reports that the terminal started and returns its boot action.
-func (c *Client) Boot(ctx context.Context, req BootRequest) (BootReply, error) {
-	var rep BootReply
+func (c *Client) Boot(ctx context.Context, req agentwire.BootRequest) (agentwire.BootReply, error) {
+	var rep agentwire.BootReply
 	err := c.postJSON(ctx, "/v1/agent/boot", req, &rep)
 	return rep, err
 }
 
 // Task describes the task the token opens.
-func (c *Client) Task(ctx context.Context) (TaskInfo, error) {
-	var ti TaskInfo
+func (c *Client) Task(ctx context.Context) (agentwire.TaskInfo, error) {
+	var ti agentwire.TaskInfo
 	err := c.do(ctx, http.MethodGet, "/v1/agent/task", "", nil, &ti, 0)
 	return ti, err
 }
@@ -182,7 +183,7 @@ func (c *Client) GetManifestBytes(ctx context.Context, id manifest.ID) ([]byte, 
 // GetChunkFrame reads one compressed chunk of the deployed version (transfer.Source).
 func (c *Client) GetChunkFrame(ctx context.Context, id manifest.ID) ([]byte, error) {
 	var b []byte
-	err := c.do(ctx, http.MethodGet, "/v1/agent/task/chunks/"+id.String(), "", nil, &b, MaxFrame)
+	err := c.do(ctx, http.MethodGet, "/v1/agent/task/chunks/"+id.String(), "", nil, &b, agentwire.MaxFrame)
 	return b, err
 }
 
@@ -192,8 +193,8 @@ var _ transfer.Source = (*Client)(nil)
 
 // Missing returns which of ids the region lacks.
 func (c *Client) Missing(ctx context.Context, ids []manifest.ID) ([]manifest.ID, error) {
-	var rep MissingReply
-	err := c.postJSON(ctx, "/v1/agent/task/missing", MissingRequest{Chunks: ids}, &rep)
+	var rep agentwire.MissingReply
+	err := c.postJSON(ctx, "/v1/agent/task/missing", agentwire.MissingRequest{Chunks: ids}, &rep)
 	return rep.Missing, err
 }
 
@@ -203,8 +204,8 @@ func (c *Client) Upload(ctx context.Context, batch []byte) error {
 }
 
 // Publish sends a capture's manifest; the region publishes it as the image's new version.
-func (c *Client) Publish(ctx context.Context, encoded []byte) (Result, error) {
-	var res Result
+func (c *Client) Publish(ctx context.Context, encoded []byte) (agentwire.Result, error) {
+	var res agentwire.Result
 	err := c.settled(ctx, func() error {
 		return c.do(ctx, http.MethodPut, "/v1/agent/task/manifest", "application/json", encoded, &res, 0)
 	})
@@ -234,20 +235,20 @@ func (c *Client) settled(ctx context.Context, f func() error) error {
 }
 
 // Progress reports how far the task is.
-func (c *Client) Progress(ctx context.Context, p Progress) error {
+func (c *Client) Progress(ctx context.Context, p agentwire.Progress) error {
 	return c.postJSON(ctx, "/v1/agent/task/progress", p, nil)
 }
 
 // Done reports the task's end.
-func (c *Client) Done(ctx context.Context, d Done) (Result, error) {
-	var res Result
+func (c *Client) Done(ctx context.Context, d agentwire.Done) (agentwire.Result, error) {
+	var res agentwire.Result
 	err := c.settled(ctx, func() error { return c.postJSON(ctx, "/v1/agent/task/done", d, &res) })
 	return res, err
 }
 
 // Command waits up to wait for a command for the terminal.
-func (c *Client) Command(ctx context.Context, wait string) (string, error) {
-	var cmd Command
+func (c *Client) Command(ctx context.Context, wait string) (agentwire.Command, error) {
+	var cmd agentwire.CommandReply
 	q := url.Values{"mac": {c.MAC}, "wait": {wait}}
 	err := c.do(ctx, http.MethodGet, "/v1/agent/commands?"+q.Encode(), "", nil, &cmd, 0)
 	return cmd.Command, err

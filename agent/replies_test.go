@@ -8,6 +8,7 @@ import (
 	"net/url"
 	"testing"
 
+	"tms/agentwire"
 	"tms/manifest"
 	"tms/store"
 )
@@ -40,7 +41,7 @@ func FuzzRegionReplies(f *testing.F) {
 		var err error
 		switch which % 7 {
 		case 0:
-			_, err = c.Boot(ctx, BootRequest{MAC: c.MAC})
+			_, err = c.Boot(ctx, agentwire.BootRequest{MAC: c.MAC})
 		case 1:
 			_, err = c.Task(ctx)
 		case 2:
@@ -53,7 +54,7 @@ func FuzzRegionReplies(f *testing.F) {
 			if status == http.StatusTooEarly {
 				cancel() // Publish and Done offer again while the region says too early
 			}
-			_, err = c.Done(ctx, Done{Verified: true})
+			_, err = c.Done(ctx, agentwire.Done{Verified: true})
 		case 6:
 			_, err = c.GetManifestBytes(ctx, manifest.ID{})
 		}

@@ -17,6 +17,7 @@ import (
 
 	"tms/agent"
 	"tms/agentapi"
+	"tms/agentwire"
 	"tms/internal/storetest"
 	"tms/manifest"
 	"tms/signing"
@@ -63,12 +64,12 @@ func TestDeployVerifiesCentralSignature(t *testing.T) {
 		}
 		return b
 	}
-	editTask := func(edit func(*agent.TaskInfo)) fault {
+	editTask := func(edit func(*agentwire.TaskInfo)) fault {
 		return func(path string, b []byte) []byte {
 			if path != "/v1/agent/task" {
 				return b
 			}
-			var ti agent.TaskInfo
+			var ti agentwire.TaskInfo
 			if err := json.Unmarshal(b, &ti); err != nil {
 				t.Errorf("task body: %v", err)
 				return b
@@ -104,16 +105,16 @@ func TestDeployVerifiesCentralSignature(t *testing.T) {
 		want    string // in the task's error; "" for a deploy that succeeds
 	}{
 		{name: "manifest changed by one byte is refused", version: id, key: central, fault: flipManifest, want: "refusing to deploy"},
-		{name: "signature changed by one byte is refused", version: id, key: central, fault: editTask(func(ti *agent.TaskInfo) { ti.Signature[17] ^= 1 }), want: "does not match"},
-		{name: "signer key id changed by one byte is refused", version: id, key: central, fault: editTask(func(ti *agent.TaskInfo) {
+		{name: "signature changed by one byte is refused", version: id, key: central, fault: editTask(func(ti *agentwire.TaskInfo) { ti.Signature[17] ^= 1 }), want: "does not match"},
+		{name: "signer key id changed by one byte is refused", version: id, key: central, fault: editTask(func(ti *agentwire.TaskInfo) {
 			c := byte('0')
 			if ti.Signer[0] == '0' {
 				c = '1'
 			}
 			ti.Signer = string(c) + ti.Signer[1:]
 		}), want: "signed by key"},
-		{name: "signature dropped is refused", version: id, key: central, fault: editTask(func(ti *agent.TaskInfo) { ti.Signature, ti.Signer = nil, "" }), want: "not signed"},
-		{name: "signature of another key is refused", version: id, key: central, fault: editTask(func(ti *agent.TaskInfo) {
+		{name: "signature dropped is refused", version: id, key: central, fault: editTask(func(ti *agentwire.TaskInfo) { ti.Signature, ti.Signer = nil, "" }), want: "not signed"},
+		{name: "signature of another key is refused", version: id, key: central, fault: editTask(func(ti *agentwire.TaskInfo) {
 			s := rogue.SignVersion(id)
 			ti.Signature, ti.Signer = s.Signature, s.KeyID
 		}), want: "signed by key"},

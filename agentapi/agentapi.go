@@ -1,5 +1,5 @@
 // Package agentapi is a region's HTTP API for the agents of its terminals: the region's side of
-// the protocol package agent speaks.
+// the protocol of package agentwire, which package agent speaks.
 //
 // Nothing a request says about who sent it is believed. A terminal's boot into a task is claimed
 // by the first machine that asks for it, through the boot service's iPXE script (network boot)
@@ -30,7 +30,7 @@ import (
 	"sync"
 	"time"
 
-	"tms/agent"
+	"tms/agentwire"
 	"tms/internal/httpdeadline"
 	"tms/manifest"
 	"tms/state"
@@ -132,7 +132,7 @@ func (s *Server) reply(w http.ResponseWriter, r *http.Request, v any, err error)
 		he.retry = true
 	}
 	w.WriteHeader(he.status)
-	json.NewEncoder(w).Encode(agent.Error{Error: he.msg, Retry: he.retry})
+	json.NewEncoder(w).Encode(agentwire.Error{Error: he.msg, Retry: he.retry})
 }
 
 // agentMaxJSON bounds a JSON request body.

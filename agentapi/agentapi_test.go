@@ -17,6 +17,7 @@ import (
 
 	"tms/agent"
 	"tms/agentapi"
+	"tms/agentwire"
 	"tms/internal/storetest"
 	"tms/manifest"
 	"tms/signing"
@@ -80,7 +81,7 @@ func newRegion(t testing.TB) *region {
 
 // task sets up a task for terminal mac as the PrepareTask activity does; the version of a
 // deploy is signed by the test's central key first.
-func (r *region) task(t testing.TB, mac, name, id, kind, image string) {
+func (r *region) task(t testing.TB, mac, name, id string, kind agentwire.Kind, image string) {
 	t.Helper()
 	ctx := context.Background()
 	r.enroll(t, mac, name)
@@ -95,7 +96,7 @@ func (r *region) task(t testing.TB, mac, name, id, kind, image string) {
 	if _, err := r.inv.StartTask(ctx, state.Task{ID: id, MAC: mac, Kind: kind, Image: image}, time.Now()); err != nil {
 		t.Fatal(err)
 	}
-	if err := r.inv.SetBootAction(ctx, mac, state.BootAction{Action: kind, Task: id, Image: image, Expires: time.Now().Add(time.Hour)}); err != nil {
+	if err := r.inv.SetBootAction(ctx, mac, state.BootAction{Action: agentwire.Action(kind), Task: id, Image: image, Expires: time.Now().Add(time.Hour)}); err != nil {
 		t.Fatal(err)
 	}
 }
@@ -118,10 +119,10 @@ func (r *region) agent(mac, disk string) *agent.Agent {
 	return &agent.Agent{Region: r.url, MAC: mac, Key: r.keys[mac], Disk: disk, CentralKey: r.key.Public(), Once: true, Tries: 1, Backoff: time.Millisecond, ProgressEvery: 10 * time.Millisecond}
 }
 
-func (r *region) boot(t testing.TB, mac string) (agent.BootReply, *agent.Client) {
+func (r *region) boot(t testing.TB, mac string) (agentwire.BootReply, *agent.Client) {
 	t.Helper()
 	c := &agent.Client{Region: r.url, MAC: mac, Key: r.keys[mac]}
-	rep, err := c.Boot(context.Background(), agent.BootRequest{MAC: mac, DiskSize: 1 << 20})
+	rep, err := c.Boot(context.Background(), agentwire.BootRequest{MAC: mac, DiskSize: 1 << 20})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -148,7 +149,7 @@ func TestBootOfUnknownTerminalIsLocal(t *testing.T) {
 		t.Fatalf("terminal after boot: %+v, %v", term, err)
 	}
 	c := &agent.Client{Region: r.url}
-	if _, err := c.Boot(context.Background(), agent.BootRequest{MAC: "not-a-mac"}); status(err) != http.StatusBadRequest {
+	if _, err := c.Boot(context.Background(), agentwire.BootRequest{MAC: "not-a-mac"}); status(err) != http.StatusBadRequest {
 		t.Fatalf("bad MAC: %v", err)
 	}
 }
@@ -165,7 +166,7 @@ func TestCaptureThenDeploy(t *testing.T) {
 	if err != nil || task.State != state.TaskDone {
 		t.Fatalf("capture task: %+v, %v", task, err)
 	}
-	var res agent.Result
+	var res agentwire.Result
 	json.Unmarshal([]byte(task.Result), &res)
 	// The region keeps the version but moves no tag: the capture workflow tags it once the task
 	// is done.
@@ -209,7 +210,7 @@ func TestCaptureThenDeploy(t *testing.T) {
 			t.Fatal(err)
 		}
 		task, _ := r.inv.Task(ctx, tid)
-		var res agent.Result
+		var res agentwire.Result
 		json.Unmarshal([]byte(task.Result), &res)
 		if task.State != state.TaskDone || !res.Verified || (res.Written > 0) != wantWritten {
 			t.Fatalf("deploy %d: %+v %+v", i, task, res)
@@ -291,7 +292,7 @@ func TestTokensOpenOnlyTheirTask(t *testing.T) {
 		t.Fatalf("missing on a deploy: %v", err)
 	}
 	// An unverified deploy is a failure; a finished task opens nothing more.
-	if _, err := c2.Done(ctx, agent.Done{Written: 1}); err != nil {
+	if _, err := c2.Done(ctx, agentwire.Done{Written: 1}); err != nil {
 		t.Fatal(err)
 	}
 	if task, _ := r.inv.Task(ctx, "deploy/6"); task.State != state.TaskFailed || !strings.Contains(task.Error, "did not verify") {
@@ -322,9 +323,9 @@ func TestUploadChecksChunksAndPublishNeedsThem(t *testing.T) {
 	wrong := ti.Hash.Sum([]byte("something else"))
 
 	for name, body := range map[string][]byte{
-		"corrupt frame":    agent.AppendBatch(nil, id, bad),
-		"id of other data": agent.AppendBatch(nil, wrong, frame),
-		"cut short":        agent.AppendBatch(nil, id, frame)[:100],
+		"corrupt frame":    agentwire.AppendBatch(nil, id, bad),
+		"id of other data": agentwire.AppendBatch(nil, wrong, frame),
+		"cut short":        agentwire.AppendBatch(nil, id, frame)[:100],
 	} {
 		if err := c.Upload(ctx, body); status(err) != http.StatusBadRequest {
 			t.Errorf("%s: %v", name, err)
@@ -345,7 +346,7 @@ func TestUploadChecksChunksAndPublishNeedsThem(t *testing.T) {
 	if missing, err := c.Missing(ctx, []manifest.ID{id, {}}); err != nil || len(missing) != 1 || missing[0] != id {
 		t.Fatalf("missing: %v, %v", missing, err)
 	}
-	if err := c.Upload(ctx, agent.AppendBatch(nil, id, frame)); err != nil {
+	if err := c.Upload(ctx, agentwire.AppendBatch(nil, id, frame)); err != nil {
 		t.Fatal(err)
 	}
 	m.Meta.Name = "other"
@@ -359,7 +360,7 @@ func TestUploadChecksChunksAndPublishNeedsThem(t *testing.T) {
 	if err != nil || res.Version == "" {
 		t.Fatalf("publish: %+v, %v", res, err)
 	}
-	if err := c.Progress(ctx, agent.Progress{Phase: "uploading", Done: 2, Total: 1}); status(err) == 0 {
+	if err := c.Progress(ctx, agentwire.Progress{Phase: "uploading", Done: 2, Total: 1}); status(err) == 0 {
 		t.Fatalf("progress after the end: %v", err)
 	}
 }
@@ -369,23 +370,23 @@ func TestProgressIsChecked(t *testing.T) {
 	ctx := context.Background()
 	r.task(t, "52:54:00:00:00:07", "pc7", "capture/7", "capture", "lab")
 	_, c := r.boot(t, "52:54:00:00:00:07")
-	if err := c.Progress(ctx, agent.Progress{Phase: "reading", Done: 2, Total: 1}); status(err) != http.StatusBadRequest {
+	if err := c.Progress(ctx, agentwire.Progress{Phase: "reading", Done: 2, Total: 1}); status(err) != http.StatusBadRequest {
 		t.Fatalf("done > total: %v", err)
 	}
-	if err := c.Progress(ctx, agent.Progress{Phase: "dancing", Done: 0, Total: 1}); status(err) != http.StatusBadRequest {
+	if err := c.Progress(ctx, agentwire.Progress{Phase: "dancing", Done: 0, Total: 1}); status(err) != http.StatusBadRequest {
 		t.Fatalf("unknown phase: %v", err)
 	}
-	if err := c.Progress(ctx, agent.Progress{Phase: "reading", Done: 1, Total: 2}); err != nil {
+	if err := c.Progress(ctx, agentwire.Progress{Phase: "reading", Done: 1, Total: 2}); err != nil {
 		t.Fatal(err)
 	}
 	task, _ := r.inv.Task(ctx, "capture/7")
 	if task.State != state.TaskRunning || !strings.Contains(task.Progress, `"done":1`) || r.wait.heartbeats != 1 {
 		t.Fatalf("task after progress: %+v (heartbeats %d)", task, r.wait.heartbeats)
 	}
-	if _, err := c.Done(ctx, agent.Done{}); status(err) != http.StatusBadRequest {
+	if _, err := c.Done(ctx, agentwire.Done{}); status(err) != http.StatusBadRequest {
 		t.Fatalf("a capture ending without a manifest: %v", err)
 	}
-	if _, err := c.Done(ctx, agent.Done{Error: "disk on fire"}); err != nil {
+	if _, err := c.Done(ctx, agentwire.Done{Error: "disk on fire"}); err != nil {
 		t.Fatal(err)
 	}
 	if task, _ := r.inv.Task(ctx, "capture/7"); task.State != state.TaskFailed || !strings.Contains(task.Error, "disk on fire") {
@@ -401,7 +402,7 @@ func TestCommands(t *testing.T) {
 	if cmd, err := c.Command(ctx, "0s"); err != nil || cmd != "" {
 		t.Fatalf("idle poll: %q, %v", cmd, err)
 	}
-	got := make(chan string, 1)
+	got := make(chan agentwire.Command, 1)
 	go func() {
 		cmd, _ := c.Command(ctx, "10s")
 		got <- cmd

@@ -7,7 +7,7 @@ import (
 	"strings"
 	"time"
 
-	"tms/agent"
+	"tms/agentwire"
 	"tms/state"
 	"tms/store"
 )
@@ -17,7 +17,7 @@ import (
 const authTTL = 2 * time.Second
 
 // maxNonces bounds the nonces of key-signed requests remembered at once. Only holders of an
-// agent key can add one, and each is forgotten after 2×agent.MaxKeySkew.
+// agent key can add one, and each is forgotten after 2×agentwire.MaxKeySkew.
 const maxNonces = 1 << 16
 
 // maxDiskSize is the largest disk a boot request may report (1 PiB).
@@ -40,13 +40,13 @@ func (s *Server) boot(w http.ResponseWriter, r *http.Request) {
 		s.reply(w, r, nil, err)
 		return
 	}
-	var req agent.BootRequest
+	var req agentwire.BootRequest
 	if err := decodeJSON(body, &req); err != nil {
 		s.reply(w, r, nil, err)
 		return
 	}
 	signed := false
-	if h := r.Header.Get("Authorization"); agent.IsKeySigned(h) {
+	if h := r.Header.Get("Authorization"); agentwire.IsKeySigned(h) {
 		mac, err := s.checkKey(r, body)
 		if err != nil {
 			s.reply(w, r, nil, err)
@@ -64,8 +64,8 @@ func (s *Server) boot(w http.ResponseWriter, r *http.Request) {
 
 // Boot is the boot request's work: what a terminal that just started from address ip is to do.
 // signed says the request was signed with the terminal's agent key.
-func (s *Server) Boot(ctx context.Context, req agent.BootRequest, ip string, signed bool) (agent.BootReply, error) {
-	local := agent.BootReply{Action: "local"}
+func (s *Server) Boot(ctx context.Context, req agentwire.BootRequest, ip string, signed bool) (agentwire.BootReply, error) {
+	local := agentwire.BootReply{Action: agentwire.ActionLocal}
 	mac, err := state.NormalizeMAC(req.MAC)
 	if err != nil {
 		return local, fail(http.StatusBadRequest, "%v", err)
@@ -121,7 +121,7 @@ func (s *Server) Boot(ctx context.Context, req agent.BootRequest, ip string, sig
 	}
 	s.forget(mac)
 	s.log().Info("terminal booted into a task", "mac", mac, "task", t.ID, "kind", t.Kind, "agent", req.AgentVersion, "remote", ip)
-	return agent.BootReply{Action: a.Action, Task: t.ID, Token: token}, nil
+	return agentwire.BootReply{Action: a.Action, Task: t.ID, Token: token}, nil
 }
 
 // ClaimNetworkBoot is the boot service's claim of a terminal's boot, made when iPXE at address
@@ -144,7 +144,7 @@ func (s *Server) ClaimNetworkBoot(ctx context.Context, mac, ip string) (state.Bo
 // pending returns mac's boot action and its unfinished task, or a nil task.
 func (s *Server) pending(ctx context.Context, mac string) (state.BootAction, *state.Task, error) {
 	a, err := s.Inventory.BootAction(ctx, mac, s.now())
-	if err != nil || a.Action == "local" || a.Task == "" {
+	if err != nil || a.Action == agentwire.ActionLocal || a.Task == "" {
 		return a, nil, err
 	}
 	t, err := s.Inventory.Task(ctx, a.Task)
@@ -154,7 +154,7 @@ func (s *Server) pending(ctx context.Context, mac string) (state.BootAction, *st
 	if err != nil {
 		return a, nil, err
 	}
-	if t.Finished() || t.MAC != mac || t.Kind != a.Action {
+	if t.Finished() || t.MAC != mac || agentwire.Action(t.Kind) != a.Action {
 		return a, nil, nil
 	}
 	return a, &t, nil
@@ -180,7 +180,7 @@ func (s *Server) rival(ctx context.Context, re *state.RivalError) error {
 	}
 	s.forget(re.MAC)
 	if t, err := s.Inventory.Task(ctx, re.Task); err == nil {
-		if _, err := s.finish(ctx, t, state.TaskFailed, agent.Result{}, msg); err != nil {
+		if _, err := s.finish(ctx, t, state.TaskFailed, agentwire.Result{}, msg); err != nil {
 			return err
 		}
 	} else if !errors.Is(err, store.ErrNotFound) {
@@ -204,13 +204,13 @@ func (s *Server) forget(mac string) {
 // which must not have finished, and the boot's claim.
 func (s *Server) authorize(r *http.Request) (state.Task, state.Claim, error) {
 	tok, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
-	rawMAC := r.Header.Get(agent.TerminalHeader)
+	rawMAC := r.Header.Get(agentwire.TerminalHeader)
 	if !ok || tok == "" || rawMAC == "" || len(tok) > 256 {
-		return state.Task{}, state.Claim{}, fail(http.StatusUnauthorized, "a task request needs the %s header and the boot's bearer token", agent.TerminalHeader)
+		return state.Task{}, state.Claim{}, fail(http.StatusUnauthorized, "a task request needs the %s header and the boot's bearer token", agentwire.TerminalHeader)
 	}
 	mac, err := state.NormalizeMAC(rawMAC)
 	if err != nil {
-		return state.Task{}, state.Claim{}, fail(http.StatusBadRequest, "%s: %v", agent.TerminalHeader, err)
+		return state.Task{}, state.Claim{}, fail(http.StatusBadRequest, "%s: %v", agentwire.TerminalHeader, err)
 	}
 	now := s.now()
 	key := authKey{mac, tok, remoteIP(r)}
@@ -272,17 +272,17 @@ func (s *Server) settled(t state.Task, c state.Claim) error {
 // checkKey checks a request signed with a terminal's agent key and returns the terminal's MAC.
 // Each signature is taken once.
 func (s *Server) checkKey(r *http.Request, body []byte) (string, error) {
-	ka, err := agent.ParseKeyAuth(r.Header.Get("Authorization"))
+	ka, err := agentwire.ParseKeyAuth(r.Header.Get("Authorization"))
 	if err != nil {
 		return "", fail(http.StatusUnauthorized, "%v", err)
 	}
 	mac, err := state.NormalizeMAC(ka.MAC)
 	if err != nil {
-		return "", fail(http.StatusUnauthorized, "%v: %v", agent.ErrKeyAuth, err)
+		return "", fail(http.StatusUnauthorized, "%v: %v", agentwire.ErrKeyAuth, err)
 	}
 	key, err := s.Inventory.AgentKey(r.Context(), mac)
 	if errors.Is(err, store.ErrNotFound) {
-		return "", fail(http.StatusUnauthorized, "%v: terminal %s has no agent key (is it enrolled?)", agent.ErrKeyAuth, mac)
+		return "", fail(http.StatusUnauthorized, "%v: terminal %s has no agent key (is it enrolled?)", agentwire.ErrKeyAuth, mac)
 	}
 	if err != nil {
 		return "", err
@@ -299,7 +299,7 @@ func (s *Server) checkKey(r *http.Request, body []byte) (string, error) {
 	}
 	n := mac + " " + ka.Nonce
 	if _, seen := s.nonces[n]; seen {
-		return "", fail(http.StatusUnauthorized, "%v: the request was already made once (a replay)", agent.ErrKeyAuth)
+		return "", fail(http.StatusUnauthorized, "%v: the request was already made once (a replay)", agentwire.ErrKeyAuth)
 	}
 	if len(s.nonces) >= maxNonces {
 		for k, until := range s.nonces {
@@ -311,6 +311,6 @@ func (s *Server) checkKey(r *http.Request, body []byte) (string, error) {
 			return "", &httpError{status: http.StatusServiceUnavailable, msg: "too many signed requests at once; try again", retry: true}
 		}
 	}
-	s.nonces[n] = ka.Time.Add(2 * agent.MaxKeySkew)
+	s.nonces[n] = ka.Time.Add(2 * agentwire.MaxKeySkew)
 	return mac, nil
 }

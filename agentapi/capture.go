@@ -8,7 +8,7 @@ import (
 	"net/http"
 	"time"
 
-	"tms/agent"
+	"tms/agentwire"
 	"tms/manifest"
 	"tms/state"
 	"tms/store"
@@ -16,20 +16,20 @@ import (
 
 // captureTask authorizes a capture's request and returns its task, claim, description and the
 // terminal's disk size as its authenticated boot reported it.
-func (s *Server) captureTask(r *http.Request) (state.Task, state.Claim, agent.TaskInfo, int64, error) {
+func (s *Server) captureTask(r *http.Request) (state.Task, state.Claim, agentwire.TaskInfo, int64, error) {
 	t, c, err := s.authorize(r)
 	if err != nil {
-		return t, c, agent.TaskInfo{}, 0, err
+		return t, c, agentwire.TaskInfo{}, 0, err
 	}
-	if t.Kind != "capture" {
-		return t, c, agent.TaskInfo{}, 0, fail(http.StatusForbidden, "task %s is a %s: it uploads nothing", t.ID, t.Kind)
+	if t.Kind != agentwire.KindCapture {
+		return t, c, agentwire.TaskInfo{}, 0, fail(http.StatusForbidden, "task %s is a %s: it uploads nothing", t.ID, t.Kind)
 	}
 	term, err := s.Inventory.Terminal(r.Context(), t.MAC)
 	if err != nil {
-		return t, c, agent.TaskInfo{}, 0, err
+		return t, c, agentwire.TaskInfo{}, 0, err
 	}
 	if term.DiskSize <= 0 {
-		return t, c, agent.TaskInfo{}, 0, fail(http.StatusConflict, "terminal %s reported no disk when it booted: there is nothing to capture", t.MAC)
+		return t, c, agentwire.TaskInfo{}, 0, fail(http.StatusConflict, "terminal %s reported no disk when it booted: there is nothing to capture", t.MAC)
 	}
 	ti, _, err := s.info(r.Context(), t)
 	return t, c, ti, term.DiskSize, err
@@ -38,7 +38,7 @@ func (s *Server) captureTask(r *http.Request) (state.Task, state.Claim, agent.Ta
 // uploadQuota bounds the compressed bytes one capture of a disk of size bytes may upload: zstd
 // frames of incompressible chunks are a little larger than the chunks, and an agent that starts
 // over resends what the region had not yet stored.
-func uploadQuota(size int64) int64 { return 2*size + agent.MaxBatchBytes }
+func uploadQuota(size int64) int64 { return 2*size + agentwire.MaxBatchBytes }
 
 // missing answers which of the named chunks the store lacks.
 func (s *Server) missing(w http.ResponseWriter, r *http.Request) {
@@ -46,16 +46,16 @@ func (s *Server) missing(w http.ResponseWriter, r *http.Request) {
 		s.reply(w, r, nil, err)
 		return
 	}
-	var req agent.MissingRequest
+	var req agentwire.MissingRequest
 	if err := readJSON(r, &req); err != nil {
 		s.reply(w, r, nil, err)
 		return
 	}
-	if len(req.Chunks) > agent.MaxMissingQuery {
-		s.reply(w, r, nil, fail(http.StatusBadRequest, "%d chunk ids in one query; at most %d", len(req.Chunks), agent.MaxMissingQuery))
+	if len(req.Chunks) > agentwire.MaxMissingQuery {
+		s.reply(w, r, nil, fail(http.StatusBadRequest, "%d chunk ids in one query; at most %d", len(req.Chunks), agentwire.MaxMissingQuery))
 		return
 	}
-	rep := agent.MissingReply{Missing: []manifest.ID{}}
+	rep := agentwire.MissingReply{Missing: []manifest.ID{}}
 	for _, id := range req.Chunks {
 		if id.IsZero() {
 			continue
@@ -92,7 +92,7 @@ func (s *Server) upload(w http.ResponseWriter, r *http.Request) {
 	cw := s.Store.NewChunkWriter()
 	var n, bytes int64
 	var buf []byte
-	err = agent.ReadBatch(http.MaxBytesReader(w, r.Body, min(agent.MaxBatchBytes, quota-used)), func(id manifest.ID, frame []byte) error {
+	err = agentwire.ReadBatch(http.MaxBytesReader(w, r.Body, min(agentwire.MaxBatchBytes, quota-used)), func(id manifest.ID, frame []byte) error {
 		data, err := s.Store.DecodeChunk(ti.Hash, id, frame, buf)
 		if err != nil {
 			return fail(http.StatusBadRequest, "rejected: %v", err)
@@ -112,10 +112,10 @@ func (s *Server) upload(w http.ResponseWriter, r *http.Request) {
 		cw.Abort()
 		var mbe *http.MaxBytesError
 		switch {
-		case errors.Is(err, agent.ErrBatch):
+		case errors.Is(err, agentwire.ErrBatch):
 			err = fail(http.StatusBadRequest, "%v", err)
 		case errors.As(err, &mbe):
-			err = fail(http.StatusRequestEntityTooLarge, "a chunk batch holds at most %d bytes, and task %s may upload %d more", agent.MaxBatchBytes, t.ID, quota-used)
+			err = fail(http.StatusRequestEntityTooLarge, "a chunk batch holds at most %d bytes, and task %s may upload %d more", agentwire.MaxBatchBytes, t.ID, quota-used)
 		}
 		s.reply(w, r, nil, err)
 		return
@@ -168,29 +168,29 @@ func (s *Server) publish(w http.ResponseWriter, r *http.Request) {
 // Publish checks a captured manifest for task t, whose boot claim is c, keeps it as a version
 // and finishes the task. It moves no tag: the capture workflow tags the version once the task is
 // done, so a task that fails (a rival claimed its boot) leaves no trace an admin would deploy.
-func (s *Server) Publish(ctx context.Context, t state.Task, c state.Claim, ti agent.TaskInfo, m *manifest.Manifest) (agent.Result, error) {
+func (s *Server) Publish(ctx context.Context, t state.Task, c state.Claim, ti agentwire.TaskInfo, m *manifest.Manifest) (agentwire.Result, error) {
 	if err := s.settled(t, c); err != nil {
-		return agent.Result{}, err
+		return agentwire.Result{}, err
 	}
 	if m.Meta.Name != ti.Image {
-		return agent.Result{}, fail(http.StatusBadRequest, "manifest names image %q; task %s captures %q", m.Meta.Name, t.ID, ti.Image)
+		return agentwire.Result{}, fail(http.StatusBadRequest, "manifest names image %q; task %s captures %q", m.Meta.Name, t.ID, ti.Image)
 	}
 	if m.Hash != ti.Hash || m.ChunkSize != ti.ChunkSize {
-		return agent.Result{}, fail(http.StatusBadRequest, "manifest uses %s chunks of %d bytes; task %s needs %s chunks of %d bytes",
+		return agentwire.Result{}, fail(http.StatusBadRequest, "manifest uses %s chunks of %d bytes; task %s needs %s chunks of %d bytes",
 			m.Hash, m.ChunkSize, t.ID, ti.Hash, ti.ChunkSize)
 	}
 	lock, err := s.Store.LockShared(ctx, "capture "+t.ID, nil)
 	if err != nil {
-		return agent.Result{}, err
+		return agentwire.Result{}, err
 	}
 	defer lock.Release(context.WithoutCancel(ctx))
 	var parent *store.Version
 	if id, err := s.Store.GetTag(ctx, ti.Image, manifest.DefaultTag); err == nil {
 		if parent, err = s.Store.GetManifest(ctx, id); err != nil {
-			return agent.Result{}, err
+			return agentwire.Result{}, err
 		}
 	} else if !errors.Is(err, store.ErrNotFound) {
-		return agent.Result{}, err
+		return agentwire.Result{}, err
 	}
 	var st store.Stats
 	var missing []manifest.ID
@@ -206,12 +206,12 @@ func (s *Server) Publish(ctx context.Context, t state.Task, c state.Claim, ti ag
 			continue
 		}
 		if err != nil {
-			return agent.Result{}, err
+			return agentwire.Result{}, err
 		}
 		st.StoredBytes += size
 	}
 	if len(missing) > 0 {
-		return agent.Result{}, &httpError{status: http.StatusConflict, retry: true,
+		return agentwire.Result{}, &httpError{status: http.StatusConflict, retry: true,
 			msg: fmt.Sprintf("%d chunks of the manifest are not stored (first %s): upload them, then the manifest", len(missing), missing[0].Short())}
 	}
 	name := t.MAC
@@ -231,26 +231,26 @@ func (s *Server) Publish(ctx context.Context, t state.Task, c state.Claim, ti ag
 		}
 		enc, err := manifest.Encode(m)
 		if err != nil {
-			return agent.Result{}, fail(http.StatusBadRequest, "manifest: %v", err)
+			return agentwire.Result{}, fail(http.StatusBadRequest, "manifest: %v", err)
 		}
 		s.mu.Lock()
 		st.AddedBytes = s.uploaded[t.ID]
 		s.mu.Unlock()
 		if v, err = s.Store.PutVersion(ctx, enc, st); err != nil {
-			return agent.Result{}, err
+			return agentwire.Result{}, err
 		}
 		if err := lock.Err(); err != nil {
-			return agent.Result{}, fmt.Errorf("publishing %s: %w", t.ID, err)
+			return agentwire.Result{}, fmt.Errorf("publishing %s: %w", t.ID, err)
 		}
 	}
-	res := agent.Result{Version: v.ID.String(), DiskSize: m.DiskSize, StoredBytes: st.StoredBytes, Chunks: int64(len(m.Chunks))}
+	res := agentwire.Result{Version: v.ID.String(), DiskSize: m.DiskSize, StoredBytes: st.StoredBytes, Chunks: int64(len(m.Chunks))}
 	ft, err := s.finish(ctx, t, state.TaskDone, res, "")
 	if err != nil {
 		return res, err
 	}
 	if ft.State != state.TaskDone {
 		// The task ended another way first (a rival, a cancel): this capture is not its outcome.
-		return agent.Result{}, fail(http.StatusConflict, "task %s is already %s: %s", t.ID, ft.State, ft.Error)
+		return agentwire.Result{}, fail(http.StatusConflict, "task %s is already %s: %s", t.ID, ft.State, ft.Error)
 	}
 	s.log().Info("capture kept", "task", t.ID, "image", ti.Image, "version", v.ID.Short(), "stored_bytes", st.StoredBytes)
 	return res, nil

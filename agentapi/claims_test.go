@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"tms/agent"
+	"tms/agentwire"
 	"tms/internal/storetest"
 	"tms/state"
 	"tms/store"
@@ -45,7 +46,7 @@ func TestUnprovenBootGetsNothingAndChangesNothing(t *testing.T) {
 		t.Fatal(err)
 	}
 	c := &agent.Client{Region: r.url, HTTP: from("127.0.0.9")}
-	for _, req := range []agent.BootRequest{
+	for _, req := range []agentwire.BootRequest{
 		{MAC: "52:54:00:00:01:01", Disk: "/dev/sda", DiskSize: 1},
 		{MAC: "52:54:00:00:01:01", Disk: "/dev/sda", DiskSize: 1, BootToken: "guess"},
 	} {
@@ -62,7 +63,7 @@ func TestUnprovenBootGetsNothingAndChangesNothing(t *testing.T) {
 	}
 	// A key that is not the terminal's is refused outright.
 	forged := &agent.Client{Region: r.url, MAC: "52:54:00:00:01:01", Key: make([]byte, state.AgentKeySize)}
-	if _, err := forged.Boot(ctx, agent.BootRequest{MAC: "52:54:00:00:01:01", DiskSize: 1}); status(err) != http.StatusUnauthorized {
+	if _, err := forged.Boot(ctx, agentwire.BootRequest{MAC: "52:54:00:00:01:01", DiskSize: 1}); status(err) != http.StatusUnauthorized {
 		t.Fatalf("boot signed with a wrong key: %v", err)
 	}
 }
@@ -100,7 +101,7 @@ func TestTokenFromAnotherAddressFailsTheTask(t *testing.T) {
 	r.task(t, mac, "pc3", "capture/3/run", "capture", "lab")
 	boot := r.claim(t, mac, "127.0.0.3")
 	term := &agent.Client{Region: r.url, MAC: mac, HTTP: from("127.0.0.3")}
-	rep, err := term.Boot(ctx, agent.BootRequest{MAC: mac, Disk: "disk", DiskSize: 4 << 20, BootToken: boot})
+	rep, err := term.Boot(ctx, agentwire.BootRequest{MAC: mac, Disk: "disk", DiskSize: 4 << 20, BootToken: boot})
 	if err != nil || rep.Action != "capture" || rep.Token == "" || rep.Token == boot {
 		t.Fatalf("boot with the script's token: %+v, %v (the token must be exchanged)", rep, err)
 	}
@@ -122,26 +123,26 @@ func TestTokenFromAnotherAddressFailsTheTask(t *testing.T) {
 	// another address it is a rival.
 	r.task2(t, mac, "capture/3/run2", "capture", "lab")
 	boot = r.claim(t, mac, "127.0.0.3")
-	if _, err := term.Boot(ctx, agent.BootRequest{MAC: mac, DiskSize: 4 << 20, BootToken: boot}); err != nil {
+	if _, err := term.Boot(ctx, agentwire.BootRequest{MAC: mac, DiskSize: 4 << 20, BootToken: boot}); err != nil {
 		t.Fatal(err)
 	}
-	if rep, err := term.Boot(ctx, agent.BootRequest{MAC: mac, DiskSize: 4 << 20, BootToken: boot}); err != nil || rep.Token != "" {
+	if rep, err := term.Boot(ctx, agentwire.BootRequest{MAC: mac, DiskSize: 4 << 20, BootToken: boot}); err != nil || rep.Token != "" {
 		t.Fatalf("a spent boot token: %+v, %v", rep, err)
 	}
 	sniffer := &agent.Client{Region: r.url, MAC: mac, HTTP: from("127.0.0.78")}
-	if _, err := sniffer.Boot(ctx, agent.BootRequest{MAC: mac, DiskSize: 4 << 20, BootToken: boot}); status(err) != http.StatusConflict {
+	if _, err := sniffer.Boot(ctx, agentwire.BootRequest{MAC: mac, DiskSize: 4 << 20, BootToken: boot}); status(err) != http.StatusConflict {
 		t.Fatalf("a spent boot token from another address: %v", err)
 	}
 }
 
 // task2 sets up another task for an enrolled terminal.
-func (r *region) task2(t *testing.T, mac, id, kind, image string) {
+func (r *region) task2(t *testing.T, mac, id string, kind agentwire.Kind, image string) {
 	t.Helper()
 	ctx := context.Background()
 	if _, err := r.inv.StartTask(ctx, state.Task{ID: id, MAC: mac, Kind: kind, Image: image}, time.Now()); err != nil {
 		t.Fatal(err)
 	}
-	if err := r.inv.SetBootAction(ctx, mac, state.BootAction{Action: kind, Task: id, Image: image, Expires: time.Now().Add(time.Hour)}); err != nil {
+	if err := r.inv.SetBootAction(ctx, mac, state.BootAction{Action: agentwire.Action(kind), Task: id, Image: image, Expires: time.Now().Add(time.Hour)}); err != nil {
 		t.Fatal(err)
 	}
 }
@@ -255,7 +256,7 @@ func TestUploadQuota(t *testing.T) {
 	const mac = "52:54:00:00:01:07"
 	r.task(t, mac, "pc7", "capture/7/run", "capture", "lab")
 	c := &agent.Client{Region: r.url, MAC: mac, Key: r.keys[mac]}
-	rep, err := c.Boot(ctx, agent.BootRequest{MAC: mac, Disk: "disk", DiskSize: 1 << 20})
+	rep, err := c.Boot(ctx, agentwire.BootRequest{MAC: mac, Disk: "disk", DiskSize: 1 << 20})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -269,8 +270,8 @@ func TestUploadQuota(t *testing.T) {
 	id := ti.Hash.Sum(data)
 	frame := store.NewCodec(0).Compress(nil, data)
 	var batch []byte
-	for len(batch)+len(frame)+40 < agent.MaxBatchBytes/4 {
-		batch = agent.AppendBatch(batch, id, frame)
+	for len(batch)+len(frame)+40 < agentwire.MaxBatchBytes/4 {
+		batch = agentwire.AppendBatch(batch, id, frame)
 	}
 	// 2 × 1 MiB + 64 MiB: the fifth 16 MiB batch is over.
 	sent := 0

@@ -4,7 +4,7 @@ import (
 	"net/http"
 	"time"
 
-	"tms/agent"
+	"tms/agentwire"
 	"tms/state"
 )
 
@@ -18,7 +18,7 @@ const CommandTTL = 2 * time.Minute
 // A mailbox holds the command waiting for one terminal. Only terminals whose agent signed a poll
 // with its key, or that a workflow sent a command to, get one.
 type mailbox struct {
-	cmd      string
+	cmd      agentwire.Command
 	at       time.Time
 	wake     chan struct{}
 	polling  int
@@ -28,7 +28,7 @@ type mailbox struct {
 
 // Send leaves a command for a terminal's agent: the agent's poll that is waiting, or its next
 // one within CommandTTL, gets it. A later command replaces one not yet taken.
-func (s *Server) Send(mac, command string) {
+func (s *Server) Send(mac string, command agentwire.Command) {
 	mac, err := state.NormalizeMAC(mac)
 	if err != nil {
 		return
@@ -69,7 +69,7 @@ func (s *Server) box(mac string) *mailbox {
 
 // take returns the command waiting for mac, if it is still fresh, and the channel closed when
 // the next one arrives; s.mu is held.
-func (s *Server) take(b *mailbox) (string, <-chan struct{}) {
+func (s *Server) take(b *mailbox) (agentwire.Command, <-chan struct{}) {
 	now := s.now()
 	b.lastPoll = now
 	if b.cmd != "" {
@@ -86,8 +86,8 @@ func (s *Server) take(b *mailbox) (string, <-chan struct{}) {
 // terminal's agent key: a poll anyone could make for any MAC would swallow that terminal's
 // commands and make it look awake.
 func (s *Server) commands(w http.ResponseWriter, r *http.Request) {
-	if !agent.IsKeySigned(r.Header.Get("Authorization")) {
-		s.reply(w, r, nil, fail(http.StatusUnauthorized, "a command poll must be signed with the terminal's agent key (%s)", agent.KeyScheme))
+	if !agentwire.IsKeySigned(r.Header.Get("Authorization")) {
+		s.reply(w, r, nil, fail(http.StatusUnauthorized, "a command poll must be signed with the terminal's agent key (%s)", agentwire.KeyScheme))
 		return
 	}
 	mac, err := s.checkKey(r, nil)
@@ -143,5 +143,5 @@ func (s *Server) commands(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
-	s.reply(w, r, agent.Command{Command: cmd}, nil)
+	s.reply(w, r, agentwire.CommandReply{Command: cmd}, nil)
 }

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/http"
 
+	"tms/agentwire"
 	"tms/manifest"
 	"tms/state"
 	"tms/store"
@@ -23,7 +24,7 @@ func (s *Server) deployTask(r *http.Request) (state.Task, *cachedVersion, error)
 	if err != nil {
 		return t, nil, err
 	}
-	if t.Kind != "deploy" {
+	if t.Kind != agentwire.KindDeploy {
 		return t, nil, fail(http.StatusForbidden, "task %s is a %s: it reads no image", t.ID, t.Kind)
 	}
 	_, v, err := s.info(r.Context(), t)

@@ -9,7 +9,7 @@ import (
 	"testing"
 	"time"
 
-	"tms/agent"
+	"tms/agentwire"
 	"tms/internal/storetest"
 	"tms/manifest"
 )
@@ -20,7 +20,7 @@ import (
 func FuzzAgentRequests(f *testing.F) {
 	f.Add(uint8(0), []byte(`{"mac":"52:54:00:00:00:09","disk_size":1}`))
 	f.Add(uint8(1), []byte(`{"chunks":["`+manifest.BLAKE3.Sum([]byte("x")).String()+`"]}`))
-	f.Add(uint8(2), agent.AppendBatch(nil, manifest.BLAKE3.Sum([]byte("x")), []byte("not zstd")))
+	f.Add(uint8(2), agentwire.AppendBatch(nil, manifest.BLAKE3.Sum([]byte("x")), []byte("not zstd")))
 	f.Add(uint8(3), []byte(`{"format":"tms.manifest/1"}`))
 	f.Add(uint8(4), []byte(`{"phase":"reading","done":1,"total":2}`))
 	f.Add(uint8(5), []byte(`{"error":""}`))
@@ -49,7 +49,7 @@ func FuzzAgentRequests(f *testing.F) {
 		}
 		req, _ := http.NewRequestWithContext(context.Background(), ep.method, r.srv.URL+ep.path, bytes.NewReader(body))
 		req.Header.Set("Authorization", "Bearer "+c.Token)
-		req.Header.Set(agent.TerminalHeader, c.MAC)
+		req.Header.Set(agentwire.TerminalHeader, c.MAC)
 		resp, err := http.DefaultClient.Do(req)
 		if err != nil {
 			t.Fatal(err)
@@ -80,13 +80,13 @@ func FuzzBootRequest(f *testing.F) {
 	f.Fuzz(func(t *testing.T, body []byte, sign bool) {
 		req, _ := http.NewRequestWithContext(ctx, "POST", r.srv.URL+"/v1/agent/boot", bytes.NewReader(body))
 		if sign {
-			agent.SignRequest(req, mac, r.keys[mac], body, time.Now())
+			agentwire.SignRequest(req, mac, r.keys[mac], body, time.Now())
 		}
 		resp, err := http.DefaultClient.Do(req)
 		if err != nil {
 			t.Fatal(err)
 		}
-		var rep agent.BootReply
+		var rep agentwire.BootReply
 		json.NewDecoder(resp.Body).Decode(&rep)
 		resp.Body.Close()
 		if resp.StatusCode >= 500 {
@@ -113,8 +113,8 @@ func FuzzCommands(f *testing.F) {
 	const mac = "52:54:00:00:00:0d"
 	f.Add("mac="+mac+"&wait=0s", "")
 	f.Add("mac="+mac+"&wait=-1s", "Bearer x")
-	f.Add("wait=1h", agent.KeyScheme+" mac="+mac+", ts=1, nonce=AAAAAAAAAAAAAAAA, sig=AAAA")
-	f.Add("mac=nope", agent.KeyScheme+" mac=nope")
+	f.Add("wait=1h", agentwire.KeyScheme+" mac="+mac+", ts=1, nonce=AAAAAAAAAAAAAAAA, sig=AAAA")
+	f.Add("mac=nope", agentwire.KeyScheme+" mac=nope")
 	r := newRegion(f)
 	r.enroll(f, mac, "pc13")
 	f.Fuzz(func(t *testing.T, query, auth string) {
@@ -130,7 +130,7 @@ func FuzzCommands(f *testing.F) {
 		if err != nil {
 			return // a query Go's client will not send
 		}
-		var cmd agent.Command
+		var cmd agentwire.CommandReply
 		json.NewDecoder(resp.Body).Decode(&cmd)
 		resp.Body.Close()
 		if resp.StatusCode >= 500 {
@@ -170,7 +170,7 @@ func FuzzChunkPath(f *testing.F) {
 			return
 		}
 		req.Header.Set("Authorization", "Bearer "+c.Token)
-		req.Header.Set(agent.TerminalHeader, mac)
+		req.Header.Set(agentwire.TerminalHeader, mac)
 		resp, err := noRedirects.Do(req)
 		if err != nil {
 			return

@@ -7,7 +7,7 @@ import (
 	"fmt"
 	"net/http"
 
-	"tms/agent"
+	"tms/agentwire"
 	"tms/imageio"
 	"tms/manifest"
 	"tms/state"
@@ -15,10 +15,10 @@ import (
 )
 
 // info is the task's description for its agent.
-func (s *Server) info(ctx context.Context, t state.Task) (agent.TaskInfo, *cachedVersion, error) {
-	ti := agent.TaskInfo{ID: t.ID, Kind: t.Kind}
+func (s *Server) info(ctx context.Context, t state.Task) (agentwire.TaskInfo, *cachedVersion, error) {
+	ti := agentwire.TaskInfo{ID: t.ID, Kind: t.Kind}
 	switch t.Kind {
-	case "deploy":
+	case agentwire.KindDeploy:
 		id, err := manifest.ParseID(t.Image)
 		if err != nil {
 			return ti, nil, fmt.Errorf("task %s names version %q: %w", t.ID, t.Image, err)
@@ -30,7 +30,7 @@ func (s *Server) info(ctx context.Context, t state.Task) (agent.TaskInfo, *cache
 		m := v.v.Manifest
 		ti.Version, ti.Image, ti.DiskSize, ti.ChunkSize, ti.Hash = id.String(), m.Meta.Name, m.DiskSize, m.ChunkSize, m.Hash
 		return ti, v, nil
-	case "capture":
+	case agentwire.KindCapture:
 		ti.Image, ti.ChunkSize, ti.Hash = t.Image, imageio.DefaultChunkSize, manifest.DefaultHash
 		id, err := s.Store.GetTag(ctx, t.Image, manifest.DefaultTag)
 		if errors.Is(err, store.ErrNotFound) {
@@ -56,7 +56,7 @@ func (s *Server) task(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	ti, _, err := s.info(r.Context(), t)
-	if err == nil && ti.Kind == "deploy" {
+	if err == nil && ti.Kind == agentwire.KindDeploy {
 		err = s.addSignature(r.Context(), &ti)
 	}
 	s.reply(w, r, ti, err)
@@ -65,7 +65,7 @@ func (s *Server) task(w http.ResponseWriter, r *http.Request) {
 // addSignature gives a deploy's agent central's signature of the version, which it checks
 // before it writes anything. A version without one goes out unsigned and the agent refuses
 // it. (Only the task request carries it, so chunk requests cost no extra store read.)
-func (s *Server) addSignature(ctx context.Context, ti *agent.TaskInfo) error {
+func (s *Server) addSignature(ctx context.Context, ti *agentwire.TaskInfo) error {
 	id, err := manifest.ParseID(ti.Version)
 	if err != nil {
 		return err
@@ -82,7 +82,7 @@ func (s *Server) addSignature(ctx context.Context, ti *agent.TaskInfo) error {
 }
 
 // finish ends task t and tells its waiting activity, once.
-func (s *Server) finish(ctx context.Context, t state.Task, st string, res agent.Result, msg string) (state.Task, error) {
+func (s *Server) finish(ctx context.Context, t state.Task, st string, res agentwire.Result, msg string) (state.Task, error) {
 	var result string
 	if st == state.TaskDone {
 		b, _ := json.Marshal(res)
@@ -105,20 +105,18 @@ func (s *Server) finish(ctx context.Context, t state.Task, st string, res agent.
 	return t, nil
 }
 
-var phases = map[string]bool{"reading": true, "uploading": true, "writing": true, "verifying": true, "starting": true}
-
 func (s *Server) progress(w http.ResponseWriter, r *http.Request) {
 	t, _, err := s.authorize(r)
 	if err != nil {
 		s.reply(w, r, nil, err)
 		return
 	}
-	var p agent.Progress
+	var p agentwire.Progress
 	if err := readJSON(r, &p); err != nil {
 		s.reply(w, r, nil, err)
 		return
 	}
-	if !phases[p.Phase] || p.Done < 0 || p.Total < 0 || p.MovedBytes < 0 || p.Done > p.Total {
+	if !p.Phase.Known() || p.Done < 0 || p.Total < 0 || p.MovedBytes < 0 || p.Done > p.Total {
 		s.reply(w, r, nil, fail(http.StatusBadRequest, "progress %+v: want a known phase and 0 <= done <= total", p))
 		return
 	}
@@ -142,7 +140,7 @@ func (s *Server) done(w http.ResponseWriter, r *http.Request) {
 		s.reply(w, r, nil, err)
 		return
 	}
-	var d agent.Done
+	var d agentwire.Done
 	if err := readJSON(r, &d); err != nil {
 		s.reply(w, r, nil, err)
 		return
@@ -153,30 +151,30 @@ func (s *Server) done(w http.ResponseWriter, r *http.Request) {
 
 // Done records the end an agent reports for task t, whose boot claim is c. A success is taken
 // only once the claim has settled (Server.Quiet).
-func (s *Server) Done(ctx context.Context, t state.Task, c state.Claim, d agent.Done) (agent.Result, error) {
+func (s *Server) Done(ctx context.Context, t state.Task, c state.Claim, d agentwire.Done) (agentwire.Result, error) {
 	name := t.MAC
 	if d.Error != "" {
 		msg := d.Error
 		if len(msg) > 2048 {
 			msg = msg[:2048]
 		}
-		_, err := s.finish(ctx, t, state.TaskFailed, agent.Result{}, "terminal "+name+": "+msg)
-		return agent.Result{}, err
+		_, err := s.finish(ctx, t, state.TaskFailed, agentwire.Result{}, "terminal "+name+": "+msg)
+		return agentwire.Result{}, err
 	}
-	if t.Kind == "capture" {
-		return agent.Result{}, fail(http.StatusBadRequest, "a capture ends by publishing its manifest, or by reporting an error")
+	if t.Kind == agentwire.KindCapture {
+		return agentwire.Result{}, fail(http.StatusBadRequest, "a capture ends by publishing its manifest, or by reporting an error")
 	}
 	if d.Written < 0 || d.WrittenBytes < 0 || d.Skipped < 0 {
-		return agent.Result{}, fail(http.StatusBadRequest, "negative counts in %+v", d)
+		return agentwire.Result{}, fail(http.StatusBadRequest, "negative counts in %+v", d)
 	}
 	if err := s.settled(t, c); err != nil {
-		return agent.Result{}, err
+		return agentwire.Result{}, err
 	}
 	if !d.Verified {
-		_, err := s.finish(ctx, t, state.TaskFailed, agent.Result{}, "terminal "+name+" wrote the image but did not verify it")
-		return agent.Result{}, err
+		_, err := s.finish(ctx, t, state.TaskFailed, agentwire.Result{}, "terminal "+name+" wrote the image but did not verify it")
+		return agentwire.Result{}, err
 	}
-	res := agent.Result{Version: t.Image, Written: d.Written, WrittenBytes: d.WrittenBytes, Skipped: d.Skipped, Verified: true}
+	res := agentwire.Result{Version: t.Image, Written: d.Written, WrittenBytes: d.WrittenBytes, Skipped: d.Skipped, Verified: true}
 	_, err := s.finish(ctx, t, state.TaskDone, res, "")
 	return res, err
 }

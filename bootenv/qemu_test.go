@@ -15,8 +15,7 @@ import (
 	"strings"
 	"testing"
 	"time"
-
-	"tms/agent"
+	"tms/agentwire"
 )
 
 // TestQEMUBoot boots the built kernel and initrd in QEMU (software emulation), as a classroom
@@ -82,7 +81,7 @@ func TestQEMUBoot(t *testing.T) {
 const testAgentVersion = "qemu-test-1"
 
 type boot struct {
-	req agent.BootRequest
+	req agentwire.BootRequest
 	at  time.Time
 }
 
@@ -94,7 +93,7 @@ func bootOnce(t *testing.T, qemu string, res *Result, nic string, diskOpts []str
 	boots := make(chan boot, 4)
 	mux := http.NewServeMux()
 	mux.HandleFunc("POST /v1/agent/boot", func(w http.ResponseWriter, r *http.Request) {
-		var req agent.BootRequest
+		var req agentwire.BootRequest
 		if err := json.NewDecoder(r.Body).Decode(&req); err != nil {
 			http.Error(w, `{"error":"bad body"}`, http.StatusBadRequest)
 			return
@@ -188,7 +187,7 @@ func bootOnce(t *testing.T, qemu string, res *Result, nic string, diskOpts []str
 			token = v
 		}
 	}
-	want := agent.BootRequest{MAC: mac, Disk: wantDisk, DiskSize: diskSize, AgentVersion: testAgentVersion, BootToken: token}
+	want := agentwire.BootRequest{MAC: mac, Disk: wantDisk, DiskSize: diskSize, AgentVersion: testAgentVersion, BootToken: token}
 	if got.req != want {
 		failed("boot request %+v, want %+v", got.req, want)
 	}

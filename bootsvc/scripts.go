@@ -151,7 +151,7 @@ func (s *Scripts) script(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	base := strings.TrimRight(s.Endpoint, "/")
-	d.Action, d.Task = a.Action, a.Task
+	d.Action, d.Task = string(a.Action), a.Task
 	d.Kernel, d.Initrd = base+"/boot/vmlinuz", base+"/boot/initrd"
 	agentBase := base
 	if s.AgentEndpoint != "" {

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"tms/agentapi"
+	"tms/agentwire"
 	"tms/state"
 )
 
@@ -93,7 +94,7 @@ func golden(t *testing.T, name, got string) {
 	}
 }
 
-func (f *fixture) task(t *testing.T, mac, name, id, kind string) {
+func (f *fixture) task(t *testing.T, mac, name, id string, kind agentwire.Kind) {
 	t.Helper()
 	ctx := context.Background()
 	if err := f.inv.Enroll(ctx, mac, name); err != nil {
@@ -102,7 +103,7 @@ func (f *fixture) task(t *testing.T, mac, name, id, kind string) {
 	if _, err := f.inv.StartTask(ctx, state.Task{ID: id, MAC: mac, Kind: kind, Image: "lab"}, time.Now()); err != nil {
 		t.Fatal(err)
 	}
-	if err := f.inv.SetBootAction(ctx, mac, state.BootAction{Action: kind, Task: id, Image: "lab", Expires: time.Now().Add(time.Hour)}); err != nil {
+	if err := f.inv.SetBootAction(ctx, mac, state.BootAction{Action: agentwire.Action(kind), Task: id, Image: "lab", Expires: time.Now().Add(time.Hour)}); err != nil {
 		t.Fatal(err)
 	}
 }

@@ -11,6 +11,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"tms/activities"
+	"tms/agentwire"
 	"tms/workflows"
 )
 
@@ -87,16 +88,16 @@ func dash(s string) string {
 
 // terminalRow is one line of `tms terminal ls`.
 type terminalRow struct {
-	Name       string    `json:"name"`
-	MAC        string    `json:"mac"`
-	Enrolled   bool      `json:"enrolled"`
-	DiskSize   int64     `json:"disk_size"`
-	Version    string    `json:"version"`
-	LastIP     string    `json:"last_ip"`
-	LastSeen   time.Time `json:"last_seen"`
-	BootAction string    `json:"boot_action"`
-	Task       string    `json:"task,omitempty"` // the workflow id, as tms task show takes it
-	Run        string    `json:"run,omitempty"`  // the run of that workflow the terminal's task belongs to
+	Name       string           `json:"name"`
+	MAC        string           `json:"mac"`
+	Enrolled   bool             `json:"enrolled"`
+	DiskSize   int64            `json:"disk_size"`
+	Version    string           `json:"version"`
+	LastIP     string           `json:"last_ip"`
+	LastSeen   time.Time        `json:"last_seen"`
+	BootAction agentwire.Action `json:"boot_action"`
+	Task       string           `json:"task,omitempty"` // the workflow id, as tms task show takes it
+	Run        string           `json:"run,omitempty"`  // the run of that workflow the terminal's task belongs to
 }
 
 func (a *App) terminalCommand() *cobra.Command {
@@ -140,7 +141,7 @@ func (a *App) terminalLs() *cobra.Command {
 				if !r.LastSeen.IsZero() {
 					seen = r.LastSeen.Local().Format(time.DateTime)
 				}
-				boot := r.BootAction
+				boot := string(r.BootAction)
 				if r.Task != "" {
 					boot += " (" + r.Task + ")"
 				}

@@ -392,7 +392,7 @@ func heartbeat(activity string, details *commonpb.Payloads) (json.RawMessage, st
 		var p activities.AgentProgress
 		if dc.FromPayloads(details, &p) == nil {
 			raw, _ := json.Marshal(p)
-			s := p.Phase
+			s := string(p.Phase)
 			if p.Total > 0 {
 				s += fmt.Sprintf(" %.1f%% (%s / %s)", 100*float64(p.Done)/float64(p.Total), humanBytes(p.Done), humanBytes(p.Total))
 			}

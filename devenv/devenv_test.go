@@ -12,6 +12,7 @@ import (
 	"go.temporal.io/sdk/temporal"
 
 	"tms/activities"
+	"tms/agentwire"
 	"tms/devenv"
 	"tms/internal/storetest"
 	"tms/internal/temporaltest"
@@ -306,7 +307,7 @@ func TestAgentKilledMidTask(t *testing.T) {
 	src, _ := env.Terminal("a-pc1")
 	want := storetest.FileSum(t, src.Disk)
 	inv := env.Regions["region-a"].Inventory
-	running := func(kind string) {
+	running := func(kind agentwire.Kind) {
 		t.Helper()
 		deadline := time.Now().Add(time.Minute)
 		for {

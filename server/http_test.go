@@ -27,8 +27,8 @@ import (
 
 	"go.temporal.io/sdk/client"
 
-	"tms/agent"
 	"tms/agentapi"
+	"tms/agentwire"
 	"tms/bootsvc"
 	"tms/config"
 	"tms/devtemporal"
@@ -106,13 +106,13 @@ func TestRegionHTTPS(t *testing.T) {
 	defer trusting.CloseIdleConnections()
 
 	t.Run("an agent that trusts the CA boots", func(t *testing.T) {
-		body, _ := json.Marshal(agent.BootRequest{MAC: "52:54:00:12:34:56", Disk: "/dev/sda", DiskSize: 1 << 30})
+		body, _ := json.Marshal(agentwire.BootRequest{MAC: "52:54:00:12:34:56", Disk: "/dev/sda", DiskSize: 1 << 30})
 		resp, err := trusting.Post(r.Endpoint()+"/v1/agent/boot", "application/json", bytes.NewReader(body))
 		if err != nil {
 			t.Fatal(err)
 		}
 		defer resp.Body.Close()
-		var rep agent.BootReply
+		var rep agentwire.BootReply
 		if err := json.NewDecoder(resp.Body).Decode(&rep); err != nil || resp.StatusCode != http.StatusOK || rep.Action != "local" {
 			t.Fatalf("boot: %s, %+v, %v", resp.Status, rep, err)
 		}

@@ -12,7 +12,7 @@ const AgentKeySize = 32
 
 // An agent key is a secret a terminal's own agent keeps (in tms dev the simulated terminal's
 // agent; on a lab PC the agent service of its installed OS). The agent signs its requests with
-// it (package agent's request signatures) and never sends it: a bystander who reads a request
+// it (package agentwire's request signatures) and never sends it: a bystander who reads a request
 // learns nothing that lets it speak for the terminal. The region keeps the key itself, since it
 // must check the signatures; a stolen region disk therefore holds every terminal's key (see
 // docs/security.md).

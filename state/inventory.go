@@ -11,6 +11,7 @@ import (
 	"strings"
 	"time"
 
+	"tms/agentwire"
 	"tms/manifest"
 )
 
@@ -363,7 +364,7 @@ func (inv *Inventory) Members(ctx context.Context, group string) ([]Terminal, er
 
 // BootAction is what a terminal does at its next network boot.
 type BootAction struct {
-	Action  string // "local", "capture" or "deploy"
+	Action  agentwire.Action
 	Task    string // the workflow it belongs to
 	Image   string
 	Expires time.Time
@@ -383,7 +384,7 @@ func (inv *Inventory) SetBootAction(ctx context.Context, mac string, a BootActio
 	if err != nil {
 		return err
 	}
-	if a.Action != "local" && a.Action != "capture" && a.Action != "deploy" {
+	if _, task := a.Action.Task(); !task && a.Action != agentwire.ActionLocal {
 		return fmt.Errorf("boot action %q is not local, capture or deploy", a.Action)
 	}
 	_, err = inv.db.ExecContext(ctx, `INSERT INTO boot_actions (mac, action, task, image, token_hash, prev_token_hash, claim_ip, claimed, claim_network, expires)
@@ -397,7 +398,7 @@ func (inv *Inventory) SetBootAction(ctx context.Context, mac string, a BootActio
 	return err
 }
 
-// BootAction returns a terminal's boot action: "local" when none is set or it has expired.
+// BootAction returns a terminal's boot action: ActionLocal when none is set or it has expired.
 func (inv *Inventory) BootAction(ctx context.Context, mac string, now time.Time) (BootAction, error) {
 	mac, err := NormalizeMAC(mac)
 	if err != nil {
@@ -407,14 +408,14 @@ func (inv *Inventory) BootAction(ctx context.Context, mac string, now time.Time)
 	var exp int64
 	err = inv.db.QueryRowContext(ctx, `SELECT action, task, image, expires FROM boot_actions WHERE mac = ?`, mac).Scan(&a.Action, &a.Task, &a.Image, &exp)
 	if errors.Is(err, sql.ErrNoRows) {
-		return BootAction{Action: "local"}, nil
+		return BootAction{Action: agentwire.ActionLocal}, nil
 	}
 	if err != nil {
 		return a, err
 	}
 	a.Expires = time.Unix(0, exp).UTC()
 	if exp != 0 && !now.Before(a.Expires) {
-		return BootAction{Action: "local"}, nil
+		return BootAction{Action: agentwire.ActionLocal}, nil
 	}
 	return a, nil
 }

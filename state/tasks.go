@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"time"
 
+	"tms/agentwire"
 	"tms/manifest"
 )
 
@@ -24,7 +25,7 @@ const (
 type Task struct {
 	ID    string
 	MAC   string
-	Kind  string // "capture" or "deploy"
+	Kind  agentwire.Kind
 	Image string // the image name for a capture, the version id for a deploy
 	State string
 	// Waiter is the Temporal task token of the activity waiting for the agent, so the region's
@@ -60,7 +61,7 @@ func (inv *Inventory) StartTask(ctx context.Context, t Task, now time.Time) (Tas
 	if err != nil {
 		return t, err
 	}
-	if t.Kind != "capture" && t.Kind != "deploy" {
+	if t.Kind != agentwire.KindCapture && t.Kind != agentwire.KindDeploy {
 		return t, fmt.Errorf("task kind %q is not capture or deploy", t.Kind)
 	}
 	if t.ID == "" {

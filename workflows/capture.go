@@ -4,6 +4,7 @@ import (
 	"go.temporal.io/sdk/workflow"
 
 	"tms/activities"
+	"tms/agentwire"
 	"tms/manifest"
 )
 
@@ -49,7 +50,7 @@ func CaptureImage(ctx workflow.Context, in CaptureImageInput) (CaptureImageResul
 	}
 	var r *activities.Region
 	var c *activities.Central
-	_, out, err := agentTask(ctx, in.Region, "capture", in.Terminal, in.Image, in.Timeouts, &prog.TerminalProgress)
+	_, out, err := agentTask(ctx, in.Region, agentwire.KindCapture, in.Terminal, in.Image, in.Timeouts, &prog.TerminalProgress)
 	if err != nil {
 		return res, err
 	}

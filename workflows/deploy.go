@@ -8,6 +8,7 @@ import (
 	"go.temporal.io/sdk/workflow"
 
 	"tms/activities"
+	"tms/agentwire"
 )
 
 // DeployImageInput asks for an image to be written to the disks of a group or of terminals.
@@ -161,7 +162,7 @@ func DeployTerminal(ctx workflow.Context, in DeployTerminalInput) (TerminalOutco
 	if err := workflow.SetQueryHandler(ctx, "progress", func() (TerminalProgress, error) { return *prog, nil }); err != nil {
 		return out, err
 	}
-	ref, res, err := agentTask(ctx, in.Region, "deploy", in.Terminal, in.Version, in.Timeouts, prog)
+	ref, res, err := agentTask(ctx, in.Region, agentwire.KindDeploy, in.Terminal, in.Version, in.Timeouts, prog)
 	if ref.MAC != "" {
 		out.MAC = ref.MAC
 	}

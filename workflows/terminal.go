@@ -10,6 +10,7 @@ import (
 	"go.temporal.io/sdk/workflow"
 
 	"tms/activities"
+	"tms/agentwire"
 	"tms/state"
 )
 
@@ -72,7 +73,7 @@ func centralOptions(ctx workflow.Context) workflow.Context {
 // calling workflow's id and run id: a retried activity resumes this run's task, and a new run of
 // the same workflow id (the same deploy again tomorrow) is a new task that starts from the disk
 // as it is then, never the outcome of an earlier run.
-func agentTask(ctx workflow.Context, region, kind, terminal, image string, to AgentTimeouts, prog *TerminalProgress) (activities.TerminalRef, activities.AgentResult, error) {
+func agentTask(ctx workflow.Context, region string, kind agentwire.Kind, terminal, image string, to AgentTimeouts, prog *TerminalProgress) (activities.TerminalRef, activities.AgentResult, error) {
 	var r *activities.Region
 	var ref activities.TerminalRef
 	var res activities.AgentResult
@@ -88,7 +89,7 @@ func agentTask(ctx workflow.Context, region, kind, terminal, image string, to Ag
 	}
 
 	prog.Phase = "rebooting"
-	err := workflow.ExecuteActivity(local, r.PowerTerminal, activities.PowerInput{MAC: ref.MAC, Command: "reboot"}).Get(ctx, nil)
+	err := workflow.ExecuteActivity(local, r.PowerTerminal, activities.PowerInput{MAC: ref.MAC, Command: agentwire.CommandReboot}).Get(ctx, nil)
 	if err == nil {
 		prog.Phase = "waiting"
 		wait := workflow.WithActivityOptions(ctx, workflow.ActivityOptions{

@@ -1,4 +1,4 @@
-package agent
+package agentwire
 
 import (
 	"crypto/hmac"

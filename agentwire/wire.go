@@ -1,11 +1,22 @@
-package agent
-
-// The protocol between an agent and its region's HTTP API (package agentapi is the region's side).
-// An agent says it booted (POST /v1/agent/boot) and gets its boot action: "local", or a capture or
-// deploy task with a token minted for this boot. With that token, and only for that task, it reads
-// the task, the image's manifest and chunks (deploy), asks which chunks the region lacks and
-// uploads them, then the manifest (capture), and reports progress and the outcome. An agent with
-// nothing to do long-polls for commands (reboot, poweroff).
+// Package agentwire is the protocol between a terminal's agent (package agent) and its region's
+// HTTP API for agents (package agentapi): the JSON bodies, their words (task kinds, boot actions,
+// commands, progress phases), header names and limits, the chunk batch format of uploads and the
+// key signatures of requests made outside a task.
+//
+// It is a package of its own, beside both sides rather than inside either, because both sides
+// speak it and neither should link the other: the region must not import the agent's runtime
+// (disk I/O, the boot loop), and the agent, the static /init of the in-memory OS, must not link
+// the region's Temporal and database code. It imports nothing of tms but manifest.
+//
+// An agent says it booted (POST /v1/agent/boot) and gets its boot action: [ActionLocal], or a
+// capture or deploy task with a token minted for this boot. With that token, and only for that
+// task, it reads the task, the image's manifest and chunks (deploy), asks which chunks the region
+// lacks and uploads them, then the manifest (capture), and reports progress and the outcome. An
+// agent with nothing to do long-polls for commands ([CommandReboot], [CommandPoweroff]).
+//
+// The JSON names and values here are what agents already built send and expect: they do not
+// change.
+package agentwire
 
 import (
 	"encoding/binary"
@@ -28,11 +39,75 @@ const (
 	MaxMissingQuery = 4096
 	// MaxBatchBytes bounds an upload batch's body.
 	MaxBatchBytes = 64 << 20
-	// maxJSON bounds a JSON request body.
-	maxJSON = 1 << 20
+	// MaxJSON bounds a JSON request body.
+	MaxJSON = 1 << 20
 	// MaxFrame bounds one compressed chunk: zstd never expands data by more than a little.
 	MaxFrame = manifest.MaxChunkSize + manifest.MaxChunkSize/64 + 1024
 )
+
+// Kind is what a task does.
+type Kind string
+
+// Task kinds.
+const (
+	// KindCapture reads a terminal's disk into a new version of an image.
+	KindCapture Kind = "capture"
+	// KindDeploy writes a version to a terminal's disk.
+	KindDeploy Kind = "deploy"
+)
+
+// Action is a terminal's boot action: boot its own disk, or run a task of that kind.
+type Action string
+
+// Boot actions.
+const (
+	// ActionLocal boots the terminal's own disk: the agent has no task.
+	ActionLocal Action = "local"
+	// ActionCapture and ActionDeploy run a task of that kind.
+	ActionCapture = Action(KindCapture)
+	ActionDeploy  = Action(KindDeploy)
+)
+
+// Task returns the task kind an action runs, and false for ActionLocal or an unknown action.
+func (a Action) Task() (Kind, bool) {
+	switch a {
+	case ActionCapture:
+		return KindCapture, true
+	case ActionDeploy:
+		return KindDeploy, true
+	}
+	return "", false
+}
+
+// Command is what a region tells an idle agent to do.
+type Command string
+
+// Commands.
+const (
+	CommandReboot   Command = "reboot"
+	CommandPoweroff Command = "poweroff"
+)
+
+// Phase is the part of its task an agent is in, as its progress reports say.
+type Phase string
+
+// Progress phases.
+const (
+	PhaseStarting  Phase = "starting"  // the task was read, no disk work yet
+	PhaseReading   Phase = "reading"   // a capture reads, names and uploads chunks
+	PhaseUploading Phase = "uploading" // accepted from agents; the agent reports uploads under PhaseReading
+	PhaseWriting   Phase = "writing"   // a deploy writes the disk
+	PhaseVerifying Phase = "verifying" // a deploy reads the disk back
+)
+
+// Known reports whether p is a phase of this protocol.
+func (p Phase) Known() bool {
+	switch p {
+	case PhaseStarting, PhaseReading, PhaseUploading, PhaseWriting, PhaseVerifying:
+		return true
+	}
+	return false
+}
 
 // BootRequest is what an agent says when it starts.
 type BootRequest struct {
@@ -47,15 +122,16 @@ type BootRequest struct {
 
 // BootReply is the agent's boot action.
 type BootReply struct {
-	Action string `json:"action"`          // "local", "capture" or "deploy"
-	Task   string `json:"task,omitempty"`  // the task's id
-	Token  string `json:"token,omitempty"` // the secret for this boot's task requests
+	Action Action `json:"action"`
+
+	Task  string `json:"task,omitempty"`  // the task's id
+	Token string `json:"token,omitempty"` // the secret for this boot's task requests
 }
 
 // TaskInfo describes the task an agent's token opens.
 type TaskInfo struct {
 	ID   string `json:"id"`
-	Kind string `json:"kind"` // "capture" or "deploy"
+	Kind Kind   `json:"kind"`
 	// Image is the image name a capture publishes under.
 	Image string `json:"image,omitempty"`
 	// Version is the version a deploy writes.
@@ -85,10 +161,10 @@ type MissingReply struct {
 
 // Progress is an agent's progress report.
 type Progress struct {
-	Phase      string `json:"phase"` // reading, uploading, writing, verifying
-	Done       int64  `json:"done"`  // bytes of the disk handled
-	Total      int64  `json:"total"` // bytes of the disk
-	MovedBytes int64  `json:"moved_bytes"`
+	Phase      Phase `json:"phase"`
+	Done       int64 `json:"done"`  // bytes of the disk handled
+	Total      int64 `json:"total"` // bytes of the disk
+	MovedBytes int64 `json:"moved_bytes"`
 }
 
 // Done is an agent's report that its task ended. A deploy that succeeded reports what it wrote
@@ -115,9 +191,10 @@ type Result struct {
 	Verified     bool   `json:"verified,omitempty"`
 }
 
-// Command is what a long-polling agent is told to do; empty when the poll timed out.
-type Command struct {
-	Command string `json:"command,omitempty"` // "reboot" or "poweroff"
+// CommandReply is what a long-polling agent is told to do; Command is empty when the poll timed
+// out.
+type CommandReply struct {
+	Command Command `json:"command,omitempty"`
 }
 
 // Error is the body of every error reply.
