@@ -6,8 +6,6 @@ import (
 	"fmt"
 	"time"
 
-	"go.temporal.io/sdk/temporal"
-
 	"tms/agentwire"
 	"tms/state"
 	"tms/store"
@@ -77,9 +75,9 @@ func (r *Region) Admin(ctx context.Context, in AdminInput) (AdminResult, error) 
 	bad := func(err error) (AdminResult, error) {
 		switch {
 		case errors.Is(err, store.ErrNotFound):
-			return res, temporal.NewNonRetryableApplicationError(fmt.Sprintf("region %s: %v", r.ID, err), "NotFound", err)
+			return res, ErrNotFound.New(fmt.Sprintf("region %s: %v", r.ID, err), err)
 		case errors.Is(err, state.ErrConflict):
-			return res, temporal.NewNonRetryableApplicationError(fmt.Sprintf("region %s: %v", r.ID, err), "Conflict", err)
+			return res, ErrConflict.New(fmt.Sprintf("region %s: %v", r.ID, err), err)
 		}
 		return res, err
 	}
@@ -128,14 +126,14 @@ func (r *Region) Admin(ctx context.Context, in AdminInput) (AdminResult, error) 
 				return bad(err)
 			}
 			// The rest are the admin's input: a malformed MAC or name.
-			return res, temporal.NewNonRetryableApplicationError(err.Error(), "BadInput", err)
+			return res, ErrBadInput.New(err.Error(), err)
 		}
 	case OpGroupCreate:
 		if err := r.Inventory.CreateGroup(ctx, in.Group); err != nil {
 			if errors.Is(err, state.ErrConflict) {
 				return bad(err)
 			}
-			return res, temporal.NewNonRetryableApplicationError(err.Error(), "BadInput", err)
+			return res, ErrBadInput.New(err.Error(), err)
 		}
 	case OpGroupAdd:
 		for _, t := range in.Terminals {
@@ -147,7 +145,7 @@ func (r *Region) Admin(ctx context.Context, in AdminInput) (AdminResult, error) 
 			return bad(err)
 		}
 	default:
-		return res, temporal.NewNonRetryableApplicationError(fmt.Sprintf("unknown admin operation %q", in.Op), "BadInput", nil)
+		return res, ErrBadInput.New(fmt.Sprintf("unknown admin operation %q", in.Op), nil)
 	}
 	return res, nil
 }

@@ -6,8 +6,6 @@ import (
 	"net/url"
 	"time"
 
-	"go.temporal.io/sdk/temporal"
-
 	"tms/manifest"
 	"tms/signing"
 	"tms/state"
@@ -52,11 +50,11 @@ type RegisterVersionResult struct {
 // stored it).
 func (c *Central) RegisterVersion(ctx context.Context, in RegisterVersionInput) (RegisterVersionResult, error) {
 	if err := manifest.ValidateName(in.Info.Name); err != nil {
-		return RegisterVersionResult{}, temporal.NewNonRetryableApplicationError(err.Error(), "BadImage", err)
+		return RegisterVersionResult{}, ErrBadImage.New(err.Error(), err)
 	}
 	id, err := manifest.ParseID(in.Info.Version)
 	if err != nil {
-		return RegisterVersionResult{}, temporal.NewNonRetryableApplicationError(err.Error(), "BadVersion", err)
+		return RegisterVersionResult{}, ErrBadVersion.New(err.Error(), err)
 	}
 	if c.Key == nil {
 		return RegisterVersionResult{}, errNoKey("sign version " + id.Short())
@@ -71,10 +69,10 @@ func (c *Central) RegisterVersion(ctx context.Context, in RegisterVersionInput) 
 // RegisterRegion creates or updates a region's descriptor.
 func (c *Central) RegisterRegion(ctx context.Context, in RegionInfo) error {
 	if err := state.ValidateRegionID(in.ID); err != nil {
-		return temporal.NewNonRetryableApplicationError(err.Error(), "BadRegion", err)
+		return ErrBadRegion.New(err.Error(), err)
 	}
 	if u, err := url.Parse(in.Endpoint); in.Endpoint != "" && (err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "") {
-		return temporal.NewNonRetryableApplicationError(fmt.Sprintf("region %s: data endpoint %q is not an http(s) URL", in.ID, in.Endpoint), "BadRegion", err)
+		return ErrBadRegion.New(fmt.Sprintf("region %s: data endpoint %q is not an http(s) URL", in.ID, in.Endpoint), err)
 	}
 	return c.Catalog.UpsertRegion(ctx, in)
 }

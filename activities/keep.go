@@ -6,7 +6,6 @@ import (
 	"time"
 
 	"go.temporal.io/sdk/activity"
-	"go.temporal.io/sdk/temporal"
 
 	"tms/manifest"
 	"tms/store"
@@ -24,7 +23,7 @@ const RelayHoldTTL = 5 * time.Minute
 
 // holdForTask holds version id in the region's store for task (the terminal workflow's id) until
 // until, or renews the hold. PrepareTask calls it for a deploy with the task's Expires. A version
-// the store does not hold, or that is being removed, is a non-retryable "NotHere".
+// the store does not hold, or that is being removed, is a non-retryable ErrNotHere.
 func (r *Region) holdForTask(ctx context.Context, task string, id manifest.ID, until time.Time) error {
 	if limit := time.Now().Add(store.MaxHoldDuration); until.After(limit) {
 		until = limit
@@ -34,10 +33,10 @@ func (r *Region) holdForTask(ctx context.Context, task string, id manifest.ID, u
 	case err == nil:
 		return nil
 	case errors.Is(err, store.ErrNotFound):
-		return temporal.NewNonRetryableApplicationError("region "+r.ID+" does not hold version "+id.Short()+" (was it removed?)", "NotHere", err)
+		return ErrNotHere.New("region "+r.ID+" does not hold version "+id.Short()+" (was it removed?)", err)
 	case store.Kind(err) == nil && ctx.Err() == nil:
 		// Not the store failing: a holder or expiry no retry mends.
-		return temporal.NewNonRetryableApplicationError(err.Error(), "BadInput", err)
+		return ErrBadInput.New(err.Error(), err)
 	}
 	return err
 }
@@ -60,7 +59,7 @@ type HoldInput struct {
 func (r *Region) HoldVersion(ctx context.Context, in HoldInput) error {
 	id, err := manifest.ParseID(in.Version)
 	if err != nil {
-		return temporal.NewNonRetryableApplicationError(err.Error(), "BadVersion", err)
+		return ErrBadVersion.New(err.Error(), err)
 	}
 	return r.holdForTask(ctx, in.Holder, id, in.Until)
 }

@@ -14,7 +14,6 @@ import (
 	"time"
 
 	"go.temporal.io/sdk/activity"
-	"go.temporal.io/sdk/temporal"
 
 	"tms/manifest"
 	"tms/signing"
@@ -67,7 +66,7 @@ type Central struct {
 
 // errNoKey is what the central activities that sign answer when central has no key.
 func errNoKey(what string) error {
-	return temporal.NewNonRetryableApplicationError("central has no signing key (central.signing_key_file; tms central init makes one): it cannot "+what, "NoSigningKey", nil)
+	return ErrNoSigningKey.New("central has no signing key (central.signing_key_file; tms central init makes one): it cannot "+what, nil)
 }
 
 // LocateInput names an image and the region that wants it.
@@ -83,26 +82,23 @@ type LocateResult struct {
 	Sources   []Location
 }
 
-// ErrNoSource is the message of the non-retryable error when no region holds a verified copy.
-const ErrNoSource = "NoVerifiedCopy"
-
 // LocateVersion resolves the image and lists the regions holding a verified copy, ordered by
 // topology: regions on the target's site first.
 func (c *Central) LocateVersion(ctx context.Context, in LocateInput) (LocateResult, error) {
 	var res LocateResult
 	if _, err := manifest.ParseRef(in.Image); err != nil {
-		return res, temporal.NewNonRetryableApplicationError(err.Error(), "BadImage", err)
+		return res, ErrBadImage.New(err.Error(), err)
 	}
 	target, err := c.Catalog.Region(ctx, in.Target)
 	if errors.Is(err, store.ErrNotFound) {
-		return res, temporal.NewNonRetryableApplicationError("unknown region "+in.Target, "UnknownRegion", err)
+		return res, ErrUnknownRegion.New("unknown region "+in.Target, err)
 	}
 	if err != nil {
 		return res, err
 	}
 	id, err := c.Catalog.Resolve(ctx, in.Image)
 	if errors.Is(err, store.ErrNotFound) {
-		return res, temporal.NewNonRetryableApplicationError("image "+in.Image+" is not in the catalog", "UnknownImage", err)
+		return res, ErrUnknownImage.New("image "+in.Image+" is not in the catalog", err)
 	}
 	if err != nil {
 		return res, err
@@ -121,7 +117,7 @@ func (c *Central) LocateVersion(ctx context.Context, in LocateInput) (LocateResu
 	}
 	OrderSources(target, res.Sources)
 	if !res.TargetHas && len(res.Sources) == 0 {
-		return res, temporal.NewNonRetryableApplicationError("no region holds a verified copy of "+in.Image, ErrNoSource, nil)
+		return res, ErrNoSource.New("no region holds a verified copy of "+in.Image, nil)
 	}
 	return res, nil
 }
@@ -165,10 +161,10 @@ type GrantResult struct{ Token string }
 func (c *Central) MintGrant(ctx context.Context, in GrantInput) (GrantResult, error) {
 	id, err := manifest.ParseID(in.Version)
 	if err != nil {
-		return GrantResult{}, temporal.NewNonRetryableApplicationError(err.Error(), "BadVersion", err)
+		return GrantResult{}, ErrBadVersion.New(err.Error(), err)
 	}
 	if err := state.ValidateRegionID(in.Server); err != nil {
-		return GrantResult{}, temporal.NewNonRetryableApplicationError("serving region: "+err.Error(), "BadRegion", err)
+		return GrantResult{}, ErrBadRegion.New("serving region: "+err.Error(), err)
 	}
 	if c.Key == nil {
 		return GrantResult{}, errNoKey("mint grants")
@@ -191,7 +187,7 @@ type RecordInput struct {
 func (c *Central) RecordLocation(ctx context.Context, in RecordInput) error {
 	id, err := manifest.ParseID(in.Version)
 	if err != nil {
-		return temporal.NewNonRetryableApplicationError(err.Error(), "BadVersion", err)
+		return ErrBadVersion.New(err.Error(), err)
 	}
 	return c.Catalog.SetVerified(ctx, id, in.Region)
 }
@@ -235,11 +231,11 @@ type MoveResult struct {
 func (r *Region) PullFromPeer(ctx context.Context, in PullInput) (MoveResult, error) {
 	id, err := manifest.ParseID(in.Version)
 	if err != nil {
-		return MoveResult{}, temporal.NewNonRetryableApplicationError(err.Error(), "BadVersion", err)
+		return MoveResult{}, ErrBadVersion.New(err.Error(), err)
 	}
 	base, err := url.Parse(in.Endpoint)
 	if err != nil || (base.Scheme != "http" && base.Scheme != "https") {
-		return MoveResult{}, temporal.NewNonRetryableApplicationError(fmt.Sprintf("bad peer endpoint %q", in.Endpoint), "BadEndpoint", err)
+		return MoveResult{}, ErrBadEndpoint.New(fmt.Sprintf("bad peer endpoint %q", in.Endpoint), err)
 	}
 	src := &transfer.HTTPSource{Base: base, Version: id, Grant: in.Grant, Client: r.HTTP}
 	return r.copy(ctx, src, r.Store, id)
@@ -258,7 +254,7 @@ func (r *Region) PushToRelay(ctx context.Context, in RelayInput) (MoveResult, er
 	}
 	keep, err := r.Store.Keep(ctx, id, holderFor(ctx, "relay/"+r.ID+"/"+id.Short()), RelayHoldTTL)
 	if errors.Is(err, store.ErrNotFound) {
-		return MoveResult{}, temporal.NewNonRetryableApplicationError("region "+r.ID+" does not hold version "+id.Short(), "NotHere", err)
+		return MoveResult{}, ErrNotHere.New("region "+r.ID+" does not hold version "+id.Short(), err)
 	}
 	if err != nil {
 		return MoveResult{}, err
@@ -283,10 +279,10 @@ func (r *Region) PushToRelay(ctx context.Context, in RelayInput) (MoveResult, er
 func (r *Region) PullFromRelay(ctx context.Context, in RelayInput) (MoveResult, error) {
 	id, err := manifest.ParseID(in.Version)
 	if err != nil {
-		return MoveResult{}, temporal.NewNonRetryableApplicationError(err.Error(), "BadVersion", err)
+		return MoveResult{}, ErrBadVersion.New(err.Error(), err)
 	}
 	if r.Relay == nil {
-		return MoveResult{}, temporal.NewNonRetryableApplicationError("region "+r.ID+" has no relay storage configured", "NoRelay", nil)
+		return MoveResult{}, ErrNoRelay.New("region "+r.ID+" has no relay storage configured", nil)
 	}
 	return r.copy(ctx, transfer.WaitingSource{S: r.Relay}, r.Store, id)
 }
@@ -294,9 +290,9 @@ func (r *Region) PullFromRelay(ctx context.Context, in RelayInput) (MoveResult, 
 func (r *Region) relayVersion(ctx context.Context, version string, from *store.Store) (manifest.ID, *store.Version, error) {
 	if r.Relay == nil {
 		if _, err := manifest.ParseID(version); err != nil {
-			return manifest.ID{}, nil, temporal.NewNonRetryableApplicationError(err.Error(), "BadVersion", err)
+			return manifest.ID{}, nil, ErrBadVersion.New(err.Error(), err)
 		}
-		return manifest.ID{}, nil, temporal.NewNonRetryableApplicationError("region "+r.ID+" has no relay storage configured", "NoRelay", nil)
+		return manifest.ID{}, nil, ErrNoRelay.New("region "+r.ID+" has no relay storage configured", nil)
 	}
 	return r.heldVersion(ctx, version, from)
 }
@@ -306,11 +302,11 @@ func (r *Region) relayVersion(ctx context.Context, version string, from *store.S
 func (r *Region) heldVersion(ctx context.Context, version string, s *store.Store) (manifest.ID, *store.Version, error) {
 	id, err := manifest.ParseID(version)
 	if err != nil {
-		return id, nil, temporal.NewNonRetryableApplicationError(err.Error(), "BadVersion", err)
+		return id, nil, ErrBadVersion.New(err.Error(), err)
 	}
 	v, err := s.GetManifest(ctx, id)
 	if errors.Is(err, store.ErrNotFound) {
-		return id, nil, temporal.NewNonRetryableApplicationError("region "+r.ID+" does not hold version "+id.Short(), "NotHere", err)
+		return id, nil, ErrNotHere.New("region "+r.ID+" does not hold version "+id.Short(), err)
 	}
 	return id, v, err
 }
@@ -331,7 +327,7 @@ func (r *Region) StoreSignature(ctx context.Context, in StoreSignatureInput) err
 		return err
 	}
 	if err := r.CentralKey.VerifyManifest(id, v.Encoded, in.Signature); err != nil {
-		return temporal.NewNonRetryableApplicationError(fmt.Sprintf("region %s (central key %s): %v", r.ID, r.CentralKey.ID(), err), "BadSignature", err)
+		return ErrBadSignature.New(fmt.Sprintf("region %s (central key %s): %v", r.ID, r.CentralKey.ID(), err), err)
 	}
 	return r.Store.PutSignature(ctx, id, in.Signature)
 }
@@ -340,8 +336,8 @@ func (r *Region) StoreSignature(ctx context.Context, in StoreSignatureInput) err
 func (r *Region) checkSigned(ctx context.Context, v *store.Version) error {
 	sig, err := r.Store.GetSignature(ctx, v.ID)
 	if errors.Is(err, store.ErrNotFound) {
-		return temporal.NewNonRetryableApplicationError(fmt.Sprintf("version %s of %s is not signed by central: region %s deploys only versions central signed when it registered them (a capture, or a copy of one)",
-			v.ID.Short(), v.Manifest.Meta.Name, r.ID), "Unsigned", err)
+		return ErrUnsigned.New(fmt.Sprintf("version %s of %s is not signed by central: region %s deploys only versions central signed when it registered them (a capture, or a copy of one)",
+			v.ID.Short(), v.Manifest.Meta.Name, r.ID), err)
 	}
 	if err != nil && !errors.Is(err, store.ErrCorrupt) {
 		return err
@@ -350,7 +346,7 @@ func (r *Region) checkSigned(ctx context.Context, v *store.Version) error {
 		err = r.CentralKey.VerifyManifest(v.ID, v.Encoded, sig)
 	}
 	if err != nil {
-		return temporal.NewNonRetryableApplicationError(fmt.Sprintf("version %s of %s has no valid signature by central's key %s: %v", v.ID.Short(), v.Manifest.Meta.Name, r.CentralKey.ID(), err), "BadSignature", err)
+		return ErrBadSignature.New(fmt.Sprintf("version %s of %s has no valid signature by central's key %s: %v", v.ID.Short(), v.Manifest.Meta.Name, r.CentralKey.ID(), err), err)
 	}
 	return nil
 }
@@ -365,7 +361,7 @@ func (r *Region) copy(ctx context.Context, src transfer.Source, dst *store.Store
 	if err != nil {
 		if errors.Is(err, transfer.ErrSourceCorrupt) || errors.Is(err, manifest.ErrInvalid) {
 			// Retrying the same source gives the same bytes; the workflow tries another path.
-			return MoveResult{}, temporal.NewNonRetryableApplicationError(err.Error(), "SourceCorrupt", err)
+			return MoveResult{}, ErrSourceCorrupt.New(err.Error(), err)
 		}
 		return MoveResult{}, err
 	}

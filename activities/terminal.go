@@ -8,7 +8,6 @@ import (
 	"time"
 
 	"go.temporal.io/sdk/activity"
-	"go.temporal.io/sdk/temporal"
 
 	"tms/agentwire"
 	"tms/manifest"
@@ -51,18 +50,18 @@ func (r *Region) ResolveTerminals(ctx context.Context, in ResolveInput) (Resolve
 	var ts []state.Terminal
 	switch {
 	case in.Group != "" && len(in.Terminals) > 0:
-		return res, temporal.NewNonRetryableApplicationError("name a group or terminals, not both", "BadInput", nil)
+		return res, ErrBadInput.New("name a group or terminals, not both", nil)
 	case in.Group != "":
 		var err error
 		ts, err = r.Inventory.Members(ctx, in.Group)
 		if errors.Is(err, store.ErrNotFound) {
-			return res, temporal.NewNonRetryableApplicationError(fmt.Sprintf("region %s has no group %s", r.ID, in.Group), "UnknownGroup", err)
+			return res, ErrUnknownGroup.New(fmt.Sprintf("region %s has no group %s", r.ID, in.Group), err)
 		}
 		if err != nil {
 			return res, err
 		}
 		if len(ts) == 0 {
-			return res, temporal.NewNonRetryableApplicationError(fmt.Sprintf("group %s of region %s has no terminals", in.Group, r.ID), "EmptyGroup", nil)
+			return res, ErrEmptyGroup.New(fmt.Sprintf("group %s of region %s has no terminals", in.Group, r.ID), nil)
 		}
 	case len(in.Terminals) > 0:
 		seen := map[string]bool{}
@@ -77,7 +76,7 @@ func (r *Region) ResolveTerminals(ctx context.Context, in ResolveInput) (Resolve
 			}
 		}
 	default:
-		return res, temporal.NewNonRetryableApplicationError("name a group or at least one terminal", "BadInput", nil)
+		return res, ErrBadInput.New("name a group or at least one terminal", nil)
 	}
 	for _, t := range ts {
 		res.Terminals = append(res.Terminals, TerminalRef{MAC: t.MAC, Name: t.Name, DiskSize: t.DiskSize})
@@ -88,13 +87,13 @@ func (r *Region) ResolveTerminals(ctx context.Context, in ResolveInput) (Resolve
 func (r *Region) terminal(ctx context.Context, name string) (state.Terminal, error) {
 	t, err := r.Inventory.Terminal(ctx, name)
 	if errors.Is(err, store.ErrNotFound) {
-		return t, temporal.NewNonRetryableApplicationError(fmt.Sprintf("region %s has no terminal %s", r.ID, name), "UnknownTerminal", err)
+		return t, ErrUnknownTerminal.New(fmt.Sprintf("region %s has no terminal %s", r.ID, name), err)
 	}
 	if err != nil {
 		return t, err
 	}
 	if !t.Enrolled {
-		return t, temporal.NewNonRetryableApplicationError(fmt.Sprintf("terminal %s of region %s is not enrolled", name, r.ID), "NotEnrolled", nil)
+		return t, ErrNotEnrolled.New(fmt.Sprintf("terminal %s of region %s is not enrolled", name, r.ID), nil)
 	}
 	return t, nil
 }
@@ -119,7 +118,7 @@ func (r *Region) PrepareTask(ctx context.Context, in TaskInput) (TerminalRef, er
 	switch in.Kind {
 	case agentwire.KindCapture:
 		if err := manifest.ValidateName(in.Image); err != nil {
-			return TerminalRef{}, temporal.NewNonRetryableApplicationError(err.Error(), "BadImage", err)
+			return TerminalRef{}, ErrBadImage.New(err.Error(), err)
 		}
 	case agentwire.KindDeploy:
 		id, v, err := r.heldVersion(ctx, in.Image, r.Store)
@@ -130,8 +129,8 @@ func (r *Region) PrepareTask(ctx context.Context, in TaskInput) (TerminalRef, er
 			return TerminalRef{}, err
 		}
 		if t.DiskSize > 0 && v.Manifest.DiskSize > t.DiskSize {
-			return TerminalRef{}, temporal.NewNonRetryableApplicationError(
-				fmt.Sprintf("image needs a disk of %d bytes; terminal %s has %d", v.Manifest.DiskSize, terminalName(t), t.DiskSize), "DoesNotFit", nil)
+			return TerminalRef{}, ErrDoesNotFit.New(
+				fmt.Sprintf("image needs a disk of %d bytes; terminal %s has %d", v.Manifest.DiskSize, terminalName(t), t.DiskSize), nil)
 		}
 		// In use means kept: the version stays in the store for as long as a terminal may boot
 		// into this deploy (image rm and gc refuse it, naming the task).
@@ -139,7 +138,7 @@ func (r *Region) PrepareTask(ctx context.Context, in TaskInput) (TerminalRef, er
 			return TerminalRef{}, err
 		}
 	default:
-		return TerminalRef{}, temporal.NewNonRetryableApplicationError(fmt.Sprintf("task kind %q is not capture or deploy", in.Kind), "BadInput", nil)
+		return TerminalRef{}, ErrBadInput.New(fmt.Sprintf("task kind %q is not capture or deploy", in.Kind), nil)
 	}
 	if err := r.startTask(ctx, t, in); err != nil {
 		// A hold left behind by a failed release lapses at in.Expires.
@@ -153,7 +152,7 @@ func (r *Region) PrepareTask(ctx context.Context, in TaskInput) (TerminalRef, er
 func (r *Region) startTask(ctx context.Context, t state.Terminal, in TaskInput) error {
 	if _, err := r.Inventory.StartTask(ctx, state.Task{ID: in.Task, MAC: t.MAC, Kind: in.Kind, Image: in.Image}, r.now()); err != nil {
 		if errors.Is(err, state.ErrConflict) {
-			return temporal.NewNonRetryableApplicationError(err.Error(), "Conflict", err)
+			return ErrConflict.New(err.Error(), err)
 		}
 		return err
 	}
@@ -177,10 +176,10 @@ type PowerInput struct {
 // hear it; waking it is the boot service's Wake-on-LAN.
 func (r *Region) PowerTerminal(ctx context.Context, in PowerInput) error {
 	if in.Command != agentwire.CommandReboot && in.Command != agentwire.CommandPoweroff {
-		return temporal.NewNonRetryableApplicationError(fmt.Sprintf("power command %q is not reboot or poweroff", in.Command), "BadInput", nil)
+		return ErrBadInput.New(fmt.Sprintf("power command %q is not reboot or poweroff", in.Command), nil)
 	}
 	if _, err := state.NormalizeMAC(in.MAC); err != nil {
-		return temporal.NewNonRetryableApplicationError(err.Error(), "BadInput", err)
+		return ErrBadInput.New(err.Error(), err)
 	}
 	if r.Agents != nil {
 		r.Agents.Send(in.MAC, in.Command)
@@ -206,9 +205,6 @@ type WaitInput struct{ Task string }
 // deploy what was written. It is the protocol's result, as the region records it.
 type AgentResult = agentwire.Result
 
-// ErrAgentFailed is the error type of a task its agent or the region gave up on.
-const ErrAgentFailed = "AgentFailed"
-
 // WaitForAgent waits for the terminal's agent to finish the task. It completes asynchronously:
 // the region's agent API completes it, and heartbeats it with the agent's progress, through the
 // task token recorded here. If the heartbeats stop (the terminal is off, its agent was killed)
@@ -217,7 +213,7 @@ func (r *Region) WaitForAgent(ctx context.Context, in WaitInput) (AgentResult, e
 	token := activity.GetInfo(ctx).TaskToken
 	t, err := r.Inventory.SetWaiter(ctx, in.Task, token, r.now())
 	if errors.Is(err, store.ErrNotFound) {
-		return AgentResult{}, temporal.NewNonRetryableApplicationError("no task "+in.Task+" in region "+r.ID, "UnknownTask", err)
+		return AgentResult{}, ErrUnknownTask.New("no task "+in.Task+" in region "+r.ID, err)
 	}
 	if err != nil {
 		return AgentResult{}, err
@@ -235,18 +231,18 @@ func TaskOutcome(t state.Task) (AgentResult, error) {
 	case state.TaskDone:
 		if t.Result != "" {
 			if err := json.Unmarshal([]byte(t.Result), &res); err != nil {
-				return res, temporal.NewNonRetryableApplicationError("task "+t.ID+": unreadable result: "+err.Error(), ErrAgentFailed, err)
+				return res, ErrAgentFailed.New("task "+t.ID+": unreadable result: "+err.Error(), err)
 			}
 		}
 		return res, nil
 	case state.TaskCanceled:
-		return res, temporal.NewNonRetryableApplicationError("task "+t.ID+" was canceled", ErrAgentFailed, nil)
+		return res, ErrAgentFailed.New("task "+t.ID+" was canceled", nil)
 	default:
 		msg := t.Error
 		if msg == "" {
 			msg = "the agent gave up"
 		}
-		return res, temporal.NewNonRetryableApplicationError(msg, ErrAgentFailed, nil)
+		return res, ErrAgentFailed.New(msg, nil)
 	}
 }
 
@@ -270,7 +266,7 @@ func (r *Region) FinishTask(ctx context.Context, in FinishInput) error {
 	if in.Version != "" && in.State == state.TaskDone {
 		id, err := manifest.ParseID(in.Version)
 		if err != nil {
-			return temporal.NewNonRetryableApplicationError(err.Error(), "BadVersion", err)
+			return ErrBadVersion.New(err.Error(), err)
 		}
 		if err := r.Inventory.SetVersion(ctx, in.MAC, id); err != nil {
 			return err
@@ -332,14 +328,14 @@ type TagInput struct {
 // uploads, but only a task that ended well names what NAME:latest is.
 func (r *Region) TagVersion(ctx context.Context, in TagInput) error {
 	if err := manifest.ValidateName(in.Image); err != nil {
-		return temporal.NewNonRetryableApplicationError(err.Error(), "BadImage", err)
+		return ErrBadImage.New(err.Error(), err)
 	}
 	id, v, err := r.heldVersion(ctx, in.Version, r.Store)
 	if err != nil {
 		return err
 	}
 	if v.Manifest.Meta.Name != in.Image {
-		return temporal.NewNonRetryableApplicationError(fmt.Sprintf("version %s is of image %s, not %s", id.Short(), v.Manifest.Meta.Name, in.Image), "BadInput", nil)
+		return ErrBadInput.New(fmt.Sprintf("version %s is of image %s, not %s", id.Short(), v.Manifest.Meta.Name, in.Image), nil)
 	}
 	return r.Store.SetTag(ctx, in.Image, in.Tag, id)
 }

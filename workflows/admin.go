@@ -17,7 +17,7 @@ func RegionAdmin(ctx workflow.Context, in activities.AdminInput) (activities.Adm
 	var res activities.AdminResult
 	ctx = workflow.WithActivityOptions(ctx, workflow.ActivityOptions{
 		StartToCloseTimeout: 30 * time.Second,
-		RetryPolicy:         &temporal.RetryPolicy{MaximumAttempts: 3, NonRetryableErrorTypes: []string{"BadInput", "NotFound", "Conflict", "UnknownTerminal", "NotEnrolled"}},
+		RetryPolicy:         &temporal.RetryPolicy{MaximumAttempts: 3, NonRetryableErrorTypes: activities.NonRetryable(activities.ErrBadInput, activities.ErrNotFound, activities.ErrConflict, activities.ErrUnknownTerminal, activities.ErrNotEnrolled)},
 	})
 	err := workflow.ExecuteActivity(ctx, r.Admin, in).Get(ctx, &res)
 	return res, err
@@ -52,7 +52,7 @@ func CentralAdmin(ctx workflow.Context, in CentralAdminInput) (CentralAdminResul
 		res.Regions = out.Regions
 		return res, err
 	}
-	return res, temporal.NewNonRetryableApplicationError("unknown central listing "+in.Op, "BadInput", nil)
+	return res, activities.ErrBadInput.New("unknown central listing "+in.Op, nil)
 }
 
 // RegisterRegion records a region's descriptor in central's catalog; a region's server runs it

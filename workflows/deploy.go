@@ -4,7 +4,6 @@ import (
 	"fmt"
 	"strings"
 
-	"go.temporal.io/sdk/temporal"
 	"go.temporal.io/sdk/workflow"
 
 	"tms/activities"
@@ -135,8 +134,8 @@ func DeployImage(ctx workflow.Context, in DeployImageInput) (DeployImageResult, 
 	}
 	prog.Phase = "done"
 	if res.Failed == len(res.Terminals) {
-		return res, temporal.NewNonRetryableApplicationError(
-			fmt.Sprintf("deploy of %s failed on every terminal (%d); %s", in.Image, res.Failed, first), "DeployFailed", nil, res)
+		return res, activities.ErrDeployFailed.New(
+			fmt.Sprintf("deploy of %s failed on every terminal (%d); %s", in.Image, res.Failed, first), nil, res)
 	}
 	return res, nil
 }

@@ -83,7 +83,7 @@ func ShareImage(ctx workflow.Context, in ShareImageInput) (ShareImageResult, err
 			HeartbeatTimeout:       heartbeat,
 			RetryPolicy: &temporal.RetryPolicy{
 				InitialInterval: 5 * time.Second, MaximumAttempts: 3,
-				NonRetryableErrorTypes: []string{"SourceCorrupt", "BadVersion", "BadEndpoint", "NoRelay", "NotHere"},
+				NonRetryableErrorTypes: activities.NonRetryable(activities.ErrSourceCorrupt, activities.ErrBadVersion, activities.ErrBadEndpoint, activities.ErrNoRelay, activities.ErrNotHere),
 			},
 		})
 	}
@@ -155,8 +155,8 @@ func ShareImage(ctx workflow.Context, in ShareImageInput) (ShareImageResult, err
 		}
 		prog.Tried = append(prog.Tried, fmt.Sprintf("relay from %s: %v", src.Region, rootCause(err)))
 	}
-	return res, temporal.NewNonRetryableApplicationError(
-		fmt.Sprintf("could not bring %s to region %s: %v", in.Image, in.Target, prog.Tried), "ShareFailed", nil)
+	return res, activities.ErrShareFailed.New(
+		fmt.Sprintf("could not bring %s to region %s: %v", in.Image, in.Target, prog.Tried), nil)
 }
 
 func isCanceled(err error) bool {

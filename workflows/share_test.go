@@ -95,12 +95,12 @@ func TestShareRelayPushFailureTriesTheNextSource(t *testing.T) {
 	env.OnActivity(c.LocateVersion, mock.Anything, mock.Anything).Return(located("region-a", "region-c"), nil)
 	env.OnActivity(c.MintGrant, mock.Anything, mock.Anything).Return(activities.GrantResult{Token: "g"}, nil)
 	env.OnActivity(r.PullFromPeer, mock.Anything, mock.Anything).Return(activities.MoveResult{},
-		temporal.NewNonRetryableApplicationError("chunk 3fa4 from region-a: source sent corrupt data", "SourceCorrupt", nil))
+		activities.ErrSourceCorrupt.New("chunk 3fa4 from region-a: source sent corrupt data", nil))
 	pushes := 0
 	env.OnActivity(r.PushToRelay, mock.Anything, mock.Anything).Return(func(_ context.Context, _ activities.RelayInput) (activities.MoveResult, error) {
 		pushes++
 		if pushes == 1 {
-			return activities.MoveResult{}, temporal.NewNonRetryableApplicationError("region region-a does not hold version 91bc", "NotHere", nil)
+			return activities.MoveResult{}, activities.ErrNotHere.New("region region-a does not hold version 91bc", nil)
 		}
 		return activities.MoveResult{MovedBytes: 5}, nil
 	})
@@ -119,7 +119,7 @@ func TestShareFailsClearlyWhenEveryPathFails(t *testing.T) {
 	env.OnActivity(r.PullFromPeer, mock.Anything, mock.Anything).Return(activities.MoveResult{},
 		temporal.NewNonRetryableApplicationError("connection refused", "Unavailable", nil))
 	env.OnActivity(r.PushToRelay, mock.Anything, mock.Anything).Return(activities.MoveResult{},
-		temporal.NewNonRetryableApplicationError("region region-a has no relay storage configured", "NoRelay", nil))
+		activities.ErrNoRelay.New("region region-a has no relay storage configured", nil))
 	env.OnActivity(r.PullFromRelay, mock.Anything, mock.Anything).Return(activities.MoveResult{}, nil).Maybe()
 	_, err := run(t, env)
 	var ae *temporal.ApplicationError
@@ -137,7 +137,7 @@ func TestShareFailsClearlyWhenEveryPathFails(t *testing.T) {
 func TestShareUnknownImageIsNotRetried(t *testing.T) {
 	env := newEnv(t)
 	env.OnActivity(c.LocateVersion, mock.Anything, mock.Anything).Return(activities.LocateResult{},
-		temporal.NewNonRetryableApplicationError("image win11:exam is not in the catalog", "UnknownImage", nil)).Once()
+		activities.ErrUnknownImage.New("image win11:exam is not in the catalog", nil)).Once()
 	_, err := run(t, env)
 	if err == nil || !strings.Contains(err.Error(), "not in the catalog") {
 		t.Fatalf("%v", err)

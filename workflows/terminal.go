@@ -54,7 +54,7 @@ func regionOptions(ctx workflow.Context, region string) workflow.Context {
 		StartToCloseTimeout:    time.Minute,
 		RetryPolicy: &temporal.RetryPolicy{
 			MaximumAttempts:        10,
-			NonRetryableErrorTypes: []string{"BadInput", "BadImage", "BadVersion", "UnknownTerminal", "NotEnrolled", "NotHere", "DoesNotFit", "Conflict"},
+			NonRetryableErrorTypes: activities.NonRetryable(activities.ErrBadInput, activities.ErrBadImage, activities.ErrBadVersion, activities.ErrUnknownTerminal, activities.ErrNotEnrolled, activities.ErrNotHere, activities.ErrDoesNotFit, activities.ErrConflict),
 		},
 	})
 }
@@ -100,13 +100,13 @@ func agentTask(ctx workflow.Context, region string, kind agentwire.Kind, termina
 			RetryPolicy: &temporal.RetryPolicy{
 				InitialInterval:        time.Second,
 				MaximumAttempts:        int32(to.Tries),
-				NonRetryableErrorTypes: []string{activities.ErrAgentFailed, "UnknownTask"},
+				NonRetryableErrorTypes: activities.NonRetryable(activities.ErrAgentFailed, activities.ErrUnknownTask),
 			},
 		})
 		err = workflow.ExecuteActivity(wait, r.WaitForAgent, activities.WaitInput{Task: task}).Get(ctx, &res)
 		if isTimeout(err) {
-			err = temporal.NewNonRetryableApplicationError(fmt.Sprintf(
-				"terminal %s did not report for %s, %d times: is it on, and does it boot from the network?", name(ref), to.Silence, to.Tries), "TerminalSilent", err)
+			err = activities.ErrTerminalSilent.New(fmt.Sprintf(
+				"terminal %s did not report for %s, %d times: is it on, and does it boot from the network?", name(ref), to.Silence, to.Tries), err)
 		}
 	}
 

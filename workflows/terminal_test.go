@@ -75,7 +75,7 @@ func TestCaptureRegistersTheNewVersion(t *testing.T) {
 func TestCaptureOfAnUnknownTerminalTouchesNothing(t *testing.T) {
 	env := newTerminalEnv(t)
 	env.OnActivity(r.PrepareTask, mock.Anything, mock.Anything).Return(activities.TerminalRef{},
-		temporal.NewNonRetryableApplicationError("region region-a has no terminal pc1", "UnknownTerminal", nil)).Once()
+		activities.ErrUnknownTerminal.New("region region-a has no terminal pc1", nil)).Once()
 	_, err := capture(t, env)
 	if err == nil || !strings.Contains(err.Error(), "has no terminal pc1") {
 		t.Fatalf("error %v", err)
@@ -90,7 +90,7 @@ func TestCaptureAgentFailureResetsTheBootAction(t *testing.T) {
 	env.OnActivity(r.PrepareTask, mock.Anything, mock.Anything).Return(pc1, nil)
 	env.OnActivity(r.PowerTerminal, mock.Anything, mock.Anything).Return(nil)
 	env.OnActivity(r.WaitForAgent, mock.Anything, mock.Anything).Return(activities.AgentResult{},
-		temporal.NewNonRetryableApplicationError("read /dev/sda at 1048576: input/output error", activities.ErrAgentFailed, nil)).Once()
+		activities.ErrAgentFailed.New("read /dev/sda at 1048576: input/output error", nil)).Once()
 	env.OnActivity(r.FinishTask, mock.Anything, mock.MatchedBy(func(in activities.FinishInput) bool {
 		return in.State == state.TaskFailed && strings.Contains(in.Error, "input/output error") && in.Version == ""
 	})).Return(nil).Once()
@@ -167,7 +167,7 @@ func deployEnv(t *testing.T, n int, fail map[string]bool) (*testsuite.TestWorkfl
 		time.Sleep(10 * time.Millisecond) // let other terminals' waits overlap this one
 		for name := range fail {
 			if id, _, _ := strings.Cut(in.Task, "@"); strings.HasSuffix(id, "/"+name) {
-				return activities.AgentResult{}, temporal.NewNonRetryableApplicationError("the disk is write-protected", activities.ErrAgentFailed, nil)
+				return activities.AgentResult{}, activities.ErrAgentFailed.New("the disk is write-protected", nil)
 			}
 		}
 		return activities.AgentResult{Written: 3, Skipped: 1, Verified: true}, nil
@@ -236,7 +236,7 @@ func TestDeployStopsWhenTheImageCannotBeShared(t *testing.T) {
 	env := newTerminalEnv(t)
 	env.OnActivity(r.ResolveTerminals, mock.Anything, mock.Anything).Return(activities.ResolveResult{Terminals: []activities.TerminalRef{pc1}}, nil)
 	env.OnActivity(c.LocateVersion, mock.Anything, mock.Anything).Return(activities.LocateResult{},
-		temporal.NewNonRetryableApplicationError("image win11 is not in the catalog", "UnknownImage", nil))
+		activities.ErrUnknownImage.New("image win11 is not in the catalog", nil))
 	_, err := deploy(t, env, DeployImageInput{Region: "region-b", Group: "lab", Image: "win11"})
 	if err == nil || !strings.Contains(err.Error(), "not in the catalog") {
 		t.Fatalf("error %v", err)
@@ -247,7 +247,7 @@ func TestDeployStopsWhenTheImageCannotBeShared(t *testing.T) {
 func TestDeployToAnUnknownGroup(t *testing.T) {
 	env := newTerminalEnv(t)
 	env.OnActivity(r.ResolveTerminals, mock.Anything, mock.Anything).Return(activities.ResolveResult{},
-		temporal.NewNonRetryableApplicationError("region region-b has no group lab", "UnknownGroup", nil))
+		activities.ErrUnknownGroup.New("region region-b has no group lab", nil))
 	_, err := deploy(t, env, DeployImageInput{Region: "region-b", Group: "lab", Image: "win11"})
 	if err == nil || !strings.Contains(err.Error(), "has no group lab") {
 		t.Fatalf("error %v", err)
