@@ -26,7 +26,7 @@ import (
 // follow them to the end. `tms task` lists, shows and cancels them.
 
 // taskTypes are the workflow types `tms task ls` lists: the work admins start and follow.
-var taskTypes = []string{"CaptureImage", "DeployImage", "DeployTerminal", "ShareImage"}
+var taskTypes = []string{workflows.NameCaptureImage, workflows.NameDeployImage, workflows.NameDeployTerminal, workflows.NameShareImage}
 
 func (a *App) imageCapture() *cobra.Command {
 	var region, terminal string
@@ -366,7 +366,7 @@ func (c *tclient) describe(ctx context.Context, id string, query bool) (*taskDet
 			}
 		}
 		// A deploy's bytes move in its children: the share, and one task per terminal.
-		if d.Type == "DeployImage" {
+		if d.Type == workflows.NameDeployImage {
 			for i, ch := range d.Children {
 				if i == maxFollowedChildren {
 					break
@@ -388,7 +388,7 @@ func heartbeat(activity string, details *commonpb.Payloads) (json.RawMessage, st
 	}
 	dc := converter.GetDefaultDataConverter()
 	switch activity {
-	case "WaitForAgent":
+	case activities.NameWaitForAgent:
 		var p activities.AgentProgress
 		if dc.FromPayloads(details, &p) == nil {
 			raw, _ := json.Marshal(p)
@@ -398,7 +398,7 @@ func heartbeat(activity string, details *commonpb.Payloads) (json.RawMessage, st
 			}
 			return raw, s
 		}
-	case "PullFromPeer", "PullFromRelay", "PushToRelay":
+	case activities.NamePullFromPeer, activities.NamePullFromRelay, activities.NamePushToRelay:
 		var p transfer.Progress
 		if dc.FromPayloads(details, &p) == nil {
 			raw, _ := json.Marshal(p)
@@ -420,17 +420,17 @@ func heartbeat(activity string, details *commonpb.Payloads) (json.RawMessage, st
 func (d *taskDetail) progressLine() string {
 	var parts []string
 	switch d.Type {
-	case "CaptureImage":
+	case workflows.NameCaptureImage:
 		var p workflows.CaptureProgress
 		if json.Unmarshal(d.Progress, &p) == nil {
 			parts = append(parts, "capture of "+p.Terminal+": "+p.Phase)
 		}
-	case "DeployTerminal":
+	case workflows.NameDeployTerminal:
 		var p workflows.TerminalProgress
 		if json.Unmarshal(d.Progress, &p) == nil {
 			parts = append(parts, "deploy of "+p.Terminal+": "+p.Phase)
 		}
-	case "ShareImage":
+	case workflows.NameShareImage:
 		var p workflows.ShareProgress
 		if json.Unmarshal(d.Progress, &p) == nil {
 			s := "share: " + p.Phase
@@ -439,7 +439,7 @@ func (d *taskDetail) progressLine() string {
 			}
 			parts = append(parts, s)
 		}
-	case "DeployImage":
+	case workflows.NameDeployImage:
 		var p workflows.DeployProgress
 		if json.Unmarshal(d.Progress, &p) == nil {
 			count := map[string]int{}
@@ -468,11 +468,11 @@ func (d *taskDetail) progressLine() string {
 		for _, p := range ch.Pending {
 			var ap activities.AgentProgress
 			switch {
-			case p.Type == "WaitForAgent" && json.Unmarshal(p.Progress, &ap) == nil && ap.Total > 0:
+			case p.Type == activities.NameWaitForAgent && json.Unmarshal(p.Progress, &ap) == nil && ap.Total > 0:
 				agents.Done += ap.Done
 				agents.Total += ap.Total
 				reporting++
-			case ch.Type == "ShareImage" && p.progress != "":
+			case ch.Type == workflows.NameShareImage && p.progress != "":
 				parts = append(parts, "share "+p.progress)
 			}
 		}
@@ -487,12 +487,12 @@ func (d *taskDetail) progressLine() string {
 // resultSummary says in one line what a finished task did.
 func resultSummary(typ string, raw json.RawMessage) string {
 	switch typ {
-	case "CaptureImage":
+	case workflows.NameCaptureImage:
 		var r workflows.CaptureImageResult
 		if json.Unmarshal(raw, &r) == nil && r.Version != "" {
 			return fmt.Sprintf("terminal %s captured as %s@%s (%s disk, %s stored)", r.Terminal, r.Image, short(r.Version), humanBytes(r.DiskSize), humanBytes(r.StoredBytes))
 		}
-	case "ShareImage":
+	case workflows.NameShareImage:
 		var r workflows.ShareImageResult
 		if json.Unmarshal(raw, &r) == nil && r.Version != "" {
 			if r.Path == "local" {
@@ -500,7 +500,7 @@ func resultSummary(typ string, raw json.RawMessage) string {
 			}
 			return fmt.Sprintf("version %s copied from %s by %s, %s moved", short(r.Version), r.Source, r.Path, humanBytes(r.MovedBytes))
 		}
-	case "DeployImage":
+	case workflows.NameDeployImage:
 		var r workflows.DeployImageResult
 		if json.Unmarshal(raw, &r) == nil && r.Version != "" {
 			s := fmt.Sprintf("version %s written to %d of %d terminals", short(r.Version), len(r.Terminals)-r.Failed, len(r.Terminals))
@@ -511,7 +511,7 @@ func resultSummary(typ string, raw json.RawMessage) string {
 			}
 			return s
 		}
-	case "DeployTerminal":
+	case workflows.NameDeployTerminal:
 		var r workflows.TerminalOutcome
 		if json.Unmarshal(raw, &r) == nil {
 			return fmt.Sprintf("terminal %s: %d chunks written (%s), %d already right", r.Terminal, r.Written, humanBytes(r.WrittenBytes), r.Skipped)

@@ -1,0 +1,17 @@
+package workflows
+
+// The names the workers register the workflows under: the functions' names, as the Temporal SDK
+// derives them from a function passed to RegisterWorkflow or ExecuteWorkflow. Histories,
+// visibility queries (WorkflowType = '…') and `tms task` name workflows by these; a test checks
+// each still matches its function, so renaming a function without them fails the build's tests
+// instead of the listings.
+const (
+	NameShareImage      = "ShareImage"
+	NameCaptureImage    = "CaptureImage"
+	NameDeployImage     = "DeployImage"
+	NameDeployTerminal  = "DeployTerminal"
+	NameRegionAdmin     = "RegionAdmin"
+	NameCentralAdmin    = "CentralAdmin"
+	NameRegisterRegion  = "RegisterRegion"
+	NameRegisterVersion = "RegisterVersion"
+)
