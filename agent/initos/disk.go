@@ -15,6 +15,9 @@ import (
 // will be refused by the region).
 var ErrNoDisk = errors.New("no disk the agent may use")
 
+// ErrNoSuchDisk means the disk tms.disk names is not (or not yet) there, or is a partition.
+var ErrNoSuchDisk = errors.New("no such disk")
+
 // Disks reads which block devices the agent could capture or write, from a /sys/block tree and
 // a /proc/mounts file (paths, so tests give fakes). A disk qualifies unless:
 //   - it is a loop, RAM, zram, floppy or optical device;
@@ -57,7 +60,7 @@ func PickDisk(sysBlock, mounts, want string) (string, error) {
 	if want != "" {
 		name := strings.TrimPrefix(want, "/dev/")
 		if _, err := os.Stat(filepath.Join(sysBlock, name)); err != nil {
-			return "", fmt.Errorf("tms.disk=%s: no such disk (is it a partition? give the whole disk)", want)
+			return "", fmt.Errorf("tms.disk=%s: %w (is it a partition? give the whole disk)", want, ErrNoSuchDisk)
 		}
 		if why := diskRefusal(sysBlock, name, mounted); why != "" {
 			return "", fmt.Errorf("tms.disk=%s refused: %s", want, why)

@@ -23,7 +23,6 @@ import (
 	"log/slog"
 	"net/http"
 	"os"
-	"strings"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -189,7 +188,7 @@ func waitDisk(ctx context.Context, log *slog.Logger, want string, timeout time.D
 		if err == nil {
 			return d, nil
 		}
-		notYet := errors.Is(err, ErrNoDisk) || (want != "" && strings.Contains(err.Error(), "no such disk"))
+		notYet := errors.Is(err, ErrNoDisk) || errors.Is(err, ErrNoSuchDisk)
 		if !notYet || time.Now().After(deadline) {
 			return "", err
 		}
