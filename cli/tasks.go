@@ -359,7 +359,7 @@ func (c *tclient) describe(ctx context.Context, id string, query bool) (*taskDet
 	if info.GetStatus() == enumspb.WORKFLOW_EXECUTION_STATUS_RUNNING && query {
 		qctx, cancel := context.WithTimeout(ctx, 3*time.Second)
 		defer cancel()
-		if v, err := c.QueryWorkflow(qctx, id, "", "progress"); err == nil {
+		if v, err := c.QueryWorkflow(qctx, id, "", workflows.QueryProgress); err == nil {
 			var raw json.RawMessage
 			if v.Get(&raw) == nil {
 				d.Progress = raw
@@ -423,17 +423,17 @@ func (d *taskDetail) progressLine() string {
 	case workflows.NameCaptureImage:
 		var p workflows.CaptureProgress
 		if json.Unmarshal(d.Progress, &p) == nil {
-			parts = append(parts, "capture of "+p.Terminal+": "+p.Phase)
+			parts = append(parts, "capture of "+p.Terminal+": "+string(p.Phase))
 		}
 	case workflows.NameDeployTerminal:
 		var p workflows.TerminalProgress
 		if json.Unmarshal(d.Progress, &p) == nil {
-			parts = append(parts, "deploy of "+p.Terminal+": "+p.Phase)
+			parts = append(parts, "deploy of "+p.Terminal+": "+string(p.Phase))
 		}
 	case workflows.NameShareImage:
 		var p workflows.ShareProgress
 		if json.Unmarshal(d.Progress, &p) == nil {
-			s := "share: " + p.Phase
+			s := "share: " + string(p.Phase)
 			if p.Source != "" {
 				s += " from " + p.Source
 			}
@@ -442,14 +442,14 @@ func (d *taskDetail) progressLine() string {
 	case workflows.NameDeployImage:
 		var p workflows.DeployProgress
 		if json.Unmarshal(d.Progress, &p) == nil {
-			count := map[string]int{}
+			count := map[workflows.Phase]int{}
 			for _, t := range p.Terminals {
 				count[t.Phase]++
 			}
-			s := "deploy: " + p.Phase
+			s := "deploy: " + string(p.Phase)
 			if len(p.Terminals) > 0 {
 				s += fmt.Sprintf(" (%d terminals: %d done, %d failed, %d deploying, %d queued)",
-					len(p.Terminals), count["done"], count["failed"], count["deploying"], count["queued"])
+					len(p.Terminals), count[workflows.PhaseDone], count[workflows.PhaseFailed], count[workflows.PhaseDeploying], count[workflows.PhaseQueued])
 			}
 			parts = append(parts, s)
 		}
@@ -495,7 +495,7 @@ func resultSummary(typ string, raw json.RawMessage) string {
 	case workflows.NameShareImage:
 		var r workflows.ShareImageResult
 		if json.Unmarshal(raw, &r) == nil && r.Version != "" {
-			if r.Path == "local" {
+			if r.Path == workflows.PathLocal {
 				return fmt.Sprintf("version %s was already there", short(r.Version))
 			}
 			return fmt.Sprintf("version %s copied from %s by %s, %s moved", short(r.Version), r.Source, r.Path, humanBytes(r.MovedBytes))

@@ -122,7 +122,7 @@ func TestShareImageOnRealTemporal(t *testing.T) {
 		if err := run.Get(ctx, &out); err != nil {
 			t.Fatalf("share to %s: %v", target, err)
 		}
-		temporaltest.SaveHistory(t, c, run.GetID(), run.GetRunID(), "share-"+target+"-"+out.Path)
+		temporaltest.SaveHistory(t, c, run.GetID(), run.GetRunID(), "share-"+target+"-"+string(out.Path))
 		return out
 	}
 	check := func(target string) {

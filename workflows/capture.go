@@ -44,8 +44,8 @@ func CaptureWorkflowID(region, terminal, image string) string {
 // versions). The workflow runs on the region's task queue.
 func CaptureImage(ctx workflow.Context, in CaptureImageInput) (CaptureImageResult, error) {
 	res := CaptureImageResult{Image: in.Image, Terminal: in.Terminal}
-	prog := &CaptureProgress{TerminalProgress: TerminalProgress{Terminal: in.Terminal, Phase: "preparing"}}
-	if err := workflow.SetQueryHandler(ctx, "progress", func() (CaptureProgress, error) { return *prog, nil }); err != nil {
+	prog := &CaptureProgress{TerminalProgress: TerminalProgress{Terminal: in.Terminal, Phase: PhasePreparing}}
+	if err := workflow.SetQueryHandler(ctx, QueryProgress, func() (CaptureProgress, error) { return *prog, nil }); err != nil {
 		return res, err
 	}
 	var r *activities.Region
@@ -55,7 +55,7 @@ func CaptureImage(ctx workflow.Context, in CaptureImageInput) (CaptureImageResul
 		return res, err
 	}
 	res.Version, prog.Version = out.Version, out.Version
-	prog.Phase = "registering"
+	prog.Phase = PhaseRegistering
 	// The region tags the version only now that its terminal task is done (before this
 	// version of the workflow, the agent API tagged it when the agent published).
 	if workflow.GetVersion(ctx, "capture-tag-after-task", workflow.DefaultVersion, 1) == 1 {
@@ -76,12 +76,12 @@ func CaptureImage(ctx workflow.Context, in CaptureImageInput) (CaptureImageResul
 	}
 	// Workflows started before central signed versions registered without storing a signature.
 	if workflow.GetVersion(ctx, "store-signature", workflow.DefaultVersion, 1) >= 1 {
-		prog.Phase = "signing"
+		prog.Phase = PhaseSigning
 		sig := activities.StoreSignatureInput{Version: out.Version, Signature: signed.Signature}
 		if err := workflow.ExecuteActivity(regionOptions(ctx, in.Region), r.StoreSignature, sig).Get(ctx, nil); err != nil {
 			return res, err
 		}
 	}
-	prog.Phase = "done"
+	prog.Phase = PhaseDone
 	return res, nil
 }

@@ -42,7 +42,7 @@ type DeployImageResult struct {
 
 // DeployProgress is what DeployImage's "progress" query returns.
 type DeployProgress struct {
-	Phase     string // resolving, sharing, deploying, done
+	Phase     Phase  // PhaseResolving, PhaseSharing, PhaseDeploying, PhaseDone
 	Version   string `json:",omitempty"`
 	Terminals []TerminalProgress
 }
@@ -63,8 +63,8 @@ func DeployWorkflowID(region, group string, terminals []string, image string) st
 // task queue.
 func DeployImage(ctx workflow.Context, in DeployImageInput) (DeployImageResult, error) {
 	var res DeployImageResult
-	prog := &DeployProgress{Phase: "resolving"}
-	if err := workflow.SetQueryHandler(ctx, "progress", func() (DeployProgress, error) { return *prog, nil }); err != nil {
+	prog := &DeployProgress{Phase: PhaseResolving}
+	if err := workflow.SetQueryHandler(ctx, QueryProgress, func() (DeployProgress, error) { return *prog, nil }); err != nil {
 		return res, err
 	}
 	var r *activities.Region
@@ -74,10 +74,10 @@ func DeployImage(ctx workflow.Context, in DeployImageInput) (DeployImageResult, 
 		return res, err
 	}
 	for _, t := range targets.Terminals {
-		prog.Terminals = append(prog.Terminals, TerminalProgress{Terminal: name(t), Phase: "queued"})
+		prog.Terminals = append(prog.Terminals, TerminalProgress{Terminal: name(t), Phase: PhaseQueued})
 	}
 
-	prog.Phase = "sharing"
+	prog.Phase = PhaseSharing
 	id := workflow.GetInfo(ctx).WorkflowExecution.ID
 	share := workflow.WithChildOptions(ctx, workflow.ChildWorkflowOptions{
 		WorkflowID: id + "/share",
@@ -88,7 +88,7 @@ func DeployImage(ctx workflow.Context, in DeployImageInput) (DeployImageResult, 
 	}
 	res.Version, prog.Version = res.Share.Version, res.Share.Version
 
-	prog.Phase = "deploying"
+	prog.Phase = PhaseDeploying
 	limit := in.Concurrency
 	if limit <= 0 {
 		limit = 10
@@ -100,7 +100,7 @@ func DeployImage(ctx workflow.Context, in DeployImageInput) (DeployImageResult, 
 			return res, err
 		}
 		running++
-		prog.Terminals[i].Phase = "deploying"
+		prog.Terminals[i].Phase = PhaseDeploying
 		child := workflow.WithChildOptions(ctx, workflow.ChildWorkflowOptions{
 			WorkflowID: id + "/" + name(t),
 			TaskQueue:  activities.RegionQueue(in.Region),
@@ -111,9 +111,9 @@ func DeployImage(ctx workflow.Context, in DeployImageInput) (DeployImageResult, 
 			out := TerminalOutcome{Terminal: name(t), MAC: t.MAC}
 			if err := f.Get(gctx, &out); err != nil {
 				out = TerminalOutcome{Terminal: name(t), MAC: t.MAC, Error: rootCause(err)}
-				prog.Terminals[i].Phase, prog.Terminals[i].Error = "failed", out.Error
+				prog.Terminals[i].Phase, prog.Terminals[i].Error = PhaseFailed, out.Error
 			} else {
-				prog.Terminals[i].Phase = "done"
+				prog.Terminals[i].Phase = PhaseDone
 			}
 			res.Terminals[i] = out
 			running--
@@ -132,7 +132,7 @@ func DeployImage(ctx workflow.Context, in DeployImageInput) (DeployImageResult, 
 			}
 		}
 	}
-	prog.Phase = "done"
+	prog.Phase = PhaseDone
 	if res.Failed == len(res.Terminals) {
 		return res, activities.ErrDeployFailed.New(
 			fmt.Sprintf("deploy of %s failed on every terminal (%d); %s", in.Image, res.Failed, first), nil, res)
@@ -157,8 +157,8 @@ func DeployTerminal(ctx workflow.Context, in DeployTerminalInput) (TerminalOutco
 	if out.Terminal == "" {
 		out.Terminal = in.Terminal
 	}
-	prog := &TerminalProgress{Terminal: out.Terminal, Phase: "preparing"}
-	if err := workflow.SetQueryHandler(ctx, "progress", func() (TerminalProgress, error) { return *prog, nil }); err != nil {
+	prog := &TerminalProgress{Terminal: out.Terminal, Phase: PhasePreparing}
+	if err := workflow.SetQueryHandler(ctx, QueryProgress, func() (TerminalProgress, error) { return *prog, nil }); err != nil {
 		return out, err
 	}
 	ref, res, err := agentTask(ctx, in.Region, agentwire.KindDeploy, in.Terminal, in.Version, in.Timeouts, prog)

@@ -15,3 +15,6 @@ const (
 	NameRegisterRegion  = "RegisterRegion"
 	NameRegisterVersion = "RegisterVersion"
 )
+
+// QueryProgress is the query every long workflow answers with its progress.
+const QueryProgress = "progress"

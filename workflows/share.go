@@ -23,14 +23,14 @@ type ShareImageInput struct {
 // ShareImageResult says how the image got there.
 type ShareImageResult struct {
 	Version    string
-	Path       string // "local" (already there), "peer" or "relay"
+	Path       SharePath
 	Source     string // the region it came from
 	MovedBytes int64
 }
 
 // ShareProgress is what the "progress" query returns.
 type ShareProgress struct {
-	Phase  string // locating, peer-pull, relay, recording, done
+	Phase  Phase // PhaseLocating, PhasePeerPull, PhaseRelay, PhaseRecording, PhaseDone
 	Source string
 	Tried  []string // what failed so far, for people
 }
@@ -48,8 +48,8 @@ const maxPeerTries = 2
 // location is recorded in the catalog only after the target has checked every chunk.
 func ShareImage(ctx workflow.Context, in ShareImageInput) (ShareImageResult, error) {
 	var res ShareImageResult
-	prog := &ShareProgress{Phase: "locating"}
-	if err := workflow.SetQueryHandler(ctx, "progress", func() (ShareProgress, error) { return *prog, nil }); err != nil {
+	prog := &ShareProgress{Phase: PhaseLocating}
+	if err := workflow.SetQueryHandler(ctx, QueryProgress, func() (ShareProgress, error) { return *prog, nil }); err != nil {
 		return res, err
 	}
 	var c *activities.Central
@@ -66,8 +66,8 @@ func ShareImage(ctx workflow.Context, in ShareImageInput) (ShareImageResult, err
 	}
 	res.Version = loc.Version
 	if loc.TargetHas {
-		res.Path = "local"
-		prog.Phase = "done"
+		res.Path = PathLocal
+		prog.Phase = PhaseDone
 		return res, nil
 	}
 
@@ -89,12 +89,12 @@ func ShareImage(ctx workflow.Context, in ShareImageInput) (ShareImageResult, err
 	}
 	target := transfer(activities.RegionQueue(in.Target))
 
-	done := func(path, source string, moved int64) (ShareImageResult, error) {
-		prog.Phase = "recording"
+	done := func(path SharePath, source string, moved int64) (ShareImageResult, error) {
+		prog.Phase = PhaseRecording
 		if err := workflow.ExecuteActivity(central, c.RecordLocation, activities.RecordInput{Version: loc.Version, Region: in.Target}).Get(ctx, nil); err != nil {
 			return res, err
 		}
-		prog.Phase = "done"
+		prog.Phase = PhaseDone
 		res.Path, res.Source, res.MovedBytes = path, source, moved
 		return res, nil
 	}
@@ -103,7 +103,7 @@ func ShareImage(ctx workflow.Context, in ShareImageInput) (ShareImageResult, err
 		if i == maxPeerTries {
 			break
 		}
-		prog.Phase, prog.Source = "peer-pull", src.Region
+		prog.Phase, prog.Source = PhasePeerPull, src.Region
 		var g activities.GrantResult
 		if err := workflow.ExecuteActivity(central, c.MintGrant, activities.GrantInput{Version: loc.Version, Audience: in.Target, Server: src.Region}).Get(ctx, &g); err != nil {
 			return res, err
@@ -111,7 +111,7 @@ func ShareImage(ctx workflow.Context, in ShareImageInput) (ShareImageResult, err
 		var mv activities.MoveResult
 		err := workflow.ExecuteActivity(target, r.PullFromPeer, activities.PullInput{Version: loc.Version, Endpoint: src.Endpoint, Grant: g.Token}).Get(ctx, &mv)
 		if err == nil {
-			return done("peer", src.Region, mv.MovedBytes)
+			return done(PathPeer, src.Region, mv.MovedBytes)
 		}
 		if ctx.Err() != nil {
 			return res, err
@@ -121,7 +121,7 @@ func ShareImage(ctx workflow.Context, in ShareImageInput) (ShareImageResult, err
 	}
 
 	for _, src := range loc.Sources {
-		prog.Phase, prog.Source = "relay", src.Region
+		prog.Phase, prog.Source = PhaseRelay, src.Region
 		pushCtx, cancelPush := workflow.WithCancel(transfer(activities.RegionQueue(src.Region)))
 		pullCtx, cancelPull := workflow.WithCancel(target)
 		push := workflow.ExecuteActivity(pushCtx, r.PushToRelay, activities.RelayInput{Version: loc.Version})
@@ -144,7 +144,7 @@ func ShareImage(ctx workflow.Context, in ShareImageInput) (ShareImageResult, err
 		cancelPush()
 		cancelPull()
 		if pushErr == nil && pullErr == nil {
-			return done("relay", src.Region, pulled.MovedBytes)
+			return done(PathRelay, src.Region, pulled.MovedBytes)
 		}
 		if ctx.Err() != nil {
 			return res, ctx.Err()

@@ -42,7 +42,7 @@ func (t AgentTimeouts) withDefaults() AgentTimeouts {
 // TerminalProgress is how far one terminal's task got, for progress queries.
 type TerminalProgress struct {
 	Terminal string
-	Phase    string // preparing, rebooting, waiting, finishing, done, failed
+	Phase    Phase  // PhasePreparing, PhaseRebooting, PhaseWaiting, PhaseFinishing, PhaseDone, PhaseFailed
 	Error    string `json:",omitempty"`
 }
 
@@ -81,17 +81,17 @@ func agentTask(ctx workflow.Context, region string, kind agentwire.Kind, termina
 	local := regionOptions(ctx, region)
 	task := TaskID(workflow.GetInfo(ctx).WorkflowExecution)
 
-	prog.Phase = "preparing"
+	prog.Phase = PhasePreparing
 	in := activities.TaskInput{Task: task, Terminal: terminal, Kind: kind, Image: image, Expires: workflow.Now(ctx).Add(to.Total)}
 	if err := workflow.ExecuteActivity(local, r.PrepareTask, in).Get(ctx, &ref); err != nil {
-		prog.Phase, prog.Error = "failed", rootCause(err)
+		prog.Phase, prog.Error = PhaseFailed, rootCause(err)
 		return ref, res, err
 	}
 
-	prog.Phase = "rebooting"
+	prog.Phase = PhaseRebooting
 	err := workflow.ExecuteActivity(local, r.PowerTerminal, activities.PowerInput{MAC: ref.MAC, Command: agentwire.CommandReboot}).Get(ctx, nil)
 	if err == nil {
-		prog.Phase = "waiting"
+		prog.Phase = PhaseWaiting
 		wait := workflow.WithActivityOptions(ctx, workflow.ActivityOptions{
 			TaskQueue:              activities.RegionQueue(region),
 			ScheduleToStartTimeout: 10 * time.Minute,
@@ -122,15 +122,15 @@ func agentTask(ctx workflow.Context, region string, kind agentwire.Kind, termina
 	default:
 		finish.State, finish.Error = state.TaskFailed, rootCause(err)
 	}
-	prog.Phase = "finishing"
+	prog.Phase = PhaseFinishing
 	if ferr := workflow.ExecuteActivity(fctx, r.FinishTask, finish).Get(fctx, nil); ferr != nil && err == nil {
 		err = ferr
 	}
 	if err != nil {
-		prog.Phase, prog.Error = "failed", rootCause(err)
+		prog.Phase, prog.Error = PhaseFailed, rootCause(err)
 		return ref, res, err
 	}
-	prog.Phase = "done"
+	prog.Phase = PhaseDone
 	return ref, res, nil
 }
 
