@@ -54,7 +54,8 @@ type GroupInfo struct {
 type TaskInfo struct {
 	ID, MAC  string
 	Kind     agentwire.Kind
-	Image    string
+	Image    string // capture: the image name
+	Version  string // deploy: the version id
 	State    string
 	Error    string
 	Progress AgentProgress
@@ -151,7 +152,7 @@ func (r *Region) Admin(ctx context.Context, in AdminInput) (AdminResult, error) 
 }
 
 func taskInfo(t state.Task) TaskInfo {
-	ti := TaskInfo{ID: t.ID, MAC: t.MAC, Kind: t.Kind, Image: t.Image, State: t.State, Error: t.Error, Updated: t.Updated}
+	ti := TaskInfo{ID: t.ID, MAC: t.MAC, Kind: t.Kind, Image: t.Image, Version: t.Version, State: t.State, Error: t.Error, Updated: t.Updated}
 	if t.Progress != "" {
 		_ = jsonUnmarshal(t.Progress, &ti.Progress) // a garbled report shows as no progress
 	}

@@ -120,7 +120,8 @@ func TestDeployTaskHoldsItsVersionUntilItEnds(t *testing.T) {
 	}
 	r := &activities.Region{ID: "region-b", Store: s, Inventory: inv, CentralKey: centralKey.Public()}
 	task := "deploy/region-b/lab/lab/pc-07@run-1"
-	ref, err := r.PrepareTask(ctx, activities.TaskInput{Task: task, Terminal: "pc-07", Kind: "deploy", Image: v.ID.String(), Expires: time.Now().Add(time.Hour)})
+	// The version in Image, as workflows before TaskInput.Version passed it: still a deploy of it.
+	ref, err := r.PrepareTask(ctx, activities.TaskInput{Task: task, TerminalRef: "pc-07", Kind: "deploy", Image: v.ID.String(), Expires: time.Now().Add(time.Hour)})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -62,8 +62,8 @@ func TestDeployNeedsCentralSignature(t *testing.T) {
 			}
 			env := s.NewTestActivityEnvironment()
 			env.RegisterActivity(&activities.Region{ID: "region-a", Store: st, Inventory: inv, CentralKey: centralKey.Public()})
-			_, err := env.ExecuteActivity(r.PrepareTask, activities.TaskInput{Task: "deploy/" + mac, Terminal: mac, Kind: "deploy",
-				Image: id.String(), Expires: time.Now().Add(time.Hour)})
+			_, err := env.ExecuteActivity(r.PrepareTask, activities.TaskInput{Task: "deploy/" + mac, TerminalRef: mac, Kind: "deploy",
+				Version: id.String(), Expires: time.Now().Add(time.Hour)})
 			if tt.want == "" {
 				if err != nil {
 					t.Fatal(err)

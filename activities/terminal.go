@@ -100,10 +100,12 @@ func (r *Region) terminal(ctx context.Context, name string) (state.Terminal, err
 
 // TaskInput sets up one terminal's capture or deploy.
 type TaskInput struct {
-	Task     string // the terminal workflow's id
-	Terminal string // name or MAC
-	Kind     agentwire.Kind
-	Image    string // image name (capture) or version id (deploy)
+	Task string // the terminal workflow's id
+	// TerminalRef names the terminal: its name or its MAC.
+	TerminalRef string `json:"Terminal"`
+	Kind        agentwire.Kind
+	Image       string // capture: the image name the new version is published under
+	Version     string // deploy: the version id written
 	// Expires bounds how long the boot action stands if nothing finishes it.
 	Expires time.Time
 }
@@ -111,7 +113,11 @@ type TaskInput struct {
 // PrepareTask records the task and sets the terminal's next network boot to it. The agent's
 // token is minted when the terminal boots, so no secret passes through workflow histories.
 func (r *Region) PrepareTask(ctx context.Context, in TaskInput) (TerminalRef, error) {
-	t, err := r.terminal(ctx, in.Terminal)
+	if in.Kind == agentwire.KindDeploy && in.Version == "" {
+		// Workflows before Version existed passed a deploy's version id as Image.
+		in.Version, in.Image = in.Image, ""
+	}
+	t, err := r.terminal(ctx, in.TerminalRef)
 	if err != nil {
 		return TerminalRef{}, err
 	}
@@ -121,7 +127,7 @@ func (r *Region) PrepareTask(ctx context.Context, in TaskInput) (TerminalRef, er
 			return TerminalRef{}, ErrBadImage.New(err.Error(), err)
 		}
 	case agentwire.KindDeploy:
-		id, v, err := r.heldVersion(ctx, in.Image, r.Store)
+		id, v, err := r.heldVersion(ctx, in.Version, r.Store)
 		if err != nil {
 			return TerminalRef{}, err
 		}
@@ -150,13 +156,13 @@ func (r *Region) PrepareTask(ctx context.Context, in TaskInput) (TerminalRef, er
 
 // startTask records the task and sets the terminal's next network boot to it.
 func (r *Region) startTask(ctx context.Context, t state.Terminal, in TaskInput) error {
-	if _, err := r.Inventory.StartTask(ctx, state.Task{ID: in.Task, MAC: t.MAC, Kind: in.Kind, Image: in.Image}, r.now()); err != nil {
+	if _, err := r.Inventory.StartTask(ctx, state.Task{ID: in.Task, MAC: t.MAC, Kind: in.Kind, Image: in.Image, Version: in.Version}, r.now()); err != nil {
 		if errors.Is(err, state.ErrConflict) {
 			return ErrConflict.New(err.Error(), err)
 		}
 		return err
 	}
-	return r.Inventory.SetBootAction(ctx, t.MAC, state.BootAction{Action: agentwire.Action(in.Kind), Task: in.Task, Image: in.Image, Expires: in.Expires})
+	return r.Inventory.SetBootAction(ctx, t.MAC, state.BootAction{Action: agentwire.Action(in.Kind), Task: in.Task, Image: in.Image, Version: in.Version, Expires: in.Expires})
 }
 
 func terminalName(t state.Terminal) string {

@@ -134,10 +134,10 @@ func TestDeployVerifiesCentralSignature(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if _, err := inv.StartTask(ctx, state.Task{ID: task, MAC: mac, Kind: "deploy", Image: tt.version.String()}, time.Now()); err != nil {
+			if _, err := inv.StartTask(ctx, state.Task{ID: task, MAC: mac, Kind: "deploy", Version: tt.version.String()}, time.Now()); err != nil {
 				t.Fatal(err)
 			}
-			if err := inv.SetBootAction(ctx, mac, state.BootAction{Action: "deploy", Task: task, Image: tt.version.String(), Expires: time.Now().Add(time.Hour)}); err != nil {
+			if err := inv.SetBootAction(ctx, mac, state.BootAction{Action: "deploy", Task: task, Version: tt.version.String(), Expires: time.Now().Add(time.Hour)}); err != nil {
 				t.Fatal(err)
 			}
 			disk := storetest.SampleDisk(t, 8<<20, uint64(100+i))

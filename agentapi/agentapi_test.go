@@ -93,10 +93,10 @@ func (r *region) task(t testing.TB, mac, name, id string, kind agentwire.Kind, i
 			}
 		}
 	}
-	if _, err := r.inv.StartTask(ctx, state.Task{ID: id, MAC: mac, Kind: kind, Image: image}, time.Now()); err != nil {
+	if _, err := r.inv.StartTask(ctx, taskOf(id, mac, kind, image), time.Now()); err != nil {
 		t.Fatal(err)
 	}
-	if err := r.inv.SetBootAction(ctx, mac, state.BootAction{Action: agentwire.Action(kind), Task: id, Image: image, Expires: time.Now().Add(time.Hour)}); err != nil {
+	if err := r.inv.SetBootAction(ctx, mac, bootActionOf(taskOf(id, mac, kind, image), time.Now().Add(time.Hour))); err != nil {
 		t.Fatal(err)
 	}
 }
@@ -435,4 +435,20 @@ func TestCommands(t *testing.T) {
 	if _, err := (&agent.Client{Region: r.url, MAC: "nope", Key: c.Key}).Command(ctx, "0s"); status(err) != http.StatusUnauthorized {
 		t.Fatalf("bad MAC: %v", err)
 	}
+}
+
+// taskOf is a task of kind on image: an image name for a capture, a version id for a deploy.
+func taskOf(id, mac string, kind agentwire.Kind, image string) state.Task {
+	t := state.Task{ID: id, MAC: mac, Kind: kind}
+	if kind == agentwire.KindDeploy {
+		t.Version = image
+	} else {
+		t.Image = image
+	}
+	return t
+}
+
+// bootActionOf is the boot action that runs t.
+func bootActionOf(t state.Task, expires time.Time) state.BootAction {
+	return state.BootAction{Action: agentwire.Action(t.Kind), Task: t.ID, Image: t.Image, Version: t.Version, Expires: expires}
 }

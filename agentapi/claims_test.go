@@ -139,10 +139,10 @@ func TestTokenFromAnotherAddressFailsTheTask(t *testing.T) {
 func (r *region) task2(t *testing.T, mac, id string, kind agentwire.Kind, image string) {
 	t.Helper()
 	ctx := context.Background()
-	if _, err := r.inv.StartTask(ctx, state.Task{ID: id, MAC: mac, Kind: kind, Image: image}, time.Now()); err != nil {
+	if _, err := r.inv.StartTask(ctx, taskOf(id, mac, kind, image), time.Now()); err != nil {
 		t.Fatal(err)
 	}
-	if err := r.inv.SetBootAction(ctx, mac, state.BootAction{Action: agentwire.Action(kind), Task: id, Image: image, Expires: time.Now().Add(time.Hour)}); err != nil {
+	if err := r.inv.SetBootAction(ctx, mac, bootActionOf(taskOf(id, mac, kind, image), time.Now().Add(time.Hour))); err != nil {
 		t.Fatal(err)
 	}
 }

@@ -19,9 +19,9 @@ func (s *Server) info(ctx context.Context, t state.Task) (agentwire.TaskInfo, *c
 	ti := agentwire.TaskInfo{ID: t.ID, Kind: t.Kind}
 	switch t.Kind {
 	case agentwire.KindDeploy:
-		id, err := manifest.ParseID(t.Image)
+		id, err := manifest.ParseID(t.Version)
 		if err != nil {
-			return ti, nil, fmt.Errorf("task %s names version %q: %w", t.ID, t.Image, err)
+			return ti, nil, fmt.Errorf("task %s names version %q: %w", t.ID, t.Version, err)
 		}
 		v, err := s.version(ctx, id)
 		if err != nil {
@@ -174,7 +174,7 @@ func (s *Server) Done(ctx context.Context, t state.Task, c state.Claim, d agentw
 		_, err := s.finish(ctx, t, state.TaskFailed, agentwire.Result{}, "terminal "+name+" wrote the image but did not verify it")
 		return agentwire.Result{}, err
 	}
-	res := agentwire.Result{Version: t.Image, Written: d.Written, WrittenBytes: d.WrittenBytes, Skipped: d.Skipped, Verified: true}
+	res := agentwire.Result{Version: t.Version, Written: d.Written, WrittenBytes: d.WrittenBytes, Skipped: d.Skipped, Verified: true}
 	_, err := s.finish(ctx, t, state.TaskDone, res, "")
 	return res, err
 }

@@ -199,8 +199,8 @@ func FuzzScriptRequest(f *testing.F) {
 	sc := &Scripts{Inventory: inv, Claims: &agentapi.Server{Inventory: inv}, Endpoint: "http://10.0.5.2:8301"}
 	ctx := context.Background()
 	inv.Enroll(ctx, "52:54:00:aa:00:09", "pc9")
-	inv.StartTask(ctx, state.Task{ID: "deploy/x", MAC: "52:54:00:aa:00:09", Kind: "deploy", Image: "lab"}, time.Now())
-	inv.SetBootAction(ctx, "52:54:00:aa:00:09", state.BootAction{Action: "deploy", Task: "deploy/x", Image: "lab", Expires: time.Now().Add(time.Hour)})
+	inv.StartTask(ctx, state.Task{ID: "deploy/x", MAC: "52:54:00:aa:00:09", Kind: "deploy", Version: "lab"}, time.Now())
+	inv.SetBootAction(ctx, "52:54:00:aa:00:09", state.BootAction{Action: "deploy", Task: "deploy/x", Version: "lab", Expires: time.Now().Add(time.Hour)})
 	mux := http.NewServeMux()
 	sc.Routes(mux)
 	f.Fuzz(func(t *testing.T, query string) {

@@ -45,7 +45,7 @@ central's catalog. The terminal boots from its own disk again afterwards, whatev
 			if err := requireFlag(cmd, "terminal", terminal); err != nil {
 				return err
 			}
-			in := workflows.CaptureImageInput{Region: region, Terminal: terminal, Image: args[0]}
+			in := workflows.CaptureImageInput{Region: region, TerminalRef: terminal, Image: args[0]}
 			id := workflows.CaptureWorkflowID(region, terminal, args[0])
 			return a.startTask(cmd, region, activities.RegionQueue(region), id, workflows.CaptureImage, in, wait,
 				fmt.Sprintf("capture of terminal %s into image %s in region %s", terminal, args[0], region))
@@ -423,12 +423,12 @@ func (d *taskDetail) progressLine() string {
 	case workflows.NameCaptureImage:
 		var p workflows.CaptureProgress
 		if json.Unmarshal(d.Progress, &p) == nil {
-			parts = append(parts, "capture of "+p.Terminal+": "+string(p.Phase))
+			parts = append(parts, "capture of "+p.Name+": "+string(p.Phase))
 		}
 	case workflows.NameDeployTerminal:
 		var p workflows.TerminalProgress
 		if json.Unmarshal(d.Progress, &p) == nil {
-			parts = append(parts, "deploy of "+p.Terminal+": "+string(p.Phase))
+			parts = append(parts, "deploy of "+p.Name+": "+string(p.Phase))
 		}
 	case workflows.NameShareImage:
 		var p workflows.ShareProgress
@@ -490,7 +490,7 @@ func resultSummary(typ string, raw json.RawMessage) string {
 	case workflows.NameCaptureImage:
 		var r workflows.CaptureImageResult
 		if json.Unmarshal(raw, &r) == nil && r.Version != "" {
-			return fmt.Sprintf("terminal %s captured as %s@%s (%s disk, %s stored)", r.Terminal, r.Image, short(r.Version), humanBytes(r.DiskSize), humanBytes(r.StoredBytes))
+			return fmt.Sprintf("terminal %s captured as %s@%s (%s disk, %s stored)", r.TerminalRef, r.Image, short(r.Version), humanBytes(r.DiskSize), humanBytes(r.StoredBytes))
 		}
 	case workflows.NameShareImage:
 		var r workflows.ShareImageResult
@@ -506,7 +506,7 @@ func resultSummary(typ string, raw json.RawMessage) string {
 			s := fmt.Sprintf("version %s written to %d of %d terminals", short(r.Version), len(r.Terminals)-r.Failed, len(r.Terminals))
 			for _, t := range r.Terminals {
 				if !t.OK {
-					s += "; " + t.Terminal + " failed: " + t.Error
+					s += "; " + t.Name + " failed: " + t.Error
 				}
 			}
 			return s
@@ -514,7 +514,7 @@ func resultSummary(typ string, raw json.RawMessage) string {
 	case workflows.NameDeployTerminal:
 		var r workflows.TerminalOutcome
 		if json.Unmarshal(raw, &r) == nil {
-			return fmt.Sprintf("terminal %s: %d chunks written (%s), %d already right", r.Terminal, r.Written, humanBytes(r.WrittenBytes), r.Skipped)
+			return fmt.Sprintf("terminal %s: %d chunks written (%s), %d already right", r.Name, r.Written, humanBytes(r.WrittenBytes), r.Skipped)
 		}
 	}
 	return "done"

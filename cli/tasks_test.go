@@ -44,7 +44,7 @@ func TestHeartbeatDecodesAgentAndTransferReports(t *testing.T) {
 func TestDeployProgressLineAddsUpTerminals(t *testing.T) {
 	js := func(v any) json.RawMessage { b, _ := json.Marshal(v); return b }
 	d := &taskDetail{Type: "DeployImage", Status: "Running", Progress: js(workflows.DeployProgress{Phase: "deploying", Terminals: []workflows.TerminalProgress{
-		{Terminal: "pc1", Phase: "deploying"}, {Terminal: "pc2", Phase: "deploying"}, {Terminal: "pc3", Phase: "failed"}, {Terminal: "pc4", Phase: "queued"}}})}
+		{Name: "pc1", Phase: "deploying"}, {Name: "pc2", Phase: "deploying"}, {Name: "pc3", Phase: "failed"}, {Name: "pc4", Phase: "queued"}}})}
 	for _, done := range []int64{1 << 30, 3 << 30} {
 		d.children = append(d.children, &taskDetail{Type: "DeployTerminal", Pending: []pendingActivity{
 			{Type: "WaitForAgent", Progress: js(activities.AgentProgress{Phase: "writing", Done: done, Total: 4 << 30})}}})

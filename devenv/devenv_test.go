@@ -39,7 +39,7 @@ func capture(t *testing.T, env *devenv.Env, region, terminal, image string) work
 	defer cancel()
 	run, err := env.Client.ExecuteWorkflow(ctx, client.StartWorkflowOptions{ID: workflows.CaptureWorkflowID(region, terminal, image),
 		TaskQueue: activities.RegionQueue(region)}, workflows.CaptureImage,
-		workflows.CaptureImageInput{Region: region, Terminal: terminal, Image: image, Timeouts: quick})
+		workflows.CaptureImageInput{Region: region, TerminalRef: terminal, Image: image, Timeouts: quick})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -76,7 +76,7 @@ func deploy(t *testing.T, env *devenv.Env, in workflows.DeployImageInput) workfl
 	}
 	history(t, env, run.GetID(), "deploy")
 	for _, tr := range res.Terminals {
-		history(t, env, run.GetID()+"/"+tr.Terminal, "deploy-terminal")
+		history(t, env, run.GetID()+"/"+tr.Name, "deploy-terminal")
 	}
 	return res
 }
@@ -327,7 +327,7 @@ func TestAgentKilledMidTask(t *testing.T) {
 
 	capRun, err := env.Client.ExecuteWorkflow(ctx, client.StartWorkflowOptions{ID: workflows.CaptureWorkflowID("region-a", "a-pc1", "lab-image"),
 		TaskQueue: activities.RegionQueue("region-a")}, workflows.CaptureImage,
-		workflows.CaptureImageInput{Region: "region-a", Terminal: "a-pc1", Image: "lab-image", Timeouts: quick})
+		workflows.CaptureImageInput{Region: "region-a", TerminalRef: "a-pc1", Image: "lab-image", Timeouts: quick})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -364,8 +364,8 @@ func TestBadInputEndsClearly(t *testing.T) {
 		in   any
 		want string
 	}{
-		{"unknown terminal", workflows.CaptureImage, workflows.CaptureImageInput{Region: "region-a", Terminal: "nope", Image: "x"}, "region region-a has no terminal nope"},
-		{"bad image name", workflows.CaptureImage, workflows.CaptureImageInput{Region: "region-a", Terminal: "a-pc1", Image: "Bad Name"}, "image name"},
+		{"unknown terminal", workflows.CaptureImage, workflows.CaptureImageInput{Region: "region-a", TerminalRef: "nope", Image: "x"}, "region region-a has no terminal nope"},
+		{"bad image name", workflows.CaptureImage, workflows.CaptureImageInput{Region: "region-a", TerminalRef: "a-pc1", Image: "Bad Name"}, "image name"},
 		{"unknown group", workflows.DeployImage, workflows.DeployImageInput{Region: "region-a", Group: "nope", Image: "x"}, "region region-a has no group nope"},
 		{"unknown image", workflows.DeployImage, workflows.DeployImageInput{Region: "region-a", Group: "lab", Image: "never-captured"}, "never-captured is not in the catalog"},
 	} {

@@ -38,15 +38,15 @@ func TestRerunsDoTheirWork(t *testing.T) {
 		t.Fatalf("second deploy: %+v", second)
 	}
 	for _, o := range second.Terminals {
-		term, _ := env.Terminal(o.Terminal)
+		term, _ := env.Terminal(o.Name)
 		if got := storetest.FileSum(t, term.Disk); got != want {
-			t.Errorf("%s differs from the image after the second deploy reported %+v", o.Terminal, o)
+			t.Errorf("%s differs from the image after the second deploy reported %+v", o.Name, o)
 		}
-		if o.Terminal == "b-pc2" && o.Written == 0 {
+		if o.Name == "b-pc2" && o.Written == 0 {
 			t.Errorf("b-pc2's second deploy wrote nothing: %+v", o)
 		}
-		if o.Terminal != "b-pc2" && o.Written != 0 {
-			t.Errorf("%s was already right but the second deploy wrote %d chunks", o.Terminal, o.Written)
+		if o.Name != "b-pc2" && o.Written != 0 {
+			t.Errorf("%s was already right but the second deploy wrote %d chunks", o.Name, o.Written)
 		}
 	}
 

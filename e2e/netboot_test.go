@@ -195,7 +195,7 @@ func scenario(t *testing.T, dir, bootDir, pcNS string) {
 	t.Run("capture", func(t *testing.T) {
 		run, err := c.ExecuteWorkflow(ctx, client.StartWorkflowOptions{ID: workflows.CaptureWorkflowID(regionID, "vm1", image),
 			TaskQueue: activities.RegionQueue(regionID)}, workflows.CaptureImage,
-			workflows.CaptureImageInput{Region: regionID, Terminal: "vm1", Image: image, Timeouts: timeouts})
+			workflows.CaptureImageInput{Region: regionID, TerminalRef: "vm1", Image: image, Timeouts: timeouts})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -310,7 +310,7 @@ func scenario(t *testing.T, dir, bootDir, pcNS string) {
 	t.Run("spoofer", func(t *testing.T) {
 		run, err := c.ExecuteWorkflow(ctx, client.StartWorkflowOptions{ID: workflows.CaptureWorkflowID(regionID, "vm1", image),
 			TaskQueue: activities.RegionQueue(regionID)}, workflows.CaptureImage,
-			workflows.CaptureImageInput{Region: regionID, Terminal: "vm1", Image: image, Timeouts: timeouts})
+			workflows.CaptureImageInput{Region: regionID, TerminalRef: "vm1", Image: image, Timeouts: timeouts})
 		if err != nil {
 			t.Fatal(err)
 		}

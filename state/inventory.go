@@ -366,7 +366,8 @@ func (inv *Inventory) Members(ctx context.Context, group string) ([]Terminal, er
 type BootAction struct {
 	Action  agentwire.Action
 	Task    string // the workflow it belongs to
-	Image   string
+	Image   string // capture: the image name
+	Version string // deploy: the version id
 	Expires time.Time
 }
 
@@ -391,7 +392,7 @@ func (inv *Inventory) SetBootAction(ctx context.Context, mac string, a BootActio
 		VALUES (?, ?, ?, ?, NULL, NULL, '', 0, 0, ?)
 		ON CONFLICT (mac) DO UPDATE SET action = excluded.action, task = excluded.task, image = excluded.image,
 		token_hash = NULL, prev_token_hash = NULL, claim_ip = '', claimed = 0, claim_network = 0, expires = excluded.expires`,
-		mac, a.Action, a.Task, a.Image, a.Expires.UTC().UnixNano())
+		mac, a.Action, a.Task, subject(agentwire.Kind(a.Action), a.Image, a.Version), a.Expires.UTC().UnixNano())
 	if isForeignKey(err) {
 		return notFound("terminal " + mac)
 	}
@@ -406,7 +407,9 @@ func (inv *Inventory) BootAction(ctx context.Context, mac string, now time.Time)
 	}
 	var a BootAction
 	var exp int64
-	err = inv.db.QueryRowContext(ctx, `SELECT action, task, image, expires FROM boot_actions WHERE mac = ?`, mac).Scan(&a.Action, &a.Task, &a.Image, &exp)
+	var col string
+	err = inv.db.QueryRowContext(ctx, `SELECT action, task, image, expires FROM boot_actions WHERE mac = ?`, mac).Scan(&a.Action, &a.Task, &col, &exp)
+	setSubject(agentwire.Kind(a.Action), col, &a.Image, &a.Version)
 	if errors.Is(err, sql.ErrNoRows) {
 		return BootAction{Action: agentwire.ActionLocal}, nil
 	}

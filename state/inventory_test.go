@@ -102,12 +102,12 @@ func TestBootActions(t *testing.T) {
 	if a, err := inv.BootAction(ctx, "aa:bb:cc:00:00:01", now); err != nil || a.Action != "local" {
 		t.Fatalf("default boot action: %+v, %v", a, err)
 	}
-	err := inv.SetBootAction(ctx, "aa:bb:cc:00:00:01", BootAction{Action: "deploy", Task: "deploy/r/pc-01/win11", Image: "win11", Expires: now.Add(time.Hour)})
+	err := inv.SetBootAction(ctx, "aa:bb:cc:00:00:01", BootAction{Action: "deploy", Task: "deploy/r/pc-01/win11", Version: "win11", Expires: now.Add(time.Hour)})
 	if err != nil {
 		t.Fatal(err)
 	}
 	a, err := inv.BootAction(ctx, "AA:BB:CC:00:00:01", now)
-	if err != nil || a.Action != "deploy" || a.Image != "win11" {
+	if err != nil || a.Action != "deploy" || a.Version != "win11" || a.Image != "" {
 		t.Fatalf("boot action: %+v, %v", a, err)
 	}
 	if a, _ := inv.BootAction(ctx, "aa:bb:cc:00:00:01", now.Add(2*time.Hour)); a.Action != "local" {

@@ -23,11 +23,12 @@ const (
 // Task is one terminal's part of a capture or deploy: what its agent is asked to do, how far
 // it got and how it ended. ID is the workflow id of the terminal's task.
 type Task struct {
-	ID    string
-	MAC   string
-	Kind  agentwire.Kind
-	Image string // the image name for a capture, the version id for a deploy
-	State string
+	ID      string
+	MAC     string
+	Kind    agentwire.Kind
+	Image   string // capture: the image name the new version is published under
+	Version string // deploy: the version id written
+	State   string
 	// Waiter is the Temporal task token of the activity waiting for the agent, so the region's
 	// HTTP service can complete it when the agent reports; nil until the activity starts.
 	Waiter   []byte
@@ -45,16 +46,36 @@ func (t Task) Finished() bool {
 
 const taskCols = `id, mac, kind, image, state, waiter, progress, result, error, created, updated`
 
+// subject is what the task works on, as its image column holds it: a capture's image name, a
+// deploy's version id.
+func subject(kind agentwire.Kind, image, version string) string {
+	if kind == agentwire.KindDeploy {
+		return version
+	}
+	return image
+}
+
+// setSubject fills Image or Version from the image column, by kind.
+func setSubject(kind agentwire.Kind, col string, image, version *string) {
+	if kind == agentwire.KindDeploy {
+		*version = col
+	} else {
+		*image = col
+	}
+}
+
 func scanTask(row interface{ Scan(...any) error }) (Task, error) {
 	var t Task
 	var created, updated int64
-	err := row.Scan(&t.ID, &t.MAC, &t.Kind, &t.Image, &t.State, &t.Waiter, &t.Progress, &t.Result, &t.Error, &created, &updated)
+	var col string
+	err := row.Scan(&t.ID, &t.MAC, &t.Kind, &col, &t.State, &t.Waiter, &t.Progress, &t.Result, &t.Error, &created, &updated)
+	setSubject(t.Kind, col, &t.Image, &t.Version)
 	t.Created, t.Updated = time.Unix(0, created).UTC(), time.Unix(0, updated).UTC()
 	return t, err
 }
 
 // StartTask records a new task for terminal mac. Starting a task that exists for the same
-// terminal, kind and image again (a retried activity) starts it afresh unless it has finished,
+// terminal, kind and image (or version) again (a retried activity) starts it afresh unless it has finished,
 // in which case it is left as it is; the same id for anything else is a conflict.
 func (inv *Inventory) StartTask(ctx context.Context, t Task, now time.Time) (Task, error) {
 	mac, err := NormalizeMAC(t.MAC)
@@ -75,8 +96,8 @@ func (inv *Inventory) StartTask(ctx context.Context, t Task, now time.Time) (Tas
 	old, err := scanTask(tx.QueryRowContext(ctx, `SELECT `+taskCols+` FROM tasks WHERE id = ?`, t.ID))
 	switch {
 	case err == nil:
-		if old.MAC != mac || old.Kind != t.Kind || old.Image != t.Image {
-			return old, fmt.Errorf("task %s exists for %s %s of %s: %w", t.ID, old.Kind, old.MAC, old.Image, ErrConflict)
+		if was := subject(old.Kind, old.Image, old.Version); old.MAC != mac || old.Kind != t.Kind || was != subject(t.Kind, t.Image, t.Version) {
+			return old, fmt.Errorf("task %s exists for %s %s of %s: %w", t.ID, old.Kind, old.MAC, was, ErrConflict)
 		}
 		if old.Finished() {
 			return old, nil
@@ -87,7 +108,7 @@ func (inv *Inventory) StartTask(ctx context.Context, t Task, now time.Time) (Tas
 	ns := now.UTC().UnixNano()
 	if _, err := tx.ExecContext(ctx, `INSERT INTO tasks (id, mac, kind, image, state, created, updated) VALUES (?, ?, ?, ?, ?, ?, ?)
 		ON CONFLICT (id) DO UPDATE SET state = excluded.state, updated = excluded.updated`,
-		t.ID, mac, t.Kind, t.Image, TaskWaiting, ns, ns); err != nil {
+		t.ID, mac, t.Kind, subject(t.Kind, t.Image, t.Version), TaskWaiting, ns, ns); err != nil {
 		return t, err
 	}
 	got, err := scanTask(tx.QueryRowContext(ctx, `SELECT `+taskCols+` FROM tasks WHERE id = ?`, t.ID))

@@ -10,17 +10,19 @@ import (
 
 // CaptureImageInput asks for a terminal's disk to be captured as a new version of an image.
 type CaptureImageInput struct {
-	Region   string
-	Terminal string // name or MAC
-	Image    string // image name; the new version becomes NAME:latest
-	Timeouts AgentTimeouts
+	Region string
+	// TerminalRef names the terminal: its name or its MAC.
+	TerminalRef string `json:"Terminal"`
+	Image       string // image name; the new version becomes NAME:latest
+	Timeouts    AgentTimeouts
 }
 
 // CaptureImageResult names the new version.
 type CaptureImageResult struct {
-	Version     string
-	Image       string
-	Terminal    string
+	Version string
+	Image   string
+	// TerminalRef is the terminal as the input named it (name or MAC).
+	TerminalRef string `json:"Terminal"`
 	DiskSize    int64
 	StoredBytes int64
 }
@@ -43,14 +45,14 @@ func CaptureWorkflowID(region, terminal, image string) string {
 // signature is stored beside the version in the region's store (the region deploys only signed
 // versions). The workflow runs on the region's task queue.
 func CaptureImage(ctx workflow.Context, in CaptureImageInput) (CaptureImageResult, error) {
-	res := CaptureImageResult{Image: in.Image, Terminal: in.Terminal}
-	prog := &CaptureProgress{TerminalProgress: TerminalProgress{Terminal: in.Terminal, Phase: PhasePreparing}}
+	res := CaptureImageResult{Image: in.Image, TerminalRef: in.TerminalRef}
+	prog := &CaptureProgress{TerminalProgress: TerminalProgress{Name: in.TerminalRef, Phase: PhasePreparing}}
 	if err := workflow.SetQueryHandler(ctx, QueryProgress, func() (CaptureProgress, error) { return *prog, nil }); err != nil {
 		return res, err
 	}
 	var r *activities.Region
 	var c *activities.Central
-	_, out, err := agentTask(ctx, in.Region, agentwire.KindCapture, in.Terminal, in.Image, in.Timeouts, &prog.TerminalProgress)
+	_, out, err := agentTask(ctx, in.Region, activities.TaskInput{TerminalRef: in.TerminalRef, Kind: agentwire.KindCapture, Image: in.Image}, in.Timeouts, &prog.TerminalProgress)
 	if err != nil {
 		return res, err
 	}

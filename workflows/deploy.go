@@ -23,7 +23,8 @@ type DeployImageInput struct {
 
 // TerminalOutcome is how one terminal's deploy ended.
 type TerminalOutcome struct {
-	Terminal     string
+	// Name is the terminal's name for people (its MAC if it has none).
+	Name         string `json:"Terminal"`
 	MAC          string
 	OK           bool
 	Error        string `json:",omitempty"`
@@ -74,7 +75,7 @@ func DeployImage(ctx workflow.Context, in DeployImageInput) (DeployImageResult, 
 		return res, err
 	}
 	for _, t := range targets.Terminals {
-		prog.Terminals = append(prog.Terminals, TerminalProgress{Terminal: name(t), Phase: PhaseQueued})
+		prog.Terminals = append(prog.Terminals, TerminalProgress{Name: name(t), Phase: PhaseQueued})
 	}
 
 	prog.Phase = PhaseSharing
@@ -106,11 +107,11 @@ func DeployImage(ctx workflow.Context, in DeployImageInput) (DeployImageResult, 
 			TaskQueue:  activities.RegionQueue(in.Region),
 		})
 		f := workflow.ExecuteChildWorkflow(child, DeployTerminal, DeployTerminalInput{
-			Region: in.Region, Terminal: t.MAC, Name: t.Name, Version: res.Version, Timeouts: in.Timeouts})
+			Region: in.Region, TerminalRef: t.MAC, Name: t.Name, Version: res.Version, Timeouts: in.Timeouts})
 		workflow.Go(ctx, func(gctx workflow.Context) {
-			out := TerminalOutcome{Terminal: name(t), MAC: t.MAC}
+			out := TerminalOutcome{Name: name(t), MAC: t.MAC}
 			if err := f.Get(gctx, &out); err != nil {
-				out = TerminalOutcome{Terminal: name(t), MAC: t.MAC, Error: rootCause(err)}
+				out = TerminalOutcome{Name: name(t), MAC: t.MAC, Error: rootCause(err)}
 				prog.Terminals[i].Phase, prog.Terminals[i].Error = PhaseFailed, out.Error
 			} else {
 				prog.Terminals[i].Phase = PhaseDone
@@ -128,7 +129,7 @@ func DeployImage(ctx workflow.Context, in DeployImageInput) (DeployImageResult, 
 		if !o.OK {
 			res.Failed++
 			if first == "" {
-				first = o.Terminal + ": " + o.Error
+				first = o.Name + ": " + o.Error
 			}
 		}
 	}
@@ -142,26 +143,27 @@ func DeployImage(ctx workflow.Context, in DeployImageInput) (DeployImageResult, 
 
 // DeployTerminalInput asks for one terminal to be deployed with a version the region holds.
 type DeployTerminalInput struct {
-	Region   string
-	Terminal string // MAC or name
-	Name     string // for people
-	Version  string
-	Timeouts AgentTimeouts
+	Region string
+	// TerminalRef names the terminal: its MAC (as DeployImage passes it) or its name.
+	TerminalRef string `json:"Terminal"`
+	Name        string // for people
+	Version     string
+	Timeouts    AgentTimeouts
 }
 
 // DeployTerminal deploys one terminal: its next network boot runs the agent in deploy mode,
 // the terminal is rebooted, the agent writes the blocks that differ, reads the disk back to
 // verify it, and the terminal goes back to booting from its disk.
 func DeployTerminal(ctx workflow.Context, in DeployTerminalInput) (TerminalOutcome, error) {
-	out := TerminalOutcome{Terminal: in.Name, MAC: in.Terminal}
-	if out.Terminal == "" {
-		out.Terminal = in.Terminal
+	out := TerminalOutcome{Name: in.Name, MAC: in.TerminalRef}
+	if out.Name == "" {
+		out.Name = in.TerminalRef
 	}
-	prog := &TerminalProgress{Terminal: out.Terminal, Phase: PhasePreparing}
+	prog := &TerminalProgress{Name: out.Name, Phase: PhasePreparing}
 	if err := workflow.SetQueryHandler(ctx, QueryProgress, func() (TerminalProgress, error) { return *prog, nil }); err != nil {
 		return out, err
 	}
-	ref, res, err := agentTask(ctx, in.Region, agentwire.KindDeploy, in.Terminal, in.Version, in.Timeouts, prog)
+	ref, res, err := agentTask(ctx, in.Region, activities.TaskInput{TerminalRef: in.TerminalRef, Kind: agentwire.KindDeploy, Version: in.Version}, in.Timeouts, prog)
 	if ref.MAC != "" {
 		out.MAC = ref.MAC
 	}

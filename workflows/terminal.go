@@ -41,9 +41,11 @@ func (t AgentTimeouts) withDefaults() AgentTimeouts {
 
 // TerminalProgress is how far one terminal's task got, for progress queries.
 type TerminalProgress struct {
-	Terminal string
-	Phase    Phase  // PhasePreparing, PhaseRebooting, PhaseWaiting, PhaseFinishing, PhaseDone, PhaseFailed
-	Error    string `json:",omitempty"`
+	// Name is the terminal as people know it: its name, else its MAC (a capture: as its input
+	// named it).
+	Name  string `json:"Terminal"`
+	Phase Phase  // PhasePreparing, PhaseRebooting, PhaseWaiting, PhaseFinishing, PhaseDone, PhaseFailed
+	Error string `json:",omitempty"`
 }
 
 // regionOptions are the options of a region's short bookkeeping activities.
@@ -73,7 +75,7 @@ func centralOptions(ctx workflow.Context) workflow.Context {
 // calling workflow's id and run id: a retried activity resumes this run's task, and a new run of
 // the same workflow id (the same deploy again tomorrow) is a new task that starts from the disk
 // as it is then, never the outcome of an earlier run.
-func agentTask(ctx workflow.Context, region string, kind agentwire.Kind, terminal, image string, to AgentTimeouts, prog *TerminalProgress) (activities.TerminalRef, activities.AgentResult, error) {
+func agentTask(ctx workflow.Context, region string, in activities.TaskInput, to AgentTimeouts, prog *TerminalProgress) (activities.TerminalRef, activities.AgentResult, error) {
 	var r *activities.Region
 	var ref activities.TerminalRef
 	var res activities.AgentResult
@@ -82,7 +84,7 @@ func agentTask(ctx workflow.Context, region string, kind agentwire.Kind, termina
 	task := TaskID(workflow.GetInfo(ctx).WorkflowExecution)
 
 	prog.Phase = PhasePreparing
-	in := activities.TaskInput{Task: task, Terminal: terminal, Kind: kind, Image: image, Expires: workflow.Now(ctx).Add(to.Total)}
+	in.Task, in.Expires = task, workflow.Now(ctx).Add(to.Total)
 	if err := workflow.ExecuteActivity(local, r.PrepareTask, in).Get(ctx, &ref); err != nil {
 		prog.Phase, prog.Error = PhaseFailed, rootCause(err)
 		return ref, res, err

@@ -30,7 +30,7 @@ var pc1 = activities.TerminalRef{MAC: "52:54:00:00:00:01", Name: "pc1", DiskSize
 
 func capture(t *testing.T, env *testsuite.TestWorkflowEnvironment) (CaptureImageResult, error) {
 	t.Helper()
-	env.ExecuteWorkflow(CaptureImage, CaptureImageInput{Region: "region-a", Terminal: "pc1", Image: "win11"})
+	env.ExecuteWorkflow(CaptureImage, CaptureImageInput{Region: "region-a", TerminalRef: "pc1", Image: "win11"})
 	if !env.IsWorkflowCompleted() {
 		t.Fatal("workflow did not complete")
 	}
@@ -52,7 +52,7 @@ func finished(st string) any {
 func TestCaptureRegistersTheNewVersion(t *testing.T) {
 	env := newTerminalEnv(t)
 	env.OnActivity(r.PrepareTask, mock.Anything, mock.MatchedBy(func(in activities.TaskInput) bool {
-		return in.Kind == "capture" && in.Terminal == "pc1" && in.Image == "win11" && in.Task == "default-test-workflow-id@default-test-run-id" && !in.Expires.IsZero()
+		return in.Kind == "capture" && in.TerminalRef == "pc1" && in.Image == "win11" && in.Task == "default-test-workflow-id@default-test-run-id" && !in.Expires.IsZero()
 	})).Return(pc1, nil).Once()
 	env.OnActivity(r.PowerTerminal, mock.Anything, activities.PowerInput{MAC: pc1.MAC, Command: "reboot"}).Return(nil).Once()
 	env.OnActivity(r.WaitForAgent, mock.Anything, activities.WaitInput{Task: "default-test-workflow-id@default-test-run-id"}).
@@ -152,10 +152,10 @@ func deployEnv(t *testing.T, n int, fail map[string]bool) (*testsuite.TestWorkfl
 	var mu sync.Mutex
 	running, most := 0, new(int)
 	env.OnActivity(r.PrepareTask, mock.Anything, mock.Anything).Return(func(_ context.Context, in activities.TaskInput) (activities.TerminalRef, error) {
-		if in.Kind != "deploy" || in.Image != version {
+		if in.Kind != "deploy" || in.Version != version || in.Image != "" {
 			t.Errorf("prepare %+v", in)
 		}
-		return byMAC[in.Terminal], nil
+		return byMAC[in.TerminalRef], nil
 	})
 	env.OnActivity(r.PowerTerminal, mock.Anything, mock.Anything).Return(nil)
 	env.OnActivity(r.WaitForAgent, mock.Anything, mock.Anything).After(time.Minute).Return(func(_ context.Context, in activities.WaitInput) (activities.AgentResult, error) {

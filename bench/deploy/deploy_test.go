@@ -45,7 +45,7 @@ func BenchmarkDeploy(b *testing.B) {
 
 	capStart := time.Now()
 	capRun, err := env.Client.ExecuteWorkflow(ctx, client.StartWorkflowOptions{TaskQueue: activities.RegionQueue("region-a")},
-		workflows.CaptureImage, workflows.CaptureImageInput{Region: "region-a", Terminal: src.Name, Image: "bench", Timeouts: timeouts})
+		workflows.CaptureImage, workflows.CaptureImageInput{Region: "region-a", TerminalRef: src.Name, Image: "bench", Timeouts: timeouts})
 	if err != nil {
 		b.Fatal(err)
 	}
