@@ -303,7 +303,8 @@ type reporter struct {
 	phase agentwire.Phase
 	total int64
 	done  atomic.Int64
-	moved atomic.Int64
+	sent  atomic.Int64 // compressed bytes a capture uploaded
+	fetch atomic.Int64 // chunk bytes a deploy fetched
 	kick  chan struct{}
 }
 
@@ -321,7 +322,9 @@ func (r *reporter) setPhase(phase agentwire.Phase, total int64) {
 func (r *reporter) snapshot() agentwire.Progress {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	return agentwire.Progress{Phase: r.phase, Total: r.total, Done: min(r.done.Load(), r.total), MovedBytes: r.moved.Load()}
+	sent, fetched := r.sent.Load(), r.fetch.Load()
+	return agentwire.Progress{Phase: r.phase, Total: r.total, Done: min(r.done.Load(), r.total),
+		SentBytes: sent, FetchedBytes: fetched, MovedBytes: sent + fetched}
 }
 
 func (r *reporter) start(ctx context.Context) (stop func()) {
@@ -584,7 +587,7 @@ func (u *uploader) upload(ctx context.Context, n int, get func(k int) ([]byte, m
 		return err
 	}
 	for _, fr := range frames {
-		u.pr.moved.Add(int64(len(fr)))
+		u.pr.sent.Add(int64(len(fr)))
 	}
 	return nil
 }
@@ -677,7 +680,7 @@ func (a *Agent) deploy(ctx context.Context, c *Client, ti agentwire.TaskInfo, pr
 	return agentwire.Done{Written: res.Written, WrittenBytes: res.WrittenBytes, Skipped: res.Skipped, Verified: true}, nil
 }
 
-// countingGetter counts the compressed bytes a deploy fetches.
+// countingGetter counts the chunk bytes a deploy fetches (decompressed and checked).
 type countingGetter struct {
 	g  *transfer.Getter
 	pr *reporter
@@ -686,7 +689,7 @@ type countingGetter struct {
 func (g *countingGetter) GetChunk(ctx context.Context, h manifest.Hash, id manifest.ID, buf []byte) ([]byte, error) {
 	data, err := g.g.GetChunk(ctx, h, id, buf)
 	if err == nil {
-		g.pr.moved.Add(int64(len(data)))
+		g.pr.fetch.Add(int64(len(data)))
 	}
 	return data, err
 }

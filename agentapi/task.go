@@ -116,10 +116,11 @@ func (s *Server) progress(w http.ResponseWriter, r *http.Request) {
 		s.reply(w, r, nil, err)
 		return
 	}
-	if !p.Phase.Known() || p.Done < 0 || p.Total < 0 || p.MovedBytes < 0 || p.Done > p.Total {
-		s.reply(w, r, nil, fail(http.StatusBadRequest, "progress %+v: want a known phase and 0 <= done <= total", p))
+	if !p.Phase.Known() || p.Done < 0 || p.Total < 0 || p.Done > p.Total || p.MovedBytes < 0 || p.SentBytes < 0 || p.FetchedBytes < 0 {
+		s.reply(w, r, nil, fail(http.StatusBadRequest, "progress %+v: want a known phase, 0 <= done <= total and no negative byte counts", p))
 		return
 	}
+	p.FillBytes(t.Kind)
 	b, _ := json.Marshal(p)
 	t, err = s.Inventory.ReportProgress(r.Context(), t.ID, string(b), s.now())
 	if err != nil {

@@ -161,10 +161,31 @@ type MissingReply struct {
 
 // Progress is an agent's progress report.
 type Progress struct {
-	Phase      Phase `json:"phase"`
-	Done       int64 `json:"done"`  // bytes of the disk handled
-	Total      int64 `json:"total"` // bytes of the disk
+	Phase Phase `json:"phase"`
+	Done  int64 `json:"done"`  // bytes of the disk handled
+	Total int64 `json:"total"` // bytes of the disk
+	// SentBytes is how many compressed chunk bytes a capture has uploaded.
+	SentBytes int64 `json:"sent_bytes,omitempty"`
+	// FetchedBytes is how many chunk bytes (decompressed and checked) a deploy has fetched.
+	FetchedBytes int64 `json:"fetched_bytes,omitempty"`
+	// MovedBytes is the one of the two the task moves, as agents built before SentBytes and
+	// FetchedBytes report it (and agents still send it, for regions built before). Read
+	// SentBytes and FetchedBytes; a region fills them from MovedBytes with FillBytes.
 	MovedBytes int64 `json:"moved_bytes"`
+}
+
+// FillBytes sets SentBytes or FetchedBytes, by the task's kind, from the MovedBytes of an agent
+// that sends only that.
+func (p *Progress) FillBytes(kind Kind) {
+	if p.SentBytes != 0 || p.FetchedBytes != 0 {
+		return
+	}
+	switch kind {
+	case KindCapture:
+		p.SentBytes = p.MovedBytes
+	case KindDeploy:
+		p.FetchedBytes = p.MovedBytes
+	}
 }
 
 // Done is an agent's report that its task ended. A deploy that succeeded reports what it wrote
