@@ -32,7 +32,6 @@ import (
 
 	"tms/agentwire"
 	"tms/internal/httpdeadline"
-	"tms/manifest"
 	"tms/state"
 	"tms/store"
 )
@@ -59,7 +58,7 @@ type Server struct {
 
 	mu       sync.Mutex
 	boxes    map[string]*mailbox
-	versions map[manifest.ID]*cachedVersion
+	versions *store.VersionCache // the deployed versions and their chunks, made on first use
 	auth     map[authKey]authEntry
 	nonces   map[string]time.Time // key-signed requests' nonces, until they can no longer be replayed
 	uploaded map[string]int64     // compressed bytes uploaded per capture task

@@ -11,15 +11,7 @@ import (
 	"tms/store"
 )
 
-// cachedVersion is a version read once for the many requests of its tasks: versions are
-// immutable, and reading and checking a 2 GiB image's manifest for every chunk request would
-// cost more than serving the chunk.
-type cachedVersion struct {
-	v      *store.Version
-	chunks map[manifest.ID]struct{}
-}
-
-func (s *Server) deployTask(r *http.Request) (state.Task, *cachedVersion, error) {
+func (s *Server) deployTask(r *http.Request) (state.Task, *store.CachedVersion, error) {
 	t, _, err := s.authorize(r)
 	if err != nil {
 		return t, nil, err
@@ -38,7 +30,7 @@ func (s *Server) manifest(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	w.Header().Set("Content-Type", "application/json")
-	w.Write(v.v.Encoded)
+	w.Write(v.Encoded)
 }
 
 // chunk serves one stored chunk frame of the deployed version. The agent checks it against its
@@ -54,8 +46,8 @@ func (s *Server) chunk(w http.ResponseWriter, r *http.Request) {
 		s.reply(w, r, nil, fail(http.StatusBadRequest, "chunk id: %v", err))
 		return
 	}
-	if _, ok := v.chunks[id]; !ok || id.IsZero() {
-		s.reply(w, r, nil, fail(http.StatusNotFound, "chunk %s is not part of version %s", id.Short(), v.v.ID.Short()))
+	if !v.HasChunk(id) {
+		s.reply(w, r, nil, fail(http.StatusNotFound, "chunk %s is not part of version %s", id.Short(), v.ID.Short()))
 		return
 	}
 	frame, err := s.Store.Backend().Get(r.Context(), store.ChunkKey(id))
@@ -68,27 +60,19 @@ func (s *Server) chunk(w http.ResponseWriter, r *http.Request) {
 	w.Write(frame)
 }
 
-// version reads version id through the cache.
-func (s *Server) version(ctx context.Context, id manifest.ID) (*cachedVersion, error) {
+// maxCachedVersions bounds the versions the API keeps read: a region deploys a few at a time,
+// and a big image's manifest and chunk set take megabytes.
+const maxCachedVersions = 8
+
+// version reads version id once for the many requests of its tasks: versions are immutable, and
+// reading and checking a 2 GiB image's manifest for every chunk request would cost more than
+// serving the chunk.
+func (s *Server) version(ctx context.Context, id manifest.ID) (*store.CachedVersion, error) {
 	s.mu.Lock()
-	cv, ok := s.versions[id]
+	if s.versions == nil {
+		s.versions = &store.VersionCache{Size: maxCachedVersions}
+	}
+	c := s.versions
 	s.mu.Unlock()
-	if ok {
-		return cv, nil
-	}
-	v, err := s.Store.GetManifest(ctx, id)
-	if err != nil {
-		return nil, err
-	}
-	cv = &cachedVersion{v: v, chunks: make(map[manifest.ID]struct{}, len(v.Manifest.Chunks))}
-	for _, c := range v.Manifest.Chunks {
-		cv.chunks[c] = struct{}{}
-	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.versions == nil || len(s.versions) >= 8 {
-		s.versions = map[manifest.ID]*cachedVersion{}
-	}
-	s.versions[id] = cv
-	return cv, nil
+	return c.Get(ctx, s.Store, id)
 }

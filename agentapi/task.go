@@ -15,7 +15,7 @@ import (
 )
 
 // info is the task's description for its agent.
-func (s *Server) info(ctx context.Context, t state.Task) (agentwire.TaskInfo, *cachedVersion, error) {
+func (s *Server) info(ctx context.Context, t state.Task) (agentwire.TaskInfo, *store.CachedVersion, error) {
 	ti := agentwire.TaskInfo{ID: t.ID, Kind: t.Kind}
 	switch t.Kind {
 	case agentwire.KindDeploy:
@@ -27,7 +27,7 @@ func (s *Server) info(ctx context.Context, t state.Task) (agentwire.TaskInfo, *c
 		if err != nil {
 			return ti, nil, fmt.Errorf("version %s of task %s: %w", id.Short(), t.ID, err)
 		}
-		m := v.v.Manifest
+		m := v.Manifest
 		ti.Version, ti.Image, ti.DiskSize, ti.ChunkSize, ti.Hash = id.String(), m.Meta.Name, m.DiskSize, m.ChunkSize, m.Hash
 		return ti, v, nil
 	case agentwire.KindCapture:
@@ -43,7 +43,7 @@ func (s *Server) info(ctx context.Context, t state.Task) (agentwire.TaskInfo, *c
 		if err != nil {
 			return ti, nil, fmt.Errorf("current version of %s: %w", t.Image, err)
 		}
-		ti.ChunkSize, ti.Hash = v.v.Manifest.ChunkSize, v.v.Manifest.Hash
+		ti.ChunkSize, ti.Hash = v.Manifest.ChunkSize, v.Manifest.Hash
 		return ti, v, nil
 	}
 	return ti, nil, fmt.Errorf("task %s has kind %q", t.ID, t.Kind)

@@ -41,9 +41,10 @@ type Handler struct {
 	// Now gives the time grants are checked against (default time.Now).
 	Now func() time.Time
 
-	mu     sync.Mutex
-	chunks map[manifest.ID]map[manifest.ID]struct{} // version -> its chunks, for the last few versions
-	held   map[string]time.Time                     // holder -> the expiry of its hold in the store
+	versions store.VersionCache // the versions peers pull and their chunks, the last few
+
+	mu   sync.Mutex
+	held map[string]time.Time // holder -> the expiry of its hold in the store
 }
 
 // maxHeld bounds the holds a Handler remembers: one per pull under way.
@@ -51,8 +52,6 @@ const maxHeld = 1024
 
 // PullHoldTTL is how long a peer's pull holds its version after its last request.
 const PullHoldTTL = 2 * time.Minute
-
-const maxCachedVersions = 16
 
 // Routes registers the handler's endpoints on mux.
 func (h *Handler) Routes(mux *http.ServeMux) {
@@ -162,12 +161,11 @@ func (h *Handler) manifest(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	v, err := h.Store.GetManifest(r.Context(), id)
+	v, err := h.versions.Get(r.Context(), h.Store, id)
 	if err != nil {
 		h.fail(w, r, "version "+id.Short(), err)
 		return
 	}
-	h.remember(v)
 	w.Header().Set("Content-Type", "application/json")
 	w.Write(v.Encoded)
 }
@@ -196,12 +194,12 @@ func (h *Handler) chunk(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "bad chunk id: "+err.Error(), http.StatusBadRequest)
 		return
 	}
-	set, err := h.chunkSet(r.Context(), vid)
+	v, err := h.versions.Get(r.Context(), h.Store, vid)
 	if err != nil {
 		h.fail(w, r, "version "+vid.Short(), err)
 		return
 	}
-	if _, ok := set[cid]; !ok {
+	if !v.HasChunk(cid) {
 		http.Error(w, "chunk is not part of the granted version", http.StatusForbidden)
 		return
 	}
@@ -212,42 +210,6 @@ func (h *Handler) chunk(w http.ResponseWriter, r *http.Request) {
 	}
 	w.Header().Set("Content-Type", "application/zstd")
 	w.Write(frame)
-}
-
-func (h *Handler) chunkSet(ctx context.Context, id manifest.ID) (map[manifest.ID]struct{}, error) {
-	h.mu.Lock()
-	set, ok := h.chunks[id]
-	h.mu.Unlock()
-	if ok {
-		return set, nil
-	}
-	v, err := h.Store.GetManifest(ctx, id)
-	if err != nil {
-		return nil, err
-	}
-	return h.remember(v), nil
-}
-
-func (h *Handler) remember(v *store.Version) map[manifest.ID]struct{} {
-	set := make(map[manifest.ID]struct{}, len(v.Manifest.Chunks))
-	for _, c := range v.Manifest.Chunks {
-		if !c.IsZero() {
-			set[c] = struct{}{}
-		}
-	}
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	if h.chunks == nil {
-		h.chunks = map[manifest.ID]map[manifest.ID]struct{}{}
-	}
-	if len(h.chunks) >= maxCachedVersions {
-		for k := range h.chunks { // drop any one: this is a small cache, not an LRU
-			delete(h.chunks, k)
-			break
-		}
-	}
-	h.chunks[v.ID] = set
-	return set
 }
 
 // HTTPSource reads one version from a peer's Handler with a grant for it.
