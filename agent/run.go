@@ -1,0 +1,266 @@
+package agent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"net/http"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"tms/agentwire"
+)
+
+// errRebooted means the region moved on (the token belongs to an earlier boot, or the task
+// ended): the agent boots again to learn what to do.
+var errRebooted = errors.New("the region ended this boot's task")
+
+// Run boots, does what the region says, and boots again, until ctx ends, a poweroff command
+// comes, or (with Once) one boot's work is done.
+func (a *Agent) Run(ctx context.Context) error {
+	if a.Region == nil || a.MAC == "" {
+		return errors.New("the agent needs its region's URL and the terminal's MAC")
+	}
+	c := &Client{Region: a.Region, HTTP: a.client(), MAC: a.MAC, Key: a.Key}
+	failures := 0
+	pause := func() bool {
+		d := a.Backoff
+		if d <= 0 {
+			d = time.Second
+		}
+		d = min(d<<min(failures, 6), time.Minute)
+		d += time.Duration(rand.Int64N(int64(d)/4 + 1))
+		select {
+		case <-ctx.Done():
+			return false
+		case <-time.After(d):
+			return true
+		}
+	}
+	for ctx.Err() == nil {
+		size, err := DiskSize(a.Disk)
+		if err != nil {
+			a.log().Warn("cannot read the disk's size", "disk", a.Disk, "err", err)
+		}
+		c.Token = ""
+		rep, err := c.Boot(ctx, agentwire.BootRequest{MAC: a.MAC, Disk: a.Disk, DiskSize: size, AgentVersion: Version, BootToken: a.BootToken})
+		if err != nil {
+			if ctx.Err() != nil {
+				break
+			}
+			if Permanent(err) {
+				return err
+			}
+			a.log().Warn("region not reached", "region", a.Region.String(), "err", err)
+			failures++
+			if !pause() {
+				break
+			}
+			continue
+		}
+		switch rep.Action {
+		case agentwire.ActionCapture, agentwire.ActionDeploy:
+			c.Token = rep.Token
+			err := a.runTask(ctx, c, rep)
+			switch {
+			case err == nil:
+				failures = 0
+				if a.Once {
+					return nil
+				}
+				continue
+			case ctx.Err() != nil:
+				return nil
+			case errors.Is(err, errRebooted):
+				a.log().Info("task ended by the region", "task", rep.Task, "err", err)
+				continue
+			}
+			failures++
+			tries := a.Tries
+			if tries <= 0 {
+				tries = 5
+			}
+			if Permanent(err) || failures >= tries {
+				a.log().Error("task failed", "task", rep.Task, "err", err)
+				if _, rerr := c.Done(ctx, agentwire.Done{Error: err.Error()}); rerr != nil {
+					a.log().Warn("could not report the failure", "task", rep.Task, "err", rerr)
+				} else {
+					failures = 0
+				}
+				if a.Once {
+					return err
+				}
+			} else {
+				a.log().Warn("task interrupted; starting over", "task", rep.Task, "attempt", failures, "err", err)
+			}
+			if !pause() {
+				return nil
+			}
+		default:
+			if a.Once {
+				return nil
+			}
+			off, err := a.idle(ctx, c)
+			if off || ctx.Err() != nil {
+				return nil
+			}
+			if err != nil {
+				a.log().Warn("command poll failed", "err", err)
+				failures++
+				if !pause() {
+					return nil
+				}
+			}
+		}
+	}
+	return nil
+}
+
+// idle waits for a command; it returns on reboot (to boot again), poweroff (off true) or an
+// error.
+func (a *Agent) idle(ctx context.Context, c *Client) (off bool, err error) {
+	for {
+		cmd, err := c.Command(ctx, "30s")
+		if err != nil {
+			return false, err
+		}
+		switch cmd {
+		case agentwire.CommandReboot:
+			a.log().Info("rebooting on the region's command")
+			return false, nil
+		case agentwire.CommandPoweroff:
+			a.log().Info("powering off on the region's command")
+			return true, nil
+		}
+	}
+}
+
+// runTask does one boot's task.
+func (a *Agent) runTask(ctx context.Context, c *Client, rep agentwire.BootReply) error {
+	ti, err := c.Task(ctx)
+	if err != nil {
+		return taskErr(err)
+	}
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	pr := &reporter{c: c, every: a.ProgressEvery, cancel: cancel, log: a.log()}
+	stop := pr.start(ctx)
+	defer stop()
+	a.log().Info("task started", "task", ti.ID, "kind", ti.Kind, "image", ti.Image)
+	switch ti.Kind {
+	case agentwire.KindCapture:
+		res, err := a.capture(ctx, c, ti, pr)
+		if err != nil {
+			return taskErr(causeOf(ctx, err))
+		}
+		a.log().Info("capture published", "task", ti.ID, "version", res.Version, "stored_bytes", res.StoredBytes)
+		return nil
+	case agentwire.KindDeploy:
+		d, err := a.deploy(ctx, c, ti, pr)
+		if err != nil {
+			return taskErr(causeOf(ctx, err))
+		}
+		stop()
+		if _, err := c.Done(context.WithoutCancel(ctx), d); err != nil {
+			return taskErr(err)
+		}
+		a.log().Info("deploy written and verified", "task", ti.ID, "written", d.Written, "skipped", d.Skipped)
+		return nil
+	}
+	return permanent(fmt.Errorf("task %s has kind %q, which this agent does not know", ti.ID, ti.Kind))
+}
+
+// causeOf prefers the reason the task's context was canceled (the region ended the task).
+func causeOf(ctx context.Context, err error) error {
+	if c := context.Cause(ctx); c != nil && !errors.Is(c, context.Canceled) {
+		return c
+	}
+	return err
+}
+
+// taskErr turns the region's "not your task any more" answers into errRebooted.
+func taskErr(err error) error {
+	var e *APIError
+	if errors.As(err, &e) && !e.Retry && (e.Status == http.StatusForbidden || e.Status == http.StatusConflict || e.Status == http.StatusUnauthorized) {
+		return fmt.Errorf("%w: %v", errRebooted, err)
+	}
+	return err
+}
+
+// reporter sends progress reports in the background.
+type reporter struct {
+	c      *Client
+	every  time.Duration
+	cancel context.CancelCauseFunc
+	log    *slog.Logger
+
+	mu    sync.Mutex
+	phase agentwire.Phase
+	total int64
+	done  atomic.Int64
+	sent  atomic.Int64 // compressed bytes a capture uploaded
+	fetch atomic.Int64 // chunk bytes a deploy fetched
+	kick  chan struct{}
+}
+
+func (r *reporter) setPhase(phase agentwire.Phase, total int64) {
+	r.mu.Lock()
+	r.phase, r.total = phase, total
+	r.mu.Unlock()
+	r.done.Store(0)
+	select {
+	case r.kick <- struct{}{}:
+	default:
+	}
+}
+
+func (r *reporter) snapshot() agentwire.Progress {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	sent, fetched := r.sent.Load(), r.fetch.Load()
+	return agentwire.Progress{Phase: r.phase, Total: r.total, Done: min(r.done.Load(), r.total),
+		SentBytes: sent, FetchedBytes: fetched, MovedBytes: sent + fetched}
+}
+
+func (r *reporter) start(ctx context.Context) (stop func()) {
+	every := r.every
+	if every <= 0 {
+		every = 2 * time.Second
+	}
+	r.kick = make(chan struct{}, 1)
+	r.phase = agentwire.PhaseStarting
+	ctx, cancel := context.WithCancel(ctx)
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		t := time.NewTicker(every)
+		defer t.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+			case <-r.kick:
+			}
+			err := r.c.Progress(ctx, r.snapshot())
+			if ctx.Err() != nil {
+				return
+			}
+			if errors.Is(taskErr(err), errRebooted) {
+				r.cancel(taskErr(err))
+				return
+			}
+			if err != nil {
+				r.log.Debug("progress report failed", "err", err)
+			}
+		}
+	}()
+	return func() {
+		cancel()
+		wg.Wait()
+	}
+}
