@@ -1,0 +1,250 @@
+package cli
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"strings"
+	"time"
+
+	commonpb "go.temporal.io/api/common/v1"
+	enumspb "go.temporal.io/api/enums/v1"
+	"go.temporal.io/sdk/converter"
+
+	"tms/activities"
+	"tms/transfer"
+	"tms/workflows"
+)
+
+// What a task is doing, read from Temporal: its pending steps, their heartbeats, the workflow's
+// progress query, and one-line summaries of progress and outcome for people.
+
+// pendingActivity is a step of a task under way.
+type pendingActivity struct {
+	Type          string     `json:"type"`
+	State         string     `json:"state"`
+	Attempt       int32      `json:"attempt"`
+	LastHeartbeat *time.Time `json:"last_heartbeat,omitempty"`
+	// Progress is the step's last heartbeat: an agent's report (activities.AgentProgress) or a
+	// transfer's (transfer.Progress), as they come.
+	Progress    json.RawMessage `json:"progress,omitempty"`
+	LastFailure string          `json:"last_failure,omitempty"`
+	progress    string
+}
+
+// taskDetail is the output of `tms task show`.
+type taskDetail struct {
+	ID        string            `json:"id"`
+	RunID     string            `json:"run_id"`
+	Type      string            `json:"type"`
+	Status    string            `json:"status"`
+	Start     time.Time         `json:"start"`
+	Close     *time.Time        `json:"close,omitempty"`
+	TaskQueue string            `json:"task_queue"`
+	Progress  json.RawMessage   `json:"progress,omitempty"`
+	Pending   []pendingActivity `json:"pending_activities"`
+	Children  []string          `json:"children,omitempty"`
+	Failure   string            `json:"failure,omitempty"`
+	Result    json.RawMessage   `json:"result,omitempty"`
+	Summary   string            `json:"summary,omitempty"`
+	URL       string            `json:"url"`
+	// children are the running child tasks of a deploy, for its progress line.
+	children []*taskDetail
+}
+
+// maxFollowedChildren bounds the child tasks a deploy's progress line asks about each time.
+const maxFollowedChildren = 64
+
+// describe gathers what Temporal knows of a task; with query, also the workflow's own
+// progress report while it runs.
+func (c *tclient) describe(ctx context.Context, id string, query bool) (*taskDetail, error) {
+	resp, err := c.DescribeWorkflowExecution(ctx, id, "")
+	if err != nil {
+		return nil, notFound(err, id)
+	}
+	info := resp.GetWorkflowExecutionInfo()
+	d := &taskDetail{ID: id, RunID: info.GetExecution().GetRunId(), Type: info.GetType().GetName(), Status: info.GetStatus().String(),
+		Start: info.GetStartTime().AsTime(), TaskQueue: info.GetTaskQueue(), Pending: []pendingActivity{}, URL: c.uiURL(id)}
+	if info.GetCloseTime() != nil {
+		t := info.GetCloseTime().AsTime()
+		d.Close = &t
+	}
+	for _, pa := range resp.GetPendingActivities() {
+		p := pendingActivity{Type: pa.GetActivityType().GetName(), State: strings.ToLower(strings.TrimPrefix(pa.GetState().String(), "PENDING_ACTIVITY_STATE_")),
+			Attempt: pa.GetAttempt()}
+		if pa.GetLastHeartbeatTime() != nil {
+			t := pa.GetLastHeartbeatTime().AsTime()
+			p.LastHeartbeat = &t
+		}
+		if f := pa.GetLastFailure(); f != nil {
+			p.LastFailure = f.GetMessage()
+		}
+		p.Progress, p.progress = heartbeat(p.Type, pa.GetHeartbeatDetails())
+		d.Pending = append(d.Pending, p)
+	}
+	for _, ch := range resp.GetPendingChildren() {
+		d.Children = append(d.Children, ch.GetWorkflowId())
+	}
+	if info.GetStatus() == enumspb.WORKFLOW_EXECUTION_STATUS_RUNNING && query {
+		qctx, cancel := context.WithTimeout(ctx, 3*time.Second)
+		defer cancel()
+		if v, err := c.QueryWorkflow(qctx, id, "", workflows.QueryProgress); err == nil {
+			var raw json.RawMessage
+			if v.Get(&raw) == nil {
+				d.Progress = raw
+			}
+		}
+		// A deploy's bytes move in its children: the share, and one task per terminal.
+		if d.Type == workflows.NameDeployImage {
+			for i, ch := range d.Children {
+				if i == maxFollowedChildren {
+					break
+				}
+				if cd, err := c.describe(ctx, ch, false); err == nil {
+					d.children = append(d.children, cd)
+				}
+			}
+		}
+	}
+	return d, nil
+}
+
+// heartbeat decodes a pending activity's last heartbeat: an agent's report for the activities
+// that wait for a terminal, a transfer's position for those that copy an image.
+func heartbeat(activity string, details *commonpb.Payloads) (json.RawMessage, string) {
+	if details == nil || len(details.Payloads) == 0 {
+		return nil, ""
+	}
+	dc := converter.GetDefaultDataConverter()
+	switch activity {
+	case activities.NameWaitForAgent:
+		var p activities.AgentProgress
+		if dc.FromPayloads(details, &p) == nil {
+			raw, _ := json.Marshal(p)
+			s := string(p.Phase)
+			if p.Total > 0 {
+				s += fmt.Sprintf(" %.1f%% (%s / %s)", 100*float64(p.Done)/float64(p.Total), humanBytes(p.Done), humanBytes(p.Total))
+			}
+			return raw, s
+		}
+	case activities.NamePullFromPeer, activities.NamePullFromRelay, activities.NamePushToRelay:
+		var p transfer.Progress
+		if dc.FromPayloads(details, &p) == nil {
+			raw, _ := json.Marshal(p)
+			s := fmt.Sprintf("%d/%d chunks", p.Done, p.Total)
+			if p.Total > 0 {
+				s = fmt.Sprintf("%.1f%% (%s), %s moved", 100*float64(p.Done)/float64(p.Total), s, humanBytes(p.MovedBytes))
+			}
+			return raw, s
+		}
+	}
+	var raw json.RawMessage
+	if dc.FromPayloads(details, &raw) == nil {
+		return raw, ""
+	}
+	return nil, ""
+}
+
+// progressLine says in one line where a running task is.
+func (d *taskDetail) progressLine() string {
+	var parts []string
+	switch d.Type {
+	case workflows.NameCaptureImage:
+		var p workflows.CaptureProgress
+		if json.Unmarshal(d.Progress, &p) == nil {
+			parts = append(parts, "capture of "+p.Name+": "+string(p.Phase))
+		}
+	case workflows.NameDeployTerminal:
+		var p workflows.TerminalProgress
+		if json.Unmarshal(d.Progress, &p) == nil {
+			parts = append(parts, "deploy of "+p.Name+": "+string(p.Phase))
+		}
+	case workflows.NameShareImage:
+		var p workflows.ShareProgress
+		if json.Unmarshal(d.Progress, &p) == nil {
+			s := "share: " + string(p.Phase)
+			if p.Source != "" {
+				s += " from " + p.Source
+			}
+			parts = append(parts, s)
+		}
+	case workflows.NameDeployImage:
+		var p workflows.DeployProgress
+		if json.Unmarshal(d.Progress, &p) == nil {
+			count := map[workflows.Phase]int{}
+			for _, t := range p.Terminals {
+				count[t.Phase]++
+			}
+			s := "deploy: " + string(p.Phase)
+			if len(p.Terminals) > 0 {
+				s += fmt.Sprintf(" (%d terminals: %d done, %d failed, %d deploying, %d queued)",
+					len(p.Terminals), count[workflows.PhaseDone], count[workflows.PhaseFailed], count[workflows.PhaseDeploying], count[workflows.PhaseQueued])
+			}
+			parts = append(parts, s)
+		}
+	}
+	if len(parts) == 0 {
+		parts = append(parts, d.Type+" "+strings.ToLower(d.Status))
+	}
+	for _, p := range d.Pending {
+		if p.progress != "" {
+			parts = append(parts, p.progress)
+		}
+	}
+	var agents activities.AgentProgress
+	reporting := 0
+	for _, ch := range d.children {
+		for _, p := range ch.Pending {
+			var ap activities.AgentProgress
+			switch {
+			case p.Type == activities.NameWaitForAgent && json.Unmarshal(p.Progress, &ap) == nil && ap.Total > 0:
+				agents.Done += ap.Done
+				agents.Total += ap.Total
+				reporting++
+			case ch.Type == workflows.NameShareImage && p.progress != "":
+				parts = append(parts, "share "+p.progress)
+			}
+		}
+	}
+	if reporting > 0 {
+		parts = append(parts, fmt.Sprintf("%d terminal(s) reporting %.1f%% (%s / %s)", reporting,
+			100*float64(agents.Done)/float64(agents.Total), humanBytes(agents.Done), humanBytes(agents.Total)))
+	}
+	return strings.Join(parts, "; ")
+}
+
+// resultSummary says in one line what a finished task did.
+func resultSummary(typ string, raw json.RawMessage) string {
+	switch typ {
+	case workflows.NameCaptureImage:
+		var r workflows.CaptureImageResult
+		if json.Unmarshal(raw, &r) == nil && r.Version != "" {
+			return fmt.Sprintf("terminal %s captured as %s@%s (%s disk, %s stored)", r.TerminalRef, r.Image, short(r.Version), humanBytes(r.DiskSize), humanBytes(r.StoredBytes))
+		}
+	case workflows.NameShareImage:
+		var r workflows.ShareImageResult
+		if json.Unmarshal(raw, &r) == nil && r.Version != "" {
+			if r.Path == workflows.PathLocal {
+				return fmt.Sprintf("version %s was already there", short(r.Version))
+			}
+			return fmt.Sprintf("version %s copied from %s by %s, %s moved", short(r.Version), r.Source, r.Path, humanBytes(r.MovedBytes))
+		}
+	case workflows.NameDeployImage:
+		var r workflows.DeployImageResult
+		if json.Unmarshal(raw, &r) == nil && r.Version != "" {
+			s := fmt.Sprintf("version %s written to %d of %d terminals", short(r.Version), len(r.Terminals)-r.Failed, len(r.Terminals))
+			for _, t := range r.Terminals {
+				if !t.OK {
+					s += "; " + t.Name + " failed: " + t.Error
+				}
+			}
+			return s
+		}
+	case workflows.NameDeployTerminal:
+		var r workflows.TerminalOutcome
+		if json.Unmarshal(raw, &r) == nil {
+			return fmt.Sprintf("terminal %s: %d chunks written (%s), %d already right", r.Name, r.Written, humanBytes(r.WrittenBytes), r.Skipped)
+		}
+	}
+	return "done"
+}
