@@ -56,7 +56,7 @@ type TaskInfo struct {
 	Kind     agentwire.Kind
 	Image    string // capture: the image name
 	Version  string // deploy: the version id
-	State    string
+	State    state.TaskState
 	Error    string
 	Progress AgentProgress
 	Updated  time.Time

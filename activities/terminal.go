@@ -256,7 +256,7 @@ func TaskOutcome(t state.Task) (AgentResult, error) {
 type FinishInput struct {
 	Task  string
 	MAC   string
-	State string // state.TaskDone, TaskFailed or TaskCanceled
+	State state.TaskState // state.TaskDone, TaskFailed or TaskCanceled
 	Error string
 	// Version is what the terminal's disk now holds (a deploy, or the capture of it).
 	Version string

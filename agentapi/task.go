@@ -82,7 +82,7 @@ func (s *Server) addSignature(ctx context.Context, ti *agentwire.TaskInfo) error
 }
 
 // finish ends task t and tells its waiting activity, once.
-func (s *Server) finish(ctx context.Context, t state.Task, st string, res agentwire.Result, msg string) (state.Task, error) {
+func (s *Server) finish(ctx context.Context, t state.Task, st state.TaskState, res agentwire.Result, msg string) (state.Task, error) {
 	var result string
 	if st == state.TaskDone {
 		b, _ := json.Marshal(res)
@@ -132,7 +132,7 @@ func (s *Server) progress(w http.ResponseWriter, r *http.Request) {
 			s.log().Debug("progress not passed on as a heartbeat", "task", t.ID, "err", err)
 		}
 	}
-	s.reply(w, r, map[string]string{"state": t.State}, nil)
+	s.reply(w, r, map[string]state.TaskState{"state": t.State}, nil)
 }
 
 func (s *Server) done(w http.ResponseWriter, r *http.Request) {

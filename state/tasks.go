@@ -11,13 +11,17 @@ import (
 	"tms/manifest"
 )
 
+// TaskState is where a terminal task stands. The strings are stored in the database and travel
+// in workflow histories (activities.FinishInput): they do not change.
+type TaskState string
+
 // Task states.
 const (
-	TaskWaiting  = "waiting"  // set up; the terminal has not reported yet
-	TaskRunning  = "running"  // the agent reports progress
-	TaskDone     = "done"     // the agent finished and the region checked its work
-	TaskFailed   = "failed"   // the agent or the region gave up; Error says why
-	TaskCanceled = "canceled" // the workflow was canceled
+	TaskWaiting  TaskState = "waiting"  // set up; the terminal has not reported yet
+	TaskRunning  TaskState = "running"  // the agent reports progress
+	TaskDone     TaskState = "done"     // the agent finished and the region checked its work
+	TaskFailed   TaskState = "failed"   // the agent or the region gave up; Error says why
+	TaskCanceled TaskState = "canceled" // the workflow was canceled
 )
 
 // Task is one terminal's part of a capture or deploy: what its agent is asked to do, how far
@@ -28,7 +32,7 @@ type Task struct {
 	Kind    agentwire.Kind
 	Image   string // capture: the image name the new version is published under
 	Version string // deploy: the version id written
-	State   string
+	State   TaskState
 	// Waiter is the Temporal task token of the activity waiting for the agent, so the region's
 	// HTTP service can complete it when the agent reports; nil until the activity starts.
 	Waiter   []byte
@@ -181,7 +185,7 @@ func (inv *Inventory) ReportProgress(ctx context.Context, id, progress string, n
 
 // FinishTask ends a task with state done, failed or canceled. The first ending wins: finishing a
 // finished task returns it as it was, and changed is false.
-func (inv *Inventory) FinishTask(ctx context.Context, id, state, result, errMsg string, now time.Time) (t Task, changed bool, err error) {
+func (inv *Inventory) FinishTask(ctx context.Context, id string, state TaskState, result, errMsg string, now time.Time) (t Task, changed bool, err error) {
 	if state != TaskDone && state != TaskFailed && state != TaskCanceled {
 		return t, false, fmt.Errorf("task state %q is not an ending", state)
 	}

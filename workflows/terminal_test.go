@@ -43,7 +43,7 @@ func capture(t *testing.T, env *testsuite.TestWorkflowEnvironment) (CaptureImage
 }
 
 // finished matches the FinishTask input with the given state.
-func finished(st string) any {
+func finished(st state.TaskState) any {
 	return mock.MatchedBy(func(in activities.FinishInput) bool { return in.State == st && in.MAC == pc1.MAC })
 }
 
