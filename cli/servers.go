@@ -30,7 +30,10 @@ func (a *App) centralCommand() *cobra.Command {
 
 It needs central.temporal (the Temporal frontend), central.store (the relay store), central.data_dir
 (the catalog database) and central.grant_key_file (the secret it signs transfer grants with, shared
-with the regions): from the configuration file, TMS_CENTRAL_* variables or the flags below.`,
+with the regions): from the configuration file, TMS_CENTRAL_* variables or the flags below.
+
+It refuses a Temporal connection with neither TLS (central.temporal.tls.*) nor an API key
+(central.temporal.api_key) unless central.temporal.insecure is set (--central-temporal-insecure).`,
 		Args: exactArgs(0, "no arguments"),
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			ctx := cmd.Context()
@@ -62,6 +65,7 @@ with the regions): from the configuration file, TMS_CENTRAL_* variables or the f
 	f := c.Flags()
 	f.String("central-temporal-address", "", "Temporal frontend host:port (central.temporal.address)")
 	f.String("central-temporal-namespace", "", "Temporal namespace (central.temporal.namespace)")
+	f.Bool("central-temporal-insecure", false, "allow a plaintext Temporal connection without TLS or API key, on a network you trust (central.temporal.insecure)")
 	f.String("central-store", "", "relay store: a directory or s3://bucket/prefix (central.store)")
 	f.String("central-data-dir", "", "directory of the catalog database (central.data_dir)")
 	f.String("central-listen", "", "health-check HTTP address, ip:port (central.listen)")
@@ -81,7 +85,10 @@ It needs region.id, region.temporal, region.data_dir, region.listen and region.g
 grant key), and region.endpoint when region.listen is a wildcard address; region.store defaults to a
 directory store in region.data_dir, region.relay (central.store as this region reaches it) enables
 relayed transfers. region.boot.* turns on the boot service (DHCP, TFTP, iPXE scripts, Wake-on-LAN)
-on the terminals' interface; it needs root (ports 67, 69 and 4011).`,
+on the terminals' interface; it needs root (ports 67, 69 and 4011).
+
+It refuses a Temporal connection with neither TLS (region.temporal.tls.*) nor an API key
+(region.temporal.api_key) unless region.temporal.insecure is set (--region-temporal-insecure).`,
 		Args: exactArgs(0, "no arguments"),
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			ctx := cmd.Context()
@@ -131,6 +138,7 @@ on the terminals' interface; it needs root (ports 67, 69 and 4011).`,
 	f.String("region-id", "", "region id, like room-12 (region.id)")
 	f.String("region-temporal-address", "", "Temporal frontend host:port (region.temporal.address)")
 	f.String("region-temporal-namespace", "", "Temporal namespace (region.temporal.namespace)")
+	f.Bool("region-temporal-insecure", false, "allow a plaintext Temporal connection without TLS or API key, on a network you trust (region.temporal.insecure)")
 	f.String("region-data-dir", "", "directory of the region's database and default store (region.data_dir)")
 	f.String("region-store", "", "image store: a directory or s3://bucket/prefix (region.store)")
 	f.String("region-relay", "", "central's store as this region reaches it (region.relay)")

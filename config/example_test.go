@@ -27,6 +27,9 @@ region:
   data_dir: /var/lib/tms/region
   endpoint: http://room-12.school.lan:8081
   grant_key_file: /etc/tms/grant.key
+  temporal:
+    tls:
+      ca_file: /etc/tms/temporal-ca.pem
   labels:
     site: north
 `), 0o600)
