@@ -28,8 +28,6 @@ const (
 	MaxMissingQuery = 4096
 	// MaxBatchBytes bounds an upload batch's body.
 	MaxBatchBytes = 64 << 20
-	// maxJSON bounds a JSON request body.
-	maxJSON = 1 << 20
 	// MaxFrame bounds one compressed chunk: zstd never expands data by more than a little.
 	MaxFrame = manifest.MaxChunkSize + manifest.MaxChunkSize/64 + 1024
 )

@@ -92,7 +92,7 @@ func Dial(ctx context.Context, t config.Temporal, log *slog.Logger) (client.Clie
 	}
 	if _, err := c.CheckHealth(ctx, &client.CheckHealthRequest{}); err != nil {
 		c.Close()
-		return nil, fmt.Errorf("Temporal at %s does not answer health checks: %w", o.HostPort, err)
+		return nil, fmt.Errorf("the Temporal server at %s does not answer health checks: %w", o.HostPort, err)
 	}
 	return c, nil
 }
