@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -159,8 +160,9 @@ func TestResultWaitsForTheClaimToSettle(t *testing.T) {
 	}
 	r.task(t, mac, "pc4", "deploy/4/run", "deploy", res.Version.ID.String())
 	now := time.Now()
-	clock := now
-	r.api.Now = func() time.Time { return clock }
+	var clock atomic.Int64 // read by the region's handlers, set by the test
+	clock.Store(now.UnixNano())
+	r.api.Now = func() time.Time { return time.Unix(0, clock.Load()) }
 	r.api.Quiet = time.Minute
 	boot := r.claim(t, mac, "127.0.0.1")
 	a := r.agent(mac, disk)
@@ -187,7 +189,7 @@ func TestResultWaitsForTheClaimToSettle(t *testing.T) {
 	if task, _ := r.inv.Task(ctx, "deploy/4/run"); task.Finished() {
 		t.Fatalf("task finished before its claim settled: %+v", task)
 	}
-	clock = now.Add(time.Minute + time.Second)
+	clock.Store(now.Add(time.Minute + time.Second).UnixNano())
 	select {
 	case err := <-done:
 		if err != nil {
