@@ -134,9 +134,6 @@ func (s *Server) reply(w http.ResponseWriter, r *http.Request, v any, err error)
 	json.NewEncoder(w).Encode(agentwire.Error{Error: he.msg, Retry: he.retry})
 }
 
-// agentMaxJSON bounds a JSON request body.
-const agentMaxJSON = 1 << 20
-
 // readBody reads a request body of at most limit bytes.
 func readBody(r *http.Request, limit int64) ([]byte, error) {
 	b, err := io.ReadAll(io.LimitReader(r.Body, limit+1))
@@ -157,7 +154,7 @@ func decodeJSON(b []byte, v any) error {
 }
 
 func readJSON(r *http.Request, v any) error {
-	b, err := readBody(r, agentMaxJSON)
+	b, err := readBody(r, agentwire.MaxJSON)
 	if err != nil {
 		return err
 	}

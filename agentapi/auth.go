@@ -35,7 +35,7 @@ type authEntry struct {
 // proves it speaks for the terminal (this boot's token, or a signature with the terminal's agent
 // key) gets a task or changes what the region records; any other gets "boot your own disk".
 func (s *Server) boot(w http.ResponseWriter, r *http.Request) {
-	body, err := readBody(r, agentMaxJSON)
+	body, err := readBody(r, agentwire.MaxJSON)
 	if err != nil {
 		s.reply(w, r, nil, err)
 		return

@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -160,8 +161,9 @@ func TestResultWaitsForTheClaimToSettle(t *testing.T) {
 	}
 	r.task(t, mac, "pc4", "deploy/4/run", "deploy", res.Version.ID.String())
 	now := time.Now()
-	clock := now
-	r.api.Now = func() time.Time { return clock }
+	var clock atomic.Int64 // the region's clock, moved by the test while handlers read it
+	clock.Store(now.UnixNano())
+	r.api.Now = func() time.Time { return time.Unix(0, clock.Load()) }
 	r.api.Quiet = time.Minute
 	boot := r.claim(t, mac, "127.0.0.1")
 	a := r.agent(mac, disk)
@@ -169,7 +171,7 @@ func TestResultWaitsForTheClaimToSettle(t *testing.T) {
 	done := make(chan error, 1)
 	go func() { done <- a.Run(ctx) }()
 	// The agent writes the disk, then waits: the region answers 425 until the minute is over.
-	deadline := time.Now().Add(30 * time.Second)
+	deadline := time.Now().Add(2 * time.Minute)
 	for {
 		task, _ := r.inv.Task(ctx, "deploy/4/run")
 		if task.Finished() {
@@ -188,13 +190,13 @@ func TestResultWaitsForTheClaimToSettle(t *testing.T) {
 	if task, _ := r.inv.Task(ctx, "deploy/4/run"); task.Finished() {
 		t.Fatalf("task finished before its claim settled: %+v", task)
 	}
-	clock = now.Add(time.Minute + time.Second)
+	clock.Store(now.Add(time.Minute + time.Second).UnixNano())
 	select {
 	case err := <-done:
 		if err != nil {
 			t.Fatal(err)
 		}
-	case <-time.After(30 * time.Second):
+	case <-time.After(2 * time.Minute):
 		t.Fatal("the agent did not finish once the claim settled")
 	}
 	if task, _ := r.inv.Task(ctx, "deploy/4/run"); task.State != state.TaskDone {

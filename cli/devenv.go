@@ -2,6 +2,7 @@ package cli
 
 import (
 	"fmt"
+	"io"
 	"log/slog"
 	"path/filepath"
 	"strings"
@@ -95,9 +96,15 @@ func (a *App) printDevEnv(env *devenv.Env, dataDir string) {
 			break
 		}
 	}
+	writeDevTry(w, env.TemporalAddress(), env.UIAddress(), first, second, src, dst)
+}
+
+// writeDevTry prints the commands to try against a running tms dev. When its Temporal is not at
+// devFrontend, where the CLI looks by default, each command names it with the global --temporal.
+func writeDevTry(w io.Writer, temporalAddr, uiAddr, first, second string, src, dst devenv.Terminal) {
 	addr := ""
-	if env.TemporalAddress() != "127.0.0.1:7233" {
-		addr = " --temporal-address " + env.TemporalAddress()
+	if temporalAddr != devFrontend {
+		addr = " --temporal " + temporalAddr
 	}
 	fmt.Fprintf(w, `
 Try, in another terminal (after: go build -o bin/tms ./cmd/tms):
@@ -109,5 +116,5 @@ Try, in another terminal (after: go build -o bin/tms ./cmd/tms):
   cmp %[5]s %[6]s && echo identical
   bin/tms%[1]s task ls --all
 and watch the workflows in the Temporal UI at http://%[7]s
-`, addr, first, second, src.Name, src.Disk, dst.Disk, env.UIAddress())
+`, addr, first, second, src.Name, src.Disk, dst.Disk, uiAddr)
 }

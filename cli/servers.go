@@ -29,7 +29,10 @@ func (a *App) centralCommand() *cobra.Command {
 It needs central.temporal (the Temporal frontend), central.store (the relay store), central.data_dir
 (the catalog database) and central.signing_key_file (central's ed25519 key, which signs every image
 version central registers and every transfer grant; tms central init creates it): from the
-configuration file, TMS_CENTRAL_* variables or the flags below.`,
+configuration file, TMS_CENTRAL_* variables or the flags below.
+
+It refuses a Temporal connection with neither TLS (central.temporal.tls.*) nor an API key
+(central.temporal.api_key) unless central.temporal.insecure is set (--central-temporal-insecure).`,
 		Args: exactArgs(0, "no arguments"),
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			ctx := cmd.Context()
@@ -61,6 +64,7 @@ configuration file, TMS_CENTRAL_* variables or the flags below.`,
 	f := c.Flags()
 	f.String("central-temporal-address", "", "Temporal frontend host:port (central.temporal.address)")
 	f.String("central-temporal-namespace", "", "Temporal namespace (central.temporal.namespace)")
+	f.Bool("central-temporal-insecure", false, "allow a plaintext Temporal connection without TLS or API key, on a network you trust (central.temporal.insecure)")
 	f.String("central-store", "", "relay store: a directory or s3://bucket/prefix (central.store)")
 	f.String("central-data-dir", "", "directory of the catalog database (central.data_dir)")
 	f.String("central-listen", "", "health-check HTTP address, ip:port (central.listen)")
@@ -83,7 +87,10 @@ deploys: tms central pubkey prints it), and region.endpoint when region.listen i
 directory store in region.data_dir, region.relay (central.store as this region reaches it) enables
 relayed transfers. region.boot.* turns on the boot service (DHCP, TFTP, iPXE scripts, Wake-on-LAN)
 on the terminals' interface; it needs root (ports 67, 69 and 4011). region.tls.cert_file and
-region.tls.key_file make the HTTP service HTTPS; region.http.* caps its connections.`,
+region.tls.key_file make the HTTP service HTTPS; region.http.* caps its connections.
+
+It refuses a Temporal connection with neither TLS (region.temporal.tls.*) nor an API key
+(region.temporal.api_key) unless region.temporal.insecure is set (--region-temporal-insecure).`,
 		Args: exactArgs(0, "no arguments"),
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			ctx := cmd.Context()
@@ -133,6 +140,7 @@ region.tls.key_file make the HTTP service HTTPS; region.http.* caps its connecti
 	f.String("region-id", "", "region id, like room-12 (region.id)")
 	f.String("region-temporal-address", "", "Temporal frontend host:port (region.temporal.address)")
 	f.String("region-temporal-namespace", "", "Temporal namespace (region.temporal.namespace)")
+	f.Bool("region-temporal-insecure", false, "allow a plaintext Temporal connection without TLS or API key, on a network you trust (region.temporal.insecure)")
 	f.String("region-data-dir", "", "directory of the region's database and default store (region.data_dir)")
 	f.String("region-store", "", "image store: a directory or s3://bucket/prefix (region.store)")
 	f.String("region-relay", "", "central's store as this region reaches it (region.relay)")

@@ -115,7 +115,16 @@ type Temporal struct {
 	TLS       TLS    `mapstructure:"tls"`
 	// APIKey is sent as a bearer token (Temporal Cloud); empty means none.
 	APIKey string `mapstructure:"api_key"`
+	// Insecure allows a plaintext connection without an API key: anyone on the path can read
+	// and forge the workflows that move images and wipe disks. The servers (RoleCentral,
+	// RoleRegion) refuse such a connection unless it is set; it changes nothing when TLS or an
+	// API key is configured.
+	Insecure bool `mapstructure:"insecure"`
 }
+
+// Plaintext tells whether t describes a connection with neither TLS nor an API key (an API
+// key brings TLS with it: see workers.ClientOptions).
+func (t Temporal) Plaintext() bool { return t.TLS == (TLS{}) && t.APIKey == "" }
 
 // String describes t without its API key.
 func (t Temporal) String() string { return fmt.Sprintf("%+v", plainTemporal(t.redacted())) }

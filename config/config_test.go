@@ -241,6 +241,7 @@ func TestEveryKeyFromEnvAndFlags(t *testing.T) {
 		"central.temporal.tls.key_file":    "/key1",
 		"central.temporal.tls.server_name": "sn1",
 		"central.temporal.api_key":         "api1",
+		"central.temporal.insecure":        "true",
 		"central.store":                    "s3://bucket/prefix",
 		"central.listen":                   "10.0.0.1:80",
 		"central.data_dir":                 "/var/central",
@@ -253,6 +254,7 @@ func TestEveryKeyFromEnvAndFlags(t *testing.T) {
 		"region.temporal.tls.key_file":     "/key2",
 		"region.temporal.tls.server_name":  "sn2",
 		"region.temporal.api_key":          "api2",
+		"region.temporal.insecure":         "true",
 		"region.store":                     "/srv/region",
 		"region.data_dir":                  "/var/region",
 		"region.listen":                    "10.0.0.2:81",
@@ -289,7 +291,7 @@ func TestEveryKeyFromEnvAndFlags(t *testing.T) {
 		Log:   Log{Level: "debug", Format: "json"},
 		Store: Store{S3: S3{Endpoint: "minio:9000", AccessKey: "ak", SecretKey: "sk", SessionToken: "st", Region: "eu-west-1", Insecure: true}},
 		Central: Central{
-			Temporal:       Temporal{Address: "t1:7233", Namespace: "ns1", TLS: TLS{"/ca1", "/cert1", "/key1", "sn1"}, APIKey: "api1"},
+			Temporal:       Temporal{Address: "t1:7233", Namespace: "ns1", TLS: TLS{"/ca1", "/cert1", "/key1", "sn1"}, APIKey: "api1", Insecure: true},
 			Store:          "s3://bucket/prefix",
 			Listen:         netip.MustParseAddrPort("10.0.0.1:80"),
 			DataDir:        "/var/central",
@@ -297,7 +299,7 @@ func TestEveryKeyFromEnvAndFlags(t *testing.T) {
 		},
 		Region: Region{
 			ID:               "room-12",
-			Temporal:         Temporal{Address: "t2:7233", Namespace: "ns2", TLS: TLS{"/ca2", "/cert2", "/key2", "sn2"}, APIKey: "api2"},
+			Temporal:         Temporal{Address: "t2:7233", Namespace: "ns2", TLS: TLS{"/ca2", "/cert2", "/key2", "sn2"}, APIKey: "api2", Insecure: true},
 			Store:            "/srv/region",
 			DataDir:          "/var/region",
 			Listen:           netip.MustParseAddrPort("10.0.0.2:81"),
@@ -519,6 +521,8 @@ func valid() *Config {
 	c.Central.SigningKeyFile = "/etc/tms/central.key"
 	c.Region.CentralPublicKey = "/etc/tms/central.pub"
 	c.Agent.RegionURL = &url.URL{Scheme: "http", Host: "region:8081"}
+	c.Central.Temporal.TLS.CAFile = "/etc/tms/temporal-ca.pem"
+	c.Region.Temporal.TLS.CAFile = "/etc/tms/temporal-ca.pem"
 	return c
 }
 
@@ -556,6 +560,22 @@ func TestValidateNamesEveryKey(t *testing.T) {
 		{name: "temporal namespace", roles: all, change: func(c *Config) { c.Region.Temporal.Namespace = "" }, want: []string{"region.temporal.namespace"}},
 		{name: "temporal key without cert", roles: all, change: func(c *Config) { c.Region.Temporal.TLS.KeyFile = "/k" }, want: []string{"region.temporal.tls.cert_file"}},
 		{name: "temporal cert without key", roles: all, change: func(c *Config) { c.Central.Temporal.TLS.CertFile = "/c" }, want: []string{"central.temporal.tls.key_file"}},
+		{name: "central temporal plaintext", roles: []Role{RoleCentral}, change: func(c *Config) { c.Central.Temporal.TLS = TLS{} }, want: []string{"central.temporal.insecure"}},
+		{name: "central temporal plaintext, other roles", roles: []Role{RoleRegion, RoleAgent, RoleCLI}, change: func(c *Config) { c.Central.Temporal.TLS = TLS{} }},
+		{name: "region temporal plaintext", roles: []Role{RoleRegion}, change: func(c *Config) { c.Region.Temporal.TLS = TLS{} }, want: []string{"region.temporal.insecure"}},
+		{name: "region temporal plaintext, other roles", roles: []Role{RoleCentral, RoleAgent, RoleCLI}, change: func(c *Config) { c.Region.Temporal.TLS = TLS{} }},
+		{name: "temporal plaintext allowed by insecure", roles: all, change: func(c *Config) {
+			c.Central.Temporal.TLS, c.Region.Temporal.TLS = TLS{}, TLS{}
+			c.Central.Temporal.Insecure, c.Region.Temporal.Insecure = true, true
+		}},
+		{name: "temporal API key without TLS settings", roles: all, change: func(c *Config) {
+			c.Central.Temporal.TLS, c.Region.Temporal.TLS = TLS{}, TLS{}
+			c.Central.Temporal.APIKey, c.Region.Temporal.APIKey = "key", "key"
+		}},
+		{name: "temporal TLS with the system's roots", roles: all, change: func(c *Config) {
+			c.Central.Temporal.TLS = TLS{ServerName: "temporal.school.lan"}
+			c.Region.Temporal.TLS = TLS{ServerName: "temporal.school.lan"}
+		}},
 		{name: "region id", roles: all, change: func(c *Config) { c.Region.ID = "Lab 1" }, want: []string{"region.id"}},
 		{name: "region id too long", roles: all, change: func(c *Config) { c.Region.ID = strings.Repeat("a", 64) }, want: []string{"region.id"}},
 		{name: "region id leading dash", roles: all, change: func(c *Config) { c.Region.ID = "-a" }, want: []string{"region.id"}},
@@ -653,6 +673,15 @@ func TestValidateMessages(t *testing.T) {
 	if err := c.Validate(RoleCLI); err == nil || !strings.Contains(err.Error(), `config: store.s3.endpoint: "ftp://minio": the scheme must be http or https`) {
 		t.Errorf("Validate = %v, want the endpoint's scheme named", err)
 	}
+	c = valid()
+	c.Central.Temporal.TLS = TLS{}
+	c.Central.Temporal.Address = "temporal.school.lan:7233"
+	want = "config: central.temporal.insecure: the connection to Temporal at temporal.school.lan:7233 would be plaintext and unauthenticated, and is refused: " +
+		"configure TLS (central.temporal.tls.ca_file, central.temporal.tls.server_name, or central.temporal.tls.cert_file and key_file for mutual TLS) or an API key (central.temporal.api_key), " +
+		"or, on a network you trust, set central.temporal.insecure to true (--central-temporal-insecure or TMS_CENTRAL_TEMPORAL_INSECURE=true)"
+	if err := c.Validate(RoleCentral); err == nil || err.Error() != want {
+		t.Errorf("Validate = %v\nwant %s", err, want)
+	}
 	if err := valid().Validate("server"); err == nil {
 		t.Error("Validate accepted an unknown role")
 	}
@@ -662,7 +691,7 @@ func TestValidateMessages(t *testing.T) {
 }
 
 func TestLoadValidatesForRole(t *testing.T) {
-	vars := map[string]string{"TMS_REGION_ID": "Lab 1"}
+	vars := map[string]string{"TMS_REGION_ID": "Lab 1", "TMS_CENTRAL_TEMPORAL_INSECURE": "true", "TMS_REGION_TEMPORAL_INSECURE": "true"}
 	for _, tc := range []struct {
 		role Role
 		want []string
@@ -902,6 +931,7 @@ func TestValidateBoot(t *testing.T) {
 		c.Region.Listen = netip.MustParseAddrPort("10.0.5.2:8081")
 		c.Region.Boot.Enabled = true
 		c.Region.Boot.Interface, c.Region.Boot.Address = "enp3s0", "10.0.5.2"
+		c.Region.Temporal.Insecure = true
 		return c
 	}
 	if err := base().Validate(RoleRegion); err != nil {

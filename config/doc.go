@@ -35,6 +35,7 @@
 //	central.temporal.tls.key_file
 //	central.temporal.tls.server_name
 //	central.temporal.api_key                              secret
+//	central.temporal.insecure          false              allow plaintext without TLS or API key (the server refuses it otherwise)
 //	central.store                                         master image store: directory or s3://bucket/prefix
 //	central.listen                     [::]:8080          HTTP service (health checks), ip:port
 //	central.data_dir                   /var/lib/tms/central catalog database
@@ -97,6 +98,8 @@
 //	  central_public_key: /etc/tms/central.pub
 //	  temporal:
 //	    address: temporal.school.lan:7233
+//	    tls:
+//	      ca_file: /etc/tms/temporal-ca.pem
 //	  labels:
 //	    site: north
 //

@@ -27,6 +27,9 @@ region:
   data_dir: /var/lib/tms/region
   endpoint: http://room-12.school.lan:8081
   central_public_key: /etc/tms/central.pub
+  temporal:
+    tls:
+      ca_file: /etc/tms/temporal-ca.pem
   labels:
     site: north
 `), 0o600)

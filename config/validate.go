@@ -22,10 +22,13 @@ type Role string
 
 const (
 	// RoleCentral requires central.store, central.listen, central.data_dir,
-	// central.signing_key_file and central.temporal.
+	// central.signing_key_file and central.temporal, and refuses a plaintext, unauthenticated
+	// central.temporal unless central.temporal.insecure is set.
 	RoleCentral Role = "central"
 	// RoleRegion requires region.id, region.data_dir, region.listen, region.central_public_key
-	// and region.temporal, and region.endpoint when region.listen is a wildcard address.
+	// and region.temporal, and region.endpoint when region.listen is a wildcard address; it
+	// refuses a plaintext, unauthenticated region.temporal unless region.temporal.insecure is
+	// set.
 	RoleRegion Role = "region"
 	// RoleAgent requires agent.region_url and agent.state_dir.
 	RoleAgent Role = "agent"
@@ -212,6 +215,15 @@ func (v *validator) temporal(prefix string, t Temporal, required bool) {
 		v.add(prefix+".tls.key_file", "is required when "+prefix+".tls.cert_file is set")
 	case t.TLS.CertFile == "" && t.TLS.KeyFile != "":
 		v.add(prefix+".tls.cert_file", "is required when "+prefix+".tls.key_file is set")
+	}
+	// A server's worker takes orders from Temporal: over plaintext without credentials, anyone
+	// on the path could start workflows that deploy images and wipe terminals' disks.
+	if required && t.Address != "" && t.Plaintext() && !t.Insecure {
+		key := prefix + ".insecure"
+		v.add(key, fmt.Sprintf("the connection to Temporal at %s would be plaintext and unauthenticated, and is refused: "+
+			"configure TLS (%[2]s.tls.ca_file, %[2]s.tls.server_name, or %[2]s.tls.cert_file and key_file for mutual TLS) or an API key (%[2]s.api_key), "+
+			"or, on a network you trust, set %[3]s to true (--%[4]s or %[5]s=true)",
+			t.Address, prefix, key, flagName(key), envName(key)))
 	}
 }
 

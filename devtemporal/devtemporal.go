@@ -12,6 +12,7 @@
 package devtemporal
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -261,7 +262,7 @@ func (l *slogLogger) emit(lvl slog.Level, msg string, tags []tag.Tag) {
 	for _, t := range append(l.tags, tags...) {
 		attrs = append(attrs, t.Key(), t.Value())
 	}
-	l.log.Log(nil, lvl, msg, attrs...) //nolint:staticcheck // no context in the server's logger interface
+	l.log.Log(context.Background(), lvl, msg, attrs...) // the server's logger interface carries no context
 }
 
 func (l *slogLogger) Debug(msg string, tags ...tag.Tag)  { l.emit(slog.LevelDebug, msg, tags) }

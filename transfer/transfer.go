@@ -76,7 +76,12 @@ type Options struct {
 	// Jobs is how many chunks move at once (default: 16, at least 2 per CPU).
 	Jobs int
 	// Progress, if set, is called after each chunk with the chunks handled so far (moved or
-	// already present), the distinct chunks of the version, and the bytes moved so far.
+	// already present), the distinct chunks of the version, and the bytes moved so far. Calls
+	// never overlap, though they come from the copy's worker goroutines, and their figures
+	// never go backwards: each call reports the copy's position when it starts, so two chunks
+	// that finish together may give two calls with the same figures. On success the last call
+	// has Done == Total. Progress holds up the chunks that finish while it runs: keep it quick
+	// (an activity heartbeat is).
 	Progress func(Progress)
 	// Tag, if set, points NAME:TAG in the destination at the version once it is published.
 	Tag string
@@ -159,10 +164,26 @@ func Copy(ctx context.Context, src Source, dst *store.Store, id manifest.ID, opt
 	res.Chunks = int64(len(ids))
 
 	w := dst.NewChunkWriter()
-	var done, staged, lastCommit atomic.Int64
+	var staged, lastCommit atomic.Int64
 	lastCommit.Store(time.Now().UnixNano())
-	var mu sync.Mutex
+	var mu sync.Mutex // guards res, stats and done
+	var done int64
 	var stats store.Stats
+	// report calls opts.Progress one call at a time, each with the position when it starts:
+	// positions only grow, so the figures a caller sees never go backwards, whichever
+	// worker's call comes first.
+	var progressMu sync.Mutex
+	report := func() {
+		if opts.Progress == nil {
+			return
+		}
+		progressMu.Lock()
+		defer progressMu.Unlock()
+		mu.Lock()
+		p := Progress{Done: done, Total: res.Chunks, MovedBytes: res.MovedBytes}
+		mu.Unlock()
+		opts.Progress(p)
+	}
 	g, gctx := errgroup.WithContext(ctx)
 	g.SetLimit(opts.Jobs)
 	for _, c := range ids {
@@ -181,7 +202,7 @@ func Copy(ctx context.Context, src Source, dst *store.Store, id manifest.ID, opt
 			} else {
 				res.Present++
 			}
-			p := Progress{Done: done.Add(1), Total: res.Chunks, MovedBytes: res.MovedBytes}
+			done++
 			mu.Unlock()
 			if moved {
 				n, now := staged.Add(size), time.Now().UnixNano()
@@ -193,9 +214,7 @@ func Copy(ctx context.Context, src Source, dst *store.Store, id manifest.ID, opt
 					}
 				}
 			}
-			if opts.Progress != nil {
-				opts.Progress(p)
-			}
+			report()
 			return nil
 		})
 	}

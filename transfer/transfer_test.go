@@ -6,8 +6,11 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strings"
+	"sync/atomic"
 	"testing"
+
 	"tms/internal/storetest"
 
 	"tms/imageio"
@@ -143,6 +146,42 @@ func TestInterruptedCopyResumes(t *testing.T) {
 	}
 	if exportSum(t, b, res.Version) != storetest.FileSum(t, disk) {
 		t.Fatal("resumed copy exports a different disk")
+	}
+}
+
+// A heartbeat's figures must never go backwards, and the callback, called from the copy's
+// workers, must not have to lock: this records every call without a lock (the race detector
+// sees any overlap) and counts callers inside it at once.
+func TestProgressCallsAreSerialAndNeverGoBack(t *testing.T) {
+	a, _ := storetest.Dir(t)
+	b, _ := storetest.Dir(t)
+	v := storetest.Import(t, a, storetest.SampleDisk(t, 32*mib, 6), "lab")
+	var inside, overlaps atomic.Int32
+	var seen []transfer.Progress
+	res, err := transfer.Copy(context.Background(), transfer.StoreSource{S: a}, b, v.Version.ID, transfer.Options{Jobs: 8, Progress: func(p transfer.Progress) {
+		if inside.Add(1) > 1 {
+			overlaps.Add(1)
+		}
+		seen = append(seen, p)
+		runtime.Gosched() // give another worker the chance to call in now
+		inside.Add(-1)
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := overlaps.Load(); n != 0 {
+		t.Errorf("Progress was called %d times while another call ran", n)
+	}
+	if int64(len(seen)) != res.Chunks {
+		t.Errorf("Progress called %d times for %d chunks", len(seen), res.Chunks)
+	}
+	for i := 1; i < len(seen); i++ {
+		if p, q := seen[i-1], seen[i]; q.Done < p.Done || q.MovedBytes < p.MovedBytes || q.Total != p.Total {
+			t.Fatalf("call %d reported %+v after %+v", i, q, p)
+		}
+	}
+	if last := seen[len(seen)-1]; last.Done != res.Chunks || last.Total != res.Chunks || last.MovedBytes != res.MovedBytes {
+		t.Fatalf("last call reported %+v; the copy handled %d chunks and moved %d bytes", last, res.Chunks, res.MovedBytes)
 	}
 }
 

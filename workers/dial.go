@@ -20,7 +20,9 @@ import (
 const DialTimeout = 15 * time.Second
 
 // ClientOptions turns tms's Temporal configuration into the SDK's client options: the
-// frontend's address and namespace, TLS (server-verified or mutual) and an API key.
+// frontend's address and namespace, TLS (server-verified or mutual) and an API key. It
+// builds a plaintext connection when t has neither TLS nor an API key; refusing one is
+// config.Validate's job, for the servers' roles (see config.Temporal.Insecure).
 func ClientOptions(t config.Temporal, log *slog.Logger) (client.Options, error) {
 	o := client.Options{HostPort: t.Address, Namespace: t.Namespace}
 	if o.HostPort == "" {
@@ -92,7 +94,7 @@ func Dial(ctx context.Context, t config.Temporal, log *slog.Logger) (client.Clie
 	}
 	if _, err := c.CheckHealth(ctx, &client.CheckHealthRequest{}); err != nil {
 		c.Close()
-		return nil, fmt.Errorf("Temporal at %s does not answer health checks: %w", o.HostPort, err)
+		return nil, fmt.Errorf("the Temporal server at %s does not answer health checks: %w", o.HostPort, err)
 	}
 	return c, nil
 }

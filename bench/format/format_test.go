@@ -9,9 +9,11 @@ import (
 	"math"
 	"math/rand/v2"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"runtime"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -337,10 +339,16 @@ func benchCompress(b *testing.B, name string, disk []byte, sizes []int) {
 	}
 }
 
-// goFiles returns up to n bytes of the regular files under GOROOT, in walk order.
+// goFiles returns up to n bytes of the regular files under GOROOT (as `go env GOROOT` says), in
+// walk order.
 func goFiles(n int) ([]byte, error) {
+	env, err := exec.Command("go", "env", "GOROOT").Output()
+	if err != nil {
+		return nil, fmt.Errorf("go env GOROOT: %w", err)
+	}
+	goroot := strings.TrimSpace(string(env))
 	out := make([]byte, 0, n)
-	err := filepath.WalkDir(runtime.GOROOT(), func(path string, e fs.DirEntry, err error) error {
+	err = filepath.WalkDir(goroot, func(path string, e fs.DirEntry, err error) error {
 		if err != nil || !e.Type().IsRegular() || len(out) == n {
 			return err
 		}
@@ -352,7 +360,7 @@ func goFiles(n int) ([]byte, error) {
 		return nil
 	})
 	if err == nil && len(out) < n {
-		err = fmt.Errorf("GOROOT %s holds only %d bytes of files", runtime.GOROOT(), len(out))
+		err = fmt.Errorf("GOROOT %s holds only %d bytes of files", goroot, len(out))
 	}
 	return out, err
 }
