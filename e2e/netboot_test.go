@@ -23,6 +23,7 @@ import (
 	tlog "go.temporal.io/sdk/log"
 
 	"tms/activities"
+	"tms/agentwire"
 	"tms/bootenv"
 	"tms/config"
 	"tms/devtemporal"
@@ -199,7 +200,7 @@ func scenario(t *testing.T, dir, bootDir, pcNS string) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		waitBootAction(ctx, t, r, mac1, "capture")
+		waitBootAction(ctx, t, r, mac1, agentwire.ActionCapture)
 		vm := startVM(t, dir, "vm1-capture", "tap0", mac1, disk1, true)
 		if err := run.Get(ctx, &capRes); err != nil {
 			vm.fail(t, "capture: %v", err)
@@ -231,7 +232,7 @@ func scenario(t *testing.T, dir, bootDir, pcNS string) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		waitBootAction(ctx, t, r, mac2, "deploy")
+		waitBootAction(ctx, t, r, mac2, agentwire.ActionDeploy)
 		vm := startVM(t, dir, "vm2-deploy", "tap1", mac2, disk2, true)
 		var res workflows.DeployImageResult
 		if err := run.Get(ctx, &res); err != nil {
@@ -314,7 +315,7 @@ func scenario(t *testing.T, dir, bootDir, pcNS string) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		waitBootAction(ctx, t, r, mac1, "capture")
+		waitBootAction(ctx, t, r, mac1, agentwire.ActionCapture)
 		spoofer := spoof(ctx, t, pcNS, mac1, "capture")
 		vm := startVM(t, dir, "vm1-spoofed", "tap0", mac1, disk1, true)
 		err = run.Get(ctx, nil)
@@ -334,7 +335,7 @@ func scenario(t *testing.T, dir, bootDir, pcNS string) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		waitBootAction(ctx, t, r, mac2, "deploy")
+		waitBootAction(ctx, t, r, mac2, agentwire.ActionDeploy)
 		spoofer = spoof(ctx, t, pcNS, mac2, "deploy")
 		vm = startVM(t, dir, "vm2-spoofed", "tap1", mac2, disk2, true)
 		err = drun.Get(ctx, nil)
@@ -428,7 +429,7 @@ func pxeClient(ctx context.Context, t *testing.T, dir, pcNS string) string {
 
 // waitBootAction waits until the workflow has set mac's boot action, so that the VM's DHCP
 // request already gets the task script.
-func waitBootAction(ctx context.Context, t *testing.T, r *server.Region, mac, action string) {
+func waitBootAction(ctx context.Context, t *testing.T, r *server.Region, mac string, action agentwire.Action) {
 	t.Helper()
 	deadline := time.Now().Add(2 * time.Minute)
 	for {
