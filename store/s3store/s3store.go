@@ -247,36 +247,16 @@ func (b *Backend) object(key string) (string, error) {
 func (b *Backend) sawBucket() { b.bucketSeen.Store(time.Now().UnixNano()) }
 
 // Get returns the whole object. A body cut short gives ErrUnavailable, never short data.
-func (b *Backend) Get(ctx context.Context, key string) ([]byte, error) {
-	if err := ctx.Err(); err != nil {
-		return nil, err
-	}
-	name, err := b.object(key)
-	if err != nil {
-		return nil, err
-	}
-	body, info, _, err := minio.Core{Client: b.client}.GetObject(ctx, b.bucket, name, minio.GetObjectOptions{})
-	if err != nil {
-		return nil, b.classify(ctx, key, err)
-	}
-	defer body.Close()
-	var data []byte
-	if info.Size >= 0 {
-		data = make([]byte, info.Size)
-		_, err = io.ReadFull(body, data)
-	} else {
-		data, err = io.ReadAll(body)
-	}
-	if err != nil {
-		return nil, b.classify(ctx, key, fmt.Errorf("reading %d bytes from %s: %w", info.Size, b.endpoint, err))
-	}
-	b.sawBucket()
-	return data, nil
-}
+func (b *Backend) Get(ctx context.Context, key string) ([]byte, error) { return b.get(ctx, key, -1) }
 
 // GetLimited is Get for an object of at most limit bytes: a larger one is ErrCorrupt, refused
 // from its Content-Length before its body is read.
 func (b *Backend) GetLimited(ctx context.Context, key string, limit int64) ([]byte, error) {
+	return b.get(ctx, key, limit)
+}
+
+// get reads an object of at most limit bytes (no bound when limit is negative).
+func (b *Backend) get(ctx context.Context, key string, limit int64) ([]byte, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
@@ -289,18 +269,24 @@ func (b *Backend) GetLimited(ctx context.Context, key string, limit int64) ([]by
 		return nil, b.classify(ctx, key, err)
 	}
 	defer body.Close()
-	if info.Size > limit {
+	if limit >= 0 && info.Size > limit {
 		return nil, store.TooLarge(b.name, key, info.Size, limit)
 	}
-	data, err := io.ReadAll(io.LimitReader(body, limit+1))
+	var data []byte
+	switch {
+	case info.Size >= 0:
+		data = make([]byte, info.Size)
+		_, err = io.ReadFull(body, data)
+	case limit >= 0:
+		data, err = io.ReadAll(io.LimitReader(body, limit+1))
+	default:
+		data, err = io.ReadAll(body)
+	}
 	if err != nil {
-		return nil, b.classify(ctx, key, fmt.Errorf("reading %s from %s: %w", key, b.endpoint, err))
+		return nil, b.classify(ctx, key, fmt.Errorf("reading %s (%d bytes) from %s: %w", key, info.Size, b.endpoint, err))
 	}
-	if int64(len(data)) > limit {
+	if limit >= 0 && int64(len(data)) > limit {
 		return nil, store.TooLarge(b.name, key, int64(len(data)), limit)
-	}
-	if info.Size >= 0 && int64(len(data)) != info.Size {
-		return nil, b.classify(ctx, key, fmt.Errorf("body cut short: %d of %d bytes from %s", len(data), info.Size, b.endpoint))
 	}
 	b.sawBucket()
 	return data, nil
