@@ -13,9 +13,10 @@ import (
 
 // Holds keep the versions a region's tasks use in its store (see store.Hold): 'tms image rm'
 // refuses to remove them and gc keeps their chunks. A deploy holds its version with holdForTask
-// in PrepareTask and lets go with releaseTask in FinishTask; the hold lasts at most until the
-// task's boot action expires (TaskInput.Expires), since until then a terminal may boot into the
-// deploy and stream the version, and a task that outlives it renews with HoldVersion.
+// in PrepareTask, and FinishTask releases it (one delete: the task records its version). The
+// hold lasts at most until the task's boot action expires (TaskInput.Expires), since until then
+// a terminal may boot into the deploy and stream the version, and a task that outlives it renews
+// with HoldVersion.
 
 // RelayHoldTTL is how long PushToRelay's hold on the version it uploads lasts without renewal;
 // the push renews it while it runs.
@@ -41,8 +42,8 @@ func (r *Region) holdForTask(ctx context.Context, task string, id manifest.ID, u
 	return err
 }
 
-// releaseTask drops every hold of task in the region's store. FinishTask calls it, whatever
-// the task's outcome.
+// releaseTask drops every hold of task in the region's store, on whatever version (it lists
+// them all): for ReleaseHolds, whose caller may not know what its task held.
 func (r *Region) releaseTask(ctx context.Context, task string) error {
 	return r.Store.ReleaseAll(ctx, task)
 }

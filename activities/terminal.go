@@ -121,6 +121,7 @@ func (r *Region) PrepareTask(ctx context.Context, in TaskInput) (TerminalRef, er
 	if err != nil {
 		return TerminalRef{}, err
 	}
+	var held manifest.ID // the version this task holds, if any
 	switch in.Kind {
 	case agentwire.KindCapture:
 		if err := manifest.ValidateName(in.Image); err != nil {
@@ -143,12 +144,15 @@ func (r *Region) PrepareTask(ctx context.Context, in TaskInput) (TerminalRef, er
 		if err := r.holdForTask(ctx, in.Task, id, in.Expires); err != nil {
 			return TerminalRef{}, err
 		}
+		held = id
 	default:
 		return TerminalRef{}, ErrBadInput.New(fmt.Sprintf("task kind %q is not capture or deploy", in.Kind), nil)
 	}
 	if err := r.startTask(ctx, t, in); err != nil {
-		// A hold left behind by a failed release lapses at in.Expires.
-		_ = r.releaseTask(context.WithoutCancel(ctx), in.Task)
+		if !held.IsZero() {
+			// A hold left behind by a failed release lapses at in.Expires.
+			_ = r.Store.Release(context.WithoutCancel(ctx), held, in.Task)
+		}
 		return TerminalRef{}, err
 	}
 	return TerminalRef{MAC: t.MAC, Name: t.Name, DiskSize: t.DiskSize}, nil
@@ -266,7 +270,8 @@ type FinishInput struct {
 // holds, and sets its next boot back to its own disk unless another task has taken it over.
 func (r *Region) FinishTask(ctx context.Context, in FinishInput) error {
 	now := r.now()
-	if _, _, err := r.Inventory.FinishTask(ctx, in.Task, in.State, "", in.Error, now); err != nil && !errors.Is(err, store.ErrNotFound) {
+	t, _, err := r.Inventory.FinishTask(ctx, in.Task, in.State, "", in.Error, now)
+	if err != nil && !errors.Is(err, store.ErrNotFound) {
 		return err
 	}
 	if in.Version != "" && in.State == state.TaskDone {
@@ -287,7 +292,15 @@ func (r *Region) FinishTask(ctx context.Context, in FinishInput) error {
 			return err
 		}
 	}
-	return r.releaseTask(ctx, in.Task)
+	// A deploy held the version it recorded (PrepareTask); a task never recorded holds nothing.
+	if t.Kind == agentwire.KindDeploy && t.Version != "" {
+		id, err := manifest.ParseID(t.Version)
+		if err != nil {
+			return ErrBadVersion.New(err.Error(), err)
+		}
+		return r.Store.Release(ctx, id, t.ID)
+	}
+	return nil
 }
 
 // VersionInput names a version in a region's store.
