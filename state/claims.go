@@ -60,22 +60,19 @@ func (inv *Inventory) ClaimBoot(ctx context.Context, mac, task, ip string, netwo
 		return "", Claim{}, err
 	}
 	defer tx.Rollback()
-	var gotTask, claimIP string
-	var hash []byte
-	var claimed, exp int64
-	var netw int
-	err = tx.QueryRowContext(ctx, `SELECT task, token_hash, claim_ip, claimed, claim_network, expires FROM boot_actions WHERE mac = ?`, mac).
-		Scan(&gotTask, &hash, &claimIP, &claimed, &netw, &exp)
-	if errors.Is(err, sql.ErrNoRows) || err == nil && (gotTask != task || task == "" || exp != 0 && !now.Before(time.Unix(0, exp))) {
+	b, err := readBootClaim(ctx, tx, mac)
+	if errors.Is(err, sql.ErrNoRows) || err == nil && !b.stands(task, now) {
 		return "", Claim{}, notFound("boot of terminal " + mac + " into task " + task)
 	}
 	if err != nil {
 		return "", Claim{}, err
 	}
+	claimIP := b.claimIP
 	if claimIP != "" && claimIP != ip {
 		return "", Claim{}, &RivalError{MAC: mac, Task: task, First: claimIP, Second: ip, Why: "a second boot request"}
 	}
-	c := Claim{MAC: mac, Task: task, IP: ip, Claimed: time.Unix(0, claimed).UTC(), Network: netw != 0 || network}
+	c := b.claim(mac, task)
+	c.IP, c.Network = ip, c.Network || network
 	if claimIP == "" {
 		c.Claimed = now.UTC()
 	}
@@ -98,34 +95,56 @@ func (inv *Inventory) CheckClaim(ctx context.Context, mac, task, token, ip strin
 	if err != nil {
 		return Claim{}, false, err
 	}
-	var gotTask, claimIP string
-	var hash, prev []byte
-	var claimed, exp int64
-	var netw int
-	err = inv.db.QueryRowContext(ctx, `SELECT task, token_hash, prev_token_hash, claim_ip, claimed, claim_network, expires FROM boot_actions WHERE mac = ?`, mac).
-		Scan(&gotTask, &hash, &prev, &claimIP, &claimed, &netw, &exp)
+	b, err := readBootClaim(ctx, inv.db, mac)
 	if errors.Is(err, sql.ErrNoRows) {
 		return Claim{}, false, nil
 	}
 	if err != nil {
 		return Claim{}, false, err
 	}
-	if token == "" || gotTask != task || task == "" || claimIP == "" || exp != 0 && !now.Before(time.Unix(0, exp)) {
+	claimIP := b.claimIP
+	if token == "" || claimIP == "" || !b.stands(task, now) {
 		return Claim{}, false, nil
 	}
 	h := sha256.Sum256([]byte(token))
 	switch {
-	case len(hash) == len(h) && subtle.ConstantTimeCompare(hash, h[:]) == 1:
+	case len(b.hash) == len(h) && subtle.ConstantTimeCompare(b.hash, h[:]) == 1:
 		if ip != claimIP {
 			return Claim{}, false, &RivalError{MAC: mac, Task: task, First: claimIP, Second: ip, Why: "the boot's token used from another address"}
 		}
-		return Claim{MAC: mac, Task: task, IP: claimIP, Claimed: time.Unix(0, claimed).UTC(), Network: netw != 0}, true, nil
-	case len(prev) == len(h) && subtle.ConstantTimeCompare(prev, h[:]) == 1 && ip != claimIP:
+		return b.claim(mac, task), true, nil
+	case len(b.prev) == len(h) && subtle.ConstantTimeCompare(b.prev, h[:]) == 1 && ip != claimIP:
 		return Claim{}, false, &RivalError{MAC: mac, Task: task, First: claimIP, Second: ip, Why: "a token a later boot replaced, used from another address"}
 	}
 	// A replaced token from the claiming address is the same machine's earlier boot (a request
 	// still in flight when it rebooted, a spent boot token): refused, not a rival.
 	return Claim{}, false, nil
+}
+
+// bootClaim is the claim columns of a terminal's boot action.
+type bootClaim struct {
+	task       string
+	hash, prev []byte // SHA-256 of the current token and of the one it replaced
+	claimIP    string
+	claimed    int64 // Unix ns
+	network    bool
+	expires    int64 // Unix ns; 0: never
+}
+
+func readBootClaim(ctx context.Context, q querier, mac string) (bootClaim, error) {
+	var b bootClaim
+	err := q.QueryRowContext(ctx, `SELECT task, token_hash, prev_token_hash, claim_ip, claimed, claim_network, expires FROM boot_actions WHERE mac = ?`, mac).
+		Scan(&b.task, &b.hash, &b.prev, &b.claimIP, &b.claimed, &b.network, &b.expires)
+	return b, err
+}
+
+// stands reports whether the boot action is for task and has not expired at now.
+func (b bootClaim) stands(task string, now time.Time) bool {
+	return task != "" && b.task == task && (b.expires == 0 || now.Before(time.Unix(0, b.expires)))
+}
+
+func (b bootClaim) claim(mac, task string) Claim {
+	return Claim{MAC: mac, Task: task, IP: b.claimIP, Claimed: time.Unix(0, b.claimed).UTC(), Network: b.network}
 }
 
 // RevokeBoot makes every token of mac's boot into task useless, keeping the boot action so the
