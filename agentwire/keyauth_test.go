@@ -87,8 +87,5 @@ func FuzzParseKeyAuth(f *testing.F) {
 		if a.MAC == "" || a.Nonce == "" || len(a.sig) != 32 || a.Time.IsZero() {
 			t.Fatalf("accepted %q as %+v", h, a)
 		}
-		if a.Verify(make([]byte, 32), "GET", "/", nil, a.Time) == nil && !strings.Contains(h, "sig=") {
-			t.Fatal("verified without a signature")
-		}
 	})
 }
