@@ -68,21 +68,28 @@ func testCA(t *testing.T, dir string) (pool *x509.CertPool, certFile, keyFile st
 	return pool, certFile, keyFile
 }
 
+// temporalClient starts an in-process Temporal server for the test and returns a client of it.
+func temporalClient(t *testing.T) client.Client {
+	t.Helper()
+	tsrv, err := devtemporal.Start(devtemporal.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(tsrv.Stop)
+	c, err := client.Dial(client.Options{HostPort: tsrv.Address()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(c.Close)
+	return c
+}
+
 // TestRegionHTTPS starts a region with a certificate, connection caps and short deadlines,
 // and reaches it as agents and hostile hosts would.
 func TestRegionHTTPS(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	tsrv, err := devtemporal.Start(devtemporal.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer tsrv.Stop()
-	c, err := client.Dial(client.Options{HostPort: tsrv.Address()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
+	c := temporalClient(t)
 	key, kerr := signing.GenerateKey()
 	if kerr != nil {
 		t.Fatal(kerr)
@@ -198,16 +205,7 @@ func TestRegionTLSWithBootService(t *testing.T) {
 		t.Fatal(kerr)
 	}
 	_, certFile, keyFile := testCA(t, t.TempDir())
-	tsrv, err := devtemporal.Start(devtemporal.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer tsrv.Stop()
-	c, err := client.Dial(client.Options{HostPort: tsrv.Address()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
+	c := temporalClient(t)
 	ipxe := t.TempDir()
 	os.WriteFile(filepath.Join(ipxe, "undionly.kpxe"), []byte("iPXE"), 0o644)
 	r, err := server.StartRegion(ctx, server.RegionOptions{ID: "lab-boot", DataDir: t.TempDir(), CentralKey: key.Public(), Client: c,
