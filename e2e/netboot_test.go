@@ -194,13 +194,8 @@ func scenario(t *testing.T, dir, bootDir, pcNS string) {
 	// 1. Capture vm1.
 	var capRes workflows.CaptureImageResult
 	t.Run("capture", func(t *testing.T) {
-		run, err := c.ExecuteWorkflow(ctx, client.StartWorkflowOptions{ID: workflows.CaptureWorkflowID(regionID, "vm1", image),
-			TaskQueue: activities.RegionQueue(regionID)}, workflows.CaptureImage,
+		run := startTask(ctx, t, c, r, mac1, workflows.CaptureWorkflowID(regionID, "vm1", image), workflows.CaptureImage,
 			workflows.CaptureImageInput{Region: regionID, TerminalRef: "vm1", Image: image, Timeouts: timeouts})
-		if err != nil {
-			t.Fatal(err)
-		}
-		waitBootAction(ctx, t, r, mac1, agentwire.ActionCapture)
 		vm := startVM(t, dir, "vm1-capture", "tap0", mac1, disk1, true)
 		if err := run.Get(ctx, &capRes); err != nil {
 			vm.fail(t, "capture: %v", err)
@@ -226,13 +221,7 @@ func scenario(t *testing.T, dir, bootDir, pcNS string) {
 
 	// 2. Deploy the image to vm2.
 	t.Run("deploy", func(t *testing.T) {
-		in := workflows.DeployImageInput{Region: regionID, Terminals: []string{"vm2"}, Image: image, Timeouts: timeouts}
-		run, err := c.ExecuteWorkflow(ctx, client.StartWorkflowOptions{ID: workflows.DeployWorkflowID(regionID, "", in.Terminals, image),
-			TaskQueue: activities.RegionQueue(regionID)}, workflows.DeployImage, in)
-		if err != nil {
-			t.Fatal(err)
-		}
-		waitBootAction(ctx, t, r, mac2, agentwire.ActionDeploy)
+		run := startTask(ctx, t, c, r, mac2, workflows.DeployWorkflowID(regionID, "", []string{"vm2"}, image), workflows.DeployImage, deployVM2)
 		vm := startVM(t, dir, "vm2-deploy", "tap1", mac2, disk2, true)
 		var res workflows.DeployImageResult
 		if err := run.Get(ctx, &res); err != nil {
@@ -309,16 +298,11 @@ func scenario(t *testing.T, dir, bootDir, pcNS string) {
 	// fails when the real terminal boots, naming both addresses, and nothing is published or
 	// marked done.
 	t.Run("spoofer", func(t *testing.T) {
-		run, err := c.ExecuteWorkflow(ctx, client.StartWorkflowOptions{ID: workflows.CaptureWorkflowID(regionID, "vm1", image),
-			TaskQueue: activities.RegionQueue(regionID)}, workflows.CaptureImage,
+		run := startTask(ctx, t, c, r, mac1, workflows.CaptureWorkflowID(regionID, "vm1", image), workflows.CaptureImage,
 			workflows.CaptureImageInput{Region: regionID, TerminalRef: "vm1", Image: image, Timeouts: timeouts})
-		if err != nil {
-			t.Fatal(err)
-		}
-		waitBootAction(ctx, t, r, mac1, agentwire.ActionCapture)
 		spoofer := spoof(ctx, t, pcNS, mac1, "capture")
 		vm := startVM(t, dir, "vm1-spoofed", "tap0", mac1, disk1, true)
-		err = run.Get(ctx, nil)
+		err := run.Get(ctx, nil)
 		vm.kill()
 		if err == nil || !strings.Contains(err.Error(), "two machines") || !strings.Contains(err.Error(), pcIP) {
 			vm.fail(t, "capture with a spoofer: %v; want it failed naming the spoofer's address %s", err, pcIP)
@@ -329,13 +313,7 @@ func scenario(t *testing.T, dir, bootDir, pcNS string) {
 		t.Logf("capture with a spoofer at %s failed as it must: %v (the spoofer was told %s)", pcIP, err, spoofer)
 
 		before, _ := os.ReadFile(disk2)
-		in := workflows.DeployImageInput{Region: regionID, Terminals: []string{"vm2"}, Image: image, Timeouts: timeouts}
-		drun, err := c.ExecuteWorkflow(ctx, client.StartWorkflowOptions{ID: workflows.DeployWorkflowID(regionID, "", in.Terminals, image),
-			TaskQueue: activities.RegionQueue(regionID)}, workflows.DeployImage, in)
-		if err != nil {
-			t.Fatal(err)
-		}
-		waitBootAction(ctx, t, r, mac2, agentwire.ActionDeploy)
+		drun := startTask(ctx, t, c, r, mac2, workflows.DeployWorkflowID(regionID, "", []string{"vm2"}, image), workflows.DeployImage, deployVM2)
 		spoofer = spoof(ctx, t, pcNS, mac2, "deploy")
 		vm = startVM(t, dir, "vm2-spoofed", "tap1", mac2, disk2, true)
 		err = drun.Get(ctx, nil)
@@ -425,6 +403,25 @@ func pxeClient(ctx context.Context, t *testing.T, dir, pcNS string) string {
 	}
 	t.Logf("udhcpc as a PXE ROM got %s and %s from %s; TFTP fetched it (%d bytes) in %v", env["ip"], env["boot_file"], env["siaddr"], len(b), took.Round(time.Millisecond))
 	return env["ip"]
+}
+
+// deployVM2 is the deploy of the captured image to vm2.
+var deployVM2 = workflows.DeployImageInput{Region: regionID, Terminals: []string{"vm2"}, Image: image, Timeouts: timeouts}
+
+// startTask starts a capture or deploy workflow on the region's queue and waits until it has set
+// mac's boot action, so that the VM powered on next gets the task script.
+func startTask(ctx context.Context, t *testing.T, c client.Client, r *server.Region, mac, id string, wf, in any) client.WorkflowRun {
+	t.Helper()
+	run, err := c.ExecuteWorkflow(ctx, client.StartWorkflowOptions{ID: id, TaskQueue: activities.RegionQueue(regionID)}, wf, in)
+	if err != nil {
+		t.Fatal(err)
+	}
+	action := agentwire.ActionDeploy
+	if _, ok := in.(workflows.CaptureImageInput); ok {
+		action = agentwire.ActionCapture
+	}
+	waitBootAction(ctx, t, r, mac, action)
+	return run
 }
 
 // waitBootAction waits until the workflow has set mac's boot action, so that the VM's DHCP
