@@ -16,6 +16,7 @@ import (
 	"runtime/pprof"
 	"strings"
 	"syscall"
+	"time"
 
 	"github.com/spf13/cobra"
 	"golang.org/x/term"
@@ -35,12 +36,25 @@ type App struct {
 	Env func(string) (string, bool)
 	// Progress forces progress bars on or off; nil means "when stderr is a terminal".
 	Progress *bool
+	// Now is the clock (default time.Now): task ids carry the time they were asked for.
+	Now func() time.Time
+
+	// plan, when set, receives the task a task command asks for instead of starting it: a
+	// schedule reads its TASK... arguments this way.
+	plan func(taskRequest) error
 
 	configFile string
 	logLevel   string
 	cpuProfile string
 	log        *slog.Logger
 	temporal   temporalFlags // see temporal.go
+}
+
+func (a *App) now() time.Time {
+	if a.Now != nil {
+		return a.Now()
+	}
+	return time.Now()
 }
 
 // Main runs the tms command line with args and returns the exit status.

@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 	"tms/imageio"
 	"tms/internal/storetest"
 
@@ -25,6 +26,11 @@ func TestMain(m *testing.M) {
 // tmsRun runs one tms command line in-process and returns its exit status, stdout and stderr.
 type tmsRun func(args ...string) (int, string, string)
 
+// testClock is the time tests' commands run at: task ids end in its stamp, testStamp.
+var testClock = time.Date(2026, 12, 2, 7, 0, 0, 0, time.UTC)
+
+const testStamp = "/20261202-070000"
+
 func newRunner(env map[string]string) tmsRun {
 	return func(args ...string) (int, string, string) {
 		var out, errb bytes.Buffer
@@ -32,7 +38,7 @@ func newRunner(env map[string]string) tmsRun {
 		a := &App{Stdout: &out, Stderr: &errb, Progress: &off, Env: func(k string) (string, bool) {
 			v, ok := env[k]
 			return v, ok
-		}}
+		}, Now: func() time.Time { return testClock }}
 		code := a.Run(context.Background(), args)
 		return code, out.String(), errb.String()
 	}

@@ -53,7 +53,8 @@ It refuses a Temporal connection with neither TLS (central.temporal.tls.*) nor a
 				return err
 			}
 			defer tc.Close()
-			srv, err := server.StartCentral(ctx, server.CentralOptions{DataDir: cfg.Central.DataDir, Relay: relay, Key: key, Client: tc, Log: log})
+			srv, err := server.StartCentral(ctx, server.CentralOptions{DataDir: cfg.Central.DataDir, Relay: relay, Key: key, Client: tc,
+				Namespace: cfg.Central.Temporal.Namespace, Log: log})
 			if err != nil {
 				return err
 			}

@@ -36,9 +36,11 @@ central's catalog. The terminal boots from its own disk again afterwards, whatev
 				return err
 			}
 			in := workflows.CaptureImageInput{Region: region, TerminalRef: terminal, Image: args[0]}
-			id := workflows.CaptureWorkflowID(region, terminal, args[0])
-			return a.startTask(cmd, region, activities.RegionQueue(region), id, workflows.CaptureImage, in, wait,
-				fmt.Sprintf("capture of terminal %s into image %s in region %s", terminal, args[0], region))
+			id := workflows.Stamped(workflows.CaptureWorkflowID(region, terminal, args[0]), a.now())
+			tags := workflows.TaskTags{Region: region, Kind: workflows.TaskCapture, Terminals: []string{terminal}, Image: args[0]}
+			return a.runTask(cmd, taskRequest{Region: region, Queue: activities.RegionQueue(region), ID: id, Tags: tags,
+				Workflow: workflows.CaptureImage, Input: in,
+				What: fmt.Sprintf("capture of terminal %s into image %s in region %s", terminal, args[0], region)}, wait)
 		},
 	}
 	regionFlag(c, &region)
@@ -62,8 +64,10 @@ Nothing is copied if the region already holds it.`,
 				return err
 			}
 			in := workflows.ShareImageInput{Image: args[0], Target: to}
-			return a.startTask(cmd, to, activities.CentralQueue, workflows.ShareWorkflowID(args[0], to), workflows.ShareImage, in, wait,
-				fmt.Sprintf("share of %s to region %s", args[0], to))
+			id := workflows.Stamped(workflows.ShareWorkflowID(args[0], to), a.now())
+			tags := workflows.TaskTags{Region: to, Kind: workflows.TaskShare, Image: args[0]}
+			return a.runTask(cmd, taskRequest{Region: to, Queue: activities.CentralQueue, ID: id, Tags: tags,
+				Workflow: workflows.ShareImage, Input: in, What: fmt.Sprintf("share of %s to region %s", args[0], to)}, wait)
 		},
 	}
 	c.Flags().StringVar(&to, "to", "", "region to copy the image to (required)")
@@ -100,8 +104,10 @@ to verify it. A terminal that fails is reported and the others go on.`,
 			if group == "" {
 				target = "terminal(s) " + strings.Join(terminals, ", ")
 			}
-			return a.startTask(cmd, region, activities.RegionQueue(region), workflows.DeployWorkflowID(region, group, terminals, args[0]),
-				workflows.DeployImage, in, wait, fmt.Sprintf("deploy of %s to %s in region %s", args[0], target, region))
+			id := workflows.Stamped(workflows.DeployWorkflowID(region, group, terminals, args[0]), a.now())
+			tags := workflows.TaskTags{Region: region, Kind: workflows.TaskDeploy, Group: group, Terminals: terminals, Image: args[0]}
+			return a.runTask(cmd, taskRequest{Region: region, Queue: activities.RegionQueue(region), ID: id, Tags: tags,
+				Workflow: workflows.DeployImage, Input: in, What: fmt.Sprintf("deploy of %s to %s in region %s", args[0], target, region)}, wait)
 		},
 	}
 	regionFlag(c, &region)
@@ -112,9 +118,32 @@ to verify it. A terminal that fails is reported and the others go on.`,
 	return c
 }
 
-// startTask checks the region, starts a long workflow and either says how to follow it or,
-// with wait, follows it to its end.
-func (a *App) startTask(cmd *cobra.Command, region, queue, id string, wf, in any, wait bool, what string) error {
+// taskRequest is a task a command asks for: the workflow, its input, and where and under which
+// id it runs. Task commands build one and hand it to runTask, so that a schedule can take the
+// same command line (`tms schedule create NAME --at T deploy ...`) and run it later.
+type taskRequest struct {
+	Region   string // checked against central's regions before the task starts
+	Queue    string // the task queue the workflow runs on
+	ID       string // readable and unique per run (workflows.Stamped)
+	Tags     workflows.TaskTags
+	Workflow any // the workflow function
+	Input    any
+	What     string // for people: "deploy of lab to group room1 in region region-b"
+}
+
+// runTask starts the task a command asks for, or, when a schedule is reading the command
+// (a.plan is set), hands it to the schedule instead.
+func (a *App) runTask(cmd *cobra.Command, req taskRequest, wait bool) error {
+	if a.plan != nil {
+		return a.plan(req)
+	}
+	return a.startTask(cmd, req, wait)
+}
+
+// startTask checks the region, starts a long workflow tagged with what it is about and either
+// says how to follow it or, with wait, follows it to its end.
+func (a *App) startTask(cmd *cobra.Command, req taskRequest, wait bool) error {
+	region, id, what := req.Region, req.ID, req.What
 	ctx := cmd.Context()
 	c, err := a.dial(ctx)
 	if err != nil {
@@ -125,9 +154,9 @@ func (a *App) startTask(cmd *cobra.Command, region, queue, id string, wf, in any
 		return err
 	}
 	_, err = c.ExecuteWorkflow(ctx, client.StartWorkflowOptions{
-		ID: id, TaskQueue: queue,
+		ID: id, TaskQueue: req.Queue, TypedSearchAttributes: req.Tags.StartAttributes(),
 		WorkflowExecutionErrorWhenAlreadyStarted: true,
-	}, wf, in)
+	}, req.Workflow, req.Input)
 	if temporal.IsWorkflowExecutionAlreadyStartedError(err) {
 		return fmt.Errorf("a %s is already running as task %s: follow it with 'tms task show %s', or cancel it with 'tms task cancel %s'", what, id, id, id)
 	}

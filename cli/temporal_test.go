@@ -145,7 +145,7 @@ func TestAdminCommandsOverTemporal(t *testing.T) {
 		t.Fatalf("image share --wait: %s", out)
 	}
 	fail(t, run, 1, "failed: image nope is not in the catalog", "image", "share", "nope", "--to", "region-a", "--wait")
-	d := decode[taskDetail](t, must(t, run, "task", "show", "share/nope/region-a", "--json"))
+	d := decode[taskDetail](t, must(t, run, "task", "show", "share/nope/region-a"+testStamp, "--json"))
 	if d.Status != "Failed" || d.Failure != "image nope is not in the catalog" || d.Type != "ShareImage" || d.Close == nil {
 		t.Fatalf("task show of the failed share: %+v", d)
 	}
@@ -177,7 +177,7 @@ func TestAdminCommandsOverTemporal(t *testing.T) {
 	// A capture waits for pc1's agent, which never comes here: it shows as a running task
 	// until it is canceled, and pc1 boots from its own disk again.
 	out := must(t, run, "image", "capture", "--region", "region-a", "--terminal", "pc1", "lab2")
-	id := "capture/region-a/pc1/lab2"
+	id := "capture/region-a/pc1/lab2" + testStamp
 	if !strings.Contains(out, "task "+id) || !strings.Contains(out, "tms task show "+id) || !strings.Contains(out, "/workflows/capture%2Fregion-a%2Fpc1%2Flab2") {
 		t.Fatalf("capture: %s", out)
 	}

@@ -26,6 +26,8 @@ import (
 	uiserver "github.com/temporalio/ui-server/v2/server"
 	uiconfig "github.com/temporalio/ui-server/v2/server/config"
 	uioptions "github.com/temporalio/ui-server/v2/server/server_options"
+	enumspb "go.temporal.io/api/enums/v1"
+	sdktemporal "go.temporal.io/sdk/temporal"
 	"go.temporal.io/server/common/authorization"
 	"go.temporal.io/server/common/cluster"
 	"go.temporal.io/server/common/config"
@@ -37,6 +39,8 @@ import (
 	"go.temporal.io/server/common/primitives"
 	sqliteschema "go.temporal.io/server/schema/sqlite"
 	"go.temporal.io/server/temporal"
+
+	"tms/workflows"
 )
 
 // Options describe the embedded server.
@@ -51,6 +55,9 @@ type Options struct {
 	UIPort int
 	// Namespaces are created if missing (default: "default").
 	Namespaces []string
+	// SearchAttributes are registered in namespaces it creates (default: those of tms tasks,
+	// workflows.SearchAttributes; central registers them too when it starts).
+	SearchAttributes []sdktemporal.SearchAttributeKey
 	// Log receives the server's log; Level filters it (default: warnings and errors).
 	Log   *slog.Logger
 	Level slog.Level
@@ -119,9 +126,16 @@ func Start(o Options) (*Server, error) {
 			}
 		}
 	}
+	if o.SearchAttributes == nil {
+		o.SearchAttributes = workflows.SearchAttributes()
+	}
+	attrs := map[string]enumspb.IndexedValueType{}
+	for _, k := range o.SearchAttributes {
+		attrs[k.GetName()] = k.GetValueType()
+	}
 	var nss []*sqliteschema.NamespaceConfig
 	for _, ns := range o.Namespaces {
-		nc, err := sqliteschema.NewNamespaceConfig(clusterName, ns, false, nil)
+		nc, err := sqliteschema.NewNamespaceConfig(clusterName, ns, false, attrs)
 		if err != nil {
 			return nil, fmt.Errorf("temporal: namespace %s: %w", ns, err)
 		}

@@ -27,7 +27,10 @@ type CentralOptions struct {
 	// registers and every grant it mints.
 	Key    *signing.PrivateKey
 	Client client.Client
-	Log    *slog.Logger
+	// Namespace is the client's Temporal namespace (default "default"), where central
+	// registers the search attributes of tasks.
+	Namespace string
+	Log       *slog.Logger
 }
 
 // Central is a running central server.
@@ -43,7 +46,13 @@ func StartCentral(ctx context.Context, o CentralOptions) (_ *Central, err error)
 	if o.Client == nil || o.Key == nil {
 		return nil, errors.New("central needs a Temporal client and its signing key")
 	}
+	if o.Namespace == "" {
+		o.Namespace = "default"
+	}
 	if err := os.MkdirAll(o.DataDir, 0o755); err != nil {
+		return nil, err
+	}
+	if err := EnsureSearchAttributes(ctx, o.Client, o.Namespace); err != nil {
 		return nil, err
 	}
 	c := &Central{Relay: o.Relay}

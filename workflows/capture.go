@@ -50,6 +50,9 @@ func CaptureImage(ctx workflow.Context, in CaptureImageInput) (CaptureImageResul
 	if err := workflow.SetQueryHandler(ctx, QueryProgress, func() (CaptureProgress, error) { return *prog, nil }); err != nil {
 		return res, err
 	}
+	if err := tagTask(ctx, TaskTags{Region: in.Region, Kind: TaskCapture, Terminals: []string{in.TerminalRef}, Image: in.Image}); err != nil {
+		return res, err
+	}
 	var r *activities.Region
 	var c *activities.Central
 	_, out, err := agentTask(ctx, in.Region, activities.TaskInput{TerminalRef: in.TerminalRef, Kind: agentwire.KindCapture, Image: in.Image}, in.Timeouts, &prog.TerminalProgress)

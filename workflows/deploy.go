@@ -74,8 +74,13 @@ func DeployImage(ctx workflow.Context, in DeployImageInput) (DeployImageResult, 
 		activities.ResolveInput{Group: in.Group, Terminals: in.Terminals}).Get(ctx, &targets); err != nil {
 		return res, err
 	}
+	names := make([]string, 0, len(targets.Terminals))
 	for _, t := range targets.Terminals {
 		prog.Terminals = append(prog.Terminals, TerminalProgress{Name: name(t), Phase: PhaseQueued})
+		names = append(names, name(t))
+	}
+	if err := tagTask(ctx, TaskTags{Region: in.Region, Kind: TaskDeploy, Group: in.Group, Terminals: names, Image: in.Image}); err != nil {
+		return res, err
 	}
 
 	prog.Phase = PhaseSharing

@@ -52,6 +52,9 @@ func ShareImage(ctx workflow.Context, in ShareImageInput) (ShareImageResult, err
 	if err := workflow.SetQueryHandler(ctx, QueryProgress, func() (ShareProgress, error) { return *prog, nil }); err != nil {
 		return res, err
 	}
+	if err := tagTask(ctx, TaskTags{Region: in.Target, Kind: TaskShare, Image: in.Image}); err != nil {
+		return res, err
+	}
 	var c *activities.Central
 	var r *activities.Region
 	central := workflow.WithActivityOptions(ctx, workflow.ActivityOptions{
