@@ -45,16 +45,32 @@ func migrate(ctx context.Context, db *sql.DB, migrations []migration) error {
 	if _, err := db.ExecContext(ctx, `CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, applied INTEGER NOT NULL)`); err != nil {
 		return err
 	}
-	var current int
-	if err := db.QueryRowContext(ctx, `SELECT COALESCE(MAX(version), 0) FROM schema_migrations`).Scan(&current); err != nil {
+	applied := map[int]bool{}
+	rows, err := db.QueryContext(ctx, `SELECT version FROM schema_migrations`)
+	if err != nil {
+		return err
+	}
+	current := 0
+	for rows.Next() {
+		var v int
+		if err := rows.Scan(&v); err != nil {
+			rows.Close()
+			return err
+		}
+		applied[v], current = true, max(current, v)
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
 		return err
 	}
 	latest := migrations[len(migrations)-1].version
 	if current > latest {
 		return fmt.Errorf("schema version %d is newer than this tms knows (%d): use a newer tms", current, latest)
 	}
+	// Every migration not yet applied is, in order: a database made by a build that had a later
+	// migration but not an earlier one (two changes made side by side) still gets both.
 	for _, m := range migrations {
-		if m.version <= current {
+		if applied[m.version] {
 			continue
 		}
 		tx, err := db.BeginTx(ctx, nil)
