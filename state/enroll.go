@@ -74,6 +74,18 @@ func unixTime(ns int64) time.Time {
 	return time.Unix(0, ns).UTC()
 }
 
+// ErrInvalid marks a request that cannot be done as asked: a malformed name or pattern, a
+// terminal that is not enrolled, a roster file that is too big or not CSV. Retrying it is no use.
+var ErrInvalid = errors.New("invalid request")
+
+type invalidError struct{ error }
+
+func (e invalidError) Unwrap() error        { return e.error }
+func (e invalidError) Is(target error) bool { return target == ErrInvalid }
+
+// invalid marks err as the request's fault (ErrInvalid); its message stays as it is.
+func invalid(err error) error { return invalidError{err} }
+
 // ErrBusy marks a terminal that cannot be removed: it has an unfinished task. It wraps
 // ErrConflict.
 var ErrBusy = fmt.Errorf("busy with a task: %w", ErrConflict)
@@ -134,7 +146,7 @@ func (inv *Inventory) RemoveTerminals(ctx context.Context, now time.Time, termin
 func enrolledTerminal(ctx context.Context, q querier, name string) (Terminal, error) {
 	t, err := terminal(ctx, q, name)
 	if err == nil && !t.Enrolled {
-		err = fmt.Errorf("terminal %s is not enrolled: enroll it first", name)
+		err = invalid(fmt.Errorf("terminal %s is not enrolled: enroll it first", name))
 	}
 	return t, err
 }
@@ -153,7 +165,7 @@ func nameHolder(ctx context.Context, q querier, name string) (string, error) {
 // another terminal is refused (ErrConflict, naming its MAC). Tasks are kept by MAC: they go on.
 func (inv *Inventory) RenameTerminal(ctx context.Context, term, newName string) (Terminal, error) {
 	if err := validateWord("terminal name", newName); err != nil {
-		return Terminal{}, err
+		return Terminal{}, invalid(err)
 	}
 	tx, err := inv.db.BeginTx(ctx, nil)
 	if err != nil {
@@ -280,7 +292,7 @@ func ParseNamePattern(s string) (NamePattern, error) {
 	i := strings.Index(s, "{")
 	j := strings.Index(s, "}")
 	if i < 0 || j < i || strings.Count(s, "{") != 1 || strings.Count(s, "}") != 1 {
-		return NamePattern{}, fmt.Errorf("name pattern %q needs one {n} (or {n:02}) where the number goes", s)
+		return NamePattern{}, invalid(fmt.Errorf("name pattern %q needs one {n} (or {n:02}) where the number goes", s))
 	}
 	p := NamePattern{Prefix: s[:i], Suffix: s[j+1:]}
 	switch inner := s[i+1 : j]; {
@@ -288,10 +300,10 @@ func ParseNamePattern(s string) (NamePattern, error) {
 	case len(inner) == 4 && strings.HasPrefix(inner, "n:0") && inner[3] >= '1' && inner[3] <= '9':
 		p.Width = int(inner[3] - '0')
 	default:
-		return NamePattern{}, fmt.Errorf("name pattern %q: {%s} is not {n} or {n:0W} with W from 1 to 9", s, inner)
+		return NamePattern{}, invalid(fmt.Errorf("name pattern %q: {%s} is not {n} or {n:0W} with W from 1 to 9", s, inner))
 	}
 	if err := validateWord("name pattern", p.Name(1)); err != nil {
-		return NamePattern{}, err
+		return NamePattern{}, invalid(err)
 	}
 	return p, nil
 }
@@ -340,10 +352,10 @@ type EnrollSeenResult struct {
 func (inv *Inventory) EnrollSeen(ctx context.Context, group string, pattern NamePattern, limit int) (EnrollSeenResult, error) {
 	var res EnrollSeenResult
 	if err := validateWord("group name", group); err != nil {
-		return res, err
+		return res, invalid(err)
 	}
 	if limit < 0 {
-		return res, fmt.Errorf("limit %d is negative", limit)
+		return res, invalid(fmt.Errorf("limit %d is negative", limit))
 	}
 	tx, err := inv.db.BeginTx(ctx, nil)
 	if err != nil {
@@ -377,7 +389,7 @@ func (inv *Inventory) EnrollSeen(ctx context.Context, group string, pattern Name
 		name := pattern.Name(next)
 		next++
 		if err := validateWord("terminal name", name); err != nil {
-			return res, err
+			return res, invalid(err)
 		}
 		if _, err := tx.ExecContext(ctx, `UPDATE terminals SET name = ?, enrolled = 1 WHERE mac = ?`, name, s.MAC); err != nil {
 			if isUnique(err) {

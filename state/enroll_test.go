@@ -174,8 +174,8 @@ func TestRenameTerminal(t *testing.T) {
 	}{
 		{"a taken name is refused, naming its MAC", "pc1", "pc2", `"pc2" is taken by 52:54:00:00:00:02`, ErrConflict},
 		{"an unknown terminal is not found", "pc9", "pc10", "terminal pc9", store.ErrNotFound},
-		{"a bad name is refused", "pc1", "pc 1", `character ' ' is not allowed`, nil},
-		{"a terminal not enrolled is refused", "52:54:00:00:00:09", "pc9", "not enrolled", nil},
+		{"a bad name is refused", "pc1", "pc 1", `character ' ' is not allowed`, ErrInvalid},
+		{"a terminal not enrolled is refused", "52:54:00:00:00:09", "pc9", "not enrolled", ErrInvalid},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			_, err := inv.RenameTerminal(ctx, tc.term, tc.to)
@@ -279,7 +279,7 @@ func TestParseNamePattern(t *testing.T) {
 	} {
 		p, err := ParseNamePattern(tc.pattern)
 		if tc.err != "" {
-			if err == nil || !strings.Contains(err.Error(), tc.err) {
+			if !errors.Is(err, ErrInvalid) || !strings.Contains(err.Error(), tc.err) {
 				t.Errorf("%q: got %v, want an error with %q", tc.pattern, err, tc.err)
 			}
 			continue

@@ -36,7 +36,7 @@ type RosterLine struct {
 // that is CSV but not a terminal carries its Problem.
 func ParseRoster(data []byte) ([]RosterLine, error) {
 	if len(data) > MaxRosterBytes {
-		return nil, fmt.Errorf("the file has %d bytes; at most %d are accepted (split it)", len(data), MaxRosterBytes)
+		return nil, invalid(fmt.Errorf("the file has %d bytes; at most %d are accepted (split it)", len(data), MaxRosterBytes))
 	}
 	data = bytes.TrimPrefix(data, []byte("\xef\xbb\xbf")) // spreadsheets write a byte order mark
 	r := csv.NewReader(bytes.NewReader(data))
@@ -53,7 +53,7 @@ func ParseRoster(data []byte) ([]RosterLine, error) {
 		if err != nil {
 			var pe *csv.ParseError
 			if errors.As(err, &pe) {
-				return nil, fmt.Errorf("line %d is not CSV: %w", pe.Line, pe.Err)
+				return nil, invalid(fmt.Errorf("line %d is not CSV: %w", pe.Line, pe.Err))
 			}
 			return nil, err
 		}
@@ -62,7 +62,7 @@ func ParseRoster(data []byte) ([]RosterLine, error) {
 			continue
 		}
 		if len(out) == MaxRosterLines {
-			return nil, fmt.Errorf("the file has more than %d terminal lines (split it)", MaxRosterLines)
+			return nil, invalid(fmt.Errorf("the file has more than %d terminal lines (split it)", MaxRosterLines))
 		}
 		out = append(out, parseRosterLine(line, rec))
 	}
@@ -160,10 +160,10 @@ func (r ImportReport) Refused() int {
 func (inv *Inventory) Import(ctx context.Context, lines []RosterLine, dryRun bool) (ImportReport, error) {
 	var rep ImportReport
 	if len(lines) == 0 {
-		return rep, errors.New("the file lists no terminals")
+		return rep, invalid(errors.New("the file lists no terminals"))
 	}
 	if len(lines) > MaxRosterLines {
-		return rep, fmt.Errorf("the file has %d terminal lines; at most %d are accepted (split it)", len(lines), MaxRosterLines)
+		return rep, invalid(fmt.Errorf("the file has %d terminal lines; at most %d are accepted (split it)", len(lines), MaxRosterLines))
 	}
 	tx, err := inv.db.BeginTx(ctx, nil)
 	if err != nil {

@@ -2,6 +2,7 @@ package state
 
 import (
 	"context"
+	"errors"
 	"slices"
 	"strings"
 	"testing"
@@ -43,7 +44,7 @@ func TestParseRoster(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			got, err := ParseRoster([]byte(tc.file))
 			if tc.err != "" {
-				if err == nil || !strings.Contains(err.Error(), tc.err) {
+				if !errors.Is(err, ErrInvalid) || !strings.Contains(err.Error(), tc.err) {
 					t.Fatalf("got %v, want an error with %q", err, tc.err)
 				}
 				return
