@@ -78,13 +78,21 @@ func unixTime(ns int64) time.Time {
 // terminal that is not enrolled, a roster file that is too big or not CSV. Retrying it is no use.
 var ErrInvalid = errors.New("invalid request")
 
-type invalidError struct{ error }
+// marked is an error whose message is its own, and that is also mark (errors.Is): the
+// sentinel decides, without its words ("already exists") in the message an admin reads.
+type marked struct {
+	error
+	mark error
+}
 
-func (e invalidError) Unwrap() error        { return e.error }
-func (e invalidError) Is(target error) bool { return target == ErrInvalid }
+func (e marked) Unwrap() error        { return e.error }
+func (e marked) Is(target error) bool { return errors.Is(e.mark, target) }
 
 // invalid marks err as the request's fault (ErrInvalid); its message stays as it is.
-func invalid(err error) error { return invalidError{err} }
+func invalid(err error) error { return marked{err, ErrInvalid} }
+
+// conflict marks err as a refusal (ErrConflict); its message stays as it is.
+func conflict(err error) error { return marked{err, ErrConflict} }
 
 // ErrBusy marks a terminal that cannot be removed: it has an unfinished task. It wraps
 // ErrConflict.
@@ -132,7 +140,7 @@ func (inv *Inventory) RemoveTerminals(ctx context.Context, now time.Time, termin
 			return nil, err
 		}
 		if task != "" {
-			return nil, fmt.Errorf("terminal %s has the unfinished task %s (cancel it first): %w", name, task, ErrBusy)
+			return nil, marked{fmt.Errorf("terminal %s has the unfinished task %s (cancel it first)", name, task), ErrBusy}
 		}
 		if _, err := tx.ExecContext(ctx, `DELETE FROM terminals WHERE mac = ?`, t.MAC); err != nil {
 			return nil, err
@@ -181,7 +189,7 @@ func (inv *Inventory) RenameTerminal(ctx context.Context, term, newName string) 
 		return t, err
 	}
 	if holder != "" && holder != t.MAC {
-		return t, fmt.Errorf("terminal name %q is taken by %s: %w", newName, holder, ErrConflict)
+		return t, conflict(fmt.Errorf("terminal name %q is taken by %s", newName, holder))
 	}
 	if _, err := tx.ExecContext(ctx, `UPDATE terminals SET name = ? WHERE mac = ?`, newName, t.MAC); err != nil {
 		return t, err
@@ -271,7 +279,7 @@ func (inv *Inventory) RemoveGroup(ctx context.Context, group string, force bool)
 		return 0, err
 	}
 	if n > 0 && !force {
-		return n, fmt.Errorf("group %s has %d terminal(s): %w", group, n, ErrConflict)
+		return n, conflict(fmt.Errorf("group %s has %d terminal(s)", group, n))
 	}
 	if _, err := tx.ExecContext(ctx, `DELETE FROM groups WHERE name = ?`, group); err != nil {
 		return n, err
@@ -393,7 +401,7 @@ func (inv *Inventory) EnrollSeen(ctx context.Context, group string, pattern Name
 		}
 		if _, err := tx.ExecContext(ctx, `UPDATE terminals SET name = ?, enrolled = 1 WHERE mac = ?`, name, s.MAC); err != nil {
 			if isUnique(err) {
-				return res, fmt.Errorf("terminal name %q is taken: %w", name, ErrConflict)
+				return res, conflict(fmt.Errorf("terminal name %q is taken", name))
 			}
 			return res, err
 		}

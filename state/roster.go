@@ -267,7 +267,7 @@ func (inv *Inventory) Import(ctx context.Context, lines []RosterLine, dryRun boo
 		if _, err := tx.ExecContext(ctx, `INSERT INTO terminals (mac, name, enrolled) VALUES (?, ?, 1)
 			ON CONFLICT (mac) DO UPDATE SET name = excluded.name, enrolled = 1`, l.MAC, l.Name); err != nil {
 			if isUnique(err) {
-				return rep, fmt.Errorf("line %d: terminal name %q is taken: %w", l.Line, l.Name, ErrConflict)
+				return rep, conflict(fmt.Errorf("line %d: terminal name %q is taken", l.Line, l.Name))
 			}
 			return rep, err
 		}
