@@ -356,3 +356,29 @@ func TestEnrollSeenNumbersInFirstSeenOrder(t *testing.T) {
 		t.Fatalf("a negative limit: %v", err)
 	}
 }
+
+func FuzzParseNamePattern(f *testing.F) {
+	for _, s := range []string{"r3-pc{n}", "r3-pc{n:02}", "{n:09}x", "pc{n", "{}", "a{n:0}"} {
+		f.Add(s, 7)
+	}
+	f.Fuzz(func(t *testing.T, s string, n int) {
+		p, err := ParseNamePattern(s)
+		if err != nil {
+			if !errors.Is(err, ErrInvalid) {
+				t.Fatalf("%q: an error that is not ErrInvalid: %v", s, err)
+			}
+			return
+		}
+		if n < 0 {
+			n = -n
+		}
+		n %= 1000000
+		name := p.Name(n)
+		if got, ok := p.Number(name); !ok || got != n {
+			t.Fatalf("%q: %d makes %q, read back as %d, %v", s, n, name, got, ok)
+		}
+		if again, err := ParseNamePattern(p.String()); err != nil || again != p {
+			t.Fatalf("%q: String %q parses as %+v, %v", s, p.String(), again, err)
+		}
+	})
+}
