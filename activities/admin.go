@@ -19,6 +19,15 @@ const (
 	OpEnroll      = "enroll"       // enroll MAC as Name
 	OpGroupCreate = "group-create" // create Group
 	OpGroupAdd    = "group-add"    // add Terminals to Group
+
+	OpSeen         = "seen"         // list terminals seen but not enrolled
+	OpEnrollSeen   = "enroll-seen"  // enroll the seen terminals into Group, named by Pattern, at most Limit
+	OpTerminalRm   = "terminal-rm"  // remove Terminals
+	OpRename       = "rename"       // rename Terminals[0] to Name
+	OpMove         = "move"         // move Terminals into Group, out of every other group
+	OpGroupRm      = "group-rm"     // remove Group (with members only if Force)
+	OpGroupTakeOut = "group-remove" // take Terminals out of Group
+	OpImport       = "import"       // enroll the terminals of the roster CSV (DryRun: only report)
 )
 
 // AdminInput is one admin request to a region's inventory.
@@ -29,6 +38,10 @@ type AdminInput struct {
 	MAC       string
 	Name      string
 	Limit     int
+	Force     bool
+	Pattern   string // enroll-seen: a terminal name pattern (state.ParseNamePattern)
+	CSV       []byte // import: the roster, at most state.MaxRosterBytes
+	DryRun    bool
 }
 
 // TerminalInfo is a terminal as listings show it.
@@ -67,6 +80,21 @@ type AdminResult struct {
 	Terminals []TerminalInfo
 	Groups    []GroupInfo
 	Tasks     []TaskInfo
+	Seen      []SeenInfo
+	// Enrolled, Removed: the terminals enroll-seen enrolled and terminal-rm removed.
+	Enrolled     []TerminalInfo
+	Removed      []TerminalInfo
+	CreatedGroup bool // enroll-seen created Group
+	Members      int  // group-rm: how many members the removed group had
+	Import       state.ImportReport
+}
+
+// SeenInfo is a terminal seen on the network and not enrolled.
+type SeenInfo struct {
+	MAC       string
+	LastIP    string
+	FirstSeen time.Time
+	LastSeen  time.Time
 }
 
 // Admin lists or edits the region's inventory. Mistakes (an unknown terminal or group, a name
@@ -145,6 +173,11 @@ func (r *Region) Admin(ctx context.Context, in AdminInput) (AdminResult, error) 
 		if err := r.Inventory.AddToGroup(ctx, in.Group, in.Terminals...); err != nil {
 			return bad(err)
 		}
+	case OpSeen, OpEnrollSeen, OpTerminalRm, OpRename, OpMove, OpGroupRm, OpGroupTakeOut, OpImport:
+		var err error
+		if res, err = r.keepInventory(ctx, in); err != nil {
+			return res, r.adminError(err)
+		}
 	default:
 		return res, ErrBadInput.New(fmt.Sprintf("unknown admin operation %q", in.Op), nil)
 	}
@@ -157,4 +190,104 @@ func taskInfo(t state.Task) TaskInfo {
 		_ = jsonUnmarshal(t.Progress, &ti.Progress) // a garbled report shows as no progress
 	}
 	return ti
+}
+
+// keepInventory does the admin operations that keep a lab's inventory: enrolling what was
+// seen, importing rosters, renaming, moving and removing.
+func (r *Region) keepInventory(ctx context.Context, in AdminInput) (AdminResult, error) {
+	var res AdminResult
+	need := func(what string, n int) error {
+		if len(in.Terminals) < n {
+			return fmt.Errorf("%s needs %s: %w", in.Op, what, state.ErrInvalid)
+		}
+		return nil
+	}
+	switch in.Op {
+	case OpSeen:
+		seen, err := r.Inventory.SeenTerminals(ctx)
+		if err != nil {
+			return res, err
+		}
+		for _, s := range seen {
+			res.Seen = append(res.Seen, SeenInfo{MAC: s.MAC, LastIP: s.LastIP, FirstSeen: s.FirstSeen, LastSeen: s.LastSeen})
+		}
+	case OpEnrollSeen:
+		p, err := state.ParseNamePattern(in.Pattern)
+		if err != nil {
+			return res, err
+		}
+		got, err := r.Inventory.EnrollSeen(ctx, in.Group, p, in.Limit)
+		if err != nil {
+			return res, err
+		}
+		res.CreatedGroup = got.CreatedGroup
+		for _, t := range got.Enrolled {
+			res.Enrolled = append(res.Enrolled, TerminalInfo{MAC: t.MAC, Name: t.Name, Enrolled: true, LastIP: t.LastIP, LastSeen: t.LastSeen})
+		}
+	case OpTerminalRm:
+		if err := need("at least one terminal", 1); err != nil {
+			return res, err
+		}
+		gone, err := r.Inventory.RemoveTerminals(ctx, r.now(), in.Terminals...)
+		if err != nil {
+			return res, err
+		}
+		for _, t := range gone {
+			res.Removed = append(res.Removed, TerminalInfo{MAC: t.MAC, Name: t.Name, Enrolled: t.Enrolled, LastIP: t.LastIP, LastSeen: t.LastSeen})
+		}
+	case OpRename:
+		if len(in.Terminals) != 1 {
+			return res, fmt.Errorf("rename takes one terminal, got %d: %w", len(in.Terminals), state.ErrInvalid)
+		}
+		if _, err := r.Inventory.RenameTerminal(ctx, in.Terminals[0], in.Name); err != nil {
+			return res, err
+		}
+	case OpMove:
+		if err := need("at least one terminal", 1); err != nil {
+			return res, err
+		}
+		if err := r.Inventory.MoveTerminals(ctx, in.Group, in.Terminals...); err != nil {
+			return res, err
+		}
+	case OpGroupRm:
+		n, err := r.Inventory.RemoveGroup(ctx, in.Group, in.Force)
+		res.Members = n
+		if errors.Is(err, state.ErrConflict) {
+			return res, fmt.Errorf("%w; its terminals stay enrolled if it is removed anyway (--force)", err)
+		}
+		if err != nil {
+			return res, err
+		}
+	case OpGroupTakeOut:
+		if err := need("at least one terminal", 1); err != nil {
+			return res, err
+		}
+		if err := r.Inventory.RemoveFromGroup(ctx, in.Group, in.Terminals...); err != nil {
+			return res, err
+		}
+	case OpImport:
+		lines, err := state.ParseRoster(in.CSV)
+		if err != nil {
+			return res, err
+		}
+		if res.Import, err = r.Inventory.Import(ctx, lines, in.DryRun); err != nil {
+			return res, err
+		}
+	}
+	return res, nil
+}
+
+// adminError turns an inventory error into the application error the CLI shows: the admin's
+// mistakes are not retried, anything else (the database) is.
+func (r *Region) adminError(err error) error {
+	msg := fmt.Sprintf("region %s: %v", r.ID, err)
+	switch {
+	case errors.Is(err, store.ErrNotFound):
+		return ErrNotFound.New(msg, err)
+	case errors.Is(err, state.ErrConflict):
+		return ErrConflict.New(msg, err)
+	case errors.Is(err, state.ErrInvalid):
+		return ErrBadInput.New(msg, err)
+	}
+	return err
 }

@@ -101,19 +101,26 @@ type terminalRow struct {
 }
 
 func (a *App) terminalCommand() *cobra.Command {
-	c := &cobra.Command{Use: "terminal", Short: "List and enroll a region's terminals"}
+	c := &cobra.Command{Use: "terminal", Short: "List, enroll, rename, move and remove a region's terminals"}
 	c.AddCommand(a.terminalLs(), a.terminalEnroll())
+	c.AddCommand(a.terminalRm(), a.terminalRename(), a.terminalMove(), a.terminalImport())
 	return c
 }
 
 func (a *App) terminalLs() *cobra.Command {
 	var region string
-	var asJSON bool
+	var asJSON, seen bool
 	c := &cobra.Command{
-		Use:   "ls --region REGION [--json]",
+		Use:   "ls --region REGION [--seen] [--json]",
 		Short: "List a region's terminals: name, MAC, disk, version on disk, last seen, next boot",
-		Args:  exactArgs(0, "no arguments"),
+		Long: `List a region's terminals: name, MAC, disk, version on disk, last seen, next boot.
+With --seen, list only the terminals seen on the network (a DHCP request, an agent's call) that
+are not enrolled, first seen first: MAC, last IP, first and last seen.`,
+		Args: exactArgs(0, "no arguments"),
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			if seen {
+				return a.seenLs(cmd, region, asJSON)
+			}
 			res, err := a.regionAdmin(cmd, region, activities.AdminInput{Op: activities.OpTerminals})
 			if err != nil {
 				return err
@@ -152,6 +159,7 @@ func (a *App) terminalLs() *cobra.Command {
 	}
 	regionFlag(c, &region)
 	c.Flags().BoolVar(&asJSON, "json", false, "print JSON")
+	c.Flags().BoolVar(&seen, "seen", false, "list the terminals seen on the network but not enrolled")
 	return c
 }
 
@@ -164,12 +172,33 @@ func short(v string) string {
 }
 
 func (a *App) terminalEnroll() *cobra.Command {
-	var region string
+	var region, group, pattern string
+	var seen bool
+	var limit int
 	c := &cobra.Command{
-		Use:   "enroll --region REGION MAC NAME",
-		Short: "Enroll the terminal with network card MAC under NAME, so it can be captured and deployed",
-		Args:  exactArgs(2, "MAC and NAME"),
+		Use:   "enroll --region REGION (MAC NAME | --seen --group GROUP [--name PATTERN] [--limit N])",
+		Short: "Enroll the terminal with network card MAC under NAME, or every terminal seen, so they can be captured and deployed",
+		Long: `Enroll the terminal with network card MAC under NAME, so it can be captured and deployed.
+
+With --seen, enroll every terminal seen on the network but not enrolled (tms terminal ls
+--seen), in the order they were first seen, into GROUP (created if it does not exist), named
+from PATTERN: a name with {n} where the number goes, {n:02} for two digits (r3-pc{n:02} makes
+r3-pc01, r3-pc02, ...). Numbers go on after the highest number a terminal name of the pattern
+has. The default pattern is GROUP-{n}. Switch the PCs of a room on seat by seat and their
+numbers follow the seats. --limit enrolls only the first N.`,
+		Args: func(cmd *cobra.Command, args []string) error {
+			if seen {
+				return exactArgs(0, "no MAC or NAME with --seen")(cmd, args)
+			}
+			return exactArgs(2, "MAC and NAME (or --seen)")(cmd, args)
+		},
 		RunE: func(cmd *cobra.Command, args []string) error {
+			if seen {
+				return a.enrollSeen(cmd, region, group, pattern, limit)
+			}
+			if group != "" || pattern != "" || limit != 0 {
+				return usageError{fmt.Errorf("%s: --group, --name and --limit go with --seen", cmd.CommandPath())}
+			}
 			if _, err := a.regionAdmin(cmd, region, activities.AdminInput{Op: activities.OpEnroll, MAC: args[0], Name: args[1]}); err != nil {
 				return err
 			}
@@ -178,6 +207,10 @@ func (a *App) terminalEnroll() *cobra.Command {
 		},
 	}
 	regionFlag(c, &region)
+	c.Flags().BoolVar(&seen, "seen", false, "enroll every terminal seen on the network but not enrolled")
+	c.Flags().StringVar(&group, "group", "", "with --seen: the group to enroll them into (created if missing)")
+	c.Flags().StringVar(&pattern, "name", "", "with --seen: the name pattern, like r3-pc{n} or r3-pc{n:02} (default GROUP-{n})")
+	c.Flags().IntVar(&limit, "limit", 0, "with --seen: enroll at most N terminals, the first seen (0: all)")
 	return c
 }
 
@@ -188,8 +221,9 @@ type groupRow struct {
 }
 
 func (a *App) groupCommand() *cobra.Command {
-	c := &cobra.Command{Use: "group", Short: "Create, fill and list a region's groups of terminals (a classroom, a row)"}
+	c := &cobra.Command{Use: "group", Short: "Create, fill, empty, remove and list a region's groups of terminals (a classroom, a row)"}
 	c.AddCommand(a.groupCreate(), a.groupAdd(), a.groupLs())
+	c.AddCommand(a.groupRm(), a.groupRemove())
 	return c
 }
 
