@@ -16,6 +16,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -167,7 +168,12 @@ func StartRegion(ctx context.Context, o RegionOptions) (_ *Region, err error) {
 	(&transfer.Handler{Store: r.Store, Region: o.ID, CentralKey: o.CentralKey, Log: log}).Routes(mux)
 	r.Agents.Routes(mux)
 	var waker activities.Waker
+	var segment netip.Prefix
 	if o.Boot.Enabled {
+		// Validated with the config; a region whose subnet does not parse refuses nothing.
+		if st, err := o.Boot.Settings(); err == nil {
+			segment = st.Subnet
+		}
 		so := bootsvc.ServiceOptions{Boot: o.Boot, Inventory: r.Inventory, Claims: r.Agents, Endpoint: r.endpoint, DataDir: o.DataDir, Log: log.With("service", "boot")}
 		bootMux := mux
 		if o.TLS.Enabled() {
@@ -218,7 +224,8 @@ func StartRegion(ctx context.Context, o RegionOptions) (_ *Region, err error) {
 	go func() { r.served <- r.http.Serve(ln) }()
 
 	r.worker = workers.NewRegion(o.Client, &activities.Region{ID: o.ID, Store: r.Store, Relay: o.Relay,
-		HTTP: &http.Client{Timeout: 5 * time.Minute}, CentralKey: o.CentralKey, Inventory: r.Inventory, Agents: r.Agents, Waker: waker})
+		HTTP: &http.Client{Timeout: 5 * time.Minute}, CentralKey: o.CentralKey, Inventory: r.Inventory, Agents: r.Agents, Waker: waker,
+		Mailbox: r.Agents, Segment: segment, WakeTimeout: o.Boot.WakeTimeout})
 	if err := r.worker.Start(); err != nil {
 		return nil, fmt.Errorf("region %s: worker: %w", o.ID, err)
 	}
