@@ -1,0 +1,172 @@
+package agent
+
+import (
+	"context"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"net/http"
+	"net/url"
+	"os"
+	"os/exec"
+	"strings"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"tms/agentwire"
+)
+
+// Power switches the terminal off or reboots it. SystemPower is the real one; tms dev's
+// simulated terminals have their own.
+type Power interface {
+	Poweroff(ctx context.Context) error
+	Reboot(ctx context.Context) error
+}
+
+// Service is the agent in the terminal's installed OS (tms-agent service): it polls its region
+// for commands, signed with the terminal's agent key, and obeys poweroff and reboot. Its polls
+// are how the region knows the terminal is up (the region records the terminal as seen and
+// `tms power on` counts a poll as the terminal having come). It runs no task on the live disk:
+// a capture or deploy needs the network boot, and the region asks for that with a reboot.
+type Service struct {
+	Region *url.URL // the region's HTTP service
+	MAC    string
+	Key    []byte // the terminal's agent key
+	Power  Power
+	HTTP   *http.Client
+	Log    *slog.Logger
+	// Wait is how long a poll is held open (default 30 s; the region caps it at a minute).
+	Wait time.Duration
+	// Backoff is the first pause after a failed poll, doubled up to a minute (default 1 s).
+	Backoff time.Duration
+}
+
+// Run polls for commands until ctx ends or a power command was carried out (then it returns
+// nil: the system is going down). A refused key is returned at once: polling again with it
+// cannot help.
+func (s *Service) Run(ctx context.Context) error {
+	if s.Region == nil || s.MAC == "" || len(s.Key) == 0 || s.Power == nil {
+		return errors.New("the agent service needs its region's URL, the terminal's MAC, its agent key and a power switch")
+	}
+	c := &Client{Region: s.Region, HTTP: s.HTTP, MAC: s.MAC, Key: s.Key}
+	wait := s.Wait
+	if wait <= 0 {
+		wait = 30 * time.Second
+	}
+	log := s.Log
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	failures := 0
+	for ctx.Err() == nil {
+		cmd, err := c.Command(ctx, wait.String())
+		if err != nil {
+			if ctx.Err() != nil {
+				break
+			}
+			if Permanent(err) {
+				return fmt.Errorf("the region refuses this terminal's polls: %w", err)
+			}
+			log.Warn("region not reached", "region", s.Region.String(), "err", err)
+			d := s.Backoff
+			if d <= 0 {
+				d = time.Second
+			}
+			d = min(d<<min(failures, 6), time.Minute)
+			d += time.Duration(rand.Int64N(int64(d)/4 + 1))
+			failures++
+			select {
+			case <-ctx.Done():
+			case <-time.After(d):
+			}
+			continue
+		}
+		failures = 0
+		switch cmd {
+		case agentwire.CommandPoweroff:
+			log.Info("powering off on the region's command")
+			return s.Power.Poweroff(ctx)
+		case agentwire.CommandReboot:
+			log.Info("rebooting on the region's command")
+			return s.Power.Reboot(ctx)
+		}
+	}
+	return nil
+}
+
+// SystemPower powers the installed OS off or reboots it: `systemctl poweroff|reboot`, which
+// stops services and unmounts file systems in order; if systemctl is missing or fails, sync
+// and reboot(2) at once.
+type SystemPower struct{ Log *slog.Logger }
+
+// Poweroff powers the system off.
+func (p SystemPower) Poweroff(ctx context.Context) error {
+	return p.do(ctx, "poweroff", unix.LINUX_REBOOT_CMD_POWER_OFF)
+}
+
+// Reboot reboots the system.
+func (p SystemPower) Reboot(ctx context.Context) error {
+	return p.do(ctx, "reboot", unix.LINUX_REBOOT_CMD_RESTART)
+}
+
+func (p SystemPower) do(ctx context.Context, verb string, cmd int) error {
+	out, err := exec.CommandContext(ctx, "systemctl", verb).CombinedOutput()
+	if err == nil {
+		return nil
+	}
+	if p.Log != nil {
+		p.Log.Warn("systemctl failed; rebooting directly", "verb", verb, "err", err, "output", strings.TrimSpace(string(out)))
+	}
+	unix.Sync()
+	if err := unix.Reboot(cmd); err != nil {
+		return fmt.Errorf("%s: systemctl failed and reboot(2) too: %w", verb, err)
+	}
+	return nil
+}
+
+// MaxKeyFile bounds the key file ReadKeyFile reads.
+const MaxKeyFile = 1024
+
+// ReadKeyFile reads a terminal's agent key: one line of base64 (standard or URL alphabet,
+// padded or not), as FormatKey writes it. The file must not be readable by group or
+// others: the key lets whoever holds it speak for the terminal.
+func ReadKeyFile(path string) ([]byte, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return nil, err
+	}
+	if fi.Mode().Perm()&0o077 != 0 {
+		return nil, fmt.Errorf("agent key file %s is readable by others (mode %v): chmod 600 it", path, fi.Mode().Perm())
+	}
+	if fi.Size() > MaxKeyFile {
+		return nil, fmt.Errorf("agent key file %s holds %d bytes; a key is one line of base64", path, fi.Size())
+	}
+	b := make([]byte, MaxKeyFile+1)
+	n, _ := f.Read(b)
+	return ParseKey(string(b[:n]))
+}
+
+// ParseKey decodes an agent key written as base64 (standard or URL alphabet, padded or not).
+func ParseKey(text string) ([]byte, error) {
+	text = strings.TrimSpace(text)
+	text = strings.TrimRight(strings.NewReplacer("+", "-", "/", "_").Replace(text), "=")
+	key, err := base64.RawURLEncoding.DecodeString(text)
+	if err != nil {
+		return nil, fmt.Errorf("agent key is not base64: %w", err)
+	}
+	if len(key) < 16 {
+		return nil, fmt.Errorf("agent key is %d bytes; a key has at least 16", len(key))
+	}
+	return key, nil
+}
+
+// FormatKey writes an agent key as ReadKeyFile reads it.
+func FormatKey(key []byte) string { return base64.RawURLEncoding.EncodeToString(key) + "\n" }
