@@ -1,8 +1,8 @@
 // Package agent is the terminal agent of tms. The protocol it speaks with its region is package
 // agentwire.
 //
-// The agent runs in a terminal's network-booted in-memory OS (and, later, as a service of the
-// installed OS). It tells its region it booted and gets its boot action. For a capture it reads
+// The agent runs in a terminal's network-booted in-memory OS, and as a service of the installed
+// OS (Service: it obeys power commands and runs no task on the live disk). It tells its region it booted and gets its boot action. For a capture it reads
 // the disk, names its chunks, asks the region which ones it lacks, uploads only those, then the
 // manifest. For a deploy it first checks that central signed the version: it hashes the manifest
 // the region sent into the version id and verifies central's signature of that id with the
