@@ -47,8 +47,10 @@ const (
 	DefaultWakeTimeout = 3 * time.Minute
 	// DefaultWakeEvery is how often the magic packet is sent again while waiting.
 	DefaultWakeEvery = 5 * time.Second
-	// UpWindow is how recent an agent's poll must be for its terminal to count as on.
-	UpWindow = time.Minute
+	// UpWindow is how recent an agent's poll must be for its terminal to count as on, when no
+	// poll is open: a live agent polls again at once, so a gap longer than this is a terminal
+	// that went down (or an agent backing off from an unreachable region).
+	UpWindow = 10 * time.Second
 	// DefaultAnswerTimeout is how long a poweroff or reboot waits for the agent to take it,
 	// and a poweroff then for the agent to stop polling.
 	DefaultAnswerTimeout = 2 * time.Minute
@@ -69,8 +71,8 @@ type PowerOutcome struct {
 	Reason  string `json:",omitempty"`
 }
 
-// PowerOn switches a terminal on: one whose agent polled within UpWindow (and did not take a
-// poweroff since) is already on; any other is sent Wake-on-LAN from the region's boot
+// PowerOn switches a terminal on: one whose agent polls, or polled within UpWindow, and did not
+// take a poweroff since, is already on; any other is sent Wake-on-LAN from the region's boot
 // interface, again every few seconds, until it is seen (a DHCP request, an iPXE script or an
 // agent poll after the wake began) or the timeout passes. A terminal last seen at an address
 // outside the region's boot segment is refused: a magic packet does not cross a router.

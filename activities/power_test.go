@@ -167,7 +167,7 @@ func TestPowerOn(t *testing.T) {
 		wakes   bool
 	}{
 		{name: "an agent that polled recently is already on", ip: "10.0.5.21",
-			prepare: func(r *Region, a *agentSim, _ *state.Inventory) { a.last = time.Now().Add(-10 * time.Second) },
+			prepare: func(r *Region, a *agentSim, _ *state.Inventory) { a.last = time.Now().Add(-3 * time.Second) },
 			outcome: PowerAlreadyOn},
 		{name: "an agent that took a poweroff is not on", ip: "10.0.5.21",
 			prepare: func(r *Region, a *agentSim, _ *state.Inventory) {

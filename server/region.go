@@ -74,6 +74,9 @@ type RegionOptions struct {
 	BootPorts *bootsvc.ServiceOptions
 	// BootHTTPListen overrides region.boot.http_listen (tests: 127.0.0.1:0).
 	BootHTTPListen string
+	// Waker wakes terminals when the region has no boot service (tms dev: magic packets to its
+	// simulated terminals' loopback port); the boot service's own Waker wins.
+	Waker activities.Waker
 }
 
 // Region is a running region server.
@@ -167,13 +170,14 @@ func StartRegion(ctx context.Context, o RegionOptions) (_ *Region, err error) {
 	mux := http.NewServeMux()
 	(&transfer.Handler{Store: r.Store, Region: o.ID, CentralKey: o.CentralKey, Log: log}).Routes(mux)
 	r.Agents.Routes(mux)
-	var waker activities.Waker
+	waker := o.Waker
+	// The terminals' segment, for power-on's refusals: validated with the config; a subnet
+	// that does not parse refuses nothing.
 	var segment netip.Prefix
+	if st, err := o.Boot.Settings(); err == nil {
+		segment = st.Subnet
+	}
 	if o.Boot.Enabled {
-		// Validated with the config; a region whose subnet does not parse refuses nothing.
-		if st, err := o.Boot.Settings(); err == nil {
-			segment = st.Subnet
-		}
 		so := bootsvc.ServiceOptions{Boot: o.Boot, Inventory: r.Inventory, Claims: r.Agents, Endpoint: r.endpoint, DataDir: o.DataDir, Log: log.With("service", "boot")}
 		bootMux := mux
 		if o.TLS.Enabled() {
