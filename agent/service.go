@@ -17,6 +17,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"tms/agentwire"
+	"tms/manifest"
 )
 
 // Power switches the terminal off or reboots it. SystemPower is the real one; tms dev's
@@ -35,9 +36,12 @@ type Service struct {
 	Region *url.URL // the region's HTTP service
 	MAC    string
 	Key    []byte // the terminal's agent key
-	Power  Power
-	HTTP   *http.Client
-	Log    *slog.Logger
+	// Disk is the terminal's disk, checked against the version the region recorded for it
+	// when the service starts; empty: no check.
+	Disk  string
+	Power Power
+	HTTP  *http.Client
+	Log   *slog.Logger
 	// Wait is how long a poll is held open (default 30 s; the region caps it at a minute).
 	Wait time.Duration
 	// Backoff is the first pause after a failed poll, doubled up to a minute (default 1 s).
@@ -60,6 +64,9 @@ func (s *Service) Run(ctx context.Context) error {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
+	if err := s.hello(ctx, c, log); err != nil {
+		return err
+	}
 	failures := 0
 	for ctx.Err() == nil {
 		cmd, err := c.Command(ctx, wait.String())
@@ -68,7 +75,7 @@ func (s *Service) Run(ctx context.Context) error {
 				break
 			}
 			if Permanent(err) {
-				return fmt.Errorf("the region refuses this terminal's polls: %w", err)
+				return fmt.Errorf("the region refuses this terminal's key: %w", err)
 			}
 			log.Warn("region not reached", "region", s.Region.String(), "err", err)
 			d := s.Backoff
@@ -95,6 +102,76 @@ func (s *Service) Run(ctx context.Context) error {
 		}
 	}
 	return nil
+}
+
+// hello tells the region the terminal is up and checks the disk against the version the region
+// recorded for it (agentwire.HelloReply). Only a refused key is an error: the region being out
+// of reach, or a check that cannot be made, must not keep the service from taking commands.
+func (s *Service) hello(ctx context.Context, c *Client, log *slog.Logger) error {
+	size, err := DiskSize(s.Disk)
+	if err != nil {
+		log.Warn("cannot read the disk's size", "disk", s.Disk, "err", err)
+	}
+	rep, err := c.Hello(ctx, agentwire.HelloRequest{MAC: s.MAC, AgentVersion: Version, DiskSize: size})
+	if err != nil {
+		if isAuth(err) {
+			return fmt.Errorf("the region refuses this terminal's key: %w", err)
+		}
+		log.Warn("hello not answered; the disk is not checked", "region", s.Region.String(), "err", err)
+		return nil
+	}
+	if rep.Version == "" || s.Disk == "" {
+		return nil
+	}
+	check := CheckSamples(s.Disk, rep)
+	if len(check.Mismatch) > 0 || check.Error != "" {
+		log.Warn("the disk no longer holds the version recorded at its last deploy", "version", rep.Version, "mismatch", check.Mismatch, "err", check.Error)
+	}
+	if err := c.CheckDisk(ctx, check); err != nil {
+		log.Warn("disk check not reported", "err", err)
+	}
+	return nil
+}
+
+// isAuth reports whether err is the region refusing the request's key signature.
+func isAuth(err error) bool {
+	var ae *APIError
+	return errors.As(err, &ae) && (ae.Status == http.StatusUnauthorized || ae.Status == http.StatusForbidden)
+}
+
+// CheckSamples hashes the hello reply's sample ranges of disk and names those that differ.
+func CheckSamples(disk string, rep agentwire.HelloReply) agentwire.DiskCheck {
+	check := agentwire.DiskCheck{Version: rep.Version}
+	f, err := os.Open(disk)
+	if err != nil {
+		check.Error = err.Error()
+		return check
+	}
+	defer f.Close()
+	for _, sm := range rep.Samples {
+		buf := make([]byte, sm.Length)
+		if _, err := f.ReadAt(buf, sm.Offset); err != nil {
+			check.Error = fmt.Sprintf("reading chunk %d: %v", sm.Index, err)
+			return check
+		}
+		got := manifest.ID{}
+		if !allZero(buf) {
+			got = rep.Hash.Sum(buf)
+		}
+		if got != sm.Chunk {
+			check.Mismatch = append(check.Mismatch, sm.Index)
+		}
+	}
+	return check
+}
+
+func allZero(b []byte) bool {
+	for _, c := range b {
+		if c != 0 {
+			return false
+		}
+	}
+	return true
 }
 
 // SystemPower powers the installed OS off or reboots it: `systemctl poweroff|reboot`, which

@@ -16,6 +16,8 @@ import (
 	"tms/agent"
 	"tms/agentapi"
 	"tms/agentwire"
+	"tms/internal/storetest"
+	"tms/manifest"
 	"tms/state"
 )
 
@@ -106,8 +108,8 @@ func TestServiceRefusals(t *testing.T) {
 		want string
 	}{
 		{"no key", agent.Service{Region: u, MAC: "52:54:00:00:00:31", Power: &switchRecorder{}}, "needs"},
-		{"a key the region does not know", agent.Service{Region: u, MAC: "52:54:00:00:00:31", Key: wrong, Power: &switchRecorder{}}, "refuses this terminal's polls"},
-		{"a terminal not enrolled", agent.Service{Region: u, MAC: "52:54:00:00:00:99", Key: key, Power: &switchRecorder{}}, "refuses this terminal's polls"},
+		{"a key the region does not know", agent.Service{Region: u, MAC: "52:54:00:00:00:31", Key: wrong, Power: &switchRecorder{}}, "refuses this terminal's key"},
+		{"a terminal not enrolled", agent.Service{Region: u, MAC: "52:54:00:00:00:99", Key: key, Power: &switchRecorder{}}, "refuses this terminal's key"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
@@ -168,5 +170,80 @@ func TestKeyFiles(t *testing.T) {
 	// The standard alphabet, padded, is read too.
 	if got, err := agent.ParseKey("AAECAwQFBgcICQoLDA0ODw==\n"); err != nil || len(got) != 16 {
 		t.Fatalf("%v, %v", got, err)
+	}
+}
+
+// TestServiceChecksTheRecordedVersion starts the service on a disk that holds the version the
+// region recorded, one whose bytes changed, and one it cannot read: the region keeps the
+// version for the first and forgets it for the others.
+func TestServiceChecksTheRecordedVersion(t *testing.T) {
+	ctx := context.Background()
+	for _, tc := range []struct {
+		name   string
+		disk   func(t *testing.T, src string) string
+		forget bool
+	}{
+		{"a disk that holds the version", func(t *testing.T, src string) string { return src }, false},
+		{"a disk whose first chunk changed", func(t *testing.T, src string) string {
+			f, err := os.OpenFile(src, os.O_WRONLY, 0)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer f.Close()
+			if _, err := f.WriteAt([]byte("a new boot sector"), 100); err != nil {
+				t.Fatal(err)
+			}
+			return src
+		}, true},
+		{"a disk that cannot be read", func(t *testing.T, src string) string { return filepath.Join(t.TempDir(), "no-disk") }, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			api, u, inv, key := serviceRegion(t)
+			st, _ := storetest.Dir(t)
+			api.Store = st
+			src := storetest.SampleDisk(t, 8<<20, 7)
+			id := storetest.Import(t, st, src, "lab").Version.ID
+			if err := inv.SetVersion(ctx, "52:54:00:00:00:31", id); err != nil {
+				t.Fatal(err)
+			}
+			sw := &switchRecorder{}
+			s := &agent.Service{Region: u, MAC: "52:54:00:00:00:31", Key: key, Disk: tc.disk(t, src), Power: sw, Wait: 5 * time.Second}
+			api.Send("52:54:00:00:00:31", agentwire.CommandReboot) // ends Run after the hello
+			if err := s.Run(ctx); err != nil {
+				t.Fatal(err)
+			}
+			pc, err := inv.Terminal(ctx, "pc31")
+			if err != nil {
+				t.Fatal(err)
+			}
+			if forgot := pc.Version.IsZero(); forgot != tc.forget {
+				t.Fatalf("recorded version after the check: %v (forgotten %v, want %v)", pc.Version, forgot, tc.forget)
+			}
+		})
+	}
+}
+
+func TestCheckSamples(t *testing.T) {
+	disk := filepath.Join(t.TempDir(), "disk")
+	b := make([]byte, 8192)
+	copy(b, "boot sector")
+	if err := os.WriteFile(disk, b, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	first := manifest.BLAKE3.Sum(b[:4096])
+	rep := agentwire.HelloReply{Version: first.String(), Hash: manifest.BLAKE3, Samples: []agentwire.DiskSample{
+		{Index: 0, Offset: 0, Length: 4096, Chunk: first},
+		{Index: 1, Offset: 4096, Length: 4096}, // all zero: the zero id
+	}}
+	if c := agent.CheckSamples(disk, rep); len(c.Mismatch) != 0 || c.Error != "" {
+		t.Fatalf("matching disk: %+v", c)
+	}
+	rep.Samples[1].Chunk = first
+	if c := agent.CheckSamples(disk, rep); len(c.Mismatch) != 1 || c.Mismatch[0] != 1 {
+		t.Fatalf("a zero chunk that should not be: %+v", c)
+	}
+	rep.Samples[1] = agentwire.DiskSample{Index: 9, Offset: 1 << 20, Length: 4096}
+	if c := agent.CheckSamples(disk, rep); !strings.Contains(c.Error, "reading chunk 9") {
+		t.Fatalf("a sample past the disk's end: %+v", c)
 	}
 }

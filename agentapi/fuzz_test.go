@@ -185,3 +185,47 @@ func FuzzChunkPath(f *testing.F) {
 		}
 	})
 }
+
+// FuzzHelloRequests sends arbitrary bodies, signed with a terminal's agent key, to the agent
+// service's hello and disk check: the region answers each with a client error or success,
+// never a failure of its own, and never forgets a version for a check that is not valid.
+func FuzzHelloRequests(f *testing.F) {
+	f.Add(false, []byte(`{"mac":"52:54:00:00:00:0a","disk_size":4194304}`))
+	f.Add(false, []byte(`{"mac":"52:54:00:00:00:0b","disk_size":-1}`))
+	f.Add(true, []byte(`{"version":"00","mismatch":[0]}`))
+	f.Add(true, []byte(`{"version":"","error":"x"}`))
+	f.Add(true, []byte(`{"mismatch":[1,2,3,4,5,6,7,8,9]}`))
+	r := newRegion(f)
+	imp := storetest.Import(f, r.store, storetest.SampleDisk(f, 4<<20, 1), "lab")
+	r.enroll(f, "52:54:00:00:00:0a", "pc10")
+	ctx := context.Background()
+	f.Fuzz(func(t *testing.T, check bool, body []byte) {
+		if err := r.inv.SetVersion(ctx, "52:54:00:00:00:0a", imp.Version.ID); err != nil {
+			t.Fatal(err)
+		}
+		path := "/v1/agent/hello"
+		if check {
+			path = "/v1/agent/hello/check"
+		}
+		req, _ := http.NewRequestWithContext(ctx, "POST", r.srv.URL+path, bytes.NewReader(body))
+		agentwire.SignRequest(req, "52:54:00:00:00:0a", r.keys["52:54:00:00:00:0a"], body, time.Now())
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode >= 500 {
+			t.Fatalf("POST %s with %q: status %d", path, body, resp.StatusCode)
+		}
+		var c agentwire.DiskCheck
+		valid := json.Unmarshal(body, &c) == nil && c.Validate() == nil && c.Version == imp.Version.ID.String() &&
+			(len(c.Mismatch) > 0 || c.Error != "")
+		tm, err := r.inv.Terminal(ctx, "pc10")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if check && tm.Version.IsZero() && !valid {
+			t.Fatalf("%q made the region forget the version", body)
+		}
+	})
+}

@@ -310,7 +310,7 @@ func (e *Env) startAgent(ctx context.Context, t Terminal) {
 	a := &agent.Agent{Region: u, MAC: t.MAC, Key: t.key, Disk: t.Disk, CentralKey: e.CentralKey, HTTP: hc, Log: log,
 		Installed: func(ctx context.Context) (bool, error) {
 			p := &simPower{}
-			s := &agent.Service{Region: u, MAC: t.MAC, Key: t.key, Power: p, HTTP: hc, Log: log.With("os", "installed")}
+			s := &agent.Service{Region: u, MAC: t.MAC, Key: t.key, Disk: t.Disk, Power: p, HTTP: hc, Log: log.With("os", "installed")}
 			err := s.Run(ctx)
 			return p.off, err
 		}}
