@@ -6,7 +6,7 @@
 // docs/agent.md and dist/systemd/tms-agent.service): it polls its region for power commands.
 //
 //	tms-agent --region http://10.0.5.2:8301 --mac 52:54:00:12:34:56 --disk /dev/sda
-//	tms-agent service --region https://10.0.5.2:8081 --mac 52:54:00:12:34:56 --key-file /etc/tms/agent.key
+//	tms-agent service --region https://10.0.5.2:8081 --mac 52:54:00:12:34:56 --disk /dev/sda --key-file /etc/tms/agent.key
 package main
 
 import (
@@ -84,6 +84,7 @@ func service(args []string) error {
 	region := fs.String("region", "", "URL of the region's HTTP service, for example https://10.0.5.2:8081")
 	mac := fs.String("mac", "", "the terminal's MAC address")
 	keyFile := fs.String("key-file", "/etc/tms/agent.key", "the terminal's agent key (mode 600)")
+	disk := fs.String("disk", "", "the terminal's disk, checked against the version the region recorded (read only; empty: no check)")
 	verbose := fs.Bool("v", false, "log debug messages")
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -109,7 +110,7 @@ func service(args []string) error {
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	s := &agent.Service{Region: u, MAC: *mac, Key: key, Power: agent.SystemPower{Log: log}, Log: log,
+	s := &agent.Service{Region: u, MAC: *mac, Key: key, Disk: *disk, Power: agent.SystemPower{Log: log}, Log: log,
 		HTTP: &http.Client{Timeout: 2 * time.Minute}}
 	return s.Run(ctx)
 }
