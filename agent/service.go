@@ -247,3 +247,45 @@ func ParseKey(text string) ([]byte, error) {
 
 // FormatKey writes an agent key as ReadKeyFile reads it.
 func FormatKey(key []byte) string { return base64.RawURLEncoding.EncodeToString(key) + "\n" }
+
+// Enroll trades an enrollment token (tms terminal enroll-token) for the terminal's agent key
+// and writes it to keyFile (mode 600, atomically). The region refuses it over plain HTTP from
+// anywhere but loopback, for a terminal not enrolled, one that has a key already (unless the
+// token re-keys) and after the token's TTL.
+func Enroll(ctx context.Context, c *Client, token, keyFile string) ([]byte, error) {
+	var rep agentwire.EnrollReply
+	if err := c.postJSON(ctx, "/v1/agent/enroll", agentwire.EnrollRequest{MAC: c.MAC, Token: token}, &rep); err != nil {
+		return nil, fmt.Errorf("enrolling with the region: %w", err)
+	}
+	if len(rep.Key) < 16 {
+		return nil, fmt.Errorf("the region's enrollment answer holds a key of %d bytes", len(rep.Key))
+	}
+	if err := writeKeyFile(keyFile, rep.Key); err != nil {
+		return nil, err
+	}
+	return rep.Key, nil
+}
+
+// writeKeyFile writes key as FormatKey does, mode 600: a temporary file, fsynced, renamed.
+func writeKeyFile(path string, key []byte) error {
+	tmp := path + ".new"
+	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
+	if err != nil {
+		return err
+	}
+	if _, err := f.WriteString(FormatKey(key)); err != nil {
+		f.Close()
+		os.Remove(tmp)
+		return err
+	}
+	if err := f.Sync(); err != nil {
+		f.Close()
+		os.Remove(tmp)
+		return err
+	}
+	if err := f.Close(); err != nil {
+		os.Remove(tmp)
+		return err
+	}
+	return os.Rename(tmp, path)
+}

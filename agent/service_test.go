@@ -247,3 +247,42 @@ func TestCheckSamples(t *testing.T) {
 		t.Fatalf("a sample past the disk's end: %+v", c)
 	}
 }
+
+// TestEnrollTradesATokenForTheKey enrolls a terminal's service with a token from the region:
+// the key lands in a mode-600 file the service then runs with; the token is refused the
+// second time.
+func TestEnrollTradesATokenForTheKey(t *testing.T) {
+	ctx := context.Background()
+	api, u, inv, _ := serviceRegion(t)
+	if err := inv.Enroll(ctx, "52:54:00:00:00:32", "pc32"); err != nil {
+		t.Fatal(err)
+	}
+	token, hash := state.NewEnrollToken()
+	if err := inv.AddEnrollToken(ctx, state.EnrollToken{Hash: hash, Expires: time.Now().Add(time.Hour)}, time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	keyFile := filepath.Join(t.TempDir(), "agent.key")
+	c := &agent.Client{Region: u, MAC: "52:54:00:00:00:32"}
+	key, err := agent.Enroll(ctx, c, token, keyFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fi, err := os.Stat(keyFile); err != nil || fi.Mode().Perm() != 0o600 {
+		t.Fatalf("key file: %v, %v", fi, err)
+	}
+	if got, err := agent.ReadKeyFile(keyFile); err != nil || string(got) != string(key) {
+		t.Fatalf("key file holds %x, %v", got, err)
+	}
+	sw := &switchRecorder{}
+	s := &agent.Service{Region: u, MAC: "52:54:00:00:00:32", Key: key, Power: sw, Wait: 5 * time.Second}
+	api.Send("52:54:00:00:00:32", agentwire.CommandPoweroff)
+	if err := s.Run(ctx); err != nil || len(sw.did) != 1 {
+		t.Fatalf("the service with the enrolled key: %v, %v", sw.did, err)
+	}
+	if _, err := agent.Enroll(ctx, c, token, keyFile); err == nil || !strings.Contains(err.Error(), "already used this token") {
+		t.Fatalf("a second enrollment: %v", err)
+	}
+	if _, err := agent.Enroll(ctx, &agent.Client{Region: u, MAC: "52:54:00:00:00:33"}, token, keyFile); err == nil || !strings.Contains(err.Error(), "is not enrolled") {
+		t.Fatalf("a terminal not enrolled: %v", err)
+	}
+}

@@ -69,6 +69,7 @@ func (s *Server) Routes(mux *http.ServeMux) {
 	mux.HandleFunc("POST /v1/agent/boot", s.boot)
 	mux.HandleFunc("GET /v1/agent/commands", s.commands)
 	mux.HandleFunc("POST /v1/agent/hello", s.hello)
+	mux.HandleFunc("POST /v1/agent/enroll", s.enroll)
 	mux.HandleFunc("POST /v1/agent/hello/check", s.helloCheck)
 	mux.HandleFunc("GET /v1/agent/task", s.task)
 	mux.HandleFunc("GET /v1/agent/task/manifest", s.manifest)

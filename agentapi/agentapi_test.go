@@ -466,3 +466,30 @@ func taskOf(id, mac string, kind agentwire.Kind, image string) state.Task {
 func bootActionOf(t state.Task, expires time.Time) state.BootAction {
 	return state.BootAction{Action: agentwire.Action(t.Kind), Task: t.ID, Image: t.Image, Version: t.Version, Expires: expires}
 }
+
+func TestEnrollNeedsHTTPSOffLoopback(t *testing.T) {
+	r := newRegion(t)
+	mux := http.NewServeMux()
+	r.api.Routes(mux)
+	for _, tc := range []struct {
+		remote string
+		want   int
+	}{
+		{"10.0.5.20:40000", http.StatusForbidden},
+		{"127.0.0.1:40000", http.StatusForbidden}, // gets past the transport check; the token is refused
+	} {
+		req := httptest.NewRequest("POST", "/v1/agent/enroll", strings.NewReader(`{"mac":"52:54:00:00:00:01","token":"tms-enroll-x"}`))
+		req.RemoteAddr = tc.remote
+		w := httptest.NewRecorder()
+		mux.ServeHTTP(w, req)
+		if w.Code != tc.want {
+			t.Errorf("%s: status %d, want %d: %s", tc.remote, w.Code, tc.want, w.Body)
+		}
+		if tc.remote[0] == '1' && tc.remote[1] == '0' && !strings.Contains(w.Body.String(), "HTTPS") {
+			t.Errorf("%s: %s", tc.remote, w.Body)
+		}
+		if tc.remote[0] == '1' && tc.remote[1] == '2' && !strings.Contains(w.Body.String(), "no such token") {
+			t.Errorf("%s: %s", tc.remote, w.Body)
+		}
+	}
+}

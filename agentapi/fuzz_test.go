@@ -12,6 +12,7 @@ import (
 	"tms/agentwire"
 	"tms/internal/storetest"
 	"tms/manifest"
+	"tms/state"
 )
 
 // FuzzAgentRequests sends arbitrary bodies, with a valid token, to every agent endpoint that
@@ -226,6 +227,32 @@ func FuzzHelloRequests(f *testing.F) {
 		}
 		if check && tm.Version.IsZero() && !valid {
 			t.Fatalf("%q made the region forget the version", body)
+		}
+	})
+}
+
+// FuzzEnroll sends arbitrary bodies to the enrollment endpoint: never a failure of the
+// region's own, and never a key without the token.
+func FuzzEnroll(f *testing.F) {
+	f.Add([]byte(`{"mac":"52:54:00:00:00:0c","token":"tms-enroll-x"}`))
+	f.Add([]byte(`{"mac":"nope","token":""}`))
+	f.Add([]byte(`{"mac":"52:54:00:00:00:0c","token":"` + strings.Repeat("x", 200) + `"}`))
+	r := newRegion(f)
+	if err := r.inv.Enroll(context.Background(), "52:54:00:00:00:0c", "pc12"); err != nil {
+		f.Fatal(err)
+	}
+	_, hash := state.NewEnrollToken()
+	if err := r.inv.AddEnrollToken(context.Background(), state.EnrollToken{Hash: hash, Expires: time.Now().Add(time.Hour)}, time.Now()); err != nil {
+		f.Fatal(err)
+	}
+	f.Fuzz(func(t *testing.T, body []byte) {
+		resp, err := http.Post(r.srv.URL+"/v1/agent/enroll", "application/json", bytes.NewReader(body))
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusBadRequest && resp.StatusCode != http.StatusForbidden && resp.StatusCode != http.StatusRequestEntityTooLarge {
+			t.Fatalf("%q: status %d", body, resp.StatusCode)
 		}
 	})
 }

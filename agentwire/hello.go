@@ -88,3 +88,18 @@ func (c DiskCheck) Validate() error {
 	}
 	return nil
 }
+
+// EnrollRequest trades an enrollment token for the terminal's agent key: POST
+// /v1/agent/enroll, over HTTPS (or loopback), not signed (the terminal has no key yet).
+type EnrollRequest struct {
+	MAC   string `json:"mac"`
+	Token string `json:"token"`
+}
+
+// MaxEnrollToken bounds the token an enroll request carries.
+const MaxEnrollToken = 128
+
+// EnrollReply carries the terminal's new agent key.
+type EnrollReply struct {
+	Key []byte `json:"key"`
+}

@@ -307,4 +307,20 @@ func TestPowerCommandsOverTemporal(t *testing.T) {
 	fail(t, run, 1, "unknown region nowhere", "power", "on", "--region", "nowhere", "--group", "lab")
 	fail(t, run, 1, "region region-b has no group attic", "power", "on", "--region", "region-b", "--group", "attic", "--wait")
 	fail(t, run, 1, "region region-b has no terminal pc9", "power", "off", "--region", "region-b", "--terminal", "pc9", "--wait")
+
+	// Enrollment tokens: printed once, stored as a hash, traded by terminals for their key.
+	code, stdout, errs = run("terminal", "enroll-token", "--region", "region-b", "--group", "lab", "--ttl", "30m", "--rekey")
+	token := strings.TrimSpace(stdout)
+	if code != 0 || !strings.HasPrefix(token, "tms-enroll-") || !strings.Contains(errs, "group lab in region region-b") || !strings.Contains(errs, "for 30m") {
+		t.Fatalf("enroll-token: exit %d\n%s\n%s", code, stdout, errs)
+	}
+	if key, err := inv.RedeemEnrollToken(context.Background(), token, labMACs[2], time.Now()); err != nil || len(key) != state.AgentKeySize {
+		t.Fatalf("trading the token: %v", err)
+	}
+	if _, err := inv.RedeemEnrollToken(context.Background(), token, silentMAC, time.Now()); err == nil || !strings.Contains(err.Error(), "not in group lab") {
+		t.Fatalf("a terminal outside the token's group: %v", err)
+	}
+	fail(t, run, 2, "--ttl must be between", "terminal", "enroll-token", "--region", "region-b", "--ttl", "0s")
+	fail(t, run, 2, "--ttl must be between", "terminal", "enroll-token", "--region", "region-b", "--ttl", "200h")
+	fail(t, run, 1, "region region-b has no group attic", "terminal", "enroll-token", "--region", "region-b", "--group", "attic")
 }

@@ -84,6 +84,7 @@ func service(args []string) error {
 	region := fs.String("region", "", "URL of the region's HTTP service, for example https://10.0.5.2:8081")
 	mac := fs.String("mac", "", "the terminal's MAC address")
 	keyFile := fs.String("key-file", "/etc/tms/agent.key", "the terminal's agent key (mode 600)")
+	enrollToken := fs.String("enroll-token", os.Getenv("TMS_ENROLL_TOKEN"), "a token from 'tms terminal enroll-token', traded for the agent key when --key-file does not exist yet")
 	disk := fs.String("disk", "", "the terminal's disk, checked against the version the region recorded (read only; empty: no check)")
 	verbose := fs.Bool("v", false, "log debug messages")
 	if err := fs.Parse(args); err != nil {
@@ -99,10 +100,6 @@ func service(args []string) error {
 	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
 		return fmt.Errorf("--region %q is not an http(s) URL", *region)
 	}
-	key, err := agent.ReadKeyFile(*keyFile)
-	if err != nil {
-		return err
-	}
 	level := slog.LevelInfo
 	if *verbose {
 		level = slog.LevelDebug
@@ -110,6 +107,16 @@ func service(args []string) error {
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
+	key, err := agent.ReadKeyFile(*keyFile)
+	if errors.Is(err, os.ErrNotExist) && *enrollToken != "" {
+		c := &agent.Client{Region: u, MAC: *mac, HTTP: &http.Client{Timeout: time.Minute}}
+		if key, err = agent.Enroll(ctx, c, *enrollToken, *keyFile); err == nil {
+			log.Info("enrolled: the agent key is in " + *keyFile)
+		}
+	}
+	if err != nil {
+		return err
+	}
 	s := &agent.Service{Region: u, MAC: *mac, Key: key, Disk: *disk, Power: agent.SystemPower{Log: log}, Log: log,
 		HTTP: &http.Client{Timeout: 2 * time.Minute}}
 	return s.Run(ctx)
