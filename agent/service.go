@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
+	"net"
 	"net/http"
 	"net/url"
 	"os"
@@ -288,4 +289,19 @@ func writeKeyFile(path string, key []byte) error {
 		return err
 	}
 	return os.Rename(tmp, path)
+}
+
+// PrimaryMAC is the MAC of the first network interface (by index) that is up, is not loopback
+// and has an Ethernet address: on a lab PC with one card, the one it boots from the network with.
+func PrimaryMAC() (string, error) {
+	ifs, err := net.Interfaces()
+	if err != nil {
+		return "", err
+	}
+	for _, i := range ifs {
+		if i.Flags&net.FlagUp != 0 && i.Flags&net.FlagLoopback == 0 && len(i.HardwareAddr) == 6 {
+			return i.HardwareAddr.String(), nil
+		}
+	}
+	return "", errors.New("no network card is up: give --mac")
 }

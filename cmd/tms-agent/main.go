@@ -82,7 +82,7 @@ func run(args []string) error {
 func service(args []string) error {
 	fs := flag.NewFlagSet("tms-agent service", flag.ContinueOnError)
 	region := fs.String("region", "", "URL of the region's HTTP service, for example https://10.0.5.2:8081")
-	mac := fs.String("mac", "", "the terminal's MAC address")
+	mac := fs.String("mac", "", "the terminal's MAC address, or auto: the first network card that is up")
 	keyFile := fs.String("key-file", "/etc/tms/agent.key", "the terminal's agent key (mode 600)")
 	enrollToken := fs.String("enroll-token", os.Getenv("TMS_ENROLL_TOKEN"), "a token from 'tms terminal enroll-token', traded for the agent key when --key-file does not exist yet")
 	disk := fs.String("disk", "", "the terminal's disk, checked against the version the region recorded (read only; empty: no check)")
@@ -95,6 +95,13 @@ func service(args []string) error {
 	}
 	if *region == "" || *mac == "" {
 		return errors.New("service: --region and --mac are required")
+	}
+	if *mac == "auto" {
+		m, err := agent.PrimaryMAC()
+		if err != nil {
+			return err
+		}
+		*mac = m
 	}
 	u, err := url.Parse(*region)
 	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
