@@ -118,7 +118,9 @@ func PowerTerminals(ctx workflow.Context, in PowerTerminalsInput) (PowerTerminal
 	prog.Phase = PhaseWaiting
 	wait := in.Timeout
 	if wait <= 0 {
-		wait = 10 * time.Minute // the region's own timeout decides; this only bounds a lost worker
+		// The region's own timeout decides (region.boot.wake_timeout, at most an hour); a lost
+		// worker is found by the heartbeat timeout.
+		wait = time.Hour
 	}
 	actx := workflow.WithActivityOptions(ctx, workflow.ActivityOptions{
 		TaskQueue:              activities.RegionQueue(in.Region),
