@@ -19,10 +19,6 @@ const (
 	OpEnroll      = "enroll"       // enroll MAC as Name
 	OpGroupCreate = "group-create" // create Group
 	OpGroupAdd    = "group-add"    // add Terminals to Group
-	// OpEnrollToken records an enrollment token by its hash (TokenHash) for Group (empty: any
-	// terminal), valid for TTL, re-keying terminals that have a key if Rekey. The token itself
-	// never leaves the admin's machine but to the terminals: it is not in any history.
-	OpEnrollToken = "enroll-token"
 )
 
 // AdminInput is one admin request to a region's inventory.
@@ -153,14 +149,7 @@ func (r *Region) Admin(ctx context.Context, in AdminInput) (AdminResult, error) 
 			return bad(err)
 		}
 	case OpEnrollToken:
-		now := r.now()
-		err := r.Inventory.AddEnrollToken(ctx, state.EnrollToken{Hash: in.TokenHash, Group: in.Group, Rekey: in.Rekey, Expires: now.Add(in.TTL)}, now)
-		if errors.Is(err, store.ErrNotFound) {
-			return res, ErrUnknownGroup.New(fmt.Sprintf("region %s has no group %s", r.ID, in.Group), err)
-		}
-		if err != nil {
-			return res, ErrBadInput.New(err.Error(), err)
-		}
+		return res, r.addEnrollToken(ctx, in)
 	default:
 		return res, ErrBadInput.New(fmt.Sprintf("unknown admin operation %q", in.Op), nil)
 	}

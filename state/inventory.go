@@ -65,23 +65,7 @@ ALTER TABLE terminals ADD COLUMN agent_key BLOB;
 -- Seen keeps at most MaxUnknownTerminals not-enrolled terminals, dropping the ones seen least
 -- recently: this index finds them without reading the table.
 CREATE INDEX terminals_by_seen ON terminals (enrolled, last_seen);
-`}, {6, `
--- Enrollment tokens: the installed OS's agent service trades one for its terminal's agent key
--- (enroll.go). Only the token's hash is kept.
-CREATE TABLE enroll_tokens (
-	hash TEXT PRIMARY KEY,
-	grp TEXT NOT NULL DEFAULT '',
-	rekey INTEGER NOT NULL DEFAULT 0,
-	expires INTEGER NOT NULL,
-	created INTEGER NOT NULL
-);
-CREATE TABLE enroll_uses (
-	hash TEXT NOT NULL REFERENCES enroll_tokens(hash) ON DELETE CASCADE,
-	mac TEXT NOT NULL,
-	used INTEGER NOT NULL,
-	PRIMARY KEY (hash, mac)
-);
-`}}
+`}, enrollTokenMigration}
 
 // Inventory is a region's own state: its terminals, groups and boot actions.
 type Inventory struct{ db *sql.DB }

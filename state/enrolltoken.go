@@ -19,6 +19,24 @@ import (
 // each enrolled terminal's service trades it, once, for its own key. The region keeps only
 // the token's hash.
 
+// enrollTokenMigration keeps enrollment tokens: only their hashes, and which terminal used
+// which (each MAC trades a token once).
+var enrollTokenMigration = migration{6, `
+CREATE TABLE enroll_tokens (
+	hash TEXT PRIMARY KEY,
+	grp TEXT NOT NULL DEFAULT '',
+	rekey INTEGER NOT NULL DEFAULT 0,
+	expires INTEGER NOT NULL,
+	created INTEGER NOT NULL
+);
+CREATE TABLE enroll_uses (
+	hash TEXT NOT NULL REFERENCES enroll_tokens(hash) ON DELETE CASCADE,
+	mac TEXT NOT NULL,
+	used INTEGER NOT NULL,
+	PRIMARY KEY (hash, mac)
+);
+`}
+
 // ErrTokenRefused marks every reason a token is not traded for a key; the message says which.
 var ErrTokenRefused = errors.New("enrollment token refused")
 
