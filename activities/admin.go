@@ -42,6 +42,9 @@ type AdminInput struct {
 	Pattern   string // enroll-seen: a terminal name pattern (state.ParseNamePattern)
 	CSV       []byte // import: the roster, at most state.MaxRosterBytes
 	DryRun    bool
+	TokenHash string        `json:",omitempty"`
+	TTL       time.Duration `json:",omitempty"`
+	Rekey     bool          `json:",omitempty"`
 }
 
 // TerminalInfo is a terminal as listings show it.
@@ -178,6 +181,8 @@ func (r *Region) Admin(ctx context.Context, in AdminInput) (AdminResult, error) 
 		if res, err = r.keepInventory(ctx, in); err != nil {
 			return res, r.adminError(err)
 		}
+	case OpEnrollToken:
+		return res, r.addEnrollToken(ctx, in)
 	default:
 		return res, ErrBadInput.New(fmt.Sprintf("unknown admin operation %q", in.Op), nil)
 	}

@@ -89,6 +89,8 @@ const (
 	ErrDeployFailed ErrorType = "DeployFailed"
 	// ErrShareFailed: no source could bring the image to the region (ShareImage).
 	ErrShareFailed ErrorType = "ShareFailed"
+	// ErrPowerFailed: a power command failed on every terminal (PowerTerminals).
+	ErrPowerFailed ErrorType = "PowerFailed"
 )
 
 // New returns a non-retryable application error of type t with message msg; cause, if not nil,

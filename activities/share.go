@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"net/netip"
 	"net/url"
 	"sort"
 	"time"
@@ -207,6 +208,14 @@ type Region struct {
 	Agents Commander
 	// Waker wakes terminals that are off (Wake-on-LAN); nil if the region has no boot service.
 	Waker Waker
+	// Mailbox tells when terminals' agents polled and which commands they took; nil if no
+	// agent can be reached.
+	Mailbox Mailbox
+	// Segment is the terminals' boot segment (region.boot.subnet): a power-on of a terminal
+	// last seen outside it is refused. The zero prefix means unknown: nothing is refused.
+	Segment netip.Prefix
+	// WakeTimeout is how long a power-on waits for a woken terminal (0: DefaultWakeTimeout).
+	WakeTimeout time.Duration
 	// Now is the clock (default time.Now).
 	Now func() time.Time
 }

@@ -1,17 +1,17 @@
 // Package agent is the terminal agent of tms. The protocol it speaks with its region is package
 // agentwire.
 //
-// The agent runs in a terminal's network-booted in-memory OS (and, later, as a service of the
-// installed OS). It tells its region it booted and gets its boot action. For a capture it reads
-// the disk, names its chunks, asks the region which ones it lacks, uploads only those, then the
-// manifest. For a deploy it first checks that central signed the version: it hashes the manifest
-// the region sent into the version id and verifies central's signature of that id with the
-// public key it was built with (CentralKey), so a region, or whatever answers in its place,
-// cannot make it write bytes central did not sign. Then it writes the version to the disk,
-// skipping ranges that already hold the right bytes, flushes and reads everything back to
-// verify it. It reports progress as
+// The agent runs in a terminal's network-booted in-memory OS, and as a service of the installed
+// OS (Service: it obeys power commands and runs no task on the live disk). It tells its region
+// it booted and gets its boot action. For a capture it reads the disk, names its chunks, asks
+// the region which ones it lacks, uploads only those, then the manifest. For a deploy it first
+// checks that central signed the version: it hashes the manifest the region sent into the
+// version id and verifies central's signature of that id with the public key it was built with
+// (CentralKey), so a region, or whatever answers in its place, cannot make it write bytes
+// central did not sign. Then it writes the version to the disk, skipping ranges that already
+// hold the right bytes, flushes and reads everything back to verify it. It reports progress as
 // it goes. Killed at any point, it starts over with a new boot and redoes only what is missing.
-// With nothing to do it waits for commands (reboot, poweroff).
+// With nothing to do it waits for commands (reboot, poweroff), or runs Installed.
 //
 // The agent links no Temporal or database code: it is the static /init of the in-memory OS.
 //
@@ -20,6 +20,7 @@
 package agent
 
 import (
+	"context"
 	"crypto/tls"
 	"crypto/x509"
 	"io"
@@ -67,6 +68,11 @@ type Agent struct {
 	ProgressEvery time.Duration
 	// Backoff is the first pause after a failure, doubled up to a minute (default 1 s).
 	Backoff time.Duration
+	// Installed, if set, is the terminal's installed OS: what runs after a boot whose action is
+	// local (a simulated terminal runs a Service in it). It returns when the terminal goes down:
+	// off, or rebooting (then the agent boots again). Nil means the agent waits for commands
+	// itself.
+	Installed func(ctx context.Context) (off bool, err error)
 }
 
 func (a *Agent) log() *slog.Logger {

@@ -253,3 +253,18 @@ func (c *Client) Command(ctx context.Context, wait string) (agentwire.Command, e
 	err := c.do(ctx, http.MethodGet, "/v1/agent/commands?"+q.Encode(), "", nil, &cmd, 0)
 	return cmd.Command, err
 }
+
+// Hello tells the region the installed OS's agent service started (key-signed) and returns the
+// version the region recorded for the disk, with the samples to check it by.
+func (c *Client) Hello(ctx context.Context, req agentwire.HelloRequest) (agentwire.HelloReply, error) {
+	var rep agentwire.HelloReply
+	if err := c.postJSON(ctx, "/v1/agent/hello", req, &rep); err != nil {
+		return rep, err
+	}
+	return rep, rep.Validate()
+}
+
+// CheckDisk reports what the disk holds against a hello's samples (key-signed).
+func (c *Client) CheckDisk(ctx context.Context, check agentwire.DiskCheck) error {
+	return c.postJSON(ctx, "/v1/agent/hello/check", check, nil)
+}

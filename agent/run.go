@@ -103,7 +103,11 @@ func (a *Agent) Run(ctx context.Context) error {
 			if a.Once {
 				return nil
 			}
-			off, err := a.idle(ctx, c)
+			idle := a.idle
+			if a.Installed != nil {
+				idle = func(ctx context.Context, _ *Client) (bool, error) { return a.Installed(ctx) }
+			}
+			off, err := idle(ctx, c)
 			if off || ctx.Err() != nil {
 				return nil
 			}

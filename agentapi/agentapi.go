@@ -68,6 +68,9 @@ type Server struct {
 func (s *Server) Routes(mux *http.ServeMux) {
 	mux.HandleFunc("POST /v1/agent/boot", s.boot)
 	mux.HandleFunc("GET /v1/agent/commands", s.commands)
+	mux.HandleFunc("POST /v1/agent/hello", s.hello)
+	mux.HandleFunc("POST /v1/agent/enroll", s.enroll)
+	mux.HandleFunc("POST /v1/agent/hello/check", s.helloCheck)
 	mux.HandleFunc("GET /v1/agent/task", s.task)
 	mux.HandleFunc("GET /v1/agent/task/manifest", s.manifest)
 	mux.HandleFunc("GET /v1/agent/task/chunks/{chunk}", s.chunk)

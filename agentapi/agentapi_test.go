@@ -399,8 +399,15 @@ func TestCommands(t *testing.T) {
 	ctx := context.Background()
 	r.enroll(t, "52:54:00:00:00:08", "pc8")
 	c := &agent.Client{Region: r.url, MAC: "52:54:00:00:00:08", Key: r.keys["52:54:00:00:00:08"]}
+	if last, polling, taken, _ := r.api.Polls("52:54:00:00:00:08"); !last.IsZero() || polling || taken != "" {
+		t.Fatalf("a terminal never polled for: last %v, polling %v, taken %q", last, polling, taken)
+	}
+	before := time.Now()
 	if cmd, err := c.Command(ctx, "0s"); err != nil || cmd != "" {
 		t.Fatalf("idle poll: %q, %v", cmd, err)
+	}
+	if last, polling, taken, _ := r.api.Polls("52:54:00:00:00:08"); last.Before(before) || polling || taken != "" {
+		t.Fatalf("after an idle poll: last %v, polling %v, taken %q", last, polling, taken)
 	}
 	got := make(chan agentwire.Command, 1)
 	go func() {
@@ -420,6 +427,10 @@ func TestCommands(t *testing.T) {
 	case <-time.After(5 * time.Second):
 		t.Fatal("long poll did not get the command")
 	}
+	// The poll that took the command is the acknowledgement power commands wait for.
+	if _, _, taken, at := r.api.Polls("52:54:00:00:00:08"); taken != "reboot" || at.Before(before) {
+		t.Fatalf("taken command not recorded: %q at %v", taken, at)
+	}
 	// A command sent while nobody polls waits for the next poll, but not for ever.
 	r.api.Send("52:54:00:00:00:08", "poweroff")
 	if cmd, _ := c.Command(ctx, "0s"); cmd != "poweroff" {
@@ -431,6 +442,9 @@ func TestCommands(t *testing.T) {
 	r.api.Now = func() time.Time { return now.Add(agentapi.CommandTTL + time.Second) }
 	if cmd, _ := c.Command(ctx, "0s"); cmd != "" {
 		t.Fatalf("stale command delivered: %q", cmd)
+	}
+	if _, _, taken, _ := r.api.Polls("52:54:00:00:00:08"); taken != "poweroff" {
+		t.Fatalf("a stale command counted as taken: %q", taken)
 	}
 	if _, err := (&agent.Client{Region: r.url, MAC: "nope", Key: c.Key}).Command(ctx, "0s"); status(err) != http.StatusUnauthorized {
 		t.Fatalf("bad MAC: %v", err)
@@ -451,4 +465,31 @@ func taskOf(id, mac string, kind agentwire.Kind, image string) state.Task {
 // bootActionOf is the boot action that runs t.
 func bootActionOf(t state.Task, expires time.Time) state.BootAction {
 	return state.BootAction{Action: agentwire.Action(t.Kind), Task: t.ID, Image: t.Image, Version: t.Version, Expires: expires}
+}
+
+func TestEnrollNeedsHTTPSOffLoopback(t *testing.T) {
+	r := newRegion(t)
+	mux := http.NewServeMux()
+	r.api.Routes(mux)
+	for _, tc := range []struct {
+		remote string
+		want   int
+	}{
+		{"10.0.5.20:40000", http.StatusForbidden},
+		{"127.0.0.1:40000", http.StatusForbidden}, // gets past the transport check; the token is refused
+	} {
+		req := httptest.NewRequest("POST", "/v1/agent/enroll", strings.NewReader(`{"mac":"52:54:00:00:00:01","token":"tms-enroll-x"}`))
+		req.RemoteAddr = tc.remote
+		w := httptest.NewRecorder()
+		mux.ServeHTTP(w, req)
+		if w.Code != tc.want {
+			t.Errorf("%s: status %d, want %d: %s", tc.remote, w.Code, tc.want, w.Body)
+		}
+		if tc.remote[0] == '1' && tc.remote[1] == '0' && !strings.Contains(w.Body.String(), "HTTPS") {
+			t.Errorf("%s: %s", tc.remote, w.Body)
+		}
+		if tc.remote[0] == '1' && tc.remote[1] == '2' && !strings.Contains(w.Body.String(), "no such token") {
+			t.Errorf("%s: %s", tc.remote, w.Body)
+		}
+	}
 }

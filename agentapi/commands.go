@@ -24,6 +24,10 @@ type mailbox struct {
 	polling  int
 	lastPoll time.Time
 	lastSeen time.Time
+	// taken and takenAt are the last command a poll took, and when: the acknowledgement that
+	// the terminal's agent received it.
+	taken   agentwire.Command
+	takenAt time.Time
 }
 
 // Send leaves a command for a terminal's agent: the agent's poll that is waiting, or its next
@@ -54,6 +58,23 @@ func (s *Server) Connected(mac string) bool {
 	return ok && (b.polling > 0 || s.now().Sub(b.lastPoll) < time.Minute)
 }
 
+// Polls says what the mailbox knows of a terminal's agent: when it last asked for commands,
+// whether a poll is open now, and the last command a poll took and when. A terminal no agent
+// ever polled for has the zero value.
+func (s *Server) Polls(mac string) (last time.Time, polling bool, taken agentwire.Command, takenAt time.Time) {
+	mac, err := state.NormalizeMAC(mac)
+	if err != nil {
+		return
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	b, ok := s.boxes[mac]
+	if !ok {
+		return
+	}
+	return b.lastPoll, b.polling > 0, b.taken, b.takenAt
+}
+
 // box returns mac's mailbox; s.mu is held.
 func (s *Server) box(mac string) *mailbox {
 	if s.boxes == nil {
@@ -76,6 +97,7 @@ func (s *Server) take(b *mailbox) (agentwire.Command, <-chan struct{}) {
 		cmd, at := b.cmd, b.at
 		b.cmd = ""
 		if now.Sub(at) < CommandTTL {
+			b.taken, b.takenAt = cmd, now
 			return cmd, nil
 		}
 	}

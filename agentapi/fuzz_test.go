@@ -12,6 +12,7 @@ import (
 	"tms/agentwire"
 	"tms/internal/storetest"
 	"tms/manifest"
+	"tms/state"
 )
 
 // FuzzAgentRequests sends arbitrary bodies, with a valid token, to every agent endpoint that
@@ -182,6 +183,76 @@ func FuzzChunkPath(f *testing.F) {
 		// A name the mux cleans into another path (.., %2F) is redirected, not served.
 		if resp.StatusCode == http.StatusOK && resp.Header.Get("Content-Type") == "application/zstd" && (!own[strings.ToLower(name)] || name == strings.Repeat("0", 64)) {
 			t.Fatalf("chunk %q served: not part of the deployed version", name)
+		}
+	})
+}
+
+// FuzzHelloRequests sends arbitrary bodies, signed with a terminal's agent key, to the agent
+// service's hello and disk check: the region answers each with a client error or success,
+// never a failure of its own, and never forgets a version for a check that is not valid.
+func FuzzHelloRequests(f *testing.F) {
+	f.Add(false, []byte(`{"mac":"52:54:00:00:00:0a","disk_size":4194304}`))
+	f.Add(false, []byte(`{"mac":"52:54:00:00:00:0b","disk_size":-1}`))
+	f.Add(true, []byte(`{"version":"00","mismatch":[0]}`))
+	f.Add(true, []byte(`{"version":"","error":"x"}`))
+	f.Add(true, []byte(`{"mismatch":[1,2,3,4,5,6,7,8,9]}`))
+	r := newRegion(f)
+	imp := storetest.Import(f, r.store, storetest.SampleDisk(f, 4<<20, 1), "lab")
+	r.enroll(f, "52:54:00:00:00:0a", "pc10")
+	ctx := context.Background()
+	f.Fuzz(func(t *testing.T, check bool, body []byte) {
+		if err := r.inv.SetVersion(ctx, "52:54:00:00:00:0a", imp.Version.ID); err != nil {
+			t.Fatal(err)
+		}
+		path := "/v1/agent/hello"
+		if check {
+			path = "/v1/agent/hello/check"
+		}
+		req, _ := http.NewRequestWithContext(ctx, "POST", r.srv.URL+path, bytes.NewReader(body))
+		agentwire.SignRequest(req, "52:54:00:00:00:0a", r.keys["52:54:00:00:00:0a"], body, time.Now())
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode >= 500 {
+			t.Fatalf("POST %s with %q: status %d", path, body, resp.StatusCode)
+		}
+		var c agentwire.DiskCheck
+		valid := json.Unmarshal(body, &c) == nil && c.Validate() == nil && c.Version == imp.Version.ID.String() &&
+			(len(c.Mismatch) > 0 || c.Error != "")
+		tm, err := r.inv.Terminal(ctx, "pc10")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if check && tm.Version.IsZero() && !valid {
+			t.Fatalf("%q made the region forget the version", body)
+		}
+	})
+}
+
+// FuzzEnroll sends arbitrary bodies to the enrollment endpoint: never a failure of the
+// region's own, and never a key without the token.
+func FuzzEnroll(f *testing.F) {
+	f.Add([]byte(`{"mac":"52:54:00:00:00:0c","token":"tms-enroll-x"}`))
+	f.Add([]byte(`{"mac":"nope","token":""}`))
+	f.Add([]byte(`{"mac":"52:54:00:00:00:0c","token":"` + strings.Repeat("x", 200) + `"}`))
+	r := newRegion(f)
+	if err := r.inv.Enroll(context.Background(), "52:54:00:00:00:0c", "pc12"); err != nil {
+		f.Fatal(err)
+	}
+	_, hash := state.NewEnrollToken()
+	if err := r.inv.AddEnrollToken(context.Background(), state.EnrollToken{Hash: hash, Expires: time.Now().Add(time.Hour)}, time.Now()); err != nil {
+		f.Fatal(err)
+	}
+	f.Fuzz(func(t *testing.T, body []byte) {
+		resp, err := http.Post(r.srv.URL+"/v1/agent/enroll", "application/json", bytes.NewReader(body))
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusBadRequest && resp.StatusCode != http.StatusForbidden && resp.StatusCode != http.StatusRequestEntityTooLarge {
+			t.Fatalf("%q: status %d", body, resp.StatusCode)
 		}
 	})
 }

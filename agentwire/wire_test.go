@@ -2,7 +2,9 @@ package agentwire
 
 import (
 	"bytes"
+	"encoding/json"
 	"errors"
+	"strings"
 	"testing"
 
 	"tms/manifest"
@@ -53,6 +55,28 @@ func FuzzReadBatch(f *testing.F) {
 		})
 		if total > len(b) {
 			t.Fatalf("records of %d bytes from a body of %d", total, len(b))
+		}
+	})
+}
+
+// FuzzHelloReply feeds arbitrary region answers to what the agent service decodes before it
+// reads its disk by them: whatever Validate accepts has sample ranges a disk read can take.
+func FuzzHelloReply(f *testing.F) {
+	f.Add([]byte(`{"version":"` + strings.Repeat("ab", 32) + `","hash":"blake3","samples":[{"index":0,"offset":0,"length":4096,"chunk":""}]}`))
+	f.Add([]byte(`{"samples":[{"index":0}]}`))
+	f.Add([]byte(`{"version":"x"}`))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		var r HelloReply
+		if json.Unmarshal(b, &r) != nil || r.Validate() != nil {
+			return
+		}
+		if len(r.Samples) > MaxSamples {
+			t.Fatalf("%d samples accepted", len(r.Samples))
+		}
+		for _, s := range r.Samples {
+			if s.Offset < 0 || s.Length <= 0 || s.Length > manifest.MaxChunkSize {
+				t.Fatalf("sample %+v accepted", s)
+			}
 		}
 	})
 }

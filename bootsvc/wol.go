@@ -1,6 +1,7 @@
 package bootsvc
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"net"
@@ -84,4 +85,59 @@ func ifaceName(s string) string {
 		return "the default interface"
 	}
 	return strconv.Quote(s)
+}
+
+// Magic packets as ParseMagicPacket reads them: 6 bytes of 0xff, the MAC 16 times, and
+// optionally a SecureOn password of 4 or 6 bytes.
+const (
+	magicLen    = 6 + 16*6
+	MaxMagicLen = magicLen + 6
+)
+
+// ParseMagicPacket returns the MAC a Wake-on-LAN magic packet wakes. Anything else (a
+// packet of the wrong length, a sync stream that is not six 0xff, MAC repetitions that differ)
+// is refused with what is wrong.
+func ParseMagicPacket(p []byte) (net.HardwareAddr, error) {
+	switch len(p) {
+	case magicLen, magicLen + 4, magicLen + 6:
+	default:
+		return nil, fmt.Errorf("a magic packet is %d bytes (or 4 or 6 more with a password), not %d", magicLen, len(p))
+	}
+	for i := range 6 {
+		if p[i] != 0xff {
+			return nil, fmt.Errorf("a magic packet starts with six 0xff bytes; byte %d is %#x", i, p[i])
+		}
+	}
+	mac := net.HardwareAddr(append([]byte(nil), p[6:12]...))
+	for i := 1; i < 16; i++ {
+		if !bytes.Equal(p[6+6*i:12+6*i], mac) {
+			return nil, fmt.Errorf("repetition %d of the MAC in the magic packet is %s, not %s", i+1, net.HardwareAddr(p[6+6*i:12+6*i]), mac)
+		}
+	}
+	return mac, nil
+}
+
+// ServeMagic reads magic packets from pc until ctx ends or pc is closed, and calls wake with
+// the MAC (normalized, as state.NormalizeMAC writes it) of each well-formed one; malformed
+// packets are dropped. tms dev's simulated terminals wake this way.
+func ServeMagic(ctx context.Context, pc net.PacketConn, wake func(mac string)) error {
+	stop := context.AfterFunc(ctx, func() { pc.Close() })
+	defer stop()
+	buf := make([]byte, MaxMagicLen+1)
+	for {
+		n, _, err := pc.ReadFrom(buf)
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			return err
+		}
+		mac, err := ParseMagicPacket(buf[:n])
+		if err != nil {
+			continue
+		}
+		if norm, err := state.NormalizeMAC(mac.String()); err == nil {
+			wake(norm)
+		}
+	}
 }

@@ -102,7 +102,7 @@ type terminalRow struct {
 
 func (a *App) terminalCommand() *cobra.Command {
 	c := &cobra.Command{Use: "terminal", Short: "List, enroll, rename, move and remove a region's terminals"}
-	c.AddCommand(a.terminalLs(), a.terminalEnroll())
+	c.AddCommand(a.terminalLs(), a.terminalEnroll(), a.terminalEnrollToken())
 	c.AddCommand(a.terminalRm(), a.terminalRename(), a.terminalMove(), a.terminalImport())
 	return c
 }

@@ -168,6 +168,17 @@ func (d *taskDetail) progressLine() string {
 			}
 			parts = append(parts, s)
 		}
+	case workflows.NamePowerTerminals:
+		var p workflows.PowerProgress
+		if json.Unmarshal(d.Progress, &p) == nil {
+			waiting := 0
+			for _, t := range p.Terminals {
+				if t.Outcome == "" {
+					waiting++
+				}
+			}
+			parts = append(parts, fmt.Sprintf("power %s: %s (%d terminals, %d waiting)", p.Action, p.Phase, len(p.Terminals), waiting))
+		}
 	case workflows.NameDeployImage:
 		var p workflows.DeployProgress
 		if json.Unmarshal(d.Progress, &p) == nil {
@@ -239,6 +250,11 @@ func resultSummary(typ string, raw json.RawMessage) string {
 				}
 			}
 			return s
+		}
+	case workflows.NamePowerTerminals:
+		var r workflows.PowerTerminalsResult
+		if json.Unmarshal(raw, &r) == nil && r.Action != "" {
+			return powerSummary(r)
 		}
 	case workflows.NameDeployTerminal:
 		var r workflows.TerminalOutcome

@@ -241,7 +241,9 @@ type Boot struct {
 	// tms hands out addresses) or "off" (another DHCP server points PCs at tms).
 	DHCP string `mapstructure:"dhcp"`
 	// Full mode: the addresses handed out ("10.0.5.100-10.0.5.199"), the subnet
-	// ("10.0.5.0/24"), the router and DNS servers (comma-separated) and the lease time.
+	// ("10.0.5.0/24"), the router and DNS servers (comma-separated) and the lease time. In
+	// any mode the subnet, if set, is the terminals' boot segment: a power-on of a terminal
+	// last seen outside it is refused, as Wake-on-LAN does not cross routers.
 	Pool      string        `mapstructure:"pool"`
 	Subnet    string        `mapstructure:"subnet"`
 	Router    string        `mapstructure:"router"`
@@ -271,6 +273,9 @@ type Boot struct {
 	// before the region takes the task's result, so that a second machine claiming the same
 	// boot (a forged MAC) fails the task instead of finishing it first.
 	ClaimQuiet time.Duration `mapstructure:"claim_quiet"`
+	// WakeTimeout is how long `tms power on` waits for a terminal sent Wake-on-LAN to be seen
+	// (a DHCP request or its agent) before it says the terminal did not answer (0: 3 minutes).
+	WakeTimeout time.Duration `mapstructure:"wake_timeout"`
 }
 
 // BootSettings are Boot's addresses, parsed.
@@ -414,7 +419,7 @@ func Defaults() *Config {
 		Region: Region{Temporal: temporal, Listen: netip.AddrPortFrom(netip.IPv6Unspecified(), 8081),
 			HTTP: RegionHTTP{MaxConnsPerIP: DefaultMaxConnsPerIP, MaxConns: DefaultMaxConns},
 			Boot: Boot{DHCP: "proxy", LeaseTime: time.Hour, TFTPDir: "/usr/lib/ipxe",
-				DHCPUnknownPerMAC: 12, DHCPUnknownTotal: 20, ClaimQuiet: time.Minute}},
+				DHCPUnknownPerMAC: 12, DHCPUnknownTotal: 20, ClaimQuiet: time.Minute, WakeTimeout: 3 * time.Minute}},
 		Agent: Agent{StateDir: "/var/lib/tms/agent"},
 	}
 }

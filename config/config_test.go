@@ -282,6 +282,7 @@ func TestEveryKeyFromEnvAndFlags(t *testing.T) {
 		"region.boot.dir":                  "/srv/bootenv",
 		"region.boot.kernel_args":          "console=ttyS0",
 		"region.boot.claim_quiet":          "90s",
+		"region.boot.wake_timeout":         "2m",
 		"region.boot.http_listen":          "10.0.5.2:8380",
 		"agent.region_url":                 "https://region:8081/api",
 		"agent.disk":                       "/dev/sda",
@@ -312,7 +313,8 @@ func TestEveryKeyFromEnvAndFlags(t *testing.T) {
 			Boot: Boot{Enabled: true, Interface: "enp3s0", Address: "10.0.5.2", DHCP: "full", Pool: "10.0.5.100-10.0.5.199",
 				Subnet: "10.0.5.0/24", Router: "10.0.5.1", DNS: "10.0.5.1,9.9.9.9", LeaseTime: 2 * time.Hour, TFTPDir: "/srv/ipxe",
 				DHCPAllow: []string{"52:54:00:*", "aa:bb:cc:dd:ee:ff"}, DHCPUnknownPerMAC: 6, DHCPUnknownTotal: 50,
-				Dir: "/srv/bootenv", KernelArgs: "console=ttyS0", ClaimQuiet: 90 * time.Second, HTTPListen: "10.0.5.2:8380"},
+				Dir: "/srv/bootenv", KernelArgs: "console=ttyS0", ClaimQuiet: 90 * time.Second, HTTPListen: "10.0.5.2:8380",
+				WakeTimeout: 2 * time.Minute},
 		},
 		Agent: Agent{RegionURL: &url.URL{Scheme: "https", Host: "region:8081", Path: "/api"}, Disk: "/dev/sda", StateDir: "/var/agent"},
 	}
@@ -952,6 +954,8 @@ func TestValidateBoot(t *testing.T) {
 		{func(b *Boot) { b.DHCPAllow = []string{"enrolled"} }, `region.boot.dhcp_allow: "enrolled" is not a MAC`},
 		{func(b *Boot) { b.DHCPUnknownPerMAC = 0 }, "region.boot.dhcp_unknown_per_mac: 0: must be at least 1"},
 		{func(b *Boot) { b.DHCPUnknownTotal = -5 }, "region.boot.dhcp_unknown_total: -5: must be at least 1"},
+		{func(b *Boot) { b.WakeTimeout = time.Second }, "region.boot.wake_timeout: 1s is not between 10s and 1h"},
+		{func(b *Boot) { b.WakeTimeout = 2 * time.Hour }, "region.boot.wake_timeout: 2h0m0s is not between 10s and 1h"},
 	} {
 		c := base()
 		tc.edit(&c.Region.Boot)

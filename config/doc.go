@@ -58,7 +58,7 @@
 //	region.boot.address                                   this server's IPv4 address on it (required if enabled)
 //	region.boot.dhcp                   proxy              proxy (beside the school's DHCP), full (isolated lab) or off
 //	region.boot.pool                                      full mode: range handed out, like 10.0.5.100-10.0.5.199
-//	region.boot.subnet                                    full mode: like 10.0.5.0/24
+//	region.boot.subnet                                    full mode: like 10.0.5.0/24; any mode: power on refuses terminals last seen outside it
 //	region.boot.router                                    full mode: default gateway
 //	region.boot.dns                                       full mode: DNS servers, comma-separated
 //	region.boot.lease_time             1h                 full mode: lease time
@@ -70,6 +70,7 @@
 //	region.boot.kernel_args                               added to the in-memory OS's kernel command line
 //	region.boot.http_listen            address:8380       with region.tls: iPXE's plain-HTTP script and boot files
 //	region.boot.claim_quiet            1m                 a network boot stands this long before its task's result is taken
+//	region.boot.wake_timeout           3m                 power on waits this long for a woken terminal to be seen
 //	agent.region_url                                      http(s) URL of the region's API
 //	agent.disk                                            block device to write, like /dev/sda
 //	agent.state_dir                    /var/lib/tms/agent local state

@@ -335,6 +335,9 @@ func (v *validator) boot(b Boot, region bool) {
 	if b.ClaimQuiet < 0 || b.ClaimQuiet > time.Hour {
 		v.add("region.boot.claim_quiet", fmt.Sprintf("%s is not between 0 and 1h", b.ClaimQuiet))
 	}
+	if b.WakeTimeout != 0 && (b.WakeTimeout < 10*time.Second || b.WakeTimeout > time.Hour) {
+		v.add("region.boot.wake_timeout", fmt.Sprintf("%s is not between 10s and 1h", b.WakeTimeout))
+	}
 }
 
 func splitJoined(err error) []error {

@@ -16,7 +16,9 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"net/http"
+	"net/netip"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -28,6 +30,8 @@ import (
 	tlog "go.temporal.io/sdk/log"
 
 	"tms/agent"
+	"tms/bootsvc"
+	"tms/config"
 	"tms/devtemporal"
 	"tms/internal/sampledisk"
 	"tms/server"
@@ -81,7 +85,9 @@ type Env struct {
 
 	cancelAgents context.CancelFunc
 	agents       sync.WaitGroup
-	agentCtl     map[string]context.CancelFunc // by MAC
+	agentCtl     map[string]context.CancelFunc // by MAC, while the terminal is on
+	agentGen     map[string]int                // by MAC: which start of the terminal is running
+	unplugged    map[string]bool               // by MAC: stopped by StopAgent; magic packets do not wake it
 	agentsCtx    context.Context               // ended by Stop
 	agentMu      sync.Mutex
 	opts         Options
@@ -144,7 +150,8 @@ func Start(ctx context.Context, o Options) (_ *Env, err error) {
 	if err := os.MkdirAll(o.DataDir, 0o755); err != nil {
 		return nil, err
 	}
-	e := &Env{Regions: map[string]*server.Region{}, Namespace: "default", opts: o, log: o.Log, agentCtl: map[string]context.CancelFunc{}}
+	e := &Env{Regions: map[string]*server.Region{}, Namespace: "default", opts: o, log: o.Log, agentCtl: map[string]context.CancelFunc{},
+		agentGen: map[string]int{}, unplugged: map[string]bool{}}
 	defer func() {
 		if err != nil {
 			e.Stop()
@@ -177,13 +184,19 @@ func Start(ctx context.Context, o Options) (_ *Env, err error) {
 	if err != nil {
 		return nil, err
 	}
+	e.agentsCtx, e.cancelAgents = context.WithCancel(context.Background())
 	for i, id := range o.Regions {
+		waker, err := e.listenMagic(id)
+		if err != nil {
+			return nil, err
+		}
 		listen := o.Host + ":0"
 		if o.RegionPortBase > 0 {
 			listen = fmt.Sprintf("%s:%d", o.Host, o.RegionPortBase+i)
 		}
 		r, err := server.StartRegion(ctx, server.RegionOptions{ID: id, DataDir: filepath.Join(o.DataDir, id), Relay: relay,
-			Listen: listen, Labels: map[string]string{"site": "dev"}, CentralKey: e.CentralKey, Client: e.Client, Log: o.Log})
+			Listen: listen, Labels: map[string]string{"site": "dev"}, CentralKey: e.CentralKey, Client: e.Client, Log: o.Log,
+			Waker: waker, Boot: config.Boot{Subnet: DevSegment}})
 		if err != nil {
 			return nil, err
 		}
@@ -214,9 +227,7 @@ func terminalPrefix(region string) string {
 // region's terminals in a group "lab", and starts their agents. The first terminal of the first
 // region starts with a sample disk, the others with empty disks.
 func (e *Env) addTerminals(ctx context.Context) error {
-	agentsCtx, cancel := context.WithCancel(context.Background())
-	e.agentsCtx = agentsCtx
-	e.cancelAgents = cancel
+	agentsCtx := e.agentsCtx
 	for ri, id := range e.RegionIDs {
 		r := e.Regions[id]
 		dir := filepath.Join(e.opts.DataDir, id, "terminals")
@@ -258,7 +269,9 @@ func (e *Env) addTerminals(ctx context.Context) error {
 				return fmt.Errorf("terminal %s: agent key: %w", t.Name, err)
 			}
 			t.key = key
+			e.agentMu.Lock() // a resumed task may wake terminals already
 			e.Terminals = append(e.Terminals, t)
+			e.agentMu.Unlock()
 			e.startAgent(agentsCtx, t)
 		}
 	}
@@ -277,22 +290,107 @@ func emptyDisk(path string, size int64) error {
 	return f.Close()
 }
 
-// startAgent runs terminal t's agent until ctx ends or StopAgent is called.
+// DevSegment is the boot segment of tms dev's regions: loopback, where the simulated terminals
+// are. A terminal last seen elsewhere is refused by power on.
+const DevSegment = "127.0.0.0/8"
+
+// startAgent switches terminal t on: it boots from the network (the in-memory OS's agent) and,
+// with nothing to do, runs the installed OS's agent service, until ctx ends, the service
+// powers the terminal off, or StopAgent is called.
 func (e *Env) startAgent(ctx context.Context, t Terminal) {
 	u, _ := url.Parse(e.Regions[t.Region].Endpoint())
 	ctx, cancel := context.WithCancel(ctx)
 	e.agentMu.Lock()
 	e.agentCtl[t.MAC] = cancel
+	e.agentGen[t.MAC]++
+	gen := e.agentGen[t.MAC]
 	e.agentMu.Unlock()
-	a := &agent.Agent{Region: u, MAC: t.MAC, Key: t.key, Disk: t.Disk, CentralKey: e.CentralKey, HTTP: &http.Client{Timeout: 2 * time.Minute},
-		Log: e.log.With("terminal", t.Name)}
+	hc := &http.Client{Timeout: 2 * time.Minute}
+	log := e.log.With("terminal", t.Name)
+	a := &agent.Agent{Region: u, MAC: t.MAC, Key: t.key, Disk: t.Disk, CentralKey: e.CentralKey, HTTP: hc, Log: log,
+		Installed: func(ctx context.Context) (bool, error) {
+			p := &simPower{}
+			s := &agent.Service{Region: u, MAC: t.MAC, Key: t.key, Disk: t.Disk, Power: p, HTTP: hc, Log: log.With("os", "installed")}
+			err := s.Run(ctx)
+			return p.off, err
+		}}
 	e.agents.Add(1)
 	go func() {
 		defer e.agents.Done()
 		if err := a.Run(ctx); err != nil && ctx.Err() == nil {
 			e.log.Error("agent stopped", "terminal", t.Name, "err", err)
 		}
+		e.agentMu.Lock()
+		if e.agentGen[t.MAC] == gen {
+			delete(e.agentCtl, t.MAC) // off: a magic packet wakes it
+		}
+		e.agentMu.Unlock()
+		cancel()
 	}()
+}
+
+// simPower is a simulated terminal's power switch: the service returns after using it, and
+// off says whether the terminal then stays off.
+type simPower struct{ off bool }
+
+func (p *simPower) Poweroff(context.Context) error { p.off = true; return nil }
+func (p *simPower) Reboot(context.Context) error   { return nil }
+
+// listenMagic opens region id's wake port, a loopback UDP port: a magic packet for one of the
+// region's terminals that is off (not unplugged with StopAgent) switches it on. It returns the
+// Waker the region sends its Wake-on-LAN with.
+func (e *Env) listenMagic(id string) (*bootsvc.Waker, error) {
+	pc, err := net.ListenPacket("udp4", net.JoinHostPort(e.opts.Host, "0"))
+	if err != nil {
+		return nil, fmt.Errorf("region %s: wake port: %w", id, err)
+	}
+	target, err := netip.ParseAddrPort(pc.LocalAddr().String())
+	if err != nil {
+		pc.Close()
+		return nil, err
+	}
+	e.agents.Add(1)
+	go func() {
+		defer e.agents.Done()
+		if err := bootsvc.ServeMagic(e.agentsCtx, pc, func(mac string) { e.wake(id, mac) }); err != nil {
+			e.log.Error("wake port stopped", "region", id, "err", err)
+		}
+	}()
+	return &bootsvc.Waker{Target: target}, nil
+}
+
+// wake switches on region id's terminal mac if it is off.
+func (e *Env) wake(id, mac string) {
+	e.agentMu.Lock()
+	var found *Terminal
+	for i := range e.Terminals {
+		if e.Terminals[i].Region == id && e.Terminals[i].MAC == mac {
+			found = &e.Terminals[i]
+		}
+	}
+	_, on := e.agentCtl[mac]
+	skip := found == nil || on || e.unplugged[mac] || e.agentsCtx.Err() != nil
+	var t Terminal
+	if found != nil {
+		t = *found
+	}
+	e.agentMu.Unlock()
+	if !skip {
+		e.log.Info("woken by a magic packet", "terminal", t.Name)
+		e.startAgent(e.agentsCtx, t)
+	}
+}
+
+// On reports whether a simulated terminal is on (its agent or agent service runs).
+func (e *Env) On(name string) bool {
+	t, ok := e.Terminal(name)
+	if !ok {
+		return false
+	}
+	e.agentMu.Lock()
+	defer e.agentMu.Unlock()
+	_, on := e.agentCtl[t.MAC]
+	return on
 }
 
 // Terminal returns the simulated terminal called name.
@@ -305,7 +403,8 @@ func (e *Env) Terminal(name string) (Terminal, bool) {
 	return Terminal{}, false
 }
 
-// StopAgent stops a simulated terminal's agent at once, as if the terminal lost power.
+// StopAgent stops a simulated terminal's agent at once, as if the terminal lost power and was
+// unplugged: magic packets do not wake it until StartAgent.
 func (e *Env) StopAgent(name string) {
 	t, ok := e.Terminal(name)
 	if !ok {
@@ -313,6 +412,8 @@ func (e *Env) StopAgent(name string) {
 	}
 	e.agentMu.Lock()
 	cancel := e.agentCtl[t.MAC]
+	delete(e.agentCtl, t.MAC)
+	e.unplugged[t.MAC] = true
 	e.agentMu.Unlock()
 	if cancel != nil {
 		cancel()
@@ -323,6 +424,9 @@ func (e *Env) StopAgent(name string) {
 func (e *Env) StartAgent(name string) {
 	if t, ok := e.Terminal(name); ok {
 		e.StopAgent(name)
+		e.agentMu.Lock()
+		delete(e.unplugged, t.MAC)
+		e.agentMu.Unlock()
 		e.startAgent(e.agentsCtx, t)
 	}
 }

@@ -16,6 +16,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -73,6 +74,9 @@ type RegionOptions struct {
 	BootPorts *bootsvc.ServiceOptions
 	// BootHTTPListen overrides region.boot.http_listen (tests: 127.0.0.1:0).
 	BootHTTPListen string
+	// Waker wakes terminals when the region has no boot service (tms dev: magic packets to its
+	// simulated terminals' loopback port); the boot service's own Waker wins.
+	Waker activities.Waker
 }
 
 // Region is a running region server.
@@ -166,7 +170,13 @@ func StartRegion(ctx context.Context, o RegionOptions) (_ *Region, err error) {
 	mux := http.NewServeMux()
 	(&transfer.Handler{Store: r.Store, Region: o.ID, CentralKey: o.CentralKey, Log: log}).Routes(mux)
 	r.Agents.Routes(mux)
-	var waker activities.Waker
+	waker := o.Waker
+	// The terminals' segment, for power-on's refusals: validated with the config; a subnet
+	// that does not parse refuses nothing.
+	var segment netip.Prefix
+	if st, err := o.Boot.Settings(); err == nil {
+		segment = st.Subnet
+	}
 	if o.Boot.Enabled {
 		so := bootsvc.ServiceOptions{Boot: o.Boot, Inventory: r.Inventory, Claims: r.Agents, Endpoint: r.endpoint, DataDir: o.DataDir, Log: log.With("service", "boot")}
 		bootMux := mux
@@ -218,7 +228,8 @@ func StartRegion(ctx context.Context, o RegionOptions) (_ *Region, err error) {
 	go func() { r.served <- r.http.Serve(ln) }()
 
 	r.worker = workers.NewRegion(o.Client, &activities.Region{ID: o.ID, Store: r.Store, Relay: o.Relay,
-		HTTP: &http.Client{Timeout: 5 * time.Minute}, CentralKey: o.CentralKey, Inventory: r.Inventory, Agents: r.Agents, Waker: waker})
+		HTTP: &http.Client{Timeout: 5 * time.Minute}, CentralKey: o.CentralKey, Inventory: r.Inventory, Agents: r.Agents, Waker: waker,
+		Mailbox: r.Agents, Segment: segment, WakeTimeout: o.Boot.WakeTimeout})
 	if err := r.worker.Start(); err != nil {
 		return nil, fmt.Errorf("region %s: worker: %w", o.ID, err)
 	}

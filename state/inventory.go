@@ -65,7 +65,7 @@ ALTER TABLE terminals ADD COLUMN agent_key BLOB;
 -- Seen keeps at most MaxUnknownTerminals not-enrolled terminals, dropping the ones seen least
 -- recently: this index finds them without reading the table.
 CREATE INDEX terminals_by_seen ON terminals (enrolled, last_seen);
-`}, firstSeenMigration}
+`}, enrollTokenMigration, firstSeenMigration}
 
 // Inventory is a region's own state: its terminals, groups and boot actions.
 type Inventory struct{ db *sql.DB }

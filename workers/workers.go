@@ -39,6 +39,7 @@ func NewRegion(c client.Client, acts *activities.Region) worker.Worker {
 	w.RegisterWorkflow(workflows.DeployImage)
 	w.RegisterWorkflow(workflows.DeployTerminal)
 	w.RegisterWorkflow(workflows.RegionAdmin)
+	w.RegisterWorkflow(workflows.PowerTerminals)
 	w.RegisterActivity(acts)
 	return w
 }

@@ -14,6 +14,7 @@ const (
 	NameCentralAdmin    = "CentralAdmin"
 	NameRegisterRegion  = "RegisterRegion"
 	NameRegisterVersion = "RegisterVersion"
+	NamePowerTerminals  = "PowerTerminals"
 )
 
 // QueryProgress is the query every long workflow answers with its progress.

@@ -23,6 +23,7 @@ func TestNamesAreTheRegisteredFunctionNames(t *testing.T) {
 		NameCentralAdmin:    CentralAdmin,
 		NameRegisterRegion:  RegisterRegion,
 		NameRegisterVersion: RegisterVersion,
+		NamePowerTerminals:  PowerTerminals,
 	} {
 		if got := sdkName(fn); got != name {
 			t.Errorf("workflow function %s is registered as %q, not %q", got, got, name)

@@ -30,6 +30,7 @@ func TestReplayHistories(t *testing.T) {
 			r.RegisterWorkflow(CaptureImage)
 			r.RegisterWorkflow(DeployImage)
 			r.RegisterWorkflow(DeployTerminal)
+			r.RegisterWorkflow(PowerTerminals)
 			b, err := os.ReadFile(f)
 			if err != nil {
 				t.Fatal(err)

@@ -2,9 +2,11 @@
 // or deploys an image to it, as the region's boot action says. It is built static (CGO_ENABLED=0)
 // to be the /init of the network-booted in-memory OS: started as PID 1 it sets the system up and
 // runs for one boot (package tms/agent/initos). Otherwise it runs with flags, for example against
-// a disk file.
+// a disk file. In a terminal's installed OS it runs as a service (tms-agent service, see
+// docs/agent.md and dist/systemd/tms-agent.service): it polls its region for power commands.
 //
 //	tms-agent --region http://10.0.5.2:8301 --mac 52:54:00:12:34:56 --disk /dev/sda
+//	tms-agent service --region https://10.0.5.2:8081 --mac 52:54:00:12:34:56 --disk /dev/sda --key-file /etc/tms/agent.key
 package main
 
 import (
@@ -35,6 +37,9 @@ func main() {
 }
 
 func run(args []string) error {
+	if len(args) > 0 && args[0] == "service" {
+		return service(args[1:])
+	}
 	fs := flag.NewFlagSet("tms-agent", flag.ContinueOnError)
 	region := fs.String("region", "", "URL of the region's HTTP service, for example http://10.0.5.2:8301")
 	mac := fs.String("mac", "", "the terminal's MAC address")
@@ -70,4 +75,56 @@ func run(args []string) error {
 	a := &agent.Agent{Region: u, MAC: *mac, Disk: *disk, Once: *once, Jobs: *jobs, Log: log,
 		HTTP: &http.Client{Timeout: 2 * time.Minute}}
 	return a.Run(ctx)
+}
+
+// service runs the agent of the installed OS: it polls the region for power commands with the
+// terminal's agent key and obeys them.
+func service(args []string) error {
+	fs := flag.NewFlagSet("tms-agent service", flag.ContinueOnError)
+	region := fs.String("region", "", "URL of the region's HTTP service, for example https://10.0.5.2:8081")
+	mac := fs.String("mac", "", "the terminal's MAC address, or auto: the first network card that is up")
+	keyFile := fs.String("key-file", "/etc/tms/agent.key", "the terminal's agent key (mode 600)")
+	enrollToken := fs.String("enroll-token", os.Getenv("TMS_ENROLL_TOKEN"), "a token from 'tms terminal enroll-token', traded for the agent key when --key-file does not exist yet")
+	disk := fs.String("disk", "", "the terminal's disk, checked against the version the region recorded (read only; empty: no check)")
+	verbose := fs.Bool("v", false, "log debug messages")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if fs.NArg() > 0 {
+		return fmt.Errorf("unexpected argument %q", fs.Arg(0))
+	}
+	if *region == "" || *mac == "" {
+		return errors.New("service: --region and --mac are required")
+	}
+	if *mac == "auto" {
+		m, err := agent.PrimaryMAC()
+		if err != nil {
+			return err
+		}
+		*mac = m
+	}
+	u, err := url.Parse(*region)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		return fmt.Errorf("--region %q is not an http(s) URL", *region)
+	}
+	level := slog.LevelInfo
+	if *verbose {
+		level = slog.LevelDebug
+	}
+	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	key, err := agent.ReadKeyFile(*keyFile)
+	if errors.Is(err, os.ErrNotExist) && *enrollToken != "" {
+		c := &agent.Client{Region: u, MAC: *mac, HTTP: &http.Client{Timeout: time.Minute}}
+		if key, err = agent.Enroll(ctx, c, *enrollToken, *keyFile); err == nil {
+			log.Info("enrolled: the agent key is in " + *keyFile)
+		}
+	}
+	if err != nil {
+		return err
+	}
+	s := &agent.Service{Region: u, MAC: *mac, Key: key, Disk: *disk, Power: agent.SystemPower{Log: log}, Log: log,
+		HTTP: &http.Client{Timeout: 2 * time.Minute}}
+	return s.Run(ctx)
 }
