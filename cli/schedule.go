@@ -149,10 +149,11 @@ and counted, never run late.`,
 				return err
 			}
 			defer tc.Close()
-			if err := tc.checkRegion(ctx, req.Region); err != nil {
+			region, err := tc.regionInfo(ctx, req.Region)
+			if err != nil {
 				return err
 			}
-			loc, err := tc.regionZone(ctx, req.Region, zone)
+			loc, err := regionZone(region, zone)
 			if err != nil {
 				return err
 			}
@@ -190,6 +191,13 @@ and counted, never run late.`,
 			d, err := tc.describeSchedule(ctx, name, false)
 			if err != nil {
 				return err
+			}
+			if at != "" && d.Next == nil && d.Fired == 0 {
+				// TIME passed while the schedule was being created: it would never fire.
+				if err := tc.ScheduleClient().GetHandle(ctx, name).Delete(ctx); err != nil {
+					return fmt.Errorf("--at %s passed while schedule %s was being created, and removing it failed: %w", at, name, err)
+				}
+				return fmt.Errorf("--at %s passed while schedule %s was being created; nothing is scheduled", at, name)
 			}
 			next := "no further firing"
 			if d.Next != nil {

@@ -103,9 +103,9 @@ func loadZone(name string) (*time.Location, error) {
 	return loc, nil
 }
 
-// regionZone is the zone times for region are written in: override if given, else the zone
-// the region reported to central.
-func (c *tclient) regionZone(ctx context.Context, region, override string) (*time.Location, error) {
+// regionZone is the zone times for a region are written in: override (--timezone) if given,
+// else the zone the region reported to central (tclient.regionInfo).
+func regionZone(r activities.RegionInfo, override string) (*time.Location, error) {
 	if override != "" {
 		loc, err := loadZone(override)
 		if err != nil {
@@ -113,16 +113,12 @@ func (c *tclient) regionZone(ctx context.Context, region, override string) (*tim
 		}
 		return loc, nil
 	}
-	r, err := c.regionInfo(ctx, region)
-	if err != nil {
-		return nil, err
-	}
 	if r.Timezone == "" {
-		return nil, fmt.Errorf("region %s has not reported its time zone (its server runs an older tms): give --timezone", region)
+		return nil, fmt.Errorf("region %s has not reported its time zone (its server runs an older tms): give --timezone", r.ID)
 	}
 	loc, err := loadZone(r.Timezone)
 	if err != nil {
-		return nil, fmt.Errorf("region %s: %w; give --timezone", region, err)
+		return nil, fmt.Errorf("region %s: %w; give --timezone", r.ID, err)
 	}
 	return loc, nil
 }
@@ -149,7 +145,7 @@ func (c *tclient) regionInfo(ctx context.Context, region string) (activities.Reg
 }
 
 // cronShorthands are the @ forms Temporal's cron accepts.
-var cronShorthands = []string{"@yearly", "@monthly", "@weekly", "@daily", "@hourly"}
+var cronShorthands = []string{"@yearly", "@annually", "@monthly", "@weekly", "@daily", "@midnight", "@hourly"}
 
 // cronFields are the five fields of a cron expression, with their ranges and names.
 var cronFields = []struct {
@@ -161,17 +157,18 @@ var cronFields = []struct {
 	{name: "hour", max: 23},
 	{name: "day of month", min: 1, max: 31},
 	{name: "month", min: 1, max: 12, names: []string{"jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec"}},
-	{name: "day of week", max: 6, names: []string{"sun", "mon", "tue", "wed", "thu", "fri", "sat"}},
+	{name: "day of week", max: 7, names: []string{"sun", "mon", "tue", "wed", "thu", "fri", "sat"}}, // 0 and 7: Sunday
 }
 
 // checkCron checks a 5-field cron expression (minute hour day-of-month month day-of-week; each
-// field *, N, N-M, with /STEP, lists with commas, names for months and days) or one of
+// field *, N, N-M, with /STEP, lists with commas, names for months and days, 0 or 7 for
+// Sunday) or one of
 // cronShorthands, and says which field is wrong. Temporal reads it; this check runs first so
 // the error names the field.
 func checkCron(expr string) error {
 	expr = strings.TrimSpace(expr)
 	if strings.HasPrefix(expr, "@") {
-		if slices.Contains(cronShorthands, strings.ToLower(expr)) {
+		if slices.Contains(cronShorthands, expr) {
 			return nil
 		}
 		return fmt.Errorf("cron %q: unknown shorthand; want one of %s or five fields", expr, strings.Join(cronShorthands, ", "))

@@ -74,7 +74,7 @@ func TestParseAtSaysWhatIsWrong(t *testing.T) {
 }
 
 func TestCheckCron(t *testing.T) {
-	for _, ok := range []string{"0 7 * * mon-fri", "0 18 * * *", "*/15 7-17 * * 1-5", "30 6 1,15 jan-jun,SEP 0", "0 0 * * sun", "@daily", "@Hourly", "5,10-20/5 * * * *"} {
+	for _, ok := range []string{"0 7 * * mon-fri", "0 18 * * *", "*/15 7-17 * * 1-5", "30 6 1,15 jan-jun,SEP 0", "0 0 * * sun", "@daily", "@midnight", "0 9 * * 7", "0 9 * * 5-7", "5,10-20/5 * * * *", "0 7 * * MON-FRI"} {
 		if err := checkCron(ok); err != nil {
 			t.Errorf("checkCron(%q) = %v", ok, err)
 		}
@@ -88,13 +88,14 @@ func TestCheckCron(t *testing.T) {
 		{"0 7 0 * *", `field 3 (day of month) "0": 0 is out of range 1-31`},
 		{"0 7 * 13 *", `field 4 (month) "13": 13 is out of range 1-12`},
 		{"0 7 * foo *", `field 4 (month) "foo": "foo" is not a number from 1 to 12 or a name (jan, feb`},
-		{"0 7 * * 7", `field 5 (day of week) "7": 7 is out of range 0-6`},
+		{"0 7 * * 8", `field 5 (day of week) "8": 8 is out of range 0-7`},
 		{"0 7 * * fri-mon", `field 5 (day of week) "fri-mon": range fri-mon runs backwards`},
 		{"0 x * * *", `field 2 (hour) "x": "x" is not a number from 0 to 23`},
 		{"*/0 * * * *", `field 1 (minute) "*/0": step "0" is not a positive number`},
 		{"0 7,,8 * * *", `field 2 (hour) "7,,8": empty list item`},
 		{"0 7 * * 1-", `field 5 (day of week) "1-": "" is not a number`},
 		{"@fortnightly", "unknown shorthand"},
+		{"@Daily", "unknown shorthand"},
 	} {
 		err := checkCron(tc.expr)
 		if err == nil || !strings.Contains(err.Error(), tc.want) {
@@ -169,4 +170,29 @@ func TestPlanTaskRefusesWhatIsNoTask(t *testing.T) {
 			}
 		})
 	}
+}
+
+func FuzzCheckCron(f *testing.F) {
+	for _, s := range []string{"0 7 * * mon-fri", "*/15 7-17 1,15 jan-jun 0", "@daily", "60 7 * * *", "0 7 * * fri-mon", "1-/ , * * *"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, expr string) {
+		if checkCron(expr) == nil && !strings.HasPrefix(strings.TrimSpace(expr), "@") && len(strings.Fields(expr)) != 5 {
+			t.Fatalf("checkCron accepted %q", expr)
+		}
+	})
+}
+
+func FuzzParseAt(f *testing.F) {
+	for _, s := range []string{"09:30", "2026-12-03 07:00", "2026-12-02T07:30:00Z", "25:00", "tomorrow", ""} {
+		f.Add(s)
+	}
+	berlin, _ := time.LoadLocation("Europe/Berlin")
+	a := &App{Now: func() time.Time { return testClock }}
+	f.Fuzz(func(t *testing.T, s string) {
+		got, err := a.parseAt(s, berlin)
+		if err == nil && !got.After(testClock) {
+			t.Fatalf("parseAt(%q) = %v, not after now", s, got)
+		}
+	})
 }
