@@ -77,7 +77,9 @@ type scheduleDetail struct {
 	// Fired counts the tasks started; Skipped the firings skipped because the previous task
 	// was still running; Missed those dropped because Temporal was down longer than the
 	// catch-up window.
-	Fired, Skipped, Missed int
+	Fired   int `json:"fired"`
+	Skipped int `json:"skipped"`
+	Missed  int `json:"missed"`
 	// Remaining is how many firings are left (an --at schedule: 1, then 0); nil: no limit.
 	Remaining     *int        `json:"remaining,omitempty"`
 	Running       []string    `json:"running"`

@@ -130,10 +130,11 @@ func TestAdminCommandsOverTemporal(t *testing.T) {
 	run, version := adminSetup(t)
 
 	regions := decode[[]regionRow](t, must(t, run, "region", "ls", "--json"))
-	if len(regions) != 2 || regions[0].ID != "region-a" || regions[0].Labels["site"] != "north" || regions[0].Endpoint != "http://127.0.0.1:8081" {
+	if len(regions) != 2 || regions[0].ID != "region-a" || regions[0].Labels["site"] != "north" || regions[0].Endpoint != "http://127.0.0.1:8081" ||
+		regions[0].Timezone != "Europe/Berlin" || regions[1].Timezone != "" {
 		t.Fatalf("region ls: %+v", regions)
 	}
-	if text := must(t, run, "region", "ls"); !strings.Contains(text, "region-b") || !strings.Contains(text, "site=south") {
+	if text := must(t, run, "region", "ls"); !strings.Contains(text, "region-b") || !strings.Contains(text, "site=south") || !strings.Contains(text, "Europe/Berlin") {
 		t.Fatalf("region ls text:\n%s", text)
 	}
 
