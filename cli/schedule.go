@@ -66,8 +66,10 @@ type scheduleRow struct {
 	scheduleMemo
 	Next   *time.Time `json:"next,omitempty"`
 	Paused bool       `json:"paused"`
-	Note   string     `json:"note,omitempty"`
-	Last   *firing    `json:"last_firing,omitempty"`
+	// Done: an --at schedule that has fired (Temporal removes it a week after).
+	Done bool    `json:"done"`
+	Note string  `json:"note,omitempty"`
+	Last *firing `json:"last_firing,omitempty"`
 }
 
 // scheduleDetail is `tms schedule show`.
@@ -289,7 +291,7 @@ func targetOf(req *plannedTask) string {
 func noSchedule(err error, name string) error {
 	var nf *serviceerror.NotFound
 	if errors.As(err, &nf) {
-		return fmt.Errorf("no schedule %s ('tms schedule ls' lists them)", name)
+		return fmt.Errorf("no schedule %s ('tms schedule ls' lists them): %w", name, err)
 	}
 	return err
 }
@@ -307,7 +309,7 @@ func (c *tclient) describeSchedule(ctx context.Context, name string, firings boo
 		d.Paused, d.Note = st.Paused, st.Note
 		if st.LimitedActions {
 			n := st.RemainingActions
-			d.Remaining = &n
+			d.Remaining, d.Done = &n, n == 0
 		}
 	}
 	if p := desc.Schedule.Policy; p != nil {
@@ -391,8 +393,12 @@ func (a *App) scheduleLs() *cobra.Command {
 			rows := []scheduleRow{}
 			for _, n := range names {
 				d, err := tc.describeSchedule(ctx, n, false)
-				if err != nil {
+				var nf *serviceerror.NotFound
+				if errors.As(err, &nf) {
 					continue // removed since the listing
+				}
+				if err != nil {
+					return fmt.Errorf("cannot describe schedule %s: %w", n, err)
 				}
 				rows = append(rows, d.scheduleRow)
 			}
@@ -428,8 +434,11 @@ func (r scheduleRow) nextText() string {
 }
 
 func (r scheduleRow) state() string {
-	if r.Paused {
+	switch {
+	case r.Paused:
 		return "paused"
+	case r.Done:
+		return "done"
 	}
 	return "active"
 }

@@ -151,11 +151,11 @@ func TestScheduleCommandsOverTemporal(t *testing.T) {
 	if n := byName["ny"]; n.Timezone != "America/New_York" || n.Next == nil || n.Next.In(ny).Hour() != 6 || n.Next.In(ny).Minute() != 30 || n.Next.In(ny).Weekday() != time.Sunday {
 		t.Fatalf("ls: ny: %+v", n)
 	}
-	if sl := byName["share-lab"]; sl.Last == nil || sl.Last.Status != "Completed" || sl.Next != nil {
+	if sl := byName["share-lab"]; sl.Last == nil || sl.Last.Status != "Completed" || sl.Next != nil || !sl.Done || m.Done {
 		t.Fatalf("ls: share-lab: %+v", sl)
 	}
 	text := must(t, run, "schedule", "ls")
-	for _, want := range []string{"morning", "deploy", "group room1", "cron 0 7 * * mon-fri", "07:00 Europe/Berlin", "active", "Failed: image nope is not in the catalog"} {
+	for _, want := range []string{"morning", "deploy", "group room1", "cron 0 7 * * mon-fri", "07:00 Europe/Berlin", "active", "done", "Failed: image nope is not in the catalog"} {
 		if !strings.Contains(text, want) {
 			t.Errorf("schedule ls lacks %q:\n%s", want, text)
 		}
