@@ -224,7 +224,10 @@ and counted, never run late.`,
 func (a *App) planTask(ctx context.Context, task []string) (*plannedTask, error) {
 	var got *taskRequest
 	var out strings.Builder
-	p := &App{Stdout: &out, Stderr: &out, Env: a.Env, Now: a.Now, Progress: a.Progress}
+	// One instant for the whole reading, so the stamp the task command adds is the one
+	// taken off below.
+	now := a.now()
+	p := &App{Stdout: &out, Stderr: &out, Env: a.Env, Now: func() time.Time { return now }, Progress: a.Progress}
 	p.plan = func(req taskRequest) error {
 		got = &req
 		return nil
@@ -256,7 +259,7 @@ func (a *App) planTask(ctx context.Context, task []string) (*plannedTask, error)
 	}
 	// The task's readable id without the run stamp the task command added: Temporal appends
 	// each firing's time instead.
-	readable := strings.TrimSuffix(got.ID, workflows.Stamped("", p.now()))
+	readable := strings.TrimSuffix(got.ID, workflows.Stamped("", now))
 	return &plannedTask{taskRequest: *got, readable: readable}, nil
 }
 

@@ -196,3 +196,13 @@ func FuzzParseAt(f *testing.F) {
 		}
 	})
 }
+
+func TestPlanTaskOnTheRealClockDropsTheStamp(t *testing.T) {
+	for range 3 {
+		got, err := (&App{}).planTask(context.Background(), []string{"deploy", "--region", "region-a", "--group", "room1", "lab"})
+		if err != nil || got.readable != "deploy/region-a/room1/lab" || !strings.HasPrefix(got.ID, got.readable+"/") {
+			t.Fatalf("planTask = %+v, %v", got, err)
+		}
+		time.Sleep(400 * time.Millisecond) // across a second's edge at least once
+	}
+}
