@@ -117,14 +117,19 @@ func TestScheduleCommandsOverTemporal(t *testing.T) {
 	}
 
 	// A firing whose task names what does not exist fails with the reason; the schedule stays.
-	must(t, run, "schedule", "create", "share-nope", "--at", soon(8*time.Second), "image", "share", "nope", "--to", "region-a")
-	within(t, time.Minute, "the firing of share-nope to fail", func() bool {
-		d = show("share-nope")
-		return len(d.Firings) == 1 && d.Firings[0].Status == "Failed"
-	})
-	if d.Firings[0].Failure != "image nope is not in the catalog" {
-		t.Fatalf("share-nope's firing: %+v", d.Firings[0])
+	at := soon(8 * time.Second)
+	must(t, run, "schedule", "create", "share-nope", "--at", at, "image", "share", "nope", "--to", "region-a")
+	must(t, run, "schedule", "create", "deploy-gone", "--at", at, "deploy", "--region", "region-a", "--group", "gone", "lab")
+	for name, reason := range map[string]string{"share-nope": "image nope is not in the catalog", "deploy-gone": "region region-a has no group gone"} {
+		within(t, time.Minute, "the firing of "+name+" to fail", func() bool {
+			d = show(name)
+			return len(d.Firings) == 1 && d.Firings[0].Status == "Failed"
+		})
+		if d.Firings[0].Failure != reason {
+			t.Fatalf("%s's firing: %+v, want it to fail with %q", name, d.Firings[0], reason)
+		}
 	}
+	must(t, run, "schedule", "rm", "deploy-gone")
 
 	// A --cron schedule, in the region's zone or in the one --timezone names, is listed with
 	// its next firing.
