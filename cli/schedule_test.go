@@ -111,6 +111,15 @@ func TestScheduleCommandsOverTemporal(t *testing.T) {
 	if s := payloadString(t, info.GetMemo().GetFields()[memoKeySchedule]); s != "share-lab" {
 		t.Errorf("the firing's memo names schedule %q", s)
 	}
+	// (task ls --region on main selects a region's queue, where shares do not run.)
+	eventually(t, "the firing to be listed among the tasks", func() bool {
+		for _, r := range decode[[]taskRow](t, must(t, run, "task", "ls", "--all", "--json")) {
+			if r.ID == task && r.Status == "Completed" {
+				return true
+			}
+		}
+		return false
+	})
 	if text := must(t, run, "schedule", "show", "share-lab"); !strings.Contains(text, "Recent firings:") || !strings.Contains(text, task+"  Completed") ||
 		!strings.Contains(text, "tms image share lab --to region-a") {
 		t.Fatalf("schedule show:\n%s", text)
