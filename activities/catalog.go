@@ -61,7 +61,7 @@ func (s StateCatalog) RecordVersion(ctx context.Context, v VersionInfo, sig sign
 
 func (s StateCatalog) UpsertRegion(ctx context.Context, r RegionInfo) error {
 	return s.C.UpsertRegion(ctx, state.Region{ID: r.ID, Labels: r.Labels, Capacity: r.Capacity, Used: r.Used,
-		Endpoint: r.Endpoint, LastSeen: time.Now()})
+		Endpoint: r.Endpoint, LastSeen: time.Now(), Timezone: r.Timezone})
 }
 
 func (s StateCatalog) Regions(ctx context.Context) ([]RegionInfo, error) {
@@ -71,7 +71,7 @@ func (s StateCatalog) Regions(ctx context.Context) ([]RegionInfo, error) {
 	}
 	out := make([]RegionInfo, 0, len(rs))
 	for _, r := range rs {
-		out = append(out, RegionInfo{ID: r.ID, Labels: r.Labels, Capacity: r.Capacity, Used: r.Used, Endpoint: r.Endpoint, LastSeen: r.LastSeen})
+		out = append(out, RegionInfo{ID: r.ID, Labels: r.Labels, Capacity: r.Capacity, Used: r.Used, Endpoint: r.Endpoint, LastSeen: r.LastSeen, Timezone: r.Timezone})
 	}
 	return out, nil
 }

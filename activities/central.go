@@ -19,6 +19,9 @@ type RegionInfo struct {
 	Used     int64
 	Endpoint string // data endpoint peers pull from
 	LastSeen time.Time
+	// Timezone is the IANA zone the region's schedules are written in (region.timezone);
+	// empty from a region that registered before regions reported one.
+	Timezone string
 }
 
 // ImageInfo is one version in central's catalog with its tags and where copies are.
@@ -73,6 +76,9 @@ func (c *Central) RegisterRegion(ctx context.Context, in RegionInfo) error {
 	}
 	if u, err := url.Parse(in.Endpoint); in.Endpoint != "" && (err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "") {
 		return ErrBadRegion.New(fmt.Sprintf("region %s: data endpoint %q is not an http(s) URL", in.ID, in.Endpoint), err)
+	}
+	if _, err := time.LoadLocation(in.Timezone); in.Timezone != "" && (err != nil || in.Timezone == "Local") {
+		return ErrBadRegion.New(fmt.Sprintf("region %s: time zone %q is not an IANA zone name like Europe/Berlin", in.ID, in.Timezone), err)
 	}
 	return c.Catalog.UpsertRegion(ctx, in)
 }

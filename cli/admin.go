@@ -26,6 +26,7 @@ type regionRow struct {
 	Capacity int64             `json:"capacity"`
 	Used     int64             `json:"used"`
 	LastSeen time.Time         `json:"last_seen"`
+	Timezone string            `json:"timezone"` // schedules for the region are written in it
 }
 
 func (a *App) regionAdminCommand() *cobra.Command {
@@ -48,7 +49,7 @@ func (a *App) regionAdminCommand() *cobra.Command {
 			}
 			rows := []regionRow{}
 			for _, r := range res.Regions {
-				row := regionRow{ID: r.ID, Endpoint: r.Endpoint, Labels: r.Labels, Capacity: r.Capacity, Used: r.Used, LastSeen: r.LastSeen}
+				row := regionRow{ID: r.ID, Endpoint: r.Endpoint, Labels: r.Labels, Capacity: r.Capacity, Used: r.Used, LastSeen: r.LastSeen, Timezone: r.Timezone}
 				if row.Labels == nil {
 					row.Labels = map[string]string{}
 				}
@@ -59,9 +60,9 @@ func (a *App) regionAdminCommand() *cobra.Command {
 				return a.printJSON(rows)
 			}
 			tw := tabwriter.NewWriter(a.Stdout, 0, 4, 2, ' ', 0)
-			fmt.Fprintln(tw, "REGION\tENDPOINT\tLABELS")
+			fmt.Fprintln(tw, "REGION\tENDPOINT\tTIMEZONE\tLABELS")
 			for _, r := range rows {
-				fmt.Fprintf(tw, "%s\t%s\t%s\n", r.ID, dash(r.Endpoint), dash(labels(r.Labels)))
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", r.ID, dash(r.Endpoint), dash(r.Timezone), dash(labels(r.Labels)))
 			}
 			return tw.Flush()
 		},

@@ -8,7 +8,6 @@ import (
 	"log/slog"
 	"net"
 	"net/url"
-	"slices"
 	"strings"
 	"time"
 
@@ -75,6 +74,11 @@ type tclient struct {
 
 // dial connects to Temporal; the caller closes the client.
 func (a *App) dial(ctx context.Context) (*tclient, error) {
+	if a.plan != nil {
+		// A schedule is reading a command line: a task command hands its task over before it
+		// talks to Temporal; anything else must not act.
+		return nil, errNotTask
+	}
 	t, err := a.temporalConfig()
 	if err != nil {
 		return nil, err
@@ -131,22 +135,8 @@ func (c *tclient) centralAdmin(ctx context.Context, op string) (workflows.Centra
 // checkRegion makes sure central knows region: a workflow or activity on the queue of a region
 // nobody serves would wait forever.
 func (c *tclient) checkRegion(ctx context.Context, region string) error {
-	res, err := c.centralAdmin(ctx, "regions")
-	if err != nil {
-		return err
-	}
-	var known []string
-	for _, r := range res.Regions {
-		if r.ID == region {
-			return nil
-		}
-		known = append(known, r.ID)
-	}
-	slices.Sort(known)
-	if len(known) == 0 {
-		return fmt.Errorf("unknown region %s; central knows no region yet (a region registers itself when its server starts)", region)
-	}
-	return fmt.Errorf("unknown region %s; known: %s", region, strings.Join(known, ", "))
+	_, err := c.regionInfo(ctx, region)
+	return err
 }
 
 // regionAdmin runs one RegionAdmin request on region's queue after checking the region exists.

@@ -24,6 +24,13 @@ import (
 // worker is not running), and returns a runner pointed at the server.
 func adminSetup(t *testing.T) (tmsRun, string) {
 	t.Helper()
+	run, version, _ := adminSetupAt(t)
+	return run, version
+}
+
+// adminSetupAt is adminSetup that also returns the server's address.
+func adminSetupAt(t *testing.T) (tmsRun, string, string) {
+	t.Helper()
 	srv, err := devtemporal.Start(devtemporal.Options{})
 	if err != nil {
 		t.Fatal(err)
@@ -51,7 +58,7 @@ func adminSetup(t *testing.T) (tmsRun, string) {
 
 	sc := activities.StateCatalog{C: cat}
 	for _, r := range []activities.RegionInfo{
-		{ID: "region-a", Endpoint: "http://127.0.0.1:8081", Labels: map[string]string{"site": "north"}},
+		{ID: "region-a", Endpoint: "http://127.0.0.1:8081", Labels: map[string]string{"site": "north"}, Timezone: "Europe/Berlin"},
 		{ID: "region-b", Labels: map[string]string{"site": "south"}},
 	} {
 		if err := sc.UpsertRegion(ctx, r); err != nil {
@@ -82,7 +89,7 @@ func adminSetup(t *testing.T) (tmsRun, string) {
 	run := newRunner(nil)
 	return func(args ...string) (int, string, string) {
 		return run(append([]string{"--temporal", srv.Address()}, args...)...)
-	}, imp.Version.ID.String()
+	}, imp.Version.ID.String(), srv.Address()
 }
 
 func fail(t *testing.T, run tmsRun, code int, want string, args ...string) {
@@ -123,10 +130,11 @@ func TestAdminCommandsOverTemporal(t *testing.T) {
 	run, version := adminSetup(t)
 
 	regions := decode[[]regionRow](t, must(t, run, "region", "ls", "--json"))
-	if len(regions) != 2 || regions[0].ID != "region-a" || regions[0].Labels["site"] != "north" || regions[0].Endpoint != "http://127.0.0.1:8081" {
+	if len(regions) != 2 || regions[0].ID != "region-a" || regions[0].Labels["site"] != "north" || regions[0].Endpoint != "http://127.0.0.1:8081" ||
+		regions[0].Timezone != "Europe/Berlin" || regions[1].Timezone != "" {
 		t.Fatalf("region ls: %+v", regions)
 	}
-	if text := must(t, run, "region", "ls"); !strings.Contains(text, "region-b") || !strings.Contains(text, "site=south") {
+	if text := must(t, run, "region", "ls"); !strings.Contains(text, "region-b") || !strings.Contains(text, "site=south") || !strings.Contains(text, "Europe/Berlin") {
 		t.Fatalf("region ls text:\n%s", text)
 	}
 

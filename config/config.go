@@ -202,6 +202,10 @@ type Region struct {
 	// Labels place the region in the school's topology, like site=north or floor=2. Keys are
 	// lower case (file keys are folded to lower case when read).
 	Labels map[string]string `mapstructure:"labels"`
+	// Timezone is the IANA name of the zone the region's classes keep time in, like
+	// Europe/Berlin: schedules for the region (tms schedule create --at 07:00) are written in
+	// it. Empty means the server's local zone (LocalZone). The region reports it to central.
+	Timezone string `mapstructure:"timezone"`
 	// Boot is the region's boot service: how its terminals boot from the network.
 	Boot Boot `mapstructure:"boot"`
 }

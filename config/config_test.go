@@ -265,6 +265,7 @@ func TestEveryKeyFromEnvAndFlags(t *testing.T) {
 		"region.tls.cert_file":             "/etc/tms/region.pem",
 		"region.tls.key_file":              "/etc/tms/region.key",
 		"region.relay":                     "s3://bucket/prefix",
+		"region.timezone":                  "Europe/Berlin",
 		"region.central_public_key":        "/etc/tms/central.pub",
 		"region.boot.enabled":              "true",
 		"region.boot.interface":            "enp3s0",
@@ -309,6 +310,7 @@ func TestEveryKeyFromEnvAndFlags(t *testing.T) {
 			HTTP:             RegionHTTP{MaxConnsPerIP: 12, MaxConns: 345},
 			TLS:              ServerTLS{CertFile: "/etc/tms/region.pem", KeyFile: "/etc/tms/region.key"},
 			Relay:            "s3://bucket/prefix",
+			Timezone:         "Europe/Berlin",
 			CentralPublicKey: "/etc/tms/central.pub",
 			Boot: Boot{Enabled: true, Interface: "enp3s0", Address: "10.0.5.2", DHCP: "full", Pool: "10.0.5.100-10.0.5.199",
 				Subnet: "10.0.5.0/24", Router: "10.0.5.1", DNS: "10.0.5.1,9.9.9.9", LeaseTime: 2 * time.Hour, TFTPDir: "/srv/ipxe",
@@ -629,6 +631,9 @@ func TestValidateNamesEveryKey(t *testing.T) {
 			change: func(c *Config) { c.Region.Labels = map[string]string{"Site!": "north", "room": "a b"} },
 			want:   []string{"region.labels.Site!", "region.labels.room"},
 		},
+		{name: "region timezone", roles: all, change: func(c *Config) { c.Region.Timezone = "Europe/Atlantis" }, want: []string{"region.timezone"}},
+		{name: "region timezone Local", roles: all, change: func(c *Config) { c.Region.Timezone = "Local" }, want: []string{"region.timezone"}},
+		{name: "region timezone named", roles: all, change: func(c *Config) { c.Region.Timezone = "America/New_York" }},
 		{name: "agent missing", roles: []Role{RoleAgent}, change: func(c *Config) { c.Agent = Agent{} }, want: []string{"agent.region_url", "agent.state_dir"}},
 		{name: "agent missing, other roles", roles: []Role{RoleCentral, RoleRegion, RoleCLI}, change: func(c *Config) { c.Agent = Agent{} }},
 		{name: "agent url scheme", roles: all, change: func(c *Config) { c.Agent.RegionURL.Scheme = "ftp" }, want: []string{"agent.region_url"}},
@@ -1115,5 +1120,19 @@ func TestCentralPublicKeyIsChecked(t *testing.T) {
 				t.Fatalf("Validate = %v", err)
 			}
 		})
+	}
+}
+
+func TestRegionZone(t *testing.T) {
+	if z := (Region{Timezone: "Asia/Tokyo"}).Zone(); z != "Asia/Tokyo" {
+		t.Errorf("Zone with region.timezone = %q", z)
+	}
+	t.Setenv("TZ", "America/Sao_Paulo")
+	if z := (Region{}).Zone(); z != "America/Sao_Paulo" {
+		t.Errorf("Zone without region.timezone, TZ set = %q", z)
+	}
+	t.Setenv("TZ", "Nowhere/Special")
+	if _, err := time.LoadLocation((Region{}).Zone()); err != nil {
+		t.Errorf("Zone with a TZ that names no zone: %v", err)
 	}
 }

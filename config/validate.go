@@ -140,6 +140,12 @@ func (c *Config) Validate(role Role) error {
 		}
 	}
 
+	if z := r.Timezone; z != "" {
+		if _, err := time.LoadLocation(z); err != nil || z == "Local" {
+			v.add("region.timezone", fmt.Sprintf("%q is not an IANA time zone name, like Europe/Berlin or America/New_York", z))
+		}
+	}
+
 	a := c.Agent
 	switch u := a.RegionURL; {
 	case u == nil && role == RoleAgent:

@@ -13,6 +13,7 @@ import (
 
 	"tms/activities"
 	"tms/agentwire"
+	"tms/config"
 	"tms/devenv"
 	"tms/internal/storetest"
 	"tms/internal/temporaltest"
@@ -358,6 +359,11 @@ func TestBadInputEndsClearly(t *testing.T) {
 	defer env.Stop()
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
+	// The region registered its time zone (the server's local one: no region.timezone here),
+	// which schedules for it are written in.
+	if reg, err := env.Central.Catalog.GetRegion(ctx, "region-a"); err != nil || reg.Timezone != config.LocalZone() {
+		t.Fatalf("region-a in the catalog: %+v, %v; want time zone %s", reg, err, config.LocalZone())
+	}
 	for _, tc := range []struct {
 		name string
 		wf   any

@@ -59,6 +59,9 @@ type RegionOptions struct {
 	// HTTPIdle is the window of the HTTP service's deadlines (default 30 s): see Deadlines.
 	HTTPIdle time.Duration
 	Labels   map[string]string
+	// Timezone is the IANA zone the region's schedules are written in (config Region.Zone);
+	// empty: the server's local zone.
+	Timezone string
 	// CentralKey is central's public key: it checks the grants central mints for peer pulls and
 	// the signatures of the versions the region deploys.
 	CentralKey signing.PublicKey
@@ -234,7 +237,7 @@ func StartRegion(ctx context.Context, o RegionOptions) (_ *Region, err error) {
 		return nil, fmt.Errorf("region %s: worker: %w", o.ID, err)
 	}
 	if !o.NoRegister {
-		if err := register(ctx, o.Client, activities.RegionInfo{ID: o.ID, Labels: o.Labels, Endpoint: r.endpoint}); err != nil {
+		if err := register(ctx, o.Client, activities.RegionInfo{ID: o.ID, Labels: o.Labels, Endpoint: r.endpoint, Timezone: zone(o.Timezone)}); err != nil {
 			return nil, fmt.Errorf("region %s: registering with central: %w", o.ID, err)
 		}
 	}
@@ -358,4 +361,12 @@ func OpenDirStore(ctx context.Context, dir string) (*store.Store, error) {
 		return nil, fmt.Errorf("store %s: %w", dir, err)
 	}
 	return s, nil
+}
+
+// zone is the time zone a region reports: the configured one, else the server's local zone.
+func zone(tz string) string {
+	if tz != "" {
+		return tz
+	}
+	return config.LocalZone()
 }

@@ -10,6 +10,7 @@ import (
 	"sort"
 	"strings"
 	"time"
+	_ "time/tzdata" // region time zones are checked wherever tms runs, with or without the system's zoneinfo
 
 	"tms/manifest"
 	"tms/store"
@@ -50,6 +51,8 @@ CREATE TABLE locations (
 `}, {2, `
 ALTER TABLE versions ADD COLUMN key_id TEXT NOT NULL DEFAULT '';
 ALTER TABLE versions ADD COLUMN signature BLOB;
+`}, {3, `
+ALTER TABLE regions ADD COLUMN timezone TEXT NOT NULL DEFAULT '';
 `}}
 
 // Catalog is central's catalog: regions, image versions and tags, and which regions hold a
@@ -76,6 +79,9 @@ type Region struct {
 	Used     int64
 	Endpoint string // data endpoint peers pull from, http(s)://host:port
 	LastSeen time.Time
+	// Timezone is the IANA name of the zone the region's schedules are written in, like
+	// Europe/Berlin; empty for a region that registered before regions reported one.
+	Timezone string
 }
 
 var regionID = regexp.MustCompile(`^[a-z0-9][a-z0-9-]{0,62}$`)
@@ -98,11 +104,16 @@ func (c *Catalog) UpsertRegion(ctx context.Context, r Region) error {
 	if r.Endpoint != "" && !strings.HasPrefix(r.Endpoint, "http://") && !strings.HasPrefix(r.Endpoint, "https://") {
 		return fmt.Errorf("region %s: endpoint %q is not an http(s) URL", r.ID, r.Endpoint)
 	}
+	if r.Timezone != "" {
+		if _, err := time.LoadLocation(r.Timezone); err != nil || r.Timezone == "Local" {
+			return fmt.Errorf("region %s: time zone %q is not an IANA zone name like Europe/Berlin", r.ID, r.Timezone)
+		}
+	}
 	labels, _ := json.Marshal(r.Labels)
-	_, err := c.db.ExecContext(ctx, `INSERT INTO regions (id, labels, capacity, used, endpoint, last_seen) VALUES (?, ?, ?, ?, ?, ?)
+	_, err := c.db.ExecContext(ctx, `INSERT INTO regions (id, labels, capacity, used, endpoint, last_seen, timezone) VALUES (?, ?, ?, ?, ?, ?, ?)
 		ON CONFLICT (id) DO UPDATE SET labels = excluded.labels, capacity = excluded.capacity, used = excluded.used,
-		endpoint = excluded.endpoint, last_seen = excluded.last_seen`,
-		r.ID, string(labels), r.Capacity, r.Used, r.Endpoint, r.LastSeen.UTC().UnixNano())
+		endpoint = excluded.endpoint, last_seen = excluded.last_seen, timezone = excluded.timezone`,
+		r.ID, string(labels), r.Capacity, r.Used, r.Endpoint, r.LastSeen.UTC().UnixNano(), r.Timezone)
 	return err
 }
 
@@ -110,7 +121,7 @@ func scanRegion(row interface{ Scan(...any) error }) (Region, error) {
 	var r Region
 	var labels string
 	var seen int64
-	if err := row.Scan(&r.ID, &labels, &r.Capacity, &r.Used, &r.Endpoint, &seen); err != nil {
+	if err := row.Scan(&r.ID, &labels, &r.Capacity, &r.Used, &r.Endpoint, &seen, &r.Timezone); err != nil {
 		return r, err
 	}
 	if err := json.Unmarshal([]byte(labels), &r.Labels); err != nil {
@@ -122,7 +133,7 @@ func scanRegion(row interface{ Scan(...any) error }) (Region, error) {
 	return r, nil
 }
 
-const regionCols = `id, labels, capacity, used, endpoint, last_seen`
+const regionCols = `id, labels, capacity, used, endpoint, last_seen, timezone`
 
 // GetRegion returns region id.
 func (c *Catalog) GetRegion(ctx context.Context, id string) (Region, error) {

@@ -30,7 +30,8 @@ func vid(s string) manifest.ID { return manifest.BLAKE3.Sum([]byte(s)) }
 func TestRegions(t *testing.T) {
 	ctx := context.Background()
 	c, _ := openCat(t)
-	r := Region{ID: "lab-1", Labels: map[string]string{"site": "north"}, Capacity: 1 << 40, Endpoint: "http://10.0.0.2:8081", LastSeen: time.Unix(100, 5)}
+	r := Region{ID: "lab-1", Labels: map[string]string{"site": "north"}, Capacity: 1 << 40, Endpoint: "http://10.0.0.2:8081", LastSeen: time.Unix(100, 5),
+		Timezone: "Europe/Berlin"}
 	if err := c.UpsertRegion(ctx, r); err != nil {
 		t.Fatal(err)
 	}
@@ -39,13 +40,13 @@ func TestRegions(t *testing.T) {
 		t.Fatal(err)
 	}
 	got, err := c.GetRegion(ctx, "lab-1")
-	if err != nil || got.Used != 5 || got.Labels["site"] != "north" || !got.LastSeen.Equal(r.LastSeen) {
+	if err != nil || got.Used != 5 || got.Labels["site"] != "north" || !got.LastSeen.Equal(r.LastSeen) || got.Timezone != "Europe/Berlin" {
 		t.Fatalf("GetRegion = %+v, %v", got, err)
 	}
 	if _, err := c.GetRegion(ctx, "nope"); !errors.Is(err, store.ErrNotFound) || !strings.Contains(err.Error(), "region nope") {
 		t.Fatalf("missing region: %v", err)
 	}
-	for _, bad := range []Region{{ID: "Lab 1"}, {ID: ""}, {ID: "ok", Endpoint: "ftp://x"}} {
+	for _, bad := range []Region{{ID: "Lab 1"}, {ID: ""}, {ID: "ok", Endpoint: "ftp://x"}, {ID: "ok", Timezone: "Mars/Olympus"}, {ID: "ok", Timezone: "Local"}} {
 		if err := c.UpsertRegion(ctx, bad); err == nil {
 			t.Errorf("accepted %+v", bad)
 		}
