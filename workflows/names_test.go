@@ -23,6 +23,8 @@ func TestNamesAreTheRegisteredFunctionNames(t *testing.T) {
 		NameCentralAdmin:    CentralAdmin,
 		NameRegisterRegion:  RegisterRegion,
 		NameRegisterVersion: RegisterVersion,
+		NameUpdateImage:     UpdateImage,
+		NameUpdateTerminal:  UpdateTerminal,
 	} {
 		if got := sdkName(fn); got != name {
 			t.Errorf("workflow function %s is registered as %q, not %q", got, got, name)

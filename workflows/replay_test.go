@@ -30,6 +30,8 @@ func TestReplayHistories(t *testing.T) {
 			r.RegisterWorkflow(CaptureImage)
 			r.RegisterWorkflow(DeployImage)
 			r.RegisterWorkflow(DeployTerminal)
+			r.RegisterWorkflow(UpdateImage)
+			r.RegisterWorkflow(UpdateTerminal)
 			b, err := os.ReadFile(f)
 			if err != nil {
 				t.Fatal(err)
