@@ -135,6 +135,7 @@ func (a *App) Command() *cobra.Command {
 	region.AddCommand(a.regionAdminCommand().Commands()...)
 	root.AddCommand(a.centralCommand(), region, a.terminalCommand(), a.groupCommand(), a.deployCommand(), a.taskCommand())
 	root.AddCommand(a.bootenvCommand())
+	root.AddCommand(a.updateCommand())
 	return root
 }
 

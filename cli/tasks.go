@@ -129,6 +129,15 @@ type taskRequest struct {
 	Workflow any // the workflow function
 	Input    any
 	What     string // for people: "deploy of lab to group room1 in region region-b"
+	// JSON prints the started task, or with wait the task's result, as JSON on stdout.
+	JSON bool
+}
+
+// startedTask is what a task command prints with --json and without --wait.
+type startedTask struct {
+	Task string `json:"task"`
+	What string `json:"what"`
+	URL  string `json:"url"`
 }
 
 // runTask starts the task a command asks for, or, when a schedule is reading the command
@@ -164,15 +173,19 @@ func (a *App) startTask(cmd *cobra.Command, req taskRequest, wait bool) error {
 		return fmt.Errorf("cannot start the %s: %w", what, err)
 	}
 	if !wait {
+		if req.JSON {
+			return a.printJSON(startedTask{Task: id, What: what, URL: c.uiURL(id)})
+		}
 		fmt.Fprintf(a.Stdout, "started %s: task %s\nfollow it with: tms task show %s\n            or: %s\n", what, id, id, c.uiURL(id))
 		return nil
 	}
 	fmt.Fprintf(a.Stderr, "started %s: task %s\n", what, id)
-	return a.follow(ctx, c, id)
+	return a.follow(ctx, c, id, req.JSON)
 }
 
-// follow shows a workflow's progress until it ends, then its outcome.
-func (a *App) follow(ctx context.Context, c *tclient, id string) error {
+// follow shows a workflow's progress until it ends, then its outcome (with asJSON, its result
+// as JSON on stdout).
+func (a *App) follow(ctx context.Context, c *tclient, id string, asJSON bool) error {
 	run := c.GetWorkflow(ctx, id, "")
 	type outcome struct {
 		raw json.RawMessage
@@ -200,6 +213,9 @@ func (a *App) follow(ctx context.Context, c *tclient, id string) error {
 			}
 			if o.err != nil {
 				return fmt.Errorf("task %s failed: %s", id, rootMessage(o.err))
+			}
+			if asJSON {
+				return a.printJSON(o.raw)
 			}
 			d, err := c.describe(ctx, id, false)
 			if err != nil {

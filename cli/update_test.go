@@ -1,0 +1,84 @@
+package cli
+
+import (
+	"context"
+	"strings"
+	"testing"
+
+	"tms/activities"
+	"tms/devenv"
+	"tms/internal/storetest"
+	"tms/manifest"
+	"tms/workflows"
+)
+
+// TestUpdateCommand runs issue 9's update through the CLI forms against `tms dev`'s
+// environment (embedded Temporal, two regions, simulated terminals with real agents): capture,
+// deploy, `tms dev mutate`, capture, `tms update --wait --json` (incremental on all three),
+// again (stop), then one terminal changed and forgotten (full for it); `task show --json`
+// carries each terminal's decision and bytes.
+func TestUpdateCommand(t *testing.T) {
+	env, err := devenv.Start(context.Background(), devenv.Options{DataDir: t.TempDir(), TemporalPort: -1, UIPort: -1, RegionPortBase: -1,
+		Regions: []string{"region-a", "region-b"}, Terminals: 3, DiskSize: 16 << 20})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer env.Stop()
+	run := newRunner(nil)
+	tms := func(args ...string) string {
+		t.Helper()
+		return must(t, run, append([]string{"--temporal", env.TemporalAddress()}, args...)...)
+	}
+	src, _ := env.Terminal("a-pc1")
+	tms("image", "capture", "--region", "region-a", "--terminal", "a-pc1", "classroom", "--wait")
+	tms("deploy", "--region", "region-b", "--group", "lab", "classroom", "--wait")
+	if out := tms("dev", "mutate", "--fraction", "0.002", "--seed", "21", src.Disk); !strings.Contains(out, "touching") {
+		t.Fatalf("dev mutate: %s", out)
+	}
+	tms("image", "capture", "--region", "region-a", "--terminal", "a-pc1", "classroom", "--wait")
+	want := storetest.FileSum(t, src.Disk)
+
+	fail(t, run, 2, "not both", "update", "--region", "region-b", "--group", "lab", "--terminal", "b-pc1", "classroom")
+	fail(t, run, 2, "--group or --terminal is required", "update", "--region", "region-b", "classroom")
+
+	update := []string{"update", "--region", "region-b", "--group", "lab", "classroom", "--wait", "--json"}
+	res := decode[workflows.UpdateImageResult](t, tms(update...))
+	if res.Incremental != 3 || res.Failed != 0 || res.FetchedBytes == 0 {
+		t.Fatalf("first update: %+v", res)
+	}
+	for _, term := range env.Terminals {
+		if term.Region == "region-b" && storetest.FileSum(t, term.Disk) != want {
+			t.Errorf("%s differs from a-pc1 after the update", term.Name)
+		}
+	}
+	id := "update/region-b/lab/classroom" + testStamp
+	d := decode[taskDetail](t, tms("task", "show", id, "--json"))
+	shown := decode[workflows.UpdateImageResult](t, string(d.Result))
+	if d.Type != "UpdateImage" || len(shown.Terminals) != 3 || shown.Terminals[0].Decision != activities.DecisionIncremental || shown.Terminals[0].Reason == "" || shown.Terminals[0].FetchedBytes == 0 {
+		t.Fatalf("task show of the update: %+v", shown)
+	}
+	if text := tms("task", "show", id); !strings.Contains(text, "3 updated incrementally") {
+		t.Fatalf("task show text:\n%s", text)
+	}
+
+	if again := decode[workflows.UpdateImageResult](t, tms(update...)); again.Stopped != 3 || again.FetchedBytes != 0 {
+		t.Fatalf("second update: %+v", again)
+	}
+
+	pc3, _ := env.Terminal("b-pc3")
+	tms("dev", "mutate", "--fraction", "0.01", "--seed", "22", pc3.Disk)
+	if err := env.Regions["region-b"].Inventory.SetVersion(context.Background(), pc3.MAC, manifest.ID{}); err != nil {
+		t.Fatal(err)
+	}
+	out := tms("update", "--region", "region-b", "--group", "lab", "classroom", "--wait")
+	if !strings.Contains(out, "2 terminal(s) held it already, 0 updated incrementally, 1 in full") {
+		t.Fatalf("third update: %s", out)
+	}
+	if storetest.FileSum(t, pc3.Disk) != want {
+		t.Error("b-pc3 differs from a-pc1 after its full update")
+	}
+	started := decode[startedTask](t, tms("update", "--region", "region-b", "--terminal", "b-pc1", "classroom", "--json"))
+	if started.Task != "update/region-b/b-pc1/classroom"+testStamp || started.URL == "" {
+		t.Fatalf("update --json without --wait: %+v", started)
+	}
+}
