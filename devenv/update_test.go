@@ -160,3 +160,56 @@ func sameAsSource(t *testing.T, env *devenv.Env, want [32]byte) {
 		}
 	}
 }
+
+// TestUpdateAgentKilledMidTask kills the agent of a terminal whose update is running: once the
+// agent has read its task the terminal is no longer recorded as holding the old version, the
+// restarted agent boots into the same task and redoes the write, and the terminal ends holding
+// the new version, recorded.
+func TestUpdateAgentKilledMidTask(t *testing.T) {
+	env := start(t, t.TempDir(), "region-a")
+	defer env.Stop()
+	ctx := context.Background()
+	src, _ := env.Terminal("a-pc1")
+	pc2, _ := env.Terminal("a-pc2")
+	inv := env.Regions["region-a"].Inventory
+	v1 := capture(t, env, "region-a", "a-pc1", "lab")
+	deploy(t, env, workflows.DeployImageInput{Region: "region-a", Terminals: []string{"a-pc2"}, Image: "lab"})
+	if _, err := sampledisk.Mutate(src.Disk, 0.01, 13); err != nil {
+		t.Fatal(err)
+	}
+	v2 := capture(t, env, "region-a", "a-pc1", "lab")
+
+	in := workflows.UpdateImageInput{Region: "region-a", Terminals: []string{"a-pc2"}, Image: "lab", Timeouts: quick}
+	wr, err := env.Client.ExecuteWorkflow(ctx, client.StartWorkflowOptions{ID: workflows.UpdateWorkflowID("region-a", "", in.Terminals, "lab"),
+		TaskQueue: activities.RegionQueue("region-a")}, workflows.UpdateImage, in)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for deadline := time.Now().Add(time.Minute); ; time.Sleep(2 * time.Millisecond) {
+		tasks, err := inv.Tasks(ctx, pc2.MAC, 1)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(tasks) > 0 && tasks[0].Kind == "update" && tasks[0].State != "waiting" {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("no update task started running")
+		}
+	}
+	if term, _ := inv.Terminal(ctx, pc2.MAC); term.Version.String() == v1.Version {
+		t.Fatalf("a-pc2 is still recorded as holding %s while its update writes", v1.Version[:12])
+	}
+	env.StopAgent("a-pc2")
+	env.StartAgent("a-pc2")
+	var res workflows.UpdateImageResult
+	if err := wr.Get(ctx, &res); err != nil || res.Incremental != 1 || res.Failed != 0 {
+		t.Fatalf("update after the agent's restart: %+v, %v", res, err)
+	}
+	if storetest.FileSum(t, pc2.Disk) != storetest.FileSum(t, src.Disk) {
+		t.Error("a-pc2 differs from a-pc1 after the update")
+	}
+	if term, _ := inv.Terminal(ctx, pc2.MAC); term.Version.String() != v2.Version {
+		t.Errorf("a-pc2 is recorded as holding %s, want %s", term.Version.Short(), v2.Version[:12])
+	}
+}
