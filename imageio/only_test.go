@@ -4,6 +4,7 @@ import (
 	"context"
 	"os"
 	"path/filepath"
+	"sync"
 	"testing"
 
 	"tms/imageio"
@@ -53,9 +54,10 @@ func TestExportOnlyWritesTheNamedChunks(t *testing.T) {
 		t.Fatalf("the change touched chunks %v of %d (a zeroed one among them: %v): the test needs a few, one zeroed", changed, len(v2.Manifest.Chunks), zeroChanged)
 	}
 
+	var mu sync.Mutex // Progress is called from every worker
 	var last, total int64
 	res, err := imageio.Export(ctx, s, v2, out, imageio.ExportOptions{Only: changed, Verify: true, FixedSize: true,
-		Progress: func(done, all int64) { last, total = done, all }})
+		Progress: func(done, all int64) { mu.Lock(); last, total = max(last, done), all; mu.Unlock() }})
 	if err != nil {
 		t.Fatal(err)
 	}
