@@ -158,3 +158,40 @@ func TestBaseManifestOnlyForUpdates(t *testing.T) {
 		t.Fatalf("update task info: %+v, %v", ti, err)
 	}
 }
+
+// TestUpdateTokenReadsOnlyTheTargetsChunks: an update's token opens the chunks of the version it
+// writes, not those only its base (or another version) names.
+func TestUpdateTokenReadsOnlyTheTargetsChunks(t *testing.T) {
+	r := newRegion(t)
+	ctx := context.Background()
+	src := storetest.SampleDisk(t, 4<<20, 35)
+	v1 := storetest.Import(t, r.store, src, "lab").Version
+	if _, err := sampledisk.Mutate(src, 0.01, 6); err != nil {
+		t.Fatal(err)
+	}
+	v2 := storetest.Import(t, r.store, src, "lab").Version
+	r.updateTask(t, "52:54:00:00:00:07", "pc7", "update/7", v2.ID, v1.ID)
+	_, c := r.boot(t, "52:54:00:00:00:07")
+	inTarget := map[manifest.ID]bool{}
+	for _, id := range v2.Manifest.Chunks {
+		inTarget[id] = true
+	}
+	served, refused := 0, 0
+	for i, id := range v1.Manifest.Chunks {
+		if id.IsZero() {
+			continue
+		}
+		_, err := c.GetChunkFrame(ctx, id)
+		switch {
+		case inTarget[id] && err == nil:
+			served++
+		case !inTarget[id] && status(err) == 404:
+			refused++
+		default:
+			t.Fatalf("chunk %d (%s, in the target: %v): %v", i, id.Short(), inTarget[id], err)
+		}
+	}
+	if served == 0 || refused == 0 {
+		t.Fatalf("%d base chunks served, %d refused: the test needs both", served, refused)
+	}
+}
