@@ -98,7 +98,7 @@ func (r *Region) terminal(ctx context.Context, name string) (state.Terminal, err
 	return t, nil
 }
 
-// TaskInput sets up one terminal's capture or deploy.
+// TaskInput sets up one terminal's capture, deploy or update.
 type TaskInput struct {
 	Task string // the terminal workflow's id
 	// TerminalRef names the terminal: its name or its MAC.

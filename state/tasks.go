@@ -24,7 +24,7 @@ const (
 	TaskCanceled TaskState = "canceled" // the workflow was canceled
 )
 
-// Task is one terminal's part of a capture or deploy: what its agent is asked to do, how far
+// Task is one terminal's part of a capture, deploy or update: what its agent is asked to do, how far
 // it got and how it ended. ID is the workflow id of the terminal's task.
 type Task struct {
 	ID      string
