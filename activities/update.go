@@ -6,6 +6,7 @@ import (
 	"fmt"
 
 	"tms/manifest"
+	"tms/state"
 	"tms/store"
 )
 
@@ -60,15 +61,23 @@ func (r *Region) DecideUpdate(ctx context.Context, in DecideInput) (DecideResult
 	if err != nil {
 		return res, err
 	}
-	chain, end, err := r.chain(ctx, tv)
-	if err != nil {
-		return res, err
-	}
+	var terms []state.Terminal
+	wanted := map[manifest.ID]bool{} // versions held that the chain walk looks for
 	for _, ref := range in.Terminals {
 		t, err := r.terminal(ctx, ref.MAC)
 		if err != nil {
 			return res, err
 		}
+		terms = append(terms, t)
+		if !t.Version.IsZero() && t.Version != target {
+			wanted[t.Version] = true
+		}
+	}
+	chain, end, err := r.chain(ctx, tv, wanted)
+	if err != nil {
+		return res, err
+	}
+	for _, t := range terms {
 		d := TerminalDecision{MAC: t.MAC, Decision: DecisionFull}
 		held := t.Version
 		switch {
@@ -104,13 +113,14 @@ type ancestor struct {
 	steps int
 }
 
-// chain reads the target's ancestors from the region's store, keyed by id. end says why the
-// walk stopped before the chain's root, if it did: a parent the store does not hold, a loop, or
-// the bound.
-func (r *Region) chain(ctx context.Context, v *store.Version) (map[manifest.ID]ancestor, string, error) {
+// chain reads the target's ancestors from the region's store, keyed by id, until it has found
+// every wanted version (a manifest of a big disk is megabytes: the walk reads no further than it
+// must). end says why the walk stopped before the chain's root and the wanted versions, if it
+// did: a parent the store does not hold, a loop, or the bound.
+func (r *Region) chain(ctx context.Context, v *store.Version, wanted map[manifest.ID]bool) (map[manifest.ID]ancestor, string, error) {
 	out := map[manifest.ID]ancestor{}
 	m := v.Manifest
-	for steps := 1; !m.Parent.IsZero(); steps++ {
+	for steps, found := 1, 0; !m.Parent.IsZero() && found < len(wanted); steps++ {
 		if steps > maxChain {
 			return out, fmt.Sprintf("the walk stopped after %d versions", maxChain), nil
 		}
@@ -125,6 +135,9 @@ func (r *Region) chain(ctx context.Context, v *store.Version) (map[manifest.ID]a
 			return nil, "", err
 		}
 		out[m.Parent] = ancestor{p.Manifest, steps}
+		if wanted[m.Parent] {
+			found++
+		}
 		m = p.Manifest
 	}
 	return out, "", nil
