@@ -3,6 +3,7 @@ package cli
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"strings"
 	"time"
@@ -129,15 +130,8 @@ type taskRequest struct {
 	Workflow any // the workflow function
 	Input    any
 	What     string // for people: "deploy of lab to group room1 in region region-b"
-	// JSON prints the started task, or with wait the task's result, as JSON on stdout.
+	// JSON prints the started task, and with wait its result, as JSON instead of text.
 	JSON bool
-}
-
-// startedTask is what a task command prints with --json and without --wait.
-type startedTask struct {
-	Task string `json:"task"`
-	What string `json:"what"`
-	URL  string `json:"url"`
 }
 
 // runTask starts the task a command asks for, or, when a schedule is reading the command
@@ -174,18 +168,30 @@ func (a *App) startTask(cmd *cobra.Command, req taskRequest, wait bool) error {
 	}
 	if !wait {
 		if req.JSON {
-			return a.printJSON(startedTask{Task: id, What: what, URL: c.uiURL(id)})
+			return a.printJSON(taskJSON{Task: id, UI: c.uiURL(id)})
 		}
 		fmt.Fprintf(a.Stdout, "started %s: task %s\nfollow it with: tms task show %s\n            or: %s\n", what, id, id, c.uiURL(id))
 		return nil
 	}
 	fmt.Fprintf(a.Stderr, "started %s: task %s\n", what, id)
-	return a.follow(ctx, c, id, req.JSON)
+	return a.followAs(ctx, c, id, req.JSON)
 }
 
-// follow shows a workflow's progress until it ends, then its outcome (with asJSON, its result
-// as JSON on stdout).
-func (a *App) follow(ctx context.Context, c *tclient, id string, asJSON bool) error {
+// taskJSON is a started or finished task as --json prints it.
+type taskJSON struct {
+	Task   string
+	UI     string          `json:",omitempty"`
+	Error  string          `json:",omitempty"`
+	Result json.RawMessage `json:",omitempty"` // a failed task's partial result, if it has one
+}
+
+// follow shows a workflow's progress until it ends, then its outcome.
+func (a *App) follow(ctx context.Context, c *tclient, id string) error {
+	return a.followAs(ctx, c, id, false)
+}
+
+// followAs shows a workflow's progress until it ends, then its outcome, as JSON if asJSON.
+func (a *App) followAs(ctx context.Context, c *tclient, id string, asJSON bool) error {
 	run := c.GetWorkflow(ctx, id, "")
 	type outcome struct {
 		raw json.RawMessage
@@ -212,10 +218,20 @@ func (a *App) follow(ctx context.Context, c *tclient, id string, asJSON bool) er
 				return fmt.Errorf("stopped following task %s; it goes on: 'tms task show %s' follows it, 'tms task cancel %s' stops it: %w", id, id, id, ctx.Err())
 			}
 			if o.err != nil {
+				if asJSON {
+					out := taskJSON{Task: id, Error: rootMessage(o.err)}
+					var ae *temporal.ApplicationError
+					if errors.As(o.err, &ae) && ae.HasDetails() {
+						_ = ae.Details(&out.Result)
+					}
+					if err := a.printJSON(out); err != nil {
+						return err
+					}
+				}
 				return fmt.Errorf("task %s failed: %s", id, rootMessage(o.err))
 			}
 			if asJSON {
-				return a.printJSON(o.raw)
+				return a.printJSON(taskJSON{Task: id, Result: o.raw})
 			}
 			d, err := c.describe(ctx, id, false)
 			if err != nil {

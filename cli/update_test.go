@@ -42,7 +42,7 @@ func TestUpdateCommand(t *testing.T) {
 	fail(t, run, 2, "--group or --terminal is required", "update", "--region", "region-b", "classroom")
 
 	update := []string{"update", "--region", "region-b", "--group", "lab", "classroom", "--wait", "--json"}
-	res := decode[workflows.UpdateImageResult](t, tms(update...))
+	res := decode[workflows.UpdateImageResult](t, string(decode[taskJSON](t, tms(update...)).Result))
 	if res.Incremental != 3 || res.Failed != 0 || res.FetchedBytes == 0 {
 		t.Fatalf("first update: %+v", res)
 	}
@@ -61,7 +61,7 @@ func TestUpdateCommand(t *testing.T) {
 		t.Fatalf("task show text:\n%s", text)
 	}
 
-	if again := decode[workflows.UpdateImageResult](t, tms(update...)); again.Stopped != 3 || again.FetchedBytes != 0 {
+	if again := decode[workflows.UpdateImageResult](t, string(decode[taskJSON](t, tms(update...)).Result)); again.Stopped != 3 || again.FetchedBytes != 0 {
 		t.Fatalf("second update: %+v", again)
 	}
 
@@ -77,8 +77,8 @@ func TestUpdateCommand(t *testing.T) {
 	if storetest.FileSum(t, pc3.Disk) != want {
 		t.Error("b-pc3 differs from a-pc1 after its full update")
 	}
-	started := decode[startedTask](t, tms("update", "--region", "region-b", "--terminal", "b-pc1", "classroom", "--json"))
-	if started.Task != "update/region-b/b-pc1/classroom"+testStamp || started.URL == "" {
+	started := decode[taskJSON](t, tms("update", "--region", "region-b", "--terminal", "b-pc1", "classroom", "--json"))
+	if started.Task != "update/region-b/b-pc1/classroom"+testStamp || started.UI == "" {
 		t.Fatalf("update --json without --wait: %+v", started)
 	}
 }

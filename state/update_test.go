@@ -9,13 +9,20 @@ import (
 	"tms/manifest"
 )
 
-// TestMigration5KeepsRowsAndAllowsUpdates opens an inventory written before update tasks
-// existed (migrations 1 to 4, with a task and a boot action in it): migration 5 keeps both rows
-// and their indexes, and the rebuilt tables take update tasks and boot actions.
+// TestMigration5KeepsRowsAndAllowsUpdates opens an inventory written without update tasks
+// (every migration but 5, as a build without them made it, with a task and a boot action in
+// it): migration 5 keeps both rows and their indexes, and the rebuilt tables take update tasks
+// and boot actions.
 func TestMigration5KeepsRowsAndAllowsUpdates(t *testing.T) {
 	ctx := context.Background()
 	path := filepath.Join(t.TempDir(), "inventory.db")
-	db, err := open(ctx, path, inventoryMigrations[:4])
+	var without []migration
+	for _, m := range inventoryMigrations {
+		if m.version != 5 {
+			without = append(without, m)
+		}
+	}
+	db, err := open(ctx, path, without)
 	if err != nil {
 		t.Fatal(err)
 	}
