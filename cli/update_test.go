@@ -2,6 +2,7 @@ package cli
 
 import (
 	"context"
+	"encoding/json"
 	"strings"
 	"testing"
 
@@ -80,5 +81,34 @@ func TestUpdateCommand(t *testing.T) {
 	started := decode[taskJSON](t, tms("update", "--region", "region-b", "--terminal", "b-pc1", "classroom", "--json"))
 	if started.Task != "update/region-b/b-pc1/classroom"+testStamp || started.UI == "" {
 		t.Fatalf("update --json without --wait: %+v", started)
+	}
+}
+
+func TestUpdateProgressLineAndSummary(t *testing.T) {
+	js := func(v any) json.RawMessage { b, _ := json.Marshal(v); return b }
+	tp := func(name string, phase workflows.Phase, d activities.Decision) workflows.UpdateTerminalProgress {
+		return workflows.UpdateTerminalProgress{TerminalProgress: workflows.TerminalProgress{Name: name, Phase: phase}, Decision: d}
+	}
+	d := &taskDetail{Type: "UpdateImage", Status: "Running", Progress: js(workflows.UpdateProgress{Phase: "updating", Terminals: []workflows.UpdateTerminalProgress{
+		tp("pc1", "done", "stop"), tp("pc2", "updating", "incremental"), tp("pc3", "updating", "full"), tp("pc4", "queued", "incremental")}})}
+	d.children = append(d.children, &taskDetail{Type: "UpdateTerminal", Pending: []pendingActivity{
+		{Type: "WaitForAgent", Progress: js(activities.AgentProgress{Phase: "writing", Done: 1 << 20, Total: 4 << 20})}}})
+	got := d.progressLine()
+	for _, want := range []string{"update: updating (4 terminals: 1 done, 0 failed, 2 updating, 1 queued; 1 stop, 2 incremental, 1 full)", "1 terminal(s) reporting 25.0%"} {
+		if !strings.Contains(got, want) {
+			t.Errorf("progress line %q lacks %q", got, want)
+		}
+	}
+	res := workflows.UpdateImageResult{Version: strings.Repeat("ab", 32), Stopped: 1, Incremental: 1, Full: 1, Failed: 1, FetchedBytes: 3 << 20, WrittenBytes: 3 << 20,
+		Terminals: []workflows.UpdateOutcome{{Name: "pc3", Decision: "full", OK: false, Error: "the disk is write-protected"}}}
+	sum := resultSummary("UpdateImage", js(res))
+	for _, want := range []string{"version abababababab: 1 terminal(s) held it already, 1 updated incrementally, 1 in full; 3.0 MiB fetched", "pc3 (full) failed: the disk is write-protected"} {
+		if !strings.Contains(sum, want) {
+			t.Errorf("summary %q lacks %q", sum, want)
+		}
+	}
+	out := workflows.UpdateOutcome{Name: "pc2", Decision: "incremental", Reason: "holds 81bc00000000, 1 version back", FetchedBytes: 1 << 20, WrittenBytes: 1 << 20}
+	if sum := resultSummary("UpdateTerminal", js(out)); !strings.Contains(sum, "terminal pc2: incremental (holds 81bc00000000, 1 version back), 1.0 MiB fetched") {
+		t.Errorf("terminal summary %q", sum)
 	}
 }
