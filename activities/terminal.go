@@ -140,6 +140,9 @@ func (r *Region) PrepareTask(ctx context.Context, in TaskInput) (TerminalRef, er
 			if base, err = r.updateBase(ctx, in.Base, v); err != nil {
 				return TerminalRef{}, err
 			}
+			if err := r.stillHolds(ctx, t, base, in.Task); err != nil {
+				return TerminalRef{}, err
+			}
 		} else if in.Base != "" {
 			return TerminalRef{}, ErrBadInput.New("a deploy writes the whole version: it names no base version", nil)
 		}

@@ -160,6 +160,27 @@ func (r *Region) updateBase(ctx context.Context, base string, target *store.Vers
 	return id, nil
 }
 
+// stillHolds checks that terminal t is still recorded as holding base, the version its update
+// was decided from: another task may have written its disk since DecideUpdate. A retried
+// PrepareTask of the same task passes (its agent may already have made the record unknown).
+func (r *Region) stillHolds(ctx context.Context, t state.Terminal, base manifest.ID, task string) error {
+	if t.Version == base {
+		return nil
+	}
+	old, err := r.Inventory.Task(ctx, task)
+	if err == nil && old.Base == base.String() {
+		return nil
+	}
+	if err != nil && !errors.Is(err, store.ErrNotFound) {
+		return err
+	}
+	now := "no known version"
+	if !t.Version.IsZero() {
+		now = t.Version.Short()
+	}
+	return ErrConflict.New(fmt.Sprintf("terminal %s is recorded as holding %s now, not %s, which its update was decided from: update it again", terminalName(t), now, base.Short()), nil)
+}
+
 func changed(base, target *manifest.Manifest) (n int, bytes int64) {
 	for i, id := range target.Chunks {
 		if i >= len(base.Chunks) || base.Chunks[i] != id {

@@ -140,10 +140,23 @@ func TestUpdateTaskHoldsTargetAndBase(t *testing.T) {
 			t.Errorf("%s: %v, want %s", tc.name, err, tc.want)
 		}
 	}
-	in.Task, in.Base = "update/region-b/pc-07/lab@run-1", v1.String()
+	// The terminal holds something else than the decided base (another task wrote it since).
+	in.Task, in.Base = "update/region-b/pc-07/lab@run-0", v1.String()
+	if _, err := r.PrepareTask(ctx, in); !activities.ErrConflict.Matches(err) || !strings.Contains(err.Error(), "no known version") {
+		t.Fatalf("an update of a terminal not recorded as holding its base: %v, want Conflict", err)
+	}
+	if err := inv.SetVersion(ctx, "52:54:00:00:07:01", v1); err != nil {
+		t.Fatal(err)
+	}
+	in.Task = "update/region-b/pc-07/lab@run-1"
 	ref, err := r.PrepareTask(ctx, in)
 	if err != nil {
 		t.Fatal(err)
+	}
+	// A retry of the same PrepareTask after its agent made the record unknown still passes.
+	inv.SetVersion(ctx, ref.MAC, manifest.ID{})
+	if _, err := r.PrepareTask(ctx, in); err != nil {
+		t.Fatalf("retried PrepareTask of the same update: %v", err)
 	}
 	task, err := inv.Task(ctx, in.Task)
 	if err != nil || task.Kind != "update" || task.Base != v1.String() || task.Version != v2.String() {
