@@ -87,6 +87,8 @@ const (
 	ErrTerminalSilent ErrorType = "TerminalSilent"
 	// ErrDeployFailed: a group deploy failed on every terminal (DeployImage).
 	ErrDeployFailed ErrorType = "DeployFailed"
+	// ErrUpdateFailed: an update failed on every terminal it had to write (UpdateImage).
+	ErrUpdateFailed ErrorType = "UpdateFailed"
 	// ErrShareFailed: no source could bring the image to the region (ShareImage).
 	ErrShareFailed ErrorType = "ShareFailed"
 	// ErrPowerFailed: a power command failed on every terminal (PowerTerminals).

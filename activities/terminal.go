@@ -98,14 +98,17 @@ func (r *Region) terminal(ctx context.Context, name string) (state.Terminal, err
 	return t, nil
 }
 
-// TaskInput sets up one terminal's capture or deploy.
+// TaskInput sets up one terminal's capture, deploy or update.
 type TaskInput struct {
 	Task string // the terminal workflow's id
 	// TerminalRef names the terminal: its name or its MAC.
 	TerminalRef string `json:"Terminal"`
 	Kind        agentwire.Kind
 	Image       string // capture: the image name the new version is published under
-	Version     string // deploy: the version id written
+	Version     string // deploy, update: the version id written
+	// Base is the version an update's terminal holds (DecideUpdate): the agent writes the
+	// chunks that differ between it and Version.
+	Base string `json:",omitempty"`
 	// Expires bounds how long the boot action stands if nothing finishes it.
 	Expires time.Time
 }
@@ -121,16 +124,27 @@ func (r *Region) PrepareTask(ctx context.Context, in TaskInput) (TerminalRef, er
 	if err != nil {
 		return TerminalRef{}, err
 	}
-	var held manifest.ID // the version this task holds, if any
+	var held []manifest.ID // the versions this task holds
 	switch in.Kind {
 	case agentwire.KindCapture:
 		if err := manifest.ValidateName(in.Image); err != nil {
 			return TerminalRef{}, ErrBadImage.New(err.Error(), err)
 		}
-	case agentwire.KindDeploy:
+	case agentwire.KindDeploy, agentwire.KindUpdate:
 		id, v, err := r.heldVersion(ctx, in.Version, r.Store)
 		if err != nil {
 			return TerminalRef{}, err
+		}
+		var base manifest.ID
+		if in.Kind == agentwire.KindUpdate {
+			if base, err = r.updateBase(ctx, in.Base, v); err != nil {
+				return TerminalRef{}, err
+			}
+			if err := r.stillHolds(ctx, t, base, in.Task); err != nil {
+				return TerminalRef{}, err
+			}
+		} else if in.Base != "" {
+			return TerminalRef{}, ErrBadInput.New("a deploy writes the whole version: it names no base version", nil)
 		}
 		if err := r.checkSigned(ctx, v); err != nil {
 			return TerminalRef{}, err
@@ -144,14 +158,22 @@ func (r *Region) PrepareTask(ctx context.Context, in TaskInput) (TerminalRef, er
 		if err := r.holdForTask(ctx, in.Task, id, in.Expires); err != nil {
 			return TerminalRef{}, err
 		}
-		held = id
+		held = append(held, id)
+		if !base.IsZero() {
+			// The update's agent reads the base's manifest: it stays too.
+			if err := r.holdForTask(ctx, in.Task, base, in.Expires); err != nil {
+				_ = r.Store.Release(context.WithoutCancel(ctx), id, in.Task)
+				return TerminalRef{}, err
+			}
+			held = append(held, base)
+		}
 	default:
-		return TerminalRef{}, ErrBadInput.New(fmt.Sprintf("task kind %q is not capture or deploy", in.Kind), nil)
+		return TerminalRef{}, ErrBadInput.New(fmt.Sprintf("task kind %q is not capture, deploy or update", in.Kind), nil)
 	}
 	if err := r.startTask(ctx, t, in); err != nil {
-		if !held.IsZero() {
+		for _, h := range held {
 			// A hold left behind by a failed release lapses at in.Expires.
-			_ = r.Store.Release(context.WithoutCancel(ctx), held, in.Task)
+			_ = r.Store.Release(context.WithoutCancel(ctx), h, in.Task)
 		}
 		return TerminalRef{}, err
 	}
@@ -160,7 +182,7 @@ func (r *Region) PrepareTask(ctx context.Context, in TaskInput) (TerminalRef, er
 
 // startTask records the task and sets the terminal's next network boot to it.
 func (r *Region) startTask(ctx context.Context, t state.Terminal, in TaskInput) error {
-	if _, err := r.Inventory.StartTask(ctx, state.Task{ID: in.Task, MAC: t.MAC, Kind: in.Kind, Image: in.Image, Version: in.Version}, r.now()); err != nil {
+	if _, err := r.Inventory.StartTask(ctx, state.Task{ID: in.Task, MAC: t.MAC, Kind: in.Kind, Image: in.Image, Version: in.Version, Base: in.Base}, r.now()); err != nil {
 		if errors.Is(err, state.ErrConflict) {
 			return ErrConflict.New(err.Error(), err)
 		}
@@ -292,13 +314,22 @@ func (r *Region) FinishTask(ctx context.Context, in FinishInput) error {
 			return err
 		}
 	}
-	// A deploy held the version it recorded (PrepareTask); a task never recorded holds nothing.
-	if t.Kind == agentwire.KindDeploy && t.Version != "" {
-		id, err := manifest.ParseID(t.Version)
+	// A deploy or update held the versions it recorded (PrepareTask); a task never recorded
+	// holds nothing.
+	if !t.Kind.Writes() {
+		return nil
+	}
+	for _, v := range []string{t.Version, t.Base} {
+		if v == "" {
+			continue
+		}
+		id, err := manifest.ParseID(v)
 		if err != nil {
 			return ErrBadVersion.New(err.Error(), err)
 		}
-		return r.Store.Release(ctx, id, t.ID)
+		if err := r.Store.Release(ctx, id, t.ID); err != nil {
+			return err
+		}
 	}
 	return nil
 }

@@ -9,7 +9,10 @@
 // version id and verifies central's signature of that id with the public key it was built with
 // (CentralKey), so a region, or whatever answers in its place, cannot make it write bytes
 // central did not sign. Then it writes the version to the disk, skipping ranges that already
-// hold the right bytes, flushes and reads everything back to verify it. It reports progress as
+// hold the right bytes, flushes and reads everything back to verify it. An update checks the
+// target the same way, reads the manifest of the version the disk holds (its id recomputed from
+// the bytes), and writes and reads back only the chunks whose ids differ between the two. It
+// reports progress as
 // it goes. Killed at any point, it starts over with a new boot and redoes only what is missing.
 // With nothing to do it waits for commands (reboot, poweroff), or runs Installed.
 //

@@ -180,6 +180,13 @@ func (c *Client) GetManifestBytes(ctx context.Context, id manifest.ID) ([]byte, 
 	return b, err
 }
 
+// GetBaseManifestBytes reads the manifest of the version an update's disk holds.
+func (c *Client) GetBaseManifestBytes(ctx context.Context) ([]byte, error) {
+	var b []byte
+	err := c.do(ctx, http.MethodGet, "/v1/agent/task/base", "", nil, &b, manifest.MaxEncodedSize)
+	return b, err
+}
+
 // GetChunkFrame reads one compressed chunk of the deployed version (transfer.Source).
 func (c *Client) GetChunkFrame(ctx context.Context, id manifest.ID) ([]byte, error) {
 	var b []byte

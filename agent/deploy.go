@@ -57,7 +57,7 @@ func (a *Agent) deploy(ctx context.Context, c *Client, ti agentwire.TaskInfo, pr
 	if err != nil {
 		return agentwire.Done{}, err
 	}
-	return agentwire.Done{Written: res.Written, WrittenBytes: res.WrittenBytes, Skipped: res.Skipped, Verified: true}, nil
+	return agentwire.Done{Written: res.Written, WrittenBytes: res.WrittenBytes, Skipped: res.Skipped, Verified: true, FetchedBytes: pr.fetch.Load()}, nil
 }
 
 // countingGetter counts the chunk bytes a deploy fetches (decompressed and checked).

@@ -25,6 +25,9 @@ func FuzzRegionReplies(f *testing.F) {
 	f.Add(uint8(4), 200, []byte(`{"missing":["zz"]}`))
 	f.Add(uint8(5), 425, []byte(`not json`))
 	f.Add(uint8(6), 200, []byte{})
+	f.Add(uint8(1), 200, []byte(`{"id":"t","kind":"update","base":"zz","base_signature":"AAAA","base_signer":"k"}`))
+	f.Add(uint8(7), 200, []byte(`{"format":"tms.image.v1","hash":"blake3","disk_size":1,"chunk_size":65536,"chunks":[""]}`))
+	f.Add(uint8(7), 404, []byte(`{"error":"no manifest"}`))
 	f.Fuzz(func(t *testing.T, which uint8, status int, body []byte) {
 		if status < 200 || status > 599 {
 			status = 200
@@ -39,7 +42,7 @@ func FuzzRegionReplies(f *testing.F) {
 		ctx, cancel := context.WithCancel(context.Background())
 		defer cancel()
 		var err error
-		switch which % 7 {
+		switch which % 8 {
 		case 0:
 			_, err = c.Boot(ctx, agentwire.BootRequest{MAC: c.MAC})
 		case 1:
@@ -57,6 +60,8 @@ func FuzzRegionReplies(f *testing.F) {
 			_, err = c.Done(ctx, agentwire.Done{Verified: true})
 		case 6:
 			_, err = c.GetManifestBytes(ctx, manifest.ID{})
+		case 7:
+			_, err = c.GetBaseManifestBytes(ctx)
 		}
 		if err == nil {
 			return
@@ -68,6 +73,6 @@ func FuzzRegionReplies(f *testing.F) {
 		if status == http.StatusOK {
 			return // a decoding error of an answer that claimed success
 		}
-		t.Fatalf("request %d, status %d, body %q: untyped error %v", which%7, status, body, err)
+		t.Fatalf("request %d, status %d, body %q: untyped error %v", which%8, status, body, err)
 	})
 }

@@ -62,7 +62,7 @@ func (a *Agent) Run(ctx context.Context) error {
 			continue
 		}
 		switch rep.Action {
-		case agentwire.ActionCapture, agentwire.ActionDeploy:
+		case agentwire.ActionCapture, agentwire.ActionDeploy, agentwire.ActionUpdate:
 			c.Token = rep.Token
 			err := a.runTask(ctx, c, rep)
 			switch {
@@ -162,8 +162,12 @@ func (a *Agent) runTask(ctx context.Context, c *Client, rep agentwire.BootReply)
 		}
 		a.log().Info("capture published", "task", ti.ID, "version", res.Version, "stored_bytes", res.StoredBytes)
 		return nil
-	case agentwire.KindDeploy:
-		d, err := a.deploy(ctx, c, ti, pr)
+	case agentwire.KindDeploy, agentwire.KindUpdate:
+		write := a.deploy
+		if ti.Kind == agentwire.KindUpdate {
+			write = a.update
+		}
+		d, err := write(ctx, c, ti, pr)
 		if err != nil {
 			return taskErr(causeOf(ctx, err))
 		}
@@ -171,7 +175,7 @@ func (a *Agent) runTask(ctx context.Context, c *Client, rep agentwire.BootReply)
 		if _, err := c.Done(context.WithoutCancel(ctx), d); err != nil {
 			return taskErr(err)
 		}
-		a.log().Info("deploy written and verified", "task", ti.ID, "written", d.Written, "skipped", d.Skipped)
+		a.log().Info(string(ti.Kind)+" written and verified", "task", ti.ID, "written", d.Written, "skipped", d.Skipped, "fetched_bytes", d.FetchedBytes)
 		return nil
 	}
 	return permanent(fmt.Errorf("task %s has kind %q, which this agent does not know", ti.ID, ti.Kind))

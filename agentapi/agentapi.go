@@ -7,7 +7,11 @@
 // only from the address that claimed it. A second machine claiming the boot, or a token of the
 // boot (the current one or one a later boot replaced) used from another address, fails the task,
 // naming both addresses, and nothing the task did is published or marked done (auth.go). Task requests reach only the
-// terminal's current task and, for a deploy, only the chunks of the version it writes (deploy.go).
+// terminal's current task and, for a deploy or update, only the chunks of the version it writes
+// (and, for an update, the manifest of the version the disk holds) (deploy.go). Once a deploy's
+// or update's agent has read its task, the terminal's recorded version is forgotten until the
+// task ends verified: a terminal that stops in the middle is never recorded as holding either
+// version (task.go).
 // Chunks an agent uploads are checked against their ids before they are stored, within a quota
 // its disk implies, and a captured version is kept only when every chunk it names is in the store
 // (capture.go). Progress reports become heartbeats of the task's WaitForAgent activity; the
@@ -73,6 +77,7 @@ func (s *Server) Routes(mux *http.ServeMux) {
 	mux.HandleFunc("POST /v1/agent/hello/check", s.helloCheck)
 	mux.HandleFunc("GET /v1/agent/task", s.task)
 	mux.HandleFunc("GET /v1/agent/task/manifest", s.manifest)
+	mux.HandleFunc("GET /v1/agent/task/base", s.base)
 	mux.HandleFunc("GET /v1/agent/task/chunks/{chunk}", s.chunk)
 	mux.HandleFunc("POST /v1/agent/task/missing", s.missing)
 	mux.HandleFunc("POST /v1/agent/task/chunks", s.upload)

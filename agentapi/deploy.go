@@ -16,7 +16,7 @@ func (s *Server) deployTask(r *http.Request) (state.Task, *store.CachedVersion, 
 	if err != nil {
 		return t, nil, err
 	}
-	if t.Kind != agentwire.KindDeploy {
+	if !t.Kind.Writes() {
 		return t, nil, fail(http.StatusForbidden, "task %s is a %s: it reads no image", t.ID, t.Kind)
 	}
 	_, v, err := s.info(r.Context(), t)
@@ -33,7 +33,33 @@ func (s *Server) manifest(w http.ResponseWriter, r *http.Request) {
 	w.Write(v.Encoded)
 }
 
-// chunk serves one stored chunk frame of the deployed version. The agent checks it against its
+// base serves an update's agent the manifest of the version its disk holds, which it diffs
+// against the version it writes (it recomputes the id from the bytes).
+func (s *Server) base(w http.ResponseWriter, r *http.Request) {
+	t, _, err := s.authorize(r)
+	if err != nil {
+		s.reply(w, r, nil, err)
+		return
+	}
+	if t.Kind != agentwire.KindUpdate {
+		s.reply(w, r, nil, fail(http.StatusForbidden, "task %s is a %s: it has no base version", t.ID, t.Kind))
+		return
+	}
+	id, err := manifest.ParseID(t.Base)
+	if err != nil {
+		s.reply(w, r, nil, fmt.Errorf("task %s names base version %q: %w", t.ID, t.Base, err))
+		return
+	}
+	v, err := s.version(r.Context(), id)
+	if err != nil {
+		s.reply(w, r, nil, fmt.Errorf("base version %s of task %s: %w", id.Short(), t.ID, err))
+		return
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.Write(v.Encoded)
+}
+
+// chunk serves one stored chunk frame of the deployed (or updated-to) version. The agent checks it against its
 // id, so a region does not spend a decompression per terminal on it.
 func (s *Server) chunk(w http.ResponseWriter, r *http.Request) {
 	_, v, err := s.deployTask(r)

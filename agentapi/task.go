@@ -18,7 +18,7 @@ import (
 func (s *Server) info(ctx context.Context, t state.Task) (agentwire.TaskInfo, *store.CachedVersion, error) {
 	ti := agentwire.TaskInfo{ID: t.ID, Kind: t.Kind}
 	switch t.Kind {
-	case agentwire.KindDeploy:
+	case agentwire.KindDeploy, agentwire.KindUpdate:
 		id, err := manifest.ParseID(t.Version)
 		if err != nil {
 			return ti, nil, fmt.Errorf("task %s names version %q: %w", t.ID, t.Version, err)
@@ -29,6 +29,7 @@ func (s *Server) info(ctx context.Context, t state.Task) (agentwire.TaskInfo, *s
 		}
 		m := v.Manifest
 		ti.Version, ti.Image, ti.DiskSize, ti.ChunkSize, ti.Hash = id.String(), m.Meta.Name, m.DiskSize, m.ChunkSize, m.Hash
+		ti.Base = t.Base
 		return ti, v, nil
 	case agentwire.KindCapture:
 		ti.Image, ti.ChunkSize, ti.Hash = t.Image, imageio.DefaultChunkSize, manifest.DefaultHash
@@ -56,8 +57,13 @@ func (s *Server) task(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	ti, _, err := s.info(r.Context(), t)
-	if err == nil && ti.Kind == agentwire.KindDeploy {
+	if err == nil && ti.Kind.Writes() {
 		err = s.addSignature(r.Context(), &ti)
+	}
+	if err == nil && ti.Kind.Writes() {
+		// The agent writes once it has read its task: from now until the task ends verified
+		// (FinishTask records the version then), nobody knows what the disk holds.
+		err = s.Inventory.SetVersion(r.Context(), t.MAC, manifest.ID{})
 	}
 	s.reply(w, r, ti, err)
 }
@@ -78,6 +84,22 @@ func (s *Server) addSignature(ctx context.Context, ti *agentwire.TaskInfo) error
 		return fmt.Errorf("signature of version %s: %w", id.Short(), err)
 	}
 	ti.Signature, ti.Signer = sig.Signature, sig.KeyID
+	if ti.Base == "" {
+		return nil
+	}
+	// An update's base: its signature too, if the region has one (the agent checks it then).
+	base, err := manifest.ParseID(ti.Base)
+	if err != nil {
+		return err
+	}
+	sig, err = s.Store.GetSignature(ctx, base)
+	if errors.Is(err, store.ErrNotFound) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("signature of base version %s: %w", base.Short(), err)
+	}
+	ti.BaseSignature, ti.BaseSigner = sig.Signature, sig.KeyID
 	return nil
 }
 
@@ -165,7 +187,7 @@ func (s *Server) Done(ctx context.Context, t state.Task, c state.Claim, d agentw
 	if t.Kind == agentwire.KindCapture {
 		return agentwire.Result{}, fail(http.StatusBadRequest, "a capture ends by publishing its manifest, or by reporting an error")
 	}
-	if d.Written < 0 || d.WrittenBytes < 0 || d.Skipped < 0 {
+	if d.Written < 0 || d.WrittenBytes < 0 || d.Skipped < 0 || d.FetchedBytes < 0 {
 		return agentwire.Result{}, fail(http.StatusBadRequest, "negative counts in %+v", d)
 	}
 	if err := s.settled(t, c); err != nil {
@@ -175,7 +197,7 @@ func (s *Server) Done(ctx context.Context, t state.Task, c state.Claim, d agentw
 		_, err := s.finish(ctx, t, state.TaskFailed, agentwire.Result{}, "terminal "+name+" wrote the image but did not verify it")
 		return agentwire.Result{}, err
 	}
-	res := agentwire.Result{Version: t.Version, Written: d.Written, WrittenBytes: d.WrittenBytes, Skipped: d.Skipped, Verified: true}
+	res := agentwire.Result{Version: t.Version, Written: d.Written, WrittenBytes: d.WrittenBytes, Skipped: d.Skipped, Verified: true, FetchedBytes: d.FetchedBytes}
 	_, err := s.finish(ctx, t, state.TaskDone, res, "")
 	return res, err
 }

@@ -9,8 +9,9 @@
 // the region's Temporal and database code. It imports nothing of tms but manifest.
 //
 // An agent says it booted (POST /v1/agent/boot) and gets its boot action: [ActionLocal], or a
-// capture or deploy task with a token minted for this boot. With that token, and only for that
-// task, it reads the task, the image's manifest and chunks (deploy), asks which chunks the region
+// capture, deploy or update task with a token minted for this boot. With that token, and only for
+// that task, it reads the task, the image's manifest and chunks (deploy, update; an update also
+// the manifest of the version the disk holds), asks which chunks the region
 // lacks and uploads them, then the manifest (capture), and reports progress and the outcome. An
 // agent with nothing to do long-polls for commands ([CommandReboot], [CommandPoweroff]).
 //
@@ -54,7 +55,14 @@ const (
 	KindCapture Kind = "capture"
 	// KindDeploy writes a version to a terminal's disk.
 	KindDeploy Kind = "deploy"
+	// KindUpdate writes a version to a terminal's disk that holds an ancestor of it
+	// (TaskInfo.Base): only the chunks whose ids differ between the two are fetched, written
+	// and read back.
+	KindUpdate Kind = "update"
 )
+
+// Writes reports whether a task of kind k writes the terminal's disk (a deploy or an update).
+func (k Kind) Writes() bool { return k == KindDeploy || k == KindUpdate }
 
 // Action is a terminal's boot action: boot its own disk, or run a task of that kind.
 type Action string
@@ -66,6 +74,7 @@ const (
 	// ActionCapture and ActionDeploy run a task of that kind.
 	ActionCapture = Action(KindCapture)
 	ActionDeploy  = Action(KindDeploy)
+	ActionUpdate  = Action(KindUpdate)
 )
 
 // Task returns the task kind an action runs, and false for ActionLocal or an unknown action.
@@ -75,6 +84,8 @@ func (a Action) Task() (Kind, bool) {
 		return KindCapture, true
 	case ActionDeploy:
 		return KindDeploy, true
+	case ActionUpdate:
+		return KindUpdate, true
 	}
 	return "", false
 }
@@ -134,8 +145,15 @@ type TaskInfo struct {
 	Kind Kind   `json:"kind"`
 	// Image is the image name a capture publishes under.
 	Image string `json:"image,omitempty"`
-	// Version is the version a deploy writes.
+	// Version is the version a deploy or an update writes.
 	Version string `json:"version,omitempty"`
+	// Base is the version an update's terminal holds (the region's record of it): the agent
+	// reads its manifest (GET /v1/agent/task/base), checks it, and writes only the chunks whose
+	// ids differ. BaseSignature and BaseSigner are central's signature of it, when the region
+	// has one.
+	Base          string `json:"base,omitempty"`
+	BaseSignature []byte `json:"base_signature,omitempty"`
+	BaseSigner    string `json:"base_signer,omitempty"`
 	// DiskSize is the disk size the deployed version needs.
 	DiskSize int64 `json:"disk_size,omitempty"`
 	// Signature is central's ed25519 signature of the deployed version (package signing), and
@@ -183,19 +201,22 @@ func (p *Progress) FillBytes(kind Kind) {
 	switch kind {
 	case KindCapture:
 		p.SentBytes = p.MovedBytes
-	case KindDeploy:
+	case KindDeploy, KindUpdate:
 		p.FetchedBytes = p.MovedBytes
 	}
 }
 
-// Done is an agent's report that its task ended. A deploy that succeeded reports what it wrote
-// and Verified true; a task that failed reports Error.
+// Done is an agent's report that its task ended. A deploy or update that succeeded reports what
+// it wrote and Verified true; a task that failed reports Error.
 type Done struct {
 	Error        string `json:"error,omitempty"`
 	Written      int64  `json:"written,omitempty"`
 	WrittenBytes int64  `json:"written_bytes,omitempty"`
 	Skipped      int64  `json:"skipped,omitempty"`
 	Verified     bool   `json:"verified,omitempty"`
+	// FetchedBytes is how many chunk bytes (decompressed and checked) the task fetched
+	// (agents built before it leave it out).
+	FetchedBytes int64 `json:"fetched_bytes,omitempty"`
 }
 
 // Result is a finished task's outcome as the region records it (for a capture, the new
@@ -210,6 +231,7 @@ type Result struct {
 	WrittenBytes int64  `json:"written_bytes,omitempty"`
 	Skipped      int64  `json:"skipped,omitempty"`
 	Verified     bool   `json:"verified,omitempty"`
+	FetchedBytes int64  `json:"fetched_bytes,omitempty"`
 }
 
 // CommandReply is what a long-polling agent is told to do; Command is empty when the poll timed

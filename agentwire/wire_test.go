@@ -80,3 +80,28 @@ func FuzzHelloReply(f *testing.F) {
 		}
 	})
 }
+
+func TestUpdateKindAndAction(t *testing.T) {
+	for _, tc := range []struct {
+		action Action
+		kind   Kind
+		task   bool
+		writes bool
+	}{
+		{ActionLocal, "", false, false},
+		{ActionCapture, KindCapture, true, false},
+		{ActionDeploy, KindDeploy, true, true},
+		{ActionUpdate, KindUpdate, true, true},
+		{"format", "", false, false},
+	} {
+		k, ok := tc.action.Task()
+		if k != tc.kind || ok != tc.task || k.Writes() != tc.writes {
+			t.Errorf("action %q: kind %q, %v, writes %v", tc.action, k, ok, k.Writes())
+		}
+	}
+	p := Progress{Phase: PhaseWriting, MovedBytes: 7}
+	p.FillBytes(KindUpdate)
+	if p.FetchedBytes != 7 || p.SentBytes != 0 {
+		t.Errorf("an update's moved bytes filled as %+v", p)
+	}
+}

@@ -137,6 +137,7 @@ func (a *App) Command() *cobra.Command {
 	root.AddCommand(a.centralCommand(), region, a.terminalCommand(), a.groupCommand(), a.deployCommand(), a.taskCommand())
 	root.AddCommand(a.bootenvCommand())
 	root.AddCommand(a.powerCommand())
+	root.AddCommand(a.updateCommand())
 	return root
 }
 

@@ -114,6 +114,9 @@ Try, in another terminal (after: go build -o bin/tms ./cmd/tms):
   bin/tms%[1]s image ls
   bin/tms%[1]s deploy --region %[3]s --group lab --wait classroom
   cmp %[5]s %[6]s && echo identical
+  bin/tms%[1]s dev mutate %[5]s
+  bin/tms%[1]s image capture --region %[2]s --terminal %[4]s --wait classroom
+  bin/tms%[1]s update --region %[3]s --group lab --wait classroom
   bin/tms%[1]s task ls --all
 and watch the workflows in the Temporal UI at http://%[7]s
 `, addr, first, second, src.Name, src.Disk, dst.Disk, uiAddr)

@@ -95,7 +95,7 @@ func (c *tclient) describe(ctx context.Context, id string, query bool) (*taskDet
 			}
 		}
 		// A deploy's bytes move in its children: the share, and one task per terminal.
-		if d.Type == workflows.NameDeployImage {
+		if d.Type == workflows.NameDeployImage || d.Type == workflows.NameUpdateImage {
 			for i, ch := range d.Children {
 				if i == maxFollowedChildren {
 					break
@@ -154,10 +154,34 @@ func (d *taskDetail) progressLine() string {
 		if json.Unmarshal(d.Progress, &p) == nil {
 			parts = append(parts, "capture of "+p.Name+": "+string(p.Phase))
 		}
-	case workflows.NameDeployTerminal:
+	case workflows.NameDeployTerminal, workflows.NameUpdateTerminal:
 		var p workflows.TerminalProgress
 		if json.Unmarshal(d.Progress, &p) == nil {
-			parts = append(parts, "deploy of "+p.Name+": "+string(p.Phase))
+			what := "deploy"
+			if d.Type == workflows.NameUpdateTerminal {
+				what = "update"
+			}
+			parts = append(parts, what+" of "+p.Name+": "+string(p.Phase))
+		}
+	case workflows.NameUpdateImage:
+		var p workflows.UpdateProgress
+		if json.Unmarshal(d.Progress, &p) == nil {
+			count := map[workflows.Phase]int{}
+			decided := map[activities.Decision]int{}
+			for _, t := range p.Terminals {
+				count[t.Phase]++
+				decided[t.Decision]++
+			}
+			s := "update: " + string(p.Phase)
+			if len(p.Terminals) > 0 {
+				s += fmt.Sprintf(" (%d terminals: %d done, %d failed, %d updating, %d queued", len(p.Terminals),
+					count[workflows.PhaseDone], count[workflows.PhaseFailed], count[workflows.PhaseUpdating], count[workflows.PhaseQueued])
+				if n := decided[activities.DecisionStop] + decided[activities.DecisionIncremental] + decided[activities.DecisionFull]; n > 0 {
+					s += fmt.Sprintf("; %d stop, %d incremental, %d full", decided[activities.DecisionStop], decided[activities.DecisionIncremental], decided[activities.DecisionFull])
+				}
+				s += ")"
+			}
+			parts = append(parts, s)
 		}
 	case workflows.NameShareImage:
 		var p workflows.ShareProgress
@@ -260,6 +284,16 @@ func resultSummary(typ string, raw json.RawMessage) string {
 		var r workflows.TerminalOutcome
 		if json.Unmarshal(raw, &r) == nil {
 			return fmt.Sprintf("terminal %s: %d chunks written (%s), %d already right", r.Name, r.Written, humanBytes(r.WrittenBytes), r.Skipped)
+		}
+	case workflows.NameUpdateImage:
+		var r workflows.UpdateImageResult
+		if json.Unmarshal(raw, &r) == nil && r.Version != "" {
+			return updateSummary(r)
+		}
+	case workflows.NameUpdateTerminal:
+		var r workflows.UpdateOutcome
+		if json.Unmarshal(raw, &r) == nil {
+			return fmt.Sprintf("terminal %s: %s (%s), %s fetched, %s written", r.Name, r.Decision, r.Reason, humanBytes(r.FetchedBytes), humanBytes(r.WrittenBytes))
 		}
 	}
 	return "done"

@@ -40,6 +40,11 @@ type ExportOptions struct {
 	// FixedSize treats a regular-file target as a disk: it must already hold the image and
 	// its size is left alone, as a terminal's disk file keeps its size whatever is written.
 	FixedSize bool
+	// Only, if not nil, limits the export to these chunk indexes of the version, written
+	// without reading the target first, and Verify to reading back just those: an update of a
+	// disk known to hold a version whose other chunks are the same. Progress then counts the
+	// bytes of these chunks only. The target must exist.
+	Only []int
 }
 
 // ExportResult says what an export did.
@@ -63,25 +68,36 @@ func Export(ctx context.Context, s ChunkGetter, v *store.Version, path string, o
 		opts.Jobs = defaultJobs(s)
 	}
 	m := v.Manifest
+	indexes, total, err := selectChunks(m, opts.Only)
+	if err != nil {
+		return nil, err
+	}
+	if opts.Only != nil {
+		if _, err := os.Stat(path); err != nil {
+			return nil, &SourceError{path, fmt.Errorf("an export of some chunks needs an existing target: %w", err)}
+		}
+	}
 	f, fresh, oldSize, isDev, err := openTarget(path, m, opts.FixedSize)
 	if err != nil {
 		return nil, err
 	}
 	defer f.Close()
+	// Only's chunks are known to differ: they are written without a look at what is there.
+	compareOld := opts.Only == nil
 
 	res := &ExportResult{DiskSize: m.DiskSize}
 	t := &target{f: f}
 	var done atomic.Int64
 	var mu sync.Mutex
 	g, gctx := errgroup.WithContext(ctx)
-	idx := chunkIndexes(gctx, g, len(m.Chunks))
+	idx := chunkIndexes(gctx, g, len(m.Chunks), indexes)
 	for range opts.Jobs {
 		g.Go(func() error {
 			buf := make([]byte, m.ChunkSize)
 			cur := make([]byte, m.ChunkSize)
 			for i := range idx {
 				off, n := m.ChunkRange(i)
-				act, nbytes, err := exportOne(gctx, s, m, t, i, off, n, !fresh && off < oldSize, isDev, buf, cur)
+				act, nbytes, err := exportOne(gctx, s, m, t, i, off, n, compareOld && !fresh && off < oldSize, !fresh && off < oldSize, isDev, buf, cur)
 				if err != nil {
 					return err
 				}
@@ -98,7 +114,7 @@ func Export(ctx context.Context, s ChunkGetter, v *store.Version, path string, o
 				mu.Unlock()
 				d := done.Add(n)
 				if opts.Progress != nil {
-					opts.Progress(d, m.DiskSize)
+					opts.Progress(d, total)
 				}
 			}
 			return nil
@@ -114,7 +130,7 @@ func Export(ctx context.Context, s ChunkGetter, v *store.Version, path string, o
 		return nil, &SourceError{path, fmt.Errorf("flush: %w", err)}
 	}
 	if opts.Verify {
-		if err := verifyTarget(ctx, f, m, opts.Jobs); err != nil {
+		if err := verifyTarget(ctx, f, m, indexes, opts.Jobs); err != nil {
 			return nil, err
 		}
 	}
@@ -144,12 +160,42 @@ func (t *target) writeAt(b []byte, off int64) error {
 	return nil
 }
 
-// chunkIndexes feeds 0..n-1 to the workers of g until they are done or g fails.
-func chunkIndexes(ctx context.Context, g *errgroup.Group, n int) <-chan int {
+// selectChunks returns the chunk indexes an export handles (nil: all of them) and their bytes.
+func selectChunks(m *manifest.Manifest, only []int) ([]int, int64, error) {
+	if only == nil {
+		return nil, m.DiskSize, nil
+	}
+	var total int64
+	seen := make(map[int]bool, len(only))
+	for _, i := range only {
+		if i < 0 || i >= len(m.Chunks) {
+			return nil, 0, fmt.Errorf("chunk index %d is outside version %s's %d chunks", i, m.Meta.Name, len(m.Chunks))
+		}
+		if seen[i] {
+			return nil, 0, fmt.Errorf("chunk index %d is named twice", i)
+		}
+		seen[i] = true
+		_, n := m.ChunkRange(i)
+		total += n
+	}
+	return only, total, nil
+}
+
+// chunkIndexes feeds the indexes in only (nil: 0..n-1) to the workers of g until they are done
+// or g fails.
+func chunkIndexes(ctx context.Context, g *errgroup.Group, n int, only []int) <-chan int {
 	idx := make(chan int)
 	g.Go(func() error {
 		defer close(idx)
-		for i := range n {
+		count := n
+		if only != nil {
+			count = len(only)
+		}
+		for k := range count {
+			i := k
+			if only != nil {
+				i = only[k]
+			}
 			select {
 			case idx <- i:
 			case <-ctx.Done():
@@ -169,10 +215,11 @@ const (
 	zeroed
 )
 
-// exportOne brings the range of chunk i of the target up to date. compare says the range may
-// already hold data (an existing file or a device) and must be read before it is written.
+// exportOne brings the range of chunk i of the target up to date. existing says the range may
+// already hold data (an existing file or a device); compare that it is read first and left
+// alone if it holds the chunk already.
 func exportOne(ctx context.Context, s ChunkGetter, m *manifest.Manifest, t *target, i int, off, n int64,
-	compare, isDev bool, buf, cur []byte) (action, int64, error) {
+	compare, existing, isDev bool, buf, cur []byte) (action, int64, error) {
 	f := t.f
 	id := m.Chunks[i]
 	if compare {
@@ -187,7 +234,7 @@ func exportOne(ctx context.Context, s ChunkGetter, m *manifest.Manifest, t *targ
 		}
 	}
 	if id.IsZero() {
-		if !compare {
+		if !existing {
 			return zeroed, 0, nil // a fresh file: the range is a hole already
 		}
 		if !isDev {
@@ -298,10 +345,11 @@ var ErrVerify = errors.New("read-back verification failed")
 
 // verifyTarget drops the target's cached pages (they are clean after the fsync) and reads every
 // chunk back from the device, checking it against the manifest.
-func verifyTarget(ctx context.Context, f *os.File, m *manifest.Manifest, jobs int) error {
+// With only (not nil), just those chunks are read back.
+func verifyTarget(ctx context.Context, f *os.File, m *manifest.Manifest, only []int, jobs int) error {
 	unix.Fadvise(int(f.Fd()), 0, 0, unix.FADV_DONTNEED)
 	g, gctx := errgroup.WithContext(ctx)
-	idx := chunkIndexes(gctx, g, len(m.Chunks))
+	idx := chunkIndexes(gctx, g, len(m.Chunks), only)
 	for range max(jobs, 1) {
 		g.Go(func() error {
 			buf := make([]byte, m.ChunkSize)

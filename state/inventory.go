@@ -65,7 +65,7 @@ ALTER TABLE terminals ADD COLUMN agent_key BLOB;
 -- Seen keeps at most MaxUnknownTerminals not-enrolled terminals, dropping the ones seen least
 -- recently: this index finds them without reading the table.
 CREATE INDEX terminals_by_seen ON terminals (enrolled, last_seen);
-`}, enrollTokenMigration, firstSeenMigration}
+`}, updateTaskMigration, enrollTokenMigration, firstSeenMigration}
 
 // Inventory is a region's own state: its terminals, groups and boot actions.
 type Inventory struct{ db *sql.DB }
@@ -367,7 +367,7 @@ type BootAction struct {
 	Action  agentwire.Action
 	Task    string // the workflow it belongs to
 	Image   string // capture: the image name
-	Version string // deploy: the version id
+	Version string // deploy, update: the version id
 	Expires time.Time
 }
 
@@ -386,7 +386,7 @@ func (inv *Inventory) SetBootAction(ctx context.Context, mac string, a BootActio
 		return err
 	}
 	if _, task := a.Action.Task(); !task && a.Action != agentwire.ActionLocal {
-		return fmt.Errorf("boot action %q is not local, capture or deploy", a.Action)
+		return fmt.Errorf("boot action %q is not local, capture, deploy or update", a.Action)
 	}
 	_, err = inv.db.ExecContext(ctx, `INSERT INTO boot_actions (mac, action, task, image, token_hash, prev_token_hash, claim_ip, claimed, claim_network, expires)
 		VALUES (?, ?, ?, ?, NULL, NULL, '', 0, 0, ?)

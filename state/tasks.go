@@ -24,15 +24,18 @@ const (
 	TaskCanceled TaskState = "canceled" // the workflow was canceled
 )
 
-// Task is one terminal's part of a capture or deploy: what its agent is asked to do, how far
+// Task is one terminal's part of a capture, deploy or update: what its agent is asked to do, how far
 // it got and how it ended. ID is the workflow id of the terminal's task.
 type Task struct {
 	ID      string
 	MAC     string
 	Kind    agentwire.Kind
 	Image   string // capture: the image name the new version is published under
-	Version string // deploy: the version id written
-	State   TaskState
+	Version string // deploy, update: the version id written
+	// Base is the version an update's terminal held when the update was set up: the agent
+	// writes the chunks that differ between it and Version.
+	Base  string
+	State TaskState
 	// Waiter is the Temporal task token of the activity waiting for the agent, so the region's
 	// HTTP service can complete it when the agent reports; nil until the activity starts.
 	Waiter   []byte
@@ -48,12 +51,12 @@ func (t Task) Finished() bool {
 	return t.State == TaskDone || t.State == TaskFailed || t.State == TaskCanceled
 }
 
-const taskCols = `id, mac, kind, image, state, waiter, progress, result, error, created, updated`
+const taskCols = `id, mac, kind, image, state, waiter, progress, result, error, created, updated, base`
 
 // subject is what the task works on, as its image column holds it: a capture's image name, a
-// deploy's version id.
+// deploy's or update's version id.
 func subject(kind agentwire.Kind, image, version string) string {
-	if kind == agentwire.KindDeploy {
+	if kind.Writes() {
 		return version
 	}
 	return image
@@ -61,7 +64,7 @@ func subject(kind agentwire.Kind, image, version string) string {
 
 // setSubject fills Image or Version from the image column, by kind.
 func setSubject(kind agentwire.Kind, col string, image, version *string) {
-	if kind == agentwire.KindDeploy {
+	if kind.Writes() {
 		*version = col
 	} else {
 		*image = col
@@ -72,7 +75,7 @@ func scanTask(row interface{ Scan(...any) error }) (Task, error) {
 	var t Task
 	var created, updated int64
 	var col string
-	err := row.Scan(&t.ID, &t.MAC, &t.Kind, &col, &t.State, &t.Waiter, &t.Progress, &t.Result, &t.Error, &created, &updated)
+	err := row.Scan(&t.ID, &t.MAC, &t.Kind, &col, &t.State, &t.Waiter, &t.Progress, &t.Result, &t.Error, &created, &updated, &t.Base)
 	setSubject(t.Kind, col, &t.Image, &t.Version)
 	t.Created, t.Updated = time.Unix(0, created).UTC(), time.Unix(0, updated).UTC()
 	return t, err
@@ -86,8 +89,11 @@ func (inv *Inventory) StartTask(ctx context.Context, t Task, now time.Time) (Tas
 	if err != nil {
 		return t, err
 	}
-	if t.Kind != agentwire.KindCapture && t.Kind != agentwire.KindDeploy {
-		return t, fmt.Errorf("task kind %q is not capture or deploy", t.Kind)
+	if t.Kind != agentwire.KindCapture && !t.Kind.Writes() {
+		return t, fmt.Errorf("task kind %q is not capture, deploy or update", t.Kind)
+	}
+	if (t.Kind == agentwire.KindUpdate) != (t.Base != "") {
+		return t, fmt.Errorf("task %s: an update, and only an update, names the version its terminal holds", t.ID)
 	}
 	if t.ID == "" {
 		return t, errors.New("a task needs an id")
@@ -100,7 +106,7 @@ func (inv *Inventory) StartTask(ctx context.Context, t Task, now time.Time) (Tas
 	old, err := scanTask(tx.QueryRowContext(ctx, `SELECT `+taskCols+` FROM tasks WHERE id = ?`, t.ID))
 	switch {
 	case err == nil:
-		if was := subject(old.Kind, old.Image, old.Version); old.MAC != mac || old.Kind != t.Kind || was != subject(t.Kind, t.Image, t.Version) {
+		if was := subject(old.Kind, old.Image, old.Version); old.MAC != mac || old.Kind != t.Kind || was != subject(t.Kind, t.Image, t.Version) || old.Base != t.Base {
 			return old, fmt.Errorf("task %s exists for %s %s of %s: %w", t.ID, old.Kind, old.MAC, was, ErrConflict)
 		}
 		if old.Finished() {
@@ -110,9 +116,9 @@ func (inv *Inventory) StartTask(ctx context.Context, t Task, now time.Time) (Tas
 		return t, err
 	}
 	ns := now.UTC().UnixNano()
-	if _, err := tx.ExecContext(ctx, `INSERT INTO tasks (id, mac, kind, image, state, created, updated) VALUES (?, ?, ?, ?, ?, ?, ?)
+	if _, err := tx.ExecContext(ctx, `INSERT INTO tasks (id, mac, kind, image, state, created, updated, base) VALUES (?, ?, ?, ?, ?, ?, ?, ?)
 		ON CONFLICT (id) DO UPDATE SET state = excluded.state, updated = excluded.updated`,
-		t.ID, mac, t.Kind, subject(t.Kind, t.Image, t.Version), TaskWaiting, ns, ns); err != nil {
+		t.ID, mac, t.Kind, subject(t.Kind, t.Image, t.Version), TaskWaiting, ns, ns, t.Base); err != nil {
 		return t, err
 	}
 	got, err := scanTask(tx.QueryRowContext(ctx, `SELECT `+taskCols+` FROM tasks WHERE id = ?`, t.ID))
@@ -205,7 +211,11 @@ func (inv *Inventory) SetVersion(ctx context.Context, mac string, id manifest.ID
 	if err != nil {
 		return err
 	}
-	res, err := inv.db.ExecContext(ctx, `UPDATE terminals SET version = ? WHERE mac = ?`, id.String(), mac)
+	v := ""
+	if !id.IsZero() {
+		v = id.String()
+	}
+	res, err := inv.db.ExecContext(ctx, `UPDATE terminals SET version = ? WHERE mac = ?`, v, mac)
 	if err != nil {
 		return err
 	}

@@ -38,6 +38,8 @@ func NewRegion(c client.Client, acts *activities.Region) worker.Worker {
 	w.RegisterWorkflow(workflows.CaptureImage)
 	w.RegisterWorkflow(workflows.DeployImage)
 	w.RegisterWorkflow(workflows.DeployTerminal)
+	w.RegisterWorkflow(workflows.UpdateImage)
+	w.RegisterWorkflow(workflows.UpdateTerminal)
 	w.RegisterWorkflow(workflows.RegionAdmin)
 	w.RegisterWorkflow(workflows.PowerTerminals)
 	w.RegisterActivity(acts)

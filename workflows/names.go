@@ -10,6 +10,8 @@ const (
 	NameCaptureImage    = "CaptureImage"
 	NameDeployImage     = "DeployImage"
 	NameDeployTerminal  = "DeployTerminal"
+	NameUpdateImage     = "UpdateImage"
+	NameUpdateTerminal  = "UpdateTerminal"
 	NameRegionAdmin     = "RegionAdmin"
 	NameCentralAdmin    = "CentralAdmin"
 	NameRegisterRegion  = "RegisterRegion"

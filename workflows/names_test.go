@@ -24,6 +24,8 @@ func TestNamesAreTheRegisteredFunctionNames(t *testing.T) {
 		NameRegisterRegion:  RegisterRegion,
 		NameRegisterVersion: RegisterVersion,
 		NamePowerTerminals:  PowerTerminals,
+		NameUpdateImage:     UpdateImage,
+		NameUpdateTerminal:  UpdateTerminal,
 	} {
 		if got := sdkName(fn); got != name {
 			t.Errorf("workflow function %s is registered as %q, not %q", got, got, name)

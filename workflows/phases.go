@@ -13,6 +13,7 @@ const (
 	PhaseWaiting   Phase = "waiting"   // the agent works; its reports are WaitForAgent's heartbeats
 	PhaseFinishing Phase = "finishing" // the terminal goes back to booting its own disk
 	PhaseDeploying Phase = "deploying" // DeployImage: the terminal's DeployTerminal runs
+	PhaseUpdating  Phase = "updating"  // UpdateImage: the terminal's UpdateTerminal runs
 	PhaseDone      Phase = "done"
 	PhaseFailed    Phase = "failed" // Error says why
 )
@@ -21,6 +22,7 @@ const (
 const (
 	PhaseResolving   Phase = "resolving"   // DeployImage: the group and image are being resolved
 	PhaseSharing     Phase = "sharing"     // DeployImage: ShareImage brings the image to the region
+	PhaseDeciding    Phase = "deciding"    // UpdateImage: each terminal's decision (stop, incremental, full)
 	PhaseRegistering Phase = "registering" // CaptureImage: the new version goes into central's catalog
 	PhaseSigning     Phase = "signing"     // CaptureImage: central's signature is stored beside it
 	PhaseLocating    Phase = "locating"    // ShareImage: central finds verified copies

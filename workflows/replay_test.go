@@ -31,6 +31,8 @@ func TestReplayHistories(t *testing.T) {
 			r.RegisterWorkflow(DeployImage)
 			r.RegisterWorkflow(DeployTerminal)
 			r.RegisterWorkflow(PowerTerminals)
+			r.RegisterWorkflow(UpdateImage)
+			r.RegisterWorkflow(UpdateTerminal)
 			b, err := os.ReadFile(f)
 			if err != nil {
 				t.Fatal(err)

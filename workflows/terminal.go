@@ -70,8 +70,8 @@ func centralOptions(ctx workflow.Context) workflow.Context {
 	})
 }
 
-// agentTask runs one terminal's capture or deploy: set its boot action, reboot it, wait for its
-// agent, and, however that ends, put its boot action back to its own disk. The task's id is the
+// agentTask runs one terminal's capture, deploy or update: set its boot action, reboot it, wait
+// for its agent, and, however that ends, put its boot action back to its own disk. The task's id is the
 // calling workflow's id and run id: a retried activity resumes this run's task, and a new run of
 // the same workflow id (the same deploy again tomorrow) is a new task that starts from the disk
 // as it is then, never the outcome of an earlier run.
