@@ -185,11 +185,6 @@ type taskJSON struct {
 	Result json.RawMessage `json:",omitempty"` // a failed task's partial result, if it has one
 }
 
-// follow shows a workflow's progress until it ends, then its outcome.
-func (a *App) follow(ctx context.Context, c *tclient, id string) error {
-	return a.followAs(ctx, c, id, false)
-}
-
 // followAs shows a workflow's progress until it ends, then its outcome, as JSON if asJSON.
 func (a *App) followAs(ctx context.Context, c *tclient, id string, asJSON bool) error {
 	run := c.GetWorkflow(ctx, id, "")
