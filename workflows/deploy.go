@@ -3,6 +3,7 @@ package workflows
 import (
 	"fmt"
 	"strings"
+	"time"
 
 	"go.temporal.io/sdk/workflow"
 
@@ -19,6 +20,9 @@ type DeployImageInput struct {
 	// Concurrency is how many terminals are deployed at once (default 10).
 	Concurrency int
 	Timeouts    AgentTimeouts
+	// StartAt is when the deploy starts; zero: at once. Until then "modify" may change it,
+	// the targets and the image.
+	StartAt time.Time
 }
 
 // TerminalOutcome is how one terminal's deploy ended.
@@ -68,6 +72,15 @@ func DeployImage(ctx workflow.Context, in DeployImageInput) (DeployImageResult, 
 	if err := workflow.SetQueryHandler(ctx, QueryProgress, func() (DeployProgress, error) { return *prog, nil }); err != nil {
 		return res, err
 	}
+	if !in.StartAt.IsZero() {
+		prog.Phase = PhaseScheduled
+	}
+	if err := awaitStart(ctx, startFields{At: &in.StartAt, Group: &in.Group, Terminals: &in.Terminals, Image: &in.Image}, func() TaskTags {
+		return TaskTags{Region: in.Region, Kind: TaskDeploy, Group: in.Group, Terminals: in.Terminals, Image: in.Image, StartAt: in.StartAt}
+	}); err != nil {
+		return res, err
+	}
+	prog.Phase = PhaseResolving
 	var r *activities.Region
 	var targets activities.ResolveResult
 	if err := workflow.ExecuteActivity(regionOptions(ctx, in.Region), r.ResolveTerminals,
