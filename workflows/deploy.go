@@ -114,15 +114,28 @@ func DeployImage(ctx workflow.Context, in DeployImageInput) (DeployImageResult, 
 	}
 	res.Terminals = make([]TerminalOutcome, len(targets.Terminals))
 	running, finished := 0, 0
+	// A canceled deploy waits for its terminals' tasks to end their cancellation (each sets
+	// its terminal back to its own disk and records the task as canceled). Before this version,
+	// the deploy ended at once and its children were terminated half-way, leaving their
+	// terminals' boot actions set to the deploy.
+	cleanCancel := workflow.GetVersion(ctx, "deploy-cancel-waits-for-terminals", workflow.DefaultVersion, 1) == 1
+	canceled := func(err error) (DeployImageResult, error) {
+		if cleanCancel {
+			dctx, _ := workflow.NewDisconnectedContext(ctx)
+			_ = workflow.Await(dctx, func() bool { return running == 0 })
+		}
+		return res, err
+	}
 	for i, t := range targets.Terminals {
 		if err := workflow.Await(ctx, func() bool { return running < limit }); err != nil {
-			return res, err
+			return canceled(err)
 		}
 		running++
 		prog.Terminals[i].Phase = PhaseDeploying
 		child := workflow.WithChildOptions(ctx, workflow.ChildWorkflowOptions{
-			WorkflowID: id + "/" + name(t),
-			TaskQueue:  activities.RegionQueue(in.Region),
+			WorkflowID:          id + "/" + name(t),
+			TaskQueue:           activities.RegionQueue(in.Region),
+			WaitForCancellation: cleanCancel,
 		})
 		f := workflow.ExecuteChildWorkflow(child, DeployTerminal, DeployTerminalInput{
 			Region: in.Region, TerminalRef: t.MAC, Name: t.Name, Version: res.Version, Timeouts: in.Timeouts})
@@ -140,7 +153,7 @@ func DeployImage(ctx workflow.Context, in DeployImageInput) (DeployImageResult, 
 		})
 	}
 	if err := workflow.Await(ctx, func() bool { return finished == len(targets.Terminals) }); err != nil {
-		return res, err
+		return canceled(err)
 	}
 	var first string
 	for _, o := range res.Terminals {

@@ -103,8 +103,16 @@ func awaitStart(ctx workflow.Context, f startFields, tags func() TaskTags) error
 			break
 		}
 		changed = false
-		// Wakes when the time comes or a modify changed the plan (then the wait starts over).
-		if _, err := workflow.AwaitWithTimeout(ctx, wait, func() bool { return changed }); err != nil {
+		// Wakes when the time comes or a modify changed the plan (then the wait starts over,
+		// on a new timer: the old one is canceled, not left to fire).
+		tctx, cancelTimer := workflow.WithCancel(ctx)
+		timer := workflow.NewTimer(tctx, wait)
+		err := workflow.Await(ctx, func() bool { return changed || timer.IsReady() })
+		cancelTimer()
+		if err == nil {
+			err = ctx.Err() // a cancel readies the timer too
+		}
+		if err != nil {
 			return err
 		}
 	}

@@ -191,3 +191,21 @@ func TestCancelWhileWaitingTouchesNothing(t *testing.T) {
 	env.AssertNotCalled(t, "ResolveTerminals", mock.Anything, mock.Anything)
 	env.AssertNotCalled(t, "PrepareTask", mock.Anything, mock.Anything)
 }
+
+func TestCancelDuringDeployLetsTerminalsFinish(t *testing.T) {
+	env := newTerminalEnv(t)
+	env.OnActivity(r.ResolveTerminals, mock.Anything, mock.Anything).Return(activities.ResolveResult{Terminals: []activities.TerminalRef{pc1}}, nil)
+	env.OnActivity(c.LocateVersion, mock.Anything, mock.Anything).Return(activities.LocateResult{Version: version, TargetHas: true}, nil)
+	env.OnActivity(r.PrepareTask, mock.Anything, mock.Anything).Return(pc1, nil)
+	env.OnActivity(r.PowerTerminal, mock.Anything, mock.Anything).Return(nil)
+	env.OnActivity(r.WaitForAgent, mock.Anything, mock.Anything).After(time.Hour).Return(activities.AgentResult{}, nil)
+	env.OnActivity(r.FinishTask, mock.Anything, finished("canceled")).Return(nil).Once()
+	env.RegisterDelayedCallback(env.CancelWorkflow, 10*time.Minute)
+	env.ExecuteWorkflow(DeployImage, DeployImageInput{Region: "region-a", Group: "room1", Image: "win11"})
+	var ce *temporal.CanceledError
+	if err := env.GetWorkflowError(); !errors.As(err, &ce) {
+		t.Fatalf("canceled deploy: %v", err)
+	}
+	// The terminal's task was canceled, not cut off: it set pc1 back to its own disk.
+	env.AssertExpectations(t)
+}
