@@ -261,9 +261,11 @@ func (a *App) taskCancel() *cobra.Command {
 	return &cobra.Command{
 		Use:   "cancel ID",
 		Short: "Cancel a capture, deploy or share",
-		Long: `Cancel asks the task to stop. A capture or deploy stops waiting for its terminals and sets
-their next boot back to their own disk (a deploy interrupted mid-write leaves that disk
-incomplete until it is deployed again); a share stops its transfer and records nothing.`,
+		Long: `Cancel asks the task to stop. A task waiting for its start time (--at) ends without having
+touched anything. A capture or deploy stops waiting for its terminals and sets their next boot
+back to their own disk (a deploy waits for each terminal's task to do so; a deploy interrupted
+mid-write leaves that disk incomplete until it is deployed again); a share stops its transfer
+and records nothing.`,
 		Args: exactArgs(1, "ID"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			ctx := cmd.Context()
@@ -282,6 +284,10 @@ incomplete until it is deployed again); a share stops its transfer and records n
 			}
 			if err := c.CancelWorkflow(ctx, id, d.RunID); err != nil {
 				return notFound(err, id)
+			}
+			if d.State == "waiting" {
+				fmt.Fprintf(a.Stdout, "cancel requested for task %s: it had not started, so it touched nothing\n", id)
+				return nil
 			}
 			fmt.Fprintf(a.Stdout, "cancel requested for task %s: its terminals are set back to boot from their own disk; 'tms task show %s' says when it has stopped\n", id, id)
 			return nil
