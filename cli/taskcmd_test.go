@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"context"
 	"encoding/json"
 	"regexp"
 	"slices"
@@ -8,7 +9,11 @@ import (
 	"testing"
 	"time"
 
+	"go.temporal.io/sdk/client"
+
+	"tms/activities"
 	"tms/internal/temporaltest"
+	"tms/workflows"
 )
 
 func TestTerminalLinesReadAnyTasksTerminals(t *testing.T) {
@@ -248,6 +253,25 @@ func TestTaskCommandsOverTemporal(t *testing.T) {
 	})
 	fail(t, run, 1, "no task "+deploy, "task", "show", deploy)
 	must(t, run, "task", "rm", waiting)
+
+	// A task a schedule started names its schedule.
+	sched, err := tc.ScheduleClient().Create(t.Context(), client.ScheduleOptions{ID: "nightly-share", TriggerImmediately: true,
+		Action: &client.ScheduleWorkflowAction{ID: "share/lab/region-a/nightly", Workflow: workflows.ShareImage,
+			Args: []any{workflows.ShareImageInput{Image: "lab", Target: "region-a"}}, TaskQueue: activities.CentralQueue,
+			TypedSearchAttributes: workflows.TaskTags{Region: "region-a", Kind: workflows.TaskShare, Image: "lab"}.StartAttributes()}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { sched.Delete(context.Background()) })
+	eventually(t, "the scheduled share to be listed with its schedule", func() bool {
+		for _, r := range decode[[]taskRow](t, must(t, run, "task", "ls", "--kind", "share", "--state", "completed", "--json")) {
+			if r.Schedule == "nightly-share" && strings.HasPrefix(r.ID, "share/lab/region-a/nightly") {
+				text := must(t, run, "task", "show", r.ID)
+				return regexp.MustCompile(`Schedule: +nightly-share`).MatchString(text) && regexp.MustCompile(`State: +completed`).MatchString(text)
+			}
+		}
+		return false
+	})
 	eventually(t, "the second deleted task to leave the listing", func() bool {
 		got := ids("--all")
 		return !slices.Contains(got, waiting) && slices.Contains(got, capture)

@@ -209,3 +209,35 @@ func TestCancelDuringDeployLetsTerminalsFinish(t *testing.T) {
 	// The terminal's task was canceled, not cut off: it set pc1 back to its own disk.
 	env.AssertExpectations(t)
 }
+
+// FuzzModifyCheck feeds the "modify" validator what any Temporal client may send: it never
+// panics, and what it accepts is a name, MAC or image reference tms can use.
+func FuzzModifyCheck(f *testing.F) {
+	f.Add("room1", "pc1", "win11:exam", int64(3600))
+	f.Add("", "52:54:00:00:00:01", "", int64(-1))
+	f.Add("a'b", "pc 1", "win@", int64(0))
+	now := time.Date(2026, 12, 2, 7, 0, 0, 0, time.UTC)
+	f.Fuzz(func(t *testing.T, group, terminal, image string, after int64) {
+		var at time.Time
+		if after != 0 {
+			at = now.Add(time.Duration(after) * time.Second)
+		}
+		var terminals []string
+		if terminal != "" {
+			terminals = strings.Split(terminal, ",")
+		}
+		in := DeployImageInput{Group: "room0", Image: "win10", StartAt: now.Add(time.Hour)}
+		fields := startFields{At: &in.StartAt, Group: &in.Group, Terminals: &in.Terminals, Image: &in.Image}
+		m := ModifyInput{StartAt: at, Group: group, Terminals: terminals, Image: image}
+		if err := fields.check(m, now); err != nil {
+			return
+		}
+		fields.apply(m)
+		if strings.ContainsAny(in.Group+in.Image+strings.Join(in.Terminals, ""), "'\"\\ \n") {
+			t.Fatalf("accepted %+v", in)
+		}
+		if !in.StartAt.After(now) || (in.Group == "") == (len(in.Terminals) == 0) {
+			t.Fatalf("accepted a plan without a future start or with both or neither target: %+v", in)
+		}
+	})
+}
