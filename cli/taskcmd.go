@@ -30,7 +30,8 @@ type taskRow struct {
 	Group     string     `json:"group,omitempty"`
 	Terminals []string   `json:"terminals,omitempty"`
 	Image     string     `json:"image,omitempty"`
-	State     string     `json:"state"` // waiting, running, completed, failed, canceled, terminated, timed-out
+	State     string     `json:"state"`  // waiting, running, completed, failed, canceled, terminated, timed-out
+	Status    string     `json:"status"` // the execution status as Temporal names it: Running, Completed...
 	Start     time.Time  `json:"start"`
 	StartAt   *time.Time `json:"start_at,omitempty"` // a task asked for later: when it starts
 	Close     *time.Time `json:"close,omitempty"`
@@ -111,7 +112,7 @@ listed: running ones, and waiting ones (asked for later with --at).
 					at := decodeTaskAttrs(e.GetSearchAttributes())
 					r := taskRow{ID: e.GetExecution().GetWorkflowId(), Kind: at.Kind, Region: at.Region, Group: at.Group, Terminals: at.Terminals,
 						Image: at.Image, StartAt: at.StartAt, Schedule: at.Schedule, Start: e.GetStartTime().AsTime(),
-						State: stateWord(e.GetStatus(), at.StartAt, now), Type: e.GetType().GetName(), TaskQueue: e.GetTaskQueue()}
+						State: stateWord(e.GetStatus(), at.StartAt, now), Status: e.GetStatus().String(), Type: e.GetType().GetName(), TaskQueue: e.GetTaskQueue()}
 					if e.GetCloseTime() != nil {
 						t := e.GetCloseTime().AsTime()
 						r.Close = &t
@@ -175,11 +176,11 @@ func (a *App) taskShow() *cobra.Command {
 					// A task that failed on every terminal says how each failed in its error.
 					var ae *temporal.ApplicationError
 					if errors.As(err, &ae) && ae.HasDetails() && ae.Details(&raw) == nil {
-						d.Terminals = terminalLines(raw)
+						d.Terminals = terminalLines(raw, false)
 					}
 				} else {
 					d.Result, d.Summary = raw, resultSummary(d.Type, raw)
-					d.Terminals = terminalLines(raw)
+					d.Terminals = terminalLines(raw, false)
 				}
 			}
 			if asJSON {

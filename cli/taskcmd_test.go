@@ -19,22 +19,28 @@ import (
 func TestTerminalLinesReadAnyTasksTerminals(t *testing.T) {
 	for _, tc := range []struct {
 		name, raw string
+		running   bool
 		want      []terminalLine
 	}{
-		{"deploy result", `{"Version":"v","Terminals":[{"Terminal":"pc1","MAC":"m1","OK":true,"Written":3},{"Terminal":"pc2","OK":false,"Error":"busy"}]}`,
+		{"power progress", `{"Terminals":[{"Terminal":"pc1","OK":false,"Outcome":""},{"Terminal":"pc2","OK":true,"Outcome":"woke"}]}`, true,
+			[]terminalLine{{Terminal: "pc1", State: "under way", Details: map[string]json.RawMessage{"Outcome": json.RawMessage(`""`)}},
+				{Terminal: "pc2", State: "ok", Details: map[string]json.RawMessage{"Outcome": json.RawMessage(`"woke"`)}}}},
+		{"power result", `{"Terminals":[{"Terminal":"pc1","OK":false,"Outcome":"no-answer","Reason":"not seen"}]}`, false,
+			[]terminalLine{{Terminal: "pc1", State: "failed", Details: map[string]json.RawMessage{"Outcome": json.RawMessage(`"no-answer"`), "Reason": json.RawMessage(`"not seen"`)}}}},
+		{"deploy result", `{"Version":"v","Terminals":[{"Terminal":"pc1","MAC":"m1","OK":true,"Written":3},{"Terminal":"pc2","OK":false,"Error":"busy"}]}`, false,
 			[]terminalLine{{Terminal: "pc1", State: "ok", Details: map[string]json.RawMessage{"MAC": json.RawMessage(`"m1"`), "Written": json.RawMessage(`3`)}},
 				{Terminal: "pc2", State: "failed", Error: "busy"}}},
-		{"another task's result", `{"Terminals":[{"Terminal":"pc1","OK":true,"Decision":"incremental"}]}`,
+		{"another task's result", `{"Terminals":[{"Terminal":"pc1","OK":true,"Decision":"incremental"}]}`, false,
 			[]terminalLine{{Terminal: "pc1", State: "ok", Details: map[string]json.RawMessage{"Decision": json.RawMessage(`"incremental"`)}}}},
-		{"deploy progress", `{"Phase":"deploying","Terminals":[{"Terminal":"pc1","Phase":"failed","Error":"busy"},{"Terminal":"pc2","Phase":"deploying"}]}`,
+		{"deploy progress", `{"Phase":"deploying","Terminals":[{"Terminal":"pc1","Phase":"failed","Error":"busy"},{"Terminal":"pc2","Phase":"deploying"}]}`, true,
 			[]terminalLine{{Terminal: "pc1", State: "failed", Error: "busy"}, {Terminal: "pc2", State: "deploying"}}},
-		{"no terminals", `{"Version":"v"}`, nil},
-		{"not JSON", `nope`, nil},
-		{"wrong types", `{"Terminals":[{"Terminal":5,"OK":"yes"}]}`,
+		{"no terminals", `{"Version":"v"}`, false, nil},
+		{"not JSON", `nope`, false, nil},
+		{"wrong types", `{"Terminals":[{"Terminal":5,"OK":"yes"}]}`, false,
 			[]terminalLine{{State: "?", Details: map[string]json.RawMessage{"Terminal": json.RawMessage(`5`), "OK": json.RawMessage(`"yes"`)}}}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			got := terminalLines(json.RawMessage(tc.raw))
+			got := terminalLines(json.RawMessage(tc.raw), tc.running)
 			g, _ := json.Marshal(got)
 			w, _ := json.Marshal(tc.want)
 			if string(g) != string(w) {

@@ -106,7 +106,7 @@ func (c *tclient) describe(ctx context.Context, id string, query bool) (*taskDet
 			var raw json.RawMessage
 			if v.Get(&raw) == nil {
 				d.Progress = raw
-				d.Terminals = terminalLines(raw)
+				d.Terminals = terminalLines(raw, true)
 			}
 		}
 		// A deploy's bytes move in its children: the share, and one task per terminal.
@@ -184,8 +184,9 @@ const maxTerminalLines = 10000
 
 // terminalLines reads the per-terminal part of a task's result or progress, whatever the
 // task: a list "Terminals" of objects naming the terminal ("Terminal") with either OK and
-// Error (an outcome) or Phase and Error (progress). Other fields become Details.
-func terminalLines(raw json.RawMessage) []terminalLine {
+// Error (an outcome) or Phase and Error (progress). Other fields become Details. In a running
+// task's progress, a terminal not OK without an error or phase is "under way", not failed.
+func terminalLines(raw json.RawMessage, running bool) []terminalLine {
 	var r struct{ Terminals []map[string]json.RawMessage }
 	if json.Unmarshal(raw, &r) != nil || len(r.Terminals) == 0 {
 		return nil
@@ -228,12 +229,14 @@ func terminalLines(raw json.RawMessage) []terminalLine {
 			}
 		}
 		switch {
-		case ok != nil && *ok:
-			l.State = "ok"
-		case ok != nil:
-			l.State = "failed"
 		case phase != "":
 			l.State = phase
+		case ok != nil && *ok:
+			l.State = "ok"
+		case ok != nil && running && l.Error == "":
+			l.State = "under way"
+		case ok != nil:
+			l.State = "failed"
 		default:
 			l.State = "?"
 		}
