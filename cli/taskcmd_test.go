@@ -87,7 +87,12 @@ func TestParseAt(t *testing.T) {
 // group refuses pc1 and goes on with pc2; the listing's filters; tasks asked for later, changed
 // and canceled before they start; a started task refusing change; rm of finished tasks.
 func TestTaskCommandsOverTemporal(t *testing.T) {
-	run, _, tc := adminServer(t)
+	run, _, addr := adminSetupAt(t)
+	tc, err := client.Dial(client.Options{HostPort: addr})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(tc.Close)
 	must(t, run, "terminal", "enroll", "--region", "region-a", "52:54:00:00:00:01", "pc1")
 	must(t, run, "terminal", "enroll", "--region", "region-a", "52:54:00:00:00:02", "pc2")
 	must(t, run, "group", "create", "--region", "region-a", "room1")

@@ -25,12 +25,12 @@ import (
 // worker is not running), and returns a runner pointed at the server.
 func adminSetup(t *testing.T) (tmsRun, string) {
 	t.Helper()
-	run, version, _ := adminServer(t)
+	run, version, _ := adminSetupAt(t)
 	return run, version
 }
 
-// adminServer is adminSetup that also returns its client of the Temporal server.
-func adminServer(t *testing.T) (tmsRun, string, client.Client) {
+// adminSetupAt is adminSetup that also returns the server's address.
+func adminSetupAt(t *testing.T) (tmsRun, string, string) {
 	t.Helper()
 	srv, err := devtemporal.Start(devtemporal.Options{})
 	if err != nil {
@@ -99,7 +99,7 @@ func adminServer(t *testing.T) (tmsRun, string, client.Client) {
 	run := newRunner(nil)
 	return func(args ...string) (int, string, string) {
 		return run(append([]string{"--temporal", srv.Address()}, args...)...)
-	}, imp.Version.ID.String(), c
+	}, imp.Version.ID.String(), srv.Address()
 }
 
 func fail(t *testing.T, run tmsRun, code int, want string, args ...string) {
