@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"go.temporal.io/sdk/activity"
@@ -184,11 +185,26 @@ func (r *Region) PrepareTask(ctx context.Context, in TaskInput) (TerminalRef, er
 func (r *Region) startTask(ctx context.Context, t state.Terminal, in TaskInput) error {
 	if _, err := r.Inventory.StartTask(ctx, state.Task{ID: in.Task, MAC: t.MAC, Kind: in.Kind, Image: in.Image, Version: in.Version, Base: in.Base}, r.now()); err != nil {
 		if errors.Is(err, state.ErrConflict) {
-			return ErrConflict.New(err.Error(), err)
+			return ErrConflict.New(conflictMessage(t, err), err)
 		}
 		return err
 	}
 	return r.Inventory.SetBootAction(ctx, t.MAC, state.BootAction{Action: agentwire.Action(in.Kind), Task: in.Task, Image: in.Image, Version: in.Version, Expires: in.Expires})
+}
+
+// conflictMessage says why a terminal's task could not start: the terminal is busy with
+// another task (named as `tms task` names it), or the task's id is taken.
+func conflictMessage(t state.Terminal, err error) string {
+	var busy *state.BusyError
+	if !errors.As(err, &busy) {
+		return err.Error()
+	}
+	other := busy.Task // WORKFLOW-ID@RUN-ID; `tms task` names the workflow id
+	if i := strings.LastIndexByte(other, '@'); i > 0 {
+		other = other[:i]
+	}
+	return fmt.Sprintf("terminal %s is busy with task %s (%s, started %s); this task did not touch it",
+		terminalName(t), other, busy.Kind, busy.Since.Format("2006-01-02 15:04:05 MST"))
 }
 
 func terminalName(t state.Terminal) string {

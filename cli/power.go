@@ -38,11 +38,11 @@ refused, naming the task.`),
 }
 
 func (a *App) powerAction(action, short, long string) *cobra.Command {
-	var region, group string
+	var region, group, at string
 	var terminals []string
 	var wait, asJSON bool
 	c := &cobra.Command{
-		Use:   action + " --region REGION (--group GROUP | --terminal TERMINAL...) [--wait] [--json]",
+		Use:   action + " --region REGION (--group GROUP | --terminal TERMINAL...) [--at TIME] [--wait] [--json]",
 		Short: short,
 		Long:  long + "\n\nEach terminal is handled at once and reported on its own: woke, already on, off, rebooted,\ndid not answer or refused, with the reason. The task fails only if every terminal failed.",
 		Args:  exactArgs(0, "no arguments"),
@@ -56,13 +56,17 @@ func (a *App) powerAction(action, short, long string) *cobra.Command {
 			case group == "" && len(terminals) == 0:
 				return usageError{fmt.Errorf("%s: --group or --terminal is required", cmd.CommandPath())}
 			}
-			in := workflows.PowerTerminalsInput{Region: region, Action: action, Group: group, Terminals: terminals}
+			startAt, err := a.startAt(cmd, region, at)
+			if err != nil {
+				return err
+			}
+			in := workflows.PowerTerminalsInput{Region: region, Action: action, Group: group, Terminals: terminals, StartAt: startAt}
 			target := "group " + group
 			if group == "" {
 				target = "terminal(s) " + strings.Join(terminals, ", ")
 			}
 			id := workflows.Stamped(workflows.PowerWorkflowID(action, region, group, terminals), a.now())
-			tags := workflows.TaskTags{Region: region, Kind: workflows.PowerKind(action), Group: group, Terminals: terminals}
+			tags := workflows.TaskTags{Region: region, Kind: workflows.PowerKind(action), Group: group, Terminals: terminals, StartAt: startAt}
 			return a.runTask(cmd, taskRequest{Region: region, Queue: activities.RegionQueue(region), ID: id, Tags: tags,
 				Workflow: workflows.PowerTerminals, Input: in, JSON: asJSON,
 				What: fmt.Sprintf("power %s of %s in region %s", action, target, region)}, wait)
@@ -71,6 +75,7 @@ func (a *App) powerAction(action, short, long string) *cobra.Command {
 	regionFlag(c, &region)
 	c.Flags().StringVar(&group, "group", "", "group to power "+action)
 	c.Flags().StringSliceVar(&terminals, "terminal", nil, "terminal, name or MAC (repeat, or separate with commas)")
+	atFlag(c, &at)
 	c.Flags().BoolVar(&wait, "wait", false, "follow the task until every terminal has an outcome")
 	c.Flags().BoolVar(&asJSON, "json", false, "print the task (and with --wait its result) as JSON")
 	return c

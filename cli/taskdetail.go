@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 
@@ -37,6 +38,14 @@ type taskDetail struct {
 	ID        string            `json:"id"`
 	RunID     string            `json:"run_id"`
 	Type      string            `json:"type"`
+	Kind      string            `json:"kind,omitempty"`
+	Region    string            `json:"region,omitempty"`
+	Group     string            `json:"group,omitempty"`
+	Targets   []string          `json:"targets,omitempty"` // the terminals it works on, as named or resolved
+	Image     string            `json:"image,omitempty"`
+	State     string            `json:"state"` // as `tms task ls` says it
+	StartAt   *time.Time        `json:"start_at,omitempty"`
+	Schedule  string            `json:"schedule,omitempty"`
 	Status    string            `json:"status"`
 	Start     time.Time         `json:"start"`
 	Close     *time.Time        `json:"close,omitempty"`
@@ -47,7 +56,9 @@ type taskDetail struct {
 	Failure   string            `json:"failure,omitempty"`
 	Result    json.RawMessage   `json:"result,omitempty"`
 	Summary   string            `json:"summary,omitempty"`
-	URL       string            `json:"url"`
+	// Terminals is each terminal's outcome (a finished task) or phase (a running one).
+	Terminals []terminalLine `json:"terminals,omitempty"`
+	URL       string         `json:"url"`
 	// children are the running child tasks of a deploy, for its progress line.
 	children []*taskDetail
 }
@@ -63,7 +74,10 @@ func (c *tclient) describe(ctx context.Context, id string, query bool) (*taskDet
 		return nil, notFound(err, id)
 	}
 	info := resp.GetWorkflowExecutionInfo()
+	at := decodeTaskAttrs(info.GetSearchAttributes())
 	d := &taskDetail{ID: id, RunID: info.GetExecution().GetRunId(), Type: info.GetType().GetName(), Status: info.GetStatus().String(),
+		Kind: at.Kind, Region: at.Region, Group: at.Group, Targets: at.Terminals, Image: at.Image, StartAt: at.StartAt, Schedule: at.Schedule,
+		State: stateWord(info.GetStatus(), at.StartAt, time.Now()),
 		Start: info.GetStartTime().AsTime(), TaskQueue: info.GetTaskQueue(), Pending: []pendingActivity{}, URL: c.uiURL(id)}
 	if info.GetCloseTime() != nil {
 		t := info.GetCloseTime().AsTime()
@@ -92,6 +106,7 @@ func (c *tclient) describe(ctx context.Context, id string, query bool) (*taskDet
 			var raw json.RawMessage
 			if v.Get(&raw) == nil {
 				d.Progress = raw
+				d.Terminals = terminalLines(raw, true)
 			}
 		}
 		// A deploy's bytes move in its children: the share, and one task per terminal.
@@ -107,6 +122,143 @@ func (c *tclient) describe(ctx context.Context, id string, query bool) (*taskDet
 		}
 	}
 	return d, nil
+}
+
+// taskAttrs are a task's tms search attributes (workflows.TaskTags) as visibility returns them.
+type taskAttrs struct {
+	Kind, Region, Group, Image string
+	Terminals                  []string
+	StartAt                    *time.Time
+	// Schedule is the schedule whose firing started the task (Temporal's TemporalScheduledById).
+	Schedule string
+}
+
+// attrScheduledBy is the search attribute Temporal sets on a workflow a schedule started.
+const attrScheduledBy = "TemporalScheduledById"
+
+func decodeTaskAttrs(sa *commonpb.SearchAttributes) taskAttrs {
+	f := sa.GetIndexedFields()
+	dc := converter.GetDefaultDataConverter()
+	str := func(k string) string {
+		var s string
+		if p, ok := f[k]; ok && dc.FromPayload(p, &s) != nil {
+			var l []string // a keyword stored as a list of one
+			if dc.FromPayload(p, &l) == nil && len(l) > 0 {
+				s = l[0]
+			}
+		}
+		return s
+	}
+	a := taskAttrs{Kind: str(workflows.AttrKind.GetName()), Region: str(workflows.AttrRegion.GetName()), Group: str(workflows.AttrGroup.GetName()),
+		Image: str(workflows.AttrImage.GetName()), Schedule: str(attrScheduledBy)}
+	if p, ok := f[workflows.AttrTerminals.GetName()]; ok {
+		if dc.FromPayload(p, &a.Terminals) != nil {
+			var one string
+			if dc.FromPayload(p, &one) == nil && one != "" {
+				a.Terminals = []string{one}
+			}
+		}
+	}
+	if p, ok := f[workflows.AttrStartAt.GetName()]; ok {
+		var t time.Time
+		if dc.FromPayload(p, &t) == nil && !t.IsZero() {
+			a.StartAt = &t
+		}
+	}
+	return a
+}
+
+// terminalLine is one terminal of a task: how it ended, or where it stands.
+type terminalLine struct {
+	Terminal string `json:"terminal"`
+	// State is "ok" or "failed" for a finished terminal, its phase while it runs.
+	State string `json:"state"`
+	Error string `json:"error,omitempty"`
+	// Details are the rest of what the task says of the terminal (bytes written, an update's
+	// decision...), as it says it.
+	Details map[string]json.RawMessage `json:"details,omitempty"`
+}
+
+// maxTerminalLines bounds the terminals `tms task show` reads from one result.
+const maxTerminalLines = 10000
+
+// terminalLines reads the per-terminal part of a task's result or progress, whatever the
+// task: a list "Terminals" of objects naming the terminal ("Terminal") with either OK and
+// Error (an outcome) or Phase and Error (progress). Other fields become Details. In a running
+// task's progress, a terminal not OK without an error or phase is "under way", not failed.
+func terminalLines(raw json.RawMessage, running bool) []terminalLine {
+	var r struct{ Terminals []map[string]json.RawMessage }
+	if json.Unmarshal(raw, &r) != nil || len(r.Terminals) == 0 {
+		return nil
+	}
+	out := make([]terminalLine, 0, min(len(r.Terminals), maxTerminalLines))
+	for _, m := range r.Terminals {
+		if len(out) == maxTerminalLines {
+			break
+		}
+		var l terminalLine
+		var ok *bool
+		var phase string
+		for k, v := range m {
+			var err error
+			switch k {
+			case "Terminal", "Name":
+				if l.Terminal == "" {
+					err = json.Unmarshal(v, &l.Terminal)
+				}
+			case "OK":
+				var b bool
+				if err = json.Unmarshal(v, &b); err == nil {
+					ok = &b
+				}
+			case "Phase":
+				err = json.Unmarshal(v, &phase)
+			case "Error":
+				err = json.Unmarshal(v, &l.Error)
+			default:
+				if l.Details == nil {
+					l.Details = map[string]json.RawMessage{}
+				}
+				l.Details[k] = v
+			}
+			if err != nil {
+				if l.Details == nil {
+					l.Details = map[string]json.RawMessage{}
+				}
+				l.Details[k] = v
+			}
+		}
+		switch {
+		case phase != "":
+			l.State = phase
+		case ok != nil && *ok:
+			l.State = "ok"
+		case ok != nil && running && l.Error == "":
+			l.State = "under way"
+		case ok != nil:
+			l.State = "failed"
+		default:
+			l.State = "?"
+		}
+		out = append(out, l)
+	}
+	return out
+}
+
+// detailText says a terminal's details in one line, keys sorted (the MAC left out).
+func (l terminalLine) detailText() string {
+	keys := make([]string, 0, len(l.Details))
+	for k := range l.Details {
+		if k != "MAC" {
+			keys = append(keys, k)
+		}
+	}
+	slices.Sort(keys)
+	parts := make([]string, 0, len(keys))
+	for _, k := range keys {
+		parts = append(parts, k+"="+strings.Trim(string(l.Details[k]), `"`))
+	}
+	return strings.Join(parts, " ")
 }
 
 // heartbeat decodes a pending activity's last heartbeat: an agent's report for the activities

@@ -20,10 +20,10 @@ import (
 // follow them to the end. `tms task` lists, shows and cancels them.
 
 func (a *App) imageCapture() *cobra.Command {
-	var region, terminal string
+	var region, terminal, at string
 	var wait bool
 	c := &cobra.Command{
-		Use:   "capture --region REGION --terminal TERMINAL NAME [--wait]",
+		Use:   "capture --region REGION --terminal TERMINAL NAME [--at TIME] [--wait]",
 		Short: "Capture a terminal's disk as a new version of image NAME (NAME:latest)",
 		Long: `Capture reboots the terminal into the tms agent, which uploads the disk's chunks the region
 lacks; the region checks and publishes the new version as NAME:latest and records it in
@@ -36,9 +36,13 @@ central's catalog. The terminal boots from its own disk again afterwards, whatev
 			if err := requireFlag(cmd, "terminal", terminal); err != nil {
 				return err
 			}
-			in := workflows.CaptureImageInput{Region: region, TerminalRef: terminal, Image: args[0]}
+			startAt, err := a.startAt(cmd, region, at)
+			if err != nil {
+				return err
+			}
+			in := workflows.CaptureImageInput{Region: region, TerminalRef: terminal, Image: args[0], StartAt: startAt}
 			id := workflows.Stamped(workflows.CaptureWorkflowID(region, terminal, args[0]), a.now())
-			tags := workflows.TaskTags{Region: region, Kind: workflows.TaskCapture, Terminals: []string{terminal}, Image: args[0]}
+			tags := workflows.TaskTags{Region: region, Kind: workflows.TaskCapture, Terminals: []string{terminal}, Image: args[0], StartAt: startAt}
 			return a.runTask(cmd, taskRequest{Region: region, Queue: activities.RegionQueue(region), ID: id, Tags: tags,
 				Workflow: workflows.CaptureImage, Input: in,
 				What: fmt.Sprintf("capture of terminal %s into image %s in region %s", terminal, args[0], region)}, wait)
@@ -46,15 +50,16 @@ central's catalog. The terminal boots from its own disk again afterwards, whatev
 	}
 	regionFlag(c, &region)
 	c.Flags().StringVar(&terminal, "terminal", "", "terminal to capture: name or MAC (required)")
+	atFlag(c, &at)
 	c.Flags().BoolVar(&wait, "wait", false, "follow the capture until it ends")
 	return c
 }
 
 func (a *App) imageShare() *cobra.Command {
-	var to string
+	var to, at string
 	var wait bool
 	c := &cobra.Command{
-		Use:   "share IMAGE --to REGION [--wait]",
+		Use:   "share IMAGE --to REGION [--at TIME] [--wait]",
 		Short: "Copy an image version (NAME, NAME:TAG or NAME@VERSION) to a region's store",
 		Long: `Share makes the version IMAGE names present and verified in region REGION: directly from the
 nearest region that holds it, or through central's store if peers cannot be reached.
@@ -64,25 +69,30 @@ Nothing is copied if the region already holds it.`,
 			if err := requireFlag(cmd, "to", to); err != nil {
 				return err
 			}
-			in := workflows.ShareImageInput{Image: args[0], Target: to}
+			startAt, err := a.startAt(cmd, to, at)
+			if err != nil {
+				return err
+			}
+			in := workflows.ShareImageInput{Image: args[0], Target: to, StartAt: startAt}
 			id := workflows.Stamped(workflows.ShareWorkflowID(args[0], to), a.now())
-			tags := workflows.TaskTags{Region: to, Kind: workflows.TaskShare, Image: args[0]}
+			tags := workflows.TaskTags{Region: to, Kind: workflows.TaskShare, Image: args[0], StartAt: startAt}
 			return a.runTask(cmd, taskRequest{Region: to, Queue: activities.CentralQueue, ID: id, Tags: tags,
 				Workflow: workflows.ShareImage, Input: in, What: fmt.Sprintf("share of %s to region %s", args[0], to)}, wait)
 		},
 	}
 	c.Flags().StringVar(&to, "to", "", "region to copy the image to (required)")
+	atFlag(c, &at)
 	c.Flags().BoolVar(&wait, "wait", false, "follow the share until it ends")
 	return c
 }
 
 func (a *App) deployCommand() *cobra.Command {
-	var region, group string
+	var region, group, at string
 	var terminals []string
 	var concurrency int
 	var wait bool
 	c := &cobra.Command{
-		Use:   "deploy --region REGION (--group GROUP | --terminal TERMINAL...) IMAGE [--concurrency N] [--wait]",
+		Use:   "deploy --region REGION (--group GROUP | --terminal TERMINAL...) IMAGE [--concurrency N] [--at TIME] [--wait]",
 		Short: "Write an image to the disks of a group of terminals or of some terminals",
 		Long: `Deploy first makes IMAGE (NAME, NAME:TAG or NAME@VERSION) local to the region, then reboots
 each terminal into the tms agent, which writes the blocks that differ and reads the disk back
@@ -100,13 +110,17 @@ to verify it. A terminal that fails is reported and the others go on.`,
 			case concurrency < 0:
 				return usageError{fmt.Errorf("%s: --concurrency must be positive", cmd.CommandPath())}
 			}
-			in := workflows.DeployImageInput{Region: region, Group: group, Terminals: terminals, Image: args[0], Concurrency: concurrency}
+			startAt, err := a.startAt(cmd, region, at)
+			if err != nil {
+				return err
+			}
+			in := workflows.DeployImageInput{Region: region, Group: group, Terminals: terminals, Image: args[0], Concurrency: concurrency, StartAt: startAt}
 			target := "group " + group
 			if group == "" {
 				target = "terminal(s) " + strings.Join(terminals, ", ")
 			}
 			id := workflows.Stamped(workflows.DeployWorkflowID(region, group, terminals, args[0]), a.now())
-			tags := workflows.TaskTags{Region: region, Kind: workflows.TaskDeploy, Group: group, Terminals: terminals, Image: args[0]}
+			tags := workflows.TaskTags{Region: region, Kind: workflows.TaskDeploy, Group: group, Terminals: terminals, Image: args[0], StartAt: startAt}
 			return a.runTask(cmd, taskRequest{Region: region, Queue: activities.RegionQueue(region), ID: id, Tags: tags,
 				Workflow: workflows.DeployImage, Input: in, What: fmt.Sprintf("deploy of %s to %s in region %s", args[0], target, region)}, wait)
 		},
@@ -115,8 +129,48 @@ to verify it. A terminal that fails is reported and the others go on.`,
 	c.Flags().StringVar(&group, "group", "", "group to deploy")
 	c.Flags().StringSliceVar(&terminals, "terminal", nil, "terminal to deploy, name or MAC (repeat, or separate with commas)")
 	c.Flags().IntVar(&concurrency, "concurrency", 0, "terminals deployed at once (default 10)")
+	atFlag(c, &at)
 	c.Flags().BoolVar(&wait, "wait", false, "follow the deploy until it ends")
 	return c
+}
+
+// atFlag adds --at TIME to a task command.
+func atFlag(c *cobra.Command, at *string) {
+	c.Flags().StringVar(at, "at", "", "start at TIME (HH:MM today, YYYY-MM-DD HH:MM, in the region's time zone, or RFC 3339) instead of now; until then 'tms task modify' changes the task")
+}
+
+// startAt parses a task command's --at in region's time zone; zero when it was not given
+// (start now).
+func (a *App) startAt(cmd *cobra.Command, region, at string) (time.Time, error) {
+	if at == "" {
+		return time.Time{}, nil
+	}
+	if a.plan != nil {
+		return time.Time{}, usageError{fmt.Errorf("%s: --at cannot be given to a scheduled task: it starts when its schedule fires", cmd.CommandPath())}
+	}
+	loc := time.Local
+	if region != "" {
+		c, err := a.dial(cmd.Context())
+		if err != nil {
+			return time.Time{}, err
+		}
+		defer c.Close()
+		info, err := c.regionInfo(cmd.Context(), region)
+		if err != nil {
+			return time.Time{}, err
+		}
+		// A region that has not reported its zone (an older tms) gets this machine's.
+		if info.Timezone != "" {
+			if loc, err = regionZone(info, ""); err != nil {
+				return time.Time{}, err
+			}
+		}
+	}
+	t, err := a.parseAt(at, loc)
+	if err != nil {
+		return t, usageError{fmt.Errorf("%s: %w", cmd.CommandPath(), err)}
+	}
+	return t, nil
 }
 
 // taskRequest is a task a command asks for: the workflow, its input, and where and under which
@@ -165,6 +219,9 @@ func (a *App) startTask(cmd *cobra.Command, req taskRequest, wait bool) error {
 	}
 	if err != nil {
 		return fmt.Errorf("cannot start the %s: %w", what, err)
+	}
+	if at := req.Tags.StartAt; !at.IsZero() {
+		what += ", waiting until " + at.Local().Format(time.DateTime+" MST")
 	}
 	if !wait {
 		if req.JSON {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strings"
 	"testing"
@@ -65,9 +66,18 @@ func adminSetupAt(t *testing.T) (tmsRun, string, string) {
 			t.Fatal(err)
 		}
 	}
+	// Central's key signed lab, so that region-a deploys it.
+	key, err := signing.GenerateKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	sig := key.SignVersion(imp.Version.ID)
+	if err := s.PutSignature(ctx, imp.Version.ID, sig); err != nil {
+		t.Fatal(err)
+	}
 	m := imp.Version.Manifest
 	if err := sc.RecordVersion(ctx, activities.VersionInfo{Version: imp.Version.ID.String(), Name: "lab", Created: m.Meta.Created,
-		DiskSize: m.DiskSize, ChunkSize: m.ChunkSize, StoredBytes: imp.Stats.StoredBytes}, signing.Signature{}, "latest"); err != nil {
+		DiskSize: m.DiskSize, ChunkSize: m.ChunkSize, StoredBytes: imp.Stats.StoredBytes}, sig, "latest"); err != nil {
 		t.Fatal(err)
 	}
 	if err := sc.SetVerified(ctx, imp.Version.ID, "region-a"); err != nil {
@@ -79,7 +89,7 @@ func adminSetupAt(t *testing.T) (tmsRun, string, string) {
 		Stop()
 	}{
 		workers.NewCentral(c, &activities.Central{Catalog: sc}),
-		workers.NewRegion(c, &activities.Region{ID: "region-a", Store: s, Inventory: inv}),
+		workers.NewRegion(c, &activities.Region{ID: "region-a", Store: s, Inventory: inv, CentralKey: key.Public()}),
 	} {
 		if err := w.Start(); err != nil {
 			t.Fatal(err)
@@ -211,7 +221,7 @@ func TestAdminCommandsOverTemporal(t *testing.T) {
 	}
 	eventually(t, "the capture to be listed", func() bool {
 		r := inList(decode[[]taskRow](t, must(t, run, "task", "ls", "--region", "region-a", "--json")))
-		return r != nil && r.Type == "CaptureImage" && r.Status == "Running"
+		return r != nil && r.Type == "CaptureImage" && r.Kind == "capture" && r.State == "running"
 	})
 	if r := inList(decode[[]taskRow](t, must(t, run, "task", "ls", "--region", "region-b", "--json"))); r != nil {
 		t.Fatalf("region-b lists region-a's capture: %+v", r)
@@ -227,7 +237,7 @@ func TestAdminCommandsOverTemporal(t *testing.T) {
 	if terms[0].BootAction != "local" {
 		t.Fatalf("pc1 after the cancel: %+v", terms[0])
 	}
-	if text := must(t, run, "task", "show", id); !strings.Contains(text, "Canceled") || !strings.Contains(text, "Failure:") {
+	if text := must(t, run, "task", "show", id); !regexp.MustCompile(`State: +canceled`).MatchString(text) || !strings.Contains(text, "Failure:") {
 		t.Fatalf("task show of the canceled capture:\n%s", text)
 	}
 	eventually(t, "the canceled capture to leave the open list", func() bool {

@@ -11,12 +11,12 @@ import (
 )
 
 func (a *App) updateCommand() *cobra.Command {
-	var region, group string
+	var region, group, at string
 	var terminals []string
 	var concurrency int
 	var wait, asJSON bool
 	c := &cobra.Command{
-		Use:   "update --region REGION (--group GROUP | --terminal TERMINAL...) IMAGE [--concurrency N] [--wait] [--json]",
+		Use:   "update --region REGION (--group GROUP | --terminal TERMINAL...) IMAGE [--concurrency N] [--at TIME] [--wait] [--json]",
 		Short: "Bring the disks of a group or of some terminals to an image's version, writing only what changed",
 		Long: `Update first makes IMAGE (NAME, NAME:TAG or NAME@VERSION) local to the region, then decides for
 each terminal from the version the region recorded for its disk and the version chain:
@@ -43,13 +43,17 @@ full restore that trusts nothing. A terminal that fails is reported and the othe
 			case concurrency < 0:
 				return usageError{fmt.Errorf("%s: --concurrency must be positive", cmd.CommandPath())}
 			}
-			in := workflows.UpdateImageInput{Region: region, Group: group, Terminals: terminals, Image: args[0], Concurrency: concurrency}
+			startAt, err := a.startAt(cmd, region, at)
+			if err != nil {
+				return err
+			}
+			in := workflows.UpdateImageInput{Region: region, Group: group, Terminals: terminals, Image: args[0], Concurrency: concurrency, StartAt: startAt}
 			target := "group " + group
 			if group == "" {
 				target = "terminal(s) " + strings.Join(terminals, ", ")
 			}
 			id := workflows.Stamped(workflows.UpdateWorkflowID(region, group, terminals, args[0]), a.now())
-			tags := workflows.TaskTags{Region: region, Kind: workflows.TaskUpdate, Group: group, Terminals: terminals, Image: args[0]}
+			tags := workflows.TaskTags{Region: region, Kind: workflows.TaskUpdate, Group: group, Terminals: terminals, Image: args[0], StartAt: startAt}
 			return a.runTask(cmd, taskRequest{Region: region, Queue: activities.RegionQueue(region), ID: id, Tags: tags,
 				Workflow: workflows.UpdateImage, Input: in, What: fmt.Sprintf("update of %s to %s in region %s", target, args[0], region),
 				JSON: asJSON}, wait)
@@ -59,6 +63,7 @@ full restore that trusts nothing. A terminal that fails is reported and the othe
 	c.Flags().StringVar(&group, "group", "", "group to update")
 	c.Flags().StringSliceVar(&terminals, "terminal", nil, "terminal to update, name or MAC (repeat, or separate with commas)")
 	c.Flags().IntVar(&concurrency, "concurrency", 0, "terminals written at once (default 10)")
+	atFlag(c, &at)
 	c.Flags().BoolVar(&wait, "wait", false, "follow the update until it ends")
 	c.Flags().BoolVar(&asJSON, "json", false, "print the started task, or with --wait the result, as JSON")
 	return c

@@ -115,6 +115,19 @@ func (inv *Inventory) StartTask(ctx context.Context, t Task, now time.Time) (Tas
 	case !errors.Is(err, sql.ErrNoRows):
 		return t, err
 	}
+	// One task at a time per terminal: another unfinished task whose boot action still stands
+	// (it has not expired) keeps the terminal.
+	var busy Task
+	var created int64
+	err = tx.QueryRowContext(ctx, `SELECT t.id, t.kind, t.created FROM tasks t JOIN boot_actions b ON b.mac = t.mac AND b.task = t.id
+		WHERE t.mac = ? AND t.id <> ? AND t.state IN (?, ?) AND (b.expires = 0 OR b.expires > ?)`,
+		mac, t.ID, TaskWaiting, TaskRunning, now.UTC().UnixNano()).Scan(&busy.ID, &busy.Kind, &created)
+	switch {
+	case err == nil:
+		return t, &BusyError{MAC: mac, Task: busy.ID, Kind: busy.Kind, Since: time.Unix(0, created).UTC()}
+	case !errors.Is(err, sql.ErrNoRows):
+		return t, err
+	}
 	ns := now.UTC().UnixNano()
 	if _, err := tx.ExecContext(ctx, `INSERT INTO tasks (id, mac, kind, image, state, created, updated, base) VALUES (?, ?, ?, ?, ?, ?, ?, ?)
 		ON CONFLICT (id) DO UPDATE SET state = excluded.state, updated = excluded.updated`,
@@ -127,6 +140,21 @@ func (inv *Inventory) StartTask(ctx context.Context, t Task, now time.Time) (Tas
 	}
 	return got, tx.Commit()
 }
+
+// BusyError refuses a task for a terminal that has another task under way (a conflict: it
+// unwraps to ErrConflict). The second task is refused, not queued.
+type BusyError struct {
+	MAC   string
+	Task  string // the task under way
+	Kind  agentwire.Kind
+	Since time.Time // when it was started
+}
+
+func (e *BusyError) Error() string {
+	return fmt.Sprintf("terminal %s is busy with task %s (%s, started %s)", e.MAC, e.Task, e.Kind, e.Since.Format(time.RFC3339))
+}
+
+func (e *BusyError) Unwrap() error { return ErrConflict }
 
 // Task returns a task by id.
 func (inv *Inventory) Task(ctx context.Context, id string) (Task, error) {

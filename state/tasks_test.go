@@ -73,3 +73,50 @@ func TestTaskLifecycle(t *testing.T) {
 		t.Fatalf("tasks = %+v, %v", list, err)
 	}
 }
+
+func TestSecondTaskForABusyTerminalIsRefused(t *testing.T) {
+	ctx := t.Context()
+	inv := openInv(t)
+	now := time.Unix(1700000000, 0).UTC()
+	const mac = "52:54:00:00:00:01"
+	if err := inv.Enroll(ctx, mac, "pc1"); err != nil {
+		t.Fatal(err)
+	}
+	first := Task{ID: "capture/a/pc1/win@run1", MAC: mac, Kind: "capture", Image: "win"}
+	start := func(id string, at time.Time) error {
+		_, err := inv.StartTask(ctx, Task{ID: id, MAC: mac, Kind: "deploy", Version: "v"}, at)
+		return err
+	}
+	if _, err := inv.StartTask(ctx, first, now); err != nil {
+		t.Fatal(err)
+	}
+	setAction := func(task string, expires time.Time) {
+		t.Helper()
+		if err := inv.SetBootAction(ctx, mac, BootAction{Action: "capture", Task: task, Image: "win", Expires: expires}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	setAction(first.ID, now.Add(time.Hour))
+
+	var busy *BusyError
+	if err := start("deploy/a/pc1/win@run2", now.Add(time.Minute)); !errors.As(err, &busy) || !errors.Is(err, ErrConflict) ||
+		busy.Task != first.ID || busy.Kind != "capture" || !busy.Since.Equal(now) {
+		t.Fatalf("second task while the first waits: %v (%+v)", err, busy)
+	}
+	// A retried start of the first task itself is no conflict.
+	if _, err := inv.StartTask(ctx, first, now.Add(time.Minute)); err != nil {
+		t.Fatalf("retried start of the task under way: %v", err)
+	}
+	// A boot action that expired frees the terminal (its workflow is gone without finishing).
+	if err := start("deploy/a/pc1/win@run3", now.Add(2*time.Hour)); err != nil {
+		t.Fatalf("after the first task's boot action expired: %v", err)
+	}
+	setAction("deploy/a/pc1/win@run3", now.Add(3*time.Hour))
+	// A finished task frees it at once.
+	if _, _, err := inv.FinishTask(ctx, "deploy/a/pc1/win@run3", TaskCanceled, "", "canceled", now.Add(2*time.Hour)); err != nil {
+		t.Fatal(err)
+	}
+	if err := start("deploy/a/pc1/win@run4", now.Add(2*time.Hour)); err != nil {
+		t.Fatalf("after the task under way finished: %v", err)
+	}
+}

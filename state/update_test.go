@@ -62,6 +62,10 @@ func TestMigration5KeepsRowsAndAllowsUpdates(t *testing.T) {
 
 	base := manifest.BLAKE3.Sum([]byte("v1")).String()
 	up := Task{ID: "update/r/pc1/win@2", MAC: mac, Kind: "update", Version: "v2", Base: base}
+	// A terminal takes one task at a time: the migrated deploy ends first.
+	if _, _, err := inv.FinishTask(ctx, got.ID, TaskDone, "", "", now); err != nil {
+		t.Fatal(err)
+	}
 	if _, err := inv.StartTask(ctx, up, now); err != nil {
 		t.Fatal(err)
 	}

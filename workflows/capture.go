@@ -1,6 +1,8 @@
 package workflows
 
 import (
+	"time"
+
 	"go.temporal.io/sdk/workflow"
 
 	"tms/activities"
@@ -15,6 +17,9 @@ type CaptureImageInput struct {
 	TerminalRef string `json:"Terminal"`
 	Image       string // image name; the new version becomes NAME:latest
 	Timeouts    AgentTimeouts
+	// StartAt is when the capture starts; zero: at once. Until then "modify" may change it
+	// and the image name.
+	StartAt time.Time
 }
 
 // CaptureImageResult names the new version.
@@ -50,6 +55,15 @@ func CaptureImage(ctx workflow.Context, in CaptureImageInput) (CaptureImageResul
 	if err := workflow.SetQueryHandler(ctx, QueryProgress, func() (CaptureProgress, error) { return *prog, nil }); err != nil {
 		return res, err
 	}
+	if !in.StartAt.IsZero() {
+		prog.Phase = PhaseScheduled
+	}
+	if err := awaitStart(ctx, startFields{At: &in.StartAt, Image: &in.Image, ImageIsName: true}, func() TaskTags {
+		return TaskTags{Region: in.Region, Kind: TaskCapture, Terminals: []string{in.TerminalRef}, Image: in.Image, StartAt: in.StartAt}
+	}); err != nil {
+		return res, err
+	}
+	res.Image, prog.Phase = in.Image, PhasePreparing
 	if err := tagTask(ctx, TaskTags{Region: in.Region, Kind: TaskCapture, Terminals: []string{in.TerminalRef}, Image: in.Image}); err != nil {
 		return res, err
 	}

@@ -3,6 +3,7 @@ package workflows
 import (
 	"fmt"
 	"strings"
+	"time"
 
 	"go.temporal.io/sdk/workflow"
 
@@ -19,6 +20,9 @@ type DeployImageInput struct {
 	// Concurrency is how many terminals are deployed at once (default 10).
 	Concurrency int
 	Timeouts    AgentTimeouts
+	// StartAt is when the deploy starts; zero: at once. Until then "modify" may change it,
+	// the targets and the image.
+	StartAt time.Time
 }
 
 // TerminalOutcome is how one terminal's deploy ended.
@@ -68,6 +72,15 @@ func DeployImage(ctx workflow.Context, in DeployImageInput) (DeployImageResult, 
 	if err := workflow.SetQueryHandler(ctx, QueryProgress, func() (DeployProgress, error) { return *prog, nil }); err != nil {
 		return res, err
 	}
+	if !in.StartAt.IsZero() {
+		prog.Phase = PhaseScheduled
+	}
+	if err := awaitStart(ctx, startFields{At: &in.StartAt, Group: &in.Group, Terminals: &in.Terminals, Image: &in.Image}, func() TaskTags {
+		return TaskTags{Region: in.Region, Kind: TaskDeploy, Group: in.Group, Terminals: in.Terminals, Image: in.Image, StartAt: in.StartAt}
+	}); err != nil {
+		return res, err
+	}
+	prog.Phase = PhaseResolving
 	var r *activities.Region
 	var targets activities.ResolveResult
 	if err := workflow.ExecuteActivity(regionOptions(ctx, in.Region), r.ResolveTerminals,
@@ -101,15 +114,28 @@ func DeployImage(ctx workflow.Context, in DeployImageInput) (DeployImageResult, 
 	}
 	res.Terminals = make([]TerminalOutcome, len(targets.Terminals))
 	running, finished := 0, 0
+	// A canceled deploy waits for its terminals' tasks to end their cancellation (each sets
+	// its terminal back to its own disk and records the task as canceled). Before this version,
+	// the deploy ended at once and its children were terminated half-way, leaving their
+	// terminals' boot actions set to the deploy.
+	cleanCancel := workflow.GetVersion(ctx, "deploy-cancel-waits-for-terminals", workflow.DefaultVersion, 1) == 1
+	canceled := func(err error) (DeployImageResult, error) {
+		if cleanCancel {
+			dctx, _ := workflow.NewDisconnectedContext(ctx)
+			_ = workflow.Await(dctx, func() bool { return running == 0 })
+		}
+		return res, err
+	}
 	for i, t := range targets.Terminals {
 		if err := workflow.Await(ctx, func() bool { return running < limit }); err != nil {
-			return res, err
+			return canceled(err)
 		}
 		running++
 		prog.Terminals[i].Phase = PhaseDeploying
 		child := workflow.WithChildOptions(ctx, workflow.ChildWorkflowOptions{
-			WorkflowID: id + "/" + name(t),
-			TaskQueue:  activities.RegionQueue(in.Region),
+			WorkflowID:          id + "/" + name(t),
+			TaskQueue:           activities.RegionQueue(in.Region),
+			WaitForCancellation: cleanCancel,
 		})
 		f := workflow.ExecuteChildWorkflow(child, DeployTerminal, DeployTerminalInput{
 			Region: in.Region, TerminalRef: t.MAC, Name: t.Name, Version: res.Version, Timeouts: in.Timeouts})
@@ -127,7 +153,7 @@ func DeployImage(ctx workflow.Context, in DeployImageInput) (DeployImageResult, 
 		})
 	}
 	if err := workflow.Await(ctx, func() bool { return finished == len(targets.Terminals) }); err != nil {
-		return res, err
+		return canceled(err)
 	}
 	var first string
 	for _, o := range res.Terminals {

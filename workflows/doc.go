@@ -3,6 +3,10 @@
 // package activities and run on the central worker (task queue "central") or on a region's
 // worker ("region.<id>").
 //
+// Every task workflow tags itself for listings (tagTask, tasktags.go) and begins with
+// awaitStart (start.go): a task asked for later waits on a durable timer and, until it starts,
+// takes the "modify" Update that changes its start time, targets and image.
+//
 // Workflow code is replayed from history after every crash, so it must be deterministic:
 //
 //   - no time.Now, time.Sleep or timers from package time: use workflow.Now, workflow.Sleep,

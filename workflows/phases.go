@@ -20,6 +20,7 @@ const (
 
 // Phases of the whole-image steps.
 const (
+	PhaseScheduled   Phase = "scheduled"   // a task asked for later waits for its start time (StartAt)
 	PhaseResolving   Phase = "resolving"   // DeployImage: the group and image are being resolved
 	PhaseSharing     Phase = "sharing"     // DeployImage: ShareImage brings the image to the region
 	PhaseDeciding    Phase = "deciding"    // UpdateImage: each terminal's decision (stop, incremental, full)

@@ -29,6 +29,8 @@ type PowerTerminalsInput struct {
 	// region.boot.wake_timeout), or for its agent to take the command and, for off, stop
 	// polling (0: activities.DefaultAnswerTimeout).
 	Timeout time.Duration
+	// StartAt is when the task starts (zero: now); until then "modify" changes it.
+	StartAt time.Time `json:",omitempty"`
 }
 
 // PowerTerminalOutcome is how one terminal's power command ended.
@@ -100,6 +102,15 @@ func PowerTerminals(ctx workflow.Context, in PowerTerminalsInput) (PowerTerminal
 	default:
 		return res, activities.ErrBadInput.New(fmt.Sprintf("power action %q is not on, off or reboot", in.Action), nil)
 	}
+	if !in.StartAt.IsZero() {
+		prog.Phase = PhaseScheduled
+	}
+	if err := awaitStart(ctx, startFields{At: &in.StartAt, Group: &in.Group, Terminals: &in.Terminals}, func() TaskTags {
+		return TaskTags{Region: in.Region, Kind: PowerKind(in.Action), Group: in.Group, Terminals: in.Terminals, StartAt: in.StartAt}
+	}); err != nil {
+		return res, err
+	}
+	prog.Phase = PhaseResolving
 	var r *activities.Region
 	var targets activities.ResolveResult
 	if err := workflow.ExecuteActivity(regionOptions(ctx, in.Region), r.ResolveTerminals,

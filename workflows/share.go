@@ -18,6 +18,9 @@ type ShareImageInput struct {
 	// Heartbeat is the longest a transfer may go without reporting progress before it counts
 	// as lost (its worker died, say) and is retried where it stopped (default 2 minutes).
 	Heartbeat time.Duration
+	// StartAt is when the share starts; zero: at once. Until then "modify" may change it and
+	// the image.
+	StartAt time.Time
 }
 
 // ShareImageResult says how the image got there.
@@ -52,6 +55,15 @@ func ShareImage(ctx workflow.Context, in ShareImageInput) (ShareImageResult, err
 	if err := workflow.SetQueryHandler(ctx, QueryProgress, func() (ShareProgress, error) { return *prog, nil }); err != nil {
 		return res, err
 	}
+	if !in.StartAt.IsZero() {
+		prog.Phase = PhaseScheduled
+	}
+	if err := awaitStart(ctx, startFields{At: &in.StartAt, Image: &in.Image}, func() TaskTags {
+		return TaskTags{Region: in.Target, Kind: TaskShare, Image: in.Image, StartAt: in.StartAt}
+	}); err != nil {
+		return res, err
+	}
+	prog.Phase = PhaseLocating
 	if err := tagTask(ctx, TaskTags{Region: in.Target, Kind: TaskShare, Image: in.Image}); err != nil {
 		return res, err
 	}

@@ -26,11 +26,14 @@ var (
 	AttrTerminals = temporal.NewSearchAttributeKeyKeywordList("TmsTerminals")
 	// AttrImage is the image the task captures, deploys, updates or shares.
 	AttrImage = temporal.NewSearchAttributeKeyKeyword("TmsImage")
+	// AttrStartAt is when a task asked for later starts (`--at`); unset for a task that
+	// started when it was asked for.
+	AttrStartAt = temporal.NewSearchAttributeKeyTime("TmsStartAt")
 )
 
 // SearchAttributes lists every tms search attribute, for registration.
 func SearchAttributes() []temporal.SearchAttributeKey {
-	return []temporal.SearchAttributeKey{AttrRegion, AttrKind, AttrGroup, AttrTerminals, AttrImage}
+	return []temporal.SearchAttributeKey{AttrRegion, AttrKind, AttrGroup, AttrTerminals, AttrImage, AttrStartAt}
 }
 
 // Task kinds as `tms task ls --kind` and AttrKind name them.
@@ -54,6 +57,7 @@ type TaskTags struct {
 	Group     string
 	Terminals []string
 	Image     string
+	StartAt   time.Time // zero: started when asked for
 }
 
 // searchAttributes returns the tags as search attribute updates (empty ones left out).
@@ -69,6 +73,9 @@ func (t TaskTags) searchAttributes() []temporal.SearchAttributeUpdate {
 	}
 	if len(t.Terminals) > 0 {
 		u = append(u, AttrTerminals.ValueSet(t.Terminals))
+	}
+	if !t.StartAt.IsZero() {
+		u = append(u, AttrStartAt.ValueSet(t.StartAt))
 	}
 	return u
 }

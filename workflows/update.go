@@ -3,6 +3,7 @@ package workflows
 import (
 	"fmt"
 	"strings"
+	"time"
 
 	"go.temporal.io/sdk/workflow"
 
@@ -20,6 +21,8 @@ type UpdateImageInput struct {
 	// Concurrency is how many terminals are written at once (default 10).
 	Concurrency int
 	Timeouts    AgentTimeouts
+	// StartAt is when the update starts (zero: now); until then "modify" changes it.
+	StartAt time.Time `json:",omitempty"`
 }
 
 // UpdateOutcome is how one terminal's update ended: the decision and its reason, and for a
@@ -86,6 +89,15 @@ func UpdateImage(ctx workflow.Context, in UpdateImageInput) (UpdateImageResult, 
 	if err := workflow.SetQueryHandler(ctx, QueryProgress, func() (UpdateProgress, error) { return *prog, nil }); err != nil {
 		return res, err
 	}
+	if !in.StartAt.IsZero() {
+		prog.Phase = PhaseScheduled
+	}
+	if err := awaitStart(ctx, startFields{At: &in.StartAt, Group: &in.Group, Terminals: &in.Terminals, Image: &in.Image}, func() TaskTags {
+		return TaskTags{Region: in.Region, Kind: TaskUpdate, Group: in.Group, Terminals: in.Terminals, Image: in.Image, StartAt: in.StartAt}
+	}); err != nil {
+		return res, err
+	}
+	prog.Phase = PhaseResolving
 	var r *activities.Region
 	var targets activities.ResolveResult
 	if err := workflow.ExecuteActivity(regionOptions(ctx, in.Region), r.ResolveTerminals,
@@ -129,6 +141,13 @@ func UpdateImage(ctx workflow.Context, in UpdateImageInput) (UpdateImageResult, 
 	}
 	res.Terminals = make([]UpdateOutcome, len(targets.Terminals))
 	running, finished, started := 0, 0, 0
+	// A canceled update waits for its terminals' tasks to end their cancellation: each sets its
+	// terminal back to its own disk and records its task as canceled.
+	canceled := func(err error) (UpdateImageResult, error) {
+		dctx, _ := workflow.NewDisconnectedContext(ctx)
+		_ = workflow.Await(dctx, func() bool { return running == 0 })
+		return res, err
+	}
 	for i, t := range targets.Terminals {
 		d := decided.Terminals[i]
 		prog.Terminals[i].Decision = d.Decision
@@ -138,14 +157,15 @@ func UpdateImage(ctx workflow.Context, in UpdateImageInput) (UpdateImageResult, 
 			continue
 		}
 		if err := workflow.Await(ctx, func() bool { return running < limit }); err != nil {
-			return res, err
+			return canceled(err)
 		}
 		running++
 		started++
 		prog.Terminals[i].Phase = PhaseUpdating
 		child := workflow.WithChildOptions(ctx, workflow.ChildWorkflowOptions{
-			WorkflowID: id + "/" + name(t),
-			TaskQueue:  activities.RegionQueue(in.Region),
+			WorkflowID:          id + "/" + name(t),
+			TaskQueue:           activities.RegionQueue(in.Region),
+			WaitForCancellation: true,
 		})
 		f := workflow.ExecuteChildWorkflow(child, UpdateTerminal, UpdateTerminalInput{
 			Region: in.Region, TerminalRef: t.MAC, Name: t.Name, Version: res.Version,
@@ -164,7 +184,7 @@ func UpdateImage(ctx workflow.Context, in UpdateImageInput) (UpdateImageResult, 
 		})
 	}
 	if err := workflow.Await(ctx, func() bool { return finished == started }); err != nil {
-		return res, err
+		return canceled(err)
 	}
 	var first string
 	for _, o := range res.Terminals {
