@@ -126,9 +126,13 @@ func (s *Server) helloCheck(w http.ResponseWriter, r *http.Request) {
 
 // forgetVersion records that terminal mac's disk no longer holds version id, and why (in the log).
 func (s *Server) forgetVersion(r *http.Request, mac string, id manifest.ID, why string) {
-	if err := s.Inventory.SetVersion(r.Context(), mac, manifest.ID{}); err != nil {
+	forgot, err := s.Inventory.ForgetVersion(r.Context(), mac, id)
+	if err != nil {
 		s.log().Warn("could not forget a terminal's recorded version", "mac", mac, "err", err)
 		return
+	}
+	if !forgot {
+		return // a deploy recorded another version meanwhile
 	}
 	s.log().Warn("forgot the version recorded for a terminal's disk: the next update compares every block",
 		"mac", mac, "version", id.Short(), "why", why)

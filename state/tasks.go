@@ -233,6 +233,22 @@ func (inv *Inventory) FinishTask(ctx context.Context, id string, state TaskState
 	return t, n > 0, err
 }
 
+// ForgetVersion records that terminal mac's disk holds no known version, if the version
+// recorded is still id: a deploy that recorded another since is left alone. It reports whether
+// it forgot.
+func (inv *Inventory) ForgetVersion(ctx context.Context, mac string, id manifest.ID) (bool, error) {
+	mac, err := NormalizeMAC(mac)
+	if err != nil {
+		return false, err
+	}
+	res, err := inv.db.ExecContext(ctx, `UPDATE terminals SET version = '' WHERE mac = ? AND version = ? AND version != ''`, mac, id.String())
+	if err != nil {
+		return false, err
+	}
+	n, err := res.RowsAffected()
+	return n > 0, err
+}
+
 // SetVersion records the image version a terminal's disk holds.
 func (inv *Inventory) SetVersion(ctx context.Context, mac string, id manifest.ID) error {
 	mac, err := NormalizeMAC(mac)

@@ -1,10 +1,12 @@
 package state
 
 import (
+	"context"
 	"errors"
 	"testing"
 	"time"
 
+	"tms/manifest"
 	"tms/store"
 )
 
@@ -118,5 +120,34 @@ func TestSecondTaskForABusyTerminalIsRefused(t *testing.T) {
 	}
 	if err := start("deploy/a/pc1/win@run4", now.Add(2*time.Hour)); err != nil {
 		t.Fatalf("after the task under way finished: %v", err)
+	}
+}
+
+// A disk check about an old version does not forget the version a deploy recorded since.
+func TestForgetVersionOnlyTheOneChecked(t *testing.T) {
+	ctx := context.Background()
+	inv := openInv(t)
+	const mac = "52:54:00:00:00:01"
+	if err := inv.Enroll(ctx, mac, "pc1"); err != nil {
+		t.Fatal(err)
+	}
+	v1, v2 := manifest.BLAKE3.Sum([]byte("v1")), manifest.BLAKE3.Sum([]byte("v2"))
+	if err := inv.SetVersion(ctx, mac, v2); err != nil {
+		t.Fatal(err)
+	}
+	if forgot, err := inv.ForgetVersion(ctx, mac, v1); err != nil || forgot {
+		t.Fatalf("forgetting v1 while v2 is recorded: %v, %v", forgot, err)
+	}
+	if got, _ := inv.Terminal(ctx, mac); got.Version != v2 {
+		t.Fatalf("version after a stale forget: %v", got.Version)
+	}
+	if forgot, err := inv.ForgetVersion(ctx, mac, v2); err != nil || !forgot {
+		t.Fatalf("forgetting v2: %v, %v", forgot, err)
+	}
+	if got, _ := inv.Terminal(ctx, mac); !got.Version.IsZero() {
+		t.Fatalf("version after forgetting: %v", got.Version)
+	}
+	if forgot, err := inv.ForgetVersion(ctx, mac, manifest.ID{}); err != nil || forgot {
+		t.Fatalf("forgetting an unknown version: %v, %v", forgot, err)
 	}
 }
