@@ -15,37 +15,56 @@ import (
 
 // deploy writes the task's version to the disk and verifies it.
 func (a *Agent) deploy(ctx context.Context, c *Client, ti agentwire.TaskInfo, pr *reporter) (agentwire.Done, error) {
-	id, err := manifest.ParseID(ti.Version)
-	if err != nil {
-		return agentwire.Done{}, permanent(fmt.Errorf("task names version %q: %w", ti.Version, err))
-	}
-	size, err := DiskSize(a.Disk)
-	if err != nil {
-		return agentwire.Done{}, permanent(fmt.Errorf("cannot open the disk: %w", err))
-	}
-	if size < ti.DiskSize {
-		return agentwire.Done{}, permanent(fmt.Errorf("disk %s holds %d bytes; image %s needs %d", a.Disk, size, ti.Image, ti.DiskSize))
-	}
-	if a.CentralKey.IsZero() {
-		return agentwire.Done{}, permanent(errors.New("this agent has no central public key: rebuild the boot environment with --central-key"))
-	}
-	b, err := c.GetManifestBytes(ctx, id)
+	v, err := a.targetVersion(ctx, c, ti, "deploy")
 	if err != nil {
 		return agentwire.Done{}, err
 	}
-	// Nothing is written before the version is known to be central's: the id is recomputed
-	// from the bytes received, and central's signature of that id checked.
+	pr.setPhase(agentwire.PhaseWriting, v.Manifest.DiskSize)
+	res, err := a.write(ctx, c, v, nil, pr)
+	if err != nil {
+		return agentwire.Done{}, err
+	}
+	return agentwire.Done{Written: res.Written, WrittenBytes: res.WrittenBytes, Skipped: res.Skipped, Verified: true, FetchedBytes: pr.fetch.Load()}, nil
+}
+
+// targetVersion checks that the disk can take the version a deploy or update writes, reads its
+// manifest and checks it is central's: nothing is written before the id is recomputed from the
+// bytes received and central's signature of that id verified. verb names the task in errors.
+func (a *Agent) targetVersion(ctx context.Context, c *Client, ti agentwire.TaskInfo, verb string) (*store.Version, error) {
+	id, err := manifest.ParseID(ti.Version)
+	if err != nil {
+		return nil, permanent(fmt.Errorf("task names version %q: %w", ti.Version, err))
+	}
+	size, err := DiskSize(a.Disk)
+	if err != nil {
+		return nil, permanent(fmt.Errorf("cannot open the disk: %w", err))
+	}
+	if size < ti.DiskSize {
+		return nil, permanent(fmt.Errorf("disk %s holds %d bytes; image %s needs %d", a.Disk, size, ti.Image, ti.DiskSize))
+	}
+	if a.CentralKey.IsZero() {
+		return nil, permanent(errors.New("this agent has no central public key: rebuild the boot environment with --central-key"))
+	}
+	b, err := c.GetManifestBytes(ctx, id)
+	if err != nil {
+		return nil, err
+	}
 	if err := a.CentralKey.VerifyManifest(id, b, signing.Signature{KeyID: ti.Signer, Signature: ti.Signature}); err != nil {
-		return agentwire.Done{}, permanent(fmt.Errorf("refusing to deploy %s: %w", id.Short(), err))
+		return nil, permanent(fmt.Errorf("refusing to %s %s: %w", verb, id.Short(), err))
 	}
 	m, err := manifest.Decode(b)
 	if err != nil {
-		return agentwire.Done{}, fmt.Errorf("manifest of %s: %w", id.Short(), err)
+		return nil, fmt.Errorf("manifest of %s: %w", id.Short(), err)
 	}
-	pr.setPhase(agentwire.PhaseWriting, m.DiskSize)
+	return &store.Version{ID: id, Manifest: m, Encoded: b}, nil
+}
+
+// write writes version v to the disk, all of it or only the chunks only names, reads back what
+// it wrote and checks it, reporting progress.
+func (a *Agent) write(ctx context.Context, c *Client, v *store.Version, only []int, pr *reporter) (*imageio.ExportResult, error) {
 	getter := &countingGetter{g: transfer.NewGetter(c), pr: pr}
-	res, err := imageio.Export(ctx, getter, &store.Version{ID: id, Manifest: m, Encoded: b}, a.Disk, imageio.ExportOptions{
-		Jobs: a.jobs(), Verify: true, FixedSize: true, Log: a.log(),
+	return imageio.Export(ctx, getter, v, a.Disk, imageio.ExportOptions{
+		Jobs: a.jobs(), Verify: true, FixedSize: true, Log: a.log(), Only: only,
 		Progress: func(done, total int64) {
 			if done == total {
 				pr.setPhase(agentwire.PhaseVerifying, total)
@@ -54,10 +73,6 @@ func (a *Agent) deploy(ctx context.Context, c *Client, ti agentwire.TaskInfo, pr
 			}
 		},
 	})
-	if err != nil {
-		return agentwire.Done{}, err
-	}
-	return agentwire.Done{Written: res.Written, WrittenBytes: res.WrittenBytes, Skipped: res.Skipped, Verified: true, FetchedBytes: pr.fetch.Load()}, nil
 }
 
 // countingGetter counts the chunk bytes a deploy fetches (decompressed and checked).

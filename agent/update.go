@@ -6,11 +6,8 @@ import (
 	"fmt"
 
 	"tms/agentwire"
-	"tms/imageio"
 	"tms/manifest"
 	"tms/signing"
-	"tms/store"
-	"tms/transfer"
 )
 
 // errBaseUnusable marks an update whose base version cannot be diffed against: its manifest
@@ -25,54 +22,23 @@ var errBaseUnusable = errors.New("the version the disk holds cannot be used for 
 // the base's id is recomputed from the bytes received, and its signature checked when the region
 // sends one.
 func (a *Agent) update(ctx context.Context, c *Client, ti agentwire.TaskInfo, pr *reporter) (agentwire.Done, error) {
-	id, err := manifest.ParseID(ti.Version)
-	if err != nil {
-		return agentwire.Done{}, permanent(fmt.Errorf("task names version %q: %w", ti.Version, err))
-	}
 	baseID, err := manifest.ParseID(ti.Base)
 	if err != nil {
 		return agentwire.Done{}, permanent(fmt.Errorf("%w: task names base version %q: %w", errBaseUnusable, ti.Base, err))
 	}
-	size, err := DiskSize(a.Disk)
-	if err != nil {
-		return agentwire.Done{}, permanent(fmt.Errorf("cannot open the disk: %w", err))
-	}
-	if size < ti.DiskSize {
-		return agentwire.Done{}, permanent(fmt.Errorf("disk %s holds %d bytes; image %s needs %d", a.Disk, size, ti.Image, ti.DiskSize))
-	}
-	if a.CentralKey.IsZero() {
-		return agentwire.Done{}, permanent(errors.New("this agent has no central public key: rebuild the boot environment with --central-key"))
-	}
-	b, err := c.GetManifestBytes(ctx, id)
+	v, err := a.targetVersion(ctx, c, ti, "update to")
 	if err != nil {
 		return agentwire.Done{}, err
 	}
-	if err := a.CentralKey.VerifyManifest(id, b, signing.Signature{KeyID: ti.Signer, Signature: ti.Signature}); err != nil {
-		return agentwire.Done{}, permanent(fmt.Errorf("refusing to update to %s: %w", id.Short(), err))
-	}
-	m, err := manifest.Decode(b)
-	if err != nil {
-		return agentwire.Done{}, fmt.Errorf("manifest of %s: %w", id.Short(), err)
-	}
-	base, err := a.baseManifest(ctx, c, baseID, ti, m)
+	base, err := a.baseManifest(ctx, c, baseID, ti, v.Manifest)
 	if err != nil {
 		return agentwire.Done{}, err
 	}
-	changed, changedBytes := ChangedChunks(base, m)
-	a.log().Info("update", "task", ti.ID, "base", baseID.Short(), "version", id.Short(), "changed_chunks", len(changed), "changed_bytes", changedBytes)
+	changed, changedBytes := ChangedChunks(base, v.Manifest)
+	a.log().Info("update", "task", ti.ID, "base", baseID.Short(), "version", v.ID.Short(), "changed_chunks", len(changed), "changed_bytes", changedBytes)
 
 	pr.setPhase(agentwire.PhaseWriting, changedBytes)
-	getter := &countingGetter{g: transfer.NewGetter(c), pr: pr}
-	res, err := imageio.Export(ctx, getter, &store.Version{ID: id, Manifest: m, Encoded: b}, a.Disk, imageio.ExportOptions{
-		Jobs: a.jobs(), Verify: true, FixedSize: true, Log: a.log(), Only: changed,
-		Progress: func(done, total int64) {
-			if done == total {
-				pr.setPhase(agentwire.PhaseVerifying, total)
-			} else {
-				pr.done.Store(done)
-			}
-		},
-	})
+	res, err := a.write(ctx, c, v, changed, pr)
 	if err != nil {
 		return agentwire.Done{}, err
 	}

@@ -38,8 +38,8 @@ refused, naming the task.`),
 }
 
 func (a *App) powerAction(action, short, long string) *cobra.Command {
-	var region, group, at string
-	var terminals []string
+	var tg targets
+	var at string
 	var wait, asJSON bool
 	c := &cobra.Command{
 		Use:   action + " --region REGION (--group GROUP | --terminal TERMINAL...) [--at TIME] [--wait] [--json]",
@@ -47,34 +47,23 @@ func (a *App) powerAction(action, short, long string) *cobra.Command {
 		Long:  long + "\n\nEach terminal is handled at once and reported on its own: woke, already on, off, rebooted,\ndid not answer or refused, with the reason. The task fails only if every terminal failed.",
 		Args:  exactArgs(0, "no arguments"),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			if err := requireFlag(cmd, "region", region); err != nil {
+			if err := tg.check(cmd); err != nil {
 				return err
 			}
-			switch {
-			case group != "" && len(terminals) > 0:
-				return usageError{fmt.Errorf("%s: give --group or --terminal, not both", cmd.CommandPath())}
-			case group == "" && len(terminals) == 0:
-				return usageError{fmt.Errorf("%s: --group or --terminal is required", cmd.CommandPath())}
-			}
+			region, group, terminals := tg.region, tg.group, tg.terminals
 			startAt, err := a.startAt(cmd, region, at)
 			if err != nil {
 				return err
 			}
 			in := workflows.PowerTerminalsInput{Region: region, Action: action, Group: group, Terminals: terminals, StartAt: startAt}
-			target := "group " + group
-			if group == "" {
-				target = "terminal(s) " + strings.Join(terminals, ", ")
-			}
 			id := workflows.Stamped(workflows.PowerWorkflowID(action, region, group, terminals), a.now())
 			tags := workflows.TaskTags{Region: region, Kind: workflows.PowerKind(action), Group: group, Terminals: terminals, StartAt: startAt}
 			return a.runTask(cmd, taskRequest{Region: region, Queue: activities.RegionQueue(region), ID: id, Tags: tags,
 				Workflow: workflows.PowerTerminals, Input: in, JSON: asJSON,
-				What: fmt.Sprintf("power %s of %s in region %s", action, target, region)}, wait)
+				What: fmt.Sprintf("power %s of %s in region %s", action, &tg, region)}, wait)
 		},
 	}
-	regionFlag(c, &region)
-	c.Flags().StringVar(&group, "group", "", "group to power "+action)
-	c.Flags().StringSliceVar(&terminals, "terminal", nil, "terminal, name or MAC (repeat, or separate with commas)")
+	tg.flags(c, "power "+action)
 	atFlag(c, &at)
 	c.Flags().BoolVar(&wait, "wait", false, "follow the task until every terminal has an outcome")
 	c.Flags().BoolVar(&asJSON, "json", false, "print the task (and with --wait its result) as JSON")

@@ -87,8 +87,8 @@ Nothing is copied if the region already holds it.`,
 }
 
 func (a *App) deployCommand() *cobra.Command {
-	var region, group, at string
-	var terminals []string
+	var tg targets
+	var at string
 	var concurrency int
 	var wait bool
 	c := &cobra.Command{
@@ -99,35 +99,25 @@ each terminal into the tms agent, which writes the blocks that differ and reads 
 to verify it. A terminal that fails is reported and the others go on.`,
 		Args: exactArgs(1, "IMAGE"),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			if err := requireFlag(cmd, "region", region); err != nil {
+			if err := tg.check(cmd); err != nil {
 				return err
 			}
-			switch {
-			case group != "" && len(terminals) > 0:
-				return usageError{fmt.Errorf("%s: give --group or --terminal, not both", cmd.CommandPath())}
-			case group == "" && len(terminals) == 0:
-				return usageError{fmt.Errorf("%s: --group or --terminal is required", cmd.CommandPath())}
-			case concurrency < 0:
+			if concurrency < 0 {
 				return usageError{fmt.Errorf("%s: --concurrency must be positive", cmd.CommandPath())}
 			}
+			region, group, terminals := tg.region, tg.group, tg.terminals
 			startAt, err := a.startAt(cmd, region, at)
 			if err != nil {
 				return err
 			}
 			in := workflows.DeployImageInput{Region: region, Group: group, Terminals: terminals, Image: args[0], Concurrency: concurrency, StartAt: startAt}
-			target := "group " + group
-			if group == "" {
-				target = "terminal(s) " + strings.Join(terminals, ", ")
-			}
 			id := workflows.Stamped(workflows.DeployWorkflowID(region, group, terminals, args[0]), a.now())
 			tags := workflows.TaskTags{Region: region, Kind: workflows.TaskDeploy, Group: group, Terminals: terminals, Image: args[0], StartAt: startAt}
 			return a.runTask(cmd, taskRequest{Region: region, Queue: activities.RegionQueue(region), ID: id, Tags: tags,
-				Workflow: workflows.DeployImage, Input: in, What: fmt.Sprintf("deploy of %s to %s in region %s", args[0], target, region)}, wait)
+				Workflow: workflows.DeployImage, Input: in, What: fmt.Sprintf("deploy of %s to %s in region %s", args[0], &tg, region)}, wait)
 		},
 	}
-	regionFlag(c, &region)
-	c.Flags().StringVar(&group, "group", "", "group to deploy")
-	c.Flags().StringSliceVar(&terminals, "terminal", nil, "terminal to deploy, name or MAC (repeat, or separate with commas)")
+	tg.flags(c, "deploy")
 	c.Flags().IntVar(&concurrency, "concurrency", 0, "terminals deployed at once (default 10)")
 	atFlag(c, &at)
 	c.Flags().BoolVar(&wait, "wait", false, "follow the deploy until it ends")
@@ -307,4 +297,40 @@ func (a *App) followAs(ctx context.Context, c *tclient, id string, asJSON bool) 
 			}
 		}
 	}
+}
+
+// targets are the --region, --group and --terminal flags of a task over terminals (deploy,
+// update, power).
+type targets struct {
+	region, group string
+	terminals     []string
+}
+
+// flags adds the flags to c; verb says what the task does to them ("deploy", "power on").
+func (t *targets) flags(c *cobra.Command, verb string) {
+	regionFlag(c, &t.region)
+	c.Flags().StringVar(&t.group, "group", "", "group to "+verb)
+	c.Flags().StringSliceVar(&t.terminals, "terminal", nil, "terminal to "+verb+", name or MAC (repeat, or separate with commas)")
+}
+
+// check refuses a command line without a region, or without exactly one of group and terminals.
+func (t *targets) check(cmd *cobra.Command) error {
+	if err := requireFlag(cmd, "region", t.region); err != nil {
+		return err
+	}
+	switch {
+	case t.group != "" && len(t.terminals) > 0:
+		return usageError{fmt.Errorf("%s: give --group or --terminal, not both", cmd.CommandPath())}
+	case t.group == "" && len(t.terminals) == 0:
+		return usageError{fmt.Errorf("%s: --group or --terminal is required", cmd.CommandPath())}
+	}
+	return nil
+}
+
+// String names the targets for people: "group lab" or "terminal(s) pc1, pc2".
+func (t *targets) String() string {
+	if t.group != "" {
+		return "group " + t.group
+	}
+	return "terminal(s) " + strings.Join(t.terminals, ", ")
 }

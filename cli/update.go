@@ -2,7 +2,6 @@ package cli
 
 import (
 	"fmt"
-	"strings"
 
 	"github.com/spf13/cobra"
 
@@ -11,8 +10,8 @@ import (
 )
 
 func (a *App) updateCommand() *cobra.Command {
-	var region, group, at string
-	var terminals []string
+	var tg targets
+	var at string
 	var concurrency int
 	var wait, asJSON bool
 	c := &cobra.Command{
@@ -32,36 +31,26 @@ An incremental update trusts that the disk still holds what was recorded; 'tms d
 full restore that trusts nothing. A terminal that fails is reported and the others go on.`,
 		Args: exactArgs(1, "IMAGE"),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			if err := requireFlag(cmd, "region", region); err != nil {
+			if err := tg.check(cmd); err != nil {
 				return err
 			}
-			switch {
-			case group != "" && len(terminals) > 0:
-				return usageError{fmt.Errorf("%s: give --group or --terminal, not both", cmd.CommandPath())}
-			case group == "" && len(terminals) == 0:
-				return usageError{fmt.Errorf("%s: --group or --terminal is required", cmd.CommandPath())}
-			case concurrency < 0:
+			if concurrency < 0 {
 				return usageError{fmt.Errorf("%s: --concurrency must be positive", cmd.CommandPath())}
 			}
+			region, group, terminals := tg.region, tg.group, tg.terminals
 			startAt, err := a.startAt(cmd, region, at)
 			if err != nil {
 				return err
 			}
 			in := workflows.UpdateImageInput{Region: region, Group: group, Terminals: terminals, Image: args[0], Concurrency: concurrency, StartAt: startAt}
-			target := "group " + group
-			if group == "" {
-				target = "terminal(s) " + strings.Join(terminals, ", ")
-			}
 			id := workflows.Stamped(workflows.UpdateWorkflowID(region, group, terminals, args[0]), a.now())
 			tags := workflows.TaskTags{Region: region, Kind: workflows.TaskUpdate, Group: group, Terminals: terminals, Image: args[0], StartAt: startAt}
 			return a.runTask(cmd, taskRequest{Region: region, Queue: activities.RegionQueue(region), ID: id, Tags: tags,
-				Workflow: workflows.UpdateImage, Input: in, What: fmt.Sprintf("update of %s to %s in region %s", target, args[0], region),
+				Workflow: workflows.UpdateImage, Input: in, What: fmt.Sprintf("update of %s to %s in region %s", &tg, args[0], region),
 				JSON: asJSON}, wait)
 		},
 	}
-	regionFlag(c, &region)
-	c.Flags().StringVar(&group, "group", "", "group to update")
-	c.Flags().StringSliceVar(&terminals, "terminal", nil, "terminal to update, name or MAC (repeat, or separate with commas)")
+	tg.flags(c, "update")
 	c.Flags().IntVar(&concurrency, "concurrency", 0, "terminals written at once (default 10)")
 	atFlag(c, &at)
 	c.Flags().BoolVar(&wait, "wait", false, "follow the update until it ends")

@@ -81,28 +81,17 @@ func DeployImage(ctx workflow.Context, in DeployImageInput) (DeployImageResult, 
 		return res, err
 	}
 	prog.Phase = PhaseResolving
-	var r *activities.Region
-	var targets activities.ResolveResult
-	if err := workflow.ExecuteActivity(regionOptions(ctx, in.Region), r.ResolveTerminals,
-		activities.ResolveInput{Group: in.Group, Terminals: in.Terminals}).Get(ctx, &targets); err != nil {
+	terms, err := resolveTargets(ctx, TaskTags{Region: in.Region, Kind: TaskDeploy, Group: in.Group, Terminals: in.Terminals, Image: in.Image})
+	if err != nil {
 		return res, err
 	}
-	names := make([]string, 0, len(targets.Terminals))
-	for _, t := range targets.Terminals {
+	for _, t := range terms {
 		prog.Terminals = append(prog.Terminals, TerminalProgress{Name: name(t), Phase: PhaseQueued})
-		names = append(names, name(t))
-	}
-	if err := tagTask(ctx, TaskTags{Region: in.Region, Kind: TaskDeploy, Group: in.Group, Terminals: names, Image: in.Image}); err != nil {
-		return res, err
 	}
 
 	prog.Phase = PhaseSharing
 	id := workflow.GetInfo(ctx).WorkflowExecution.ID
-	share := workflow.WithChildOptions(ctx, workflow.ChildWorkflowOptions{
-		WorkflowID: id + "/share",
-		TaskQueue:  activities.CentralQueue,
-	})
-	if err := workflow.ExecuteChildWorkflow(share, ShareImage, ShareImageInput{Image: in.Image, Target: in.Region}).Get(ctx, &res.Share); err != nil {
+	if res.Share, err = shareHere(ctx, in.Region, in.Image); err != nil {
 		return res, err
 	}
 	res.Version, prog.Version = res.Share.Version, res.Share.Version
@@ -112,7 +101,7 @@ func DeployImage(ctx workflow.Context, in DeployImageInput) (DeployImageResult, 
 	if limit <= 0 {
 		limit = 10
 	}
-	res.Terminals = make([]TerminalOutcome, len(targets.Terminals))
+	res.Terminals = make([]TerminalOutcome, len(terms))
 	running, finished := 0, 0
 	// A canceled deploy waits for its terminals' tasks to end their cancellation (each sets
 	// its terminal back to its own disk and records the task as canceled). Before this version,
@@ -126,7 +115,7 @@ func DeployImage(ctx workflow.Context, in DeployImageInput) (DeployImageResult, 
 		}
 		return res, err
 	}
-	for i, t := range targets.Terminals {
+	for i, t := range terms {
 		if err := workflow.Await(ctx, func() bool { return running < limit }); err != nil {
 			return canceled(err)
 		}
@@ -152,7 +141,7 @@ func DeployImage(ctx workflow.Context, in DeployImageInput) (DeployImageResult, 
 			finished++
 		})
 	}
-	if err := workflow.Await(ctx, func() bool { return finished == len(targets.Terminals) }); err != nil {
+	if err := workflow.Await(ctx, func() bool { return finished == len(terms) }); err != nil {
 		return canceled(err)
 	}
 	var first string

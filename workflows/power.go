@@ -111,19 +111,12 @@ func PowerTerminals(ctx workflow.Context, in PowerTerminalsInput) (PowerTerminal
 		return res, err
 	}
 	prog.Phase = PhaseResolving
-	var r *activities.Region
-	var targets activities.ResolveResult
-	if err := workflow.ExecuteActivity(regionOptions(ctx, in.Region), r.ResolveTerminals,
-		activities.ResolveInput{Group: in.Group, Terminals: in.Terminals}).Get(ctx, &targets); err != nil {
+	terms, err := resolveTargets(ctx, TaskTags{Region: in.Region, Kind: PowerKind(in.Action), Group: in.Group, Terminals: in.Terminals})
+	if err != nil {
 		return res, err
 	}
-	names := make([]string, 0, len(targets.Terminals))
-	for _, t := range targets.Terminals {
+	for _, t := range terms {
 		prog.Terminals = append(prog.Terminals, PowerTerminalOutcome{Name: name(t), MAC: t.MAC})
-		names = append(names, name(t))
-	}
-	if err := tagTask(ctx, TaskTags{Region: in.Region, Kind: PowerKind(in.Action), Group: in.Group, Terminals: names}); err != nil {
-		return res, err
 	}
 
 	prog.Phase = PhaseWaiting
@@ -143,9 +136,10 @@ func PowerTerminals(ctx workflow.Context, in PowerTerminalsInput) (PowerTerminal
 			NonRetryableErrorTypes: activities.NonRetryable(activities.ErrBadInput, activities.ErrUnknownTerminal, activities.ErrNotEnrolled),
 		},
 	})
-	res.Terminals = make([]PowerTerminalOutcome, len(targets.Terminals))
+	var r *activities.Region
+	res.Terminals = make([]PowerTerminalOutcome, len(terms))
 	finished := 0
-	for i, t := range targets.Terminals {
+	for i, t := range terms {
 		var f workflow.Future
 		if command == "" {
 			f = workflow.ExecuteActivity(actx, r.PowerOn, activities.PowerOnInput{MAC: t.MAC, Timeout: in.Timeout})
@@ -164,7 +158,7 @@ func PowerTerminals(ctx workflow.Context, in PowerTerminalsInput) (PowerTerminal
 			finished++
 		})
 	}
-	if err := workflow.Await(ctx, func() bool { return finished == len(targets.Terminals) }); err != nil {
+	if err := workflow.Await(ctx, func() bool { return finished == len(terms) }); err != nil {
 		return res, err
 	}
 	var first string

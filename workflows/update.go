@@ -98,40 +98,30 @@ func UpdateImage(ctx workflow.Context, in UpdateImageInput) (UpdateImageResult, 
 		return res, err
 	}
 	prog.Phase = PhaseResolving
-	var r *activities.Region
-	var targets activities.ResolveResult
-	if err := workflow.ExecuteActivity(regionOptions(ctx, in.Region), r.ResolveTerminals,
-		activities.ResolveInput{Group: in.Group, Terminals: in.Terminals}).Get(ctx, &targets); err != nil {
+	terms, err := resolveTargets(ctx, TaskTags{Region: in.Region, Kind: TaskUpdate, Group: in.Group, Terminals: in.Terminals, Image: in.Image})
+	if err != nil {
 		return res, err
 	}
-	names := make([]string, 0, len(targets.Terminals))
-	for _, t := range targets.Terminals {
+	for _, t := range terms {
 		prog.Terminals = append(prog.Terminals, UpdateTerminalProgress{TerminalProgress: TerminalProgress{Name: name(t), Phase: PhaseQueued}})
-		names = append(names, name(t))
-	}
-	if err := tagTask(ctx, TaskTags{Region: in.Region, Kind: TaskUpdate, Group: in.Group, Terminals: names, Image: in.Image}); err != nil {
-		return res, err
 	}
 
 	prog.Phase = PhaseSharing
 	id := workflow.GetInfo(ctx).WorkflowExecution.ID
-	share := workflow.WithChildOptions(ctx, workflow.ChildWorkflowOptions{
-		WorkflowID: id + "/share",
-		TaskQueue:  activities.CentralQueue,
-	})
-	if err := workflow.ExecuteChildWorkflow(share, ShareImage, ShareImageInput{Image: in.Image, Target: in.Region}).Get(ctx, &res.Share); err != nil {
+	if res.Share, err = shareHere(ctx, in.Region, in.Image); err != nil {
 		return res, err
 	}
 	res.Version, prog.Version = res.Share.Version, res.Share.Version
 
 	prog.Phase = PhaseDeciding
+	var r *activities.Region
 	var decided activities.DecideResult
 	if err := workflow.ExecuteActivity(regionOptions(ctx, in.Region), r.DecideUpdate,
-		activities.DecideInput{Version: res.Version, Terminals: targets.Terminals}).Get(ctx, &decided); err != nil {
+		activities.DecideInput{Version: res.Version, Terminals: terms}).Get(ctx, &decided); err != nil {
 		return res, err
 	}
-	if len(decided.Terminals) != len(targets.Terminals) {
-		return res, activities.ErrBadInput.New(fmt.Sprintf("%d decisions for %d terminals", len(decided.Terminals), len(targets.Terminals)), nil)
+	if len(decided.Terminals) != len(terms) {
+		return res, activities.ErrBadInput.New(fmt.Sprintf("%d decisions for %d terminals", len(decided.Terminals), len(terms)), nil)
 	}
 
 	prog.Phase = PhaseUpdating
@@ -139,7 +129,7 @@ func UpdateImage(ctx workflow.Context, in UpdateImageInput) (UpdateImageResult, 
 	if limit <= 0 {
 		limit = 10
 	}
-	res.Terminals = make([]UpdateOutcome, len(targets.Terminals))
+	res.Terminals = make([]UpdateOutcome, len(terms))
 	running, finished, started := 0, 0, 0
 	// A canceled update waits for its terminals' tasks to end their cancellation: each sets its
 	// terminal back to its own disk and records its task as canceled.
@@ -148,7 +138,7 @@ func UpdateImage(ctx workflow.Context, in UpdateImageInput) (UpdateImageResult, 
 		_ = workflow.Await(dctx, func() bool { return running == 0 })
 		return res, err
 	}
-	for i, t := range targets.Terminals {
+	for i, t := range terms {
 		d := decided.Terminals[i]
 		prog.Terminals[i].Decision = d.Decision
 		if d.Decision == activities.DecisionStop {
