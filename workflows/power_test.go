@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -122,18 +123,25 @@ func TestPowerTerminalsOutcomes(t *testing.T) {
 
 func TestPowerTerminalsRunsTheTerminalsAtOnce(t *testing.T) {
 	env := newPowerEnv(t)
+	var mu sync.Mutex // the test environment runs activities on goroutines of their own
 	running, most := 0, 0
 	env.OnActivity(r.PowerOn, mock.Anything, mock.Anything).Return(
 		func(_ context.Context, in activities.PowerOnInput) (activities.PowerOutcome, error) {
+			mu.Lock()
 			running++
 			most = max(most, running)
+			mu.Unlock()
 			time.Sleep(50 * time.Millisecond)
+			mu.Lock()
 			running--
+			mu.Unlock()
 			return activities.PowerOutcome{Outcome: activities.PowerWoke}, nil
 		})
 	if _, err := power(t, env, PowerTerminalsInput{Region: "region-b", Action: PowerActionOn, Group: "lab"}); err != nil {
 		t.Fatal(err)
 	}
+	mu.Lock()
+	defer mu.Unlock()
 	if most < 2 {
 		t.Errorf("at most %d terminal at once", most)
 	}
