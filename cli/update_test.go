@@ -13,7 +13,7 @@ import (
 	"tms/workflows"
 )
 
-// TestUpdateCommand runs issue 9's update through the CLI forms against `tms dev`'s
+// TestUpdateCommand runs the update by the version chain through the CLI forms against `tms dev`'s
 // environment (embedded Temporal, two regions, simulated terminals with real agents): capture,
 // deploy, `tms dev mutate`, capture, `tms update --wait --json` (incremental on all three),
 // again (stop), then one terminal changed and forgotten (full for it); `task show --json`

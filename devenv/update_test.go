@@ -40,7 +40,7 @@ func updateImage(t *testing.T, env *devenv.Env, in workflows.UpdateImageInput, r
 	return res
 }
 
-// TestUpdateByVersionChain is issue 9's update on a real Temporal server with real agents:
+// TestUpdateByVersionChain is an update by the version chain on a real Temporal server with real agents:
 // capture v1 from a-pc1, deploy it to region-b/lab, change a-pc1 (as `tms dev mutate` does),
 // capture v2, update the lab to v2 → incremental on all three, each fetching no more than
 // 1.1 × the changed chunks' bytes, disks identical to a-pc1; update again → stop on all

@@ -2,7 +2,6 @@ package workflows
 
 import (
 	"fmt"
-	"strings"
 	"time"
 
 	"go.temporal.io/sdk/workflow"
@@ -54,11 +53,7 @@ type DeployProgress struct {
 
 // DeployWorkflowID is the readable id of the workflow deploying image to a group or terminals.
 func DeployWorkflowID(region, group string, terminals []string, image string) string {
-	target := group
-	if target == "" {
-		target = strings.Join(terminals, ",")
-	}
-	return "deploy/" + region + "/" + target + "/" + image
+	return "deploy/" + region + "/" + Target(group, terminals) + "/" + image
 }
 
 // DeployImage writes an image to terminals' disks: the image is made local to the region first

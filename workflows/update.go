@@ -2,7 +2,6 @@ package workflows
 
 import (
 	"fmt"
-	"strings"
 	"time"
 
 	"go.temporal.io/sdk/workflow"
@@ -69,11 +68,7 @@ type UpdateProgress struct {
 
 // UpdateWorkflowID is the readable id of the workflow updating a group or terminals to image.
 func UpdateWorkflowID(region, group string, terminals []string, image string) string {
-	target := group
-	if target == "" {
-		target = strings.Join(terminals, ",")
-	}
-	return "update/" + region + "/" + target + "/" + image
+	return "update/" + region + "/" + Target(group, terminals) + "/" + image
 }
 
 // UpdateImage brings terminals' disks to an image's version by the version chain: the image is
