@@ -28,6 +28,7 @@ import (
 	"tms/config"
 	"tms/devtemporal"
 	"tms/internal/sampledisk"
+	"tms/manifest"
 	"tms/server"
 	"tms/signing"
 	"tms/workflows"
@@ -289,11 +290,69 @@ func scenario(t *testing.T, dir, bootDir, pcNS string) {
 			vm.fail(t, "vm2 started the in-memory OS though it had nothing to do")
 		}
 	})
+	if t.Failed() {
+		return
+	}
+
+	// 4. vm1's disk changes; a capture makes it version 2, and an update brings vm2, which holds
+	// version 1, to it incrementally: only the changed chunks fetched, written and read back.
+	latest := capRes.Version
+	t.Run("update", func(t *testing.T) {
+		f, err := os.OpenFile(disk1, os.O_WRONLY, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		change := bytes.Repeat([]byte("changed by the update step "), 2400) // 64.8 KB, in the middle of the disk
+		if _, err := f.WriteAt(change, diskSize/2+4096); err != nil {
+			t.Fatal(err)
+		}
+		if err := f.Close(); err != nil {
+			t.Fatal(err)
+		}
+		run := startTask(ctx, t, c, r, mac1, workflows.CaptureWorkflowID(regionID, "vm1", image), workflows.CaptureImage,
+			workflows.CaptureImageInput{Region: regionID, TerminalRef: "vm1", Image: image, Timeouts: timeouts})
+		vm := startVM(t, dir, "vm1-capture2", "tap0", mac1, disk1, true)
+		var cap2 workflows.CaptureImageResult
+		if err := run.Get(ctx, &cap2); err != nil {
+			vm.fail(t, "second capture: %v", err)
+		}
+		vm.waitExit(t, 2*time.Minute)
+		latest = cap2.Version
+
+		in := workflows.UpdateImageInput{Region: regionID, Terminals: []string{"vm2"}, Image: image, Timeouts: timeouts}
+		urun := startTask(ctx, t, c, r, mac2, workflows.UpdateWorkflowID(regionID, "", []string{"vm2"}, image), workflows.UpdateImage, in)
+		vm = startVM(t, dir, "vm2-update", "tap1", mac2, disk2, true)
+		var res workflows.UpdateImageResult
+		if err := urun.Get(ctx, &res); err != nil {
+			vm.fail(t, "update: %v", err)
+		}
+		done := time.Now()
+		if len(res.Terminals) != 1 || !res.Terminals[0].OK || res.Terminals[0].Decision != "incremental" {
+			vm.fail(t, "update result: %+v", res)
+		}
+		vm.waitExit(t, 2*time.Minute)
+		o := res.Terminals[0]
+		// The change spans at most two chunks.
+		if o.FetchedBytes <= 0 || o.FetchedBytes > 2*manifest.MaxChunkSize {
+			t.Fatalf("the update fetched %d bytes for a change of %d", o.FetchedBytes, len(change))
+		}
+		boot := rec.first(mac2, "agent-boot", vm.start)
+		t.Logf("vm2: power on → agent's boot request %v; incremental update %v (%s; %d bytes fetched, %d written)",
+			boot.Sub(vm.start).Round(time.Millisecond), done.Sub(boot).Round(time.Millisecond), o.Reason, o.FetchedBytes, o.WrittenBytes)
+		a, _ := os.ReadFile(disk1)
+		b, _ := os.ReadFile(disk2)
+		if !bytes.Equal(a, b) {
+			t.Fatalf("%s and %s differ after the update", disk1, disk2)
+		}
+		if term, err := r.Inventory.Terminal(ctx, "vm2"); err != nil || term.Version.String() != latest {
+			t.Fatalf("vm2's recorded version after the update: %+v (%v), want %s", term.Version, err, latest)
+		}
+	})
 	if t.Failed() || pcIP == "" {
 		return
 	}
 
-	// 4. A PC on the segment with vm1's MAC and its own address claims vm1's capture before vm1
+	// 5. A PC on the segment with vm1's MAC and its own address claims vm1's capture before vm1
 	// boots; then a PC with vm2's MAC claims vm2's deploy. Neither gets anything taken: each task
 	// fails when the real terminal boots, naming both addresses, and nothing is published or
 	// marked done.
@@ -307,8 +366,8 @@ func scenario(t *testing.T, dir, bootDir, pcNS string) {
 		if err == nil || !strings.Contains(err.Error(), "two machines") || !strings.Contains(err.Error(), pcIP) {
 			vm.fail(t, "capture with a spoofer: %v; want it failed naming the spoofer's address %s", err, pcIP)
 		}
-		if id, err := r.Store.GetTag(ctx, image, "latest"); err != nil || id.String() != capRes.Version {
-			t.Fatalf("%s:latest is %s (%v) after the spoofed capture; want the first capture's %s", image, id, err, capRes.Version)
+		if id, err := r.Store.GetTag(ctx, image, "latest"); err != nil || id.String() != latest {
+			t.Fatalf("%s:latest is %s (%v) after the spoofed capture; want the last capture's %s", image, id, err, latest)
 		}
 		t.Logf("capture with a spoofer at %s failed as it must: %v (the spoofer was told %s)", pcIP, err, spoofer)
 
@@ -417,8 +476,11 @@ func startTask(ctx context.Context, t *testing.T, c client.Client, r *server.Reg
 		t.Fatal(err)
 	}
 	action := agentwire.ActionDeploy
-	if _, ok := in.(workflows.CaptureImageInput); ok {
+	switch in.(type) {
+	case workflows.CaptureImageInput:
 		action = agentwire.ActionCapture
+	case workflows.UpdateImageInput:
+		action = agentwire.ActionUpdate
 	}
 	waitBootAction(ctx, t, r, mac, action)
 	return run
