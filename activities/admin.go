@@ -49,15 +49,17 @@ type AdminInput struct {
 
 // TerminalInfo is a terminal as listings show it.
 type TerminalInfo struct {
-	MAC        string
-	Name       string
-	Enrolled   bool
-	DiskSize   int64
-	Version    string // what its disk holds, as far as the region knows
-	LastIP     string
-	LastSeen   time.Time
-	BootAction agentwire.Action
-	Task       string
+	MAC      string
+	Name     string
+	Enrolled bool
+	DiskSize int64
+	Version  string // what its disk holds, as far as the region knows
+	// VersionNote says why Version is unknown, where the region knows why.
+	VersionNote string `json:",omitempty"`
+	LastIP      string
+	LastSeen    time.Time
+	BootAction  agentwire.Action
+	Task        string
 }
 
 // GroupInfo is a group with its members' names.
@@ -126,7 +128,7 @@ func (r *Region) Admin(ctx context.Context, in AdminInput) (AdminResult, error) 
 				return res, err
 			}
 			res.Terminals = append(res.Terminals, TerminalInfo{MAC: t.MAC, Name: t.Name, Enrolled: t.Enrolled, DiskSize: t.DiskSize,
-				Version: t.Version.String(), LastIP: t.LastIP, LastSeen: t.LastSeen, BootAction: a.Action, Task: a.Task})
+				Version: t.Version.String(), VersionNote: t.VersionNote, LastIP: t.LastIP, LastSeen: t.LastSeen, BootAction: a.Action, Task: a.Task})
 		}
 	case OpGroups:
 		names, err := r.Inventory.Groups(ctx)

@@ -219,6 +219,10 @@ func TestServiceChecksTheRecordedVersion(t *testing.T) {
 			if forgot := pc.Version.IsZero(); forgot != tc.forget {
 				t.Fatalf("recorded version after the check: %v (forgotten %v, want %v)", pc.Version, forgot, tc.forget)
 			}
+			// A forgotten version says why, for terminal ls.
+			if tc.forget != strings.Contains(pc.VersionNote, "(the agent service's check at ") {
+				t.Fatalf("version note after the check: %q", pc.VersionNote)
+			}
 		})
 	}
 }

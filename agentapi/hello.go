@@ -2,9 +2,11 @@ package agentapi
 
 import (
 	"errors"
+	"fmt"
 	"net/http"
 	"strconv"
 	"strings"
+	"time"
 
 	"tms/agentwire"
 	"tms/manifest"
@@ -126,7 +128,8 @@ func (s *Server) helloCheck(w http.ResponseWriter, r *http.Request) {
 
 // forgetVersion records that terminal mac's disk no longer holds version id, and why (in the log).
 func (s *Server) forgetVersion(r *http.Request, mac string, id manifest.ID, why string) {
-	forgot, err := s.Inventory.ForgetVersion(r.Context(), mac, id)
+	forgot, err := s.Inventory.ForgetVersion(r.Context(), mac, id,
+		fmt.Sprintf("%s (the agent service's check at %s)", why, s.now().UTC().Format(time.DateTime+" UTC")))
 	if err != nil {
 		s.log().Warn("could not forget a terminal's recorded version", "mac", mac, "err", err)
 		return

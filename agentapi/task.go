@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"time"
 
 	"tms/agentwire"
 	"tms/imageio"
@@ -63,7 +64,8 @@ func (s *Server) task(w http.ResponseWriter, r *http.Request) {
 	if err == nil && ti.Kind.Writes() {
 		// The agent writes once it has read its task: from now until the task ends verified
 		// (FinishTask records the version then), nobody knows what the disk holds.
-		err = s.Inventory.SetVersion(r.Context(), t.MAC, manifest.ID{})
+		err = s.Inventory.MarkVersionUnknown(r.Context(), t.MAC, fmt.Sprintf("task %s (%s) began writing the disk at %s and has not finished verified",
+			t.ID, t.Kind, s.now().UTC().Format(time.DateTime+" UTC")))
 	}
 	s.reply(w, r, ti, err)
 }

@@ -89,16 +89,18 @@ func dash(s string) string {
 
 // terminalRow is one line of `tms terminal ls`.
 type terminalRow struct {
-	Name       string           `json:"name"`
-	MAC        string           `json:"mac"`
-	Enrolled   bool             `json:"enrolled"`
-	DiskSize   int64            `json:"disk_size"`
-	Version    string           `json:"version"`
-	LastIP     string           `json:"last_ip"`
-	LastSeen   time.Time        `json:"last_seen"`
-	BootAction agentwire.Action `json:"boot_action"`
-	Task       string           `json:"task,omitempty"` // the workflow id, as tms task show takes it
-	Run        string           `json:"run,omitempty"`  // the run of that workflow the terminal's task belongs to
+	Name     string `json:"name"`
+	MAC      string `json:"mac"`
+	Enrolled bool   `json:"enrolled"`
+	DiskSize int64  `json:"disk_size"`
+	Version  string `json:"version"`
+	// VersionNote says why the version is unknown (a task writing the disk, a disk check).
+	VersionNote string           `json:"version_note,omitempty"`
+	LastIP      string           `json:"last_ip"`
+	LastSeen    time.Time        `json:"last_seen"`
+	BootAction  agentwire.Action `json:"boot_action"`
+	Task        string           `json:"task,omitempty"` // the workflow id, as tms task show takes it
+	Run         string           `json:"run,omitempty"`  // the run of that workflow the terminal's task belongs to
 }
 
 func (a *App) terminalCommand() *cobra.Command {
@@ -130,7 +132,7 @@ are not enrolled, first seen first: MAC, last IP, first and last seen.`,
 			for _, t := range res.Terminals {
 				task, run := workflows.SplitTaskID(t.Task)
 				rows = append(rows, terminalRow{Name: t.Name, MAC: t.MAC, Enrolled: t.Enrolled, DiskSize: t.DiskSize, Version: t.Version,
-					LastIP: t.LastIP, LastSeen: t.LastSeen, BootAction: t.BootAction, Task: task, Run: run})
+					VersionNote: t.VersionNote, LastIP: t.LastIP, LastSeen: t.LastSeen, BootAction: t.BootAction, Task: task, Run: run})
 			}
 			if asJSON {
 				return a.printJSON(rows)
@@ -155,7 +157,17 @@ are not enrolled, first seen first: MAC, last IP, first and last seen.`,
 				}
 				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", dash(name), r.MAC, disk, dash(short(r.Version)), dash(r.LastIP), seen, dash(boot))
 			}
-			return tw.Flush()
+			if err := tw.Flush(); err != nil {
+				return err
+			}
+			// Why a version is unknown, where the region knows: the next update of such a
+			// terminal is full.
+			for _, r := range rows {
+				if r.Version == "" && r.VersionNote != "" {
+					fmt.Fprintf(a.Stdout, "%s: version unknown: %s\n", dash(r.Name), r.VersionNote)
+				}
+			}
+			return nil
 		},
 	}
 	regionFlag(c, &region)

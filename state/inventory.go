@@ -65,7 +65,10 @@ ALTER TABLE terminals ADD COLUMN agent_key BLOB;
 -- Seen keeps at most MaxUnknownTerminals not-enrolled terminals, dropping the ones seen least
 -- recently: this index finds them without reading the table.
 CREATE INDEX terminals_by_seen ON terminals (enrolled, last_seen);
-`}, updateTaskMigration, enrollTokenMigration, firstSeenMigration}
+`}, updateTaskMigration, enrollTokenMigration, firstSeenMigration, {8, `
+-- Why a terminal's disk holds no known version (a task writing it, a disk check that failed).
+ALTER TABLE terminals ADD COLUMN version_note TEXT NOT NULL DEFAULT '';
+`}}
 
 // Inventory is a region's own state: its terminals, groups and boot actions.
 type Inventory struct{ db *sql.DB }
@@ -99,8 +102,11 @@ type Terminal struct {
 	Disk     string
 	DiskSize int64
 	Version  manifest.ID // what its disk holds, as far as tms knows
-	LastIP   string
-	LastSeen time.Time
+	// VersionNote says why Version is unknown, when it is and tms knows why: a task was
+	// writing the disk, or a disk check found it changed.
+	VersionNote string
+	LastIP      string
+	LastSeen    time.Time
 }
 
 // MaxUnknownTerminals is the most not-enrolled terminals (MACs seen on the network that no admin
@@ -224,13 +230,13 @@ func validateWord(what, s string) error {
 	return nil
 }
 
-const terminalCols = `mac, COALESCE(name, ''), enrolled, disk, disk_size, version, last_ip, last_seen`
+const terminalCols = `mac, COALESCE(name, ''), enrolled, disk, disk_size, version, last_ip, last_seen, version_note`
 
 func scanTerminal(row interface{ Scan(...any) error }) (Terminal, error) {
 	var t Terminal
 	var version string
 	var seen int64
-	if err := row.Scan(&t.MAC, &t.Name, &t.Enrolled, &t.Disk, &t.DiskSize, &version, &t.LastIP, &seen); err != nil {
+	if err := row.Scan(&t.MAC, &t.Name, &t.Enrolled, &t.Disk, &t.DiskSize, &version, &t.LastIP, &seen, &t.VersionNote); err != nil {
 		return t, err
 	}
 	if version != "" {

@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"tms/agentwire"
@@ -233,15 +234,16 @@ func (inv *Inventory) FinishTask(ctx context.Context, id string, state TaskState
 	return t, n > 0, err
 }
 
-// ForgetVersion records that terminal mac's disk holds no known version, if the version
-// recorded is still id: a deploy that recorded another since is left alone. It reports whether
-// it forgot.
-func (inv *Inventory) ForgetVersion(ctx context.Context, mac string, id manifest.ID) (bool, error) {
+// ForgetVersion records that terminal mac's disk holds no known version, and why, if the
+// version recorded is still id: a deploy that recorded another since is left alone. It reports
+// whether it forgot.
+func (inv *Inventory) ForgetVersion(ctx context.Context, mac string, id manifest.ID, why string) (bool, error) {
 	mac, err := NormalizeMAC(mac)
 	if err != nil {
 		return false, err
 	}
-	res, err := inv.db.ExecContext(ctx, `UPDATE terminals SET version = '' WHERE mac = ? AND version = ? AND version != ''`, mac, id.String())
+	res, err := inv.db.ExecContext(ctx, `UPDATE terminals SET version = '', version_note = ? WHERE mac = ? AND version = ? AND version != ''`,
+		clipNote(why), mac, id.String())
 	if err != nil {
 		return false, err
 	}
@@ -249,17 +251,37 @@ func (inv *Inventory) ForgetVersion(ctx context.Context, mac string, id manifest
 	return n > 0, err
 }
 
-// SetVersion records the image version a terminal's disk holds.
-func (inv *Inventory) SetVersion(ctx context.Context, mac string, id manifest.ID) error {
-	mac, err := NormalizeMAC(mac)
-	if err != nil {
-		return err
+// MarkVersionUnknown records that nobody knows what terminal mac's disk holds, and why (a task
+// is writing it).
+func (inv *Inventory) MarkVersionUnknown(ctx context.Context, mac, why string) error {
+	return inv.setVersion(ctx, mac, "", clipNote(why))
+}
+
+// maxVersionNote bounds a version note (it may quote what an agent reported).
+const maxVersionNote = 300
+
+func clipNote(s string) string {
+	if len(s) > maxVersionNote {
+		return strings.ToValidUTF8(s[:maxVersionNote], "") + "…"
 	}
+	return s
+}
+
+// SetVersion records the image version a terminal's disk holds (the zero id: unknown).
+func (inv *Inventory) SetVersion(ctx context.Context, mac string, id manifest.ID) error {
 	v := ""
 	if !id.IsZero() {
 		v = id.String()
 	}
-	res, err := inv.db.ExecContext(ctx, `UPDATE terminals SET version = ? WHERE mac = ?`, v, mac)
+	return inv.setVersion(ctx, mac, v, "")
+}
+
+func (inv *Inventory) setVersion(ctx context.Context, mac, version, note string) error {
+	mac, err := NormalizeMAC(mac)
+	if err != nil {
+		return err
+	}
+	res, err := inv.db.ExecContext(ctx, `UPDATE terminals SET version = ?, version_note = ? WHERE mac = ?`, version, note, mac)
 	if err != nil {
 		return err
 	}

@@ -135,19 +135,26 @@ func TestForgetVersionOnlyTheOneChecked(t *testing.T) {
 	if err := inv.SetVersion(ctx, mac, v2); err != nil {
 		t.Fatal(err)
 	}
-	if forgot, err := inv.ForgetVersion(ctx, mac, v1); err != nil || forgot {
+	if forgot, err := inv.ForgetVersion(ctx, mac, v1, "stale"); err != nil || forgot {
 		t.Fatalf("forgetting v1 while v2 is recorded: %v, %v", forgot, err)
 	}
 	if got, _ := inv.Terminal(ctx, mac); got.Version != v2 {
 		t.Fatalf("version after a stale forget: %v", got.Version)
 	}
-	if forgot, err := inv.ForgetVersion(ctx, mac, v2); err != nil || !forgot {
+	if forgot, err := inv.ForgetVersion(ctx, mac, v2, "chunk 0 differs"); err != nil || !forgot {
 		t.Fatalf("forgetting v2: %v, %v", forgot, err)
 	}
-	if got, _ := inv.Terminal(ctx, mac); !got.Version.IsZero() {
-		t.Fatalf("version after forgetting: %v", got.Version)
+	if got, _ := inv.Terminal(ctx, mac); !got.Version.IsZero() || got.VersionNote != "chunk 0 differs" {
+		t.Fatalf("version after forgetting: %v (%q)", got.Version, got.VersionNote)
 	}
-	if forgot, err := inv.ForgetVersion(ctx, mac, manifest.ID{}); err != nil || forgot {
+	// A version recorded again clears the note.
+	if err := inv.SetVersion(ctx, mac, v1); err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := inv.Terminal(ctx, mac); got.Version != v1 || got.VersionNote != "" {
+		t.Fatalf("version recorded again: %v (%q)", got.Version, got.VersionNote)
+	}
+	if forgot, err := inv.ForgetVersion(ctx, mac, manifest.ID{}, "x"); err != nil || forgot {
 		t.Fatalf("forgetting an unknown version: %v, %v", forgot, err)
 	}
 }
