@@ -162,13 +162,13 @@ func (r *Region) PowerCommand(ctx context.Context, in PowerCommandInput) (PowerO
 	if err != nil {
 		return PowerOutcome{}, err
 	}
-	running, err := r.Inventory.Tasks(ctx, t.MAC, 1)
+	busy, err := r.Inventory.TaskUnderWay(ctx, t.MAC, r.now())
 	if err != nil {
 		return PowerOutcome{}, err
 	}
-	if len(running) == 1 && !running[0].Finished() {
+	if busy != nil {
 		return PowerOutcome{Outcome: PowerRefused, Reason: fmt.Sprintf("task %s (%s) is running on it; cancel it first ('tms task cancel')",
-			running[0].ID, running[0].Kind)}, nil
+			busy.Task, busy.Kind)}, nil
 	}
 	if r.Agents == nil || r.Mailbox == nil {
 		return PowerOutcome{Outcome: PowerNoAnswer, Reason: "region " + r.ID + " has no agent API"}, nil

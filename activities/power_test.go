@@ -283,7 +283,10 @@ func TestPowerCommand(t *testing.T) {
 		{name: "a terminal with a task running is refused, naming it", cmd: agentwire.CommandReboot,
 			prepare: func(a *agentSim, inv *state.Inventory) {
 				a.polling = true
+				// As PrepareTask leaves it: the task recorded and the terminal's boot set to it.
 				inv.StartTask(context.Background(), state.Task{ID: "deploy/r/lab/x@run", MAC: powerMAC, Kind: agentwire.KindDeploy, Version: "v"}, time.Now())
+				inv.SetBootAction(context.Background(), powerMAC, state.BootAction{Action: agentwire.ActionDeploy, Task: "deploy/r/lab/x@run", Version: "v",
+					Expires: time.Now().Add(time.Hour)})
 			},
 			outcome: PowerRefused, reason: "task deploy/r/lab/x@run (deploy) is running"},
 	} {

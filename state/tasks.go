@@ -116,18 +116,11 @@ func (inv *Inventory) StartTask(ctx context.Context, t Task, now time.Time) (Tas
 	case !errors.Is(err, sql.ErrNoRows):
 		return t, err
 	}
-	// One task at a time per terminal: another unfinished task whose boot action still stands
-	// (it has not expired) keeps the terminal.
-	var busy Task
-	var created int64
-	err = tx.QueryRowContext(ctx, `SELECT t.id, t.kind, t.created FROM tasks t JOIN boot_actions b ON b.mac = t.mac AND b.task = t.id
-		WHERE t.mac = ? AND t.id <> ? AND t.state IN (?, ?) AND (b.expires = 0 OR b.expires > ?)`,
-		mac, t.ID, TaskWaiting, TaskRunning, now.UTC().UnixNano()).Scan(&busy.ID, &busy.Kind, &created)
-	switch {
-	case err == nil:
-		return t, &BusyError{MAC: mac, Task: busy.ID, Kind: busy.Kind, Since: time.Unix(0, created).UTC()}
-	case !errors.Is(err, sql.ErrNoRows):
+	// One task at a time per terminal.
+	if busy, err := taskUnderWay(ctx, tx, mac, t.ID, now); err != nil {
 		return t, err
+	} else if busy != nil {
+		return t, busy
 	}
 	ns := now.UTC().UnixNano()
 	if _, err := tx.ExecContext(ctx, `INSERT INTO tasks (id, mac, kind, image, state, created, updated, base) VALUES (?, ?, ?, ?, ?, ?, ?, ?)
@@ -140,6 +133,34 @@ func (inv *Inventory) StartTask(ctx context.Context, t Task, now time.Time) (Tas
 		return got, err
 	}
 	return got, tx.Commit()
+}
+
+// TaskUnderWay returns a BusyError naming the task terminal mac is busy with, or nil: a task
+// not finished whose boot action still stands (it has not expired). A task whose workflow
+// vanished keeps its terminal only until its boot action expires.
+func (inv *Inventory) TaskUnderWay(ctx context.Context, mac string, now time.Time) (*BusyError, error) {
+	mac, err := NormalizeMAC(mac)
+	if err != nil {
+		return nil, err
+	}
+	return taskUnderWay(ctx, inv.db, mac, "", now)
+}
+
+// taskUnderWay is TaskUnderWay through q, not counting task except.
+func taskUnderWay(ctx context.Context, q querier, mac, except string, now time.Time) (*BusyError, error) {
+	busy := &BusyError{MAC: mac}
+	var created int64
+	err := q.QueryRowContext(ctx, `SELECT t.id, t.kind, t.created FROM tasks t JOIN boot_actions b ON b.mac = t.mac AND b.task = t.id
+		WHERE t.mac = ? AND t.id <> ? AND t.state IN (?, ?) AND (b.expires = 0 OR b.expires > ?)`,
+		mac, except, TaskWaiting, TaskRunning, now.UTC().UnixNano()).Scan(&busy.Task, &busy.Kind, &created)
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	busy.Since = time.Unix(0, created).UTC()
+	return busy, nil
 }
 
 // BusyError refuses a task for a terminal that has another task under way (a conflict: it

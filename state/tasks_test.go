@@ -105,6 +105,13 @@ func TestSecondTaskForABusyTerminalIsRefused(t *testing.T) {
 		busy.Task != first.ID || busy.Kind != "capture" || !busy.Since.Equal(now) {
 		t.Fatalf("second task while the first waits: %v (%+v)", err, busy)
 	}
+	// TaskUnderWay names it too, and lets go when its boot action expires.
+	if b, err := inv.TaskUnderWay(ctx, mac, now.Add(time.Minute)); err != nil || b == nil || b.Task != first.ID {
+		t.Fatalf("TaskUnderWay while the first waits: %+v, %v", b, err)
+	}
+	if b, err := inv.TaskUnderWay(ctx, mac, now.Add(2*time.Hour)); err != nil || b != nil {
+		t.Fatalf("TaskUnderWay after the boot action expired: %+v, %v", b, err)
+	}
 	// A retried start of the first task itself is no conflict.
 	if _, err := inv.StartTask(ctx, first, now.Add(time.Minute)); err != nil {
 		t.Fatalf("retried start of the task under way: %v", err)
