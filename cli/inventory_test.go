@@ -9,11 +9,8 @@ import (
 	"testing"
 	"time"
 
-	"go.temporal.io/sdk/client"
-
 	"tms/activities"
 	"tms/agentwire"
-	"tms/devtemporal"
 	"tms/internal/storetest"
 	"tms/state"
 	"tms/workers"
@@ -23,48 +20,12 @@ import (
 // knows region-a, and region-a's worker over inv; it returns a runner pointed at the server.
 func inventorySetup(t *testing.T) (tmsRun, *state.Inventory) {
 	t.Helper()
-	srv, err := devtemporal.Start(devtemporal.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(srv.Stop)
-	c, err := client.Dial(client.Options{HostPort: srv.Address()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(c.Close)
-	ctx := context.Background()
-	cat, err := state.OpenCatalog(ctx, filepath.Join(t.TempDir(), "central.db"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { cat.Close() })
-	inv, err := state.OpenInventory(ctx, filepath.Join(t.TempDir(), "region.db"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { inv.Close() })
-	sc := activities.StateCatalog{C: cat}
-	if err := sc.UpsertRegion(ctx, activities.RegionInfo{ID: "region-a"}); err != nil {
-		t.Fatal(err)
-	}
+	srv, c := testTemporal(t)
+	sc, inv := testState(t, activities.RegionInfo{ID: "region-a"})
 	s, _ := storetest.Dir(t)
-	for _, w := range []interface {
-		Start() error
-		Stop()
-	}{
-		workers.NewCentral(c, &activities.Central{Catalog: sc}),
-		workers.NewRegion(c, &activities.Region{ID: "region-a", Store: s, Inventory: inv}),
-	} {
-		if err := w.Start(); err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(w.Stop)
-	}
-	run := newRunner(nil)
-	return func(args ...string) (int, string, string) {
-		return run(append([]string{"--temporal", srv.Address()}, args...)...)
-	}, inv
+	startWorkers(t, workers.NewCentral(c, &activities.Central{Catalog: sc}),
+		workers.NewRegion(c, &activities.Region{ID: "region-a", Store: s, Inventory: inv}))
+	return runnerAt(srv.Address()), inv
 }
 
 func TestInventoryCommandsOverTemporal(t *testing.T) {

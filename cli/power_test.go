@@ -7,7 +7,6 @@ import (
 	"net/http/httptest"
 	"net/netip"
 	"net/url"
-	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -20,7 +19,6 @@ import (
 	"tms/agentapi"
 	"tms/agentwire"
 	"tms/bootsvc"
-	"tms/devtemporal"
 	"tms/internal/temporaltest"
 	"tms/state"
 	"tms/workers"
@@ -92,31 +90,9 @@ const (
 // over a real agent API with the lab's three terminals up, and pc4 and pc5 not in the lab.
 func powerSetup(t *testing.T) (tmsRun, *simLab, client.Client, *state.Inventory) {
 	t.Helper()
-	srv, err := devtemporal.Start(devtemporal.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(srv.Stop)
-	c, err := client.Dial(client.Options{HostPort: srv.Address()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(c.Close)
+	srv, c := testTemporal(t)
 	ctx := context.Background()
-	cat, err := state.OpenCatalog(ctx, filepath.Join(t.TempDir(), "central.db"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { cat.Close() })
-	sc := activities.StateCatalog{C: cat}
-	if err := sc.UpsertRegion(ctx, activities.RegionInfo{ID: "region-b"}); err != nil {
-		t.Fatal(err)
-	}
-	inv, err := state.OpenInventory(ctx, filepath.Join(t.TempDir(), "region.db"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { inv.Close() })
+	sc, inv := testState(t, activities.RegionInfo{ID: "region-b"})
 
 	api := &agentapi.Server{Inventory: inv}
 	mux := http.NewServeMux()
@@ -131,6 +107,7 @@ func powerSetup(t *testing.T) (tmsRun, *simLab, client.Client, *state.Inventory)
 	if err := inv.CreateGroup(ctx, "lab"); err != nil {
 		t.Fatal(err)
 	}
+	var err error
 	for i, mac := range append(append([]string{}, labMACs...), farMAC, silentMAC) {
 		if err := inv.Enroll(ctx, mac, "pc"+string(rune('1'+i))); err != nil {
 			t.Fatal(err)
@@ -163,19 +140,9 @@ func powerSetup(t *testing.T) (tmsRun, *simLab, client.Client, *state.Inventory)
 	})
 	waker := &bootsvc.Waker{Target: netip.MustParseAddrPort(pc.LocalAddr().String())}
 
-	for _, w := range []interface {
-		Start() error
-		Stop()
-	}{
-		workers.NewCentral(c, &activities.Central{Catalog: sc}),
+	startWorkers(t, workers.NewCentral(c, &activities.Central{Catalog: sc}),
 		workers.NewRegion(c, &activities.Region{ID: "region-b", Inventory: inv, Agents: api, Mailbox: api, Waker: waker,
-			Segment: netip.MustParsePrefix("127.0.0.0/8"), WakeTimeout: 3 * time.Second}),
-	} {
-		if err := w.Start(); err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(w.Stop)
-	}
+			Segment: netip.MustParsePrefix("127.0.0.0/8"), WakeTimeout: 3 * time.Second}))
 	for _, mac := range labMACs {
 		lab.start(mac)
 	}
@@ -187,10 +154,7 @@ func powerSetup(t *testing.T) (tmsRun, *simLab, client.Client, *state.Inventory)
 		}
 		return true
 	})
-	run := newRunner(nil)
-	return func(args ...string) (int, string, string) {
-		return run(append([]string{"--temporal", srv.Address()}, args...)...)
-	}, lab, c, inv
+	return runnerAt(srv.Address()), lab, c, inv
 }
 
 // powerResult is what `tms power ... --wait --json` prints.

@@ -2,7 +2,6 @@ package cli
 
 import (
 	"context"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -13,7 +12,6 @@ import (
 
 	"tms/activities"
 	"tms/devtemporal"
-	"tms/state"
 	"tms/workers"
 )
 
@@ -224,16 +222,7 @@ func TestScheduleCommandsOverTemporal(t *testing.T) {
 
 func TestSchedulesSurviveATemporalRestart(t *testing.T) {
 	dir := t.TempDir()
-	ctx := context.Background()
-	cat, err := state.OpenCatalog(ctx, filepath.Join(t.TempDir(), "central.db"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cat.Close()
-	sc := activities.StateCatalog{C: cat}
-	if err := sc.UpsertRegion(ctx, activities.RegionInfo{ID: "room3", Timezone: "Europe/Vienna"}); err != nil {
-		t.Fatal(err)
-	}
+	sc, _ := testState(t, activities.RegionInfo{ID: "room3", Timezone: "Europe/Vienna"})
 	start := func() (tmsRun, func()) {
 		srv, err := devtemporal.Start(devtemporal.Options{DataDir: dir})
 		if err != nil {
@@ -247,14 +236,11 @@ func TestSchedulesSurviveATemporalRestart(t *testing.T) {
 		if err := w.Start(); err != nil {
 			t.Fatal(err)
 		}
-		run := newRunner(nil)
-		return func(args ...string) (int, string, string) {
-				return run(append([]string{"--temporal", srv.Address()}, args...)...)
-			}, func() {
-				w.Stop()
-				c.Close()
-				srv.Stop()
-			}
+		return runnerAt(srv.Address()), func() {
+			w.Stop()
+			c.Close()
+			srv.Stop()
+		}
 	}
 	run, stop := start()
 	must(t, run, "schedule", "create", "room3-off", "--cron", "0 18 * * *", "image", "share", "exam", "--to", "room3")

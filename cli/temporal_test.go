@@ -3,20 +3,15 @@ package cli
 import (
 	"context"
 	"encoding/json"
-	"path/filepath"
 	"regexp"
 	"slices"
 	"strings"
 	"testing"
 	"time"
 
-	"go.temporal.io/sdk/client"
-
 	"tms/activities"
-	"tms/devtemporal"
 	"tms/internal/storetest"
 	"tms/signing"
-	"tms/state"
 	"tms/workers"
 )
 
@@ -32,40 +27,14 @@ func adminSetup(t *testing.T) (tmsRun, string) {
 // adminSetupAt is adminSetup that also returns the server's address.
 func adminSetupAt(t *testing.T) (tmsRun, string, string) {
 	t.Helper()
-	srv, err := devtemporal.Start(devtemporal.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(srv.Stop)
-	c, err := client.Dial(client.Options{HostPort: srv.Address()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(c.Close)
-
+	srv, c := testTemporal(t)
 	ctx := context.Background()
-	cat, err := state.OpenCatalog(ctx, filepath.Join(t.TempDir(), "central.db"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { cat.Close() })
-	inv, err := state.OpenInventory(ctx, filepath.Join(t.TempDir(), "region.db"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { inv.Close() })
+	sc, inv := testState(t,
+		activities.RegionInfo{ID: "region-a", Endpoint: "http://127.0.0.1:8081", Labels: map[string]string{"site": "north"}, Timezone: "Europe/Berlin"},
+		activities.RegionInfo{ID: "region-b", Labels: map[string]string{"site": "south"}})
 	s, _ := storetest.Dir(t)
 	imp := storetest.Import(t, s, storetest.SampleDisk(t, 8<<20, 3), "lab")
 
-	sc := activities.StateCatalog{C: cat}
-	for _, r := range []activities.RegionInfo{
-		{ID: "region-a", Endpoint: "http://127.0.0.1:8081", Labels: map[string]string{"site": "north"}, Timezone: "Europe/Berlin"},
-		{ID: "region-b", Labels: map[string]string{"site": "south"}},
-	} {
-		if err := sc.UpsertRegion(ctx, r); err != nil {
-			t.Fatal(err)
-		}
-	}
 	// Central's key signed lab, so that region-a deploys it.
 	key, err := signing.GenerateKey()
 	if err != nil {
@@ -84,22 +53,9 @@ func adminSetupAt(t *testing.T) (tmsRun, string, string) {
 		t.Fatal(err)
 	}
 
-	for _, w := range []interface {
-		Start() error
-		Stop()
-	}{
-		workers.NewCentral(c, &activities.Central{Catalog: sc}),
-		workers.NewRegion(c, &activities.Region{ID: "region-a", Store: s, Inventory: inv, CentralKey: key.Public()}),
-	} {
-		if err := w.Start(); err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(w.Stop)
-	}
-	run := newRunner(nil)
-	return func(args ...string) (int, string, string) {
-		return run(append([]string{"--temporal", srv.Address()}, args...)...)
-	}, imp.Version.ID.String(), srv.Address()
+	startWorkers(t, workers.NewCentral(c, &activities.Central{Catalog: sc}),
+		workers.NewRegion(c, &activities.Region{ID: "region-a", Store: s, Inventory: inv, CentralKey: key.Public()}))
+	return runnerAt(srv.Address()), imp.Version.ID.String(), srv.Address()
 }
 
 func fail(t *testing.T, run tmsRun, code int, want string, args ...string) {
