@@ -21,6 +21,7 @@ import (
 	"github.com/spf13/cobra"
 	"golang.org/x/term"
 
+	"tms/activities"
 	"tms/config"
 	"tms/store"
 	"tms/store/s3store"
@@ -42,6 +43,8 @@ type App struct {
 	// plan, when set, receives the task a task command asks for instead of starting it: a
 	// schedule reads its TASK... arguments this way.
 	plan func(taskRequest) error
+	// regions caches central's regions for the one command an App runs (tclient.regionInfo).
+	regions []activities.RegionInfo
 
 	configFile string
 	logLevel   string

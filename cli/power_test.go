@@ -244,6 +244,11 @@ func TestPowerCommandsOverTemporal(t *testing.T) {
 	if _, err := inv.StartTask(context.Background(), state.Task{ID: "deploy/region-b/lab/win11@r1", MAC: labMACs[0], Kind: agentwire.KindDeploy, Version: "v"}, time.Now()); err != nil {
 		t.Fatal(err)
 	}
+	// As PrepareTask leaves it: the terminal's boot set to the task.
+	if err := inv.SetBootAction(context.Background(), labMACs[0], state.BootAction{Action: agentwire.ActionDeploy, Task: "deploy/region-b/lab/win11@r1",
+		Version: "v", Expires: time.Now().Add(time.Hour)}); err != nil {
+		t.Fatal(err)
+	}
 	fail(t, run, 1, "pc1: refused: task deploy/region-b/lab/win11@r1 (deploy) is running on it", "power", "reboot", "--region", "region-b", "--terminal", "pc1", "--wait")
 	if !lab.isOn(labMACs[0]) {
 		t.Error("pc1 was rebooted during its deploy")

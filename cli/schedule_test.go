@@ -15,7 +15,8 @@ import (
 	"tms/workers"
 )
 
-// soon is an --at time a few seconds ahead of the real clock (the server fires by it), in
+// soon is an --at time some seconds ahead of the real clock (the server fires by it; ahead
+// enough that creating a schedule or two on a loaded machine does not overtake it), in
 // RFC 3339; the commands' own clock (testClock) is earlier still, so it is in the future.
 func soon(d time.Duration) string { return time.Now().Add(d).UTC().Format(time.RFC3339) }
 
@@ -76,7 +77,7 @@ func TestScheduleCommandsOverTemporal(t *testing.T) {
 	// An --at schedule fires once, a few seconds later: the share finds lab in region-a and
 	// completes. The task is an ordinary one, tagged like the command's, and Temporal names its
 	// schedule in TemporalScheduledById.
-	out := must(t, run, "schedule", "create", "share-lab", "--at", soon(8*time.Second), "image", "share", "lab", "--to", "region-a")
+	out := must(t, run, "schedule", "create", "share-lab", "--at", soon(15*time.Second), "image", "share", "lab", "--to", "region-a")
 	if !strings.Contains(out, "created schedule share-lab: share of lab to region region-a, at 2026-") || !strings.Contains(out, "Europe/Berlin; next firing") {
 		t.Fatalf("schedule create: %s", out)
 	}
@@ -124,7 +125,7 @@ func TestScheduleCommandsOverTemporal(t *testing.T) {
 	}
 
 	// A firing whose task names what does not exist fails with the reason; the schedule stays.
-	at := soon(8 * time.Second)
+	at := soon(15 * time.Second)
 	must(t, run, "schedule", "create", "share-nope", "--at", at, "image", "share", "nope", "--to", "region-a")
 	must(t, run, "schedule", "create", "deploy-gone", "--at", at, "deploy", "--region", "region-a", "--group", "gone", "lab")
 	for name, reason := range map[string]string{"share-nope": "image nope is not in the catalog", "deploy-gone": "region region-a has no group gone"} {

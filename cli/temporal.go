@@ -70,6 +70,9 @@ type tclient struct {
 	client.Client
 	cfg          config.Temporal
 	adminTimeout time.Duration
+	// regions are the regions central knows, as the command first asked (shared by the
+	// clients one App dials; nil until asked).
+	regions *[]activities.RegionInfo
 }
 
 // dial connects to Temporal; the caller closes the client.
@@ -96,7 +99,7 @@ func (a *App) dial(ctx context.Context) (*tclient, error) {
 	if to <= 0 {
 		to = time.Minute
 	}
-	return &tclient{Client: c, cfg: t, adminTimeout: to}, nil
+	return &tclient{Client: c, cfg: t, adminTimeout: to, regions: &a.regions}, nil
 }
 
 // uiURL is where the Temporal UI shows workflow id: the UI of 'tms dev' listens on port 8233

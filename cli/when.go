@@ -126,12 +126,20 @@ func regionZone(r activities.RegionInfo, override string) (*time.Location, error
 // regionInfo is region's descriptor from central; an unknown region is an error naming the
 // known ones.
 func (c *tclient) regionInfo(ctx context.Context, region string) (activities.RegionInfo, error) {
-	res, err := c.centralAdmin(ctx, "regions")
-	if err != nil {
-		return activities.RegionInfo{}, err
+	// One command asks central once: a task with --at looks its region up for the time zone
+	// and again before it starts.
+	if c.regions == nil || *c.regions == nil {
+		res, err := c.centralAdmin(ctx, "regions")
+		if err != nil {
+			return activities.RegionInfo{}, err
+		}
+		if c.regions == nil {
+			c.regions = new([]activities.RegionInfo)
+		}
+		*c.regions = res.Regions
 	}
 	var known []string
-	for _, r := range res.Regions {
+	for _, r := range *c.regions {
 		if r.ID == region {
 			return r, nil
 		}
