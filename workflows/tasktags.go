@@ -29,11 +29,15 @@ var (
 	// AttrStartAt is when a task asked for later starts (`--at`); unset for a task that
 	// started when it was asked for.
 	AttrStartAt = temporal.NewSearchAttributeKeyTime("TmsStartAt")
+	// AttrStartedBy is who started the task: the user's name as their token says, or
+	// "schedule:NAME" for a schedule's firings. The authorizer refuses a start that names anyone
+	// but the caller.
+	AttrStartedBy = temporal.NewSearchAttributeKeyKeyword("TmsStartedBy")
 )
 
 // SearchAttributes lists every tms search attribute, for registration.
 func SearchAttributes() []temporal.SearchAttributeKey {
-	return []temporal.SearchAttributeKey{AttrRegion, AttrKind, AttrGroup, AttrTerminals, AttrImage, AttrStartAt}
+	return []temporal.SearchAttributeKey{AttrRegion, AttrKind, AttrGroup, AttrTerminals, AttrImage, AttrStartAt, AttrStartedBy}
 }
 
 // Task kinds as `tms task ls --kind` and AttrKind name them.
@@ -45,10 +49,12 @@ const (
 	TaskPowerOff = "power-off"
 	TaskReboot   = "reboot"
 	TaskShare    = "share"
+	// TaskConfig changes a region's run-time settings (tms region config set).
+	TaskConfig = "config"
 )
 
 // TaskKinds are the task kinds, in the order listings explain them.
-var TaskKinds = []string{TaskCapture, TaskDeploy, TaskUpdate, TaskPowerOn, TaskPowerOff, TaskReboot, TaskShare}
+var TaskKinds = []string{TaskCapture, TaskDeploy, TaskUpdate, TaskPowerOn, TaskPowerOff, TaskReboot, TaskShare, TaskConfig}
 
 // TaskTags say what a task is about, for its search attributes.
 type TaskTags struct {
@@ -58,6 +64,7 @@ type TaskTags struct {
 	Terminals []string
 	Image     string
 	StartAt   time.Time // zero: started when asked for
+	StartedBy string    // a user's name, or "schedule:NAME"
 }
 
 // searchAttributes returns the tags as search attribute updates (empty ones left out).
@@ -66,7 +73,7 @@ func (t TaskTags) searchAttributes() []temporal.SearchAttributeUpdate {
 	for _, kv := range []struct {
 		k temporal.SearchAttributeKeyKeyword
 		v string
-	}{{AttrRegion, t.Region}, {AttrKind, t.Kind}, {AttrGroup, t.Group}, {AttrImage, t.Image}} {
+	}{{AttrRegion, t.Region}, {AttrKind, t.Kind}, {AttrGroup, t.Group}, {AttrImage, t.Image}, {AttrStartedBy, t.StartedBy}} {
 		if kv.v != "" {
 			u = append(u, kv.k.ValueSet(kv.v))
 		}
