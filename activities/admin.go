@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"time"
 
 	"tms/agentwire"
@@ -28,7 +29,22 @@ const (
 	OpGroupRm      = "group-rm"     // remove Group (with members only if Force)
 	OpGroupTakeOut = "group-remove" // take Terminals out of Group
 	OpImport       = "import"       // enroll the terminals of the roster CSV (DryRun: only report)
+
+	OpStatus = "status" // the region's status in detail (Status), for tms status --region
 )
+
+// readOps are the ops that change nothing: a viewer may send them (workflows.UpdateRead).
+var readOps = []string{OpTerminals, OpGroups, OpTasks, OpSeen, OpStatus}
+
+// changeOps are the ops that change the region's inventory (workflows.UpdateChange).
+var changeOps = []string{OpEnroll, OpGroupCreate, OpGroupAdd, OpEnrollSeen, OpTerminalRm, OpRename, OpMove, OpGroupRm,
+	OpGroupTakeOut, OpImport, OpEnrollToken}
+
+// ReadOp tells whether op only reads the region's inventory.
+func ReadOp(op string) bool { return slices.Contains(readOps, op) }
+
+// KnownOp tells whether op is a region admin op at all.
+func KnownOp(op string) bool { return ReadOp(op) || slices.Contains(changeOps, op) }
 
 // AdminInput is one admin request to a region's inventory.
 type AdminInput struct {
@@ -92,6 +108,8 @@ type AdminResult struct {
 	CreatedGroup bool // enroll-seen created Group
 	Members      int  // group-rm: how many members the removed group had
 	Import       state.ImportReport
+	// Status is the region's status in detail (OpStatus).
+	Status RegionStatus
 }
 
 // SeenInfo is a terminal seen on the network and not enrolled.

@@ -218,6 +218,13 @@ type Region struct {
 	WakeTimeout time.Duration
 	// Now is the clock (default time.Now).
 	Now func() time.Time
+	// Version is the tms release the region's server runs, for its status reports.
+	Version string
+	// ReportInterval is how often the region reports its status to central (see
+	// workflows.RegionService); it travels in the report so central knows when one is missed.
+	ReportInterval time.Duration
+	// Usage returns the bytes the region's store uses and may hold; nil: unknown.
+	Usage func(context.Context) (used, capacity int64, err error)
 }
 
 // PullInput asks a region to pull a version from a peer.

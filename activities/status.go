@@ -1,0 +1,151 @@
+package activities
+
+import (
+	"context"
+	"slices"
+	"time"
+)
+
+// TerminalOnlineWindow is how recently a terminal must have been seen (a DHCP request, its agent
+// service's poll, the in-memory OS's calls) to count as online. The agent service polls for
+// commands at least every 30 seconds.
+const TerminalOnlineWindow = 2 * time.Minute
+
+// RegionSummary is what a region reports to central every report interval: enough for one
+// line of `tms status`.
+type RegionSummary struct {
+	Region string
+	// Version is the tms release the region's server runs.
+	Version string
+	// Capacity and Used are the region's store's bytes: what the filesystem (or quota) holds
+	// and what the store uses; 0 when unknown.
+	Capacity, Used int64
+	// Terminals counts the enrolled terminals; Online those seen within TerminalOnlineWindow;
+	// Busy those in a task.
+	Terminals, Online, Busy int
+	// Interval is how often the region reports: central calls it offline after three missed
+	// reports.
+	Interval time.Duration
+	// At is when the region made the report (its clock); central stamps Received.
+	At       time.Time
+	Received time.Time `json:",omitempty"`
+}
+
+// GroupStatus is one group of a region's status.
+type GroupStatus struct {
+	Name string
+	// Target is the version the group's latest deploy or update wrote (empty: none yet).
+	Target                          string
+	Members, Online, OnTarget, Busy int
+}
+
+// TerminalStatus is one enrolled terminal of a region's status.
+type TerminalStatus struct {
+	Name, MAC string
+	Groups    []string
+	Online    bool
+	LastSeen  time.Time
+	// Version is what its disk holds as far as the region knows; VersionNote says why it is
+	// unknown, where known.
+	Version, VersionNote string
+	// Target is the target of its first group that has one; OnTarget tells whether Version
+	// is it.
+	Target   string
+	OnTarget bool
+	// Task is the task the terminal is in (its workflow id), if any.
+	Task string
+}
+
+// RegionStatus is a region's status in detail: `tms status --region R`.
+type RegionStatus struct {
+	Summary   RegionSummary
+	Groups    []GroupStatus
+	Terminals []TerminalStatus
+}
+
+// StatusInput asks for a region's status; empty for now, a struct so fields can be added.
+type StatusInput struct{}
+
+// Status reports the region's status: its store's use, its groups and terminals, which are
+// online and in a task, and whether each holds its group's target.
+func (r *Region) Status(ctx context.Context, _ StatusInput) (RegionStatus, error) {
+	now := r.now()
+	st := RegionStatus{Summary: RegionSummary{Region: r.ID, Version: r.Version, Interval: r.ReportInterval, At: now}}
+	sum := &st.Summary
+	if r.Usage != nil {
+		var err error
+		if sum.Used, sum.Capacity, err = r.Usage(ctx); err != nil {
+			return st, err
+		}
+	}
+	ts, err := r.Inventory.Terminals(ctx)
+	if err != nil {
+		return st, err
+	}
+	targets, err := r.Inventory.GroupTargets(ctx)
+	if err != nil {
+		return st, err
+	}
+	groupsOf, err := r.Inventory.GroupsOf(ctx)
+	if err != nil {
+		return st, err
+	}
+	names, err := r.Inventory.Groups(ctx)
+	if err != nil {
+		return st, err
+	}
+	groups := map[string]*GroupStatus{}
+	for _, n := range names {
+		st.Groups = append(st.Groups, GroupStatus{Name: n, Target: targets[n]})
+	}
+	for i := range st.Groups {
+		groups[st.Groups[i].Name] = &st.Groups[i]
+	}
+	for _, t := range ts {
+		if !t.Enrolled {
+			continue
+		}
+		a, err := r.Inventory.BootAction(ctx, t.MAC, now)
+		if err != nil {
+			return st, err
+		}
+		row := TerminalStatus{Name: t.Name, MAC: t.MAC, Groups: slices.Clone(groupsOf[t.MAC]), LastSeen: t.LastSeen,
+			Online: !t.LastSeen.IsZero() && now.Sub(t.LastSeen) <= TerminalOnlineWindow, Version: t.Version.String(),
+			VersionNote: t.VersionNote, Task: a.Task}
+		if t.Version.IsZero() {
+			row.Version = ""
+		}
+		for _, g := range row.Groups {
+			if target := targets[g]; target != "" {
+				row.Target = target
+				break
+			}
+		}
+		row.OnTarget = row.Target != "" && row.Version == row.Target
+		st.Terminals = append(st.Terminals, row)
+		sum.Terminals++
+		if row.Online {
+			sum.Online++
+		}
+		if row.Task != "" {
+			sum.Busy++
+		}
+		for _, g := range row.Groups {
+			gs := groups[g]
+			if gs == nil {
+				continue
+			}
+			gs.Members++
+			if row.Online {
+				gs.Online++
+			}
+			if row.Task != "" {
+				gs.Busy++
+			}
+			if row.Version != "" && row.Version == gs.Target {
+				gs.OnTarget++
+			}
+		}
+	}
+	return st, nil
+}
