@@ -19,11 +19,12 @@ import (
 func NewCentral(c client.Client, acts *activities.Central) worker.Worker {
 	w := worker.New(c, activities.CentralQueue, worker.Options{})
 	w.RegisterWorkflow(workflows.ShareImage)
-	w.RegisterWorkflow(workflows.CentralAdmin)
+	w.RegisterWorkflow(workflows.CentralService)
+	w.RegisterWorkflow(workflows.CentralAdmin) // listings of an older tms, until they finish
 	w.RegisterWorkflow(workflows.RegisterRegion)
 	w.RegisterWorkflow(workflows.RegisterVersion)
 	w.RegisterActivity(acts)
-	return w
+	return withService(w, c, workflows.CentralServiceID, activities.CentralQueue, workflows.CentralService, workflows.CentralServiceInput{})
 }
 
 // NewRegion returns region acts.ID's worker: the region's workflows (capture, deploy, inventory
@@ -40,8 +41,10 @@ func NewRegion(c client.Client, acts *activities.Region) worker.Worker {
 	w.RegisterWorkflow(workflows.DeployTerminal)
 	w.RegisterWorkflow(workflows.UpdateImage)
 	w.RegisterWorkflow(workflows.UpdateTerminal)
-	w.RegisterWorkflow(workflows.RegionAdmin)
+	w.RegisterWorkflow(workflows.RegionService)
+	w.RegisterWorkflow(workflows.RegionAdmin) // listings of an older tms, until they finish
 	w.RegisterWorkflow(workflows.PowerTerminals)
 	w.RegisterActivity(acts)
-	return w
+	return withService(w, c, workflows.RegionServiceID(acts.ID), activities.RegionQueue(acts.ID), workflows.RegionService,
+		workflows.RegionServiceInput{Region: acts.ID, Interval: acts.ReportInterval})
 }

@@ -1,6 +1,18 @@
 package workflows
 
-import "strings"
+import (
+	"fmt"
+	"maps"
+	"slices"
+	"strings"
+	"time"
+
+	"go.temporal.io/sdk/temporal"
+	"go.temporal.io/sdk/workflow"
+
+	"tms/activities"
+	"tms/state"
+)
 
 // Every region and central run one long-lived service workflow: the region's reports its status
 // to central's, and both answer the tms command line's reads and inventory changes as Workflow
@@ -31,4 +43,208 @@ func RegionServiceID(region string) string { return regionServicePrefix + region
 func ServiceRegion(id string) (string, bool) {
 	r, ok := strings.CutPrefix(id, regionServicePrefix)
 	return r, ok && r != "" && !strings.Contains(r, "/")
+}
+
+// serviceHistoryLimit is the history length past which a service workflow continues as new
+// (once no update is under way): a region reporting every 15 s and a few hundred reads a day
+// stay far below Temporal's limits, and a replay after a worker restart stays short.
+const serviceHistoryLimit = 2000
+
+// DefaultReportInterval is how often a region reports its status to central.
+const DefaultReportInterval = 15 * time.Second
+
+// RegionServiceInput configures a region's service workflow.
+type RegionServiceInput struct {
+	Region string
+	// Interval is how often the region reports to central (default DefaultReportInterval).
+	Interval time.Duration
+}
+
+// RegionService is a region's long-lived service workflow, on the region's task queue: every
+// Interval it takes the region's status (activities.Region.Status) and signals the summary to
+// central's service workflow, so central sees the region online only while the region's worker
+// is taking tasks; between reports it answers the command line's "read" and "change" updates
+// with the region's Admin activity (and "read" op "status" with the detailed status). A region's
+// server starts it when it starts (one per region: a second start finds it running).
+func RegionService(ctx workflow.Context, in RegionServiceInput) error {
+	if in.Interval <= 0 {
+		in.Interval = DefaultReportInterval
+	}
+	var r *activities.Region
+	admin := func(ctx workflow.Context, req activities.AdminInput) (activities.AdminResult, error) {
+		var res activities.AdminResult
+		if req.Op == activities.OpStatus {
+			err := workflow.ExecuteActivity(adminOptions(ctx), r.Status, activities.StatusInput{}).Get(ctx, &res.Status)
+			return res, err
+		}
+		err := workflow.ExecuteActivity(adminOptions(ctx), r.Admin, req).Get(ctx, &res)
+		return res, err
+	}
+	if err := setAdminHandler(ctx, UpdateRead, admin, true); err != nil {
+		return err
+	}
+	if err := setAdminHandler(ctx, UpdateChange, admin, false); err != nil {
+		return err
+	}
+
+	log := workflow.GetLogger(ctx)
+	reportCtx := workflow.WithActivityOptions(ctx, workflow.ActivityOptions{
+		StartToCloseTimeout: 30 * time.Second,
+		RetryPolicy:         &temporal.RetryPolicy{MaximumAttempts: 2},
+	})
+	for {
+		var st activities.RegionStatus
+		if err := workflow.ExecuteActivity(reportCtx, r.Status, activities.StatusInput{}).Get(ctx, &st); err != nil {
+			log.Warn("the region could not take its status", "err", err)
+		} else {
+			// The region's configuration says how often it reports (a workflow started by an
+			// earlier run of the server may carry another interval).
+			if st.Summary.Interval > 0 {
+				in.Interval = st.Summary.Interval
+			}
+			sum := st.Summary
+			sum.Interval = in.Interval
+			// Central's service workflow may not be running yet (central starting): the next
+			// report tries again.
+			if err := workflow.SignalExternalWorkflow(ctx, CentralServiceID, "", SignalReport, sum).Get(ctx, nil); err != nil {
+				log.Warn("central did not take the region's report", "err", err)
+			}
+		}
+		if err := workflow.Sleep(ctx, in.Interval); err != nil {
+			return err
+		}
+		if continueAsNew(ctx) {
+			if err := workflow.Await(ctx, func() bool { return workflow.AllHandlersFinished(ctx) }); err != nil {
+				return err
+			}
+			return workflow.NewContinueAsNewError(ctx, RegionService, in)
+		}
+	}
+}
+
+// setAdminHandler answers update name with admin; read says whether the update takes read ops
+// only (UpdateRead) or changes only (UpdateChange), which its validator checks before the
+// update is accepted, so that an authorizer deciding on the update's name decides right.
+func setAdminHandler(ctx workflow.Context, name string, admin func(workflow.Context, activities.AdminInput) (activities.AdminResult, error), read bool) error {
+	return workflow.SetUpdateHandlerWithOptions(ctx, name, admin, workflow.UpdateHandlerOptions{
+		Validator: func(_ workflow.Context, req activities.AdminInput) error {
+			if !activities.KnownOp(req.Op) {
+				return activities.ErrBadInput.New(fmt.Sprintf("%q is not a region request", req.Op), nil)
+			}
+			if activities.ReadOp(req.Op) != read {
+				if read {
+					return activities.ErrBadInput.New(fmt.Sprintf("%q changes the region's inventory: send it as a %q update", req.Op, UpdateChange), nil)
+				}
+				return activities.ErrBadInput.New(fmt.Sprintf("%q only reads: send it as a %q update", req.Op, UpdateRead), nil)
+			}
+			return nil
+		},
+	})
+}
+
+func adminOptions(ctx workflow.Context) workflow.Context {
+	return workflow.WithActivityOptions(ctx, workflow.ActivityOptions{
+		StartToCloseTimeout: 30 * time.Second,
+		RetryPolicy: &temporal.RetryPolicy{MaximumAttempts: 3, NonRetryableErrorTypes: activities.NonRetryable(activities.ErrBadInput,
+			activities.ErrNotFound, activities.ErrConflict, activities.ErrUnknownTerminal, activities.ErrNotEnrolled)},
+	})
+}
+
+// continueAsNew tells whether a service workflow's history is long enough to start afresh.
+func continueAsNew(ctx workflow.Context) bool {
+	info := workflow.GetInfo(ctx)
+	return info.GetContinueAsNewSuggested() || info.GetCurrentHistoryLength() > serviceHistoryLimit
+}
+
+// CentralServiceInput carries central's service workflow's state across continue-as-new.
+type CentralServiceInput struct {
+	// Reports are the last report of each region, sorted by region.
+	Reports []activities.RegionSummary
+}
+
+// CentralStatus is what central's service workflow answers the "status" query with.
+type CentralStatus struct {
+	// Reports are the last report of each region that has reported, sorted by region.
+	Reports []activities.RegionSummary
+}
+
+// CentralService is central's long-lived service workflow, on the central queue: it keeps each
+// region's last status report (the "report" signal, stamped with when it arrived), answers the
+// "status" query with them, and answers the command line's "read" updates (images, regions)
+// from the catalog. Central's server starts it when it starts.
+func CentralService(ctx workflow.Context, in CentralServiceInput) error {
+	reports := map[string]activities.RegionSummary{}
+	for _, r := range in.Reports {
+		reports[r.Region] = r
+	}
+	sorted := func() []activities.RegionSummary {
+		out := make([]activities.RegionSummary, 0, len(reports))
+		for _, id := range slices.Sorted(maps.Keys(reports)) {
+			out = append(out, reports[id])
+		}
+		return out
+	}
+	if err := workflow.SetQueryHandler(ctx, QueryStatus, func() (CentralStatus, error) {
+		return CentralStatus{Reports: sorted()}, nil
+	}); err != nil {
+		return err
+	}
+	var c *activities.Central
+	err := workflow.SetUpdateHandlerWithOptions(ctx, UpdateRead, func(ctx workflow.Context, req CentralAdminInput) (CentralAdminResult, error) {
+		var res CentralAdminResult
+		actx := workflow.WithActivityOptions(ctx, workflow.ActivityOptions{
+			StartToCloseTimeout: 30 * time.Second,
+			RetryPolicy:         &temporal.RetryPolicy{MaximumAttempts: 3},
+		})
+		switch req.Op {
+		case "images":
+			var out activities.ListImagesResult
+			err := workflow.ExecuteActivity(actx, c.ListImages).Get(ctx, &out)
+			res.Images = out.Images
+			return res, err
+		default: // "regions", as the validator checked
+			var out activities.ListRegionsResult
+			err := workflow.ExecuteActivity(actx, c.ListRegions).Get(ctx, &out)
+			for i, r := range out.Regions {
+				if rep, ok := reports[r.ID]; ok {
+					out.Regions[i].Capacity, out.Regions[i].Used = rep.Capacity, rep.Used
+				}
+			}
+			res.Regions = out.Regions
+			return res, err
+		}
+	}, workflow.UpdateHandlerOptions{Validator: func(_ workflow.Context, req CentralAdminInput) error {
+		if req.Op != "images" && req.Op != "regions" {
+			return activities.ErrBadInput.New(fmt.Sprintf("%q is not a central listing: images or regions", req.Op), nil)
+		}
+		return nil
+	}})
+	if err != nil {
+		return err
+	}
+
+	ch := workflow.GetSignalChannel(ctx, SignalReport)
+	for {
+		var rep activities.RegionSummary
+		ch.Receive(ctx, &rep)
+		if state.ValidateRegionID(rep.Region) != nil {
+			workflow.GetLogger(ctx).Warn("central's service workflow dropped a report from no valid region", "region", rep.Region)
+		} else {
+			rep.Received = workflow.Now(ctx)
+			reports[rep.Region] = rep
+		}
+		if continueAsNew(ctx) {
+			if err := workflow.Await(ctx, func() bool { return workflow.AllHandlersFinished(ctx) }); err != nil {
+				return err
+			}
+			// Reports that arrived meanwhile are drained into the state carried over.
+			for ch.ReceiveAsync(&rep) {
+				if state.ValidateRegionID(rep.Region) == nil {
+					rep.Received = workflow.Now(ctx)
+					reports[rep.Region] = rep
+				}
+			}
+			return workflow.NewContinueAsNewError(ctx, CentralService, CentralServiceInput{Reports: sorted()})
+		}
+	}
 }

@@ -1,0 +1,46 @@
+package workers
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	enumspb "go.temporal.io/api/enums/v1"
+	"go.temporal.io/sdk/client"
+	"go.temporal.io/sdk/worker"
+)
+
+// serviceWorker is a worker that, once it takes tasks, makes sure its service workflow
+// (workflows.CentralService, workflows.RegionService) runs: wherever central's or a region's
+// worker runs, the command line's reads and the region's status reports have a workflow to go
+// to.
+type serviceWorker struct {
+	worker.Worker
+	c     client.Client
+	start client.StartWorkflowOptions
+	wf    any
+	in    any
+}
+
+// Start starts the worker, then the service workflow, or finds it running: a server that
+// restarts takes up the same one; one that ended (terminated by an admin, say) starts afresh.
+func (w *serviceWorker) Start() error {
+	if err := w.Worker.Start(); err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	if _, err := w.c.ExecuteWorkflow(ctx, w.start, w.wf, w.in); err != nil {
+		w.Worker.Stop()
+		return fmt.Errorf("starting the service workflow %s: %w", w.start.ID, err)
+	}
+	return nil
+}
+
+func withService(w worker.Worker, c client.Client, id, queue string, wf, in any) worker.Worker {
+	return &serviceWorker{Worker: w, c: c, wf: wf, in: in, start: client.StartWorkflowOptions{
+		ID: id, TaskQueue: queue,
+		WorkflowIDConflictPolicy: enumspb.WORKFLOW_ID_CONFLICT_POLICY_USE_EXISTING,
+		WorkflowIDReusePolicy:    enumspb.WORKFLOW_ID_REUSE_POLICY_ALLOW_DUPLICATE,
+	}}
+}
