@@ -141,6 +141,7 @@ func (a *App) Command() *cobra.Command {
 	root.AddCommand(a.bootenvCommand())
 	root.AddCommand(a.powerCommand())
 	root.AddCommand(a.updateCommand())
+	root.AddCommand(a.statusCommand())
 	return root
 }
 
@@ -178,10 +179,13 @@ func (a *App) progressOn() bool {
 	return ok && term.IsTerminal(int(f.Fd()))
 }
 
-func (a *App) printJSON(v any) error {
-	enc := json.NewEncoder(a.Stdout)
+func (a *App) printJSON(v any) error { return jsonEncoder(a.Stdout).Encode(v) }
+
+// jsonEncoder is how --json prints: indented.
+func jsonEncoder(w io.Writer) *json.Encoder {
+	enc := json.NewEncoder(w)
 	enc.SetIndent("", "  ")
-	return enc.Encode(v)
+	return enc
 }
 
 // openStore opens the store at loc: a directory, or s3://bucket/prefix with the endpoint and

@@ -29,6 +29,7 @@ continues where it stopped.`,
 			ctx := cmd.Context()
 			o.Regions = strings.Split(regions, ",")
 			o.Log = a.log
+			o.Version = Version
 			o.TemporalLevel = slog.LevelError
 			if o.Terminals == 0 {
 				o.Terminals = -1

@@ -2,7 +2,6 @@ package cli
 
 import (
 	"context"
-	"crypto/rand"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -112,25 +111,18 @@ func (c *tclient) uiURL(id string) string {
 	return "http://" + net.JoinHostPort(host, "8233") + "/namespaces/" + url.PathEscape(c.cfg.Namespace) + "/workflows/" + url.PathEscape(id)
 }
 
-// adminID names one run of an admin workflow: readable in the UI, unique per run.
-func adminID(where, op string) string {
-	return "admin/" + where + "/" + op + "/" + rand.Text()[:8]
-}
+// The listings and inventory changes are Workflow Updates on the long-lived service workflows
+// of central and of each region (workflows/service.go): an admin's reads leave no workflow
+// behind in the Temporal UI, where people look for tasks, and a region is still reached only
+// through its task queue.
 
-// centralAdmin runs a CentralAdmin listing and waits for it.
+// centralAdmin asks central's service workflow for a listing ("images" or "regions").
 func (c *tclient) centralAdmin(ctx context.Context, op string) (workflows.CentralAdminResult, error) {
 	var res workflows.CentralAdminResult
-	run, err := c.ExecuteWorkflow(ctx, client.StartWorkflowOptions{
-		ID: adminID("central", op), TaskQueue: activities.CentralQueue, WorkflowExecutionTimeout: c.adminTimeout,
-	}, workflows.CentralAdmin, workflows.CentralAdminInput{Op: op})
+	err := c.update(ctx, workflows.CentralServiceID, workflows.UpdateRead, workflows.CentralAdminInput{Op: op}, &res,
+		"central", "is tms central running?")
 	if err != nil {
 		return res, fmt.Errorf("cannot ask central for its %s: %w", op, err)
-	}
-	if err := run.Get(ctx, &res); err != nil {
-		if isTimeout(err) {
-			return res, fmt.Errorf("central's worker did not answer within %s: is tms central running?", roundDuration(c.adminTimeout))
-		}
-		return res, errors.New(rootMessage(err))
 	}
 	return res, nil
 }
@@ -142,25 +134,51 @@ func (c *tclient) checkRegion(ctx context.Context, region string) error {
 	return err
 }
 
-// regionAdmin runs one RegionAdmin request on region's queue after checking the region exists.
+// regionAdmin sends one request to region's service workflow after checking the region exists:
+// a "read" update for a listing, a "change" update for an inventory change.
 func (c *tclient) regionAdmin(ctx context.Context, region string, in activities.AdminInput) (activities.AdminResult, error) {
 	var res activities.AdminResult
 	if err := c.checkRegion(ctx, region); err != nil {
 		return res, err
 	}
-	run, err := c.ExecuteWorkflow(ctx, client.StartWorkflowOptions{
-		ID: adminID(region, in.Op), TaskQueue: activities.RegionQueue(region), WorkflowExecutionTimeout: c.adminTimeout,
-	}, workflows.RegionAdmin, in)
-	if err != nil {
-		return res, fmt.Errorf("cannot reach region %s: %w", region, err)
+	name := workflows.UpdateChange
+	if activities.ReadOp(in.Op) {
+		name = workflows.UpdateRead
 	}
-	if err := run.Get(ctx, &res); err != nil {
-		if isTimeout(err) {
-			return res, fmt.Errorf("region %s's worker did not answer within %s: is `tms region` running for it?", region, roundDuration(c.adminTimeout))
-		}
-		return res, errors.New(rootMessage(err))
+	err := c.update(ctx, workflows.RegionServiceID(region), name, in, &res, "region "+region+"'s worker",
+		"is `tms region` running for it?")
+	return res, err
+}
+
+// update sends a Workflow Update to a service workflow and waits for its result, at most the
+// admin timeout. who and hint make the errors an admin reads when nobody answers.
+func (c *tclient) update(ctx context.Context, id, name string, in, out any, who, hint string) error {
+	ctx, cancel := context.WithTimeout(ctx, c.adminTimeout)
+	defer cancel()
+	h, err := c.UpdateWorkflow(ctx, client.UpdateWorkflowOptions{WorkflowID: id, UpdateName: name, Args: []any{in},
+		WaitForStage: client.WorkflowUpdateStageCompleted})
+	if err == nil {
+		err = h.Get(ctx, out)
 	}
-	return res, nil
+	switch {
+	case err == nil:
+		return nil
+	case ctx.Err() != nil || isTimeout(err) || isDeadline(err):
+		return fmt.Errorf("%s did not answer within %s: %s", who, roundDuration(c.adminTimeout), hint)
+	}
+	var nf *serviceerror.NotFound
+	if errors.As(err, &nf) {
+		return fmt.Errorf("%s is not running (no workflow %s): %s", who, id, hint)
+	}
+	return errors.New(rootMessage(err))
+}
+
+// isDeadline tells whether err is a gRPC deadline or cancellation the client's own context
+// caused.
+func isDeadline(err error) bool {
+	var de *serviceerror.DeadlineExceeded
+	var ce *serviceerror.Canceled
+	return errors.Is(err, context.DeadlineExceeded) || errors.As(err, &de) || errors.As(err, &ce)
 }
 
 func isTimeout(err error) bool {

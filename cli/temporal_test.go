@@ -142,7 +142,7 @@ func TestAdminCommandsOverTemporal(t *testing.T) {
 
 	fail(t, run, 1, "unknown region nowhere; known: region-a, region-b", "terminal", "ls", "--region", "nowhere")
 	fail(t, run, 1, "unknown region nowhere; known: region-a, region-b", "image", "capture", "--region", "nowhere", "--terminal", "pc1", "lab")
-	fail(t, run, 1, "region region-b's worker did not answer within 2s", "group", "ls", "--region", "region-b", "--admin-timeout", "2s")
+	fail(t, run, 1, "region region-b's worker is not running (no workflow service/region/region-b)", "group", "ls", "--region", "region-b", "--admin-timeout", "2s")
 	fail(t, run, 2, "--region is required", "terminal", "ls")
 	fail(t, run, 2, "--terminal is required", "image", "capture", "--region", "region-a", "lab")
 	fail(t, run, 2, "not both", "deploy", "--region", "region-a", "--group", "room1", "--terminal", "pc1", "lab")

@@ -146,6 +146,10 @@ func (c *Config) Validate(role Role) error {
 		}
 	}
 
+	if d := r.ReportInterval; d != 0 && (d < time.Second || d > 10*time.Minute) {
+		v.add("region.report_interval", fmt.Sprintf("%s is not between 1s and 10m", d))
+	}
+
 	a := c.Agent
 	switch u := a.RegionURL; {
 	case u == nil && role == RoleAgent:

@@ -57,6 +57,10 @@ type Options struct {
 	// DiskSize is the size of each simulated terminal's disk (default 64 MiB).
 	DiskSize int64
 	Log      *slog.Logger
+	// Version is the tms release the regions report (tms status).
+	Version string
+	// ReportInterval is how often each region reports its status (default 15 s).
+	ReportInterval time.Duration
 	// TemporalLog receives the embedded server's own log (default: warnings and errors to Log).
 	TemporalLevel slog.Level
 }
@@ -196,7 +200,7 @@ func Start(ctx context.Context, o Options) (_ *Env, err error) {
 		}
 		r, err := server.StartRegion(ctx, server.RegionOptions{ID: id, DataDir: filepath.Join(o.DataDir, id), Relay: relay,
 			Listen: listen, Labels: map[string]string{"site": "dev"}, CentralKey: e.CentralKey, Client: e.Client, Log: o.Log,
-			Waker: waker, Boot: config.Boot{Subnet: DevSegment}})
+			Waker: waker, Boot: config.Boot{Subnet: DevSegment}, Version: o.Version, ReportInterval: o.ReportInterval})
 		if err != nil {
 			return nil, err
 		}

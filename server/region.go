@@ -77,6 +77,11 @@ type RegionOptions struct {
 	BootPorts *bootsvc.ServiceOptions
 	// BootHTTPListen overrides region.boot.http_listen (tests: 127.0.0.1:0).
 	BootHTTPListen string
+	// Version is the tms release the server runs, for its status reports.
+	Version string
+	// ReportInterval is how often the region reports its status to central (default
+	// workflows.DefaultReportInterval; config region.report_interval).
+	ReportInterval time.Duration
 	// Waker wakes terminals when the region has no boot service (tms dev: magic packets to its
 	// simulated terminals' loopback port); the boot service's own Waker wins.
 	Waker activities.Waker
@@ -232,7 +237,7 @@ func StartRegion(ctx context.Context, o RegionOptions) (_ *Region, err error) {
 
 	r.worker = workers.NewRegion(o.Client, &activities.Region{ID: o.ID, Store: r.Store, Relay: o.Relay,
 		HTTP: &http.Client{Timeout: 5 * time.Minute}, CentralKey: o.CentralKey, Inventory: r.Inventory, Agents: r.Agents, Waker: waker,
-		Mailbox: r.Agents, Segment: segment, WakeTimeout: o.Boot.WakeTimeout})
+		Mailbox: r.Agents, Segment: segment, WakeTimeout: o.Boot.WakeTimeout, Version: o.Version, ReportInterval: o.ReportInterval})
 	if err := r.worker.Start(); err != nil {
 		return nil, fmt.Errorf("region %s: worker: %w", o.ID, err)
 	}
