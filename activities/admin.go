@@ -28,6 +28,8 @@ const (
 	OpGroupRm      = "group-rm"     // remove Group (with members only if Force)
 	OpGroupTakeOut = "group-remove" // take Terminals out of Group
 	OpImport       = "import"       // enroll the terminals of the roster CSV (DryRun: only report)
+
+	OpSettings = "settings" // list the region's run-time settings: effective value and source
 )
 
 // AdminInput is one admin request to a region's inventory.
@@ -92,6 +94,8 @@ type AdminResult struct {
 	CreatedGroup bool // enroll-seen created Group
 	Members      int  // group-rm: how many members the removed group had
 	Import       state.ImportReport
+	// Settings: the region's run-time settings (OpSettings).
+	Settings []SettingInfo `json:",omitempty"`
 }
 
 // SeenInfo is a terminal seen on the network and not enrolled.
@@ -185,6 +189,10 @@ func (r *Region) Admin(ctx context.Context, in AdminInput) (AdminResult, error) 
 		}
 	case OpEnrollToken:
 		return res, r.addEnrollToken(ctx, in)
+	case OpSettings:
+		var err error
+		res.Settings, err = r.settingsInfo()
+		return res, err
 	default:
 		return res, ErrBadInput.New(fmt.Sprintf("unknown admin operation %q", in.Op), nil)
 	}
