@@ -22,6 +22,7 @@ func NewCentral(c client.Client, acts *activities.Central) worker.Worker {
 	w.RegisterWorkflow(workflows.CentralAdmin)
 	w.RegisterWorkflow(workflows.RegisterRegion)
 	w.RegisterWorkflow(workflows.RegisterVersion)
+	w.RegisterWorkflow(workflows.ConfigureRegion)
 	w.RegisterActivity(acts)
 	return w
 }
