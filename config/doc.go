@@ -54,6 +54,7 @@
 //	region.central_public_key                             central's public key, tms-ed25519:… or a file holding it
 //	region.labels                                         topology, like site=north,floor=2
 //	region.timezone                    local zone         IANA zone its schedules are written in, like Europe/Berlin
+//	region.store_high_water            0.9                the store's high-water mark, a fraction of its capacity (0.5 to 0.99)
 //	region.boot.enabled                false              run the boot service (DHCP, TFTP, iPXE scripts, Wake-on-LAN)
 //	region.boot.interface                                 the terminals' network interface (required if enabled)
 //	region.boot.address                                   this server's IPv4 address on it (required if enabled)
