@@ -119,10 +119,16 @@ func adminID(where, op string) string {
 
 // centralAdmin runs a CentralAdmin listing and waits for it.
 func (c *tclient) centralAdmin(ctx context.Context, op string) (workflows.CentralAdminResult, error) {
+	return c.centralAdminIn(ctx, workflows.CentralAdminInput{Op: op})
+}
+
+// centralAdminIn runs a CentralAdmin request and waits for it.
+func (c *tclient) centralAdminIn(ctx context.Context, in workflows.CentralAdminInput) (workflows.CentralAdminResult, error) {
 	var res workflows.CentralAdminResult
+	op := in.Op
 	run, err := c.ExecuteWorkflow(ctx, client.StartWorkflowOptions{
 		ID: adminID("central", op), TaskQueue: activities.CentralQueue, WorkflowExecutionTimeout: c.adminTimeout,
-	}, workflows.CentralAdmin, workflows.CentralAdminInput{Op: op})
+	}, workflows.CentralAdmin, in)
 	if err != nil {
 		return res, fmt.Errorf("cannot ask central for its %s: %w", op, err)
 	}
