@@ -137,7 +137,13 @@ Settings:
 				fmt.Fprintf(a.Stdout, "region %s applied %s = %s (was %s) at %s: task %s\n", region, key, res.Value, dash(res.Previous),
 					res.At.Local().Format(time.DateTime+" MST"), id)
 				return nil
-			case ctx.Err() == nil && wctx.Err() != nil:
+			case ctx.Err() != nil:
+				return fmt.Errorf("stopped waiting for region %s; the change of %s goes on as task %s: %w", region, key, id, ctx.Err())
+			case isWorkflowEnd(err):
+				return fmt.Errorf("the change of %s in region %s failed (task %s): %s", key, region, id, rootMessage(err))
+			default:
+				// The wait ran out (the server may end the poll a moment before our deadline
+				// does, with an error of its own): the task goes on.
 				out.State = "pending"
 				if asJSON {
 					return a.printJSON(out)
@@ -145,8 +151,6 @@ Settings:
 				fmt.Fprintf(a.Stdout, "region %s has not answered within %s: the change of %s to %s is pending and applies when the region returns (task %s)\n"+
 					"'tms region config show %s' lists it\n", region, roundDuration(wait), key, value, id, region)
 				return nil
-			default:
-				return fmt.Errorf("the change of %s in region %s failed (task %s): %s", key, region, id, rootMessage(err))
 			}
 		},
 	}
@@ -154,6 +158,13 @@ Settings:
 	c.Flags().DurationVar(&wait, "wait", 30*time.Second, "how long to wait for the region to apply the change before saying it is pending")
 	c.Flags().BoolVar(&asJSON, "json", false, "print the outcome as JSON")
 	return c
+}
+
+// isWorkflowEnd reports whether err is a task's own end (failed, canceled, terminated, timed
+// out) rather than a failure to wait for it.
+func isWorkflowEnd(err error) bool {
+	var we *temporal.WorkflowExecutionError
+	return errors.As(err, &we)
 }
 
 // startedBy is who the CLI starts tasks for (TaskTags.StartedBy); empty until the CLI knows its

@@ -136,10 +136,27 @@ func TestRegionConfigSetAndShow(t *testing.T) {
 		t.Fatal(err)
 	}
 	stopped = true
-	out = must(t, run, "region", "config", "set", "lab-1", "boot.claim_quiet", "5s", "--wait", "2s")
-	if !strings.Contains(out, "the change of boot.claim_quiet to 5s is pending and applies when the region returns") {
+	out = must(t, run, "region", "config", "set", "lab-1", "boot.claim_quiet", "10s", "--wait", "2s")
+	if !strings.Contains(out, "the change of boot.claim_quiet to 10s is pending and applies when the region returns") {
 		t.Fatalf("set to a stopped region: %s", out)
 	}
+	// A second change of the key replaces the pending one, so the region ends with the last.
+	var superseded string
+	eventually(t, "the first push to be listed pending", func() bool {
+		rc = decode[regionConfig](t, must(t, run, "region", "config", "show", "lab-1", "--json", "--wait", "1s"))
+		if p := setting(t, rc, settings.KeyClaimQuiet).Pending; len(p) == 1 {
+			superseded = p[0].Task
+		}
+		return superseded != ""
+	})
+	code, out, errs := run("region", "config", "set", "lab-1", "boot.claim_quiet", "5s", "--wait", "2s")
+	if code != 0 || !strings.Contains(errs, "canceled the pending change of boot.claim_quiet to 10s (task "+superseded+")") ||
+		!strings.Contains(out, "is pending") {
+		t.Fatalf("a second push while the first is pending: exit %d\n%s\n%s", code, out, errs)
+	}
+	eventually(t, "the replaced push to be canceled", func() bool {
+		return decode[taskDetail](t, must(t, run, "task", "show", superseded, "--json")).Status == "Canceled"
+	})
 	var pendingTask string
 	eventually(t, "show to list the pending push", func() bool {
 		rc = decode[regionConfig](t, must(t, run, "region", "config", "show", "lab-1", "--json", "--wait", "2s"))
