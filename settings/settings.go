@@ -108,7 +108,7 @@ type Setting struct {
 	put   func(*Values, any)
 }
 
-// Registry lists the settings in the order show prints them.
+// registry lists the settings in the order show prints them; it never changes.
 var registry = []Setting{
 	{
 		Key: KeyTimezone, Kind: KindZone, ConfigKey: "region.timezone", Bounds: "an IANA zone name",
