@@ -35,6 +35,25 @@ func ticking(addr string) tmsRun {
 	}
 }
 
+// countingWaker stands in for Wake-on-LAN: it counts the magic packets and wakes nothing.
+type countingWaker struct {
+	mu sync.Mutex
+	n  int
+}
+
+func (w *countingWaker) Wake(context.Context, string) error {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.n++
+	return nil
+}
+
+func (w *countingWaker) count() int {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.n
+}
+
 func setting(t *testing.T, rc regionConfig, key string) settingRow {
 	t.Helper()
 	for _, s := range rc.Settings {
@@ -59,10 +78,11 @@ func TestRegionConfigSetAndShow(t *testing.T) {
 		t.Fatal(err)
 	}
 	dir := t.TempDir()
+	waker := &countingWaker{}
 	start := func() *server.Region {
 		t.Helper()
 		r, err := server.StartRegion(ctx, server.RegionOptions{ID: "lab-1", DataDir: dir, Client: c, CentralKey: key.Public(),
-			Timezone: "Europe/Berlin", Listen: "127.0.0.1:0"})
+			Timezone: "Europe/Berlin", Listen: "127.0.0.1:0", Waker: waker})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -99,19 +119,32 @@ func TestRegionConfigSetAndShow(t *testing.T) {
 	if len(rows) != 1 || rows[0].Timezone != "Asia/Tokyo" {
 		t.Fatalf("region ls after the push: %+v", rows)
 	}
-	res := decode[configResult](t, must(t, run, "region", "config", "set", "lab-1", "boot.wake_timeout", "90s", "--json"))
-	if res.State != "applied" || res.Value != "1m30s" || res.Previous != "3m0s" {
+	res := decode[configResult](t, must(t, run, "region", "config", "set", "lab-1", "boot.wake_timeout", "10s", "--json"))
+	if res.State != "applied" || res.Value != "10s" || res.Previous != "3m0s" {
 		t.Fatalf("set wake timeout: %+v", res)
 	}
-	if got := region.Settings.WakeTimeout(); got != 90*time.Second {
+	if got := region.Settings.WakeTimeout(); got != 10*time.Second {
 		t.Fatalf("the running region's wake timeout is %s after the push", got)
+	}
+	// A power-on of a terminal that does not come gives up after the pushed 10 s, not the
+	// 3 minutes the region started with.
+	must(t, run, "terminal", "enroll", "--region", "lab-1", "52:54:00:00:0c:01", "pc1")
+	began := time.Now()
+	code, stdout, _ := run("power", "on", "--region", "lab-1", "--terminal", "pc1", "--wait", "--json")
+	waited := time.Since(began)
+	pr := decode[powerResult](t, stdout)
+	if code != 1 || len(pr.Result.Terminals) != 1 || pr.Result.Terminals[0].Outcome != activities.PowerNoAnswer {
+		t.Fatalf("power on of a terminal that does not come: exit %d, %+v", code, pr)
+	}
+	if waited < 10*time.Second || waited > 90*time.Second || waker.count() == 0 {
+		t.Fatalf("power on waited %s (want the pushed 10s) and sent %d magic packets", waited, waker.count())
 	}
 	must(t, run, "region", "config", "set", "lab-1", "store_high_water", "0.8")
 	if got := region.StoreHighWater(); got != 0.8 {
 		t.Fatalf("the running region's high-water mark is %v after the push", got)
 	}
 	rc = decode[regionConfig](t, must(t, run, "region", "config", "show", "lab-1", "--json"))
-	if s := setting(t, rc, settings.KeyWakeTimeout); s.Value != "1m30s" || s.Source != settings.SourcePushed || s.Base != "3m0s" || s.Task == "" {
+	if s := setting(t, rc, settings.KeyWakeTimeout); s.Value != "10s" || s.Source != settings.SourcePushed || s.Base != "3m0s" || s.Task == "" {
 		t.Fatalf("show after the push: %+v", s)
 	}
 
@@ -149,7 +182,8 @@ func TestRegionConfigSetAndShow(t *testing.T) {
 		}
 		return superseded != ""
 	})
-	code, out, errs := run("region", "config", "set", "lab-1", "boot.claim_quiet", "5s", "--wait", "2s")
+	var errs string
+	code, out, errs = run("region", "config", "set", "lab-1", "boot.claim_quiet", "5s", "--wait", "2s")
 	if code != 0 || !strings.Contains(errs, "canceled the pending change of boot.claim_quiet to 10s (task "+superseded+")") ||
 		!strings.Contains(out, "is pending") {
 		t.Fatalf("a second push while the first is pending: exit %d\n%s\n%s", code, out, errs)
@@ -187,7 +221,7 @@ func TestRegionConfigSetAndShow(t *testing.T) {
 	if got := region.Settings.ClaimQuiet(); got != 5*time.Second {
 		t.Fatalf("claim quiet after the pending push: %s", got)
 	}
-	if region.Settings.WakeTimeout() != 90*time.Second || region.Settings.Timezone() != "Asia/Tokyo" || region.StoreHighWater() != 0.8 {
+	if region.Settings.WakeTimeout() != 10*time.Second || region.Settings.Timezone() != "Asia/Tokyo" || region.StoreHighWater() != 0.8 {
 		t.Fatalf("after a restart: %+v", region.Settings.Values())
 	}
 	rows = decode[[]regionRow](t, must(t, run, "region", "ls", "--json"))
