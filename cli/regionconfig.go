@@ -316,7 +316,7 @@ Settings:
 
 func (a *App) printRegionConfig(rc regionConfig) error {
 	if !rc.Online {
-		fmt.Fprintf(a.Stdout, "region %s did not answer (%s): the values are central's record of the changes it last applied\n\n", rc.Region, rc.Error)
+		fmt.Fprintf(a.Stdout, "region %s could not say its settings (%s): the values are central's record of the changes it last applied\n\n", rc.Region, rc.Error)
 	}
 	tw := tabwriter.NewWriter(a.Stdout, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "KEY\tVALUE\tSOURCE\tPENDING")

@@ -229,4 +229,17 @@ func TestRegionConfigSetAndShow(t *testing.T) {
 		t.Fatalf("the restarted region reported zone %s, not its pushed one", rows[0].Timezone)
 	}
 	temporaltest.SaveHistory(t, c, pendingTask, "", "ConfigureRegion-pending")
+
+	// A region whose server runs without run-time settings (an older tms) refuses a push: the
+	// task fails with its reason, and show falls back to central's record.
+	if err := sc.UpsertRegion(ctx, activities.RegionInfo{ID: "old-1"}); err != nil {
+		t.Fatal(err)
+	}
+	_, inv := testState(t)
+	startWorkers(t, workers.NewRegion(c, &activities.Region{ID: "old-1", Inventory: inv}))
+	fail(t, run, 1, "failed (task config/old-1/timezone/", "region", "config", "set", "old-1", "timezone", "UTC")
+	fail(t, run, 1, "region old-1 runs without run-time settings", "region", "config", "set", "old-1", "timezone", "UTC")
+	if text := must(t, run, "region", "config", "show", "old-1"); !strings.Contains(text, "region old-1 could not say its settings (region old-1 runs without run-time settings") {
+		t.Fatalf("show of a region without settings:\n%s", text)
+	}
 }
