@@ -264,19 +264,3 @@ func (v Values) With(key, value string) (Values, error) {
 	s.put(&v, x)
 	return v, nil
 }
-
-// Validate checks every value of v; each error names its key (as the configuration file
-// spells it when configKeys is set, else as pushes do).
-func (v Values) Validate(configKeys bool) []error {
-	var errs []error
-	for _, s := range registry {
-		if _, err := s.parse(s.get(v)); err != nil {
-			k := s.Key
-			if configKeys {
-				k = s.ConfigKey
-			}
-			errs = append(errs, fmt.Errorf("%s: %w", k, err))
-		}
-	}
-	return errs
-}
