@@ -31,10 +31,11 @@ const (
 	OpImport       = "import"       // enroll the terminals of the roster CSV (DryRun: only report)
 
 	OpStatus = "status" // the region's status in detail (Status), for tms status --region
+	OpSettings = "settings" // list the region's run-time settings: effective value and source
 )
 
 // readOps are the ops that change nothing: a viewer may send them (workflows.UpdateRead).
-var readOps = []string{OpTerminals, OpGroups, OpTasks, OpSeen, OpStatus}
+var readOps = []string{OpTerminals, OpGroups, OpTasks, OpSeen, OpStatus, OpSettings}
 
 // changeOps are the ops that change the region's inventory (workflows.UpdateChange).
 var changeOps = []string{OpEnroll, OpGroupCreate, OpGroupAdd, OpEnrollSeen, OpTerminalRm, OpRename, OpMove, OpGroupRm,
@@ -110,6 +111,8 @@ type AdminResult struct {
 	Import       state.ImportReport
 	// Status is the region's status in detail (OpStatus).
 	Status RegionStatus
+	// Settings: the region's run-time settings (OpSettings).
+	Settings []SettingInfo `json:",omitempty"`
 }
 
 // SeenInfo is a terminal seen on the network and not enrolled.
@@ -203,6 +206,10 @@ func (r *Region) Admin(ctx context.Context, in AdminInput) (AdminResult, error) 
 		}
 	case OpEnrollToken:
 		return res, r.addEnrollToken(ctx, in)
+	case OpSettings:
+		var err error
+		res.Settings, err = r.settingsInfo()
+		return res, err
 	default:
 		return res, ErrBadInput.New(fmt.Sprintf("unknown admin operation %q", in.Op), nil)
 	}

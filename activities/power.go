@@ -97,7 +97,7 @@ func (r *Region) PowerOn(ctx context.Context, in PowerOnInput) (PowerOutcome, er
 	}
 	timeout, every := in.Timeout, in.Every
 	if timeout <= 0 {
-		timeout = r.WakeTimeout
+		timeout = r.wakeTimeout()
 	}
 	if timeout <= 0 {
 		timeout = DefaultWakeTimeout

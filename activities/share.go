@@ -63,6 +63,8 @@ type Central struct {
 	// mints. Only central holds it; regions and agents have the public half.
 	Key      *signing.PrivateKey
 	GrantTTL time.Duration // default 15 minutes
+	// Settings keeps the run-time settings regions applied; nil: the Catalog, if it does.
+	Settings RegionSettingsStore
 }
 
 // errNoKey is what the central activities that sign answer when central has no key.
@@ -214,8 +216,12 @@ type Region struct {
 	// Segment is the terminals' boot segment (region.boot.subnet): a power-on of a terminal
 	// last seen outside it is refused. The zero prefix means unknown: nothing is refused.
 	Segment netip.Prefix
-	// WakeTimeout is how long a power-on waits for a woken terminal (0: DefaultWakeTimeout).
+	// WakeTimeout is how long a power-on waits for a woken terminal (0: DefaultWakeTimeout);
+	// Settings' value wins when Settings is set.
 	WakeTimeout time.Duration
+	// Settings are the region's run-time settings, which central may change while it runs;
+	// nil: none (ApplySetting refuses).
+	Settings LiveSettings
 	// Now is the clock (default time.Now).
 	Now func() time.Time
 	// Version is the tms release the region's server runs, for its status reports.

@@ -59,6 +59,9 @@ type Server struct {
 	// claiming the same boot shows itself first and the task fails instead (0: at once). A
 	// region whose boot service answers on a classroom network sets it (region.boot.claim_quiet).
 	Quiet time.Duration
+	// QuietFunc, if set, is read for Quiet each time (the region's run-time setting
+	// boot.claim_quiet, which central may change while the region runs).
+	QuietFunc func() time.Duration
 
 	mu       sync.Mutex
 	boxes    map[string]*mailbox

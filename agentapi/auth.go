@@ -257,13 +257,17 @@ func (s *Server) authorize(r *http.Request) (state.Task, state.Claim, error) {
 
 // settled refuses a task's result while its boot's network claim is younger than s.Quiet.
 func (s *Server) settled(t state.Task, c state.Claim) error {
-	if !c.Network || s.Quiet <= 0 {
+	quiet := s.Quiet
+	if s.QuietFunc != nil {
+		quiet = s.QuietFunc()
+	}
+	if !c.Network || quiet <= 0 {
 		return nil
 	}
-	at := c.Claimed.Add(s.Quiet)
+	at := c.Claimed.Add(quiet)
 	if now := s.now(); now.Before(at) {
 		return &httpError{status: http.StatusTooEarly, retry: true,
-			msg: "the region takes task " + t.ID + "'s result from " + at.UTC().Format(time.TimeOnly) + " UTC on (" + s.Quiet.String() +
+			msg: "the region takes task " + t.ID + "'s result from " + at.UTC().Format(time.TimeOnly) + " UTC on (" + quiet.String() +
 				" after the boot was claimed), so that any other machine claiming this terminal shows itself first"}
 	}
 	return nil

@@ -151,6 +151,24 @@ func (r *region) task2(t *testing.T, mac, id string, kind agentwire.Kind, image 
 // A network-booted terminal's result is taken only once its claim has stood for Quiet, so a
 // machine that claimed the boot first cannot finish before the real terminal shows up.
 func TestResultWaitsForTheClaimToSettle(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		live bool // the quiet time is the region's live setting (QuietFunc)
+		// settle ends the quiet time: the clock passes it, or central lowers it
+		settle func(clock, quiet *atomic.Int64, now time.Time)
+	}{
+		{"the clock passes the quiet time", false, func(clock, _ *atomic.Int64, now time.Time) {
+			clock.Store(now.Add(time.Minute + time.Second).UnixNano())
+		}},
+		{"central lowers the quiet time while the region runs", true, func(_, quiet *atomic.Int64, _ time.Time) {
+			quiet.Store(0)
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) { resultWaitsForTheClaim(t, tc.live, tc.settle) })
+	}
+}
+
+func resultWaitsForTheClaim(t *testing.T, live bool, settle func(clock, quiet *atomic.Int64, now time.Time)) {
 	r := newRegion(t)
 	ctx := context.Background()
 	const mac = "52:54:00:00:01:04"
@@ -164,7 +182,13 @@ func TestResultWaitsForTheClaimToSettle(t *testing.T) {
 	var clock atomic.Int64 // the region's clock, moved by the test while handlers read it
 	clock.Store(now.UnixNano())
 	r.api.Now = func() time.Time { return time.Unix(0, clock.Load()) }
-	r.api.Quiet = time.Minute
+	var quiet atomic.Int64
+	quiet.Store(int64(time.Minute))
+	if live {
+		r.api.QuietFunc = func() time.Duration { return time.Duration(quiet.Load()) }
+	} else {
+		r.api.Quiet = time.Minute
+	}
 	boot := r.claim(t, mac, "127.0.0.1")
 	a := r.agent(mac, disk)
 	a.Key, a.BootToken = nil, boot
@@ -190,7 +214,7 @@ func TestResultWaitsForTheClaimToSettle(t *testing.T) {
 	if task, _ := r.inv.Task(ctx, "deploy/4/run"); task.Finished() {
 		t.Fatalf("task finished before its claim settled: %+v", task)
 	}
-	clock.Store(now.Add(time.Minute + time.Second).UnixNano())
+	settle(&clock, &quiet, now)
 	select {
 	case err := <-done:
 		if err != nil {

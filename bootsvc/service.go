@@ -43,6 +43,8 @@ type Service struct {
 	Scripts *Scripts
 	Waker   *Waker
 
+	dhcp *dhcpd.Server // nil when region.boot.dhcp is off
+
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
 	errs   chan error
@@ -106,6 +108,7 @@ func StartService(ctx context.Context, o ServiceOptions) (*Service, error) {
 			s.cancel()
 			return nil, fmt.Errorf("region.boot: %w", err)
 		}
+		s.dhcp = d
 		s.run(func() error { return d.Serve(ctx) })
 	}
 	t := &tftpd.Server{Dir: b.TFTPDir, Log: log.With("part", "tftp")}
@@ -124,6 +127,15 @@ func StartService(ctx context.Context, o ServiceOptions) (*Service, error) {
 	s.run(func() error { return t.ListenAndServe(ctx, addr) })
 	log.Info("boot service started", "interface", b.Interface, "address", st.Address, "dhcp", b.DHCP, "tftp", addr, "bootenv", dir)
 	return s, nil
+}
+
+// SetDHCPLimits changes the rate limits of the DHCP requests of MACs that are not admitted
+// (region.boot.dhcp_unknown_per_mac, a minute, and dhcp_unknown_total, a second) while the
+// service runs. Without DHCP it does nothing.
+func (s *Service) SetDHCPLimits(perMAC, total int) {
+	if s.dhcp != nil {
+		s.dhcp.SetUnknownLimits(perMAC, total)
+	}
 }
 
 // enrolled admits the MACs of the region's enrolled terminals to DHCP. A MAC the inventory

@@ -137,6 +137,7 @@ func (a *App) Command() *cobra.Command {
 	// tms region runs a region's server; tms region ls lists the regions central knows.
 	region := a.regionCommand()
 	region.AddCommand(a.regionAdminCommand().Commands()...)
+	region.AddCommand(a.regionConfigCommand())
 	root.AddCommand(a.centralCommand(), region, a.terminalCommand(), a.groupCommand(), a.deployCommand(), a.taskCommand())
 	root.AddCommand(a.bootenvCommand())
 	root.AddCommand(a.powerCommand())

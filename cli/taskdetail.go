@@ -344,6 +344,15 @@ func (d *taskDetail) progressLine() string {
 			}
 			parts = append(parts, s)
 		}
+	case workflows.NameConfigureRegion:
+		var p workflows.ConfigureProgress
+		if json.Unmarshal(d.Progress, &p) == nil {
+			s := "config " + p.Key + " = " + p.Value + ": " + string(p.Phase)
+			if p.Phase == workflows.PhaseApplying {
+				s += " (waiting for the region)"
+			}
+			parts = append(parts, s)
+		}
 	case workflows.NamePowerTerminals:
 		var p workflows.PowerProgress
 		if json.Unmarshal(d.Progress, &p) == nil {
@@ -426,6 +435,11 @@ func resultSummary(typ string, raw json.RawMessage) string {
 				}
 			}
 			return s
+		}
+	case workflows.NameConfigureRegion:
+		var r workflows.ConfigureRegionResult
+		if json.Unmarshal(raw, &r) == nil && r.Key != "" {
+			return fmt.Sprintf("%s = %s (was %s), applied %s", r.Key, r.Value, dash(r.Previous), r.At.Local().Format(time.DateTime+" MST"))
 		}
 	case workflows.NamePowerTerminals:
 		var r workflows.PowerTerminalsResult

@@ -118,9 +118,14 @@ func (c *tclient) uiURL(id string) string {
 
 // centralAdmin asks central's service workflow for a listing ("images" or "regions").
 func (c *tclient) centralAdmin(ctx context.Context, op string) (workflows.CentralAdminResult, error) {
+	return c.centralAdminIn(ctx, workflows.CentralAdminInput{Op: op})
+}
+
+// centralAdminIn runs a CentralAdmin request and waits for it.
+func (c *tclient) centralAdminIn(ctx context.Context, in workflows.CentralAdminInput) (workflows.CentralAdminResult, error) {
 	var res workflows.CentralAdminResult
-	err := c.update(ctx, workflows.CentralServiceID, workflows.UpdateRead, workflows.CentralAdminInput{Op: op}, &res,
-		"central", "is tms central running?")
+	op := in.Op
+	err := c.update(ctx, workflows.CentralServiceID, workflows.UpdateRead, in, &res, "central", "is tms central running?")
 	if err != nil {
 		return res, fmt.Errorf("cannot ask central for its %s: %w", op, err)
 	}

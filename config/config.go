@@ -209,6 +209,9 @@ type Region struct {
 	// ReportInterval is how often the region reports its status to central; central (tms
 	// status) calls it offline after three missed reports.
 	ReportInterval time.Duration `mapstructure:"report_interval"`
+	// StoreHighWater is the region store's high-water mark: the fraction of its capacity
+	// (0.5 to 0.99) above which the store counts as too full.
+	StoreHighWater float64 `mapstructure:"store_high_water"`
 	// Boot is the region's boot service: how its terminals boot from the network.
 	Boot Boot `mapstructure:"boot"`
 }
@@ -423,7 +426,7 @@ func Defaults() *Config {
 	return &Config{
 		Log:     Log{Level: "info", Format: "text"},
 		Central: Central{Temporal: temporal, Listen: netip.AddrPortFrom(netip.IPv6Unspecified(), 8080), DataDir: "/var/lib/tms/central"},
-		Region: Region{Temporal: temporal, Listen: netip.AddrPortFrom(netip.IPv6Unspecified(), 8081), ReportInterval: 15 * time.Second,
+		Region: Region{Temporal: temporal, Listen: netip.AddrPortFrom(netip.IPv6Unspecified(), 8081), ReportInterval: 15 * time.Second, StoreHighWater: 0.9,
 			HTTP: RegionHTTP{MaxConnsPerIP: DefaultMaxConnsPerIP, MaxConns: DefaultMaxConns},
 			Boot: Boot{DHCP: "proxy", LeaseTime: time.Hour, TFTPDir: "/usr/lib/ipxe",
 				DHCPUnknownPerMAC: 12, DHCPUnknownTotal: 20, ClaimQuiet: time.Minute, WakeTimeout: 3 * time.Minute}},

@@ -14,6 +14,7 @@ import (
 	"strings"
 	"time"
 
+	"tms/settings"
 	"tms/signing"
 )
 
@@ -140,10 +141,13 @@ func (c *Config) Validate(role Role) error {
 		}
 	}
 
+	// The run-time settings central may change later are checked by the same rules as its
+	// pushes (package settings).
 	if z := r.Timezone; z != "" {
-		if _, err := time.LoadLocation(z); err != nil || z == "Local" {
-			v.add("region.timezone", fmt.Sprintf("%q is not an IANA time zone name, like Europe/Berlin or America/New_York", z))
-		}
+		v.setting("region.timezone", settings.KeyTimezone, z)
+	}
+	if r.StoreHighWater != 0 { // 0: the default
+		v.setting("region.store_high_water", settings.KeyStoreHighWater, strconv.FormatFloat(r.StoreHighWater, 'f', -1, 64))
 	}
 
 	if d := r.ReportInterval; d != 0 && (d < time.Second || d > 10*time.Minute) {
@@ -321,12 +325,8 @@ func (v *validator) boot(b Boot, region bool) {
 	if b.Address == "" {
 		v.add("region.boot.address", "is required: this server's IPv4 address on region.boot.interface")
 	}
-	if b.DHCPUnknownPerMAC < 1 {
-		v.add("region.boot.dhcp_unknown_per_mac", fmt.Sprintf("%d: must be at least 1 (requests a minute)", b.DHCPUnknownPerMAC))
-	}
-	if b.DHCPUnknownTotal < 1 {
-		v.add("region.boot.dhcp_unknown_total", fmt.Sprintf("%d: must be at least 1 (requests a second)", b.DHCPUnknownTotal))
-	}
+	v.setting("region.boot.dhcp_unknown_per_mac", settings.KeyDHCPUnknownPerMAC, strconv.Itoa(b.DHCPUnknownPerMAC))
+	v.setting("region.boot.dhcp_unknown_total", settings.KeyDHCPUnknownTotal, strconv.Itoa(b.DHCPUnknownTotal))
 	switch b.DHCP {
 	case "", "proxy", "off":
 	case "full":
@@ -342,11 +342,17 @@ func (v *validator) boot(b Boot, region bool) {
 	default:
 		v.add("region.boot.dhcp", fmt.Sprintf("%q is not proxy, full or off", b.DHCP))
 	}
-	if b.ClaimQuiet < 0 || b.ClaimQuiet > time.Hour {
-		v.add("region.boot.claim_quiet", fmt.Sprintf("%s is not between 0 and 1h", b.ClaimQuiet))
+	v.setting("region.boot.claim_quiet", settings.KeyClaimQuiet, b.ClaimQuiet.String())
+	if b.WakeTimeout != 0 { // 0: the default
+		v.setting("region.boot.wake_timeout", settings.KeyWakeTimeout, b.WakeTimeout.String())
 	}
-	if b.WakeTimeout != 0 && (b.WakeTimeout < 10*time.Second || b.WakeTimeout > time.Hour) {
-		v.add("region.boot.wake_timeout", fmt.Sprintf("%s is not between 10s and 1h", b.WakeTimeout))
+}
+
+// setting checks value of a run-time setting (key as pushes name it) under the configuration
+// key configKey.
+func (v *validator) setting(configKey, key, value string) {
+	if _, err := settings.Check(key, value); err != nil {
+		v.add(configKey, strings.TrimPrefix(err.Error(), key+": "))
 	}
 }
 

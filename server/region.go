@@ -31,6 +31,7 @@ import (
 	"tms/config"
 	"tms/internal/httpdeadline"
 	"tms/internal/netlimit"
+	"tms/settings"
 	"tms/signing"
 	"tms/state"
 	"tms/store"
@@ -85,6 +86,9 @@ type RegionOptions struct {
 	// Waker wakes terminals when the region has no boot service (tms dev: magic packets to its
 	// simulated terminals' loopback port); the boot service's own Waker wins.
 	Waker activities.Waker
+	// StoreHighWater is the store's high-water mark, a fraction of its capacity
+	// (region.store_high_water; 0: the default, 0.9).
+	StoreHighWater float64
 }
 
 // Region is a running region server.
@@ -94,6 +98,9 @@ type Region struct {
 	Inventory *state.Inventory
 	Agents    *agentapi.Server
 	Boot      *bootsvc.Service // nil without a boot service
+	// Settings are the region's run-time settings: its configuration's values with central's
+	// pushes (tms region config set) applied over them.
+	Settings *settings.Live
 
 	endpoint string
 	http     *http.Server
@@ -142,6 +149,12 @@ func StartRegion(ctx context.Context, o RegionOptions) (_ *Region, err error) {
 		return nil, err
 	}
 	r.Agents = &agentapi.Server{Inventory: r.Inventory, Store: r.Store, Waiters: activities.AgentWaiters{Client: o.Client}, Log: log}
+	if r.Settings, err = loadSettings(ctx, o, r.Inventory, log); err != nil {
+		return nil, err
+	}
+	// The boot service starts with the effective values (central's pushes included).
+	live := r.Settings.Values()
+	o.Boot.DHCPUnknownPerMAC, o.Boot.DHCPUnknownTotal = live.DHCPUnknownPerMAC, live.DHCPUnknownTotal
 
 	listen := o.Listen
 	if listen == "" {
@@ -218,6 +231,9 @@ func StartRegion(ctx context.Context, o RegionOptions) (_ *Region, err error) {
 		// A terminal's network boot into a task stands unchallenged this long before its
 		// result is taken (agentapi.Server.Quiet).
 		r.Agents.Quiet = o.Boot.ClaimQuiet
+		r.Agents.QuietFunc = r.Settings.ClaimQuiet
+		boot := r.Boot
+		r.Settings.OnChange(func(v settings.Values) { boot.SetDHCPLimits(v.DHCPUnknownPerMAC, v.DHCPUnknownTotal) })
 		waker = r.Boot.Waker
 	}
 	var h http.Handler = mux
@@ -237,12 +253,13 @@ func StartRegion(ctx context.Context, o RegionOptions) (_ *Region, err error) {
 
 	r.worker = workers.NewRegion(o.Client, &activities.Region{ID: o.ID, Store: r.Store, Relay: o.Relay,
 		HTTP: &http.Client{Timeout: 5 * time.Minute}, CentralKey: o.CentralKey, Inventory: r.Inventory, Agents: r.Agents, Waker: waker,
-		Mailbox: r.Agents, Segment: segment, WakeTimeout: o.Boot.WakeTimeout, Version: o.Version, ReportInterval: o.ReportInterval})
+		Mailbox: r.Agents, Segment: segment, WakeTimeout: o.Boot.WakeTimeout, Version: o.Version, ReportInterval: o.ReportInterval,
+		Settings: r.Settings})
 	if err := r.worker.Start(); err != nil {
 		return nil, fmt.Errorf("region %s: worker: %w", o.ID, err)
 	}
 	if !o.NoRegister {
-		if err := register(ctx, o.Client, activities.RegionInfo{ID: o.ID, Labels: o.Labels, Endpoint: r.endpoint, Timezone: zone(o.Timezone)}); err != nil {
+		if err := register(ctx, o.Client, activities.RegionInfo{ID: o.ID, Labels: o.Labels, Endpoint: r.endpoint, Timezone: r.Settings.Timezone()}); err != nil {
 			return nil, fmt.Errorf("region %s: registering with central: %w", o.ID, err)
 		}
 	}
@@ -366,6 +383,31 @@ func OpenDirStore(ctx context.Context, dir string) (*store.Store, error) {
 		return nil, fmt.Errorf("store %s: %w", dir, err)
 	}
 	return s, nil
+}
+
+// StoreHighWater is the store's high-water mark, a fraction of its capacity: the live value of
+// the run-time setting store_high_water.
+func (r *Region) StoreHighWater() float64 { return r.Settings.StoreHighWater() }
+
+// loadSettings builds the region's run-time settings from its options (its configuration
+// file's values) and applies over them the overrides central pushed, kept in the inventory. An
+// override this tms no longer accepts (its bounds narrowed) is left out, with a warning.
+func loadSettings(ctx context.Context, o RegionOptions, inv *state.Inventory, log *slog.Logger) (*settings.Live, error) {
+	defaults := settings.Defaults()
+	defaults.Timezone = config.LocalZone()
+	base := settings.Values{Timezone: zone(o.Timezone), WakeTimeout: o.Boot.WakeTimeout, ClaimQuiet: o.Boot.ClaimQuiet,
+		DHCPUnknownPerMAC: o.Boot.DHCPUnknownPerMAC, DHCPUnknownTotal: o.Boot.DHCPUnknownTotal, StoreHighWater: o.StoreHighWater}
+	live := settings.NewLive(base, defaults)
+	overrides, err := inv.Settings(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("region %s: run-time settings: %w", o.ID, err)
+	}
+	for _, s := range overrides {
+		if _, err := live.Set(s.Key, s.Value, settings.Source{Kind: settings.SourcePushed, By: s.SetBy, At: s.SetAt, Task: s.Task}); err != nil {
+			log.Warn("a setting central pushed is left out: this tms does not accept it", "key", s.Key, "value", s.Value, "err", err)
+		}
+	}
+	return live, nil
 }
 
 // zone is the time zone a region reports: the configured one, else the server's local zone.

@@ -53,7 +53,7 @@ ALTER TABLE versions ADD COLUMN key_id TEXT NOT NULL DEFAULT '';
 ALTER TABLE versions ADD COLUMN signature BLOB;
 `}, {3, `
 ALTER TABLE regions ADD COLUMN timezone TEXT NOT NULL DEFAULT '';
-`}}
+`}, regionSettingsMigration}
 
 // Catalog is central's catalog: regions, image versions and tags, and which regions hold a
 // verified copy of which version.

@@ -23,6 +23,7 @@ func NewCentral(c client.Client, acts *activities.Central) worker.Worker {
 	w.RegisterWorkflow(workflows.CentralAdmin) // listings of an older tms, until they finish
 	w.RegisterWorkflow(workflows.RegisterRegion)
 	w.RegisterWorkflow(workflows.RegisterVersion)
+	w.RegisterWorkflow(workflows.ConfigureRegion)
 	w.RegisterActivity(acts)
 	return withService(w, c, workflows.CentralServiceID, activities.CentralQueue, workflows.CentralService, workflows.CentralServiceInput{})
 }

@@ -23,17 +23,32 @@ func RegionAdmin(ctx workflow.Context, in activities.AdminInput) (activities.Adm
 	return res, err
 }
 
-// CentralAdminInput names a central listing: "images" or "regions".
-type CentralAdminInput struct{ Op string }
+// CentralAdminInput names a central listing: "images", "regions", or "region-settings" (the
+// run-time settings Region last applied, as central recorded them).
+type CentralAdminInput struct {
+	Op     string
+	Region string `json:",omitempty"`
+}
 
 // CentralAdminResult carries a central listing.
 type CentralAdminResult struct {
-	Images  []activities.ImageInfo
-	Regions []activities.RegionInfo
+	Images   []activities.ImageInfo
+	Regions  []activities.RegionInfo
+	Settings []activities.SettingInfo `json:",omitempty"`
 }
 
-// CentralAdmin lists central's catalog for the tms command line. It runs on the central queue.
+// centralListings are the ops of CentralAdminInput.
+var centralListings = []string{"images", "regions", "region-settings"}
+
+// CentralAdmin lists central's catalog for the tms command line: what an older tms started as
+// a workflow per listing (tms now sends CentralService a "read" update). It runs on the central
+// queue.
 func CentralAdmin(ctx workflow.Context, in CentralAdminInput) (CentralAdminResult, error) {
+	return centralListing(ctx, in)
+}
+
+// centralListing runs a central listing's activity.
+func centralListing(ctx workflow.Context, in CentralAdminInput) (CentralAdminResult, error) {
 	var c *activities.Central
 	var res CentralAdminResult
 	ctx = workflow.WithActivityOptions(ctx, workflow.ActivityOptions{
@@ -50,6 +65,11 @@ func CentralAdmin(ctx workflow.Context, in CentralAdminInput) (CentralAdminResul
 		var out activities.ListRegionsResult
 		err := workflow.ExecuteActivity(ctx, c.ListRegions).Get(ctx, &out)
 		res.Regions = out.Regions
+		return res, err
+	case "region-settings":
+		var out activities.RegionSettingsResult
+		err := workflow.ExecuteActivity(ctx, c.RegionSettings, activities.RegionSettingsInput{Region: in.Region}).Get(ctx, &out)
+		res.Settings = out.Settings
 		return res, err
 	}
 	return res, activities.ErrBadInput.New("unknown central listing "+in.Op, nil)

@@ -17,6 +17,7 @@ const (
 	NameRegisterRegion  = "RegisterRegion"
 	NameRegisterVersion = "RegisterVersion"
 	NamePowerTerminals  = "PowerTerminals"
+	NameConfigureRegion = "ConfigureRegion"
 )
 
 // QueryProgress is the query every long workflow answers with its progress.

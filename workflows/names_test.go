@@ -26,6 +26,7 @@ func TestNamesAreTheRegisteredFunctionNames(t *testing.T) {
 		NamePowerTerminals:  PowerTerminals,
 		NameUpdateImage:     UpdateImage,
 		NameUpdateTerminal:  UpdateTerminal,
+		NameConfigureRegion: ConfigureRegion,
 	} {
 		if got := sdkName(fn); got != name {
 			t.Errorf("workflow function %s is registered as %q, not %q", got, got, name)

@@ -33,6 +33,7 @@ func TestReplayHistories(t *testing.T) {
 			r.RegisterWorkflow(PowerTerminals)
 			r.RegisterWorkflow(UpdateImage)
 			r.RegisterWorkflow(UpdateTerminal)
+			r.RegisterWorkflow(ConfigureRegion)
 			b, err := os.ReadFile(f)
 			if err != nil {
 				t.Fatal(err)

@@ -189,33 +189,18 @@ func CentralService(ctx workflow.Context, in CentralServiceInput) error {
 	}); err != nil {
 		return err
 	}
-	var c *activities.Central
 	err := workflow.SetUpdateHandlerWithOptions(ctx, UpdateRead, func(ctx workflow.Context, req CentralAdminInput) (CentralAdminResult, error) {
-		var res CentralAdminResult
-		actx := workflow.WithActivityOptions(ctx, workflow.ActivityOptions{
-			StartToCloseTimeout: 30 * time.Second,
-			RetryPolicy:         &temporal.RetryPolicy{MaximumAttempts: 3},
-		})
-		switch req.Op {
-		case "images":
-			var out activities.ListImagesResult
-			err := workflow.ExecuteActivity(actx, c.ListImages).Get(ctx, &out)
-			res.Images = out.Images
-			return res, err
-		default: // "regions", as the validator checked
-			var out activities.ListRegionsResult
-			err := workflow.ExecuteActivity(actx, c.ListRegions).Get(ctx, &out)
-			for i, r := range out.Regions {
-				if rep, ok := reports[r.ID]; ok {
-					out.Regions[i].Capacity, out.Regions[i].Used = rep.Capacity, rep.Used
-				}
+		res, err := centralListing(ctx, req)
+		// The catalog knows where regions are; their reports, how full their stores are.
+		for i, r := range res.Regions {
+			if rep, ok := reports[r.ID]; ok {
+				res.Regions[i].Capacity, res.Regions[i].Used = rep.Capacity, rep.Used
 			}
-			res.Regions = out.Regions
-			return res, err
 		}
+		return res, err
 	}, workflow.UpdateHandlerOptions{Validator: func(_ workflow.Context, req CentralAdminInput) error {
-		if req.Op != "images" && req.Op != "regions" {
-			return activities.ErrBadInput.New(fmt.Sprintf("%q is not a central listing: images or regions", req.Op), nil)
+		if !slices.Contains(centralListings, req.Op) {
+			return activities.ErrBadInput.New(fmt.Sprintf("%q is not a central listing: %s", req.Op, strings.Join(centralListings, ", ")), nil)
 		}
 		return nil
 	}})

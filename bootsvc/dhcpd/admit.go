@@ -157,6 +157,34 @@ func newLimiter(perMACPerMinute, totalPerSecond int, now time.Time) *limiter {
 	}
 }
 
+// setRates changes the limits; buckets keep their tokens, capped at the new bursts.
+func (l *limiter) setRates(perMACPerMinute, totalPerSecond int) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.macRate, l.macBurst = float64(perMACPerMinute)/60, float64(perMACPerMinute)
+	l.totalRate, l.totalBurst = float64(totalPerSecond), 5*float64(totalPerSecond)
+	l.total.tokens = min(l.total.tokens, l.totalBurst)
+	for _, b := range l.macs {
+		b.tokens = min(b.tokens, l.macBurst)
+	}
+}
+
+// SetUnknownLimits changes Config.UnknownPerMAC and Config.UnknownTotal while the server runs
+// (zero: the defaults; negative values are ignored). Tokens already in the buckets stay, up
+// to the new bursts, so lowering a limit takes effect at once.
+func (s *Server) SetUnknownLimits(perMAC, total int) {
+	if perMAC < 0 || total < 0 {
+		return
+	}
+	if perMAC == 0 {
+		perMAC = DefaultUnknownPerMAC
+	}
+	if total == 0 {
+		total = DefaultUnknownTotal
+	}
+	s.limit.setRates(perMAC, total)
+}
+
 // empty reports whether mac's own bucket has no token left.
 func (l *limiter) empty(mac [6]byte, now time.Time) bool {
 	l.mu.Lock()

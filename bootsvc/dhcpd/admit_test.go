@@ -477,3 +477,44 @@ func TestProxyAnswersWhenTheInventoryFails(t *testing.T) {
 		t.Fatalf("inventory error not counted and logged: %+v\n%s", s.Stats(), logs.String())
 	}
 }
+
+func TestUnknownLimitsChangeWhileRunning(t *testing.T) {
+	var r recorder
+	s := newServer(t, proxyConfig(&r))
+	now := time.Date(2026, 9, 1, 8, 0, 0, 0, time.UTC)
+	s.now = func() time.Time { return now }
+	burst := func(m net.HardwareAddr) int {
+		n := 0
+		for range 100 {
+			if handle(t, s, discover(t, m, kinds[0].mods...)) != nil {
+				n++
+			}
+		}
+		return n
+	}
+	if got := burst(mac(2)); got != DefaultUnknownPerMAC {
+		t.Fatalf("before: %d answered, want %d", got, DefaultUnknownPerMAC)
+	}
+	// Lowered: a new MAC gets the new burst at once, and the overall bucket shrinks too.
+	s.SetUnknownLimits(3, 2)
+	if got := burst(mac(3)); got != 3 {
+		t.Fatalf("after lowering to 3 a minute: %d answered", got)
+	}
+	now = now.Add(time.Hour)
+	rnd := rand.New(rand.NewPCG(5, 6))
+	answered := 0
+	for range 200 {
+		if handle(t, s, discover(t, randomMAC(rnd), kinds[0].mods...)) != nil {
+			answered++
+		}
+	}
+	if answered != 5*2 {
+		t.Fatalf("invented MACs after lowering the total to 2 a second: %d answered, want the burst of 10", answered)
+	}
+	// Raised: a MAC's bucket refills to the new burst.
+	s.SetUnknownLimits(40, 20)
+	now = now.Add(time.Hour)
+	if got := burst(mac(4)); got != 40 {
+		t.Fatalf("after raising to 40 a minute: %d answered", got)
+	}
+}

@@ -1,0 +1,182 @@
+package settings
+
+import (
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestCheck(t *testing.T) {
+	for _, tc := range []struct {
+		name, key, value string
+		want             string // canonical value; empty: refused
+		wantErr          string // part of the error
+	}{
+		{"zone accepted", KeyTimezone, "Europe/Berlin", "Europe/Berlin", ""},
+		{"zone UTC accepted", KeyTimezone, "UTC", "UTC", ""},
+		{"zone trimmed", KeyTimezone, " America/New_York ", "America/New_York", ""},
+		{"zone unknown refused", KeyTimezone, "Mars/Olympus", "", "timezone: \"Mars/Olympus\" is not an IANA time zone"},
+		{"zone empty refused", KeyTimezone, "", "", "timezone: \"\" is not an IANA"},
+		{"zone Local refused", KeyTimezone, "Local", "", "timezone: \"Local\""},
+		{"zone path refused", KeyTimezone, "../../etc/passwd", "", "timezone:"},
+
+		{"wake timeout canonical", KeyWakeTimeout, "300s", "5m0s", ""},
+		{"wake timeout lower bound", KeyWakeTimeout, "10s", "10s", ""},
+		{"wake timeout upper bound", KeyWakeTimeout, "1h", "1h0m0s", ""},
+		{"wake timeout below", KeyWakeTimeout, "9s", "", "boot.wake_timeout: \"9s\" is not a duration between 10s and 1h"},
+		{"wake timeout above", KeyWakeTimeout, "61m", "", "boot.wake_timeout:"},
+		{"wake timeout not a duration", KeyWakeTimeout, "five", "", "boot.wake_timeout:"},
+		{"wake timeout without unit", KeyWakeTimeout, "300", "", "boot.wake_timeout:"},
+
+		{"claim quiet zero", KeyClaimQuiet, "0s", "0s", ""},
+		{"claim quiet upper bound", KeyClaimQuiet, "60m", "1h0m0s", ""},
+		{"claim quiet negative", KeyClaimQuiet, "-1s", "", "boot.claim_quiet: \"-1s\" is not a duration between 0s and 1h"},
+		{"claim quiet above", KeyClaimQuiet, "1h1s", "", "boot.claim_quiet:"},
+
+		{"per MAC lower bound", KeyDHCPUnknownPerMAC, "1", "1", ""},
+		{"per MAC upper bound", KeyDHCPUnknownPerMAC, "120", "120", ""},
+		{"per MAC leading zero", KeyDHCPUnknownPerMAC, "012", "12", ""},
+		{"per MAC zero", KeyDHCPUnknownPerMAC, "0", "", "boot.dhcp_unknown_per_mac: \"0\" is not a whole number between 1 and 120"},
+		{"per MAC above", KeyDHCPUnknownPerMAC, "121", "", "boot.dhcp_unknown_per_mac:"},
+		{"per MAC fraction", KeyDHCPUnknownPerMAC, "1.5", "", "boot.dhcp_unknown_per_mac:"},
+
+		{"total lower bound", KeyDHCPUnknownTotal, "1", "1", ""},
+		{"total upper bound", KeyDHCPUnknownTotal, "60", "60", ""},
+		{"total above", KeyDHCPUnknownTotal, "61", "", "boot.dhcp_unknown_total: \"61\" is not a whole number between 1 and 60"},
+		{"total negative", KeyDHCPUnknownTotal, "-3", "", "boot.dhcp_unknown_total:"},
+
+		{"high water", KeyStoreHighWater, "0.85", "0.85", ""},
+		{"high water lower bound", KeyStoreHighWater, "0.5", "0.5", ""},
+		{"high water upper bound", KeyStoreHighWater, "0.99", "0.99", ""},
+		{"high water canonical", KeyStoreHighWater, "0.900", "0.9", ""},
+		{"high water below", KeyStoreHighWater, "0.49", "", "store_high_water: \"0.49\" is not a fraction between 0.5 and 0.99"},
+		{"high water full", KeyStoreHighWater, "1", "", "store_high_water:"},
+		{"high water NaN", KeyStoreHighWater, "NaN", "", "store_high_water:"},
+		{"high water percent", KeyStoreHighWater, "90%", "", "store_high_water:"},
+
+		{"unknown key", "boot.dhcp", "full", "", "\"boot.dhcp\" is not a run-time setting: one of timezone, boot.wake_timeout"},
+		{"key too long", strings.Repeat("k", MaxKeyLen+1), "1", "", "at most 64"},
+		{"value too long", KeyTimezone, strings.Repeat("a", MaxValueLen+1), "", "timezone: a value of 129 bytes"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			got, err := Check(tc.key, tc.value)
+			if tc.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
+					t.Fatalf("Check(%q, %q) = %q, %v; want an error containing %q", tc.key, tc.value, got, err, tc.wantErr)
+				}
+				return
+			}
+			if err != nil || got != tc.want {
+				t.Fatalf("Check(%q, %q) = %q, %v; want %q", tc.key, tc.value, got, err, tc.want)
+			}
+		})
+	}
+}
+
+func TestDefaultsAreValidAndEverySettingRoundTrips(t *testing.T) {
+	d := Defaults()
+	for _, s := range All() {
+		if s.Description == "" || s.ConfigKey == "" || s.Bounds == "" {
+			t.Errorf("%s: missing description, config key or bounds", s.Key)
+		}
+		v := d.Get(s.Key)
+		canon, err := Check(s.Key, v)
+		if err != nil || canon != v {
+			t.Errorf("%s: default %q checks as %q, %v", s.Key, v, canon, err)
+		}
+	}
+}
+
+func TestLiveSourcesAndSet(t *testing.T) {
+	defaults := Defaults()
+	base := defaults
+	base.WakeTimeout = 2 * time.Minute // the configuration file's
+	base.DHCPUnknownTotal = 0          // a caller's zero: the default
+	l := NewLive(base, defaults)
+	if got := l.Values().DHCPUnknownTotal; got != 20 {
+		t.Fatalf("a zero base value became %d; want the default 20", got)
+	}
+	src := func(key string) string {
+		e, err := l.Get(key)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return e.Source.Kind
+	}
+	if src(KeyWakeTimeout) != SourceConfig || src(KeyClaimQuiet) != SourceDefault || src(KeyDHCPUnknownTotal) != SourceDefault {
+		t.Fatalf("sources: wake %s, quiet %s, total %s", src(KeyWakeTimeout), src(KeyClaimQuiet), src(KeyDHCPUnknownTotal))
+	}
+
+	var seen []Values
+	l.OnChange(func(v Values) { seen = append(seen, v) })
+	at := time.Date(2026, 12, 2, 20, 0, 0, 0, time.UTC)
+	e, err := l.Set(KeyWakeTimeout, "90s", Source{Kind: SourcePushed, By: "ana", At: at, Task: "config/r/boot.wake_timeout/x"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if e.Value != "1m30s" || e.Base != "2m0s" || e.Source.By != "ana" || !e.Source.At.Equal(at) {
+		t.Fatalf("Set returned %+v", e)
+	}
+	if l.WakeTimeout() != 90*time.Second || len(seen) != 1 || seen[0].WakeTimeout != 90*time.Second {
+		t.Fatalf("after Set: WakeTimeout %s, OnChange saw %v", l.WakeTimeout(), seen)
+	}
+
+	// A value that does not validate changes nothing and calls nobody.
+	if _, err := l.Set(KeyWakeTimeout, "2h", Source{Kind: SourcePushed}); err == nil {
+		t.Fatal("Set accepted 2h")
+	}
+	if l.WakeTimeout() != 90*time.Second || len(seen) != 1 {
+		t.Fatalf("a refused Set changed the value to %s or called OnChange (%d)", l.WakeTimeout(), len(seen))
+	}
+	// The same value again changes nothing to call about, and keeps the new source.
+	if _, err := l.Set(KeyWakeTimeout, "1m30s", Source{Kind: SourcePushed, By: "bo"}); err != nil {
+		t.Fatal(err)
+	}
+	if len(seen) != 1 {
+		t.Fatalf("OnChange called for an unchanged value")
+	}
+	if e, _ := l.Get(KeyWakeTimeout); e.Source.By != "bo" {
+		t.Fatalf("source after a second push: %+v", e.Source)
+	}
+
+	for key, want := range map[string]func() bool{
+		KeyTimezone:          func() bool { return l.Timezone() == "Asia/Tokyo" },
+		KeyClaimQuiet:        func() bool { return l.ClaimQuiet() == 5*time.Second },
+		KeyStoreHighWater:    func() bool { return l.StoreHighWater() == 0.75 },
+		KeyDHCPUnknownPerMAC: func() bool { return l.Values().DHCPUnknownPerMAC == 30 },
+		KeyDHCPUnknownTotal:  func() bool { return l.Values().DHCPUnknownTotal == 7 },
+	} {
+		value := map[string]string{KeyTimezone: "Asia/Tokyo", KeyClaimQuiet: "5s", KeyStoreHighWater: "0.75",
+			KeyDHCPUnknownPerMAC: "30", KeyDHCPUnknownTotal: "7"}[key]
+		if _, err := l.Set(key, value, Source{Kind: SourcePushed}); err != nil {
+			t.Fatal(err)
+		}
+		if !want() {
+			t.Errorf("%s=%s did not take effect: %+v", key, value, l.Values())
+		}
+	}
+	if n := len(l.All()); n != len(Keys()) {
+		t.Fatalf("All lists %d settings; want %d", n, len(Keys()))
+	}
+}
+
+// FuzzCheck: Check gets keys and values from the network (the CLI's arguments travel through
+// Temporal to the region); it must never panic, and what it accepts must check as itself.
+func FuzzCheck(f *testing.F) {
+	for _, s := range All() {
+		f.Add(s.Key, Defaults().Get(s.Key))
+	}
+	f.Add(KeyWakeTimeout, "-9223372036854775808ns")
+	f.Add(KeyStoreHighWater, "1e308")
+	f.Add(KeyTimezone, "Europe/../Berlin")
+	f.Fuzz(func(t *testing.T, key, value string) {
+		canon, err := Check(key, value)
+		if err != nil {
+			return
+		}
+		again, err := Check(key, canon)
+		if err != nil || again != canon {
+			t.Fatalf("Check(%q, %q) = %q, but that checks as %q, %v", key, value, canon, again, err)
+		}
+	})
+}
