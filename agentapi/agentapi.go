@@ -36,6 +36,7 @@ import (
 
 	"tms/agentwire"
 	"tms/internal/httpdeadline"
+	"tms/metrics"
 	"tms/state"
 	"tms/store"
 )
@@ -59,6 +60,8 @@ type Server struct {
 	// claiming the same boot shows itself first and the task fails instead (0: at once). A
 	// region whose boot service answers on a classroom network sets it (region.boot.claim_quiet).
 	Quiet time.Duration
+	// Metrics counts the chunks agents fetch and upload; nil counts nothing.
+	Metrics *metrics.Region
 
 	mu       sync.Mutex
 	boxes    map[string]*mailbox
