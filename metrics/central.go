@@ -27,7 +27,7 @@ type ClosedTask struct {
 type TaskSource interface {
 	// CountTasks counts the tasks of kind by state.
 	CountTasks(ctx context.Context, kind string) ([]TaskCount, error)
-	// ClosedTasks lists at most limit tasks that closed at or after since, oldest first.
+	// ClosedTasks lists at most limit tasks that closed at or after since, in any order.
 	ClosedTasks(ctx context.Context, since time.Time, limit int) ([]ClosedTask, error)
 }
 
