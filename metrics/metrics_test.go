@@ -52,7 +52,9 @@ func TestNilMetricsCountNothing(t *testing.T) {
 // counted as "other", routes by their pattern, and the scrape-time gauges.
 func TestRegionSeries(t *testing.T) {
 	m := metrics.NewRegion(metrics.RegionSources{
-		Terminals: func(context.Context) (metrics.Terminals, error) { return metrics.Terminals{Enrolled: 30, Online: 12}, nil },
+		Terminals: func(context.Context) (metrics.Terminals, error) {
+			return metrics.Terminals{Enrolled: 30, Online: 12}, nil
+		},
 		Store: func(context.Context) (metrics.StoreUsage, error) {
 			return metrics.StoreUsage{Used: 5 << 30, Capacity: 100 << 30}, nil
 		},
@@ -138,8 +140,10 @@ func TestRegionSeries(t *testing.T) {
 // and that the rest of the scrape stands.
 func TestRegionSourceFailure(t *testing.T) {
 	m := metrics.NewRegion(metrics.RegionSources{
-		Terminals: func(context.Context) (metrics.Terminals, error) { return metrics.Terminals{}, errors.New("database is locked") },
-		Store:     func(context.Context) (metrics.StoreUsage, error) { return metrics.StoreUsage{Used: 1}, nil },
+		Terminals: func(context.Context) (metrics.Terminals, error) {
+			return metrics.Terminals{}, errors.New("database is locked")
+		},
+		Store: func(context.Context) (metrics.StoreUsage, error) { return metrics.StoreUsage{Used: 1}, nil },
 	})
 	srv := httptest.NewServer(m.Handler())
 	defer srv.Close()
@@ -200,7 +204,9 @@ func TestCentralTasksAndDurations(t *testing.T) {
 	}}
 	m := metrics.NewCentral(metrics.CentralSources{Tasks: f, Kinds: []string{"capture", "deploy"}, Now: clock,
 		Regions: func(context.Context) (int64, error) { return 3, nil },
-		Relay:   func(context.Context) (metrics.StoreUsage, error) { return metrics.StoreUsage{Used: 42, Capacity: 1000}, nil }})
+		Relay: func(context.Context) (metrics.StoreUsage, error) {
+			return metrics.StoreUsage{Used: 42, Capacity: 1000}, nil
+		}})
 	srv := httptest.NewServer(m.Handler())
 	defer srv.Close()
 
