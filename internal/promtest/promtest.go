@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"
 	"github.com/prometheus/common/expfmt"
 )
@@ -97,4 +98,18 @@ func has(m *dto.Metric, labels []string) bool {
 		}
 	}
 	return true
+}
+
+// Gather reads g's families directly, without HTTP.
+func Gather(t testing.TB, g prometheus.Gatherer) Families {
+	t.Helper()
+	fs, err := g.Gather()
+	if err != nil {
+		t.Fatalf("gather: %v", err)
+	}
+	out := Families{}
+	for _, f := range fs {
+		out[f.GetName()] = f
+	}
+	return out
 }
