@@ -50,7 +50,9 @@ func TestServiceCountsDHCPAndTFTPRequests(t *testing.T) {
 	enrolled, stranger := "52:54:00:dd:00:01", "52:54:00:dd:00:02"
 	inv.Enroll(ctx, enrolled, "pc1")
 
-	value := func(name string, labels ...string) float64 { return promtest.Value(promtest.Gather(t, m.Registry()), name, labels...) }
+	value := func(name string, labels ...string) float64 {
+		return promtest.Value(promtest.Gather(t, m.Registry()), name, labels...)
+	}
 	// waitFor polls: the servers count after they answer, the client may read the answer first.
 	waitFor := func(name, result string, want float64) {
 		t.Helper()
