@@ -37,8 +37,7 @@ const (
 	ReasonHashMismatch = "hash_mismatch" // its bytes do not hash to its id
 	ReasonBadFrame     = "bad_frame"     // not a zstd frame, or it does not decompress
 	ReasonTooLarge     = "too_large"     // larger than a chunk may be
-	ReasonQuota        = "quota"         // past what the task may upload
-	ReasonNotWanted    = "not_wanted"    // not a chunk of the version the task works on
+	ReasonQuota        = "quota"         // past what the task may upload (a refused batch counts once)
 )
 
 // Results of a DHCP request.
@@ -49,7 +48,7 @@ const (
 	DHCPAdmitError  = "admit_error"  // the inventory could not say whether the MAC is admitted
 	DHCPOverloaded  = "overloaded"   // dropped: too many requests being answered at once
 	DHCPMalformed   = "malformed"    // not a BOOTREQUEST of an Ethernet client
-	DHCPIgnored     = "ignored"      // not for this server (not PXE in proxy mode, another segment's relay, a spoofed RELEASE)
+	DHCPIgnored     = "ignored"      // no answer due: a RELEASE or DECLINE, not PXE in proxy mode, another segment's relay, no address to offer
 	DHCPError       = "error"        // a lease could not be recorded
 )
 
@@ -66,7 +65,7 @@ const (
 var (
 	paths       = []string{PathPeer, PathRelay, PathAgent}
 	directions  = []string{In, Out}
-	reasons     = []string{ReasonHashMismatch, ReasonBadFrame, ReasonTooLarge, ReasonQuota, ReasonNotWanted}
+	reasons     = []string{ReasonHashMismatch, ReasonBadFrame, ReasonTooLarge, ReasonQuota}
 	dhcpResults = []string{DHCPAnswered, DHCPNotAdmitted, DHCPRateLimited, DHCPAdmitError, DHCPOverloaded, DHCPMalformed, DHCPIgnored, DHCPError}
 	tftpResults = []string{TFTPAnswered, TFTPProbe, TFTPNotAllowed, TFTPNotFound, TFTPWriteDenied, TFTPFailed}
 	statusClass = []string{"2xx", "3xx", "4xx", "5xx"}

@@ -59,7 +59,7 @@ func NewRegion(src RegionSources) *Region {
 		verified: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "tms_chunks_verified_total",
 			Help: "Chunks received, checked against their id and stored, by path."}, []string{"path"}),
 		refused: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "tms_chunks_refused_total",
-			Help: "Chunks received and refused, by path and reason (hash_mismatch, bad_frame, too_large, quota, not_wanted)."},
+			Help: "Chunks received and refused, by path and reason (hash_mismatch, bad_frame, too_large, quota)."},
 			[]string{"path", "reason"}),
 		dhcp: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "tms_dhcp_requests_total",
 			Help: "DHCP requests by result: answered, or why not (not_admitted, rate_limited, admit_error, overloaded, malformed, ignored, error)."},
