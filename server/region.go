@@ -1,8 +1,9 @@
 // Package server assembles tms's long-running servers from their parts: a region's server (its
 // inventory database, image store, HTTP or HTTPS service for agents and peers, with per-route
-// deadlines (Deadlines) and connection caps, and Temporal worker) and
-// central's (catalog database, relay storage and Temporal worker). `tms region`, `tms central`
-// and `tms dev` run them; tests start them in-process.
+// deadlines (Deadlines) and connection caps, its Prometheus metrics, and Temporal worker) and
+// central's (catalog database, relay storage, HTTP service for health checks and metrics
+// (CentralMux), and Temporal worker). `tms region`, `tms central` and `tms dev` run them; tests
+// start them in-process.
 //
 //	r, err := server.StartRegion(ctx, server.RegionOptions{ID: "lab-1", DataDir: dir, Client: c, CentralKey: pub})
 //	defer r.Stop(context.Background())
