@@ -17,6 +17,7 @@ import (
 	"go.temporal.io/sdk/activity"
 
 	"tms/manifest"
+	"tms/metrics"
 	"tms/signing"
 	"tms/state"
 	"tms/store"
@@ -231,6 +232,8 @@ type Region struct {
 	ReportInterval time.Duration
 	// Usage returns the bytes the region's store uses and may hold; nil: unknown.
 	Usage func(context.Context) (used, capacity int64, err error)
+	// Metrics counts the bytes and chunks the region's transfers move; nil counts nothing.
+	Metrics *metrics.Region
 }
 
 // PullInput asks a region to pull a version from a peer.
@@ -260,7 +263,7 @@ func (r *Region) PullFromPeer(ctx context.Context, in PullInput) (MoveResult, er
 		return MoveResult{}, ErrBadEndpoint.New(fmt.Sprintf("bad peer endpoint %q", in.Endpoint), err)
 	}
 	src := &transfer.HTTPSource{Base: base, Version: id, Grant: in.Grant, Client: r.HTTP}
-	return r.copy(ctx, src, r.Store, id)
+	return r.copy(ctx, src, r.Store, id, r.Metrics.Flow(metrics.PathPeer, metrics.In))
 }
 
 // RelayInput names a version to move through central's relay storage.
@@ -289,7 +292,7 @@ func (r *Region) PushToRelay(ctx context.Context, in RelayInput) (MoveResult, er
 	if err := transfer.Stage(ctx, r.Relay, v); err != nil {
 		return MoveResult{}, err
 	}
-	res, err := r.copy(ctx, transfer.StoreSource{S: r.Store}, r.Relay, id)
+	res, err := r.copy(ctx, transfer.StoreSource{S: r.Store}, r.Relay, id, r.Metrics.Flow(metrics.PathRelay, metrics.Out))
 	if err != nil {
 		return res, err
 	}
@@ -306,7 +309,7 @@ func (r *Region) PullFromRelay(ctx context.Context, in RelayInput) (MoveResult, 
 	if r.Relay == nil {
 		return MoveResult{}, ErrNoRelay.New("region "+r.ID+" has no relay storage configured", nil)
 	}
-	return r.copy(ctx, transfer.WaitingSource{S: r.Relay}, r.Store, id)
+	return r.copy(ctx, transfer.WaitingSource{S: r.Relay}, r.Store, id, r.Metrics.Flow(metrics.PathRelay, metrics.In))
 }
 
 func (r *Region) relayVersion(ctx context.Context, version string, from *store.Store) (manifest.ID, *store.Version, error) {
@@ -374,8 +377,8 @@ func (r *Region) checkSigned(ctx context.Context, v *store.Version) error {
 }
 
 // copy runs a transfer with heartbeats and turns data errors into non-retryable ones.
-func (r *Region) copy(ctx context.Context, src transfer.Source, dst *store.Store, id manifest.ID) (MoveResult, error) {
-	res, err := transfer.Copy(ctx, src, dst, id, transfer.Options{Progress: func(p transfer.Progress) {
+func (r *Region) copy(ctx context.Context, src transfer.Source, dst *store.Store, id manifest.ID, meter transfer.Meter) (MoveResult, error) {
+	res, err := transfer.Copy(ctx, src, dst, id, transfer.Options{Meter: meter, Progress: func(p transfer.Progress) {
 		if activity.IsActivity(ctx) {
 			activity.RecordHeartbeat(ctx, p)
 		}

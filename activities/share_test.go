@@ -18,7 +18,9 @@ import (
 
 	"tms/activities"
 	"tms/imageio"
+	"tms/internal/promtest"
 	"tms/manifest"
+	"tms/metrics"
 	"tms/signing"
 	"tms/store"
 	"tms/transfer"
@@ -71,7 +73,8 @@ func TestPullFromPeer(t *testing.T) {
 	var s testsuite.WorkflowTestSuite
 	env := s.NewTestActivityEnvironment()
 	env.RegisterActivity(central)
-	env.RegisterActivity(&activities.Region{ID: "region-b", Store: b})
+	mb := metrics.NewRegion(metrics.RegionSources{})
+	env.RegisterActivity(&activities.Region{ID: "region-b", Store: b, Metrics: mb})
 	val, err := env.ExecuteActivity(central.MintGrant, activities.GrantInput{Version: v.Version.ID.String(), Audience: "region-b", Server: "region-a"})
 	if err != nil {
 		t.Fatal(err)
@@ -91,6 +94,9 @@ func TestPullFromPeer(t *testing.T) {
 	}
 	if _, err := b.GetSignature(context.Background(), v.Version.ID); err != nil {
 		t.Fatalf("the pulled version came without its signature: %v", err)
+	}
+	if got := promtest.Value(promtest.Gather(t, mb.Registry()), "tms_transfer_bytes_total", "path", "peer", "direction", "in"); got != float64(mv.MovedBytes) {
+		t.Errorf("peer bytes in = %v, the pull moved %d", got, mv.MovedBytes)
 	}
 
 	// A grant for another version gets nothing, and the failure says why.
@@ -124,6 +130,7 @@ func TestRelayIsPipelined(t *testing.T) {
 	var r *activities.Region
 	in := activities.RelayInput{Version: v.Version.ID.String()}
 
+	ma, mb := metrics.NewRegion(metrics.RegionSources{}), metrics.NewRegion(metrics.RegionSources{})
 	var wg sync.WaitGroup
 	var pullErr error
 	var pulled activities.MoveResult
@@ -131,7 +138,7 @@ func TestRelayIsPipelined(t *testing.T) {
 	go func() {
 		defer wg.Done()
 		env := s.NewTestActivityEnvironment()
-		env.RegisterActivity(&activities.Region{ID: "region-b", Store: dst, Relay: relay})
+		env.RegisterActivity(&activities.Region{ID: "region-b", Store: dst, Relay: relay, Metrics: mb})
 		val, err := env.ExecuteActivity(r.PullFromRelay, in)
 		if pullErr = err; err == nil {
 			val.Get(&pulled)
@@ -139,10 +146,13 @@ func TestRelayIsPipelined(t *testing.T) {
 	}()
 	time.Sleep(300 * time.Millisecond) // the pull is waiting for the manifest now
 	env := s.NewTestActivityEnvironment()
-	env.RegisterActivity(&activities.Region{ID: "region-a", Store: src, Relay: relay})
-	if _, err := env.ExecuteActivity(r.PushToRelay, in); err != nil {
+	env.RegisterActivity(&activities.Region{ID: "region-a", Store: src, Relay: relay, Metrics: ma})
+	val, err := env.ExecuteActivity(r.PushToRelay, in)
+	if err != nil {
 		t.Fatal(err)
 	}
+	var pushed activities.MoveResult
+	val.Get(&pushed)
 	wg.Wait()
 	if pullErr != nil {
 		t.Fatal(pullErr)
@@ -155,6 +165,17 @@ func TestRelayIsPipelined(t *testing.T) {
 	}
 	if pulled.MovedBytes != v.Stats.StoredBytes {
 		t.Errorf("pulled %d bytes, the version stores %d", pulled.MovedBytes, v.Stats.StoredBytes)
+	}
+	// Each side counts its relay bytes: out of region-a, into region-b.
+	if got := promtest.Value(promtest.Gather(t, ma.Registry()), "tms_transfer_bytes_total", "path", "relay", "direction", "out"); got != float64(pushed.MovedBytes) || got == 0 {
+		t.Errorf("relay bytes out = %v, the push moved %d", got, pushed.MovedBytes)
+	}
+	fb := promtest.Gather(t, mb.Registry())
+	if got := promtest.Value(fb, "tms_transfer_bytes_total", "path", "relay", "direction", "in"); got != float64(pulled.MovedBytes) {
+		t.Errorf("relay bytes in = %v, the pull moved %d", got, pulled.MovedBytes)
+	}
+	if got := promtest.Value(fb, "tms_chunks_verified_total", "path", "relay"); got != float64(pulled.Moved) {
+		t.Errorf("relay chunks verified = %v, the pull moved %d", got, pulled.Moved)
 	}
 	if _, err := relay.Backend().Get(context.Background(), transfer.StagingKey(v.Version.ID)); err == nil {
 		t.Error("the staged manifest was left in the relay")

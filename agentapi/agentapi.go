@@ -36,6 +36,7 @@ import (
 
 	"tms/agentwire"
 	"tms/internal/httpdeadline"
+	"tms/metrics"
 	"tms/state"
 	"tms/store"
 )
@@ -62,6 +63,8 @@ type Server struct {
 	// QuietFunc, if set, is read for Quiet each time (the region's run-time setting
 	// boot.claim_quiet, which central may change while the region runs).
 	QuietFunc func() time.Duration
+	// Metrics counts the chunks agents fetch and upload; nil counts nothing.
+	Metrics *metrics.Region
 
 	mu       sync.Mutex
 	boxes    map[string]*mailbox

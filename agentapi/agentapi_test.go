@@ -18,8 +18,10 @@ import (
 	"tms/agent"
 	"tms/agentapi"
 	"tms/agentwire"
+	"tms/internal/promtest"
 	"tms/internal/storetest"
 	"tms/manifest"
+	"tms/metrics"
 	"tms/signing"
 	"tms/state"
 	"tms/store"
@@ -55,6 +57,14 @@ type region struct {
 	url   *url.URL
 	wait  *waiters
 	keys  map[string][]byte // agent keys by MAC
+	// metrics are the region's series the API counts into.
+	metrics *metrics.Region
+}
+
+// value reads one of the region's series (-1: absent).
+func (r *region) value(t testing.TB, name string, labels ...string) float64 {
+	t.Helper()
+	return promtest.Value(promtest.Gather(t, r.metrics.Registry()), name, labels...)
 }
 
 func newRegion(t testing.TB) *region {
@@ -69,8 +79,8 @@ func newRegion(t testing.TB) *region {
 	if err != nil {
 		t.Fatal(err)
 	}
-	r := &region{key: key, inv: inv, store: st, wait: &waiters{}, keys: map[string][]byte{}}
-	r.api = &agentapi.Server{Inventory: inv, Store: st, Waiters: r.wait}
+	r := &region{key: key, inv: inv, store: st, wait: &waiters{}, keys: map[string][]byte{}, metrics: metrics.NewRegion(metrics.RegionSources{})}
+	r.api = &agentapi.Server{Inventory: inv, Store: st, Waiters: r.wait, Metrics: r.metrics}
 	mux := http.NewServeMux()
 	r.api.Routes(mux)
 	r.srv = httptest.NewServer(mux)
@@ -219,6 +229,26 @@ func TestCaptureThenDeploy(t *testing.T) {
 	if storetest.FileSum(t, src) != storetest.FileSum(t, dst) {
 		t.Fatal("deployed disk differs from the captured one")
 	}
+	// The capture's chunks came in checked, the deploy's went out; none was refused.
+	stored, _ := r.store.GetStats(ctx, id)
+	if got := r.value(t, "tms_transfer_bytes_total", "path", "agent", "direction", "in"); got != float64(stored.AddedBytes) || got == 0 {
+		t.Errorf("agent bytes in = %v, the capture stored %d", got, stored.AddedBytes)
+	}
+	distinct := map[manifest.ID]bool{}
+	for _, c := range v.Manifest.Chunks {
+		if !c.IsZero() {
+			distinct[c] = true
+		}
+	}
+	if got := r.value(t, "tms_chunks_verified_total", "path", "agent"); got != float64(len(distinct)) || got == 0 {
+		t.Errorf("agent chunks verified = %v, the capture's version has %d", got, len(distinct))
+	}
+	if got := r.value(t, "tms_transfer_bytes_total", "path", "agent", "direction", "out"); got <= 0 {
+		t.Errorf("agent bytes out = %v after a deploy", got)
+	}
+	if got := r.value(t, "tms_chunks_refused_total"); got != 0 {
+		t.Errorf("refused %v chunks of a clean capture", got)
+	}
 }
 
 func TestDeployRefusesSmallDisk(t *testing.T) {
@@ -334,6 +364,17 @@ func TestUploadChecksChunksAndPublishNeedsThem(t *testing.T) {
 	if ok, _ := r.store.HasChunk(ctx, id); ok {
 		t.Fatal("a refused chunk was stored")
 	}
+	// Two chunks were refused (the cut batch holds none whole), the one of other data for its
+	// hash; a flipped byte may break the frame or only its content.
+	if got := r.value(t, "tms_chunks_refused_total", "path", "agent"); got != 2 {
+		t.Errorf("agent chunks refused = %v, want 2", got)
+	}
+	if got := r.value(t, "tms_chunks_refused_total", "path", "agent", "reason", "hash_mismatch"); got < 1 {
+		t.Errorf("agent chunks refused for their hash = %v, want at least 1", got)
+	}
+	if got := r.value(t, "tms_chunks_verified_total", "path", "agent"); got != 0 {
+		t.Errorf("agent chunks verified = %v before any good one came", got)
+	}
 	m := &manifest.Manifest{Format: manifest.Format, Hash: ti.Hash, DiskSize: 1 << 20, ChunkSize: ti.ChunkSize,
 		Meta: manifest.Meta{Name: "lab", Created: time.Now().UTC().Truncate(time.Second)}, Chunks: make([]manifest.ID, manifest.NumChunks(1<<20, ti.ChunkSize))}
 	m.Chunks[0] = id
@@ -348,6 +389,9 @@ func TestUploadChecksChunksAndPublishNeedsThem(t *testing.T) {
 	}
 	if err := c.Upload(ctx, agentwire.AppendBatch(nil, id, frame)); err != nil {
 		t.Fatal(err)
+	}
+	if got := r.value(t, "tms_chunks_verified_total", "path", "agent"); got != 1 {
+		t.Errorf("agent chunks verified = %v, want 1", got)
 	}
 	m.Meta.Name = "other"
 	enc, _ = manifest.Encode(m)

@@ -10,8 +10,10 @@ import (
 
 	"tms/agentwire"
 	"tms/manifest"
+	"tms/metrics"
 	"tms/state"
 	"tms/store"
+	"tms/transfer"
 )
 
 // captureTask authorizes a capture's request and returns its task, claim, description and the
@@ -85,6 +87,7 @@ func (s *Server) upload(w http.ResponseWriter, r *http.Request) {
 	used := s.uploaded[t.ID]
 	s.mu.Unlock()
 	if r.ContentLength > quota-used {
+		s.Metrics.ChunkRefused(metrics.PathAgent, metrics.ReasonQuota)
 		s.reply(w, r, nil, fail(http.StatusRequestEntityTooLarge, "task %s has uploaded %d bytes; a capture of a %d-byte disk may upload at most %d", t.ID, used, size, quota))
 		return
 	}
@@ -93,12 +96,15 @@ func (s *Server) upload(w http.ResponseWriter, r *http.Request) {
 	var n, bytes int64
 	var buf []byte
 	err = agentwire.ReadBatch(http.MaxBytesReader(w, r.Body, min(agentwire.MaxBatchBytes, quota-used)), func(id manifest.ID, frame []byte) error {
+		s.Metrics.AddBytes(metrics.PathAgent, metrics.In, int64(len(frame)))
 		data, err := s.Store.DecodeChunk(ti.Hash, id, frame, buf)
 		if err != nil {
+			s.Metrics.ChunkRefused(metrics.PathAgent, transfer.RefusalReason(err))
 			return fail(http.StatusBadRequest, "rejected: %v", err)
 		}
 		buf = data[:0]
 		if int64(len(data)) > ti.ChunkSize {
+			s.Metrics.ChunkRefused(metrics.PathAgent, metrics.ReasonTooLarge)
 			return fail(http.StatusBadRequest, "chunk %s holds %d bytes; this image's chunks hold at most %d", id.Short(), len(data), ti.ChunkSize)
 		}
 		n++
@@ -115,10 +121,14 @@ func (s *Server) upload(w http.ResponseWriter, r *http.Request) {
 		case errors.Is(err, agentwire.ErrBatch):
 			err = fail(http.StatusBadRequest, "%v", err)
 		case errors.As(err, &mbe):
+			s.Metrics.ChunkRefused(metrics.PathAgent, metrics.ReasonQuota)
 			err = fail(http.StatusRequestEntityTooLarge, "a chunk batch holds at most %d bytes, and task %s may upload %d more", agentwire.MaxBatchBytes, t.ID, quota-used)
 		}
 		s.reply(w, r, nil, err)
 		return
+	}
+	for range n {
+		s.Metrics.ChunkVerified(metrics.PathAgent)
 	}
 	s.mu.Lock()
 	if s.uploaded == nil {

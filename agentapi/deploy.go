@@ -7,6 +7,7 @@ import (
 
 	"tms/agentwire"
 	"tms/manifest"
+	"tms/metrics"
 	"tms/state"
 	"tms/store"
 )
@@ -83,7 +84,8 @@ func (s *Server) chunk(w http.ResponseWriter, r *http.Request) {
 	}
 	w.Header().Set("Content-Type", "application/zstd")
 	w.Header().Set("Content-Length", fmt.Sprint(len(frame)))
-	w.Write(frame)
+	n, _ := w.Write(frame)
+	s.Metrics.AddBytes(metrics.PathAgent, metrics.Out, int64(n))
 }
 
 // maxCachedVersions bounds the versions the API keeps read: a region deploys a few at a time,

@@ -15,6 +15,7 @@ import (
 	"tms/bootsvc/dhcpd"
 	"tms/bootsvc/tftpd"
 	"tms/config"
+	"tms/metrics"
 	"tms/state"
 	"tms/store"
 )
@@ -36,6 +37,8 @@ type ServiceOptions struct {
 	DHCPPort, ProxyPort, TFTPPort int
 	// ListenIP overrides where DHCP listens (tests on loopback).
 	ListenIP netip.Addr
+	// Metrics counts DHCP and TFTP requests by result; nil counts nothing.
+	Metrics *metrics.Region
 }
 
 // Service is a region's running boot service.
@@ -97,6 +100,9 @@ func StartService(ctx context.Context, o ServiceOptions) (*Service, error) {
 			Admit: enrolled(ctx, o.Inventory), Allow: st.DHCPAllow, AllowAll: st.DHCPAllowAll,
 			UnknownPerMAC: b.DHCPUnknownPerMAC, UnknownTotal: b.DHCPUnknownTotal,
 			ListenIP: o.ListenIP, Port: o.DHCPPort, ProxyPort: o.ProxyPort, Log: log.With("part", "dhcp")}
+		if o.Metrics != nil {
+			cfg.Meter = o.Metrics
+		}
 		if mode == dhcpd.ModeFull {
 			cfg.Pool = dhcpd.Pool{Start: st.PoolStart, End: st.PoolEnd}
 			cfg.Netmask = net.CIDRMask(st.Subnet.Bits(), 32)
@@ -112,6 +118,9 @@ func StartService(ctx context.Context, o ServiceOptions) (*Service, error) {
 		s.run(func() error { return d.Serve(ctx) })
 	}
 	t := &tftpd.Server{Dir: b.TFTPDir, Log: log.With("part", "tftp")}
+	if o.Metrics != nil {
+		t.Meter = o.Metrics
+	}
 	if filepath.Clean(b.TFTPDir) == tftpd.DefaultDir {
 		// Debian's ipxe.efi there is a symlink into /boot: without this, UEFI PCs get no iPXE.
 		t.LinkDirs = tftpd.DefaultLinkDirs

@@ -57,6 +57,7 @@ continues where it stopped.`,
 	f.StringVar(&o.DataDir, "data", "tms-dev", "directory for everything tms dev keeps")
 	f.IntVar(&o.TemporalPort, "temporal-port", 7233, "Temporal frontend port on 127.0.0.1 (-1: any free port)")
 	f.IntVar(&o.UIPort, "ui-port", 8233, "Temporal UI port on 127.0.0.1 (-1: any free port)")
+	f.IntVar(&o.CentralPort, "central-port", 8300, "central's HTTP port on 127.0.0.1: /healthz, /metrics (-1: any free port)")
 	f.IntVar(&o.RegionPortBase, "region-port", 8301, "HTTP port of the first region, the next ones follow (-1: any free ports)")
 	f.StringVar(&regions, "regions", "region-a,region-b", "region ids, comma-separated")
 	f.IntVar(&o.Terminals, "terminals", 3, "simulated terminals per region")
@@ -72,6 +73,7 @@ func (a *App) printDevEnv(env *devenv.Env, dataDir string) {
 	fmt.Fprintf(w, "  Temporal UI  http://%s\n", env.UIAddress())
 	fmt.Fprintf(w, "  central      catalog %s, relay store %s\n", filepath.Join(dataDir, "central", "catalog.db"), filepath.Join(dataDir, "central", "relay"))
 	fmt.Fprintf(w, "  %-12s signing key %s (key id %s)\n", "", filepath.Join(dataDir, "central.key"), env.CentralKey.ID())
+	fmt.Fprintf(w, "  %-12s metrics http://%s/metrics\n", "", env.Central.HTTPAddr())
 	for _, id := range env.RegionIDs {
 		r := env.Regions[id]
 		var names []string
@@ -80,7 +82,7 @@ func (a *App) printDevEnv(env *devenv.Env, dataDir string) {
 				names = append(names, t.Name)
 			}
 		}
-		fmt.Fprintf(w, "  %-12s %s, store %s\n", id, r.Endpoint(), r.Store)
+		fmt.Fprintf(w, "  %-12s %s, store %s, metrics %s\n", id, r.Endpoint(), r.Store, r.MetricsURL())
 		if len(names) > 0 {
 			fmt.Fprintf(w, "  %-12s terminals %s (group lab), disks in %s\n", "", strings.Join(names, ", "), filepath.Join(dataDir, id, "terminals"))
 		}

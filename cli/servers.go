@@ -2,11 +2,8 @@ package cli
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
-	"net"
-	"net/http"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -54,12 +51,13 @@ It refuses a Temporal connection with neither TLS (central.temporal.tls.*) nor a
 			}
 			defer tc.Close()
 			srv, err := server.StartCentral(ctx, server.CentralOptions{DataDir: cfg.Central.DataDir, Relay: relay, Key: key, Client: tc,
-				Namespace: cfg.Central.Temporal.Namespace, Log: log})
+				Namespace: cfg.Central.Temporal.Namespace, Log: log, Listen: cfg.Central.Listen.String()})
 			if err != nil {
 				return err
 			}
 			defer srv.Stop()
-			return serveHealth(ctx, cfg.Central.Listen.String(), log)
+			log.Info("central is running", "health", "http://"+srv.HTTPAddr()+"/healthz", "metrics", "http://"+srv.HTTPAddr()+"/metrics")
+			return srv.Wait(ctx)
 		},
 	}
 	f := c.Flags()
@@ -68,7 +66,7 @@ It refuses a Temporal connection with neither TLS (central.temporal.tls.*) nor a
 	f.Bool("central-temporal-insecure", false, "allow a plaintext Temporal connection without TLS or API key, on a network you trust (central.temporal.insecure)")
 	f.String("central-store", "", "relay store: a directory or s3://bucket/prefix (central.store)")
 	f.String("central-data-dir", "", "directory of the catalog database (central.data_dir)")
-	f.String("central-listen", "", "health-check HTTP address, ip:port (central.listen)")
+	f.String("central-listen", "", "HTTP address of /healthz and /metrics, ip:port (central.listen)")
 	f.String("central-signing-key-file", "", "central's ed25519 key file (central.signing_key_file)")
 	c.AddCommand(a.centralKeyCommands()...)
 	return c
@@ -124,9 +122,14 @@ It refuses a Temporal connection with neither TLS (region.temporal.tls.*) nor an
 			if rc.Endpoint != nil {
 				endpoint = rc.Endpoint.String()
 			}
+			metricsListen := ""
+			if rc.MetricsListen.IsValid() {
+				metricsListen = rc.MetricsListen.String()
+			}
 			srv, err := server.StartRegion(ctx, server.RegionOptions{ID: rc.ID, DataDir: rc.DataDir, Store: st, Relay: relay,
 				Listen: rc.Listen.String(), Endpoint: endpoint, HTTP: rc.HTTP, TLS: rc.TLS, Labels: rc.Labels, Timezone: rc.Zone(), CentralKey: centralKey, Client: tc, Log: log, Boot: rc.Boot,
-				Version: Version, ReportInterval: rc.ReportInterval, StoreHighWater: rc.StoreHighWater})
+				Version: Version, ReportInterval: rc.ReportInterval, StoreHighWater: rc.StoreHighWater,
+				MetricsListen: metricsListen})
 			if err != nil {
 				return err
 			}
@@ -148,6 +151,7 @@ It refuses a Temporal connection with neither TLS (region.temporal.tls.*) nor an
 	f.String("region-relay", "", "central's store as this region reaches it (region.relay)")
 	f.String("region-listen", "", "HTTP address for agents and peers, ip:port (region.listen)")
 	f.String("region-endpoint", "", "URL terminals and peers reach this server at (region.endpoint)")
+	f.String("region-metrics-listen", "", "serve GET /metrics on this ip:port instead of region.listen (region.metrics_listen)")
 	f.String("region-central-public-key", "", "central's public key, tms-ed25519:… or a file holding it (region.central_public_key)")
 	f.String("region-labels", "", "topology labels, like site=north,floor=2 (region.labels)")
 	return c
@@ -160,29 +164,4 @@ func (a *App) serverConfig(flags *pflag.FlagSet, role config.Role) (*config.Conf
 		return nil, nil, err
 	}
 	return cfg, slog.New(cfg.Log.NewHandler(a.Stderr)), nil
-}
-
-// serveHealth answers GET /healthz on addr until ctx ends.
-func serveHealth(ctx context.Context, addr string, log *slog.Logger) error {
-	ln, err := net.Listen("tcp", addr)
-	if err != nil {
-		return fmt.Errorf("central.listen: %w", err)
-	}
-	mux := http.NewServeMux()
-	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "ok") })
-	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
-	errc := make(chan error, 1)
-	go func() { errc <- srv.Serve(ln) }()
-	log.Info("central is running", "health", "http://"+ln.Addr().String()+"/healthz")
-	select {
-	case err := <-errc:
-		return err
-	case <-ctx.Done():
-	}
-	sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	if err := srv.Shutdown(sctx); err != nil && !errors.Is(err, http.ErrServerClosed) {
-		return err
-	}
-	return nil
 }

@@ -161,7 +161,7 @@ type Central struct {
 	// Store is the master image store: a directory or s3://bucket/prefix. Regions relay images
 	// through it when they cannot reach each other.
 	Store string `mapstructure:"store"`
-	// Listen is the address of central's HTTP service (health checks).
+	// Listen is the address of central's HTTP service (health checks, Prometheus metrics).
 	Listen netip.AddrPort `mapstructure:"listen"`
 	// DataDir holds central's catalog database.
 	DataDir string `mapstructure:"data_dir"`
@@ -188,6 +188,9 @@ type Region struct {
 	// Endpoint is the URL terminals and peer regions reach the HTTP service at; empty means
 	// http:// (https:// with TLS) and the listen address (which must then not be unspecified).
 	Endpoint *url.URL `mapstructure:"endpoint"`
+	// MetricsListen, if set, is where the region serves GET /metrics (Prometheus), plain HTTP,
+	// instead of on the HTTP service (region.listen): for admins who firewall it apart.
+	MetricsListen netip.AddrPort `mapstructure:"metrics_listen"`
 	// HTTP bounds the connections of the HTTP service.
 	HTTP RegionHTTP `mapstructure:"http"`
 	// TLS, when set, makes the HTTP service HTTPS.

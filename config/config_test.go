@@ -287,6 +287,7 @@ func TestEveryKeyFromEnvAndFlags(t *testing.T) {
 		"region.boot.wake_timeout":         "2m",
 		"region.report_interval":           "30s",
 		"region.boot.http_listen":          "10.0.5.2:8380",
+		"region.metrics_listen":            "10.0.0.2:9181",
 		"agent.region_url":                 "https://region:8081/api",
 		"agent.disk":                       "/dev/sda",
 		"agent.state_dir":                  "/var/agent",
@@ -307,6 +308,7 @@ func TestEveryKeyFromEnvAndFlags(t *testing.T) {
 			Store:            "/srv/region",
 			DataDir:          "/var/region",
 			Listen:           netip.MustParseAddrPort("10.0.0.2:81"),
+			MetricsListen:    netip.MustParseAddrPort("10.0.0.2:9181"),
 			Labels:           map[string]string{"site": "north"},
 			Endpoint:         &url.URL{Scheme: "https", Host: "10.0.0.2:81"},
 			HTTP:             RegionHTTP{MaxConnsPerIP: 12, MaxConns: 345},
@@ -625,6 +627,11 @@ func TestValidateNamesEveryKey(t *testing.T) {
 			c.Region.Endpoint.Scheme = "https"
 			c.Region.Boot = Boot{Enabled: true, Interface: "eth1", Address: "10.0.5.2", DHCP: "proxy", DHCPUnknownPerMAC: 12, DHCPUnknownTotal: 20, HTTPListen: "10.0.5.2"}
 		}, want: []string{"region.boot.http_listen"}},
+		{name: "region metrics listen apart", roles: all, change: func(c *Config) { c.Region.MetricsListen = netip.MustParseAddrPort("127.0.0.1:9181") }},
+		{name: "region metrics listen without a port", roles: all, change: func(c *Config) { c.Region.MetricsListen = netip.MustParseAddrPort("127.0.0.1:0") },
+			want: []string{"region.metrics_listen"}},
+		{name: "region metrics listen on region listen", roles: all, change: func(c *Config) { c.Region.MetricsListen = c.Region.Listen },
+			want: []string{"region.metrics_listen"}},
 		{name: "region relay", roles: all, change: func(c *Config) { c.Region.Relay = "gs://images" }, want: []string{"region.relay"}},
 		{name: "central data dir and key", roles: []Role{RoleCentral}, change: func(c *Config) { c.Central.DataDir = ""; c.Central.SigningKeyFile = "" }, want: []string{"central.data_dir", "central.signing_key_file"}},
 		{name: "central data dir and key, other roles", roles: []Role{RoleRegion, RoleAgent, RoleCLI}, change: func(c *Config) { c.Central.DataDir = ""; c.Central.SigningKeyFile = "" }},

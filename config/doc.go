@@ -37,7 +37,7 @@
 //	central.temporal.api_key                              secret
 //	central.temporal.insecure          false              allow plaintext without TLS or API key (the server refuses it otherwise)
 //	central.store                                         master image store: directory or s3://bucket/prefix
-//	central.listen                     [::]:8080          HTTP service (health checks), ip:port
+//	central.listen                     [::]:8080          HTTP service (health checks, /metrics), ip:port
 //	central.data_dir                   /var/lib/tms/central catalog database
 //	central.signing_key_file                              central's ed25519 key (tms central init); signs versions and grants
 //	region.id                                             like room-12: [a-z0-9][a-z0-9-]{0,62}
@@ -46,6 +46,7 @@
 //	region.data_dir                                       local state
 //	region.listen                      [::]:8081          HTTP service for agents and peers, ip:port
 //	region.endpoint                                       URL terminals and peers reach it at
+//	region.metrics_listen                                 ip:port serving GET /metrics apart; empty: on region.listen
 //	region.http.max_conns_per_ip       64                 connections one client address may keep open; 0: no cap
 //	region.http.max_conns              2048               connections open in all; 0: no cap
 //	region.tls.cert_file                                  PEM certificate (chain): the HTTP service becomes HTTPS

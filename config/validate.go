@@ -97,6 +97,13 @@ func (c *Config) Validate(role Role) error {
 	if role == RoleRegion && !r.Listen.IsValid() {
 		v.add("region.listen", "is required")
 	}
+	switch m := r.MetricsListen; {
+	case !m.IsValid():
+	case m.Port() == 0:
+		v.add("region.metrics_listen", fmt.Sprintf("%q has no port: use ip:port, like 10.0.0.2:9181", m))
+	case m == r.Listen:
+		v.add("region.metrics_listen", fmt.Sprintf("%s is region.listen: leave region.metrics_listen empty to serve /metrics there", m))
+	}
 	v.storeLocation("region.relay", r.Relay, false)
 	switch k := strings.TrimSpace(r.CentralPublicKey); {
 	case k == "" && role == RoleRegion:

@@ -22,6 +22,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -47,6 +48,11 @@ type Options struct {
 	Host string
 	// TemporalPort and UIPort: 0 means 7233 and 8233; -1 means any free port.
 	TemporalPort, UIPort int
+	// CentralPort is central's HTTP port (/healthz, /metrics): 0 means 8300; -1 means any free
+	// port.
+	CentralPort int
+	// CentralRoutes add routes to central's HTTP service (server.CentralMux).
+	CentralRoutes []func(*http.ServeMux)
 	// RegionPortBase is the first regional HTTP port (default 8301, one per region); -1 means
 	// any free ports.
 	RegionPortBase int
@@ -113,6 +119,12 @@ func (o *Options) defaults() {
 		o.UIPort = 8233
 	case -1:
 		o.UIPort = 0
+	}
+	switch o.CentralPort {
+	case 0:
+		o.CentralPort = 8300
+	case -1:
+		o.CentralPort = 0
 	}
 	if o.RegionPortBase == 0 {
 		o.RegionPortBase = 8301
@@ -184,7 +196,7 @@ func Start(ctx context.Context, o Options) (_ *Env, err error) {
 		return nil, err
 	}
 	e.Central, err = server.StartCentral(ctx, server.CentralOptions{DataDir: filepath.Join(o.DataDir, "central"), Relay: relay,
-		Key: key, Client: e.Client, Log: o.Log})
+		Key: key, Client: e.Client, Log: o.Log, Listen: net.JoinHostPort(o.Host, strconv.Itoa(o.CentralPort)), Routes: o.CentralRoutes})
 	if err != nil {
 		return nil, err
 	}

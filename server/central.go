@@ -5,17 +5,22 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
+	"net/http"
 	"os"
 	"path/filepath"
+	"time"
 
 	"go.temporal.io/sdk/client"
 	"go.temporal.io/sdk/worker"
 
 	"tms/activities"
+	"tms/metrics"
 	"tms/signing"
 	"tms/state"
 	"tms/store"
 	"tms/workers"
+	"tms/workflows"
 )
 
 // CentralOptions configure central's server.
@@ -31,14 +36,23 @@ type CentralOptions struct {
 	// registers the search attributes of tasks.
 	Namespace string
 	Log       *slog.Logger
+	// Listen is the address of central's HTTP service (central.listen: /healthz, /metrics);
+	// empty: none.
+	Listen string
+	// Routes add routes to central's HTTP service (see CentralMux).
+	Routes []func(*http.ServeMux)
 }
 
 // Central is a running central server.
 type Central struct {
 	Catalog *state.Catalog
 	Relay   *store.Store
+	Metrics *metrics.Central
 
 	worker worker.Worker
+	http   *http.Server // nil without an HTTP service
+	ln     net.Listener
+	served chan error
 }
 
 // StartCentral opens the catalog and starts central's worker.
@@ -55,26 +69,49 @@ func StartCentral(ctx context.Context, o CentralOptions) (_ *Central, err error)
 	if err := EnsureSearchAttributes(ctx, o.Client, o.Namespace); err != nil {
 		return nil, err
 	}
-	c := &Central{Relay: o.Relay}
+	c := &Central{Relay: o.Relay, served: make(chan error, 1)}
 	if c.Catalog, err = state.OpenCatalog(ctx, filepath.Join(o.DataDir, "catalog.db")); err != nil {
 		return nil, err
 	}
+	src := metrics.CentralSources{Tasks: temporalTasks{c: o.Client, namespace: o.Namespace}, Kinds: workflows.TaskKinds,
+		Regions: c.Catalog.CountRegions, Log: o.Log}
+	if o.Relay != nil {
+		src.Relay = func(ctx context.Context) (metrics.StoreUsage, error) {
+			u, err := o.Relay.Usage(ctx)
+			return metrics.StoreUsage{Used: u.Used, Capacity: u.Capacity}, err
+		}
+	}
+	c.Metrics = metrics.NewCentral(src)
+	if o.Listen != "" {
+		if err := c.serveHTTP(o.Listen, o.Routes); err != nil {
+			c.Catalog.Close()
+			return nil, err
+		}
+	}
 	c.worker = workers.NewCentral(o.Client, &activities.Central{Catalog: activities.StateCatalog{C: c.Catalog}, Key: o.Key})
 	if err := c.worker.Start(); err != nil {
-		c.Catalog.Close()
+		c.worker = nil
+		c.Stop()
 		return nil, fmt.Errorf("central worker: %w", err)
 	}
 	if o.Log != nil {
-		o.Log.Info("central server started", "catalog", filepath.Join(o.DataDir, "catalog.db"), "key", o.Key.Public().ID())
+		o.Log.Info("central server started", "catalog", filepath.Join(o.DataDir, "catalog.db"), "key", o.Key.Public().ID(),
+			"http", c.HTTPAddr())
 	}
 	return c, nil
 }
 
-// Stop stops the worker and closes the catalog.
+// Stop stops the worker and the HTTP service (within 5 s) and closes the catalog.
 func (c *Central) Stop() {
 	if c.worker != nil {
 		c.worker.Stop()
 		c.worker = nil
+	}
+	if c.http != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		c.http.Shutdown(ctx)
+		cancel()
+		c.http = nil
 	}
 	c.Catalog.Close()
 }

@@ -1,8 +1,9 @@
 // Package server assembles tms's long-running servers from their parts: a region's server (its
 // inventory database, image store, HTTP or HTTPS service for agents and peers, with per-route
-// deadlines (Deadlines) and connection caps, and Temporal worker) and
-// central's (catalog database, relay storage and Temporal worker). `tms region`, `tms central`
-// and `tms dev` run them; tests start them in-process.
+// deadlines (Deadlines) and connection caps, its Prometheus metrics, and Temporal worker) and
+// central's (catalog database, relay storage, HTTP service for health checks and metrics
+// (CentralMux), and Temporal worker). `tms region`, `tms central` and `tms dev` run them; tests
+// start them in-process.
 //
 //	r, err := server.StartRegion(ctx, server.RegionOptions{ID: "lab-1", DataDir: dir, Client: c, CentralKey: pub})
 //	defer r.Stop(context.Background())
@@ -31,6 +32,7 @@ import (
 	"tms/config"
 	"tms/internal/httpdeadline"
 	"tms/internal/netlimit"
+	"tms/metrics"
 	"tms/settings"
 	"tms/signing"
 	"tms/state"
@@ -89,7 +91,20 @@ type RegionOptions struct {
 	// StoreHighWater is the store's high-water mark, a fraction of its capacity
 	// (region.store_high_water; 0: the default, 0.9).
 	StoreHighWater float64
+	// MetricsListen, if set (region.metrics_listen), serves GET /metrics on a listener of its
+	// own, plain HTTP, instead of on the HTTP service: for admins who firewall it apart.
+	MetricsListen string
+	// HighWater is the store's high-water mark as a fraction of its capacity
+	// (region.store_high_water), read at each scrape; nil leaves tms_store_high_water_ratio out.
+	HighWater func() float64
+	// OnlineWithin is how recently a terminal must have shown up to count as online in the
+	// metrics (default DefaultOnlineWithin).
+	OnlineWithin time.Duration
 }
+
+// DefaultOnlineWithin is how recently a terminal must have shown up (its agent's command poll,
+// which comes at least every 30 s, a task request, a network boot) to count as online.
+const DefaultOnlineWithin = 2 * time.Minute
 
 // Region is a running region server.
 type Region struct {
@@ -101,6 +116,7 @@ type Region struct {
 	// Settings are the region's run-time settings: its configuration's values with central's
 	// pushes (tms region config set) applied over them.
 	Settings *settings.Live
+	Metrics  *metrics.Region
 
 	endpoint string
 	http     *http.Server
@@ -109,9 +125,12 @@ type Region struct {
 	// service is HTTPS (iPXE cannot check tms's CA); nil otherwise.
 	bootHTTP *http.Server
 	bootLn   net.Listener
-	worker   worker.Worker
-	served   chan error
-	log      *slog.Logger
+	// metricsHTTP serves /metrics on MetricsListen; nil when /metrics is on the HTTP service.
+	metricsHTTP *http.Server
+	metricsLn   net.Listener
+	worker      worker.Worker
+	served      chan error
+	log         *slog.Logger
 }
 
 // Endpoint is the URL of the region's HTTP service.
@@ -148,13 +167,18 @@ func StartRegion(ctx context.Context, o RegionOptions) (_ *Region, err error) {
 	if r.Inventory, err = state.OpenInventory(ctx, filepath.Join(o.DataDir, "inventory.db")); err != nil {
 		return nil, err
 	}
-	r.Agents = &agentapi.Server{Inventory: r.Inventory, Store: r.Store, Waiters: activities.AgentWaiters{Client: o.Client}, Log: log}
 	if r.Settings, err = loadSettings(ctx, o, r.Inventory, log); err != nil {
 		return nil, err
 	}
 	// The boot service starts with the effective values (central's pushes included).
 	live := r.Settings.Values()
 	o.Boot.DHCPUnknownPerMAC, o.Boot.DHCPUnknownTotal = live.DHCPUnknownPerMAC, live.DHCPUnknownTotal
+	if o.HighWater == nil {
+		o.HighWater = r.StoreHighWater
+	}
+	r.Metrics = regionMetrics(r.Inventory, r.Store, o, log)
+	r.Agents = &agentapi.Server{Inventory: r.Inventory, Store: r.Store, Waiters: activities.AgentWaiters{Client: o.Client}, Log: log,
+		Metrics: r.Metrics}
 
 	listen := o.Listen
 	if listen == "" {
@@ -189,8 +213,14 @@ func StartRegion(ctx context.Context, o RegionOptions) (_ *Region, err error) {
 			NextProtos: []string{"http/1.1"}})
 	}
 	mux := http.NewServeMux()
-	(&transfer.Handler{Store: r.Store, Region: o.ID, CentralKey: o.CentralKey, Log: log}).Routes(mux)
+	(&transfer.Handler{Store: r.Store, Region: o.ID, CentralKey: o.CentralKey, Log: log,
+		Meter: r.Metrics.Flow(metrics.PathPeer, metrics.Out)}).Routes(mux)
 	r.Agents.Routes(mux)
+	if o.MetricsListen == "" {
+		mux.Handle("GET /metrics", r.Metrics.Handler())
+	} else if err := r.serveMetrics(o.MetricsListen); err != nil {
+		return nil, fmt.Errorf("region %s: metrics (region.metrics_listen): %w", o.ID, err)
+	}
 	waker := o.Waker
 	// The terminals' segment, for power-on's refusals: validated with the config; a subnet
 	// that does not parse refuses nothing.
@@ -199,7 +229,8 @@ func StartRegion(ctx context.Context, o RegionOptions) (_ *Region, err error) {
 		segment = st.Subnet
 	}
 	if o.Boot.Enabled {
-		so := bootsvc.ServiceOptions{Boot: o.Boot, Inventory: r.Inventory, Claims: r.Agents, Endpoint: r.endpoint, DataDir: o.DataDir, Log: log.With("service", "boot")}
+		so := bootsvc.ServiceOptions{Boot: o.Boot, Inventory: r.Inventory, Claims: r.Agents, Endpoint: r.endpoint, DataDir: o.DataDir, Log: log.With("service", "boot"),
+			Metrics: r.Metrics}
 		bootMux := mux
 		if o.TLS.Enabled() {
 			// iPXE gets its script and the in-memory OS over plain HTTP on a listener of their
@@ -218,7 +249,7 @@ func StartRegion(ctx context.Context, o RegionOptions) (_ *Region, err error) {
 		}
 		r.Boot.Routes(bootMux)
 		if bootMux != mux {
-			r.bootHTTP = &http.Server{Handler: httpdeadline.Handler(bootMux, Deadlines(bootMux, o.HTTPIdle)), ReadHeaderTimeout: 10 * time.Second,
+			r.bootHTTP = &http.Server{Handler: httpdeadline.Handler(r.Metrics.Instrument(bootMux), Deadlines(bootMux, o.HTTPIdle)), ReadHeaderTimeout: 10 * time.Second,
 				IdleTimeout: 2 * time.Minute, ErrorLog: slog.NewLogLogger(log.With("service", "boot-http").Handler(), slog.LevelDebug)}
 			bootSrv, bootLn := r.bootHTTP, net.Listener(netlimit.Listen(r.bootLn, netlimit.Options{PerIP: o.HTTP.MaxConnsPerIP,
 				Total: o.HTTP.MaxConns, Log: log.With("service", "boot-http")}))
@@ -236,9 +267,9 @@ func StartRegion(ctx context.Context, o RegionOptions) (_ *Region, err error) {
 		r.Settings.OnChange(func(v settings.Values) { boot.SetDHCPLimits(v.DHCPUnknownPerMAC, v.DHCPUnknownTotal) })
 		waker = r.Boot.Waker
 	}
-	var h http.Handler = mux
+	h := r.Metrics.Instrument(mux)
 	if o.Wrap != nil {
-		h = o.Wrap(mux)
+		h = o.Wrap(h)
 	}
 	h = httpdeadline.Handler(h, Deadlines(mux, o.HTTPIdle))
 	// ReadHeaderTimeout also bounds the TLS handshake. No ReadTimeout or WriteTimeout: the
@@ -254,7 +285,7 @@ func StartRegion(ctx context.Context, o RegionOptions) (_ *Region, err error) {
 	r.worker = workers.NewRegion(o.Client, &activities.Region{ID: o.ID, Store: r.Store, Relay: o.Relay,
 		HTTP: &http.Client{Timeout: 5 * time.Minute}, CentralKey: o.CentralKey, Inventory: r.Inventory, Agents: r.Agents, Waker: waker,
 		Mailbox: r.Agents, Segment: segment, WakeTimeout: o.Boot.WakeTimeout, Version: o.Version, ReportInterval: o.ReportInterval,
-		Settings: r.Settings})
+		Settings: r.Settings, Metrics: r.Metrics, Usage: r.storeUsage})
 	if err := r.worker.Start(); err != nil {
 		return nil, fmt.Errorf("region %s: worker: %w", o.ID, err)
 	}
@@ -265,6 +296,56 @@ func StartRegion(ctx context.Context, o RegionOptions) (_ *Region, err error) {
 	}
 	log.Info("region server started", "endpoint", r.endpoint, "store", r.Store.String())
 	return r, nil
+}
+
+// MetricsURL is where the region serves its metrics: on the HTTP service, or on
+// region.metrics_listen.
+func (r *Region) MetricsURL() string {
+	if r.metricsLn != nil {
+		return "http://" + r.metricsLn.Addr().String() + "/metrics"
+	}
+	return r.endpoint + "/metrics"
+}
+
+// regionMetrics makes the region's series, reading its terminals and store at scrape time.
+func regionMetrics(inv *state.Inventory, st *store.Store, o RegionOptions, log *slog.Logger) *metrics.Region {
+	within := o.OnlineWithin
+	if within <= 0 {
+		within = DefaultOnlineWithin
+	}
+	return metrics.NewRegion(metrics.RegionSources{
+		Terminals: func(ctx context.Context) (metrics.Terminals, error) {
+			c, err := inv.CountTerminals(ctx, time.Now().Add(-within))
+			return metrics.Terminals{Enrolled: c.Enrolled, Online: c.Online}, err
+		},
+		Store: func(ctx context.Context) (metrics.StoreUsage, error) {
+			u, err := st.Usage(ctx)
+			return metrics.StoreUsage{Used: u.Used, Capacity: u.Capacity}, err
+		},
+		HighWater: o.HighWater,
+		Log:       log,
+	})
+}
+
+// serveMetrics serves GET /metrics alone on addr. The series hold no secret (see package
+// metrics), so it is plain HTTP without a token; an admin who wants it closed firewalls addr.
+func (r *Region) serveMetrics(addr string) error {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return err
+	}
+	r.metricsLn = ln
+	mux := http.NewServeMux()
+	mux.Handle("GET /metrics", r.Metrics.Handler())
+	r.metricsHTTP = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute,
+		ErrorLog: slog.NewLogLogger(r.log.With("service", "metrics").Handler(), slog.LevelDebug)}
+	srv := r.metricsHTTP
+	go func() {
+		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			r.served <- fmt.Errorf("metrics service: %w", err)
+		}
+	}()
+	return nil
 }
 
 // inClear reports whether a service listening on addr sends agent tokens where others can
@@ -326,6 +407,10 @@ func (r *Region) Stop(ctx context.Context) error {
 		err = errors.Join(err, r.bootHTTP.Shutdown(ctx))
 		r.bootHTTP = nil
 	}
+	if r.metricsHTTP != nil {
+		err = errors.Join(err, r.metricsHTTP.Shutdown(ctx))
+		r.metricsHTTP = nil
+	}
 	r.close()
 	return err
 }
@@ -340,6 +425,9 @@ func (r *Region) close() {
 	}
 	if r.bootLn != nil {
 		r.bootLn.Close()
+	}
+	if r.metricsLn != nil {
+		r.metricsLn.Close()
 	}
 	if r.Inventory != nil {
 		r.Inventory.Close()
@@ -416,4 +504,10 @@ func zone(tz string) string {
 		return tz
 	}
 	return config.LocalZone()
+}
+
+// storeUsage is the region's store's used bytes and capacity, for its status reports.
+func (r *Region) storeUsage(ctx context.Context) (used, capacity int64, err error) {
+	u, err := r.Store.Usage(ctx)
+	return u.Used, u.Capacity, err
 }

@@ -144,6 +144,15 @@ func (c *Catalog) GetRegion(ctx context.Context, id string) (Region, error) {
 	return r, err
 }
 
+// CountRegions counts the regions the catalog knows.
+func (c *Catalog) CountRegions(ctx context.Context) (int64, error) {
+	var n int64
+	if err := c.db.QueryRowContext(ctx, `SELECT COUNT(*) FROM regions`).Scan(&n); err != nil {
+		return 0, fmt.Errorf("counting regions: %w", err)
+	}
+	return n, nil
+}
+
 // ListRegions returns every region, by id.
 func (c *Catalog) ListRegions(ctx context.Context) ([]Region, error) {
 	rows, err := c.db.QueryContext(ctx, `SELECT `+regionCols+` FROM regions ORDER BY id`)

@@ -280,6 +280,26 @@ func (inv *Inventory) Terminals(ctx context.Context) ([]Terminal, error) {
 	return inv.terminals(ctx, `SELECT `+terminalCols+` FROM terminals ORDER BY enrolled DESC, name, mac`)
 }
 
+// TerminalCounts are how many terminals a region has enrolled, and how many of those showed up
+// recently.
+type TerminalCounts struct {
+	Enrolled int64
+	Online   int64 // enrolled and seen (a DHCP request, a script, an agent's call) since the time asked
+}
+
+// CountTerminals counts the enrolled terminals and those of them seen at or after since. It is
+// one aggregate over the (enrolled, last_seen) index, whatever the region's size: the metrics
+// run it on every scrape.
+func (inv *Inventory) CountTerminals(ctx context.Context, since time.Time) (TerminalCounts, error) {
+	var c TerminalCounts
+	err := inv.db.QueryRowContext(ctx, `SELECT COUNT(*), COALESCE(SUM(last_seen >= ?), 0) FROM terminals WHERE enrolled = 1`,
+		since.UTC().UnixNano()).Scan(&c.Enrolled, &c.Online)
+	if err != nil {
+		return TerminalCounts{}, fmt.Errorf("counting terminals: %w", err)
+	}
+	return c, nil
+}
+
 func (inv *Inventory) terminals(ctx context.Context, q string, args ...any) ([]Terminal, error) {
 	rows, err := inv.db.QueryContext(ctx, q, args...)
 	if err != nil {

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"net"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -291,5 +292,49 @@ func TestSeenRefusesBadInput(t *testing.T) {
 	}
 	if n := countUnknown(t, inv); n != 0 {
 		t.Errorf("%d terminals recorded from bad input", n)
+	}
+}
+
+// TestCountTerminals checks that only enrolled terminals count, and online only those seen
+// since the time asked, with 2,000 terminals counted well within a scrape's time.
+func TestCountTerminals(t *testing.T) {
+	ctx := context.Background()
+	inv := openInv(t)
+	now := time.Now()
+	const n = 2000
+	tx, err := inv.db.BeginTx(ctx, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range n {
+		seen := now.Add(-time.Hour)
+		if i%4 == 0 {
+			seen = now
+		}
+		if _, err := tx.ExecContext(ctx, `INSERT INTO terminals (mac, name, enrolled, last_seen) VALUES (?, ?, 1, ?)`,
+			net.HardwareAddr{2, 0, 0, 0, byte(i >> 8), byte(i)}.String(), "pc"+strconv.Itoa(i), seen.UTC().UnixNano()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := tx.Commit(); err != nil {
+		t.Fatal(err)
+	}
+	// Seen but not enrolled: counted in neither.
+	if err := inv.Seen(ctx, "52:54:00:00:00:01", "10.0.0.9", now); err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	c, err := inv.CountTerminals(ctx, now.Add(-time.Minute))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if took := time.Since(start); took > time.Second {
+		t.Errorf("counting %d terminals took %v", n, took)
+	}
+	if c != (TerminalCounts{Enrolled: n, Online: n / 4}) {
+		t.Fatalf("CountTerminals = %+v, want %d enrolled, %d online", c, n, n/4)
+	}
+	if c, _ := inv.CountTerminals(ctx, now.Add(time.Minute)); c.Online != 0 {
+		t.Fatalf("online since a minute from now: %d", c.Online)
 	}
 }

@@ -128,7 +128,7 @@ func (s *Store) DecodeChunk(h manifest.Hash, id manifest.ID, frame, buf []byte) 
 	}
 	if got := h.Sum(data); got != id {
 		return nil, &Error{Kind: ErrCorrupt, Store: s.b.String(), What: chunkWhat(id),
-			Err: fmt.Errorf("content hashes to %s", got.Short())}
+			Err: fmt.Errorf("content hashes to %s: %w", got.Short(), ErrHashMismatch)}
 	}
 	return data, nil
 }

@@ -15,6 +15,9 @@ var (
 	ErrCorrupt = errors.New("corrupt")
 	// ErrUnavailable: the store could not be asked (network, credentials, permissions, disk).
 	ErrUnavailable = errors.New("unavailable")
+	// ErrHashMismatch: a chunk's bytes decompress but do not hash to its id (it comes with
+	// ErrCorrupt; a frame that does not decompress is ErrCorrupt alone).
+	ErrHashMismatch = errors.New("hash mismatch")
 	// ErrBusy: a lock held by another process stands in the way.
 	ErrBusy = errors.New("busy")
 )

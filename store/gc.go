@@ -36,6 +36,7 @@ const expiredHoldKept = 24 * time.Hour
 // that needs it; it fails with ErrBusy while imports run. A manifest that cannot be read stops
 // it before anything is deleted: without it, GC cannot know what is still needed.
 func (s *Store) GC(ctx context.Context) (GCResult, error) {
+	defer s.changed()
 	var res GCResult
 	lock, err := s.LockExclusive(ctx, "garbage collection")
 	if err != nil {

@@ -63,6 +63,7 @@ type Store struct {
 	b     Backend
 	codec *Codec
 	log   *slog.Logger
+	usage usageCache
 }
 
 // New returns a store on b.
@@ -176,6 +177,7 @@ func (s *Store) PutVersion(ctx context.Context, encoded []byte, st Stats) (*Vers
 	if err := s.b.Put(ctx, manifestKey(id), encoded); err != nil {
 		return nil, err
 	}
+	s.changed()
 	return &Version{ID: id, Manifest: m, Encoded: encoded}, nil
 }
 
@@ -367,6 +369,7 @@ type Removed struct {
 // Chunks are freed by the next garbage collection. If a version it would delete is held (see
 // Hold), Remove deletes nothing and returns a *HeldError naming the holders.
 func (s *Store) Remove(ctx context.Context, ref manifest.Ref) (Removed, error) {
+	defer s.changed()
 	var out Removed
 	tags, err := s.Tags(ctx)
 	if err != nil {

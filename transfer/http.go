@@ -40,6 +40,9 @@ type Handler struct {
 	Log        *slog.Logger
 	// Now gives the time grants are checked against (default time.Now).
 	Now func() time.Time
+	// Meter, if set, counts the bytes of the chunks served (peer path, out); only Bytes is
+	// called.
+	Meter Meter
 
 	versions store.VersionCache // the versions peers pull and their chunks, the last few
 
@@ -209,7 +212,9 @@ func (h *Handler) chunk(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	w.Header().Set("Content-Type", "application/zstd")
-	w.Write(frame)
+	if n, _ := w.Write(frame); n > 0 && h.Meter != nil {
+		h.Meter.Bytes(int64(n))
+	}
 }
 
 // HTTPSource reads one version from a peer's Handler with a grant for it.

@@ -47,6 +47,17 @@ func peer(t *testing.T, src *store.Store, fault func(http.ResponseWriter, *http.
 	return u
 }
 
+// peerWithMeter serves store src over HTTP, counting the bytes it serves with m.
+func peerWithMeter(t *testing.T, src *store.Store, m transfer.Meter) *url.URL {
+	t.Helper()
+	mux := http.NewServeMux()
+	(&transfer.Handler{Store: src, Region: servingRegion, CentralKey: centralKey.Public(), Meter: m}).Routes(mux)
+	srv := httptest.NewServer(mux)
+	t.Cleanup(srv.Close)
+	u, _ := url.Parse(srv.URL)
+	return u
+}
+
 func grantFor(t *testing.T, v manifest.ID) string {
 	return centralKey.MintGrant(signing.Grant{Version: v, Audience: "region-b", Server: servingRegion, Expires: time.Now().Add(time.Minute)})
 }

@@ -85,7 +85,41 @@ type Options struct {
 	Progress func(Progress)
 	// Tag, if set, points NAME:TAG in the destination at the version once it is published.
 	Tag string
+	// Meter, if set, counts the chunks the copy fetches: their bytes, and each one kept or
+	// refused.
+	Meter Meter
 }
+
+// Meter counts chunks as they move (package metrics's Flow: one path and direction).
+type Meter interface {
+	// Bytes counts n bytes of chunk frames moved.
+	Bytes(n int64)
+	// Verified counts a chunk received that matched its id.
+	Verified()
+	// Refused counts a chunk received and refused, for reason (metrics.Reason*).
+	Refused(reason string)
+}
+
+// Reasons a chunk is refused, as Meter.Refused is told (the values of metrics.Reason*).
+const (
+	RefusedHashMismatch = "hash_mismatch"
+	RefusedBadFrame     = "bad_frame"
+)
+
+// RefusalReason says why DecodeChunk refused a chunk, for a Meter.
+func RefusalReason(err error) string {
+	if errors.Is(err, store.ErrHashMismatch) {
+		return RefusedHashMismatch
+	}
+	return RefusedBadFrame
+}
+
+// noMeter counts nothing.
+type noMeter struct{}
+
+func (noMeter) Bytes(int64)    {}
+func (noMeter) Verified()      {}
+func (noMeter) Refused(string) {}
 
 // Progress is a copy's position.
 type Progress struct {
@@ -163,6 +197,10 @@ func Copy(ctx context.Context, src Source, dst *store.Store, id manifest.ID, opt
 	}
 	res.Chunks = int64(len(ids))
 
+	meter := opts.Meter
+	if meter == nil {
+		meter = noMeter{}
+	}
 	w := dst.NewChunkWriter()
 	var staged, lastCommit atomic.Int64
 	lastCommit.Store(time.Now().UnixNano())
@@ -188,7 +226,7 @@ func Copy(ctx context.Context, src Source, dst *store.Store, id manifest.ID, opt
 	g.SetLimit(opts.Jobs)
 	for _, c := range ids {
 		g.Go(func() error {
-			moved, size, err := copyChunk(gctx, src, dst, w, v.Manifest.Hash, c)
+			moved, size, err := copyChunk(gctx, src, dst, w, v.Manifest.Hash, c, meter)
 			if err != nil {
 				return err
 			}
@@ -274,7 +312,7 @@ func CopySignature(ctx context.Context, src Source, dst *store.Store, id manifes
 
 // copyChunk moves one chunk if dst lacks it, checking it first. It reports whether it moved
 // the chunk and the chunk's stored size.
-func copyChunk(ctx context.Context, src Source, dst *store.Store, w *store.ChunkWriter, h manifest.Hash, id manifest.ID) (bool, int64, error) {
+func copyChunk(ctx context.Context, src Source, dst *store.Store, w *store.ChunkWriter, h manifest.Hash, id manifest.ID, meter Meter) (bool, int64, error) {
 	size, err := dst.StatChunk(ctx, id)
 	if err == nil {
 		return false, size, nil
@@ -286,9 +324,12 @@ func copyChunk(ctx context.Context, src Source, dst *store.Store, w *store.Chunk
 	if err != nil {
 		return false, 0, fmt.Errorf("chunk %s from %s: %w", id, src, err)
 	}
+	meter.Bytes(int64(len(frame)))
 	if _, err := dst.DecodeChunk(h, id, frame, nil); err != nil {
+		meter.Refused(RefusalReason(err))
 		return false, 0, fmt.Errorf("chunk %s from %s: %w: %w", id, src, ErrSourceCorrupt, err)
 	}
+	meter.Verified()
 	if err := w.PutRaw(ctx, id, frame); err != nil {
 		return false, 0, err
 	}

@@ -2,7 +2,6 @@ package workflows
 
 import (
 	"fmt"
-	"maps"
 	"slices"
 	"strings"
 	"time"
@@ -173,17 +172,25 @@ type CentralStatus struct {
 // "status" query with them, and answers the command line's "read" updates (images, regions)
 // from the catalog. Central's server starts it when it starts.
 func CentralService(ctx workflow.Context, in CentralServiceInput) error {
-	reports := map[string]activities.RegionSummary{}
-	for _, r := range in.Reports {
-		reports[r.Region] = r
+	// The reports, sorted by region (a slice: workflow code ranges over no map).
+	reports := slices.Clone(in.Reports)
+	slices.SortFunc(reports, func(a, b activities.RegionSummary) int { return strings.Compare(a.Region, b.Region) })
+	find := func(region string) (int, bool) {
+		return slices.BinarySearchFunc(reports, region, func(r activities.RegionSummary, id string) int { return strings.Compare(r.Region, id) })
 	}
-	sorted := func() []activities.RegionSummary {
-		out := make([]activities.RegionSummary, 0, len(reports))
-		for _, id := range slices.Sorted(maps.Keys(reports)) {
-			out = append(out, reports[id])
+	keep := func(rep activities.RegionSummary) {
+		if state.ValidateRegionID(rep.Region) != nil {
+			workflow.GetLogger(ctx).Warn("central's service workflow dropped a report from no valid region", "region", rep.Region)
+			return
 		}
-		return out
+		rep.Received = workflow.Now(ctx)
+		if i, ok := find(rep.Region); ok {
+			reports[i] = rep
+		} else {
+			reports = slices.Insert(reports, i, rep)
+		}
 	}
+	sorted := func() []activities.RegionSummary { return slices.Clone(reports) }
 	if err := workflow.SetQueryHandler(ctx, QueryStatus, func() (CentralStatus, error) {
 		return CentralStatus{Reports: sorted()}, nil
 	}); err != nil {
@@ -193,8 +200,8 @@ func CentralService(ctx workflow.Context, in CentralServiceInput) error {
 		res, err := centralListing(ctx, req)
 		// The catalog knows where regions are; their reports, how full their stores are.
 		for i, r := range res.Regions {
-			if rep, ok := reports[r.ID]; ok {
-				res.Regions[i].Capacity, res.Regions[i].Used = rep.Capacity, rep.Used
+			if j, ok := find(r.ID); ok {
+				res.Regions[i].Capacity, res.Regions[i].Used = reports[j].Capacity, reports[j].Used
 			}
 		}
 		return res, err
@@ -212,22 +219,14 @@ func CentralService(ctx workflow.Context, in CentralServiceInput) error {
 	for {
 		var rep activities.RegionSummary
 		ch.Receive(ctx, &rep)
-		if state.ValidateRegionID(rep.Region) != nil {
-			workflow.GetLogger(ctx).Warn("central's service workflow dropped a report from no valid region", "region", rep.Region)
-		} else {
-			rep.Received = workflow.Now(ctx)
-			reports[rep.Region] = rep
-		}
+		keep(rep)
 		if continueAsNew(ctx) {
 			if err := workflow.Await(ctx, func() bool { return workflow.AllHandlersFinished(ctx) }); err != nil {
 				return err
 			}
 			// Reports that arrived meanwhile are drained into the state carried over.
 			for ch.ReceiveAsync(&rep) {
-				if state.ValidateRegionID(rep.Region) == nil {
-					rep.Received = workflow.Now(ctx)
-					reports[rep.Region] = rep
-				}
+				keep(rep)
 			}
 			return workflow.NewContinueAsNewError(ctx, CentralService, CentralServiceInput{Reports: sorted()})
 		}

@@ -72,7 +72,8 @@ type admission int
 const (
 	admitted admission = iota // lease and answer as usual
 	unknown                   // not admitted, within the rate limits
-	dropped                   // not admitted and over a rate limit, or Admit failed: no answer
+	dropped                   // not admitted and over a rate limit: no answer
+	failed                    // full mode: Admit failed: no answer
 )
 
 // admit decides on mac. It asks Config.Admit only for MACs that the allow
@@ -99,7 +100,7 @@ func (s *Server) admit(mac net.HardwareAddr) admission {
 			s.counts.admitErrors.Add(1)
 			s.tally.note(s.log, now, tallyAdmitError, mac, err)
 			if s.cfg.Mode == ModeFull {
-				return dropped
+				return failed
 			}
 		}
 		if ok {

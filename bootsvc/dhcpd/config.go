@@ -119,6 +119,13 @@ type Config struct {
 	Port, ProxyPort int
 
 	Log *slog.Logger
+	// Meter, if set, counts requests by result (metrics.DHCP*): the region's metrics.
+	Meter Meter
+}
+
+// Meter counts DHCP requests by result (package metrics's Region).
+type Meter interface {
+	DHCPRequest(result string)
 }
 
 const (

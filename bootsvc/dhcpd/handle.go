@@ -12,6 +12,8 @@ import (
 
 	"github.com/insomniacslk/dhcp/dhcpv4"
 	"github.com/insomniacslk/dhcp/iana"
+
+	"tms/metrics"
 )
 
 // Server answers DHCP requests of terminals. Its methods are safe for
@@ -64,36 +66,58 @@ func New(cfg Config) (*Server, error) {
 // persisted; the reply is then nil, and the client's retry tries again.
 //
 // Handle never panics on what a network peer sends; FuzzHandle checks it.
+//
+// Config.Meter counts each request by its result (metrics.DHCP*).
 func (s *Server) Handle(req *dhcpv4.DHCPv4, from netip.Addr) (*dhcpv4.DHCPv4, error) {
+	reply, result, err := s.handle(req, from)
+	switch {
+	case err != nil:
+		result = metrics.DHCPError
+	case reply != nil:
+		result = metrics.DHCPAnswered
+	case result == "":
+		result = metrics.DHCPIgnored
+	}
+	if s.cfg.Meter != nil {
+		s.cfg.Meter.DHCPRequest(result)
+	}
+	return reply, err
+}
+
+// handle is Handle; when it gives no reply, the result says why, if it was a refusal.
+func (s *Server) handle(req *dhcpv4.DHCPv4, from netip.Addr) (*dhcpv4.DHCPv4, string, error) {
 	if req == nil || req.OpCode != dhcpv4.OpcodeBootRequest ||
 		req.HWType != iana.HWTypeEthernet || len(req.ClientHWAddr) != 6 {
-		return nil, nil
+		return nil, metrics.DHCPMalformed, nil
 	}
 	c := classify(req)
 	if s.cfg.Mode == ModeProxy {
 		if !c.pxe {
-			return nil, nil
+			return nil, "", nil
 		}
 		// proxyDHCP never gives an address, and a PC that is not
 		// enrolled gets a script that boots its own disk: answering it
 		// is harmless, and how admins find new PCs to enroll. Only the
 		// rate limits apply.
 		if s.admit(req.ClientHWAddr) == dropped {
-			return nil, nil
+			return nil, metrics.DHCPRateLimited, nil
 		}
-		return s.proxy(req, c), nil
+		return s.proxy(req, c), "", nil
 	}
 	if gw := addr(req.GatewayIPAddr); gw.IsValid() && !s.subnet.Contains(gw) {
-		return nil, nil // relayed from a segment this pool does not serve
+		return nil, "", nil // relayed from a segment this pool does not serve
 	}
 	switch s.admit(req.ClientHWAddr) {
 	case dropped:
-		return nil, nil
+		return nil, metrics.DHCPRateLimited, nil
+	case failed:
+		return nil, metrics.DHCPAdmitError, nil
 	case unknown:
 		s.refuse(req, c)
-		return nil, nil
+		return nil, metrics.DHCPNotAdmitted, nil
 	}
-	return s.full(req, c, from)
+	reply, err := s.full(req, c, from)
+	return reply, "", err
 }
 
 // refuse records a request of a MAC that is not admitted: no lease. A PXE

@@ -12,6 +12,8 @@ import (
 	"github.com/insomniacslk/dhcp/dhcpv4"
 	"github.com/insomniacslk/dhcp/dhcpv4/server4"
 	"golang.org/x/sync/errgroup"
+
+	"tms/metrics"
 )
 
 // maxInFlight bounds the requests handled at once; a flood beyond it is
@@ -98,6 +100,9 @@ func (s *Server) handler(sem chan struct{}) server4.Handler {
 			// A flood: count it, and log it with the refusals, at
 			// most once per refusalLogEvery.
 			s.counts.overloaded.Add(1)
+			if s.cfg.Meter != nil {
+				s.cfg.Meter.DHCPRequest(metrics.DHCPOverloaded)
+			}
 			s.tally.note(s.log, s.now(), tallyOverloaded, nil, nil)
 			return
 		}

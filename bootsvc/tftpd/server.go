@@ -18,6 +18,8 @@ import (
 	"github.com/pin/tftp/v3"
 	"golang.org/x/net/ipv4"
 	"golang.org/x/net/ipv6"
+
+	"tms/metrics"
 )
 
 const (
@@ -63,6 +65,13 @@ type Server struct {
 	Log *slog.Logger
 	// OnRead, if not nil, is called after a file was sent completely.
 	OnRead func(remote netip.AddrPort, name string, bytes int64)
+	// Meter, if not nil, counts requests by result (metrics.TFTP*): the region's metrics.
+	Meter Meter
+}
+
+// Meter counts TFTP requests by result (package metrics's Region).
+type Meter interface {
+	TFTPRequest(result string)
 }
 
 // ListenAndServe listens on the UDP address addr (":69" if empty) and calls Serve.
@@ -98,7 +107,7 @@ func (s *Server) Serve(ctx context.Context, conn net.PacketConn) error {
 		conn.Close()
 		return err
 	}
-	h := &handler{ctx: ctx, log: log, files: files, allowed: s.files(), onRead: s.OnRead}
+	h := &handler{ctx: ctx, log: log, files: files, allowed: s.files(), onRead: s.OnRead, meter: s.Meter}
 
 	ts := tftp.NewServer(h.read, h.write)
 	ts.SetTimeout(cmp.Or(s.Timeout, DefaultTimeout))
@@ -263,6 +272,13 @@ type handler struct {
 	files   map[string][]byte
 	allowed []string
 	onRead  func(netip.AddrPort, string, int64)
+	meter   Meter
+}
+
+func (h *handler) count(result string) {
+	if h.meter != nil {
+		h.meter.TFTPRequest(result)
+	}
 }
 
 var _ tftp.Hook = (*handler)(nil)
@@ -275,14 +291,17 @@ func (h *handler) read(filename string, rf io.ReaderFrom) error {
 	name, err := cleanName(filename, h.allowed)
 	switch {
 	case errors.Is(err, ErrNotAllowed):
+		h.count(metrics.TFTPNotAllowed)
 		log.Warn("tftp: refused read", "err", err)
 		return errNotFound
 	case err != nil:
+		h.count(metrics.TFTPNotAllowed)
 		log.Warn("tftp: refused read", "err", err)
 		return fmt.Errorf("%w: %w", errNotFound, err)
 	}
 	data, ok := h.files[name]
 	if !ok {
+		h.count(metrics.TFTPNotFound)
 		log.Warn("tftp: refused read", "err", "allow-listed but not present in the directory")
 		return errNotFound
 	}
@@ -293,12 +312,15 @@ func (h *handler) read(filename string, rf io.ReaderFrom) error {
 	n, err := rf.ReadFrom(&ctxReader{ctx: h.ctx, r: bytes.NewReader(data)})
 	if err != nil {
 		if sizeProbe(n, err) {
+			h.count(metrics.TFTPProbe)
 			log.Debug("tftp: size probe ended by the client", "err", err)
 			return err
 		}
+		h.count(metrics.TFTPFailed)
 		log.Warn("tftp: read failed", "bytes", n, "err", err)
 		return err
 	}
+	h.count(metrics.TFTPAnswered)
 	log.Info("tftp: sent", "bytes", n, "duration", time.Since(start).Round(time.Millisecond))
 	if h.onRead != nil {
 		h.onRead(remote, name, n)
@@ -321,6 +343,7 @@ func sizeProbe(n int64, err error) bool {
 
 // write refuses every write request (WRQ).
 func (h *handler) write(filename string, wt io.WriterTo) error {
+	h.count(metrics.TFTPWriteDenied)
 	h.log.Warn("tftp: refused write", "remote", remoteOf(wt).String(), "name", logName(filename))
 	return errReadOnly
 }
