@@ -177,3 +177,26 @@ func TestLimiter(t *testing.T) {
 		t.Fatal("idle keys were not forgotten")
 	}
 }
+
+func TestWorkerTokensRefresh(t *testing.T) {
+	k := mustKey(t)
+	now := t0
+	w := &WorkerTokens{Key: k, Name: "central", Life: time.Hour, Now: func() time.Time { return now }}
+	first, err := w.Token(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	now = t0.Add(39 * time.Minute)
+	if again, _ := w.Token(t.Context()); again != first {
+		t.Fatal("a fresh token before two thirds of the life passed")
+	}
+	now = t0.Add(41 * time.Minute)
+	next, _ := w.Token(t.Context())
+	if next == first {
+		t.Fatal("no fresh token with less than a third of the life left")
+	}
+	c, err := Verify(k.Public(), next, now)
+	if err != nil || c.Role != RoleWorker || c.Subject != "central" {
+		t.Fatalf("claims %+v, err %v", c, err)
+	}
+}
