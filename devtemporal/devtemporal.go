@@ -240,6 +240,18 @@ func Start(o Options) (*Server, error) {
 				o.Log.Error("temporal UI stopped", "err", err)
 			}
 		}()
+		// Return when the UI answers, so a caller may use it at once.
+		for deadline := time.Now().Add(15 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+			c, err := net.DialTimeout("tcp", s.uiAddr, time.Second)
+			if err == nil {
+				c.Close()
+				break
+			}
+			if time.Now().After(deadline) {
+				s.Stop()
+				return nil, fmt.Errorf("temporal UI: not listening on %s after 15s: %w", s.uiAddr, err)
+			}
+		}
 	}
 	return s, nil
 }

@@ -145,7 +145,7 @@ func taskOptions(id, region, kind, by string) client.StartWorkflowOptions {
 func refused(t *testing.T, err error, rule string) {
 	t.Helper()
 	var pd *serviceerror.PermissionDenied
-	if !errors.As(err, &pd) || !strings.Contains(err.Error(), rule) {
+	if !errors.As(err, &pd) || !strings.Contains(err.Error()+" "+pd.Reason, rule) {
 		t.Fatalf("err %v, want permission denied saying %q", err, rule)
 	}
 }
