@@ -2,16 +2,15 @@ package cli
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
-	"net"
-	"net/http"
 	"time"
 
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
 
+	"tms/auth"
+	"tms/centralapi"
 	"tms/config"
 	"tms/server"
 	"tms/signing"
@@ -48,7 +47,14 @@ It refuses a Temporal connection with neither TLS (central.temporal.tls.*) nor a
 			if err != nil {
 				return fmt.Errorf("central.store: %w", err)
 			}
-			tc, err := workers.Dial(ctx, cfg.Central.Temporal, log)
+			// Central's worker presents a short-lived worker token it mints itself, for a
+			// Temporal cluster with tms's authorizer (docs/security.md); an API key
+			// (central.temporal.api_key) is sent instead when one is configured.
+			var token func(context.Context) (string, error)
+			if cfg.Central.Temporal.APIKey == "" {
+				token = (&auth.WorkerTokens{Key: key, Name: "central"}).Token
+			}
+			tc, err := workers.DialToken(ctx, cfg.Central.Temporal, log, token)
 			if err != nil {
 				return err
 			}
@@ -59,7 +65,12 @@ It refuses a Temporal connection with neither TLS (central.temporal.tls.*) nor a
 				return err
 			}
 			defer srv.Stop()
-			return serveHealth(ctx, cfg.Central.Listen.String(), log)
+			web, err := centralapi.Listen(cfg.Central.Listen.String(), centralapi.New(centralapi.Options{Users: srv.Catalog, Key: key, Log: log}),
+				cfg.Central.TLS.CertFile, cfg.Central.TLS.KeyFile)
+			if err != nil {
+				return fmt.Errorf("central.listen: %w", err)
+			}
+			return web.Serve(ctx, log)
 		},
 	}
 	f := c.Flags()
@@ -68,7 +79,7 @@ It refuses a Temporal connection with neither TLS (central.temporal.tls.*) nor a
 	f.Bool("central-temporal-insecure", false, "allow a plaintext Temporal connection without TLS or API key, on a network you trust (central.temporal.insecure)")
 	f.String("central-store", "", "relay store: a directory or s3://bucket/prefix (central.store)")
 	f.String("central-data-dir", "", "directory of the catalog database (central.data_dir)")
-	f.String("central-listen", "", "health-check HTTP address, ip:port (central.listen)")
+	f.String("central-listen", "", "HTTP address for health checks, login and users, ip:port (central.listen)")
 	f.String("central-signing-key-file", "", "central's ed25519 key file (central.signing_key_file)")
 	c.AddCommand(a.centralKeyCommands()...)
 	return c
@@ -159,29 +170,4 @@ func (a *App) serverConfig(flags *pflag.FlagSet, role config.Role) (*config.Conf
 		return nil, nil, err
 	}
 	return cfg, slog.New(cfg.Log.NewHandler(a.Stderr)), nil
-}
-
-// serveHealth answers GET /healthz on addr until ctx ends.
-func serveHealth(ctx context.Context, addr string, log *slog.Logger) error {
-	ln, err := net.Listen("tcp", addr)
-	if err != nil {
-		return fmt.Errorf("central.listen: %w", err)
-	}
-	mux := http.NewServeMux()
-	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "ok") })
-	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
-	errc := make(chan error, 1)
-	go func() { errc <- srv.Serve(ln) }()
-	log.Info("central is running", "health", "http://"+ln.Addr().String()+"/healthz")
-	select {
-	case err := <-errc:
-		return err
-	case <-ctx.Done():
-	}
-	sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	if err := srv.Shutdown(sctx); err != nil && !errors.Is(err, http.ErrServerClosed) {
-		return err
-	}
-	return nil
 }

@@ -125,6 +125,10 @@ func DialToken(ctx context.Context, t config.Temporal, log *slog.Logger, token f
 		if t.APIKey != "" {
 			return nil, errors.New("temporal.api_key and a tms login or worker token cannot both be sent: unset temporal.api_key")
 		}
+		if t.Insecure && o.ConnectionOptions.TLS == nil {
+			// temporal.insecure: the admin trusts the network; the token goes in clear.
+			o.ConnectionOptions.TLSDisabled = true
+		}
 		Bearer(&o, token)
 	}
 	ctx, cancel := context.WithTimeout(ctx, DialTimeout)
