@@ -19,7 +19,7 @@ import (
 // again (stop), then one terminal changed and forgotten (full for it); `task show --json`
 // carries each terminal's decision and bytes.
 func TestUpdateCommand(t *testing.T) {
-	env, err := devenv.Start(context.Background(), devenv.Options{DataDir: t.TempDir(), TemporalPort: -1, UIPort: -1, RegionPortBase: -1,
+	env, err := devenv.Start(context.Background(), devenv.Options{DataDir: t.TempDir(), TemporalPort: -1, UIPort: -1, RegionPortBase: -1, CentralPort: -1,
 		Regions: []string{"region-a", "region-b"}, Terminals: 3, DiskSize: 16 << 20})
 	if err != nil {
 		t.Fatal(err)

@@ -30,7 +30,9 @@ import (
 	tlog "go.temporal.io/sdk/log"
 
 	"tms/agent"
+	"tms/auth/temporalauth"
 	"tms/bootsvc"
+	"tms/centralapi"
 	"tms/config"
 	"tms/devtemporal"
 	"tms/internal/sampledisk"
@@ -50,6 +52,14 @@ type Options struct {
 	// RegionPortBase is the first regional HTTP port (default 8301, one per region); -1 means
 	// any free ports.
 	RegionPortBase int
+	// CentralPort is central's HTTP service (login, users, health): 0 means 8300, -1 any free port.
+	CentralPort int
+	// Auth installs tms's authorizer on the Temporal frontend (package auth/temporalauth):
+	// every call then needs a token. Central's worker and each region's worker get worker
+	// tokens minted with central's key (a region's scoped to its own queues), and central gets
+	// a first admin, "admin", whose password is generated on the first start and kept in
+	// DataDir/admin-password (Env.AdminPassword). Without Auth, everyone may do everything.
+	Auth bool
 	// Regions are the region ids (default region-a and region-b).
 	Regions []string
 	// Terminals is the number of simulated terminals per region (default 3); -1 means none.
@@ -82,6 +92,17 @@ type Env struct {
 	Namespace string
 	// CentralKey is the public key of central's signing key (DataDir/central.key).
 	CentralKey signing.PublicKey
+	// CentralHTTP is central's HTTP service (login, users, health checks).
+	CentralHTTP *centralapi.Server
+	// AdminPassword is the first admin's password (Options.Auth), as DataDir/admin-password
+	// keeps it; AdminCreated says whether this start created the admin.
+	AdminPassword string
+	AdminCreated  bool
+
+	key          *signing.PrivateKey
+	stopHTTP     context.CancelFunc
+	httpDone     chan error
+	regionClient map[string]client.Client
 
 	cancelAgents context.CancelFunc
 	agents       sync.WaitGroup
@@ -112,6 +133,12 @@ func (o *Options) defaults() {
 	}
 	if o.RegionPortBase == 0 {
 		o.RegionPortBase = 8301
+	}
+	switch o.CentralPort {
+	case 0:
+		o.CentralPort = 8300
+	case -1:
+		o.CentralPort = 0
 	}
 	if len(o.Regions) == 0 {
 		o.Regions = []string{"region-a", "region-b"}
@@ -158,23 +185,28 @@ func Start(ctx context.Context, o Options) (_ *Env, err error) {
 		}
 	}()
 
-	e.Temporal, err = devtemporal.Start(devtemporal.Options{DataDir: filepath.Join(o.DataDir, "temporal"), Host: o.Host,
-		Port: o.TemporalPort, UIPort: o.UIPort, Log: o.Log, Level: o.TemporalLevel})
-	if err != nil {
-		return nil, err
-	}
-	e.Client, err = client.DialContext(ctx, client.Options{HostPort: e.Temporal.Address(), Namespace: e.Namespace,
-		Logger: newTemporalLogger(o.Log)})
-	if err != nil {
-		return nil, err
-	}
-	// Central's signing key: it signs the versions central registers and the grants it mints;
-	// the regions and the simulated terminals' agents get its public half.
+	// Central's signing key: it signs the versions central registers, the grants it mints and
+	// (with Auth) every token; the regions and the simulated terminals' agents get its public half.
 	key, err := signing.LoadOrCreateKeyFile(filepath.Join(o.DataDir, "central.key"))
 	if err != nil {
 		return nil, err
 	}
-	e.CentralKey = key.Public()
+	e.key, e.CentralKey = key, key.Public()
+	e.regionClient = map[string]client.Client{}
+	to := devtemporal.Options{DataDir: filepath.Join(o.DataDir, "temporal"), Host: o.Host,
+		Port: o.TemporalPort, UIPort: o.UIPort, Log: o.Log, Level: o.TemporalLevel}
+	if o.Auth {
+		a := temporalauth.New(temporalauth.Options{Key: key.Public(), Lookup: e.authLookup(), Log: o.Log})
+		to.Authorizer, to.ClaimMapper = a, a
+	}
+	e.Temporal, err = devtemporal.Start(to)
+	if err != nil {
+		return nil, err
+	}
+	e.Client, err = e.dial(ctx, "central", nil)
+	if err != nil {
+		return nil, err
+	}
 	relay, err := server.OpenDirStore(ctx, filepath.Join(o.DataDir, "central", "relay"))
 	if err != nil {
 		return nil, err
@@ -182,6 +214,9 @@ func Start(ctx context.Context, o Options) (_ *Env, err error) {
 	e.Central, err = server.StartCentral(ctx, server.CentralOptions{DataDir: filepath.Join(o.DataDir, "central"), Relay: relay,
 		Key: key, Client: e.Client, Log: o.Log})
 	if err != nil {
+		return nil, err
+	}
+	if err := e.startCentralHTTP(ctx); err != nil {
 		return nil, err
 	}
 	e.agentsCtx, e.cancelAgents = context.WithCancel(context.Background())
@@ -194,8 +229,18 @@ func Start(ctx context.Context, o Options) (_ *Env, err error) {
 		if o.RegionPortBase > 0 {
 			listen = fmt.Sprintf("%s:%d", o.Host, o.RegionPortBase+i)
 		}
+		rc := e.Client
+		if o.Auth {
+			// Each region's worker presents a token scoped to its own region, as a
+			// production region's (tms region token) is.
+			w := centralapi.RegionWorker(id)
+			if rc, err = e.dial(ctx, w.Subject, w.Regions); err != nil {
+				return nil, err
+			}
+			e.regionClient[id] = rc
+		}
 		r, err := server.StartRegion(ctx, server.RegionOptions{ID: id, DataDir: filepath.Join(o.DataDir, id), Relay: relay,
-			Listen: listen, Labels: map[string]string{"site": "dev"}, CentralKey: e.CentralKey, Client: e.Client, Log: o.Log,
+			Listen: listen, Labels: map[string]string{"site": "dev"}, CentralKey: e.CentralKey, Client: rc, Log: o.Log,
 			Waker: waker, Boot: config.Boot{Subnet: DevSegment}})
 		if err != nil {
 			return nil, err
@@ -456,8 +501,15 @@ func (e *Env) Stop() {
 	for _, id := range e.RegionIDs {
 		e.Regions[id].Stop(ctx)
 	}
+	if e.stopHTTP != nil {
+		e.stopHTTP()
+		<-e.httpDone
+	}
 	if e.Central != nil {
 		e.Central.Stop()
+	}
+	for _, c := range e.regionClient {
+		c.Close()
 	}
 	if e.Client != nil {
 		e.Client.Close()

@@ -24,7 +24,7 @@ import (
 
 func start(t *testing.T, dir string, regions ...string) *devenv.Env {
 	t.Helper()
-	env, err := devenv.Start(context.Background(), devenv.Options{DataDir: dir, TemporalPort: -1, UIPort: -1, RegionPortBase: -1,
+	env, err := devenv.Start(context.Background(), devenv.Options{DataDir: dir, TemporalPort: -1, UIPort: -1, RegionPortBase: -1, CentralPort: -1,
 		Regions: regions, Terminals: 3, DiskSize: 16 << 20})
 	if err != nil {
 		t.Fatal(err)

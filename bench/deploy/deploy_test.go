@@ -33,7 +33,7 @@ func BenchmarkDeploy(b *testing.B) {
 	}
 	defer os.RemoveAll(dir)
 	ctx := context.Background()
-	env, err := devenv.Start(ctx, devenv.Options{DataDir: dir, TemporalPort: -1, UIPort: -1, RegionPortBase: -1,
+	env, err := devenv.Start(ctx, devenv.Options{DataDir: dir, TemporalPort: -1, UIPort: -1, RegionPortBase: -1, CentralPort: -1,
 		Regions: []string{"region-a"}, Terminals: 2, DiskSize: size})
 	if err != nil {
 		b.Fatal(err)

@@ -32,7 +32,7 @@ func BenchmarkUpdate(b *testing.B) {
 	size := benchutil.DiskSize(b)
 	dir := benchutil.Dir(b)
 	ctx := context.Background()
-	env, err := devenv.Start(ctx, devenv.Options{DataDir: dir, TemporalPort: -1, UIPort: -1, RegionPortBase: -1,
+	env, err := devenv.Start(ctx, devenv.Options{DataDir: dir, TemporalPort: -1, UIPort: -1, RegionPortBase: -1, CentralPort: -1,
 		Regions: []string{"region-a"}, Terminals: 2, DiskSize: size})
 	if err != nil {
 		b.Fatal(err)

@@ -1,0 +1,89 @@
+package devenv
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"path/filepath"
+	"strconv"
+	"sync"
+	"time"
+
+	"go.temporal.io/api/workflowservice/v1"
+	"go.temporal.io/sdk/client"
+
+	"tms/auth"
+	"tms/auth/temporalauth"
+	"tms/centralapi"
+	"tms/workers"
+)
+
+// dial connects to the embedded Temporal as worker name (with Auth: with worker tokens minted
+// with central's key, scoped to regions if any).
+func (e *Env) dial(ctx context.Context, name string, regions []string) (client.Client, error) {
+	o := client.Options{HostPort: e.Temporal.Address(), Namespace: e.Namespace, Logger: newTemporalLogger(e.log)}
+	if e.opts.Auth {
+		workers.Bearer(&o, (&auth.WorkerTokens{Key: e.key, Name: name, Regions: regions}).Token)
+	}
+	return client.DialContext(ctx, o)
+}
+
+// authLookup is the authorizer's lookup of tasks' regions: a client of the embedded frontend
+// itself, dialed on first use (the server it asks is not running yet when the lookup is made).
+func (e *Env) authLookup() *temporalauth.FrontendLookup {
+	var (
+		mu  sync.Mutex
+		svc workflowservice.WorkflowServiceClient
+	)
+	return &temporalauth.FrontendLookup{Service: func() (workflowservice.WorkflowServiceClient, error) {
+		mu.Lock()
+		defer mu.Unlock()
+		if svc != nil {
+			return svc, nil
+		}
+		if e.Temporal == nil {
+			return nil, errors.New("the Temporal server is not running yet")
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		c, err := e.dial(ctx, "authorizer", nil)
+		if err != nil {
+			return nil, err
+		}
+		e.regionClient["\x00authorizer"] = c // closed with the others at Stop
+		svc = c.WorkflowService()
+		return svc, nil
+	}}
+}
+
+// startCentralHTTP serves central's HTTP API (login, users, health checks) and, with Auth,
+// makes sure the first admin exists.
+func (e *Env) startCentralHTTP(ctx context.Context) error {
+	if e.opts.Auth {
+		pw, created, err := centralapi.FirstAdmin(ctx, e.Central.Catalog, filepath.Join(e.opts.DataDir, "admin-password"), time.Now())
+		if err != nil {
+			return fmt.Errorf("first admin: %w", err)
+		}
+		e.AdminPassword, e.AdminCreated = pw, created
+	}
+	h := centralapi.New(centralapi.Options{Users: e.Central.Catalog, Key: e.key, Log: e.log})
+	srv, err := centralapi.Listen(net.JoinHostPort(e.opts.Host, strconv.Itoa(e.opts.CentralPort)), h, "", "")
+	if err != nil {
+		return fmt.Errorf("central's HTTP service: %w (is another tms dev running?)", err)
+	}
+	e.CentralHTTP = srv
+	sctx, cancel := context.WithCancel(context.Background())
+	e.stopHTTP, e.httpDone = cancel, make(chan error, 1)
+	go func() { e.httpDone <- srv.Serve(sctx, e.log) }()
+	return nil
+}
+
+// CentralURL is central's HTTP service, http://host:port.
+func (e *Env) CentralURL() string { return e.CentralHTTP.URL() }
+
+// Token mints a token for a user of the given role, as a login would (tests).
+func (e *Env) Token(user string, role auth.Role, regions ...string) (string, error) {
+	tok, _, err := auth.Mint(e.key, auth.Claims{Subject: user, Role: role, Regions: regions}, time.Now(), time.Hour)
+	return tok, err
+}
