@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
+	"go.temporal.io/api/serviceerror"
 	"golang.org/x/term"
 
 	"tms/activities"
@@ -33,6 +34,8 @@ var Version = "dev"
 // App holds what the commands talk to.
 type App struct {
 	Stdout, Stderr io.Writer
+	// Stdin is where --password-stdin reads (default os.Stdin).
+	Stdin io.Reader
 	// Env looks up environment variables (default os.LookupEnv).
 	Env func(string) (string, bool)
 	// Progress forces progress bars on or off; nil means "when stderr is a terminal".
@@ -80,6 +83,11 @@ func (a *App) Run(ctx context.Context, args []string) int {
 	err := cmd.ExecuteContext(ctx)
 	if err == nil {
 		return 0
+	}
+	// The authorizer's refusal says which rule refused in its reason, not its message.
+	var pd *serviceerror.PermissionDenied
+	if errors.As(err, &pd) && pd.Reason != "" && !strings.Contains(err.Error(), pd.Reason) {
+		err = fmt.Errorf("%w: %s", err, pd.Reason)
 	}
 	var ue usageError
 	switch {
@@ -137,10 +145,12 @@ func (a *App) Command() *cobra.Command {
 	// tms region runs a region's server; tms region ls lists the regions central knows.
 	region := a.regionCommand()
 	region.AddCommand(a.regionAdminCommand().Commands()...)
+	region.AddCommand(a.regionTokenCommand())
 	root.AddCommand(a.centralCommand(), region, a.terminalCommand(), a.groupCommand(), a.deployCommand(), a.taskCommand())
 	root.AddCommand(a.bootenvCommand())
 	root.AddCommand(a.powerCommand())
 	root.AddCommand(a.updateCommand())
+	root.AddCommand(a.loginCommand(), a.logoutCommand(), a.userCommand())
 	return root
 }
 
