@@ -232,7 +232,8 @@ operator, viewer: docs/security.md). The password goes to central only, over htt
 http to a loopback address (tms dev).`,
 		Args: exactArgs(1, "the user name"),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			u, err := a.centralURL(central, nil)
+			prev, _ := a.loadCredentials() // logging in again goes where the last login went
+			u, err := a.centralURL(central, prev)
 			if err != nil {
 				return err
 			}
@@ -266,7 +267,7 @@ http to a loopback address (tms dev).`,
 			return nil
 		},
 	}
-	c.Flags().StringVar(&central, "central", "", "central's HTTP service (default: cli.central_url from the config, else "+devCentral+", tms dev's)")
+	c.Flags().StringVar(&central, "central", "", "central's HTTP service (default: cli.central_url from the config, else the last login's, else "+devCentral+", tms dev's)")
 	c.Flags().BoolVar(&fromStdin, "password-stdin", false, "read the password from the first line of stdin")
 	return c
 }
