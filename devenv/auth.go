@@ -87,3 +87,6 @@ func (e *Env) Token(user string, role auth.Role, regions ...string) (string, err
 	tok, _, err := auth.Mint(e.key, auth.Claims{Subject: user, Role: role, Regions: regions}, time.Now(), time.Hour)
 	return tok, err
 }
+
+// Auth reports whether the environment runs with tms's authorizer (Options.Auth).
+func (e *Env) Auth() bool { return e.opts.Auth }
