@@ -119,7 +119,13 @@ func TestDecide(t *testing.T) {
 		{"viewer: changes inventory", vic, nil, ws + "UpdateWorkflowExecution", update(workflows.RegionServiceID("region-a"), workflows.UpdateChange), "viewer vic may only read, not UpdateWorkflowExecution"},
 		{"viewer: starts a task", vic, nil, ws + "StartWorkflowExecution", start("region-a", workflows.TaskDeploy, "vic", "region.region-a"), "viewer vic may only read, not StartWorkflowExecution"},
 		{"viewer: cancels", vic, nil, ws + "RequestCancelWorkflowExecution", &workflowservice.RequestCancelWorkflowExecutionRequest{WorkflowExecution: exec("deploy/region-a/x")}, "may only read"},
-		{"viewer: operator service", vic, nil, "/temporal.api.operatorservice.v1.OperatorService/ListSearchAttributes", nil, "administration is for admins"},
+		{"viewer: lists search attributes (the UI's filters)", vic, nil, "/temporal.api.operatorservice.v1.OperatorService/ListSearchAttributes", nil, ""},
+		{"viewer: adds search attributes", vic, nil, "/temporal.api.operatorservice.v1.OperatorService/AddSearchAttributes", nil, "administration is for admins"},
+		{"operator: deletes a namespace", alice, nil, "/temporal.api.operatorservice.v1.OperatorService/DeleteNamespace", nil, "administration is for admins"},
+		{"operator: update-with-start in a granted region", alice, nil, ws + "ExecuteMultiOperation", multi(start("region-a", workflows.TaskDeploy, "alice", "region.region-a"), "deploy/x"), ""},
+		{"operator: update-with-start in another region", alice, nil, ws + "ExecuteMultiOperation", multi(start("region-b", workflows.TaskDeploy, "alice", "region.region-b"), "deploy/x"), "not region-b"},
+		{"operator: update-with-start updating another workflow", alice, nil, ws + "ExecuteMultiOperation", multi(start("region-a", workflows.TaskDeploy, "alice", "region.region-a"), "deploy/region-b/x"), "must update the workflow it starts"},
+		{"operator: multi-operation without a start", alice, nil, ws + "ExecuteMultiOperation", &workflowservice.ExecuteMultiOperationRequest{}, "update-with-start only"},
 
 		{"operator: starts in a granted region", alice, nil, ws + "StartWorkflowExecution", start("region-a", workflows.TaskDeploy, "alice", "region.region-a"), ""},
 		{"operator: shares to a granted region on central's queue", alice, nil, ws + "StartWorkflowExecution", start("region-a", workflows.TaskShare, "alice", "central"), ""},
@@ -170,3 +176,36 @@ func TestQueueNames(t *testing.T) {
 		t.Fatal("auth's task queue names differ from activities'")
 	}
 }
+
+func multi(s *workflowservice.StartWorkflowExecutionRequest, updateID string) *workflowservice.ExecuteMultiOperationRequest {
+	return &workflowservice.ExecuteMultiOperationRequest{Operations: []*workflowservice.ExecuteMultiOperationRequest_Operation{
+		{Operation: &workflowservice.ExecuteMultiOperationRequest_Operation_StartWorkflow{StartWorkflow: s}},
+		{Operation: &workflowservice.ExecuteMultiOperationRequest_Operation_UpdateWorkflow{UpdateWorkflow: update(updateID, "x")}},
+	}}
+}
+
+// FuzzDecide: whatever the API name and search attributes, a viewer starts nothing and an
+// operator acts in region-a only.
+func FuzzDecide(f *testing.F) {
+	f.Add("/temporal.api.workflowservice.v1.WorkflowService/StartWorkflowExecution", `"region-a"`, `"deploy"`, `"alice"`, "region.region-a")
+	f.Add("/temporal.api.workflowservice.v1.WorkflowService/StartWorkflowExecution", `"region-b"`, `"deploy"`, `"alice"`, "region.region-b")
+	f.Add("/temporal.api.workflowservice.v1.WorkflowService/ListWorkflowExecutions", `["region-a"]`, `1`, `null`, "central")
+	f.Fuzz(func(t *testing.T, api, region, kind, by, queue string) {
+		raw := func(s string) *commonpb.Payload {
+			return &commonpb.Payload{Metadata: map[string][]byte{"encoding": []byte("json/plain")}, Data: []byte(s)}
+		}
+		req := &workflowservice.StartWorkflowExecutionRequest{TaskQueue: queue_(queue), SearchAttributes: &commonpb.SearchAttributes{IndexedFields: map[string]*commonpb.Payload{
+			workflows.AttrRegion.GetName(): raw(region), workflows.AttrKind.GetName(): raw(kind), workflows.AttrStartedBy.GetName(): raw(by)}}}
+		alice := &Claims{Subject: "alice", Role: RoleOperator, Regions: []string{"region-a"}}
+		d := Decide(context.Background(), alice, nil, Call{API: api, Request: req}, fakeLookup{})
+		if d.Allow && shortAPI(api) == "StartWorkflowExecution" && (KeywordAttr(req.SearchAttributes, "TmsRegion") != "region-a" || KeywordAttr(req.SearchAttributes, "TmsStartedBy") != "alice") {
+			t.Fatalf("operator alice allowed a start %q/%q/%q on %q", region, kind, by, queue)
+		}
+		vic := &Claims{Subject: "vic", Role: RoleViewer}
+		if d := Decide(context.Background(), vic, nil, Call{API: api, Request: req}, fakeLookup{}); d.Allow && shortAPI(api) == "StartWorkflowExecution" {
+			t.Fatalf("viewer allowed %s", api)
+		}
+	})
+}
+
+func queue_(name string) *taskqueuepb.TaskQueue { return &taskqueuepb.TaskQueue{Name: name} }
