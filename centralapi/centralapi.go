@@ -154,10 +154,8 @@ type LoginResponse struct {
 }
 
 func (h *Handler) login(w http.ResponseWriter, r *http.Request) {
-	now := h.o.Now()
 	addr := clientAddr(r)
-	if ok, wait := h.o.PerAddress.Allow(addr, now); !ok {
-		h.o.Log.Warn("login refused", "addr", addr, "rule", "too many attempts from this address")
+	if wait, ok := h.allowAddress(addr); !ok {
 		w.Header().Set("Retry-After", fmt.Sprint(int(wait.Seconds())+1))
 		writeError(w, http.StatusTooManyRequests, fmt.Sprintf("too many login attempts from %s: try again in %s", addr, wait.Round(time.Second)))
 		return
@@ -166,44 +164,72 @@ func (h *Handler) login(w http.ResponseWriter, r *http.Request) {
 	if !readJSON(w, r, &req) {
 		return
 	}
+	lr, code, err := h.checkLogin(r.Context(), req, addr)
+	if err != nil {
+		if code == http.StatusTooManyRequests {
+			w.Header().Set("Retry-After", "60")
+		}
+		writeError(w, code, err.Error())
+		return
+	}
+	writeJSON(w, http.StatusOK, lr)
+}
+
+func (h *Handler) allowAddress(addr string) (time.Duration, bool) {
+	ok, wait := h.o.PerAddress.Allow(addr, h.o.Now())
+	if !ok {
+		h.o.Log.Warn("login refused", "addr", addr, "rule", "too many attempts from this address")
+	}
+	return wait, ok
+}
+
+// Login checks a user's password for another front end (the Temporal UI's login page in tms
+// dev), with the same limits, log and answers as POST /v1/login; code is the HTTP status that
+// goes with err.
+func (h *Handler) Login(ctx context.Context, user, password, addr string) (LoginResponse, int, error) {
+	if wait, ok := h.allowAddress(addr); !ok {
+		return LoginResponse{}, http.StatusTooManyRequests, fmt.Errorf("too many login attempts from %s: try again in %s", addr, wait.Round(time.Second))
+	}
+	return h.checkLogin(ctx, LoginRequest{User: user, Password: password}, addr)
+}
+
+func (h *Handler) checkLogin(ctx context.Context, req LoginRequest, addr string) (LoginResponse, int, error) {
+	now := h.o.Now()
 	if auth.ValidateUserName(req.User) != nil || len(req.Password) > auth.MaxPasswordLen {
 		h.o.Log.Warn("login refused", "addr", addr, "user", clip(req.User), "rule", "bad user name or password length")
-		writeError(w, http.StatusUnauthorized, auth.ErrPassword.Error())
-		return
+		return LoginResponse{}, http.StatusUnauthorized, auth.ErrPassword
 	}
 	if ok, wait := h.o.PerUser.Allow(req.User, now); !ok {
 		h.o.Log.Warn("login refused", "addr", addr, "user", req.User, "rule", "too many attempts for this user")
-		w.Header().Set("Retry-After", fmt.Sprint(int(wait.Seconds())+1))
-		writeError(w, http.StatusTooManyRequests, fmt.Sprintf("too many login attempts for %s: try again in %s", req.User, wait.Round(time.Second)))
-		return
+		return LoginResponse{}, http.StatusTooManyRequests, fmt.Errorf("too many login attempts for %s: try again in %s", req.User, wait.Round(time.Second))
 	}
-	u, err := h.o.Users.User(r.Context(), req.User)
+	u, err := h.o.Users.User(ctx, req.User)
 	if errors.Is(err, store.ErrNotFound) {
 		auth.DummyCheck(req.Password)
 		h.o.Log.Warn("login refused", "addr", addr, "user", req.User, "rule", "no such user")
-		writeError(w, http.StatusUnauthorized, auth.ErrPassword.Error())
-		return
+		return LoginResponse{}, http.StatusUnauthorized, auth.ErrPassword
 	}
 	if err != nil {
-		h.internal(w, "login", err)
-		return
+		return LoginResponse{}, http.StatusInternalServerError, h.failed("login", err)
 	}
 	if err := auth.CheckPassword(u.PasswordHash, req.Password); err != nil {
 		if !errors.Is(err, auth.ErrPassword) {
-			h.internal(w, "login", err)
-			return
+			return LoginResponse{}, http.StatusInternalServerError, h.failed("login", err)
 		}
 		h.o.Log.Warn("login refused", "addr", addr, "user", req.User, "rule", "wrong password")
-		writeError(w, http.StatusUnauthorized, auth.ErrPassword.Error())
-		return
+		return LoginResponse{}, http.StatusUnauthorized, auth.ErrPassword
 	}
 	tok, c, err := auth.Mint(h.o.Key, auth.Claims{Subject: u.Name, Role: auth.Role(u.Role), Regions: u.Regions}, now, h.o.LoginLife)
 	if err != nil {
-		h.internal(w, "login", err)
-		return
+		return LoginResponse{}, http.StatusInternalServerError, h.failed("login", err)
 	}
 	h.o.Log.Info("login", "user", u.Name, "role", u.Role, "addr", addr, "token", c.ID, "expires", c.Expires)
-	writeJSON(w, http.StatusOK, LoginResponse{User: u.Name, Role: c.Role, Regions: c.Regions, Token: tok, Expires: c.Expires})
+	return LoginResponse{User: u.Name, Role: c.Role, Regions: c.Regions, Token: tok, Expires: c.Expires}, http.StatusOK, nil
+}
+
+func (h *Handler) failed(what string, err error) error {
+	h.o.Log.Error(what+" failed", "err", err)
+	return errors.New(what + " failed on central: see central's log")
 }
 
 func (h *Handler) internal(w http.ResponseWriter, what string, err error) {

@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/http"
+	"net/url"
 	"path/filepath"
 	"strconv"
 	"sync"
@@ -16,6 +18,7 @@ import (
 	"tms/auth"
 	"tms/auth/temporalauth"
 	"tms/centralapi"
+	"tms/uiproxy"
 	"tms/workers"
 )
 
@@ -68,6 +71,7 @@ func (e *Env) startCentralHTTP(ctx context.Context) error {
 		e.AdminPassword, e.AdminCreated = pw, created
 	}
 	h := centralapi.New(centralapi.Options{Users: e.Central.Catalog, Key: e.key, Log: e.log})
+	e.centralAPI = h
 	srv, err := centralapi.Listen(net.JoinHostPort(e.opts.Host, strconv.Itoa(e.opts.CentralPort)), h, "", "")
 	if err != nil {
 		return fmt.Errorf("central's HTTP service: %w (is another tms dev running?)", err)
@@ -90,3 +94,34 @@ func (e *Env) Token(user string, role auth.Role, regions ...string) (string, err
 
 // Auth reports whether the environment runs with tms's authorizer (Options.Auth).
 func (e *Env) Auth() bool { return e.opts.Auth }
+
+// startUIProxy serves the login page in front of the Temporal UI on the UI's port.
+func (e *Env) startUIProxy() error {
+	up, err := url.Parse("http://" + e.Temporal.UIAddress())
+	if err != nil {
+		return err
+	}
+	addr := net.JoinHostPort(e.opts.Host, strconv.Itoa(e.opts.UIPort))
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return fmt.Errorf("temporal UI login page: %w (is another tms dev running?)", err)
+	}
+	srv := &http.Server{Handler: uiproxy.New(uiproxy.Options{Upstream: up, Login: e.centralAPI, Log: e.log}), ReadHeaderTimeout: 10 * time.Second}
+	e.uiProxy = ln.Addr().String()
+	go srv.Serve(ln)
+	e.stopUI = func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		srv.Shutdown(ctx)
+	}
+	return nil
+}
+
+func freePort(host string) (int, error) {
+	l, err := net.Listen("tcp", net.JoinHostPort(host, "0"))
+	if err != nil {
+		return 0, err
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port, nil
+}

@@ -103,6 +103,9 @@ type Env struct {
 	stopHTTP     context.CancelFunc
 	httpDone     chan error
 	regionClient map[string]client.Client
+	uiProxy      string // the login page in front of the UI, host:port (Auth)
+	centralAPI   *centralapi.Handler
+	stopUI       func()
 
 	cancelAgents context.CancelFunc
 	agents       sync.WaitGroup
@@ -198,6 +201,13 @@ func Start(ctx context.Context, o Options) (_ *Env, err error) {
 	if o.Auth {
 		a := temporalauth.New(temporalauth.Options{Key: key.Public(), Lookup: e.authLookup(), Log: o.Log})
 		to.Authorizer, to.ClaimMapper = a, a
+		if o.UIPort != 0 {
+			// The UI moves to a port of its own; a login page in front of it takes its port
+			// (startUIProxy), for browsers, which cannot send a token.
+			if to.UIPort, err = freePort(o.Host); err != nil {
+				return nil, err
+			}
+		}
 	}
 	e.Temporal, err = devtemporal.Start(to)
 	if err != nil {
@@ -218,6 +228,11 @@ func Start(ctx context.Context, o Options) (_ *Env, err error) {
 	}
 	if err := e.startCentralHTTP(ctx); err != nil {
 		return nil, err
+	}
+	if o.Auth && o.UIPort != 0 {
+		if err := e.startUIProxy(); err != nil {
+			return nil, err
+		}
 	}
 	e.agentsCtx, e.cancelAgents = context.WithCancel(context.Background())
 	for i, id := range o.Regions {
@@ -258,7 +273,12 @@ func Start(ctx context.Context, o Options) (_ *Env, err error) {
 func (e *Env) TemporalAddress() string { return e.Temporal.Address() }
 
 // UIAddress is the Temporal UI's host:port.
-func (e *Env) UIAddress() string { return e.Temporal.UIAddress() }
+func (e *Env) UIAddress() string {
+	if e.uiProxy != "" {
+		return e.uiProxy
+	}
+	return e.Temporal.UIAddress()
+}
 
 // terminalPrefix names a region's terminals: "a" for region-a, the id itself otherwise.
 func terminalPrefix(region string) string {
@@ -500,6 +520,9 @@ func (e *Env) Stop() {
 	defer cancel()
 	for _, id := range e.RegionIDs {
 		e.Regions[id].Stop(ctx)
+	}
+	if e.stopUI != nil {
+		e.stopUI()
 	}
 	if e.stopHTTP != nil {
 		e.stopHTTP()
