@@ -51,7 +51,9 @@ type Options struct {
 	// PerUser and PerAddress bound login attempts (default: 5 at once, one more every minute
 	// per user name; 20 at once, one more every 10 seconds per client address).
 	PerUser, PerAddress *auth.Limiter
-	Now                 func() time.Time
+	// API bounds the other /v1 calls per client address (default 60 at once, 10 a second).
+	API *auth.Limiter
+	Now func() time.Time
 }
 
 // Handler serves central's HTTP API.
@@ -74,6 +76,9 @@ func New(o Options) *Handler {
 	if o.PerAddress == nil {
 		o.PerAddress = &auth.Limiter{Burst: 20, Every: 10 * time.Second}
 	}
+	if o.API == nil {
+		o.API = &auth.Limiter{Burst: 60, Every: 100 * time.Millisecond}
+	}
 	if o.Now == nil {
 		o.Now = time.Now
 	}
@@ -90,6 +95,14 @@ func New(o Options) *Handler {
 
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("Cache-Control", "no-store")
+	if strings.HasPrefix(r.URL.Path, "/v1/") && r.URL.Path != "/v1/login" {
+		if ok, wait := h.o.API.Allow(clientAddr(r), h.o.Now()); !ok {
+			h.o.Log.Warn("central API call refused", "addr", clientAddr(r), "path", r.URL.Path, "rule", "too many calls from this address")
+			w.Header().Set("Retry-After", fmt.Sprint(int(wait.Seconds())+1))
+			writeError(w, http.StatusTooManyRequests, "too many calls from "+clientAddr(r)+": slow down")
+			return
+		}
+	}
 	h.mux.ServeHTTP(w, r)
 }
 

@@ -249,3 +249,14 @@ func FuzzLogin(f *testing.F) {
 		}
 	})
 }
+
+func TestAPIRateLimit(t *testing.T) {
+	f := newFixture(t, Options{API: &auth.Limiter{Burst: 2, Every: time.Hour}})
+	for i, want := range []int{401, 401, 429} {
+		if code, body := f.do(t, "GET", "/v1/users", "", nil); code != want {
+			t.Fatalf("call %d: %d %s, want %d", i+1, code, body, want)
+		}
+	}
+	// Logins have limits of their own.
+	f.login(t, "admin", f.admin)
+}

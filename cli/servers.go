@@ -65,6 +65,9 @@ It refuses a Temporal connection with neither TLS (central.temporal.tls.*) nor a
 				return err
 			}
 			defer srv.Stop()
+			if !cfg.Central.TLS.Enabled() && !cfg.Central.Listen.Addr().IsLoopback() {
+				log.Warn("central's HTTP service is plain http off loopback: tms login refuses to send passwords to it; set central.tls.cert_file and key_file", "listen", cfg.Central.Listen.String())
+			}
 			web, err := centralapi.Listen(cfg.Central.Listen.String(), centralapi.New(centralapi.Options{Users: srv.Catalog, Key: key, Log: log}),
 				cfg.Central.TLS.CertFile, cfg.Central.TLS.KeyFile)
 			if err != nil {
