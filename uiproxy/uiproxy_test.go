@@ -114,3 +114,27 @@ func TestLoginPageAddsTheHeader(t *testing.T) {
 }
 
 func mustURL(s string) *url.URL { u, _ := url.Parse(s); return u }
+
+type refuseAll struct{}
+
+func (refuseAll) Login(context.Context, string, string, string) (centralapi.LoginResponse, int, error) {
+	return centralapi.LoginResponse{}, http.StatusUnauthorized, auth.ErrPassword
+}
+
+// FuzzLoginForm: whatever the form, a refused login sets no cookie and forwards nothing.
+func FuzzLoginForm(f *testing.F) {
+	u, _ := url.Parse("http://127.0.0.1:1")
+	h := New(Options{Upstream: u, Login: refuseAll{}})
+	for _, s := range []string{"user=admin&password=x", "", "%zz", "user=" + strings.Repeat("a", 9000), "a=b;c=d&&&="} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, body string) {
+		req := httptest.NewRequest("POST", "/tms-login", strings.NewReader(body))
+		req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+		w := httptest.NewRecorder()
+		h.ServeHTTP(w, req)
+		if w.Code < 400 || len(w.Result().Cookies()) > 0 {
+			t.Fatalf("%q: %d, cookies %v", body, w.Code, w.Result().Cookies())
+		}
+	})
+}

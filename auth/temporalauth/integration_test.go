@@ -197,6 +197,12 @@ func TestAuthorizerOnARealServer(t *testing.T) {
 	_, err = vic.ExecuteWorkflow(ctx, taskOptions("deploy/region-a/vic", "region-a", workflows.TaskDeploy, "vic"), "Deploy")
 	refused(t, err, "viewer vic may only read, not StartWorkflowExecution")
 	refused(t, vic.TerminateWorkflow(ctx, "deploy/region-b/admin", "", "x"), "viewer vic may only read")
+	_, err = vic.SignalWithStartWorkflow(ctx, "deploy/region-a/vic2", "go", nil, taskOptions("deploy/region-a/vic2", "region-a", workflows.TaskDeploy, "vic"), "Deploy")
+	refused(t, err, "viewer vic may only read, not SignalWithStartWorkflowExecution")
+	vtags := workflows.TaskTags{Region: "region-a", Kind: workflows.TaskDeploy, StartedBy: "schedule:vic"}
+	_, err = vic.ScheduleClient().Create(ctx, client.ScheduleOptions{ID: "vic", Spec: client.ScheduleSpec{},
+		Action: &client.ScheduleWorkflowAction{ID: "deploy/region-a/vic3", Workflow: "Deploy", TaskQueue: activities.RegionQueue("region-a"), TypedSearchAttributes: vtags.StartAttributes()}})
+	refused(t, err, "viewer vic may only read, not CreateSchedule")
 
 	// Tokens that must not pass.
 	other, _ := signing.GenerateKey()
