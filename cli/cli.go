@@ -87,7 +87,13 @@ func (a *App) Run(ctx context.Context, args []string) int {
 	// The authorizer's refusal says which rule refused in its reason, not its message.
 	var pd *serviceerror.PermissionDenied
 	if errors.As(err, &pd) && pd.Reason != "" && !strings.Contains(err.Error(), pd.Reason) {
-		err = fmt.Errorf("%w: %s", err, pd.Reason)
+		msg := err.Error()
+		if i := strings.LastIndex(msg, pd.Message); i >= 0 && pd.Message != "" {
+			msg = msg[:i] + "refused: " + pd.Reason + msg[i+len(pd.Message):]
+		} else {
+			msg += ": refused: " + pd.Reason
+		}
+		err = shownError{msg: msg, err: err}
 	}
 	var ue usageError
 	switch {
@@ -103,6 +109,15 @@ func (a *App) Run(ctx context.Context, args []string) int {
 }
 
 type usageError struct{ error }
+
+// shownError says err in other words.
+type shownError struct {
+	msg string
+	err error
+}
+
+func (e shownError) Error() string { return e.msg }
+func (e shownError) Unwrap() error { return e.err }
 
 // Command builds the command tree.
 func (a *App) Command() *cobra.Command {

@@ -77,9 +77,7 @@ func (a *App) printDevEnv(env *devenv.Env, dataDir string) {
 	fmt.Fprintf(w, "  central      catalog %s, relay store %s\n", filepath.Join(dataDir, "central", "catalog.db"), filepath.Join(dataDir, "central", "relay"))
 	fmt.Fprintf(w, "  %-12s signing key %s (key id %s)\n", "", filepath.Join(dataDir, "central.key"), env.CentralKey.ID())
 	fmt.Fprintf(w, "  %-12s HTTP %s (login, users)\n", "", env.CentralURL())
-	if env.Auth() {
-		writeDevLogin(w, env, dataDir)
-	}
+
 	for _, id := range env.RegionIDs {
 		r := env.Regions[id]
 		var names []string
@@ -92,6 +90,9 @@ func (a *App) printDevEnv(env *devenv.Env, dataDir string) {
 		if len(names) > 0 {
 			fmt.Fprintf(w, "  %-12s terminals %s (group lab), disks in %s\n", "", strings.Join(names, ", "), filepath.Join(dataDir, id, "terminals"))
 		}
+	}
+	if env.Auth() {
+		writeDevLogin(w, env, dataDir)
 	}
 	if len(env.RegionIDs) < 2 || len(env.Terminals) == 0 {
 		return
