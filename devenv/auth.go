@@ -9,7 +9,6 @@ import (
 	"net/url"
 	"path/filepath"
 	"strconv"
-	"sync"
 	"time"
 
 	"go.temporal.io/api/workflowservice/v1"
@@ -35,29 +34,38 @@ func (e *Env) dial(ctx context.Context, name string, regions []string) (client.C
 // authLookup is the authorizer's lookup of tasks' regions: a client of the embedded frontend
 // itself, dialed on first use (the server it asks is not running yet when the lookup is made).
 func (e *Env) authLookup() *temporalauth.FrontendLookup {
-	var (
-		mu  sync.Mutex
-		svc workflowservice.WorkflowServiceClient
-	)
 	return &temporalauth.FrontendLookup{Service: func() (workflowservice.WorkflowServiceClient, error) {
-		mu.Lock()
-		defer mu.Unlock()
-		if svc != nil {
-			return svc, nil
+		e.lookupMu.Lock()
+		defer e.lookupMu.Unlock()
+		if e.lookupClient != nil {
+			return e.lookupClient.WorkflowService(), nil
 		}
-		if e.Temporal == nil {
+		if e.lookupStopped {
+			return nil, errors.New("tms dev is stopping")
+		}
+		addr := e.temporalAddr.Load()
+		if addr == nil {
 			return nil, errors.New("the Temporal server is not running yet")
 		}
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		c, err := e.dial(ctx, "authorizer", nil)
+		o := client.Options{HostPort: *addr, Namespace: e.Namespace, Logger: newTemporalLogger(e.log)}
+		workers.Bearer(&o, (&auth.WorkerTokens{Key: e.key, Name: "authorizer"}).Token)
+		c, err := client.NewLazyClient(o)
 		if err != nil {
 			return nil, err
 		}
-		e.regionClient["\x00authorizer"] = c // closed with the others at Stop
-		svc = c.WorkflowService()
-		return svc, nil
+		e.lookupClient = c
+		return c.WorkflowService(), nil
 	}}
+}
+
+// closeLookup closes the authorizer's client, if it made one.
+func (e *Env) closeLookup() {
+	e.lookupMu.Lock()
+	defer e.lookupMu.Unlock()
+	e.lookupStopped = true
+	if e.lookupClient != nil {
+		e.lookupClient.Close()
+	}
 }
 
 // startCentralHTTP serves central's HTTP API (login, users, health checks) and, with Auth,

@@ -24,6 +24,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"go.temporal.io/sdk/client"
@@ -106,6 +107,11 @@ type Env struct {
 	uiProxy      string // the login page in front of the UI, host:port (Auth)
 	centralAPI   *centralapi.Handler
 	stopUI       func()
+	// The authorizer's client, for lookups (made on first use, from the server's goroutines).
+	lookupMu      sync.Mutex
+	lookupClient  client.Client
+	lookupStopped bool
+	temporalAddr  atomic.Pointer[string]
 
 	cancelAgents context.CancelFunc
 	agents       sync.WaitGroup
@@ -213,6 +219,8 @@ func Start(ctx context.Context, o Options) (_ *Env, err error) {
 	if err != nil {
 		return nil, err
 	}
+	addr := e.Temporal.Address()
+	e.temporalAddr.Store(&addr)
 	e.Client, err = e.dial(ctx, "central", nil)
 	if err != nil {
 		return nil, err
@@ -534,6 +542,7 @@ func (e *Env) Stop() {
 	for _, c := range e.regionClient {
 		c.Close()
 	}
+	e.closeLookup()
 	if e.Client != nil {
 		e.Client.Close()
 	}
