@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
+	"go.temporal.io/api/serviceerror"
 	"golang.org/x/term"
 
 	"tms/activities"
@@ -33,6 +34,8 @@ var Version = "dev"
 // App holds what the commands talk to.
 type App struct {
 	Stdout, Stderr io.Writer
+	// Stdin is where --password-stdin reads (default os.Stdin).
+	Stdin io.Reader
 	// Env looks up environment variables (default os.LookupEnv).
 	Env func(string) (string, bool)
 	// Progress forces progress bars on or off; nil means "when stderr is a terminal".
@@ -81,6 +84,17 @@ func (a *App) Run(ctx context.Context, args []string) int {
 	if err == nil {
 		return 0
 	}
+	// The authorizer's refusal says which rule refused in its reason, not its message.
+	var pd *serviceerror.PermissionDenied
+	if errors.As(err, &pd) && pd.Reason != "" && !strings.Contains(err.Error(), pd.Reason) {
+		msg := err.Error()
+		if i := strings.LastIndex(msg, pd.Message); i >= 0 && pd.Message != "" {
+			msg = msg[:i] + "refused: " + pd.Reason + msg[i+len(pd.Message):]
+		} else {
+			msg += ": refused: " + pd.Reason
+		}
+		err = shownError{msg: msg, err: err}
+	}
 	var ue usageError
 	switch {
 	case errors.As(err, &ue):
@@ -95,6 +109,15 @@ func (a *App) Run(ctx context.Context, args []string) int {
 }
 
 type usageError struct{ error }
+
+// shownError says err in other words.
+type shownError struct {
+	msg string
+	err error
+}
+
+func (e shownError) Error() string { return e.msg }
+func (e shownError) Unwrap() error { return e.err }
 
 // Command builds the command tree.
 func (a *App) Command() *cobra.Command {
@@ -138,11 +161,13 @@ func (a *App) Command() *cobra.Command {
 	region := a.regionCommand()
 	region.AddCommand(a.regionAdminCommand().Commands()...)
 	region.AddCommand(a.regionConfigCommand())
+	region.AddCommand(a.regionTokenCommand())
 	root.AddCommand(a.centralCommand(), region, a.terminalCommand(), a.groupCommand(), a.deployCommand(), a.taskCommand())
 	root.AddCommand(a.bootenvCommand())
 	root.AddCommand(a.powerCommand())
 	root.AddCommand(a.updateCommand())
 	root.AddCommand(a.statusCommand())
+	root.AddCommand(a.loginCommand(), a.logoutCommand(), a.userCommand())
 	return root
 }
 

@@ -16,6 +16,7 @@ import (
 func (a *App) devCommand() *cobra.Command {
 	var o devenv.Options
 	var regions string
+	var noAuth bool
 	c := &cobra.Command{
 		Use:   "dev",
 		Short: "Run all of tms on this machine: Temporal and its UI, central, two regions and simulated terminals",
@@ -30,6 +31,8 @@ continues where it stopped.`,
 			o.Regions = strings.Split(regions, ",")
 			o.Log = a.log
 			o.Version = Version
+			// tms dev runs with tms's authorizer: every command needs a login.
+			o.Auth = !noAuth
 			o.TemporalLevel = slog.LevelError
 			if o.Terminals == 0 {
 				o.Terminals = -1
@@ -59,6 +62,8 @@ continues where it stopped.`,
 	f.IntVar(&o.UIPort, "ui-port", 8233, "Temporal UI port on 127.0.0.1 (-1: any free port)")
 	f.IntVar(&o.CentralPort, "central-port", 8300, "central's HTTP port on 127.0.0.1: /healthz, /metrics (-1: any free port)")
 	f.IntVar(&o.RegionPortBase, "region-port", 8301, "HTTP port of the first region, the next ones follow (-1: any free ports)")
+	f.IntVar(&o.CentralPort, "central-port", 8300, "central's HTTP port (login, users) on 127.0.0.1 (-1: any free port)")
+	f.BoolVar(&noAuth, "no-auth", false, "run Temporal without tms's authorizer: anyone may do anything, no login needed")
 	f.StringVar(&regions, "regions", "region-a,region-b", "region ids, comma-separated")
 	f.IntVar(&o.Terminals, "terminals", 3, "simulated terminals per region")
 	f.Int64Var(&o.DiskSize, "disk-size", 64<<20, "size of each simulated terminal's disk in bytes")
@@ -73,7 +78,8 @@ func (a *App) printDevEnv(env *devenv.Env, dataDir string) {
 	fmt.Fprintf(w, "  Temporal UI  http://%s\n", env.UIAddress())
 	fmt.Fprintf(w, "  central      catalog %s, relay store %s\n", filepath.Join(dataDir, "central", "catalog.db"), filepath.Join(dataDir, "central", "relay"))
 	fmt.Fprintf(w, "  %-12s signing key %s (key id %s)\n", "", filepath.Join(dataDir, "central.key"), env.CentralKey.ID())
-	fmt.Fprintf(w, "  %-12s metrics http://%s/metrics\n", "", env.Central.HTTPAddr())
+	fmt.Fprintf(w, "  %-12s HTTP %s (login, users, /metrics)\n", "", env.CentralURL())
+
 	for _, id := range env.RegionIDs {
 		r := env.Regions[id]
 		var names []string
@@ -86,6 +92,9 @@ func (a *App) printDevEnv(env *devenv.Env, dataDir string) {
 		if len(names) > 0 {
 			fmt.Fprintf(w, "  %-12s terminals %s (group lab), disks in %s\n", "", strings.Join(names, ", "), filepath.Join(dataDir, id, "terminals"))
 		}
+	}
+	if env.Auth() {
+		writeDevLogin(w, env, dataDir)
 	}
 	if len(env.RegionIDs) < 2 || len(env.Terminals) == 0 {
 		return
@@ -123,4 +132,19 @@ Try, in another terminal (after: go build -o bin/tms ./cmd/tms):
   bin/tms%[1]s task ls --all
 and watch the workflows in the Temporal UI at http://%[7]s
 `, addr, first, second, src.Name, src.Disk, dst.Disk, uiAddr)
+}
+
+// writeDevLogin says how to log in as tms dev's first admin.
+func writeDevLogin(w io.Writer, env *devenv.Env, dataDir string) {
+	central := ""
+	if env.CentralURL() != devCentral {
+		central = " --central " + env.CentralURL()
+	}
+	file := filepath.Join(dataDir, "admin-password")
+	if env.AdminCreated {
+		fmt.Fprintf(w, "\n  first admin  user admin, password %s (kept in %s)\n", env.AdminPassword, file)
+	} else {
+		fmt.Fprintf(w, "\n  admin        user admin, first password in %s\n", file)
+	}
+	fmt.Fprintf(w, "\nLog in before the other commands (the login lasts 12h):\n  bin/tms login admin%s --password-stdin < %s\n", central, file)
 }

@@ -102,7 +102,7 @@ Settings:
 				}
 				fmt.Fprintf(a.Stderr, "canceled the pending change of %s to %s (task %s)\n", key, p.Value, p.Task)
 			}
-			by := a.startedBy()
+			by := c.user // the logged-in user, as every task records who started it
 			id := workflows.Stamped(workflows.ConfigWorkflowID(region, key), a.now())
 			tags := workflows.TaskTags{Region: region, Kind: workflows.TaskConfig, StartedBy: by}
 			run, err := c.ExecuteWorkflow(ctx, client.StartWorkflowOptions{
@@ -167,9 +167,6 @@ func isWorkflowEnd(err error) bool {
 	return errors.As(err, &we)
 }
 
-// startedBy is who the CLI starts tasks for (TaskTags.StartedBy); empty until the CLI knows its
-// user (the user's token names them; a start that names anyone else is refused).
-func (a *App) startedBy() string { return "" }
 
 // pendingChange is a ConfigureRegion task still running: a change the region has not applied.
 type pendingChange struct {

@@ -176,6 +176,8 @@ and counted, never run late.`,
 				memo.Spec = "cron " + cron
 			}
 			opts.Memo = map[string]any{memoKey: memo}
+			// Its firings are started by the schedule, whoever made it.
+			req.Tags.StartedBy = "schedule:" + name
 			opts.Action = &client.ScheduleWorkflowAction{
 				// Temporal appends the firing's time to the id: each firing is a task of its own.
 				ID: req.readable, Workflow: req.Workflow, Args: []any{req.Input}, TaskQueue: req.Queue,

@@ -4,11 +4,14 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"net/http"
 	"time"
 
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
 
+	"tms/auth"
+	"tms/centralapi"
 	"tms/config"
 	"tms/server"
 	"tms/signing"
@@ -45,18 +48,31 @@ It refuses a Temporal connection with neither TLS (central.temporal.tls.*) nor a
 			if err != nil {
 				return fmt.Errorf("central.store: %w", err)
 			}
-			tc, err := workers.Dial(ctx, cfg.Central.Temporal, log)
+			// Central's worker presents a short-lived worker token it mints itself, for a
+			// Temporal cluster with tms's authorizer (docs/security.md); an API key
+			// (central.temporal.api_key) is sent instead when one is configured.
+			var token func(context.Context) (string, error)
+			if cfg.Central.Temporal.APIKey == "" {
+				token = (&auth.WorkerTokens{Key: key, Name: "central"}).Token
+			}
+			tc, err := workers.DialToken(ctx, cfg.Central.Temporal, log, token)
 			if err != nil {
 				return err
 			}
 			defer tc.Close()
 			srv, err := server.StartCentral(ctx, server.CentralOptions{DataDir: cfg.Central.DataDir, Relay: relay, Key: key, Client: tc,
-				Namespace: cfg.Central.Temporal.Namespace, Log: log, Listen: cfg.Central.Listen.String()})
+				Namespace: cfg.Central.Temporal.Namespace, Log: log, Listen: cfg.Central.Listen.String(), TLS: cfg.Central.TLS,
+				Routes: []func(*http.ServeMux, *server.Central){func(mux *http.ServeMux, c *server.Central) {
+					centralapi.New(centralapi.Options{Users: c.Catalog, Key: key, Log: log}).Mount(mux)
+				}}})
 			if err != nil {
 				return err
 			}
 			defer srv.Stop()
-			log.Info("central is running", "health", "http://"+srv.HTTPAddr()+"/healthz", "metrics", "http://"+srv.HTTPAddr()+"/metrics")
+			if !cfg.Central.TLS.Enabled() && !cfg.Central.Listen.Addr().IsLoopback() {
+				log.Warn("central's HTTP service is plain http off loopback: tms login refuses to send passwords to it; set central.tls.cert_file and key_file", "listen", cfg.Central.Listen.String())
+			}
+			log.Info("central is running", "url", srv.URL(), "health", srv.URL()+"/healthz", "metrics", srv.URL()+"/metrics")
 			return srv.Wait(ctx)
 		},
 	}
@@ -66,7 +82,7 @@ It refuses a Temporal connection with neither TLS (central.temporal.tls.*) nor a
 	f.Bool("central-temporal-insecure", false, "allow a plaintext Temporal connection without TLS or API key, on a network you trust (central.temporal.insecure)")
 	f.String("central-store", "", "relay store: a directory or s3://bucket/prefix (central.store)")
 	f.String("central-data-dir", "", "directory of the catalog database (central.data_dir)")
-	f.String("central-listen", "", "HTTP address of /healthz and /metrics, ip:port (central.listen)")
+	f.String("central-listen", "", "HTTP address of health checks, /metrics, login and users, ip:port (central.listen)")
 	f.String("central-signing-key-file", "", "central's ed25519 key file (central.signing_key_file)")
 	c.AddCommand(a.centralKeyCommands()...)
 	return c

@@ -35,8 +35,9 @@ type taskRow struct {
 	Start     time.Time  `json:"start"`
 	StartAt   *time.Time `json:"start_at,omitempty"` // a task asked for later: when it starts
 	Close     *time.Time `json:"close,omitempty"`
-	Schedule  string     `json:"schedule,omitempty"` // the schedule that started it
-	Type      string     `json:"type"`               // the workflow type
+	Schedule  string     `json:"schedule,omitempty"`   // the schedule that started it
+	StartedBy string     `json:"started_by,omitempty"` // the user who started it, or schedule:NAME
+	Type      string     `json:"type"`                 // the workflow type
 	TaskQueue string     `json:"task_queue"`
 }
 
@@ -111,7 +112,7 @@ listed: running ones, and waiting ones (asked for later with --at).
 				for _, e := range resp.Executions {
 					at := decodeTaskAttrs(e.GetSearchAttributes())
 					r := taskRow{ID: e.GetExecution().GetWorkflowId(), Kind: at.Kind, Region: at.Region, Group: at.Group, Terminals: at.Terminals,
-						Image: at.Image, StartAt: at.StartAt, Schedule: at.Schedule, Start: e.GetStartTime().AsTime(),
+						Image: at.Image, StartAt: at.StartAt, Schedule: at.Schedule, StartedBy: at.StartedBy, Start: e.GetStartTime().AsTime(),
 						State: stateWord(e.GetStatus(), at.StartAt, now), Status: e.GetStatus().String(), Type: e.GetType().GetName(), TaskQueue: e.GetTaskQueue()}
 					if e.GetCloseTime() != nil {
 						t := e.GetCloseTime().AsTime()
@@ -131,10 +132,10 @@ listed: running ones, and waiting ones (asked for later with --at).
 				return a.printJSON(rows)
 			}
 			tw := tabwriter.NewWriter(a.Stdout, 0, 4, 2, ' ', 0)
-			fmt.Fprintln(tw, "TASK\tKIND\tREGION\tTARGET\tIMAGE\tSTATE\tSTARTED\tSCHEDULE")
+			fmt.Fprintln(tw, "TASK\tKIND\tREGION\tTARGET\tIMAGE\tSTATE\tSTARTED\tSTARTED BY\tSCHEDULE")
 			for _, r := range rows {
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", r.ID, dash(r.Kind), dash(r.Region), dash(r.target()), dash(r.Image),
-					r.State, r.started(), dash(r.Schedule))
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", r.ID, dash(r.Kind), dash(r.Region), dash(r.target()), dash(r.Image),
+					r.State, r.started(), dash(r.StartedBy), dash(r.Schedule))
 			}
 			return tw.Flush()
 		},
@@ -144,6 +145,7 @@ listed: running ones, and waiting ones (asked for later with --at).
 	c.Flags().StringVar(&f.State, "state", "", "only tasks in this state: "+stateWords())
 	c.Flags().StringVar(&f.Group, "group", "", "only tasks started for this group")
 	c.Flags().StringVar(&f.Terminal, "terminal", "", "only tasks working on this terminal (alone or in its group)")
+	c.Flags().StringVar(&f.By, "by", "", "only tasks started by this user, or by schedule:NAME")
 	c.Flags().BoolVar(&f.All, "all", false, "include finished tasks")
 	c.Flags().IntVar(&limit, "limit", 20, "list at most this many")
 	c.Flags().BoolVar(&asJSON, "json", false, "print JSON")

@@ -140,8 +140,8 @@ func TestTaskCommandsOverTemporal(t *testing.T) {
 		}
 	}
 	text := must(t, run, "task", "ls")
-	for _, want := range []string{`TASK +KIND +REGION +TARGET +IMAGE +STATE +STARTED +SCHEDULE`,
-		regexp.QuoteMeta(share) + ` +share +region-a +- +lab +waiting +at ` + at.Local().Format("2006-01-02 15:04") + ` +-`,
+	for _, want := range []string{`TASK +KIND +REGION +TARGET +IMAGE +STATE +STARTED +STARTED BY +SCHEDULE`,
+		regexp.QuoteMeta(share) + ` +share +region-a +- +lab +waiting +at ` + at.Local().Format("2006-01-02 15:04") + ` +- +-`,
 		regexp.QuoteMeta(deploy) + ` +deploy +region-a +group room1 +lab +running `} {
 		if !regexp.MustCompile(want).MatchString(text) {
 			t.Errorf("task ls text lacks %q:\n%s", want, text)

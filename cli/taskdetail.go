@@ -127,8 +127,10 @@ func (c *tclient) describe(ctx context.Context, id string, query bool) (*taskDet
 // taskAttrs are a task's tms search attributes (workflows.TaskTags) as visibility returns them.
 type taskAttrs struct {
 	Kind, Region, Group, Image string
-	Terminals                  []string
-	StartAt                    *time.Time
+	// StartedBy is who started the task: a user, or schedule:NAME (TmsStartedBy).
+	StartedBy string
+	Terminals []string
+	StartAt   *time.Time
 	// Schedule is the schedule whose firing started the task (Temporal's TemporalScheduledById).
 	Schedule string
 }
@@ -150,7 +152,7 @@ func decodeTaskAttrs(sa *commonpb.SearchAttributes) taskAttrs {
 		return s
 	}
 	a := taskAttrs{Kind: str(workflows.AttrKind.GetName()), Region: str(workflows.AttrRegion.GetName()), Group: str(workflows.AttrGroup.GetName()),
-		Image: str(workflows.AttrImage.GetName()), Schedule: str(attrScheduledBy)}
+		Image: str(workflows.AttrImage.GetName()), Schedule: str(attrScheduledBy), StartedBy: str(workflows.AttrStartedBy.GetName())}
 	if p, ok := f[workflows.AttrTerminals.GetName()]; ok {
 		if dc.FromPayload(p, &a.Terminals) != nil {
 			var one string

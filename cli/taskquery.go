@@ -8,6 +8,7 @@ import (
 
 	enumspb "go.temporal.io/api/enums/v1"
 
+	"tms/auth"
 	"tms/manifest"
 	"tms/state"
 	"tms/workflows"
@@ -60,6 +61,8 @@ func stateWord(status enumspb.WorkflowExecutionStatus, startAt *time.Time, now t
 // taskFilter is what `tms task ls` was asked for.
 type taskFilter struct {
 	Region, Kind, State, Group, Terminal string
+	// By is who started the task: a user name, or schedule:NAME.
+	By string
 	// All lists finished tasks too (without State, only unfinished ones are listed).
 	All bool
 	// Children lists the child workflows of tasks (a deploy's per-terminal tasks and share) too.
@@ -115,6 +118,21 @@ func (f taskFilter) query(now time.Time) (string, error) {
 		}
 		// A keyword list matches when any of its values does: a group task lists its members.
 		if err := eq(workflows.AttrTerminals.GetName(), t); err != nil {
+			return "", err
+		}
+	}
+	if f.By != "" {
+		name, sched := strings.CutPrefix(f.By, "schedule:")
+		var err error
+		if sched {
+			err = manifest.ValidateName(name)
+		} else {
+			err = auth.ValidateUserName(name)
+		}
+		if err != nil {
+			return "", fmt.Errorf("--by %q is neither a user name nor schedule:NAME: %w", clipArg(f.By), err)
+		}
+		if err := eq(workflows.AttrStartedBy.GetName(), f.By); err != nil {
 			return "", err
 		}
 	}

@@ -23,6 +23,8 @@ func TestTaskQueryNamesEachFilter(t *testing.T) {
 		{"group", taskFilter{Group: "room1"}, []string{"TmsGroup = 'room1'"}},
 		{"terminal by name", taskFilter{Terminal: "pc1"}, []string{"TmsTerminals = 'pc1'"}},
 		{"terminal by MAC", taskFilter{Terminal: "52-54-00-AA-00-01"}, []string{"TmsTerminals = '52:54:00:aa:00:01'"}},
+		{"started by a user", taskFilter{By: "alice"}, []string{"TmsStartedBy = 'alice'"}},
+		{"started by a schedule", taskFilter{By: "schedule:nightly"}, []string{"TmsStartedBy = 'schedule:nightly'"}},
 		{"failed", taskFilter{State: "failed"}, []string{"ExecutionStatus = 'Failed'"}},
 		{"timed out", taskFilter{State: "timed-out"}, []string{"ExecutionStatus = 'TimedOut'"}},
 		{"waiting", taskFilter{State: "waiting"}, []string{"ExecutionStatus = 'Running'", "TmsStartAt > '2026-12-02T07:00:00Z'"}},
@@ -64,6 +66,8 @@ func TestTaskQueryRefusesBadValues(t *testing.T) {
 		{"quote in a group", taskFilter{Group: "room' OR TmsKind = 'x"}, "--group"},
 		{"quote in a terminal", taskFilter{Terminal: "pc1'"}, "neither a terminal name nor a MAC"},
 		{"backslash in a terminal", taskFilter{Terminal: `pc\`}, "neither a terminal name nor a MAC"},
+		{"quote in a user", taskFilter{By: "alice' OR 1=1"}, "neither a user name nor schedule:NAME"},
+		{"quote in a schedule", taskFilter{By: "schedule:x'"}, "neither a user name nor schedule:NAME"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			q, err := tc.f.query(queryNow)

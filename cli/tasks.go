@@ -200,6 +200,8 @@ func (a *App) startTask(cmd *cobra.Command, req taskRequest, wait bool) error {
 	if err := c.checkRegion(ctx, region); err != nil {
 		return err
 	}
+	// Who started it: the logged-in user (unset without a login).
+	req.Tags.StartedBy = c.user
 	_, err = c.ExecuteWorkflow(ctx, client.StartWorkflowOptions{
 		ID: id, TaskQueue: req.Queue, TypedSearchAttributes: req.Tags.StartAttributes(),
 		WorkflowExecutionErrorWhenAlreadyStarted: true,

@@ -69,6 +69,8 @@ type tclient struct {
 	client.Client
 	cfg          config.Temporal
 	adminTimeout time.Duration
+	// user is the logged-in user ("" without a login): tasks record them as who started them.
+	user string
 	// regions are the regions central knows, as the command first asked (shared by the
 	// clients one App dials; nil until asked).
 	regions *[]activities.RegionInfo
@@ -90,7 +92,20 @@ func (a *App) dial(ctx context.Context) (*tclient, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	c, err := workers.Dial(ctx, t, log)
+	// The login's token goes with every call (checked by tms's authorizer on the frontend);
+	// without a login, none does. It travels in clear text only to a loopback frontend.
+	cr, err := a.loginToken()
+	if err != nil {
+		return nil, err
+	}
+	var token func(context.Context) (string, error)
+	user := ""
+	if cr != nil && t.APIKey == "" {
+		token = func(context.Context) (string, error) { return cr.Token, nil }
+		user = cr.User
+		t.Insecure = false // a login's token: TLS off loopback, whatever central.temporal.insecure says
+	}
+	c, err := workers.DialToken(ctx, t, log, token)
 	if err != nil {
 		return nil, err
 	}
@@ -98,7 +113,7 @@ func (a *App) dial(ctx context.Context) (*tclient, error) {
 	if to <= 0 {
 		to = time.Minute
 	}
-	return &tclient{Client: c, cfg: t, adminTimeout: to, regions: &a.regions}, nil
+	return &tclient{Client: c, cfg: t, adminTimeout: to, regions: &a.regions, user: user}, nil
 }
 
 // uiURL is where the Temporal UI shows workflow id: the UI of 'tms dev' listens on port 8233

@@ -25,6 +25,15 @@ type Config struct {
 	Central Central `mapstructure:"central"`
 	Region  Region  `mapstructure:"region"`
 	Agent   Agent   `mapstructure:"agent"`
+	CLI     CLI     `mapstructure:"cli"`
+}
+
+// CLI configures the tms command line.
+type CLI struct {
+	// CentralURL is central's HTTP service, where tms login and tms user go (default
+	// http://127.0.0.1:8300, the one of tms dev). The CLI sends passwords and tokens over
+	// plain http only to a loopback address.
+	CentralURL *url.URL `mapstructure:"central_url"`
 }
 
 // Log configures the process logger.
@@ -161,8 +170,12 @@ type Central struct {
 	// Store is the master image store: a directory or s3://bucket/prefix. Regions relay images
 	// through it when they cannot reach each other.
 	Store string `mapstructure:"store"`
-	// Listen is the address of central's HTTP service (health checks, Prometheus metrics).
+	// Listen is the address of central's HTTP service (health checks, Prometheus metrics, login,
+	// users).
 	Listen netip.AddrPort `mapstructure:"listen"`
+	// TLS, when set, makes central's HTTP service HTTPS: required for logins from other
+	// machines (the CLI sends a password over plain http only to a loopback address).
+	TLS ServerTLS `mapstructure:"tls"`
 	// DataDir holds central's catalog database.
 	DataDir string `mapstructure:"data_dir"`
 	// SigningKeyFile holds central's ed25519 private key (tms central init creates it): central

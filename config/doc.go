@@ -37,7 +37,10 @@
 //	central.temporal.api_key                              secret
 //	central.temporal.insecure          false              allow plaintext without TLS or API key (the server refuses it otherwise)
 //	central.store                                         master image store: directory or s3://bucket/prefix
-//	central.listen                     [::]:8080          HTTP service (health checks, /metrics), ip:port
+//	central.listen                     [::]:8080          HTTP service (health checks, /metrics, login, users), ip:port
+//	central.tls.cert_file                                 PEM certificate (chain): the HTTP service becomes HTTPS
+//	central.tls.key_file                                  its PEM private key
+//	cli.central_url                    http://127.0.0.1:8300  central's HTTP service, for tms login and tms user
 //	central.data_dir                   /var/lib/tms/central catalog database
 //	central.signing_key_file                              central's ed25519 key (tms central init); signs versions and grants
 //	region.id                                             like room-12: [a-z0-9][a-z0-9-]{0,62}

@@ -81,6 +81,8 @@ func (c *Config) Validate(role Role) error {
 	if role == RoleCentral && c.Central.SigningKeyFile == "" {
 		v.add("central.signing_key_file", "is required (central's ed25519 key file; tms central init creates it)")
 	}
+	v.serverTLS("central.tls", c.Central.TLS)
+	v.cli(c.CLI)
 
 	r := c.Region
 	switch {
@@ -127,12 +129,7 @@ func (c *Config) Validate(role Role) error {
 	}
 	v.boot(r.Boot, role == RoleRegion)
 	v.regionHTTP(r.HTTP)
-	switch t := r.TLS; {
-	case t.CertFile != "" && t.KeyFile == "":
-		v.add("region.tls.key_file", "is required when region.tls.cert_file is set")
-	case t.CertFile == "" && t.KeyFile != "":
-		v.add("region.tls.cert_file", "is required when region.tls.key_file is set")
-	}
+	v.serverTLS("region.tls", r.TLS)
 	if h := r.Boot.HTTPListen; h != "" {
 		if _, err := netip.ParseAddrPort(h); err != nil {
 			v.add("region.boot.http_listen", fmt.Sprintf("%q is not an address:port like 10.0.5.2:8380", h))
@@ -368,4 +365,21 @@ func splitJoined(err error) []error {
 		return j.Unwrap()
 	}
 	return []error{err}
+}
+
+// serverTLS checks that a certificate and its key come together.
+func (v *validator) serverTLS(key string, t ServerTLS) {
+	switch {
+	case t.CertFile != "" && t.KeyFile == "":
+		v.add(key+".key_file", "is required when "+key+".cert_file is set")
+	case t.CertFile == "" && t.KeyFile != "":
+		v.add(key+".cert_file", "is required when "+key+".key_file is set")
+	}
+}
+
+// cli checks the command line's section.
+func (v *validator) cli(c CLI) {
+	if u := c.CentralURL; u != nil && (u.Scheme != "http" && u.Scheme != "https" || u.Host == "") {
+		v.add("cli.central_url", fmt.Sprintf("%q is not an http(s)://host:port URL", u.Redacted()))
+	}
 }

@@ -25,13 +25,16 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"go.temporal.io/sdk/client"
 	tlog "go.temporal.io/sdk/log"
 
 	"tms/agent"
+	"tms/auth/temporalauth"
 	"tms/bootsvc"
+	"tms/centralapi"
 	"tms/config"
 	"tms/devtemporal"
 	"tms/internal/sampledisk"
@@ -48,14 +51,18 @@ type Options struct {
 	Host string
 	// TemporalPort and UIPort: 0 means 7233 and 8233; -1 means any free port.
 	TemporalPort, UIPort int
-	// CentralPort is central's HTTP port (/healthz, /metrics): 0 means 8300; -1 means any free
-	// port.
+	// CentralPort is central's HTTP port (/healthz, /metrics, login, users): 0 means 8300; -1
+	// means any free port.
 	CentralPort int
-	// CentralRoutes add routes to central's HTTP service (server.CentralMux).
-	CentralRoutes []func(*http.ServeMux)
 	// RegionPortBase is the first regional HTTP port (default 8301, one per region); -1 means
 	// any free ports.
 	RegionPortBase int
+	// Auth installs tms's authorizer on the Temporal frontend (package auth/temporalauth):
+	// every call then needs a token. Central's worker and each region's worker get worker
+	// tokens minted with central's key (a region's scoped to its own queues), and central gets
+	// a first admin, "admin", whose password is generated on the first start and kept in
+	// DataDir/admin-password (Env.AdminPassword). Without Auth, everyone may do everything.
+	Auth bool
 	// Regions are the region ids (default region-a and region-b).
 	Regions []string
 	// Terminals is the number of simulated terminals per region (default 3); -1 means none.
@@ -92,6 +99,21 @@ type Env struct {
 	Namespace string
 	// CentralKey is the public key of central's signing key (DataDir/central.key).
 	CentralKey signing.PublicKey
+	// AdminPassword is the first admin's password (Options.Auth), as DataDir/admin-password
+	// keeps it; AdminCreated says whether this start created the admin.
+	AdminPassword string
+	AdminCreated  bool
+
+	key          *signing.PrivateKey
+	regionClient map[string]client.Client
+	uiProxy      string // the login page in front of the UI, host:port (Auth)
+	centralAPI   *centralapi.Handler
+	stopUI       func()
+	// The authorizer's client, for lookups (made on first use, from the server's goroutines).
+	lookupMu      sync.Mutex
+	lookupClient  client.Client
+	lookupStopped bool
+	temporalAddr  atomic.Pointer[string]
 
 	cancelAgents context.CancelFunc
 	agents       sync.WaitGroup
@@ -174,31 +196,54 @@ func Start(ctx context.Context, o Options) (_ *Env, err error) {
 		}
 	}()
 
-	e.Temporal, err = devtemporal.Start(devtemporal.Options{DataDir: filepath.Join(o.DataDir, "temporal"), Host: o.Host,
-		Port: o.TemporalPort, UIPort: o.UIPort, Log: o.Log, Level: o.TemporalLevel})
-	if err != nil {
-		return nil, err
-	}
-	e.Client, err = client.DialContext(ctx, client.Options{HostPort: e.Temporal.Address(), Namespace: e.Namespace,
-		Logger: newTemporalLogger(o.Log)})
-	if err != nil {
-		return nil, err
-	}
-	// Central's signing key: it signs the versions central registers and the grants it mints;
-	// the regions and the simulated terminals' agents get its public half.
+	// Central's signing key: it signs the versions central registers, the grants it mints and
+	// (with Auth) every token; the regions and the simulated terminals' agents get its public half.
 	key, err := signing.LoadOrCreateKeyFile(filepath.Join(o.DataDir, "central.key"))
 	if err != nil {
 		return nil, err
 	}
-	e.CentralKey = key.Public()
+	e.key, e.CentralKey = key, key.Public()
+	e.regionClient = map[string]client.Client{}
+	to := devtemporal.Options{DataDir: filepath.Join(o.DataDir, "temporal"), Host: o.Host,
+		Port: o.TemporalPort, UIPort: o.UIPort, Log: o.Log, Level: o.TemporalLevel}
+	if o.Auth {
+		a := temporalauth.New(temporalauth.Options{Key: key.Public(), Lookup: e.authLookup(), Log: o.Log})
+		to.Authorizer, to.ClaimMapper = a, a
+		if o.UIPort != 0 {
+			// The UI moves to a port of its own; a login page in front of it takes its port
+			// (startUIProxy), for browsers, which cannot send a token.
+			if to.UIPort, err = freePort(o.Host); err != nil {
+				return nil, err
+			}
+		}
+	}
+	e.Temporal, err = devtemporal.Start(to)
+	if err != nil {
+		return nil, err
+	}
+	addr := e.Temporal.Address()
+	e.temporalAddr.Store(&addr)
+	e.Client, err = e.dial(ctx, "central", nil)
+	if err != nil {
+		return nil, err
+	}
 	relay, err := server.OpenDirStore(ctx, filepath.Join(o.DataDir, "central", "relay"))
 	if err != nil {
 		return nil, err
 	}
 	e.Central, err = server.StartCentral(ctx, server.CentralOptions{DataDir: filepath.Join(o.DataDir, "central"), Relay: relay,
-		Key: key, Client: e.Client, Log: o.Log, Listen: net.JoinHostPort(o.Host, strconv.Itoa(o.CentralPort)), Routes: o.CentralRoutes})
+		Key: key, Client: e.Client, Log: o.Log, Listen: net.JoinHostPort(o.Host, strconv.Itoa(o.CentralPort)),
+		Routes: []func(*http.ServeMux, *server.Central){e.centralRoutes}})
 	if err != nil {
 		return nil, err
+	}
+	if err := e.firstAdmin(ctx); err != nil {
+		return nil, err
+	}
+	if o.Auth && o.UIPort != 0 {
+		if err := e.startUIProxy(); err != nil {
+			return nil, err
+		}
 	}
 	e.agentsCtx, e.cancelAgents = context.WithCancel(context.Background())
 	for i, id := range o.Regions {
@@ -210,8 +255,18 @@ func Start(ctx context.Context, o Options) (_ *Env, err error) {
 		if o.RegionPortBase > 0 {
 			listen = fmt.Sprintf("%s:%d", o.Host, o.RegionPortBase+i)
 		}
+		rc := e.Client
+		if o.Auth {
+			// Each region's worker presents a token scoped to its own region, as a
+			// production region's (tms region token) is.
+			w := centralapi.RegionWorker(id)
+			if rc, err = e.dial(ctx, w.Subject, w.Regions); err != nil {
+				return nil, err
+			}
+			e.regionClient[id] = rc
+		}
 		r, err := server.StartRegion(ctx, server.RegionOptions{ID: id, DataDir: filepath.Join(o.DataDir, id), Relay: relay,
-			Listen: listen, Labels: map[string]string{"site": "dev"}, CentralKey: e.CentralKey, Client: e.Client, Log: o.Log,
+			Listen: listen, Labels: map[string]string{"site": "dev"}, CentralKey: e.CentralKey, Client: rc, Log: o.Log,
 			Waker: waker, Boot: config.Boot{Subnet: DevSegment}, Version: o.Version, ReportInterval: o.ReportInterval})
 		if err != nil {
 			return nil, err
@@ -229,7 +284,12 @@ func Start(ctx context.Context, o Options) (_ *Env, err error) {
 func (e *Env) TemporalAddress() string { return e.Temporal.Address() }
 
 // UIAddress is the Temporal UI's host:port.
-func (e *Env) UIAddress() string { return e.Temporal.UIAddress() }
+func (e *Env) UIAddress() string {
+	if e.uiProxy != "" {
+		return e.uiProxy
+	}
+	return e.Temporal.UIAddress()
+}
 
 // terminalPrefix names a region's terminals: "a" for region-a, the id itself otherwise.
 func terminalPrefix(region string) string {
@@ -472,9 +532,16 @@ func (e *Env) Stop() {
 	for _, id := range e.RegionIDs {
 		e.Regions[id].Stop(ctx)
 	}
+	if e.stopUI != nil {
+		e.stopUI()
+	}
 	if e.Central != nil {
 		e.Central.Stop()
 	}
+	for _, c := range e.regionClient {
+		c.Close()
+	}
+	e.closeLookup()
 	if e.Client != nil {
 		e.Client.Close()
 	}

@@ -61,6 +61,13 @@ type Options struct {
 	// Log receives the server's log; Level filters it (default: warnings and errors).
 	Log   *slog.Logger
 	Level slog.Level
+	// Authorizer and ClaimMapper decide every call to the frontend (tms's: package
+	// auth/temporalauth). Nil: the server's defaults, which allow everything. With an
+	// Authorizer, the server also runs an internal-frontend on a loopback port of its own, for
+	// its system workers (schedules, batch operations): their calls carry no token, and the
+	// internal-frontend gives them the server's internal principal instead.
+	Authorizer  authorization.Authorizer
+	ClaimMapper authorization.ClaimMapper
 }
 
 // Server is a running embedded Temporal.
@@ -93,7 +100,7 @@ func Start(o Options) (*Server, error) {
 	if o.Level == 0 {
 		o.Level = slog.LevelWarn
 	}
-	ports, err := freePorts(o.Host, 5)
+	ports, err := freePorts(o.Host, 7)
 	if err != nil {
 		return nil, err
 	}
@@ -174,15 +181,33 @@ func Start(o Options) (*Server, error) {
 	conf.NamespaceDefaults.Archival.History.State = "disabled"
 	conf.NamespaceDefaults.Archival.Visibility.State = "disabled"
 	conf.PublicClient.HostPort = hostPort(o.Port)
+	services := temporal.DefaultServices
+	hosts := map[primitives.ServiceName]static.Hosts{
+		primitives.FrontendService: static.SingleLocalHost(hostPort(o.Port)),
+		primitives.HistoryService:  static.SingleLocalHost(hostPort(ports[0])),
+		primitives.MatchingService: static.SingleLocalHost(hostPort(ports[1])),
+		primitives.WorkerService:   static.SingleLocalHost(hostPort(ports[2])),
+	}
+	if o.Authorizer != nil {
+		// The system workers dial the internal-frontend (the server picks it when the
+		// configuration has one and PublicClient names no address).
+		conf.Services[string(primitives.InternalFrontendService)] = svc(ports[5], ports[6])
+		hosts[primitives.InternalFrontendService] = static.SingleLocalHost(hostPort(ports[5]))
+		services = append(append([]string(nil), services...), string(primitives.InternalFrontendService))
+		conf.PublicClient.HostPort = ""
+	}
 
 	logger := &slogLogger{log: o.Log, level: o.Level}
-	authorizer, err := authorization.GetAuthorizerFromConfig(&conf.Global.Authorization)
-	if err != nil {
-		return nil, err
+	authorizer, claims := o.Authorizer, o.ClaimMapper
+	if authorizer == nil {
+		if authorizer, err = authorization.GetAuthorizerFromConfig(&conf.Global.Authorization); err != nil {
+			return nil, err
+		}
 	}
-	claims, err := authorization.GetClaimMapperFromConfig(&conf.Global.Authorization, logger)
-	if err != nil {
-		return nil, err
+	if claims == nil {
+		if claims, err = authorization.GetClaimMapperFromConfig(&conf.Global.Authorization, logger); err != nil {
+			return nil, err
+		}
 	}
 	dyn := dynamicconfig.StaticClient{
 		dynamicconfig.HistoryCacheHostLevelMaxSize.Key():                 8192,
@@ -190,13 +215,8 @@ func Start(o Options) (*Server, error) {
 	}
 	srv, err := temporal.NewServer(
 		temporal.WithConfig(conf),
-		temporal.ForServices(temporal.DefaultServices),
-		temporal.WithStaticHosts(map[primitives.ServiceName]static.Hosts{
-			primitives.FrontendService: static.SingleLocalHost(hostPort(o.Port)),
-			primitives.HistoryService:  static.SingleLocalHost(hostPort(ports[0])),
-			primitives.MatchingService: static.SingleLocalHost(hostPort(ports[1])),
-			primitives.WorkerService:   static.SingleLocalHost(hostPort(ports[2])),
-		}),
+		temporal.ForServices(services),
+		temporal.WithStaticHosts(hosts),
 		temporal.WithLogger(logger),
 		temporal.WithAuthorizer(authorizer),
 		temporal.WithClaimMapper(func(*config.Config) authorization.ClaimMapper { return claims }),
@@ -220,6 +240,18 @@ func Start(o Options) (*Server, error) {
 				o.Log.Error("temporal UI stopped", "err", err)
 			}
 		}()
+		// Return when the UI answers, so a caller may use it at once.
+		for deadline := time.Now().Add(15 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+			c, err := net.DialTimeout("tcp", s.uiAddr, time.Second)
+			if err == nil {
+				c.Close()
+				break
+			}
+			if time.Now().After(deadline) {
+				s.Stop()
+				return nil, fmt.Errorf("temporal UI: not listening on %s after 15s: %w", s.uiAddr, err)
+			}
+		}
 	}
 	return s, nil
 }

@@ -15,6 +15,7 @@ import (
 	"go.temporal.io/sdk/worker"
 
 	"tms/activities"
+	"tms/config"
 	"tms/metrics"
 	"tms/signing"
 	"tms/state"
@@ -36,11 +37,14 @@ type CentralOptions struct {
 	// registers the search attributes of tasks.
 	Namespace string
 	Log       *slog.Logger
-	// Listen is the address of central's HTTP service (central.listen: /healthz, /metrics);
-	// empty: none.
+	// Listen is the address of central's HTTP service (central.listen: /healthz, /metrics,
+	// and what Routes add); empty: none.
 	Listen string
-	// Routes add routes to central's HTTP service (see CentralMux).
-	Routes []func(*http.ServeMux)
+	// TLS, if set (central.tls), makes the HTTP service HTTPS.
+	TLS config.ServerTLS
+	// Routes add routes to central's HTTP service (see CentralMux), given the central they
+	// serve (its catalog holds the users of tms login).
+	Routes []func(*http.ServeMux, *Central)
 }
 
 // Central is a running central server.
@@ -52,6 +56,7 @@ type Central struct {
 	worker worker.Worker
 	http   *http.Server // nil without an HTTP service
 	ln     net.Listener
+	tls    bool // the HTTP service is HTTPS
 	served chan error
 }
 
@@ -83,7 +88,7 @@ func StartCentral(ctx context.Context, o CentralOptions) (_ *Central, err error)
 	}
 	c.Metrics = metrics.NewCentral(src)
 	if o.Listen != "" {
-		if err := c.serveHTTP(o.Listen, o.Routes); err != nil {
+		if err := c.serveHTTP(o.Listen, o.TLS, o.Routes); err != nil {
 			c.Catalog.Close()
 			return nil, err
 		}

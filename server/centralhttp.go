@@ -2,6 +2,7 @@ package server
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"net"
@@ -13,6 +14,7 @@ import (
 	"go.temporal.io/sdk/client"
 	"go.temporal.io/sdk/converter"
 
+	"tms/config"
 	"tms/metrics"
 	"tms/workflows"
 )
@@ -30,14 +32,30 @@ func CentralMux(m *metrics.Central, routes ...func(*http.ServeMux)) *http.ServeM
 	return mux
 }
 
-// serveHTTP starts central's HTTP service on addr.
-func (c *Central) serveHTTP(addr string, routes []func(*http.ServeMux)) error {
+// serveHTTP starts central's HTTP service on addr, HTTPS with t.
+func (c *Central) serveHTTP(addr string, t config.ServerTLS, routes []func(*http.ServeMux, *Central)) error {
+	var tc *tls.Config
+	if t.Enabled() {
+		cert, err := tls.LoadX509KeyPair(t.CertFile, t.KeyFile)
+		if err != nil {
+			return fmt.Errorf("central.tls: %w", err)
+		}
+		tc = &tls.Config{MinVersion: tls.VersionTLS12, Certificates: []tls.Certificate{cert}}
+	}
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		return fmt.Errorf("central.listen: %w", err)
 	}
-	c.ln = ln
-	c.http = &http.Server{Handler: CentralMux(c.Metrics, routes...), ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute}
+	c.ln, c.tls = ln, tc != nil
+	if tc != nil {
+		ln = tls.NewListener(ln, tc)
+	}
+	add := make([]func(*http.ServeMux), len(routes))
+	for i, r := range routes {
+		add[i] = func(mux *http.ServeMux) { r(mux, c) }
+	}
+	c.http = &http.Server{Handler: CentralMux(c.Metrics, add...), ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute,
+		ReadTimeout: time.Minute, WriteTimeout: time.Minute, MaxHeaderBytes: 16 << 10}
 	srv := c.http
 	go func() {
 		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
@@ -53,6 +71,18 @@ func (c *Central) HTTPAddr() string {
 		return ""
 	}
 	return c.ln.Addr().String()
+}
+
+// URL is central's HTTP service as clients reach it on its listen address: http(s)://host:port;
+// empty without one.
+func (c *Central) URL() string {
+	if c.ln == nil {
+		return ""
+	}
+	if c.tls {
+		return "https://" + c.HTTPAddr()
+	}
+	return "http://" + c.HTTPAddr()
 }
 
 // Wait returns when central's HTTP service stops by itself (an error) or ctx ends (nil).

@@ -32,7 +32,7 @@ func TestMetricsEndpoints(t *testing.T) {
 		t.Fatal(err)
 	}
 	central, err := server.StartCentral(ctx, server.CentralOptions{DataDir: t.TempDir(), Relay: relay, Key: key, Client: c,
-		Listen: "127.0.0.1:0", Routes: []func(*http.ServeMux){func(mux *http.ServeMux) {
+		Listen: "127.0.0.1:0", Routes: []func(*http.ServeMux, *server.Central){func(mux *http.ServeMux, _ *server.Central) {
 			mux.HandleFunc("GET /v1/extra", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprint(w, "extra") })
 		}}})
 	if err != nil {

@@ -53,7 +53,16 @@ ALTER TABLE versions ADD COLUMN key_id TEXT NOT NULL DEFAULT '';
 ALTER TABLE versions ADD COLUMN signature BLOB;
 `}, {3, `
 ALTER TABLE regions ADD COLUMN timezone TEXT NOT NULL DEFAULT '';
-`}, regionSettingsMigration}
+`}, regionSettingsMigration, {5, `
+CREATE TABLE users (
+	name          TEXT PRIMARY KEY,
+	role          TEXT NOT NULL,
+	regions       TEXT NOT NULL DEFAULT '[]',
+	password_hash TEXT NOT NULL,
+	created       INTEGER NOT NULL,
+	updated       INTEGER NOT NULL
+);
+`}}
 
 // Catalog is central's catalog: regions, image versions and tags, and which regions hold a
 // verified copy of which version.

@@ -7,7 +7,10 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
+	"net/netip"
 	"os"
+	"strings"
 	"time"
 
 	"go.temporal.io/sdk/client"
@@ -78,12 +81,55 @@ func tlsConfig(t config.TLS) (*tls.Config, error) {
 	return c, nil
 }
 
+// Bearer makes o send, on every call, the token token returns (a tms login or worker token: see
+// package auth). A bearer token never travels in clear text except to a loopback frontend (tms
+// dev): o gets TLS unless it has it or the frontend is on loopback.
+func Bearer(o *client.Options, token func(context.Context) (string, error)) {
+	o.Credentials = client.NewAPIKeyDynamicCredentials(token)
+	if o.ConnectionOptions.TLS == nil {
+		if IsLoopback(o.HostPort) {
+			o.ConnectionOptions.TLSDisabled = true
+		} else {
+			o.ConnectionOptions.TLS = &tls.Config{MinVersion: tls.VersionTLS12}
+		}
+	}
+}
+
+// IsLoopback reports whether hostPort (host:port, or a URL's host) names a loopback address or
+// localhost.
+func IsLoopback(hostPort string) bool {
+	host, _, err := net.SplitHostPort(hostPort)
+	if err != nil {
+		host = hostPort
+	}
+	if host == "localhost" {
+		return true
+	}
+	ip, err := netip.ParseAddr(strings.Trim(host, "[]"))
+	return err == nil && ip.IsLoopback()
+}
+
 // Dial connects to the Temporal frontend t names and checks that it answers, so a wrong address,
 // a missing namespace or a refused certificate shows at start, in words an admin can act on.
 func Dial(ctx context.Context, t config.Temporal, log *slog.Logger) (client.Client, error) {
+	return DialToken(ctx, t, log, nil)
+}
+
+// DialToken is Dial with a bearer token on every call (see Bearer); nil token: none but t's API key.
+func DialToken(ctx context.Context, t config.Temporal, log *slog.Logger, token func(context.Context) (string, error)) (client.Client, error) {
 	o, err := ClientOptions(t, log)
 	if err != nil {
 		return nil, err
+	}
+	if token != nil {
+		if t.APIKey != "" {
+			return nil, errors.New("temporal.api_key and a tms login or worker token cannot both be sent: unset temporal.api_key")
+		}
+		if t.Insecure && o.ConnectionOptions.TLS == nil {
+			// temporal.insecure: the admin trusts the network; the token goes in clear.
+			o.ConnectionOptions.TLSDisabled = true
+		}
+		Bearer(&o, token)
 	}
 	ctx, cancel := context.WithTimeout(ctx, DialTimeout)
 	defer cancel()
