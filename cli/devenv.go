@@ -60,9 +60,8 @@ continues where it stopped.`,
 	f.StringVar(&o.DataDir, "data", "tms-dev", "directory for everything tms dev keeps")
 	f.IntVar(&o.TemporalPort, "temporal-port", 7233, "Temporal frontend port on 127.0.0.1 (-1: any free port)")
 	f.IntVar(&o.UIPort, "ui-port", 8233, "Temporal UI port on 127.0.0.1 (-1: any free port)")
-	f.IntVar(&o.CentralPort, "central-port", 8300, "central's HTTP port on 127.0.0.1: /healthz, /metrics (-1: any free port)")
+	f.IntVar(&o.CentralPort, "central-port", 8300, "central's HTTP port on 127.0.0.1: /healthz, /metrics, login and users (-1: any free port)")
 	f.IntVar(&o.RegionPortBase, "region-port", 8301, "HTTP port of the first region, the next ones follow (-1: any free ports)")
-	f.IntVar(&o.CentralPort, "central-port", 8300, "central's HTTP port (login, users) on 127.0.0.1 (-1: any free port)")
 	f.BoolVar(&noAuth, "no-auth", false, "run Temporal without tms's authorizer: anyone may do anything, no login needed")
 	f.StringVar(&regions, "regions", "region-a,region-b", "region ids, comma-separated")
 	f.IntVar(&o.Terminals, "terminals", 3, "simulated terminals per region")
@@ -120,6 +119,7 @@ func writeDevTry(w io.Writer, temporalAddr, uiAddr, first, second string, src, d
 	}
 	fmt.Fprintf(w, `
 Try, in another terminal (after: go build -o bin/tms ./cmd/tms):
+  bin/tms%[1]s status
   bin/tms%[1]s region ls
   bin/tms%[1]s terminal ls --region %[2]s
   bin/tms%[1]s image capture --region %[2]s --terminal %[4]s --wait classroom

@@ -190,6 +190,10 @@ func (c *tclient) update(ctx context.Context, id, name string, in, out any, who,
 	if errors.As(err, &nf) {
 		return fmt.Errorf("%s is not running (no workflow %s): %s", who, id, hint)
 	}
+	var pd *serviceerror.PermissionDenied
+	if errors.As(err, &pd) {
+		return err // the command line says which rule refused it
+	}
 	return errors.New(rootMessage(err))
 }
 

@@ -44,7 +44,13 @@ func ClientOptions(t config.Temporal, log *slog.Logger) (client.Options, error) 
 	o.ConnectionOptions.TLS = tc
 	if t.APIKey != "" {
 		o.Credentials = client.NewAPIKeyStaticCredentials(t.APIKey)
-		if o.ConnectionOptions.TLS == nil {
+		switch {
+		case o.ConnectionOptions.TLS != nil:
+		case IsLoopback(o.HostPort) || t.Insecure:
+			// A frontend on this machine (tms dev), or a network the admin trusts
+			// (temporal.insecure): the key goes in clear, as a login's token does.
+			o.ConnectionOptions.TLSDisabled = true
+		default:
 			// An API key travels as a bearer token: never send it in clear text.
 			o.ConnectionOptions.TLS = &tls.Config{MinVersion: tls.VersionTLS12}
 		}

@@ -48,3 +48,23 @@ func TestClientOptionsAPIKeyForcesTLS(t *testing.T) {
 		t.Fatalf("options %+v: want TLS, credentials and the default namespace", o)
 	}
 }
+
+func TestClientOptionsAPIKeyInClearOnlyToLoopbackOrWhenInsecure(t *testing.T) {
+	for _, tc := range []struct {
+		t     config.Temporal
+		clear bool
+	}{
+		{config.Temporal{Address: "127.0.0.1:7233", APIKey: "k"}, true},
+		{config.Temporal{Address: "localhost:7233", APIKey: "k"}, true},
+		{config.Temporal{Address: "tms.example:7233", APIKey: "k", Insecure: true}, true},
+		{config.Temporal{Address: "10.0.0.5:7233", APIKey: "k"}, false},
+	} {
+		o, err := workers.ClientOptions(tc.t, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if clear := o.ConnectionOptions.TLSDisabled && o.ConnectionOptions.TLS == nil; clear != tc.clear {
+			t.Errorf("%s insecure=%v: in clear %v, want %v", tc.t.Address, tc.t.Insecure, clear, tc.clear)
+		}
+	}
+}
