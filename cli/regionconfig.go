@@ -81,14 +81,11 @@ Settings:
 				return fmt.Errorf("refused, nothing changed: %w", err)
 			}
 			ctx := cmd.Context()
-			c, err := a.dial(ctx)
+			c, err := a.dialRegion(ctx, region)
 			if err != nil {
 				return err
 			}
 			defer c.Close()
-			if err := c.checkRegion(ctx, region); err != nil {
-				return err
-			}
 			pending, err := c.pendingConfig(ctx, region)
 			if err != nil {
 				return err
@@ -253,14 +250,11 @@ Settings:
 		RunE: func(cmd *cobra.Command, args []string) error {
 			region := args[0]
 			ctx := cmd.Context()
-			c, err := a.dial(ctx)
+			c, err := a.dialRegion(ctx, region)
 			if err != nil {
 				return err
 			}
 			defer c.Close()
-			if err := c.checkRegion(ctx, region); err != nil {
-				return err
-			}
 			pending, err := c.pendingConfig(ctx, region)
 			if err != nil {
 				return err

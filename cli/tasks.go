@@ -192,14 +192,11 @@ func (a *App) runTask(cmd *cobra.Command, req taskRequest, wait bool) error {
 func (a *App) startTask(cmd *cobra.Command, req taskRequest, wait bool) error {
 	region, id, what := req.Region, req.ID, req.What
 	ctx := cmd.Context()
-	c, err := a.dial(ctx)
+	c, err := a.dialRegion(ctx, region)
 	if err != nil {
 		return err
 	}
 	defer c.Close()
-	if err := c.checkRegion(ctx, region); err != nil {
-		return err
-	}
 	// Who started it: the logged-in user (unset without a login).
 	req.Tags.StartedBy = c.user
 	_, err = c.ExecuteWorkflow(ctx, client.StartWorkflowOptions{

@@ -116,6 +116,20 @@ func (a *App) dial(ctx context.Context) (*tclient, error) {
 	return &tclient{Client: c, cfg: t, adminTimeout: to, regions: &a.regions, user: user}, nil
 }
 
+// dialRegion connects to Temporal and checks that central knows region; the caller closes the
+// client.
+func (a *App) dialRegion(ctx context.Context, region string) (*tclient, error) {
+	c, err := a.dial(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if err := c.checkRegion(ctx, region); err != nil {
+		c.Close()
+		return nil, err
+	}
+	return c, nil
+}
+
 // uiURL is where the Temporal UI shows workflow id: the UI of 'tms dev' listens on port 8233
 // of the frontend's host.
 func (c *tclient) uiURL(id string) string {
