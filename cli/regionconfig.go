@@ -164,7 +164,6 @@ func isWorkflowEnd(err error) bool {
 	return errors.As(err, &we)
 }
 
-
 // pendingChange is a ConfigureRegion task still running: a change the region has not applied.
 type pendingChange struct {
 	Key     string    `json:"key"`
