@@ -130,3 +130,24 @@ func freePort(host string) (int, error) {
 	defer l.Close()
 	return l.Addr().(*net.TCPAddr).Port, nil
 }
+
+// registerSearchAttributes adds the search attributes this tms's tasks carry to the namespace,
+// as an admin: with Auth, central's worker may not (a namespace made by an older tms dev lacks
+// the newer ones). Without Auth, central adds them itself when it starts.
+func (e *Env) registerSearchAttributes(ctx context.Context) error {
+	if !e.opts.Auth {
+		return nil
+	}
+	tok, _, err := auth.Mint(e.key, auth.Claims{Subject: "tms-dev", Role: auth.RoleAdmin}, time.Now(), time.Minute)
+	if err != nil {
+		return err
+	}
+	o := client.Options{HostPort: e.Temporal.Address(), Namespace: e.Namespace, Logger: newTemporalLogger(e.log)}
+	workers.Bearer(&o, func(context.Context) (string, error) { return tok, nil })
+	c, err := client.DialContext(ctx, o)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	return server.EnsureSearchAttributes(ctx, c, e.Namespace)
+}

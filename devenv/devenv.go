@@ -227,6 +227,9 @@ func Start(ctx context.Context, o Options) (_ *Env, err error) {
 	if err != nil {
 		return nil, err
 	}
+	if err := e.registerSearchAttributes(ctx); err != nil {
+		return nil, err
+	}
 	relay, err := server.OpenDirStore(ctx, filepath.Join(o.DataDir, "central", "relay"))
 	if err != nil {
 		return nil, err
