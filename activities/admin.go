@@ -30,7 +30,7 @@ const (
 	OpGroupTakeOut = "group-remove" // take Terminals out of Group
 	OpImport       = "import"       // enroll the terminals of the roster CSV (DryRun: only report)
 
-	OpStatus = "status" // the region's status in detail (Status), for tms status --region
+	OpStatus   = "status"   // the region's status in detail (Status), for tms status --region
 	OpSettings = "settings" // list the region's run-time settings: effective value and source
 )
 
