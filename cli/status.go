@@ -165,7 +165,7 @@ func (a *App) watch(ctx context.Context, every time.Duration, frame func(io.Writ
 
 // status writes one status frame to w.
 func (a *App) status(ctx context.Context, c *tclient, w io.Writer, region string, asJSON bool) error {
-	rows, err := a.regionStatuses(ctx, c)
+	rows, err := a.regionStatuses(ctx, c, region)
 	if err != nil {
 		return err
 	}
@@ -225,8 +225,9 @@ func (d *regionDetail) fill(st activities.RegionStatus) {
 	}
 }
 
-// regionStatuses is one line per region central knows, or that reported.
-func (a *App) regionStatuses(ctx context.Context, c *tclient) ([]regionStatusRow, error) {
+// regionStatuses is one line per region central knows, or that reported; only region's when
+// only is set.
+func (a *App) regionStatuses(ctx context.Context, c *tclient, only string) ([]regionStatusRow, error) {
 	res, err := c.centralAdmin(ctx, "regions")
 	if err != nil {
 		return nil, err
@@ -253,6 +254,9 @@ func (a *App) regionStatuses(ctx context.Context, c *tclient) ([]regionStatusRow
 		}
 	}
 	slices.Sort(ids)
+	if only != "" {
+		ids = slices.DeleteFunc(ids, func(id string) bool { return id != only })
+	}
 	now := a.now()
 	rows := []regionStatusRow{}
 	for _, id := range ids {
@@ -350,7 +354,7 @@ func writeRegionDetail(w io.Writer, d regionDetail, now time.Time) error {
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "GROUP\tTARGET\tMEMBERS\tONLINE\tON TARGET\tIN A TASK")
 	for _, g := range d.Groups {
-		fmt.Fprintf(tw, "%s\t%s\t%d\t%d\t%d\t%d\n", g.Name, shortVersion(g.Target), g.Members, g.Online, g.OnTarget, g.Busy)
+		fmt.Fprintf(tw, "%s\t%s\t%d\t%d\t%d\t%d\n", g.Name, dash(short(g.Target)), g.Members, g.Online, g.OnTarget, g.Busy)
 	}
 	if err := tw.Flush(); err != nil {
 		return err
@@ -372,20 +376,9 @@ func writeRegionDetail(w io.Writer, d regionDetail, now time.Time) error {
 				on = "yes"
 			}
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", t.Name, dash(strings.Join(t.Groups, ",")), state, shortVersion(t.Version), on, seen, dash(t.Task))
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", t.Name, dash(strings.Join(t.Groups, ",")), state, dash(short(t.Version)), on, seen, dash(t.Task))
 	}
 	return tw.Flush()
-}
-
-// shortVersion is a version id as listings show it: its first 12 hex digits.
-func shortVersion(v string) string {
-	if v == "" {
-		return "-"
-	}
-	if len(v) > 12 {
-		return v[:12]
-	}
-	return v
 }
 
 func storeText(used, capacity int64) string {
