@@ -9,16 +9,13 @@ import (
 	"tms/activities"
 )
 
-// RegionAdmin lists or edits a region's inventory (terminals, groups, tasks) for the tms
-// command line: the region is reached through its task queue, like every instruction, so an
-// admin needs nothing but Temporal. It runs on the region's task queue.
+// RegionAdmin lists or edits a region's inventory (terminals, groups, tasks): what an older tms
+// started as a workflow per request (tms now sends RegionService a "read" or "change" update).
+// It stays registered so such workflows finish. It runs on the region's task queue.
 func RegionAdmin(ctx workflow.Context, in activities.AdminInput) (activities.AdminResult, error) {
 	var r *activities.Region
 	var res activities.AdminResult
-	ctx = workflow.WithActivityOptions(ctx, workflow.ActivityOptions{
-		StartToCloseTimeout: 30 * time.Second,
-		RetryPolicy:         &temporal.RetryPolicy{MaximumAttempts: 3, NonRetryableErrorTypes: activities.NonRetryable(activities.ErrBadInput, activities.ErrNotFound, activities.ErrConflict, activities.ErrUnknownTerminal, activities.ErrNotEnrolled)},
-	})
+	ctx = adminOptions(ctx)
 	err := workflow.ExecuteActivity(ctx, r.Admin, in).Get(ctx, &res)
 	return res, err
 }
