@@ -165,6 +165,10 @@ type TaskInfo struct {
 	// current version, so unchanged chunks are recognised).
 	ChunkSize int64         `json:"chunk_size"`
 	Hash      manifest.Hash `json:"hash"`
+	// Swarm says the region runs a swarm for this version (several of its terminals write it
+	// at once): the agent asks the region which peer to fetch each chunk from (POST
+	// /v1/agent/task/swarm) and serves the chunks it holds to the other members.
+	Swarm bool `json:"swarm,omitempty"`
 }
 
 // MissingRequest asks which chunks the region lacks.
