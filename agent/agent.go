@@ -61,6 +61,9 @@ type Agent struct {
 	Log     *slog.Logger
 	// Jobs is how many chunks are handled at once (default: 2 per CPU, at least 4).
 	Jobs int
+	// PeerListen is where a member of a swarm serves its peers (default ":0": every address,
+	// a port the system picks; the region tells peers the address the agent reaches it from).
+	PeerListen string
 	// Once makes Run return after the first task (or at once when there is none), as the
 	// in-memory OS does: it reboots afterwards.
 	Once bool
@@ -76,6 +79,11 @@ type Agent struct {
 	// off, or rebooting (then the agent boots again). Nil means the agent waits for commands
 	// itself.
 	Installed func(ctx context.Context) (off bool, err error)
+
+	// Tests: peerWrap wraps the handler of the agent's peer service (to make it misbehave),
+	// peerTimeout replaces peerFetchTimeout.
+	peerWrap    func(http.Handler) http.Handler
+	peerTimeout time.Duration
 }
 
 func (a *Agent) log() *slog.Logger {

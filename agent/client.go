@@ -241,6 +241,13 @@ func (c *Client) settled(ctx context.Context, f func() error) error {
 	}
 }
 
+// Swarm calls the region's swarm tracker.
+func (c *Client) Swarm(ctx context.Context, req agentwire.SwarmRequest) (agentwire.SwarmReply, error) {
+	var rep agentwire.SwarmReply
+	err := c.postJSON(ctx, "/v1/agent/task/swarm", req, &rep)
+	return rep, err
+}
+
 // Progress reports how far the task is.
 func (c *Client) Progress(ctx context.Context, p agentwire.Progress) error {
 	return c.postJSON(ctx, "/v1/agent/task/progress", p, nil)

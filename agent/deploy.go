@@ -20,7 +20,7 @@ func (a *Agent) deploy(ctx context.Context, c *Client, ti agentwire.TaskInfo, pr
 		return agentwire.Done{}, err
 	}
 	pr.setPhase(agentwire.PhaseWriting, v.Manifest.DiskSize)
-	res, err := a.write(ctx, c, v, nil, pr)
+	res, err := a.write(ctx, c, ti, v, nil, pr)
 	if err != nil {
 		return agentwire.Done{}, err
 	}
@@ -61,10 +61,21 @@ func (a *Agent) targetVersion(ctx context.Context, c *Client, ti agentwire.TaskI
 
 // write writes version v to the disk, all of it or only the chunks only names, reads back what
 // it wrote and checks it, reporting progress.
-func (a *Agent) write(ctx context.Context, c *Client, v *store.Version, only []int, pr *reporter) (*imageio.ExportResult, error) {
+// When the region runs a swarm for the version, the chunks come from the other terminals
+// writing it as its tracker says, and this one serves them what it holds (swarm.go).
+func (a *Agent) write(ctx context.Context, c *Client, ti agentwire.TaskInfo, v *store.Version, only []int, pr *reporter) (*imageio.ExportResult, error) {
 	getter := &countingGetter{g: transfer.NewGetter(c), pr: pr}
-	return imageio.Export(ctx, getter, v, a.Disk, imageio.ExportOptions{
-		Jobs: a.jobs(), Verify: true, FixedSize: true, Log: a.log(), Only: only,
+	var fetcher imageio.Fetcher
+	if ti.Swarm {
+		s, err := a.joinSwarm(c, v, pr)
+		if err != nil {
+			a.log().Warn("cannot serve peers; fetching every chunk from the region", "err", err)
+		} else {
+			pr.swarm, fetcher = s, s
+		}
+	}
+	res, err := imageio.Export(ctx, getter, v, a.Disk, imageio.ExportOptions{
+		Jobs: a.jobs(), Verify: true, FixedSize: true, Log: a.log(), Only: only, Fetcher: fetcher,
 		Progress: func(done, total int64) {
 			if done == total {
 				pr.setPhase(agentwire.PhaseVerifying, total)
@@ -73,6 +84,10 @@ func (a *Agent) write(ctx context.Context, c *Client, v *store.Version, only []i
 			}
 		},
 	})
+	if err == nil && pr.swarm != nil {
+		pr.swarm.finish(ctx)
+	}
+	return res, err
 }
 
 // countingGetter counts the chunk bytes a deploy fetches (decompressed and checked).

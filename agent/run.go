@@ -168,12 +168,18 @@ func (a *Agent) runTask(ctx context.Context, c *Client, rep agentwire.BootReply)
 			write = a.update
 		}
 		d, err := write(ctx, c, ti, pr)
+		if pr.swarm != nil {
+			defer pr.swarm.close()
+		}
 		if err != nil {
 			return taskErr(causeOf(ctx, err))
 		}
 		stop()
 		if _, err := c.Done(context.WithoutCancel(ctx), d); err != nil {
 			return taskErr(err)
+		}
+		if pr.swarm != nil {
+			pr.swarm.linger(ctx)
 		}
 		a.log().Info(string(ti.Kind)+" written and verified", "task", ti.ID, "written", d.Written, "skipped", d.Skipped, "fetched_bytes", d.FetchedBytes)
 		return nil
@@ -211,6 +217,9 @@ type reporter struct {
 	done  atomic.Int64
 	sent  atomic.Int64 // compressed bytes a capture uploaded
 	fetch atomic.Int64 // chunk bytes a deploy fetched
+	// swarm is the task's swarm membership, if it has one: it serves peers until the task's
+	// end is reported (and a little longer, if the tracker asks).
+	swarm *swarmSession
 	kick  chan struct{}
 }
 

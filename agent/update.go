@@ -38,7 +38,7 @@ func (a *Agent) update(ctx context.Context, c *Client, ti agentwire.TaskInfo, pr
 	a.log().Info("update", "task", ti.ID, "base", baseID.Short(), "version", v.ID.Short(), "changed_chunks", len(changed), "changed_bytes", changedBytes)
 
 	pr.setPhase(agentwire.PhaseWriting, changedBytes)
-	res, err := a.write(ctx, c, v, changed, pr)
+	res, err := a.write(ctx, c, ti, v, changed, pr)
 	if err != nil {
 		return agentwire.Done{}, err
 	}

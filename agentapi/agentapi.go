@@ -39,6 +39,7 @@ import (
 	"tms/metrics"
 	"tms/state"
 	"tms/store"
+	"tms/swarm"
 )
 
 // Waiters hears what agents report about their tasks: progress (a heartbeat of the waiting
@@ -65,6 +66,10 @@ type Server struct {
 	QuietFunc func() time.Duration
 	// Metrics counts the chunks agents fetch and upload; nil counts nothing.
 	Metrics *metrics.Region
+	// Swarm, if set, is the tracker of the region's swarms: the terminals of a deploy or update
+	// that several write at once fetch chunks from each other (swarm.go). Nil: every terminal
+	// fetches every chunk from the region.
+	Swarm *swarm.Tracker
 
 	mu       sync.Mutex
 	boxes    map[string]*mailbox
@@ -72,6 +77,7 @@ type Server struct {
 	auth     map[authKey]authEntry
 	nonces   map[string]time.Time // key-signed requests' nonces, until they can no longer be replayed
 	uploaded map[string]int64     // compressed bytes uploaded per capture task
+	signer   *swarm.Signer        // signs peer tokens, made on first use
 }
 
 // Routes registers the API's handlers on mux.
@@ -88,6 +94,7 @@ func (s *Server) Routes(mux *http.ServeMux) {
 	mux.HandleFunc("POST /v1/agent/task/missing", s.missing)
 	mux.HandleFunc("POST /v1/agent/task/chunks", s.upload)
 	mux.HandleFunc("PUT /v1/agent/task/manifest", s.publish)
+	mux.HandleFunc("POST /v1/agent/task/swarm", s.swarmPoll)
 	mux.HandleFunc("POST /v1/agent/task/progress", s.progress)
 	mux.HandleFunc("POST /v1/agent/task/done", s.done)
 }

@@ -230,6 +230,10 @@ type Region struct {
 	StoreHighWater float64 `mapstructure:"store_high_water"`
 	// Boot is the region's boot service: how its terminals boot from the network.
 	Boot Boot `mapstructure:"boot"`
+	// Unicast turns the swarm off: every terminal of a deploy or update fetches every chunk
+	// from the region, instead of from the other terminals writing the same version
+	// (docs/swarm.md). A single terminal always fetches from the region.
+	Unicast bool `mapstructure:"unicast"`
 }
 
 // RegionHTTP bounds a region's HTTP service, which every host of the classroom network can reach.

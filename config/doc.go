@@ -60,6 +60,7 @@
 //	region.timezone                    local zone         IANA zone its schedules are written in, like Europe/Berlin
 //	region.report_interval             15s                how often the region reports its status to central (1s to 10m)
 //	region.store_high_water            0.9                the store's high-water mark, a fraction of its capacity (0.5 to 0.99)
+//	region.unicast                     false              turn the swarm off: every terminal fetches every chunk from the region
 //	region.boot.enabled                false              run the boot service (DHCP, TFTP, iPXE scripts, Wake-on-LAN)
 //	region.boot.interface                                 the terminals' network interface (required if enabled)
 //	region.boot.address                                   this server's IPv4 address on it (required if enabled)

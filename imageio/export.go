@@ -25,6 +25,14 @@ type ChunkGetter interface {
 
 var _ ChunkGetter = (*store.Store)(nil)
 
+// Fetcher supplies the chunks an export's target lacks, in an order of its own: a swarm's
+// tracker decides it. Fetch calls put once for each id in need, with the chunk's bytes checked
+// against the id, from any number of goroutines at once, and returns when every one was put or
+// with the first error (put's included).
+type Fetcher interface {
+	Fetch(ctx context.Context, need []manifest.ID, put func(ctx context.Context, id manifest.ID, data []byte) error) error
+}
+
 // ExportOptions tune Export.
 type ExportOptions struct {
 	// Jobs is how many chunks are fetched and written at once (default: 2 per CPU, at least
@@ -45,6 +53,10 @@ type ExportOptions struct {
 	// disk known to hold a version whose other chunks are the same. Progress then counts the
 	// bytes of these chunks only. The target must exist.
 	Only []int
+	// Fetcher, if set, supplies the chunks the target lacks instead of the getter: Export first
+	// finds them (reading and comparing the target as it would), then hands Fetcher the
+	// distinct ids and writes each chunk where the version has it as it arrives.
+	Fetcher Fetcher
 }
 
 // ExportResult says what an export did.
@@ -91,17 +103,27 @@ func Export(ctx context.Context, s ChunkGetter, v *store.Version, path string, o
 	var mu sync.Mutex
 	g, gctx := errgroup.WithContext(ctx)
 	idx := chunkIndexes(gctx, g, len(m.Chunks), indexes)
+	getter := s
+	var need map[manifest.ID][]int // chunks a Fetcher brings, and where they go
+	if opts.Fetcher != nil {
+		getter, need = nil, map[manifest.ID][]int{}
+	}
 	for range opts.Jobs {
 		g.Go(func() error {
 			buf := make([]byte, m.ChunkSize)
 			cur := make([]byte, m.ChunkSize)
 			for i := range idx {
 				off, n := m.ChunkRange(i)
-				act, nbytes, err := exportOne(gctx, s, m, t, i, off, n, compareOld && !fresh && off < oldSize, !fresh && off < oldSize, isDev, buf, cur)
+				act, nbytes, err := exportOne(gctx, getter, m, t, i, off, n, compareOld && !fresh && off < oldSize, !fresh && off < oldSize, isDev, buf, cur)
 				if err != nil {
 					return err
 				}
 				mu.Lock()
+				if act == needed {
+					need[m.Chunks[i]] = append(need[m.Chunks[i]], i)
+					mu.Unlock()
+					continue
+				}
 				switch act {
 				case wrote:
 					res.Written++
@@ -120,7 +142,16 @@ func Export(ctx context.Context, s ChunkGetter, v *store.Version, path string, o
 			return nil
 		})
 	}
-	if err := g.Wait(); err != nil {
+	err = g.Wait()
+	if err == nil && opts.Fetcher != nil {
+		err = fetchNeeded(ctx, opts.Fetcher, m, t, need, res, &mu, func(n int64) {
+			d := done.Add(n)
+			if opts.Progress != nil {
+				opts.Progress(d, total)
+			}
+		})
+	}
+	if err != nil {
 		if ctx.Err() != nil {
 			return nil, ctx.Err()
 		}
@@ -213,6 +244,7 @@ const (
 	wrote action = iota
 	skipped
 	zeroed
+	needed // the target lacks the chunk: a Fetcher brings it
 )
 
 // exportOne brings the range of chunk i of the target up to date. existing says the range may
@@ -248,6 +280,9 @@ func exportOne(ctx context.Context, s ChunkGetter, m *manifest.Manifest, t *targ
 		}
 		return zeroed, n, nil
 	}
+	if s == nil {
+		return needed, 0, nil
+	}
 	data, err := s.GetChunk(ctx, m.Hash, id, buf)
 	if err != nil {
 		return 0, 0, fmt.Errorf("chunk %d of %d (disk offset %d): %w", i, len(m.Chunks), off, err)
@@ -259,6 +294,48 @@ func exportOne(ctx context.Context, s ChunkGetter, m *manifest.Manifest, t *targ
 		return 0, 0, err
 	}
 	return wrote, n, nil
+}
+
+// fetchNeeded has f bring the chunks the target lacks (need: id → the indexes that hold it),
+// in the version's order of first appearance, and writes each where it goes as it arrives.
+func fetchNeeded(ctx context.Context, f Fetcher, m *manifest.Manifest, t *target, need map[manifest.ID][]int,
+	res *ExportResult, mu *sync.Mutex, progress func(int64)) error {
+	if len(need) == 0 {
+		return nil
+	}
+	ids := make([]manifest.ID, 0, len(need))
+	seen := make(map[manifest.ID]bool, len(need))
+	for _, id := range m.Chunks {
+		if _, ok := need[id]; ok && !seen[id] {
+			seen[id] = true
+			ids = append(ids, id)
+		}
+	}
+	var put sync.Map // ids already written: a Fetcher that puts one twice is refused
+	return f.Fetch(ctx, ids, func(ctx context.Context, id manifest.ID, data []byte) error {
+		idx, ok := need[id]
+		if !ok {
+			return fmt.Errorf("fetched chunk %s is not one the target lacks", id.Short())
+		}
+		if _, dup := put.LoadOrStore(id, true); dup {
+			return fmt.Errorf("chunk %s was fetched twice", id.Short())
+		}
+		for _, i := range idx {
+			off, n := m.ChunkRange(i)
+			if int64(len(data)) != n {
+				return fmt.Errorf("chunk %d (%s) holds %d bytes, the manifest needs %d", i, id.Short(), len(data), n)
+			}
+			if err := t.writeAt(data, off); err != nil {
+				return err
+			}
+			mu.Lock()
+			res.Written++
+			res.WrittenBytes += n
+			mu.Unlock()
+			progress(n)
+		}
+		return nil
+	})
 }
 
 // openTarget opens or creates the export target and makes it the disk's size. fresh says the

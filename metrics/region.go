@@ -47,6 +47,8 @@ type Region struct {
 	dhcp     *prometheus.CounterVec
 	tftp     *prometheus.CounterVec
 	requests *prometheus.CounterVec
+	assigned *prometheus.CounterVec
+	dropped  prometheus.Counter
 }
 
 // NewRegion makes a region's series on a registry of their own.
@@ -70,6 +72,11 @@ func NewRegion(src RegionSources) *Region {
 		requests: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "tms_http_requests_total",
 			Help: "Requests to the region's HTTP service (agent API, data endpoint, boot scripts) by route pattern and status class."},
 			[]string{"route", "code"}),
+		assigned: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "tms_swarm_assignments_total",
+			Help: "Chunks the swarm tracker assigned to terminals, by source: peer, seed (the region's first send of a chunk) or fallback (the region, for a terminal no peer could serve)."},
+			[]string{"source"}),
+		dropped: prometheus.NewCounter(prometheus.CounterOpts{Name: "tms_swarm_peers_dropped_total",
+			Help: "Terminals the swarm tracker stopped sending peers to, because two peers reported bad bytes from them."}),
 	}
 	// Every known series from the start, at 0: a rate over a series that appears only with
 	// its first event misses that event, and an alert on it has nothing to compare before.
@@ -85,10 +92,13 @@ func NewRegion(src RegionSources) *Region {
 	for _, r := range dhcpResults {
 		m.dhcp.WithLabelValues(r)
 	}
+	for _, src := range swarmSources {
+		m.assigned.WithLabelValues(src)
+	}
 	for _, r := range tftpResults {
 		m.tftp.WithLabelValues(r)
 	}
-	m.reg.MustRegister(m.bytes, m.verified, m.refused, m.dhcp, m.tftp, m.requests, &regionCollector{src: src})
+	m.reg.MustRegister(m.bytes, m.verified, m.refused, m.dhcp, m.tftp, m.requests, m.assigned, m.dropped, &regionCollector{src: src})
 	return m
 }
 
@@ -114,6 +124,36 @@ func (m *Region) AddBytes(path, direction string, n int64) {
 		return
 	}
 	m.bytes.WithLabelValues(oneOf(path, paths), oneOf(direction, directions)).Add(float64(n))
+}
+
+// Sources of swarm assignments, as SwarmAssigned is told.
+const (
+	SwarmPeer     = "peer"
+	SwarmSeed     = "seed"
+	SwarmFallback = "fallback"
+)
+
+var swarmSources = []string{SwarmPeer, SwarmSeed, SwarmFallback}
+
+// SwarmAssigned counts n chunks the swarm tracker assigned from source (Swarm*).
+func (m *Region) SwarmAssigned(source string, n int) {
+	if m == nil || n <= 0 {
+		return
+	}
+	m.assigned.WithLabelValues(oneOf(source, swarmSources)).Add(float64(n))
+}
+
+// SwarmAssignedCounter is the series SwarmAssigned adds to (tests read it).
+func (m *Region) SwarmAssignedCounter(source string) prometheus.Counter {
+	return m.assigned.WithLabelValues(oneOf(source, swarmSources))
+}
+
+// SwarmPeerDropped counts a terminal the tracker stopped sending peers to.
+func (m *Region) SwarmPeerDropped() {
+	if m == nil {
+		return
+	}
+	m.dropped.Inc()
 }
 
 // ChunkVerified counts a chunk received by path that matched its id and was kept.

@@ -37,6 +37,7 @@ import (
 	"tms/signing"
 	"tms/state"
 	"tms/store"
+	"tms/swarm"
 	"tms/transfer"
 	"tms/workers"
 	"tms/workflows"
@@ -91,6 +92,11 @@ type RegionOptions struct {
 	// StoreHighWater is the store's high-water mark, a fraction of its capacity
 	// (region.store_high_water; 0: the default, 0.9).
 	StoreHighWater float64
+	// Unicast turns the swarm off (region.unicast): every terminal fetches every chunk from the
+	// region.
+	Unicast bool
+	// Swarm tunes the swarm tracker (tests); zero values take its defaults.
+	Swarm swarm.Options
 	// MetricsListen, if set (region.metrics_listen), serves GET /metrics on a listener of its
 	// own, plain HTTP, instead of on the HTTP service: for admins who firewall it apart.
 	MetricsListen string
@@ -179,6 +185,9 @@ func StartRegion(ctx context.Context, o RegionOptions) (_ *Region, err error) {
 	r.Metrics = regionMetrics(r.Inventory, r.Store, o, log)
 	r.Agents = &agentapi.Server{Inventory: r.Inventory, Store: r.Store, Waiters: activities.AgentWaiters{Client: o.Client}, Log: log,
 		Metrics: r.Metrics}
+	if !o.Unicast {
+		r.Agents.Swarm = swarm.NewTracker(o.Swarm)
+	}
 
 	listen := o.Listen
 	if listen == "" {

@@ -135,6 +135,15 @@ func (inv *Inventory) StartTask(ctx context.Context, t Task, now time.Time) (Tas
 	return got, tx.Commit()
 }
 
+// OpenWritesOf counts the deploys and updates of version that have not finished: a region runs
+// a swarm for a version more than one of its terminals writes at once.
+func (inv *Inventory) OpenWritesOf(ctx context.Context, version string) (int, error) {
+	var n int
+	err := inv.db.QueryRowContext(ctx, `SELECT count(*) FROM tasks WHERE image = ? AND kind IN (?, ?) AND state NOT IN (?, ?, ?)`,
+		version, agentwire.KindDeploy, agentwire.KindUpdate, TaskDone, TaskFailed, TaskCanceled).Scan(&n)
+	return n, err
+}
+
 // TaskUnderWay returns a BusyError naming the task terminal mac is busy with, or nil: a task
 // not finished whose boot action still stands (it has not expired). A task whose workflow
 // vanished keeps its terminal only until its boot action expires.

@@ -43,6 +43,9 @@ func (c *CachedVersion) HasChunk(id manifest.ID) bool {
 	return ok
 }
 
+// NumChunks returns how many distinct non-zero chunks the version has.
+func (c *CachedVersion) NumChunks() int { return len(c.chunks) }
+
 // Get returns version id from the cache, reading (and checking) it from s when it is not
 // there. Errors are those of s.GetManifest and are not cached. Since versions are
 // content-addressed, one cache may serve several stores' versions, but a version is cached

@@ -92,8 +92,9 @@ type Result struct {
 	// Dropped names members that this call made the tracker stop sending anyone to: two
 	// members reported bad bytes from them.
 	Dropped []string
-	// Seeded counts the assignments from the region (first seed or fallback).
-	Seeded int
+	// Seeded and Fallback count the assignments from the region: first sends of a chunk, and
+	// sends to a member no peer could serve.
+	Seeded, Fallback int
 }
 
 type swarmState struct {
@@ -347,7 +348,7 @@ func (t *Tracker) assign(s *swarmState, me *member, want int, now time.Time, res
 		switch {
 		case source == "" && fallback:
 			s.fallback++
-			res.Seeded++
+			res.Fallback++
 		case source == "":
 			s.seeds++
 			s.seeding[c]++

@@ -120,7 +120,7 @@ func TestSimulatedClassroom(t *testing.T) {
 						continue
 					}
 					res := tr.Poll(testVersion, n, testMember(i), request(have[i], 4), false)
-					regionSends += res.Seeded
+					regionSends += res.Seeded + res.Fallback
 					inflight[i] = res.Assign
 					checkCounts(t, tr)
 				}
