@@ -44,6 +44,9 @@ type SwarmRequest struct {
 	Have []byte `json:"have"`
 	// Want is how many more chunks the agent can fetch at once now (0: it only serves).
 	Want int `json:"want"`
+	// Done says the agent wrote and verified the whole version: it only serves from now on,
+	// for LingerMS of the reply.
+	Done bool `json:"done,omitempty"`
 	// Failed are the fetches that failed since the last call.
 	Failed []SwarmFailure `json:"failed,omitempty"`
 }
