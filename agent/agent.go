@@ -9,7 +9,10 @@
 // version id and verifies central's signature of that id with the public key it was built with
 // (CentralKey), so a region, or whatever answers in its place, cannot make it write bytes
 // central did not sign. Then it writes the version to the disk, skipping ranges that already
-// hold the right bytes, flushes and reads everything back to verify it. An update checks the
+// hold the right bytes, flushes and reads everything back to verify it. When several terminals
+// write the version at once, the chunks come from each other as the region's swarm tracker
+// assigns them, each checked against its id, and the agent serves what it holds to the others
+// over TLS (swarm.go, peer.go; docs/swarm.md). An update checks the
 // target the same way, reads the manifest of the version the disk holds (its id recomputed from
 // the bytes), and writes and reads back only the chunks whose ids differ between the two. It
 // reports progress as

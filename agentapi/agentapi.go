@@ -14,7 +14,9 @@
 // version (task.go).
 // Chunks an agent uploads are checked against their ids before they are stored, within a quota
 // its disk implies, and a captured version is kept only when every chunk it names is in the store
-// (capture.go). Progress reports become heartbeats of the task's WaitForAgent activity; the
+// (capture.go). The terminals of a deploy or update that several write at once call the
+// region's swarm tracker and fetch chunks from each other with the peer tokens it signs
+// (swarm.go, docs/swarm.md). Progress reports become heartbeats of the task's WaitForAgent activity; the
 // outcome completes it (task.go). Command polls are signed with the terminal's agent key
 // (commands.go).
 //
