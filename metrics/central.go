@@ -105,7 +105,10 @@ func NewCentral(src CentralSources) *Central {
 	for _, k := range src.Kinds {
 		m.durations.WithLabelValues(k)
 	}
-	m.reg.MustRegister(m.durations, &centralCollector{m: m})
+	// The durations are collected by centralCollector after its refresh: registered on their
+	// own, a scrape could gather them before the refresh that feeds them (collectors run
+	// concurrently).
+	m.reg.MustRegister(&centralCollector{m: m})
 	return m
 }
 
@@ -218,6 +221,7 @@ func (c *centralCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{tasksDesc, regionsDesc, relayUsedDesc, relayCapDesc, centralSrcDesc} {
 		ch <- d
 	}
+	c.m.durations.Describe(ch)
 }
 
 func (c *centralCollector) Collect(ch chan<- prometheus.Metric) {
@@ -244,6 +248,7 @@ func (c *centralCollector) Collect(ch chan<- prometheus.Metric) {
 			}
 		}
 	}
+	m.durations.Collect(ch)
 	m.mu.Unlock()
 	if m.src.Regions != nil {
 		ctx, cancel := context.WithTimeout(context.Background(), m.src.Timeout)
