@@ -70,7 +70,7 @@ func TestClassroom(t *testing.T) {
 		}
 	})
 	if err := s.RunChild(ctx, "-test.run=^TestClassroom$", "-test.v", "-test.timeout=8m"); err != nil {
-		logs, _ := filepath.Glob(filepath.Join(dir, "logs", "*.log"))
+		logs, _ := filepath.Glob(filepath.Join(dir, "*", "logs", "*.log"))
 		for _, l := range logs {
 			if b, err := os.ReadFile(l); err == nil {
 				t.Logf("%s:\n%s", filepath.Base(l), b)

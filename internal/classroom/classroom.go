@@ -22,7 +22,8 @@
 // `ip netns exec HOST tms-agent --region http://10.98.0.1:PORT --mac … --disk … --key-file …
 // --central-key … --once`, in host i+1 for terminal i. Such an agent boots once, does the task
 // its boot action names (or nothing) and exits, so the terminal is off until the region wakes it
-// with a magic packet, as a deploy does. What each process printed is in Dir/logs/NAME.log.
+// with a magic packet, as a deploy does. What each process printed is in
+// Dir/run/logs/NAME.log (Options.Name names run).
 package classroom
 
 import (
@@ -39,6 +40,7 @@ import (
 	"slices"
 	"sync"
 	"syscall"
+	"testing"
 	"time"
 
 	"go.temporal.io/sdk/client"
@@ -139,6 +141,9 @@ type Options struct {
 	DiskSize  int64 // each terminal's disk
 	Unicast   bool  // devenv.Options.Unicast
 	Log       *slog.Logger
+	// Name is the subdirectory of Spec.Dir the classroom keeps its data and logs in (default
+	// "run"): a child that starts several classrooms, one after the other, names each.
+	Name string
 }
 
 // Classroom is a running region with agent processes in the lab.
@@ -146,6 +151,7 @@ type Classroom struct {
 	Env  *devenv.Env
 	Lab  *netlab.Lab
 	opts Options
+	dir  string // Spec.Dir/Name
 
 	mu    sync.Mutex
 	exits map[string][]exit // by terminal name
@@ -165,9 +171,12 @@ func Start(ctx context.Context, o Options) (_ *Classroom, err error) {
 	if o.Log == nil {
 		o.Log = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
 	}
-	c := &Classroom{Lab: netlab.Attach(o.Spec.Lab, o.Spec.Hosts), opts: o, exits: map[string][]exit{}}
-	dataDir := filepath.Join(o.Spec.Dir, "tms")
-	if err := os.MkdirAll(filepath.Join(o.Spec.Dir, "logs"), 0o755); err != nil {
+	if o.Name == "" {
+		o.Name = "run"
+	}
+	c := &Classroom{Lab: netlab.Attach(o.Spec.Lab, o.Spec.Hosts), opts: o, exits: map[string][]exit{}, dir: filepath.Join(o.Spec.Dir, o.Name)}
+	dataDir := filepath.Join(c.dir, "tms")
+	if err := os.MkdirAll(filepath.Join(c.dir, "logs"), 0o755); err != nil {
 		return nil, err
 	}
 	// devenv writes central's public key there before it creates the terminals.
@@ -207,7 +216,7 @@ func (c *Classroom) runAgent(ctx context.Context, t devenv.Terminal, centralKey 
 	if err != nil {
 		return err
 	}
-	logf, err := os.OpenFile(filepath.Join(c.opts.Spec.Dir, "logs", t.Name+".log"), os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o644)
+	logf, err := os.OpenFile(filepath.Join(c.dir, "logs", t.Name+".log"), os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o644)
 	if err != nil {
 		return err
 	}
@@ -301,7 +310,7 @@ func (c *Classroom) Import(ctx context.Context, path, name string) (Image, error
 	if img.Sum, err = FileSum(path); err != nil {
 		return img, err
 	}
-	img.Chunks, err = chunkFiles(filepath.Join(c.opts.Spec.Dir, "tms", Region, "store", "chunks"))
+	img.Chunks, err = chunkFiles(filepath.Join(c.dir, "tms", Region, "store", "chunks"))
 	return img, err
 }
 
@@ -514,4 +523,42 @@ func (c *Classroom) CheckDisks(img Image, names []string) error {
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// Parent is the parent's whole part for a benchmark or test: it skips tb unless it runs as
+// root with ip, tc and go, builds tms-agent, creates and shapes the lab, runs this binary again
+// in the region's host with args, and deletes the lab afterwards. On failure it prints the
+// agents' logs.
+func Parent(tb testing.TB, o PrepareOptions, args ...string) {
+	tb.Helper()
+	if os.Geteuid() != 0 {
+		tb.Skip("needs root to create network namespaces")
+	}
+	for _, c := range []string{"ip", "tc", "go"} {
+		if _, err := exec.LookPath(c); err != nil {
+			tb.Skipf("needs %s (Debian: iproute2; go to build tms-agent): %v", c, err)
+		}
+	}
+	if o.Dir == "" {
+		o.Dir = tb.TempDir()
+	}
+	ctx := context.Background()
+	s, err := Prepare(ctx, o)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	defer func() {
+		if err := s.Close(); err != nil {
+			tb.Error(err)
+		}
+	}()
+	if err := s.RunChild(ctx, args...); err != nil {
+		logs, _ := filepath.Glob(filepath.Join(o.Dir, "*", "logs", "*.log"))
+		for _, l := range logs {
+			if b, err := os.ReadFile(l); err == nil {
+				tb.Logf("%s:\n%s", l, b)
+			}
+		}
+		tb.Fatalf("the classroom in lab %s failed: %v", s.Lab.Name, err)
+	}
 }
