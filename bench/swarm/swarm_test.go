@@ -10,7 +10,8 @@
 // disks and is timed from the DeployImage workflow's start to the last terminal's agent having
 // verified its disk and reported. For each N and mode it reports T(N) ÷ T(1) (T(1) of the same
 // mode, same run), the spread of the terminals' completion times (p99 ÷ p50), and the region's
-// egress (what its port sent, from the interface's counter) ÷ the image's stored bytes.
+// egress (what its port sent, from the interface's counter) ÷ the image's stored bytes. The table
+// above the final lines also shows the chunk bytes the region counted in its metrics ÷ stored.
 //
 // Until tms has a swarm mode, devenv.Options.Unicast changes nothing and both modes are unicast.
 package swarm
@@ -95,6 +96,7 @@ type result struct {
 	p99     time.Duration
 	min     time.Duration
 	egress  float64 // ÷ stored bytes
+	chunks  float64 // the region's chunk bytes to agents (its metrics) ÷ stored bytes
 	tRatio  float64
 	details string
 }
@@ -147,7 +149,7 @@ func measure(b *testing.B, spec classroom.Spec) {
 			}
 			ds := run.Durations()
 			r := result{n: n, mode: mode, t: run.Last.Sub(run.Start), p50: classroom.Percentile(ds, 50), p99: classroom.Percentile(ds, 99),
-				min: ds[0], egress: float64(run.Egress) / float64(img.StoredBytes)}
+				min: ds[0], egress: float64(run.Egress) / float64(img.StoredBytes), chunks: float64(run.ChunkBytes) / float64(img.StoredBytes)}
 			if n == 1 {
 				t1 = r.t
 			}
@@ -163,11 +165,13 @@ func measure(b *testing.B, spec classroom.Spec) {
 		c.Stop()
 	}
 
-	fmt.Printf("\n%-8s %3s %9s %7s %9s %9s %9s %8s %13s\n", "mode", "N", "T(N) s", "T/T(1)", "first s", "p50 s", "p99 s", "p99/p50", "egress/stored")
+	fmt.Printf("\n%-8s %3s %9s %7s %9s %9s %9s %8s %13s %13s\n", "mode", "N", "T(N) s", "T/T(1)", "first s", "p50 s", "p99 s", "p99/p50",
+		"egress/stored", "chunks/stored")
 	for _, r := range results {
-		fmt.Printf("%-8s %3d %9.1f %7.2f %9.1f %9.1f %9.1f %8.2f %13.2f\n", r.mode, r.n, r.t.Seconds(), r.tRatio, r.min.Seconds(),
-			r.p50.Seconds(), r.p99.Seconds(), r.p99.Seconds()/r.p50.Seconds(), r.egress)
+		fmt.Printf("%-8s %3d %9.1f %7.2f %9.1f %9.1f %9.1f %8.2f %13.2f %13.2f\n", r.mode, r.n, r.t.Seconds(), r.tRatio, r.min.Seconds(),
+			r.p50.Seconds(), r.p99.Seconds(), r.p99.Seconds()/r.p50.Seconds(), r.egress, r.chunks)
 	}
+	fmt.Println("(egress: the region's port's tx counter; chunks: the region's tms_transfer_bytes_total{path=agent,direction=out})")
 	fmt.Println()
 	for _, r := range results {
 		fmt.Printf("swarm N=%d mode=%s t_ratio=%.2f p99_p50=%.2f egress_ratio=%.2f\n", r.n, r.mode, r.tRatio, r.p99.Seconds()/r.p50.Seconds(), r.egress)

@@ -50,6 +50,7 @@ import (
 	"tms/devenv"
 	"tms/imageio"
 	"tms/internal/netlab"
+	"tms/metrics"
 	"tms/workflows"
 )
 
@@ -377,6 +378,7 @@ type Deploying struct {
 	opts   DeployOptions
 	Start  time.Time
 	before netlab.Counters
+	chunks int64 // the region's agent chunk bytes out at the start
 }
 
 // StartDeploy starts the DeployImage workflow for the named terminals, all at once (the
@@ -390,7 +392,11 @@ func (c *Classroom) StartDeploy(ctx context.Context, o DeployOptions) (*Deployin
 	if err != nil {
 		return nil, err
 	}
-	d := &Deploying{c: c, opts: o, before: before, Start: time.Now()}
+	chunks, err := c.chunkBytesOut()
+	if err != nil {
+		return nil, err
+	}
+	d := &Deploying{c: c, opts: o, before: before, chunks: chunks, Start: time.Now()}
 	d.run, err = c.Env.Client.ExecuteWorkflow(ctx, client.StartWorkflowOptions{TaskQueue: activities.RegionQueue(Region)},
 		workflows.DeployImage, workflows.DeployImageInput{Region: Region, Terminals: o.Terminals, Image: o.Image,
 			Concurrency: len(o.Terminals), Timeouts: o.Timeouts})
@@ -455,6 +461,9 @@ type DeployRun struct {
 	Last time.Time
 	// Egress is what the region's host sent into the lab during the deploy (bytes).
 	Egress int64
+	// ChunkBytes is what the region counted as chunk bytes sent to agents during the deploy
+	// (tms_transfer_bytes_total{path="agent",direction="out"}).
+	ChunkBytes int64
 }
 
 // Wait waits for the deploy's workflow and collects the figures.
@@ -466,6 +475,11 @@ func (d *Deploying) Wait(ctx context.Context) (DeployRun, error) {
 		err = cerr
 	}
 	r.Egress = after.TxBytes - d.before.TxBytes
+	chunks, cerr := d.c.chunkBytesOut()
+	if err == nil {
+		err = cerr
+	}
+	r.ChunkBytes = chunks - d.chunks
 	d.c.mu.Lock()
 	for _, o := range r.Result.Terminals {
 		if !o.OK {
@@ -486,6 +500,29 @@ func (d *Deploying) Wait(ctx context.Context) (DeployRun, error) {
 		err = d.c.waitOff(ctx, d.opts.Terminals)
 	}
 	return r, err
+}
+
+// chunkBytesOut reads the region's count of chunk bytes sent to agents.
+func (c *Classroom) chunkBytesOut() (int64, error) {
+	fams, err := c.Env.Regions[Region].Metrics.Registry().Gather()
+	if err != nil {
+		return 0, fmt.Errorf("classroom: the region's metrics: %w", err)
+	}
+	for _, f := range fams {
+		if f.GetName() != "tms_transfer_bytes_total" {
+			continue
+		}
+		for _, m := range f.GetMetric() {
+			labels := map[string]string{}
+			for _, l := range m.GetLabel() {
+				labels[l.GetName()] = l.GetValue()
+			}
+			if labels["path"] == metrics.PathAgent && labels["direction"] == metrics.Out {
+				return int64(m.GetCounter().GetValue()), nil
+			}
+		}
+	}
+	return 0, errors.New("classroom: the region has no tms_transfer_bytes_total{path=agent,direction=out}")
 }
 
 // Durations are the terminals' completion times after the deploy's start, sorted.
