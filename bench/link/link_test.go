@@ -56,7 +56,7 @@ func BenchmarkLink(b *testing.B) {
 		b.Fatalf("TMS_LINK_RATE: %v", err)
 	}
 	for b.Loop() {
-		classroom.Parent(b, classroom.PrepareOptions{Terminals: 1, Rate: rate, Dir: benchutil.Dir(b)},
+		classroom.Parent(b, classroom.PrepareOptions{Terminals: 1, Rate: rate},
 			"-test.run=^$", "-test.bench=^BenchmarkLink$", "-test.benchtime=1x")
 	}
 }

@@ -28,7 +28,6 @@ import (
 	"testing"
 	"time"
 
-	"tms/internal/benchutil"
 	"tms/internal/classroom"
 	"tms/internal/netlab"
 	"tms/workflows"
@@ -83,7 +82,7 @@ func BenchmarkSwarm(b *testing.B) {
 		return
 	}
 	for b.Loop() {
-		classroom.Parent(b, classroom.PrepareOptions{Terminals: slices.Max(sizes(b)), Rate: rate(b), Dir: benchutil.Dir(b)},
+		classroom.Parent(b, classroom.PrepareOptions{Terminals: slices.Max(sizes(b)), Rate: rate(b)},
 			"-test.run=^$", "-test.bench=^BenchmarkSwarm$", "-test.benchtime=1x")
 	}
 }

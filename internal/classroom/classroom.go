@@ -565,7 +565,8 @@ func (c *Classroom) CheckDisks(img Image, names []string) error {
 // Parent is the parent's whole part for a benchmark or test: it skips tb unless it runs as
 // root with ip, tc and go, builds tms-agent, creates and shapes the lab, runs this binary again
 // in the region's host with args, and deletes the lab afterwards. On failure it prints the
-// agents' logs.
+// agents' logs. An empty o.Dir means a new temporary directory, removed afterwards unless
+// $TMS_LAB_KEEP is set.
 func Parent(tb testing.TB, o PrepareOptions, args ...string) {
 	tb.Helper()
 	if os.Geteuid() != 0 {
@@ -577,7 +578,20 @@ func Parent(tb testing.TB, o PrepareOptions, args ...string) {
 		}
 	}
 	if o.Dir == "" {
-		o.Dir = tb.TempDir()
+		// $TMS_BENCH_DIR, else the system's temporary directory; kept when $TMS_LAB_KEEP is
+		// set (the agents' logs are in its */logs).
+		dir, err := os.MkdirTemp(os.Getenv("TMS_BENCH_DIR"), "tms-classroom-")
+		if err != nil {
+			tb.Fatal(err)
+		}
+		o.Dir = dir
+		defer func() {
+			if os.Getenv("TMS_LAB_KEEP") != "" {
+				tb.Logf("kept %s (TMS_LAB_KEEP)", dir)
+				return
+			}
+			os.RemoveAll(dir)
+		}()
 	}
 	ctx := context.Background()
 	s, err := Prepare(ctx, o)
