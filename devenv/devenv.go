@@ -9,6 +9,10 @@
 //
 // Everything lives under DataDir: starting again on the same directory continues where the
 // last run stopped (workflows resume, stores and databases are kept, disks keep their bytes).
+//
+// With Options.StartTerminal the terminals are started by the caller instead, for example as
+// tms-agent processes in network namespaces (package internal/classroom): devenv still creates,
+// enrolls and groups them, and calls the hook whenever one is switched on or woken.
 package devenv
 
 import (
