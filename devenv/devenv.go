@@ -9,6 +9,10 @@
 //
 // Everything lives under DataDir: starting again on the same directory continues where the
 // last run stopped (workflows resume, stores and databases are kept, disks keep their bytes).
+//
+// With Options.StartTerminal the terminals are started by the caller instead, for example as
+// tms-agent processes in network namespaces (package internal/classroom): devenv still creates,
+// enrolls and groups them, and calls the hook whenever one is switched on or woken.
 package devenv
 
 import (
@@ -37,6 +41,7 @@ import (
 	"tms/centralapi"
 	"tms/config"
 	"tms/devtemporal"
+	"tms/internal/atomicfile"
 	"tms/internal/sampledisk"
 	"tms/server"
 	"tms/signing"
@@ -76,6 +81,20 @@ type Options struct {
 	ReportInterval time.Duration
 	// TemporalLog receives the embedded server's own log (default: warnings and errors to Log).
 	TemporalLevel slog.Level
+	// Segment is the regions' boot segment, where their terminals are (default DevSegment,
+	// loopback): power on refuses a terminal last seen outside it. A lab whose terminals are
+	// processes in network namespaces sets the lab's subnet.
+	Segment string
+	// StartTerminal, if set, switches a terminal on instead of the in-process agent: devenv
+	// creates the terminals as usual (disks, enrolment, agent keys, group "lab"; every disk
+	// empty, the key also in Terminal.KeyFile) and calls StartTerminal once for each at start
+	// and again whenever a magic packet wakes one that is off. It returns when the terminal is
+	// off again (its agent process ended); devenv cancels ctx to switch it off (StopAgent,
+	// Stop). It runs in a goroutine of its own; an error is logged.
+	StartTerminal func(ctx context.Context, t Terminal) error
+	// Unicast makes the regions serve every chunk of a deploy themselves, no swarm (the
+	// terminals do not fetch chunks from each other). Until the swarm lands it changes nothing.
+	Unicast bool
 }
 
 // Terminal is a simulated terminal.
@@ -84,8 +103,16 @@ type Terminal struct {
 	Name   string
 	MAC    string
 	Disk   string
-	key    []byte // its agent key, as the agent service of an installed OS keeps it
+	// Endpoint is the URL of its region's HTTP service, where its agent goes.
+	Endpoint string
+	// KeyFile holds its agent key as tms-agent --key-file reads it (Options.StartTerminal
+	// only; empty otherwise).
+	KeyFile string
+	key     []byte // its agent key, as the agent service of an installed OS keeps it
 }
+
+// Key returns the terminal's agent key.
+func (t Terminal) Key() []byte { return append([]byte(nil), t.key...) }
 
 // Env is a running development environment.
 type Env struct {
@@ -99,6 +126,9 @@ type Env struct {
 	Namespace string
 	// CentralKey is the public key of central's signing key (DataDir/central.key).
 	CentralKey signing.PublicKey
+	// CentralKeyFile holds CentralKey in its text form (DataDir/central.pub), as tms-agent
+	// --central-key and the in-memory OS read it.
+	CentralKeyFile string
 	// AdminPassword is the first admin's password (Options.Auth), as DataDir/admin-password
 	// keeps it; AdminCreated says whether this start created the admin.
 	AdminPassword string
@@ -169,6 +199,9 @@ func (o *Options) defaults() {
 	if o.TemporalLevel == 0 {
 		o.TemporalLevel = slog.LevelWarn
 	}
+	if o.Segment == "" {
+		o.Segment = DevSegment
+	}
 }
 
 // Start starts everything. On error, what was started is stopped again.
@@ -203,6 +236,10 @@ func Start(ctx context.Context, o Options) (_ *Env, err error) {
 		return nil, err
 	}
 	e.key, e.CentralKey = key, key.Public()
+	e.CentralKeyFile = filepath.Join(o.DataDir, "central.pub")
+	if err := atomicfile.Write(e.CentralKeyFile, strings.NewReader(e.CentralKey.String()+"\n"), 0o644); err != nil {
+		return nil, fmt.Errorf("central's public key: %w", err)
+	}
 	e.regionClient = map[string]client.Client{}
 	to := devtemporal.Options{DataDir: filepath.Join(o.DataDir, "temporal"), Host: o.Host,
 		Port: o.TemporalPort, UIPort: o.UIPort, Log: o.Log, Level: o.TemporalLevel}
@@ -270,7 +307,7 @@ func Start(ctx context.Context, o Options) (_ *Env, err error) {
 		}
 		r, err := server.StartRegion(ctx, server.RegionOptions{ID: id, DataDir: filepath.Join(o.DataDir, id), Relay: relay,
 			Listen: listen, Labels: map[string]string{"site": "dev"}, CentralKey: e.CentralKey, Client: rc, Log: o.Log,
-			Waker: waker, Boot: config.Boot{Subnet: DevSegment}, Version: o.Version, ReportInterval: o.ReportInterval})
+			Waker: waker, Boot: config.Boot{Subnet: o.Segment}, Version: o.Version, ReportInterval: o.ReportInterval})
 		if err != nil {
 			return nil, err
 		}
@@ -320,10 +357,10 @@ func (e *Env) addTerminals(ctx context.Context) error {
 		}
 		for n := range e.opts.Terminals {
 			t := Terminal{Region: id, Name: fmt.Sprintf("%s-pc%d", terminalPrefix(id), n+1),
-				MAC: fmt.Sprintf("52:54:00:%02x:00:%02x", ri+1, n+1)}
+				MAC: fmt.Sprintf("52:54:00:%02x:00:%02x", ri+1, n+1), Endpoint: r.Endpoint()}
 			t.Disk = filepath.Join(dir, t.Name+".disk")
 			if _, err := os.Stat(t.Disk); errors.Is(err, os.ErrNotExist) {
-				if ri == 0 && n == 0 {
+				if ri == 0 && n == 0 && e.opts.StartTerminal == nil {
 					err = sampledisk.Write(t.Disk, sampledisk.Options{Size: e.opts.DiskSize, Seed: 1})
 				} else {
 					err = emptyDisk(t.Disk, e.opts.DiskSize)
@@ -348,6 +385,12 @@ func (e *Env) addTerminals(ctx context.Context) error {
 				return fmt.Errorf("terminal %s: agent key: %w", t.Name, err)
 			}
 			t.key = key
+			if e.opts.StartTerminal != nil {
+				t.KeyFile = filepath.Join(dir, t.Name+".key")
+				if err := atomicfile.Write(t.KeyFile, strings.NewReader(agent.FormatKey(key)), 0o600); err != nil {
+					return fmt.Errorf("terminal %s: agent key file: %w", t.Name, err)
+				}
+			}
 			e.agentMu.Lock() // a resumed task may wake terminals already
 			e.Terminals = append(e.Terminals, t)
 			e.agentMu.Unlock()
@@ -375,7 +418,8 @@ const DevSegment = "127.0.0.0/8"
 
 // startAgent switches terminal t on: it boots from the network (the in-memory OS's agent) and,
 // with nothing to do, runs the installed OS's agent service, until ctx ends, the service
-// powers the terminal off, or StopAgent is called.
+// powers the terminal off, or StopAgent is called. With Options.StartTerminal, that hook runs
+// the terminal instead.
 func (e *Env) startAgent(ctx context.Context, t Terminal) {
 	u, _ := url.Parse(e.Regions[t.Region].Endpoint())
 	ctx, cancel := context.WithCancel(ctx)
@@ -384,6 +428,25 @@ func (e *Env) startAgent(ctx context.Context, t Terminal) {
 	e.agentGen[t.MAC]++
 	gen := e.agentGen[t.MAC]
 	e.agentMu.Unlock()
+	off := func() {
+		e.agentMu.Lock()
+		if e.agentGen[t.MAC] == gen {
+			delete(e.agentCtl, t.MAC) // off: a magic packet wakes it
+		}
+		e.agentMu.Unlock()
+		cancel()
+	}
+	if start := e.opts.StartTerminal; start != nil {
+		e.agents.Add(1)
+		go func() {
+			defer e.agents.Done()
+			if err := start(ctx, t); err != nil && ctx.Err() == nil {
+				e.log.Error("terminal stopped", "terminal", t.Name, "err", err)
+			}
+			off()
+		}()
+		return
+	}
 	hc := &http.Client{Timeout: 2 * time.Minute}
 	log := e.log.With("terminal", t.Name)
 	a := &agent.Agent{Region: u, MAC: t.MAC, Key: t.key, Disk: t.Disk, CentralKey: e.CentralKey, HTTP: hc, Log: log,
@@ -399,12 +462,7 @@ func (e *Env) startAgent(ctx context.Context, t Terminal) {
 		if err := a.Run(ctx); err != nil && ctx.Err() == nil {
 			e.log.Error("agent stopped", "terminal", t.Name, "err", err)
 		}
-		e.agentMu.Lock()
-		if e.agentGen[t.MAC] == gen {
-			delete(e.agentCtl, t.MAC) // off: a magic packet wakes it
-		}
-		e.agentMu.Unlock()
-		cancel()
+		off()
 	}()
 }
 

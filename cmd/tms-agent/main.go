@@ -2,10 +2,13 @@
 // or deploys an image to it, as the region's boot action says. It is built static (CGO_ENABLED=0)
 // to be the /init of the network-booted in-memory OS: started as PID 1 it sets the system up and
 // runs for one boot (package tms/agent/initos). Otherwise it runs with flags, for example against
-// a disk file. In a terminal's installed OS it runs as a service (tms-agent service, see
-// docs/agent.md and dist/systemd/tms-agent.service): it polls its region for power commands.
+// a disk file; with --key-file and --central-key such a process is a simulated terminal as
+// devenv's are (the lab of bench/swarm runs one per network namespace). In a terminal's
+// installed OS it runs as a service (tms-agent service, see docs/agent.md and
+// dist/systemd/tms-agent.service): it polls its region for power commands.
 //
-//	tms-agent --region http://10.0.5.2:8301 --mac 52:54:00:12:34:56 --disk /dev/sda
+//	tms-agent --region http://10.0.5.2:8301 --mac 52:54:00:12:34:56 --disk /dev/sda --central-key /etc/tms/central.pub
+//	tms-agent --region http://10.98.0.1:8301 --mac 52:54:00:01:00:01 --disk pc1.disk --key-file pc1.key --central-key central.pub --once
 //	tms-agent service --region https://10.0.5.2:8081 --mac 52:54:00:12:34:56 --disk /dev/sda --key-file /etc/tms/agent.key
 package main
 
@@ -19,11 +22,13 @@ import (
 	"net/url"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 	"time"
 
 	"tms/agent"
 	"tms/agent/initos"
+	"tms/signing"
 )
 
 func main() {
@@ -40,41 +45,67 @@ func run(args []string) error {
 	if len(args) > 0 && args[0] == "service" {
 		return service(args[1:])
 	}
+	a, err := parseRun(args)
+	if err != nil || a == nil {
+		return err
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	return a.Run(ctx)
+}
+
+// parseRun reads the run mode's flags into the agent to run; nil and no error for --version.
+func parseRun(args []string) (*agent.Agent, error) {
 	fs := flag.NewFlagSet("tms-agent", flag.ContinueOnError)
 	region := fs.String("region", "", "URL of the region's HTTP service, for example http://10.0.5.2:8301")
 	mac := fs.String("mac", "", "the terminal's MAC address")
 	disk := fs.String("disk", "", "the disk to capture or write: a block device, or a file standing in for one")
 	once := fs.Bool("once", false, "return after one boot's task (the in-memory OS reboots afterwards)")
 	jobs := fs.Int("jobs", 0, "chunks handled at once (default: 2 per CPU, at least 4)")
+	keyFile := fs.String("key-file", "", "the terminal's agent key (mode 600), to sign boot requests as the installed OS's agent does; empty: none, as in the in-memory OS")
+	centralKey := fs.String("central-key", "", "file holding central's public key in its text form (as /etc/tms/central.pub in the in-memory OS); without it every deploy is refused")
 	verbose := fs.Bool("v", false, "log debug messages")
 	version := fs.Bool("version", false, "print the version and exit")
 	if err := fs.Parse(args); err != nil {
-		return err
+		return nil, err
 	}
 	if *version {
 		fmt.Println("tms-agent", agent.Version)
-		return nil
+		return nil, nil
 	}
 	if fs.NArg() > 0 {
-		return fmt.Errorf("unexpected argument %q", fs.Arg(0))
+		return nil, fmt.Errorf("unexpected argument %q", fs.Arg(0))
 	}
 	if *region == "" || *mac == "" {
-		return errors.New("--region and --mac are required")
+		return nil, errors.New("--region and --mac are required")
 	}
 	u, err := url.Parse(*region)
 	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-		return fmt.Errorf("--region %q is not an http(s) URL", *region)
+		return nil, fmt.Errorf("--region %q is not an http(s) URL", *region)
 	}
 	level := slog.LevelInfo
 	if *verbose {
 		level = slog.LevelDebug
 	}
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
 	a := &agent.Agent{Region: u, MAC: *mac, Disk: *disk, Once: *once, Jobs: *jobs, Log: log,
 		HTTP: &http.Client{Timeout: 2 * time.Minute}}
-	return a.Run(ctx)
+	if *keyFile != "" {
+		if a.Key, err = agent.ReadKeyFile(*keyFile); err != nil {
+			return nil, fmt.Errorf("--key-file: %w", err)
+		}
+	}
+	if *centralKey != "" {
+		// A file only, as the in-memory OS has it: a key typed on the command line would
+		// be one more place to forget to update.
+		if strings.HasPrefix(strings.TrimSpace(*centralKey), signing.PublicKeyPrefix) {
+			return nil, fmt.Errorf("--central-key names a file holding the key, not the key itself")
+		}
+		if a.CentralKey, err = signing.LoadPublicKey(*centralKey); err != nil {
+			return nil, fmt.Errorf("--central-key: %w", err)
+		}
+	}
+	return a, nil
 }
 
 // service runs the agent of the installed OS: it polls the region for power commands with the
