@@ -1,0 +1,176 @@
+package store
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"sort"
+
+	"tms/manifest"
+)
+
+// packGC is what garbage collection did to a directory's packs.
+type packGC struct {
+	KeptChunks, KeptBytes   int64 // referenced chunks in packs
+	FreedChunks, FreedBytes int64 // unreferenced chunks dropped, and the disk bytes that freed
+	// DeadChunks and DeadBytes are unreferenced chunks left in packs that are mostly live:
+	// a later collection frees them once their pack is mostly unreferenced.
+	DeadChunks, DeadBytes int64
+	Removed, Rewritten    int      // packs deleted whole, packs whose live chunks were copied to a new pack
+	Damaged               []string // packs whose index cannot be read, left alone
+}
+
+// collectPacks frees the packs' unreferenced chunks: a pack with no live chunk is deleted, a
+// pack whose frames are at least half unreferenced (by bytes) is rewritten: its live chunks
+// are copied into a new pack, which is published (durable, indexed) before the old one is
+// deleted. A crash leaves the old pack, or both (the same chunks twice, tidied up by the next
+// collection), never neither. A chunk found in more than one pack counts as live only in the
+// first. held reports whether the caller still holds the store exclusively; it is asked before
+// each deletion.
+func (d *Dir) collectPacks(ctx context.Context, live map[manifest.ID]struct{}, held func() error) (packGC, error) {
+	var res packGC
+	if err := d.scanPacks(true); err != nil {
+		return res, err
+	}
+	ps := &d.packs
+	ps.mu.RLock()
+	var names []string
+	for name := range ps.packs {
+		names = append(names, name)
+	}
+	for name := range ps.bad {
+		res.Damaged = append(res.Damaged, packPrefix+name)
+	}
+	ps.mu.RUnlock()
+	sort.Strings(names)
+	sort.Strings(res.Damaged)
+
+	seen := map[manifest.ID]bool{}
+	for _, name := range names {
+		if err := ctx.Err(); err != nil {
+			return res, err
+		}
+		entries, fi, err := d.loadPackIndex(name)
+		if errors.Is(err, fs.ErrNotExist) {
+			continue
+		}
+		if errors.Is(err, ErrCorrupt) {
+			res.Damaged = append(res.Damaged, packPrefix+name)
+			continue
+		}
+		if err != nil {
+			return res, err
+		}
+		var keep []packEntry
+		var liveBytes, deadBytes int64
+		for _, e := range entries {
+			_, ok := live[e.id]
+			if ok && !seen[e.id] {
+				seen[e.id] = true
+				keep = append(keep, e)
+				liveBytes += int64(e.n)
+			} else {
+				deadBytes += int64(e.n)
+			}
+		}
+		dead := int64(len(entries) - len(keep))
+		switch {
+		case dead == 0:
+			res.KeptChunks += int64(len(keep))
+			res.KeptBytes += liveBytes
+		case len(keep) == 0:
+			if err := held(); err != nil {
+				return res, fmt.Errorf("garbage collection stopped: lost its lock: %w", err)
+			}
+			if err := d.removePack(name); err != nil {
+				return res, err
+			}
+			res.Removed++
+			res.FreedChunks += dead
+			res.FreedBytes += fi.Size()
+		case deadBytes >= liveBytes:
+			if err := held(); err != nil {
+				return res, fmt.Errorf("garbage collection stopped: lost its lock: %w", err)
+			}
+			newSize, err := d.rewritePack(name, keep)
+			if err != nil {
+				return res, err
+			}
+			if err := d.removePack(name); err != nil {
+				return res, err
+			}
+			res.Rewritten++
+			res.KeptChunks += int64(len(keep))
+			res.KeptBytes += liveBytes
+			res.FreedChunks += dead
+			res.FreedBytes += fi.Size() - newSize
+		default:
+			res.KeptChunks += int64(len(keep))
+			res.KeptBytes += liveBytes
+			res.DeadChunks += dead
+			res.DeadBytes += deadBytes
+		}
+	}
+	return res, nil
+}
+
+// rewritePack copies the frames keep names from pack name into a new pack and publishes it,
+// returning its size. A frame that does not match its checksum stops it before anything is
+// published: the old pack stays, for verify to report.
+func (d *Dir) rewritePack(name string, keep []packEntry) (int64, error) {
+	key := packPrefix + name
+	f, err := os.Open(d.packPath(name))
+	if err != nil {
+		return 0, d.ioErr(key, err)
+	}
+	defer f.Close()
+	w, err := d.newPackWriter()
+	if err != nil {
+		return 0, err
+	}
+	var buf []byte
+	for _, e := range keep {
+		if cap(buf) < int(e.n) {
+			buf = make([]byte, e.n)
+		}
+		buf = buf[:e.n]
+		if _, err := f.ReadAt(buf, e.off); err != nil {
+			w.discard()
+			return 0, d.err(ErrCorrupt, "pack "+key, fmt.Errorf("reading chunk %s: %w", e.id.Short(), err))
+		}
+		if got := frameCRC(buf); got != e.crc {
+			w.discard()
+			return 0, d.err(ErrCorrupt, "pack "+key, fmt.Errorf("garbage collection stopped before rewriting it: chunk %s checksums to %08x, its index says %08x", e.id.Short(), got, e.crc))
+		}
+		if err := w.add(e.id, buf); err != nil {
+			w.discard()
+			return 0, d.ioErr(packPrefix+w.name, err)
+		}
+	}
+	size := w.off + int64(len(w.entries))*packEntrySize + packTrailerSize
+	if err := d.publishPacks([]*packWriter{w}); err != nil {
+		return 0, err
+	}
+	return size, nil
+}
+
+// removePack deletes a pack, durably, and forgets its chunks.
+func (d *Dir) removePack(name string) error {
+	dir := filepath.Join(d.root, packDir)
+	if err := os.Remove(filepath.Join(dir, name)); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return d.ioErr(packPrefix+name, err)
+	}
+	if err := syncDir(dir); err != nil {
+		return d.ioErr(packDir, err)
+	}
+	ps := &d.packs
+	ps.mu.Lock()
+	defer ps.mu.Unlock()
+	if p := ps.packs[name]; p != nil {
+		d.dropPacksLocked([]*packInfo{p})
+	}
+	return nil
+}
