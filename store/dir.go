@@ -146,6 +146,9 @@ func (d *Dir) Get(ctx context.Context, key string) ([]byte, error) {
 		if b, found, err := d.getPacked(id); found || err != nil {
 			return b, err
 		}
+		if bad := d.damagedPacks(); len(bad) > 0 {
+			return nil, d.err(ErrCorrupt, chunkWhat(id), fmt.Errorf("in no chunk file and no readable pack, and damaged pack %s may hold it: run tms store verify", strings.Join(bad, ", ")))
+		}
 	}
 	if err != nil {
 		return nil, d.ioErr(key, err)

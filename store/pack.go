@@ -492,3 +492,39 @@ func (d *Dir) PackedChunks(ctx context.Context, fn func(PackedChunk) error) ([]P
 	}
 	return bad, nil
 }
+
+// damagedPacks names the packs whose index could not be read, at most a few.
+func (d *Dir) damagedPacks() []string {
+	ps := &d.packs
+	ps.mu.RLock()
+	defer ps.mu.RUnlock()
+	var names []string
+	for name := range ps.bad {
+		names = append(names, packPrefix+name)
+	}
+	sort.Strings(names)
+	if len(names) > 3 {
+		names = append(names[:3], "…")
+	}
+	return names
+}
+
+// ChunkFile says where chunk id's frame is on disk: the file, and the frame's offset and length
+// in it (a chunk file: 0 and its size). For tests and people who look at a store by hand.
+func (d *Dir) ChunkFile(ctx context.Context, id manifest.ID) (path string, off, n int64, err error) {
+	key := ChunkKey(id)
+	if _, err := d.Stat(ctx, key); err != nil {
+		return "", 0, 0, err
+	}
+	if loc, ok, err := d.lookupPacked(id); err != nil {
+		return "", 0, 0, err
+	} else if ok {
+		return d.packPath(loc.p.name), loc.off, int64(loc.n), nil
+	}
+	p, _ := d.path(key)
+	fi, err := os.Stat(p)
+	if err != nil {
+		return "", 0, 0, d.ioErr(key, err)
+	}
+	return p, 0, fi.Size(), nil
+}

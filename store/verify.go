@@ -162,8 +162,8 @@ func (s *Store) Verify(ctx context.Context, jobs int, progress func(int64)) (*Ve
 						break
 					}
 				}
-			} else if Kind(err) == ErrNotFound {
-				perr = err
+			} else if k := Kind(err); k == ErrNotFound || k == ErrCorrupt {
+				perr = err // a damaged pack's frame is ErrCorrupt from Get
 			} else {
 				return err
 			}
