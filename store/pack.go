@@ -122,12 +122,31 @@ func (d *Dir) scanPacks(force bool) error {
 		return d.ioErr(packDir, err)
 	}
 	present := make(map[string]bool, len(ents))
+	var names []string
 	for _, e := range ents {
-		name := e.Name()
-		if !e.Type().IsRegular() || !strings.HasSuffix(name, packSuffix) {
-			continue
+		if name := e.Name(); e.Type().IsRegular() && strings.HasSuffix(name, packSuffix) {
+			present[name] = true
+			names = append(names, name)
 		}
-		present[name] = true
+	}
+	sort.Strings(names)
+	ps.mu.Lock()
+	for name := range ps.packs {
+		if !present[name] {
+			// Collected by another process. Its chunks may be in another pack we know (the
+			// one they were copied to, or a second copy): start the index afresh rather than
+			// lose them.
+			ps.packs, ps.byID = nil, nil
+			break
+		}
+	}
+	for name := range ps.bad {
+		if !present[name] {
+			delete(ps.bad, name)
+		}
+	}
+	ps.mu.Unlock()
+	for _, name := range names {
 		ps.mu.RLock()
 		_, known := ps.packs[name]
 		bad, isBad := ps.bad[name]
@@ -135,23 +154,14 @@ func (d *Dir) scanPacks(force bool) error {
 		if known {
 			continue
 		}
-		info, err := e.Info()
-		if errors.Is(err, fs.ErrNotExist) {
-			delete(present, name)
-			continue
-		}
-		if err != nil {
-			return d.ioErr(packPrefix+name, err)
-		}
-		if isBad && bad.size == info.Size() && bad.mod.Equal(info.ModTime()) {
-			continue // known damaged, unchanged
-		}
 		entries, fi, err := d.loadPackIndex(name)
 		if errors.Is(err, fs.ErrNotExist) {
-			delete(present, name)
 			continue // collected while we listed
 		}
 		if errors.Is(err, ErrCorrupt) {
+			if isBad && bad.size == fi.Size() && bad.mod.Equal(fi.ModTime()) {
+				continue
+			}
 			ps.mu.Lock()
 			if ps.bad == nil {
 				ps.bad = map[string]badPack{}
@@ -163,24 +173,15 @@ func (d *Dir) scanPacks(force bool) error {
 		if err != nil {
 			return err
 		}
+		ps.mu.Lock()
+		delete(ps.bad, name)
+		ps.mu.Unlock()
 		d.addPack(&packInfo{name: name, size: fi.Size(), mod: fi.ModTime()}, entries)
 	}
 	ps.mu.Lock()
-	defer ps.mu.Unlock()
-	var gone []*packInfo
-	for name, p := range ps.packs {
-		if !present[name] {
-			gone = append(gone, p)
-		}
-	}
-	for name := range ps.bad {
-		if !present[name] {
-			delete(ps.bad, name)
-		}
-	}
-	d.dropPacksLocked(gone)
 	ps.loaded = true
 	ps.dirMod = fi.ModTime()
+	ps.mu.Unlock()
 	return nil
 }
 
@@ -204,20 +205,20 @@ func (d *Dir) addPack(p *packInfo, entries []packEntry) {
 	}
 }
 
-// dropPacksLocked forgets packs (removed from disk), with ps.mu held.
-func (d *Dir) dropPacksLocked(gone []*packInfo) {
+// forgetPackLocked forgets a pack that was removed, with ps.mu held. Its chunks that another
+// pack also holds (elsewhere[id], if that pack is still known) are pointed there.
+func (d *Dir) forgetPackLocked(name string, entries []packEntry, elsewhere map[manifest.ID]packLoc) {
 	ps := &d.packs
-	if len(gone) == 0 {
-		return
-	}
-	drop := make(map[*packInfo]bool, len(gone))
-	for _, p := range gone {
-		drop[p] = true
-		delete(ps.packs, p.name)
-	}
-	for id, loc := range ps.byID {
-		if drop[loc.p] {
-			delete(ps.byID, id)
+	delete(ps.packs, name)
+	for _, e := range entries {
+		cur, ok := ps.byID[e.id]
+		if !ok || cur.p.name != name {
+			continue
+		}
+		if alt, ok := elsewhere[e.id]; ok && alt.p.name != name && ps.packs[alt.p.name] == alt.p {
+			ps.byID[e.id] = alt
+		} else {
+			delete(ps.byID, e.id)
 		}
 	}
 }

@@ -253,28 +253,38 @@ func sum(m map[string]int64) int64 {
 func TestGCKeepsOneCopyOfChunksInTwoPacks(t *testing.T) {
 	// A crash between publishing a rewritten pack and removing the old one leaves the same
 	// chunks in two packs: the next collection removes one copy.
-	ctx := context.Background()
-	root := filepath.Join(t.TempDir(), "s")
-	s, _ := packStore(t, root)
-	v := publish(t, s, "a", names("a", 6)...)
-	packs := files(t, root, "packs")
-	for name := range packs {
-		b, err := os.ReadFile(filepath.Join(root, "packs", name))
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := os.WriteFile(filepath.Join(root, "packs", "0copy-"+name), b, 0o644); err != nil {
-			t.Fatal(err)
-		}
+	for _, copyName := range []string{"0copy-", "zcopy-"} { // the copy sorts first, or last
+		t.Run(copyName, func(t *testing.T) {
+			ctx := context.Background()
+			root := filepath.Join(t.TempDir(), "s")
+			s, _ := packStore(t, root)
+			v := publish(t, s, "a", names("a", 6)...)
+			publish(t, s, "b", names("b", 6)...)
+			r, _ := manifest.ParseRef("b")
+			if _, err := s.Remove(ctx, r); err != nil {
+				t.Fatal(err)
+			}
+			for name := range files(t, root, "packs") {
+				b, err := os.ReadFile(filepath.Join(root, "packs", name))
+				if err != nil {
+					t.Fatal(err)
+				}
+				if err := os.WriteFile(filepath.Join(root, "packs", copyName+name), b, 0o644); err != nil {
+					t.Fatal(err)
+				}
+			}
+			res, err := s.GC(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if res.RemovedPacks != 3 || len(files(t, root, "packs")) != 1 || res.KeptChunks != 6 || res.FreedChunks != 18 {
+				t.Errorf("gc %+v, packs %v: want one copy of a's pack left, 6 kept, 18 freed", res, files(t, root, "packs"))
+			}
+			readAll(t, s, v)
+			fresh, _ := store.OpenDir(root)
+			readAll(t, store.New(fresh, store.Options{}), v)
+		})
 	}
-	res, err := s.GC(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if res.RemovedPacks != 1 || len(files(t, root, "packs")) != 1 || res.KeptChunks != 6 {
-		t.Errorf("gc %+v, packs %v: want one copy removed", res, files(t, root, "packs"))
-	}
-	readAll(t, s, v)
 }
 
 func TestOldChunkFilesStillRead(t *testing.T) {
@@ -565,5 +575,48 @@ func packWriterChild(root string) {
 		for _, id := range ids {
 			fmt.Println(id)
 		}
+	}
+}
+
+func TestReaderFollowsPacksRewrittenByAnotherProcess(t *testing.T) {
+	ctx := context.Background()
+	root := filepath.Join(t.TempDir(), "s")
+	s, _ := packStore(t, root)
+	v := publish(t, s, "a", names("a", 10)...)
+	publish(t, s, "a2", append(names("a", 2), names("x", 2)...)...)
+	// The reader (say the region's server) has loaded the index before gc runs elsewhere.
+	rd, err := store.OpenDir(root)
+	if err != nil {
+		t.Fatal(err)
+	}
+	reader := store.New(rd, store.Options{})
+	readAll(t, reader, v)
+	r, _ := manifest.ParseRef("a")
+	if _, err := s.Remove(ctx, r); err != nil {
+		t.Fatal(err)
+	}
+	gd, err := store.OpenDir(root)
+	if err != nil {
+		t.Fatal(err)
+	}
+	res, err := store.New(gd, store.Options{}).GC(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.RewrittenPacks != 1 {
+		t.Fatalf("gc %+v: want a's pack rewritten", res)
+	}
+	for _, c := range append(names("a", 2), names("x", 2)...) {
+		id := manifest.BLAKE3.Sum(chunkData(c))
+		if _, err := reader.GetChunk(ctx, manifest.BLAKE3, id, nil); err != nil {
+			t.Fatalf("reader after another process rewrote the pack: %v", err)
+		}
+		if ok, err := reader.HasChunk(ctx, id); err != nil || !ok {
+			t.Fatalf("reader: chunk %s present %v, %v", id.Short(), ok, err)
+		}
+	}
+	gone := manifest.BLAKE3.Sum(chunkData("a7"))
+	if _, err := reader.GetChunk(ctx, manifest.BLAKE3, gone, nil); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("a collected chunk: %v, want ErrNotFound", err)
 	}
 }

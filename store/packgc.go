@@ -48,7 +48,8 @@ func (d *Dir) collectPacks(ctx context.Context, live map[manifest.ID]struct{}, h
 	sort.Strings(names)
 	sort.Strings(res.Damaged)
 
-	seen := map[manifest.ID]bool{}
+	// first is where each live chunk was first found: the copy that stays.
+	first := map[manifest.ID]packLoc{}
 	for _, name := range names {
 		if err := ctx.Err(); err != nil {
 			return res, err
@@ -64,12 +65,18 @@ func (d *Dir) collectPacks(ctx context.Context, live map[manifest.ID]struct{}, h
 		if err != nil {
 			return res, err
 		}
+		ps.mu.RLock()
+		p := ps.packs[name]
+		ps.mu.RUnlock()
+		if p == nil {
+			p = &packInfo{name: name}
+		}
 		var keep []packEntry
 		var liveBytes, deadBytes int64
 		for _, e := range entries {
 			_, ok := live[e.id]
-			if ok && !seen[e.id] {
-				seen[e.id] = true
+			if _, dup := first[e.id]; ok && !dup {
+				first[e.id] = packLoc{p: p, off: e.off, n: e.n, crc: e.crc}
 				keep = append(keep, e)
 				liveBytes += int64(e.n)
 			} else {
@@ -85,7 +92,7 @@ func (d *Dir) collectPacks(ctx context.Context, live map[manifest.ID]struct{}, h
 			if err := held(); err != nil {
 				return res, fmt.Errorf("garbage collection stopped: lost its lock: %w", err)
 			}
-			if err := d.removePack(name); err != nil {
+			if err := d.removePack(name, entries, first); err != nil {
 				return res, err
 			}
 			res.Removed++
@@ -99,7 +106,14 @@ func (d *Dir) collectPacks(ctx context.Context, live map[manifest.ID]struct{}, h
 			if err != nil {
 				return res, err
 			}
-			if err := d.removePack(name); err != nil {
+			ps.mu.RLock()
+			for _, e := range keep {
+				if loc, ok := ps.byID[e.id]; ok {
+					first[e.id] = loc // now in the new pack
+				}
+			}
+			ps.mu.RUnlock()
+			if err := d.removePack(name, entries, first); err != nil {
 				return res, err
 			}
 			res.Rewritten++
@@ -157,8 +171,8 @@ func (d *Dir) rewritePack(name string, keep []packEntry) (int64, error) {
 	return size, nil
 }
 
-// removePack deletes a pack, durably, and forgets its chunks.
-func (d *Dir) removePack(name string) error {
+// removePack deletes a pack, durably, and forgets its chunks but those found elsewhere.
+func (d *Dir) removePack(name string, entries []packEntry, elsewhere map[manifest.ID]packLoc) error {
 	dir := filepath.Join(d.root, packDir)
 	if err := os.Remove(filepath.Join(dir, name)); err != nil && !errors.Is(err, fs.ErrNotExist) {
 		return d.ioErr(packPrefix+name, err)
@@ -169,8 +183,6 @@ func (d *Dir) removePack(name string) error {
 	ps := &d.packs
 	ps.mu.Lock()
 	defer ps.mu.Unlock()
-	if p := ps.packs[name]; p != nil {
-		d.dropPacksLocked([]*packInfo{p})
-	}
+	d.forgetPackLocked(name, entries, elsewhere)
 	return nil
 }
