@@ -27,8 +27,9 @@ type GCResult struct {
 	// A directory store's packs (see DirOptions.Packs): packs removed whole, packs rewritten
 	// (their live chunks copied to a new pack, the old one removed), and unreferenced chunks
 	// left in packs that are still mostly live (counted neither kept nor freed; a later
-	// collection frees them once their pack is mostly unreferenced). FreedBytes counts what
-	// rewriting a pack freed on disk. DamagedPacks are packs whose index cannot be read: gc
+	// collection frees them once their pack is mostly unreferenced). FreedBytes counts the
+	// freed chunks' stored bytes, as for chunk files; a pack's index (48 bytes a chunk) is
+	// freed with it. DamagedPacks are packs whose index cannot be read: gc
 	// leaves them alone; tms store verify reports them.
 	RemovedPacks, RewrittenPacks  int
 	DeadInPacks, DeadInPacksBytes int64

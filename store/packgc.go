@@ -15,7 +15,7 @@ import (
 // packGC is what garbage collection did to a directory's packs.
 type packGC struct {
 	KeptChunks, KeptBytes   int64 // referenced chunks in packs
-	FreedChunks, FreedBytes int64 // unreferenced chunks dropped, and the disk bytes that freed
+	FreedChunks, FreedBytes int64 // unreferenced chunks dropped, and their stored (frame) bytes
 	// DeadChunks and DeadBytes are unreferenced chunks left in packs that are mostly live:
 	// a later collection frees them once their pack is mostly unreferenced.
 	DeadChunks, DeadBytes int64
@@ -54,7 +54,7 @@ func (d *Dir) collectPacks(ctx context.Context, live map[manifest.ID]struct{}, h
 		if err := ctx.Err(); err != nil {
 			return res, err
 		}
-		entries, fi, err := d.loadPackIndex(name)
+		entries, _, err := d.loadPackIndex(name)
 		if errors.Is(err, fs.ErrNotExist) {
 			continue
 		}
@@ -97,12 +97,12 @@ func (d *Dir) collectPacks(ctx context.Context, live map[manifest.ID]struct{}, h
 			}
 			res.Removed++
 			res.FreedChunks += dead
-			res.FreedBytes += fi.Size()
+			res.FreedBytes += deadBytes
 		case deadBytes >= liveBytes:
 			if err := held(); err != nil {
 				return res, fmt.Errorf("garbage collection stopped: lost its lock: %w", err)
 			}
-			newSize, err := d.rewritePack(name, keep)
+			_, err := d.rewritePack(name, keep)
 			if err != nil {
 				return res, err
 			}
@@ -120,7 +120,7 @@ func (d *Dir) collectPacks(ctx context.Context, live map[manifest.ID]struct{}, h
 			res.KeptChunks += int64(len(keep))
 			res.KeptBytes += liveBytes
 			res.FreedChunks += dead
-			res.FreedBytes += fi.Size() - newSize
+			res.FreedBytes += deadBytes
 		default:
 			res.KeptChunks += int64(len(keep))
 			res.KeptBytes += liveBytes
