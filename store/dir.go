@@ -36,6 +36,10 @@ type Dir struct {
 	opts  DirOptions
 	dirs  sync.Map // directories known to exist: path -> struct{}
 	packs packSet
+	// rotateBytes and rotateEntries, if not 0, stand for packRotateSize and maxPackEntries
+	// (for tests).
+	rotateBytes   int64
+	rotateEntries int
 }
 
 // DirOptions tune a Dir.
@@ -424,7 +428,14 @@ func (b *dirBatch) putPacked(id manifest.ID, key string, frame []byte) error {
 		b.werr = b.d.ioErr(key, err)
 		return b.werr
 	}
-	if b.cur.off >= packRotateSize {
+	maxBytes, maxEntries := int64(packRotateSize), maxPackEntries
+	if b.d.rotateBytes > 0 {
+		maxBytes = b.d.rotateBytes
+	}
+	if b.d.rotateEntries > 0 {
+		maxEntries = b.d.rotateEntries
+	}
+	if b.cur.off >= maxBytes || len(b.cur.entries) >= maxEntries {
 		b.full = append(b.full, b.cur)
 		b.cur = nil
 	}

@@ -39,7 +39,8 @@ const (
 	// maxPackEntries bounds what an index may claim (and so what a reader allocates for it):
 	// 48 MiB of index at most.
 	maxPackEntries = 1 << 20
-	// packRotateSize is the size past which a writer starts another pack in the same batch.
+	// packRotateSize is the size past which a writer starts another pack in the same batch
+	// (as it does at maxPackEntries frames).
 	packRotateSize = 1 << 30
 )
 

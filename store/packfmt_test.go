@@ -2,7 +2,10 @@ package store
 
 import (
 	"bytes"
+	"context"
 	"errors"
+	"os"
+	"path/filepath"
 	"testing"
 
 	"tms/manifest"
@@ -92,4 +95,49 @@ func FuzzParsePack(f *testing.F) {
 			t.Fatalf("accepted a pack that a writer would not write:\n%x\n%x", b, rebuilt)
 		}
 	})
+}
+
+func TestBatchSplitsLargePacks(t *testing.T) {
+	ctx := context.Background()
+	for _, tc := range []struct {
+		name           string
+		bytes          int64
+		entries, packs int
+	}{
+		{"at the entry limit", 0, 3, 4},
+		{"at the size limit", 10, 0, 10},
+		{"under both", 0, 0, 1},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			d, err := NewDirWith(filepath.Join(t.TempDir(), "s"), DirOptions{Packs: true})
+			if err != nil {
+				t.Fatal(err)
+			}
+			d.rotateBytes, d.rotateEntries = tc.bytes, tc.entries
+			s := New(d, Options{})
+			w := s.NewChunkWriter()
+			var ids []manifest.ID
+			for i := range 10 {
+				data := bytes.Repeat([]byte{byte(i + 1)}, 4096)
+				id := manifest.BLAKE3.Sum(data)
+				ids = append(ids, id)
+				if _, err := w.Put(ctx, id, data, nil); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if err := w.Commit(ctx); err != nil {
+				t.Fatal(err)
+			}
+			ents, _ := os.ReadDir(filepath.Join(d.Root(), packDir))
+			if len(ents) != tc.packs {
+				t.Errorf("%d packs, want %d", len(ents), tc.packs)
+			}
+			other, _ := OpenDir(d.Root())
+			for _, id := range ids {
+				if _, err := New(other, Options{}).GetChunk(ctx, manifest.BLAKE3, id, nil); err != nil {
+					t.Fatal(err)
+				}
+			}
+		})
+	}
 }
