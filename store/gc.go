@@ -24,16 +24,13 @@ type GCResult struct {
 	OrphanSignatures int
 	// Held counts the live holds (see Hold); ExpiredHolds the long-expired ones removed.
 	Held, ExpiredHolds int
-	// A directory store's packs (see DirOptions.Packs): packs removed whole, packs rewritten
-	// (their live chunks copied to a new pack, the old one removed), and unreferenced chunks
-	// left in packs that are still mostly live (counted neither kept nor freed; a later
-	// collection frees them once their pack is mostly unreferenced). FreedBytes counts the
-	// freed chunks' stored bytes, as for chunk files; a pack's index (48 bytes a chunk) is
-	// freed with it. DamagedPacks are packs whose index cannot be read: gc
-	// leaves them alone; tms store verify reports them.
-	RemovedPacks, RewrittenPacks  int
-	DeadInPacks, DeadInPacksBytes int64
-	DamagedPacks                  []string
+	// A directory store's packs (see DirOptions.Packs): packs removed whole, and packs
+	// rewritten (their live chunks copied to a new pack, the old one removed). FreedBytes
+	// counts the freed chunks' stored bytes, as for chunk files; a pack's index (48 bytes a
+	// chunk) is freed with it. DamagedPacks are packs whose index cannot be read: gc leaves
+	// them alone; tms store verify reports them.
+	RemovedPacks, RewrittenPacks int
+	DamagedPacks                 []string
 }
 
 // expiredHoldKept is how long gc leaves a lapsed hold in place, for people to see, before it
@@ -143,7 +140,6 @@ func (s *Store) GC(ctx context.Context) (GCResult, error) {
 		res.FreedChunks += pr.FreedChunks
 		res.FreedBytes += pr.FreedBytes
 		res.RemovedPacks, res.RewrittenPacks = pr.Removed, pr.Rewritten
-		res.DeadInPacks, res.DeadInPacksBytes = pr.DeadChunks, pr.DeadBytes
 		res.DamagedPacks = pr.Damaged
 		for _, p := range pr.Damaged {
 			s.log.Warn("garbage collection left a damaged pack alone: run tms store verify", "store", s.b.String(), "pack", p)

@@ -202,9 +202,9 @@ func TestPacksGC(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	// a: 3 of 10 live, rewritten; b: 8 of 10 live, kept with 2 dead; c: none live, removed.
-	if res.RemovedPacks != 1 || res.RewrittenPacks != 1 || res.DeadInPacks != 2 || res.FreedChunks != 12 || res.KeptChunks != 11 {
-		t.Errorf("gc %+v: want 1 pack removed, 1 rewritten, 2 dead chunks left, 12 freed, 11 kept", res)
+	// a: 3 of 10 live, b: 8 of 10: rewritten; c: none live, removed.
+	if res.RemovedPacks != 1 || res.RewrittenPacks != 2 || res.FreedChunks != 14 || res.KeptChunks != 11 {
+		t.Errorf("gc %+v: want 1 pack removed, 2 rewritten, 14 chunks freed, 11 kept", res)
 	}
 	after := files(t, root, "packs")
 	if len(after) != 2 {
@@ -212,7 +212,7 @@ func TestPacksGC(t *testing.T) {
 	}
 	// The packs shrank by the freed chunks' frames and their index entries (48 bytes each),
 	// and the removed pack's header and trailer.
-	if freed := before - sum(after); freed != res.FreedBytes+12*48+8+32 {
+	if freed := before - sum(after); freed != res.FreedBytes+14*48+8+32 {
 		t.Errorf("packs shrank by %d bytes, gc says it freed %d bytes of chunks", freed, res.FreedBytes)
 	}
 	u, err := s.Usage(ctx)
@@ -232,15 +232,15 @@ func TestPacksGC(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if res.RemovedPacks != 0 || res.RewrittenPacks != 0 || res.FreedChunks != 0 || res.DeadInPacks != 2 {
-		t.Errorf("second gc %+v: want nothing freed, 2 dead chunks left", res)
+	if res.RemovedPacks != 0 || res.RewrittenPacks != 0 || res.FreedChunks != 0 || res.KeptChunks != 11 {
+		t.Errorf("second gc %+v: want nothing freed, 11 chunks kept", res)
 	}
 	rep, err := s.Verify(ctx, 2, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(rep.Problems) != 0 || rep.Chunks != 13 {
-		t.Errorf("verify: %d chunks, problems %v; want 13 chunks, none", rep.Chunks, rep.Problems)
+	if len(rep.Problems) != 0 || rep.Chunks != 11 {
+		t.Errorf("verify: %d chunks, problems %v; want 11 chunks, none", rep.Chunks, rep.Problems)
 	}
 }
 

@@ -14,19 +14,17 @@ import (
 
 // packGC is what garbage collection did to a directory's packs.
 type packGC struct {
-	KeptChunks, KeptBytes   int64 // referenced chunks in packs
-	FreedChunks, FreedBytes int64 // unreferenced chunks dropped, and their stored (frame) bytes
-	// DeadChunks and DeadBytes are unreferenced chunks left in packs that are mostly live:
-	// a later collection frees them once their pack is mostly unreferenced.
-	DeadChunks, DeadBytes int64
-	Removed, Rewritten    int      // packs deleted whole, packs whose live chunks were copied to a new pack
-	Damaged               []string // packs whose index cannot be read, left alone
+	KeptChunks, KeptBytes   int64    // referenced chunks in packs
+	FreedChunks, FreedBytes int64    // unreferenced chunks dropped, and their stored (frame) bytes
+	Removed, Rewritten      int      // packs deleted whole, packs whose live chunks were copied to a new pack
+	Damaged                 []string // packs whose index cannot be read, left alone
 }
 
 // collectPacks frees the packs' unreferenced chunks: a pack with no live chunk is deleted, a
-// pack whose frames are at least half unreferenced (by bytes) is rewritten: its live chunks
-// are copied into a new pack, which is published (durable, indexed) before the old one is
-// deleted. A crash leaves the old pack, or both (the same chunks twice, tidied up by the next
+// pack with some is rewritten: its live chunks are copied into a new pack, which is published
+// (durable, indexed) before the old one is deleted. So gc frees every unreferenced chunk, as
+// it does with chunk files, at the cost of copying the live chunks that share a pack with
+// dead ones (sequential I/O, one pack at a time). A crash leaves the old pack, or both (the same chunks twice, tidied up by the next
 // collection), never neither. A chunk found in more than one pack counts as live only in the
 // first. held reports whether the caller still holds the store exclusively; it is asked before
 // each deletion.
@@ -98,7 +96,7 @@ func (d *Dir) collectPacks(ctx context.Context, live map[manifest.ID]struct{}, h
 			res.Removed++
 			res.FreedChunks += dead
 			res.FreedBytes += deadBytes
-		case deadBytes >= liveBytes:
+		default:
 			if err := held(); err != nil {
 				return res, fmt.Errorf("garbage collection stopped: lost its lock: %w", err)
 			}
@@ -121,11 +119,6 @@ func (d *Dir) collectPacks(ctx context.Context, live map[manifest.ID]struct{}, h
 			res.KeptBytes += liveBytes
 			res.FreedChunks += dead
 			res.FreedBytes += deadBytes
-		default:
-			res.KeptChunks += int64(len(keep))
-			res.KeptBytes += liveBytes
-			res.DeadChunks += dead
-			res.DeadBytes += deadBytes
 		}
 	}
 	return res, nil
