@@ -107,6 +107,7 @@ func (s *Store) GC(ctx context.Context) (GCResult, error) {
 	}
 
 	var dead []ObjectInfo
+	looseLive := map[manifest.ID]struct{}{} // live chunks kept in chunk files
 	err = s.b.List(ctx, "chunks/", func(o ObjectInfo) error {
 		id, err := manifest.ParseID(o.Key[strings.LastIndexByte(o.Key, '/')+1:])
 		if err != nil || ChunkKey(id) != o.Key {
@@ -115,6 +116,7 @@ func (s *Store) GC(ctx context.Context) (GCResult, error) {
 		if _, ok := live[id]; ok {
 			res.KeptChunks++
 			res.KeptBytes += o.Size
+			looseLive[id] = struct{}{}
 			return nil
 		}
 		dead = append(dead, o)
@@ -134,7 +136,7 @@ func (s *Store) GC(ctx context.Context) (GCResult, error) {
 		res.FreedBytes += o.Size
 	}
 	if d, ok := s.b.(*Dir); ok {
-		pr, err := d.collectPacks(ctx, live, lock.Err)
+		pr, err := d.collectPacks(ctx, live, looseLive, lock.Err)
 		res.KeptChunks += pr.KeptChunks
 		res.KeptBytes += pr.KeptBytes
 		res.FreedChunks += pr.FreedChunks

@@ -622,3 +622,38 @@ func TestReaderFollowsPacksRewrittenByAnotherProcess(t *testing.T) {
 		t.Fatalf("a collected chunk: %v, want ErrNotFound", err)
 	}
 }
+
+func TestGCDropsPackedCopiesOfChunkFiles(t *testing.T) {
+	// A chunk in a chunk file and in a pack (stored again by a process that missed the one,
+	// or written by an older tms) is kept once: the chunk file stays, the packed copy goes.
+	ctx := context.Background()
+	root := filepath.Join(t.TempDir(), "s")
+	old, err := store.NewDir(root)
+	if err != nil {
+		t.Fatal(err)
+	}
+	olds := store.New(old, store.Options{})
+	if err := olds.Init(ctx); err != nil {
+		t.Fatal(err)
+	}
+	v := publish(t, olds, "a", names("a", 4)...)
+	s, _ := packStore(t, root)
+	w := s.NewChunkWriter()
+	for _, c := range append(names("a", 4), names("x", 4)...) {
+		data := chunkData(c)
+		if _, err := w.Put(ctx, manifest.BLAKE3.Sum(data), data, nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := w.Commit(ctx); err != nil {
+		t.Fatal(err)
+	}
+	res, err := s.GC(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.KeptChunks != 4 || res.FreedChunks != 8 || res.RemovedPacks != 1 || len(files(t, root, "chunks")) != 4 {
+		t.Errorf("gc %+v, chunk files %d: want the 4 chunk files kept, the pack of copies and dead chunks removed", res, len(files(t, root, "chunks")))
+	}
+	readAll(t, s, v)
+}

@@ -26,9 +26,9 @@ type packGC struct {
 // it does with chunk files, at the cost of copying the live chunks that share a pack with
 // dead ones (sequential I/O, one pack at a time). A crash leaves the old pack, or both (the same chunks twice, tidied up by the next
 // collection), never neither. A chunk found in more than one pack counts as live only in the
-// first. held reports whether the caller still holds the store exclusively; it is asked before
+// first, and not at all if a chunk file holds it (elsewhere). held reports whether the caller still holds the store exclusively; it is asked before
 // each deletion.
-func (d *Dir) collectPacks(ctx context.Context, live map[manifest.ID]struct{}, held func() error) (packGC, error) {
+func (d *Dir) collectPacks(ctx context.Context, live, elsewhere map[manifest.ID]struct{}, held func() error) (packGC, error) {
 	var res packGC
 	if err := d.scanPacks(true); err != nil {
 		return res, err
@@ -73,7 +73,8 @@ func (d *Dir) collectPacks(ctx context.Context, live map[manifest.ID]struct{}, h
 		var liveBytes, deadBytes int64
 		for _, e := range entries {
 			_, ok := live[e.id]
-			if _, dup := first[e.id]; ok && !dup {
+			_, dup := first[e.id]
+			if _, file := elsewhere[e.id]; ok && !dup && !file {
 				first[e.id] = packLoc{p: p, off: e.off, n: e.n, crc: e.crc}
 				keep = append(keep, e)
 				liveBytes += int64(e.n)
