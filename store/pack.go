@@ -413,9 +413,9 @@ func (d *Dir) publishPacks(ws []*packWriter) error {
 	if err := d.mkdir(dir); err != nil {
 		return fail(0, packDir, err)
 	}
-	for i, w := range ws {
+	for _, w := range ws {
 		if err := w.finish(); err != nil {
-			return fail(i, packPrefix+w.name, err)
+			return fail(0, packPrefix+w.name, err) // none is published yet
 		}
 	}
 	infos := make([]*packInfo, len(ws))
