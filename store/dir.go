@@ -410,8 +410,14 @@ func (b *dirBatch) Put(ctx context.Context, key string, data []byte) error {
 	return nil
 }
 
-// putPacked appends a chunk frame to the batch's current pack.
+// putPacked appends a chunk frame to the batch's current pack, unless a pack holds the chunk
+// already (as putting a chunk file that is there changes nothing).
 func (b *dirBatch) putPacked(id manifest.ID, key string, frame []byte) error {
+	if _, ok, err := b.d.lookupPacked(id); err != nil {
+		return err
+	} else if ok {
+		return nil
+	}
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	if b.werr != nil {

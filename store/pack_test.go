@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"tms/internal/storetest"
 	"tms/manifest"
 	"tms/store"
 )
@@ -656,4 +657,38 @@ func TestGCDropsPackedCopiesOfChunkFiles(t *testing.T) {
 		t.Errorf("gc %+v, chunk files %d: want the 4 chunk files kept, the pack of copies and dead chunks removed", res, len(files(t, root, "chunks")))
 	}
 	readAll(t, s, v)
+}
+
+// Holds keep a version's chunks through rm and gc in a store that writes packs too, where gc
+// rewrites packs instead of deleting chunk files.
+func TestHoldsOnPackedDir(t *testing.T) {
+	s, _ := packStore(t, filepath.Join(t.TempDir(), "s"))
+	storetest.Holds(t, s)
+}
+
+// gc waits for no import: it refuses while one holds the store, and packs stay as they are.
+func TestGCRefusesWhileAPackedImportRuns(t *testing.T) {
+	ctx := context.Background()
+	root := filepath.Join(t.TempDir(), "s")
+	s, _ := packStore(t, root)
+	publish(t, s, "a", names("a", 4)...)
+	r, _ := manifest.ParseRef("a")
+	if _, err := s.Remove(ctx, r); err != nil {
+		t.Fatal(err)
+	}
+	lock, err := s.LockShared(ctx, "import b", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	before := files(t, root, "packs")
+	if _, err := s.GC(ctx); !errors.Is(err, store.ErrBusy) {
+		t.Fatalf("gc during an import: %v, want ErrBusy", err)
+	}
+	if after := files(t, root, "packs"); len(after) != len(before) {
+		t.Fatalf("gc during an import touched packs: %v, then %v", before, after)
+	}
+	lock.Release(ctx)
+	if res, err := s.GC(ctx); err != nil || res.RemovedPacks != 1 {
+		t.Fatalf("gc after the import: %+v, %v", res, err)
+	}
 }
