@@ -59,7 +59,7 @@ func TestAcceptance(t *testing.T) {
 				}
 				return store.New(d, store.Options{})
 			},
-			flip: func(t *testing.T, id manifest.ID) { flipByte(t, filepath.Join(dir, "store", store.ChunkKey(id))) },
+			flip: func(t *testing.T, id manifest.ID) { flipChunk(t, filepath.Join(dir, "store"), id) },
 		},
 		{
 			name: "s3", run: newRunner(s3env), loc: "s3://" + bucket + "/acceptance",
@@ -196,6 +196,28 @@ func copyFile(t *testing.T, from, to string) {
 		t.Fatal(err)
 	}
 	if err := os.WriteFile(to, b, 0o644); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// flipChunk flips a byte in the middle of chunk id's stored frame in the directory store at
+// root, in its chunk file or its pack.
+func flipChunk(t *testing.T, root string, id manifest.ID) {
+	t.Helper()
+	d, err := store.OpenDir(root)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, off, n, err := d.ChunkFile(context.Background(), id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := os.ReadFile(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b[off+n/2] ^= 0x01
+	if err := os.WriteFile(p, b, 0o644); err != nil {
 		t.Fatal(err)
 	}
 }

@@ -252,13 +252,13 @@ func (a *App) storeAt(ctx context.Context, loc string, s3 config.S3, create bool
 			return nil, err
 		}
 	} else if create {
-		d, err := store.NewDir(loc)
+		d, err := store.NewDirWith(loc, store.DirOptions{Packs: true})
 		if err != nil {
 			return nil, err
 		}
 		b = d
 	} else {
-		d, err := store.OpenDir(loc)
+		d, err := store.OpenDirWith(loc, store.DirOptions{Packs: true})
 		if errors.Is(err, store.ErrNotFound) {
 			return nil, fmt.Errorf("no tms store at %s: the directory does not exist", loc)
 		}

@@ -11,6 +11,7 @@ import (
 	"time"
 	"tms/imageio"
 	"tms/internal/storetest"
+	"tms/manifest"
 
 	"tms/internal/miniotest"
 	"tms/internal/sampledisk"
@@ -169,17 +170,30 @@ func TestFlippedByteFailsVerifyAndExport(t *testing.T) {
 		t.Fatal(err)
 	}
 	must(t, run, "image", "import", "--store", st, "lab", disk)
-	var victim string
-	filepath.Walk(filepath.Join(st, "chunks"), func(p string, fi os.FileInfo, err error) error {
-		if err == nil && fi.Mode().IsRegular() && victim == "" {
-			victim = p
+	// Flip the last byte of the first stored chunk's frame, in its chunk file or its pack.
+	d, err := store.OpenDir(st)
+	if err != nil {
+		t.Fatal(err)
+	}
+	v, err := store.New(d, store.Options{}).Resolve(context.Background(), manifest.Ref{Name: "lab", Tag: manifest.DefaultTag})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var victim manifest.ID
+	for _, c := range v.Manifest.Chunks {
+		if !c.IsZero() {
+			victim = c
+			break
 		}
-		return nil
-	})
-	b, _ := os.ReadFile(victim)
-	b[len(b)-1] ^= 1
-	os.WriteFile(victim, b, 0o644)
-	id := filepath.Base(victim)
+	}
+	p, off, n, err := d.ChunkFile(context.Background(), victim)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := os.ReadFile(p)
+	b[off+n-1] ^= 1
+	os.WriteFile(p, b, 0o644)
+	id := victim.String()
 
 	code, out, errs := run("store", "verify", "--store", st)
 	if code != 1 || !strings.Contains(out, "chunk "+id+": corrupt") || !strings.Contains(errs, "1 problem(s)") {

@@ -39,9 +39,16 @@ than a day ago are removed.`,
 			if err != nil {
 				return err
 			}
-			fmt.Fprintf(a.Stdout, "gc: freed %d chunks (%s), kept %d chunks (%s) of %d versions (%d holds in force), removed %d stale temporary files and %d lapsed holds, in %s\n",
-				res.FreedChunks, humanBytes(res.FreedBytes), res.KeptChunks, humanBytes(res.KeptBytes), res.Versions, res.Held,
+			packs := ""
+			if res.RemovedPacks+res.RewrittenPacks > 0 {
+				packs = fmt.Sprintf(" (%d packs removed, %d rewritten)", res.RemovedPacks, res.RewrittenPacks)
+			}
+			fmt.Fprintf(a.Stdout, "gc: freed %d chunks (%s)%s, kept %d chunks (%s) of %d versions (%d holds in force), removed %d stale temporary files and %d lapsed holds, in %s\n",
+				res.FreedChunks, humanBytes(res.FreedBytes), packs, res.KeptChunks, humanBytes(res.KeptBytes), res.Versions, res.Held,
 				res.StaleTemps, res.ExpiredHolds, time.Since(start).Round(time.Millisecond))
+			for _, p := range res.DamagedPacks {
+				fmt.Fprintf(a.Stderr, "tms: warning: pack %s is damaged: its chunks are not served and gc left it alone; run tms store verify\n", p)
+			}
 			return nil
 		},
 	}

@@ -167,7 +167,7 @@ func TestRegionWorkerKilledMidTransfer(t *testing.T) {
 		time.Sleep(5 * time.Millisecond)
 	}
 	throttle.Store(true)
-	for served.Load()-committed(filepath.Join(dataB, "store", "chunks")) > 512<<10 {
+	for served.Load()-committed(filepath.Join(dataB, "store", "chunks"))-committed(filepath.Join(dataB, "store", "packs")) > 512<<10 {
 		if ctx.Err() != nil {
 			t.Fatal("region-b did not commit what it received")
 		}

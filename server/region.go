@@ -471,7 +471,7 @@ func OpenDirStore(ctx context.Context, dir string) (*store.Store, error) {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return nil, fmt.Errorf("store %s: %w", dir, err)
 	}
-	b, err := store.NewDir(dir)
+	b, err := store.NewDirWith(dir, store.DirOptions{Packs: true})
 	if err != nil {
 		return nil, err
 	}

@@ -16,6 +16,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"tms/manifest"
 )
 
 // TmpPrefix is where a Dir stages files before renaming them into place. Files left there by a
@@ -25,9 +27,27 @@ const TmpPrefix = "tmp/"
 // Dir is a Backend on a local directory. Every write goes to a temporary file under tmp/ that is
 // fsynced and then renamed into place, and the directory entry is fsynced too, so a crash leaves
 // either the old object or the new one.
+//
+// Chunks are read from chunk files (chunks/ab/abcd…) and from packs (packs/*.pack, many chunk
+// frames in one file: see packfmt.go), whichever holds them; a Dir opened with
+// DirOptions.Packs writes the chunks of a batch into packs.
 type Dir struct {
-	root string
-	dirs sync.Map // directories known to exist: path -> struct{}
+	root  string
+	opts  DirOptions
+	dirs  sync.Map // directories known to exist: path -> struct{}
+	packs packSet
+	// rotateBytes and rotateEntries, if not 0, stand for packRotateSize and maxPackEntries
+	// (for tests).
+	rotateBytes   int64
+	rotateEntries int
+}
+
+// DirOptions tune a Dir.
+type DirOptions struct {
+	// Packs makes batches (ChunkWriter: imports, captures, copies) write their chunks into pack
+	// files, one per commit, instead of one file per chunk. Chunks in packs and in chunk files
+	// are read alike either way; a tms older than packs does not see packed chunks.
+	Packs bool
 }
 
 var (
@@ -37,12 +57,15 @@ var (
 )
 
 // NewDir returns a backend on directory root, creating root (but not its parent) if needed.
-func NewDir(root string) (*Dir, error) {
+func NewDir(root string) (*Dir, error) { return NewDirWith(root, DirOptions{}) }
+
+// NewDirWith is NewDir with options.
+func NewDirWith(root string, opts DirOptions) (*Dir, error) {
 	abs, err := filepath.Abs(root)
 	if err != nil {
 		return nil, err
 	}
-	d := &Dir{root: abs}
+	d := &Dir{root: abs, opts: opts}
 	if err := os.Mkdir(abs, 0o755); err != nil && !errors.Is(err, fs.ErrExist) {
 		return nil, d.err(ErrUnavailable, "directory", err)
 	}
@@ -55,12 +78,15 @@ func NewDir(root string) (*Dir, error) {
 }
 
 // OpenDir returns a backend on an existing directory.
-func OpenDir(root string) (*Dir, error) {
+func OpenDir(root string) (*Dir, error) { return OpenDirWith(root, DirOptions{}) }
+
+// OpenDirWith is OpenDir with options.
+func OpenDirWith(root string, opts DirOptions) (*Dir, error) {
 	abs, err := filepath.Abs(root)
 	if err != nil {
 		return nil, err
 	}
-	d := &Dir{root: abs}
+	d := &Dir{root: abs, opts: opts}
 	fi, err := os.Stat(abs)
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil, d.err(ErrNotFound, "directory", err)
@@ -109,7 +135,25 @@ func (d *Dir) Get(ctx context.Context, key string) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
+	id, isChunk := chunkKeyID(key)
+	if isChunk {
+		if b, found, err := d.getPacked(id); found || err != nil {
+			return b, err
+		}
+	}
 	b, err := os.ReadFile(p)
+	if isChunk && errors.Is(err, fs.ErrNotExist) {
+		// Not a chunk file: another process may have packed it since we looked at packs/.
+		if err := d.scanPacks(true); err != nil {
+			return nil, err
+		}
+		if b, found, err := d.getPacked(id); found || err != nil {
+			return b, err
+		}
+		if bad := d.damagedPacks(); len(bad) > 0 {
+			return nil, d.err(ErrCorrupt, chunkWhat(id), fmt.Errorf("in no chunk file and no readable pack, and damaged pack %s may hold it: run tms store verify", strings.Join(bad, ", ")))
+		}
+	}
 	if err != nil {
 		return nil, d.ioErr(key, err)
 	}
@@ -156,7 +200,24 @@ func (d *Dir) Stat(ctx context.Context, key string) (ObjectInfo, error) {
 	if err != nil {
 		return ObjectInfo{}, err
 	}
+	id, isChunk := chunkKeyID(key)
+	if isChunk {
+		if o, found, err := d.statPacked(key, id); found || err != nil {
+			return o, err
+		}
+	}
 	fi, err := os.Stat(p)
+	if isChunk && errors.Is(err, fs.ErrNotExist) {
+		// Look again if packs/ changed since we last listed it. A chunk another process packed
+		// in the same instant may still be missed: the caller then stores it again, which
+		// garbage collection tidies up; Get looks harder.
+		if err := d.scanPacks(false); err != nil {
+			return ObjectInfo{}, err
+		}
+		if o, found, err := d.statPacked(key, id); found || err != nil {
+			return o, err
+		}
+	}
 	if err != nil {
 		return ObjectInfo{}, d.ioErr(key, err)
 	}
@@ -166,6 +227,8 @@ func (d *Dir) Stat(ctx context.Context, key string) (ObjectInfo, error) {
 	return ObjectInfo{Key: key, Size: fi.Size(), ModTime: fi.ModTime()}, nil
 }
 
+// Delete removes the file under key. A chunk that a pack holds stays there until garbage
+// collection rewrites or removes the pack.
 func (d *Dir) Delete(ctx context.Context, key string) error {
 	if err := ctx.Err(); err != nil {
 		return err
@@ -316,6 +379,12 @@ type dirBatch struct {
 	d       *Dir
 	mu      sync.Mutex
 	pending []staged
+	// With DirOptions.Packs, chunks go into packs: cur is being written, full are finished
+	// (past packRotateSize) and wait for Commit. werr is the first write error since the last
+	// Commit or Abort: a pack with a failed write cannot be trusted, so Commit fails.
+	cur  *packWriter
+	full []*packWriter
+	werr error
 }
 
 type staged struct{ key, tmp, final string }
@@ -328,6 +397,9 @@ func (b *dirBatch) Put(ctx context.Context, key string, data []byte) error {
 	if err != nil {
 		return err
 	}
+	if id, ok := chunkKeyID(key); ok && b.d.opts.Packs {
+		return b.putPacked(id, key, data)
+	}
 	tmp, err := b.d.writeTemp(key, data, false)
 	if err != nil {
 		return err
@@ -338,11 +410,76 @@ func (b *dirBatch) Put(ctx context.Context, key string, data []byte) error {
 	return nil
 }
 
+// putPacked appends a chunk frame to the batch's current pack, unless a pack holds the chunk
+// already (as putting a chunk file that is there changes nothing).
+func (b *dirBatch) putPacked(id manifest.ID, key string, frame []byte) error {
+	if _, ok, err := b.d.lookupPacked(id); err != nil {
+		return err
+	} else if ok {
+		return nil
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.werr != nil {
+		return b.werr
+	}
+	if b.cur == nil {
+		w, err := b.d.newPackWriter()
+		if err != nil {
+			return err
+		}
+		b.cur = w
+	}
+	if err := b.cur.add(id, frame); err != nil {
+		b.werr = b.d.ioErr(key, err)
+		return b.werr
+	}
+	maxBytes, maxEntries := int64(packRotateSize), maxPackEntries
+	if b.d.rotateBytes > 0 {
+		maxBytes = b.d.rotateBytes
+	}
+	if b.d.rotateEntries > 0 {
+		maxEntries = b.d.rotateEntries
+	}
+	if b.cur.off >= maxBytes || len(b.cur.entries) >= maxEntries {
+		b.full = append(b.full, b.cur)
+		b.cur = nil
+	}
+	return nil
+}
+
+// takePacks returns the packs of the batch and the write error, and starts afresh.
+func (b *dirBatch) takePacks() ([]*packWriter, error) {
+	ws := b.full
+	if b.cur != nil {
+		ws = append(ws, b.cur)
+	}
+	werr := b.werr
+	b.full, b.cur, b.werr = nil, nil, nil
+	return ws, werr
+}
+
 func (b *dirBatch) Commit(ctx context.Context) error {
 	b.mu.Lock()
 	pending := b.pending
 	b.pending = nil
+	packs, werr := b.takePacks()
 	b.mu.Unlock()
+	if werr != nil {
+		for _, w := range packs {
+			w.discard()
+		}
+		for _, p := range pending {
+			os.Remove(p.tmp)
+		}
+		return werr
+	}
+	if err := b.d.publishPacks(packs); err != nil {
+		for _, p := range pending {
+			os.Remove(p.tmp)
+		}
+		return err
+	}
 	if len(pending) == 0 {
 		return nil
 	}
@@ -382,7 +519,11 @@ func (b *dirBatch) Abort() {
 	b.mu.Lock()
 	pending := b.pending
 	b.pending = nil
+	packs, _ := b.takePacks()
 	b.mu.Unlock()
+	for _, w := range packs {
+		w.discard()
+	}
 	for _, p := range pending {
 		os.Remove(p.tmp)
 	}

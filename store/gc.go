@@ -24,6 +24,13 @@ type GCResult struct {
 	OrphanSignatures int
 	// Held counts the live holds (see Hold); ExpiredHolds the long-expired ones removed.
 	Held, ExpiredHolds int
+	// A directory store's packs (see DirOptions.Packs): packs removed whole, and packs
+	// rewritten (their live chunks copied to a new pack, the old one removed). FreedBytes
+	// counts the freed chunks' stored bytes, as for chunk files; a pack's index (48 bytes a
+	// chunk) is freed with it. DamagedPacks are packs whose index cannot be read: gc leaves
+	// them alone; tms store verify reports them.
+	RemovedPacks, RewrittenPacks int
+	DamagedPacks                 []string
 }
 
 // expiredHoldKept is how long gc leaves a lapsed hold in place, for people to see, before it
@@ -100,6 +107,7 @@ func (s *Store) GC(ctx context.Context) (GCResult, error) {
 	}
 
 	var dead []ObjectInfo
+	looseLive := map[manifest.ID]struct{}{} // live chunks kept in chunk files
 	err = s.b.List(ctx, "chunks/", func(o ObjectInfo) error {
 		id, err := manifest.ParseID(o.Key[strings.LastIndexByte(o.Key, '/')+1:])
 		if err != nil || ChunkKey(id) != o.Key {
@@ -108,6 +116,7 @@ func (s *Store) GC(ctx context.Context) (GCResult, error) {
 		if _, ok := live[id]; ok {
 			res.KeptChunks++
 			res.KeptBytes += o.Size
+			looseLive[id] = struct{}{}
 			return nil
 		}
 		dead = append(dead, o)
@@ -125,6 +134,21 @@ func (s *Store) GC(ctx context.Context) (GCResult, error) {
 		}
 		res.FreedChunks++
 		res.FreedBytes += o.Size
+	}
+	if d, ok := s.b.(*Dir); ok {
+		pr, err := d.collectPacks(ctx, live, looseLive, lock.Err)
+		res.KeptChunks += pr.KeptChunks
+		res.KeptBytes += pr.KeptBytes
+		res.FreedChunks += pr.FreedChunks
+		res.FreedBytes += pr.FreedBytes
+		res.RemovedPacks, res.RewrittenPacks = pr.Removed, pr.Rewritten
+		res.DamagedPacks = pr.Damaged
+		for _, p := range pr.Damaged {
+			s.log.Warn("garbage collection left a damaged pack alone: run tms store verify", "store", s.b.String(), "pack", p)
+		}
+		if err != nil {
+			return res, err
+		}
 	}
 	for _, h := range expired {
 		if err := s.b.Delete(ctx, holdKey(h.Version, h.Holder)); err != nil {

@@ -5,6 +5,7 @@
 //
 //	tms-store.json          marks the store and its format
 //	chunks/ab/abcd…         one zstd frame per chunk, named by the hash of its uncompressed bytes
+//	packs/….pack            (directory only) many chunks' frames in one file, with an index
 //	manifests/91bc…         canonical manifests, named by version id
 //	stats/91bc….json        what publishing a version added to this store (not part of its identity)
 //	signatures/91bc…        central's signature of the version (package signing), when it has one

@@ -114,6 +114,26 @@ func (s *Store) Verify(ctx context.Context, jobs int, progress func(int64)) (*Ve
 	}); err != nil {
 		return nil, err
 	}
+	if d, ok := s.b.(*Dir); ok {
+		bad, err := d.PackedChunks(ctx, func(c PackedChunk) error {
+			if !seen[c.ID] {
+				chunks = append(chunks, ObjectInfo{Key: ChunkKey(c.ID), Size: c.Size})
+				seen[c.ID] = true
+			}
+			return nil
+		})
+		if err != nil {
+			return nil, err
+		}
+		for _, b := range bad {
+			cause := b.Err
+			var se *Error
+			if errors.As(b.Err, &se) && se.Err != nil {
+				cause = se.Err
+			}
+			rep.Problems = append(rep.Problems, Problem{Kind: ErrCorrupt, What: "pack " + b.Pack, Err: cause})
+		}
+	}
 	for id, u := range uses {
 		if !seen[id] {
 			rep.Problems = append(rep.Problems, Problem{Kind: ErrNotFound, What: chunkWhat(id), Images: u.images})
@@ -142,8 +162,8 @@ func (s *Store) Verify(ctx context.Context, jobs int, progress func(int64)) (*Ve
 						break
 					}
 				}
-			} else if Kind(err) == ErrNotFound {
-				perr = err
+			} else if k := Kind(err); k == ErrNotFound || k == ErrCorrupt {
+				perr = err // a damaged pack's frame is ErrCorrupt from Get
 			} else {
 				return err
 			}

@@ -321,6 +321,12 @@ func copyChunk(ctx context.Context, src Source, dst *store.Store, w *store.Chunk
 		return false, 0, err
 	}
 	frame, err := src.GetChunkFrame(ctx, id)
+	if errors.Is(err, store.ErrCorrupt) {
+		// A source store that checks what it reads (a directory store's packs) refuses a
+		// damaged chunk itself: the same as sending it, for what to do next.
+		meter.Refused(RefusalReason(err))
+		return false, 0, fmt.Errorf("chunk %s from %s: %w: %w", id, src, ErrSourceCorrupt, err)
+	}
 	if err != nil {
 		return false, 0, fmt.Errorf("chunk %s from %s: %w", id, src, err)
 	}
@@ -416,6 +422,9 @@ func NewGetter(src Source) *Getter { return &Getter{Src: src, codec: store.NewCo
 // GetChunk returns chunk id's bytes, decompressed into buf and checked with hash h.
 func (g *Getter) GetChunk(ctx context.Context, h manifest.Hash, id manifest.ID, buf []byte) ([]byte, error) {
 	frame, err := g.Src.GetChunkFrame(ctx, id)
+	if errors.Is(err, store.ErrCorrupt) {
+		return nil, fmt.Errorf("chunk %s from %s: %w: %w", id, g.Src, ErrSourceCorrupt, err)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("chunk %s from %s: %w", id, g.Src, err)
 	}

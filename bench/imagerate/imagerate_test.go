@@ -51,7 +51,7 @@ func BenchmarkImageRate(b *testing.B) {
 	}
 	ctx := context.Background()
 	open := func(path string) *store.Store {
-		d, err := store.NewDir(path)
+		d, err := store.NewDirWith(path, store.DirOptions{Packs: true})
 		if err != nil {
 			b.Fatal(err)
 		}

@@ -12,6 +12,7 @@ import (
 
 	"tms/imageio"
 	"tms/internal/sampledisk"
+	"tms/manifest"
 	"tms/store"
 )
 
@@ -28,6 +29,44 @@ func Dir(t testing.TB) (*store.Store, string) {
 		t.Fatal(err)
 	}
 	return s, dir
+}
+
+// PackDir is Dir with a store that writes packs (store.DirOptions.Packs), as tms and the
+// region's server open directory stores.
+func PackDir(t testing.TB) (*store.Store, *store.Dir) {
+	t.Helper()
+	d, err := store.NewDirWith(filepath.Join(t.TempDir(), "store"), store.DirOptions{Packs: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := store.New(d, store.Options{})
+	if err := s.Init(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	return s, d
+}
+
+// SpoilChunk flips a byte in the middle of chunk id's stored frame in directory store d, in
+// its chunk file or its pack.
+func SpoilChunk(t testing.TB, d *store.Dir, id manifest.ID) {
+	t.Helper()
+	p, off, n, err := d.ChunkFile(context.Background(), id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f, err := os.OpenFile(p, os.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	b := make([]byte, 1)
+	if _, err := f.ReadAt(b, off+n/2); err != nil {
+		t.Fatal(err)
+	}
+	b[0] ^= 0x40
+	if _, err := f.WriteAt(b, off+n/2); err != nil {
+		t.Fatal(err)
+	}
 }
 
 // SampleDisk writes a sample disk of size bytes (see sampledisk) and returns its path.
