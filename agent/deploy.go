@@ -63,7 +63,7 @@ func (a *Agent) targetVersion(ctx context.Context, c *Client, ti agentwire.TaskI
 // it wrote and checks it, reporting progress.
 func (a *Agent) write(ctx context.Context, c *Client, v *store.Version, only []int, pr *reporter) (*imageio.ExportResult, error) {
 	getter := &countingGetter{g: transfer.NewGetter(c), pr: pr}
-	return imageio.Export(ctx, getter, v, a.Disk, imageio.ExportOptions{
+	res, err := imageio.Export(ctx, getter, v, a.Disk, imageio.ExportOptions{
 		Jobs: a.jobs(), Verify: true, FixedSize: true, Log: a.log(), Only: only,
 		Progress: func(done, total int64) {
 			if done == total {
@@ -73,6 +73,12 @@ func (a *Agent) write(ctx context.Context, c *Client, v *store.Version, only []i
 			}
 		},
 	})
+	if err != nil {
+		return nil, err
+	}
+	a.log().Info("disk written and verified", "version", v.ID.Short(), "written", res.Written, "skipped", res.Skipped,
+		"fetched_bytes", pr.fetch.Load(), "write", res.Write, "flush", res.Flush, "verify", res.Verify)
+	return res, nil
 }
 
 // countingGetter counts the chunk bytes a deploy fetches (decompressed and checked).
