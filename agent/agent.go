@@ -61,6 +61,10 @@ type Agent struct {
 	Log     *slog.Logger
 	// Jobs is how many chunks are handled at once (default: 2 per CPU, at least 4).
 	Jobs int
+	// Window is how many bytes of chunks a deploy or update asks its region for ahead of
+	// writing them (default 64 MiB; see transfer.WindowOptions.Bytes): what keeps a link with
+	// a long round trip full.
+	Window int64
 	// Once makes Run return after the first task (or at once when there is none), as the
 	// in-memory OS does: it reboots afterwards.
 	Once bool

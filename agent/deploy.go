@@ -62,7 +62,9 @@ func (a *Agent) targetVersion(ctx context.Context, c *Client, ti agentwire.TaskI
 // write writes version v to the disk, all of it or only the chunks only names, reads back what
 // it wrote and checks it, reporting progress.
 func (a *Agent) write(ctx context.Context, c *Client, v *store.Version, only []int, pr *reporter) (*imageio.ExportResult, error) {
-	getter := &countingGetter{g: transfer.NewGetter(c), pr: pr}
+	w := transfer.NewWindow(c, transfer.WindowOptions{ChunkSize: v.Manifest.ChunkSize, Bytes: a.Window})
+	defer w.Close()
+	getter := &countingGetter{g: w, pr: pr}
 	res, err := imageio.Export(ctx, getter, v, a.Disk, imageio.ExportOptions{
 		Jobs: a.jobs(), Verify: true, FixedSize: true, Log: a.log(), Only: only,
 		Progress: func(done, total int64) {
@@ -83,8 +85,14 @@ func (a *Agent) write(ctx context.Context, c *Client, v *store.Version, only []i
 
 // countingGetter counts the chunk bytes a deploy fetches (decompressed and checked).
 type countingGetter struct {
-	g  *transfer.Getter
+	g  imageio.Prefetcher
 	pr *reporter
+}
+
+var _ imageio.Prefetcher = (*countingGetter)(nil)
+
+func (g *countingGetter) Want(ctx context.Context, h manifest.Hash, id manifest.ID) error {
+	return g.g.Want(ctx, h, id)
 }
 
 func (g *countingGetter) GetChunk(ctx context.Context, h manifest.Hash, id manifest.ID, buf []byte) ([]byte, error) {
