@@ -153,6 +153,11 @@ func (s *Server) frames(w http.ResponseWriter, r *http.Request) {
 		if err != nil {
 			return
 		}
+		if i == 0 {
+			// The status goes out with the first frame: the agent starts on it at once, and
+			// an answer cut later shows as one cut short, not as a connection lost.
+			http.NewResponseController(w).Flush()
+		}
 	}
 }
 

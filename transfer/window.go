@@ -62,6 +62,7 @@ type Window struct {
 	wanted   map[manifest.ID][]*wanted // wanted and not yet taken, by id, oldest first
 	next     []*wanted                 // wanted and not yet asked for
 	inflight int
+	failed   error // the first request that failed: nothing more is handed over
 }
 
 type wanted struct {
@@ -155,6 +156,13 @@ func (w *Window) fetch(batch []*wanted) {
 	if err == nil && got < len(batch) {
 		err = fmt.Errorf("%d of %d frames came", got, len(batch))
 	}
+	if err != nil && w.ctx.Err() == nil {
+		w.mu.Lock()
+		if w.failed == nil {
+			w.failed = err
+		}
+		w.mu.Unlock()
+	}
 	for _, c := range batch[got:] {
 		c.err = err
 		close(c.done)
@@ -195,8 +203,14 @@ func (w *Window) GetChunk(ctx context.Context, h manifest.Hash, id manifest.ID, 
 	case <-ctx.Done():
 		return nil, ctx.Err()
 	}
+	w.mu.Lock()
+	err := w.failed
+	w.mu.Unlock()
 	if c.err != nil {
-		return nil, fmt.Errorf("chunk %s from %s: %w", id, w.src, c.err)
+		err = c.err
+	}
+	if err != nil {
+		return nil, fmt.Errorf("chunk %s from %s: %w", id, w.src, err)
 	}
 	defer w.frames.Put(c.frame)
 	return decodeChunk(w.codec, w.src.String(), h, id, *c.frame, buf)
