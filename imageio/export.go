@@ -56,8 +56,10 @@ type ExportResult struct {
 	Zero         int64 // all-zero chunks (holes on files)
 	Elapsed      time.Duration
 	// Where Elapsed went: fetching and writing, the flush (fsync) after it, and the read-back
-	// verification (0 without Verify).
+	// verification that was left after the flush (0 without Verify).
 	Write, Flush, Verify time.Duration
+	// VerifyTotal is the time spent reading back and checking, most of it beside the writes.
+	VerifyTotal time.Duration
 }
 
 // Export writes version v to the file or block device at path. A file is created if needed and
@@ -92,7 +94,17 @@ func Export(ctx context.Context, s ChunkGetter, v *store.Version, path string, o
 	t := &target{f: f, holes: !isDev}
 	var done atomic.Int64
 	var mu sync.Mutex
-	count := func(act action, nbytes, n int64) {
+	// The read-back runs behind the writes: each stretch of the disk whose chunks are all
+	// handled is flushed and read back while later ones are still being written.
+	var vr *verifier
+	if opts.Verify {
+		vr = newVerifier(ctx, t, m, indexes, opts.Jobs)
+		defer vr.stop()
+	}
+	count := func(i int, act action, nbytes, n int64) {
+		if vr != nil {
+			vr.handled(i)
+		}
 		mu.Lock()
 		switch act {
 		case wrote:
@@ -135,7 +147,7 @@ func Export(ctx context.Context, s ChunkGetter, v *store.Version, path string, o
 					return err
 				}
 				if act != fetchIt {
-					count(act, nbytes, n)
+					count(i, act, nbytes, n)
 					continue
 				}
 				select {
@@ -178,7 +190,7 @@ func Export(ctx context.Context, s ChunkGetter, v *store.Version, path string, o
 				if err := fetchOne(gctx, s, m, t, i, off, n, buf); err != nil {
 					return err
 				}
-				count(wrote, n, n)
+				count(i, wrote, n, n)
 			}
 			return nil
 		})
@@ -194,11 +206,15 @@ func Export(ctx context.Context, s ChunkGetter, v *store.Version, path string, o
 		return nil, &SourceError{path, fmt.Errorf("flush: %w", err)}
 	}
 	res.Flush = time.Since(start) - res.Write
-	if opts.Verify {
-		if err := verifyTarget(ctx, t, m, indexes, opts.Jobs); err != nil {
+	if vr != nil {
+		if err := vr.finish(); err != nil {
+			if ctx.Err() != nil {
+				return nil, ctx.Err()
+			}
 			return nil, err
 		}
 		res.Verify = time.Since(start) - res.Write - res.Flush
+		res.VerifyTotal = vr.busy
 	}
 	if err := f.Close(); err != nil {
 		return nil, &SourceError{path, err}
@@ -206,7 +222,7 @@ func Export(ctx context.Context, s ChunkGetter, v *store.Version, path string, o
 	res.Elapsed = time.Since(start)
 	if opts.Log != nil {
 		opts.Log.Debug("export done", "target", path, "written", res.Written, "skipped", res.Skipped, "zero", res.Zero,
-			"write", res.Write, "flush", res.Flush, "verify", res.Verify)
+			"write", res.Write, "flush", res.Flush, "verify", res.Verify, "verify_total", res.VerifyTotal)
 	}
 	return res, nil
 }
@@ -460,33 +476,180 @@ func checkSpace(path string, m *manifest.Manifest) error {
 // ErrVerify marks a target that does not hold what was written to it.
 var ErrVerify = errors.New("read-back verification failed")
 
-// verifyTarget drops the target's cached pages (they are clean after the fsync) and reads every
-// chunk back from the device, checking it against the manifest. With only (not nil), just
-// those chunks are read back. An all-zero chunk in a hole of a sparse file is not read: the
-// file system's own map says it reads as zeros.
-func verifyTarget(ctx context.Context, t *target, m *manifest.Manifest, only []int, jobs int) error {
-	f := t.f
-	unix.Fadvise(int(f.Fd()), 0, 0, unix.FADV_DONTNEED)
-	g, gctx := errgroup.WithContext(ctx)
-	idx := chunkIndexes(gctx, g, len(m.Chunks), only)
-	for range max(jobs, 1) {
+// verifySpan is how much of the disk the read-back takes at a time behind the writes.
+const verifySpan = 64 << 20
+
+// verifier reads the target back behind an export's writes and checks every chunk against
+// the manifest. Once every chunk of a stretch of verifySpan bytes or more at the front of what
+// is not yet verified has been handled, it flushes that stretch to the device
+// (sync_file_range), drops its cached pages (they are clean then) and reads it back from the
+// device, while the writers go on further along the disk. What is left when the writes end is
+// read back after the fsync. Only the chunks of the export (only, when not nil) are read back.
+type verifier struct {
+	ctx    context.Context
+	cancel context.CancelFunc
+	in     []bool // the chunks to read back; nil: all
+	t      *target
+	m      *manifest.Manifest
+	jobs   int
+	bufs   [][]byte
+
+	mu      sync.Mutex
+	settled []bool // handled, or not part of the export
+	next    int    // every chunk before next is settled
+	from    int    // every chunk before from is verified or queued
+	closed  bool
+
+	spans chan [2]int
+	done  chan error
+	once  sync.Once
+	err   error         // the read-back's outcome, once wait has it
+	busy  time.Duration // time spent verifying; read after wait
+}
+
+func newVerifier(ctx context.Context, t *target, m *manifest.Manifest, only []int, jobs int) *verifier {
+	v := &verifier{t: t, m: m, jobs: max(jobs, 1), settled: make([]bool, len(m.Chunks)),
+		spans: make(chan [2]int, len(m.Chunks)/max(1, int(verifySpan/m.ChunkSize))+2), done: make(chan error, 1)}
+	v.ctx, v.cancel = context.WithCancel(ctx)
+	if only != nil {
+		v.in = make([]bool, len(m.Chunks))
+		for i := range v.settled {
+			v.settled[i] = true
+		}
+		for _, i := range only {
+			v.settled[i] = false
+			v.in[i] = true
+		}
+	}
+	for v.next < len(v.settled) && v.settled[v.next] {
+		v.next++
+	}
+	for range v.jobs {
+		v.bufs = append(v.bufs, make([]byte, m.ChunkSize))
+	}
+	go v.run()
+	return v
+}
+
+// handled says chunk i is written (or was found in place).
+func (v *verifier) handled(i int) {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	v.settled[i] = true
+	for v.next < len(v.settled) && v.settled[v.next] {
+		v.next++
+	}
+	if v.closed || v.next == v.from {
+		return
+	}
+	start, _ := v.m.ChunkRange(v.from)
+	end, n := v.m.ChunkRange(v.next - 1)
+	if end+n-start >= verifySpan {
+		v.spans <- [2]int{v.from, v.next} // never blocks: room for every span of the disk
+		v.from = v.next
+	}
+}
+
+func (v *verifier) run() {
+	var err error
+	for span := range v.spans {
+		if err == nil {
+			start := time.Now()
+			err = v.verify(span[0], span[1])
+			v.busy += time.Since(start)
+		}
+	}
+	v.done <- err
+}
+
+// finish reads back what is left, once the writes are done and flushed, and returns the first
+// failure of the whole read-back.
+func (v *verifier) finish() error {
+	v.mu.Lock()
+	if !v.closed && v.from < len(v.settled) {
+		v.spans <- [2]int{v.from, len(v.settled)}
+		v.from = len(v.settled)
+	}
+	v.mu.Unlock()
+	return v.wait()
+}
+
+// stop abandons the read-back (an export that failed) and waits for it to end.
+func (v *verifier) stop() {
+	v.cancel()
+	v.wait()
+}
+
+// wait lets the read-back end after what is queued and returns its first failure.
+func (v *verifier) wait() error {
+	v.once.Do(func() {
+		v.mu.Lock()
+		v.closed = true
+		close(v.spans)
+		v.mu.Unlock()
+		v.err = <-v.done
+	})
+	return v.err
+}
+
+// verify flushes chunks [from, to) to the device, drops their cached pages and reads them
+// back, jobs at a time.
+func (v *verifier) verify(from, to int) error {
+	f := v.t.f
+	start, _ := v.m.ChunkRange(from)
+	last, n := v.m.ChunkRange(to - 1)
+	fd := int(f.Fd())
+	if err := unix.SyncFileRange(fd, start, last+n-start, unix.SYNC_FILE_RANGE_WAIT_BEFORE|unix.SYNC_FILE_RANGE_WRITE|unix.SYNC_FILE_RANGE_WAIT_AFTER); err != nil {
+		// Not every file system can; the pages then stay until the final fsync, and are
+		// dropped after it.
+		if err := f.Sync(); err != nil {
+			return &SourceError{f.Name(), fmt.Errorf("flush: %w", err)}
+		}
+	}
+	unix.Fadvise(fd, start, last+n-start, unix.FADV_DONTNEED)
+	g, gctx := errgroup.WithContext(v.ctx)
+	next := make(chan int)
+	g.Go(func() error {
+		defer close(next)
+		for i := from; i < to; i++ {
+			select {
+			case next <- i:
+			case <-gctx.Done():
+				return gctx.Err()
+			}
+		}
+		return nil
+	})
+	for _, buf := range v.bufs {
 		g.Go(func() error {
-			buf := make([]byte, m.ChunkSize)
-			for i := range idx {
-				off, n := m.ChunkRange(i)
-				id := m.Chunks[i]
-				if id.IsZero() && t.isHole(off, n) {
-					continue
-				}
-				if _, err := f.ReadAt(buf[:n], off); err != nil {
-					return &SourceError{f.Name(), fmt.Errorf("read back at %d: %w", off, err)}
-				}
-				if id.IsZero() && !isZero(buf[:n]) || !id.IsZero() && m.Hash.Sum(buf[:n]) != id {
-					return &SourceError{f.Name(), fmt.Errorf("%w: chunk %d at offset %d does not hold what was written", ErrVerify, i, off)}
+			for i := range next {
+				if err := v.check(i, buf); err != nil {
+					return err
 				}
 			}
 			return nil
 		})
 	}
 	return g.Wait()
+}
+
+// check reads chunk i back and checks it. Chunks outside the export were marked settled at the
+// start and are skipped.
+func (v *verifier) check(i int, buf []byte) error {
+	if v.in != nil && !v.in[i] {
+		return nil
+	}
+	f, m := v.t.f, v.m
+	off, n := m.ChunkRange(i)
+	id := m.Chunks[i]
+	if id.IsZero() && v.t.isHole(off, n) {
+		return nil // the file system's own map says it reads as zeros
+	}
+	if _, err := f.ReadAt(buf[:n], off); err != nil {
+		return &SourceError{f.Name(), fmt.Errorf("read back at %d: %w", off, err)}
+	}
+	if id.IsZero() && !isZero(buf[:n]) || !id.IsZero() && m.Hash.Sum(buf[:n]) != id {
+		return &SourceError{f.Name(), fmt.Errorf("%w: chunk %d at offset %d does not hold what was written", ErrVerify, i, off)}
+	}
+	return nil
 }
