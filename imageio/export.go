@@ -100,10 +100,20 @@ func Export(ctx context.Context, s ChunkGetter, v *store.Version, path string, o
 	if opts.Verify {
 		vr = newVerifier(ctx, t, m, indexes, opts.Jobs)
 		defer vr.stop()
+		if compareOld && !fresh && oldSize > 0 {
+			// What the target holds is read from the device, not from pages cached before
+			// the export: a chunk found in place is then read back already.
+			if err := f.Sync(); err != nil {
+				return nil, &SourceError{path, fmt.Errorf("flush: %w", err)}
+			}
+			unix.Fadvise(int(f.Fd()), 0, 0, unix.FADV_DONTNEED)
+		}
 	}
 	count := func(i int, act action, nbytes, n int64) {
 		if vr != nil {
-			vr.handled(i)
+			// A chunk found in place was just read from the device and checked; one
+			// written, or zeroed by writing, is read back.
+			vr.handled(i, act == skipped || act == zeroed && nbytes == 0)
 		}
 		mu.Lock()
 		switch act {
@@ -112,7 +122,7 @@ func Export(ctx context.Context, s ChunkGetter, v *store.Version, path string, o
 			res.WrittenBytes += nbytes
 		case skipped:
 			res.Skipped++
-		case zeroed:
+		case zeroed, punched:
 			res.Zero++
 		}
 		mu.Unlock()
@@ -330,6 +340,7 @@ const (
 	skipped
 	zeroed
 	fetchIt // the chunk is to be fetched and written
+	punched // an all-zero chunk made a hole (counted as zeroed)
 )
 
 // prepareOne looks at the range of chunk i of the target: it says whether the chunk must be
@@ -372,7 +383,7 @@ func prepareOne(t *target, m *manifest.Manifest, i int, off, n int64, compare, e
 	if !isDev {
 		err := unix.Fallocate(int(f.Fd()), unix.FALLOC_FL_PUNCH_HOLE|unix.FALLOC_FL_KEEP_SIZE, off, n)
 		if err == nil {
-			return zeroed, 0, nil
+			return punched, 0, nil
 		}
 	}
 	if err := t.writeAt(zeros[:n], off); err != nil {
@@ -496,6 +507,7 @@ type verifier struct {
 
 	mu      sync.Mutex
 	settled []bool // handled, or not part of the export
+	checked []bool // read from the device and found right while looking at the target
 	next    int    // every chunk before next is settled
 	from    int    // every chunk before from is verified or queued
 	closed  bool
@@ -508,7 +520,7 @@ type verifier struct {
 }
 
 func newVerifier(ctx context.Context, t *target, m *manifest.Manifest, only []int, jobs int) *verifier {
-	v := &verifier{t: t, m: m, jobs: max(jobs, 1), settled: make([]bool, len(m.Chunks)),
+	v := &verifier{t: t, m: m, jobs: max(jobs, 1), settled: make([]bool, len(m.Chunks)), checked: make([]bool, len(m.Chunks)),
 		spans: make(chan [2]int, len(m.Chunks)/max(1, int(verifySpan/m.ChunkSize))+2), done: make(chan error, 1)}
 	v.ctx, v.cancel = context.WithCancel(ctx)
 	if only != nil {
@@ -532,10 +544,14 @@ func newVerifier(ctx context.Context, t *target, m *manifest.Manifest, only []in
 }
 
 // handled says chunk i is written (or was found in place).
-func (v *verifier) handled(i int) {
+// checked says it was read from the device and found right: it is not read back again.
+func (v *verifier) handled(i int, checked bool) {
 	v.mu.Lock()
 	defer v.mu.Unlock()
 	v.settled[i] = true
+	if checked {
+		v.checked[i] = true
+	}
 	for v.next < len(v.settled) && v.settled[v.next] {
 		v.next++
 	}
@@ -636,7 +652,10 @@ func (v *verifier) verify(from, to int) error {
 // check reads chunk i back and checks it. Chunks outside the export were marked settled at the
 // start and are skipped.
 func (v *verifier) check(i int, buf []byte) error {
-	if v.in != nil && !v.in[i] {
+	v.mu.Lock()
+	skip := v.in != nil && !v.in[i] || v.checked[i]
+	v.mu.Unlock()
+	if skip {
 		return nil
 	}
 	f, m := v.t.f, v.m
