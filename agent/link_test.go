@@ -224,4 +224,3 @@ func parallel(ids []manifest.ID, jobs int, f func(manifest.ID, []byte) error) er
 	wg.Wait()
 	return first
 }
-
