@@ -10,8 +10,9 @@
 //
 // An agent says it booted (POST /v1/agent/boot) and gets its boot action: [ActionLocal], or a
 // capture, deploy or update task with a token minted for this boot. With that token, and only for
-// that task, it reads the task, the image's manifest and chunks (deploy, update; an update also
-// the manifest of the version the disk holds), asks which chunks the region
+// that task, it reads the task, the image's manifest and chunks (deploy, update: many chunks'
+// frames per request, see FramesRequest and ReadFrames; an update also the manifest of the
+// version the disk holds), asks which chunks the region
 // lacks and uploads them, then the manifest (capture), and reports progress and the outcome. An
 // agent with nothing to do long-polls for commands ([CommandReboot], [CommandPoweroff]).
 //

@@ -4,11 +4,13 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"os"
 	"sync"
 	"sync/atomic"
 	"time"
+	"unsafe"
 
 	"golang.org/x/sync/errgroup"
 	"golang.org/x/sys/unix"
@@ -494,8 +496,10 @@ const verifySpan = 64 << 20
 // the manifest. Once every chunk of a stretch of verifySpan bytes or more at the front of what
 // is not yet verified has been handled, it flushes that stretch to the device
 // (sync_file_range), drops its cached pages (they are clean then) and reads it back from the
-// device, while the writers go on further along the disk. What is left when the writes end is
-// read back after the fsync. Only the chunks of the export (only, when not nil) are read back.
+// device (with O_DIRECT where the file system takes it), while the writers go on further along
+// the disk. What is left when the writes end is read back after the fsync. Only the chunks of
+// the export (only, when not nil) are read back, and not those found in place, which were read
+// from the device when the target was looked at.
 type verifier struct {
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -504,6 +508,7 @@ type verifier struct {
 	m      *manifest.Manifest
 	jobs   int
 	bufs   [][]byte
+	direct *os.File // the target opened with O_DIRECT, or nil where that cannot be
 
 	mu      sync.Mutex
 	settled []bool // handled, or not part of the export
@@ -537,7 +542,10 @@ func newVerifier(ctx context.Context, t *target, m *manifest.Manifest, only []in
 		v.next++
 	}
 	for range v.jobs {
-		v.bufs = append(v.bufs, make([]byte, m.ChunkSize))
+		v.bufs = append(v.bufs, alignedBuf(m.ChunkSize))
+	}
+	if d, err := os.OpenFile(t.f.Name(), os.O_RDONLY|unix.O_DIRECT, 0); err == nil {
+		v.direct = d
 	}
 	go v.run()
 	return v
@@ -574,6 +582,9 @@ func (v *verifier) run() {
 			err = v.verify(span[0], span[1])
 			v.busy += time.Since(start)
 		}
+	}
+	if v.direct != nil {
+		v.direct.Close()
 	}
 	v.done <- err
 }
@@ -649,6 +660,39 @@ func (v *verifier) verify(from, to int) error {
 	return g.Wait()
 }
 
+// read reads n bytes at off into buf: with O_DIRECT where the target's file system takes it
+// (straight from the device into buf, no copy through the page cache, and no doubt the bytes
+// came from the device), else through the page cache, whose pages of the range were dropped.
+func (v *verifier) read(buf []byte, off, n int64) error {
+	if v.direct != nil {
+		// O_DIRECT moves whole blocks: the length is rounded up, and the disk's end may
+		// make the read short.
+		got, err := v.direct.ReadAt(buf[:(n+directAlign-1)/directAlign*directAlign], off)
+		if int64(got) >= n {
+			return nil
+		}
+		if err != nil && !errors.Is(err, io.EOF) && !errors.Is(err, unix.EINVAL) {
+			return err
+		}
+		// A range the file system will not read directly: through the page cache.
+	}
+	_, err := v.t.f.ReadAt(buf[:n], off)
+	return err
+}
+
+// directAlign is the alignment of O_DIRECT reads: of their buffers, offsets and lengths (a
+// chunk's offset is a multiple of the chunk size, itself of 4 KiB).
+const directAlign = 4096
+
+// alignedBuf returns a buffer of n bytes (rounded up to directAlign) whose start is aligned
+// for O_DIRECT.
+func alignedBuf(n int64) []byte {
+	n = (n + directAlign - 1) / directAlign * directAlign
+	b := make([]byte, n+directAlign)
+	skip := (directAlign - int(uintptr(unsafe.Pointer(&b[0]))%directAlign)) % directAlign
+	return b[skip : skip+int(n)]
+}
+
 // check reads chunk i back and checks it. Chunks outside the export were marked settled at the
 // start and are skipped.
 func (v *verifier) check(i int, buf []byte) error {
@@ -664,7 +708,7 @@ func (v *verifier) check(i int, buf []byte) error {
 	if id.IsZero() && v.t.isHole(off, n) {
 		return nil // the file system's own map says it reads as zeros
 	}
-	if _, err := f.ReadAt(buf[:n], off); err != nil {
+	if err := v.read(buf, off, n); err != nil {
 		return &SourceError{f.Name(), fmt.Errorf("read back at %d: %w", off, err)}
 	}
 	if id.IsZero() && !isZero(buf[:n]) || !id.IsZero() && m.Hash.Sum(buf[:n]) != id {
