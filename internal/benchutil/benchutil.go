@@ -8,6 +8,7 @@ import (
 	"os/exec"
 	"runtime/pprof"
 	"strconv"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -84,4 +85,16 @@ func Log(b *testing.B) *slog.Logger {
 	}
 	b.Cleanup(func() { f.Close() })
 	return slog.New(slog.NewTextHandler(f, nil))
+}
+
+// CPUTime is the CPU time (user and system) the benchmark's process has used so far: in a
+// benchmark that runs every part in one process, the difference over a step is what the step
+// cost, which other work on a shared machine changes much less than its wall time.
+func CPUTime(b *testing.B) time.Duration {
+	b.Helper()
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		b.Fatal(err)
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
