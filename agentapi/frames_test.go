@@ -120,3 +120,65 @@ func TestFramesNeedADeployOrUpdate(t *testing.T) {
 		t.Fatalf("frames on a capture: %v", err)
 	}
 }
+
+// FuzzFramesRequest sends arbitrary bodies to the frames endpoint with a deploy's token: never a
+// server error, and an answer holds only chunks of the deployed version, at most
+// agentwire.MaxFramesQuery of them.
+func FuzzFramesRequest(f *testing.F) {
+	const mac = "52:54:00:00:00:0f"
+	r := newRegion(f)
+	res := storetest.Import(f, r.store, storetest.SampleDisk(f, 4<<20, 16), "lab")
+	other := storetest.Import(f, r.store, storetest.SampleDisk(f, 4<<20, 17), "other")
+	r.task(f, mac, "pc15", "deploy/15", "deploy", res.Version.ID.String())
+	_, c := r.boot(f, mac)
+	own := map[manifest.ID]bool{}
+	for _, id := range res.Version.Manifest.Chunks {
+		if !id.IsZero() {
+			own[id] = true
+		}
+	}
+	seed := func(ids ...manifest.ID) {
+		b, _ := json.Marshal(agentwire.FramesRequest{Chunks: ids})
+		f.Add(b)
+	}
+	for id := range own {
+		seed(id, id)
+		break
+	}
+	seed(other.Version.Manifest.Chunks[0])
+	seed(manifest.ID{})
+	seed()
+	f.Add([]byte(`{"chunks":"x"}`))
+	f.Add([]byte(`{"chunks":[1,2]}`))
+	f.Add([]byte(`not json`))
+	f.Fuzz(func(t *testing.T, body []byte) {
+		req, err := http.NewRequest("POST", r.srv.URL+"/v1/agent/task/frames", bytes.NewReader(body))
+		if err != nil {
+			return
+		}
+		req.Header.Set("Authorization", "Bearer "+c.Token)
+		req.Header.Set(agentwire.TerminalHeader, mac)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		if resp.StatusCode >= 500 {
+			t.Fatalf("body %q: status %d", body, resp.StatusCode)
+		}
+		if resp.StatusCode != http.StatusOK {
+			return
+		}
+		n := 0
+		err = agentwire.ReadBatch(resp.Body, func(id manifest.ID, frame []byte) error {
+			if !own[id] {
+				t.Fatalf("body %q: chunk %s served, not part of the deployed version", body, id.Short())
+			}
+			n++
+			return nil
+		})
+		if err != nil || n == 0 || n > agentwire.MaxFramesQuery {
+			t.Fatalf("body %q: %d records, %v", body, n, err)
+		}
+	})
+}
