@@ -79,7 +79,7 @@ func (a *Agent) write(ctx context.Context, c *Client, v *store.Version, only []i
 		return nil, err
 	}
 	a.log().Info("disk written and verified", "version", v.ID.Short(), "written", res.Written, "skipped", res.Skipped,
-		"fetched_bytes", pr.fetch.Load(), "write", res.Write, "flush", res.Flush, "verify", res.Verify)
+		"fetched_bytes", pr.fetch.Load(), "write", res.Write, "flush", res.Flush, "verify", res.Verify, "verify_total", res.VerifyTotal)
 	return res, nil
 }
 
