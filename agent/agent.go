@@ -67,6 +67,10 @@ type Agent struct {
 	// PeerListen is where a member of a swarm serves its peers (default ":0": every address,
 	// a port the system picks; the region tells peers the address the agent reaches it from).
 	PeerListen string
+	// Window is how many bytes of chunks a deploy or update asks its region for ahead of
+	// writing them (default 64 MiB; see transfer.WindowOptions.Bytes): what keeps a link with
+	// a long round trip full.
+	Window int64
 	// Once makes Run return after the first task (or at once when there is none), as the
 	// in-memory OS does: it reboots afterwards.
 	Once bool

@@ -60,6 +60,9 @@ type Client struct {
 	// Settle is how long to wait before offering a result again when the region is not ready
 	// to take it yet (default 5 s).
 	Settle time.Duration
+	// Idle is how long an answer streaming chunk frames may stop moving before it is cut
+	// (default DefaultIdle).
+	Idle time.Duration
 }
 
 func (c *Client) http() *http.Client {
@@ -69,9 +72,9 @@ func (c *Client) http() *http.Client {
 	return http.DefaultClient
 }
 
-// do sends a request and decodes a JSON answer into out (unless out is nil or a *[]byte, which
-// gets the raw body, at most limit bytes).
-func (c *Client) do(ctx context.Context, method, path, ctype string, body []byte, out any, limit int64) error {
+// request sends a request and returns the response to a request the region answered with
+// 200; any other answer is an *APIError.
+func (c *Client) request(ctx context.Context, method, path, ctype string, body []byte) (*http.Response, error) {
 	var rd io.Reader
 	if body != nil {
 		rd = bytes.NewReader(body)
@@ -81,7 +84,7 @@ func (c *Client) do(ctx context.Context, method, path, ctype string, body []byte
 	u.RawQuery = query
 	req, err := http.NewRequestWithContext(ctx, method, u.String(), rd)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	if ctype != "" {
 		req.Header.Set("Content-Type", ctype)
@@ -96,12 +99,12 @@ func (c *Client) do(ctx context.Context, method, path, ctype string, body []byte
 	resp, err := c.http().Do(req)
 	if err != nil {
 		if ctx.Err() != nil {
-			return ctx.Err()
+			return nil, ctx.Err()
 		}
-		return &store.Error{Kind: store.ErrUnavailable, Store: c.Region.String(), What: method + " " + path, Err: err}
+		return nil, &store.Error{Kind: store.ErrUnavailable, Store: c.Region.String(), What: method + " " + path, Err: err}
 	}
-	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
+		defer resp.Body.Close()
 		b, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
 		var e agentwire.Error
 		if json.Unmarshal(b, &e) != nil || e.Error == "" {
@@ -110,8 +113,19 @@ func (c *Client) do(ctx context.Context, method, path, ctype string, body []byte
 				e.Error = resp.Status
 			}
 		}
-		return &APIError{Status: resp.StatusCode, Msg: e.Error, Retry: e.Retry || resp.StatusCode >= 500}
+		return nil, &APIError{Status: resp.StatusCode, Msg: e.Error, Retry: e.Retry || resp.StatusCode >= 500}
 	}
+	return resp, nil
+}
+
+// do sends a request and decodes a JSON answer into out (unless out is nil or a *[]byte, which
+// gets the raw body, at most limit bytes).
+func (c *Client) do(ctx context.Context, method, path, ctype string, body []byte, out any, limit int64) error {
+	resp, err := c.request(ctx, method, path, ctype, body)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
 	if limit <= 0 {
 		limit = 1 << 20
 	}
@@ -194,9 +208,86 @@ func (c *Client) GetChunkFrame(ctx context.Context, id manifest.ID) ([]byte, err
 	return b, err
 }
 
+// GetChunkFrames reads the stored frames of ids (1 to agentwire.MaxFramesQuery chunks of the
+// deployed version) in one request, and calls fn with each as it arrives, in the order of ids,
+// read into a slice from buf (transfer.BatchSource). The answer is checked as it is read
+// (agentwire.ReadFrames: only the ids asked for, in order, within the limits, all of them);
+// the frames are not: the caller checks each against its id. An answer that stops moving
+// for Idle is cut, and the error wraps ErrStalled.
+func (c *Client) GetChunkFrames(ctx context.Context, ids []manifest.ID, buf func(size int) []byte, fn func(i int, frame []byte) error) error {
+	if len(ids) == 0 || len(ids) > agentwire.MaxFramesQuery {
+		return fmt.Errorf("%d chunks in one frames request; want 1 to %d", len(ids), agentwire.MaxFramesQuery)
+	}
+	body, err := json.Marshal(agentwire.FramesRequest{Chunks: ids})
+	if err != nil {
+		return err
+	}
+	idle := c.Idle
+	if idle <= 0 {
+		idle = DefaultIdle
+	}
+	rctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	stalled := fmt.Errorf("%w: nothing of the answer came for %s", ErrStalled, idle)
+	timer := time.AfterFunc(idle, func() { cancel(stalled) })
+	defer timer.Stop()
+	const path = "/v1/agent/task/frames"
+	fail := func(err error) error {
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		if context.Cause(rctx) == stalled {
+			err = stalled
+		}
+		return &store.Error{Kind: store.ErrUnavailable, Store: c.Region.String(), What: "POST " + path, Err: err}
+	}
+	resp, err := c.request(rctx, http.MethodPost, path, "application/json", body)
+	if err != nil {
+		var api *APIError
+		if errors.As(err, &api) {
+			return err
+		}
+		return fail(err)
+	}
+	defer resp.Body.Close()
+	if ct := resp.Header.Get("Content-Type"); ct != agentwire.FramesType {
+		return &store.Error{Kind: store.ErrCorrupt, Store: c.Region.String(), What: "POST " + path,
+			Err: fmt.Errorf("%w: the answer is %q, not %s", agentwire.ErrFrames, ct, agentwire.FramesType)}
+	}
+	if err := agentwire.ReadFrames(&idleReader{r: resp.Body, t: timer, idle: idle}, ids, buf, fn); err != nil {
+		return fail(err)
+	}
+	return nil
+}
+
+// DefaultIdle is how long an answer streaming chunk frames may stop moving before the agent
+// cuts it.
+const DefaultIdle = 30 * time.Second
+
+// ErrStalled marks an answer of the region that stopped moving.
+var ErrStalled = errors.New("the region's answer stalled")
+
+// idleReader pushes back its timer's deadline each time bytes arrive.
+type idleReader struct {
+	r    io.Reader
+	t    *time.Timer
+	idle time.Duration
+}
+
+func (r *idleReader) Read(p []byte) (int, error) {
+	n, err := r.r.Read(p)
+	if n > 0 {
+		r.t.Reset(r.idle)
+	}
+	return n, err
+}
+
 func (c *Client) String() string { return c.Region.String() }
 
-var _ transfer.Source = (*Client)(nil)
+var (
+	_ transfer.Source      = (*Client)(nil)
+	_ transfer.BatchSource = (*Client)(nil)
+)
 
 // Missing returns which of ids the region lacks.
 func (c *Client) Missing(ctx context.Context, ids []manifest.ID) ([]manifest.ID, error) {

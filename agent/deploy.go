@@ -64,7 +64,9 @@ func (a *Agent) targetVersion(ctx context.Context, c *Client, ti agentwire.TaskI
 // When the region runs a swarm for the version, the chunks come from the other terminals
 // writing it as its tracker says, and this one serves them what it holds (swarm.go).
 func (a *Agent) write(ctx context.Context, c *Client, ti agentwire.TaskInfo, v *store.Version, only []int, pr *reporter) (*imageio.ExportResult, error) {
-	getter := &countingGetter{g: transfer.NewGetter(c), pr: pr}
+	w := transfer.NewWindow(c, transfer.WindowOptions{ChunkSize: v.Manifest.ChunkSize, Bytes: a.Window})
+	defer w.Close()
+	getter := &countingGetter{g: w, pr: pr}
 	var fetcher imageio.Fetcher
 	if ti.Swarm {
 		s, err := a.joinSwarm(c, v, pr)
@@ -84,16 +86,27 @@ func (a *Agent) write(ctx context.Context, c *Client, ti agentwire.TaskInfo, v *
 			}
 		},
 	})
-	if err == nil && pr.swarm != nil {
+	if err != nil {
+		return nil, err
+	}
+	a.log().Info("disk written and verified", "version", v.ID.Short(), "written", res.Written, "skipped", res.Skipped,
+		"fetched_bytes", pr.fetch.Load(), "write", res.Write, "flush", res.Flush, "verify", res.Verify, "verify_total", res.VerifyTotal)
+	if pr.swarm != nil {
 		pr.swarm.finish(ctx)
 	}
-	return res, err
+	return res, nil
 }
 
 // countingGetter counts the chunk bytes a deploy fetches (decompressed and checked).
 type countingGetter struct {
-	g  *transfer.Getter
+	g  imageio.Prefetcher
 	pr *reporter
+}
+
+var _ imageio.Prefetcher = (*countingGetter)(nil)
+
+func (g *countingGetter) Want(ctx context.Context, h manifest.Hash, id manifest.ID) error {
+	return g.g.Want(ctx, h, id)
 }
 
 func (g *countingGetter) GetChunk(ctx context.Context, h manifest.Hash, id manifest.ID, buf []byte) ([]byte, error) {

@@ -80,6 +80,8 @@ type Server struct {
 	nonces   map[string]time.Time // key-signed requests' nonces, until they can no longer be replayed
 	uploaded map[string]int64     // compressed bytes uploaded per capture task
 	signer   *swarm.Signer        // signs peer tokens, made on first use
+
+	frameBufs sync.Pool // *[]byte buffers chunk frames are read into
 }
 
 // Routes registers the API's handlers on mux.
@@ -93,6 +95,7 @@ func (s *Server) Routes(mux *http.ServeMux) {
 	mux.HandleFunc("GET /v1/agent/task/manifest", s.manifest)
 	mux.HandleFunc("GET /v1/agent/task/base", s.base)
 	mux.HandleFunc("GET /v1/agent/task/chunks/{chunk}", s.chunk)
+	mux.HandleFunc("POST /v1/agent/task/frames", s.frames)
 	mux.HandleFunc("POST /v1/agent/task/missing", s.missing)
 	mux.HandleFunc("POST /v1/agent/task/chunks", s.upload)
 	mux.HandleFunc("PUT /v1/agent/task/manifest", s.publish)

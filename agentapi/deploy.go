@@ -2,8 +2,11 @@ package agentapi
 
 import (
 	"context"
+	"encoding/binary"
+	"errors"
 	"fmt"
 	"net/http"
+	"strconv"
 
 	"tms/agentwire"
 	"tms/manifest"
@@ -77,15 +80,109 @@ func (s *Server) chunk(w http.ResponseWriter, r *http.Request) {
 		s.reply(w, r, nil, fail(http.StatusNotFound, "chunk %s is not part of version %s", id.Short(), v.ID.Short()))
 		return
 	}
-	frame, err := s.Store.Backend().Get(r.Context(), store.ChunkKey(id))
+	bp := s.frameBuf()
+	defer s.frameBufs.Put(bp)
+	frame, err := s.readFrame(r.Context(), id, bp)
 	if err != nil {
 		s.reply(w, r, nil, err)
 		return
 	}
 	w.Header().Set("Content-Type", "application/zstd")
-	w.Header().Set("Content-Length", fmt.Sprint(len(frame)))
+	w.Header().Set("Content-Length", strconv.Itoa(len(frame)))
 	n, _ := w.Write(frame)
 	s.Metrics.AddBytes(metrics.PathAgent, metrics.Out, int64(n))
+}
+
+// frames serves the stored frames of many chunks of the deployed (or updated-to) version in one
+// answer (agentwire.FramesRequest), so that an agent keeps its link full with a few requests in
+// flight instead of one per chunk. Every id is checked to be in the version before anything is
+// sent, and frames go out as stored, never decompressed or recompressed here: the agent checks
+// each against its id. A frame the store fails to give once the answer has begun cuts the
+// connection, and the agent sees the answer end short.
+func (s *Server) frames(w http.ResponseWriter, r *http.Request) {
+	_, v, err := s.deployTask(r)
+	if err != nil {
+		s.reply(w, r, nil, err)
+		return
+	}
+	var req agentwire.FramesRequest
+	if err := readJSON(r, &req); err != nil {
+		s.reply(w, r, nil, err)
+		return
+	}
+	if len(req.Chunks) == 0 || len(req.Chunks) > agentwire.MaxFramesQuery {
+		s.reply(w, r, nil, fail(http.StatusBadRequest, "%d chunk ids in one frames request; want 1 to %d", len(req.Chunks), agentwire.MaxFramesQuery))
+		return
+	}
+	for _, id := range req.Chunks {
+		if !v.HasChunk(id) {
+			s.reply(w, r, nil, fail(http.StatusNotFound, "chunk %s is not part of version %s", id.Short(), v.ID.Short()))
+			return
+		}
+	}
+	bp := s.frameBuf()
+	defer s.frameBufs.Put(bp)
+	ctx := r.Context()
+	var head [manifest.IDLen + 4]byte
+	for i, id := range req.Chunks {
+		frame, err := s.readFrame(ctx, id, bp)
+		if err == nil && len(frame) > agentwire.MaxFrame {
+			err = &store.Error{Kind: store.ErrCorrupt, Store: s.Store.String(), What: "chunk " + id.String(),
+				Err: fmt.Errorf("stored frame of %d bytes, more than the %d of any chunk", len(frame), agentwire.MaxFrame)}
+		}
+		if err != nil {
+			if i == 0 {
+				s.reply(w, r, nil, err)
+				return
+			}
+			if !errors.Is(err, context.Canceled) {
+				s.log().Error("frames answer cut short", "chunk", id.Short(), "record", i, "err", err)
+			}
+			panic(http.ErrAbortHandler) // the agent sees the answer end before its last record
+		}
+		if i == 0 {
+			w.Header().Set("Content-Type", agentwire.FramesType)
+		}
+		copy(head[:], id[:])
+		binary.BigEndian.PutUint32(head[manifest.IDLen:], uint32(len(frame)))
+		if _, err := w.Write(head[:]); err != nil {
+			return // the agent went away
+		}
+		n, err := w.Write(frame)
+		s.Metrics.AddBytes(metrics.PathAgent, metrics.Out, int64(n))
+		if err != nil {
+			return
+		}
+		if i == 0 {
+			// The status goes out with the first frame: the agent starts on it at once, and
+			// an answer cut later shows as one cut short, not as a connection lost.
+			http.NewResponseController(w).Flush()
+		}
+	}
+}
+
+// frameBuf returns a buffer for reading chunk frames, from a pool: serving a deploy reads
+// thousands of frames, and a buffer per frame would be the largest allocation of each.
+func (s *Server) frameBuf() *[]byte {
+	if bp, ok := s.frameBufs.Get().(*[]byte); ok {
+		return bp
+	}
+	b := make([]byte, 0, agentwire.MaxFrame)
+	return &b
+}
+
+// readFrame reads chunk id's stored frame, into *bp when the backend can (*bp keeps the
+// grown buffer).
+func (s *Server) readFrame(ctx context.Context, id manifest.ID, bp *[]byte) ([]byte, error) {
+	ig, ok := s.Store.Backend().(store.IntoGetter)
+	if !ok {
+		return s.Store.Backend().Get(ctx, store.ChunkKey(id))
+	}
+	frame, err := ig.GetInto(ctx, store.ChunkKey(id), (*bp)[:0])
+	if err == nil && cap(frame) <= 2*agentwire.MaxFrame {
+		*bp = frame[:0]
+	}
+	return frame, err
 }
 
 // maxCachedVersions bounds the versions the API keeps read: a region deploys a few at a time,

@@ -10,8 +10,9 @@
 //
 // An agent says it booted (POST /v1/agent/boot) and gets its boot action: [ActionLocal], or a
 // capture, deploy or update task with a token minted for this boot. With that token, and only for
-// that task, it reads the task, the image's manifest and chunks (deploy, update; an update also
-// the manifest of the version the disk holds), asks which chunks the region
+// that task, it reads the task, the image's manifest and chunks (deploy, update: many chunks'
+// frames per request, see FramesRequest and ReadFrames; an update also the manifest of the
+// version the disk holds), asks which chunks the region
 // lacks and uploads them, then the manifest (capture), and reports progress and the outcome. An
 // agent with nothing to do long-polls for commands ([CommandReboot], [CommandPoweroff]).
 //
@@ -44,6 +45,9 @@ const (
 	MaxJSON = 1 << 20
 	// MaxFrame bounds one compressed chunk: zstd never expands data by more than a little.
 	MaxFrame = manifest.MaxChunkSize + manifest.MaxChunkSize/64 + 1024
+	// MaxFramesQuery is the most chunk ids one frames request may name: its answer is at
+	// most MaxFramesQuery records of at most MaxFrame bytes each.
+	MaxFramesQuery = 256
 )
 
 // Kind is what a task does.
@@ -176,6 +180,18 @@ type MissingRequest struct {
 	Chunks []manifest.ID `json:"chunks"`
 }
 
+// FramesRequest asks for the stored (zstd) frames of chunks of the version a deploy or update
+// writes, many in one request (POST /v1/agent/task/frames): 1 to MaxFramesQuery ids, each a
+// chunk of that version; an id may be named more than once. The answer
+// (Content-Type FramesType) is one record of the chunk batch format (AppendBatch) per id, in
+// the order asked, streamed as the region reads them from its store; ReadFrames reads it.
+type FramesRequest struct {
+	Chunks []manifest.ID `json:"chunks"`
+}
+
+// FramesType is the Content-Type of a frames answer.
+const FramesType = "application/vnd.tms.frames"
+
 // MissingReply lists them.
 type MissingReply struct {
 	Missing []manifest.ID `json:"missing"`
@@ -303,5 +319,58 @@ func ReadBatch(r io.Reader, fn func(id manifest.ID, frame []byte) error) error {
 		if err := fn(id, buf); err != nil {
 			return err
 		}
+	}
+}
+
+// ErrFrames marks a frames answer that is not what was asked for.
+var ErrFrames = errors.New("malformed frames answer")
+
+// ReadFrames reads the answer to a FramesRequest for ids from r: exactly one record per id, in
+// the order of ids, and nothing after the last. For each record it calls buf for a slice of at
+// least the frame's length to read the frame into, then fn with the id's index in ids and the
+// frame (buf's slice, cut to length). A record for another id, an empty frame or one over
+// MaxFrame, a record cut short, a missing record and bytes past the last are ErrFrames; an
+// error reading r (a deadline, a reset) is returned as is, and so is fn's.
+func ReadFrames(r io.Reader, ids []manifest.ID, buf func(size int) []byte, fn func(i int, frame []byte) error) error {
+	var head [manifest.IDLen + 4]byte
+	for i, want := range ids {
+		if _, err := io.ReadFull(r, head[:]); err != nil {
+			if err == io.EOF || err == io.ErrUnexpectedEOF {
+				return fmt.Errorf("%w: it ends after %d of %d records", ErrFrames, i, len(ids))
+			}
+			return err
+		}
+		var id manifest.ID
+		copy(id[:], head[:manifest.IDLen])
+		if id != want {
+			return fmt.Errorf("%w: record %d is chunk %s, chunk %s was asked for", ErrFrames, i, id.Short(), want.Short())
+		}
+		size := int64(binary.BigEndian.Uint32(head[manifest.IDLen:]))
+		if size == 0 || size > MaxFrame {
+			return fmt.Errorf("%w: record %d (chunk %s) announces a frame of %d bytes; want 1 to %d", ErrFrames, i, id.Short(), size, MaxFrame)
+		}
+		b := buf(int(size))
+		if len(b) < int(size) {
+			return fmt.Errorf("record %d (chunk %s): a buffer of %d bytes for a frame of %d", i, id.Short(), len(b), size)
+		}
+		b = b[:size]
+		if _, err := io.ReadFull(r, b); err != nil {
+			if err == io.EOF || err == io.ErrUnexpectedEOF {
+				return fmt.Errorf("%w: record %d (chunk %s) is cut short", ErrFrames, i, id.Short())
+			}
+			return err
+		}
+		if err := fn(i, b); err != nil {
+			return err
+		}
+	}
+	var extra [1]byte
+	switch n, err := io.ReadFull(r, extra[:]); {
+	case n > 0:
+		return fmt.Errorf("%w: bytes follow the last of %d records", ErrFrames, len(ids))
+	case err == io.EOF:
+		return nil
+	default:
+		return err
 	}
 }

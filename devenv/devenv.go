@@ -307,7 +307,8 @@ func Start(ctx context.Context, o Options) (_ *Env, err error) {
 		}
 		r, err := server.StartRegion(ctx, server.RegionOptions{ID: id, DataDir: filepath.Join(o.DataDir, id), Relay: relay,
 			Listen: listen, Labels: map[string]string{"site": "dev"}, CentralKey: e.CentralKey, Client: rc, Log: o.Log,
-			Waker: waker, Boot: config.Boot{Subnet: o.Segment}, Version: o.Version, ReportInterval: o.ReportInterval})
+			Waker: waker, Boot: config.Boot{Subnet: o.Segment}, Version: o.Version, ReportInterval: o.ReportInterval,
+			Unicast: o.Unicast})
 		if err != nil {
 			return nil, err
 		}

@@ -20,13 +20,12 @@ const (
 	labAgents = 10
 	labRate   = 100_000_000 // bit/s per port: a deploy takes about 10 s in unicast
 	labDisk   = 24 << 20
-	// labUnicast says the region serves every chunk itself: its egress is then about
-	// labAgents times the image's stored bytes. When the swarm lands, set it false and
-	// egressBound to 1.5.
-	labUnicast = true
+	// labUnicast says the region serves every chunk itself (its egress is then about
+	// labAgents times the image's stored bytes); false: the terminals form a swarm.
+	labUnicast = false
 	// egressBound is the most the region may send for a deploy to labAgents terminals, in
 	// stored bytes of the image (protocol overhead included: TCP/IP headers and the agent API).
-	egressBound = 1.1 * labAgents
+	egressBound = 1.5
 )
 
 // labTimeouts: an agent reports every 2 s, so 20 s of silence is a dead one.

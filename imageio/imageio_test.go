@@ -427,3 +427,49 @@ func TestExportReadBackCatchesBadWrites(t *testing.T) {
 		t.Fatalf("export with a bad write: %v, want ErrVerify", err)
 	}
 }
+
+// TestExportReadsBackBehindTheWrites exports a disk larger than the stretch the read-back takes
+// at a time, so most of it is read back while later chunks are still being written: a bad
+// write is caught wherever it is, and a good export verifies.
+func TestExportReadsBackBehindTheWrites(t *testing.T) {
+	ctx := context.Background()
+	s, _ := storetest.Dir(t)
+	src := storetest.SampleDisk(t, 160*mib, 15)
+	res := storetest.Import(t, s, src, "lab")
+	chunks := res.Version.Manifest.Chunks
+	out := filepath.Join(t.TempDir(), "out.raw")
+	got, err := imageio.Export(ctx, s, res.Version, out, imageio.ExportOptions{Verify: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if storetest.FileSum(t, out) != storetest.FileSum(t, src) {
+		t.Fatal("verified export differs")
+	}
+	if got.VerifyTotal <= 0 {
+		t.Errorf("no time spent reading back: %+v", got)
+	}
+	firstNonZero := func(from int) manifest.ID {
+		for _, id := range chunks[from:] {
+			if !id.IsZero() {
+				return id
+			}
+		}
+		t.Fatal("no non-zero chunk")
+		return manifest.ID{}
+	}
+	for _, tc := range []struct {
+		name string
+		at   int
+	}{
+		{"in the first stretch", 4},
+		{"in the last stretch", len(chunks) - 40},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			victim := firstNonZero(tc.at)
+			_, err := imageio.Export(ctx, lyingGetter{s, victim}, res.Version, filepath.Join(t.TempDir(), "out"), imageio.ExportOptions{Verify: true})
+			if !errors.Is(err, imageio.ErrVerify) {
+				t.Fatalf("export with a bad write: %v, want ErrVerify", err)
+			}
+		})
+	}
+}

@@ -17,6 +17,7 @@ var streamRoutes = map[string]bool{
 	"GET /v1/versions/{version}/chunks/{chunk}": true,
 	"GET /v1/agent/task/manifest":               true, // agentapi: a deploy reads
 	"GET /v1/agent/task/chunks/{chunk}":         true,
+	"POST /v1/agent/task/frames":                true, // agentapi: many chunks in one answer
 	"POST /v1/agent/task/chunks":                true, // agentapi: a capture uploads a batch
 	"PUT /v1/agent/task/manifest":               true,
 	"GET /boot/{file}":                          true, // bootsvc: kernel and initrd

@@ -296,6 +296,7 @@ func TestDeadlinesByRoute(t *testing.T) {
 		{"GET", "/v1/versions/" + id + "/chunks/" + id, true},
 		{"GET", "/v1/agent/task/manifest", true},
 		{"GET", "/v1/agent/task/chunks/" + id, true},
+		{"POST", "/v1/agent/task/frames", true},
 		{"POST", "/v1/agent/task/chunks", true},
 		{"PUT", "/v1/agent/task/manifest", true},
 		{"GET", "/boot/vmlinuz", true},

@@ -128,6 +128,11 @@ func (d *Dir) path(key string) (string, error) {
 }
 
 func (d *Dir) Get(ctx context.Context, key string) ([]byte, error) {
+	return d.GetInto(ctx, key, nil)
+}
+
+// GetInto is Get reading into buf when the object fits in it.
+func (d *Dir) GetInto(ctx context.Context, key string, buf []byte) ([]byte, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
@@ -137,17 +142,17 @@ func (d *Dir) Get(ctx context.Context, key string) ([]byte, error) {
 	}
 	id, isChunk := chunkKeyID(key)
 	if isChunk {
-		if b, found, err := d.getPacked(id); found || err != nil {
+		if b, found, err := d.getPacked(id, buf); found || err != nil {
 			return b, err
 		}
 	}
-	b, err := os.ReadFile(p)
+	b, err := readFileInto(p, buf)
 	if isChunk && errors.Is(err, fs.ErrNotExist) {
 		// Not a chunk file: another process may have packed it since we looked at packs/.
 		if err := d.scanPacks(true); err != nil {
 			return nil, err
 		}
-		if b, found, err := d.getPacked(id); found || err != nil {
+		if b, found, err := d.getPacked(id, buf); found || err != nil {
 			return b, err
 		}
 		if bad := d.damagedPacks(); len(bad) > 0 {

@@ -277,7 +277,7 @@ func (d *Dir) loadPackIndex(name string) ([]packEntry, fs.FileInfo, error) {
 
 // readPacked reads and checks one frame. A pack that is gone is fs.ErrNotExist (the caller
 // looks again: garbage collection may have moved the chunk to another pack).
-func (d *Dir) readPacked(id manifest.ID, loc packLoc) ([]byte, error) {
+func (d *Dir) readPacked(id manifest.ID, loc packLoc, buf []byte) ([]byte, error) {
 	f, err := os.Open(d.packPath(loc.p.name))
 	if err != nil {
 		if errors.Is(err, fs.ErrNotExist) {
@@ -286,7 +286,7 @@ func (d *Dir) readPacked(id manifest.ID, loc packLoc) ([]byte, error) {
 		return nil, d.ioErr(loc.p.key(), err)
 	}
 	defer f.Close()
-	b := make([]byte, loc.n)
+	b := sized(buf, int64(loc.n))
 	if _, err := f.ReadAt(b, loc.off); err != nil {
 		if errors.Is(err, io.EOF) {
 			return nil, d.err(ErrCorrupt, chunkWhat(id), fmt.Errorf("pack %s is truncated: frame at %d+%d is past its end", loc.p.key(), loc.off, loc.n))
@@ -299,14 +299,15 @@ func (d *Dir) readPacked(id manifest.ID, loc packLoc) ([]byte, error) {
 	return b, nil
 }
 
-// getPacked returns chunk id's frame from a pack; found is false if no pack holds it.
-func (d *Dir) getPacked(id manifest.ID) (frame []byte, found bool, err error) {
+// getPacked returns chunk id's frame from a pack, read into buf if it fits; found is false if
+// no pack holds it.
+func (d *Dir) getPacked(id manifest.ID, buf []byte) (frame []byte, found bool, err error) {
 	for try := 0; try < 2; try++ {
 		loc, ok, err := d.lookupPacked(id)
 		if err != nil || !ok {
 			return nil, false, err
 		}
-		b, err := d.readPacked(id, loc)
+		b, err := d.readPacked(id, loc, buf)
 		if errors.Is(err, fs.ErrNotExist) {
 			if err := d.scanPacks(true); err != nil { // collected: look where it went
 				return nil, false, err

@@ -428,12 +428,5 @@ func (g *Getter) GetChunk(ctx context.Context, h manifest.Hash, id manifest.ID, 
 	if err != nil {
 		return nil, fmt.Errorf("chunk %s from %s: %w", id, g.Src, err)
 	}
-	data, err := g.codec.Decompress(buf, frame, manifest.MaxChunkSize)
-	if err != nil {
-		return nil, fmt.Errorf("chunk %s from %s: %w: %v", id, g.Src, ErrSourceCorrupt, err)
-	}
-	if got := h.Sum(data); got != id {
-		return nil, fmt.Errorf("chunk %s from %s hashes to %s: %w", id, g.Src, got.Short(), ErrSourceCorrupt)
-	}
-	return data, nil
+	return decodeChunk(g.codec, g.Src.String(), h, id, frame, buf)
 }

@@ -3,9 +3,12 @@
 package benchutil
 
 import (
+	"log/slog"
 	"os"
 	"os/exec"
+	"runtime/pprof"
 	"strconv"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -42,4 +45,56 @@ func Run(b *testing.B, name string, args ...string) time.Duration {
 		b.Fatalf("%s %v: %v\n%s", name, args, err, out)
 	}
 	return time.Since(start)
+}
+
+// Profile starts a CPU profile of the part of a benchmark that follows, written to
+// $TMS_BENCH_CPUPROFILE if it is set (a profile of the test binary also covers the setup:
+// writing the sample disk, capturing it). The returned function stops it; it does nothing
+// when the variable is unset.
+func Profile(b *testing.B) (stop func()) {
+	b.Helper()
+	path := os.Getenv("TMS_BENCH_CPUPROFILE")
+	if path == "" {
+		return func() {}
+	}
+	f, err := os.Create(path)
+	if err != nil {
+		b.Fatal(err)
+	}
+	if err := pprof.StartCPUProfile(f); err != nil {
+		f.Close()
+		b.Fatalf("TMS_BENCH_CPUPROFILE: %v (is -cpuprofile set too?)", err)
+	}
+	return func() {
+		pprof.StopCPUProfile()
+		f.Close()
+	}
+}
+
+// Log is the log of what a benchmark runs: $TMS_BENCH_LOG's file, at Info, if it is set (the
+// agent logs where a deploy's time went), else nothing.
+func Log(b *testing.B) *slog.Logger {
+	b.Helper()
+	path := os.Getenv("TMS_BENCH_LOG")
+	if path == "" {
+		return slog.New(slog.DiscardHandler)
+	}
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o644)
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { f.Close() })
+	return slog.New(slog.NewTextHandler(f, nil))
+}
+
+// CPUTime is the CPU time (user and system) the benchmark's process has used so far: in a
+// benchmark that runs every part in one process, the difference over a step is what the step
+// cost, which other work on a shared machine changes much less than its wall time.
+func CPUTime(b *testing.B) time.Duration {
+	b.Helper()
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		b.Fatal(err)
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
