@@ -61,6 +61,14 @@ type peerServer struct {
 	have  swarm.Bitmap
 	keys  [][]byte // the region's token keys
 	cache frameCache
+	asked time.Time // when a peer with a valid token last asked for a chunk
+}
+
+// lastAsked is when a peer with a valid token last asked for a chunk (zero: never).
+func (p *peerServer) lastAsked() time.Time {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.asked
 }
 
 // newPeerServer starts serving on addr (host:port; port 0 picks one) the chunks of v that
@@ -184,6 +192,7 @@ func (p *peerServer) serveChunk(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	p.mu.Lock()
+	p.asked = time.Now()
 	held := p.have.Has(i)
 	frame := p.cache.get(id)
 	p.mu.Unlock()

@@ -281,13 +281,37 @@ func (s *swarmSession) finish(ctx context.Context) {
 	s.lingerD = min(time.Duration(rep.LingerMS)*time.Millisecond, maxLinger)
 }
 
-// linger serves peers for as long as the tracker asked, then stops.
+// lingerIdle ends a member's linger early: when no peer asked it for a chunk for this long, the
+// others have what they need from it (or from others), and the terminal goes on to reboot.
+var lingerIdle = 3 * time.Second
+
+// linger serves peers for as long as the tracker asked, or until none asked for a chunk for
+// lingerIdle, then stops.
 func (s *swarmSession) linger(ctx context.Context) {
 	if s.lingerD > 0 {
-		s.log.Info("swarm: serving peers a little longer", "for", s.lingerD)
-		select {
-		case <-ctx.Done():
-		case <-time.After(s.lingerD):
+		s.log.Info("swarm: serving peers a little longer", "for_at_most", s.lingerD)
+		start := time.Now()
+		end := time.NewTimer(s.lingerD)
+		defer end.Stop()
+		tick := time.NewTicker(lingerIdle / 4)
+		defer tick.Stop()
+	wait:
+		for {
+			select {
+			case <-ctx.Done():
+				break wait
+			case <-end.C:
+				break wait
+			case now := <-tick.C:
+				last := s.server.lastAsked()
+				if last.Before(start) {
+					last = start
+				}
+				if now.Sub(last) >= lingerIdle {
+					s.log.Info("swarm: no peer asked for a chunk lately; stopped serving", "after", now.Sub(start).Round(time.Millisecond))
+					break wait
+				}
+			}
 		}
 	}
 	s.close()

@@ -19,7 +19,6 @@ package link
 import (
 	"context"
 	"fmt"
-	"io"
 	"net"
 	"net/http"
 	"os"
@@ -89,7 +88,7 @@ func measure(b *testing.B, spec classroom.Spec) {
 		b.Fatal(err)
 	}
 	frames := filepath.Join(spec.Dir, "frames")
-	if err := concat(frames, img.Chunks); err != nil {
+	if err := c.WriteFrames(ctx, img, frames); err != nil {
 		b.Fatal(err)
 	}
 	if fi, err := os.Stat(frames); err != nil || fi.Size() != img.StoredBytes {
@@ -148,26 +147,6 @@ func measure(b *testing.B, spec classroom.Spec) {
 }
 
 // concat writes the files one after the other into path.
-func concat(path string, files []string) error {
-	out, err := os.Create(path)
-	if err != nil {
-		return err
-	}
-	for _, f := range files {
-		in, err := os.Open(f)
-		if err != nil {
-			out.Close()
-			return err
-		}
-		_, err = io.Copy(out, in)
-		in.Close()
-		if err != nil {
-			out.Close()
-			return err
-		}
-	}
-	return out.Close()
-}
 
 // serveFile serves path over plain HTTP on host:0 and returns its URL.
 func serveFile(host, path string) (string, func(), error) {

@@ -50,7 +50,9 @@ import (
 	"tms/devenv"
 	"tms/imageio"
 	"tms/internal/netlab"
+	"tms/manifest"
 	"tms/metrics"
+	"tms/swarm"
 	"tms/workflows"
 )
 
@@ -283,10 +285,7 @@ type Image struct {
 	Version     string
 	DiskSize    int64
 	StoredBytes int64 // the compressed bytes of its distinct chunks in the region's store
-	// Chunks are the stored chunk files' paths (each one zstd frame), for a baseline that
-	// moves the same bytes.
-	Chunks []string
-	Sum    [sha256.Size]byte // of the raw image
+	Sum         [sha256.Size]byte // of the raw image
 }
 
 // Import imports the raw disk image at path into the region's store as name:latest and has
@@ -308,23 +307,37 @@ func (c *Classroom) Import(ctx context.Context, path, name string) (Image, error
 		return Image{}, fmt.Errorf("classroom: registering %s: %w", name, err)
 	}
 	img := Image{Name: name, Version: info.Version, DiskSize: imp.DiskSize, StoredBytes: imp.Stats.StoredBytes}
-	if img.Sum, err = FileSum(path); err != nil {
-		return img, err
-	}
-	img.Chunks, err = chunkFiles(filepath.Join(c.dir, "tms", Region, "store", "chunks"))
+	img.Sum, err = FileSum(path)
 	return img, err
 }
 
-// chunkFiles lists the files under dir.
-func chunkFiles(dir string) ([]string, error) {
-	var files []string
-	err := filepath.WalkDir(dir, func(p string, d os.DirEntry, err error) error {
-		if err == nil && d.Type().IsRegular() {
-			files = append(files, p)
-		}
+// WriteFrames writes the stored frames of img's distinct chunks back to back to the file at
+// path (StoredBytes in all), for a baseline that moves the same bytes as a deploy.
+func (c *Classroom) WriteFrames(ctx context.Context, img Image, path string) error {
+	st := c.Env.RegionStore(Region)
+	id, err := manifest.ParseID(img.Version)
+	if err != nil {
 		return err
-	})
-	return files, err
+	}
+	v, err := st.GetManifest(ctx, id)
+	if err != nil {
+		return err
+	}
+	out, err := os.Create(path)
+	if err != nil {
+		return err
+	}
+	for _, cid := range swarm.Chunks(v.Manifest) {
+		frame, err := st.GetChunkRaw(ctx, v.Manifest.Hash, cid)
+		if err == nil {
+			_, err = out.Write(frame)
+		}
+		if err != nil {
+			out.Close()
+			return err
+		}
+	}
+	return out.Close()
 }
 
 // FileSum is the SHA-256 of a file.
@@ -455,7 +468,7 @@ type DeployRun struct {
 	Result workflows.DeployImageResult
 	Start  time.Time
 	// Finished is when each terminal whose deploy ended well was done: its agent, having
-	// verified the disk and reported, exited.
+	// verified the disk, reported and served its peers as long as they asked, exited.
 	Finished map[string]time.Time
 	// Last is the latest of Finished.
 	Last time.Time
@@ -480,6 +493,11 @@ func (d *Deploying) Wait(ctx context.Context) (DeployRun, error) {
 		err = cerr
 	}
 	r.ChunkBytes = chunks - d.chunks
+	if err == nil {
+		// The workflow ends when every agent reported; a member of a swarm then serves its
+		// peers a little longer before it exits.
+		err = d.c.waitOff(ctx, d.opts.Terminals)
+	}
 	d.c.mu.Lock()
 	for _, o := range r.Result.Terminals {
 		if !o.OK {
@@ -495,10 +513,6 @@ func (d *Deploying) Wait(ctx context.Context) (DeployRun, error) {
 		}
 	}
 	d.c.mu.Unlock()
-	if err == nil {
-		// The agents exit right after reporting; the workflow may end a moment earlier.
-		err = d.c.waitOff(ctx, d.opts.Terminals)
-	}
 	return r, err
 }
 
