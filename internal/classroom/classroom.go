@@ -284,7 +284,7 @@ type Image struct {
 	Name        string
 	Version     string
 	DiskSize    int64
-	StoredBytes int64 // the compressed bytes of its distinct chunks in the region's store
+	StoredBytes int64             // the compressed bytes of its distinct chunks in the region's store
 	Sum         [sha256.Size]byte // of the raw image
 }
 
