@@ -37,6 +37,9 @@ const (
 	// peerFetchTimeout bounds one chunk fetched from a peer: a peer that stalls is given up
 	// on and reported, and the tracker sends the member elsewhere.
 	peerFetchTimeout = 15 * time.Second
+	// peerDialTimeout bounds connecting to a peer: on one LAN a peer that is there answers in
+	// milliseconds.
+	peerDialTimeout = 3 * time.Second
 )
 
 // peerServer serves the chunks a member holds to the other members of its swarm, over TLS with
@@ -123,6 +126,13 @@ func (p *peerServer) Close() {
 }
 
 // setKeys takes the region's current token keys.
+// signingKeys are the region's token keys the member holds.
+func (p *peerServer) signingKeys() [][]byte {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.keys
+}
+
 func (p *peerServer) setKeys(keys [][]byte) {
 	p.mu.Lock()
 	p.keys = keys
@@ -270,6 +280,9 @@ type peerConn struct {
 // ErrBadPeer marks a chunk a peer sent that is not the chunk: corrupt, or cut short.
 var ErrBadPeer = errors.New("the peer sent bad bytes")
 
+// errPeerGone marks a fetch from a peer that could not be connected to at all.
+var errPeerGone = errors.New("the peer cannot be reached")
+
 // client returns the HTTP client for peer p, made anew if its address or key changed.
 func (pc *peerClient) client(p agentwire.SwarmPeer) *peerConn {
 	pc.mu.Lock()
@@ -291,7 +304,8 @@ func (pc *peerClient) client(p agentwire.SwarmPeer) *peerConn {
 			}
 			return nil
 		}}
-	tr := &http.Transport{TLSClientConfig: cfg, MaxIdleConnsPerHost: peerUploads, IdleConnTimeout: 30 * time.Second,
+	dialer := &net.Dialer{Timeout: peerDialTimeout}
+	tr := &http.Transport{DialContext: dialer.DialContext, TLSClientConfig: cfg, MaxIdleConnsPerHost: peerUploads, IdleConnTimeout: 30 * time.Second,
 		TLSHandshakeTimeout: 5 * time.Second, ResponseHeaderTimeout: 5 * time.Second, ForceAttemptHTTP2: false}
 	c := &peerConn{addr: p.Addr, key: string(p.Key), hc: &http.Client{Transport: tr}}
 	if old := pc.byID[p.Member]; old != nil {
@@ -330,6 +344,9 @@ func (pc *peerClient) get(ctx context.Context, p agentwire.SwarmPeer, tok string
 	req.Header.Set(agentwire.PeerTokenHeader, tok)
 	resp, err := c.hc.Do(req)
 	if err != nil {
+		if op := (*net.OpError)(nil); errors.As(err, &op) && op.Op == "dial" {
+			return nil, fmt.Errorf("%w: %v", errPeerGone, err)
+		}
 		return nil, err
 	}
 	defer resp.Body.Close()

@@ -16,7 +16,7 @@ import (
 )
 
 // swarmWindow is how many chunks a member fetches at once.
-const swarmWindow = 6
+const swarmWindow = 10
 
 // maxLinger bounds how long a member that finished serves its peers, whatever the region says.
 const maxLinger = 2 * time.Minute
@@ -38,7 +38,9 @@ type swarmSession struct {
 	closed sync.Once
 
 	mu      sync.Mutex
-	token   string
+	polled  bool      // the tracker answered this session once
+	token   string    // the peer token
+	tokenAt time.Time // when the tracker gave it
 	failed  []agentwire.SwarmFailure
 	known   map[string]agentwire.SwarmPeer
 	lingerD time.Duration
@@ -77,6 +79,7 @@ type fetched struct {
 	frame []byte
 	err   error
 	bad   bool // the source sent bytes that are not the chunk
+	gone  bool // no connection to the source could be made
 	fatal bool // writing failed, or the region itself sent bad bytes: the export stops
 }
 
@@ -182,7 +185,7 @@ func (s *swarmSession) Fetch(ctx context.Context, need []manifest.ID, put func(c
 				}
 				s.mu.Lock()
 				if len(s.failed) < agentwire.MaxSwarmFailures {
-					s.failed = append(s.failed, agentwire.SwarmFailure{Chunk: r.chunk, Peer: r.peer, Bad: r.bad, Reason: truncate(r.err.Error(), 500)})
+					s.failed = append(s.failed, agentwire.SwarmFailure{Chunk: r.chunk, Peer: r.peer, Bad: r.bad, Gone: r.gone, Reason: truncate(r.err.Error(), 500)})
 				}
 				s.mu.Unlock()
 				continue
@@ -200,9 +203,10 @@ func (s *swarmSession) fetchOne(ctx context.Context, a agentwire.SwarmAssignment
 	put func(context.Context, manifest.ID, []byte) error) fetched {
 	id := s.chunks[a.Chunk]
 	r := fetched{chunk: a.Chunk, peer: a.Peer}
+	began := time.Now()
 	frame, err := from(ctx, id)
 	if err != nil {
-		r.err, r.bad = err, errors.Is(err, ErrBadPeer)
+		r.err, r.bad, r.gone = err, errors.Is(err, ErrBadPeer), errors.Is(err, errPeerGone)
 		return r
 	}
 	bp := s.bufs.Get().(*[]byte)
@@ -224,6 +228,7 @@ func (s *swarmSession) fetchOne(ctx context.Context, a agentwire.SwarmAssignment
 	}
 	s.pr.fetch.Add(int64(len(data)))
 	r.frame = frame
+	s.log.Debug("swarm: chunk fetched", "chunk", a.Chunk, "peer", a.Peer, "took", time.Since(began).Round(time.Millisecond))
 	return r
 }
 
@@ -239,8 +244,11 @@ func (s *swarmSession) poll(ctx context.Context, want int, done bool) (agentwire
 	s.mu.Lock()
 	failed := s.failed
 	s.failed = nil
+	fresh := !s.polled
+	renew := s.token == "" || time.Since(s.tokenAt) > swarm.TokenTTL/2
 	s.mu.Unlock()
-	req := agentwire.SwarmRequest{Port: s.server.Port(), Key: s.server.PublicKey(), Have: s.server.haveSnapshot(), Want: want, Done: done, Failed: failed}
+	req := agentwire.SwarmRequest{Port: s.server.Port(), Key: s.server.PublicKey(), Have: s.server.haveSnapshot(), Want: want, Done: done,
+		Failed: failed, Fresh: fresh, Renew: renew, KeysTag: agentwire.KeysTag(s.server.signingKeys())}
 	rep, err := s.c.Swarm(ctx, req)
 	if err != nil {
 		s.mu.Lock()
@@ -248,20 +256,29 @@ func (s *swarmSession) poll(ctx context.Context, want int, done bool) (agentwire
 		s.mu.Unlock()
 		return rep, err
 	}
-	s.server.setKeys(rep.Keys)
+	if len(rep.Keys) > 0 {
+		s.server.setKeys(rep.Keys)
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	s.token = rep.Token
+	s.polled = true
+	if rep.Token != "" {
+		s.token, s.tokenAt = rep.Token, time.Now()
+	}
 	for _, p := range rep.Peers {
 		s.known[p.Member] = p
 	}
-	// Only what the reply can mean is kept: a chunk of the version, from a peer it names.
+	// Only what the reply can mean is kept: a chunk of the version, from a peer this session
+	// knows. One from a peer it does not is handed back, so its source's slot is freed.
 	ok := rep.Assign[:0]
 	for _, a := range rep.Assign {
 		if a.Chunk < 0 || a.Chunk >= len(s.chunks) {
 			continue
 		}
 		if _, named := s.known[a.Peer]; a.Peer != "" && !named {
+			if len(s.failed) < agentwire.MaxSwarmFailures {
+				s.failed = append(s.failed, agentwire.SwarmFailure{Chunk: a.Chunk, Peer: a.Peer, Reason: "the region did not name this peer"})
+			}
 			continue
 		}
 		ok = append(ok, a)
@@ -283,7 +300,7 @@ func (s *swarmSession) finish(ctx context.Context) {
 
 // lingerIdle ends a member's linger early: when no peer asked it for a chunk for this long, the
 // others have what they need from it (or from others), and the terminal goes on to reboot.
-var lingerIdle = 3 * time.Second
+var lingerIdle = time.Second
 
 // linger serves peers for as long as the tracker asked, or until none asked for a chunk for
 // lingerIdle, then stops.

@@ -2,6 +2,8 @@ package agentwire
 
 import (
 	"crypto/ed25519"
+	"crypto/sha256"
+	"encoding/hex"
 	"fmt"
 )
 
@@ -49,6 +51,25 @@ type SwarmRequest struct {
 	Done bool `json:"done,omitempty"`
 	// Failed are the fetches that failed since the last call.
 	Failed []SwarmFailure `json:"failed,omitempty"`
+	// Fresh says this is the first call of the agent's session: the region names every peer
+	// it assigns again, though it named them to an earlier session of the same task.
+	Fresh bool `json:"fresh,omitempty"`
+	// Renew asks for a new peer token (the agent has none, or it is half way to expiring).
+	Renew bool `json:"renew,omitempty"`
+	// KeysTag is KeysTag of the signing keys the agent holds: the region sends its keys, and
+	// a token they sign, only when its own differ.
+	KeysTag string `json:"keys_tag,omitempty"`
+}
+
+// KeysTag names a set of token-signing keys in a few bytes, so an agent can say which it holds
+// and the region need not send them on every call.
+func KeysTag(keys [][]byte) string {
+	h := sha256.New()
+	for _, k := range keys {
+		h.Write([]byte{byte(len(k))})
+		h.Write(k)
+	}
+	return hex.EncodeToString(h.Sum(nil)[:12])
 }
 
 // SwarmFailure is a fetch that failed.
@@ -57,7 +78,10 @@ type SwarmFailure struct {
 	Peer  string `json:"peer"`  // the member it was assigned from ("" for the region)
 	// Bad says the peer sent bytes that were not the chunk (corrupt, cut short): the region
 	// stops sending members to it. Otherwise the peer was busy, slow or gone.
-	Bad    bool   `json:"bad,omitempty"`
+	Bad bool `json:"bad,omitempty"`
+	// Gone says no connection to the peer could be made: a member that finished and stopped
+	// serving (its PC went on to reboot) is forgotten by the tracker.
+	Gone   bool   `json:"gone,omitempty"`
 	Reason string `json:"reason,omitempty"`
 }
 
@@ -65,12 +89,15 @@ type SwarmFailure struct {
 type SwarmReply struct {
 	Member string `json:"member"` // the agent's name in the swarm
 	// Token is the agent's peer token, sent to peers in PeerTokenHeader; it names the version,
-	// the member, its address and its key, and expires.
-	Token string `json:"token"`
+	// the member, its address and its key, and expires. Empty: keep the one held (sent when the
+	// request says Renew, or its KeysTag is not the region's).
+	Token string `json:"token,omitempty"`
 	// Keys are the region's keys that sign peer tokens (ed25519 public keys): a member serves a
-	// requester whose token one of them signed.
-	Keys  [][]byte    `json:"keys"`
-	Peers []SwarmPeer `json:"peers,omitempty"` // the members the assignments name
+	// requester whose token one of them signed. Empty: the agent's KeysTag named them.
+	Keys [][]byte `json:"keys,omitempty"`
+	// Peers are the members the assignments name that the region has not named to this
+	// session of the agent yet.
+	Peers []SwarmPeer `json:"peers,omitempty"`
 	// Assign are the chunks to fetch now, each from a peer or from the region.
 	Assign []SwarmAssignment `json:"assign,omitempty"`
 	// RetryMS is how long to wait before asking again if nothing was assigned.
@@ -105,6 +132,9 @@ func (r *SwarmRequest) Check(n int) error {
 	}
 	if n%8 != 0 && len(r.Have) > 0 && r.Have[len(r.Have)-1]>>(n%8) != 0 {
 		return fmt.Errorf("swarm request: have marks chunks past the version's %d", n)
+	}
+	if len(r.KeysTag) > 64 {
+		return fmt.Errorf("swarm request: keys tag of %d bytes, at most 64", len(r.KeysTag))
 	}
 	if r.Want < 0 || r.Want > MaxSwarmWant {
 		return fmt.Errorf("swarm request: want %d is not between 0 and %d", r.Want, MaxSwarmWant)

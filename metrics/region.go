@@ -73,7 +73,7 @@ func NewRegion(src RegionSources) *Region {
 			Help: "Requests to the region's HTTP service (agent API, data endpoint, boot scripts) by route pattern and status class."},
 			[]string{"route", "code"}),
 		assigned: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "tms_swarm_assignments_total",
-			Help: "Chunks the swarm tracker assigned to terminals, by source: peer, seed (the region's first send of a chunk) or fallback (the region, for a terminal no peer could serve)."},
+			Help: "Chunks the swarm tracker assigned to terminals, by source: peer, seed (the region's first send of a chunk), relief (the region again, from a seed slot that stood idle, while every holder was busy) or fallback (the region, for a terminal that found no peer for a while)."},
 			[]string{"source"}),
 		dropped: prometheus.NewCounter(prometheus.CounterOpts{Name: "tms_swarm_peers_dropped_total",
 			Help: "Terminals the swarm tracker stopped sending peers to, because two peers reported bad bytes from them."}),
@@ -130,10 +130,11 @@ func (m *Region) AddBytes(path, direction string, n int64) {
 const (
 	SwarmPeer     = "peer"
 	SwarmSeed     = "seed"
+	SwarmRelief   = "relief"
 	SwarmFallback = "fallback"
 )
 
-var swarmSources = []string{SwarmPeer, SwarmSeed, SwarmFallback}
+var swarmSources = []string{SwarmPeer, SwarmSeed, SwarmRelief, SwarmFallback}
 
 // SwarmAssigned counts n chunks the swarm tracker assigned from source (Swarm*).
 func (m *Region) SwarmAssigned(source string, n int) {

@@ -33,7 +33,12 @@ type Options struct {
 	Linger time.Duration
 	// Avoid is how long a member is not sent again to a peer it could not reach (default 10 s).
 	Avoid time.Duration
-	Now   func() time.Time
+	// Relief is the share of a version's chunks the region may send again, beyond its one
+	// first-seed copy, from seed slots that would stand idle once every chunk is in the swarm:
+	// each to a member whose lacking chunks' holders are all busy (default 0.25: the region
+	// then sends at most 1.25 × the version's chunks, fallback aside).
+	Relief float64
+	Now    func() time.Time
 }
 
 func (o *Options) defaults() {
@@ -47,7 +52,7 @@ func (o *Options) defaults() {
 			*v = d
 		}
 	}
-	def(&o.PeerUploads, 3)
+	def(&o.PeerUploads, 4)
 	def(&o.SeedUploads, 4)
 	def(&o.FallbackUploads, 2)
 	defd(&o.Starve, 3*time.Second)
@@ -55,6 +60,9 @@ func (o *Options) defaults() {
 	defd(&o.Stale, 30*time.Second)
 	defd(&o.Linger, 20*time.Second)
 	defd(&o.Avoid, 10*time.Second)
+	if o.Relief <= 0 {
+		o.Relief = 0.25
+	}
 	if o.Now == nil {
 		o.Now = time.Now
 	}
@@ -92,9 +100,10 @@ type Result struct {
 	// Dropped names members that this call made the tracker stop sending anyone to: two
 	// members reported bad bytes from them.
 	Dropped []string
-	// Seeded and Fallback count the assignments from the region: first sends of a chunk, and
-	// sends to a member no peer could serve.
-	Seeded, Fallback int
+	// Seeded and Fallback count the assignments from the region: from its seed slots (first
+	// sends of a chunk, and Relief of them: sends of a chunk whose holders were all busy), and
+	// sends to a member that found no peer for Starve.
+	Seeded, Fallback, Relief int
 }
 
 type swarmState struct {
@@ -102,8 +111,9 @@ type swarmState struct {
 	holders  []int32 // per chunk: members holding it that are not dropped
 	seeding  []int32 // per chunk: region sends under way
 	members  map[string]*member
-	seeds    int // region sends under way (first seed)
+	seeds    int // region sends under way (first seed and relief)
 	fallback int // region sends under way (fallback)
+	relief   int // relief sends assigned, ever
 	lastUsed time.Time
 }
 
@@ -115,6 +125,7 @@ type member struct {
 	avoid    map[string]time.Time // peers this member could not reach, until
 	excluded map[string]bool      // peers that sent this member bad bytes
 	accusers map[string]bool      // members this one sent bad bytes
+	told     map[string]string    // peers named to this member's session: id → address and key
 	dropped  bool
 	last     time.Time // last call
 	fed      time.Time // last time it had something to fetch
@@ -143,11 +154,14 @@ func (t *Tracker) Poll(v manifest.ID, n int, m Member, req *agentwire.SwarmReque
 	s.lastUsed = now
 	me := s.members[m.ID]
 	if me == nil {
-		me = &member{have: NewBitmap(n), pending: map[int]*lease{}, avoid: map[string]time.Time{},
+		me = &member{have: NewBitmap(n), pending: map[int]*lease{}, avoid: map[string]time.Time{}, told: map[string]string{},
 			excluded: map[string]bool{}, accusers: map[string]bool{}, fed: now}
 		s.members[m.ID] = me
 	}
 	me.Member, me.last = m, now
+	if req.Fresh {
+		clear(me.told)
+	}
 	var res Result
 	s.updateHave(me, Bitmap(req.Have))
 	for _, f := range req.Failed {
@@ -164,6 +178,10 @@ func (t *Tracker) Poll(v manifest.ID, n int, m Member, req *agentwire.SwarmReque
 					res.Dropped = append(res.Dropped, p.ID)
 				}
 			}
+		} else if p := s.members[f.Peer]; f.Gone && p != nil && !p.done.IsZero() {
+			// A member that finished stops serving when its peers stop asking, and its PC
+			// goes on to reboot: nobody is sent to it again.
+			s.remove(f.Peer)
 		} else {
 			me.avoid[f.Peer] = now.Add(t.opts.Avoid)
 		}
@@ -324,6 +342,7 @@ func (t *Tracker) assign(s *swarmState, me *member, want int, now time.Time, res
 	start := int(maphash.String(t.seed, me.ID) % uint64(s.n))
 	buckets := map[int32][]int{}
 	var seedable, any []int
+	unheld := false
 	for k := range s.n {
 		i := (start + k) % s.n
 		if me.have.Has(i) || me.pending[i] != nil {
@@ -363,6 +382,7 @@ func (t *Tracker) assign(s *swarmState, me *member, want int, now time.Time, res
 		mySeeds++
 	}
 	peers := map[string]bool{}
+	var busy []int // chunks whose holders are all busy, rarest first
 	for h := int32(1); h <= int32(len(s.members)) && len(res.Assign) < want; h++ {
 		for _, c := range buckets[h] {
 			if len(res.Assign) >= want {
@@ -370,15 +390,35 @@ func (t *Tracker) assign(s *swarmState, me *member, want int, now time.Time, res
 			}
 			p := s.source(me, c, now, t.opts.PeerUploads)
 			if p == nil {
+				busy = append(busy, c)
 				continue
 			}
 			p.uploads++
 			add(c, p.ID, false)
-			if !peers[p.ID] {
+			if named := p.Addr.String() + string(p.Key); !peers[p.ID] && me.told[p.ID] != named {
 				peers[p.ID] = true
+				me.told[p.ID] = named
 				res.Peers = append(res.Peers, agentwire.SwarmPeer{Member: p.ID, Addr: p.Addr.String(), Key: p.Key})
 			}
 		}
+	}
+	// Relief: with every chunk in the swarm the region's seed slots would stand idle while
+	// members wait for busy holders; within its budget the region serves them.
+	// Not before the first seed is over: the region's port then carries first sends only.
+	budget := int(t.opts.Relief * float64(s.n))
+	for _, h := range s.holders {
+		if h == 0 {
+			unheld = true
+			break
+		}
+	}
+	for _, c := range busy {
+		if unheld || len(res.Assign) >= want || s.seeds >= t.opts.SeedUploads || s.relief >= budget {
+			break
+		}
+		add(c, "", false)
+		s.relief++
+		res.Relief++
 	}
 	if len(res.Assign) > 0 || len(me.pending) > 0 {
 		me.fed = now

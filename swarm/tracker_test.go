@@ -270,6 +270,100 @@ func TestFinishedMemberLingersOnlyWhileNeeded(t *testing.T) {
 	}
 }
 
+func TestReliefOnlyAfterTheFirstSeedAndWithinItsBudget(t *testing.T) {
+	c := newClock()
+	tr := NewTracker(Options{Now: c.now, PeerUploads: 1, Relief: 0.5})
+	const n = 8
+	half, full := NewBitmap(n), NewBitmap(n)
+	for i := range n {
+		full.Set(i)
+		if i < n/2 {
+			half.Set(i)
+		}
+	}
+	// Half the chunks are in the swarm: members whose holders are busy wait, the region
+	// seeds the rest.
+	tr.Poll(testVersion, n, testMember(0), request(half, 0), false)
+	for i := 1; i <= 3; i++ {
+		r := tr.Poll(testVersion, n, testMember(i), request(NewBitmap(n), 8), false)
+		if r.Relief != 0 {
+			t.Fatalf("relief before every chunk is in the swarm: %+v", r)
+		}
+	}
+	checkCounts(t, tr)
+	// Every chunk is held, by one busy member: the region relieves, at most n/2 chunks in all.
+	tr = NewTracker(Options{Now: c.now, PeerUploads: 1, Relief: 0.5})
+	tr.Poll(testVersion, n, testMember(0), request(full, 0), false)
+	relief := 0
+	for i := 1; i <= 6; i++ {
+		r := tr.Poll(testVersion, n, testMember(i), request(NewBitmap(n), 8), false)
+		relief += r.Relief
+		if r.Relief > 0 && r.Seeded < r.Relief {
+			t.Fatalf("relief not counted among the seed slots' sends: %+v", r)
+		}
+	}
+	if relief == 0 || relief > n/2 {
+		t.Fatalf("the region relieved %d chunks; want 1 to %d", relief, n/2)
+	}
+	checkCounts(t, tr)
+}
+
+func TestPeersAreNamedOncePerSession(t *testing.T) {
+	c := newClock()
+	tr := NewTracker(Options{Now: c.now})
+	const n = 4
+	full := NewBitmap(n)
+	for i := range n {
+		full.Set(i)
+	}
+	tr.Poll(testVersion, n, testMember(0), request(full, 0), false)
+	if r := tr.Poll(testVersion, n, testMember(1), request(NewBitmap(n), 1), false); len(r.Assign) != 1 || len(r.Peers) != 1 {
+		t.Fatalf("first assignment from a peer: %+v", r)
+	}
+	if r := tr.Poll(testVersion, n, testMember(1), request(NewBitmap(n), 1), false); len(r.Assign) != 1 || len(r.Peers) != 0 {
+		t.Fatalf("a peer named again to the same session: %+v", r)
+	}
+	fresh := request(NewBitmap(n), 1)
+	fresh.Fresh = true
+	if r := tr.Poll(testVersion, n, testMember(1), fresh, false); len(r.Assign) != 1 || len(r.Peers) != 1 {
+		t.Fatalf("a new session of the member was not told its peer: %+v", r)
+	}
+}
+
+func TestGoneMembers(t *testing.T) {
+	c := newClock()
+	tr := NewTracker(Options{Now: c.now})
+	const n = 2
+	full := NewBitmap(n)
+	full.Set(0)
+	full.Set(1)
+	tr.Poll(testVersion, n, testMember(3), request(NewBitmap(n), 0), false) // keeps 0 lingering
+	tr.Poll(testVersion, n, testMember(0), request(full, 0), true)          // finished
+	tr.Poll(testVersion, n, testMember(1), request(full, 0), false)         // still writing
+	r := tr.Poll(testVersion, n, testMember(2), request(NewBitmap(n), 2), false)
+	if len(r.Assign) != 2 {
+		t.Fatalf("%+v", r)
+	}
+	var failed []agentwire.SwarmFailure
+	for _, a := range r.Assign {
+		failed = append(failed, agentwire.SwarmFailure{Chunk: a.Chunk, Peer: a.Peer, Gone: true})
+	}
+	// Neither peer answers: the finished one is forgotten, the writing one avoided for a while.
+	r = tr.Poll(testVersion, n, testMember(2), request(NewBitmap(n), 2, failed...), false)
+	if _, ok := tr.swarms[testVersion].members[testMember(0).ID]; ok {
+		t.Fatal("a finished member nobody can reach is still a source")
+	}
+	if _, ok := tr.swarms[testVersion].members[testMember(1).ID]; !ok {
+		t.Fatal("a writing member was forgotten after one failed connection")
+	}
+	for _, a := range r.Assign {
+		if a.Peer != "" {
+			t.Fatalf("sent to peer %s right after it could not be reached: %+v", a.Peer, r.Assign)
+		}
+	}
+	checkCounts(t, tr)
+}
+
 func FuzzPoll(f *testing.F) {
 	f.Add(uint8(5), []byte{0, 1, 2, 3, 4, 5, 6, 7, 8, 9})
 	f.Add(uint8(1), []byte{255, 0, 255})

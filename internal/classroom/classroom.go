@@ -224,8 +224,11 @@ func (c *Classroom) runAgent(ctx context.Context, t devenv.Terminal, centralKey 
 		return err
 	}
 	defer logf.Close()
-	cmd := c.Lab.Command(ctx, h, c.opts.Spec.Agent, "--region", t.Endpoint, "--mac", t.MAC, "--disk", t.Disk,
-		"--key-file", t.KeyFile, "--central-key", centralKey, "--once")
+	args := []string{"--region", t.Endpoint, "--mac", t.MAC, "--disk", t.Disk, "--key-file", t.KeyFile, "--central-key", centralKey, "--once"}
+	if os.Getenv("TMS_LAB_VERBOSE") != "" {
+		args = append(args, "-v") // every chunk and its source in the agents' logs
+	}
+	cmd := c.Lab.Command(ctx, h, c.opts.Spec.Agent, args...)
 	cmd.Stdout, cmd.Stderr = logf, logf
 	cmd.WaitDelay = 5 * time.Second
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
