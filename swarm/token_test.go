@@ -33,7 +33,13 @@ func TestTokenOpensOnlyWhatItNames(t *testing.T) {
 		"expired":      func() error { _, err := CheckToken(keys, tok, c.now().Add(TokenTTL), testVersion, ip, pub); return err },
 		"unknown keys": func() error { _, err := CheckToken([][]byte{other}, tok, c.now(), testVersion, ip, pub); return err },
 		"altered": func() error {
-			_, err := CheckToken(keys, strings.Replace(tok, "a", "b", 1), c.now(), testVersion, ip, pub)
+			// The first character: its six bits are all the body's (a changed last character
+			// of the signature may decode to the same bytes).
+			first := "A"
+			if tok[0] == 'A' {
+				first = "B"
+			}
+			_, err := CheckToken(keys, first+tok[1:], c.now(), testVersion, ip, pub)
 			return err
 		},
 		"too long": func() error {
