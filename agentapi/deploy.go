@@ -9,6 +9,7 @@ import (
 	"strconv"
 
 	"tms/agentwire"
+	"tms/internal/httpdeadline"
 	"tms/manifest"
 	"tms/metrics"
 	"tms/state"
@@ -89,8 +90,11 @@ func (s *Server) chunk(w http.ResponseWriter, r *http.Request) {
 	}
 	w.Header().Set("Content-Type", "application/zstd")
 	w.Header().Set("Content-Length", strconv.Itoa(len(frame)))
-	n, _ := w.Write(frame)
+	n, err := w.Write(frame)
 	s.Metrics.AddBytes(metrics.PathAgent, metrics.Out, int64(n))
+	if err != nil {
+		s.writeFailed(r, err)
+	}
 }
 
 // frames serves the stored frames of many chunks of the deployed (or updated-to) version in one
@@ -146,11 +150,13 @@ func (s *Server) frames(w http.ResponseWriter, r *http.Request) {
 		copy(head[:], id[:])
 		binary.BigEndian.PutUint32(head[manifest.IDLen:], uint32(len(frame)))
 		if _, err := w.Write(head[:]); err != nil {
-			return // the agent went away
+			s.writeFailed(r, err)
+			return
 		}
 		n, err := w.Write(frame)
 		s.Metrics.AddBytes(metrics.PathAgent, metrics.Out, int64(n))
 		if err != nil {
+			s.writeFailed(r, err)
 			return
 		}
 		if i == 0 {
@@ -159,6 +165,17 @@ func (s *Server) frames(w http.ResponseWriter, r *http.Request) {
 			http.NewResponseController(w).Flush()
 		}
 	}
+}
+
+// writeFailed logs an answer the agent stopped taking. One the slow-client guard cut off
+// (httpdeadline.ErrStalled) is a warning: an agent starved by many others on one port looks
+// like one that reads slowly on purpose, and the admin should see it. One that went away is not.
+func (s *Server) writeFailed(r *http.Request, err error) {
+	if errors.Is(err, httpdeadline.ErrStalled) {
+		s.log().Warn("an agent took its chunks too slowly; its connection was cut", "from", r.RemoteAddr, "err", err)
+		return
+	}
+	s.log().Debug("an agent stopped taking its chunks", "from", r.RemoteAddr, "err", err)
 }
 
 // frameBuf returns a buffer for reading chunk frames, from a pool: serving a deploy reads
