@@ -118,7 +118,7 @@ to verify it. A terminal that fails is reported and the others go on.`,
 		},
 	}
 	tg.flags(c, "deploy")
-	c.Flags().IntVar(&concurrency, "concurrency", 0, "terminals deployed at once (default 10)")
+	c.Flags().IntVar(&concurrency, "concurrency", 0, "terminals deployed at once (default: all of them; they fetch chunks from each other)")
 	atFlag(c, &at)
 	c.Flags().BoolVar(&wait, "wait", false, "follow the deploy until it ends")
 	return c

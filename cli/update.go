@@ -51,7 +51,7 @@ full restore that trusts nothing. A terminal that fails is reported and the othe
 		},
 	}
 	tg.flags(c, "update")
-	c.Flags().IntVar(&concurrency, "concurrency", 0, "terminals written at once (default 10)")
+	c.Flags().IntVar(&concurrency, "concurrency", 0, "terminals written at once (default: all of them; they fetch chunks from each other)")
 	atFlag(c, &at)
 	c.Flags().BoolVar(&wait, "wait", false, "follow the update until it ends")
 	c.Flags().BoolVar(&asJSON, "json", false, "print the started task, or with --wait the result, as JSON")

@@ -16,7 +16,8 @@ type DeployImageInput struct {
 	Group     string
 	Terminals []string // names or MACs, when no group is given
 	Image     string   // NAME, NAME:TAG or NAME@VERSION
-	// Concurrency is how many terminals are deployed at once (default 10).
+	// Concurrency is how many terminals are deployed at once (default: all of them, as their
+	// agents fetch chunks from each other; 10 for a deploy started before tms had the swarm).
 	Concurrency int
 	Timeouts    AgentTimeouts
 	// StartAt is when the deploy starts; zero: at once. Until then "modify" may change it,
@@ -92,10 +93,7 @@ func DeployImage(ctx workflow.Context, in DeployImageInput) (DeployImageResult, 
 	res.Version, prog.Version = res.Share.Version, res.Share.Version
 
 	prog.Phase = PhaseDeploying
-	limit := in.Concurrency
-	if limit <= 0 {
-		limit = 10
-	}
+	limit := defaultConcurrency(ctx, in.Concurrency, len(terms))
 	res.Terminals = make([]TerminalOutcome, len(terms))
 	running, finished := 0, 0
 	// A canceled deploy waits for its terminals' tasks to end their cancellation (each sets
@@ -188,4 +186,18 @@ func DeployTerminal(ctx workflow.Context, in DeployTerminalInput) (TerminalOutco
 	}
 	out.OK, out.Written, out.WrittenBytes, out.Skipped = true, res.Written, res.WrittenBytes, res.Skipped
 	return out, nil
+}
+
+// defaultConcurrency is how many terminals a deploy or update writes at once: asked, or all of
+// them. The terminals of one deploy form a swarm (docs/swarm.md), so a classroom written at once
+// takes about the time of one PC, where waves of 10 took a multiple of it. A workflow recorded
+// before this (GetVersion "write-all-at-once") keeps its waves of 10.
+func defaultConcurrency(ctx workflow.Context, asked, terminals int) int {
+	if asked > 0 {
+		return asked
+	}
+	if workflow.GetVersion(ctx, "write-all-at-once", workflow.DefaultVersion, 1) == workflow.DefaultVersion {
+		return 10
+	}
+	return max(terminals, 1)
 }

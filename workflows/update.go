@@ -17,7 +17,8 @@ type UpdateImageInput struct {
 	Group     string
 	Terminals []string // names or MACs, when no group is given
 	Image     string   // NAME, NAME:TAG or NAME@VERSION
-	// Concurrency is how many terminals are written at once (default 10).
+	// Concurrency is how many terminals are written at once (default: all of them, as for a
+	// deploy).
 	Concurrency int
 	Timeouts    AgentTimeouts
 	// StartAt is when the update starts (zero: now); until then "modify" changes it.
@@ -120,10 +121,7 @@ func UpdateImage(ctx workflow.Context, in UpdateImageInput) (UpdateImageResult, 
 	}
 
 	prog.Phase = PhaseUpdating
-	limit := in.Concurrency
-	if limit <= 0 {
-		limit = 10
-	}
+	limit := defaultConcurrency(ctx, in.Concurrency, len(terms))
 	res.Terminals = make([]UpdateOutcome, len(terms))
 	running, finished, started := 0, 0, 0
 	// A canceled update waits for its terminals' tasks to end their cancellation: each sets its
