@@ -221,15 +221,3 @@ func flipChunk(t *testing.T, root string, id manifest.ID) {
 		t.Fatal(err)
 	}
 }
-
-func flipByte(t *testing.T, p string) {
-	t.Helper()
-	b, err := os.ReadFile(p)
-	if err != nil {
-		t.Fatal(err)
-	}
-	b[len(b)/2] ^= 0x01
-	if err := os.WriteFile(p, b, 0o644); err != nil {
-		t.Fatal(err)
-	}
-}
