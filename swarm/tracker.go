@@ -341,6 +341,7 @@ func (t *Tracker) assign(s *swarmState, me *member, want int, now time.Time, res
 	// first few candidates that a peer can serve now, and the chunks nobody holds or sends.
 	start := int(maphash.String(t.seed, me.ID) % uint64(s.n))
 	buckets := map[int32][]int{}
+	candidates := max(8*want, 32)
 	var seedable, any []int
 	unheld := false
 	for k := range s.n {
@@ -357,7 +358,9 @@ func (t *Tracker) assign(s *swarmState, me *member, want int, now time.Time, res
 			}
 			continue
 		}
-		if b := buckets[s.holders[i]]; len(b) < want {
+		// More candidates than wanted: the holders of the first few may all be busy while
+		// those of others of the same rarity are free.
+		if b := buckets[s.holders[i]]; len(b) < candidates {
 			buckets[s.holders[i]] = append(b, i)
 		}
 	}

@@ -330,6 +330,33 @@ func TestPeersAreNamedOncePerSession(t *testing.T) {
 	}
 }
 
+func TestBusyHolderDoesNotHideFreeOnes(t *testing.T) {
+	c := newClock()
+	tr := NewTracker(Options{Now: c.now, PeerUploads: 1})
+	const n = 64
+	// Member 0 holds every even chunk, member 1 every odd one: each chunk has one holder.
+	even, odd := NewBitmap(n), NewBitmap(n)
+	for i := range n {
+		if i%2 == 0 {
+			even.Set(i)
+		} else {
+			odd.Set(i)
+		}
+	}
+	tr.Poll(testVersion, n, testMember(0), request(even, 0), false)
+	tr.Poll(testVersion, n, testMember(1), request(odd, 0), false)
+	// Member 2 takes one chunk: one of the two holders is now busy.
+	if r := tr.Poll(testVersion, n, testMember(2), request(NewBitmap(n), 1), false); len(r.Assign) != 1 {
+		t.Fatalf("%+v", r)
+	}
+	// Member 3 asks for one: whatever its walk meets first, the free holder serves it.
+	r := tr.Poll(testVersion, n, testMember(3), request(NewBitmap(n), 1), false)
+	if len(r.Assign) != 1 || r.Assign[0].Peer == "" {
+		t.Fatalf("a free holder of chunks as rare as the busy one's was not used: %+v", r)
+	}
+	checkCounts(t, tr)
+}
+
 func TestGoneMembers(t *testing.T) {
 	c := newClock()
 	tr := NewTracker(Options{Now: c.now})
