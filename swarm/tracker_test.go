@@ -23,6 +23,15 @@ func testMember(i int) Member {
 		Key: make(ed25519.PublicKey, ed25519.PublicKeySize)}
 }
 
+// fullBitmap marks all n chunks held.
+func fullBitmap(n int) Bitmap {
+	b := NewBitmap(n)
+	for i := range n {
+		b.Set(i)
+	}
+	return b
+}
+
 func request(have Bitmap, want int, failed ...agentwire.SwarmFailure) *agentwire.SwarmRequest {
 	return &agentwire.SwarmRequest{Port: 7000, Key: make([]byte, 32), Have: append([]byte(nil), have...), Want: want, Failed: failed}
 }
@@ -141,10 +150,7 @@ func TestBadPeerIsDroppedAfterTwoReports(t *testing.T) {
 	c := newClock()
 	tr := NewTracker(Options{Now: c.now})
 	const n = 8
-	full := NewBitmap(n)
-	for i := range n {
-		full.Set(i)
-	}
+	full := fullBitmap(n)
 	bad := testMember(0)
 	tr.Poll(testVersion, n, bad, request(full, 0), false)
 	get := func(i int, failed ...agentwire.SwarmFailure) Result {
@@ -195,10 +201,7 @@ func TestSilentMembersAreForgotten(t *testing.T) {
 	c := newClock()
 	tr := NewTracker(Options{Now: c.now})
 	const n = 4
-	full := NewBitmap(n)
-	for i := range n {
-		full.Set(i)
-	}
+	full := fullBitmap(n)
 	tr.Poll(testVersion, n, testMember(0), request(full, 0), false)
 	r := tr.Poll(testVersion, n, testMember(1), request(NewBitmap(n), 4), false)
 	if r.Seeded != 0 {
@@ -237,10 +240,7 @@ func TestStarvedMemberFallsBackToTheRegion(t *testing.T) {
 func TestRestartedTrackerLearnsFromCalls(t *testing.T) {
 	c := newClock()
 	const n = 4
-	full := NewBitmap(n)
-	for i := range n {
-		full.Set(i)
-	}
+	full := fullBitmap(n)
 	tr := NewTracker(Options{Now: c.now})
 	tr.Poll(testVersion, n, testMember(0), request(full, 0), false)
 	r := tr.Poll(testVersion, n, testMember(1), request(NewBitmap(n), 2), false)
@@ -312,10 +312,7 @@ func TestPeersAreNamedOncePerSession(t *testing.T) {
 	c := newClock()
 	tr := NewTracker(Options{Now: c.now})
 	const n = 4
-	full := NewBitmap(n)
-	for i := range n {
-		full.Set(i)
-	}
+	full := fullBitmap(n)
 	tr.Poll(testVersion, n, testMember(0), request(full, 0), false)
 	if r := tr.Poll(testVersion, n, testMember(1), request(NewBitmap(n), 1), false); len(r.Assign) != 1 || len(r.Peers) != 1 {
 		t.Fatalf("first assignment from a peer: %+v", r)
