@@ -19,20 +19,6 @@ import (
 	"tms/store"
 )
 
-// packStore returns an initialised directory store at root that writes packs.
-func packStore(t testing.TB, root string) (*store.Store, *store.Dir) {
-	t.Helper()
-	d, err := store.NewDirWith(root, store.DirOptions{Packs: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	s := store.New(d, store.Options{})
-	if err := s.Init(context.Background()); err != nil {
-		t.Fatal(err)
-	}
-	return s, d
-}
-
 // publish stores a version of name made of chunks with the given contents, writing only the
 // chunks the store lacks (as imports do), in one commit.
 func publish(t testing.TB, s *store.Store, name string, contents ...string) *store.Version {
@@ -118,7 +104,7 @@ func readAll(t testing.TB, s *store.Store, v *store.Version) {
 func TestPackedChunksAreVisibleOnlyAfterCommit(t *testing.T) {
 	ctx := context.Background()
 	root := filepath.Join(t.TempDir(), "s")
-	s, _ := packStore(t, root)
+	s, _ := storetest.PackDirAt(t, root)
 	w := s.NewChunkWriter()
 	var ids []manifest.ID
 	for _, c := range names("c", 20) {
@@ -183,7 +169,7 @@ func TestPackedChunksAreVisibleOnlyAfterCommit(t *testing.T) {
 func TestPacksGC(t *testing.T) {
 	ctx := context.Background()
 	root := filepath.Join(t.TempDir(), "s")
-	s, _ := packStore(t, root)
+	s, _ := storetest.PackDirAt(t, root)
 	publish(t, s, "a", names("a", 10)...) // pack 1
 	publish(t, s, "b", names("b", 10)...) // pack 2
 	publish(t, s, "c", names("c", 5)...)  // pack 3
@@ -260,7 +246,7 @@ func TestGCKeepsOneCopyOfChunksInTwoPacks(t *testing.T) {
 		t.Run(copyName, func(t *testing.T) {
 			ctx := context.Background()
 			root := filepath.Join(t.TempDir(), "s")
-			s, _ := packStore(t, root)
+			s, _ := storetest.PackDirAt(t, root)
 			v := publish(t, s, "a", names("a", 6)...)
 			publish(t, s, "b", names("b", 6)...)
 			r, _ := manifest.ParseRef("b")
@@ -305,7 +291,7 @@ func TestOldChunkFilesStillRead(t *testing.T) {
 	if n := len(files(t, root, "chunks")); n != 6 {
 		t.Fatalf("%d chunk files, want 6", n)
 	}
-	s, _ := packStore(t, root)
+	s, _ := storetest.PackDirAt(t, root)
 	readAll(t, s, v1)
 	v2 := publish(t, s, "new", append(names("o", 2), names("n", 4)...)...)
 	if n := len(files(t, root, "chunks")); n != 6 {
@@ -333,7 +319,7 @@ func TestOldChunkFilesStillRead(t *testing.T) {
 func TestConcurrentPackWritersAndReaders(t *testing.T) {
 	ctx := context.Background()
 	root := filepath.Join(t.TempDir(), "s")
-	s, _ := packStore(t, root)
+	s, _ := storetest.PackDirAt(t, root)
 	// Readers use another Dir on the same directory, as another process would.
 	od, err := store.OpenDir(root)
 	if err != nil {
@@ -413,7 +399,7 @@ func TestDamagedPackIsRefused(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			root := filepath.Join(t.TempDir(), "s")
-			s, d := packStore(t, root)
+			s, d := storetest.PackDirAt(t, root)
 			v := publish(t, s, "a", names("a", 4)...)
 			victim := v.Manifest.Chunks[0]
 			p, off, n, err := d.ChunkFile(ctx, victim)
@@ -488,7 +474,7 @@ func TestPackCommitKilled(t *testing.T) {
 	}
 	ctx := context.Background()
 	root := filepath.Join(t.TempDir(), "s")
-	s, _ := packStore(t, root)
+	s, _ := storetest.PackDirAt(t, root)
 	var committed []manifest.ID
 	for run := range 4 {
 		cmd := exec.Command(os.Args[0], "-test.run=^TestPackCommitKilled$")
@@ -584,7 +570,7 @@ func packWriterChild(root string) {
 func TestReaderFollowsPacksRewrittenByAnotherProcess(t *testing.T) {
 	ctx := context.Background()
 	root := filepath.Join(t.TempDir(), "s")
-	s, _ := packStore(t, root)
+	s, _ := storetest.PackDirAt(t, root)
 	v := publish(t, s, "a", names("a", 10)...)
 	publish(t, s, "a2", append(names("a", 2), names("x", 2)...)...)
 	// The reader (say the region's server) has loaded the index before gc runs elsewhere.
@@ -638,7 +624,7 @@ func TestGCDropsPackedCopiesOfChunkFiles(t *testing.T) {
 		t.Fatal(err)
 	}
 	v := publish(t, olds, "a", names("a", 4)...)
-	s, _ := packStore(t, root)
+	s, _ := storetest.PackDirAt(t, root)
 	w := s.NewChunkWriter()
 	for _, c := range append(names("a", 4), names("x", 4)...) {
 		data := chunkData(c)
@@ -662,7 +648,7 @@ func TestGCDropsPackedCopiesOfChunkFiles(t *testing.T) {
 // Holds keep a version's chunks through rm and gc in a store that writes packs too, where gc
 // rewrites packs instead of deleting chunk files.
 func TestHoldsOnPackedDir(t *testing.T) {
-	s, _ := packStore(t, filepath.Join(t.TempDir(), "s"))
+	s, _ := storetest.PackDirAt(t, filepath.Join(t.TempDir(), "s"))
 	storetest.Holds(t, s)
 }
 
@@ -670,7 +656,7 @@ func TestHoldsOnPackedDir(t *testing.T) {
 func TestGCRefusesWhileAPackedImportRuns(t *testing.T) {
 	ctx := context.Background()
 	root := filepath.Join(t.TempDir(), "s")
-	s, _ := packStore(t, root)
+	s, _ := storetest.PackDirAt(t, root)
 	publish(t, s, "a", names("a", 4)...)
 	r, _ := manifest.ParseRef("a")
 	if _, err := s.Remove(ctx, r); err != nil {

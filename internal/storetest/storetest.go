@@ -35,7 +35,14 @@ func Dir(t testing.TB) (*store.Store, string) {
 // region's server open directory stores.
 func PackDir(t testing.TB) (*store.Store, *store.Dir) {
 	t.Helper()
-	d, err := store.NewDirWith(filepath.Join(t.TempDir(), "store"), store.DirOptions{Packs: true})
+	return PackDirAt(t, filepath.Join(t.TempDir(), "store"))
+}
+
+// PackDirAt opens (creating it if need be) and initialises a directory store at root that
+// writes packs: a test that opens the same store again, or as an older tms would, names it.
+func PackDirAt(t testing.TB, root string) (*store.Store, *store.Dir) {
+	t.Helper()
+	d, err := store.NewDirWith(root, store.DirOptions{Packs: true})
 	if err != nil {
 		t.Fatal(err)
 	}
