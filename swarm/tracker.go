@@ -4,6 +4,7 @@ import (
 	"crypto/ed25519"
 	"hash/maphash"
 	"net/netip"
+	"slices"
 	"sync"
 	"time"
 
@@ -343,7 +344,6 @@ func (t *Tracker) assign(s *swarmState, me *member, want int, now time.Time, res
 	buckets := map[int32][]int{}
 	candidates := max(8*want, 32)
 	var seedable, any []int
-	unheld := false
 	for k := range s.n {
 		i := (start + k) % s.n
 		if me.have.Has(i) || me.pending[i] != nil {
@@ -406,22 +406,18 @@ func (t *Tracker) assign(s *swarmState, me *member, want int, now time.Time, res
 		}
 	}
 	// Relief: with every chunk in the swarm the region's seed slots would stand idle while
-	// members wait for busy holders; within its budget the region serves them.
-	// Not before the first seed is over: the region's port then carries first sends only.
+	// members wait for busy holders; within its budget the region serves them. Not before the
+	// first seed is over: the region's port then carries first sends only.
 	budget := int(t.opts.Relief * float64(s.n))
-	for _, h := range s.holders {
-		if h == 0 {
-			unheld = true
-			break
+	if len(busy) > 0 && s.seeds < t.opts.SeedUploads && s.relief < budget && !slices.Contains(s.holders, 0) {
+		for _, c := range busy {
+			if len(res.Assign) >= want || s.seeds >= t.opts.SeedUploads || s.relief >= budget {
+				break
+			}
+			add(c, "", false)
+			s.relief++
+			res.Relief++
 		}
-	}
-	for _, c := range busy {
-		if unheld || len(res.Assign) >= want || s.seeds >= t.opts.SeedUploads || s.relief >= budget {
-			break
-		}
-		add(c, "", false)
-		s.relief++
-		res.Relief++
 	}
 	if len(res.Assign) > 0 || len(me.pending) > 0 {
 		me.fed = now

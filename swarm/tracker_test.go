@@ -219,8 +219,7 @@ func TestStarvedMemberFallsBackToTheRegion(t *testing.T) {
 	c := newClock()
 	tr := NewTracker(Options{Now: c.now, PeerUploads: 1})
 	const n = 1
-	full := NewBitmap(n)
-	full.Set(0)
+	full := fullBitmap(n)
 	tr.Poll(testVersion, n, testMember(0), request(full, 0), false)
 	if r := tr.Poll(testVersion, n, testMember(1), request(NewBitmap(n), 4), false); len(r.Assign) != 1 || r.Assign[0].Peer == "" {
 		t.Fatalf("member 1: %+v", r.Assign)
@@ -253,9 +252,7 @@ func TestFinishedMemberLingersOnlyWhileNeeded(t *testing.T) {
 	c := newClock()
 	tr := NewTracker(Options{Now: c.now})
 	const n = 2
-	full := NewBitmap(n)
-	full.Set(0)
-	full.Set(1)
+	full := fullBitmap(n)
 	if r := tr.Poll(testVersion, n, testMember(0), request(full, 0), true); r.Linger != 0 {
 		t.Fatalf("nobody needs anything, linger %s", r.Linger)
 	}
@@ -274,9 +271,8 @@ func TestReliefOnlyAfterTheFirstSeedAndWithinItsBudget(t *testing.T) {
 	c := newClock()
 	tr := NewTracker(Options{Now: c.now, PeerUploads: 1, Relief: 0.5})
 	const n = 8
-	half, full := NewBitmap(n), NewBitmap(n)
+	half, full := NewBitmap(n), fullBitmap(n)
 	for i := range n {
-		full.Set(i)
 		if i < n/2 {
 			half.Set(i)
 		}
@@ -358,9 +354,7 @@ func TestGoneMembers(t *testing.T) {
 	c := newClock()
 	tr := NewTracker(Options{Now: c.now})
 	const n = 2
-	full := NewBitmap(n)
-	full.Set(0)
-	full.Set(1)
+	full := fullBitmap(n)
 	tr.Poll(testVersion, n, testMember(3), request(NewBitmap(n), 0), false) // keeps 0 lingering
 	tr.Poll(testVersion, n, testMember(0), request(full, 0), true)          // finished
 	tr.Poll(testVersion, n, testMember(1), request(full, 0), false)         // still writing
