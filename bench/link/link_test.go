@@ -30,34 +30,14 @@ import (
 
 	"tms/internal/benchutil"
 	"tms/internal/classroom"
-	"tms/internal/netlab"
 	"tms/internal/sampledisk"
 	"tms/workflows"
 )
 
 func BenchmarkLink(b *testing.B) {
-	spec, child, err := classroom.ChildSpec()
-	if err != nil {
-		b.Fatal(err)
-	}
-	if child {
-		for b.Loop() {
-			measure(b, spec)
-		}
-		return
-	}
-	s := os.Getenv("TMS_LINK_RATE")
-	if s == "" {
-		s = "16mbit"
-	}
-	rate, err := netlab.ParseRate(s)
-	if err != nil {
-		b.Fatalf("TMS_LINK_RATE: %v", err)
-	}
-	for b.Loop() {
-		classroom.Parent(b, classroom.PrepareOptions{Terminals: 1, Rate: rate},
-			"-test.run=^$", "-test.bench=^BenchmarkLink$", "-test.benchtime=1x")
-	}
+	classroom.Bench(b, "BenchmarkLink", func() classroom.PrepareOptions {
+		return classroom.PrepareOptions{Terminals: 1, Rate: classroom.RateEnv(b, "TMS_LINK_RATE", "16mbit")}
+	}, measure)
 }
 
 // measure runs in the region's namespace.

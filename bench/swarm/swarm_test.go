@@ -70,33 +70,10 @@ func modes(b *testing.B) []string {
 // perTerminal is how long one terminal's deploy should take at the port rate.
 const perTerminal = 10 * time.Second
 
-func rate(b *testing.B) int64 {
-	s := os.Getenv("TMS_SWARM_RATE")
-	if s == "" {
-		s = defaultRate
-	}
-	r, err := netlab.ParseRate(s)
-	if err != nil {
-		b.Fatalf("TMS_SWARM_RATE: %v", err)
-	}
-	return r
-}
-
 func BenchmarkSwarm(b *testing.B) {
-	spec, child, err := classroom.ChildSpec()
-	if err != nil {
-		b.Fatal(err)
-	}
-	if child {
-		for b.Loop() {
-			measure(b, spec)
-		}
-		return
-	}
-	for b.Loop() {
-		classroom.Parent(b, classroom.PrepareOptions{Terminals: slices.Max(sizes(b)), Rate: rate(b)},
-			"-test.run=^$", "-test.bench=^BenchmarkSwarm$", "-test.benchtime=1x")
-	}
+	classroom.Bench(b, "BenchmarkSwarm", func() classroom.PrepareOptions {
+		return classroom.PrepareOptions{Terminals: slices.Max(sizes(b)), Rate: classroom.RateEnv(b, "TMS_SWARM_RATE", defaultRate)}
+	}, measure)
 }
 
 type result struct {

@@ -579,6 +579,39 @@ func (c *Classroom) CheckDisks(img Image, names []string) error {
 	return errors.Join(errs...)
 }
 
+// Bench is a benchmark's whole shape in a lab: in the child (this binary run again in the
+// region's host) it runs measure once per iteration; in the parent it makes the lab that o
+// (called only there) describes and runs benchmark name again inside it.
+func Bench(b *testing.B, name string, o func() PrepareOptions, measure func(*testing.B, Spec)) {
+	spec, child, err := ChildSpec()
+	if err != nil {
+		b.Fatal(err)
+	}
+	if child {
+		for b.Loop() {
+			measure(b, spec)
+		}
+		return
+	}
+	for b.Loop() {
+		Parent(b, o(), "-test.run=^$", "-test.bench=^"+name+"$", "-test.benchtime=1x")
+	}
+}
+
+// RateEnv is the port rate the environment variable env names (tc's units, as "16mbit"), def
+// when it is unset.
+func RateEnv(tb testing.TB, env, def string) int64 {
+	s := os.Getenv(env)
+	if s == "" {
+		s = def
+	}
+	r, err := netlab.ParseRate(s)
+	if err != nil {
+		tb.Fatalf("%s: %v", env, err)
+	}
+	return r
+}
+
 // Parent is the parent's whole part for a benchmark or test: it skips tb unless it runs as
 // root with ip, tc and go, builds tms-agent, creates and shapes the lab, runs this binary again
 // in the region's host with args, and deletes the lab afterwards. On failure it prints the
