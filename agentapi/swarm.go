@@ -61,7 +61,8 @@ func (s *Server) swarmPoll(w http.ResponseWriter, r *http.Request) {
 	rep := agentwire.SwarmReply{Member: t.ID, Peers: res.Peers, Assign: res.Assign,
 		RetryMS: int(res.Retry / time.Millisecond), LingerMS: int(res.Linger / time.Millisecond)}
 	// The token and keys go out only when the agent lacks them: with 30 terminals calling
-	// after every few chunks, sending them each time took a tenth of a 16 Mbit/s port.
+	// after every few chunks, sending them each time would take (by the replies' size) near
+	// a tenth of a 16 Mbit/s port.
 	signer := s.swarmSigner()
 	keys, err := signer.PublicKeys()
 	if err != nil {
