@@ -141,3 +141,23 @@ func FuzzHoldFile(f *testing.F) {
 		}
 	})
 }
+
+func FuzzPinFile(f *testing.F) {
+	id := manifest.BLAKE3.Sum([]byte("v"))
+	good, _ := json.Marshal(pinFile{Version: id, By: "ana", At: time.Date(2026, 12, 1, 14, 5, 0, 0, time.UTC), Host: "region-b"})
+	key := pinKey(id)
+	f.Add(key, good)
+	f.Add(key, []byte(`{"by":"ana"}`))
+	f.Add("pins/x.json", good)
+	f.Add(key, []byte(`{"version":"`+id.String()+`","by":"a\u0007"}`))
+	f.Add(key, append(good, good...))
+	f.Fuzz(func(t *testing.T, key string, b []byte) {
+		h, err := ParsePin(key, b)
+		if err != nil {
+			return
+		}
+		if len(b) > maxHoldFile || validateBy(h.By) != nil || !h.Pinned || h.Holder != PinHolder || key != pinKey(h.Version) {
+			t.Fatalf("accepted %q at %q as %+v", b, key, h)
+		}
+	})
+}

@@ -22,8 +22,9 @@ type GCResult struct {
 	// OrphanSignatures counts signatures of versions that are gone (or whose copy never
 	// finished), removed.
 	OrphanSignatures int
-	// Held counts the live holds (see Hold); ExpiredHolds the long-expired ones removed.
-	Held, ExpiredHolds int
+	// Held counts the live holds (see Hold) and pins; ExpiredHolds the long-expired ones
+	// removed; OrphanPins the pins of versions that are gone (removed by hand), removed.
+	Held, ExpiredHolds, OrphanPins int
 	// A directory store's packs (see DirOptions.Packs): packs removed whole, and packs
 	// rewritten (their live chunks copied to a new pack, the old one removed). FreedBytes
 	// counts the freed chunks' stored bytes, as for chunk files; a pack's index (48 bytes a
@@ -91,8 +92,14 @@ func (s *Store) GC(ctx context.Context) (GCResult, error) {
 		return res, fmt.Errorf("garbage collection stopped before deleting anything: %w", err)
 	}
 	now := time.Now()
-	var expired []Hold
+	var expired, orphanPins []Hold
 	for _, h := range holds {
+		_, published := versions[h.Version]
+		if h.Pinned && !published {
+			// A pin keeps a version for later; nobody reads a version that is gone for it.
+			orphanPins = append(orphanPins, h)
+			continue
+		}
 		if !h.Live(now) {
 			if now.Sub(h.Until) > expiredHoldKept {
 				expired = append(expired, h)
@@ -100,7 +107,10 @@ func (s *Store) GC(ctx context.Context) (GCResult, error) {
 			continue
 		}
 		res.Held++
-		if _, ok := versions[h.Version]; !ok {
+		if !published && h.Ahead {
+			continue // a reservation of a version still to come: no chunk of it to protect yet
+		}
+		if !published {
 			return res, &Error{Kind: ErrBusy, Store: s.b.String(), What: "version " + h.Version.Short(),
 				Err: fmt.Errorf("garbage collection stopped before deleting anything: held by %s but its manifest is gone, so its chunks cannot be told from garbage", h)}
 		}
@@ -155,6 +165,12 @@ func (s *Store) GC(ctx context.Context) (GCResult, error) {
 			return res, err
 		}
 		res.ExpiredHolds++
+	}
+	for _, h := range orphanPins {
+		if err := s.b.Delete(ctx, pinKey(h.Version)); err != nil {
+			return res, err
+		}
+		res.OrphanPins++
 	}
 	for _, p := range []struct {
 		prefix, suffix string

@@ -56,12 +56,26 @@ type Hold struct {
 	// Host is the host that took or last renewed the hold.
 	Host    string    `json:"host,omitempty"`
 	Renewed time.Time `json:"renewed"`
+	// Ahead marks a hold taken before the version is in the store (see Reserve): garbage
+	// collection does not stop for it when the version's manifest is absent.
+	Ahead bool `json:"ahead,omitempty"`
+	// Pinned marks a pin (see Pin): a hold by PinHolder that does not expire. Pins are kept
+	// under pins/, not holds/; Holds and AllHolds list them with the holds.
+	Pinned bool `json:"-"`
+	// By is who pinned the version (pins only).
+	By string `json:"-"`
 }
 
-// Live reports whether the hold still stands at now.
-func (h Hold) Live(now time.Time) bool { return now.Before(h.Until) }
+// Live reports whether the hold still stands at now. A pin always stands.
+func (h Hold) Live(now time.Time) bool { return h.Pinned || now.Before(h.Until) }
 
 func (h Hold) String() string {
+	if h.Pinned {
+		if h.By != "" {
+			return fmt.Sprintf("%s (by %s, since %s)", PinHolder, h.By, h.Renewed.Local().Format(untilFormat(h.Renewed)))
+		}
+		return PinHolder
+	}
 	return fmt.Sprintf("%s until %s", h.Holder, h.Until.Local().Format(untilFormat(h.Until)))
 }
 
@@ -166,6 +180,18 @@ func ParseHold(key string, b []byte) (Hold, error) {
 // expiry. The version must be published: Hold gives ErrNotFound for a version the store does not
 // hold (or that a Remove is deleting right now), so a task learns at once that its version is gone.
 func (s *Store) Hold(ctx context.Context, id manifest.ID, holder string, until time.Time) error {
+	return s.hold(ctx, id, holder, until, false)
+}
+
+// Reserve is Hold for a version that may not be in the store yet: a plan that will bring it,
+// making room for it first. If the version is absent the hold is kept all the same (with
+// Ahead set), so a Remove of the version once it arrives refuses, and garbage collection does
+// not stop for it; if the version is present Reserve is Hold.
+func (s *Store) Reserve(ctx context.Context, id manifest.ID, holder string, until time.Time) error {
+	return s.hold(ctx, id, holder, until, true)
+}
+
+func (s *Store) hold(ctx context.Context, id manifest.ID, holder string, until time.Time, ahead bool) error {
 	// Bad requests are plain errors: the store was not asked.
 	if err := ValidateHolder(holder); err != nil {
 		return fmt.Errorf("hold of %s: %w", id.Short(), err)
@@ -178,7 +204,7 @@ func (s *Store) Hold(ctx context.Context, id manifest.ID, holder string, until t
 		return fmt.Errorf("hold of %s by %s: expiry %s is more than %s ahead; renew the hold instead", id.Short(), holder, until.Format(time.RFC3339), MaxHoldDuration)
 	}
 	host, _ := os.Hostname()
-	h := Hold{Version: id, Holder: holder, Until: until.UTC().Round(time.Second), Host: host, Renewed: now.UTC().Truncate(time.Second)}
+	h := Hold{Version: id, Holder: holder, Until: until.UTC().Round(time.Second), Host: host, Renewed: now.UTC().Truncate(time.Second), Ahead: ahead}
 	if h.Until.Before(until) {
 		h.Until = h.Until.Add(time.Second) // never shorter than asked
 	}
@@ -219,6 +245,9 @@ func (s *Store) Hold(ctx context.Context, id manifest.ID, holder string, until t
 		}
 	}
 	if _, err := s.b.Stat(ctx, manifestKey(id)); err != nil {
+		if errors.Is(err, ErrNotFound) && ahead {
+			return nil // a reservation of what is still to come
+		}
 		if errors.Is(err, ErrNotFound) {
 			s.b.Delete(context.WithoutCancel(ctx), key)
 			return &Error{Kind: ErrNotFound, Store: s.b.String(), What: "version " + id.String(), Err: errors.New("nothing to hold")}
@@ -265,16 +294,36 @@ func (s *Store) ReleaseAll(ctx context.Context, holder string) error {
 	return nil
 }
 
-// Holds lists the live holds on version id, latest expiry first. A hold object that cannot be
-// read gives an ErrCorrupt error naming it: nobody can tell whether it still stands.
+// Holds lists the live holds on version id, its pin first, then latest expiry first. A hold
+// object that cannot be read gives an ErrCorrupt error naming it: nobody can tell whether it
+// still stands.
 func (s *Store) Holds(ctx context.Context, id manifest.ID) ([]Hold, error) {
-	return s.listHolds(ctx, holdPrefix(id), false)
+	var out []Hold
+	p, err := s.GetPin(ctx, id)
+	switch {
+	case err == nil:
+		out = append(out, p)
+	case !errors.Is(err, ErrNotFound):
+		return nil, err
+	}
+	hs, err := s.listHolds(ctx, holdPrefix(id), false)
+	return append(out, hs...), err
 }
 
-// AllHolds lists every hold in the store, expired ones included (Live tells them apart), by
-// version and then latest expiry first.
+// AllHolds lists every hold in the store, pins and expired holds included (Live tells them
+// apart), by version, each version's pin first and then latest expiry first.
 func (s *Store) AllHolds(ctx context.Context) ([]Hold, error) {
-	return s.listHolds(ctx, "holds/", true)
+	pins, err := s.Pins(ctx)
+	if err != nil {
+		return nil, err
+	}
+	hs, err := s.listHolds(ctx, "holds/", true)
+	if err != nil {
+		return nil, err
+	}
+	out := append(pins, hs...)
+	sort.SliceStable(out, func(i, j int) bool { return out[i].Version.String() < out[j].Version.String() })
+	return out, nil
 }
 
 func (s *Store) listHolds(ctx context.Context, prefix string, expired bool) ([]Hold, error) {
