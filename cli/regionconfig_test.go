@@ -139,8 +139,8 @@ func TestRegionConfigSetAndShow(t *testing.T) {
 	if waited < 10*time.Second || waited > 90*time.Second || waker.count() == 0 {
 		t.Fatalf("power on waited %s (want the pushed 10s) and sent %d magic packets", waited, waker.count())
 	}
-	must(t, run, "region", "config", "set", "lab-1", "store_high_water", "0.8")
-	if got := region.StoreHighWater(); got != 0.8 {
+	must(t, run, "region", "config", "set", "lab-1", "store_high_water", "0.85")
+	if got := region.StoreHighWater(); got != 0.85 {
 		t.Fatalf("the running region's high-water mark is %v after the push", got)
 	}
 	rc = decode[regionConfig](t, must(t, run, "region", "config", "show", "lab-1", "--json"))
@@ -152,7 +152,7 @@ func TestRegionConfigSetAndShow(t *testing.T) {
 	fail(t, run, 1, `refused, nothing changed: store_high_water: "2" is not a fraction between 0.5 and 0.99`,
 		"region", "config", "set", "lab-1", "store_high_water", "2")
 	fail(t, run, 1, `"boot.dhcp" is not a run-time setting`, "region", "config", "set", "lab-1", "boot.dhcp", "full")
-	if got := region.StoreHighWater(); got != 0.8 {
+	if got := region.StoreHighWater(); got != 0.85 {
 		t.Fatalf("a refused push changed the high-water mark to %v", got)
 	}
 	tasks := decode[[]taskRow](t, must(t, run, "task", "ls", "--all", "--kind", "config", "--json"))
@@ -221,7 +221,7 @@ func TestRegionConfigSetAndShow(t *testing.T) {
 	if got := region.Settings.ClaimQuiet(); got != 5*time.Second {
 		t.Fatalf("claim quiet after the pending push: %s", got)
 	}
-	if region.Settings.WakeTimeout() != 10*time.Second || region.Settings.Timezone() != "Asia/Tokyo" || region.StoreHighWater() != 0.8 {
+	if region.Settings.WakeTimeout() != 10*time.Second || region.Settings.Timezone() != "Asia/Tokyo" || region.StoreHighWater() != 0.85 {
 		t.Fatalf("after a restart: %+v", region.Settings.Values())
 	}
 	rows = decode[[]regionRow](t, must(t, run, "region", "ls", "--json"))

@@ -12,6 +12,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"tms/settings"
 )
 
 // Config is the whole configuration of every tms program. Each program reads the sections it
@@ -228,6 +230,13 @@ type Region struct {
 	// StoreHighWater is the region store's high-water mark: the fraction of its capacity
 	// (0.5 to 0.99) above which the store counts as too full.
 	StoreHighWater float64 `mapstructure:"store_high_water"`
+	// StoreLowWater is the fraction of its capacity (0.3 to 0.95, below StoreHighWater) that
+	// eviction brings a store above its high-water mark down to; 0: the default, 0.8.
+	StoreLowWater float64 `mapstructure:"store_low_water"`
+	// StoreCapacity is the most the region's store may hold, a size like "2GiB" or "500MB";
+	// empty or "0": its filesystem's size. The effective capacity is the smaller of the two
+	// (StoreCapacityBytes).
+	StoreCapacity string `mapstructure:"store_capacity"`
 	// Boot is the region's boot service: how its terminals boot from the network.
 	Boot Boot `mapstructure:"boot"`
 	// Unicast turns the swarm off: every terminal of a deploy or update fetches every chunk
@@ -460,4 +469,14 @@ func redact(secret string) string {
 		return ""
 	}
 	return "[redacted]"
+}
+
+// StoreCapacityBytes is region.store_capacity in bytes (0: not set). The configuration was
+// validated when loaded; a value that does not parse counts as not set.
+func (r Region) StoreCapacityBytes() int64 {
+	n, err := settings.ParseSize(r.StoreCapacity)
+	if err != nil {
+		return 0
+	}
+	return n
 }

@@ -153,6 +153,19 @@ func (c *Config) Validate(role Role) error {
 	if r.StoreHighWater != 0 { // 0: the default
 		v.setting("region.store_high_water", settings.KeyStoreHighWater, strconv.FormatFloat(r.StoreHighWater, 'f', -1, 64))
 	}
+	if r.StoreLowWater != 0 { // 0: the default
+		v.setting("region.store_low_water", settings.KeyStoreLowWater, strconv.FormatFloat(r.StoreLowWater, 'f', -1, 64))
+		high := r.StoreHighWater
+		if high == 0 {
+			high = settings.Defaults().StoreHighWater
+		}
+		if r.StoreLowWater >= high {
+			v.add("region.store_low_water", fmt.Sprintf("%s is not below region.store_high_water (%s)", strconv.FormatFloat(r.StoreLowWater, 'f', -1, 64), strconv.FormatFloat(high, 'f', -1, 64)))
+		}
+	}
+	if _, err := settings.ParseSize(r.StoreCapacity); err != nil {
+		v.add("region.store_capacity", err.Error())
+	}
 
 	if d := r.ReportInterval; d != 0 && (d < time.Second || d > 10*time.Minute) {
 		v.add("region.report_interval", fmt.Sprintf("%s is not between 1s and 10m", d))

@@ -2,6 +2,7 @@ package settings
 
 import (
 	"fmt"
+	"math"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -66,6 +67,11 @@ func NewLive(base, defaults Values) *Live {
 		}
 		src[s.Key] = Source{Kind: kind}
 	}
+	if base.StoreLowWater >= base.StoreHighWater {
+		// A high-water mark set at or below the default low-water mark, with no low-water mark
+		// of its own: eviction goes a tenth below it.
+		base.StoreLowWater = max(MinStoreLowWater, math.Round((base.StoreHighWater-0.1)*100)/100)
+	}
 	l := &Live{}
 	l.cur.Store(&snapshot{v: base, base: base, src: src})
 	return l
@@ -85,6 +91,9 @@ func (l *Live) ClaimQuiet() time.Duration { return l.cur.Load().v.ClaimQuiet }
 
 // StoreHighWater is the store's high-water mark, a fraction of its capacity.
 func (l *Live) StoreHighWater() float64 { return l.cur.Load().v.StoreHighWater }
+
+// StoreLowWater is the fraction of the store's capacity eviction brings it down to.
+func (l *Live) StoreLowWater() float64 { return l.cur.Load().v.StoreLowWater }
 
 // OnChange calls f with the new values after every Set that changed them (and not for the
 // values the holder starts with). f runs while Set holds its lock: it must be quick and must

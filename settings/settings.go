@@ -41,6 +41,8 @@ const (
 	KeyDHCPUnknownTotal = "boot.dhcp_unknown_total"
 	// KeyStoreHighWater is the fraction of the store's capacity above which it is too full.
 	KeyStoreHighWater = "store_high_water"
+	// KeyStoreLowWater is the fraction of the store's capacity eviction brings it down to.
+	KeyStoreLowWater = "store_low_water"
 )
 
 // Bounds of the values, shared by the configuration file's validation and pushes.
@@ -56,6 +58,8 @@ const (
 	MaxDHCPUnknownTotal = 60
 	MinStoreHighWater   = 0.5
 	MaxStoreHighWater   = 0.99
+	MinStoreLowWater    = 0.3
+	MaxStoreLowWater    = 0.95
 
 	// MaxKeyLen and MaxValueLen bound what a key or value may be before it is even parsed:
 	// the CLI, the workflow and the region refuse longer ones.
@@ -72,13 +76,15 @@ type Values struct {
 	DHCPUnknownPerMAC int
 	DHCPUnknownTotal  int
 	StoreHighWater    float64
+	// StoreLowWater is below StoreHighWater (With refuses a change that breaks this).
+	StoreLowWater float64
 }
 
 // Defaults are the built-in defaults; Timezone is "UTC" here, and a region uses its server's
 // local zone instead (config.LocalZone), which the caller puts in.
 func Defaults() Values {
 	return Values{Timezone: "UTC", WakeTimeout: 3 * time.Minute, ClaimQuiet: time.Minute,
-		DHCPUnknownPerMAC: 12, DHCPUnknownTotal: 20, StoreHighWater: 0.9}
+		DHCPUnknownPerMAC: 12, DHCPUnknownTotal: 20, StoreHighWater: 0.9, StoreLowWater: 0.8}
 }
 
 // Kind is the type of a setting's value.
@@ -166,6 +172,33 @@ var registry = []Setting{
 		get: func(v Values) string { return strconv.FormatFloat(v.StoreHighWater, 'f', -1, 64) },
 		put: func(v *Values, x any) { v.StoreHighWater = x.(float64) },
 	},
+	{
+		Key: KeyStoreLowWater, Kind: KindFraction, ConfigKey: "region.store_low_water", Bounds: "0.3 to 0.95, below store_high_water",
+		Description: "the fraction of the store's capacity that eviction brings a store above its high-water mark down to, removing the oldest stored images nothing holds",
+		parse: func(s string) (any, error) {
+			f, err := strconv.ParseFloat(s, 64)
+			if err != nil || math.IsNaN(f) || f < MinStoreLowWater || f > MaxStoreLowWater {
+				return nil, fmt.Errorf("%q is not a fraction between 0.3 and 0.95, like 0.8", s)
+			}
+			return f, nil
+		},
+		get: func(v Values) string { return strconv.FormatFloat(v.StoreLowWater, 'f', -1, 64) },
+		put: func(v *Values, x any) { v.StoreLowWater = x.(float64) },
+	},
+}
+
+// CheckWater checks that the low-water mark is below the high-water mark, naming the key that
+// changed (either); the zero value of either is not checked (not set).
+func CheckWater(high, low float64, changed string) error {
+	if high == 0 || low == 0 || low < high {
+		return nil
+	}
+	if changed == KeyStoreHighWater {
+		return fmt.Errorf("%s: %s is not above %s (%s): lower %s first", KeyStoreHighWater, strconv.FormatFloat(high, 'f', -1, 64),
+			KeyStoreLowWater, strconv.FormatFloat(low, 'f', -1, 64), KeyStoreLowWater)
+	}
+	return fmt.Errorf("%s: %s is not below %s (%s)", KeyStoreLowWater, strconv.FormatFloat(low, 'f', -1, 64),
+		KeyStoreHighWater, strconv.FormatFloat(high, 'f', -1, 64))
 }
 
 func durationIn(lo, hi time.Duration) func(string) (any, error) {
@@ -262,5 +295,35 @@ func (v Values) With(key, value string) (Values, error) {
 	s, _ := Lookup(key)
 	x, _ := s.parse(canon)
 	s.put(&v, x)
+	if key == KeyStoreHighWater || key == KeyStoreLowWater {
+		if err := CheckWater(v.StoreHighWater, v.StoreLowWater, key); err != nil {
+			return v, err
+		}
+	}
 	return v, nil
+}
+
+// ParseSize parses a size in bytes: a number with an optional unit, "2GiB", "500MB", "1.5 TiB",
+// "4096"; "0" and "" are 0. Units are B, KB/MB/GB/TB (powers of 1000) and KiB/MiB/GiB/TiB
+// (powers of 1024), case-insensitive.
+func ParseSize(s string) (int64, error) {
+	t := strings.TrimSpace(s)
+	if t == "" {
+		return 0, nil
+	}
+	if len(t) > 32 {
+		return 0, fmt.Errorf("%q is not a size like 2GiB or 500MB", s)
+	}
+	i := strings.IndexFunc(t, func(r rune) bool { return !(r >= '0' && r <= '9' || r == '.') })
+	num, unit := t, ""
+	if i >= 0 {
+		num, unit = t[:i], strings.ToLower(strings.TrimSpace(t[i:]))
+	}
+	mult := map[string]float64{"": 1, "b": 1, "k": 1e3, "kb": 1e3, "m": 1e6, "mb": 1e6, "g": 1e9, "gb": 1e9, "t": 1e12, "tb": 1e12,
+		"kib": 1 << 10, "mib": 1 << 20, "gib": 1 << 30, "tib": 1 << 40}[unit]
+	f, err := strconv.ParseFloat(num, 64)
+	if err != nil || mult == 0 || math.IsNaN(f) || f < 0 || f*mult > float64(1<<62) {
+		return 0, fmt.Errorf("%q is not a size like 2GiB or 500MB", s)
+	}
+	return int64(f * mult), nil
 }

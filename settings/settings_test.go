@@ -54,6 +54,12 @@ func TestCheck(t *testing.T) {
 		{"high water NaN", KeyStoreHighWater, "NaN", "", "store_high_water:"},
 		{"high water percent", KeyStoreHighWater, "90%", "", "store_high_water:"},
 
+		{"low water", KeyStoreLowWater, "0.75", "0.75", ""},
+		{"low water lower bound", KeyStoreLowWater, "0.3", "0.3", ""},
+		{"low water upper bound", KeyStoreLowWater, "0.95", "0.95", ""},
+		{"low water below", KeyStoreLowWater, "0.29", "", "store_low_water: \"0.29\" is not a fraction between 0.3 and 0.95"},
+		{"low water above", KeyStoreLowWater, "0.96", "", "store_low_water:"},
+
 		{"unknown key", "boot.dhcp", "full", "", "\"boot.dhcp\" is not a run-time setting: one of timezone, boot.wake_timeout"},
 		{"key too long", strings.Repeat("k", MaxKeyLen+1), "1", "", "at most 64"},
 		{"value too long", KeyTimezone, strings.Repeat("a", MaxValueLen+1), "", "timezone: a value of 129 bytes"},
@@ -142,11 +148,11 @@ func TestLiveSourcesAndSet(t *testing.T) {
 	for key, want := range map[string]func() bool{
 		KeyTimezone:          func() bool { return l.Timezone() == "Asia/Tokyo" },
 		KeyClaimQuiet:        func() bool { return l.ClaimQuiet() == 5*time.Second },
-		KeyStoreHighWater:    func() bool { return l.StoreHighWater() == 0.75 },
+		KeyStoreHighWater:    func() bool { return l.StoreHighWater() == 0.85 },
 		KeyDHCPUnknownPerMAC: func() bool { return l.Values().DHCPUnknownPerMAC == 30 },
 		KeyDHCPUnknownTotal:  func() bool { return l.Values().DHCPUnknownTotal == 7 },
 	} {
-		value := map[string]string{KeyTimezone: "Asia/Tokyo", KeyClaimQuiet: "5s", KeyStoreHighWater: "0.75",
+		value := map[string]string{KeyTimezone: "Asia/Tokyo", KeyClaimQuiet: "5s", KeyStoreHighWater: "0.85",
 			KeyDHCPUnknownPerMAC: "30", KeyDHCPUnknownTotal: "7"}[key]
 		if _, err := l.Set(key, value, Source{Kind: SourcePushed}); err != nil {
 			t.Fatal(err)
@@ -179,4 +185,56 @@ func FuzzCheck(f *testing.F) {
 			t.Fatalf("Check(%q, %q) = %q, but that checks as %q, %v", key, value, canon, again, err)
 		}
 	})
+}
+
+func TestLowWaterStaysBelowHighWater(t *testing.T) {
+	for _, tc := range []struct {
+		name, key, value string
+		wantErr          string
+	}{
+		{"low below high", KeyStoreLowWater, "0.85", ""},
+		{"low equal to high", KeyStoreLowWater, "0.9", "store_low_water: 0.9 is not below store_high_water (0.9)"},
+		{"low above high", KeyStoreLowWater, "0.95", "store_low_water: 0.95 is not below store_high_water (0.9)"},
+		{"high above low", KeyStoreHighWater, "0.81", ""},
+		{"high at low", KeyStoreHighWater, "0.8", "store_high_water: 0.8 is not above store_low_water (0.8): lower store_low_water first"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			live := NewLive(Defaults(), Defaults())
+			_, err := live.Set(tc.key, tc.value, Source{Kind: SourcePushed})
+			if tc.wantErr == "" && err != nil || tc.wantErr != "" && (err == nil || err.Error() != tc.wantErr) {
+				t.Fatalf("Set(%s, %s) = %v, want %q", tc.key, tc.value, err, tc.wantErr)
+			}
+			if v := live.Values(); v.StoreLowWater >= v.StoreHighWater {
+				t.Fatalf("low water %v is not below high water %v", v.StoreLowWater, v.StoreHighWater)
+			}
+		})
+	}
+}
+
+// A configuration that lowers the high-water mark to or below the default low-water mark gets a
+// low-water mark below it.
+func TestNewLiveKeepsLowWaterBelowHighWater(t *testing.T) {
+	base := Defaults()
+	base.StoreHighWater, base.StoreLowWater = 0.7, 0
+	v := NewLive(base, Defaults()).Values()
+	if v.StoreLowWater != 0.6 {
+		t.Fatalf("low water = %v, want 0.6", v.StoreLowWater)
+	}
+}
+
+func TestParseSize(t *testing.T) {
+	for _, tc := range []struct {
+		in   string
+		want int64
+		bad  bool
+	}{
+		{"", 0, false}, {"0", 0, false}, {"4096", 4096, false}, {"2GiB", 2 << 30, false}, {"2 gib", 2 << 30, false},
+		{"500MB", 500e6, false}, {"1.5TiB", 3 << 39, false}, {"64KiB", 64 << 10, false},
+		{"-1GiB", 0, true}, {"2XB", 0, true}, {"GiB", 0, true}, {"1e3", 0, true}, {"99999999999TiB", 0, true}, {"NaN", 0, true},
+	} {
+		got, err := ParseSize(tc.in)
+		if (err != nil) != tc.bad || got != tc.want {
+			t.Errorf("ParseSize(%q) = %d, %v; want %d (error: %v)", tc.in, got, err, tc.want, tc.bad)
+		}
+	}
 }
