@@ -49,6 +49,24 @@ type Region struct {
 	requests *prometheus.CounterVec
 	assigned *prometheus.CounterVec
 	dropped  prometheus.Counter
+	evicted  *prometheus.CounterVec
+}
+
+// Reasons eviction runs for, the label of tms_store_evictions_total.
+const (
+	EvictShare     = "share"      // a share was about to fill the store
+	EvictPlan      = "plan"       // central made room ahead of a plan (MakeRoom)
+	EvictHighWater = "high_water" // the store was above its high-water mark
+)
+
+var evictReasons = []string{EvictShare, EvictPlan, EvictHighWater}
+
+// Evicted counts n image versions eviction removed, for reason.
+func (m *Region) Evicted(reason string, n int) {
+	if m == nil || n <= 0 {
+		return
+	}
+	m.evicted.WithLabelValues(reason).Add(float64(n))
 }
 
 // NewRegion makes a region's series on a registry of their own.
@@ -77,6 +95,11 @@ func NewRegion(src RegionSources) *Region {
 			[]string{"source"}),
 		dropped: prometheus.NewCounter(prometheus.CounterOpts{Name: "tms_swarm_peers_dropped_total",
 			Help: "Terminals the swarm tracker stopped sending peers to, because two peers reported bad bytes from them."}),
+		evicted: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "tms_store_evictions_total",
+			Help: "Image versions removed from the region's store to make room, by reason (share, plan, high_water)."}, []string{"reason"}),
+	}
+	for _, r := range evictReasons {
+		m.evicted.WithLabelValues(r)
 	}
 	// Every known series from the start, at 0: a rate over a series that appears only with
 	// its first event misses that event, and an alert on it has nothing to compare before.
@@ -98,7 +121,7 @@ func NewRegion(src RegionSources) *Region {
 	for _, r := range tftpResults {
 		m.tftp.WithLabelValues(r)
 	}
-	m.reg.MustRegister(m.bytes, m.verified, m.refused, m.dhcp, m.tftp, m.requests, m.assigned, m.dropped, &regionCollector{src: src})
+	m.reg.MustRegister(m.bytes, m.verified, m.refused, m.dhcp, m.tftp, m.requests, m.assigned, m.dropped, m.evicted, &regionCollector{src: src})
 	return m
 }
 

@@ -261,6 +261,9 @@ func (inv *Inventory) FinishTask(ctx context.Context, id string, state TaskState
 	}
 	n, _ := res.RowsAffected()
 	t, err = inv.Task(ctx, id)
+	if err == nil && n > 0 {
+		err = inv.recordDeployed(ctx, t, now)
+	}
 	return t, n > 0, err
 }
 
