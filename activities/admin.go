@@ -32,14 +32,17 @@ const (
 
 	OpStatus   = "status"   // the region's status in detail (Status), for tms status --region
 	OpSettings = "settings" // list the region's run-time settings: effective value and source
+	OpImages   = "images"   // list the versions the region's store holds (Images, Store)
+	OpPin      = "pin"      // pin Image (NAME, NAME:TAG or NAME@VERSION) in the region's store
+	OpUnpin    = "unpin"    // unpin Image
 )
 
 // readOps are the ops that change nothing: a viewer may send them (workflows.UpdateRead).
-var readOps = []string{OpTerminals, OpGroups, OpTasks, OpSeen, OpStatus, OpSettings}
+var readOps = []string{OpTerminals, OpGroups, OpTasks, OpSeen, OpStatus, OpSettings, OpImages}
 
 // changeOps are the ops that change the region's inventory (workflows.UpdateChange).
 var changeOps = []string{OpEnroll, OpGroupCreate, OpGroupAdd, OpEnrollSeen, OpTerminalRm, OpRename, OpMove, OpGroupRm,
-	OpGroupTakeOut, OpImport, OpEnrollToken}
+	OpGroupTakeOut, OpImport, OpEnrollToken, OpPin, OpUnpin}
 
 // ReadOp tells whether op only reads the region's inventory.
 func ReadOp(op string) bool { return slices.Contains(readOps, op) }
@@ -62,6 +65,10 @@ type AdminInput struct {
 	TokenHash string        `json:",omitempty"`
 	TTL       time.Duration `json:",omitempty"`
 	Rekey     bool          `json:",omitempty"`
+	// Image is what pin and unpin name: NAME, NAME:TAG or NAME@VERSION in the region's store.
+	Image string `json:",omitempty"`
+	// By is who asks, for the pin's record (may be empty).
+	By string `json:",omitempty"`
 }
 
 // TerminalInfo is a terminal as listings show it.
@@ -113,6 +120,13 @@ type AdminResult struct {
 	Status RegionStatus
 	// Settings: the region's run-time settings (OpSettings).
 	Settings []SettingInfo `json:",omitempty"`
+	// Images are the versions the store holds (OpImages, at most MaxReportedImages of
+	// ImageCount), and the version pin or unpin resolved Image to; Store how full it is.
+	Images     []ImageDescriptor `json:",omitempty"`
+	ImageCount int               `json:",omitempty"`
+	Store      *StoreInfo        `json:",omitempty"`
+	// Changed is false when pin found the version pinned already or unpin found it unpinned.
+	Changed bool `json:",omitempty"`
 }
 
 // SeenInfo is a terminal seen on the network and not enrolled.
@@ -210,6 +224,8 @@ func (r *Region) Admin(ctx context.Context, in AdminInput) (AdminResult, error) 
 		var err error
 		res.Settings, err = r.settingsInfo()
 		return res, err
+	case OpImages, OpPin, OpUnpin:
+		return r.storeAdmin(ctx, in)
 	default:
 		return res, ErrBadInput.New(fmt.Sprintf("unknown admin operation %q", in.Op), nil)
 	}

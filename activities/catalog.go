@@ -101,3 +101,8 @@ func (s StateCatalog) Images(ctx context.Context) ([]ImageInfo, error) {
 func location(r state.Region) Location {
 	return Location{Region: r.ID, Endpoint: r.Endpoint, Labels: r.Labels}
 }
+
+// ForgetLocation forgets that region holds version id.
+func (s StateCatalog) ForgetLocation(ctx context.Context, id manifest.ID, region string) error {
+	return s.C.RemoveLocation(ctx, id, region)
+}

@@ -75,6 +75,9 @@ const (
 	ErrBadSignature ErrorType = "BadSignature"
 	// ErrSourceCorrupt: a peer or relay sent bytes that do not match their ids.
 	ErrSourceCorrupt ErrorType = "SourceCorrupt"
+	// ErrNoRoom: the region's store cannot take a version under its high-water mark even
+	// after evicting everything nothing pins or holds; the message names what holds the space.
+	ErrNoRoom ErrorType = "NoRoom"
 )
 
 // Outcomes of a terminal's task and of whole workflows.

@@ -8,6 +8,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net/http"
 	"net/netip"
 	"net/url"
@@ -234,6 +235,13 @@ type Region struct {
 	Usage func(context.Context) (used, capacity int64, err error)
 	// Metrics counts the bytes and chunks the region's transfers move; nil counts nothing.
 	Metrics *metrics.Region
+	// StoreCapacity is region.store_capacity in bytes: the store's capacity is the smaller of
+	// it and its filesystem's size (0: the filesystem's).
+	StoreCapacity int64
+	// Log receives what eviction removes and why (nil: nothing).
+	Log *slog.Logger
+
+	describe describeCache
 }
 
 // PullInput asks a region to pull a version from a peer.
@@ -263,6 +271,9 @@ func (r *Region) PullFromPeer(ctx context.Context, in PullInput) (MoveResult, er
 		return MoveResult{}, ErrBadEndpoint.New(fmt.Sprintf("bad peer endpoint %q", in.Endpoint), err)
 	}
 	src := &transfer.HTTPSource{Base: base, Version: id, Grant: in.Grant, Client: r.HTTP}
+	if err := r.preflight(ctx, src, id); err != nil {
+		return MoveResult{}, err
+	}
 	return r.copy(ctx, src, r.Store, id, r.Metrics.Flow(metrics.PathPeer, metrics.In))
 }
 
@@ -309,7 +320,11 @@ func (r *Region) PullFromRelay(ctx context.Context, in RelayInput) (MoveResult, 
 	if r.Relay == nil {
 		return MoveResult{}, ErrNoRelay.New("region "+r.ID+" has no relay storage configured", nil)
 	}
-	return r.copy(ctx, transfer.WaitingSource{S: r.Relay}, r.Store, id, r.Metrics.Flow(metrics.PathRelay, metrics.In))
+	src := transfer.WaitingSource{S: r.Relay}
+	if err := r.preflight(ctx, src, id); err != nil {
+		return MoveResult{}, err
+	}
+	return r.copy(ctx, src, r.Store, id, r.Metrics.Flow(metrics.PathRelay, metrics.In))
 }
 
 func (r *Region) relayVersion(ctx context.Context, version string, from *store.Store) (manifest.ID, *store.Version, error) {

@@ -17,9 +17,16 @@ type RegionSummary struct {
 	Region string
 	// Version is the tms release the region's server runs.
 	Version string
-	// Capacity and Used are the region's store's bytes: what the filesystem (or quota) holds
-	// and what the store uses; 0 when unknown.
+	// Capacity and Used are the region's store's bytes: what it may hold (the smaller of its
+	// filesystem and region.store_capacity) and what it uses; 0 when unknown.
 	Capacity, Used int64
+	// HighWater and LowWater are the store's marks, fractions of Capacity.
+	HighWater, LowWater float64 `json:",omitempty"`
+	// Images are the versions the store holds, oldest stored first, at most
+	// MaxReportedImages; ImageCount counts them all. Central keeps the last report's list:
+	// versions that leave it leave central's catalog of locations.
+	Images     []ImageDescriptor `json:",omitempty"`
+	ImageCount int               `json:",omitempty"`
 	// Terminals counts the enrolled terminals; Online those seen within TerminalOnlineWindow;
 	// Busy those in a task.
 	Terminals, Online, Busy int
@@ -72,9 +79,16 @@ func (r *Region) Status(ctx context.Context, _ StatusInput) (RegionStatus, error
 	now := r.now()
 	st := RegionStatus{Summary: RegionSummary{Region: r.ID, Version: r.Version, Interval: r.ReportInterval, At: now}}
 	sum := &st.Summary
-	if r.Usage != nil {
+	if r.Usage != nil || r.Store != nil {
+		si, err := r.storeInfo(ctx)
+		if err != nil {
+			return st, err
+		}
+		sum.Used, sum.Capacity, sum.HighWater, sum.LowWater = si.Used, si.Capacity, si.HighWater, si.LowWater
+	}
+	if r.Store != nil {
 		var err error
-		if sum.Used, sum.Capacity, err = r.Usage(ctx); err != nil {
+		if sum.Images, sum.ImageCount, err = r.describeStore(ctx, sum.Used, false); err != nil {
 			return st, err
 		}
 	}

@@ -10,6 +10,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"tms/devenv"
+	"tms/settings"
 )
 
 // devCommand runs all of tms on this machine until it is interrupted.
@@ -17,6 +18,7 @@ func (a *App) devCommand() *cobra.Command {
 	var o devenv.Options
 	var regions string
 	var noAuth bool
+	var storeCapacity string
 	c := &cobra.Command{
 		Use:   "dev",
 		Short: "Run all of tms on this machine: Temporal and its UI, central, two regions and simulated terminals",
@@ -29,6 +31,10 @@ continues where it stopped.`,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			ctx := cmd.Context()
 			o.Regions = strings.Split(regions, ",")
+			var err error
+			if o.StoreCapacity, err = settings.ParseSize(storeCapacity); err != nil {
+				return usageError{fmt.Errorf("--store-capacity: %w", err)}
+			}
 			o.Log = a.log
 			o.Version = Version
 			// tms dev runs with tms's authorizer: every command needs a login.
@@ -66,6 +72,7 @@ continues where it stopped.`,
 	f.StringVar(&regions, "regions", "region-a,region-b", "region ids, comma-separated")
 	f.IntVar(&o.Terminals, "terminals", 3, "simulated terminals per region")
 	f.Int64Var(&o.DiskSize, "disk-size", 64<<20, "size of each simulated terminal's disk in bytes")
+	f.StringVar(&storeCapacity, "store-capacity", "", "each region's store capacity, like 512MiB, to show eviction (default: the filesystem's)")
 	c.AddCommand(a.devStoreDemo(), a.devDisk(), a.devMutate())
 	return c
 }

@@ -145,6 +145,7 @@ It refuses a Temporal connection with neither TLS (region.temporal.tls.*) nor an
 			srv, err := server.StartRegion(ctx, server.RegionOptions{ID: rc.ID, DataDir: rc.DataDir, Store: st, Relay: relay,
 				Listen: rc.Listen.String(), Endpoint: endpoint, HTTP: rc.HTTP, TLS: rc.TLS, Labels: rc.Labels, Timezone: rc.Zone(), CentralKey: centralKey, Client: tc, Log: log, Boot: rc.Boot,
 				Version: Version, ReportInterval: rc.ReportInterval, StoreHighWater: rc.StoreHighWater,
+				StoreLowWater: rc.StoreLowWater, StoreCapacity: rc.StoreCapacityBytes(),
 				MetricsListen: metricsListen, Unicast: rc.Unicast})
 			if err != nil {
 				return err

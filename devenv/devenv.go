@@ -95,6 +95,9 @@ type Options struct {
 	// Unicast makes the regions serve every chunk of a deploy themselves, no swarm (the
 	// terminals do not fetch chunks from each other). Until the swarm lands it changes nothing.
 	Unicast bool
+	// StoreCapacity is each region's store capacity in bytes (region.store_capacity; 0: its
+	// filesystem's), so a small store and its eviction can be shown.
+	StoreCapacity int64
 }
 
 // Terminal is a simulated terminal.
@@ -308,7 +311,7 @@ func Start(ctx context.Context, o Options) (_ *Env, err error) {
 		r, err := server.StartRegion(ctx, server.RegionOptions{ID: id, DataDir: filepath.Join(o.DataDir, id), Relay: relay,
 			Listen: listen, Labels: map[string]string{"site": "dev"}, CentralKey: e.CentralKey, Client: rc, Log: o.Log,
 			Waker: waker, Boot: config.Boot{Subnet: o.Segment}, Version: o.Version, ReportInterval: o.ReportInterval,
-			Unicast: o.Unicast})
+			Unicast: o.Unicast, StoreCapacity: o.StoreCapacity})
 		if err != nil {
 			return nil, err
 		}

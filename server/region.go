@@ -92,6 +92,11 @@ type RegionOptions struct {
 	// StoreHighWater is the store's high-water mark, a fraction of its capacity
 	// (region.store_high_water; 0: the default, 0.9).
 	StoreHighWater float64
+	// StoreLowWater is what eviction brings the store down to (region.store_low_water; 0: the
+	// default, 0.8).
+	StoreLowWater float64
+	// StoreCapacity is region.store_capacity in bytes (0: the filesystem's size).
+	StoreCapacity int64
 	// Unicast turns the swarm off (region.unicast): every terminal fetches every chunk from the
 	// region.
 	Unicast bool
@@ -294,7 +299,7 @@ func StartRegion(ctx context.Context, o RegionOptions) (_ *Region, err error) {
 	r.worker = workers.NewRegion(o.Client, &activities.Region{ID: o.ID, Store: r.Store, Relay: o.Relay,
 		HTTP: &http.Client{Timeout: 5 * time.Minute}, CentralKey: o.CentralKey, Inventory: r.Inventory, Agents: r.Agents, Waker: waker,
 		Mailbox: r.Agents, Segment: segment, WakeTimeout: o.Boot.WakeTimeout, Version: o.Version, ReportInterval: o.ReportInterval,
-		Settings: r.Settings, Metrics: r.Metrics, Usage: r.storeUsage})
+		Settings: r.Settings, Metrics: r.Metrics, Usage: r.storeUsage, StoreCapacity: o.StoreCapacity, Log: log.With("part", "store")})
 	if err := r.worker.Start(); err != nil {
 		return nil, fmt.Errorf("region %s: worker: %w", o.ID, err)
 	}
@@ -493,7 +498,7 @@ func loadSettings(ctx context.Context, o RegionOptions, inv *state.Inventory, lo
 	defaults := settings.Defaults()
 	defaults.Timezone = config.LocalZone()
 	base := settings.Values{Timezone: zone(o.Timezone), WakeTimeout: o.Boot.WakeTimeout, ClaimQuiet: o.Boot.ClaimQuiet,
-		DHCPUnknownPerMAC: o.Boot.DHCPUnknownPerMAC, DHCPUnknownTotal: o.Boot.DHCPUnknownTotal, StoreHighWater: o.StoreHighWater}
+		DHCPUnknownPerMAC: o.Boot.DHCPUnknownPerMAC, DHCPUnknownTotal: o.Boot.DHCPUnknownTotal, StoreHighWater: o.StoreHighWater, StoreLowWater: o.StoreLowWater}
 	live := settings.NewLive(base, defaults)
 	overrides, err := inv.Settings(ctx)
 	if err != nil {

@@ -108,6 +108,15 @@ func RegionService(ctx workflow.Context, in RegionServiceInput) error {
 			if err := workflow.SignalExternalWorkflow(ctx, CentralServiceID, "", SignalReport, sum).Get(ctx, nil); err != nil {
 				log.Warn("central did not take the region's report", "err", err)
 			}
+			// Above its high-water mark, the store evicts the oldest versions nothing holds.
+			if aboveHighWater(sum) && workflow.GetVersion(ctx, "evict-above-high-water", workflow.DefaultVersion, 1) == 1 {
+				var res activities.MakeRoomResult
+				if err := workflow.ExecuteActivity(evictOptions(ctx), r.EvictIfFull, activities.EvictInput{}).Get(ctx, &res); err != nil {
+					log.Warn("the region could not evict above its high-water mark", "err", err)
+				} else if len(res.Evicted) > 0 {
+					log.Info("the region evicted versions above its high-water mark", "evicted", len(res.Evicted), "used", res.Used, "capacity", res.Capacity)
+				}
+			}
 		}
 		if err := workflow.Sleep(ctx, in.Interval); err != nil {
 			return err
@@ -141,6 +150,20 @@ func setAdminHandler(ctx workflow.Context, name string, admin func(workflow.Cont
 	})
 }
 
+// aboveHighWater tells whether a region's report shows its store above its high-water mark.
+func aboveHighWater(s activities.RegionSummary) bool {
+	return s.Capacity > 0 && s.HighWater > 0 && float64(s.Used) > s.HighWater*float64(s.Capacity)
+}
+
+// evictOptions run an eviction: it lists the store, removes versions and collects garbage,
+// which takes a while on a large store.
+func evictOptions(ctx workflow.Context) workflow.Context {
+	return workflow.WithActivityOptions(ctx, workflow.ActivityOptions{
+		StartToCloseTimeout: 30 * time.Minute,
+		RetryPolicy:         &temporal.RetryPolicy{MaximumAttempts: 2},
+	})
+}
+
 func adminOptions(ctx workflow.Context) workflow.Context {
 	return workflow.WithActivityOptions(ctx, workflow.ActivityOptions{
 		StartToCloseTimeout: 30 * time.Second,
@@ -153,6 +176,26 @@ func adminOptions(ctx workflow.Context) workflow.Context {
 func continueAsNew(ctx workflow.Context) bool {
 	info := workflow.GetInfo(ctx)
 	return info.GetContinueAsNewSuggested() || info.GetCurrentHistoryLength() > serviceHistoryLimit
+}
+
+// goneVersions lists the versions prev listed that next does not, when both lists are whole
+// (not cut at MaxReportedImages) and next is the newer report; none otherwise.
+func goneVersions(prev, next activities.RegionSummary) []string {
+	if len(prev.Images) == 0 || prev.ImageCount > len(prev.Images) || next.ImageCount > len(next.Images) || !next.At.After(prev.At) {
+		return nil
+	}
+	have := make([]string, 0, len(next.Images))
+	for _, im := range next.Images {
+		have = append(have, im.Version)
+	}
+	slices.Sort(have)
+	var gone []string
+	for _, im := range prev.Images {
+		if _, ok := slices.BinarySearch(have, im.Version); !ok {
+			gone = append(gone, im.Version)
+		}
+	}
+	return gone
 }
 
 // CentralServiceInput carries central's service workflow's state across continue-as-new.
@@ -178,13 +221,26 @@ func CentralService(ctx workflow.Context, in CentralServiceInput) error {
 	find := func(region string) (int, bool) {
 		return slices.BinarySearchFunc(reports, region, func(r activities.RegionSummary, id string) int { return strings.Compare(r.Region, id) })
 	}
+	var c *activities.Central
 	keep := func(rep activities.RegionSummary) {
 		if state.ValidateRegionID(rep.Region) != nil {
 			workflow.GetLogger(ctx).Warn("central's service workflow dropped a report from no valid region", "region", rep.Region)
 			return
 		}
+		if len(rep.Images) > activities.MaxReportedImages {
+			rep.Images = rep.Images[:activities.MaxReportedImages]
+		}
 		rep.Received = workflow.Now(ctx)
 		if i, ok := find(rep.Region); ok {
+			// Versions the last report listed and this one does not left the region's store
+			// (evicted, removed): they leave central's catalog of locations.
+			if gone := goneVersions(reports[i], rep); len(gone) > 0 && workflow.GetVersion(ctx, "forget-gone-versions", workflow.DefaultVersion, 1) == 1 {
+				fctx := workflow.WithActivityOptions(ctx, workflow.ActivityOptions{StartToCloseTimeout: time.Minute,
+					RetryPolicy: &temporal.RetryPolicy{MaximumAttempts: 3, NonRetryableErrorTypes: activities.NonRetryable(activities.ErrBadInput, activities.ErrBadVersion)}})
+				if err := workflow.ExecuteActivity(fctx, c.ForgetLocation, activities.ForgetInput{Region: rep.Region, Versions: gone}).Get(ctx, nil); err != nil {
+					workflow.GetLogger(ctx).Warn("central could not forget versions a region no longer holds", "region", rep.Region, "versions", len(gone), "err", err)
+				}
+			}
 			reports[i] = rep
 		} else {
 			reports = slices.Insert(reports, i, rep)
