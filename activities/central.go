@@ -17,6 +17,10 @@ type RegionInfo struct {
 	Labels   map[string]string
 	Capacity int64 // bytes its store may use; 0 if unknown
 	Used     int64
+	// HighWater is its store's high-water mark and Images how many versions it holds, from
+	// its last status report (0: none yet).
+	HighWater float64 `json:",omitempty"`
+	Images    int     `json:",omitempty"`
 	Endpoint string // data endpoint peers pull from
 	LastSeen time.Time
 	// Timezone is the IANA zone the region's schedules are written in (region.timezone);

@@ -25,6 +25,10 @@ type regionRow struct {
 	Labels   map[string]string `json:"labels"`
 	Capacity int64             `json:"capacity"`
 	Used     int64             `json:"used"`
+	// HighWater is the store's high-water mark and Images how many versions it holds, from
+	// the region's last report.
+	HighWater float64 `json:"high_water,omitempty"`
+	Images    int     `json:"images"`
 	LastSeen time.Time         `json:"last_seen"`
 	Timezone string            `json:"timezone"` // schedules for the region are written in it
 }
@@ -49,7 +53,8 @@ func (a *App) regionAdminCommand() *cobra.Command {
 			}
 			rows := []regionRow{}
 			for _, r := range res.Regions {
-				row := regionRow{ID: r.ID, Endpoint: r.Endpoint, Labels: r.Labels, Capacity: r.Capacity, Used: r.Used, LastSeen: r.LastSeen, Timezone: r.Timezone}
+				row := regionRow{ID: r.ID, Endpoint: r.Endpoint, Labels: r.Labels, Capacity: r.Capacity, Used: r.Used, LastSeen: r.LastSeen, Timezone: r.Timezone,
+					HighWater: r.HighWater, Images: r.Images}
 				if row.Labels == nil {
 					row.Labels = map[string]string{}
 				}
@@ -60,9 +65,14 @@ func (a *App) regionAdminCommand() *cobra.Command {
 				return a.printJSON(rows)
 			}
 			tw := tabwriter.NewWriter(a.Stdout, 0, 4, 2, ' ', 0)
-			fmt.Fprintln(tw, "REGION\tENDPOINT\tTIMEZONE\tLABELS")
+			fmt.Fprintln(tw, "REGION\tENDPOINT\tTIMEZONE\tSTORE USED / CAPACITY\tHIGH WATER\tIMAGES\tLABELS")
 			for _, r := range rows {
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", r.ID, dash(r.Endpoint), dash(r.Timezone), dash(labels(r.Labels)))
+				hw := "-"
+				if r.HighWater > 0 {
+					hw = fmt.Sprintf("%.0f%%", 100*r.HighWater)
+				}
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%d\t%s\n", r.ID, dash(r.Endpoint), dash(r.Timezone), storeText(r.Used, r.Capacity, r.HighWater),
+					hw, r.Images, dash(labels(r.Labels)))
 			}
 			return tw.Flush()
 		},

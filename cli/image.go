@@ -20,7 +20,7 @@ import (
 func (a *App) imageCommand() *cobra.Command {
 	c := &cobra.Command{Use: "image", Short: "Import, export, list, show and remove disk images"}
 	c.AddCommand(a.imageImport(), a.imageExport(), a.imageLs(), a.imageShow(), a.imageRm())
-	c.AddCommand(a.imageCapture(), a.imageShare())
+	c.AddCommand(a.imageCapture(), a.imageShare(), a.imagePin(true), a.imagePin(false))
 	return c
 }
 
@@ -160,13 +160,19 @@ type imageRow struct {
 }
 
 func (a *App) imageLs() *cobra.Command {
-	var loc string
+	var loc, region string
 	var asJSON bool
 	c := &cobra.Command{
-		Use:   "ls [--store STORE] [--json]",
-		Short: "List the images and versions in central's catalog, or in a store",
+		Use:   "ls [--store STORE | --region REGION] [--json]",
+		Short: "List the images and versions in central's catalog, in a store, or in a region's store",
 		Args:  exactArgs(0, "no arguments"),
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			if region != "" {
+				if loc != "" {
+					return usageError{errors.New("--store and --region: give one")}
+				}
+				return a.regionImageLs(cmd, region, asJSON)
+			}
 			if loc == "" {
 				return a.catalogImageLs(cmd, asJSON)
 			}
@@ -236,6 +242,7 @@ func (a *App) imageLs() *cobra.Command {
 		},
 	}
 	c.Flags().StringVar(&loc, "store", "", "list this image store (a directory or s3://bucket/prefix) instead of central's catalog")
+	c.Flags().StringVar(&region, "region", "", "list what this region's store holds: size, when stored and last deployed, pins and holds")
 	c.Flags().BoolVar(&asJSON, "json", false, "print JSON")
 	return c
 }

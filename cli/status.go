@@ -41,6 +41,8 @@ type regionStatusRow struct {
 	Version         string     `json:"version,omitempty"`
 	Used            int64      `json:"store_used"`
 	Capacity        int64      `json:"store_capacity"`
+	HighWater       float64    `json:"store_high_water,omitempty"`
+	Images          int        `json:"store_images"`
 	Terminals       int        `json:"terminals"`
 	TerminalsOnline int        `json:"terminals_online"`
 	TerminalsBusy   int        `json:"terminals_busy"`
@@ -207,6 +209,7 @@ func (d *regionDetail) fill(st activities.RegionStatus) {
 	// The region's own answer is newer than its last report.
 	sum := st.Summary
 	d.Used, d.Capacity, d.Version = sum.Used, sum.Capacity, sum.Version
+	d.HighWater, d.Images = sum.HighWater, max(sum.ImageCount, len(sum.Images))
 	d.Terminals, d.TerminalsOnline, d.TerminalsBusy = sum.Terminals, sum.Online, sum.Busy
 	for _, g := range st.Groups {
 		d.Groups = append(d.Groups, groupStatusRow{Name: g.Name, Target: g.Target, Members: g.Members, Online: g.Online, OnTarget: g.OnTarget, Busy: g.Busy})
@@ -264,6 +267,7 @@ func (a *App) regionStatuses(ctx context.Context, c *tclient, only string) ([]re
 		rep, reported := reports[id]
 		if reported {
 			row.Version, row.Used, row.Capacity = rep.Version, rep.Used, rep.Capacity
+			row.HighWater, row.Images = rep.HighWater, max(rep.ImageCount, len(rep.Images))
 			row.Terminals, row.TerminalsOnline, row.TerminalsBusy = rep.Terminals, rep.Online, rep.Busy
 			at := rep.Received
 			row.LastReport = &at
@@ -325,7 +329,7 @@ func (c *tclient) countTasks(ctx context.Context, region, cond string) (int64, e
 
 func writeRegionStatuses(w io.Writer, rows []regionStatusRow, now time.Time) error {
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "REGION\tSTATE\tVERSION\tSTORE USED / CAPACITY\tTERMINALS\tONLINE\tIN A TASK\tRUNNING TASKS\tFAILED 24H\tLAST REPORT")
+	fmt.Fprintln(tw, "REGION\tSTATE\tVERSION\tSTORE USED / CAPACITY\tIMAGES\tTERMINALS\tONLINE\tIN A TASK\tRUNNING TASKS\tFAILED 24H\tLAST REPORT")
 	var why []string
 	for _, r := range rows {
 		state := "online"
@@ -337,8 +341,8 @@ func writeRegionStatuses(w io.Writer, rows []regionStatusRow, now time.Time) err
 		if r.LastReport != nil {
 			last = agoText(now, *r.LastReport)
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%d\t%d\t%d\t%d\t%s\n", r.Region, state, dash(r.Version), storeText(r.Used, r.Capacity),
-			r.Terminals, r.TerminalsOnline, r.TerminalsBusy, r.RunningTasks, r.FailedTasks24h, last)
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%d\t%d\t%d\t%d\t%d\t%s\n", r.Region, state, dash(r.Version), storeText(r.Used, r.Capacity, r.HighWater),
+			r.Images, r.Terminals, r.TerminalsOnline, r.TerminalsBusy, r.RunningTasks, r.FailedTasks24h, last)
 	}
 	if err := tw.Flush(); err != nil {
 		return err
@@ -381,15 +385,20 @@ func writeRegionDetail(w io.Writer, d regionDetail, now time.Time) error {
 	return tw.Flush()
 }
 
-func storeText(used, capacity int64) string {
+// storeText says how full a store is: "5.0 MiB / 1.0 GiB (1%)", with "ABOVE HIGH WATER"
+// when it is.
+func storeText(used, capacity int64, high float64) string {
 	if used == 0 && capacity == 0 {
 		return "-"
 	}
-	c := "?"
-	if capacity > 0 {
-		c = humanBytes(capacity)
+	if capacity <= 0 {
+		return humanBytes(used) + " / ?"
 	}
-	return humanBytes(used) + " / " + c
+	t := fmt.Sprintf("%s / %s (%.0f%%)", humanBytes(used), humanBytes(capacity), 100*float64(used)/float64(capacity))
+	if high > 0 && float64(used) > high*float64(capacity) {
+		t += " ABOVE HIGH WATER"
+	}
+	return t
 }
 
 // agoText says how long before now t was, to the second.

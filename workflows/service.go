@@ -258,6 +258,7 @@ func CentralService(ctx workflow.Context, in CentralServiceInput) error {
 		for i, r := range res.Regions {
 			if j, ok := find(r.ID); ok {
 				res.Regions[i].Capacity, res.Regions[i].Used = reports[j].Capacity, reports[j].Used
+				res.Regions[i].HighWater, res.Regions[i].Images = reports[j].HighWater, max(reports[j].ImageCount, len(reports[j].Images))
 			}
 		}
 		return res, err
