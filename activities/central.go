@@ -21,8 +21,8 @@ type RegionInfo struct {
 	// its last status report (0: none yet).
 	HighWater float64 `json:",omitempty"`
 	Images    int     `json:",omitempty"`
-	Endpoint string // data endpoint peers pull from
-	LastSeen time.Time
+	Endpoint  string  // data endpoint peers pull from
+	LastSeen  time.Time
 	// Timezone is the IANA zone the region's schedules are written in (region.timezone);
 	// empty from a region that registered before regions reported one.
 	Timezone string

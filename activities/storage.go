@@ -352,7 +352,12 @@ func (r *Region) storeAdmin(ctx context.Context, in AdminInput) (AdminResult, er
 	switch in.Op {
 	case OpPin:
 		_, err := r.Store.GetPin(ctx, v.ID)
-		res.Changed = errors.Is(err, store.ErrNotFound)
+		if err != nil && !errors.Is(err, store.ErrNotFound) {
+			return res, err
+		}
+		if res.Changed = err != nil; !res.Changed {
+			break // pinned already: the first pin's record stands
+		}
 		if err := r.Store.Pin(ctx, v.ID, in.By); err != nil {
 			if errors.Is(err, store.ErrNotFound) {
 				return res, ErrNotFound.New(fmt.Sprintf("region %s: %v", r.ID, err), err)

@@ -27,10 +27,10 @@ type regionRow struct {
 	Used     int64             `json:"used"`
 	// HighWater is the store's high-water mark and Images how many versions it holds, from
 	// the region's last report.
-	HighWater float64 `json:"high_water,omitempty"`
-	Images    int     `json:"images"`
-	LastSeen time.Time         `json:"last_seen"`
-	Timezone string            `json:"timezone"` // schedules for the region are written in it
+	HighWater float64   `json:"high_water,omitempty"`
+	Images    int       `json:"images"`
+	LastSeen  time.Time `json:"last_seen"`
+	Timezone  string    `json:"timezone"` // schedules for the region are written in it
 }
 
 func (a *App) regionAdminCommand() *cobra.Command {
