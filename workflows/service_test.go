@@ -1,6 +1,7 @@
 package workflows
 
 import (
+	"context"
 	"errors"
 	"strings"
 	"testing"
@@ -135,5 +136,71 @@ func TestRegionServiceReportsAndRefusesOpsUnderTheWrongName(t *testing.T) {
 	}
 	if readErr != nil || len(listed.Terminals) != 1 {
 		t.Errorf("read terminals: %+v, %v", listed, readErr)
+	}
+}
+
+// A report of a store above its high-water mark makes the region evict; one below does not.
+func TestRegionServiceEvictsAboveHighWater(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		used  int64
+		evict int
+	}{
+		{"above high water", 95, 2},
+		{"at high water", 90, 0},
+		{"below", 10, 0},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			env := newEnv(t)
+			env.RegisterWorkflow(RegionService)
+			env.OnActivity(r.Status, mock.Anything, mock.Anything).Return(activities.RegionStatus{Summary: activities.RegionSummary{
+				Region: "region-a", Interval: 5 * time.Second, Used: tc.used, Capacity: 100, HighWater: 0.9, LowWater: 0.8}}, nil)
+			env.OnSignalExternalWorkflow(mock.Anything, CentralServiceID, "", SignalReport, mock.Anything).Return(nil)
+			evicted := 0
+			env.OnActivity(r.EvictIfFull, mock.Anything, mock.Anything).Return(func(_ context.Context, _ activities.EvictInput) (activities.MakeRoomResult, error) {
+				evicted++
+				return activities.MakeRoomResult{Evicted: []activities.EvictedImage{{Name: "old"}}}, nil
+			})
+			env.RegisterDelayedCallback(env.CancelWorkflow, 7*time.Second)
+			env.ExecuteWorkflow(RegionService, RegionServiceInput{Region: "region-a", Interval: 5 * time.Second})
+			if evicted != tc.evict {
+				t.Errorf("evictions = %d, want %d (one per report)", evicted, tc.evict)
+			}
+		})
+	}
+}
+
+// Versions a region's report no longer lists leave central's catalog of locations; a first
+// report, or one whose list was cut short, forgets nothing.
+func TestCentralServiceForgetsVersionsARegionNoLongerHolds(t *testing.T) {
+	env := newEnv(t)
+	env.RegisterWorkflow(CentralService)
+	var forgot []activities.ForgetInput
+	env.OnActivity(c.ForgetLocation, mock.Anything, mock.Anything).Return(func(_ context.Context, in activities.ForgetInput) error {
+		forgot = append(forgot, in)
+		return nil
+	})
+	at := time.Date(2026, 12, 1, 8, 0, 0, 0, time.UTC)
+	images := func(vs ...string) []activities.ImageDescriptor {
+		var out []activities.ImageDescriptor
+		for _, v := range vs {
+			out = append(out, activities.ImageDescriptor{Name: "lab", Version: v})
+		}
+		return out
+	}
+	report := func(after time.Duration, count int, vs ...string) {
+		env.RegisterDelayedCallback(func() {
+			env.SignalWorkflow(SignalReport, activities.RegionSummary{Region: "region-b", At: at.Add(after), Images: images(vs...), ImageCount: count})
+		}, after)
+	}
+	report(time.Second, 3, "a", "b", "c")
+	report(2*time.Second, 2, "a", "c") // b went
+	report(3*time.Second, 5, "a")      // cut short: nothing to tell
+	report(4*time.Second, 2, "a", "c") // whole again, after a cut list: nothing either
+	report(5*time.Second, 0)           // everything went
+	env.RegisterDelayedCallback(env.CancelWorkflow, 6*time.Second)
+	env.ExecuteWorkflow(CentralService, CentralServiceInput{})
+	if len(forgot) != 2 || forgot[0].Region != "region-b" || strings.Join(forgot[0].Versions, ",") != "b" || strings.Join(forgot[1].Versions, ",") != "a,c" {
+		t.Fatalf("forgot %+v, want b, then a,c", forgot)
 	}
 }
