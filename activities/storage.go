@@ -308,7 +308,7 @@ func (r *Region) preflight(ctx context.Context, src transfer.Source, id manifest
 	if err != nil || manifest.VersionID(m.Hash, b) != id {
 		return ErrSourceCorrupt.New(fmt.Sprintf("manifest %s from %s is not the version asked for", id.Short(), src), err)
 	}
-	missing, _, err := r.Store.MissingBytes(ctx, m, 0)
+	missing, _, err := r.Store.MissingBytes(ctx, m, storedPerChunk(ctx, src, id, m))
 	if err != nil {
 		return err
 	}
@@ -411,4 +411,20 @@ func (c *Central) ForgetLocation(ctx context.Context, in ForgetInput) error {
 		}
 	}
 	return nil
+}
+
+// storedPerChunk is the source's stored bytes of version id over its distinct chunks, when the
+// source says (its stats); 0 otherwise, and MissingBytes counts each chunk at its uncompressed
+// size, an upper bound.
+func storedPerChunk(ctx context.Context, src transfer.Source, id manifest.ID, m *manifest.Manifest) int64 {
+	ss, ok := src.(transfer.StatsSource)
+	if !ok {
+		return 0
+	}
+	st, err := ss.GetStats(ctx, id)
+	n := store.DistinctChunks(m)
+	if err != nil || st.StoredBytes <= 0 || n == 0 {
+		return 0 // none kept, or an older peer: the upper bound
+	}
+	return (st.StoredBytes + n - 1) / n
 }

@@ -84,6 +84,13 @@ func parseTag(b []byte) (manifest.ID, error) {
 }
 
 // parseStats decodes a stats file.
+// ParseStats decodes a version's stats as a store keeps them (and a peer serves them): strict,
+// bounded to MaxStatsJSON bytes, no negative counts.
+func ParseStats(b []byte) (Stats, error) { return parseStats(b) }
+
+// MaxStatsJSON bounds a version's stats object.
+const MaxStatsJSON = maxStatsFile
+
 func parseStats(b []byte) (Stats, error) {
 	var st Stats
 	if err := decodeSmall(b, maxStatsFile, "stats", &st); err != nil {

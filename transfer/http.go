@@ -2,6 +2,7 @@ package transfer
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -22,6 +23,8 @@ import (
 //	GET /v1/versions/{version}/manifest         the encoded manifest
 //	GET /v1/versions/{version}/signature        central's signature of the version (404: none)
 //	GET /v1/versions/{version}/chunks/{chunk}   a chunk's stored zstd frame
+//	GET /v1/versions/{version}/stats            what the version takes in this store (store.Stats;
+//	                                            404: none kept), so a puller can check its room first
 //
 // with "Authorization: Bearer <grant>". A grant is minted by central for one version and one
 // serving region (package signing); it opens that version here only if it names this region,
@@ -61,6 +64,22 @@ func (h *Handler) Routes(mux *http.ServeMux) {
 	mux.HandleFunc("GET /v1/versions/{version}/manifest", h.manifest)
 	mux.HandleFunc("GET /v1/versions/{version}/signature", h.signature)
 	mux.HandleFunc("GET /v1/versions/{version}/chunks/{chunk}", h.chunk)
+	mux.HandleFunc("GET /v1/versions/{version}/stats", h.stats)
+}
+
+func (h *Handler) stats(w http.ResponseWriter, r *http.Request) {
+	id, ok := h.authorize(w, r)
+	if !ok {
+		return
+	}
+	st, err := h.Store.GetStats(r.Context(), id)
+	if err != nil {
+		h.fail(w, r, "stats of "+id.Short(), err)
+		return
+	}
+	b, _ := json.Marshal(st)
+	w.Header().Set("Content-Type", "application/json")
+	w.Write(b)
 }
 
 func (h *Handler) log() *slog.Logger {
@@ -296,6 +315,20 @@ func (s *HTTPSource) GetSignature(ctx context.Context, id manifest.ID) (signing.
 		return sig, &store.Error{Kind: store.ErrCorrupt, Store: s.String(), What: "signature of " + id.Short(), Err: err}
 	}
 	return sig, nil
+}
+
+// GetStats returns the source's stats of version id: ErrNotFound if it keeps none (or is a tms
+// that does not serve them), ErrCorrupt if what it sent is not stats.
+func (s *HTTPSource) GetStats(ctx context.Context, id manifest.ID) (store.Stats, error) {
+	b, err := s.get(ctx, "/v1/versions/"+id.String()+"/stats", "stats of "+id.Short(), store.MaxStatsJSON)
+	if err != nil {
+		return store.Stats{}, err
+	}
+	st, err := store.ParseStats(b)
+	if err != nil {
+		return st, &store.Error{Kind: store.ErrCorrupt, Store: s.String(), What: "stats of " + id.Short(), Err: err}
+	}
+	return st, nil
 }
 
 func (s *HTTPSource) GetChunkFrame(ctx context.Context, id manifest.ID) ([]byte, error) {

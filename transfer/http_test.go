@@ -342,3 +342,31 @@ func TestPullHoldsTheSourceVersion(t *testing.T) {
 		t.Fatalf("holds in the destination = %+v, %v", hs, err)
 	}
 }
+
+// A peer serves a version's stats to a puller with a grant for it, so the puller can check its
+// room before it moves a chunk; a peer that keeps none, or sends garbage, says so.
+func TestPeerServesStats(t *testing.T) {
+	ctx := context.Background()
+	a, _ := storetest.Dir(t)
+	v := storetest.Import(t, a, storetest.SampleDisk(t, 8*mib, 17), "lab")
+	src := &transfer.HTTPSource{Base: peer(t, a, nil), Version: v.Version.ID, Grant: grantFor(t, v.Version.ID)}
+	st, err := src.GetStats(ctx, v.Version.ID)
+	if err != nil || st.StoredBytes != v.Stats.StoredBytes || st.StoredBytes == 0 {
+		t.Fatalf("GetStats = %+v, %v; want %+v", st, err, v.Stats)
+	}
+	other := storetest.Publish(t, a, "bare", "", "x") // published without stats
+	bare := &transfer.HTTPSource{Base: src.Base, Version: other.ID, Grant: grantFor(t, other.ID)}
+	if _, err := bare.GetStats(ctx, other.ID); !errors.Is(err, store.ErrNotFound) && err != nil {
+		t.Fatalf("GetStats of a version without stats = %v", err)
+	}
+	// A grant for one version opens no other version's stats.
+	if _, err := (&transfer.HTTPSource{Base: src.Base, Version: other.ID, Grant: src.Grant}).GetStats(ctx, other.ID); err == nil {
+		t.Fatal("a grant for another version opened the stats")
+	}
+	garbage := peer(t, a, func(w http.ResponseWriter, r *http.Request, h http.Handler) {
+		w.Write([]byte(`{"stored_bytes": -5}`))
+	})
+	if _, err := (&transfer.HTTPSource{Base: garbage, Version: v.Version.ID, Grant: src.Grant}).GetStats(ctx, v.Version.ID); !errors.Is(err, store.ErrCorrupt) {
+		t.Fatalf("GetStats of garbage = %v, want ErrCorrupt", err)
+	}
+}

@@ -48,6 +48,23 @@ var (
 	_ SignedSource = (*HTTPSource)(nil)
 )
 
+// StatsSource is a Source that can say what a version takes in its own store (its stats), so
+// a target can estimate the room a copy needs before it moves a byte. GetStats returns an error
+// wrapping store.ErrNotFound when the source keeps none.
+type StatsSource interface {
+	GetStats(ctx context.Context, id manifest.ID) (store.Stats, error)
+}
+
+var (
+	_ StatsSource = StoreSource{}
+	_ StatsSource = (*HTTPSource)(nil)
+)
+
+// GetStats returns the store's stats of version id.
+func (s StoreSource) GetStats(ctx context.Context, id manifest.ID) (store.Stats, error) {
+	return s.S.GetStats(ctx, id)
+}
+
 // StoreSource reads from a store directly.
 type StoreSource struct{ S *store.Store }
 
