@@ -27,6 +27,9 @@ type RegionSummary struct {
 	// versions that leave it leave central's catalog of locations.
 	Images     []ImageDescriptor `json:",omitempty"`
 	ImageCount int               `json:",omitempty"`
+	// ImagesListed tells that Images was taken: a region that could not describe its store
+	// (a manifest it cannot read) reports without it, and central then forgets nothing.
+	ImagesListed bool `json:",omitempty"`
 	// Terminals counts the enrolled terminals; Online those seen within TerminalOnlineWindow;
 	// Busy those in a task.
 	Terminals, Online, Busy int
@@ -87,9 +90,14 @@ func (r *Region) Status(ctx context.Context, _ StatusInput) (RegionStatus, error
 		sum.Used, sum.Capacity, sum.HighWater, sum.LowWater = si.Used, si.Capacity, si.HighWater, si.LowWater
 	}
 	if r.Store != nil {
+		// A store that cannot be described (a manifest that cannot be read: tms store verify
+		// says which) must not keep the region from reporting the rest.
 		var err error
 		if sum.Images, sum.ImageCount, err = r.describeStore(ctx, sum.Used, false); err != nil {
-			return st, err
+			r.logger(ctx).Warn("the region's report leaves out its images: the store could not be described", "err", err)
+			sum.Images, sum.ImageCount = nil, 0
+		} else {
+			sum.ImagesListed = true
 		}
 	}
 	ts, err := r.Inventory.Terminals(ctx)

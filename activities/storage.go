@@ -339,6 +339,9 @@ func (r *Region) storeAdmin(ctx context.Context, in AdminInput) (AdminResult, er
 	if err != nil {
 		return res, ErrBadImage.New(err.Error(), err)
 	}
+	if err := store.ValidatePinBy(in.By); err != nil {
+		return res, ErrBadInput.New(err.Error(), err)
+	}
 	v, err := r.Store.Resolve(ctx, ref)
 	if errors.Is(err, store.ErrNotFound) {
 		return res, ErrNotFound.New(fmt.Sprintf("region %s holds no image %s", r.ID, in.Image), err)

@@ -188,6 +188,12 @@ func TestAdminPinUnpinAndImages(t *testing.T) {
 	if _, err := r.Admin(ctx, activities.AdminInput{Op: activities.OpPin, Image: "win11:v9"}); !activities.ErrNotFound.Matches(err) {
 		t.Fatalf("pin of a tag the region lacks = %v, want ErrNotFound", err)
 	}
+	if _, err := r.Admin(ctx, activities.AdminInput{Op: activities.OpPin, Image: "win11:v1", By: "a\x07"}); !activities.ErrBadInput.Matches(err) {
+		t.Fatalf("pin by an unprintable name = %v, want ErrBadInput", err)
+	}
+	if _, err := r.Admin(ctx, activities.AdminInput{Op: activities.OpPin, Image: "win11:::"}); !activities.ErrBadImage.Matches(err) {
+		t.Fatalf("pin of a malformed image = %v, want ErrBadImage", err)
+	}
 	if !activities.ReadOp(activities.OpImages) || activities.ReadOp(activities.OpPin) || !activities.KnownOp(activities.OpUnpin) {
 		t.Fatal("images must be a read op, pin and unpin changes")
 	}

@@ -1168,3 +1168,11 @@ func TestRegionZone(t *testing.T) {
 		t.Errorf("Zone with a TZ that names no zone: %v", err)
 	}
 }
+
+func TestStoreCapacityBytes(t *testing.T) {
+	for in, want := range map[string]int64{"": 0, "0": 0, "2GiB": 2 << 30, "500MB": 500e6, "lots": 0} {
+		if got := (Region{StoreCapacity: in}).StoreCapacityBytes(); got != want {
+			t.Errorf("StoreCapacityBytes(%q) = %d, want %d", in, got, want)
+		}
+	}
+}

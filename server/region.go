@@ -334,7 +334,7 @@ func regionMetrics(inv *state.Inventory, st *store.Store, o RegionOptions, log *
 		},
 		Store: func(ctx context.Context) (metrics.StoreUsage, error) {
 			u, err := st.Usage(ctx)
-			return metrics.StoreUsage{Used: u.Used, Capacity: u.Capacity}, err
+			return metrics.StoreUsage{Used: u.Used, Capacity: activities.EffectiveCapacity(u.Capacity, o.StoreCapacity)}, err
 		},
 		HighWater: o.HighWater,
 		Log:       log,

@@ -68,7 +68,9 @@ func ParsePin(key string, b []byte) (Hold, error) {
 	return Hold{Version: p.Version, Holder: PinHolder, Pinned: true, By: p.By, Host: p.Host, Renewed: p.At}, nil
 }
 
-// validateBy checks who pins: empty, or up to maxPinBy bytes of printable UTF-8.
+// ValidatePinBy checks who pins: empty, or up to 128 bytes of printable UTF-8.
+func ValidatePinBy(by string) error { return validateBy(by) }
+
 func validateBy(by string) error {
 	if len(by) > maxPinBy {
 		return fmt.Errorf("pinned by a name of %d bytes, more than %d", len(by), maxPinBy)

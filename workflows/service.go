@@ -178,10 +178,11 @@ func continueAsNew(ctx workflow.Context) bool {
 	return info.GetContinueAsNewSuggested() || info.GetCurrentHistoryLength() > serviceHistoryLimit
 }
 
-// goneVersions lists the versions prev listed that next does not, when both lists are whole
-// (not cut at MaxReportedImages) and next is the newer report; none otherwise.
+// goneVersions lists the versions prev listed that next does not, when both lists were taken
+// and are whole (not cut at MaxReportedImages) and next is the newer report; none otherwise.
 func goneVersions(prev, next activities.RegionSummary) []string {
-	if len(prev.Images) == 0 || prev.ImageCount > len(prev.Images) || next.ImageCount > len(next.Images) || !next.At.After(prev.At) {
+	if !prev.ImagesListed || !next.ImagesListed || len(prev.Images) == 0 || prev.ImageCount > len(prev.Images) ||
+		next.ImageCount > len(next.Images) || !next.At.After(prev.At) {
 		return nil
 	}
 	have := make([]string, 0, len(next.Images))

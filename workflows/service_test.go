@@ -190,7 +190,8 @@ func TestCentralServiceForgetsVersionsARegionNoLongerHolds(t *testing.T) {
 	}
 	report := func(after time.Duration, count int, vs ...string) {
 		env.RegisterDelayedCallback(func() {
-			env.SignalWorkflow(SignalReport, activities.RegionSummary{Region: "region-b", At: at.Add(after), Images: images(vs...), ImageCount: count})
+			env.SignalWorkflow(SignalReport, activities.RegionSummary{Region: "region-b", At: at.Add(after), Images: images(vs...), ImageCount: count,
+				ImagesListed: count >= 0})
 		}, after)
 	}
 	report(time.Second, 3, "a", "b", "c")
