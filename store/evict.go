@@ -52,6 +52,9 @@ type EvictResult struct {
 	// high-water mark).
 	Ran bool
 	GC  *GCResult
+	// GCPending tells that garbage collection could not run (an import held the store):
+	// Used is then the bytes once it has run, an estimate, and the next gc frees them.
+	GCPending bool
 }
 
 // NoRoomError is Evict's error when even after removing every version it may, the store's
@@ -168,7 +171,7 @@ func (s *Store) Evict(ctx context.Context, o EvictOptions) (EvictResult, error) 
 	for _, id := range o.Keep {
 		keep[id] = true
 	}
-	est := used // the bytes once garbage is collected
+	est := used - sc.garbage // the bytes once garbage is collected
 	var held []VersionInfo
 	for _, v := range sc.infos {
 		if v.Held() || keep[v.ID] {
@@ -212,14 +215,21 @@ func (s *Store) Evict(ctx context.Context, o EvictOptions) (EvictResult, error) 
 		log.Info("evicted an image version to make room", "image", v.Name, "version", v.ID.Short(), "stored", v.Stored,
 			"freed", freed, "reason", o.Reason, "for", o.For)
 	}
-	if len(res.Evicted) > 0 {
+	if len(res.Evicted) > 0 || sc.garbage > 0 {
 		gc, err := s.GC(ctx)
-		if err != nil {
+		switch {
+		case errors.Is(err, ErrBusy):
+			// An import (a share, a capture) holds the store; it may run for hours. The
+			// removals stand, and the next gc frees their chunks: decide on the estimate.
+			log.Warn("eviction could not collect garbage now: the next gc frees the chunks", "evicted", len(res.Evicted), "err", err)
+			res.Used, res.GCPending = est, true
+		case err != nil:
 			return res, fmt.Errorf("eviction removed %d versions, then garbage collection failed: %w", len(res.Evicted), err)
-		}
-		res.GC = &gc
-		if res.Used, err = s.countBytes(ctx); err != nil {
-			return res, err
+		default:
+			res.GC = &gc
+			if res.Used, err = s.countBytes(ctx); err != nil {
+				return res, err
+			}
 		}
 	}
 	if res.Used+o.Incoming > high {

@@ -332,3 +332,37 @@ func TestGCDropsPinsOfVersionsGoneByHand(t *testing.T) {
 		t.Errorf("OrphanPins = %d, want 1", res.OrphanPins)
 	}
 }
+
+// Eviction while an import holds the store removes what it must, decides on what gc will free,
+// and leaves the chunks to the next gc.
+func TestEvictWhileAnImportRunsDecidesOnTheEstimate(t *testing.T) {
+	s, vs, used := fourVersions(t)
+	ctx := context.Background()
+	lock, err := s.LockShared(ctx, "an import", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	capacity := used * 100 / 95
+	res, err := s.Evict(ctx, store.EvictOptions{Capacity: capacity, HighWater: 0.9, LowWater: 0.55})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := evictedNames(res); got != "a,b" || !res.GCPending || res.GC != nil || res.Used > int64(0.55*float64(capacity)) {
+		t.Fatalf("Evict under an import = %+v, want a,b evicted, gc pending, an estimate under low water", res)
+	}
+	lock.Release(ctx)
+	// The next eviction, with the rest pinned, finds the garbage and collects it.
+	for _, name := range []string{"c", "d"} {
+		if err := s.Pin(ctx, vs[name].ID, ""); err != nil {
+			t.Fatal(err)
+		}
+	}
+	res, err = s.Evict(ctx, store.EvictOptions{Capacity: capacity, HighWater: 0.2, LowWater: 0.1})
+	var nr *store.NoRoomError
+	if !errors.As(err, &nr) {
+		t.Fatalf("second Evict = %v", err)
+	}
+	if res.GC == nil || res.GC.FreedChunks != 16 || len(res.Evicted) != 0 || !present(t, s, vs["c"]) {
+		t.Fatalf("second Evict = %+v; want the 16 chunks of a and b freed", res)
+	}
+}

@@ -52,6 +52,8 @@ type versionScan struct {
 	infos []VersionInfo
 	refs  map[manifest.ID]int32
 	sizes map[manifest.ID]int64
+	// garbage is the stored bytes of chunks no version references: the next gc frees them.
+	garbage int64
 }
 
 func (s *Store) scanVersions(ctx context.Context) (*versionScan, error) {
@@ -119,6 +121,11 @@ func (s *Store) scanVersions(ctx context.Context) (*versionScan, error) {
 			}
 		}
 		sc.infos = append(sc.infos, info)
+	}
+	for c, n := range sc.sizes {
+		if sc.refs[c] == 0 {
+			sc.garbage += n
+		}
 	}
 	// Second pass: the bytes only each version references.
 	for i := range sc.infos {
