@@ -10,6 +10,7 @@ import (
 	"tms/agentwire"
 	"tms/internal/storetest"
 	"tms/state"
+	"tms/store"
 	"tms/workers"
 )
 
@@ -98,5 +99,60 @@ func TestRegionImageCommands(t *testing.T) {
 	st := decode[[]regionStatusRow](t, must(t, run, "status", "--json"))
 	if len(st) != 1 || st[0].Images != 2 || st[0].HighWater != 0.9 {
 		t.Errorf("status: %+v", st)
+	}
+}
+
+// TestRegionEvictsAboveHighWaterAndCentralForgets runs a region whose store is above its
+// high-water mark over the real Temporal server: its service workflow evicts the oldest
+// version nothing holds (never the pinned one), and central's service workflow drops the
+// evicted version's location from the catalog once a report no longer lists it.
+func TestRegionEvictsAboveHighWaterAndCentralForgets(t *testing.T) {
+	_, c := testTemporal(t)
+	ctx := context.Background()
+	sc, inv := testState(t, activities.RegionInfo{ID: "region-a"})
+	sa, _ := storetest.Dir(t)
+	old := storetest.Publish(t, sa, "old", "v1", "o1", "o2", "o3")
+	keep := storetest.Publish(t, sa, "win11", "v1", "w1", "w2", "w3")
+	if err := sa.Pin(ctx, keep.ID, "ana"); err != nil {
+		t.Fatal(err)
+	}
+	for _, v := range []*store.Version{old, keep} {
+		if err := sc.C.RecordVersion(ctx, state.Version{ID: v.ID, Name: v.Manifest.Meta.Name, Created: time.Now(), DiskSize: v.Manifest.DiskSize,
+			ChunkSize: v.Manifest.ChunkSize}, "v1"); err != nil {
+			t.Fatal(err)
+		}
+		if err := sc.SetVerified(ctx, v.ID, "region-a"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	u, err := sa.Usage(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// 95% full against the default high-water mark of 90%: the old version must go.
+	capacity := u.Used * 100 / 95
+	startWorkers(t, workers.NewCentral(c, &activities.Central{Catalog: sc}),
+		workers.NewRegion(c, &activities.Region{ID: "region-a", Store: sa, Inventory: inv, ReportInterval: time.Second, StoreCapacity: capacity}))
+
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		_, gone := sa.GetManifest(ctx, old.ID)
+		locs, err := sc.C.Locations(ctx, old.ID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if gone != nil && len(locs) == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("after 30s: old version's manifest: %v; its locations in the catalog: %+v", gone, locs)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	if _, err := sa.GetManifest(ctx, keep.ID); err != nil {
+		t.Fatalf("the pinned version went: %v", err)
+	}
+	if locs, err := sc.C.Locations(ctx, keep.ID); err != nil || len(locs) != 1 {
+		t.Fatalf("the pinned version's locations: %+v, %v", locs, err)
 	}
 }
