@@ -300,6 +300,13 @@ func (r *Region) PushToRelay(ctx context.Context, in RelayInput) (MoveResult, er
 	if err := transfer.CopySignature(ctx, transfer.StoreSource{S: r.Store}, r.Relay, id); err != nil {
 		return MoveResult{}, err
 	}
+	// The stats before the manifest: the puller checks its room with them (none: its estimate).
+	if st, err := r.Store.GetStats(ctx, id); err == nil {
+		if err := transfer.StageStats(ctx, r.Relay, id, st); err != nil {
+			return MoveResult{}, err
+		}
+		defer r.Relay.Backend().Delete(context.WithoutCancel(ctx), transfer.StagingStatsKey(id))
+	}
 	if err := transfer.Stage(ctx, r.Relay, v); err != nil {
 		return MoveResult{}, err
 	}

@@ -198,3 +198,55 @@ func TestAdminPinUnpinAndImages(t *testing.T) {
 		t.Fatal("images must be a read op, pin and unpin changes")
 	}
 }
+
+// Through the relay as through a peer: a share that cannot fit fails before it moves a chunk,
+// and the staged stats of the source give the estimate while the upload runs.
+func TestRelayShareThatCannotFitFailsBeforeMovingAByte(t *testing.T) {
+	ctx := context.Background()
+	a, _ := storetest.Dir(t)
+	v, _ := imported(t, a, 16*mib)
+	relay, _ := storetest.Dir(t)
+	src := &activities.Region{ID: "region-a", Store: a, Relay: relay}
+	if _, err := src.PushToRelay(ctx, activities.RelayInput{Version: v.Version.ID.String()}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := relay.Backend().Stat(ctx, transfer.StagingStatsKey(v.Version.ID)); err == nil {
+		t.Error("the push left its staged stats behind")
+	}
+	// While an upload runs, its staged stats say what the version takes.
+	if err := transfer.StageStats(ctx, relay, v.Version.ID, store.Stats{StoredBytes: 12345}); err != nil {
+		t.Fatal(err)
+	}
+	if st, err := (transfer.WaitingSource{S: relay}).GetStats(ctx, v.Version.ID); err != nil || st.StoredBytes != 12345 {
+		t.Fatalf("staged stats = %+v, %v", st, err)
+	}
+	relay.Backend().Delete(ctx, transfer.StagingStatsKey(v.Version.ID))
+	if st, err := (transfer.WaitingSource{S: relay}).GetStats(ctx, v.Version.ID); err != nil || st.StoredBytes != v.Stats.StoredBytes {
+		t.Fatalf("published stats = %+v, %v; want %d stored bytes", st, err, v.Stats.StoredBytes)
+	}
+
+	r, old, _ := fullRegion(t, v)
+	r.Relay = relay
+	if err := r.Store.Pin(ctx, old.Version.ID, "ana"); err != nil {
+		t.Fatal(err)
+	}
+	_, err := r.PullFromRelay(ctx, activities.RelayInput{Version: v.Version.ID.String()})
+	if !activities.ErrNoRoom.Matches(err) || !strings.Contains(err.Error(), "held: old (pinned, ") {
+		t.Fatalf("relay pull into a full store = %v, want ErrNoRoom naming the pin", err)
+	}
+	for _, c := range v.Version.Manifest.Chunks {
+		if c.IsZero() {
+			continue
+		}
+		if has, _ := r.Store.HasChunk(ctx, c); has {
+			t.Fatal("the failed relay pull stored a chunk")
+		}
+	}
+	// Unpinned, the old version makes room and the pull goes through.
+	if _, err := r.Store.Unpin(ctx, old.Version.ID); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := r.PullFromRelay(ctx, activities.RelayInput{Version: v.Version.ID.String()}); err != nil {
+		t.Fatal(err)
+	}
+}

@@ -11,6 +11,7 @@ package transfer
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"runtime"
@@ -57,6 +58,7 @@ type StatsSource interface {
 
 var (
 	_ StatsSource = StoreSource{}
+	_ StatsSource = WaitingSource{}
 	_ StatsSource = (*HTTPSource)(nil)
 )
 
@@ -366,6 +368,41 @@ func StagingKey(id manifest.ID) string { return "staging/" + id.String() }
 // Stage writes version v's manifest to dst's staging area.
 func Stage(ctx context.Context, dst *store.Store, v *store.Version) error {
 	return dst.Backend().Put(ctx, StagingKey(v.ID), v.Encoded)
+}
+
+// StagingStatsKey is where a relay upload puts the source's stats of the version, beside its
+// staged manifest, so the region pulling can check its room before the upload ends.
+func StagingStatsKey(id manifest.ID) string { return "staging/" + id.String() + ".stats.json" }
+
+// StageStats writes the source's stats of version id to dst's staging area.
+func StageStats(ctx context.Context, dst *store.Store, id manifest.ID, st store.Stats) error {
+	b, _ := json.Marshal(st)
+	return dst.Backend().Put(ctx, StagingStatsKey(id), b)
+}
+
+// GetStats reads the stats staged with the version (written before its manifest is staged, so
+// it does not wait), or those of the version published in the store.
+func (w WaitingSource) GetStats(ctx context.Context, id manifest.ID) (store.Stats, error) {
+	key := StagingStatsKey(id)
+	o, err := w.S.Backend().Stat(ctx, key)
+	if errors.Is(err, store.ErrNotFound) {
+		return w.S.GetStats(ctx, id)
+	}
+	if err != nil {
+		return store.Stats{}, err
+	}
+	if o.Size > store.MaxStatsJSON {
+		return store.Stats{}, &store.Error{Kind: store.ErrCorrupt, Store: w.String(), What: key, Err: fmt.Errorf("%d bytes, more than %d", o.Size, store.MaxStatsJSON)}
+	}
+	b, err := w.S.Backend().Get(ctx, key)
+	if err != nil {
+		return store.Stats{}, err
+	}
+	st, err := store.ParseStats(b)
+	if err != nil {
+		return st, &store.Error{Kind: store.ErrCorrupt, Store: w.String(), What: key, Err: err}
+	}
+	return st, nil
 }
 
 // WaitingSource reads from a store that another process is still filling: the manifest from
