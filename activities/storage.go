@@ -99,29 +99,66 @@ func EffectiveCapacity(filesystem, configured int64) int64 {
 }
 
 // describeCache keeps the store's version descriptions between status reports: describing
-// reads every manifest and lists every chunk, too much for every 15 s. Holds and pins are
-// read afresh each time; the rest is taken again once the store's byte count changed or
-// store.UsageMaxAge passed.
+// reads every manifest and lists every chunk, too much for every 15 s, and on a large store
+// longer than a report may take. Reports take the last description and start a new one in the
+// background when the store's byte count changed or store.UsageMaxAge passed; holds, pins and
+// last-deployed times are read afresh each time.
 type describeCache struct {
-	mu   sync.Mutex
-	at   time.Time
-	used int64
-	vs   []store.VersionInfo
+	mu      sync.Mutex
+	at      time.Time // when vs was taken; zero: none, or stale
+	used    int64
+	vs      []store.VersionInfo
+	taken   bool // vs was taken once: reports may use it
+	running bool // a background description is under way
+	err     error
+}
+
+// describeTimeout bounds a background description of the store.
+const describeTimeout = 10 * time.Minute
+
+// errNotDescribed is describeStore's answer to a report while the first description of the
+// store is still under way.
+var errNotDescribed = errors.New("the store's first description is under way")
+
+// invalidate makes the next report describe the store again.
+func (c *describeCache) invalidate() {
+	c.mu.Lock()
+	c.at = time.Time{}
+	c.mu.Unlock()
 }
 
 // describeStore lists the versions the store holds, oldest stored first, at most
-// MaxReportedImages, and how many there are. fresh skips the cache.
+// MaxReportedImages, and how many there are. fresh describes the store now (an admin's
+// listing); otherwise the last description serves, and a stale one is renewed in the
+// background.
 func (r *Region) describeStore(ctx context.Context, used int64, fresh bool) ([]ImageDescriptor, int, error) {
 	c := &r.describe
-	c.mu.Lock()
-	defer c.mu.Unlock()
 	now := r.now()
-	if fresh || c.at.IsZero() || c.used != used || now.Sub(c.at) >= store.UsageMaxAge {
-		vs, err := r.Store.Versions(ctx)
-		if err != nil {
+	var vs []store.VersionInfo
+	if fresh {
+		var err error
+		if vs, err = r.Store.Versions(ctx); err != nil {
 			return nil, 0, err
 		}
-		c.vs, c.at, c.used = vs, now, used
+		c.mu.Lock()
+		c.vs, c.at, c.used, c.taken, c.err = vs, now, used, true, nil
+		c.mu.Unlock()
+	} else {
+		c.mu.Lock()
+		if !c.running && (c.at.IsZero() || c.used != used || now.Sub(c.at) >= store.UsageMaxAge) {
+			c.running = true
+			go r.redescribe(context.WithoutCancel(ctx), used)
+		}
+		var taken bool
+		var err error
+		vs, taken, err = c.vs, c.taken, c.err
+		c.mu.Unlock()
+		if !taken {
+			if err == nil {
+				err = errNotDescribed
+			}
+			return nil, 0, err
+		}
 	}
 	holds, err := r.Store.AllHolds(ctx)
 	if err != nil {
@@ -132,8 +169,8 @@ func (r *Region) describeStore(ctx context.Context, used int64, fresh bool) ([]I
 		return nil, 0, err
 	}
 	wall := time.Now()
-	out := make([]ImageDescriptor, 0, min(len(c.vs), MaxReportedImages))
-	for i, v := range c.vs {
+	out := make([]ImageDescriptor, 0, min(len(vs), MaxReportedImages))
+	for i, v := range vs {
 		if i == MaxReportedImages {
 			break
 		}
@@ -151,7 +188,29 @@ func (r *Region) describeStore(ctx context.Context, used int64, fresh bool) ([]I
 		}
 		out = append(out, d)
 	}
-	return out, len(c.vs), nil
+	return out, len(vs), nil
+}
+
+// redescribe describes the store into the cache, in the background of a report.
+func (r *Region) redescribe(ctx context.Context, used int64) {
+	ctx, cancel := context.WithTimeout(ctx, describeTimeout)
+	defer cancel()
+	at := r.now()
+	vs, err := r.Store.Versions(ctx)
+	c := &r.describe
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.running = false
+	if err != nil {
+		c.err = err
+		c.at = at // try again after UsageMaxAge, not at every report
+		r.logger(ctx).Warn("could not describe the store's versions for the region's report", "err", err)
+		return
+	}
+	if c.taken && c.at.After(at) {
+		return // a fresh listing came in meanwhile
+	}
+	c.vs, c.at, c.used, c.taken, c.err = vs, at, used, true, nil
 }
 
 func (r *Region) lastDeployed(ctx context.Context) (map[string]time.Time, error) {
@@ -249,9 +308,7 @@ func (r *Region) evict(ctx context.Context, id manifest.ID, what string, incomin
 	res, err := r.Store.Evict(ctx, o)
 	r.Metrics.Evicted(reason, len(res.Evicted))
 	if len(res.Evicted) > 0 {
-		r.describe.mu.Lock()
-		r.describe.at = time.Time{}
-		r.describe.mu.Unlock()
+		r.describe.invalidate()
 	}
 	var nr *store.NoRoomError
 	if errors.As(err, &nr) {
@@ -372,9 +429,7 @@ func (r *Region) storeAdmin(ctx context.Context, in AdminInput) (AdminResult, er
 			return res, err
 		}
 	}
-	r.describe.mu.Lock()
-	r.describe.at = time.Time{}
-	r.describe.mu.Unlock()
+	r.describe.invalidate()
 	res.Images = []ImageDescriptor{{Name: v.Manifest.Meta.Name, Version: v.ID.String(), Pinned: in.Op == OpPin, PinnedBy: in.By}}
 	return res, nil
 }

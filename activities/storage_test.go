@@ -4,6 +4,7 @@ import (
 	"context"
 	"net/http"
 	"net/http/httptest"
+	"path/filepath"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -17,6 +18,7 @@ import (
 	"tms/internal/storetest"
 	"tms/manifest"
 	"tms/metrics"
+	"tms/state"
 	"tms/store"
 	"tms/transfer"
 )
@@ -248,5 +250,46 @@ func TestRelayShareThatCannotFitFailsBeforeMovingAByte(t *testing.T) {
 	}
 	if _, err := r.PullFromRelay(ctx, activities.RelayInput{Version: v.Version.ID.String()}); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// A report never waits for the store's description: the first goes without its images while
+// the description runs in the background, and later ones carry it.
+func TestStatusDescribesTheStoreInTheBackground(t *testing.T) {
+	ctx := context.Background()
+	b, _ := storetest.Dir(t)
+	v := storetest.Publish(t, b, "lab", "v1", "x")
+	inv, err := state.OpenInventory(ctx, filepath.Join(t.TempDir(), "region.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { inv.Close() })
+	r := &activities.Region{ID: "region-b", Store: b, Inventory: inv, StoreCapacity: 1 << 30}
+	st, err := r.Status(ctx, activities.StatusInput{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Summary.ImagesListed || st.Summary.Capacity != 1<<30 || st.Summary.HighWater != 0.9 || st.Summary.LowWater != 0.8 {
+		t.Fatalf("first report: %+v; want the store's figures, its images not yet", st.Summary)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for !st.Summary.ImagesListed {
+		if time.Now().After(deadline) {
+			t.Fatal("no report carried the store's images within 10s")
+		}
+		time.Sleep(20 * time.Millisecond)
+		if st, err = r.Status(ctx, activities.StatusInput{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if len(st.Summary.Images) != 1 || st.Summary.ImageCount != 1 || st.Summary.Images[0].Version != v.ID.String() {
+		t.Fatalf("report: %+v", st.Summary)
+	}
+	// A pin shows at the next report, without describing the store again.
+	if err := b.Pin(ctx, v.ID, "ana"); err != nil {
+		t.Fatal(err)
+	}
+	if st, err = r.Status(ctx, activities.StatusInput{}); err != nil || !st.Summary.Images[0].Pinned {
+		t.Fatalf("report after a pin: %+v, %v", st.Summary, err)
 	}
 }
