@@ -402,7 +402,7 @@ func (a *App) printDetail(d *imageDetail) error {
 		if i > 0 {
 			label = ""
 		}
-		fmt.Fprintf(tw, "%s\tby %s until %s\n", label, h.Holder, h.Until.Local().Format(time.DateTime))
+		fmt.Fprintf(tw, "%s\tby %s until %s\n", label, h.Holder, h.untilText())
 	}
 	if pt := d.Partitions; pt != nil {
 		p("Partitions", "%s", pt.Scheme)

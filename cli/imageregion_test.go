@@ -71,8 +71,15 @@ func TestRegionImageCommands(t *testing.T) {
 		t.Errorf("image ls --region does not show win11 pinned:\n%s", text)
 	}
 
-	// rm on the region's store refuses the pinned version, naming the pin.
+	// rm on the region's store refuses the pinned version, naming the pin; the store's holds
+	// and image show list the pin as one that stands until unpinned.
 	fail(t, run, 1, "in use by pin", "image", "rm", "--store", dir, "win11:v1")
+	if out := must(t, run, "store", "holds", "--store", dir); !strings.Contains(out, "pin") || !strings.Contains(out, "unpinned") || strings.Contains(out, "lapsed") {
+		t.Errorf("store holds with a pin:\n%s", out)
+	}
+	if out := must(t, run, "image", "show", "--store", dir, "win11:v1"); !strings.Contains(out, "by pin until unpinned") {
+		t.Errorf("image show of a pinned version:\n%s", out)
+	}
 
 	if out := must(t, run, "image", "unpin", "--region", "region-a", "win11:v1"); !strings.Contains(out, "unpinned win11@") {
 		t.Fatalf("unpin: %s", out)

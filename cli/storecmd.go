@@ -100,15 +100,35 @@ status 1 if it found any.`,
 type holdRow struct {
 	Version string    `json:"version"`
 	Holder  string    `json:"holder"`
-	Until   time.Time `json:"until"`
+	Until   time.Time `json:"until,omitzero"` // zero for a pin, which does not lapse
 	Host    string    `json:"host,omitempty"`
 	Live    bool      `json:"live"`
+	// Pinned marks a pin (holder "pin"), By who pinned it and Since when.
+	Pinned bool      `json:"pinned,omitempty"`
+	By     string    `json:"by,omitempty"`
+	Since  time.Time `json:"since,omitzero"`
+}
+
+// untilText says until when a hold stands: its expiry, or that a pin stands until unpinned.
+func (r holdRow) untilText() string {
+	if r.Pinned {
+		t := "unpinned"
+		if r.By != "" {
+			t += " (pinned by " + r.By + ")"
+		}
+		return t
+	}
+	return r.Until.Local().Format(time.DateTime)
 }
 
 func holdRows(holds []store.Hold, now time.Time) []holdRow {
 	rows := []holdRow{}
 	for _, h := range holds {
-		rows = append(rows, holdRow{Version: h.Version.String(), Holder: h.Holder, Until: h.Until, Host: h.Host, Live: h.Live(now)})
+		row := holdRow{Version: h.Version.String(), Holder: h.Holder, Until: h.Until, Host: h.Host, Live: h.Live(now)}
+		if h.Pinned {
+			row.Pinned, row.By, row.Since = true, h.By, h.Renewed
+		}
+		rows = append(rows, row)
 	}
 	return rows
 }
@@ -151,7 +171,7 @@ it ends; the hold of a task that crashed lapses at its expiry. --all lists lapse
 			tw := tabwriter.NewWriter(a.Stdout, 0, 4, 2, ' ', 0)
 			fmt.Fprintln(tw, "VERSION\tHOLDER\tUNTIL\tHOST")
 			for _, r := range rows {
-				until := r.Until.Local().Format(time.DateTime)
+				until := r.untilText()
 				if !r.Live {
 					until += " (lapsed)"
 				}
