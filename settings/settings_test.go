@@ -238,3 +238,17 @@ func TestParseSize(t *testing.T) {
 		}
 	}
 }
+
+// FuzzParseSize: sizes come from configuration files and flags; ParseSize must never panic
+// and never give a negative size.
+func FuzzParseSize(f *testing.F) {
+	for _, s := range []string{"", "0", "2GiB", "500MB", "1.5 TiB", "-1", "1e400", "99999999999999999999TiB", "NaN", ".", "GiB"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		n, err := ParseSize(s)
+		if err == nil && n < 0 {
+			t.Fatalf("ParseSize(%q) = %d", s, n)
+		}
+	})
+}
