@@ -24,6 +24,7 @@ func NewCentral(c client.Client, acts *activities.Central) worker.Worker {
 	w.RegisterWorkflow(workflows.RegisterRegion)
 	w.RegisterWorkflow(workflows.RegisterVersion)
 	w.RegisterWorkflow(workflows.ConfigureRegion)
+	w.RegisterWorkflow(workflows.PlanImage)
 	w.RegisterActivity(acts)
 	return withService(w, c, workflows.CentralServiceID, activities.CentralQueue, workflows.CentralService, workflows.CentralServiceInput{})
 }

@@ -159,13 +159,20 @@ func continueAsNew(ctx workflow.Context) bool {
 type CentralServiceInput struct {
 	// Reports are the last report of each region, sorted by region.
 	Reports []activities.RegionSummary
+	// Plans are the last report of each plan, sorted by name.
+	Plans []PlanStatus `json:",omitempty"`
 }
 
 // CentralStatus is what central's service workflow answers the "status" query with.
 type CentralStatus struct {
 	// Reports are the last report of each region that has reported, sorted by region.
 	Reports []activities.RegionSummary
+	// Plans are the pre-distribution plans running or ended within planKept, sorted by name.
+	Plans []PlanStatus `json:",omitempty"`
 }
+
+// planKept is how long central keeps an ended plan's last report for `tms status`.
+const planKept = 24 * time.Hour
 
 // CentralService is central's long-lived service workflow, on the central queue: it keeps each
 // region's last status report (the "report" signal, stamped with when it arrived), answers the
@@ -191,8 +198,19 @@ func CentralService(ctx workflow.Context, in CentralServiceInput) error {
 		}
 	}
 	sorted := func() []activities.RegionSummary { return slices.Clone(reports) }
+	plans := slices.Clone(in.Plans)
+	keepPlan := func(p PlanStatus) {
+		i, ok := slices.BinarySearchFunc(plans, p.Name, func(q PlanStatus, name string) int { return strings.Compare(q.Name, name) })
+		if ok {
+			plans[i] = p
+		} else {
+			plans = slices.Insert(plans, i, p)
+		}
+		now := workflow.Now(ctx)
+		plans = slices.DeleteFunc(plans, func(q PlanStatus) bool { return q.Ended && now.Sub(q.By) > planKept })
+	}
 	if err := workflow.SetQueryHandler(ctx, QueryStatus, func() (CentralStatus, error) {
-		return CentralStatus{Reports: sorted()}, nil
+		return CentralStatus{Reports: sorted(), Plans: slices.Clone(plans)}, nil
 	}); err != nil {
 		return err
 	}
@@ -216,10 +234,22 @@ func CentralService(ctx workflow.Context, in CentralServiceInput) error {
 	}
 
 	ch := workflow.GetSignalChannel(ctx, SignalReport)
-	for {
-		var rep activities.RegionSummary
-		ch.Receive(ctx, &rep)
+	planCh := workflow.GetSignalChannel(ctx, SignalPlan)
+	var rep activities.RegionSummary
+	var plan PlanStatus
+	sel := workflow.NewSelector(ctx)
+	sel.AddReceive(ch, func(c workflow.ReceiveChannel, _ bool) {
+		c.Receive(ctx, &rep)
 		keep(rep)
+	})
+	sel.AddReceive(planCh, func(c workflow.ReceiveChannel, _ bool) {
+		c.Receive(ctx, &plan)
+		if planName.MatchString(plan.Name) {
+			keepPlan(plan)
+		}
+	})
+	for {
+		sel.Select(ctx)
 		if continueAsNew(ctx) {
 			if err := workflow.Await(ctx, func() bool { return workflow.AllHandlersFinished(ctx) }); err != nil {
 				return err
@@ -228,7 +258,12 @@ func CentralService(ctx workflow.Context, in CentralServiceInput) error {
 			for ch.ReceiveAsync(&rep) {
 				keep(rep)
 			}
-			return workflow.NewContinueAsNewError(ctx, CentralService, CentralServiceInput{Reports: sorted()})
+			for planCh.ReceiveAsync(&plan) {
+				if planName.MatchString(plan.Name) {
+					keepPlan(plan)
+				}
+			}
+			return workflow.NewContinueAsNewError(ctx, CentralService, CentralServiceInput{Reports: sorted(), Plans: slices.Clone(plans)})
 		}
 	}
 }
