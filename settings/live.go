@@ -86,6 +86,9 @@ func (l *Live) ClaimQuiet() time.Duration { return l.cur.Load().v.ClaimQuiet }
 // StoreHighWater is the store's high-water mark, a fraction of its capacity.
 func (l *Live) StoreHighWater() float64 { return l.cur.Load().v.StoreHighWater }
 
+// WANRateAt is the WAN rate cap in force at t, in bytes a second (0: no cap).
+func (l *Live) WANRateAt(t time.Time) int64 { return l.cur.Load().v.WANRateAt(t) }
+
 // OnChange calls f with the new values after every Set that changed them (and not for the
 // values the holder starts with). f runs while Set holds its lock: it must be quick and must
 // not call Set.
