@@ -2,7 +2,6 @@ package settings
 
 import (
 	"fmt"
-	"strconv"
 	"strings"
 	"time"
 )
@@ -25,11 +24,11 @@ func ParseWindow(s string) (Window, error) {
 	if !ok {
 		return Window{}, fmt.Errorf("window %q: want HH:MM-HH:MM, like 22:00-06:00", s)
 	}
-	start, err := parseClock(from, false)
+	start, err := parseClock(strings.TrimSpace(from), false)
 	if err != nil {
 		return Window{}, fmt.Errorf("window %q: start: %v", s, err)
 	}
-	end, err := parseClock(to, true)
+	end, err := parseClock(strings.TrimSpace(to), true)
 	if err != nil {
 		return Window{}, fmt.Errorf("window %q: end: %v", s, err)
 	}
@@ -37,30 +36,6 @@ func ParseWindow(s string) (Window, error) {
 		return Window{}, fmt.Errorf("window %q: starts where it ends; a window open all day is no window (leave it out)", s)
 	}
 	return Window{Start: start, End: end}, nil
-}
-
-// parseClock reads HH:MM (24:00 only where end allows it) as minutes since midnight.
-func parseClock(s string, end bool) (int, error) {
-	s = strings.TrimSpace(s)
-	hh, mm, ok := strings.Cut(s, ":")
-	if !ok || len(hh) < 1 || len(hh) > 2 || len(mm) != 2 {
-		return 0, fmt.Errorf("%q is not HH:MM", s)
-	}
-	h, err1 := strconv.Atoi(hh)
-	m, err2 := strconv.Atoi(mm)
-	if err1 != nil || err2 != nil || h < 0 || m < 0 {
-		return 0, fmt.Errorf("%q is not HH:MM", s)
-	}
-	if m > 59 {
-		return 0, fmt.Errorf("%q: minute %d out of range 0-59", s, m)
-	}
-	if h == 24 && m == 0 && end {
-		return 24 * 60, nil
-	}
-	if h > 23 {
-		return 0, fmt.Errorf("%q: hour %d out of range 0-23", s, h)
-	}
-	return h*60 + m, nil
 }
 
 // String is the window as ParseWindow reads it.
