@@ -13,6 +13,7 @@ import (
 	"github.com/spf13/cobra"
 	enumspb "go.temporal.io/api/enums/v1"
 	"go.temporal.io/api/serviceerror"
+	workflowpb "go.temporal.io/api/workflow/v1"
 	"go.temporal.io/api/workflowservice/v1"
 	"go.temporal.io/sdk/client"
 	"go.temporal.io/sdk/temporal"
@@ -177,7 +178,7 @@ func (c *tclient) checkImage(ctx context.Context, image string) error {
 // planRow is one plan, as ls and show print it.
 type planRow struct {
 	workflows.PlanStatus
-	// State is running, ready, not-ready, removed or failed (the plan could not start).
+	// State is running, ready, not-ready or failed (the plan could not start).
 	State string `json:"state"`
 	// Error is why a plan failed or was not ready at its end.
 	Error string `json:"error,omitempty"`
@@ -287,60 +288,86 @@ func (a *App) planRm() *cobra.Command {
 // maxPlansListed bounds what plan ls reads.
 const maxPlansListed = 500
 
-// plans reads the plans (only the one named, if name is set), newest first.
+// plans reads the plans, newest first: the one named (from Temporal's record of its workflow,
+// not the visibility store, which lags) or, without a name, every plan visibility lists.
 func (c *tclient) plans(ctx context.Context, name string) ([]planRow, error) {
-	q := "WorkflowType = '" + workflows.NamePlanImage + "'"
+	var execs []*workflowpb.WorkflowExecutionInfo
 	if name != "" {
-		v, err := quote(workflows.PlanWorkflowID(name))
-		if err != nil {
-			return nil, fmt.Errorf("plan %s: %w", name, err)
+		d, err := c.DescribeWorkflowExecution(ctx, workflows.PlanWorkflowID(name), "")
+		var nf *serviceerror.NotFound
+		if errors.As(err, &nf) {
+			return nil, nil
 		}
-		q += " AND WorkflowId = " + v
-	}
-	resp, err := c.ListWorkflow(ctx, &workflowservice.ListWorkflowExecutionsRequest{Namespace: c.cfg.Namespace, Query: q, PageSize: maxPlansListed})
-	if err != nil {
-		return nil, fmt.Errorf("cannot list the plans: %w", err)
+		if err != nil {
+			return nil, fmt.Errorf("cannot read plan %s: %w", name, err)
+		}
+		execs = append(execs, d.GetWorkflowExecutionInfo())
+	} else {
+		resp, err := c.ListWorkflow(ctx, &workflowservice.ListWorkflowExecutionsRequest{Namespace: c.cfg.Namespace,
+			Query: "WorkflowType = '" + workflows.NamePlanImage + "'", PageSize: maxPlansListed})
+		if err != nil {
+			return nil, fmt.Errorf("cannot list the plans: %w", err)
+		}
+		execs = resp.Executions
 	}
 	rows := []planRow{}
 	seen := map[string]bool{}
-	for _, e := range resp.Executions {
+	for _, e := range execs {
 		id := e.GetExecution().GetWorkflowId()
 		if seen[id] { // a name used again: the newest run only
 			continue
 		}
 		seen[id] = true
-		row := planRow{State: "running"}
-		row.Name = strings.TrimPrefix(id, "plan/")
-		run := e.GetExecution().GetRunId()
-		if e.GetStatus() == enumspb.WORKFLOW_EXECUTION_STATUS_RUNNING {
-			v, err := c.QueryWorkflow(ctx, id, run, workflows.QueryProgress)
-			if err == nil {
-				err = v.Get(&row.PlanStatus)
-			}
-			if err != nil {
-				row.Error = "cannot ask it: " + err.Error()
-			}
-		} else {
-			err := c.GetWorkflow(ctx, id, run).Get(ctx, &row.PlanStatus)
-			var ae *temporal.ApplicationError
-			switch {
-			case err == nil:
-				row.State = "ready"
-			case errors.As(err, &ae) && ae.Type() == string(activities.ErrNotReady):
-				row.State, row.Error = "not-ready", ae.Message()
-				_ = ae.Details(&row.PlanStatus)
-			case e.GetStatus() == enumspb.WORKFLOW_EXECUTION_STATUS_CANCELED:
-				row.State = "removed"
-			default:
-				row.State, row.Error = "failed", rootMessage(err)
-			}
+		if e.GetStatus() == enumspb.WORKFLOW_EXECUTION_STATUS_CANCELED {
+			continue // removed (plan rm cancels, then deletes in the background)
 		}
-		if row.State == "running" && !row.Checked.IsZero() && len(row.NotReady()) > 0 {
-			row.State = "not-ready"
+		row, err := c.plan(ctx, e)
+		var nf *serviceerror.NotFound
+		if errors.As(err, &nf) {
+			continue // removed since visibility listed it
 		}
 		rows = append(rows, row)
 	}
 	return rows, nil
+}
+
+// plan reads one plan's status: a running plan's progress (a query), an ended one's result.
+func (c *tclient) plan(ctx context.Context, e *workflowpb.WorkflowExecutionInfo) (planRow, error) {
+	id, run := e.GetExecution().GetWorkflowId(), e.GetExecution().GetRunId()
+	row := planRow{State: "running"}
+	row.Name = strings.TrimPrefix(id, "plan/")
+	if e.GetStatus() == enumspb.WORKFLOW_EXECUTION_STATUS_RUNNING {
+		v, err := c.QueryWorkflow(ctx, id, run, workflows.QueryProgress)
+		if err == nil {
+			err = v.Get(&row.PlanStatus)
+		}
+		var nf *serviceerror.NotFound
+		if errors.As(err, &nf) {
+			return row, err
+		}
+		if err != nil {
+			row.Error = "cannot ask it: " + err.Error()
+		}
+		if !row.Checked.IsZero() && len(row.NotReady()) > 0 {
+			row.State = "not-ready"
+		}
+		return row, nil
+	}
+	err := c.GetWorkflow(ctx, id, run).Get(ctx, &row.PlanStatus)
+	var ae *temporal.ApplicationError
+	var nf *serviceerror.NotFound
+	switch {
+	case err == nil:
+		row.State = "ready"
+	case errors.As(err, &nf):
+		return row, err
+	case errors.As(err, &ae) && ae.Type() == string(activities.ErrNotReady):
+		row.State, row.Error = "not-ready", ae.Message()
+		_ = ae.Details(&row.PlanStatus)
+	default:
+		row.State, row.Error = "failed", rootMessage(err)
+	}
+	return row, nil
 }
 
 func writePlans(w io.Writer, rows []planRow, now time.Time) error {
