@@ -80,6 +80,7 @@ func StartCentral(ctx context.Context, o CentralOptions) (_ *Central, err error)
 	}
 	src := metrics.CentralSources{Tasks: temporalTasks{c: o.Client, namespace: o.Namespace}, Kinds: workflows.TaskKinds,
 		Regions: c.Catalog.CountRegions, Log: o.Log}
+	src.Plans = func(ctx context.Context) ([]metrics.PlanRegions, error) { return planRegions(ctx, o.Client) }
 	if o.Relay != nil {
 		src.Relay = func(ctx context.Context) (metrics.StoreUsage, error) {
 			u, err := o.Relay.Usage(ctx)
@@ -119,4 +120,34 @@ func (c *Central) Stop() {
 		c.http = nil
 	}
 	c.Catalog.Close()
+}
+
+// planRegions counts the regions of each plan central's service workflow knows, by state.
+func planRegions(ctx context.Context, c client.Client) ([]metrics.PlanRegions, error) {
+	v, err := c.QueryWorkflow(ctx, workflows.CentralServiceID, "", workflows.QueryStatus)
+	if err != nil {
+		return nil, err
+	}
+	var st workflows.CentralStatus
+	if err := v.Get(&st); err != nil {
+		return nil, err
+	}
+	var out []metrics.PlanRegions
+	for _, p := range st.Plans {
+		n := map[string]int{}
+		for _, r := range p.Regions {
+			switch {
+			case r.State == workflows.PlanReady:
+				n["ready"]++
+			case p.Late(r):
+				n["not-ready"]++
+			default:
+				n["pending"]++
+			}
+		}
+		for _, state := range metrics.PlanStates {
+			out = append(out, metrics.PlanRegions{Plan: p.Name, State: state, Count: n[state]})
+		}
+	}
+	return out, nil
 }
