@@ -144,10 +144,10 @@ var (
 	tasksDesc = prometheus.NewDesc("tms_tasks",
 		"Tasks by kind and Temporal execution status (running, completed, failed, canceled, terminated, timed_out, continued_as_new), as visibility counts them (cached 15 s).",
 		[]string{"kind", "state"}, nil)
-	regionsDesc    = prometheus.NewDesc("tms_regions", "Regions central's catalog knows.", nil, nil)
-	relayUsedDesc  = prometheus.NewDesc("tms_relay_store_used_bytes", "Bytes central's relay store holds (refreshed at most once a minute).", nil, nil)
-	relayCapDesc   = prometheus.NewDesc("tms_relay_store_capacity_bytes", "Size of the filesystem the relay store is on (absent for S3).", nil, nil)
-	planDesc       = prometheus.NewDesc("tms_plan_regions",
+	regionsDesc   = prometheus.NewDesc("tms_regions", "Regions central's catalog knows.", nil, nil)
+	relayUsedDesc = prometheus.NewDesc("tms_relay_store_used_bytes", "Bytes central's relay store holds (refreshed at most once a minute).", nil, nil)
+	relayCapDesc  = prometheus.NewDesc("tms_relay_store_capacity_bytes", "Size of the filesystem the relay store is on (absent for S3).", nil, nil)
+	planDesc      = prometheus.NewDesc("tms_plan_regions",
 		"Regions of each pre-distribution plan that is running or ended in the last day, by state: ready, pending (not checked yet), not-ready (the readiness check before the plan's deadline found them without the image).",
 		[]string{"plan", "state"}, nil)
 	centralSrcDesc = sourceErrDesc

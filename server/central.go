@@ -68,6 +68,9 @@ func StartCentral(ctx context.Context, o CentralOptions) (_ *Central, err error)
 	if o.Namespace == "" {
 		o.Namespace = "default"
 	}
+	if o.Log == nil {
+		o.Log = slog.New(slog.DiscardHandler)
+	}
 	if err := os.MkdirAll(o.DataDir, 0o755); err != nil {
 		return nil, err
 	}
@@ -94,7 +97,8 @@ func StartCentral(ctx context.Context, o CentralOptions) (_ *Central, err error)
 			return nil, err
 		}
 	}
-	c.worker = workers.NewCentral(o.Client, &activities.Central{Catalog: activities.StateCatalog{C: c.Catalog}, Key: o.Key})
+	c.worker = workers.NewCentral(o.Client, &activities.Central{Catalog: activities.StateCatalog{C: c.Catalog}, Key: o.Key,
+		Planner: schedulePlans{c: o.Client, log: o.Log, now: time.Now}})
 	if err := c.worker.Start(); err != nil {
 		c.worker = nil
 		c.Stop()
