@@ -96,6 +96,9 @@ const (
 	ErrShareFailed ErrorType = "ShareFailed"
 	// ErrPowerFailed: a power command failed on every terminal (PowerTerminals).
 	ErrPowerFailed ErrorType = "PowerFailed"
+	// ErrNotReady: a pre-distribution plan's By passed with regions that do not hold its image
+	// (PlanImage); the message names them and why.
+	ErrNotReady ErrorType = "NotReady"
 )
 
 // New returns a non-retryable application error of type t with message msg; cause, if not nil,

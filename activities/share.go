@@ -67,6 +67,8 @@ type Central struct {
 	GrantTTL time.Duration // default 15 minutes
 	// Settings keeps the run-time settings regions applied; nil: the Catalog, if it does.
 	Settings RegionSettingsStore
+	// Planner starts the plans of scheduled deploys and updates; nil: none are made.
+	Planner SchedulePlans
 }
 
 // errNoKey is what the central activities that sign answer when central has no key.

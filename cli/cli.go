@@ -155,7 +155,7 @@ func (a *App) Command() *cobra.Command {
 	root.PersistentFlags().StringVar(&a.cpuProfile, "cpuprofile", "", "write a CPU profile of the command to this file")
 	root.PersistentFlags().MarkHidden("cpuprofile")
 	root.AddCommand(a.imageCommand(), a.storeCommand(), a.devCommand(), a.versionCommand())
-	root.AddCommand(a.scheduleCommand())
+	root.AddCommand(a.scheduleCommand(), a.planCommand())
 	a.addTemporalFlags(root.PersistentFlags())
 	// tms region runs a region's server; tms region ls lists the regions central knows.
 	region := a.regionCommand()

@@ -31,21 +31,12 @@ const scheduleCatchup = 10 * time.Minute
 
 // memoKey holds a schedule's scheduleMemo, and the schedule's name on each task it starts.
 const (
-	memoKey         = "tms"
+	memoKey         = workflows.ScheduleMemoKey
 	memoKeySchedule = "schedule"
 )
 
-// scheduleMemo is what tms records with a schedule, for ls and show.
-type scheduleMemo struct {
-	Kind     string   `json:"kind"`
-	Region   string   `json:"region"`
-	Target   string   `json:"target,omitempty"` // group or terminals
-	Image    string   `json:"image,omitempty"`
-	What     string   `json:"what"`
-	Command  []string `json:"command"` // TASK..., as given
-	Spec     string   `json:"spec"`    // "at 2026-12-03 07:00:00" or "cron 0 7 * * mon-fri"
-	Timezone string   `json:"timezone"`
-}
+// scheduleMemo is what tms records with a schedule, for ls and show (and central's planner).
+type scheduleMemo = workflows.ScheduleMemo
 
 // firing is one task a schedule started.
 type firing struct {

@@ -175,7 +175,17 @@ func (a *App) status(ctx context.Context, c *tclient, w io.Writer, region string
 		if asJSON {
 			return writeJSON(w, rows)
 		}
-		return writeRegionStatuses(w, rows, a.now())
+		if err := writeRegionStatuses(w, rows, a.now()); err != nil {
+			return err
+		}
+		// Plans whose readiness check found regions not ready ('tms plan ls' lists them all).
+		var st workflows.CentralStatus
+		if v, err := c.QueryWorkflow(ctx, workflows.CentralServiceID, "", workflows.QueryStatus); err == nil && v.Get(&st) == nil {
+			for _, l := range plansNotReady(st.Plans) {
+				fmt.Fprintln(w, l)
+			}
+		}
+		return nil
 	}
 	i := slices.IndexFunc(rows, func(r regionStatusRow) bool { return r.Region == region })
 	if i < 0 {

@@ -40,6 +40,8 @@ type CentralSources struct {
 	Regions func(ctx context.Context) (int64, error)
 	// Relay is the relay store's usage.
 	Relay func(ctx context.Context) (StoreUsage, error)
+	// Plans reads the pre-distribution plans' regions, by plan and state.
+	Plans func(ctx context.Context) ([]PlanRegions, error)
 	// CacheFor is how long task counts are kept between scrapes (default 15 s): a visibility
 	// query per kind is not free, and Prometheus may scrape often, or twice.
 	CacheFor time.Duration
@@ -48,6 +50,16 @@ type CentralSources struct {
 	Now     func() time.Time
 	Log     *slog.Logger
 }
+
+// PlanRegions is how many of a plan's regions are in one state: ready, not-ready (the
+// readiness check found them not ready), or pending (not ready, not checked yet).
+type PlanRegions struct {
+	Plan, State string
+	Count       int
+}
+
+// PlanStates are the states tms_plan_regions counts, each present (0 when none).
+var PlanStates = []string{"ready", "pending", "not-ready"}
 
 // taskStates are Temporal's execution statuses as tms_tasks's state label spells them.
 var taskStates = []string{"running", "completed", "failed", "canceled", "terminated", "continued_as_new", "timed_out"}
@@ -132,9 +144,12 @@ var (
 	tasksDesc = prometheus.NewDesc("tms_tasks",
 		"Tasks by kind and Temporal execution status (running, completed, failed, canceled, terminated, timed_out, continued_as_new), as visibility counts them (cached 15 s).",
 		[]string{"kind", "state"}, nil)
-	regionsDesc    = prometheus.NewDesc("tms_regions", "Regions central's catalog knows.", nil, nil)
-	relayUsedDesc  = prometheus.NewDesc("tms_relay_store_used_bytes", "Bytes central's relay store holds (refreshed at most once a minute).", nil, nil)
-	relayCapDesc   = prometheus.NewDesc("tms_relay_store_capacity_bytes", "Size of the filesystem the relay store is on (absent for S3).", nil, nil)
+	regionsDesc   = prometheus.NewDesc("tms_regions", "Regions central's catalog knows.", nil, nil)
+	relayUsedDesc = prometheus.NewDesc("tms_relay_store_used_bytes", "Bytes central's relay store holds (refreshed at most once a minute).", nil, nil)
+	relayCapDesc  = prometheus.NewDesc("tms_relay_store_capacity_bytes", "Size of the filesystem the relay store is on (absent for S3).", nil, nil)
+	planDesc      = prometheus.NewDesc("tms_plan_regions",
+		"Regions of each pre-distribution plan that is running or ended in the last day, by state: ready, pending (not checked yet), not-ready (the readiness check before the plan's deadline found them without the image).",
+		[]string{"plan", "state"}, nil)
 	centralSrcDesc = sourceErrDesc
 )
 
@@ -218,7 +233,7 @@ func oneOfKinds(k string, kinds []string) string {
 type centralCollector struct{ m *Central }
 
 func (c *centralCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{tasksDesc, regionsDesc, relayUsedDesc, relayCapDesc, centralSrcDesc} {
+	for _, d := range []*prometheus.Desc{tasksDesc, regionsDesc, relayUsedDesc, relayCapDesc, planDesc, centralSrcDesc} {
 		ch <- d
 	}
 	c.m.durations.Describe(ch)
@@ -268,6 +283,28 @@ func (c *centralCollector) Collect(ch chan<- prometheus.Metric) {
 			ch <- prometheus.MustNewConstMetric(relayUsedDesc, prometheus.GaugeValue, float64(u.Used))
 			if u.Capacity > 0 {
 				ch <- prometheus.MustNewConstMetric(relayCapDesc, prometheus.GaugeValue, float64(u.Capacity))
+			}
+		}
+	}
+	if m.src.Plans != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), m.src.Timeout)
+		plans, err := m.src.Plans(ctx)
+		cancel()
+		ch <- up("plans", err)
+		n := map[[2]string]int{}
+		var names []string
+		for _, p := range plans {
+			if _, ok := n[[2]string{p.Plan, PlanStates[0]}]; !ok {
+				names = append(names, p.Plan)
+				for _, s := range PlanStates {
+					n[[2]string{p.Plan, s}] = 0
+				}
+			}
+			n[[2]string{p.Plan, oneOf(p.State, PlanStates)}] += p.Count
+		}
+		for _, name := range names {
+			for _, s := range PlanStates {
+				ch <- prometheus.MustNewConstMetric(planDesc, prometheus.GaugeValue, float64(n[[2]string{name, s}]), name, s)
 			}
 		}
 	}

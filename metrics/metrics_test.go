@@ -282,3 +282,22 @@ func TestCentralTasksAndDurations(t *testing.T) {
 		t.Errorf("the last listing started at %v: it does not move on", s)
 	}
 }
+
+// TestCentralPlanRegions checks tms_plan_regions: every state of every plan present.
+func TestCentralPlanRegions(t *testing.T) {
+	m := metrics.NewCentral(metrics.CentralSources{Plans: func(context.Context) ([]metrics.PlanRegions, error) {
+		return []metrics.PlanRegions{{Plan: "exam-week", State: "ready", Count: 2}, {Plan: "exam-week", State: "not-ready", Count: 1},
+			{Plan: "nightly", State: "pending", Count: 4}}, nil
+	}})
+	srv := httptest.NewServer(m.Handler())
+	defer srv.Close()
+	fams := promtest.Scrape(t, srv.URL)
+	for _, tc := range []struct {
+		plan, state string
+		want        float64
+	}{{"exam-week", "ready", 2}, {"exam-week", "not-ready", 1}, {"exam-week", "pending", 0}, {"nightly", "pending", 4}, {"nightly", "not-ready", 0}} {
+		if got := promtest.Value(fams, "tms_plan_regions", "plan", tc.plan, "state", tc.state); got != tc.want {
+			t.Errorf("tms_plan_regions{plan=%s,state=%s} = %v, want %v", tc.plan, tc.state, got, tc.want)
+		}
+	}
+}

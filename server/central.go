@@ -68,6 +68,9 @@ func StartCentral(ctx context.Context, o CentralOptions) (_ *Central, err error)
 	if o.Namespace == "" {
 		o.Namespace = "default"
 	}
+	if o.Log == nil {
+		o.Log = slog.New(slog.DiscardHandler)
+	}
 	if err := os.MkdirAll(o.DataDir, 0o755); err != nil {
 		return nil, err
 	}
@@ -80,6 +83,7 @@ func StartCentral(ctx context.Context, o CentralOptions) (_ *Central, err error)
 	}
 	src := metrics.CentralSources{Tasks: temporalTasks{c: o.Client, namespace: o.Namespace}, Kinds: workflows.TaskKinds,
 		Regions: c.Catalog.CountRegions, Log: o.Log}
+	src.Plans = func(ctx context.Context) ([]metrics.PlanRegions, error) { return planRegions(ctx, o.Client) }
 	if o.Relay != nil {
 		src.Relay = func(ctx context.Context) (metrics.StoreUsage, error) {
 			u, err := o.Relay.Usage(ctx)
@@ -93,7 +97,8 @@ func StartCentral(ctx context.Context, o CentralOptions) (_ *Central, err error)
 			return nil, err
 		}
 	}
-	c.worker = workers.NewCentral(o.Client, &activities.Central{Catalog: activities.StateCatalog{C: c.Catalog}, Key: o.Key})
+	c.worker = workers.NewCentral(o.Client, &activities.Central{Catalog: activities.StateCatalog{C: c.Catalog}, Key: o.Key,
+		Planner: schedulePlans{c: o.Client, log: o.Log, now: time.Now}})
 	if err := c.worker.Start(); err != nil {
 		c.worker = nil
 		c.Stop()
@@ -119,4 +124,34 @@ func (c *Central) Stop() {
 		c.http = nil
 	}
 	c.Catalog.Close()
+}
+
+// planRegions counts the regions of each plan central's service workflow knows, by state.
+func planRegions(ctx context.Context, c client.Client) ([]metrics.PlanRegions, error) {
+	v, err := c.QueryWorkflow(ctx, workflows.CentralServiceID, "", workflows.QueryStatus)
+	if err != nil {
+		return nil, err
+	}
+	var st workflows.CentralStatus
+	if err := v.Get(&st); err != nil {
+		return nil, err
+	}
+	var out []metrics.PlanRegions
+	for _, p := range st.Plans {
+		n := map[string]int{}
+		for _, r := range p.Regions {
+			switch {
+			case r.State == workflows.PlanReady:
+				n["ready"]++
+			case p.Late(r):
+				n["not-ready"]++
+			default:
+				n["pending"]++
+			}
+		}
+		for _, state := range metrics.PlanStates {
+			out = append(out, metrics.PlanRegions{Plan: p.Name, State: state, Count: n[state]})
+		}
+	}
+	return out, nil
 }

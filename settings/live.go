@@ -95,6 +95,9 @@ func (l *Live) StoreHighWater() float64 { return l.cur.Load().v.StoreHighWater }
 // StoreLowWater is the fraction of the store's capacity eviction brings it down to.
 func (l *Live) StoreLowWater() float64 { return l.cur.Load().v.StoreLowWater }
 
+// WANRateAt is the WAN rate cap in force at t, in bytes a second (0: no cap).
+func (l *Live) WANRateAt(t time.Time) int64 { return l.cur.Load().v.WANRateAt(t) }
+
 // OnChange calls f with the new values after every Set that changed them (and not for the
 // values the holder starts with). f runs while Set holds its lock: it must be quick and must
 // not call Set.

@@ -43,6 +43,10 @@ const (
 	KeyStoreHighWater = "store_high_water"
 	// KeyStoreLowWater is the fraction of the store's capacity eviction brings it down to.
 	KeyStoreLowWater = "store_low_water"
+	// KeyWANRate caps the bytes a second of the region's WAN transfers (ParseRate).
+	KeyWANRate = "wan_rate"
+	// KeyWANRateWindows caps them differently at times of day (ParseRateWindows).
+	KeyWANRateWindows = "wan_rate_windows"
 )
 
 // Bounds of the values, shared by the configuration file's validation and pushes.
@@ -78,13 +82,19 @@ type Values struct {
 	StoreHighWater    float64
 	// StoreLowWater is below StoreHighWater (With refuses a change that breaks this).
 	StoreLowWater float64
+	// WANRate caps the region's WAN transfers, in bytes a second; 0: no cap.
+	WANRate int64
+	// WANRateWindows are the times of day with caps of their own, in canonical form
+	// (FormatRateWindows; "none": no windows). WANRateAt says which cap is in force.
+	WANRateWindows string
 }
 
 // Defaults are the built-in defaults; Timezone is "UTC" here, and a region uses its server's
 // local zone instead (config.LocalZone), which the caller puts in.
 func Defaults() Values {
 	return Values{Timezone: "UTC", WakeTimeout: 3 * time.Minute, ClaimQuiet: time.Minute,
-		DHCPUnknownPerMAC: 12, DHCPUnknownTotal: 20, StoreHighWater: 0.9, StoreLowWater: 0.8}
+		DHCPUnknownPerMAC: 12, DHCPUnknownTotal: 20, StoreHighWater: 0.9, StoreLowWater: 0.8,
+		WANRate: 0, WANRateWindows: NoWindows}
 }
 
 // Kind is the type of a setting's value.
@@ -96,6 +106,8 @@ const (
 	KindDuration Kind = "duration" // a Go duration, like 90s or 5m
 	KindInt      Kind = "int"      // a whole number
 	KindFraction Kind = "fraction" // a decimal fraction, like 0.85
+	KindRate     Kind = "rate"     // bytes a second, like 20MB/s or 160Mbit/s; off: no cap
+	KindWindows  Kind = "windows"  // times of day with rates, like 08:00-16:00=5MB/s,16:00-08:00=50MB/s
 )
 
 // Setting is one run-time setting.
@@ -184,6 +196,30 @@ var registry = []Setting{
 		},
 		get: func(v Values) string { return strconv.FormatFloat(v.StoreLowWater, 'f', -1, 64) },
 		put: func(v *Values, x any) { v.StoreLowWater = x.(float64) },
+	},
+	{
+		Key: KeyWANRate, Kind: KindRate, ConfigKey: "region.wan_rate", Bounds: "off, or 10kB/s to 100Gbit/s",
+		Description: "caps the bytes a second of all the region's WAN transfers together, both ways (peer pulls, what its data endpoint serves to other regions, relay uploads and downloads); off: no cap",
+		parse:       func(s string) (any, error) { return ParseRate(s) },
+		get:         func(v Values) string { return FormatRate(v.WANRate) },
+		put:         func(v *Values, x any) { v.WANRate = x.(int64) },
+	},
+	{
+		Key: KeyWANRateWindows, Kind: KindWindows, ConfigKey: "region.wan_rate_windows",
+		Bounds:      fmt.Sprintf("none, or up to %d HH:MM-HH:MM=RATE, comma-separated, not overlapping", MaxRateWindows),
+		Description: "times of day, in the region's zone, with WAN caps of their own that replace wan_rate while they last, like 08:00-16:00=5MB/s,16:00-08:00=50MB/s; none: wan_rate all day",
+		parse: func(s string) (any, error) {
+			if s == "" {
+				return nil, fmt.Errorf("empty: say none for no windows, or like 08:00-16:00=5MB/s")
+			}
+			ws, err := ParseRateWindows(s)
+			if err != nil {
+				return nil, err
+			}
+			return FormatRateWindows(ws), nil
+		},
+		get: func(v Values) string { return v.WANRateWindows },
+		put: func(v *Values, x any) { v.WANRateWindows = x.(string) },
 	},
 }
 

@@ -60,6 +60,15 @@ func TestCheck(t *testing.T) {
 		{"low water below", KeyStoreLowWater, "0.29", "", "store_low_water: \"0.29\" is not a fraction between 0.3 and 0.95"},
 		{"low water above", KeyStoreLowWater, "0.96", "", "store_low_water:"},
 
+		{"wan rate canonical", KeyWANRate, "80Mbit/s", "10MB/s", ""},
+		{"wan rate off", KeyWANRate, "0", "off", ""},
+		{"wan rate without per second", KeyWANRate, "10 MB", "", `wan_rate: rate "10 MB": no unit per second, say 10MB/s`},
+		{"wan rate absurd", KeyWANRate, "1000Gbit/s", "", "wan_rate:"},
+		{"wan windows canonical", KeyWANRateWindows, "16:00-08:00=400Mbit/s, 8:00-16:00=5MB/s", "08:00-16:00=5MB/s,16:00-08:00=50MB/s", ""},
+		{"wan windows none", KeyWANRateWindows, "none", "none", ""},
+		{"wan windows empty", KeyWANRateWindows, "", "", "wan_rate_windows: empty: say none"},
+		{"wan windows overlap", KeyWANRateWindows, "08:00-16:00=5MB/s,12:00-13:00=off", "", "wan_rate_windows: rate windows 08:00-16:00=5MB/s and \"12:00-13:00=off\" overlap"},
+
 		{"unknown key", "boot.dhcp", "full", "", "\"boot.dhcp\" is not a run-time setting: one of timezone, boot.wake_timeout"},
 		{"key too long", strings.Repeat("k", MaxKeyLen+1), "1", "", "at most 64"},
 		{"value too long", KeyTimezone, strings.Repeat("a", MaxValueLen+1), "", "timezone: a value of 129 bytes"},
@@ -151,9 +160,11 @@ func TestLiveSourcesAndSet(t *testing.T) {
 		KeyStoreHighWater:    func() bool { return l.StoreHighWater() == 0.85 },
 		KeyDHCPUnknownPerMAC: func() bool { return l.Values().DHCPUnknownPerMAC == 30 },
 		KeyDHCPUnknownTotal:  func() bool { return l.Values().DHCPUnknownTotal == 7 },
+		KeyWANRate:           func() bool { return l.Values().WANRate == 2_500_000 },
+		KeyWANRateWindows:    func() bool { return l.Values().WANRateWindows == "07:00-09:00=off" },
 	} {
 		value := map[string]string{KeyTimezone: "Asia/Tokyo", KeyClaimQuiet: "5s", KeyStoreHighWater: "0.85",
-			KeyDHCPUnknownPerMAC: "30", KeyDHCPUnknownTotal: "7"}[key]
+			KeyDHCPUnknownPerMAC: "30", KeyDHCPUnknownTotal: "7", KeyWANRate: "20Mbit/s", KeyWANRateWindows: "07:00-09:00=off"}[key]
 		if _, err := l.Set(key, value, Source{Kind: SourcePushed}); err != nil {
 			t.Fatal(err)
 		}

@@ -16,7 +16,12 @@ import (
 // to.
 type serviceWorker struct {
 	worker.Worker
-	c     client.Client
+	c        client.Client
+	services []service
+}
+
+// service is a long-lived workflow a worker keeps running.
+type service struct {
 	start client.StartWorkflowOptions
 	wf    any
 	in    any
@@ -30,15 +35,21 @@ func (w *serviceWorker) Start() error {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	if _, err := w.c.ExecuteWorkflow(ctx, w.start, w.wf, w.in); err != nil {
-		w.Worker.Stop()
-		return fmt.Errorf("starting the service workflow %s: %w", w.start.ID, err)
+	for _, s := range w.services {
+		if _, err := w.c.ExecuteWorkflow(ctx, s.start, s.wf, s.in); err != nil {
+			w.Worker.Stop()
+			return fmt.Errorf("starting the service workflow %s: %w", s.start.ID, err)
+		}
 	}
 	return nil
 }
 
 func withService(w worker.Worker, c client.Client, id, queue string, wf, in any) worker.Worker {
-	return &serviceWorker{Worker: w, c: c, wf: wf, in: in, start: client.StartWorkflowOptions{
+	return &serviceWorker{Worker: w, c: c, services: []service{newService(id, queue, wf, in)}}
+}
+
+func newService(id, queue string, wf, in any) service {
+	return service{wf: wf, in: in, start: client.StartWorkflowOptions{
 		ID: id, TaskQueue: queue,
 		WorkflowIDConflictPolicy: enumspb.WORKFLOW_ID_CONFLICT_POLICY_USE_EXISTING,
 		WorkflowIDReusePolicy:    enumspb.WORKFLOW_ID_REUSE_POLICY_ALLOW_DUPLICATE,

@@ -24,8 +24,15 @@ func NewCentral(c client.Client, acts *activities.Central) worker.Worker {
 	w.RegisterWorkflow(workflows.RegisterRegion)
 	w.RegisterWorkflow(workflows.RegisterVersion)
 	w.RegisterWorkflow(workflows.ConfigureRegion)
+	w.RegisterWorkflow(workflows.PlanImage)
+	w.RegisterWorkflow(workflows.SchedulePlanner)
 	w.RegisterActivity(acts)
-	return withService(w, c, workflows.CentralServiceID, activities.CentralQueue, workflows.CentralService, workflows.CentralServiceInput{})
+	sw := &serviceWorker{Worker: w, c: c, services: []service{
+		newService(workflows.CentralServiceID, activities.CentralQueue, workflows.CentralService, workflows.CentralServiceInput{})}}
+	if acts.Planner != nil {
+		sw.services = append(sw.services, newService(workflows.SchedulePlannerID, activities.CentralQueue, workflows.SchedulePlanner, workflows.SchedulePlannerInput{}))
+	}
+	return sw
 }
 
 // NewRegion returns region acts.ID's worker: the region's workflows (capture, deploy, inventory

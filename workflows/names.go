@@ -18,6 +18,7 @@ const (
 	NameRegisterVersion = "RegisterVersion"
 	NamePowerTerminals  = "PowerTerminals"
 	NameConfigureRegion = "ConfigureRegion"
+	NamePlanImage       = "PlanImage"
 )
 
 // QueryProgress is the query every long workflow answers with its progress.

@@ -27,6 +27,7 @@ func TestNamesAreTheRegisteredFunctionNames(t *testing.T) {
 		NameUpdateImage:     UpdateImage,
 		NameUpdateTerminal:  UpdateTerminal,
 		NameConfigureRegion: ConfigureRegion,
+		NamePlanImage:       PlanImage,
 	} {
 		if got := sdkName(fn); got != name {
 			t.Errorf("workflow function %s is registered as %q, not %q", got, got, name)

@@ -203,13 +203,20 @@ func goneVersions(prev, next activities.RegionSummary) []string {
 type CentralServiceInput struct {
 	// Reports are the last report of each region, sorted by region.
 	Reports []activities.RegionSummary
+	// Plans are the last report of each plan, sorted by name.
+	Plans []PlanStatus `json:",omitempty"`
 }
 
 // CentralStatus is what central's service workflow answers the "status" query with.
 type CentralStatus struct {
 	// Reports are the last report of each region that has reported, sorted by region.
 	Reports []activities.RegionSummary
+	// Plans are the pre-distribution plans running or ended within planKept, sorted by name.
+	Plans []PlanStatus `json:",omitempty"`
 }
+
+// planKept is how long central keeps an ended plan's last report for `tms status`.
+const planKept = 24 * time.Hour
 
 // CentralService is central's long-lived service workflow, on the central queue: it keeps each
 // region's last status report (the "report" signal, stamped with when it arrived), answers the
@@ -248,8 +255,19 @@ func CentralService(ctx workflow.Context, in CentralServiceInput) error {
 		}
 	}
 	sorted := func() []activities.RegionSummary { return slices.Clone(reports) }
+	plans := slices.Clone(in.Plans)
+	keepPlan := func(p PlanStatus) {
+		i, ok := slices.BinarySearchFunc(plans, p.Name, func(q PlanStatus, name string) int { return strings.Compare(q.Name, name) })
+		if ok {
+			plans[i] = p
+		} else {
+			plans = slices.Insert(plans, i, p)
+		}
+		now := workflow.Now(ctx)
+		plans = slices.DeleteFunc(plans, func(q PlanStatus) bool { return q.Ended && now.Sub(q.By) > planKept })
+	}
 	if err := workflow.SetQueryHandler(ctx, QueryStatus, func() (CentralStatus, error) {
-		return CentralStatus{Reports: sorted()}, nil
+		return CentralStatus{Reports: sorted(), Plans: slices.Clone(plans)}, nil
 	}); err != nil {
 		return err
 	}
@@ -274,19 +292,47 @@ func CentralService(ctx workflow.Context, in CentralServiceInput) error {
 	}
 
 	ch := workflow.GetSignalChannel(ctx, SignalReport)
-	for {
+	planCh := workflow.GetSignalChannel(ctx, SignalPlan)
+	// Each signal decodes into a value of its own: decoding into one reused would keep the
+	// fields an older report had and a newer one leaves out (empty lists, zero counts), and the
+	// reports kept would share their lists with the next one decoded.
+	sel := workflow.NewSelector(ctx)
+	sel.AddReceive(ch, func(c workflow.ReceiveChannel, _ bool) {
 		var rep activities.RegionSummary
-		ch.Receive(ctx, &rep)
+		c.Receive(ctx, &rep)
 		keep(rep)
+	})
+	sel.AddReceive(planCh, func(c workflow.ReceiveChannel, _ bool) {
+		var plan PlanStatus
+		c.Receive(ctx, &plan)
+		if planName.MatchString(plan.Name) {
+			keepPlan(plan)
+		}
+	})
+	for {
+		sel.Select(ctx)
 		if continueAsNew(ctx) {
 			if err := workflow.Await(ctx, func() bool { return workflow.AllHandlersFinished(ctx) }); err != nil {
 				return err
 			}
 			// Reports that arrived meanwhile are drained into the state carried over.
-			for ch.ReceiveAsync(&rep) {
+			for {
+				var rep activities.RegionSummary
+				if !ch.ReceiveAsync(&rep) {
+					break
+				}
 				keep(rep)
 			}
-			return workflow.NewContinueAsNewError(ctx, CentralService, CentralServiceInput{Reports: sorted()})
+			for {
+				var plan PlanStatus
+				if !planCh.ReceiveAsync(&plan) {
+					break
+				}
+				if planName.MatchString(plan.Name) {
+					keepPlan(plan)
+				}
+			}
+			return workflow.NewContinueAsNewError(ctx, CentralService, CentralServiceInput{Reports: sorted(), Plans: slices.Clone(plans)})
 		}
 	}
 }

@@ -18,6 +18,8 @@ type ShareImageInput struct {
 	// Heartbeat is the longest a transfer may go without reporting progress before it counts
 	// as lost (its worker died, say) and is retried where it stopped (default 2 minutes).
 	Heartbeat time.Duration
+	// Rate caps the share's transfers, in bytes a second (0: only the regions' own WAN caps).
+	Rate int64
 	// StartAt is when the share starts; zero: at once. Until then "modify" may change it and
 	// the image.
 	StartAt time.Time

@@ -51,10 +51,12 @@ const (
 	TaskShare    = "share"
 	// TaskConfig changes a region's run-time settings (tms region config set).
 	TaskConfig = "config"
+	// TaskPlan is a pre-distribution plan (tms plan create), on central's queue.
+	TaskPlan = "plan"
 )
 
 // TaskKinds are the task kinds, in the order listings explain them.
-var TaskKinds = []string{TaskCapture, TaskDeploy, TaskUpdate, TaskPowerOn, TaskPowerOff, TaskReboot, TaskShare, TaskConfig}
+var TaskKinds = []string{TaskCapture, TaskDeploy, TaskUpdate, TaskPowerOn, TaskPowerOff, TaskReboot, TaskShare, TaskConfig, TaskPlan}
 
 // TaskTags say what a task is about, for its search attributes.
 type TaskTags struct {

@@ -1,0 +1,199 @@
+package workflows
+
+import (
+	"errors"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/mock"
+	"go.temporal.io/sdk/temporal"
+	"go.temporal.io/sdk/testsuite"
+	"go.temporal.io/sdk/workflow"
+
+	"tms/activities"
+)
+
+// planStart is when the plan tests' workflows start: 12:00 UTC.
+var planStart = time.Date(2026, 12, 3, 12, 0, 0, 0, time.UTC)
+
+// planEnv runs PlanImage with ResolvePlan answering for regions in UTC and central's service
+// workflow taking every report (into planReports).
+func planEnv(t *testing.T, regions ...string) *testsuite.TestWorkflowEnvironment {
+	planReports = nil
+	var s testsuite.WorkflowTestSuite
+	env := s.NewTestWorkflowEnvironment()
+	env.SetStartTime(planStart)
+	env.RegisterActivity(&activities.Central{})
+	env.RegisterActivity(&activities.Region{})
+	env.RegisterWorkflow(ShareImage)
+	zones := make([]string, len(regions))
+	for i := range zones {
+		zones[i] = "UTC"
+	}
+	env.OnActivity(c.ResolvePlan, mock.Anything, mock.Anything).
+		Return(activities.ResolvePlanResult{Version: version, Name: "exam", StoredBytes: 1 << 30, Zones: zones}, nil)
+	env.OnSignalExternalWorkflow(mock.Anything, CentralServiceID, "", SignalPlan, mock.Anything).Return(func(_, _, _, _ string, arg any) error {
+		planReports = append(planReports, arg.(PlanStatus))
+		return nil
+	})
+	return env
+}
+
+// planReports are the reports the last planEnv's plan sent to central.
+var planReports []PlanStatus
+
+// shares records the shares a plan started: when, and for which region.
+type shares struct {
+	mu sync.Mutex
+	at map[string][]time.Time
+}
+
+func (s *shares) add(env *testsuite.TestWorkflowEnvironment, in ShareImageInput) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.at == nil {
+		s.at = map[string][]time.Time{}
+	}
+	s.at[in.Target] = append(s.at[in.Target], env.Now())
+}
+
+func runPlan(t *testing.T, env *testsuite.TestWorkflowEnvironment, in PlanInput) (PlanStatus, error) {
+	t.Helper()
+	env.ExecuteWorkflow(PlanImage, in)
+	if !env.IsWorkflowCompleted() {
+		t.Fatal("the plan did not complete")
+	}
+	var st PlanStatus
+	err := env.GetWorkflowError()
+	if err == nil {
+		if err := env.GetWorkflowResult(&st); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return st, err
+}
+
+func TestPlanSharesToEveryRegionAndEndsAtBy(t *testing.T) {
+	env := planEnv(t, "room3", "room4")
+	var sh shares
+	env.OnWorkflow(ShareImage, mock.Anything, mock.Anything).Return(func(_ workflow.Context, in ShareImageInput) (ShareImageResult, error) {
+		if in.Image != "exam@"+version || in.Rate != 5<<20 {
+			return ShareImageResult{}, errors.New("wrong share: " + in.Image)
+		}
+		sh.add(env, in)
+		return ShareImageResult{Version: version, Path: PathPeer}, nil
+	})
+	by := planStart.Add(24 * time.Hour)
+	st, err := runPlan(t, env, PlanInput{Name: "exam-week", Image: "exam", Regions: []string{"room3", "room4"}, By: by, Rate: 5 << 20})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(st.NotReady()) != 0 || !st.Ended || st.Version != version {
+		t.Fatalf("%+v", st)
+	}
+	for _, r := range st.Regions {
+		if r.State != PlanReady || r.Attempts != 1 || r.Share != "plan/exam-week/"+r.Region+"/1" {
+			t.Errorf("%+v", r)
+		}
+	}
+	if len(sh.at["room3"]) != 1 || len(sh.at["room4"]) != 1 {
+		t.Fatalf("shares: %v", sh.at)
+	}
+	if !env.Now().Equal(by) {
+		t.Errorf("the plan ended at %v, want at By %v (it keeps what it brought held until then)", env.Now(), by)
+	}
+}
+
+func TestPlanSharesInsideItsWindowOnly(t *testing.T) {
+	env := planEnv(t, "room3")
+	var sh shares
+	// The first share outlasts the window (22:00-22:30) and is canceled at 22:30; the second,
+	// in the next night's window, ends.
+	calls := 0
+	env.OnWorkflow(ShareImage, mock.Anything, mock.Anything).Return(func(ctx workflow.Context, in ShareImageInput) (ShareImageResult, error) {
+		sh.add(env, in)
+		calls++
+		if calls == 1 {
+			if err := workflow.Sleep(ctx, time.Hour); err != nil {
+				return ShareImageResult{}, err
+			}
+		}
+		return ShareImageResult{Version: version}, nil
+	})
+	st, err := runPlan(t, env, PlanInput{Name: "nightly", Image: "exam", Regions: []string{"room3"}, By: planStart.Add(48 * time.Hour), Window: "22:00-22:30"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := sh.at["room3"]
+	want := []time.Time{planStart.Add(10 * time.Hour), planStart.Add(34 * time.Hour)}
+	if len(got) != 2 || !got[0].Equal(want[0]) || !got[1].Equal(want[1]) {
+		t.Fatalf("shares started at %v, want %v (each at its window's opening)", got, want)
+	}
+	if r := st.Regions[0]; r.State != PlanReady || r.Attempts != 2 || !r.Ready.Equal(want[1]) {
+		t.Fatalf("%+v", r)
+	}
+}
+
+func TestPlanRetriesAFailedShareAndReportsWhatIsNotReady(t *testing.T) {
+	env := planEnv(t, "room3", "room4")
+	env.OnWorkflow(ShareImage, mock.Anything, mock.Anything).Return(func(_ workflow.Context, in ShareImageInput) (ShareImageResult, error) {
+		if in.Target == "room4" {
+			return ShareImageResult{}, activities.ErrShareFailed.New("could not bring exam to region room4: region room4 is offline", nil)
+		}
+		return ShareImageResult{Version: version}, nil
+	})
+	by := planStart.Add(2 * time.Hour)
+	st, err := runPlan(t, env, PlanInput{Name: "exam-week", Image: "exam", Regions: []string{"room3", "room4"}, By: by, Margin: 30 * time.Minute})
+	var ae *temporal.ApplicationError
+	if !errors.As(err, &ae) || ae.Type() != string(activities.ErrNotReady) || !strings.Contains(ae.Message(), "room4 retrying (could not bring exam to region room4: region room4 is offline)") {
+		t.Fatalf("got %v, want NotReady naming room4 and why", err)
+	}
+	if err := ae.Details(&st); err != nil {
+		t.Fatal(err)
+	}
+	if got := st.NotReady(); len(got) != 1 || got[0] != "room4" {
+		t.Fatalf("not ready: %v", got)
+	}
+	if r := st.Regions[1]; r.Attempts < 20 || r.Attempts > 25 {
+		t.Errorf("room4 was tried %d times in 2 h, want about one every %v", r.Attempts, planRetry)
+	}
+	// Central heard of the check at By - 30 min, and of the end.
+	var checked, endedSeen bool
+	for _, rep := range planReports {
+		if !rep.Checked.IsZero() && !rep.Ended && rep.Checked.Equal(by.Add(-30*time.Minute)) && st.Late(rep.Regions[1]) {
+			checked = true
+		}
+		endedSeen = endedSeen || rep.Ended
+	}
+	if !checked || !endedSeen {
+		t.Fatalf("reports to central lack the readiness check or the end: %+v", planReports)
+	}
+}
+
+func TestPlanRefusesBadInput(t *testing.T) {
+	now := planStart
+	for _, tc := range []struct {
+		in   PlanInput
+		want string
+	}{
+		{PlanInput{Name: "Exam", Image: "exam", Regions: []string{"a"}, By: now.Add(time.Hour)}, "plan name"},
+		{PlanInput{Name: "x", Regions: []string{"a"}, By: now.Add(time.Hour)}, "no image"},
+		{PlanInput{Name: "x", Image: "exam", By: now.Add(time.Hour)}, "no regions"},
+		{PlanInput{Name: "x", Image: "exam", Regions: []string{"a", "a"}, By: now.Add(time.Hour)}, "named twice"},
+		{PlanInput{Name: "x", Image: "exam", Regions: []string{"a"}, By: now.Add(-time.Hour)}, "is in the past"},
+		{PlanInput{Name: "x", Image: "exam", Regions: []string{"a"}, By: now.Add(time.Hour), Window: "22-06"}, "window"},
+		{PlanInput{Name: "x", Image: "exam", Regions: []string{"a"}, By: now.Add(time.Hour), Rate: -1}, "negative rate"},
+	} {
+		if err := CheckPlan(tc.in, now); err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%+v: %v, want %q", tc.in, err, tc.want)
+		}
+	}
+	env := planEnv(t, "a")
+	_, err := runPlan(t, env, PlanInput{Name: "x", Image: "exam", Regions: []string{"a"}, By: planStart.Add(-time.Minute)})
+	var ae *temporal.ApplicationError
+	if !errors.As(err, &ae) || ae.Type() != string(activities.ErrBadInput) {
+		t.Fatalf("got %v, want BadInput", err)
+	}
+}
