@@ -366,3 +366,35 @@ func TestEvictWhileAnImportRunsDecidesOnTheEstimate(t *testing.T) {
 		t.Fatalf("second Evict = %+v; want the 16 chunks of a and b freed", res)
 	}
 }
+
+// A pin and a removal of the same version that overlap: never both succeed, as with holds.
+func TestPinRaceWithRemove(t *testing.T) {
+	s, _ := storetest.Dir(t)
+	ctx := context.Background()
+	for i := range 20 {
+		v := storetest.Publish(t, s, "race", "t", "pin race "+string(rune('a'+i)))
+		r, _ := manifest.ParseRef("race@" + v.ID.String())
+		var pinErr, rmErr error
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			pinErr = s.Pin(ctx, v.ID, "ana")
+		}()
+		_, rmErr = s.Remove(ctx, r)
+		<-done
+		_, gone := s.GetManifest(ctx, v.ID)
+		if pinErr == nil && errors.Is(gone, store.ErrNotFound) {
+			t.Fatalf("round %d: Pin succeeded and Remove (%v) deleted the version", i, rmErr)
+		}
+		if pinErr != nil && !errors.Is(pinErr, store.ErrNotFound) {
+			t.Fatalf("round %d: Pin = %v", i, pinErr)
+		}
+		var he *store.HeldError
+		if rmErr != nil && !errors.As(rmErr, &he) {
+			t.Fatalf("round %d: Remove = %v", i, rmErr)
+		}
+		if _, err := s.Unpin(ctx, v.ID); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
