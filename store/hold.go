@@ -166,6 +166,17 @@ func ParseHold(key string, b []byte) (Hold, error) {
 // expiry. The version must be published: Hold gives ErrNotFound for a version the store does not
 // hold (or that a Remove is deleting right now), so a task learns at once that its version is gone.
 func (s *Store) Hold(ctx context.Context, id manifest.ID, holder string, until time.Time) error {
+	return s.hold(ctx, id, holder, until, false)
+}
+
+// HoldArriving is Hold for a version the caller knows is arriving (a copy into this store is
+// under way, its manifest checked; package arrival): the hold is taken though the manifest is
+// not published yet, so a deploy started while the version arrives keeps it once it is.
+func (s *Store) HoldArriving(ctx context.Context, id manifest.ID, holder string, until time.Time) error {
+	return s.hold(ctx, id, holder, until, true)
+}
+
+func (s *Store) hold(ctx context.Context, id manifest.ID, holder string, until time.Time, arriving bool) error {
 	// Bad requests are plain errors: the store was not asked.
 	if err := ValidateHolder(holder); err != nil {
 		return fmt.Errorf("hold of %s: %w", id.Short(), err)
@@ -217,6 +228,9 @@ func (s *Store) Hold(ctx context.Context, id manifest.ID, holder string, until t
 		if err := sleep(ctx, 200*time.Millisecond); err != nil {
 			return err
 		}
+	}
+	if arriving {
+		return nil
 	}
 	if _, err := s.b.Stat(ctx, manifestKey(id)); err != nil {
 		if errors.Is(err, ErrNotFound) {
