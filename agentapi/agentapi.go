@@ -86,10 +86,10 @@ type Server struct {
 	versions *store.VersionCache // the deployed versions and their chunks, made on first use
 	// arrivingVersions are the versions served while they arrive, with their chunk sets
 	arrivingVersions map[manifest.ID]arrivingVersion
-	auth     map[authKey]authEntry
-	nonces   map[string]time.Time // key-signed requests' nonces, until they can no longer be replayed
-	uploaded map[string]int64     // compressed bytes uploaded per capture task
-	signer   *swarm.Signer        // signs peer tokens, made on first use
+	auth             map[authKey]authEntry
+	nonces           map[string]time.Time // key-signed requests' nonces, until they can no longer be replayed
+	uploaded         map[string]int64     // compressed bytes uploaded per capture task
+	signer           *swarm.Signer        // signs peer tokens, made on first use
 
 	frameBufs sync.Pool // *[]byte buffers chunk frames are read into
 }
