@@ -439,13 +439,17 @@ func TestRegionSendsOnlyChunksItHas(t *testing.T) {
 		checkCounts(t, tr)
 		c.add(5 * time.Second) // past Starve: fallback applies too
 	}
-	// Chunk 9 arrives: the region sends it.
+	// Chunk 9 arrives: the region sends it to member 0, which took 0, 1 and 5 meanwhile.
 	arrived[9] = true
+	b0 := NewBitmap(n)
+	for _, i := range []int{0, 1, 5} {
+		b0.Set(i)
+	}
 	got := false
 	for range 3 {
 		c.add(25 * time.Second) // leases lapse
 		tr.PollHaving(testVersion, n, testMember(1), request(b1, 0), false, has)
-		res := tr.PollHaving(testVersion, n, testMember(0), request(NewBitmap(n), 8), false, has)
+		res := tr.PollHaving(testVersion, n, testMember(0), request(b0, 8), false, has)
 		for _, a := range res.Assign {
 			if a.Peer == "" && a.Chunk == 9 {
 				got = true
