@@ -230,3 +230,35 @@ func TestAgentLearnsWhyTheArrivalFailed(t *testing.T) {
 		t.Fatalf("task %+v (agent: %v); want it failed with the share's reason", task, runErr)
 	}
 }
+
+// TestAgentAsksAgainForChunksStillArriving: a lone agent (no swarm) asks for chunks in order;
+// the region waits a short while for each (ArrivalWait) and answers 503 when it has not come,
+// and the agent asks again until it has, so a slow share never fails the task.
+func TestAgentAsksAgainForChunksStillArriving(t *testing.T) {
+	ctx := context.Background()
+	r := newRegion(t)
+	r.api.ArrivalWait = 50 * time.Millisecond
+	a := startArriving(t, r, 1)
+	mac := "52:54:00:00:42:01"
+	r.task(t, mac, "pc1", "deploy/1", "deploy", a.v.ID.String())
+	disk := blankDisk(t, 8<<20)
+	done := make(chan error, 1)
+	go func() { done <- r.agent(mac, disk).Run(ctx) }()
+	for _, c := range a.chunks[1:] {
+		time.Sleep(150 * time.Millisecond) // 3 × the region's wait: every chunk is asked for again
+		a.add(t, c)
+	}
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if err := <-a.pulled; err != nil {
+		t.Fatal(err)
+	}
+	task, err := r.inv.Task(ctx, "deploy/1")
+	if err != nil || task.State != state.TaskDone {
+		t.Fatalf("task %+v, %v", task, err)
+	}
+	if storetest.FileSum(t, disk) != storetest.FileSum(t, a.disk) {
+		t.Fatal("the disk differs from the source")
+	}
+}
