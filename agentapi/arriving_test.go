@@ -3,14 +3,15 @@ package agentapi_test
 import (
 	"context"
 	"errors"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"tms/activities"
+	"tms/agent"
 	"tms/agentwire"
 	"tms/arrival"
 	"tms/internal/storetest"
@@ -53,9 +54,17 @@ func startArriving(t *testing.T, r *region, first int) *arriving {
 		a.add(t, c)
 	}
 	r.api.Arrivals = &arrival.Registry{}
+	a.pull(t, r)
+	return a
+}
+
+// pull starts the region's pull from the relay (activities.PullFromRelay, as a share runs it)
+// and waits until it announces the version.
+func (a *arriving) pull(t *testing.T, r *region) {
+	t.Helper()
 	reg := &activities.Region{ID: "region-b", Store: r.store, Relay: a.relay, CentralKey: r.key.Public(), Arrivals: r.api.Arrivals}
 	go func() {
-		_, err := reg.PullFromRelay(ctx, activities.RelayInput{Version: a.v.ID.String()})
+		_, err := reg.PullFromRelay(context.Background(), activities.RelayInput{Version: a.v.ID.String()})
 		a.pulled <- err
 	}()
 	deadline := time.Now().Add(10 * time.Second)
@@ -65,7 +74,6 @@ func startArriving(t *testing.T, r *region, first int) *arriving {
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
-	return a
 }
 
 // add puts chunk c in the relay, with another chunk's bytes if bad.
@@ -180,23 +188,21 @@ func TestAgentsDeployAVersionWhileItArrives(t *testing.T) {
 	}
 }
 
-// TestAgentLearnsWhyTheArrivalFailed: the pull of the version an agent writes fails (a chunk
-// in the relay does not match its id); the agent waiting for chunks fails its task with the
-// share's reason, and nothing unverified reached its disk.
-func TestAgentLearnsWhyTheArrivalFailed(t *testing.T) {
+// TestAgentWaitsPastAFailedCopy: the region's pull of the version an agent writes fails (a
+// chunk in the relay does not match its id). The region tells a request for a missing chunk
+// why, as a retryable 503, and the agent waits on: when the share brings the version another
+// way (a new pull), the agent finishes, its disk identical to the source, nothing unverified
+// written.
+func TestAgentWaitsPastAFailedCopy(t *testing.T) {
 	ctx := context.Background()
 	r := newRegion(t)
+	r.api.ArrivalWait = 200 * time.Millisecond
 	a := startArriving(t, r, 2)
 	mac := "52:54:00:00:41:01"
 	r.task(t, mac, "pc1", "deploy/1", "deploy", a.v.ID.String())
 	disk := blankDisk(t, 8<<20)
-	var wg sync.WaitGroup
-	wg.Add(1)
-	var runErr error
-	go func() {
-		defer wg.Done()
-		runErr = r.agent(mac, disk).Run(ctx)
-	}()
+	done := make(chan error, 1)
+	go func() { done <- r.agent(mac, disk).Run(ctx) }()
 	deadline := time.Now().Add(20 * time.Second)
 	for {
 		r.wait.mu.Lock()
@@ -221,13 +227,37 @@ func TestAgentLearnsWhyTheArrivalFailed(t *testing.T) {
 	if err := <-a.pulled; !errors.Is(err, transfer.ErrSourceCorrupt) {
 		t.Fatalf("pull: %v; want a corrupt source", err)
 	}
-	wg.Wait()
-	task, err := r.inv.Task(ctx, "deploy/1")
-	if err != nil {
+	// A request for a missing chunk learns why, and may ask again.
+	r.task(t, "52:54:00:00:41:02", "pc2", "deploy/2", "deploy", a.v.ID.String())
+	_, c := r.boot(t, "52:54:00:00:41:02")
+	_, err = c.GetChunkFrame(ctx, a.chunks[len(a.chunks)-1])
+	var api *agent.APIError
+	if !errors.As(err, &api) || api.Status != http.StatusServiceUnavailable || !api.Retry || !strings.Contains(api.Msg, "corrupt") {
+		t.Fatalf("a chunk of a version whose copy failed: %v; want a retryable 503 naming why", err)
+	}
+	select {
+	case err := <-done:
+		t.Fatalf("the agent gave up while the share could still bring the version: %v", err)
+	case <-time.After(time.Second):
+	}
+	// The share brings it another way.
+	a.add(t, a.chunks[2])
+	for _, c := range a.chunks[3:] {
+		a.add(t, c)
+	}
+	a.pull(t, r)
+	if err := <-a.pulled; err != nil {
 		t.Fatal(err)
 	}
-	if task.State != state.TaskFailed || !strings.Contains(task.Error, "share bringing this image") || !strings.Contains(task.Error, "corrupt") {
-		t.Fatalf("task %+v (agent: %v); want it failed with the share's reason", task, runErr)
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	task, err := r.inv.Task(ctx, "deploy/1")
+	if err != nil || task.State != state.TaskDone {
+		t.Fatalf("task %+v, %v", task, err)
+	}
+	if storetest.FileSum(t, disk) != storetest.FileSum(t, a.disk) {
+		t.Fatal("the disk differs from the source")
 	}
 }
 
