@@ -3,6 +3,8 @@ package activities_test
 import (
 	"context"
 	"errors"
+	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -11,6 +13,7 @@ import (
 	"tms/internal/storetest"
 	"tms/manifest"
 	"tms/signing"
+	"tms/state"
 	"tms/store"
 	"tms/transfer"
 )
@@ -229,5 +232,56 @@ func TestFailedPullEndsTheArrivalWithItsReason(t *testing.T) {
 	}
 	if ok, _ := dst.HasVersion(ctx, v.ID); ok {
 		t.Fatal("a failed pull published the version")
+	}
+}
+
+// TestPrepareTaskHoldsAnArrivingVersion: a deploy's task is prepared on a version the region
+// is still pulling (a version neither here nor arriving is refused, as before); its hold,
+// taken before the version is published, keeps the version from removal once it is.
+func TestPrepareTaskHoldsAnArrivingVersion(t *testing.T) {
+	ctx := context.Background()
+	src, _ := storetest.Dir(t)
+	relay, _ := storetest.Dir(t)
+	dst, _ := storetest.Dir(t)
+	imp, _ := imported(t, src, 8*mib)
+	v := imp.Version
+	sig := centralKey.SignVersion(v.ID)
+	rest := relayed(t, src, relay, v, &sig, 2)
+	inv, err := state.OpenInventory(ctx, filepath.Join(t.TempDir(), "inventory.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer inv.Close()
+	if err := inv.Enroll(ctx, "52:54:00:00:07:01", "pc-07"); err != nil {
+		t.Fatal(err)
+	}
+	reg := &arrival.Registry{}
+	r := &activities.Region{ID: "region-b", Store: dst, Relay: relay, Inventory: inv, CentralKey: centralKey.Public(), Arrivals: reg}
+	task := "deploy/region-b/lab/lab/pc-07@run-1"
+	in := activities.TaskInput{Task: task, TerminalRef: "pc-07", Kind: "deploy", Version: v.ID.String(), Expires: time.Now().Add(time.Hour)}
+	if _, err := r.PrepareTask(ctx, in); !activities.ErrNotHere.Matches(err) {
+		t.Fatalf("PrepareTask of a version neither here nor arriving: %v; want NotHere", err)
+	}
+	done := make(chan error, 1)
+	go func() {
+		_, err := r.PullFromRelay(ctx, activities.RelayInput{Version: v.ID.String()})
+		done <- err
+	}()
+	if aw, err := awaitVersion(r, v.ID, 10*time.Second); err != nil || !aw.Arriving {
+		t.Fatalf("AwaitVersion: %+v, %v", aw, err)
+	}
+	if _, err := r.PrepareTask(ctx, in); err != nil {
+		t.Fatalf("PrepareTask of an arriving version: %v", err)
+	}
+	for _, c := range rest {
+		copyChunk(t, src, relay, c)
+	}
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	ref, _ := manifest.ParseRef("lab@" + v.ID.String())
+	var he *store.HeldError
+	if _, err := dst.Remove(ctx, ref); !errors.As(err, &he) || !strings.Contains(err.Error(), task) {
+		t.Fatalf("image rm of the version a task prepared while it arrived: %v; want it refused, naming %s", err, task)
 	}
 }
