@@ -90,3 +90,53 @@ func TestDeployFailsWithTheShareWhenItFailsMidWay(t *testing.T) {
 		t.Fatalf("events: %s; want %s", got, want)
 	}
 }
+
+// TestUpdateFailsWithTheShareWhenItFailsMidWay: an update decides and starts writing while
+// its version arrives; the share fails an hour in, the terminal's task is canceled and the
+// update fails with the share's reason.
+func TestUpdateFailsWithTheShareWhenItFailsMidWay(t *testing.T) {
+	env := newEnv(t)
+	env.RegisterWorkflow(UpdateImage)
+	env.RegisterWorkflow(UpdateTerminal)
+	var mu sync.Mutex
+	var events []string
+	note := func(e string) {
+		mu.Lock()
+		events = append(events, e)
+		mu.Unlock()
+	}
+	env.OnActivity(r.ResolveTerminals, mock.Anything, mock.Anything).Return(activities.ResolveResult{Terminals: []activities.TerminalRef{pc1}}, nil)
+	env.OnActivity(c.LocateVersion, mock.Anything, locateWin11).Return(located("region-a"), nil)
+	env.OnActivity(r.AwaitVersion, mock.Anything, activities.AwaitVersionInput{Version: version}).Return(activities.AwaitVersionResult{Arriving: true}, nil)
+	env.OnActivity(c.MintGrant, mock.Anything, mock.Anything).Return(activities.GrantResult{Token: "g"}, nil)
+	env.OnActivity(r.PullFromPeer, mock.Anything, mock.Anything).After(time.Hour).Return(func(context.Context, activities.PullInput) (activities.MoveResult, error) {
+		note("pull failed")
+		return activities.MoveResult{}, activities.ErrSourceCorrupt.New("chunk 1a2b from region-a: source sent corrupt data", nil)
+	})
+	env.OnActivity(r.PushToRelay, mock.Anything, mock.Anything).Return(activities.MoveResult{}, errors.New("relay unreachable"))
+	env.OnActivity(r.PullFromRelay, mock.Anything, mock.Anything).Return(activities.MoveResult{}, errors.New("relay unreachable"))
+	env.OnActivity(r.DecideUpdate, mock.Anything, mock.Anything).Return(func(context.Context, activities.DecideInput) (activities.DecideResult, error) {
+		note("decided")
+		return activities.DecideResult{Terminals: []activities.TerminalDecision{{MAC: pc1.MAC, Decision: activities.DecisionFull, Reason: "no version recorded"}}}, nil
+	})
+	env.OnActivity(r.PrepareTask, mock.Anything, mock.Anything).Return(pc1, nil)
+	env.OnActivity(r.PowerTerminal, mock.Anything, mock.Anything).Return(nil)
+	env.OnActivity(r.WaitForAgent, mock.Anything, mock.Anything).After(2*time.Hour).Return(activities.AgentResult{Verified: true}, nil)
+	env.OnActivity(r.FinishTask, mock.Anything, mock.Anything).Return(func(_ context.Context, in activities.FinishInput) error {
+		note("finished " + string(in.State))
+		return nil
+	})
+	env.ExecuteWorkflow(UpdateImage, UpdateImageInput{Region: "region-b", Group: "lab", Image: "win11"})
+	if !env.IsWorkflowCompleted() {
+		t.Fatal("workflow did not complete")
+	}
+	var ae *temporal.ApplicationError
+	if err := env.GetWorkflowError(); !errors.As(err, &ae) || ae.Type() != string(activities.ErrShareFailed) || !strings.Contains(ae.Message(), "corrupt data") {
+		t.Fatalf("error %v; want the share's failure with its reason", err)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if got, want := strings.Join(events, ", "), "decided, pull failed, finished "+string(state.TaskCanceled); got != want {
+		t.Fatalf("events: %s; want %s", got, want)
+	}
+}
