@@ -81,8 +81,7 @@ func arrivalFailed(err error) error {
 }
 
 // frameOf reads chunk id of version v: from the store, or, while v arrives, as soon as it is
-// here (from memory, or the store once committed). A copy that failed is waited past for a
-// new one, within the same bound.
+// here (from memory, or the store once committed), waiting at most ArrivalWait.
 func (s *Server) frameOf(ctx context.Context, v manifest.ID, id manifest.ID, bp *[]byte) ([]byte, error) {
 	frame, err := s.readFrame(ctx, id, bp)
 	if !errors.Is(err, store.ErrNotFound) || s.Arrivals == nil {
@@ -94,29 +93,64 @@ func (s *Server) frameOf(ctx context.Context, v manifest.ID, id manifest.ID, bp 
 	}
 	wctx, cancel := context.WithTimeout(ctx, s.arrivalWait())
 	defer cancel()
+	f, err := s.awaitChunk(ctx, wctx, a, v, id)
+	if err != nil || f != nil {
+		return f, err
+	}
+	return s.readFrame(ctx, id, bp) // committed, or the version published
+}
+
+// awaitFrames waits, all within one ArrivalWait, until every chunk of ids is here while
+// version v arrives: a frames answer cannot stop half-way to wait (the agent reads a cut
+// answer as a failure), so it begins only when it can be given whole. Nothing to wait for
+// when v is not arriving.
+func (s *Server) awaitFrames(ctx context.Context, v manifest.ID, ids []manifest.ID) error {
+	a := s.Arrivals.Get(v)
+	if a == nil {
+		return nil
+	}
+	wctx, cancel := context.WithTimeout(ctx, s.arrivalWait())
+	defer cancel()
+	for _, id := range ids {
+		if a.Has(id) {
+			continue
+		}
+		if _, err := s.Store.StatChunk(ctx, id); err == nil {
+			continue
+		} else if !errors.Is(err, store.ErrNotFound) {
+			return err
+		}
+		if _, err := s.awaitChunk(ctx, wctx, a, v, id); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// awaitChunk waits until wctx ends for chunk id of version v to arrive (through a, or the next
+// arrival of v if a's copy fails): its frame from memory, or nil when it is in the store.
+func (s *Server) awaitChunk(ctx, wctx context.Context, a *arrival.Arrival, v, id manifest.ID) ([]byte, error) {
 	for {
-		f, werr := a.Wait(wctx, id)
+		f, err := a.Wait(wctx, id)
 		switch {
-		case werr == nil && f != nil:
+		case err == nil:
 			return f, nil
-		case werr == nil:
-			return s.readFrame(ctx, id, bp) // committed, or the version published
 		case ctx.Err() != nil:
 			return nil, ctx.Err()
-		case errors.Is(werr, arrival.ErrFailed):
+		case errors.Is(err, arrival.ErrFailed):
 			// Perhaps the share tries another way: wait for its copy within the bound.
 			if a = s.nextArrival(wctx, v, a); a == nil {
-				if f, err := s.readFrame(ctx, id, bp); err == nil {
-					return f, nil // published after all
+				if _, serr := s.Store.StatChunk(ctx, id); serr == nil {
+					return nil, nil // here after all
 				}
-				return nil, arrivalFailed(werr)
+				return nil, arrivalFailed(err)
 			}
-			continue
-		case errors.Is(werr, context.DeadlineExceeded):
+		case errors.Is(err, context.DeadlineExceeded):
 			return nil, &httpError{status: http.StatusServiceUnavailable, retry: true,
 				msg: "chunk " + id.Short() + " of version " + v.Short() + " has not arrived in the region yet (waited " + s.arrivalWait().String() + "); ask again"}
+		default:
+			return nil, err
 		}
-		return nil, werr
 	}
 }
 

@@ -124,6 +124,10 @@ func (s *Server) frames(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
+	if err := s.awaitFrames(r.Context(), v.ID, req.Chunks); err != nil {
+		s.reply(w, r, nil, err) // nothing sent yet: the agent asks again after a 503
+		return
+	}
 	bp := s.frameBuf()
 	defer s.frameBufs.Put(bp)
 	ctx := r.Context()
