@@ -222,6 +222,7 @@ func TestDeployFailsWithTheShareThatBringsIt(t *testing.T) {
 		t.Fatalf("deploy ended with %v; want the share's failure naming the corrupt chunk", err)
 	}
 	t.Logf("deploy failed as it should: %s", ae.Message())
+	history(t, env, run.GetID(), "deploy")
 	// The terminals had started; their tasks were canceled and their boot actions put back.
 	started := 0
 	for _, tm := range terminalsOf(env, "region-b") {
