@@ -226,6 +226,10 @@ func (s *Server) version(ctx context.Context, id manifest.ID) (*store.CachedVers
 		if acv, _, aerr := s.arriving(id); aerr != nil || acv != nil {
 			return acv, aerr
 		}
+		// A task is prepared only on a version here or arriving, and holds it: one that is
+		// neither is between two copies of a share (the region restarted, say), so ask again.
+		return nil, &httpError{status: http.StatusServiceUnavailable, retry: true, err: err,
+			msg: "version " + id.Short() + " is not in the region yet (a share may still be bringing it); ask again"}
 	}
 	return cv, err
 }
