@@ -26,10 +26,20 @@ const RelayHoldTTL = 5 * time.Minute
 // until, or renews the hold. PrepareTask calls it for a deploy with the task's Expires. A version
 // the store does not hold, or that is being removed, is a non-retryable ErrNotHere.
 func (r *Region) holdForTask(ctx context.Context, task string, id manifest.ID, until time.Time) error {
+	return r.hold(ctx, task, id, until, r.Store.Hold)
+}
+
+// holdArriving is holdForTask for a version a share is still bringing (arriving.go): the hold
+// is taken before the version is published, and stands once it is.
+func (r *Region) holdArriving(ctx context.Context, task string, id manifest.ID, until time.Time) error {
+	return r.hold(ctx, task, id, until, r.Store.Reserve)
+}
+
+func (r *Region) hold(ctx context.Context, task string, id manifest.ID, until time.Time, hold func(context.Context, manifest.ID, string, time.Time) error) error {
 	if limit := time.Now().Add(store.MaxHoldDuration); until.After(limit) {
 		until = limit
 	}
-	err := r.Store.Hold(ctx, id, task, until)
+	err := hold(ctx, id, task, until)
 	switch {
 	case err == nil:
 		return nil

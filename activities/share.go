@@ -17,6 +17,7 @@ import (
 
 	"go.temporal.io/sdk/activity"
 
+	"tms/arrival"
 	"tms/manifest"
 	"tms/metrics"
 	"tms/signing"
@@ -242,6 +243,10 @@ type Region struct {
 	StoreCapacity int64
 	// Log receives what eviction removes and why (nil: nothing).
 	Log *slog.Logger
+	// Arrivals, if set, is where copies into the region's store announce the version they
+	// bring, for deploys that start while it arrives (arriving.go); the region's agent API
+	// serves from the same registry. Nil: a version is usable once it is here.
+	Arrivals *arrival.Registry
 
 	describe describeCache
 }
@@ -402,11 +407,18 @@ func (r *Region) checkSigned(ctx context.Context, v *store.Version) error {
 
 // copy runs a transfer with heartbeats and turns data errors into non-retryable ones.
 func (r *Region) copy(ctx context.Context, src transfer.Source, dst *store.Store, id manifest.ID, meter transfer.Meter) (MoveResult, error) {
-	res, err := transfer.Copy(ctx, src, dst, id, transfer.Options{Meter: meter, Progress: func(p transfer.Progress) {
+	opts := transfer.Options{Meter: meter, Progress: func(p transfer.Progress) {
 		if activity.IsActivity(ctx) {
 			activity.RecordHeartbeat(ctx, p)
 		}
-	}})
+	}}
+	var res *transfer.Result
+	var err error
+	if dst == r.Store {
+		res, err = r.copyHere(ctx, src, id, opts)
+	} else {
+		res, err = transfer.Copy(ctx, src, dst, id, opts)
+	}
 	if err != nil {
 		if errors.Is(err, transfer.ErrSourceCorrupt) || errors.Is(err, manifest.ErrInvalid) {
 			// Retrying the same source gives the same bytes; the workflow tries another path.

@@ -132,7 +132,9 @@ func (r *Region) PrepareTask(ctx context.Context, in TaskInput) (TerminalRef, er
 			return TerminalRef{}, ErrBadImage.New(err.Error(), err)
 		}
 	case agentwire.KindDeploy, agentwire.KindUpdate:
-		id, v, err := r.heldVersion(ctx, in.Version, r.Store)
+		// A version still arriving will do: its manifest is checked and signed, and the agent
+		// API serves its chunks as they come (arriving.go).
+		id, v, arriving, err := r.taskVersion(ctx, in.Version)
 		if err != nil {
 			return TerminalRef{}, err
 		}
@@ -156,7 +158,11 @@ func (r *Region) PrepareTask(ctx context.Context, in TaskInput) (TerminalRef, er
 		}
 		// In use means kept: the version stays in the store for as long as a terminal may boot
 		// into this deploy (image rm and gc refuse it, naming the task).
-		if err := r.holdForTask(ctx, in.Task, id, in.Expires); err != nil {
+		hold := r.holdForTask
+		if arriving {
+			hold = r.holdArriving
+		}
+		if err := hold(ctx, in.Task, id, in.Expires); err != nil {
 			return TerminalRef{}, err
 		}
 		held = append(held, id)

@@ -57,7 +57,7 @@ type DecideResult struct{ Terminals []TerminalDecision }
 // with the reason. It reads and writes nothing on the terminals.
 func (r *Region) DecideUpdate(ctx context.Context, in DecideInput) (DecideResult, error) {
 	var res DecideResult
-	target, tv, err := r.heldVersion(ctx, in.Version, r.Store)
+	target, tv, _, err := r.taskVersion(ctx, in.Version)
 	if err != nil {
 		return res, err
 	}

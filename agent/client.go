@@ -63,7 +63,15 @@ type Client struct {
 	// Idle is how long an answer streaming chunk frames may stop moving before it is cut
 	// (default DefaultIdle).
 	Idle time.Duration
+	// Patience is how long frames not yet in the region are asked for again: while a share
+	// still brings the version, the region answers 503 for a chunk that did not arrive within
+	// its wait (default DefaultPatience).
+	Patience time.Duration
 }
+
+// DefaultPatience is how long an agent keeps asking for chunks its region says are still
+// arriving. The region fails the request itself (424) once the share that brings them fails.
+const DefaultPatience = 30 * time.Minute
 
 func (c *Client) http() *http.Client {
 	if c.HTTP != nil {
@@ -214,7 +222,32 @@ func (c *Client) GetChunkFrame(ctx context.Context, id manifest.ID) ([]byte, err
 // (agentwire.ReadFrames: only the ids asked for, in order, within the limits, all of them);
 // the frames are not: the caller checks each against its id. An answer that stops moving
 // for Idle is cut, and the error wraps ErrStalled.
+//
+// A 503 the region answers before any frame (the chunks are still arriving in the region) is
+// asked again after a pause, for up to Patience.
 func (c *Client) GetChunkFrames(ctx context.Context, ids []manifest.ID, buf func(size int) []byte, fn func(i int, frame []byte) error) error {
+	patience := c.Patience
+	if patience <= 0 {
+		patience = DefaultPatience
+	}
+	giveUp := time.Now().Add(patience)
+	for {
+		err := c.getChunkFrames(ctx, ids, buf, fn)
+		var api *APIError
+		if !errors.As(err, &api) || api.Status != http.StatusServiceUnavailable || !api.Retry || time.Now().After(giveUp) {
+			return err
+		}
+		t := time.NewTimer(200 * time.Millisecond)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return ctx.Err()
+		case <-t.C:
+		}
+	}
+}
+
+func (c *Client) getChunkFrames(ctx context.Context, ids []manifest.ID, buf func(size int) []byte, fn func(i int, frame []byte) error) error {
 	if len(ids) == 0 || len(ids) > agentwire.MaxFramesQuery {
 		return fmt.Errorf("%d chunks in one frames request; want 1 to %d", len(ids), agentwire.MaxFramesQuery)
 	}

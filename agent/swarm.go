@@ -207,6 +207,9 @@ func (s *swarmSession) fetchOne(ctx context.Context, a agentwire.SwarmAssignment
 	frame, err := from(ctx, id)
 	if err != nil {
 		r.err, r.bad, r.gone = err, errors.Is(err, ErrBadPeer), errors.Is(err, errPeerGone)
+		// The region refusing a chunk for good (the share bringing the version failed, say)
+		// ends the task: asking the tracker again would only be sent back to it.
+		r.fatal = a.Peer == "" && Permanent(err)
 		return r
 	}
 	bp := s.bufs.Get().(*[]byte)

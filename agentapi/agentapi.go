@@ -37,7 +37,9 @@ import (
 	"time"
 
 	"tms/agentwire"
+	"tms/arrival"
 	"tms/internal/httpdeadline"
+	"tms/manifest"
 	"tms/metrics"
 	"tms/state"
 	"tms/store"
@@ -72,14 +74,22 @@ type Server struct {
 	// that several write at once fetch chunks from each other (swarm.go). Nil: every terminal
 	// fetches every chunk from the region.
 	Swarm *swarm.Tracker
+	// Arrivals, if set, are the versions shares are bringing into the region's store (the
+	// region activities' registry): a deploy's agents are served them while they arrive
+	// (arriving.go). ArrivalWait bounds one request's wait for one chunk (default
+	// DefaultArrivalWait).
+	Arrivals    *arrival.Registry
+	ArrivalWait time.Duration
 
 	mu       sync.Mutex
 	boxes    map[string]*mailbox
 	versions *store.VersionCache // the deployed versions and their chunks, made on first use
-	auth     map[authKey]authEntry
-	nonces   map[string]time.Time // key-signed requests' nonces, until they can no longer be replayed
-	uploaded map[string]int64     // compressed bytes uploaded per capture task
-	signer   *swarm.Signer        // signs peer tokens, made on first use
+	// arrivingVersions are the versions served while they arrive, with their chunk sets
+	arrivingVersions map[manifest.ID]arrivingVersion
+	auth             map[authKey]authEntry
+	nonces           map[string]time.Time // key-signed requests' nonces, until they can no longer be replayed
+	uploaded         map[string]int64     // compressed bytes uploaded per capture task
+	signer           *swarm.Signer        // signs peer tokens, made on first use
 
 	frameBufs sync.Pool // *[]byte buffers chunk frames are read into
 }

@@ -83,7 +83,7 @@ func (s *Server) chunk(w http.ResponseWriter, r *http.Request) {
 	}
 	bp := s.frameBuf()
 	defer s.frameBufs.Put(bp)
-	frame, err := s.readFrame(r.Context(), id, bp)
+	frame, err := s.frameOf(r.Context(), v.ID, id, bp)
 	if err != nil {
 		s.reply(w, r, nil, err)
 		return
@@ -124,12 +124,16 @@ func (s *Server) frames(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
+	if err := s.awaitFrames(r.Context(), v.ID, req.Chunks); err != nil {
+		s.reply(w, r, nil, err) // nothing sent yet: the agent asks again after a 503
+		return
+	}
 	bp := s.frameBuf()
 	defer s.frameBufs.Put(bp)
 	ctx := r.Context()
 	var head [manifest.IDLen + 4]byte
 	for i, id := range req.Chunks {
-		frame, err := s.readFrame(ctx, id, bp)
+		frame, err := s.frameOf(ctx, v.ID, id, bp)
 		if err == nil && len(frame) > agentwire.MaxFrame {
 			err = &store.Error{Kind: store.ErrCorrupt, Store: s.Store.String(), What: "chunk " + id.String(),
 				Err: fmt.Errorf("stored frame of %d bytes, more than the %d of any chunk", len(frame), agentwire.MaxFrame)}
@@ -216,5 +220,16 @@ func (s *Server) version(ctx context.Context, id manifest.ID) (*store.CachedVers
 	}
 	c := s.versions
 	s.mu.Unlock()
-	return c.Get(ctx, s.Store, id)
+	cv, err := c.Get(ctx, s.Store, id)
+	if errors.Is(err, store.ErrNotFound) && s.Arrivals != nil {
+		// Not here yet: perhaps arriving (arriving.go).
+		if acv, _, aerr := s.arriving(id); aerr != nil || acv != nil {
+			return acv, aerr
+		}
+		// A task is prepared only on a version here or arriving, and holds it: one that is
+		// neither is between two copies of a share (the region restarted, say), so ask again.
+		return nil, &httpError{status: http.StatusServiceUnavailable, retry: true, err: err,
+			msg: "version " + id.Short() + " is not in the region yet (a share may still be bringing it); ask again"}
+	}
+	return cv, err
 }

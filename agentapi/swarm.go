@@ -43,7 +43,11 @@ func (s *Server) swarmPoll(w http.ResponseWriter, r *http.Request) {
 	}
 	ip = ip.Unmap()
 	m := swarm.Member{ID: t.ID, Addr: netip.AddrPortFrom(ip, uint16(req.Port)), Key: ed25519.PublicKey(req.Key)}
-	res := s.Swarm.Poll(v.ID, n, m, &req, req.Done)
+	var regionHas func(int) bool
+	if a := s.Arrivals.Running(v.ID); a != nil && a.NumChunks() == n {
+		regionHas = a.HasIndex // send none the region lacks yet (arriving.go)
+	}
+	res := s.Swarm.PollHaving(v.ID, n, m, &req, req.Done, regionHas)
 	for _, id := range res.Dropped {
 		s.Metrics.SwarmPeerDropped()
 		s.log().Warn("swarm: two terminals received bad bytes from a peer; no terminal is sent to it any more",

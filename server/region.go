@@ -28,6 +28,7 @@ import (
 
 	"tms/activities"
 	"tms/agentapi"
+	"tms/arrival"
 	"tms/bootsvc"
 	"tms/config"
 	"tms/internal/httpdeadline"
@@ -128,6 +129,9 @@ type Region struct {
 	// pushes (tms region config set) applied over them.
 	Settings *settings.Live
 	Metrics  *metrics.Region
+	// Arrivals are the versions shares are bringing into Store: the worker's copies announce
+	// them and the agent API serves them while they arrive (package arrival).
+	Arrivals *arrival.Registry
 
 	endpoint string
 	http     *http.Server
@@ -188,8 +192,9 @@ func StartRegion(ctx context.Context, o RegionOptions) (_ *Region, err error) {
 		o.HighWater = r.StoreHighWater
 	}
 	r.Metrics = regionMetrics(r.Inventory, r.Store, o, log)
+	r.Arrivals = &arrival.Registry{}
 	r.Agents = &agentapi.Server{Inventory: r.Inventory, Store: r.Store, Waiters: activities.AgentWaiters{Client: o.Client}, Log: log,
-		Metrics: r.Metrics}
+		Metrics: r.Metrics, Arrivals: r.Arrivals}
 	if !o.Unicast {
 		r.Agents.Swarm = swarm.NewTracker(o.Swarm)
 	}
@@ -299,7 +304,8 @@ func StartRegion(ctx context.Context, o RegionOptions) (_ *Region, err error) {
 	r.worker = workers.NewRegion(o.Client, &activities.Region{ID: o.ID, Store: r.Store, Relay: o.Relay,
 		HTTP: &http.Client{Timeout: 5 * time.Minute}, CentralKey: o.CentralKey, Inventory: r.Inventory, Agents: r.Agents, Waker: waker,
 		Mailbox: r.Agents, Segment: segment, WakeTimeout: o.Boot.WakeTimeout, Version: o.Version, ReportInterval: o.ReportInterval,
-		Settings: r.Settings, Metrics: r.Metrics, Usage: r.storeUsage, StoreCapacity: o.StoreCapacity, Log: log.With("part", "store")})
+		Settings: r.Settings, Metrics: r.Metrics, Usage: r.storeUsage, StoreCapacity: o.StoreCapacity, Log: log.With("part", "store"),
+		Arrivals: r.Arrivals})
 	if err := r.worker.Start(); err != nil {
 		return nil, fmt.Errorf("region %s: worker: %w", o.ID, err)
 	}

@@ -184,7 +184,8 @@ func (s *Store) Hold(ctx context.Context, id manifest.ID, holder string, until t
 }
 
 // Reserve is Hold for a version that may not be in the store yet: a plan that will bring it,
-// making room for it first. If the version is absent the hold is kept all the same (with
+// making room for it first, or a deploy that starts while a copy still brings it (package
+// arrival). If the version is absent the hold is kept all the same (with
 // Ahead set), so a Remove of the version once it arrives refuses, and garbage collection does
 // not stop for it; if the version is present Reserve is Hold.
 func (s *Store) Reserve(ctx context.Context, id manifest.ID, holder string, until time.Time) error {

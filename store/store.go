@@ -140,6 +140,16 @@ func (s *Store) GetManifest(ctx context.Context, id manifest.ID) (*Version, erro
 	return s.decodeVersion(id, b)
 }
 
+// HasVersion reports whether version id is published in the store, without reading it: for
+// a caller that polls. A store that cannot be asked is an error, never false.
+func (s *Store) HasVersion(ctx context.Context, id manifest.ID) (bool, error) {
+	_, err := s.b.Stat(ctx, manifestKey(id))
+	if errors.Is(err, ErrNotFound) {
+		return false, nil
+	}
+	return err == nil, err
+}
+
 func (s *Store) decodeVersion(id manifest.ID, b []byte) (*Version, error) {
 	m, err := manifest.Decode(b)
 	if err != nil {

@@ -64,14 +64,21 @@ func (c *VersionCache) Get(ctx context.Context, s *Store, id manifest.ID) (*Cach
 	return c.Add(v), nil
 }
 
-// Add caches v, which the caller read and checked, and returns its entry.
-func (c *VersionCache) Add(v *Version) *CachedVersion {
+// NewCachedVersion returns v, which the caller read and checked, with its chunk set, for a
+// caller that keeps it elsewhere than a VersionCache (a version not yet in the store).
+func NewCachedVersion(v *Version) *CachedVersion {
 	cv := &CachedVersion{Version: v, chunks: make(map[manifest.ID]struct{}, len(v.Manifest.Chunks))}
 	for _, id := range v.Manifest.Chunks {
 		if !id.IsZero() {
 			cv.chunks[id] = struct{}{}
 		}
 	}
+	return cv
+}
+
+// Add caches v, which the caller read and checked, and returns its entry.
+func (c *VersionCache) Add(v *Version) *CachedVersion {
+	cv := NewCachedVersion(v)
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if old, ok := c.byID[v.ID]; ok {

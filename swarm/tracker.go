@@ -143,6 +143,14 @@ type lease struct {
 // Poll handles member m's call for version v of n distinct chunks; req was checked with
 // req.Check(n). done says the member finished writing and only serves from now on.
 func (t *Tracker) Poll(v manifest.ID, n int, m Member, req *agentwire.SwarmRequest, done bool) Result {
+	return t.PollHaving(v, n, m, req, done, nil)
+}
+
+// PollHaving is Poll for a version the region holds only part of, while it arrives:
+// regionHas(i) says whether the region has the i-th distinct chunk to send. The region is
+// sent for none it lacks (first seed, relief or fallback); members wait for them, or fetch
+// them from a peer that has one. nil: the region has every chunk.
+func (t *Tracker) PollHaving(v manifest.ID, n int, m Member, req *agentwire.SwarmRequest, done bool, regionHas func(int) bool) Result {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	now := t.opts.Now()
@@ -197,7 +205,7 @@ func (t *Tracker) Poll(v manifest.ID, n int, m Member, req *agentwire.SwarmReque
 		}
 		return res
 	}
-	t.assign(s, me, req.Want, now, &res)
+	t.assign(s, me, req.Want, now, regionHas, &res)
 	if len(res.Assign) == 0 && me.have.Count() < n {
 		res.Retry = 200 * time.Millisecond
 	}
@@ -320,7 +328,8 @@ func (s *swarmState) anyoneLacks(me *member) bool {
 // where the member's own walk through the version starts, so members spread over different
 // chunks), each from the holder with the fewest uploads under way. A member that found
 // nothing to fetch for Starve gets chunks from the region whoever holds them.
-func (t *Tracker) assign(s *swarmState, me *member, want int, now time.Time, res *Result) {
+func (t *Tracker) assign(s *swarmState, me *member, want int, now time.Time, regionHas func(int) bool, res *Result) {
+	region := func(c int) bool { return regionHas == nil || regionHas(c) }
 	want = min(want, agentwire.MaxSwarmWant-len(me.pending))
 	if want <= 0 {
 		return
@@ -349,11 +358,11 @@ func (t *Tracker) assign(s *swarmState, me *member, want int, now time.Time, res
 		if me.have.Has(i) || me.pending[i] != nil {
 			continue
 		}
-		if len(any) < want {
+		if len(any) < want && region(i) {
 			any = append(any, i)
 		}
 		if s.holders[i] == 0 {
-			if s.seeding[i] == 0 && len(seedable) < want {
+			if s.seeding[i] == 0 && len(seedable) < want && region(i) {
 				seedable = append(seedable, i)
 			}
 			continue
@@ -393,7 +402,9 @@ func (t *Tracker) assign(s *swarmState, me *member, want int, now time.Time, res
 			}
 			p := s.source(me, c, now, t.opts.PeerUploads)
 			if p == nil {
-				busy = append(busy, c)
+				if region(c) {
+					busy = append(busy, c)
+				}
 				continue
 			}
 			p.uploads++

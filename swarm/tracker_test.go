@@ -412,3 +412,54 @@ func FuzzPoll(f *testing.F) {
 		}
 	})
 }
+
+// TestRegionSendsOnlyChunksItHas checks a swarm of a version still arriving in the region:
+// the region is never named the source of a chunk it lacks, not as first seed, relief or
+// fallback, while a peer holding one still serves it; once the chunks arrive they are sent.
+func TestRegionSendsOnlyChunksItHas(t *testing.T) {
+	c := newClock()
+	tr := NewTracker(Options{Now: c.now})
+	const n = 16
+	arrived := map[int]bool{0: true, 1: true}
+	has := func(i int) bool { return arrived[i] }
+	// Member 1 holds chunk 5, which the region lacks.
+	b1 := NewBitmap(n)
+	b1.Set(5)
+	tr.PollHaving(testVersion, n, testMember(1), request(b1, 0), false, has)
+	for round := range 3 {
+		res := tr.PollHaving(testVersion, n, testMember(0), request(NewBitmap(n), 8), false, has)
+		for _, a := range res.Assign {
+			if a.Peer == "" && !arrived[a.Chunk] {
+				t.Fatalf("round %d: the region was sent for chunk %d, which it lacks", round, a.Chunk)
+			}
+			if a.Peer != "" && a.Chunk != 5 {
+				t.Fatalf("round %d: peer %s was sent for chunk %d it lacks", round, a.Peer, a.Chunk)
+			}
+		}
+		checkCounts(t, tr)
+		c.add(5 * time.Second) // past Starve: fallback applies too
+	}
+	// Chunk 9 arrives: the region sends it to member 0, which took 0, 1 and 5 meanwhile.
+	arrived[9] = true
+	b0 := NewBitmap(n)
+	for _, i := range []int{0, 1, 5} {
+		b0.Set(i)
+	}
+	got := false
+	for range 3 {
+		c.add(25 * time.Second) // leases lapse
+		tr.PollHaving(testVersion, n, testMember(1), request(b1, 0), false, has)
+		res := tr.PollHaving(testVersion, n, testMember(0), request(b0, 8), false, has)
+		for _, a := range res.Assign {
+			if a.Peer == "" && a.Chunk == 9 {
+				got = true
+			}
+			if a.Peer == "" && !arrived[a.Chunk] {
+				t.Fatalf("the region was sent for chunk %d, which it lacks", a.Chunk)
+			}
+		}
+	}
+	if !got {
+		t.Fatal("a chunk that arrived in the region was never sent from it")
+	}
+}

@@ -107,6 +107,18 @@ type Options struct {
 	// Meter, if set, counts the chunks the copy fetches: their bytes, and each one kept or
 	// refused.
 	Meter Meter
+	// Manifest, if set, is called once the version's manifest is checked against its id,
+	// before any chunk moves (not when dst holds the version already); an error stops the
+	// copy. A region announces the arriving version with it (package arrival).
+	Manifest func(ctx context.Context, v *store.Version) error
+	// Arrived, if set, is called for each distinct chunk of the version once dst holds it
+	// (frame nil) or once it is fetched and checked (its stored frame, which dst shows only
+	// after a Committed call names the chunk; the callee must not keep the slice). Calls may
+	// overlap.
+	Arrived func(id manifest.ID, frame []byte)
+	// Committed, if set, is called with the fetched chunks that dst now shows, after each
+	// commit. Calls may overlap.
+	Committed func(ids []manifest.ID)
 }
 
 // Meter counts chunks as they move (package metrics's Flow: one path and direction).
@@ -198,6 +210,11 @@ func Copy(ctx context.Context, src Source, dst *store.Store, id manifest.ID, opt
 			return nil, fmt.Errorf("manifest %s from %s hashes to %s: %w", id.Short(), src, got.Short(), ErrSourceCorrupt)
 		}
 		v = &store.Version{ID: id, Manifest: m, Encoded: b}
+		if opts.Manifest != nil {
+			if err := opts.Manifest(ctx, v); err != nil {
+				return nil, err
+			}
+		}
 	}
 
 	lock, err := dst.LockShared(ctx, "copy of "+v.Manifest.Meta.Name+"@"+id.Short()+" from "+src.String(), nil)
@@ -221,6 +238,34 @@ func Copy(ctx context.Context, src Source, dst *store.Store, id manifest.ID, opt
 		meter = noMeter{}
 	}
 	w := dst.NewChunkWriter()
+	// commit makes the chunks put so far visible and tells opts.Committed which: those put
+	// before it began (a chunk put while it runs may or may not be in it; the next names it).
+	var pendingMu sync.Mutex
+	var pending []manifest.ID
+	commit := func(ctx context.Context) error {
+		pendingMu.Lock()
+		ids := pending
+		pending = nil
+		pendingMu.Unlock()
+		if err := w.Commit(ctx); err != nil {
+			return err
+		}
+		if opts.Committed != nil && len(ids) > 0 {
+			opts.Committed(ids)
+		}
+		return nil
+	}
+	arrived := func(id manifest.ID, frame []byte) {
+		if opts.Arrived == nil {
+			return
+		}
+		opts.Arrived(id, frame)
+		if frame != nil {
+			pendingMu.Lock()
+			pending = append(pending, id)
+			pendingMu.Unlock()
+		}
+	}
 	var staged, lastCommit atomic.Int64
 	lastCommit.Store(time.Now().UnixNano())
 	var mu sync.Mutex // guards res, stats and done
@@ -245,7 +290,7 @@ func Copy(ctx context.Context, src Source, dst *store.Store, id manifest.ID, opt
 	g.SetLimit(opts.Jobs)
 	for _, c := range ids {
 		g.Go(func() error {
-			moved, size, err := copyChunk(gctx, src, dst, w, v.Manifest.Hash, c, meter)
+			moved, size, err := copyChunk(gctx, src, dst, w, v.Manifest.Hash, c, meter, arrived)
 			if err != nil {
 				return err
 			}
@@ -266,7 +311,7 @@ func Copy(ctx context.Context, src Source, dst *store.Store, id manifest.ID, opt
 				last := lastCommit.Load()
 				if (n >= commitEvery || now-last >= int64(commitInterval)) && lastCommit.CompareAndSwap(last, now) {
 					staged.Store(0)
-					if err := w.Commit(gctx); err != nil {
+					if err := commit(gctx); err != nil {
 						return err
 					}
 				}
@@ -279,7 +324,7 @@ func Copy(ctx context.Context, src Source, dst *store.Store, id manifest.ID, opt
 	// Keep what arrived and was checked, whatever happened: a retry skips it.
 	cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Minute)
 	defer cancel()
-	if cerr := w.Commit(cctx); cerr != nil && err == nil {
+	if cerr := commit(cctx); cerr != nil && err == nil {
 		err = cerr
 	}
 	if err != nil {
@@ -331,9 +376,10 @@ func CopySignature(ctx context.Context, src Source, dst *store.Store, id manifes
 
 // copyChunk moves one chunk if dst lacks it, checking it first. It reports whether it moved
 // the chunk and the chunk's stored size.
-func copyChunk(ctx context.Context, src Source, dst *store.Store, w *store.ChunkWriter, h manifest.Hash, id manifest.ID, meter Meter) (bool, int64, error) {
+func copyChunk(ctx context.Context, src Source, dst *store.Store, w *store.ChunkWriter, h manifest.Hash, id manifest.ID, meter Meter, arrived func(manifest.ID, []byte)) (bool, int64, error) {
 	size, err := dst.StatChunk(ctx, id)
 	if err == nil {
+		arrived(id, nil)
 		return false, size, nil
 	}
 	if !errors.Is(err, store.ErrNotFound) {
@@ -358,6 +404,7 @@ func copyChunk(ctx context.Context, src Source, dst *store.Store, w *store.Chunk
 	if err := w.PutRaw(ctx, id, frame); err != nil {
 		return false, 0, err
 	}
+	arrived(id, frame)
 	return true, int64(len(frame)), nil
 }
 

@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 
@@ -219,5 +220,101 @@ func TestCopyFromS3(t *testing.T) {
 	}
 	if rep, err := relay.Verify(ctx, 8, nil); err != nil || len(rep.Problems) != 0 || rep.Versions != 1 {
 		t.Fatalf("relay store after the copy: %+v, %v", rep, err)
+	}
+}
+
+// TestCopyAnnouncesEachChunkAndItsCommit checks the callbacks a region serves an arriving
+// version by: the manifest before any chunk, every distinct chunk once (nil for one the
+// destination held), and every fetched chunk committed, and readable, by the end.
+func TestCopyAnnouncesEachChunkAndItsCommit(t *testing.T) {
+	ctx := context.Background()
+	a, _ := storetest.Dir(t)
+	b, _ := storetest.Dir(t)
+	disk := storetest.SampleDisk(t, 16*mib, 1)
+	v1 := storetest.Import(t, a, disk, "lab")
+	// b holds one chunk already.
+	var nonzero []manifest.ID
+	for _, c := range v1.Version.Manifest.Chunks {
+		if !c.IsZero() {
+			nonzero = append(nonzero, c)
+		}
+	}
+	first := nonzero[0]
+	frame, err := a.Backend().Get(ctx, store.ChunkKey(first))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Backend().Put(ctx, store.ChunkKey(first), frame); err != nil {
+		t.Fatal(err)
+	}
+
+	var mu sync.Mutex
+	var sawManifest bool
+	arrived := map[manifest.ID]int{}
+	held := map[manifest.ID]bool{}
+	committed := map[manifest.ID]bool{}
+	opts := transfer.Options{
+		Manifest: func(ctx context.Context, v *store.Version) error {
+			mu.Lock()
+			defer mu.Unlock()
+			if len(arrived) > 0 || v.ID != v1.Version.ID {
+				t.Errorf("Manifest called after chunks or with version %s", v.ID.Short())
+			}
+			sawManifest = true
+			return nil
+		},
+		Arrived: func(id manifest.ID, frame []byte) {
+			mu.Lock()
+			defer mu.Unlock()
+			if !sawManifest {
+				t.Error("a chunk arrived before the manifest was announced")
+			}
+			arrived[id]++
+			held[id] = frame == nil
+			if frame != nil {
+				if _, err := b.DecodeChunk(v1.Version.Manifest.Hash, id, frame, nil); err != nil {
+					t.Errorf("Arrived with a frame that does not check: %v", err)
+				}
+			}
+		},
+		Committed: func(ids []manifest.ID) {
+			mu.Lock()
+			defer mu.Unlock()
+			for _, id := range ids {
+				committed[id] = true
+				if _, err := b.StatChunk(ctx, id); err != nil {
+					t.Errorf("chunk %s committed but not readable: %v", id.Short(), err)
+				}
+			}
+		},
+	}
+	if _, err := transfer.Copy(ctx, transfer.StoreSource{S: a}, b, v1.Version.ID, opts); err != nil {
+		t.Fatal(err)
+	}
+	if int64(len(arrived)) != v1.Distinct {
+		t.Fatalf("%d distinct chunks arrived; the version has %d", len(arrived), v1.Distinct)
+	}
+	for id, n := range arrived {
+		if n != 1 {
+			t.Errorf("chunk %s arrived %d times", id.Short(), n)
+		}
+		if held[id] != (id == first) {
+			t.Errorf("chunk %s: held %v; only the first was held", id.Short(), held[id])
+		}
+		if !held[id] && !committed[id] {
+			t.Errorf("chunk %s fetched but never committed", id.Short())
+		}
+	}
+
+	// A manifest refused stops the copy before a chunk moves.
+	c, _ := storetest.Dir(t)
+	refused := errors.New("no signature")
+	_, err = transfer.Copy(ctx, transfer.StoreSource{S: a}, c, v1.Version.ID, transfer.Options{
+		Manifest: func(context.Context, *store.Version) error { return refused }})
+	if !errors.Is(err, refused) {
+		t.Fatalf("Copy with its manifest refused: %v", err)
+	}
+	if ok, _ := c.HasChunk(ctx, nonzero[1]); ok {
+		t.Fatal("a chunk moved after the manifest was refused")
 	}
 }

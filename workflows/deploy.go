@@ -87,10 +87,28 @@ func DeployImage(ctx workflow.Context, in DeployImageInput) (DeployImageResult, 
 
 	prog.Phase = PhaseSharing
 	id := workflow.GetInfo(ctx).WorkflowExecution.ID
-	if res.Share, err = shareHere(ctx, in.Region, in.Image); err != nil {
-		return res, err
+	// The terminals start as soon as the region has the version's manifest, while the share
+	// still brings its chunks (startShare). Before this version, they started once the whole
+	// image was here.
+	var share *arrivingShare
+	termCtx, cancelTerms := workflow.WithCancel(ctx)
+	if workflow.GetVersion(ctx, "deploy-while-arriving", workflow.DefaultVersion, 1) == 1 {
+		if share, err = startShare(ctx, in.Region, in.Image); err != nil {
+			return res, err
+		}
+		res.Version = share.Version
+		workflow.Go(ctx, func(g workflow.Context) {
+			if share.Wait(g) != nil {
+				cancelTerms() // the terminals wait for chunks that will not come
+			}
+		})
+	} else {
+		if res.Share, err = shareHere(ctx, in.Region, in.Image); err != nil {
+			return res, err
+		}
+		res.Version = res.Share.Version
 	}
-	res.Version, prog.Version = res.Share.Version, res.Share.Version
+	prog.Version = res.Version
 
 	prog.Phase = PhaseDeploying
 	limit := defaultConcurrency(ctx, in.Concurrency, len(terms))
@@ -106,15 +124,20 @@ func DeployImage(ctx workflow.Context, in DeployImageInput) (DeployImageResult, 
 			dctx, _ := workflow.NewDisconnectedContext(ctx)
 			_ = workflow.Await(dctx, func() bool { return running == 0 })
 		}
+		if share != nil && share.Failed() {
+			// The share failed: the terminals were canceled for it, and its reason is the deploy's.
+			prog.Phase = PhaseFailed
+			return res, share.err
+		}
 		return res, err
 	}
 	for i, t := range terms {
-		if err := workflow.Await(ctx, func() bool { return running < limit }); err != nil {
+		if err := workflow.Await(termCtx, func() bool { return running < limit }); err != nil {
 			return canceled(err)
 		}
 		running++
 		prog.Terminals[i].Phase = PhaseDeploying
-		child := workflow.WithChildOptions(ctx, workflow.ChildWorkflowOptions{
+		child := workflow.WithChildOptions(termCtx, workflow.ChildWorkflowOptions{
 			WorkflowID:          id + "/" + name(t),
 			TaskQueue:           activities.RegionQueue(in.Region),
 			WaitForCancellation: cleanCancel,
@@ -134,8 +157,14 @@ func DeployImage(ctx workflow.Context, in DeployImageInput) (DeployImageResult, 
 			finished++
 		})
 	}
-	if err := workflow.Await(ctx, func() bool { return finished == len(terms) }); err != nil {
+	if err := workflow.Await(termCtx, func() bool { return finished == len(terms) }); err != nil {
 		return canceled(err)
+	}
+	if share != nil {
+		if err := share.Wait(ctx); err != nil {
+			return canceled(err)
+		}
+		res.Share = share.res
 	}
 	var first string
 	for _, o := range res.Terminals {

@@ -1,9 +1,13 @@
 package workflows
 
 import (
+	"time"
+
+	"go.temporal.io/sdk/temporal"
 	"go.temporal.io/sdk/workflow"
 
 	"tms/activities"
+	"tms/manifest"
 )
 
 // resolveTargets turns a task's group or terminals into terminals (ResolveTerminals on the
@@ -34,4 +38,95 @@ func shareHere(ctx workflow.Context, region, image string) (ShareImageResult, er
 	})
 	err := workflow.ExecuteChildWorkflow(share, ShareImage, ShareImageInput{Image: image, Target: region}).Get(ctx, &res)
 	return res, err
+}
+
+// arrivingShare is the share a deploy or update runs while its terminals already write: the
+// version is resolved first, the share child started, and the terminals start once the region
+// has the version's manifest (published, or arriving: checked against its id and signed), while
+// the share goes on (docs/operations.md, docs/sharing.md).
+type arrivingShare struct {
+	Version string
+	// Arriving says the terminals started before the version was published in the region.
+	Arriving bool
+	done     bool
+	res      ShareImageResult
+	err      error
+}
+
+// startShare resolves image (central's LocateVersion), starts the child ShareImage of
+// NAME@VERSION (named ID/share, as shareHere names it) and returns once the region has the
+// version's manifest, or with the share's error if it fails first. The share goes on in the
+// background: wait with share.Wait. A version the region holds already is not shared.
+func startShare(ctx workflow.Context, region, image string) (*arrivingShare, error) {
+	var c *activities.Central
+	var loc activities.LocateResult
+	if err := workflow.ExecuteActivity(centralOptions(ctx), c.LocateVersion, activities.LocateInput{Image: image, Target: region}).Get(ctx, &loc); err != nil {
+		return nil, err
+	}
+	s := &arrivingShare{Version: loc.Version}
+	if loc.TargetHas {
+		s.done, s.res = true, ShareImageResult{Version: loc.Version, Path: PathLocal}
+		return s, nil
+	}
+	ref := image
+	if r, err := manifest.ParseRef(image); err == nil {
+		ref = r.Name + "@" + loc.Version // the version located, whatever the tag says later
+	}
+	child := workflow.WithChildOptions(ctx, workflow.ChildWorkflowOptions{
+		WorkflowID: workflow.GetInfo(ctx).WorkflowExecution.ID + "/share",
+		TaskQueue:  activities.CentralQueue,
+	})
+	f := workflow.ExecuteChildWorkflow(child, ShareImage, ShareImageInput{Image: ref, Target: region})
+	workflow.Go(ctx, func(g workflow.Context) {
+		s.err = f.Get(g, &s.res)
+		s.done = true
+	})
+
+	// Wait for the manifest in the region, or the share's end, whichever comes first.
+	var r *activities.Region
+	actx, cancel := workflow.WithCancel(workflow.WithActivityOptions(ctx, workflow.ActivityOptions{
+		TaskQueue:              activities.RegionQueue(region),
+		ScheduleToStartTimeout: 10 * time.Minute,
+		StartToCloseTimeout:    12 * time.Hour,
+		HeartbeatTimeout:       time.Minute,
+		RetryPolicy: &temporal.RetryPolicy{
+			MaximumAttempts:        10,
+			NonRetryableErrorTypes: activities.NonRetryable(activities.ErrBadVersion),
+		},
+	}))
+	var aw activities.AwaitVersionResult
+	var awaitErr error
+	awaited := false
+	await := workflow.ExecuteActivity(actx, r.AwaitVersion, activities.AwaitVersionInput{Version: loc.Version})
+	workflow.Go(ctx, func(g workflow.Context) {
+		awaitErr = await.Get(g, &aw)
+		awaited = true
+	})
+	if err := workflow.Await(ctx, func() bool { return awaited || s.done }); err != nil {
+		cancel()
+		return nil, err
+	}
+	cancel()
+	if s.done && s.err != nil {
+		return nil, s.err
+	}
+	if !s.done && awaitErr != nil {
+		// The region could not say; the share decides.
+		if err := s.Wait(ctx); err != nil {
+			return nil, err
+		}
+	}
+	s.Arriving = !s.done && aw.Arriving
+	return s, nil
+}
+
+// Failed reports whether the share ended in failure.
+func (s *arrivingShare) Failed() bool { return s.done && s.err != nil }
+
+// Wait waits for the share's end and returns its error.
+func (s *arrivingShare) Wait(ctx workflow.Context) error {
+	if err := workflow.Await(ctx, func() bool { return s.done }); err != nil {
+		return err
+	}
+	return s.err
 }

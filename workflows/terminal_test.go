@@ -133,6 +133,12 @@ func TestCanceledCaptureResetsTheBootAction(t *testing.T) {
 	env.AssertExpectations(t)
 }
 
+// locateWin11 matches LocateVersion of win11 for region-b: as the deploy asks (win11) or as its
+// share child does (the version located, win11@VERSION).
+var locateWin11 = mock.MatchedBy(func(in activities.LocateInput) bool {
+	return in.Target == "region-b" && (in.Image == "win11" || in.Image == "win11@"+version)
+})
+
 // deployEnv mocks a region with terminals pc1..pcN; fail names terminals whose agent fails.
 func deployEnv(t *testing.T, n int, fail map[string]bool) (*testsuite.TestWorkflowEnvironment, *int) {
 	env := newTerminalEnv(t)
@@ -141,7 +147,8 @@ func deployEnv(t *testing.T, n int, fail map[string]bool) (*testsuite.TestWorkfl
 		terms = append(terms, activities.TerminalRef{MAC: "52:54:00:00:00:0" + string(rune('1'+i)), Name: "pc" + string(rune('1'+i))})
 	}
 	env.OnActivity(r.ResolveTerminals, mock.Anything, activities.ResolveInput{Group: "lab"}).Return(activities.ResolveResult{Terminals: terms}, nil)
-	env.OnActivity(c.LocateVersion, mock.Anything, activities.LocateInput{Image: "win11", Target: "region-b"}).Return(located("region-a"), nil)
+	env.OnActivity(c.LocateVersion, mock.Anything, locateWin11).Return(located("region-a"), nil)
+	env.OnActivity(r.AwaitVersion, mock.Anything, activities.AwaitVersionInput{Version: version}).Return(activities.AwaitVersionResult{Arriving: true}, nil)
 	env.OnActivity(c.MintGrant, mock.Anything, mock.Anything).Return(activities.GrantResult{Token: "g"}, nil)
 	env.OnActivity(r.PullFromPeer, mock.Anything, mock.Anything).Return(activities.MoveResult{MovedBytes: 9}, nil)
 	env.OnActivity(c.RecordLocation, mock.Anything, mock.Anything).Return(nil)

@@ -104,16 +104,36 @@ func UpdateImage(ctx workflow.Context, in UpdateImageInput) (UpdateImageResult, 
 
 	prog.Phase = PhaseSharing
 	id := workflow.GetInfo(ctx).WorkflowExecution.ID
-	if res.Share, err = shareHere(ctx, in.Region, in.Image); err != nil {
-		return res, err
+	// As a deploy: the terminals start once the region has the version's manifest, while the
+	// share goes on (startShare); before this version, once the whole image was here.
+	var share *arrivingShare
+	termCtx, cancelTerms := workflow.WithCancel(ctx)
+	if workflow.GetVersion(ctx, "update-while-arriving", workflow.DefaultVersion, 1) == 1 {
+		if share, err = startShare(ctx, in.Region, in.Image); err != nil {
+			return res, err
+		}
+		res.Version = share.Version
+		workflow.Go(ctx, func(g workflow.Context) {
+			if share.Wait(g) != nil {
+				cancelTerms()
+			}
+		})
+	} else {
+		if res.Share, err = shareHere(ctx, in.Region, in.Image); err != nil {
+			return res, err
+		}
+		res.Version = res.Share.Version
 	}
-	res.Version, prog.Version = res.Share.Version, res.Share.Version
+	prog.Version = res.Version
 
 	prog.Phase = PhaseDeciding
 	var r *activities.Region
 	var decided activities.DecideResult
-	if err := workflow.ExecuteActivity(regionOptions(ctx, in.Region), r.DecideUpdate,
-		activities.DecideInput{Version: res.Version, Terminals: terms}).Get(ctx, &decided); err != nil {
+	if err := workflow.ExecuteActivity(regionOptions(termCtx, in.Region), r.DecideUpdate,
+		activities.DecideInput{Version: res.Version, Terminals: terms}).Get(termCtx, &decided); err != nil {
+		if share != nil && share.Failed() {
+			return res, share.err
+		}
 		return res, err
 	}
 	if len(decided.Terminals) != len(terms) {
@@ -129,6 +149,11 @@ func UpdateImage(ctx workflow.Context, in UpdateImageInput) (UpdateImageResult, 
 	canceled := func(err error) (UpdateImageResult, error) {
 		dctx, _ := workflow.NewDisconnectedContext(ctx)
 		_ = workflow.Await(dctx, func() bool { return running == 0 })
+		if share != nil && share.Failed() {
+			// The share failed: the terminals were canceled for it, and its reason is the update's.
+			prog.Phase = PhaseFailed
+			return res, share.err
+		}
 		return res, err
 	}
 	for i, t := range terms {
@@ -139,13 +164,13 @@ func UpdateImage(ctx workflow.Context, in UpdateImageInput) (UpdateImageResult, 
 			prog.Terminals[i].Phase = PhaseDone
 			continue
 		}
-		if err := workflow.Await(ctx, func() bool { return running < limit }); err != nil {
+		if err := workflow.Await(termCtx, func() bool { return running < limit }); err != nil {
 			return canceled(err)
 		}
 		running++
 		started++
 		prog.Terminals[i].Phase = PhaseUpdating
-		child := workflow.WithChildOptions(ctx, workflow.ChildWorkflowOptions{
+		child := workflow.WithChildOptions(termCtx, workflow.ChildWorkflowOptions{
 			WorkflowID:          id + "/" + name(t),
 			TaskQueue:           activities.RegionQueue(in.Region),
 			WaitForCancellation: true,
@@ -166,8 +191,14 @@ func UpdateImage(ctx workflow.Context, in UpdateImageInput) (UpdateImageResult, 
 			finished++
 		})
 	}
-	if err := workflow.Await(ctx, func() bool { return finished == started }); err != nil {
+	if err := workflow.Await(termCtx, func() bool { return finished == started }); err != nil {
 		return canceled(err)
+	}
+	if share != nil {
+		if err := share.Wait(ctx); err != nil {
+			return canceled(err)
+		}
+		res.Share = share.res
 	}
 	var first string
 	for _, o := range res.Terminals {

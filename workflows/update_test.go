@@ -36,7 +36,8 @@ func updateEnv(t *testing.T, decisions []activities.Decision, fail map[string]bo
 		decided.Terminals = append(decided.Terminals, td)
 	}
 	env.OnActivity(r.ResolveTerminals, mock.Anything, activities.ResolveInput{Group: "lab"}).Return(activities.ResolveResult{Terminals: terms}, nil)
-	env.OnActivity(c.LocateVersion, mock.Anything, activities.LocateInput{Image: "win11", Target: "region-b"}).Return(located("region-a"), nil)
+	env.OnActivity(c.LocateVersion, mock.Anything, locateWin11).Return(located("region-a"), nil)
+	env.OnActivity(r.AwaitVersion, mock.Anything, activities.AwaitVersionInput{Version: version}).Return(activities.AwaitVersionResult{Arriving: true}, nil)
 	env.OnActivity(c.MintGrant, mock.Anything, mock.Anything).Return(activities.GrantResult{Token: "g"}, nil)
 	env.OnActivity(r.PullFromPeer, mock.Anything, mock.Anything).Return(activities.MoveResult{MovedBytes: 9}, nil)
 	env.OnActivity(c.RecordLocation, mock.Anything, mock.Anything).Return(nil)
