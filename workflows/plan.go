@@ -208,7 +208,7 @@ func PlanImage(ctx workflow.Context, in PlanInput) (PlanStatus, error) {
 	for i := range in.Regions {
 		workflow.Go(ctx, func(ctx workflow.Context) {
 			defer func() { done++ }()
-			planRegion(ctx, in, window, res.Zones[i], ref, &st.Regions[i], report)
+			planRegion(ctx, in, window, res.Zones[i], ref, res.Version, res.StoredBytes, &st.Regions[i], report)
 		})
 	}
 	// The readiness check, at By minus the margin (at once when every region is ready).
@@ -298,7 +298,7 @@ func sleepUntil(ctx workflow.Context, t time.Time, stop func() bool) error {
 
 // planRegion brings ref to one region of a plan: inside the window, retrying after failures
 // and in the next window after the window closed, until it is ready or By passes.
-func planRegion(ctx workflow.Context, in PlanInput, window settings.Window, zone, ref string, pr *PlanRegion, report func()) {
+func planRegion(ctx workflow.Context, in PlanInput, window settings.Window, zone, ref, version string, bytes int64, pr *PlanRegion, report func()) {
 	log := workflow.GetLogger(ctx)
 	set := func(s PlanState, detail string) {
 		if pr.State != s || pr.Detail != detail {
@@ -339,11 +339,16 @@ func planRegion(ctx workflow.Context, in PlanInput, window settings.Window, zone
 		pr.Attempts++
 		pr.Share = fmt.Sprintf("%s/%s/%d", PlanWorkflowID(in.Name), pr.Region, pr.Attempts)
 		set(PlanSharing, "")
-		outcome, err := planShare(ctx, in, ref, pr, closes)
+		outcome := ""
+		err := makeRoom(ctx, in, pr.Region, version, bytes)
+		if err == nil {
+			outcome, err = planShare(ctx, in, ref, pr, closes)
+		}
 		switch {
 		case err == nil && outcome == "":
 			pr.Ready = workflow.Now(ctx)
 			set(PlanReady, "")
+			keepHeld(ctx, in, pr.Region, version)
 			return
 		case ctx.Err() != nil:
 			return
@@ -360,6 +365,51 @@ func planRegion(ctx workflow.Context, in PlanInput, window settings.Window, zone
 		}
 		if err := workflow.Sleep(ctx, min(planRetry, in.By.Sub(workflow.Now(ctx)))); err != nil {
 			return
+		}
+	}
+}
+
+// planHoldGrace is how long past By a plan's hold lasts: the deploy a plan prepares for takes
+// its own hold when it starts, a little after By.
+const planHoldGrace = time.Hour
+
+// makeRoom has the region hold the version for the plan until By (a hold taken before the
+// version arrives, so eviction never takes it) and make room for its stored bytes, evicting
+// the oldest images nothing needs; a region that cannot make room fails with NoRoom, naming
+// what holds the space, before a byte moves.
+func makeRoom(ctx workflow.Context, in PlanInput, region, version string, bytes int64) error {
+	var r *activities.Region
+	actx := workflow.WithActivityOptions(ctx, workflow.ActivityOptions{
+		TaskQueue:              activities.RegionQueue(region),
+		ScheduleToStartTimeout: 10 * time.Minute, // the region is offline: try again later
+		StartToCloseTimeout:    10 * time.Minute, // eviction removes and collects
+		RetryPolicy: &temporal.RetryPolicy{MaximumAttempts: 3, NonRetryableErrorTypes: activities.NonRetryable(
+			activities.ErrNoRoom, activities.ErrBadInput, activities.ErrBadVersion)},
+	})
+	var res activities.MakeRoomResult
+	err := workflow.ExecuteActivity(actx, r.MakeRoom, activities.MakeRoomInput{Version: version, Bytes: bytes,
+		Holder: PlanWorkflowID(in.Name), Until: in.By.Add(planHoldGrace)}).Get(ctx, &res)
+	for _, e := range res.Evicted {
+		workflow.GetLogger(ctx).Info("plan: the region evicted an image to make room", "plan", in.Name, "region", region, "image", e.Name, "version", e.Version, "bytes", e.Bytes)
+	}
+	return err
+}
+
+// keepHeld renews a ready region's hold for the plan until By: a hold lasts at most
+// store.MaxHoldDuration, and a plan may be longer.
+func keepHeld(ctx workflow.Context, in PlanInput, region, version string) {
+	for {
+		left := in.By.Sub(workflow.Now(ctx))
+		if left <= 0 {
+			return
+		}
+		if err := workflow.Sleep(ctx, min(left, 24*time.Hour)); err != nil {
+			return
+		}
+		if workflow.Now(ctx).Before(in.By) {
+			if err := makeRoom(ctx, in, region, version, 0); err != nil {
+				workflow.GetLogger(ctx).Warn("plan: the hold was not renewed", "plan", in.Name, "region", region, "err", err)
+			}
 		}
 	}
 }

@@ -1,6 +1,7 @@
 package workflows
 
 import (
+	"context"
 	"errors"
 	"strings"
 	"sync"
@@ -18,10 +19,11 @@ import (
 // planStart is when the plan tests' workflows start: 12:00 UTC.
 var planStart = time.Date(2026, 12, 3, 12, 0, 0, 0, time.UTC)
 
-// planEnv runs PlanImage with ResolvePlan answering for regions in UTC and central's service
-// workflow taking every report (into planReports).
+// planEnv runs PlanImage with ResolvePlan answering for regions in UTC, the regions making
+// room (their calls in planRooms) unless noRoom names them, and central's service workflow
+// taking every report (into planReports).
 func planEnv(t *testing.T, regions ...string) *testsuite.TestWorkflowEnvironment {
-	planReports = nil
+	planReports, planRooms = nil, nil
 	var s testsuite.WorkflowTestSuite
 	env := s.NewTestWorkflowEnvironment()
 	env.SetStartTime(planStart)
@@ -34,6 +36,15 @@ func planEnv(t *testing.T, regions ...string) *testsuite.TestWorkflowEnvironment
 	}
 	env.OnActivity(c.ResolvePlan, mock.Anything, mock.Anything).
 		Return(activities.ResolvePlanResult{Version: version, Name: "exam", StoredBytes: 1 << 30, Zones: zones}, nil)
+	env.OnActivity(r.MakeRoom, mock.Anything, mock.Anything).Return(func(ctx context.Context, in activities.MakeRoomInput) (activities.MakeRoomResult, error) {
+		planMu.Lock()
+		defer planMu.Unlock()
+		planRooms = append(planRooms, in)
+		if noRoom {
+			return activities.MakeRoomResult{}, activities.ErrNoRoom.New("region room3 needs 1.0 GiB for exam@91bc0000, has 0.2 GiB free under its high-water mark; held: win11 (pinned, 2.1 GiB)", nil)
+		}
+		return activities.MakeRoomResult{}, nil
+	})
 	env.OnSignalExternalWorkflow(mock.Anything, CentralServiceID, "", SignalPlan, mock.Anything).Return(func(_, _, _, _ string, arg any) error {
 		planReports = append(planReports, arg.(PlanStatus))
 		return nil
@@ -41,8 +52,14 @@ func planEnv(t *testing.T, regions ...string) *testsuite.TestWorkflowEnvironment
 	return env
 }
 
-// planReports are the reports the last planEnv's plan sent to central.
-var planReports []PlanStatus
+// planReports are the reports the last planEnv's plan sent to central; planRooms its calls of
+// MakeRoom; noRoom makes every region answer MakeRoom with NoRoom.
+var (
+	planMu      sync.Mutex
+	planReports []PlanStatus
+	planRooms   []activities.MakeRoomInput
+	noRoom      bool
+)
 
 // shares records the shares a plan started: when, and for which region.
 type shares struct {
@@ -103,6 +120,40 @@ func TestPlanSharesToEveryRegionAndEndsAtBy(t *testing.T) {
 	}
 	if !env.Now().Equal(by) {
 		t.Errorf("the plan ended at %v, want at By %v (it keeps what it brought held until then)", env.Now(), by)
+	}
+	// Each region made room for the version's stored bytes and held it for the plan until By
+	// and the grace, before its share.
+	if len(planRooms) != 2 {
+		t.Fatalf("MakeRoom calls: %+v", planRooms)
+	}
+	for _, in := range planRooms {
+		if in.Version != version || in.Bytes != 1<<30 || in.Holder != "plan/exam-week" || !in.Until.Equal(by.Add(planHoldGrace)) {
+			t.Errorf("MakeRoom %+v", in)
+		}
+	}
+}
+
+// A region that cannot make room shares nothing and says what holds the space; a plan longer
+// than a hold may last renews its holds.
+func TestPlanWithoutRoomSharesNothingAndLongPlansRenewTheirHolds(t *testing.T) {
+	env := planEnv(t, "room3")
+	noRoom = true
+	defer func() { noRoom = false }()
+	env.OnWorkflow(ShareImage, mock.Anything, mock.Anything).Return(ShareImageResult{}, errors.New("no share may start without room"))
+	_, err := runPlan(t, env, PlanInput{Name: "full", Image: "exam", Regions: []string{"room3"}, By: planStart.Add(time.Hour)})
+	var ae *temporal.ApplicationError
+	if !errors.As(err, &ae) || !strings.Contains(ae.Message(), "room3 retrying (region room3 needs 1.0 GiB for exam@91bc0000, has 0.2 GiB free under its high-water mark; held: win11 (pinned, 2.1 GiB))") {
+		t.Fatalf("got %v, want NotReady saying what holds the space", err)
+	}
+
+	noRoom = false
+	env = planEnv(t, "room3")
+	env.OnWorkflow(ShareImage, mock.Anything, mock.Anything).Return(ShareImageResult{Version: version}, nil)
+	if _, err := runPlan(t, env, PlanInput{Name: "term", Image: "exam", Regions: []string{"room3"}, By: planStart.Add(20 * 24 * time.Hour)}); err != nil {
+		t.Fatal(err)
+	}
+	if n := len(planRooms); n < 19 || n > 21 {
+		t.Fatalf("a 20-day plan called MakeRoom %d times, want its first call and one renewal a day", n)
 	}
 }
 
