@@ -70,6 +70,9 @@ type Central struct {
 	Settings RegionSettingsStore
 	// Planner starts the plans of scheduled deploys and updates; nil: none are made.
 	Planner SchedulePlans
+	// PlannerInterval is how often central's schedule planner runs (0: its default); the
+	// central worker starts the planner with it.
+	PlannerInterval time.Duration
 }
 
 // errNoKey is what the central activities that sign answer when central has no key.

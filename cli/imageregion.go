@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"errors"
 	"fmt"
 	"strings"
 	"text/tabwriter"
@@ -109,7 +110,8 @@ func (a *App) imagePin(pin bool) *cobra.Command {
 		Use:   use + " --region REGION IMAGE",
 		Short: short,
 		Long: short + `.
-IMAGE is NAME (its latest tag), NAME:TAG or NAME@VERSION, resolved in the region's store. A pin
+IMAGE is NAME (its latest tag), NAME:TAG or NAME@VERSION, resolved in central's catalog (a
+region's store keeps versions, not central's tags). A pin
 is a hold that does not expire: eviction never removes a pinned version, and 'tms image rm'
 refuses it, naming the pin.`,
 		Args: exactArgs(1, "IMAGE"),
@@ -126,8 +128,17 @@ refuses it, naming the pin.`,
 				return err
 			}
 			defer c.Close()
+			// An image central does not know (imported into the region's store by hand) is
+			// resolved by the region.
+			image, err := c.centralVersion(ctx, args[0])
+			if errors.Is(err, errNotInCatalog) {
+				image, err = args[0], nil
+			}
+			if err != nil {
+				return err
+			}
 			// The pin records who set it, as every task records who started it.
-			res, err := c.regionAdmin(ctx, region, activities.AdminInput{Op: op, Image: args[0], By: c.user})
+			res, err := c.regionAdmin(ctx, region, activities.AdminInput{Op: op, Image: image, By: c.user})
 			if err != nil {
 				return err
 			}

@@ -94,7 +94,7 @@ TIME is read like --at: HH:MM (today), YYYY-MM-DD HH:MM in the regions' zone, or
 			if err := workflows.CheckPlan(in, a.now()); err != nil {
 				return usageError{fmt.Errorf("%s: %w", cmd.CommandPath(), err)}
 			}
-			if err := c.checkImage(ctx, image); err != nil {
+			if _, err := c.centralVersion(ctx, image); err != nil {
 				return err
 			}
 			tags := workflows.TaskTags{Kind: workflows.TaskPlan, Image: image, StartedBy: c.user}
@@ -150,29 +150,36 @@ func (c *tclient) regionsZone(ctx context.Context, regions []string, override st
 	return loc, nil
 }
 
-// checkImage refuses an image central's catalog does not have, before a plan starts.
-func (c *tclient) checkImage(ctx context.Context, image string) error {
+var errNotInCatalog = errors.New("unknown to central")
+
+// centralVersion resolves image (NAME, NAME:TAG or NAME@VERSION) in central's catalog, as
+// NAME@VERSION; an image the catalog lacks is an error saying so. A region's store keeps
+// versions, not central's tags, so commands that name an image in a region resolve it here.
+func (c *tclient) centralVersion(ctx context.Context, image string) (string, error) {
+	ref, err := parseRef(image)
+	if err != nil {
+		return "", err
+	}
 	res, err := c.centralAdmin(ctx, "images")
 	if err != nil {
-		return err
+		return "", err
 	}
-	name, _, _ := strings.Cut(image, "@")
-	name, tag, hasTag := strings.Cut(name, ":")
+	var match []string
 	for _, im := range res.Images {
-		if im.Name != name {
+		if im.Name != ref.Name {
 			continue
 		}
-		if !hasTag && !strings.Contains(image, "@") {
-			return nil
-		}
-		if hasTag && slices.Contains(im.Tags, tag) {
-			return nil
-		}
-		if _, v, ok := strings.Cut(image, "@"); ok && strings.HasPrefix(im.Version, v) {
-			return nil
+		if ref.Version != "" && strings.HasPrefix(im.Version, ref.Version) || ref.Version == "" && slices.Contains(im.Tags, ref.Tag) {
+			match = append(match, im.Version)
 		}
 	}
-	return fmt.Errorf("image %s is not in central's catalog ('tms image ls' lists it)", image)
+	switch len(match) {
+	case 0:
+		return "", fmt.Errorf("image %s is not in central's catalog ('tms image ls' lists it): %w", image, errNotInCatalog)
+	case 1:
+		return ref.Name + "@" + match[0], nil
+	}
+	return "", fmt.Errorf("image %s names %d versions in central's catalog: give more of the version", image, len(match))
 }
 
 // planRow is one plan, as ls and show print it.

@@ -16,6 +16,7 @@
 package devenv
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -98,6 +99,11 @@ type Options struct {
 	// StoreCapacity is each region's store capacity in bytes (region.store_capacity; 0: its
 	// filesystem's), so a small store and its eviction can be shown.
 	StoreCapacity int64
+	// StoreCapacityOf overrides StoreCapacity for the regions it names.
+	StoreCapacityOf map[string]int64
+	// PlannerInterval is how often central's schedule planner looks at the schedules
+	// (default workflows.PlannerInterval).
+	PlannerInterval time.Duration
 }
 
 // Terminal is a simulated terminal.
@@ -276,7 +282,7 @@ func Start(ctx context.Context, o Options) (_ *Env, err error) {
 	}
 	e.Central, err = server.StartCentral(ctx, server.CentralOptions{DataDir: filepath.Join(o.DataDir, "central"), Relay: relay,
 		Key: key, Client: e.Client, Log: o.Log, Listen: net.JoinHostPort(o.Host, strconv.Itoa(o.CentralPort)),
-		Routes: []func(*http.ServeMux, *server.Central){e.centralRoutes}})
+		Routes: []func(*http.ServeMux, *server.Central){e.centralRoutes}, PlannerInterval: o.PlannerInterval})
 	if err != nil {
 		return nil, err
 	}
@@ -311,7 +317,7 @@ func Start(ctx context.Context, o Options) (_ *Env, err error) {
 		r, err := server.StartRegion(ctx, server.RegionOptions{ID: id, DataDir: filepath.Join(o.DataDir, id), Relay: relay,
 			Listen: listen, Labels: map[string]string{"site": "dev"}, CentralKey: e.CentralKey, Client: rc, Log: o.Log,
 			Waker: waker, Boot: config.Boot{Subnet: o.Segment}, Version: o.Version, ReportInterval: o.ReportInterval,
-			Unicast: o.Unicast, StoreCapacity: o.StoreCapacity})
+			Unicast: o.Unicast, StoreCapacity: cmp.Or(o.StoreCapacityOf[id], o.StoreCapacity)})
 		if err != nil {
 			return nil, err
 		}

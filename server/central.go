@@ -45,6 +45,9 @@ type CentralOptions struct {
 	// Routes add routes to central's HTTP service (see CentralMux), given the central they
 	// serve (its catalog holds the users of tms login).
 	Routes []func(*http.ServeMux, *Central)
+	// PlannerInterval is how often the schedule planner looks at the schedules (default
+	// workflows.PlannerInterval).
+	PlannerInterval time.Duration
 }
 
 // Central is a running central server.
@@ -98,7 +101,7 @@ func StartCentral(ctx context.Context, o CentralOptions) (_ *Central, err error)
 		}
 	}
 	c.worker = workers.NewCentral(o.Client, &activities.Central{Catalog: activities.StateCatalog{C: c.Catalog}, Key: o.Key,
-		Planner: schedulePlans{c: o.Client, log: o.Log, now: time.Now}})
+		Planner: schedulePlans{c: o.Client, log: o.Log, now: time.Now}, PlannerInterval: o.PlannerInterval})
 	if err := c.worker.Start(); err != nil {
 		c.worker = nil
 		c.Stop()

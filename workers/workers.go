@@ -30,7 +30,7 @@ func NewCentral(c client.Client, acts *activities.Central) worker.Worker {
 	sw := &serviceWorker{Worker: w, c: c, services: []service{
 		newService(workflows.CentralServiceID, activities.CentralQueue, workflows.CentralService, workflows.CentralServiceInput{})}}
 	if acts.Planner != nil {
-		sw.services = append(sw.services, newService(workflows.SchedulePlannerID, activities.CentralQueue, workflows.SchedulePlanner, workflows.SchedulePlannerInput{}))
+		sw.services = append(sw.services, newService(workflows.SchedulePlannerID, activities.CentralQueue, workflows.SchedulePlanner, workflows.SchedulePlannerInput{Interval: acts.PlannerInterval}))
 	}
 	return sw
 }

@@ -389,8 +389,20 @@ func makeRoom(ctx workflow.Context, in PlanInput, region, version string, bytes 
 	var res activities.MakeRoomResult
 	err := workflow.ExecuteActivity(actx, r.MakeRoom, activities.MakeRoomInput{Version: version, Bytes: bytes,
 		Holder: PlanWorkflowID(in.Name), Until: in.By.Add(planHoldGrace)}).Get(ctx, &res)
+	var gone []string
 	for _, e := range res.Evicted {
 		workflow.GetLogger(ctx).Info("plan: the region evicted an image to make room", "plan", in.Name, "region", region, "image", e.Name, "version", e.Version, "bytes", e.Bytes)
+		gone = append(gone, e.Version)
+	}
+	if len(gone) > 0 {
+		// Central forgets the evicted copies now, not at the region's next full report, so
+		// no share counts on them meanwhile.
+		var c *activities.Central
+		cctx := workflow.WithActivityOptions(ctx, workflow.ActivityOptions{TaskQueue: activities.CentralQueue, StartToCloseTimeout: time.Minute,
+			RetryPolicy: &temporal.RetryPolicy{MaximumAttempts: 5, NonRetryableErrorTypes: activities.NonRetryable(activities.ErrBadInput, activities.ErrBadVersion)}})
+		if ferr := workflow.ExecuteActivity(cctx, c.ForgetLocation, activities.ForgetInput{Region: region, Versions: gone}).Get(ctx, nil); ferr != nil {
+			workflow.GetLogger(ctx).Warn("plan: central could not forget the evicted copies; the region's reports will", "region", region, "err", ferr)
+		}
 	}
 	return err
 }
