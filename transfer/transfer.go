@@ -23,6 +23,7 @@ import (
 	"tms/manifest"
 	"tms/signing"
 	"tms/store"
+	"tms/wanrate"
 )
 
 // Source is where a copy reads from: a store, or a peer's store over HTTP.
@@ -88,6 +89,26 @@ type Options struct {
 	// Meter, if set, counts the chunks the copy fetches: their bytes, and each one kept or
 	// refused.
 	Meter Meter
+	// Pace, if set, paces the chunks the copy writes to dst, each taking its bytes before it
+	// is written: for a destination across the WAN (the relay). A source across the WAN
+	// paces its own reads (HTTPSource.Limit, WaitingSource.Pace).
+	Pace *wanrate.Objects
+	// Rate is the WAN cap the copy runs under at its start, in bytes a second (0: none). Under
+	// a cap the copy moves no more chunks at once than move in half a minute at it (and at
+	// least 2), so that a request waiting its turn is not timed out or taken for stalled.
+	Rate int64
+}
+
+// paceWindow is how long the chunks a copy moves at once may take together at its Rate.
+const paceWindow = 30 * time.Second
+
+// jobsAt is how many chunks move at once at rate with chunks of chunkSize, at most jobs.
+func jobsAt(jobs int, rate, chunkSize int64) int {
+	if rate <= 0 || chunkSize <= 0 {
+		return jobs
+	}
+	n := rate * int64(paceWindow/time.Second) / chunkSize
+	return int(max(2, min(int64(jobs), n)))
 }
 
 // Meter counts chunks as they move (package metrics's Flow: one path and direction).
@@ -181,6 +202,8 @@ func Copy(ctx context.Context, src Source, dst *store.Store, id manifest.ID, opt
 		v = &store.Version{ID: id, Manifest: m, Encoded: b}
 	}
 
+	opts.Jobs = jobsAt(opts.Jobs, opts.Rate, v.Manifest.ChunkSize)
+
 	lock, err := dst.LockShared(ctx, "copy of "+v.Manifest.Meta.Name+"@"+id.Short()+" from "+src.String(), nil)
 	if err != nil {
 		return nil, err
@@ -226,7 +249,7 @@ func Copy(ctx context.Context, src Source, dst *store.Store, id manifest.ID, opt
 	g.SetLimit(opts.Jobs)
 	for _, c := range ids {
 		g.Go(func() error {
-			moved, size, err := copyChunk(gctx, src, dst, w, v.Manifest.Hash, c, meter)
+			moved, size, err := copyChunk(gctx, src, dst, w, v.Manifest.Hash, c, meter, opts.Pace)
 			if err != nil {
 				return err
 			}
@@ -312,7 +335,7 @@ func CopySignature(ctx context.Context, src Source, dst *store.Store, id manifes
 
 // copyChunk moves one chunk if dst lacks it, checking it first. It reports whether it moved
 // the chunk and the chunk's stored size.
-func copyChunk(ctx context.Context, src Source, dst *store.Store, w *store.ChunkWriter, h manifest.Hash, id manifest.ID, meter Meter) (bool, int64, error) {
+func copyChunk(ctx context.Context, src Source, dst *store.Store, w *store.ChunkWriter, h manifest.Hash, id manifest.ID, meter Meter, pace *wanrate.Objects) (bool, int64, error) {
 	size, err := dst.StatChunk(ctx, id)
 	if err == nil {
 		return false, size, nil
@@ -336,7 +359,7 @@ func copyChunk(ctx context.Context, src Source, dst *store.Store, w *store.Chunk
 		return false, 0, fmt.Errorf("chunk %s from %s: %w: %w", id, src, ErrSourceCorrupt, err)
 	}
 	meter.Verified()
-	if err := w.PutRaw(ctx, id, frame); err != nil {
+	if err := pace.Put(ctx, int64(len(frame)), func() error { return w.PutRaw(ctx, id, frame) }); err != nil {
 		return false, 0, err
 	}
 	return true, int64(len(frame)), nil
@@ -346,9 +369,9 @@ func copyChunk(ctx context.Context, src Source, dst *store.Store, w *store.Chunk
 // can start before the upload ends. It is not a published version: gc and listings ignore it.
 func StagingKey(id manifest.ID) string { return "staging/" + id.String() }
 
-// Stage writes version v's manifest to dst's staging area.
-func Stage(ctx context.Context, dst *store.Store, v *store.Version) error {
-	return dst.Backend().Put(ctx, StagingKey(v.ID), v.Encoded)
+// Stage writes version v's manifest to dst's staging area, paced by pace (nil: not paced).
+func Stage(ctx context.Context, dst *store.Store, v *store.Version, pace *wanrate.Objects) error {
+	return pace.Put(ctx, int64(len(v.Encoded)), func() error { return dst.Backend().Put(ctx, StagingKey(v.ID), v.Encoded) })
 }
 
 // WaitingSource reads from a store that another process is still filling: the manifest from
@@ -358,6 +381,9 @@ type WaitingSource struct {
 	S       *store.Store
 	Poll    time.Duration // default 500 ms
 	Timeout time.Duration // default 10 minutes
+	// Pace, if set, paces the objects read (package wanrate): a chunk is looked for (Stat)
+	// until it is there, then its bytes are taken before it is read.
+	Pace *wanrate.Objects
 }
 
 var _ Source = WaitingSource{}
@@ -366,11 +392,14 @@ func (w WaitingSource) String() string { return w.S.String() + " (relay)" }
 
 func (w WaitingSource) GetManifestBytes(ctx context.Context, id manifest.ID) ([]byte, error) {
 	return w.wait(ctx, func() ([]byte, error) {
-		b, err := w.S.Backend().Get(ctx, StagingKey(id))
-		if errors.Is(err, store.ErrNotFound) {
-			return StoreSource{w.S}.GetManifestBytes(ctx, id)
-		}
-		return b, err
+		// The manifest's size is not known before: its bytes are settled once it is in.
+		return w.Pace.Get(ctx, 0, func() ([]byte, error) {
+			b, err := w.S.Backend().Get(ctx, StagingKey(id))
+			if errors.Is(err, store.ErrNotFound) {
+				return StoreSource{w.S}.GetManifestBytes(ctx, id)
+			}
+			return b, err
+		})
 	})
 }
 
@@ -381,7 +410,20 @@ func (w WaitingSource) GetSignature(ctx context.Context, id manifest.ID) (signin
 }
 
 func (w WaitingSource) GetChunkFrame(ctx context.Context, id manifest.ID) ([]byte, error) {
-	return w.wait(ctx, func() ([]byte, error) { return StoreSource{w.S}.GetChunkFrame(ctx, id) })
+	if w.Pace == nil {
+		return w.wait(ctx, func() ([]byte, error) { return StoreSource{w.S}.GetChunkFrame(ctx, id) })
+	}
+	// Look for the chunk without taking bytes for it: a chunk the source region has not
+	// uploaded yet is asked for many times.
+	var size int64
+	if _, err := w.wait(ctx, func() ([]byte, error) {
+		n, err := w.S.StatChunk(ctx, id)
+		size = n
+		return nil, err
+	}); err != nil {
+		return nil, err
+	}
+	return w.Pace.Get(ctx, size, func() ([]byte, error) { return StoreSource{w.S}.GetChunkFrame(ctx, id) })
 }
 
 func (w WaitingSource) wait(ctx context.Context, get func() ([]byte, error)) ([]byte, error) {
