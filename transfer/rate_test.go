@@ -83,7 +83,7 @@ func TestPeerPullKeepsItsCap(t *testing.T) {
 	a, _ := storetest.Dir(t)
 	v := randomImage(t, a, 40<<20)
 	for _, tc := range []struct {
-		name                string
+		name               string
 		own, region, serve int64 // caps: the pull's own, the pulling region's, the serving region's
 	}{
 		{"the pull's own cap under its region's", rate, 3 * rate, 0},
