@@ -12,6 +12,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"tms/settings"
 )
 
 // Config is the whole configuration of every tms program. Each program reads the sections it
@@ -228,6 +230,15 @@ type Region struct {
 	// StoreHighWater is the region store's high-water mark: the fraction of its capacity
 	// (0.5 to 0.99) above which the store counts as too full.
 	StoreHighWater float64 `mapstructure:"store_high_water"`
+	// WANRate caps the bytes a second of all the region's WAN transfers together, both ways:
+	// peer pulls, what its data endpoint serves to other regions, relay uploads and downloads
+	// (not its terminals' traffic). Written like 20MB/s or 160Mbit/s (settings.ParseRate);
+	// empty or off: no cap. WANRateBytes reads it.
+	WANRate string `mapstructure:"wan_rate"`
+	// WANRateWindows are times of day, in the region's zone, with caps of their own that
+	// replace WANRate while they last, like "08:00-16:00=5MB/s,16:00-08:00=50MB/s"
+	// (settings.ParseRateWindows); empty or none: WANRate all day.
+	WANRateWindows string `mapstructure:"wan_rate_windows"`
 	// Boot is the region's boot service: how its terminals boot from the network.
 	Boot Boot `mapstructure:"boot"`
 	// Unicast turns the swarm off: every terminal of a deploy or update fetches every chunk
@@ -460,4 +471,17 @@ func redact(secret string) string {
 		return ""
 	}
 	return "[redacted]"
+}
+
+// WANRateBytes is WANRate in bytes a second (0: no cap). The configuration was validated:
+// a value that does not parse is no cap.
+func (r Region) WANRateBytes() int64 {
+	if r.WANRate == "" {
+		return 0
+	}
+	n, err := settings.ParseRate(r.WANRate)
+	if err != nil {
+		return 0
+	}
+	return n
 }

@@ -153,6 +153,12 @@ func (c *Config) Validate(role Role) error {
 	if r.StoreHighWater != 0 { // 0: the default
 		v.setting("region.store_high_water", settings.KeyStoreHighWater, strconv.FormatFloat(r.StoreHighWater, 'f', -1, 64))
 	}
+	if r.WANRate != "" {
+		v.setting("region.wan_rate", settings.KeyWANRate, r.WANRate)
+	}
+	if r.WANRateWindows != "" {
+		v.setting("region.wan_rate_windows", settings.KeyWANRateWindows, r.WANRateWindows)
+	}
 
 	if d := r.ReportInterval; d != 0 && (d < time.Second || d > 10*time.Minute) {
 		v.add("region.report_interval", fmt.Sprintf("%s is not between 1s and 10m", d))
