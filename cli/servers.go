@@ -145,7 +145,7 @@ It refuses a Temporal connection with neither TLS (region.temporal.tls.*) nor an
 			srv, err := server.StartRegion(ctx, server.RegionOptions{ID: rc.ID, DataDir: rc.DataDir, Store: st, Relay: relay,
 				Listen: rc.Listen.String(), Endpoint: endpoint, HTTP: rc.HTTP, TLS: rc.TLS, Labels: rc.Labels, Timezone: rc.Zone(), CentralKey: centralKey, Client: tc, Log: log, Boot: rc.Boot,
 				Version: Version, ReportInterval: rc.ReportInterval, StoreHighWater: rc.StoreHighWater,
-				MetricsListen: metricsListen, Unicast: rc.Unicast})
+				MetricsListen: metricsListen, Unicast: rc.Unicast, WANRate: rc.WANRateBytes(), WANRateWindows: rc.WANWindows()})
 			if err != nil {
 				return err
 			}

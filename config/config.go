@@ -485,3 +485,13 @@ func (r Region) WANRateBytes() int64 {
 	}
 	return n
 }
+
+// WANWindows is WANRateWindows in canonical form (settings.FormatRateWindows); empty if none
+// or if it does not parse (the configuration was validated).
+func (r Region) WANWindows() string {
+	ws, err := settings.ParseRateWindows(r.WANRateWindows)
+	if err != nil || len(ws) == 0 {
+		return ""
+	}
+	return settings.FormatRateWindows(ws)
+}

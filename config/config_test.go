@@ -1166,3 +1166,16 @@ func TestRegionZone(t *testing.T) {
 		t.Errorf("Zone with a TZ that names no zone: %v", err)
 	}
 }
+
+func TestRegionWANRateValues(t *testing.T) {
+	r := Region{WANRate: "160Mbit/s", WANRateWindows: "16:00-08:00=50MB/s, 8:00-16:00=5MB/s"}
+	if got := r.WANRateBytes(); got != 20_000_000 {
+		t.Errorf("WANRateBytes = %d; want 20000000", got)
+	}
+	if got := r.WANWindows(); got != "08:00-16:00=5MB/s,16:00-08:00=50MB/s" {
+		t.Errorf("WANWindows = %q", got)
+	}
+	if (Region{}).WANRateBytes() != 0 || (Region{}).WANWindows() != "" || (Region{WANRate: "off", WANRateWindows: "none"}).WANWindows() != "" {
+		t.Error("no cap and no windows are not zero values")
+	}
+}
