@@ -7,6 +7,7 @@ import (
 	"net/url"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -161,4 +162,66 @@ func TestRelayKeepsItsCap(t *testing.T) {
 		t.Fatal(err)
 	}
 	check("pull", flow)
+}
+
+// countingLimiter counts the takes a limiter sees.
+type countingLimiter struct {
+	wanrate.Limiter
+	takes atomic.Int64
+}
+
+func (c *countingLimiter) Take(ctx context.Context, n int64) error {
+	c.takes.Add(1)
+	return c.Limiter.Take(ctx, n)
+}
+
+// TestPacedRelayPullWaitingForChunksTakesNothing runs a paced relay pull while the push is
+// still filling the relay, each side at 4 MB/s: looking for a chunk that is not there yet must
+// not take bytes from the pull's cap (the pull would fall behind the push it follows), so the
+// pull takes once per chunk it reads, however often it looked.
+func TestPacedRelayPullWaitingForChunksTakesNothing(t *testing.T) {
+	if testing.Short() {
+		t.Skip("a 3-second transfer")
+	}
+	const rate = 4_000_000
+	ctx := context.Background()
+	a, _ := storetest.Dir(t)
+	relay, _ := storetest.Dir(t)
+	b, _ := storetest.Dir(t)
+	v := randomImage(t, a, 12<<20)
+	push := &wanrate.Objects{Limit: wanrate.NewBucket(rate, nil)}
+	if err := transfer.Stage(ctx, relay, v.Version, push); err != nil {
+		t.Fatal(err)
+	}
+	lim := &countingLimiter{Limiter: wanrate.NewBucket(rate, nil)}
+	pulled := make(chan *transfer.Result, 1)
+	go func() {
+		src := transfer.WaitingSource{S: relay, Poll: 20 * time.Millisecond, Pace: &wanrate.Objects{Limit: lim}}
+		res, err := transfer.Copy(ctx, src, b, v.Version.ID, transfer.Options{Rate: rate})
+		if err != nil {
+			t.Error(err)
+		}
+		pulled <- res
+	}()
+	start := time.Now()
+	if _, err := transfer.Copy(ctx, transfer.StoreSource{S: a}, relay, v.Version.ID, transfer.Options{Pace: push, Rate: rate}); err != nil {
+		t.Fatal(err)
+	}
+	pushed := time.Now()
+	res := <-pulled
+	if res == nil {
+		t.FailNow()
+	}
+	t.Logf("push took %s, the pull ended %s after it; the pull took %d times for %d chunks",
+		pushed.Sub(start).Round(time.Millisecond), time.Since(pushed).Round(time.Millisecond), lim.takes.Load(), res.Moved)
+	// One take per chunk, one for the manifest; a chunk whose bytes came bigger than its Stat
+	// said (none here) would take twice.
+	if got := lim.takes.Load(); got > res.Moved+1 {
+		t.Fatalf("the pull took %d times for %d chunks and a manifest: it took bytes while it looked for chunks", got, res.Moved)
+	}
+	// The push makes chunks visible at its commits, a second apart: the pull ends within about
+	// a second's worth after the push.
+	if lag := time.Since(pushed); lag > 3*time.Second {
+		t.Fatalf("the pull ended %s after the push", lag)
+	}
 }

@@ -413,17 +413,15 @@ func (w WaitingSource) GetChunkFrame(ctx context.Context, id manifest.ID) ([]byt
 	if w.Pace == nil {
 		return w.wait(ctx, func() ([]byte, error) { return StoreSource{w.S}.GetChunkFrame(ctx, id) })
 	}
-	// Look for the chunk without taking bytes for it: a chunk the source region has not
-	// uploaded yet is asked for many times.
-	var size int64
-	if _, err := w.wait(ctx, func() ([]byte, error) {
-		n, err := w.S.StatChunk(ctx, id)
-		size = n
-		return nil, err
-	}); err != nil {
-		return nil, err
-	}
-	return w.Pace.Get(ctx, size, func() ([]byte, error) { return StoreSource{w.S}.GetChunkFrame(ctx, id) })
+	// Look for the chunk without taking bytes for it (a chunk the source region has not
+	// uploaded yet is asked for many times), then take its size's worth and read it.
+	return w.wait(ctx, func() ([]byte, error) {
+		size, err := w.S.StatChunk(ctx, id)
+		if err != nil {
+			return nil, err
+		}
+		return w.Pace.Get(ctx, size, func() ([]byte, error) { return StoreSource{w.S}.GetChunkFrame(ctx, id) })
+	})
 }
 
 func (w WaitingSource) wait(ctx context.Context, get func() ([]byte, error)) ([]byte, error) {

@@ -345,8 +345,8 @@ type Objects struct {
 // firstGuess is what a read takes before any object was read: the default chunk size.
 const firstGuess = 256 << 10
 
-// Get paces get, which reads one object of size bytes (-1: not known; what recent objects
-// weighed is taken, and the difference settled when the object is in).
+// Get paces get, which reads one object of size bytes (-1: not known, what recent objects
+// weighed is taken and the difference settled when the object is in; 0: all settled after).
 func (o *Objects) Get(ctx context.Context, size int64, get func() ([]byte, error)) ([]byte, error) {
 	if o == nil || o.Limit == nil {
 		return get()
@@ -360,8 +360,10 @@ func (o *Objects) Get(ctx context.Context, size int64, get func() ([]byte, error
 			guess = firstGuess
 		}
 	}
-	if err := o.Limit.Take(ctx, guess); err != nil {
-		return nil, err
+	if guess > 0 {
+		if err := o.Limit.Take(ctx, guess); err != nil {
+			return nil, err
+		}
 	}
 	b, err := get()
 	n := int64(len(b))
