@@ -73,7 +73,7 @@ func (f *flowClock) movedBy(d time.Duration) int64 {
 
 // TestPeerPullKeepsItsCap pulls an image over loopback HTTP under a cap of 8 MB/s and checks
 // the rate it moved at within 5%, the puller's cap and the serving region's alike. The pull
-// lasts about 5 s: long enough that the bucket's first burst (256 KiB, 3% of a second) and
+// lasts about 5 s: long enough that a burst of the bucket (50 ms worth) and
 // the last chunk's tail are small next to it, short enough for CI. The minute-long check of
 // the same bucket runs on a fake clock (package wanrate).
 func TestPeerPullKeepsItsCap(t *testing.T) {

@@ -46,11 +46,11 @@ func (systemClock) Timer(d time.Duration) (<-chan time.Time, func()) {
 	return t.C, func() { t.Stop() }
 }
 
-// MaxBurst bounds the bytes a Bucket lets through at once after standing idle.
-const MaxBurst = 256 << 10
-
-// Burst is the burst of a Bucket at rate: 100 ms worth, at most MaxBurst, at least 4 KiB.
-func Burst(rate int64) int64 { return min(MaxBurst, max(rate/10, 4<<10)) }
+// Burst is what a Bucket at rate lets through at once after standing idle: 50 ms worth (at
+// least 4 KiB). Small next to a second, so the cap holds within 5% over any second; large
+// enough that a transfer whose goroutines were not scheduled for a moment (a busy machine, a
+// pause of the garbage collector) does not lose its share of the cap.
+func Burst(rate int64) int64 { return max(rate/20, 4<<10) }
 
 // Bucket is a token bucket of bytes. Takers are served in the order they came, each waiting
 // until the bytes taken before it and its own have been earned at the rate, so a cap holds over
@@ -71,17 +71,14 @@ type Bucket struct {
 	changed       chan struct{} // closed when waiters must look again (a new rate, a refund)
 }
 
-// NewBucket returns a Bucket capped at rate bytes a second (0: no cap), full (a burst may go at
-// once). A nil clock is the system's.
+// NewBucket returns a Bucket capped at rate bytes a second (0: no cap), empty: pacing starts
+// at once. A nil clock is the system's.
 func NewBucket(rate int64, clock Clock) *Bucket {
 	if clock == nil {
 		clock = systemClock{}
 	}
 	b := &Bucket{clock: clock, rate: max(rate, 0), changed: make(chan struct{})}
 	b.last = clock.Now()
-	if b.rate > 0 {
-		b.credit = Burst(b.rate)
-	}
 	return b
 }
 
@@ -342,7 +339,8 @@ type Objects struct {
 	avg float64 // the bytes of recent objects read, a moving average
 }
 
-// firstGuess is what a read takes before any object was read: the default chunk size.
+// firstGuess is what a read of unknown size takes before any object was read: the default
+// chunk size.
 const firstGuess = 256 << 10
 
 // Get paces get, which reads one object of size bytes (-1: not known, what recent objects

@@ -136,16 +136,25 @@ func run(ctx context.Context, clock *fakeClock, l Limiter, takers int, piece int
 	}
 }
 
-// waitRearmed waits until the one waiter has set a timer for its new wake-up (after a wake).
-func waitRearmed(t *testing.T, c *fakeClock) {
+// armed is the one timer pending: a lone waiter's.
+func (c *fakeClock) armed(t *testing.T) *fakeTimer {
 	t.Helper()
 	c.mu.Lock()
-	before := c.pending[0]
-	c.mu.Unlock()
+	defer c.mu.Unlock()
+	if len(c.pending) != 1 {
+		t.Fatalf("%d timers pending; want the one waiter's", len(c.pending))
+	}
+	return c.pending[0]
+}
+
+// waitRearmed waits until the one waiter, whose timer was before, has set a timer for its new
+// wake-up (after a wake), or has gone.
+func waitRearmed(t *testing.T, c *fakeClock, before *fakeTimer) {
+	t.Helper()
 	deadline := time.Now().Add(10 * time.Second)
 	for time.Now().Before(deadline) {
 		c.mu.Lock()
-		rearmed := len(c.pending) == 1 && c.pending[0] != before
+		rearmed := len(c.pending) == 0 || len(c.pending) == 1 && c.pending[0] != before
 		c.mu.Unlock()
 		if rearmed {
 			return
@@ -233,17 +242,18 @@ func TestBucketChangedCapAppliesAtOnce(t *testing.T) {
 			t.Fatal("went before its bytes were earned")
 		default:
 		}
-		// At 10 MB/s the rest (1.4 MB: 2 MB less a burst and 0.5 s at 1 MB/s) takes 140 ms, not 1.4 s.
+		// At 10 MB/s the rest (1.5 MB: 2 MB less 0.5 s at 1 MB/s) takes 150 ms, not 1.5 s.
+		before := clock.armed(t)
 		b.SetRate(10_000_000)
-		waitRearmed(t, clock)
-		clock.Advance(150 * time.Millisecond)
+		waitRearmed(t, clock, before)
+		clock.Advance(160 * time.Millisecond)
 		select {
 		case err := <-done:
 			if err != nil {
 				t.Fatal(err)
 			}
 		case <-time.After(5 * time.Second):
-			t.Fatal("a raised cap did not release the waiter within 150 ms of fake time")
+			t.Fatal("a raised cap did not release the waiter within 160 ms of fake time")
 		}
 	})
 	t.Run("lowered and raised under load", func(t *testing.T) {
@@ -288,10 +298,7 @@ func TestBucketOffLetsEverythingGo(t *testing.T) {
 
 func TestBucketCanceledTakerGivesWay(t *testing.T) {
 	clock := newFakeClock(t0)
-	b := NewBucket(1_000_000, clock)
-	if err := b.Take(context.Background(), Burst(1_000_000)); err != nil { // empty the bucket
-		t.Fatal(err)
-	}
+	b := NewBucket(1_000_000, clock) // empty
 	ctx, cancel := context.WithCancel(context.Background())
 	first := make(chan error, 1)
 	go func() { first <- b.Take(ctx, 10_000_000) }() // 10 s
@@ -299,11 +306,14 @@ func TestBucketCanceledTakerGivesWay(t *testing.T) {
 	second := make(chan error, 1)
 	go func() { second <- b.Take(context.Background(), 100_000) }() // behind it: 10.1 s
 	clock.waitPending(t, 2)
+	clock.mu.Lock()
+	before := clock.pending[1] // the second's, set after the first's
+	clock.mu.Unlock()
 	cancel()
 	if err := <-first; !errors.Is(err, context.Canceled) {
 		t.Fatalf("canceled Take returned %v", err)
 	}
-	waitRearmed(t, clock) // the second looks again
+	waitRearmed(t, clock, before) // the second looks again
 	clock.Advance(110 * time.Millisecond)
 	select {
 	case err := <-second:
@@ -380,8 +390,8 @@ func TestReaderPacesAndGivesBackShortReads(t *testing.T) {
 			if n != 3_000_000 {
 				t.Fatalf("read %d bytes", n)
 			}
-			// 3 MB at 1 MB/s, less the first burst: about 2.9 s, not 3000 reads of 32 KiB.
-			if el := clock.Now().Sub(t0); el < 2800*time.Millisecond || el > 3100*time.Millisecond {
+			// 3 MB at 1 MB/s: 3 s, not 3000 reads of 32 KiB.
+			if el := clock.Now().Sub(t0); el < 2900*time.Millisecond || el > 3100*time.Millisecond {
 				t.Fatalf("3 MB at 1 MB/s took %s of fake time", el)
 			}
 			return
@@ -449,8 +459,8 @@ func TestObjectsTakeBeforeAndSettle(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			// 2.6 MB moved at 1 MB/s, less the first burst.
-			if el := clock.Now().Sub(t0); el < 2400*time.Millisecond || el > 2600*time.Millisecond {
+			// 2.6 MB moved at 1 MB/s.
+			if el := clock.Now().Sub(t0); el < 2500*time.Millisecond || el > 2700*time.Millisecond {
 				t.Fatalf("2.6 MB of objects at 1 MB/s took %s of fake time", el)
 			}
 			return
@@ -467,7 +477,7 @@ func TestObjectsTakeBeforeAndSettle(t *testing.T) {
 var _ Limiter = (*Bucket)(nil)
 
 func TestBurst(t *testing.T) {
-	for rate, want := range map[int64]int64{10_000: 4 << 10, 1_000_000: 100_000, 10_000_000: MaxBurst} {
+	for rate, want := range map[int64]int64{10_000: 4 << 10, 1_000_000: 50_000, 10_000_000: 500_000} {
 		if got := Burst(rate); got != want {
 			t.Errorf("Burst(%d) = %d; want %d", rate, got, want)
 		}
