@@ -457,7 +457,10 @@ func (r *Region) copy(ctx context.Context, src transfer.Source, dst *store.Store
 	}
 	if activity.IsActivity(ctx) {
 		// Under a WAN cap, many chunks share the pace and each may take minutes; the copy's
-		// position goes on being reported while they move.
+		// position goes on being reported while they move. Without a cap, only chunks that
+		// arrive report, so a transfer that stalls is taken for lost after the heartbeat
+		// timeout, as ever.
+		paced := func() bool { return opts.Rate > 0 || r.WAN != nil && r.WAN.Rate() > 0 }
 		stop := make(chan struct{})
 		defer close(stop)
 		go func() {
@@ -468,7 +471,9 @@ func (r *Region) copy(ctx context.Context, src transfer.Source, dst *store.Store
 				case <-stop:
 					return
 				case <-t.C:
-					activity.RecordHeartbeat(ctx, *last.Load())
+					if paced() {
+						activity.RecordHeartbeat(ctx, *last.Load())
+					}
 				}
 			}
 		}()
