@@ -28,7 +28,7 @@ func relayed(t *testing.T, src, relay *store.Store, v *store.Version, sig *signi
 			t.Fatal(err)
 		}
 	}
-	if err := transfer.Stage(ctx, relay, v); err != nil {
+	if err := transfer.Stage(ctx, relay, v, nil); err != nil {
 		t.Fatal(err)
 	}
 	var rest []manifest.ID

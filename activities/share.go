@@ -13,6 +13,7 @@ import (
 	"net/netip"
 	"net/url"
 	"sort"
+	"sync/atomic"
 	"time"
 
 	"go.temporal.io/sdk/activity"
@@ -20,10 +21,12 @@ import (
 	"tms/arrival"
 	"tms/manifest"
 	"tms/metrics"
+	"tms/settings"
 	"tms/signing"
 	"tms/state"
 	"tms/store"
 	"tms/transfer"
+	"tms/wanrate"
 )
 
 // Task queues.
@@ -250,8 +253,43 @@ type Region struct {
 	// bring, for deploys that start while it arrives (arriving.go); the region's agent API
 	// serves from the same registry. Nil: a version is usable once it is here.
 	Arrivals *arrival.Registry
+	// WAN paces the region's WAN transfers, all of them together (its wan_rate and
+	// wan_rate_windows); nil: no cap but the transfers' own.
+	WAN WANLimiter
 
 	describe describeCache
+}
+
+// WANLimiter is the region's pace of its WAN transfers, shared by all of them
+// (*wanrate.Bucket).
+type WANLimiter interface {
+	wanrate.Limiter
+	// Rate is the cap in force, in bytes a second (0: none).
+	Rate() int64
+}
+
+var _ WANLimiter = (*wanrate.Bucket)(nil)
+
+// wanLimit is the limiter of one transfer with its own cap rate (0: none) under the region's,
+// and the cap in force now (0: none).
+func (r *Region) wanLimit(rate int64) (wanrate.Limiter, int64, error) {
+	if rate != 0 && (rate < settings.MinRate || rate > settings.MaxRate) {
+		return nil, 0, ErrBadInput.New(fmt.Sprintf("a transfer's rate of %d bytes a second: it is 0 (only the regions' caps) or %s to %s",
+			rate, settings.FormatRate(settings.MinRate), settings.FormatRate(settings.MaxRate)), nil)
+	}
+	var own wanrate.Limiter
+	if rate > 0 {
+		own = wanrate.NewBucket(rate, nil)
+	}
+	var region wanrate.Limiter
+	now := rate
+	if r.WAN != nil {
+		region = r.WAN
+		if c := r.WAN.Rate(); c > 0 && (now == 0 || c < now) {
+			now = c
+		}
+	}
+	return wanrate.All(own, region), now, nil
 }
 
 // PullInput asks a region to pull a version from a peer.
@@ -259,6 +297,9 @@ type PullInput struct {
 	Version  string
 	Endpoint string
 	Grant    string
+	// Rate caps this pull, in bytes a second, under the region's own WAN cap (0: only the
+	// regions' caps: the puller's and the serving region's).
+	Rate int64
 }
 
 // MoveResult says what a transfer moved.
@@ -280,15 +321,24 @@ func (r *Region) PullFromPeer(ctx context.Context, in PullInput) (MoveResult, er
 	if err != nil || (base.Scheme != "http" && base.Scheme != "https") {
 		return MoveResult{}, ErrBadEndpoint.New(fmt.Sprintf("bad peer endpoint %q", in.Endpoint), err)
 	}
-	src := &transfer.HTTPSource{Base: base, Version: id, Grant: in.Grant, Client: r.HTTP}
+	lim, capNow, err := r.wanLimit(in.Rate)
+	if err != nil {
+		return MoveResult{}, err
+	}
+	src := &transfer.HTTPSource{Base: base, Version: id, Grant: in.Grant, Client: r.HTTP, Limit: lim}
 	if err := r.preflight(ctx, src, id); err != nil {
 		return MoveResult{}, err
 	}
-	return r.copy(ctx, src, r.Store, id, r.Metrics.Flow(metrics.PathPeer, metrics.In))
+	return r.copy(ctx, src, r.Store, id, r.Metrics.Flow(metrics.PathPeer, metrics.In), transfer.Options{Rate: capNow})
 }
 
 // RelayInput names a version to move through central's relay storage.
-type RelayInput struct{ Version string }
+type RelayInput struct {
+	Version string
+	// Rate caps this side of the relay, in bytes a second, under the region's own WAN cap
+	// (0: only the region's cap). Both the pushing and the pulling region apply it.
+	Rate int64
+}
 
 // PushToRelay uploads the version from this region's store to the relay storage: the manifest
 // to the staging area first, so a puller can start at once, then the chunks the relay lacks.
@@ -298,6 +348,11 @@ func (r *Region) PushToRelay(ctx context.Context, in RelayInput) (MoveResult, er
 	if err != nil {
 		return MoveResult{}, err
 	}
+	lim, capNow, err := r.wanLimit(in.Rate)
+	if err != nil {
+		return MoveResult{}, err
+	}
+	pace := &wanrate.Objects{Limit: lim}
 	keep, err := r.Store.Keep(ctx, id, holderFor(ctx, "relay/"+r.ID+"/"+id.Short()), RelayHoldTTL)
 	if errors.Is(err, store.ErrNotFound) {
 		return MoveResult{}, ErrNotHere.New("region "+r.ID+" does not hold version "+id.Short(), err)
@@ -317,10 +372,11 @@ func (r *Region) PushToRelay(ctx context.Context, in RelayInput) (MoveResult, er
 		}
 		defer r.Relay.Backend().Delete(context.WithoutCancel(ctx), transfer.StagingStatsKey(id))
 	}
-	if err := transfer.Stage(ctx, r.Relay, v); err != nil {
+	if err := transfer.Stage(ctx, r.Relay, v, pace); err != nil {
 		return MoveResult{}, err
 	}
-	res, err := r.copy(ctx, transfer.StoreSource{S: r.Store}, r.Relay, id, r.Metrics.Flow(metrics.PathRelay, metrics.Out))
+	res, err := r.copy(ctx, transfer.StoreSource{S: r.Store}, r.Relay, id, r.Metrics.Flow(metrics.PathRelay, metrics.Out),
+		transfer.Options{Pace: pace, Rate: capNow})
 	if err != nil {
 		return res, err
 	}
@@ -337,11 +393,18 @@ func (r *Region) PullFromRelay(ctx context.Context, in RelayInput) (MoveResult, 
 	if r.Relay == nil {
 		return MoveResult{}, ErrNoRelay.New("region "+r.ID+" has no relay storage configured", nil)
 	}
+	lim, capNow, err := r.wanLimit(in.Rate)
+	if err != nil {
+		return MoveResult{}, err
+	}
 	src := transfer.WaitingSource{S: r.Relay}
+	if lim != nil {
+		src.Pace = &wanrate.Objects{Limit: lim}
+	}
 	if err := r.preflight(ctx, src, id); err != nil {
 		return MoveResult{}, err
 	}
-	return r.copy(ctx, src, r.Store, id, r.Metrics.Flow(metrics.PathRelay, metrics.In))
+	return r.copy(ctx, src, r.Store, id, r.Metrics.Flow(metrics.PathRelay, metrics.In), transfer.Options{Rate: capNow})
 }
 
 func (r *Region) relayVersion(ctx context.Context, version string, from *store.Store) (manifest.ID, *store.Version, error) {
@@ -408,13 +471,44 @@ func (r *Region) checkSigned(ctx context.Context, v *store.Version) error {
 	return nil
 }
 
-// copy runs a transfer with heartbeats and turns data errors into non-retryable ones.
-func (r *Region) copy(ctx context.Context, src transfer.Source, dst *store.Store, id manifest.ID, meter transfer.Meter) (MoveResult, error) {
-	opts := transfer.Options{Meter: meter, Progress: func(p transfer.Progress) {
+// pacedHeartbeat is how often a transfer heartbeats its position while its chunks move.
+const pacedHeartbeat = 20 * time.Second
+
+// copy runs a transfer with heartbeats and turns data errors into non-retryable ones; opts
+// carries its pacing.
+func (r *Region) copy(ctx context.Context, src transfer.Source, dst *store.Store, id manifest.ID, meter transfer.Meter, opts transfer.Options) (MoveResult, error) {
+	opts.Meter = meter
+	var last atomic.Pointer[transfer.Progress]
+	last.Store(&transfer.Progress{})
+	opts.Progress = func(p transfer.Progress) {
+		last.Store(&p)
 		if activity.IsActivity(ctx) {
 			activity.RecordHeartbeat(ctx, p)
 		}
-	}}
+	}
+	if activity.IsActivity(ctx) {
+		// Under a WAN cap, many chunks share the pace and each may take minutes; the copy's
+		// position goes on being reported while they move. Without a cap, only chunks that
+		// arrive report, so a transfer that stalls is taken for lost after the heartbeat
+		// timeout, as ever.
+		paced := func() bool { return opts.Rate > 0 || r.WAN != nil && r.WAN.Rate() > 0 }
+		stop := make(chan struct{})
+		defer close(stop)
+		go func() {
+			t := time.NewTicker(pacedHeartbeat)
+			defer t.Stop()
+			for {
+				select {
+				case <-stop:
+					return
+				case <-t.C:
+					if paced() {
+						activity.RecordHeartbeat(ctx, *last.Load())
+					}
+				}
+			}
+		}()
+	}
 	var res *transfer.Result
 	var err error
 	if dst == r.Store {

@@ -47,7 +47,7 @@ func startArriving(t *testing.T, r *region, first int) *arriving {
 	if err := a.relay.PutSignature(ctx, a.v.ID, r.key.SignVersion(a.v.ID)); err != nil {
 		t.Fatal(err)
 	}
-	if err := transfer.Stage(ctx, a.relay, a.v); err != nil {
+	if err := transfer.Stage(ctx, a.relay, a.v, nil); err != nil {
 		t.Fatal(err)
 	}
 	for _, c := range a.chunks[:first] {

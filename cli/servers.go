@@ -146,7 +146,7 @@ It refuses a Temporal connection with neither TLS (region.temporal.tls.*) nor an
 				Listen: rc.Listen.String(), Endpoint: endpoint, HTTP: rc.HTTP, TLS: rc.TLS, Labels: rc.Labels, Timezone: rc.Zone(), CentralKey: centralKey, Client: tc, Log: log, Boot: rc.Boot,
 				Version: Version, ReportInterval: rc.ReportInterval, StoreHighWater: rc.StoreHighWater,
 				StoreLowWater: rc.StoreLowWater, StoreCapacity: rc.StoreCapacityBytes(),
-				MetricsListen: metricsListen, Unicast: rc.Unicast})
+				MetricsListen: metricsListen, Unicast: rc.Unicast, WANRate: rc.WANRateBytes(), WANRateWindows: rc.WANWindows()})
 			if err != nil {
 				return err
 			}

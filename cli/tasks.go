@@ -13,6 +13,7 @@ import (
 	"go.temporal.io/sdk/temporal"
 
 	"tms/activities"
+	"tms/settings"
 	"tms/workflows"
 )
 
@@ -56,24 +57,34 @@ central's catalog. The terminal boots from its own disk again afterwards, whatev
 }
 
 func (a *App) imageShare() *cobra.Command {
-	var to, at string
+	var to, at, rate string
 	var wait bool
 	c := &cobra.Command{
-		Use:   "share IMAGE --to REGION [--at TIME] [--wait]",
+		Use:   "share IMAGE --to REGION [--rate RATE] [--at TIME] [--wait]",
 		Short: "Copy an image version (NAME, NAME:TAG or NAME@VERSION) to a region's store",
 		Long: `Share makes the version IMAGE names present and verified in region REGION: directly from the
 nearest region that holds it, or through central's store if peers cannot be reached.
-Nothing is copied if the region already holds it.`,
+Nothing is copied if the region already holds it.
+
+The regions' WAN caps (the settings wan_rate and wan_rate_windows) pace the transfer; --rate
+caps it lower still, like --rate 5MB/s or --rate 40Mbit/s.`,
 		Args: exactArgs(1, "IMAGE"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if err := requireFlag(cmd, "to", to); err != nil {
 				return err
 			}
+			var bytesPerSec int64
+			if rate != "" {
+				var err error
+				if bytesPerSec, err = settings.ParseRate(rate); err != nil {
+					return usageError{fmt.Errorf("%s: --rate: %w", cmd.CommandPath(), err)}
+				}
+			}
 			startAt, err := a.startAt(cmd, to, at)
 			if err != nil {
 				return err
 			}
-			in := workflows.ShareImageInput{Image: args[0], Target: to, StartAt: startAt}
+			in := workflows.ShareImageInput{Image: args[0], Target: to, StartAt: startAt, Rate: bytesPerSec}
 			id := workflows.Stamped(workflows.ShareWorkflowID(args[0], to), a.now())
 			tags := workflows.TaskTags{Region: to, Kind: workflows.TaskShare, Image: args[0], StartAt: startAt}
 			return a.runTask(cmd, taskRequest{Region: to, Queue: activities.CentralQueue, ID: id, Tags: tags,
@@ -81,6 +92,7 @@ Nothing is copied if the region already holds it.`,
 		},
 	}
 	c.Flags().StringVar(&to, "to", "", "region to copy the image to (required)")
+	c.Flags().StringVar(&rate, "rate", "", "cap the transfer at RATE, below the regions' own WAN caps: like 5MB/s, 40Mbit/s or 500KiB/s")
 	atFlag(c, &at)
 	c.Flags().BoolVar(&wait, "wait", false, "follow the share until it ends")
 	return c

@@ -237,6 +237,15 @@ type Region struct {
 	// empty or "0": its filesystem's size. The effective capacity is the smaller of the two
 	// (StoreCapacityBytes).
 	StoreCapacity string `mapstructure:"store_capacity"`
+	// WANRate caps the bytes a second of all the region's WAN transfers together, both ways:
+	// peer pulls, what its data endpoint serves to other regions, relay uploads and downloads
+	// (not its terminals' traffic). Written like 20MB/s or 160Mbit/s (settings.ParseRate);
+	// empty or off: no cap. WANRateBytes reads it.
+	WANRate string `mapstructure:"wan_rate"`
+	// WANRateWindows are times of day, in the region's zone, with caps of their own that
+	// replace WANRate while they last, like "08:00-16:00=5MB/s,16:00-08:00=50MB/s"
+	// (settings.ParseRateWindows); empty or none: WANRate all day.
+	WANRateWindows string `mapstructure:"wan_rate_windows"`
 	// Boot is the region's boot service: how its terminals boot from the network.
 	Boot Boot `mapstructure:"boot"`
 	// Unicast turns the swarm off: every terminal of a deploy or update fetches every chunk
@@ -479,4 +488,27 @@ func (r Region) StoreCapacityBytes() int64 {
 		return 0
 	}
 	return n
+}
+
+// WANRateBytes is WANRate in bytes a second (0: no cap). The configuration was validated:
+// a value that does not parse is no cap.
+func (r Region) WANRateBytes() int64 {
+	if r.WANRate == "" {
+		return 0
+	}
+	n, err := settings.ParseRate(r.WANRate)
+	if err != nil {
+		return 0
+	}
+	return n
+}
+
+// WANWindows is WANRateWindows in canonical form (settings.FormatRateWindows); empty if none
+// or if it does not parse (the configuration was validated).
+func (r Region) WANWindows() string {
+	ws, err := settings.ParseRateWindows(r.WANRateWindows)
+	if err != nil || len(ws) == 0 {
+		return ""
+	}
+	return settings.FormatRateWindows(ws)
 }

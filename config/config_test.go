@@ -272,6 +272,8 @@ func TestEveryKeyFromEnvAndFlags(t *testing.T) {
 		"region.store_high_water":          "0.8",
 		"region.store_low_water":           "0.7",
 		"region.store_capacity":            "2GiB",
+		"region.wan_rate":                  "20MB/s",
+		"region.wan_rate_windows":          "08:00-16:00=5MB/s,16:00-08:00=50MB/s",
 		"region.unicast":                   "true",
 		"region.central_public_key":        "/etc/tms/central.pub",
 		"region.boot.enabled":              "true",
@@ -327,6 +329,8 @@ func TestEveryKeyFromEnvAndFlags(t *testing.T) {
 			StoreHighWater:   0.8,
 			StoreLowWater:    0.7,
 			StoreCapacity:    "2GiB",
+			WANRate:          "20MB/s",
+			WANRateWindows:   "08:00-16:00=5MB/s,16:00-08:00=50MB/s",
 			Unicast:          true,
 			CentralPublicKey: "/etc/tms/central.pub",
 			Boot: Boot{Enabled: true, Interface: "enp3s0", Address: "10.0.5.2", DHCP: "full", Pool: "10.0.5.100-10.0.5.199",
@@ -664,6 +668,9 @@ func TestValidateNamesEveryKey(t *testing.T) {
 		{name: "region store low water below high", roles: all, change: func(c *Config) { c.Region.StoreHighWater, c.Region.StoreLowWater = 0.8, 0.6 }},
 		{name: "region store capacity", roles: all, change: func(c *Config) { c.Region.StoreCapacity = "2 GiB" }},
 		{name: "region store capacity bad", roles: all, change: func(c *Config) { c.Region.StoreCapacity = "lots" }, want: []string{"region.store_capacity"}},
+		{name: "region wan rate", roles: all, change: func(c *Config) { c.Region.WANRate = "10 MB" }, want: []string{"region.wan_rate"}},
+		{name: "region wan rate off", roles: all, change: func(c *Config) { c.Region.WANRate = "off" }},
+		{name: "region wan rate windows", roles: all, change: func(c *Config) { c.Region.WANRateWindows = "08:00-16:00=5MB/s,12:00-13:00=1MB/s" }, want: []string{"region.wan_rate_windows"}},
 		{name: "agent missing", roles: []Role{RoleAgent}, change: func(c *Config) { c.Agent = Agent{} }, want: []string{"agent.region_url", "agent.state_dir"}},
 		{name: "agent missing, other roles", roles: []Role{RoleCentral, RoleRegion, RoleCLI}, change: func(c *Config) { c.Agent = Agent{} }},
 		{name: "agent url scheme", roles: all, change: func(c *Config) { c.Agent.RegionURL.Scheme = "ftp" }, want: []string{"agent.region_url"}},
@@ -1174,5 +1181,18 @@ func TestStoreCapacityBytes(t *testing.T) {
 		if got := (Region{StoreCapacity: in}).StoreCapacityBytes(); got != want {
 			t.Errorf("StoreCapacityBytes(%q) = %d, want %d", in, got, want)
 		}
+	}
+}
+
+func TestRegionWANRateValues(t *testing.T) {
+	r := Region{WANRate: "160Mbit/s", WANRateWindows: "16:00-08:00=50MB/s, 8:00-16:00=5MB/s"}
+	if got := r.WANRateBytes(); got != 20_000_000 {
+		t.Errorf("WANRateBytes = %d; want 20000000", got)
+	}
+	if got := r.WANWindows(); got != "08:00-16:00=5MB/s,16:00-08:00=50MB/s" {
+		t.Errorf("WANWindows = %q", got)
+	}
+	if (Region{}).WANRateBytes() != 0 || (Region{}).WANWindows() != "" || (Region{WANRate: "off", WANRateWindows: "none"}).WANWindows() != "" {
+		t.Error("no cap and no windows are not zero values")
 	}
 }

@@ -62,6 +62,8 @@
 //	region.store_high_water            0.9                the store's high-water mark, a fraction of its capacity (0.5 to 0.99)
 //	region.store_low_water             0.8                what eviction brings a store above its high-water mark down to (0.3 to 0.95, below high water)
 //	region.store_capacity              filesystem         the most the store may hold, like 2GiB (0: its filesystem's size; the smaller wins)
+//	region.wan_rate                    off                cap of all the region's WAN transfers, both ways, like 20MB/s or 160Mbit/s
+//	region.wan_rate_windows            none               caps by time of day, like 08:00-16:00=5MB/s,16:00-08:00=50MB/s
 //	region.unicast                     false              turn the swarm off: every terminal fetches every chunk from the region
 //	region.boot.enabled                false              run the boot service (DHCP, TFTP, iPXE scripts, Wake-on-LAN)
 //	region.boot.interface                                 the terminals' network interface (required if enabled)

@@ -166,6 +166,12 @@ func (c *Config) Validate(role Role) error {
 	if _, err := settings.ParseSize(r.StoreCapacity); err != nil {
 		v.add("region.store_capacity", err.Error())
 	}
+	if r.WANRate != "" {
+		v.setting("region.wan_rate", settings.KeyWANRate, r.WANRate)
+	}
+	if r.WANRateWindows != "" {
+		v.setting("region.wan_rate_windows", settings.KeyWANRateWindows, r.WANRateWindows)
+	}
 
 	if d := r.ReportInterval; d != 0 && (d < time.Second || d > 10*time.Minute) {
 		v.add("region.report_interval", fmt.Sprintf("%s is not between 1s and 10m", d))

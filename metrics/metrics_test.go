@@ -59,6 +59,7 @@ func TestRegionSeries(t *testing.T) {
 			return metrics.StoreUsage{Used: 5 << 30, Capacity: 100 << 30}, nil
 		},
 		HighWater: func() float64 { return 0.85 },
+		WANRate:   func() int64 { return 20_000_000 },
 	})
 	mux := http.NewServeMux()
 	mux.Handle("GET /metrics", m.Handler())
@@ -123,6 +124,7 @@ func TestRegionSeries(t *testing.T) {
 		{"tms_store_used_bytes", nil, 5 << 30},
 		{"tms_store_capacity_bytes", nil, 100 << 30},
 		{"tms_store_high_water_ratio", nil, 0.85},
+		{"tms_wan_rate_limit_bytes", nil, 20_000_000},
 		{"tms_metrics_source_up", []string{"source", "store"}, 1},
 	} {
 		if got := promtest.Value(fams, tc.name, tc.labels...); got != tc.want {

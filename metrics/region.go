@@ -32,6 +32,8 @@ type RegionSources struct {
 	Store func(ctx context.Context) (StoreUsage, error)
 	// HighWater is the store's high-water mark, a fraction of its capacity (region.store_high_water).
 	HighWater func() float64
+	// WANRate is the WAN rate cap in force, in bytes a second (0: none).
+	WANRate func() int64
 	// Timeout bounds each source's call per scrape (default 5 s).
 	Timeout time.Duration
 	Log     *slog.Logger
@@ -253,12 +255,14 @@ var (
 	capacityDesc  = prometheus.NewDesc("tms_store_capacity_bytes", "Size of the filesystem the region's image store is on (absent for S3).", nil, nil)
 	highWaterDesc = prometheus.NewDesc("tms_store_high_water_ratio",
 		"The store's high-water mark as a fraction of its capacity: above it, the oldest images are evicted.", nil, nil)
+	wanRateDesc = prometheus.NewDesc("tms_wan_rate_limit_bytes",
+		"The cap in force on the region's WAN transfers (peer pulls, what it serves to peers, relay both ways), in bytes a second; 0: no cap.", nil, nil)
 	sourceErrDesc = prometheus.NewDesc("tms_metrics_source_up",
 		"1 if the scrape could read the source (terminals, store), 0 if it failed (its series are then absent).", []string{"source"}, nil)
 )
 
 func (c *regionCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{enrolledDesc, onlineDesc, usedDesc, capacityDesc, highWaterDesc, sourceErrDesc} {
+	for _, d := range []*prometheus.Desc{enrolledDesc, onlineDesc, usedDesc, capacityDesc, highWaterDesc, wanRateDesc, sourceErrDesc} {
 		ch <- d
 	}
 }
@@ -300,6 +304,9 @@ func (c *regionCollector) Collect(ch chan<- prometheus.Metric) {
 	}
 	if c.src.HighWater != nil {
 		ch <- prometheus.MustNewConstMetric(highWaterDesc, prometheus.GaugeValue, c.src.HighWater())
+	}
+	if c.src.WANRate != nil {
+		ch <- prometheus.MustNewConstMetric(wanRateDesc, prometheus.GaugeValue, float64(c.src.WANRate()))
 	}
 }
 

@@ -40,6 +40,7 @@ import (
 	"tms/store"
 	"tms/swarm"
 	"tms/transfer"
+	"tms/wanrate"
 	"tms/workers"
 	"tms/workflows"
 )
@@ -112,6 +113,14 @@ type RegionOptions struct {
 	// OnlineWithin is how recently a terminal must have shown up to count as online in the
 	// metrics (default DefaultOnlineWithin).
 	OnlineWithin time.Duration
+	// WANRate caps the region's WAN transfers, in bytes a second (region.wan_rate; 0: none),
+	// and WANRateWindows caps them by time of day (region.wan_rate_windows, canonical or
+	// empty). Central's pushes of wan_rate and wan_rate_windows replace them.
+	WANRate        int64
+	WANRateWindows string
+	// WANFollow is how often the WAN cap is looked at again for its time-of-day windows
+	// (default a second).
+	WANFollow time.Duration
 }
 
 // DefaultOnlineWithin is how recently a terminal must have shown up (its agent's command poll,
@@ -132,6 +141,12 @@ type Region struct {
 	// Arrivals are the versions shares are bringing into Store: the worker's copies announce
 	// them and the agent API serves them while they arrive (package arrival).
 	Arrivals *arrival.Registry
+	// WAN paces the region's WAN transfers, all of them together: peer pulls, what its data
+	// endpoint serves to other regions, relay uploads and downloads. Its cap follows the
+	// settings wan_rate and wan_rate_windows.
+	WAN *wanrate.Bucket
+
+	stopWAN context.CancelFunc
 
 	endpoint string
 	http     *http.Server
@@ -191,7 +206,8 @@ func StartRegion(ctx context.Context, o RegionOptions) (_ *Region, err error) {
 	if o.HighWater == nil {
 		o.HighWater = r.StoreHighWater
 	}
-	r.Metrics = regionMetrics(r.Inventory, r.Store, o, log)
+	r.startWAN(o.WANFollow, log)
+	r.Metrics = regionMetrics(r.Inventory, r.Store, o, r.WAN.Rate, log)
 	r.Arrivals = &arrival.Registry{}
 	r.Agents = &agentapi.Server{Inventory: r.Inventory, Store: r.Store, Waiters: activities.AgentWaiters{Client: o.Client}, Log: log,
 		Metrics: r.Metrics, Arrivals: r.Arrivals}
@@ -233,7 +249,7 @@ func StartRegion(ctx context.Context, o RegionOptions) (_ *Region, err error) {
 	}
 	mux := http.NewServeMux()
 	(&transfer.Handler{Store: r.Store, Region: o.ID, CentralKey: o.CentralKey, Log: log,
-		Meter: r.Metrics.Flow(metrics.PathPeer, metrics.Out)}).Routes(mux)
+		Meter: r.Metrics.Flow(metrics.PathPeer, metrics.Out), Limit: r.WAN}).Routes(mux)
 	r.Agents.Routes(mux)
 	if o.MetricsListen == "" {
 		mux.Handle("GET /metrics", r.Metrics.Handler())
@@ -305,7 +321,7 @@ func StartRegion(ctx context.Context, o RegionOptions) (_ *Region, err error) {
 		HTTP: &http.Client{Timeout: 5 * time.Minute}, CentralKey: o.CentralKey, Inventory: r.Inventory, Agents: r.Agents, Waker: waker,
 		Mailbox: r.Agents, Segment: segment, WakeTimeout: o.Boot.WakeTimeout, Version: o.Version, ReportInterval: o.ReportInterval,
 		Settings: r.Settings, Metrics: r.Metrics, Usage: r.storeUsage, StoreCapacity: o.StoreCapacity, Log: log.With("part", "store"),
-		Arrivals: r.Arrivals})
+		Arrivals: r.Arrivals, WAN: r.WAN})
 	if err := r.worker.Start(); err != nil {
 		return nil, fmt.Errorf("region %s: worker: %w", o.ID, err)
 	}
@@ -328,7 +344,7 @@ func (r *Region) MetricsURL() string {
 }
 
 // regionMetrics makes the region's series, reading its terminals and store at scrape time.
-func regionMetrics(inv *state.Inventory, st *store.Store, o RegionOptions, log *slog.Logger) *metrics.Region {
+func regionMetrics(inv *state.Inventory, st *store.Store, o RegionOptions, wanRate func() int64, log *slog.Logger) *metrics.Region {
 	within := o.OnlineWithin
 	if within <= 0 {
 		within = DefaultOnlineWithin
@@ -343,8 +359,29 @@ func regionMetrics(inv *state.Inventory, st *store.Store, o RegionOptions, log *
 			return metrics.StoreUsage{Used: u.Used, Capacity: activities.EffectiveCapacity(u.Capacity, o.StoreCapacity)}, err
 		},
 		HighWater: o.HighWater,
+		WANRate:   wanRate,
 		Log:       log,
 	})
+}
+
+// startWAN makes the region's WAN bucket with the cap in force, and keeps its cap the settings'
+// own: at once when central pushes wan_rate or wan_rate_windows (or the timezone the windows
+// are read in), and every follow (default a second) for the windows' times of day.
+func (r *Region) startWAN(follow time.Duration, log *slog.Logger) {
+	if follow <= 0 {
+		follow = time.Second
+	}
+	wan := wanrate.NewBucket(r.Settings.WANRateAt(time.Now()), nil)
+	r.WAN = wan
+	r.Settings.OnChange(func(v settings.Values) {
+		if rate := v.WANRateAt(time.Now()); rate != wan.Rate() {
+			wan.SetRate(rate)
+			log.Info("WAN rate cap changed", "cap", settings.FormatRate(rate))
+		}
+	})
+	ctx, cancel := context.WithCancel(context.Background())
+	r.stopWAN = cancel
+	go wan.Follow(ctx, r.Settings.WANRateAt, follow, nil)
 }
 
 // serveMetrics serves GET /metrics alone on addr. The series hold no secret (see package
@@ -436,6 +473,10 @@ func (r *Region) Stop(ctx context.Context) error {
 }
 
 func (r *Region) close() {
+	if r.stopWAN != nil {
+		r.stopWAN()
+		r.stopWAN = nil
+	}
 	if r.Boot != nil {
 		r.Boot.Stop()
 		r.Boot = nil
@@ -504,7 +545,8 @@ func loadSettings(ctx context.Context, o RegionOptions, inv *state.Inventory, lo
 	defaults := settings.Defaults()
 	defaults.Timezone = config.LocalZone()
 	base := settings.Values{Timezone: zone(o.Timezone), WakeTimeout: o.Boot.WakeTimeout, ClaimQuiet: o.Boot.ClaimQuiet,
-		DHCPUnknownPerMAC: o.Boot.DHCPUnknownPerMAC, DHCPUnknownTotal: o.Boot.DHCPUnknownTotal, StoreHighWater: o.StoreHighWater, StoreLowWater: o.StoreLowWater}
+		DHCPUnknownPerMAC: o.Boot.DHCPUnknownPerMAC, DHCPUnknownTotal: o.Boot.DHCPUnknownTotal, StoreHighWater: o.StoreHighWater, StoreLowWater: o.StoreLowWater,
+		WANRate: o.WANRate, WANRateWindows: o.WANRateWindows}
 	live := settings.NewLive(base, defaults)
 	overrides, err := inv.Settings(ctx)
 	if err != nil {

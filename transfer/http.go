@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/url"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -16,6 +17,7 @@ import (
 	"tms/manifest"
 	"tms/signing"
 	"tms/store"
+	"tms/wanrate"
 )
 
 // Handler serves a store's versions to peers holding a grant:
@@ -46,6 +48,8 @@ type Handler struct {
 	// Meter, if set, counts the bytes of the chunks served (peer path, out); only Bytes is
 	// called.
 	Meter Meter
+	// Limit, if set, paces what the handler serves: the region's WAN cap (package wanrate).
+	Limit wanrate.Limiter
 
 	versions store.VersionCache // the versions peers pull and their chunks, the last few
 
@@ -188,8 +192,7 @@ func (h *Handler) manifest(w http.ResponseWriter, r *http.Request) {
 		h.fail(w, r, "version "+id.Short(), err)
 		return
 	}
-	w.Header().Set("Content-Type", "application/json")
-	w.Write(v.Encoded)
+	h.write(w, r, "application/json", v.Encoded)
 }
 
 func (h *Handler) signature(w http.ResponseWriter, r *http.Request) {
@@ -202,8 +205,7 @@ func (h *Handler) signature(w http.ResponseWriter, r *http.Request) {
 		h.fail(w, r, "signature of "+id.Short(), err)
 		return
 	}
-	w.Header().Set("Content-Type", "application/json")
-	w.Write(sig.Encode())
+	h.write(w, r, "application/json", sig.Encode())
 }
 
 func (h *Handler) chunk(w http.ResponseWriter, r *http.Request) {
@@ -230,10 +232,18 @@ func (h *Handler) chunk(w http.ResponseWriter, r *http.Request) {
 		h.fail(w, r, "chunk "+cid.Short(), err)
 		return
 	}
-	w.Header().Set("Content-Type", "application/zstd")
-	if n, _ := w.Write(frame); n > 0 && h.Meter != nil {
+	if n := h.write(w, r, "application/zstd", frame); n > 0 && h.Meter != nil {
 		h.Meter.Bytes(int64(n))
 	}
+}
+
+// write answers body, paced by h.Limit, and returns the bytes written. The length goes
+// ahead, so a peer tells a body cut short from a whole one however the body is paced.
+func (h *Handler) write(w http.ResponseWriter, r *http.Request, contentType string, body []byte) int {
+	w.Header().Set("Content-Type", contentType)
+	w.Header().Set("Content-Length", strconv.Itoa(len(body)))
+	n, _ := wanrate.NewResponseWriter(r.Context(), w, h.Limit).Write(body)
+	return n
 }
 
 // HTTPSource reads one version from a peer's Handler with a grant for it.
@@ -244,6 +254,9 @@ type HTTPSource struct {
 	Version manifest.ID
 	Grant   string
 	Client  *http.Client
+	// Limit, if set, paces the bodies as they are read: the transfer's and its region's WAN
+	// caps (package wanrate).
+	Limit wanrate.Limiter
 }
 
 var _ Source = (*HTTPSource)(nil)
@@ -281,7 +294,7 @@ func (s *HTTPSource) get(ctx context.Context, path, what string, limit int64) ([
 	if resp.ContentLength > limit {
 		return nil, &store.Error{Kind: store.ErrCorrupt, Store: s.String(), What: what, Err: fmt.Errorf("%d bytes, more than %d", resp.ContentLength, limit)}
 	}
-	b, err := io.ReadAll(io.LimitReader(resp.Body, limit+1))
+	b, err := io.ReadAll(io.LimitReader(wanrate.NewReader(ctx, resp.Body, s.Limit), limit+1))
 	if err != nil {
 		if ctx.Err() != nil {
 			return nil, ctx.Err()

@@ -24,6 +24,7 @@ import (
 	"tms/manifest"
 	"tms/signing"
 	"tms/store"
+	"tms/wanrate"
 )
 
 // Source is where a copy reads from: a store, or a peer's store over HTTP.
@@ -119,6 +120,26 @@ type Options struct {
 	// Committed, if set, is called with the fetched chunks that dst now shows, after each
 	// commit. Calls may overlap.
 	Committed func(ids []manifest.ID)
+	// Pace, if set, paces the chunks the copy writes to dst, each taking its bytes before it
+	// is written: for a destination across the WAN (the relay). A source across the WAN
+	// paces its own reads (HTTPSource.Limit, WaitingSource.Pace).
+	Pace *wanrate.Objects
+	// Rate is the WAN cap the copy runs under at its start, in bytes a second (0: none). Under
+	// a cap the copy moves no more chunks at once than move in half a minute at it (and at
+	// least 2), so that a request waiting its turn is not timed out or taken for stalled.
+	Rate int64
+}
+
+// paceWindow is how long the chunks a copy moves at once may take together at its Rate.
+const paceWindow = 30 * time.Second
+
+// jobsAt is how many chunks move at once at rate with chunks of chunkSize, at most jobs.
+func jobsAt(jobs int, rate, chunkSize int64) int {
+	if rate <= 0 || chunkSize <= 0 {
+		return jobs
+	}
+	n := rate * int64(paceWindow/time.Second) / chunkSize
+	return int(max(2, min(int64(jobs), n)))
 }
 
 // Meter counts chunks as they move (package metrics's Flow: one path and direction).
@@ -217,6 +238,8 @@ func Copy(ctx context.Context, src Source, dst *store.Store, id manifest.ID, opt
 		}
 	}
 
+	opts.Jobs = jobsAt(opts.Jobs, opts.Rate, v.Manifest.ChunkSize)
+
 	lock, err := dst.LockShared(ctx, "copy of "+v.Manifest.Meta.Name+"@"+id.Short()+" from "+src.String(), nil)
 	if err != nil {
 		return nil, err
@@ -290,7 +313,7 @@ func Copy(ctx context.Context, src Source, dst *store.Store, id manifest.ID, opt
 	g.SetLimit(opts.Jobs)
 	for _, c := range ids {
 		g.Go(func() error {
-			moved, size, err := copyChunk(gctx, src, dst, w, v.Manifest.Hash, c, meter, arrived)
+			moved, size, err := copyChunk(gctx, src, dst, w, v.Manifest.Hash, c, meter, arrived, opts.Pace)
 			if err != nil {
 				return err
 			}
@@ -376,7 +399,7 @@ func CopySignature(ctx context.Context, src Source, dst *store.Store, id manifes
 
 // copyChunk moves one chunk if dst lacks it, checking it first. It reports whether it moved
 // the chunk and the chunk's stored size.
-func copyChunk(ctx context.Context, src Source, dst *store.Store, w *store.ChunkWriter, h manifest.Hash, id manifest.ID, meter Meter, arrived func(manifest.ID, []byte)) (bool, int64, error) {
+func copyChunk(ctx context.Context, src Source, dst *store.Store, w *store.ChunkWriter, h manifest.Hash, id manifest.ID, meter Meter, arrived func(manifest.ID, []byte), pace *wanrate.Objects) (bool, int64, error) {
 	size, err := dst.StatChunk(ctx, id)
 	if err == nil {
 		arrived(id, nil)
@@ -401,7 +424,7 @@ func copyChunk(ctx context.Context, src Source, dst *store.Store, w *store.Chunk
 		return false, 0, fmt.Errorf("chunk %s from %s: %w: %w", id, src, ErrSourceCorrupt, err)
 	}
 	meter.Verified()
-	if err := w.PutRaw(ctx, id, frame); err != nil {
+	if err := pace.Put(ctx, int64(len(frame)), func() error { return w.PutRaw(ctx, id, frame) }); err != nil {
 		return false, 0, err
 	}
 	arrived(id, frame)
@@ -412,9 +435,9 @@ func copyChunk(ctx context.Context, src Source, dst *store.Store, w *store.Chunk
 // can start before the upload ends. It is not a published version: gc and listings ignore it.
 func StagingKey(id manifest.ID) string { return "staging/" + id.String() }
 
-// Stage writes version v's manifest to dst's staging area.
-func Stage(ctx context.Context, dst *store.Store, v *store.Version) error {
-	return dst.Backend().Put(ctx, StagingKey(v.ID), v.Encoded)
+// Stage writes version v's manifest to dst's staging area, paced by pace (nil: not paced).
+func Stage(ctx context.Context, dst *store.Store, v *store.Version, pace *wanrate.Objects) error {
+	return pace.Put(ctx, int64(len(v.Encoded)), func() error { return dst.Backend().Put(ctx, StagingKey(v.ID), v.Encoded) })
 }
 
 // StagingStatsKey is where a relay upload puts the source's stats of the version, beside its
@@ -459,6 +482,9 @@ type WaitingSource struct {
 	S       *store.Store
 	Poll    time.Duration // default 500 ms
 	Timeout time.Duration // default 10 minutes
+	// Pace, if set, paces the objects read (package wanrate): a chunk is looked for (Stat)
+	// until it is there, then its bytes are taken before it is read.
+	Pace *wanrate.Objects
 }
 
 var _ Source = WaitingSource{}
@@ -467,11 +493,14 @@ func (w WaitingSource) String() string { return w.S.String() + " (relay)" }
 
 func (w WaitingSource) GetManifestBytes(ctx context.Context, id manifest.ID) ([]byte, error) {
 	return w.wait(ctx, func() ([]byte, error) {
-		b, err := w.S.Backend().Get(ctx, StagingKey(id))
-		if errors.Is(err, store.ErrNotFound) {
-			return StoreSource{w.S}.GetManifestBytes(ctx, id)
-		}
-		return b, err
+		// The manifest's size is not known before: its bytes are settled once it is in.
+		return w.Pace.Get(ctx, 0, func() ([]byte, error) {
+			b, err := w.S.Backend().Get(ctx, StagingKey(id))
+			if errors.Is(err, store.ErrNotFound) {
+				return StoreSource{w.S}.GetManifestBytes(ctx, id)
+			}
+			return b, err
+		})
 	})
 }
 
@@ -482,7 +511,18 @@ func (w WaitingSource) GetSignature(ctx context.Context, id manifest.ID) (signin
 }
 
 func (w WaitingSource) GetChunkFrame(ctx context.Context, id manifest.ID) ([]byte, error) {
-	return w.wait(ctx, func() ([]byte, error) { return StoreSource{w.S}.GetChunkFrame(ctx, id) })
+	if w.Pace == nil {
+		return w.wait(ctx, func() ([]byte, error) { return StoreSource{w.S}.GetChunkFrame(ctx, id) })
+	}
+	// Look for the chunk without taking bytes for it (a chunk the source region has not
+	// uploaded yet is asked for many times), then take its size's worth and read it.
+	return w.wait(ctx, func() ([]byte, error) {
+		size, err := w.S.StatChunk(ctx, id)
+		if err != nil {
+			return nil, err
+		}
+		return w.Pace.Get(ctx, size, func() ([]byte, error) { return StoreSource{w.S}.GetChunkFrame(ctx, id) })
+	})
 }
 
 func (w WaitingSource) wait(ctx context.Context, get func() ([]byte, error)) ([]byte, error) {

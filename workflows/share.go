@@ -9,6 +9,7 @@ import (
 	"go.temporal.io/sdk/workflow"
 
 	"tms/activities"
+	"tms/settings"
 )
 
 // ShareImageInput asks for an image to be made available in a region.
@@ -18,11 +19,13 @@ type ShareImageInput struct {
 	// Heartbeat is the longest a transfer may go without reporting progress before it counts
 	// as lost (its worker died, say) and is retried where it stopped (default 2 minutes).
 	Heartbeat time.Duration
-	// Rate caps the share's transfers, in bytes a second (0: only the regions' own WAN caps).
-	Rate int64
 	// StartAt is when the share starts; zero: at once. Until then "modify" may change it and
 	// the image.
 	StartAt time.Time
+	// Rate caps the share's transfer, in bytes a second, below the regions' own WAN caps
+	// (wan_rate, wan_rate_windows), which still apply; 0: only theirs (settings.ParseRate reads
+	// what people write). A peer pull is capped by the pulling region; a relay by both regions.
+	Rate int64
 }
 
 // ShareImageResult says how the image got there.
@@ -54,6 +57,10 @@ const maxPeerTries = 2
 func ShareImage(ctx workflow.Context, in ShareImageInput) (ShareImageResult, error) {
 	var res ShareImageResult
 	prog := &ShareProgress{Phase: PhaseLocating}
+	if in.Rate != 0 && (in.Rate < settings.MinRate || in.Rate > settings.MaxRate) {
+		return res, activities.ErrBadInput.New(fmt.Sprintf("a share's rate of %d bytes a second: it is 0 (only the regions' caps) or %s to %s",
+			in.Rate, settings.FormatRate(settings.MinRate), settings.FormatRate(settings.MaxRate)), nil)
+	}
 	if err := workflow.SetQueryHandler(ctx, QueryProgress, func() (ShareProgress, error) { return *prog, nil }); err != nil {
 		return res, err
 	}
@@ -126,7 +133,7 @@ func ShareImage(ctx workflow.Context, in ShareImageInput) (ShareImageResult, err
 			return res, err
 		}
 		var mv activities.MoveResult
-		err := workflow.ExecuteActivity(target, r.PullFromPeer, activities.PullInput{Version: loc.Version, Endpoint: src.Endpoint, Grant: g.Token}).Get(ctx, &mv)
+		err := workflow.ExecuteActivity(target, r.PullFromPeer, activities.PullInput{Version: loc.Version, Endpoint: src.Endpoint, Grant: g.Token, Rate: in.Rate}).Get(ctx, &mv)
 		if err == nil {
 			return done(PathPeer, src.Region, mv.MovedBytes)
 		}
@@ -141,8 +148,8 @@ func ShareImage(ctx workflow.Context, in ShareImageInput) (ShareImageResult, err
 		prog.Phase, prog.Source = PhaseRelay, src.Region
 		pushCtx, cancelPush := workflow.WithCancel(transfer(activities.RegionQueue(src.Region)))
 		pullCtx, cancelPull := workflow.WithCancel(target)
-		push := workflow.ExecuteActivity(pushCtx, r.PushToRelay, activities.RelayInput{Version: loc.Version})
-		pull := workflow.ExecuteActivity(pullCtx, r.PullFromRelay, activities.RelayInput{Version: loc.Version})
+		push := workflow.ExecuteActivity(pushCtx, r.PushToRelay, activities.RelayInput{Version: loc.Version, Rate: in.Rate})
+		pull := workflow.ExecuteActivity(pullCtx, r.PullFromRelay, activities.RelayInput{Version: loc.Version, Rate: in.Rate})
 		var pushErr, pullErr error
 		var pulled activities.MoveResult
 		sel := workflow.NewSelector(ctx)

@@ -162,3 +162,31 @@ func TestOrderSourcesPrefersTheSameSite(t *testing.T) {
 		t.Fatalf("order %v, want x,y,a,z", got)
 	}
 }
+
+func TestShareCarriesItsRateToEveryTransfer(t *testing.T) {
+	env := newEnv(t)
+	env.OnActivity(c.LocateVersion, mock.Anything, mock.Anything).Return(located("region-a"), nil)
+	env.OnActivity(c.MintGrant, mock.Anything, mock.Anything).Return(activities.GrantResult{Token: "g"}, nil)
+	unreachable := temporal.NewNonRetryableApplicationError("dial tcp: connection refused", "Unavailable", nil)
+	env.OnActivity(r.PullFromPeer, mock.Anything, activities.PullInput{Version: version, Endpoint: "http://region-a:8081", Grant: "g", Rate: 5_000_000}).
+		Return(activities.MoveResult{}, unreachable).Once()
+	env.OnActivity(r.PushToRelay, mock.Anything, activities.RelayInput{Version: version, Rate: 5_000_000}).Return(activities.MoveResult{MovedBytes: 70}, nil).Once()
+	env.OnActivity(r.PullFromRelay, mock.Anything, activities.RelayInput{Version: version, Rate: 5_000_000}).Return(activities.MoveResult{MovedBytes: 70}, nil).Once()
+	env.OnActivity(c.RecordLocation, mock.Anything, mock.Anything).Return(nil).Once()
+	env.ExecuteWorkflow(ShareImage, ShareImageInput{Image: "win11:exam", Target: "region-b", Rate: 5_000_000})
+	if err := env.GetWorkflowError(); err != nil {
+		t.Fatal(err)
+	}
+	env.AssertExpectations(t)
+}
+
+func TestShareRefusesARateOutOfBounds(t *testing.T) {
+	for _, rate := range []int64{-1, 1, 100_000_000_000} {
+		env := newEnv(t)
+		env.ExecuteWorkflow(ShareImage, ShareImageInput{Image: "win11:exam", Target: "region-b", Rate: rate})
+		err := env.GetWorkflowError()
+		if !activities.ErrBadInput.Matches(err) {
+			t.Errorf("rate %d: %v; want a BadInput error", rate, err)
+		}
+	}
+}
