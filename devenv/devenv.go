@@ -104,6 +104,9 @@ type Options struct {
 	// PlannerInterval is how often central's schedule planner looks at the schedules
 	// (default workflows.PlannerInterval).
 	PlannerInterval time.Duration
+	// WANRateOf caps the WAN transfers of the regions it names, in bytes a second
+	// (region.wan_rate), so a share takes a WAN's time on loopback.
+	WANRateOf map[string]int64
 }
 
 // Terminal is a simulated terminal.
@@ -317,7 +320,8 @@ func Start(ctx context.Context, o Options) (_ *Env, err error) {
 		r, err := server.StartRegion(ctx, server.RegionOptions{ID: id, DataDir: filepath.Join(o.DataDir, id), Relay: relay,
 			Listen: listen, Labels: map[string]string{"site": "dev"}, CentralKey: e.CentralKey, Client: rc, Log: o.Log,
 			Waker: waker, Boot: config.Boot{Subnet: o.Segment}, Version: o.Version, ReportInterval: o.ReportInterval,
-			Unicast: o.Unicast, StoreCapacity: cmp.Or(o.StoreCapacityOf[id], o.StoreCapacity)})
+			Unicast: o.Unicast, StoreCapacity: cmp.Or(o.StoreCapacityOf[id], o.StoreCapacity),
+			WANRate: o.WANRateOf[id]})
 		if err != nil {
 			return nil, err
 		}

@@ -7,7 +7,9 @@ import (
 	"testing"
 	"time"
 
+	enumspb "go.temporal.io/api/enums/v1"
 	"go.temporal.io/sdk/client"
+	"go.temporal.io/sdk/converter"
 
 	"tms/activities"
 	"tms/devenv"
@@ -173,3 +175,83 @@ func waitPlanReady(ctx context.Context, t *testing.T, env *devenv.Env, name stri
 	return st
 }
 
+
+// TestPlanWindowAndRate is a plan whose window opens within the next minute, with a rate cap:
+// its share starts inside the window, not before, and moves the image at the plan's rate
+// (within 5%, measured from the pull's own start and end in the share's history).
+func TestPlanWindowAndRate(t *testing.T) {
+	env, err := devenv.Start(context.Background(), devenv.Options{DataDir: t.TempDir(), TemporalPort: -1, UIPort: -1, CentralPort: -1,
+		RegionPortBase: -1, Regions: []string{"region-a", "region-b"}, Terminals: 1, DiskSize: 16 << 20})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer env.Stop()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	src, _ := env.Terminal("a-pc1")
+	sampleDisk(t, src.Disk, 7)
+	capture(t, env, "region-a", "a-pc1", "exam")
+
+	reg, err := env.Central.Catalog.GetRegion(ctx, "region-b")
+	if err != nil {
+		t.Fatal(err)
+	}
+	zone, err := time.LoadLocation(reg.Timezone)
+	if err != nil {
+		t.Fatalf("region-b's zone %q: %v", reg.Timezone, err)
+	}
+	opens := time.Now().In(zone).Truncate(time.Minute).Add(time.Minute)
+	if time.Until(opens) < 5*time.Second {
+		opens = opens.Add(time.Minute)
+	}
+	window := opens.Format("15:04") + "-" + opens.Add(30*time.Minute).Format("15:04")
+	const rate = 1_000_000 // 1 MB/s: the 16 MiB sample image's ~9 MB take ~9 s
+	in := workflows.PlanInput{Name: "nightly", Image: "exam", Regions: []string{"region-b"}, By: time.Now().Add(time.Hour), Window: window, Rate: rate}
+	if _, err := env.Client.ExecuteWorkflow(ctx, client.StartWorkflowOptions{ID: workflows.PlanWorkflowID(in.Name), TaskQueue: activities.CentralQueue},
+		workflows.PlanImage, in); err != nil {
+		t.Fatal(err)
+	}
+	st := waitPlanReady(ctx, t, env, in.Name)
+	share := st.Regions[0].Share
+	started, ended, moved := pullTimes(ctx, t, env, share)
+	if started.Before(opens) {
+		t.Fatalf("the share's pull started at %s, before the window %s opened", started.Format(time.TimeOnly), window)
+	}
+	got := float64(moved) / ended.Sub(started).Seconds()
+	t.Logf("window %s (%s): the pull ran %s–%s, %d bytes at %.0f B/s (cap %d, ratio %.3f)", window, zone, started.Format(time.TimeOnly),
+		ended.Format(time.TimeOnly), moved, got, rate, got/rate)
+	if got > 1.05*rate || got < 0.95*rate {
+		t.Fatalf("the share moved %.0f bytes/s, not within 5%% of the plan's %d", got, rate)
+	}
+}
+
+// pullTimes reads when a share's PullFromPeer started and ended, and what it moved, from the
+// share's history.
+func pullTimes(ctx context.Context, t *testing.T, env *devenv.Env, share string) (started, ended time.Time, moved int64) {
+	t.Helper()
+	it := env.Client.GetWorkflowHistory(ctx, share, "", false, enumspb.HISTORY_EVENT_FILTER_TYPE_ALL_EVENT)
+	pull := map[int64]bool{}
+	for it.HasNext() {
+		e, err := it.Next()
+		if err != nil {
+			t.Fatal(err)
+		}
+		switch {
+		case e.GetActivityTaskScheduledEventAttributes().GetActivityType().GetName() == "PullFromPeer":
+			pull[e.GetEventId()] = true
+		case pull[e.GetActivityTaskStartedEventAttributes().GetScheduledEventId()]:
+			started = e.GetEventTime().AsTime()
+		case pull[e.GetActivityTaskCompletedEventAttributes().GetScheduledEventId()]:
+			ended = e.GetEventTime().AsTime()
+			var res activities.MoveResult
+			if err := converter.GetDefaultDataConverter().FromPayloads(e.GetActivityTaskCompletedEventAttributes().GetResult(), &res); err != nil {
+				t.Fatal(err)
+			}
+			moved = res.MovedBytes
+		}
+	}
+	if started.IsZero() || ended.IsZero() || moved == 0 {
+		t.Fatalf("share %s: no completed peer pull in its history", share)
+	}
+	return started, ended, moved
+}

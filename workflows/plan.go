@@ -94,6 +94,9 @@ func CheckPlan(in PlanInput, now time.Time) error {
 	if in.Rate < 0 {
 		return fmt.Errorf("plan %s: a negative rate", in.Name)
 	}
+	if in.Rate != 0 && (in.Rate < settings.MinRate || in.Rate > settings.MaxRate) {
+		return fmt.Errorf("plan %s: a rate of %s; want %s to %s", in.Name, settings.FormatRate(in.Rate), settings.FormatRate(settings.MinRate), settings.FormatRate(settings.MaxRate))
+	}
 	if in.Margin < 0 {
 		return fmt.Errorf("plan %s: a negative margin", in.Name)
 	}
@@ -191,16 +194,24 @@ func PlanImage(ctx workflow.Context, in PlanInput) (PlanStatus, error) {
 	ref := activities.PlanRef(res.Name, res.Version)
 
 	// Each report to central is its own signal (central keeps the last); sent from a
-	// coroutine of its own, so that a region's loop never waits for central.
+	// coroutine of its own, so that a region's loop never waits for central. The plan ends
+	// only once its reports are sent (ended waits for sending to reach 0).
+	sending := 0
 	report := func() {
 		snap := st
 		snap.Regions = slices.Clone(st.Regions)
+		sending++
 		workflow.Go(ctx, func(gctx workflow.Context) {
+			defer func() { sending-- }()
 			gctx, _ = workflow.NewDisconnectedContext(gctx)
 			if err := workflow.SignalExternalWorkflow(gctx, CentralServiceID, "", SignalPlan, snap).Get(gctx, nil); err != nil {
 				workflow.GetLogger(gctx).Warn("central's service workflow did not take the plan's report", "err", err)
 			}
 		})
+	}
+	sent := func() {
+		dctx, _ := workflow.NewDisconnectedContext(ctx)
+		_ = workflow.Await(dctx, func() bool { return sending == 0 })
 	}
 	report()
 
@@ -213,7 +224,7 @@ func PlanImage(ctx workflow.Context, in PlanInput) (PlanStatus, error) {
 	}
 	// The readiness check, at By minus the margin (at once when every region is ready).
 	if err := sleepUntil(ctx, in.By.Add(-margin), func() bool { return allReady(st) }); err != nil {
-		return ended(ctx, &st, in, report, err)
+		return ended(ctx, &st, in, report, sent, err)
 	}
 	st.Checked = workflow.Now(ctx)
 	if late := st.NotReady(); len(late) > 0 {
@@ -226,16 +237,17 @@ func PlanImage(ctx workflow.Context, in PlanInput) (PlanStatus, error) {
 	if err == nil {
 		err = workflow.Await(ctx, func() bool { return done == len(in.Regions) })
 	}
-	return ended(ctx, &st, in, report, err)
+	return ended(ctx, &st, in, report, sent, err)
 }
 
 // Late tells whether the readiness check found a region not ready.
 func (s PlanStatus) Late(r PlanRegion) bool { return !s.Checked.IsZero() && r.State != PlanReady }
 
 // ended closes a plan: its regions' status stays as it was, and central is told.
-func ended(ctx workflow.Context, st *PlanStatus, in PlanInput, report func(), err error) (PlanStatus, error) {
+func ended(ctx workflow.Context, st *PlanStatus, in PlanInput, report, sent func(), err error) (PlanStatus, error) {
 	st.Ended = true
 	report()
+	sent()
 	if err != nil {
 		if temporal.IsCanceledError(err) {
 			releasePlan(ctx, in)
