@@ -131,7 +131,8 @@ refuses it, naming the pin.`,
 			// An image central does not know (imported into the region's store by hand) is
 			// resolved by the region.
 			image, err := c.centralVersion(ctx, args[0])
-			if errors.Is(err, errNotInCatalog) {
+			var nic *notInCatalogError
+			if errors.As(err, &nic) {
 				image, err = args[0], nil
 			}
 			if err != nil {

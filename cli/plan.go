@@ -113,7 +113,7 @@ TIME is read like --at: HH:MM (today), YYYY-MM-DD HH:MM in the regions' zone, or
 				what += ", inside " + window
 			}
 			if in.Rate > 0 {
-				what += ", at most " + humanBytes(in.Rate) + "/s"
+				what += ", at most " + settings.FormatRate(in.Rate)
 			}
 			fmt.Fprintf(a.Stdout, "started %s\nfollow it with: tms plan show %s\n", what, in.Name)
 			return nil
@@ -150,7 +150,12 @@ func (c *tclient) regionsZone(ctx context.Context, regions []string, override st
 	return loc, nil
 }
 
-var errNotInCatalog = errors.New("unknown to central")
+// notInCatalogError is an image central's catalog does not have.
+type notInCatalogError struct{ image string }
+
+func (e *notInCatalogError) Error() string {
+	return fmt.Sprintf("image %s is not in central's catalog ('tms image ls' lists it)", e.image)
+}
 
 // centralVersion resolves image (NAME, NAME:TAG or NAME@VERSION) in central's catalog, as
 // NAME@VERSION; an image the catalog lacks is an error saying so. A region's store keeps
@@ -175,7 +180,7 @@ func (c *tclient) centralVersion(ctx context.Context, image string) (string, err
 	}
 	switch len(match) {
 	case 0:
-		return "", fmt.Errorf("image %s is not in central's catalog ('tms image ls' lists it): %w", image, errNotInCatalog)
+		return "", &notInCatalogError{image}
 	case 1:
 		return ref.Name + "@" + match[0], nil
 	}
@@ -431,7 +436,7 @@ func rateText(r int64) string {
 	if r <= 0 {
 		return "-"
 	}
-	return humanBytes(r) + "/s"
+	return settings.FormatRate(r)
 }
 
 // plansNotReady are the lines `tms status` adds for plans with regions not ready at their check.
