@@ -6,27 +6,40 @@ import (
 	"net/http/httptest"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
 	"go.temporal.io/sdk/client"
 
 	"tms/activities"
+	"tms/devtemporal"
 	"tms/imageio"
 	"tms/internal/sampledisk"
 	"tms/internal/storetest"
 	"tms/manifest"
 	"tms/signing"
 	"tms/state"
+	"tms/store"
 	"tms/transfer"
 	"tms/workers"
 	"tms/workflows"
 )
 
-// A plan, through the commands, on the real Temporal server with central's worker and a region
-// that pulls the image from a peer: bad plans are refused before anything starts, a good one
-// brings the image and says ready, and rm stops and removes it.
-func TestPlanCommandsOverTemporal(t *testing.T) {
+// planWorld is central and region-b on the real Temporal server, with region-a's data endpoint
+// serving an 8 MiB image "lab" that central's catalog knows.
+type planWorld struct {
+	srv     *devtemporal.Server
+	c       client.Client
+	sc      activities.StateCatalog
+	key     *signing.PrivateKey
+	sb      *store.Store
+	version manifest.ID
+	run     tmsRun
+}
+
+func newPlanWorld(t *testing.T) *planWorld {
+	t.Helper()
 	srv, c := testTemporal(t)
 	ctx := context.Background()
 	key, err := signing.GenerateKey()
@@ -59,13 +72,48 @@ func TestPlanCommandsOverTemporal(t *testing.T) {
 	if err := sc.C.SetLocation(ctx, res.Version.ID, "region-a", state.Verified); err != nil {
 		t.Fatal(err)
 	}
-	startWorkers(t, workers.NewCentral(c, &activities.Central{Catalog: sc, Key: key}),
-		workers.NewRegion(c, &activities.Region{ID: "region-b", Store: sb, Inventory: inv, CentralKey: key.Public()}))
-	if _, err := c.ExecuteWorkflow(ctx, client.StartWorkflowOptions{ID: workflows.CentralServiceID, TaskQueue: activities.CentralQueue},
-		workflows.CentralService, workflows.CentralServiceInput{}); err != nil {
+	startWorkers(t, workers.NewRegion(c, &activities.Region{ID: "region-b", Store: sb, Inventory: inv, CentralKey: key.Public(), StoreCapacity: 1 << 30}))
+	return &planWorld{srv: srv, c: c, sc: sc, key: key, sb: sb, version: res.Version.ID, run: runnerAt(srv.Address())}
+}
+
+// central starts central's worker (with its service workflow); stop stops it.
+func (w *planWorld) central(t *testing.T) (stop func()) {
+	t.Helper()
+	cw := workers.NewCentral(w.c, &activities.Central{Catalog: w.sc, Key: w.key})
+	if err := cw.Start(); err != nil {
 		t.Fatal(err)
 	}
-	run := runnerAt(srv.Address())
+	var once sync.Once
+	stop = func() { once.Do(cw.Stop) }
+	t.Cleanup(stop)
+	return stop
+}
+
+// waitReady waits until plan name's regions are all ready and returns its row.
+func (w *planWorld) waitReady(t *testing.T, name string) planRow {
+	t.Helper()
+	deadline := time.Now().Add(time.Minute)
+	for {
+		row := decode[planRow](t, must(t, w.run, "plan", "show", name, "--json"))
+		if len(row.Regions) > 0 && len(row.NotReady()) == 0 {
+			return row
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("plan %s not ready within a minute: %+v", name, row)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+}
+
+// A plan, through the commands, on the real Temporal server with central's worker and a region
+// that pulls the image from a peer: bad plans are refused before anything starts, a good one
+// brings the image and says ready, and rm stops and removes it.
+func TestPlanCommandsOverTemporal(t *testing.T) {
+	w := newPlanWorld(t)
+	w.central(t)
+	ctx := context.Background()
+	c, sb := w.c, w.sb
+	run := w.run
 	by := time.Now().Add(time.Hour).UTC().Format(time.RFC3339)
 
 	for _, tc := range []struct {
@@ -108,14 +156,14 @@ func TestPlanCommandsOverTemporal(t *testing.T) {
 		}
 		time.Sleep(200 * time.Millisecond)
 	}
-	if row.Version != res.Version.ID.String() || row.Rate != 50_000_000 || row.State != "running" {
+	if row.Version != w.version.String() || row.Rate != 50_000_000 || row.State != "running" {
 		t.Fatalf("plan show: %+v", row)
 	}
-	if _, err := sb.GetManifest(ctx, res.Version.ID); err != nil {
+	if _, err := sb.GetManifest(ctx, w.version); err != nil {
 		t.Fatalf("region-b's store lacks the version the plan says is ready: %v", err)
 	}
 	out = must(t, run, "plan", "ls")
-	if !strings.Contains(out, "exam-week") || !strings.Contains(out, manifest.ID(res.Version.ID).Short()) {
+	if !strings.Contains(out, "exam-week") || !strings.Contains(out, w.version.Short()) {
 		t.Fatalf("plan ls:\n%s", out)
 	}
 	out = must(t, run, "plan", "show", "exam-week")
@@ -145,5 +193,36 @@ func TestPlanCommandsOverTemporal(t *testing.T) {
 	}
 	if code, _, errs := run("plan", "show", "exam-week"); code == 0 || !strings.Contains(errs, "no plan exam-week") {
 		t.Fatalf("plan show after rm: %d %q", code, errs)
+	}
+}
+
+// Central's worker stopped while a plan's share runs and started again (a restart of central):
+// the plan goes on from where it was and ends ready.
+func TestPlanGoesOnAcrossARestartOfCentral(t *testing.T) {
+	w := newPlanWorld(t)
+	stop := w.central(t)
+	by := time.Now().Add(time.Hour).UTC().Format(time.RFC3339)
+	// At 1 MB/s the image's few MB take seconds: the restart falls inside the share.
+	must(t, w.run, "plan", "create", "restart", "--image", "lab", "--regions", "region-b", "--by", by, "--rate", "1MB/s")
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		row := decode[planRow](t, must(t, w.run, "plan", "show", "restart", "--json"))
+		if len(row.Regions) == 1 && row.Regions[0].State == workflows.PlanSharing {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the plan's share did not start: %+v", row)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	stop()
+	time.Sleep(2 * time.Second)
+	w.central(t)
+	row := w.waitReady(t, "restart")
+	if row.Regions[0].Attempts != 1 {
+		t.Errorf("the plan tried %d times; a restart of central is not a failed share", row.Regions[0].Attempts)
+	}
+	if _, err := w.sb.GetManifest(context.Background(), w.version); err != nil {
+		t.Fatalf("region-b lacks the version the plan says is ready: %v", err)
 	}
 }
