@@ -222,14 +222,24 @@ func (s *Store) hold(ctx context.Context, id manifest.ID, holder string, until t
 	} else if !errors.Is(err, ErrNotFound) && !errors.Is(err, ErrCorrupt) {
 		return err
 	}
+	return s.claim(ctx, id, key, b, renewal, ahead, "hold")
+}
+
+// claim writes key (a hold or a pin of version id, b its content) so that no Remove of id
+// decides without seeing it: after the write it looks for a removal under way, and while one is,
+// it steps back (deletes key), waits and writes again, so the removal can finish either way.
+// standing says the claim stood already (a renewal), so the removal has seen it all along.
+// Then the version must be published (ErrNotFound names what and deletes key), unless ahead:
+// a claim of a version still to come.
+func (s *Store) claim(ctx context.Context, id manifest.ID, key string, b []byte, standing, ahead bool, what string) error {
 	for {
 		if err := s.b.Put(ctx, key, b); err != nil {
 			return err
 		}
-		if renewal {
+		if standing {
 			break
 		}
-		// Check after write: a removal that has not seen our hold has written its marker by now.
+		// Check after write: a removal that has not seen our claim has written its marker by now.
 		removing, err := s.removalUnderWay(ctx, id)
 		if err != nil {
 			return err
@@ -251,7 +261,7 @@ func (s *Store) hold(ctx context.Context, id manifest.ID, holder string, until t
 		}
 		if errors.Is(err, ErrNotFound) {
 			s.b.Delete(context.WithoutCancel(ctx), key)
-			return &Error{Kind: ErrNotFound, Store: s.b.String(), What: "version " + id.String(), Err: errors.New("nothing to hold")}
+			return &Error{Kind: ErrNotFound, Store: s.b.String(), What: "version " + id.String(), Err: errors.New("nothing to " + what)}
 		}
 		return err
 	}

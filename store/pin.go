@@ -101,35 +101,7 @@ func (s *Store) Pin(ctx context.Context, id manifest.ID, by string) error {
 	if err != nil && !errors.Is(err, ErrNotFound) {
 		return err
 	}
-	for {
-		if err := s.b.Put(ctx, key, b); err != nil {
-			return err
-		}
-		if already {
-			break // pinned all along: a removal deciding now sees the pin
-		}
-		removing, err := s.removalUnderWay(ctx, id)
-		if err != nil {
-			return err
-		}
-		if !removing {
-			break
-		}
-		if err := s.b.Delete(ctx, key); err != nil {
-			return err
-		}
-		if err := sleep(ctx, 200*time.Millisecond); err != nil {
-			return err
-		}
-	}
-	if _, err := s.b.Stat(ctx, manifestKey(id)); err != nil {
-		if errors.Is(err, ErrNotFound) {
-			s.b.Delete(context.WithoutCancel(ctx), key)
-			return &Error{Kind: ErrNotFound, Store: s.b.String(), What: "version " + id.String(), Err: errors.New("nothing to pin")}
-		}
-		return err
-	}
-	return nil
+	return s.claim(ctx, id, key, b, already, false, "pin")
 }
 
 // Unpin drops the pin of version id and reports whether there was one.
