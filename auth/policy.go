@@ -291,6 +291,10 @@ func checkStart(c *Claims, sa *commonpb.SearchAttributes, tq *taskqueuepb.TaskQu
 	switch {
 	case region == "":
 		return deny(fmt.Sprintf("operator %s may start tasks only: this workflow has no %s", c.Subject, workflows.AttrRegion.GetName()))
+	case kind == workflows.TaskPlan:
+		// A plan names its regions in its input, which this decision does not read: only
+		// admins make plans.
+		return deny(fmt.Sprintf("operator %s may not make plans: a plan sends images to regions of its own choosing, which is for admins", c.Subject))
 	case !slices.Contains(workflows.TaskKinds, kind):
 		return deny(fmt.Sprintf("operator %s may start tasks only (%s), not %q", c.Subject, strings.Join(workflows.TaskKinds, ", "), clip(kind)))
 	case !c.Grants(region):

@@ -132,6 +132,7 @@ func TestDecide(t *testing.T) {
 		{"operator: starts in another region", alice, nil, ws + "StartWorkflowExecution", start("region-b", workflows.TaskDeploy, "alice", "region.region-b"), "operator alice may act in region-a only, not region-b"},
 		{"operator: a granted region's tag on another region's queue", alice, nil, ws + "StartWorkflowExecution", start("region-a", workflows.TaskDeploy, "alice", "region.region-b"), `not "region.region-b"`},
 		{"operator: not a task kind", alice, nil, ws + "StartWorkflowExecution", start("region-a", "admin", "alice", "region.region-a"), "may start tasks only"},
+		{"operator: a plan, even tagged with a granted region", alice, nil, ws + "StartWorkflowExecution", start("region-a", "plan", "alice", "central"), "may not make plans"},
 		{"operator: no region tag", alice, nil, ws + "StartWorkflowExecution", &workflowservice.StartWorkflowExecutionRequest{TaskQueue: queue("central")}, "has no TmsRegion"},
 		{"operator: started by someone else", alice, nil, ws + "StartWorkflowExecution", start("region-a", workflows.TaskDeploy, "bob", "region.region-a"), `TmsStartedBy must be "alice", not "bob"`},
 		{"operator: signal-with-start in another region", alice, nil, ws + "SignalWithStartWorkflowExecution", &workflowservice.SignalWithStartWorkflowExecutionRequest{SearchAttributes: taskAttrs("region-b", workflows.TaskDeploy, "alice"), TaskQueue: queue("region.region-b")}, "not region-b"},
