@@ -364,7 +364,11 @@ func TestSwarmFaults(t *testing.T) {
 	}
 	ratio := float64(l.served.Load()) / float64(l.stored)
 	t.Logf("region sent %.2f× the version's stored bytes; assignments %s", ratio, l.assigned())
-	if ratio > 2.5 {
+	// With two faulty peers, a stalling one, one killed and the region restarted, the region
+	// seeds more than once: 1.8–2.4× on an idle machine, up to 3.4× with test packages running
+	// beside it on two cores (peers slow to serve leave the region's seed slots idle, and the
+	// tracker uses them). The bound catches a swarm that falls back to unicast (11×).
+	if ratio > 4 {
 		t.Errorf("region egress %.2f× the stored bytes for 11 terminals with faults", ratio)
 	}
 }
