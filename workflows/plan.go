@@ -36,8 +36,11 @@ const (
 	// plan does not say (capped at half the time to By).
 	DefaultPlanMargin = 30 * time.Minute
 	// planRetry is how long a plan waits after a failed share before it tries again (in the
-	// same window if it is still open).
-	planRetry = 5 * time.Minute
+	// same window if it is still open), doubled after each failure in a row up to
+	// planRetryMax: a region offline for a week costs a plan a few hundred attempts, not
+	// thousands, and its history stays far below Temporal's limits.
+	planRetry    = 5 * time.Minute
+	planRetryMax = time.Hour
 )
 
 // PlanInput is a pre-distribution plan.
@@ -318,6 +321,7 @@ func planRegion(ctx workflow.Context, in PlanInput, window settings.Window, zone
 			report()
 		}
 	}
+	failures := 0 // failed shares in a row
 	for ctx.Err() == nil {
 		now := workflow.Now(ctx)
 		if !now.Before(in.By) {
@@ -365,9 +369,11 @@ func planRegion(ctx workflow.Context, in PlanInput, window settings.Window, zone
 		case ctx.Err() != nil:
 			return
 		case err == nil: // the window closed first
+			failures = 0
 			set(PlanWaiting, outcome)
 			continue
 		}
+		failures++
 		log.Warn("plan: a share failed", "plan", in.Name, "region", pr.Region, "err", err)
 		set(PlanRetrying, rootCause(err))
 		if nonRetryablePlan(err) {
@@ -375,10 +381,19 @@ func planRegion(ctx workflow.Context, in PlanInput, window settings.Window, zone
 			_ = workflow.Sleep(ctx, in.By.Sub(workflow.Now(ctx)))
 			return
 		}
-		if err := workflow.Sleep(ctx, min(planRetry, in.By.Sub(workflow.Now(ctx)))); err != nil {
+		if err := workflow.Sleep(ctx, min(retryAfter(failures), in.By.Sub(workflow.Now(ctx)))); err != nil {
 			return
 		}
 	}
+}
+
+// retryAfter is the wait after the n-th failed share in a row.
+func retryAfter(n int) time.Duration {
+	d := planRetry
+	for i := 1; i < n && d < planRetryMax; i++ {
+		d *= 2
+	}
+	return min(d, planRetryMax)
 }
 
 // planHoldGrace is how long past By a plan's hold lasts: the deploy a plan prepares for takes
