@@ -23,7 +23,9 @@ var planStart = time.Date(2026, 12, 3, 12, 0, 0, 0, time.UTC)
 // room (their calls in planRooms) unless noRoom names them, and central's service workflow
 // taking every report (into planReports).
 func planEnv(t *testing.T, regions ...string) *testsuite.TestWorkflowEnvironment {
+	planMu.Lock()
 	planReports, planRooms = nil, nil
+	planMu.Unlock()
 	var s testsuite.WorkflowTestSuite
 	env := s.NewTestWorkflowEnvironment()
 	env.SetStartTime(planStart)
@@ -46,6 +48,8 @@ func planEnv(t *testing.T, regions ...string) *testsuite.TestWorkflowEnvironment
 		return activities.MakeRoomResult{}, nil
 	})
 	env.OnSignalExternalWorkflow(mock.Anything, CentralServiceID, "", SignalPlan, mock.Anything).Return(func(_, _, _, _ string, arg any) error {
+		planMu.Lock()
+		defer planMu.Unlock()
 		planReports = append(planReports, arg.(PlanStatus))
 		return nil
 	})
