@@ -175,7 +175,6 @@ func waitPlanReady(ctx context.Context, t *testing.T, env *devenv.Env, name stri
 	return st
 }
 
-
 // TestPlanWindowAndRate is a plan whose window opens within the next minute, with a rate cap:
 // its share starts inside the window, not before, and moves the image at the plan's rate
 // (within 5%, measured from the pull's own start and end in the share's history).
