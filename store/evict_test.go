@@ -20,37 +20,15 @@ import (
 // manifest stored at.
 func publishRandom(t *testing.T, s *store.Store, dir, name, tag string, stored time.Time, chunks ...uint64) *store.Version {
 	t.Helper()
-	ctx := context.Background()
-	m := &manifest.Manifest{Format: manifest.Format, Hash: manifest.BLAKE3, ChunkSize: manifest.MinChunkSize,
-		DiskSize: int64(len(chunks)) * manifest.MinChunkSize,
-		Meta:     manifest.Meta{Name: name, Created: stored, Source: "test"}}
-	w := s.NewChunkWriter()
-	for _, seed := range chunks {
-		data := make([]byte, manifest.MinChunkSize)
+	data := make([][]byte, len(chunks))
+	for i, seed := range chunks {
+		data[i] = make([]byte, manifest.MinChunkSize)
 		r := rand.New(rand.NewPCG(seed, 7))
-		for i := range data {
-			data[i] = byte(r.Uint32())
+		for j := range data[i] {
+			data[i][j] = byte(r.Uint32())
 		}
-		id := m.Hash.Sum(data)
-		if _, err := w.Put(ctx, id, data, nil); err != nil {
-			t.Fatal(err)
-		}
-		m.Chunks = append(m.Chunks, id)
 	}
-	if err := w.Commit(ctx); err != nil {
-		t.Fatal(err)
-	}
-	enc, err := manifest.Encode(m)
-	if err != nil {
-		t.Fatal(err)
-	}
-	v, err := s.PutVersion(ctx, enc, store.Stats{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := s.SetTag(ctx, name, tag, v.ID); err != nil {
-		t.Fatal(err)
-	}
+	v := storetest.PublishChunks(t, s, manifest.Meta{Name: name, Created: stored, Source: "test"}, tag, data...)
 	if err := os.Chtimes(filepath.Join(dir, "manifests", v.ID.String()), stored, stored); err != nil {
 		t.Fatal(err)
 	}

@@ -17,14 +17,24 @@ import (
 // chunks), tags it name:tag unless tag is empty, and returns it.
 func Publish(t testing.TB, s *store.Store, name, tag string, chunks ...string) *store.Version {
 	t.Helper()
+	data := make([][]byte, len(chunks))
+	for i, c := range chunks {
+		data[i] = make([]byte, manifest.MinChunkSize)
+		copy(data[i], c)
+	}
+	return PublishChunks(t, s, manifest.Meta{Name: name, Created: time.Date(2026, 12, 1, 8, 0, 0, 0, time.UTC), Source: "test " + tag}, tag, data...)
+}
+
+// PublishChunks stores a version described by meta whose chunks are chunks (each at most 64 KiB,
+// the version's chunk size), tags it meta.Name:tag unless tag is empty, and returns it.
+func PublishChunks(t testing.TB, s *store.Store, meta manifest.Meta, tag string, chunks ...[]byte) *store.Version {
+	t.Helper()
 	ctx := context.Background()
 	m := &manifest.Manifest{Format: manifest.Format, Hash: manifest.BLAKE3, ChunkSize: manifest.MinChunkSize,
 		DiskSize: int64(len(chunks)) * manifest.MinChunkSize,
-		Meta:     manifest.Meta{Name: name, Created: time.Date(2026, 12, 1, 8, 0, 0, 0, time.UTC), Source: "test " + tag}}
+		Meta:     meta}
 	w := s.NewChunkWriter()
-	for _, c := range chunks {
-		data := make([]byte, manifest.MinChunkSize)
-		copy(data, c)
+	for _, data := range chunks {
 		id := m.Hash.Sum(data)
 		if _, err := w.Put(ctx, id, data, nil); err != nil {
 			t.Fatal(err)
@@ -43,7 +53,7 @@ func Publish(t testing.TB, s *store.Store, name, tag string, chunks ...string) *
 		t.Fatal(err)
 	}
 	if tag != "" {
-		if err := s.SetTag(ctx, name, tag, v.ID); err != nil {
+		if err := s.SetTag(ctx, meta.Name, tag, v.ID); err != nil {
 			t.Fatal(err)
 		}
 	}
