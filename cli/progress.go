@@ -6,6 +6,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"tms/store"
 )
 
 // progressBar draws one line of progress (bytes, percent, rate, ETA) on a terminal. On anything
@@ -81,19 +83,8 @@ func clock(d time.Duration) string {
 	return fmt.Sprintf("%d:%02d", s/60, s%60)
 }
 
-// humanBytes formats a byte count with binary units: 1.5 GiB.
-func humanBytes(n int64) string {
-	const unit = 1024
-	if n < unit {
-		return fmt.Sprintf("%d B", n)
-	}
-	div, exp := int64(unit), 0
-	for m := n / unit; m >= unit && exp < 5; m /= unit {
-		div *= unit
-		exp++
-	}
-	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTPE"[exp])
-}
+// humanBytes formats a byte count with binary units: 1.5 GiB (as the store's messages do).
+func humanBytes(n int64) string { return store.FormatBytes(n) }
 
 // rate formats bytes over a duration.
 func rate(n int64, d time.Duration) string {
