@@ -3,7 +3,6 @@ package activities
 import (
 	"context"
 	"errors"
-	"fmt"
 
 	"tms/manifest"
 	"tms/store"
@@ -66,6 +65,3 @@ func (c *Central) ResolvePlan(ctx context.Context, in ResolvePlanInput) (Resolve
 	}
 	return res, nil
 }
-
-// PlanRef is the image reference a plan shares: its version, pinned by id.
-func PlanRef(name, version string) string { return fmt.Sprintf("%s@%s", name, version) }

@@ -90,23 +90,14 @@ func DeployImage(ctx workflow.Context, in DeployImageInput) (DeployImageResult, 
 	// The terminals start as soon as the region has the version's manifest, while the share
 	// still brings its chunks (startShare). Before this version, they started once the whole
 	// image was here.
-	var share *arrivingShare
-	termCtx, cancelTerms := workflow.WithCancel(ctx)
-	if workflow.GetVersion(ctx, "deploy-while-arriving", workflow.DefaultVersion, 1) == 1 {
-		if share, err = startShare(ctx, in.Region, in.Image); err != nil {
-			return res, err
-		}
+	share, whole, termCtx, err := shareForTerminals(ctx, "deploy-while-arriving", in.Region, in.Image)
+	res.Share = whole
+	if err != nil {
+		return res, err
+	}
+	res.Version = whole.Version
+	if share != nil {
 		res.Version = share.Version
-		workflow.Go(ctx, func(g workflow.Context) {
-			if share.Wait(g) != nil {
-				cancelTerms() // the terminals wait for chunks that will not come
-			}
-		})
-	} else {
-		if res.Share, err = shareHere(ctx, in.Region, in.Image); err != nil {
-			return res, err
-		}
-		res.Version = res.Share.Version
 	}
 	prog.Version = res.Version
 

@@ -11,6 +11,7 @@ import (
 	"go.temporal.io/sdk/workflow"
 
 	"tms/activities"
+	"tms/manifest"
 	"tms/settings"
 )
 
@@ -194,7 +195,7 @@ func PlanImage(ctx workflow.Context, in PlanInput) (PlanStatus, error) {
 		return st, err
 	}
 	st.Version = res.Version
-	ref := activities.PlanRef(res.Name, res.Version)
+	ref := manifest.Ref{Name: res.Name, Version: res.Version}.String() // what a tag moved later does not change
 
 	// Each report to central is its own signal (central keeps the last); sent from a
 	// coroutine of its own, so that a region's loop never waits for central. The plan ends

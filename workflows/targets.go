@@ -40,6 +40,27 @@ func shareHere(ctx workflow.Context, region, image string) (ShareImageResult, er
 	return res, err
 }
 
+// shareForTerminals brings image to region for a deploy or update (change is its GetVersion
+// id): since that change the terminals start once the region has the version's manifest, while
+// the share goes on (startShare; share is that share and termCtx, the terminals' context, is
+// canceled if it fails); before it, the whole share ran first (shareHere, its result in whole).
+func shareForTerminals(ctx workflow.Context, change, region, image string) (share *arrivingShare, whole ShareImageResult, termCtx workflow.Context, err error) {
+	termCtx, cancelTerms := workflow.WithCancel(ctx)
+	if workflow.GetVersion(ctx, change, workflow.DefaultVersion, 1) == workflow.DefaultVersion {
+		whole, err = shareHere(ctx, region, image)
+		return nil, whole, termCtx, err
+	}
+	if share, err = startShare(ctx, region, image); err != nil {
+		return nil, whole, termCtx, err
+	}
+	workflow.Go(ctx, func(g workflow.Context) {
+		if share.Wait(g) != nil {
+			cancelTerms() // the terminals wait for chunks that will not come
+		}
+	})
+	return share, whole, termCtx, nil
+}
+
 // arrivingShare is the share a deploy or update runs while its terminals already write: the
 // version is resolved first, the share child started, and the terminals start once the region
 // has the version's manifest (published, or arriving: checked against its id and signed), while
@@ -70,7 +91,7 @@ func startShare(ctx workflow.Context, region, image string) (*arrivingShare, err
 	}
 	ref := image
 	if r, err := manifest.ParseRef(image); err == nil {
-		ref = r.Name + "@" + loc.Version // the version located, whatever the tag says later
+		ref = manifest.Ref{Name: r.Name, Version: loc.Version}.String() // the version located, whatever the tag says later
 	}
 	child := workflow.WithChildOptions(ctx, workflow.ChildWorkflowOptions{
 		WorkflowID: workflow.GetInfo(ctx).WorkflowExecution.ID + "/share",

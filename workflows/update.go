@@ -106,23 +106,14 @@ func UpdateImage(ctx workflow.Context, in UpdateImageInput) (UpdateImageResult, 
 	id := workflow.GetInfo(ctx).WorkflowExecution.ID
 	// As a deploy: the terminals start once the region has the version's manifest, while the
 	// share goes on (startShare); before this version, once the whole image was here.
-	var share *arrivingShare
-	termCtx, cancelTerms := workflow.WithCancel(ctx)
-	if workflow.GetVersion(ctx, "update-while-arriving", workflow.DefaultVersion, 1) == 1 {
-		if share, err = startShare(ctx, in.Region, in.Image); err != nil {
-			return res, err
-		}
+	share, whole, termCtx, err := shareForTerminals(ctx, "update-while-arriving", in.Region, in.Image)
+	res.Share = whole
+	if err != nil {
+		return res, err
+	}
+	res.Version = whole.Version
+	if share != nil {
 		res.Version = share.Version
-		workflow.Go(ctx, func(g workflow.Context) {
-			if share.Wait(g) != nil {
-				cancelTerms()
-			}
-		})
-	} else {
-		if res.Share, err = shareHere(ctx, in.Region, in.Image); err != nil {
-			return res, err
-		}
-		res.Version = res.Share.Version
 	}
 	prog.Version = res.Version
 
