@@ -237,7 +237,10 @@ func PlanImage(ctx workflow.Context, in PlanInput) (PlanStatus, error) {
 	report()
 	// The regions not ready go on trying until By; the plan stays until By, so what it
 	// brought stays held for it.
-	err := sleepUntil(ctx, in.By, func() bool { return false })
+	var err error
+	if left := in.By.Sub(workflow.Now(ctx)); left > 0 {
+		err = workflow.Sleep(ctx, left)
+	}
 	if err == nil {
 		err = workflow.Await(ctx, func() bool { return done == len(in.Regions) })
 	}
