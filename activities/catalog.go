@@ -76,6 +76,10 @@ func (s StateCatalog) Regions(ctx context.Context) ([]RegionInfo, error) {
 	return out, nil
 }
 
+func (s StateCatalog) StoredBytes(ctx context.Context, id manifest.ID) (int64, error) {
+	return s.C.StoredBytes(ctx, id)
+}
+
 func (s StateCatalog) Images(ctx context.Context) ([]ImageInfo, error) {
 	vs, err := s.C.Versions(ctx)
 	if err != nil {

@@ -54,14 +54,11 @@ func (c *Central) ResolvePlan(ctx context.Context, in ResolvePlanInput) (Resolve
 		return res, err
 	}
 	res.Version, res.Name = id.String(), ref.Name
-	images, err := c.Catalog.Images(ctx)
+	if res.StoredBytes, err = c.Catalog.StoredBytes(ctx, id); errors.Is(err, store.ErrNotFound) {
+		res.StoredBytes, err = 0, nil // resolved but not recorded: the region's own check counts it
+	}
 	if err != nil {
 		return res, err
-	}
-	for _, im := range images {
-		if im.Version == res.Version {
-			res.StoredBytes = im.StoredBytes
-		}
 	}
 	return res, nil
 }

@@ -60,6 +60,8 @@ type Catalog interface {
 	// Regions lists the regions; Images lists the versions with their tags and locations.
 	Regions(ctx context.Context) ([]RegionInfo, error)
 	Images(ctx context.Context) ([]ImageInfo, error)
+	// StoredBytes returns a version's stored bytes as recorded when it was registered.
+	StoredBytes(ctx context.Context, id manifest.ID) (int64, error)
 }
 
 // Central holds the central worker's activities.

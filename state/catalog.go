@@ -337,6 +337,17 @@ func (c *Catalog) Locations(ctx context.Context, id manifest.ID) ([]Location, er
 	return out, rows.Err()
 }
 
+// StoredBytes returns the stored bytes central recorded for version id (ErrNotFound if it has
+// no such version).
+func (c *Catalog) StoredBytes(ctx context.Context, id manifest.ID) (int64, error) {
+	var n int64
+	err := c.db.QueryRowContext(ctx, `SELECT stored_bytes FROM versions WHERE id = ?`, id.String()).Scan(&n)
+	if errors.Is(err, sql.ErrNoRows) {
+		return 0, fmt.Errorf("version %s: %w", id.Short(), store.ErrNotFound)
+	}
+	return n, err
+}
+
 // VersionEntry is a version with its tags and the regions holding it, for listings.
 type VersionEntry struct {
 	Version

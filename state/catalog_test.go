@@ -60,7 +60,7 @@ func TestRegions(t *testing.T) {
 func TestVersionsTagsAndResolve(t *testing.T) {
 	ctx := context.Background()
 	c, _ := openCat(t)
-	v1 := Version{ID: vid("1"), Name: "win11", Created: time.Now(), DiskSize: 1 << 30, ChunkSize: 1 << 18}
+	v1 := Version{ID: vid("1"), Name: "win11", Created: time.Now(), DiskSize: 1 << 30, ChunkSize: 1 << 18, StoredBytes: 700 << 20}
 	v2 := Version{ID: vid("2"), Name: "win11", Parent: v1.ID, Created: time.Now(), DiskSize: 1 << 30, ChunkSize: 1 << 18}
 	if err := c.RecordVersion(ctx, v1, "latest"); err != nil {
 		t.Fatal(err)
@@ -75,6 +75,12 @@ func TestVersionsTagsAndResolve(t *testing.T) {
 		if got, err := c.Resolve(ctx, ref); err != nil || got != want {
 			t.Errorf("Resolve(%s) = %s, %v", ref, got.Short(), err)
 		}
+	}
+	if n, err := c.StoredBytes(ctx, v1.ID); err != nil || n != 700<<20 {
+		t.Errorf("StoredBytes(v1) = %d, %v", n, err)
+	}
+	if _, err := c.StoredBytes(ctx, vid("9")); !errors.Is(err, store.ErrNotFound) {
+		t.Errorf("StoredBytes of no version: %v", err)
 	}
 	if _, err := c.Resolve(ctx, "win11:nope"); !errors.Is(err, store.ErrNotFound) {
 		t.Errorf("unknown tag: %v", err)
