@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"slices"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -148,43 +147,6 @@ func (c *tclient) regionsZone(ctx context.Context, regions []string, override st
 		loc = l
 	}
 	return loc, nil
-}
-
-// notInCatalogError is an image central's catalog does not have.
-type notInCatalogError struct{ image string }
-
-func (e *notInCatalogError) Error() string {
-	return fmt.Sprintf("image %s is not in central's catalog ('tms image ls' lists it)", e.image)
-}
-
-// centralVersion resolves image (NAME, NAME:TAG or NAME@VERSION) in central's catalog, as
-// NAME@VERSION; an image the catalog lacks is an error saying so. A region's store keeps
-// versions, not central's tags, so commands that name an image in a region resolve it here.
-func (c *tclient) centralVersion(ctx context.Context, image string) (string, error) {
-	ref, err := parseRef(image)
-	if err != nil {
-		return "", err
-	}
-	res, err := c.centralAdmin(ctx, "images")
-	if err != nil {
-		return "", err
-	}
-	var match []string
-	for _, im := range res.Images {
-		if im.Name != ref.Name {
-			continue
-		}
-		if ref.Version != "" && strings.HasPrefix(im.Version, ref.Version) || ref.Version == "" && slices.Contains(im.Tags, ref.Tag) {
-			match = append(match, im.Version)
-		}
-	}
-	switch len(match) {
-	case 0:
-		return "", &notInCatalogError{image}
-	case 1:
-		return ref.Name + "@" + match[0], nil
-	}
-	return "", fmt.Errorf("image %s names %d versions in central's catalog: give more of the version", image, len(match))
 }
 
 // planRow is one plan, as ls and show print it.
