@@ -58,6 +58,32 @@ func copyChunk(t *testing.T, from, to *store.Store, c manifest.ID) {
 	}
 }
 
+// relayPull is a version imported into src and relayed in part to relay (as relayed does),
+// and the empty store dst of the region that will pull it.
+type relayPull struct {
+	src, relay, dst *store.Store
+	v               *store.Version
+	want            [32]byte      // the imported disk's sum
+	rest            []manifest.ID // the chunks not yet in the relay
+}
+
+// newRelayPull imports a size-byte sample disk into src and relays its first chunks to relay,
+// with the signature sig gives for the version (nil: none).
+func newRelayPull(t *testing.T, size int64, sig func(manifest.ID) *signing.Signature, chunks int) relayPull {
+	t.Helper()
+	var p relayPull
+	p.src, _ = storetest.Dir(t)
+	p.relay, _ = storetest.Dir(t)
+	p.dst, _ = storetest.Dir(t)
+	imp, want := imported(t, p.src, size)
+	p.v, p.want = imp.Version, want
+	p.rest = relayed(t, p.src, p.relay, p.v, sig(p.v.ID), chunks)
+	return p
+}
+
+// signed is central's signature of a version.
+func signed(id manifest.ID) *signing.Signature { s := centralKey.SignVersion(id); return &s }
+
 // awaitVersion runs AwaitVersion for at most d.
 func awaitVersion(r *activities.Region, id manifest.ID, d time.Duration) (activities.AwaitVersionResult, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), d)
@@ -71,13 +97,8 @@ func awaitVersion(r *activities.Region, id manifest.ID, d time.Duration) (activi
 // version meanwhile joins the first and moves nothing.
 func TestPullAnnouncesTheArrivingVersion(t *testing.T) {
 	ctx := context.Background()
-	src, _ := storetest.Dir(t)
-	relay, _ := storetest.Dir(t)
-	dst, _ := storetest.Dir(t)
-	imp, want := imported(t, src, 16*mib)
-	v := imp.Version
-	sig := centralKey.SignVersion(v.ID)
-	rest := relayed(t, src, relay, v, &sig, 5)
+	p := newRelayPull(t, 16*mib, signed, 5)
+	src, relay, dst, v, want, rest := p.src, p.relay, p.dst, p.v, p.want, p.rest
 	reg := &arrival.Registry{}
 	r := &activities.Region{ID: "region-b", Store: dst, Relay: relay, CentralKey: centralKey.Public(), Arrivals: reg}
 
@@ -159,12 +180,8 @@ func TestOnlySignedVersionsAreAnnounced(t *testing.T) {
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			ctx := context.Background()
-			src, _ := storetest.Dir(t)
-			relay, _ := storetest.Dir(t)
-			dst, _ := storetest.Dir(t)
-			imp, _ := imported(t, src, 8*mib)
-			v := imp.Version
-			rest := relayed(t, src, relay, v, c.sig(v.ID), 2)
+			p := newRelayPull(t, 8*mib, c.sig, 2)
+			src, relay, dst, v, rest := p.src, p.relay, p.dst, p.v, p.rest
 			reg := &arrival.Registry{}
 			r := &activities.Region{ID: "region-b", Store: dst, Relay: relay, CentralKey: centralKey.Public(), Arrivals: reg}
 			done := make(chan error, 1)
@@ -192,13 +209,8 @@ func TestOnlySignedVersionsAreAnnounced(t *testing.T) {
 // the pull, and whoever waits on the arrival learns why.
 func TestFailedPullEndsTheArrivalWithItsReason(t *testing.T) {
 	ctx := context.Background()
-	src, _ := storetest.Dir(t)
-	relay, _ := storetest.Dir(t)
-	dst, _ := storetest.Dir(t)
-	imp, _ := imported(t, src, 8*mib)
-	v := imp.Version
-	sig := centralKey.SignVersion(v.ID)
-	rest := relayed(t, src, relay, v, &sig, 2)
+	p := newRelayPull(t, 8*mib, signed, 2)
+	src, relay, dst, v, rest := p.src, p.relay, p.dst, p.v, p.rest
 	reg := &arrival.Registry{}
 	r := &activities.Region{ID: "region-b", Store: dst, Relay: relay, CentralKey: centralKey.Public(), Arrivals: reg}
 	done := make(chan error, 1)
@@ -240,13 +252,8 @@ func TestFailedPullEndsTheArrivalWithItsReason(t *testing.T) {
 // taken before the version is published, keeps the version from removal once it is.
 func TestPrepareTaskHoldsAnArrivingVersion(t *testing.T) {
 	ctx := context.Background()
-	src, _ := storetest.Dir(t)
-	relay, _ := storetest.Dir(t)
-	dst, _ := storetest.Dir(t)
-	imp, _ := imported(t, src, 8*mib)
-	v := imp.Version
-	sig := centralKey.SignVersion(v.ID)
-	rest := relayed(t, src, relay, v, &sig, 2)
+	p := newRelayPull(t, 8*mib, signed, 2)
+	src, relay, dst, v, rest := p.src, p.relay, p.dst, p.v, p.rest
 	inv, err := state.OpenInventory(ctx, filepath.Join(t.TempDir(), "inventory.db"))
 	if err != nil {
 		t.Fatal(err)
