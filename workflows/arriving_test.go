@@ -10,10 +10,29 @@ import (
 
 	"github.com/stretchr/testify/mock"
 	"go.temporal.io/sdk/temporal"
+	"go.temporal.io/sdk/testsuite"
 
 	"tms/activities"
 	"tms/state"
 )
+
+// mockArrivingShare has pc1 resolved and win11 shared to the region while it arrives: its peer
+// pull notes pulled and ends an hour in with pullErr, the relay fails.
+func mockArrivingShare(env *testsuite.TestWorkflowEnvironment, note func(string), pulled string, pullErr error) {
+	env.OnActivity(r.ResolveTerminals, mock.Anything, mock.Anything).Return(activities.ResolveResult{Terminals: []activities.TerminalRef{pc1}}, nil)
+	env.OnActivity(c.LocateVersion, mock.Anything, locateWin11).Return(located("region-a"), nil)
+	env.OnActivity(r.AwaitVersion, mock.Anything, activities.AwaitVersionInput{Version: version}).Return(activities.AwaitVersionResult{Arriving: true}, nil)
+	env.OnActivity(c.MintGrant, mock.Anything, mock.Anything).Return(activities.GrantResult{Token: "g"}, nil)
+	env.OnActivity(r.PullFromPeer, mock.Anything, mock.Anything).After(time.Hour).Return(func(context.Context, activities.PullInput) (activities.MoveResult, error) {
+		note(pulled)
+		if pullErr != nil {
+			return activities.MoveResult{}, pullErr
+		}
+		return activities.MoveResult{MovedBytes: 9}, nil
+	})
+	env.OnActivity(r.PushToRelay, mock.Anything, mock.Anything).Return(activities.MoveResult{}, errors.New("relay unreachable"))
+	env.OnActivity(r.PullFromRelay, mock.Anything, mock.Anything).Return(activities.MoveResult{}, errors.New("relay unreachable"))
+}
 
 // arrivingDeploy runs a deploy of win11 to pc1 while the region's share of it runs: its peer
 // pull takes an hour and ends with pullErr, the relay fails, the agent takes agent. It returns
@@ -27,16 +46,7 @@ func arrivingDeploy(t *testing.T, pullErr error, agent time.Duration) (DeployIma
 		events = append(events, e)
 		mu.Unlock()
 	}
-	env.OnActivity(r.ResolveTerminals, mock.Anything, mock.Anything).Return(activities.ResolveResult{Terminals: []activities.TerminalRef{pc1}}, nil)
-	env.OnActivity(c.LocateVersion, mock.Anything, locateWin11).Return(located("region-a"), nil)
-	env.OnActivity(r.AwaitVersion, mock.Anything, activities.AwaitVersionInput{Version: version}).Return(activities.AwaitVersionResult{Arriving: true}, nil)
-	env.OnActivity(c.MintGrant, mock.Anything, mock.Anything).Return(activities.GrantResult{Token: "g"}, nil)
-	env.OnActivity(r.PullFromPeer, mock.Anything, mock.Anything).After(time.Hour).Return(func(context.Context, activities.PullInput) (activities.MoveResult, error) {
-		note("pulled")
-		return activities.MoveResult{MovedBytes: 9}, pullErr
-	})
-	env.OnActivity(r.PushToRelay, mock.Anything, mock.Anything).Return(activities.MoveResult{}, errors.New("relay unreachable"))
-	env.OnActivity(r.PullFromRelay, mock.Anything, mock.Anything).Return(activities.MoveResult{}, errors.New("relay unreachable"))
+	mockArrivingShare(env, note, "pulled", pullErr)
 	env.OnActivity(c.RecordLocation, mock.Anything, mock.Anything).Return(func(context.Context, activities.RecordInput) error {
 		note("recorded")
 		return nil
@@ -105,16 +115,7 @@ func TestUpdateFailsWithTheShareWhenItFailsMidWay(t *testing.T) {
 		events = append(events, e)
 		mu.Unlock()
 	}
-	env.OnActivity(r.ResolveTerminals, mock.Anything, mock.Anything).Return(activities.ResolveResult{Terminals: []activities.TerminalRef{pc1}}, nil)
-	env.OnActivity(c.LocateVersion, mock.Anything, locateWin11).Return(located("region-a"), nil)
-	env.OnActivity(r.AwaitVersion, mock.Anything, activities.AwaitVersionInput{Version: version}).Return(activities.AwaitVersionResult{Arriving: true}, nil)
-	env.OnActivity(c.MintGrant, mock.Anything, mock.Anything).Return(activities.GrantResult{Token: "g"}, nil)
-	env.OnActivity(r.PullFromPeer, mock.Anything, mock.Anything).After(time.Hour).Return(func(context.Context, activities.PullInput) (activities.MoveResult, error) {
-		note("pull failed")
-		return activities.MoveResult{}, activities.ErrSourceCorrupt.New("chunk 1a2b from region-a: source sent corrupt data", nil)
-	})
-	env.OnActivity(r.PushToRelay, mock.Anything, mock.Anything).Return(activities.MoveResult{}, errors.New("relay unreachable"))
-	env.OnActivity(r.PullFromRelay, mock.Anything, mock.Anything).Return(activities.MoveResult{}, errors.New("relay unreachable"))
+	mockArrivingShare(env, note, "pull failed", activities.ErrSourceCorrupt.New("chunk 1a2b from region-a: source sent corrupt data", nil))
 	env.OnActivity(r.DecideUpdate, mock.Anything, mock.Anything).Return(func(context.Context, activities.DecideInput) (activities.DecideResult, error) {
 		note("decided")
 		return activities.DecideResult{Terminals: []activities.TerminalDecision{{MAC: pc1.MAC, Decision: activities.DecisionFull, Reason: "no version recorded"}}}, nil
