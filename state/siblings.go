@@ -1,0 +1,49 @@
+package state
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"fmt"
+	"time"
+)
+
+// A region with several servers shares one secret among them, kept in the inventory they share:
+// it keys the short-lived tokens one server presents when it asks a sibling for a chunk or a
+// manifest (package sibling). Whichever server starts first creates it; the others read it.
+// Terminals never see it.
+
+// siblingSecretMigration keeps the region's internal secret (hex, 32 random bytes).
+var siblingSecretMigration = migration{13, `
+CREATE TABLE region_secrets (
+	name    TEXT PRIMARY KEY,
+	secret  TEXT NOT NULL,
+	created BIGINT NOT NULL
+);
+`}
+
+// siblingSecretName is the row of the secret siblings sign their requests with.
+const siblingSecretName = "sibling"
+
+// SiblingSecret returns the region's sibling secret, creating it if no server has yet. Two
+// servers starting at once both try to create it; the database keeps the first and both read
+// that one.
+func (inv *Inventory) SiblingSecret(ctx context.Context) ([]byte, error) {
+	b := make([]byte, 32)
+	if _, err := rand.Read(b); err != nil {
+		return nil, err
+	}
+	if _, err := inv.db.ExecContext(ctx, `INSERT INTO region_secrets (name, secret, created) VALUES (?, ?, ?) ON CONFLICT (name) DO NOTHING`,
+		siblingSecretName, hex.EncodeToString(b), time.Now().UTC().Unix()); err != nil {
+		return nil, fmt.Errorf("region secret: %w", err)
+	}
+	var s string
+	if err := inv.db.QueryRowContext(ctx, `SELECT secret FROM region_secrets WHERE name = ?`, siblingSecretName).Scan(&s); err != nil {
+		return nil, fmt.Errorf("region secret: %w", err)
+	}
+	secret, err := hex.DecodeString(s)
+	if err != nil || len(secret) < 16 {
+		return nil, fmt.Errorf("region secret: the stored secret is not 16 or more hex bytes")
+	}
+	return secret, nil
+}
