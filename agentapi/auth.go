@@ -121,7 +121,7 @@ func (s *Server) Boot(ctx context.Context, req agentwire.BootRequest, ip string,
 	}
 	s.forget(mac)
 	s.log().Info("terminal booted into a task", "mac", mac, "task", t.ID, "kind", t.Kind, "agent", req.AgentVersion, "remote", ip)
-	return agentwire.BootReply{Action: a.Action, Task: t.ID, Token: token}, nil
+	return agentwire.BootReply{Action: a.Action, Task: t.ID, Token: token, Servers: s.servers(ctx)}, nil
 }
 
 // ClaimNetworkBoot is the boot service's claim of a terminal's boot, made when iPXE at address
