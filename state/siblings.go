@@ -14,12 +14,17 @@ import (
 // Terminals never see it.
 
 // siblingSecretMigration keeps the region's internal secret (hex, 32 random bytes).
+// It also gives boot claims a generation, bumped by every claim, so that servers claiming one
+// terminal's boot at once cannot both win (ClaimBoot), and the id of the request that made the
+// claim, so that one request reaching two servers is answered once.
 var siblingSecretMigration = migration{13, `
 CREATE TABLE region_secrets (
 	name    TEXT PRIMARY KEY,
 	secret  TEXT NOT NULL,
 	created BIGINT NOT NULL
 );
+ALTER TABLE boot_actions ADD COLUMN claim_gen BIGINT NOT NULL DEFAULT 0;
+ALTER TABLE boot_actions ADD COLUMN claim_request TEXT NOT NULL DEFAULT '';
 `}
 
 // siblingSecretName is the row of the secret siblings sign their requests with.
