@@ -257,6 +257,9 @@ func (c *Client) GetChunkFrames(ctx context.Context, ids []manifest.ID, buf func
 	if patience <= 0 {
 		patience = DefaultPatience
 	}
+	if len(ids) == 0 || len(ids) > agentwire.MaxFramesQuery {
+		return fmt.Errorf("%d chunks in one frames request; want 1 to %d", len(ids), agentwire.MaxFramesQuery)
+	}
 	giveUp := time.Now().Add(patience)
 	got := 0 // frames handed to fn
 	for {
@@ -270,9 +273,13 @@ func (c *Client) GetChunkFrames(ctx context.Context, ids []manifest.ID, buf func
 			got = off + i + 1
 			return nil
 		})
-		if err == nil || fnErr != nil {
+		if err == nil || fnErr != nil || got == len(ids) {
+			// Every frame came (an answer cut after its last frame lost nothing).
 			c.answered(base)
-			return err
+			if fnErr != nil {
+				return err
+			}
+			return nil
 		}
 		var api *APIError
 		if errors.As(err, &api) && api.Status == http.StatusServiceUnavailable && api.Retry {

@@ -8,16 +8,21 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
+	"os"
 	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	"tms/agent"
 	"tms/agentapi"
 	"tms/agentwire"
 	"tms/internal/storetest"
+	"tms/signing"
 	"tms/state"
+	"tms/transfer"
 )
 
 // sibling is one of a region's servers: its own agent API and store, the region's database.
@@ -28,8 +33,9 @@ type sibling struct {
 }
 
 // siblingServers starts n agent API servers on one database file, each with its own
-// connection and store, as the region's servers are.
-func siblingServers(t *testing.T, n int) []*sibling {
+// connection and store, as the region's servers are; each names the others to its agents.
+// wrap, if set, wraps server i's handler.
+func siblingServers(t *testing.T, n int, wrap ...func(i int, h http.Handler) http.Handler) []*sibling {
 	t.Helper()
 	db := filepath.Join(t.TempDir(), "inventory.db")
 	out := make([]*sibling, n)
@@ -43,9 +49,23 @@ func siblingServers(t *testing.T, n int) []*sibling {
 		s := &sibling{inv: inv, api: &agentapi.Server{Inventory: inv, Store: st}}
 		mux := http.NewServeMux()
 		s.api.Routes(mux)
-		s.srv = httptest.NewServer(mux)
-		t.Cleanup(s.srv.Close)
+		var h http.Handler = mux
+		for _, w := range wrap {
+			h = w(i, h)
+		}
+		s.srv = httptest.NewUnstartedServer(h)
 		out[i] = s
+	}
+	for i, s := range out {
+		var others []string
+		for j, o := range out {
+			if j != i {
+				others = append(others, "http://"+o.srv.Listener.Addr().String())
+			}
+		}
+		s.api.Servers = func(context.Context) ([]string, error) { return others, nil }
+		s.srv.Start()
+		t.Cleanup(s.srv.Close)
 	}
 	return out
 }
@@ -174,4 +194,131 @@ func TestTwoServersOneBootClaim(t *testing.T) {
 		}
 	}
 	t.Logf("token handed out by server 0 in %d rounds, server 1 in %d", wins[0], wins[1])
+}
+
+// TestAgentCarriesOnWithASibling: the server a deploying agent booted from dies with 40% of
+// the image sent (every connection cut, nothing answers); the agent turns to the sibling the
+// region named, with the same task and token, and finishes: the disk holds the image, the task
+// is done, and the agent booted once (no new boot, no starting over).
+func TestAgentCarriesOnWithASibling(t *testing.T) {
+	ctx := context.Background()
+	const mac = "52:54:00:00:0a:02"
+	var (
+		mu        sync.Mutex
+		served    [2]int64
+		requests  [2]map[string]int
+		threshold int64 = 1 << 62
+		dead      bool
+	)
+	requests[0], requests[1] = map[string]int{}, map[string]int{}
+	var servers []*sibling
+	kill := func() {
+		s := servers[0]
+		s.srv.CloseClientConnections()
+		s.srv.Listener.Close()
+	}
+	servers = siblingServers(t, 2, func(i int, h http.Handler) http.Handler {
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			mu.Lock()
+			if i == 0 && dead {
+				mu.Unlock()
+				panic(http.ErrAbortHandler)
+			}
+			requests[i][r.URL.Path]++
+			mu.Unlock()
+			h.ServeHTTP(&countWriter{ResponseWriter: w, add: func(n int) bool {
+				mu.Lock()
+				defer mu.Unlock()
+				served[i] += int64(n)
+				if i == 0 && !dead && served[0] >= threshold {
+					dead = true
+					go kill()
+				}
+				return i == 0 && dead
+			}}, r)
+		})
+	})
+	a, b := servers[0], servers[1]
+	key, _ := signing.GenerateKey()
+	sample := storetest.SampleDisk(t, 32<<20, 11)
+	img := storetest.Import(t, a.api.Store, sample, "lab")
+	id := img.Version.ID
+	if _, err := transfer.Copy(ctx, transfer.StoreSource{S: a.api.Store}, b.api.Store, id, transfer.Options{}); err != nil {
+		t.Fatal(err)
+	}
+	for _, s := range servers {
+		if err := s.api.Store.PutSignature(ctx, id, key.SignVersion(id)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	mu.Lock()
+	threshold = img.Stats.StoredBytes * 4 / 10
+	mu.Unlock()
+
+	if err := a.inv.Enroll(ctx, mac, "pc-failover"); err != nil {
+		t.Fatal(err)
+	}
+	agentKey, err := a.inv.IssueAgentKey(ctx, mac)
+	if err != nil {
+		t.Fatal(err)
+	}
+	task := taskOf("deploy/failover/run", mac, agentwire.KindDeploy, id.String())
+	if _, err := a.inv.StartTask(ctx, task, time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	if err := a.inv.SetBootAction(ctx, mac, bootActionOf(task, time.Now().Add(time.Hour))); err != nil {
+		t.Fatal(err)
+	}
+	disk := filepath.Join(t.TempDir(), "disk.raw")
+	if err := os.WriteFile(disk, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Truncate(disk, 32<<20); err != nil {
+		t.Fatal(err)
+	}
+	u, _ := url.Parse(a.srv.URL)
+	ag := &agent.Agent{Region: u, MAC: mac, Key: agentKey, Disk: disk, CentralKey: key.Public(), Once: true, Tries: 1,
+		Backoff: time.Millisecond, ProgressEvery: 20 * time.Millisecond, FailoverAfter: 300 * time.Millisecond, Window: 4 << 20}
+	if err := ag.Run(ctx); err != nil {
+		t.Fatalf("the agent did not finish after its server died: %v", err)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if !dead {
+		t.Fatal("server 0 was never killed: the test did not test anything")
+	}
+	t.Logf("server 0 sent %d bytes before it died, server 1 %d; requests: %v / %v", served[0], served[1], requests[0], requests[1])
+	if requests[1]["/v1/agent/task/frames"] == 0 {
+		t.Error("the sibling served no frames")
+	}
+	if n := requests[0]["/v1/agent/boot"] + requests[1]["/v1/agent/boot"]; n != 1 {
+		t.Errorf("the agent booted %d times: it started over instead of carrying on", n)
+	}
+	if storetest.FileSum(t, disk) != storetest.FileSum(t, sample) {
+		t.Error("the disk does not hold the image")
+	}
+	if tk, _ := b.inv.Task(ctx, task.ID); tk.State != state.TaskDone {
+		t.Errorf("task after the deploy: %+v", tk)
+	}
+}
+
+// countWriter tells add how many bytes each write sent; add true makes the write fail as a
+// dead server's would.
+type countWriter struct {
+	http.ResponseWriter
+	add func(n int) bool
+}
+
+func (w *countWriter) Write(p []byte) (int, error) {
+	n, err := w.ResponseWriter.Write(p)
+	if w.add(n) {
+		panic(http.ErrAbortHandler)
+	}
+	return n, err
+}
+
+func (w *countWriter) Flush() {
+	if f, ok := w.ResponseWriter.(http.Flusher); ok {
+		f.Flush()
+	}
 }
