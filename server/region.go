@@ -50,6 +50,9 @@ import (
 type RegionOptions struct {
 	ID      string
 	DataDir string // holds inventory.db and, unless Store is set, the store
+	// InventoryPath is the inventory database's file (default DataDir/inventory.db): the
+	// servers of one region share one.
+	InventoryPath string
 	// Store is the region's image store; nil means a directory store in DataDir/store.
 	Store *store.Store
 	// Relay is central's relay storage as this region reaches it; nil if none.
@@ -156,6 +159,7 @@ type Region struct {
 	WAN *wanrate.Bucket
 
 	stopWAN context.CancelFunc
+	own     *store.Store // the store under the siblings' read-through; nil without siblings
 
 	endpoint string
 	http     *http.Server
@@ -174,6 +178,15 @@ type Region struct {
 
 // Endpoint is the URL of the region's HTTP service.
 func (r *Region) Endpoint() string { return r.endpoint }
+
+// OwnStore is this server's own store, without what its siblings lend (Store reads through to
+// them when RegionOptions.Siblings is set): what it holds itself.
+func (r *Region) OwnStore() *store.Store {
+	if r.own != nil {
+		return r.own
+	}
+	return r.Store
+}
 
 // StartRegion opens the region's state, starts its HTTP service and worker, and records the
 // region in central's catalog.
@@ -203,7 +216,11 @@ func StartRegion(ctx context.Context, o RegionOptions) (_ *Region, err error) {
 			return nil, err
 		}
 	}
-	if r.Inventory, err = state.OpenInventory(ctx, filepath.Join(o.DataDir, "inventory.db")); err != nil {
+	invPath := o.InventoryPath
+	if invPath == "" {
+		invPath = filepath.Join(o.DataDir, "inventory.db")
+	}
+	if r.Inventory, err = state.OpenInventory(ctx, invPath); err != nil {
 		return nil, err
 	}
 	if r.Settings, err = loadSettings(ctx, o, r.Inventory, log); err != nil {
@@ -219,6 +236,7 @@ func StartRegion(ctx context.Context, o RegionOptions) (_ *Region, err error) {
 	if o.Siblings != nil {
 		lend = &sibling.Fetcher{Siblings: o.Siblings, Secret: secret, CentralKey: o.CentralKey, HTTP: &http.Client{},
 			Log: log.With("part", "sibling")}
+		r.own = r.Store
 		r.Store = store.New(sibling.ReadThrough(own, lend), store.Options{Log: log.With("part", "store")})
 	}
 	// The boot service starts with the effective values (central's pushes included).
