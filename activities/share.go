@@ -223,6 +223,9 @@ type Region struct {
 	Agents Commander
 	// Waker wakes terminals that are off (Wake-on-LAN); nil if the region has no boot service.
 	Waker Waker
+	// Siblings passes power commands to agents that poll another of the region's servers; nil
+	// when the region has one server.
+	Siblings SiblingCommander
 	// Mailbox tells when terminals' agents polled and which commands they took; nil if no
 	// agent can be reached.
 	Mailbox Mailbox

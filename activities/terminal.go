@@ -23,6 +23,13 @@ type Commander interface {
 	Connected(mac string) bool
 }
 
+// SiblingCommander passes a command to a terminal's agent through the region's other servers:
+// an agent polls one server for commands, and the worker sending it one may be another's. It
+// reports whether a sibling the agent polls took it.
+type SiblingCommander interface {
+	Command(ctx context.Context, mac string, command agentwire.Command) (bool, error)
+}
+
 // Waker wakes a terminal that is off.
 type Waker interface {
 	Wake(ctx context.Context, mac string) error
@@ -235,11 +242,23 @@ func (r *Region) PowerTerminal(ctx context.Context, in PowerInput) error {
 	if _, err := state.NormalizeMAC(in.MAC); err != nil {
 		return ErrBadInput.New(err.Error(), err)
 	}
-	if r.Agents != nil {
+	if r.Agents != nil && r.Agents.Connected(in.MAC) {
 		r.Agents.Send(in.MAC, in.Command)
-		if r.Agents.Connected(in.MAC) {
+		return nil
+	}
+	// The agent may poll another of the region's servers: the one that hears it passes the
+	// command on, and no copy waits here for a later poll (it would reboot the terminal twice).
+	if r.Siblings != nil {
+		delivered, err := r.Siblings.Command(ctx, in.MAC, in.Command)
+		if err != nil {
+			return err
+		}
+		if delivered {
 			return nil
 		}
+	}
+	if r.Agents != nil {
+		r.Agents.Send(in.MAC, in.Command) // for a poll that comes within agentapi.CommandTTL
 	}
 	// Nobody listens: the terminal is off, or runs an OS without the agent. Waking it makes it
 	// boot from the network, which is what a reboot is for here; a terminal that is on without

@@ -20,6 +20,7 @@ import (
 	"tms/agentapi"
 	"tms/agentwire"
 	"tms/internal/storetest"
+	siblingpkg "tms/sibling"
 	"tms/signing"
 	"tms/state"
 	"tms/transfer"
@@ -32,8 +33,12 @@ type sibling struct {
 	srv *httptest.Server
 }
 
+// regionSecret is the test region's sibling secret.
+var regionSecret = []byte("the region's secret, 32 bytes ok")
+
 // siblingServers starts n agent API servers on one database file, each with its own
-// connection and store, as the region's servers are; each names the others to its agents.
+// connection and store, as the region's servers are; each names the others to its agents and
+// serves them the sibling routes (with regionSecret).
 // wrap, if set, wraps server i's handler.
 func siblingServers(t *testing.T, n int, wrap ...func(i int, h http.Handler) http.Handler) []*sibling {
 	t.Helper()
@@ -49,6 +54,7 @@ func siblingServers(t *testing.T, n int, wrap ...func(i int, h http.Handler) htt
 		s := &sibling{inv: inv, api: &agentapi.Server{Inventory: inv, Store: st}}
 		mux := http.NewServeMux()
 		s.api.Routes(mux)
+		(&siblingpkg.Handler{Backend: st.Backend(), Secret: regionSecret, Mailbox: s.api}).Routes(mux)
 		var h http.Handler = mux
 		for _, w := range wrap {
 			h = w(i, h)
@@ -320,5 +326,69 @@ func (w *countWriter) Write(p []byte) (int, error) {
 func (w *countWriter) Flush() {
 	if f, ok := w.ResponseWriter.(http.Flusher); ok {
 		f.Flush()
+	}
+}
+
+// recordPower is a terminal's power switch that records what it was told.
+type recordPower struct {
+	mu  sync.Mutex
+	got []string
+}
+
+func (p *recordPower) Poweroff(context.Context) error { p.add("poweroff"); return nil }
+func (p *recordPower) Reboot(context.Context) error   { p.add("reboot"); return nil }
+func (p *recordPower) add(s string) {
+	p.mu.Lock()
+	p.got = append(p.got, s)
+	p.mu.Unlock()
+}
+
+// TestSiblingPassesACommandOn: a terminal's installed OS polls server 0 for commands; server 1,
+// whose worker sends the reboot, has no poll from it and asks its siblings: server 0 passes the
+// reboot to the agent, which carries it out. A terminal that polls nobody is not reached, and
+// a command request without the region's secret is refused.
+func TestSiblingPassesACommandOn(t *testing.T) {
+	ctx := context.Background()
+	servers := siblingServers(t, 2)
+	a := servers[0]
+	const mac = "52:54:00:00:0a:03"
+	if err := a.inv.Enroll(ctx, mac, "pc-cmd"); err != nil {
+		t.Fatal(err)
+	}
+	key, err := a.inv.IssueAgentKey(ctx, mac)
+	if err != nil {
+		t.Fatal(err)
+	}
+	u, _ := url.Parse(a.srv.URL)
+	power := &recordPower{}
+	svc := &agent.Service{Region: u, MAC: mac, Key: key, Power: power, Wait: 2 * time.Second}
+	done := make(chan error, 1)
+	go func() { done <- svc.Run(ctx) }()
+	for !a.api.Connected(mac) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	other := &siblingpkg.Fetcher{Siblings: siblingpkg.Static(siblingpkg.Sibling{ID: "0", Endpoint: a.srv.URL}), Secret: regionSecret, From: "1"}
+	if ok, err := other.Command(ctx, "52:54:00:00:0a:99", agentwire.CommandReboot); ok || err != nil {
+		t.Fatalf("a terminal that polls nobody: delivered %v, %v", ok, err)
+	}
+	stranger := &siblingpkg.Fetcher{Siblings: other.Siblings, Secret: []byte("another region's secret, 32 b!!"), From: "x"}
+	if ok, _ := stranger.Command(ctx, mac, agentwire.CommandReboot); ok {
+		t.Fatal("a command request with another secret was passed on")
+	}
+	if ok, err := other.Command(ctx, mac, agentwire.CommandReboot); !ok || err != nil {
+		t.Fatalf("the terminal polling server 0: delivered %v, %v", ok, err)
+	}
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the agent did not get the reboot")
+	}
+	power.mu.Lock()
+	defer power.mu.Unlock()
+	if len(power.got) != 1 || power.got[0] != "reboot" {
+		t.Fatalf("the terminal was told %v, want one reboot", power.got)
 	}
 }

@@ -311,7 +311,7 @@ func StartRegion(ctx context.Context, o RegionOptions) (_ *Region, err error) {
 	r.Agents.Routes(mux)
 	// Siblings are served this server's own store only (never read through), so two that lack
 	// an object do not ask each other in a circle.
-	(&sibling.Handler{Backend: own, Secret: secret, Log: log.With("part", "sibling")}).Routes(mux)
+	(&sibling.Handler{Backend: own, Secret: secret, Mailbox: r.Agents, Log: log.With("part", "sibling")}).Routes(mux)
 	if o.MetricsListen == "" {
 		mux.Handle("GET /metrics", r.Metrics.Handler())
 	} else if err := r.serveMetrics(o.MetricsListen); err != nil {
@@ -378,11 +378,15 @@ func StartRegion(ctx context.Context, o RegionOptions) (_ *Region, err error) {
 		ErrorLog:     slog.NewLogLogger(log.With("service", "http").Handler(), slog.LevelDebug)}
 	go func() { r.served <- r.http.Serve(ln) }()
 
-	r.worker = workers.NewRegion(o.Client, &activities.Region{ID: o.ID, Store: r.Store, Relay: o.Relay,
+	acts := &activities.Region{ID: o.ID, Store: r.Store, Relay: o.Relay,
 		HTTP: &http.Client{Timeout: 5 * time.Minute}, CentralKey: o.CentralKey, Inventory: r.Inventory, Agents: r.Agents, Waker: waker,
 		Mailbox: r.Agents, Segment: segment, WakeTimeout: o.Boot.WakeTimeout, Version: o.Version, ReportInterval: o.ReportInterval,
 		Settings: r.Settings, Metrics: r.Metrics, Usage: r.storeUsage, StoreCapacity: o.StoreCapacity, Log: log.With("part", "store"),
-		Arrivals: r.Arrivals, WAN: r.WAN})
+		Arrivals: r.Arrivals, WAN: r.WAN}
+	if lend != nil {
+		acts.Siblings = lend
+	}
+	r.worker = workers.NewRegion(o.Client, acts)
 	if err := r.worker.Start(); err != nil {
 		return nil, fmt.Errorf("region %s: worker: %w", o.ID, err)
 	}

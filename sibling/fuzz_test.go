@@ -69,3 +69,22 @@ func FuzzCheckVersion(f *testing.F) {
 		}
 	})
 }
+
+// FuzzParseCommandRequest: whatever body a sibling sends to the command route, parsing it
+// never panics, and what passes names a normalized MAC and a reboot or poweroff.
+func FuzzParseCommandRequest(f *testing.F) {
+	f.Add([]byte(`{"mac":"52:54:00:00:00:01","command":"reboot"}`))
+	f.Add([]byte(`{"mac":"52-54-00-00-00-01","command":"poweroff"}`))
+	f.Add([]byte(`{"mac":"x","command":"reboot"}`))
+	f.Add([]byte(`{"mac":"52:54:00:00:00:01","command":"format"}`))
+	f.Add([]byte(`{"mac":"52:54:00:00:00:01","command":"reboot"} {}`))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		req, err := sibling.ParseCommandRequest(b)
+		if err != nil {
+			return
+		}
+		if len(req.MAC) != 17 || (req.Command != "reboot" && req.Command != "poweroff") {
+			t.Fatalf("%q passed as %+v", b, req)
+		}
+	})
+}

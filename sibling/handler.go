@@ -58,14 +58,20 @@ type Handler struct {
 	// Secret is the region's sibling secret; a request without a good token made with it is
 	// refused (401).
 	Secret []byte
-	Log    *slog.Logger
-	Now    func() time.Time
+	// Mailbox, if set, passes siblings' commands to the agents that poll this server.
+	Mailbox Mailbox
+	Log     *slog.Logger
+	Now     func() time.Time
 }
 
-// Routes registers the handler's route on mux.
-func (h *Handler) Routes(mux *http.ServeMux) { mux.Handle(Route, h) }
+// Routes registers the handler's routes on mux.
+func (h *Handler) Routes(mux *http.ServeMux) {
+	mux.HandleFunc(Route, h.object)
+	mux.HandleFunc(CommandRoute, h.command)
+}
 
-func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+// authorized checks a sibling request's token, and answers 401 if it is not good.
+func (h *Handler) authorized(w http.ResponseWriter, r *http.Request) bool {
 	now := time.Now()
 	if h.Now != nil {
 		now = h.Now()
@@ -73,6 +79,14 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if _, err := Check(h.Secret, r.Header.Get("Authorization"), r.Method, r.URL.EscapedPath(), now); err != nil {
 		h.log().Warn("refused a sibling request", "from", r.RemoteAddr, "path", r.URL.Path, "err", err)
 		http.Error(w, err.Error(), http.StatusUnauthorized)
+		return false
+	}
+	return true
+}
+
+// object serves a chunk, a manifest or a signature.
+func (h *Handler) object(w http.ResponseWriter, r *http.Request) {
+	if !h.authorized(w, r) {
 		return
 	}
 	kind := r.PathValue("kind")
