@@ -13,7 +13,9 @@ import (
 	"go.temporal.io/sdk/testsuite"
 
 	"tms/agentwire"
+	"tms/manifest"
 	"tms/state"
+	"tms/transfer"
 )
 
 type fakeAgents struct {
@@ -317,6 +319,8 @@ type fakeSiblings struct {
 	delivered bool
 	asked     []string
 }
+
+func (f *fakeSiblings) First(src transfer.Source, _ manifest.ID) transfer.Source { return src }
 
 func (f *fakeSiblings) Command(_ context.Context, mac string, cmd agentwire.Command) (bool, error) {
 	f.asked = append(f.asked, mac+" "+string(cmd))

@@ -14,6 +14,7 @@ import (
 	"tms/manifest"
 	"tms/state"
 	"tms/store"
+	"tms/transfer"
 )
 
 // Commander passes a command (reboot, poweroff) to a terminal's agent.
@@ -23,11 +24,16 @@ type Commander interface {
 	Connected(mac string) bool
 }
 
-// SiblingCommander passes a command to a terminal's agent through the region's other servers:
-// an agent polls one server for commands, and the worker sending it one may be another's. It
-// reports whether a sibling the agent polls took it.
-type SiblingCommander interface {
+// Siblings are the region's other servers (the same region id and database, a store each) as
+// this server's activities use them (package sibling).
+type Siblings interface {
+	// Command passes a command to a terminal's agent through them: an agent polls one server
+	// for commands, and the worker sending it one may be another's. It reports whether a
+	// sibling the agent polls took it.
 	Command(ctx context.Context, mac string, command agentwire.Command) (bool, error)
+	// First puts them before src, a share's source of version id: a version a sibling holds
+	// comes from it, not over the WAN.
+	First(src transfer.Source, id manifest.ID) transfer.Source
 }
 
 // Waker wakes a terminal that is off.

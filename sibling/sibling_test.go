@@ -18,6 +18,7 @@ import (
 	"tms/sibling"
 	"tms/signing"
 	"tms/store"
+	"tms/transfer"
 )
 
 // lender is a sibling server: its own store behind the sibling routes, on loopback.
@@ -280,5 +281,71 @@ func TestTokenChecks(t *testing.T) {
 				t.Errorf("error %v does not wrap ErrToken", err)
 			}
 		})
+	}
+}
+
+// countingSource is a share's WAN source that counts the chunks asked of it.
+type countingSource struct {
+	transfer.StoreSource
+	chunks atomic.Int64
+}
+
+func (s *countingSource) GetChunkFrame(ctx context.Context, id manifest.ID) ([]byte, error) {
+	s.chunks.Add(1)
+	return s.StoreSource.GetChunkFrame(ctx, id)
+}
+
+// TestShareTakesFromASiblingFirst: a share of a version a sibling holds takes its chunks from the
+// sibling and none over the WAN, except one the sibling lacks; a share of a version no sibling
+// holds asks the siblings once, not once per chunk.
+func TestShareTakesFromASiblingFirst(t *testing.T) {
+	ctx := context.Background()
+	key, _ := signing.GenerateKey()
+	var lost atomic.Pointer[manifest.ID] // the chunk the sibling lacks
+	sib := newLender(t, secret, func(h http.Handler) http.Handler {
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if id := lost.Load(); id != nil && strings.HasSuffix(r.URL.Path, "/chunks/"+id.String()) {
+				http.NotFound(w, r)
+				return
+			}
+			h.ServeHTTP(w, r)
+		})
+	})
+	img := signedImage(t, sib.st, key)
+	ids := chunks(img.Version.Manifest)
+	// The WAN source (a peer region) holds it too.
+	wanStore, _ := storetest.PackDir(t)
+	if _, err := transfer.Copy(ctx, transfer.StoreSource{S: sib.st}, wanStore, img.Version.ID, transfer.Options{}); err != nil {
+		t.Fatal(err)
+	}
+	lost.Store(&ids[0])
+	f := &sibling.Fetcher{Siblings: sibling.Static(sibling.Sibling{ID: "b", Endpoint: sib.srv.URL}), Secret: secret, CentralKey: key.Public()}
+	own, _ := storetest.PackDir(t)
+	wan := &countingSource{StoreSource: transfer.StoreSource{S: wanStore}}
+	if _, err := transfer.Copy(ctx, f.First(wan, img.Version.ID), own, img.Version.ID, transfer.Options{}); err != nil {
+		t.Fatal(err)
+	}
+	if n := wan.chunks.Load(); n != 1 {
+		t.Errorf("%d chunks came over the WAN; want 1, the one the sibling lacks", n)
+	}
+	if rep, err := own.Verify(ctx, 2, nil); err != nil || len(rep.Problems) != 0 {
+		t.Fatalf("the copy: %+v, %v", rep, err)
+	}
+
+	// A version no sibling holds: the WAN, and one question to the sibling.
+	other := storetest.Import(t, wanStore, storetest.SampleDisk(t, 4<<20, 9), "other")
+	if err := wanStore.PutSignature(ctx, other.Version.ID, key.SignVersion(other.Version.ID)); err != nil {
+		t.Fatal(err)
+	}
+	before := sib.served.Load()
+	wan2 := &countingSource{StoreSource: transfer.StoreSource{S: wanStore}}
+	if _, err := transfer.Copy(ctx, f.First(wan2, other.Version.ID), own, other.Version.ID, transfer.Options{}); err != nil {
+		t.Fatal(err)
+	}
+	if asked := sib.served.Load() - before; asked != 1 {
+		t.Errorf("the sibling was asked %d times for a version it does not hold; want once", asked)
+	}
+	if wan2.chunks.Load() == 0 {
+		t.Error("nothing came over the WAN for a version no sibling holds")
 	}
 }
