@@ -342,5 +342,16 @@ func (s *Server) checkKey(r *http.Request, body []byte) (string, error) {
 		}
 	}
 	s.nonces[n] = ka.Time.Add(2 * agentwire.MaxKeySkew)
+	s.mu.Unlock()
+	// The region's other servers share the database: a request replayed to one of them is
+	// refused there too.
+	fresh, err := s.Inventory.UseNonce(r.Context(), mac, ka.Nonce, ka.Time.Add(2*agentwire.MaxKeySkew), now)
+	s.mu.Lock() // for the deferred unlock
+	if err != nil {
+		return "", err
+	}
+	if !fresh {
+		return "", fail(http.StatusUnauthorized, "%v: the request was already made once (a replay, here or at another of the region's servers)", agentwire.ErrKeyAuth)
+	}
 	return mac, nil
 }
