@@ -19,7 +19,7 @@ import (
 // its servers (UseNonce); and it gives boot claims a generation, bumped by every claim, so that servers claiming one
 // terminal's boot at once cannot both win (ClaimBoot), and the id of the request that made the
 // claim, so that one request reaching two servers is answered once.
-var siblingSecretMigration = migration{13, `
+var siblingSecretMigration = migration{version: 13, sql: `
 CREATE TABLE region_secrets (
 	name    TEXT PRIMARY KEY,
 	secret  TEXT NOT NULL,
