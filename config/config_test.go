@@ -262,6 +262,9 @@ func TestEveryKeyFromEnvAndFlags(t *testing.T) {
 		"region.data_dir":                  "/var/region",
 		"region.listen":                    "10.0.0.2:81",
 		"region.labels":                    "site=north",
+		"region.server_id":                 "srv-a.room-12",
+		"region.server_labels":             "room=a,rack=2",
+		"region.heartbeat":                 "2s",
 		"region.endpoint":                  "https://10.0.0.2:81",
 		"region.http.max_conns_per_ip":     "12",
 		"region.http.max_conns":            "345",
@@ -320,6 +323,9 @@ func TestEveryKeyFromEnvAndFlags(t *testing.T) {
 			Listen:           netip.MustParseAddrPort("10.0.0.2:81"),
 			MetricsListen:    netip.MustParseAddrPort("10.0.0.2:9181"),
 			Labels:           map[string]string{"site": "north"},
+			ServerID:         "srv-a.room-12",
+			ServerLabels:     map[string]string{"room": "a", "rack": "2"},
+			Heartbeat:        2 * time.Second,
 			Endpoint:         &url.URL{Scheme: "https", Host: "10.0.0.2:81"},
 			HTTP:             RegionHTTP{MaxConnsPerIP: 12, MaxConns: 345},
 			TLS:              ServerTLS{CertFile: "/etc/tms/region.pem", KeyFile: "/etc/tms/region.key"},
@@ -652,6 +658,13 @@ func TestValidateNamesEveryKey(t *testing.T) {
 		{name: "central data dir and key, other roles", roles: []Role{RoleRegion, RoleAgent, RoleCLI}, change: func(c *Config) { c.Central.DataDir = ""; c.Central.SigningKeyFile = "" }},
 		{name: "region missing, other roles", roles: []Role{RoleCentral, RoleAgent, RoleCLI}, change: func(c *Config) { c.Region = Region{} }},
 		{name: "region store", roles: all, change: func(c *Config) { c.Region.Store = "s3://x" }, want: []string{"region.store"}},
+		{name: "server id and labels", roles: all, change: func(c *Config) {
+			c.Region.ServerID, c.Region.ServerLabels, c.Region.Heartbeat = "srv-a.lab", map[string]string{"room": "a"}, time.Second
+		}},
+		{name: "server id not a host name", roles: all, change: func(c *Config) { c.Region.ServerID = "Srv_A" }, want: []string{"region.server_id"}},
+		{name: "server labels", roles: all, change: func(c *Config) { c.Region.ServerLabels = map[string]string{"Room": "a"} },
+			want: []string{"region.server_labels.Room"}},
+		{name: "heartbeat out of bounds", roles: all, change: func(c *Config) { c.Region.Heartbeat = time.Hour }, want: []string{"region.heartbeat"}},
 		{
 			name: "region labels", roles: all,
 			change: func(c *Config) { c.Region.Labels = map[string]string{"Site!": "north", "room": "a b"} },

@@ -57,6 +57,9 @@
 //	region.relay                                          central.store as this region reaches it
 //	region.central_public_key                             central's public key, tms-ed25519:… or a file holding it
 //	region.labels                                         topology, like site=north,floor=2
+//	region.server_id                   host name          this server among the region's servers, like srv-a (host-name form)
+//	region.server_labels                                  this server's place in the region, like room=a,rack=2
+//	region.heartbeat                   5s                 how often the server records it is alive (100ms to 1m; stale after 3 missed)
 //	region.timezone                    local zone         IANA zone its schedules are written in, like Europe/Berlin
 //	region.report_interval             15s                how often the region reports its status to central (1s to 10m)
 //	region.store_high_water            0.9                the store's high-water mark, a fraction of its capacity (0.5 to 0.99)
