@@ -120,18 +120,21 @@ func ValidateServerID(id string) error {
 // (at most 63), at most MaxLabels of them. what names them in errors.
 func ValidateLabels(what string, labels map[string]string) error {
 	if len(labels) > MaxLabels {
-		return fmt.Errorf("%s: %d labels, at most %d", what, len(labels), MaxLabels)
+		return fmt.Errorf("%s: %d labels, at most %d: %w", what, len(labels), MaxLabels, ErrBadLabels)
 	}
 	for _, k := range slices.Sorted(maps.Keys(labels)) {
 		if !labelKeyRE.MatchString(k) {
-			return fmt.Errorf("%s: %q is not a valid label name (lowercase letters, digits, '.', '_' and '-', at most 63)", what, k)
+			return fmt.Errorf("%s: %q is not a valid label name (lowercase letters, digits, '.', '_' and '-', at most 63): %w", what, k, ErrBadLabels)
 		}
 		if v := labels[k]; !labelValueRE.MatchString(v) {
-			return fmt.Errorf("%s.%s: %q is not a valid label value (letters, digits, '.', '_' and '-', at most 63)", what, k, v)
+			return fmt.Errorf("%s.%s: %q is not a valid label value (letters, digits, '.', '_' and '-', at most 63): %w", what, k, v, ErrBadLabels)
 		}
 	}
 	return nil
 }
+
+// ErrBadLabels marks labels that are not valid, or too many.
+var ErrBadLabels = errors.New("bad labels")
 
 func (s Server) check() error {
 	if err := ValidateServerID(s.ID); err != nil {
@@ -267,7 +270,7 @@ func (inv *Inventory) SetGroupLabels(ctx context.Context, group string, c LabelC
 		return nil, err
 	}
 	if len(c.Remove) > MaxLabels*4 {
-		return nil, fmt.Errorf("group %s: %d labels to remove, at most %d", group, len(c.Remove), MaxLabels*4)
+		return nil, fmt.Errorf("group %s: %d labels to remove, at most %d: %w", group, len(c.Remove), MaxLabels*4, ErrBadLabels)
 	}
 	tx, err := inv.db.BeginTx(ctx, nil)
 	if err != nil {
@@ -298,7 +301,7 @@ func (inv *Inventory) SetGroupLabels(ctx context.Context, group string, c LabelC
 		return nil, err
 	}
 	if len(labels[group]) > MaxLabels {
-		return nil, fmt.Errorf("group %s would have %d labels, at most %d", group, len(labels[group]), MaxLabels)
+		return nil, fmt.Errorf("group %s would have %d labels, at most %d: %w", group, len(labels[group]), MaxLabels, ErrBadLabels)
 	}
 	if err := tx.Commit(); err != nil {
 		return nil, err
