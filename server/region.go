@@ -293,7 +293,7 @@ func StartRegion(ctx context.Context, o RegionOptions) (_ *Region, err error) {
 			r.self.DHCP = "proxy"
 		}
 	}
-	if err := r.beat(ctx); err != nil {
+	if err := r.claim(ctx, o.DataDir); err != nil {
 		return nil, fmt.Errorf("region %s: %w", o.ID, err)
 	}
 	if o.Boot.Enabled && r.self.DHCP == "full" {

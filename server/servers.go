@@ -5,6 +5,10 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
 	"time"
 
 	"tms/choose"
@@ -25,6 +29,35 @@ func (r *Region) beat(ctx context.Context) error {
 		s.BootEnv = *be
 	}
 	return r.Inventory.Heartbeat(ctx, s, state.StaleAfter(r.heartbeat))
+}
+
+// startedFile, in a server's data directory, holds when its last process started (Unix
+// nanoseconds): a restart after a crash takes the server's id back at once, where another
+// process with the same id elsewhere is refused while the first is healthy.
+const startedFile = "server-started"
+
+// claim takes this server's id in the registry with its first heartbeat, and remembers the
+// claim in dataDir.
+func (r *Region) claim(ctx context.Context, dataDir string) error {
+	path := filepath.Join(dataDir, startedFile)
+	if b, err := os.ReadFile(path); err == nil {
+		if prev, err := strconv.ParseInt(strings.TrimSpace(string(b)), 10, 64); err == nil {
+			if err := r.Inventory.ReleaseServer(ctx, r.ServerID, time.Unix(0, prev)); err != nil {
+				return err
+			}
+		}
+	}
+	if err := r.beat(ctx); err != nil {
+		return err
+	}
+	tmp := path + ".tmp"
+	if err := os.WriteFile(tmp, []byte(strconv.FormatInt(r.self.Started.UnixNano(), 10)+"\n"), 0o644); err != nil {
+		return fmt.Errorf("server %s: %w", r.ServerID, err)
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		return fmt.Errorf("server %s: %w", r.ServerID, err)
+	}
+	return nil
 }
 
 // SetBootEnv records the boot environment version this server serves: the registry has it

@@ -136,6 +136,9 @@ func ValidateLabels(what string, labels map[string]string) error {
 // ErrBadLabels marks labels that are not valid, or too many.
 var ErrBadLabels = errors.New("bad labels")
 
+// Validate checks a server's record as Heartbeat does: its id, labels, field sizes and times.
+func (s Server) Validate() error { return s.check() }
+
 func (s Server) check() error {
 	if err := ValidateServerID(s.ID); err != nil {
 		return err
@@ -196,6 +199,17 @@ func (inv *Inventory) Heartbeat(ctx context.Context, s Server, staleAfter time.D
 		return fmt.Errorf("server %s: %w", s.ID, err)
 	}
 	return tx.Commit()
+}
+
+// ReleaseServer gives up server id's claim if the process that holds it started at started:
+// a server restarted after a crash (its data directory remembers when its last process
+// started) takes its id back at once instead of waiting for it to go stale. A claim of any
+// other process is left alone.
+func (inv *Inventory) ReleaseServer(ctx context.Context, id string, started time.Time) error {
+	if _, err := inv.db.ExecContext(ctx, `UPDATE servers SET last_seen = 0 WHERE id = ? AND started = ?`, id, started.UTC().UnixNano()); err != nil {
+		return fmt.Errorf("server %s: %w", id, err)
+	}
+	return nil
 }
 
 // SetServerBootEnv records the boot environment version server id serves.

@@ -238,3 +238,74 @@ func TestGroupLabels(t *testing.T) {
 		t.Errorf("labels after removing beta = %v, %v", all, err)
 	}
 }
+
+func TestCatalogKeepsEachRegionsLatestServers(t *testing.T) {
+	ctx := context.Background()
+	cat, err := OpenCatalog(ctx, filepath.Join(t.TempDir(), "central.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cat.Close()
+	for _, id := range []string{"lab-1", "lab-2"} {
+		if err := cat.UpsertRegion(ctx, Region{ID: id}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	t0 := time.Date(2026, 12, 3, 10, 0, 0, 0, time.UTC)
+	a := RegionServer{Server: Server{ID: "srv-a", Labels: map[string]string{"room": "a"}, Endpoint: "http://10.0.0.1:1", Version: "v1", BootEnv: "be1",
+		Started: t0, LastSeen: t0}, Healthy: true}
+	b := RegionServer{Server: Server{ID: "srv-b", Version: "v2", Started: t0, LastSeen: t0}}
+	if err := cat.SetRegionServers(ctx, "lab-1", []RegionServer{a, b}, t0); err != nil {
+		t.Fatal(err)
+	}
+	if err := cat.SetRegionServers(ctx, "lab-2", []RegionServer{b}, t0); err != nil {
+		t.Fatal(err)
+	}
+	// A newer report replaces the list.
+	if err := cat.SetRegionServers(ctx, "lab-2", []RegionServer{a}, t0.Add(time.Minute)); err != nil {
+		t.Fatal(err)
+	}
+	got, err := cat.RegionServers(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if l := got["lab-1"]; len(l) != 2 || l[0].ID != "srv-a" || !l[0].Healthy || l[0].BootEnv != "be1" || l[0].Labels["room"] != "a" || l[1].Healthy || l[1].Version != "v2" {
+		t.Errorf("lab-1 servers = %+v", l)
+	}
+	if l := got["lab-2"]; len(l) != 1 || l[0].ID != "srv-a" || !l[0].Reported.Equal(t0.Add(time.Minute)) {
+		t.Errorf("lab-2 servers = %+v, want srv-a alone as reported at +1m", l)
+	}
+	if err := cat.SetRegionServers(ctx, "lab-9", []RegionServer{a}, t0); !errors.Is(err, store.ErrNotFound) {
+		t.Errorf("servers of an unknown region: %v, want not found", err)
+	}
+	bad := a
+	bad.ID = "Bad!"
+	if err := cat.SetRegionServers(ctx, "lab-1", []RegionServer{bad}, t0); err == nil {
+		t.Error("a server with a bad id was kept")
+	}
+}
+
+func TestReleaseServerLetsItsOwnRestartIn(t *testing.T) {
+	ctx := context.Background()
+	a, b := twoInvs(t)
+	t0 := time.Date(2026, 12, 3, 10, 0, 0, 0, time.UTC)
+	stale := StaleAfter(time.Second)
+	first := Server{ID: "srv", Started: t0, LastSeen: t0}
+	if err := a.Heartbeat(ctx, first, stale); err != nil {
+		t.Fatal(err)
+	}
+	restart := Server{ID: "srv", Started: t0.Add(time.Second), LastSeen: t0.Add(time.Second)}
+	// Releasing another process's claim changes nothing.
+	if err := b.ReleaseServer(ctx, "srv", t0.Add(time.Hour)); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Heartbeat(ctx, restart, stale); !errors.Is(err, ErrServerTaken) {
+		t.Fatalf("restart before releasing: %v, want ErrServerTaken", err)
+	}
+	if err := b.ReleaseServer(ctx, "srv", t0); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Heartbeat(ctx, restart, stale); err != nil {
+		t.Fatalf("restart after releasing its previous process's claim: %v", err)
+	}
+}
