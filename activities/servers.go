@@ -14,6 +14,9 @@ import (
 // central keeps the latest list of each region in its catalog (RecordServers), which `tms region
 // ls` shows.
 
+// MaxReportedServers is the most servers a region's report lists (central keeps no more).
+const MaxReportedServers = state.MaxServersListed
+
 // RegionServersStore is where central keeps each region's latest server list (state.Catalog
 // through StateCatalog).
 type RegionServersStore interface {

@@ -31,6 +31,8 @@ type regionRow struct {
 	Images    int       `json:"images"`
 	LastSeen  time.Time `json:"last_seen"`
 	Timezone  string    `json:"timezone"` // schedules for the region are written in it
+	// Servers are the region's servers (a region may run several), as it last reported them.
+	Servers []serverRow `json:"servers"`
 }
 
 func (a *App) regionAdminCommand() *cobra.Command {
@@ -54,7 +56,7 @@ func (a *App) regionAdminCommand() *cobra.Command {
 			rows := []regionRow{}
 			for _, r := range res.Regions {
 				row := regionRow{ID: r.ID, Endpoint: r.Endpoint, Labels: r.Labels, Capacity: r.Capacity, Used: r.Used, LastSeen: r.LastSeen, Timezone: r.Timezone,
-					HighWater: r.HighWater, Images: r.Images}
+					HighWater: r.HighWater, Images: r.Images, Servers: serverRows(r.Servers, true)}
 				if row.Labels == nil {
 					row.Labels = map[string]string{}
 				}
@@ -74,7 +76,14 @@ func (a *App) regionAdminCommand() *cobra.Command {
 				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%d\t%s\n", r.ID, dash(r.Endpoint), dash(r.Timezone), storeText(r.Used, r.Capacity, r.HighWater),
 					hw, r.Images, dash(labels(r.Labels)))
 			}
-			return tw.Flush()
+			if err := tw.Flush(); err != nil {
+				return err
+			}
+			servers := map[string][]serverRow{}
+			for _, r := range rows {
+				servers[r.ID] = r.Servers
+			}
+			return writeServers(a.Stdout, servers, a.now())
 		},
 	}
 	ls.Flags().BoolVar(&asJSON, "json", false, "print JSON")
