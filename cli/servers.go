@@ -146,7 +146,8 @@ It refuses a Temporal connection with neither TLS (region.temporal.tls.*) nor an
 				Listen: rc.Listen.String(), Endpoint: endpoint, HTTP: rc.HTTP, TLS: rc.TLS, Labels: rc.Labels, Timezone: rc.Zone(), CentralKey: centralKey, Client: tc, Log: log, Boot: rc.Boot,
 				Version: Version, ReportInterval: rc.ReportInterval, StoreHighWater: rc.StoreHighWater,
 				StoreLowWater: rc.StoreLowWater, StoreCapacity: rc.StoreCapacityBytes(),
-				MetricsListen: metricsListen, Unicast: rc.Unicast, WANRate: rc.WANRateBytes(), WANRateWindows: rc.WANWindows()})
+				MetricsListen: metricsListen, Unicast: rc.Unicast, WANRate: rc.WANRateBytes(), WANRateWindows: rc.WANWindows(),
+				ServerID: rc.ServerID, ServerLabels: rc.ServerLabels, Heartbeat: rc.Heartbeat})
 			if err != nil {
 				return err
 			}
@@ -171,6 +172,8 @@ It refuses a Temporal connection with neither TLS (region.temporal.tls.*) nor an
 	f.String("region-metrics-listen", "", "serve GET /metrics on this ip:port instead of region.listen (region.metrics_listen)")
 	f.String("region-central-public-key", "", "central's public key, tms-ed25519:… or a file holding it (region.central_public_key)")
 	f.String("region-labels", "", "topology labels, like site=north,floor=2 (region.labels)")
+	f.String("region-server-id", "", "this server among the region's servers; default the host name (region.server_id)")
+	f.String("region-server-labels", "", "this server's place in the region, like room=a,rack=2 (region.server_labels)")
 	return c
 }
 
