@@ -293,13 +293,15 @@ func StartRegion(ctx context.Context, o RegionOptions) (_ *Region, err error) {
 			r.self.DHCP = "proxy"
 		}
 	}
-	if err := r.claim(ctx, o.DataDir); err != nil {
-		return nil, fmt.Errorf("region %s: %w", o.ID, err)
-	}
+	// Checked before this server claims its id, so that a refused full-mode server never shows
+	// in the registry as a second one.
 	if o.Boot.Enabled && r.self.DHCP == "full" {
 		if err := r.fullDHCPAlone(ctx); err != nil {
 			return nil, fmt.Errorf("region %s: boot service (region.boot.dhcp): %w", o.ID, err)
 		}
+	}
+	if err := r.claim(ctx, o.DataDir); err != nil {
+		return nil, fmt.Errorf("region %s: %w", o.ID, err)
 	}
 	if inClear(r.ln.Addr(), o.TLS.Enabled()) {
 		log.Warn("the HTTP service is plain HTTP on a network address: agent tokens and images travel in clear; set region.tls.cert_file and region.tls.key_file",

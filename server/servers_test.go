@@ -240,4 +240,8 @@ func TestSecondFullDHCPServerRefused(t *testing.T) {
 	} else if !strings.Contains(err.Error(), "srv-a") || !strings.Contains(err.Error(), "region.boot.dhcp") {
 		t.Fatalf("second full-mode server: %v; want an error naming srv-a and region.boot.dhcp", err)
 	}
+	// The refused server never joined the registry.
+	if servers, err := a.Servers(ctx); err != nil || len(servers) != 1 || servers[0].ID != "srv-a" {
+		t.Errorf("registry after the refusal: %+v, %v; want srv-a alone", servers, err)
+	}
 }
