@@ -208,7 +208,10 @@ func (r *Region) servers(ctx context.Context, now time.Time) ([]ServerStatus, er
 	if err != nil {
 		return nil, err
 	}
-	stale := state.StaleAfter(r.ServerStaleAfter / state.StaleHeartbeats)
+	stale := r.ServerStaleAfter
+	if stale <= 0 {
+		stale = state.StaleAfter(state.DefaultHeartbeat)
+	}
 	out := make([]ServerStatus, 0, len(ss))
 	for _, s := range ss {
 		out = append(out, ServerStatus{ID: s.ID, Labels: s.Labels, Endpoint: s.Endpoint, BootAddr: s.BootAddr, DHCP: s.DHCP,

@@ -2,7 +2,6 @@ package state
 
 import (
 	"context"
-	"database/sql"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -174,31 +173,29 @@ func (inv *Inventory) Heartbeat(ctx context.Context, s Server, staleAfter time.D
 	if err != nil {
 		return err
 	}
-	tx, err := inv.db.BeginTx(ctx, nil)
-	if err != nil {
-		return err
-	}
-	defer tx.Rollback()
-	var started, seen int64
-	var endpoint string
-	err = tx.QueryRowContext(ctx, `SELECT started, last_seen, endpoint FROM servers WHERE id = ?`, s.ID).Scan(&started, &seen, &endpoint)
-	switch {
-	case errors.Is(err, sql.ErrNoRows):
-	case err != nil:
-		return fmt.Errorf("server %s: %w", s.ID, err)
-	case started != s.Started.UTC().UnixNano() && s.LastSeen.Sub(time.Unix(0, seen)) <= staleAfter:
-		return fmt.Errorf("server %s (%s, started %s, last heartbeat %s) is running: give this server another region.server_id: %w",
-			s.ID, endpoint, time.Unix(0, started).UTC().Format(time.RFC3339), time.Unix(0, seen).UTC().Format(time.RFC3339), ErrServerTaken)
-	}
-	_, err = tx.ExecContext(ctx, `INSERT INTO servers (id, labels, endpoint, boot_addr, dhcp, version, bootenv, started, last_seen)
+	// One statement decides and writes, so that two processes starting at once with one id
+	// cannot both take it: the row is replaced only by its own process's heartbeat or once
+	// its holder is stale.
+	res, err := inv.db.ExecContext(ctx, `INSERT INTO servers (id, labels, endpoint, boot_addr, dhcp, version, bootenv, started, last_seen)
 		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
 		ON CONFLICT (id) DO UPDATE SET labels = excluded.labels, endpoint = excluded.endpoint, boot_addr = excluded.boot_addr,
-		dhcp = excluded.dhcp, version = excluded.version, bootenv = excluded.bootenv, started = excluded.started, last_seen = excluded.last_seen`,
-		s.ID, string(labels), s.Endpoint, s.BootAddr, s.DHCP, s.Version, s.BootEnv, s.Started.UTC().UnixNano(), s.LastSeen.UTC().UnixNano())
+		dhcp = excluded.dhcp, version = excluded.version, bootenv = excluded.bootenv, started = excluded.started, last_seen = excluded.last_seen
+		WHERE servers.started = excluded.started OR servers.last_seen < ?`,
+		s.ID, string(labels), s.Endpoint, s.BootAddr, s.DHCP, s.Version, s.BootEnv, s.Started.UTC().UnixNano(), s.LastSeen.UTC().UnixNano(),
+		s.LastSeen.Add(-staleAfter).UTC().UnixNano())
 	if err != nil {
 		return fmt.Errorf("server %s: %w", s.ID, err)
 	}
-	return tx.Commit()
+	if n, err := res.RowsAffected(); err != nil || n > 0 {
+		return err
+	}
+	var started, seen int64
+	var endpoint string
+	if err := inv.db.QueryRowContext(ctx, `SELECT started, last_seen, endpoint FROM servers WHERE id = ?`, s.ID).Scan(&started, &seen, &endpoint); err != nil {
+		return fmt.Errorf("server %s: held by another process: %w", s.ID, ErrServerTaken)
+	}
+	return fmt.Errorf("server %s (%s, started %s, last heartbeat %s) is running: give this server another region.server_id: %w",
+		s.ID, endpoint, time.Unix(0, started).UTC().Format(time.RFC3339), time.Unix(0, seen).UTC().Format(time.RFC3339), ErrServerTaken)
 }
 
 // ReleaseServer gives up server id's claim if the process that holds it started at started:

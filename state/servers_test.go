@@ -309,3 +309,32 @@ func TestReleaseServerLetsItsOwnRestartIn(t *testing.T) {
 		t.Fatalf("restart after releasing its previous process's claim: %v", err)
 	}
 }
+
+func TestTwoProcessesStartingAtOnceOneTakesTheID(t *testing.T) {
+	ctx := context.Background()
+	for round := range 10 {
+		a, b := twoInvs(t)
+		t0 := time.Date(2026, 12, 3, 10, 0, round, 0, time.UTC)
+		errs := make(chan error, 2)
+		for i, inv := range []*Inventory{a, b} {
+			go func() {
+				at := t0.Add(time.Duration(i) * time.Millisecond)
+				errs <- inv.Heartbeat(ctx, Server{ID: "srv", Started: at, LastSeen: at}, StaleAfter(time.Second))
+			}()
+		}
+		var taken, ok int
+		for range 2 {
+			switch err := <-errs; {
+			case err == nil:
+				ok++
+			case errors.Is(err, ErrServerTaken):
+				taken++
+			default:
+				t.Fatal(err)
+			}
+		}
+		if ok != 1 || taken != 1 {
+			t.Fatalf("round %d: %d took the id, %d were refused; want one each", round, ok, taken)
+		}
+	}
+}
