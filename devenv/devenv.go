@@ -107,6 +107,9 @@ type Options struct {
 	// WANRateOf caps the WAN transfers of the regions it names, in bytes a second
 	// (region.wan_rate), so a share takes a WAN's time on loopback.
 	WANRateOf map[string]int64
+	// RegionOptions, if set, may change each region's server options before it starts (a lab
+	// test turns a region's boot service on, or gives it a shared database).
+	RegionOptions func(id string, o *server.RegionOptions)
 }
 
 // Terminal is a simulated terminal.
@@ -157,6 +160,7 @@ type Env struct {
 	lookupStopped bool
 	temporalAddr  atomic.Pointer[string]
 
+	wakeTargets  map[string]netip.AddrPort // by region: where its simulated terminals hear magic packets
 	cancelAgents context.CancelFunc
 	agents       sync.WaitGroup
 	agentCtl     map[string]context.CancelFunc // by MAC, while the terminal is on
@@ -233,7 +237,7 @@ func Start(ctx context.Context, o Options) (_ *Env, err error) {
 	if err := os.MkdirAll(o.DataDir, 0o755); err != nil {
 		return nil, err
 	}
-	e := &Env{Regions: map[string]*server.Region{}, Namespace: "default", opts: o, log: o.Log, agentCtl: map[string]context.CancelFunc{},
+	e := &Env{Regions: map[string]*server.Region{}, wakeTargets: map[string]netip.AddrPort{}, Namespace: "default", opts: o, log: o.Log, agentCtl: map[string]context.CancelFunc{},
 		agentGen: map[string]int{}, unplugged: map[string]bool{}}
 	defer func() {
 		if err != nil {
@@ -303,6 +307,7 @@ func Start(ctx context.Context, o Options) (_ *Env, err error) {
 		if err != nil {
 			return nil, err
 		}
+		e.wakeTargets[id] = waker.Target
 		listen := o.Host + ":0"
 		if o.RegionPortBase > 0 {
 			listen = fmt.Sprintf("%s:%d", o.Host, o.RegionPortBase+i)
@@ -317,11 +322,15 @@ func Start(ctx context.Context, o Options) (_ *Env, err error) {
 			}
 			e.regionClient[id] = rc
 		}
-		r, err := server.StartRegion(ctx, server.RegionOptions{ID: id, DataDir: filepath.Join(o.DataDir, id), Relay: relay,
+		ro := server.RegionOptions{ID: id, DataDir: filepath.Join(o.DataDir, id), Relay: relay,
 			Listen: listen, Labels: map[string]string{"site": "dev"}, CentralKey: e.CentralKey, Client: rc, Log: o.Log,
 			Waker: waker, Boot: config.Boot{Subnet: o.Segment}, Version: o.Version, ReportInterval: o.ReportInterval,
 			Unicast: o.Unicast, StoreCapacity: cmp.Or(o.StoreCapacityOf[id], o.StoreCapacity),
-			WANRate: o.WANRateOf[id]})
+			WANRate: o.WANRateOf[id]}
+		if o.RegionOptions != nil {
+			o.RegionOptions(id, &ro)
+		}
+		r, err := server.StartRegion(ctx, ro)
 		if err != nil {
 			return nil, err
 		}
@@ -509,6 +518,10 @@ func (e *Env) listenMagic(id string) (*bootsvc.Waker, error) {
 	}()
 	return &bootsvc.Waker{Target: target}, nil
 }
+
+// WakeTarget is where region id's simulated terminals hear magic packets (a loopback UDP port
+// in tms dev), for a test that relays another server's Wake-on-LAN to them.
+func (e *Env) WakeTarget(id string) netip.AddrPort { return e.wakeTargets[id] }
 
 // wake switches on region id's terminal mac if it is off.
 func (e *Env) wake(id, mac string) {
