@@ -2,18 +2,21 @@ package state
 
 import (
 	"context"
-	"path/filepath"
 	"testing"
 )
 
 // A database made by a build that had migration 3 but not 2 (two changes made side by side,
 // merged in another order) gets 2 when a build with both opens it.
 func TestMigrateAppliesEveryMissingMigration(t *testing.T) {
+	forEachBackend(t, testMigrateAppliesEveryMissingMigration)
+}
+
+func testMigrateAppliesEveryMissingMigration(t *testing.T) {
 	ctx := context.Background()
-	path := filepath.Join(t.TempDir(), "db")
-	one := migration{1, `CREATE TABLE a (x INTEGER)`}
-	two := migration{2, `CREATE TABLE b (x INTEGER)`}
-	three := migration{3, `CREATE TABLE c (x INTEGER)`}
+	path := testDB(t, "db")
+	one := migration{version: 1, sql: `CREATE TABLE a (x INTEGER)`}
+	two := migration{version: 2, sql: `CREATE TABLE b (x INTEGER)`}
+	three := migration{version: 3, sql: `CREATE TABLE c (x INTEGER)`}
 	db, err := open(ctx, path, []migration{one, three})
 	if err != nil {
 		t.Fatal(err)

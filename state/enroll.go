@@ -18,7 +18,7 @@ import (
 // seat by seat can be enrolled in that order. Existing rows get their last_seen; afterwards
 // first_seen is set the first time last_seen is (by triggers, so Seen and every other writer
 // of last_seen need not know).
-var firstSeenMigration = migration{7, `
+var firstSeenMigration = migration{version: 7, sql: `
 ALTER TABLE terminals ADD COLUMN first_seen INTEGER NOT NULL DEFAULT 0;
 UPDATE terminals SET first_seen = last_seen;
 CREATE TRIGGER terminals_first_seen_insert AFTER INSERT ON terminals
@@ -27,6 +27,20 @@ CREATE TRIGGER terminals_first_seen_insert AFTER INSERT ON terminals
 CREATE TRIGGER terminals_first_seen_update AFTER UPDATE OF last_seen ON terminals
 	WHEN NEW.first_seen = 0 AND NEW.last_seen != 0
 	BEGIN UPDATE terminals SET first_seen = NEW.last_seen WHERE mac = NEW.mac; END;
+`, postgres: `
+ALTER TABLE terminals ADD COLUMN first_seen BIGINT NOT NULL DEFAULT 0;
+UPDATE terminals SET first_seen = last_seen;
+-- One BEFORE trigger sets the row's own first_seen, as SQLite's two AFTER triggers do.
+CREATE FUNCTION terminals_first_seen() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+	IF NEW.first_seen = 0 AND NEW.last_seen != 0 THEN
+		NEW.first_seen := NEW.last_seen;
+	END IF;
+	RETURN NEW;
+END
+$$;
+CREATE TRIGGER terminals_first_seen BEFORE INSERT OR UPDATE OF last_seen ON terminals
+	FOR EACH ROW EXECUTE FUNCTION terminals_first_seen();
 `}
 
 // SeenTerminal is a terminal seen on the network (a DHCP request, an agent's call) that no
