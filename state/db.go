@@ -19,6 +19,7 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"hash/fnv"
 	"log/slog"
 	"strings"
 	"sync"
@@ -290,6 +291,21 @@ func (t *dbTx) QueryContext(ctx context.Context, query string, args ...any) (*sq
 
 func (t *dbTx) QueryRowContext(ctx context.Context, query string, args ...any) *dbRow {
 	return &dbRow{t.raw.QueryRowContext(ctx, t.d.q(query), t.d.args(args)...), t.d}
+}
+
+// lock serializes transactions that name the same lock, across every server sharing a
+// PostgreSQL database, until this one ends (pg_advisory_xact_lock). On SQLite, with one
+// connection and one process, a transaction already has the database to itself: a no-op.
+func (t *dbTx) lock(ctx context.Context, name string) error {
+	if t.d.d != dialectPostgres {
+		return nil
+	}
+	h := fnv.New64a()
+	h.Write([]byte("tms state " + name))
+	if _, err := t.ExecContext(ctx, `SELECT pg_advisory_xact_lock(?)`, int64(h.Sum64())); err != nil {
+		return fmt.Errorf("waiting for the %s lock: %w", name, err)
+	}
+	return nil
 }
 
 func (t *dbTx) Commit() error   { return t.d.err(t.raw.Commit()) }

@@ -143,10 +143,17 @@ func (inv *Inventory) RemoveTerminals(ctx context.Context, now time.Time, termin
 		return nil, err
 	}
 	defer tx.Rollback()
+	if err := tx.lock(ctx, "terminals"); err != nil {
+		return nil, err
+	}
 	var out []Terminal
 	for _, name := range terminals {
 		t, err := terminal(ctx, tx, name)
 		if err != nil {
+			return nil, err
+		}
+		// StartTask holds the same lock: no task starts between the check and the removal.
+		if err := tx.lock(ctx, "terminal "+t.MAC); err != nil {
 			return nil, err
 		}
 		task, err := busyWith(ctx, tx, t.MAC, now)
@@ -194,6 +201,9 @@ func (inv *Inventory) RenameTerminal(ctx context.Context, term, newName string) 
 		return Terminal{}, err
 	}
 	defer tx.Rollback()
+	if err := tx.lock(ctx, "terminals"); err != nil {
+		return Terminal{}, err
+	}
 	t, err := enrolledTerminal(ctx, tx, term)
 	if err != nil {
 		return t, err
@@ -229,6 +239,9 @@ func (inv *Inventory) MoveTerminals(ctx context.Context, group string, terminals
 		return err
 	}
 	defer tx.Rollback()
+	if err := tx.lock(ctx, "terminals"); err != nil {
+		return err
+	}
 	if err := groupExists(ctx, tx, group); err != nil {
 		return err
 	}
@@ -255,6 +268,9 @@ func (inv *Inventory) RemoveFromGroup(ctx context.Context, group string, termina
 		return err
 	}
 	defer tx.Rollback()
+	if err := tx.lock(ctx, "terminals"); err != nil {
+		return err
+	}
 	if err := groupExists(ctx, tx, group); err != nil {
 		return err
 	}
@@ -285,6 +301,9 @@ func (inv *Inventory) RemoveGroup(ctx context.Context, group string, force bool)
 		return 0, err
 	}
 	defer tx.Rollback()
+	if err := tx.lock(ctx, "terminals"); err != nil {
+		return 0, err
+	}
 	if err := groupExists(ctx, tx, group); err != nil {
 		return 0, err
 	}
@@ -384,6 +403,9 @@ func (inv *Inventory) EnrollSeen(ctx context.Context, group string, pattern Name
 		return res, err
 	}
 	defer tx.Rollback()
+	if err := tx.lock(ctx, "terminals"); err != nil {
+		return res, err
+	}
 	seen, err := seenTerminals(ctx, tx)
 	if err != nil {
 		return res, err

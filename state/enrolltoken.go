@@ -112,6 +112,9 @@ func (inv *Inventory) RedeemEnrollToken(ctx context.Context, token, mac string, 
 		return nil, err
 	}
 	defer tx.Rollback()
+	if err := tx.lock(ctx, "terminal "+mac); err != nil {
+		return nil, err
+	}
 	var group string
 	var rekey bool
 	var expires int64

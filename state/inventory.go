@@ -156,7 +156,9 @@ func (inv *Inventory) Seen(ctx context.Context, mac, ip string, at time.Time) er
 		}
 		return tx.Commit()
 	}
-	if _, err := tx.ExecContext(ctx, `INSERT INTO terminals (mac, last_ip, last_seen) VALUES (?, ?, ?)`, mac, ip, seen); err != nil {
+	// ON CONFLICT: another server of the region may record the same new MAC at the same time.
+	if _, err := tx.ExecContext(ctx, `INSERT INTO terminals (mac, last_ip, last_seen) VALUES (?, ?, ?)
+		ON CONFLICT (mac) DO UPDATE SET last_ip = excluded.last_ip, last_seen = excluded.last_seen`, mac, ip, seen); err != nil {
 		return err
 	}
 	if err := pruneUnknown(ctx, tx, at); err != nil {
@@ -215,6 +217,11 @@ func (inv *Inventory) Enroll(ctx context.Context, mac, name string) error {
 	_, err = inv.db.ExecContext(ctx, `INSERT INTO terminals (mac, name, enrolled) VALUES (?, ?, 1)
 		ON CONFLICT (mac) DO UPDATE SET name = excluded.name, enrolled = 1`, mac, name)
 	if isUnique(err) {
+		// Two servers sharing PostgreSQL enrolling the same terminal under the same name at
+		// once: the loser meets the winner's name. That is done, not taken.
+		if holder, herr := nameHolder(ctx, inv.db, name); herr == nil && holder == mac {
+			return nil
+		}
 		return fmt.Errorf("terminal name %q is taken: %w", name, ErrConflict)
 	}
 	return err
@@ -336,6 +343,9 @@ func (inv *Inventory) AddToGroup(ctx context.Context, group string, terminals ..
 		return err
 	}
 	defer tx.Rollback()
+	if err := tx.lock(ctx, "terminals"); err != nil {
+		return err
+	}
 	var exists int
 	if err := tx.QueryRowContext(ctx, `SELECT COUNT(*) FROM groups WHERE name = ?`, group).Scan(&exists); err != nil {
 		return err
