@@ -55,7 +55,7 @@ func openPostgres(ctx context.Context, dsn string, o options) (*database, error)
 		left := o.connectTimeout - time.Since(start)
 		if left <= 0 {
 			sdb.Close()
-			return nil, fmt.Errorf("PostgreSQL at %s unreachable (tried %d times for %s): %w", where, attempt, time.Since(start).Round(time.Millisecond), err)
+			return nil, &UnreachableError{Where: where, Err: fmt.Errorf("tried %d times for %s: %w", attempt, time.Since(start).Round(time.Millisecond), err)}
 		}
 		wait = min(wait, left)
 		o.logger.Warn("PostgreSQL unreachable; retrying", "host", where, "attempt", attempt, "retry_in", wait, "err", err)
