@@ -137,3 +137,18 @@ func TestRedactDSN(t *testing.T) {
 		}
 	}
 }
+
+// A server that answers and refuses (here: no such database) is not waited for: retrying
+// changes nothing, and the admin should hear at once.
+func TestOpenRefusedPostgresFailsAtOnce(t *testing.T) {
+	c := pgtest.Shared(t)
+	start := time.Now()
+	_, err := OpenInventory(context.Background(), c.DSN("no_such_database"), WithConnectTimeout(time.Minute))
+	var ue *UnreachableError
+	if err == nil || errors.As(err, &ue) || !strings.Contains(err.Error(), "no_such_database") {
+		t.Fatalf("open: %v; want a refusal naming the database, not unreachable", err)
+	}
+	if took := time.Since(start); took > 10*time.Second {
+		t.Errorf("a refusal took %s: it was retried", took)
+	}
+}
