@@ -110,6 +110,19 @@ type Options struct {
 	// RegionOptions, if set, may change each region's server options before it starts (a lab
 	// test turns a region's boot service on, or gives it a shared database).
 	RegionOptions func(id string, o *server.RegionOptions)
+	// Database, if set, gives each server's state database: central's for "central", a
+	// region's for its id (server.CentralOptions.Database, RegionOptions.Database). "" (or a
+	// nil Database) keeps the SQLite file in the server's DataDir. A restart on the same
+	// DataDir must be given the same databases. Tests pass pgtest.StateFunc(t).
+	Database func(server string) string
+}
+
+// database is o.Database(server), or "" without one.
+func (o Options) database(server string) string {
+	if o.Database == nil {
+		return ""
+	}
+	return o.Database(server)
 }
 
 // Terminal is a simulated terminal.
@@ -287,7 +300,7 @@ func Start(ctx context.Context, o Options) (_ *Env, err error) {
 	if err != nil {
 		return nil, err
 	}
-	e.Central, err = server.StartCentral(ctx, server.CentralOptions{DataDir: filepath.Join(o.DataDir, "central"), Relay: relay,
+	e.Central, err = server.StartCentral(ctx, server.CentralOptions{DataDir: filepath.Join(o.DataDir, "central"), Database: o.database("central"), Relay: relay,
 		Key: key, Client: e.Client, Log: o.Log, Listen: net.JoinHostPort(o.Host, strconv.Itoa(o.CentralPort)),
 		Routes: []func(*http.ServeMux, *server.Central){e.centralRoutes}, PlannerInterval: o.PlannerInterval})
 	if err != nil {
@@ -322,7 +335,7 @@ func Start(ctx context.Context, o Options) (_ *Env, err error) {
 			}
 			e.regionClient[id] = rc
 		}
-		ro := server.RegionOptions{ID: id, DataDir: filepath.Join(o.DataDir, id), Relay: relay,
+		ro := server.RegionOptions{ID: id, DataDir: filepath.Join(o.DataDir, id), Database: o.database(id), Relay: relay,
 			Listen: listen, Labels: map[string]string{"site": "dev"}, CentralKey: e.CentralKey, Client: rc, Log: o.Log,
 			Waker: waker, Boot: config.Boot{Subnet: o.Segment}, Version: o.Version, ReportInterval: o.ReportInterval,
 			Unicast: o.Unicast, StoreCapacity: cmp.Or(o.StoreCapacityOf[id], o.StoreCapacity),

@@ -49,6 +49,12 @@ import (
 type RegionOptions struct {
 	ID      string
 	DataDir string // holds inventory.db and, unless Store is set, the store
+	// Database is the inventory: "" for DataDir/inventory.db (SQLite), a SQLite path, or a
+	// postgres:// URL the region's servers share (region.database).
+	Database string
+	// DatabaseConnectTimeout bounds how long starting waits for an unreachable PostgreSQL
+	// (default state.DefaultConnectTimeout).
+	DatabaseConnectTimeout time.Duration
 	// Store is the region's image store; nil means a directory store in DataDir/store.
 	Store *store.Store
 	// Relay is central's relay storage as this region reaches it; nil if none.
@@ -194,7 +200,11 @@ func StartRegion(ctx context.Context, o RegionOptions) (_ *Region, err error) {
 			return nil, err
 		}
 	}
-	if r.Inventory, err = state.OpenInventory(ctx, filepath.Join(o.DataDir, "inventory.db")); err != nil {
+	db := o.Database
+	if db == "" {
+		db = filepath.Join(o.DataDir, "inventory.db")
+	}
+	if r.Inventory, err = state.OpenInventory(ctx, db, state.WithLogger(log), state.WithConnectTimeout(o.DatabaseConnectTimeout)); err != nil {
 		return nil, err
 	}
 	if r.Settings, err = loadSettings(ctx, o, r.Inventory, log); err != nil {

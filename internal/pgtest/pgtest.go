@@ -155,6 +155,36 @@ func StateFor(t testing.TB) string {
 	}
 }
 
+// StateOr returns StateFor(t), or path when that is "" (SQLite): for a test that opens state
+// at a file path of its own.
+func StateOr(t testing.TB, path string) string {
+	t.Helper()
+	if db := StateFor(t); db != "" {
+		return db
+	}
+	return path
+}
+
+// StateFunc returns a function giving each named server (central, a region's id) its
+// database as StateFor does: "" for every name, or a fresh PostgreSQL database per name, the
+// same one each time a name is asked again (a server restarted on the same data). It is what
+// devenv.Options.Database takes.
+func StateFunc(t testing.TB) func(server string) string {
+	t.Helper()
+	var mu sync.Mutex
+	dbs := map[string]string{}
+	return func(server string) string {
+		t.Helper()
+		mu.Lock()
+		defer mu.Unlock()
+		if db, ok := dbs[server]; ok {
+			return db
+		}
+		dbs[server] = StateFor(t)
+		return dbs[server]
+	}
+}
+
 // NewDatabase creates a database on c and returns its DSN; the database is dropped when the
 // test ends.
 func (c *Cluster) NewDatabase(t testing.TB) string {
