@@ -150,13 +150,18 @@ func (a *App) makeFirstAdmin(cmd *cobra.Command, name string) error {
 	return err
 }
 
-// openCatalog opens central's catalog where tms central keeps it.
-func openCatalog(ctx context.Context, c config.Central, _ *slog.Logger) (*state.Catalog, error) {
-	if c.DataDir == "" {
-		return nil, usageError{errors.New("set central.data_dir: where central's catalog is")}
+// openCatalog opens central's catalog where tms central keeps it: central.database, else
+// catalog.db in central.data_dir.
+func openCatalog(ctx context.Context, c config.Central, log *slog.Logger) (*state.Catalog, error) {
+	db := c.Database.Value()
+	if db == "" {
+		if c.DataDir == "" {
+			return nil, usageError{errors.New("set central.database or central.data_dir: where central's catalog is")}
+		}
+		if err := os.MkdirAll(c.DataDir, 0o750); err != nil {
+			return nil, err
+		}
+		db = filepath.Join(c.DataDir, "catalog.db")
 	}
-	if err := os.MkdirAll(c.DataDir, 0o750); err != nil {
-		return nil, err
-	}
-	return state.OpenCatalog(ctx, filepath.Join(c.DataDir, "catalog.db"))
+	return state.OpenCatalog(ctx, db, state.WithLogger(log), state.WithConnectTimeout(c.DatabaseConnectTimeout))
 }
