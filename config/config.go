@@ -181,6 +181,11 @@ type Central struct {
 	TLS ServerTLS `mapstructure:"tls"`
 	// DataDir holds central's catalog database.
 	DataDir string `mapstructure:"data_dir"`
+	// Database is the catalog database: empty for DataDir/catalog.db (SQLite), or a
+	// postgres:// URL.
+	Database Database `mapstructure:"database"`
+	// DatabaseConnectTimeout is how long starting retries an unreachable PostgreSQL.
+	DatabaseConnectTimeout time.Duration `mapstructure:"database_connect_timeout"`
 	// SigningKeyFile holds central's ed25519 private key (tms central init creates it): central
 	// signs every image version it registers and every transfer grant with it. Only central
 	// has it; regions and agents get the public key.
@@ -198,6 +203,11 @@ type Region struct {
 	Store string `mapstructure:"store"`
 	// DataDir holds the region's local state.
 	DataDir string `mapstructure:"data_dir"`
+	// Database is the region's inventory: empty for DataDir/inventory.db (SQLite), or a
+	// postgres:// URL, which the servers of one region share.
+	Database Database `mapstructure:"database"`
+	// DatabaseConnectTimeout is how long starting retries an unreachable PostgreSQL.
+	DatabaseConnectTimeout time.Duration `mapstructure:"database_connect_timeout"`
 	// Listen is the address of the region's HTTP service: the agent API and the data endpoint
 	// peers pull images from.
 	Listen netip.AddrPort `mapstructure:"listen"`
@@ -490,11 +500,12 @@ const (
 func Defaults() *Config {
 	temporal := Temporal{Address: net.JoinHostPort("localhost", "7233"), Namespace: "default"}
 	return &Config{
-		Log:     Log{Level: "info", Format: "text"},
-		Central: Central{Temporal: temporal, Listen: netip.AddrPortFrom(netip.IPv6Unspecified(), 8080), DataDir: "/var/lib/tms/central"},
+		Log: Log{Level: "info", Format: "text"},
+		Central: Central{Temporal: temporal, Listen: netip.AddrPortFrom(netip.IPv6Unspecified(), 8080), DataDir: "/var/lib/tms/central",
+			DatabaseConnectTimeout: time.Minute},
 		Region: Region{Temporal: temporal, Listen: netip.AddrPortFrom(netip.IPv6Unspecified(), 8081), ReportInterval: 15 * time.Second, StoreHighWater: 0.9,
-			Heartbeat: 5 * time.Second,
-			HTTP:      RegionHTTP{MaxConnsPerIP: DefaultMaxConnsPerIP, MaxConns: DefaultMaxConns},
+			Heartbeat: 5 * time.Second, DatabaseConnectTimeout: time.Minute,
+			HTTP: RegionHTTP{MaxConnsPerIP: DefaultMaxConnsPerIP, MaxConns: DefaultMaxConns},
 			Boot: Boot{DHCP: "proxy", LeaseTime: time.Hour, TFTPDir: "/usr/lib/ipxe",
 				DHCPUnknownPerMAC: 12, DHCPUnknownTotal: 20, ClaimQuiet: time.Minute, WakeTimeout: 3 * time.Minute}},
 		Agent: Agent{StateDir: "/var/lib/tms/agent"},

@@ -82,6 +82,7 @@ func (c *Config) Validate(role Role) error {
 	if role == RoleCentral && c.Central.SigningKeyFile == "" {
 		v.add("central.signing_key_file", "is required (central's ed25519 key file; tms central init creates it)")
 	}
+	v.database("central.database", c.Central.Database, "central.database_connect_timeout", c.Central.DatabaseConnectTimeout)
 	v.serverTLS("central.tls", c.Central.TLS)
 	v.cli(c.CLI)
 
@@ -97,6 +98,7 @@ func (c *Config) Validate(role Role) error {
 	if r.DataDir == "" && role == RoleRegion {
 		v.add("region.data_dir", "is required")
 	}
+	v.database("region.database", r.Database, "region.database_connect_timeout", r.DatabaseConnectTimeout)
 	if role == RoleRegion && !r.Listen.IsValid() {
 		v.add("region.listen", "is required")
 	}

@@ -51,6 +51,12 @@ import (
 type RegionOptions struct {
 	ID      string
 	DataDir string // holds inventory.db and, unless Store is set, the store
+	// Database is the inventory: "" for DataDir/inventory.db (SQLite), a SQLite path, or a
+	// postgres:// URL the region's servers share (region.database).
+	Database string
+	// DatabaseConnectTimeout bounds how long starting waits for an unreachable PostgreSQL
+	// (default state.DefaultConnectTimeout).
+	DatabaseConnectTimeout time.Duration
 	// Store is the region's image store; nil means a directory store in DataDir/store.
 	Store *store.Store
 	// Relay is central's relay storage as this region reaches it; nil if none.
@@ -132,9 +138,6 @@ type RegionOptions struct {
 	// through another of them (region.heartbeat; default state.DefaultHeartbeat). A server is
 	// stale after state.StaleHeartbeats missed heartbeats.
 	Heartbeat time.Duration
-	// InventoryPath is the region's inventory database, which the region's servers share;
-	// empty: DataDir/inventory.db.
-	InventoryPath string
 }
 
 // DefaultOnlineWithin is how recently a terminal must have shown up (its agent's command poll,
@@ -235,11 +238,11 @@ func StartRegion(ctx context.Context, o RegionOptions) (_ *Region, err error) {
 		r.heartbeat = state.DefaultHeartbeat
 	}
 	r.View = choose.NewView(r.ServerID, 2*state.StaleAfter(r.heartbeat))
-	invPath := o.InventoryPath
-	if invPath == "" {
-		invPath = filepath.Join(o.DataDir, "inventory.db")
+	db := o.Database
+	if db == "" {
+		db = filepath.Join(o.DataDir, "inventory.db")
 	}
-	if r.Inventory, err = state.OpenInventory(ctx, invPath); err != nil {
+	if r.Inventory, err = state.OpenInventory(ctx, db, state.WithLogger(log), state.WithConnectTimeout(o.DatabaseConnectTimeout)); err != nil {
 		return nil, err
 	}
 	if r.settingsSeen, err = r.Inventory.SettingsVersion(ctx); err != nil {

@@ -79,7 +79,7 @@ func TestSeveralServersInOneRegion(t *testing.T) {
 	}
 	start := func(id string, labels map[string]string) (started, error) {
 		dhcp := freeUDPPort(t)
-		r, err := server.StartRegion(ctx, server.RegionOptions{ID: "lab-multi", DataDir: t.TempDir(), InventoryPath: shared,
+		r, err := server.StartRegion(ctx, server.RegionOptions{ID: "lab-multi", DataDir: t.TempDir(), Database: shared,
 			CentralKey: key.Public(), Client: c, NoRegister: true, ServerID: id, ServerLabels: labels, Heartbeat: beat, Version: "v-test",
 			Boot: config.Boot{Enabled: true, Address: "127.0.0.1", DHCP: "proxy", TFTPDir: ipxe},
 			BootPorts: &bootsvc.ServiceOptions{DHCPPort: dhcp, ProxyPort: freeUDPPort(t), TFTPPort: freeUDPPort(t),
@@ -222,7 +222,7 @@ func TestSecondFullDHCPServerRefused(t *testing.T) {
 	shared := filepath.Join(t.TempDir(), "inventory.db")
 	ipxe := t.TempDir()
 	start := func(id string) (*server.Region, error) {
-		return server.StartRegion(ctx, server.RegionOptions{ID: "lab-full", DataDir: t.TempDir(), InventoryPath: shared,
+		return server.StartRegion(ctx, server.RegionOptions{ID: "lab-full", DataDir: t.TempDir(), Database: shared,
 			CentralKey: key.Public(), Client: c, NoRegister: true, ServerID: id, Heartbeat: 200 * time.Millisecond,
 			Boot: config.Boot{Enabled: true, Address: "127.0.0.1", DHCP: "full", Pool: "127.0.0.100-127.0.0.120", Subnet: "127.0.0.0/24",
 				TFTPDir: ipxe, DHCPAllow: []string{"*"}},

@@ -60,7 +60,9 @@ func (inv *Inventory) ClaimBoot(ctx context.Context, mac, task, ip string, netwo
 		return "", Claim{}, err
 	}
 	defer tx.Rollback()
-	b, err := readBootClaim(ctx, tx, mac)
+	// The boot action's row stays locked until the claim commits: a claim from another server of
+	// the region (sharing the database) waits, then sees this one's (docs/state.md).
+	b, err := readBootClaim(ctx, tx, mac, " FOR UPDATE")
 	if errors.Is(err, sql.ErrNoRows) || err == nil && !b.stands(task, now) {
 		return "", Claim{}, notFound("boot of terminal " + mac + " into task " + task)
 	}
@@ -95,7 +97,7 @@ func (inv *Inventory) CheckClaim(ctx context.Context, mac, task, token, ip strin
 	if err != nil {
 		return Claim{}, false, err
 	}
-	b, err := readBootClaim(ctx, inv.db, mac)
+	b, err := readBootClaim(ctx, inv.db, mac, "")
 	if errors.Is(err, sql.ErrNoRows) {
 		return Claim{}, false, nil
 	}
@@ -131,9 +133,10 @@ type bootClaim struct {
 	expires    int64 // Unix ns; 0: never
 }
 
-func readBootClaim(ctx context.Context, q querier, mac string) (bootClaim, error) {
+// readBootClaim reads mac's boot claim; lock is "" or " FOR UPDATE".
+func readBootClaim(ctx context.Context, q querier, mac, lock string) (bootClaim, error) {
 	var b bootClaim
-	err := q.QueryRowContext(ctx, `SELECT task, token_hash, prev_token_hash, claim_ip, claimed, claim_network, expires FROM boot_actions WHERE mac = ?`, mac).
+	err := q.QueryRowContext(ctx, `SELECT task, token_hash, prev_token_hash, claim_ip, claimed, claim_network, expires FROM boot_actions WHERE mac = ?`+lock, mac).
 		Scan(&b.task, &b.hash, &b.prev, &b.claimIP, &b.claimed, &b.network, &b.expires)
 	return b, err
 }

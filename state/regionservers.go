@@ -11,7 +11,7 @@ import (
 // several servers), so that `tms region ls` shows them and what they run while central's
 // service workflow starts afresh or the region is offline.
 
-var regionServersMigration = migration{11, `
+var regionServersMigration = migration{version: 11, sql: `
 -- The servers of each region as its latest status report listed them.
 CREATE TABLE region_servers (
 	region    TEXT NOT NULL REFERENCES regions (id) ON DELETE CASCADE,

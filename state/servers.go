@@ -21,7 +21,7 @@ import (
 // The SQL here stays portable (TEXT and BIGINT, times as Unix nanoseconds, ON CONFLICT) so the
 // same statements run on SQLite and PostgreSQL.
 
-var serversMigration = migration{11, `
+var serversMigration = migration{version: 11, sql: `
 -- The region's servers (tms region processes sharing this database), one row per server id.
 CREATE TABLE servers (
 	id        TEXT PRIMARY KEY,
@@ -44,7 +44,7 @@ CREATE TABLE settings_version (
 INSERT INTO settings_version (id, n) VALUES (1, 0);
 `}
 
-var groupLabelsMigration = migration{12, `
+var groupLabelsMigration = migration{version: 12, sql: `
 -- Location labels of a group (room=a): the region's servers whose labels include a terminal's
 -- groups' labels answer its network boot first.
 CREATE TABLE group_labels (

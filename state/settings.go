@@ -13,7 +13,7 @@ import (
 // a region runs with while the region is offline. Values are validated by package settings
 // before they get here; these tables only bound their size.
 
-var settingsMigration = migration{9, `
+var settingsMigration = migration{version: 9, sql: `
 -- Overrides of the region's run-time settings, pushed by central (ConfigureRegion).
 CREATE TABLE settings (
 	key    TEXT PRIMARY KEY,
@@ -24,7 +24,7 @@ CREATE TABLE settings (
 );
 `}
 
-var regionSettingsMigration = migration{4, `
+var regionSettingsMigration = migration{version: 4, sql: `
 -- The run-time settings each region last applied (ConfigureRegion records them).
 CREATE TABLE region_settings (
 	region TEXT NOT NULL REFERENCES regions (id) ON DELETE CASCADE,
