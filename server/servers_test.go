@@ -18,6 +18,7 @@ import (
 	"tms/activities"
 	"tms/bootsvc"
 	"tms/config"
+	"tms/internal/pgtest"
 	"tms/server"
 	"tms/settings"
 	"tms/signing"
@@ -69,7 +70,8 @@ func TestSeveralServersInOneRegion(t *testing.T) {
 		t.Fatal(err)
 	}
 	c := temporalClient(t)
-	shared := filepath.Join(t.TempDir(), "inventory.db")
+	// One inventory for both servers: a SQLite file, or PostgreSQL with TMS_TEST_DATABASE=postgres.
+	shared := pgtest.StateOr(t, filepath.Join(t.TempDir(), "inventory.db"))
 	ipxe := t.TempDir()
 	os.WriteFile(filepath.Join(ipxe, "undionly.kpxe"), []byte("iPXE"), 0o644)
 	const beat = 200 * time.Millisecond
@@ -219,7 +221,8 @@ func TestSecondFullDHCPServerRefused(t *testing.T) {
 		t.Fatal(err)
 	}
 	c := temporalClient(t)
-	shared := filepath.Join(t.TempDir(), "inventory.db")
+	// One inventory for both servers: a SQLite file, or PostgreSQL with TMS_TEST_DATABASE=postgres.
+	shared := pgtest.StateOr(t, filepath.Join(t.TempDir(), "inventory.db"))
 	ipxe := t.TempDir()
 	start := func(id string) (*server.Region, error) {
 		return server.StartRegion(ctx, server.RegionOptions{ID: "lab-full", DataDir: t.TempDir(), Database: shared,
