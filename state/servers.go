@@ -288,6 +288,11 @@ func (inv *Inventory) SetGroupLabels(ctx context.Context, group string, c LabelC
 		return nil, err
 	}
 	defer tx.Rollback()
+	// The admin edits' lock (docs/state.md): two servers changing one group's labels at once
+	// take turns, so the bound on labels holds.
+	if err := tx.lock(ctx, "terminals"); err != nil {
+		return nil, err
+	}
 	if err := groupExists(ctx, tx, group); err != nil {
 		return nil, err
 	}
