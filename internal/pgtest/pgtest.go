@@ -63,7 +63,9 @@ const Install = "install Debian's postgresql package (apt-get install postgresql
 
 // Cluster is a running PostgreSQL server.
 type Cluster struct {
-	// Port is the TCP port on 127.0.0.1.
+	// Addr is the address the server listens on: 127.0.0.1, or StartAt's.
+	Addr string
+	// Port is its TCP port.
 	Port int
 
 	bin  string
@@ -129,6 +131,34 @@ func Start(t testing.TB) *Cluster {
 	c, err := start(bin)
 	if err != nil {
 		t.Fatalf("PostgreSQL: %v", err)
+	}
+	t.Cleanup(c.remove)
+	return c
+}
+
+// Binaries skips the test, saying why, when PostgreSQL's binaries are missing (and fails it
+// if TMS_TEST_DATABASE=postgres asked for PostgreSQL).
+func Binaries(t testing.TB) {
+	t.Helper()
+	if _, err := binDir(); err != nil {
+		var missing missingError
+		if errors.As(err, &missing) && os.Getenv(DatabaseEnv) != "postgres" {
+			t.Skipf("PostgreSQL: %v", err)
+		}
+		t.Fatalf("PostgreSQL: %v", err)
+	}
+}
+
+// StartAt runs a cluster of the test's own that listens on addr (an address of a network
+// namespace the test made, for servers in other namespaces of its lab) and trusts clients of
+// the subnet trusted as it trusts loopback. It is removed when the test ends.
+func StartAt(t testing.TB, addr, trusted string) *Cluster {
+	t.Helper()
+	Binaries(t)
+	bin, _ := binDir()
+	c, err := startOn(bin, addr, trusted)
+	if err != nil {
+		t.Fatalf("PostgreSQL on %s: %v", addr, err)
 	}
 	t.Cleanup(c.remove)
 	return c
@@ -224,7 +254,7 @@ func (c *Cluster) NewDatabase(t testing.TB) string {
 func (c *Cluster) DSN(name string) string { return c.dsn(name) }
 
 func (c *Cluster) dsn(name string) string {
-	return fmt.Sprintf("postgres://postgres@127.0.0.1:%d/%s?sslmode=disable", c.Port, name)
+	return fmt.Sprintf("postgres://postgres@%s/%s?sslmode=disable", net.JoinHostPort(c.Addr, strconv.Itoa(c.Port)), name)
 }
 
 // Stop stops the server (fast shutdown: open connections are cut) and waits until it has.
@@ -331,7 +361,9 @@ func credential() (*syscall.Credential, error) {
 	return nil, errors.New("running as root, and there is no postgres or nobody user to run PostgreSQL as")
 }
 
-func start(bin string) (*Cluster, error) {
+func start(bin string) (*Cluster, error) { return startOn(bin, "127.0.0.1", "") }
+
+func startOn(bin, addr, trusted string) (*Cluster, error) {
 	cred, err := credential()
 	if err != nil {
 		return nil, err
@@ -340,7 +372,7 @@ func start(bin string) (*Cluster, error) {
 	if err != nil {
 		return nil, err
 	}
-	c := &Cluster{bin: bin, dir: filepath.Join(root, "data"), cred: cred, log: filepath.Join(root, "server.log")}
+	c := &Cluster{Addr: addr, bin: bin, dir: filepath.Join(root, "data"), cred: cred, log: filepath.Join(root, "server.log")}
 	if cred != nil {
 		if err := os.Chown(root, int(cred.Uid), int(cred.Gid)); err != nil {
 			os.RemoveAll(root)
@@ -355,8 +387,22 @@ func start(bin string) (*Cluster, error) {
 		os.RemoveAll(root)
 		return nil, fmt.Errorf("initdb: %w: %s", err, tail(string(out)))
 	}
-	// Loopback only, trusted (initdb -A trust writes that for local, host 127.0.0.1/32 and ::1).
-	l, err := net.Listen("tcp", "127.0.0.1:0")
+	// Loopback only, trusted (initdb -A trust writes that for local, host 127.0.0.1/32 and ::1),
+	// and the lab's subnet for StartAt.
+	if trusted != "" {
+		hba, err := os.OpenFile(filepath.Join(c.dir, "pg_hba.conf"), os.O_WRONLY|os.O_APPEND, 0)
+		if err == nil {
+			_, err = fmt.Fprintf(hba, "host all all %s trust\n", trusted)
+			if cerr := hba.Close(); err == nil {
+				err = cerr
+			}
+		}
+		if err != nil {
+			os.RemoveAll(root)
+			return nil, err
+		}
+	}
+	l, err := net.Listen("tcp", net.JoinHostPort(addr, "0"))
 	if err != nil {
 		os.RemoveAll(root)
 		return nil, err
@@ -378,7 +424,7 @@ func (c *Cluster) run() error {
 	}
 	defer logf.Close()
 	cmd := exec.Command(filepath.Join(c.bin, "postgres"), "-D", c.dir,
-		"-c", "listen_addresses=127.0.0.1", "-c", "port="+strconv.Itoa(c.Port),
+		"-c", "listen_addresses="+c.Addr, "-c", "port="+strconv.Itoa(c.Port),
 		"-c", "unix_socket_directories="+c.dir, "-c", "fsync=off", "-c", "synchronous_commit=off",
 		"-c", "full_page_writes=off", "-c", "max_connections=200", "-c", "shared_buffers=16MB")
 	cmd.Dir = c.dir
