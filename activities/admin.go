@@ -20,6 +20,7 @@ const (
 	OpEnroll      = "enroll"       // enroll MAC as Name
 	OpGroupCreate = "group-create" // create Group
 	OpGroupAdd    = "group-add"    // add Terminals to Group
+	OpGroupLabel  = "group-label"  // change Group's location labels: Clear, then Labels set, LabelsRemove removed
 
 	OpSeen         = "seen"         // list terminals seen but not enrolled
 	OpEnrollSeen   = "enroll-seen"  // enroll the seen terminals into Group, named by Pattern, at most Limit
@@ -42,7 +43,7 @@ var readOps = []string{OpTerminals, OpGroups, OpTasks, OpSeen, OpStatus, OpSetti
 
 // changeOps are the ops that change the region's inventory (workflows.UpdateChange).
 var changeOps = []string{OpEnroll, OpGroupCreate, OpGroupAdd, OpEnrollSeen, OpTerminalRm, OpRename, OpMove, OpGroupRm,
-	OpGroupTakeOut, OpImport, OpEnrollToken, OpPin, OpUnpin}
+	OpGroupTakeOut, OpImport, OpEnrollToken, OpPin, OpUnpin, OpGroupLabel}
 
 // ReadOp tells whether op only reads the region's inventory.
 func ReadOp(op string) bool { return slices.Contains(readOps, op) }
@@ -69,6 +70,10 @@ type AdminInput struct {
 	Image string `json:",omitempty"`
 	// By is who asks, for the pin's record (may be empty).
 	By string `json:",omitempty"`
+	// Labels, LabelsRemove and Clear change Group's location labels (group-label).
+	Labels       map[string]string `json:",omitempty"`
+	LabelsRemove []string          `json:",omitempty"`
+	Clear        bool              `json:",omitempty"`
 }
 
 // TerminalInfo is a terminal as listings show it.
@@ -86,10 +91,11 @@ type TerminalInfo struct {
 	Task        string
 }
 
-// GroupInfo is a group with its members' names.
+// GroupInfo is a group with its members' names and its location labels.
 type GroupInfo struct {
 	Name    string
 	Members []string
+	Labels  map[string]string `json:",omitempty"`
 }
 
 // TaskInfo is a terminal task as listings show it.
@@ -170,12 +176,16 @@ func (r *Region) Admin(ctx context.Context, in AdminInput) (AdminResult, error) 
 		if err != nil {
 			return res, err
 		}
+		labels, err := r.Inventory.GroupLabels(ctx)
+		if err != nil {
+			return res, err
+		}
 		for _, n := range names {
 			ms, err := r.Inventory.Members(ctx, n)
 			if err != nil {
 				return res, err
 			}
-			g := GroupInfo{Name: n, Members: []string{}}
+			g := GroupInfo{Name: n, Members: []string{}, Labels: labels[n]}
 			for _, m := range ms {
 				g.Members = append(g.Members, m.Name)
 			}
@@ -204,6 +214,15 @@ func (r *Region) Admin(ctx context.Context, in AdminInput) (AdminResult, error) 
 			}
 			return res, ErrBadInput.New(err.Error(), err)
 		}
+	case OpGroupLabel:
+		labels, err := r.Inventory.SetGroupLabels(ctx, in.Group, state.LabelChange{Set: in.Labels, Remove: in.LabelsRemove, Clear: in.Clear})
+		if err != nil {
+			if errors.Is(err, state.ErrBadLabels) {
+				return res, ErrBadInput.New(fmt.Sprintf("region %s: %v", r.ID, err), err)
+			}
+			return bad(err)
+		}
+		res.Groups = []GroupInfo{{Name: in.Group, Labels: labels}}
 	case OpGroupAdd:
 		for _, t := range in.Terminals {
 			if _, err := r.terminal(ctx, t); err != nil {

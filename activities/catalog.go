@@ -69,9 +69,17 @@ func (s StateCatalog) Regions(ctx context.Context) ([]RegionInfo, error) {
 	if err != nil {
 		return nil, err
 	}
+	servers, err := s.C.RegionServers(ctx)
+	if err != nil {
+		return nil, err
+	}
 	out := make([]RegionInfo, 0, len(rs))
 	for _, r := range rs {
-		out = append(out, RegionInfo{ID: r.ID, Labels: r.Labels, Capacity: r.Capacity, Used: r.Used, Endpoint: r.Endpoint, LastSeen: r.LastSeen, Timezone: r.Timezone})
+		info := RegionInfo{ID: r.ID, Labels: r.Labels, Capacity: r.Capacity, Used: r.Used, Endpoint: r.Endpoint, LastSeen: r.LastSeen, Timezone: r.Timezone}
+		if ss := servers[r.ID]; len(ss) > 0 {
+			info.Servers = serverStatuses(ss)
+		}
+		out = append(out, info)
 	}
 	return out, nil
 }

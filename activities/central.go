@@ -26,6 +26,8 @@ type RegionInfo struct {
 	// Timezone is the IANA zone the region's schedules are written in (region.timezone);
 	// empty from a region that registered before regions reported one.
 	Timezone string
+	// Servers are the region's servers as its latest report listed them (listings only).
+	Servers []ServerStatus `json:",omitempty"`
 }
 
 // ImageInfo is one version in central's catalog with its tags and where copies are.

@@ -245,6 +245,9 @@ type Region struct {
 	// ReportInterval is how often the region reports its status to central (see
 	// workflows.RegionService); it travels in the report so central knows when one is missed.
 	ReportInterval time.Duration
+	// ServerStaleAfter is how long after its last heartbeat one of the region's servers counts
+	// as stale in the status reports (state.StaleAfter of region.heartbeat; 0: the default's).
+	ServerStaleAfter time.Duration
 	// Usage returns the bytes the region's store uses and may hold; nil: unknown.
 	Usage func(context.Context) (used, capacity int64, err error)
 	// Metrics counts the bytes and chunks the region's transfers move; nil counts nothing.

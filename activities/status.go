@@ -4,6 +4,8 @@ import (
 	"context"
 	"slices"
 	"time"
+
+	"tms/state"
 )
 
 // TerminalOnlineWindow is how recently a terminal must have been seen (a DHCP request, its agent
@@ -33,6 +35,9 @@ type RegionSummary struct {
 	// Terminals counts the enrolled terminals; Online those seen within TerminalOnlineWindow;
 	// Busy those in a task.
 	Terminals, Online, Busy int
+	// Servers are the region's servers (several `tms region` processes may serve one region),
+	// by id, at most state.MaxServersListed; empty from a region whose tms predates them.
+	Servers []ServerStatus `json:",omitempty"`
 	// Interval is how often the region reports: central calls it offline after three missed
 	// reports.
 	Interval time.Duration
@@ -41,9 +46,27 @@ type RegionSummary struct {
 	Received time.Time `json:",omitempty"`
 }
 
+// ServerStatus is one of a region's servers as its registry has it.
+type ServerStatus struct {
+	ID       string
+	Labels   map[string]string `json:",omitempty"`
+	Endpoint string
+	BootAddr string `json:",omitempty"`
+	DHCP     string `json:",omitempty"` // its boot service's DHCP mode; empty: no boot service
+	Version  string // the tms release it runs
+	BootEnv  string // the boot environment version it serves; empty: unknown
+	Started  time.Time
+	LastSeen time.Time
+	// Healthy: it heartbeated within three heartbeats when the report was made.
+	Healthy bool
+}
+
 // GroupStatus is one group of a region's status.
 type GroupStatus struct {
 	Name string
+	// Labels are the group's location labels (room=a): its terminals boot from the servers
+	// whose labels include them.
+	Labels map[string]string `json:",omitempty"`
 	// Target is the version the group's latest deploy or update wrote (empty: none yet).
 	Target                          string
 	Members, Online, OnTarget, Busy int
@@ -116,9 +139,16 @@ func (r *Region) Status(ctx context.Context, _ StatusInput) (RegionStatus, error
 	if err != nil {
 		return st, err
 	}
+	labels, err := r.Inventory.GroupLabels(ctx)
+	if err != nil {
+		return st, err
+	}
+	if sum.Servers, err = r.servers(ctx, now); err != nil {
+		return st, err
+	}
 	groups := map[string]*GroupStatus{}
 	for _, n := range names {
-		st.Groups = append(st.Groups, GroupStatus{Name: n, Target: targets[n]})
+		st.Groups = append(st.Groups, GroupStatus{Name: n, Target: targets[n], Labels: labels[n]})
 	}
 	for i := range st.Groups {
 		groups[st.Groups[i].Name] = &st.Groups[i]
@@ -170,4 +200,22 @@ func (r *Region) Status(ctx context.Context, _ StatusInput) (RegionStatus, error
 		}
 	}
 	return st, nil
+}
+
+// servers lists the region's servers from its registry, each healthy or not at now.
+func (r *Region) servers(ctx context.Context, now time.Time) ([]ServerStatus, error) {
+	ss, err := r.Inventory.Servers(ctx)
+	if err != nil {
+		return nil, err
+	}
+	stale := r.ServerStaleAfter
+	if stale <= 0 {
+		stale = state.StaleAfter(state.DefaultHeartbeat)
+	}
+	out := make([]ServerStatus, 0, len(ss))
+	for _, s := range ss {
+		out = append(out, ServerStatus{ID: s.ID, Labels: s.Labels, Endpoint: s.Endpoint, BootAddr: s.BootAddr, DHCP: s.DHCP,
+			Version: s.Version, BootEnv: s.BootEnv, Started: s.Started, LastSeen: s.LastSeen, Healthy: s.Healthy(now, stale)})
+	}
+	return out, nil
 }

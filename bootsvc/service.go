@@ -39,6 +39,9 @@ type ServiceOptions struct {
 	ListenIP netip.Addr
 	// Metrics counts DHCP and TFTP requests by result; nil counts nothing.
 	Metrics *metrics.Region
+	// Answer, in proxy mode, says whether this server answers a PC's boot: a region with
+	// several servers answers each PC from one (dhcpd.Config.Answer). Nil answers all.
+	Answer func(mac net.HardwareAddr) bool
 }
 
 // Service is a region's running boot service.
@@ -99,7 +102,7 @@ func StartService(ctx context.Context, o ServiceOptions) (*Service, error) {
 		cfg := dhcpd.Config{Mode: mode, ServerIP: st.Address, Interface: b.Interface, ScriptURL: s.Scripts.ScriptURL, Seen: seen,
 			Admit: enrolled(ctx, o.Inventory), Allow: st.DHCPAllow, AllowAll: st.DHCPAllowAll,
 			UnknownPerMAC: b.DHCPUnknownPerMAC, UnknownTotal: b.DHCPUnknownTotal,
-			ListenIP: o.ListenIP, Port: o.DHCPPort, ProxyPort: o.ProxyPort, Log: log.With("part", "dhcp")}
+			ListenIP: o.ListenIP, Port: o.DHCPPort, ProxyPort: o.ProxyPort, Log: log.With("part", "dhcp"), Answer: o.Answer}
 		if o.Metrics != nil {
 			cfg.Meter = o.Metrics
 		}

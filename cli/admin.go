@@ -31,6 +31,8 @@ type regionRow struct {
 	Images    int       `json:"images"`
 	LastSeen  time.Time `json:"last_seen"`
 	Timezone  string    `json:"timezone"` // schedules for the region are written in it
+	// Servers are the region's servers (a region may run several), as it last reported them.
+	Servers []serverRow `json:"servers"`
 }
 
 func (a *App) regionAdminCommand() *cobra.Command {
@@ -54,7 +56,7 @@ func (a *App) regionAdminCommand() *cobra.Command {
 			rows := []regionRow{}
 			for _, r := range res.Regions {
 				row := regionRow{ID: r.ID, Endpoint: r.Endpoint, Labels: r.Labels, Capacity: r.Capacity, Used: r.Used, LastSeen: r.LastSeen, Timezone: r.Timezone,
-					HighWater: r.HighWater, Images: r.Images}
+					HighWater: r.HighWater, Images: r.Images, Servers: serverRows(r.Servers, true)}
 				if row.Labels == nil {
 					row.Labels = map[string]string{}
 				}
@@ -74,7 +76,14 @@ func (a *App) regionAdminCommand() *cobra.Command {
 				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%d\t%s\n", r.ID, dash(r.Endpoint), dash(r.Timezone), storeText(r.Used, r.Capacity, r.HighWater),
 					hw, r.Images, dash(labels(r.Labels)))
 			}
-			return tw.Flush()
+			if err := tw.Flush(); err != nil {
+				return err
+			}
+			servers := map[string][]serverRow{}
+			for _, r := range rows {
+				servers[r.ID] = r.Servers
+			}
+			return writeServers(a.Stdout, servers, a.now())
 		},
 	}
 	ls.Flags().BoolVar(&asJSON, "json", false, "print JSON")
@@ -239,14 +248,67 @@ numbers follow the seats. --limit enrolls only the first N.`,
 
 // groupRow is one line of `tms group ls`.
 type groupRow struct {
-	Name    string   `json:"name"`
-	Members []string `json:"members"`
+	Name    string            `json:"name"`
+	Members []string          `json:"members"`
+	Labels  map[string]string `json:"labels"`
 }
 
 func (a *App) groupCommand() *cobra.Command {
 	c := &cobra.Command{Use: "group", Short: "Create, fill, empty, remove and list a region's groups of terminals (a classroom, a row)"}
 	c.AddCommand(a.groupCreate(), a.groupAdd(), a.groupLs())
-	c.AddCommand(a.groupRm(), a.groupRemove())
+	c.AddCommand(a.groupRm(), a.groupRemove(), a.groupLabel())
+	return c
+}
+
+// groupLabel sets, removes or clears a group's location labels.
+func (a *App) groupLabel() *cobra.Command {
+	var region string
+	var clear, asJSON bool
+	c := &cobra.Command{
+		Use:   "label --region REGION GROUP [KEY=VALUE | KEY-]... [--clear] [--json]",
+		Short: "Set or remove a group's location labels (room=a): its terminals boot from the servers labelled alike",
+		Long: `Set or remove a group's location labels. KEY=VALUE sets a label, KEY- removes one, --clear
+removes them all first. Label names are lowercase letters, digits, '.', '_' and '-'; values letters,
+digits, '.', '_' and '-' (at most 63 each, at most 16 labels).
+
+A region with several servers (region.server_labels) boots each terminal from a healthy server
+whose labels include all of its groups' labels; if none does, from any healthy server
+(docs/boot.md, "Who answers a terminal").`,
+		Args: func(cmd *cobra.Command, args []string) error {
+			if len(args) < 1 || (len(args) == 1 && !clear) {
+				return usageError{fmt.Errorf("%s takes GROUP and at least one KEY=VALUE or KEY- (or --clear)", cmd.CommandPath())}
+			}
+			return nil
+		},
+		RunE: func(cmd *cobra.Command, args []string) error {
+			in := activities.AdminInput{Op: activities.OpGroupLabel, Group: args[0], Clear: clear, Labels: map[string]string{}}
+			for _, arg := range args[1:] {
+				if k, v, ok := strings.Cut(arg, "="); ok {
+					in.Labels[k] = v
+				} else if k, ok := strings.CutSuffix(arg, "-"); ok && k != "" {
+					in.LabelsRemove = append(in.LabelsRemove, k)
+				} else {
+					return usageError{fmt.Errorf("%q is neither KEY=VALUE nor KEY-", arg)}
+				}
+			}
+			res, err := a.regionAdmin(cmd, region, in)
+			if err != nil {
+				return err
+			}
+			lbl := map[string]string{}
+			if len(res.Groups) == 1 && res.Groups[0].Labels != nil {
+				lbl = res.Groups[0].Labels
+			}
+			if asJSON {
+				return a.printJSON(groupRow{Name: args[0], Members: []string{}, Labels: lbl})
+			}
+			fmt.Fprintf(a.Stdout, "group %s in region %s: labels %s\n", args[0], region, dash(labels(lbl)))
+			return nil
+		},
+	}
+	regionFlag(c, &region)
+	c.Flags().BoolVar(&clear, "clear", false, "remove every label first")
+	c.Flags().BoolVar(&asJSON, "json", false, "print JSON")
 	return c
 }
 
@@ -309,15 +371,19 @@ func (a *App) groupLs() *cobra.Command {
 				if m == nil {
 					m = []string{}
 				}
-				rows = append(rows, groupRow{Name: g.Name, Members: m})
+				l := g.Labels
+				if l == nil {
+					l = map[string]string{}
+				}
+				rows = append(rows, groupRow{Name: g.Name, Members: m, Labels: l})
 			}
 			if asJSON {
 				return a.printJSON(rows)
 			}
 			tw := tabwriter.NewWriter(a.Stdout, 0, 4, 2, ' ', 0)
-			fmt.Fprintln(tw, "GROUP\tTERMINALS\tMEMBERS")
+			fmt.Fprintln(tw, "GROUP\tLABELS\tTERMINALS\tMEMBERS")
 			for _, r := range rows {
-				fmt.Fprintf(tw, "%s\t%d\t%s\n", r.Name, len(r.Members), dash(strings.Join(r.Members, ", ")))
+				fmt.Fprintf(tw, "%s\t%s\t%d\t%s\n", r.Name, dash(labels(r.Labels)), len(r.Members), dash(strings.Join(r.Members, ", ")))
 			}
 			return tw.Flush()
 		},

@@ -1,20 +1,27 @@
 package cli
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io/fs"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"time"
 
 	"github.com/spf13/cobra"
 
+	"tms/auth"
 	"tms/config"
 	"tms/signing"
+	"tms/state"
 )
 
 // centralKeyCommands are tms central init and tms central pubkey: central's signing key.
 func (a *App) centralKeyCommands() []*cobra.Command {
-	var keyFile string
+	var keyFile, firstAdmin string
 	var asJSON bool
 	keyPath := func(cmd *cobra.Command) (string, error) {
 		if keyFile != "" {
@@ -56,7 +63,12 @@ unless the file exists: an existing key is never replaced (a new key would orpha
 made with the old one), it is only read. Either way the public key is printed in its one-line text
 form, tms-ed25519:<base64>, followed by a comment line with its key id (the first 8 bytes of the
 SHA-256 of the public key, in hex). Give the public key to every region (region.central_public_key)
-and to the boot environment (tms bootenv build --central-key).`,
+and to the boot environment (tms bootenv build --central-key).
+
+--admin NAME also makes the first admin of a new site: if central's catalog (central.database,
+else central.data_dir) has no user yet, it creates NAME with the role admin and a random password,
+printed once on a line "first admin: NAME, password: …" (log in with tms login NAME, then change
+it with tms user passwd NAME). A catalog that has users is left alone.`,
 		Args: exactArgs(0, "no arguments"),
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			path, err := keyPath(cmd)
@@ -64,19 +76,23 @@ and to the boot environment (tms bootenv build --central-key).`,
 				return err
 			}
 			k, err := signing.CreateKeyFile(path)
+			created := err == nil
 			if errors.Is(err, fs.ErrExist) {
 				k, err = signing.LoadKeyFile(path)
-				if err != nil {
-					return err
-				}
-				return print(cmd, k, path, false)
 			}
 			if err != nil {
 				return err
 			}
-			return print(cmd, k, path, true)
+			if err := print(cmd, k, path, created); err != nil {
+				return err
+			}
+			if firstAdmin == "" {
+				return nil
+			}
+			return a.makeFirstAdmin(cmd, firstAdmin)
 		},
 	}
+	init.Flags().StringVar(&firstAdmin, "admin", "", "create this admin, with a random password printed once, if central's catalog has no user")
 	pubkey := &cobra.Command{
 		Use:   "pubkey",
 		Short: "Print the public key of central's signing key",
@@ -100,4 +116,52 @@ one-line text form, tms-ed25519:<base64>, followed by a comment line with its ke
 		c.Flags().BoolVar(&asJSON, "json", false, "print JSON: public_key, key_id, file, created")
 	}
 	return []*cobra.Command{init, pubkey}
+}
+
+// makeFirstAdmin creates admin name in central's catalog if it has no user at all.
+func (a *App) makeFirstAdmin(cmd *cobra.Command, name string) error {
+	ctx := cmd.Context()
+	cfg, err := config.Load(config.LoadOptions{File: a.configFile, Env: a.Env, Role: config.RoleCLI})
+	if err != nil {
+		return err
+	}
+	cat, err := openCatalog(ctx, cfg.Central, slog.New(slog.DiscardHandler))
+	if err != nil {
+		return err
+	}
+	defer cat.Close()
+	users, err := cat.Users(ctx)
+	if err != nil {
+		return err
+	}
+	if len(users) > 0 {
+		fmt.Fprintf(cmd.OutOrStdout(), "central's catalog has %d users already: no first admin made\n", len(users))
+		return nil
+	}
+	password := auth.NewPassword()
+	hash, err := auth.HashPassword(password)
+	if err != nil {
+		return err
+	}
+	if err := cat.AddUser(ctx, state.User{Name: name, Role: string(auth.RoleAdmin), PasswordHash: hash}, time.Now()); err != nil {
+		return fmt.Errorf("first admin %s: %w", name, err)
+	}
+	_, err = fmt.Fprintf(cmd.OutOrStdout(), "first admin: %s, password: %s\n", name, password)
+	return err
+}
+
+// openCatalog opens central's catalog where tms central keeps it: central.database, else
+// catalog.db in central.data_dir.
+func openCatalog(ctx context.Context, c config.Central, log *slog.Logger) (*state.Catalog, error) {
+	db := c.Database.Value()
+	if db == "" {
+		if c.DataDir == "" {
+			return nil, usageError{errors.New("set central.database or central.data_dir: where central's catalog is")}
+		}
+		if err := os.MkdirAll(c.DataDir, 0o750); err != nil {
+			return nil, err
+		}
+		db = filepath.Join(c.DataDir, "catalog.db")
+	}
+	return state.OpenCatalog(ctx, db, state.WithLogger(log), state.WithConnectTimeout(c.DatabaseConnectTimeout))
 }

@@ -8,8 +8,10 @@ import (
 	"strings"
 	"testing"
 
+	"tms/auth"
 	"tms/internal/storetest"
 	"tms/signing"
+	"tms/state"
 )
 
 // TestCentralInitAndPubkey checks that tms central init creates central's key once (0600),
@@ -95,5 +97,36 @@ func TestImageShowSignature(t *testing.T) {
 	if err := json.Unmarshal([]byte(must(t, run, "image", "show", "--store", dir, "lab", "--json")), &d); err != nil ||
 		d.Signer != k.Public().ID() || string(d.Signature) != string(sig.Signature) {
 		t.Fatalf("signed version: %+v %v", d, err)
+	}
+}
+
+// TestCentralInitFirstAdmin checks that tms central init --admin makes the first admin of an
+// empty catalog, whose password logs in, once: a catalog with users is left alone.
+func TestCentralInitFirstAdmin(t *testing.T) {
+	dir := t.TempDir()
+	env := map[string]string{"TMS_CENTRAL_SIGNING_KEY_FILE": filepath.Join(dir, "central.key"),
+		"TMS_CENTRAL_DATA_DIR": filepath.Join(dir, "central")}
+	run := newRunner(env)
+	out := must(t, run, "central", "init", "--admin", "root")
+	i := strings.Index(out, "first admin: root, password: ")
+	if i < 0 {
+		t.Fatalf("no first admin in: %q", out)
+	}
+	password := strings.TrimSpace(out[i+len("first admin: root, password: "):])
+	if len(password) < 10 {
+		t.Fatalf("password %q", password)
+	}
+	cat, err := state.OpenCatalog(context.Background(), filepath.Join(dir, "central", "catalog.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	u, err := cat.User(context.Background(), "root")
+	cat.Close()
+	if err != nil || u.Role != "admin" || auth.CheckPassword(u.PasswordHash, password) != nil {
+		t.Fatalf("first admin %+v: %v", u, err)
+	}
+	again := must(t, run, "central", "init", "--admin", "other")
+	if strings.Contains(again, "first admin:") || !strings.Contains(again, "has 1 users already") {
+		t.Fatalf("a second init made another admin: %q", again)
 	}
 }

@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 	"tms/imageio"
+	"tms/internal/pgtest"
 	"tms/internal/storetest"
 	"tms/manifest"
 
@@ -21,6 +22,7 @@ import (
 func TestMain(m *testing.M) {
 	code := m.Run()
 	miniotest.StopShared()
+	pgtest.StopShared()
 	os.Exit(code)
 }
 

@@ -14,6 +14,7 @@ import (
 	"tms/auth"
 	"tms/centralapi"
 	"tms/devenv"
+	"tms/internal/pgtest"
 )
 
 // runnerWith is a runner whose commands see env and read stdin.
@@ -35,7 +36,7 @@ func runnerWith(env map[string]string) func(stdin string, args ...string) (int, 
 func TestLoginUsersAndAudit(t *testing.T) {
 	dir := t.TempDir()
 	env, err := devenv.Start(context.Background(), devenv.Options{DataDir: filepath.Join(dir, "dev"), TemporalPort: -1, UIPort: -1, RegionPortBase: -1,
-		CentralPort: -1, Regions: []string{"region-a", "region-b"}, Terminals: -1, Auth: true})
+		CentralPort: -1, Regions: []string{"region-a", "region-b"}, Terminals: -1, Auth: true, Database: pgtest.StateFunc(t)})
 	if err != nil {
 		t.Fatal(err)
 	}

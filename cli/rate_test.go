@@ -12,6 +12,7 @@ import (
 
 	"tms/activities"
 	"tms/imageio"
+	"tms/internal/pgtest"
 	"tms/internal/promtest"
 	"tms/internal/sampledisk"
 	"tms/server"
@@ -36,7 +37,7 @@ func TestShareRateAndPushedWANCap(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	central, err := server.StartCentral(ctx, server.CentralOptions{DataDir: t.TempDir(), Key: key, Client: c})
+	central, err := server.StartCentral(ctx, server.CentralOptions{DataDir: t.TempDir(), Database: pgtest.StateFor(t), Key: key, Client: c})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -50,13 +51,13 @@ func TestShareRateAndPushedWANCap(t *testing.T) {
 			h.ServeHTTP(w, r)
 		})
 	}
-	a, err := server.StartRegion(ctx, server.RegionOptions{ID: "region-a", DataDir: t.TempDir(), Client: c, CentralKey: key.Public(),
+	a, err := server.StartRegion(ctx, server.RegionOptions{ID: "region-a", DataDir: t.TempDir(), Database: pgtest.StateFor(t), Client: c, CentralKey: key.Public(),
 		Timezone: "Europe/Berlin", WANRate: 2_000_000, Wrap: count})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer a.Stop(ctx)
-	b, err := server.StartRegion(ctx, server.RegionOptions{ID: "region-b", DataDir: t.TempDir(), Client: c, CentralKey: key.Public(),
+	b, err := server.StartRegion(ctx, server.RegionOptions{ID: "region-b", DataDir: t.TempDir(), Database: pgtest.StateFor(t), Client: c, CentralKey: key.Public(),
 		Timezone: "Europe/Berlin"})
 	if err != nil {
 		t.Fatal(err)

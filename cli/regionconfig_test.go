@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"tms/activities"
+	"tms/internal/pgtest"
 	"tms/internal/temporaltest"
 	"tms/server"
 	"tms/settings"
@@ -78,10 +79,11 @@ func TestRegionConfigSetAndShow(t *testing.T) {
 		t.Fatal(err)
 	}
 	dir := t.TempDir()
+	db := pgtest.StateFor(t) // the restarted region opens the same state
 	waker := &countingWaker{}
 	start := func() *server.Region {
 		t.Helper()
-		r, err := server.StartRegion(ctx, server.RegionOptions{ID: "lab-1", DataDir: dir, Client: c, CentralKey: key.Public(),
+		r, err := server.StartRegion(ctx, server.RegionOptions{ID: "lab-1", DataDir: dir, Database: db, Client: c, CentralKey: key.Public(),
 			Timezone: "Europe/Berlin", Listen: "127.0.0.1:0", Waker: waker})
 		if err != nil {
 			t.Fatal(err)

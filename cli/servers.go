@@ -60,7 +60,8 @@ It refuses a Temporal connection with neither TLS (central.temporal.tls.*) nor a
 				return err
 			}
 			defer tc.Close()
-			srv, err := server.StartCentral(ctx, server.CentralOptions{DataDir: cfg.Central.DataDir, Relay: relay, Key: key, Client: tc,
+			srv, err := server.StartCentral(ctx, server.CentralOptions{DataDir: cfg.Central.DataDir, Database: cfg.Central.Database.Value(),
+				DatabaseConnectTimeout: cfg.Central.DatabaseConnectTimeout, Relay: relay, Key: key, Client: tc,
 				Namespace: cfg.Central.Temporal.Namespace, Log: log, Listen: cfg.Central.Listen.String(), TLS: cfg.Central.TLS,
 				Routes: []func(*http.ServeMux, *server.Central){func(mux *http.ServeMux, c *server.Central) {
 					centralapi.New(centralapi.Options{Users: c.Catalog, Key: key, Log: log}).Mount(mux)
@@ -82,6 +83,7 @@ It refuses a Temporal connection with neither TLS (central.temporal.tls.*) nor a
 	f.Bool("central-temporal-insecure", false, "allow a plaintext Temporal connection without TLS or API key, on a network you trust (central.temporal.insecure)")
 	f.String("central-store", "", "relay store: a directory or s3://bucket/prefix (central.store)")
 	f.String("central-data-dir", "", "directory of the catalog database (central.data_dir)")
+	f.String("central-database", "", "catalog database: a SQLite file, or postgres://user@host/db (central.database; default data_dir/catalog.db); put a password in the file or TMS_CENTRAL_DATABASE, not here")
 	f.String("central-listen", "", "HTTP address of health checks, /metrics, login and users, ip:port (central.listen)")
 	f.String("central-signing-key-file", "", "central's ed25519 key file (central.signing_key_file)")
 	c.AddCommand(a.centralKeyCommands()...)
@@ -142,11 +144,13 @@ It refuses a Temporal connection with neither TLS (region.temporal.tls.*) nor an
 			if rc.MetricsListen.IsValid() {
 				metricsListen = rc.MetricsListen.String()
 			}
-			srv, err := server.StartRegion(ctx, server.RegionOptions{ID: rc.ID, DataDir: rc.DataDir, Store: st, Relay: relay,
+			srv, err := server.StartRegion(ctx, server.RegionOptions{ID: rc.ID, DataDir: rc.DataDir, Database: rc.Database.Value(),
+				DatabaseConnectTimeout: rc.DatabaseConnectTimeout, Store: st, Relay: relay,
 				Listen: rc.Listen.String(), Endpoint: endpoint, HTTP: rc.HTTP, TLS: rc.TLS, Labels: rc.Labels, Timezone: rc.Zone(), CentralKey: centralKey, Client: tc, Log: log, Boot: rc.Boot,
 				Version: Version, ReportInterval: rc.ReportInterval, StoreHighWater: rc.StoreHighWater,
 				StoreLowWater: rc.StoreLowWater, StoreCapacity: rc.StoreCapacityBytes(),
-				MetricsListen: metricsListen, Unicast: rc.Unicast, WANRate: rc.WANRateBytes(), WANRateWindows: rc.WANWindows()})
+				MetricsListen: metricsListen, Unicast: rc.Unicast, WANRate: rc.WANRateBytes(), WANRateWindows: rc.WANWindows(),
+				ServerID: rc.ServerID, ServerLabels: rc.ServerLabels, Heartbeat: rc.Heartbeat})
 			if err != nil {
 				return err
 			}
@@ -164,6 +168,7 @@ It refuses a Temporal connection with neither TLS (region.temporal.tls.*) nor an
 	f.String("region-temporal-namespace", "", "Temporal namespace (region.temporal.namespace)")
 	f.Bool("region-temporal-insecure", false, "allow a plaintext Temporal connection without TLS or API key, on a network you trust (region.temporal.insecure)")
 	f.String("region-data-dir", "", "directory of the region's database and default store (region.data_dir)")
+	f.String("region-database", "", "inventory database: a SQLite file, or postgres://user@host/db shared by the region's servers (region.database; default data_dir/inventory.db); put a password in the file or TMS_REGION_DATABASE, not here")
 	f.String("region-store", "", "image store: a directory or s3://bucket/prefix (region.store)")
 	f.String("region-relay", "", "central's store as this region reaches it (region.relay)")
 	f.String("region-listen", "", "HTTP address for agents and peers, ip:port (region.listen)")
@@ -171,6 +176,8 @@ It refuses a Temporal connection with neither TLS (region.temporal.tls.*) nor an
 	f.String("region-metrics-listen", "", "serve GET /metrics on this ip:port instead of region.listen (region.metrics_listen)")
 	f.String("region-central-public-key", "", "central's public key, tms-ed25519:… or a file holding it (region.central_public_key)")
 	f.String("region-labels", "", "topology labels, like site=north,floor=2 (region.labels)")
+	f.String("region-server-id", "", "this server among the region's servers; default the host name (region.server_id)")
+	f.String("region-server-labels", "", "this server's place in the region, like room=a,rack=2 (region.server_labels)")
 	return c
 }
 

@@ -10,6 +10,7 @@ import (
 
 	"tms/activities"
 	"tms/devtemporal"
+	"tms/internal/pgtest"
 	"tms/state"
 )
 
@@ -36,12 +37,12 @@ func testTemporal(t *testing.T) (*devtemporal.Server, client.Client) {
 func testState(t *testing.T, regions ...activities.RegionInfo) (activities.StateCatalog, *state.Inventory) {
 	t.Helper()
 	ctx := context.Background()
-	cat, err := state.OpenCatalog(ctx, filepath.Join(t.TempDir(), "central.db"))
+	cat, err := state.OpenCatalog(ctx, pgtest.StateOr(t, filepath.Join(t.TempDir(), "central.db")))
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { cat.Close() })
-	inv, err := state.OpenInventory(ctx, filepath.Join(t.TempDir(), "region.db"))
+	inv, err := state.OpenInventory(ctx, pgtest.StateOr(t, filepath.Join(t.TempDir(), "region.db")))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -5,6 +5,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"maps"
 	"os"
 	"slices"
 	"strings"
@@ -49,6 +50,8 @@ type regionStatusRow struct {
 	RunningTasks    int64      `json:"running_tasks"`
 	FailedTasks24h  int64      `json:"failed_tasks_24h"`
 	LastReport      *time.Time `json:"last_report,omitempty"`
+	// Servers are the region's servers (a region may run several), from its report.
+	Servers []serverRow `json:"servers"`
 }
 
 // regionDetail is `tms status --region R`.
@@ -59,12 +62,13 @@ type regionDetail struct {
 }
 
 type groupStatusRow struct {
-	Name     string `json:"name"`
-	Target   string `json:"target,omitempty"`
-	Members  int    `json:"members"`
-	Online   int    `json:"online"`
-	OnTarget int    `json:"on_target"`
-	Busy     int    `json:"busy"`
+	Name     string            `json:"name"`
+	Labels   map[string]string `json:"labels,omitempty"`
+	Target   string            `json:"target,omitempty"`
+	Members  int               `json:"members"`
+	Online   int               `json:"online"`
+	OnTarget int               `json:"on_target"`
+	Busy     int               `json:"busy"`
 }
 
 type terminalStatusRow struct {
@@ -221,8 +225,11 @@ func (d *regionDetail) fill(st activities.RegionStatus) {
 	d.Used, d.Capacity, d.Version = sum.Used, sum.Capacity, sum.Version
 	d.HighWater, d.Images = sum.HighWater, max(sum.ImageCount, len(sum.Images))
 	d.Terminals, d.TerminalsOnline, d.TerminalsBusy = sum.Terminals, sum.Online, sum.Busy
+	if len(sum.Servers) > 0 {
+		d.Servers = serverRows(sum.Servers, true)
+	}
 	for _, g := range st.Groups {
-		d.Groups = append(d.Groups, groupStatusRow{Name: g.Name, Target: g.Target, Members: g.Members, Online: g.Online, OnTarget: g.OnTarget, Busy: g.Busy})
+		d.Groups = append(d.Groups, groupStatusRow{Name: g.Name, Labels: g.Labels, Target: g.Target, Members: g.Members, Online: g.Online, OnTarget: g.OnTarget, Busy: g.Busy})
 	}
 	for _, t := range st.Terminals {
 		row := terminalStatusRow{Name: t.Name, Groups: t.Groups, Online: t.Online, Version: t.Version, VersionNote: t.VersionNote,
@@ -286,6 +293,7 @@ func (a *App) regionStatuses(ctx context.Context, c *tclient, only string) ([]re
 		if err != nil {
 			return nil, err
 		}
+		row.Servers = serverRows(rep.Servers, row.Online)
 		if row.RunningTasks, err = c.countTasks(ctx, id, "ExecutionStatus = 'Running'"); err != nil {
 			return nil, err
 		}
@@ -360,15 +368,72 @@ func writeRegionStatuses(w io.Writer, rows []regionStatusRow, now time.Time) err
 	for _, l := range why {
 		fmt.Fprintln(w, l)
 	}
-	return nil
+	servers := map[string][]serverRow{}
+	for _, r := range rows {
+		servers[r.Region] = r.Servers
+	}
+	return writeServers(w, servers, now)
+}
+
+// serverRow is one of a region's servers in `tms status` and `tms region ls`.
+type serverRow struct {
+	ID       string            `json:"id"`
+	State    string            `json:"state"` // healthy or stale
+	Labels   map[string]string `json:"labels"`
+	Endpoint string            `json:"endpoint"`
+	DHCP     string            `json:"dhcp,omitempty"`
+	Version  string            `json:"version"`
+	BootEnv  string            `json:"bootenv"`
+	LastSeen time.Time         `json:"last_seen"`
+	Healthy  bool              `json:"healthy"`
+}
+
+// serverRows are a region's servers as its report lists them; heard says whether the region
+// itself is heard from (online): if not, none of its servers counts as healthy.
+func serverRows(ss []activities.ServerStatus, heard bool) []serverRow {
+	out := []serverRow{}
+	for _, s := range ss {
+		row := serverRow{ID: s.ID, Labels: s.Labels, Endpoint: s.Endpoint, DHCP: s.DHCP, Version: s.Version, BootEnv: s.BootEnv,
+			LastSeen: s.LastSeen, Healthy: s.Healthy && heard, State: "healthy"}
+		if row.Labels == nil {
+			row.Labels = map[string]string{}
+		}
+		if !row.Healthy {
+			row.State = "stale"
+		}
+		out = append(out, row)
+	}
+	return out
+}
+
+// writeServers lists the regions' servers, by region, if any region reports some.
+func writeServers(w io.Writer, byRegion map[string][]serverRow, now time.Time) error {
+	ids := slices.Sorted(maps.Keys(byRegion))
+	if !slices.ContainsFunc(ids, func(id string) bool { return len(byRegion[id]) > 0 }) {
+		return nil
+	}
+	fmt.Fprintln(w)
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "REGION\tSERVER\tSTATE\tVERSION\tBOOTENV\tLABELS\tENDPOINT\tLAST SEEN")
+	for _, id := range ids {
+		for _, s := range byRegion[id] {
+			state := s.State
+			if !s.Healthy {
+				state = "STALE"
+			}
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", id, s.ID, state, dash(s.Version), dash(s.BootEnv), dash(labels(s.Labels)),
+				dash(s.Endpoint), agoText(now, s.LastSeen))
+		}
+	}
+	return tw.Flush()
 }
 
 func writeRegionDetail(w io.Writer, d regionDetail, now time.Time) error {
 	fmt.Fprintln(w)
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "GROUP\tTARGET\tMEMBERS\tONLINE\tON TARGET\tIN A TASK")
+	fmt.Fprintln(tw, "GROUP\tLABELS\tTARGET\tMEMBERS\tONLINE\tON TARGET\tIN A TASK")
 	for _, g := range d.Groups {
-		fmt.Fprintf(tw, "%s\t%s\t%d\t%d\t%d\t%d\n", g.Name, dash(short(g.Target)), g.Members, g.Online, g.OnTarget, g.Busy)
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%d\t%d\t%d\n", g.Name, dash(labels(g.Labels)), dash(short(g.Target)), g.Members, g.Online, g.OnTarget, g.Busy)
 	}
 	if err := tw.Flush(); err != nil {
 		return err

@@ -11,6 +11,7 @@ import (
 	"go.temporal.io/api/workflowservice/v1"
 
 	"tms/activities"
+	"tms/internal/pgtest"
 	"tms/internal/storetest"
 	"tms/state"
 	"tms/workers"
@@ -24,7 +25,7 @@ func TestStatusOverTemporal(t *testing.T) {
 	srv, c := testTemporal(t)
 	ctx := context.Background()
 	sc, invA := testState(t, activities.RegionInfo{ID: "region-a"}, activities.RegionInfo{ID: "region-b"})
-	invB, err := state.OpenInventory(ctx, filepath.Join(t.TempDir(), "region-b.db"))
+	invB, err := state.OpenInventory(ctx, pgtest.StateOr(t, filepath.Join(t.TempDir(), "region-b.db")))
 	if err != nil {
 		t.Fatal(err)
 	}

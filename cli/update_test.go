@@ -8,6 +8,7 @@ import (
 
 	"tms/activities"
 	"tms/devenv"
+	"tms/internal/pgtest"
 	"tms/internal/storetest"
 	"tms/manifest"
 	"tms/workflows"
@@ -20,7 +21,7 @@ import (
 // carries each terminal's decision and bytes.
 func TestUpdateCommand(t *testing.T) {
 	env, err := devenv.Start(context.Background(), devenv.Options{DataDir: t.TempDir(), TemporalPort: -1, UIPort: -1, CentralPort: -1, RegionPortBase: -1,
-		Regions: []string{"region-a", "region-b"}, Terminals: 3, DiskSize: 16 << 20})
+		Regions: []string{"region-a", "region-b"}, Terminals: 3, DiskSize: 16 << 20, Database: pgtest.StateFunc(t)})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/netip"
 	"net/url"
+	"os"
 	"strconv"
 	"strings"
 	"time"
@@ -180,6 +181,11 @@ type Central struct {
 	TLS ServerTLS `mapstructure:"tls"`
 	// DataDir holds central's catalog database.
 	DataDir string `mapstructure:"data_dir"`
+	// Database is the catalog database: empty for DataDir/catalog.db (SQLite), or a
+	// postgres:// URL.
+	Database Database `mapstructure:"database"`
+	// DatabaseConnectTimeout is how long starting retries an unreachable PostgreSQL.
+	DatabaseConnectTimeout time.Duration `mapstructure:"database_connect_timeout"`
 	// SigningKeyFile holds central's ed25519 private key (tms central init creates it): central
 	// signs every image version it registers and every transfer grant with it. Only central
 	// has it; regions and agents get the public key.
@@ -197,6 +203,11 @@ type Region struct {
 	Store string `mapstructure:"store"`
 	// DataDir holds the region's local state.
 	DataDir string `mapstructure:"data_dir"`
+	// Database is the region's inventory: empty for DataDir/inventory.db (SQLite), or a
+	// postgres:// URL, which the servers of one region share.
+	Database Database `mapstructure:"database"`
+	// DatabaseConnectTimeout is how long starting retries an unreachable PostgreSQL.
+	DatabaseConnectTimeout time.Duration `mapstructure:"database_connect_timeout"`
 	// Listen is the address of the region's HTTP service: the agent API and the data endpoint
 	// peers pull images from.
 	Listen netip.AddrPort `mapstructure:"listen"`
@@ -220,6 +231,16 @@ type Region struct {
 	// Labels place the region in the school's topology, like site=north or floor=2. Keys are
 	// lower case (file keys are folded to lower case when read).
 	Labels map[string]string `mapstructure:"labels"`
+	// ServerID names this server among the region's servers (a region may run several `tms
+	// region` processes with the same region id on one shared database): like a host name,
+	// lowercase letters, digits, '-' and '.'. Empty means the host's name (ServerIDOrHost).
+	ServerID string `mapstructure:"server_id"`
+	// ServerLabels place this server in the region, like room=a or rack=2: the terminals of
+	// groups with matching labels boot from it first (docs/boot.md). Written as region.labels.
+	ServerLabels map[string]string `mapstructure:"server_labels"`
+	// Heartbeat is how often the server records in the region's database that it is alive; it
+	// counts as stale after three missed heartbeats.
+	Heartbeat time.Duration `mapstructure:"heartbeat"`
 	// Timezone is the IANA name of the zone the region's classes keep time in, like
 	// Europe/Berlin: schedules for the region (tms schedule create --at 07:00) are written in
 	// it. Empty means the server's local zone (LocalZone). The region reports it to central.
@@ -252,6 +273,23 @@ type Region struct {
 	// from the region, instead of from the other terminals writing the same version
 	// (docs/swarm.md). A single terminal always fetches from the region.
 	Unicast bool `mapstructure:"unicast"`
+}
+
+// ServerIDOrHost is region.server_id, or the host's name (lower-cased, its domain left out)
+// when that is empty. A host name that is not a valid server id is an error naming the key.
+func (r Region) ServerIDOrHost() (string, error) {
+	if r.ServerID != "" {
+		return r.ServerID, nil
+	}
+	h, err := os.Hostname()
+	if err != nil {
+		return "", fmt.Errorf("region.server_id: empty, and the host's name is unknown (%w): set it", err)
+	}
+	h, _, _ = strings.Cut(strings.ToLower(h), ".")
+	if !serverIDRE.MatchString(h) {
+		return "", fmt.Errorf("region.server_id: empty, and the host's name %q is not a valid server id: set it", h)
+	}
+	return h, nil
 }
 
 // RegionHTTP bounds a region's HTTP service, which every host of the classroom network can reach.
@@ -462,9 +500,11 @@ const (
 func Defaults() *Config {
 	temporal := Temporal{Address: net.JoinHostPort("localhost", "7233"), Namespace: "default"}
 	return &Config{
-		Log:     Log{Level: "info", Format: "text"},
-		Central: Central{Temporal: temporal, Listen: netip.AddrPortFrom(netip.IPv6Unspecified(), 8080), DataDir: "/var/lib/tms/central"},
+		Log: Log{Level: "info", Format: "text"},
+		Central: Central{Temporal: temporal, Listen: netip.AddrPortFrom(netip.IPv6Unspecified(), 8080), DataDir: "/var/lib/tms/central",
+			DatabaseConnectTimeout: time.Minute},
 		Region: Region{Temporal: temporal, Listen: netip.AddrPortFrom(netip.IPv6Unspecified(), 8081), ReportInterval: 15 * time.Second, StoreHighWater: 0.9,
+			Heartbeat: 5 * time.Second, DatabaseConnectTimeout: time.Minute,
 			HTTP: RegionHTTP{MaxConnsPerIP: DefaultMaxConnsPerIP, MaxConns: DefaultMaxConns},
 			Boot: Boot{DHCP: "proxy", LeaseTime: time.Hour, TFTPDir: "/usr/lib/ipxe",
 				DHCPUnknownPerMAC: 12, DHCPUnknownTotal: 20, ClaimQuiet: time.Minute, WakeTimeout: 3 * time.Minute}},

@@ -42,11 +42,15 @@
 //	central.tls.key_file                                  its PEM private key
 //	cli.central_url                    http://127.0.0.1:8300  central's HTTP service, for tms login and tms user
 //	central.data_dir                   /var/lib/tms/central catalog database
+//	central.database                                      catalog: empty for data_dir/catalog.db (SQLite), or postgres://user:password@host/db
+//	central.database_connect_timeout   1m                 how long starting retries an unreachable PostgreSQL (1s to 1h)
 //	central.signing_key_file                              central's ed25519 key (tms central init); signs versions and grants
 //	region.id                                             like room-12: [a-z0-9][a-z0-9-]{0,62}
 //	region.temporal.*                                     as central.temporal.*
 //	region.store                                          image store: directory or s3://bucket/prefix
 //	region.data_dir                                       local state
+//	region.database                                       inventory: empty for data_dir/inventory.db (SQLite), or postgres://… shared by the region's servers
+//	region.database_connect_timeout    1m                 how long starting retries an unreachable PostgreSQL (1s to 1h)
 //	region.listen                      [::]:8081          HTTP service for agents and peers, ip:port
 //	region.endpoint                                       URL terminals and peers reach it at
 //	region.metrics_listen                                 ip:port serving GET /metrics apart; empty: on region.listen
@@ -57,6 +61,9 @@
 //	region.relay                                          central.store as this region reaches it
 //	region.central_public_key                             central's public key, tms-ed25519:… or a file holding it
 //	region.labels                                         topology, like site=north,floor=2
+//	region.server_id                   host name          this server among the region's servers, like srv-a (host-name form)
+//	region.server_labels                                  this server's place in the region, like room=a,rack=2
+//	region.heartbeat                   5s                 how often the server records it is alive (100ms to 1m; stale after 3 missed)
 //	region.timezone                    local zone         IANA zone its schedules are written in, like Europe/Berlin
 //	region.report_interval             15s                how often the region reports its status to central (1s to 10m)
 //	region.store_high_water            0.9                the store's high-water mark, a fraction of its capacity (0.5 to 0.99)

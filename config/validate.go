@@ -49,6 +49,7 @@ var (
 	regionIDRE   = regexp.MustCompile(`^[a-z0-9][a-z0-9-]{0,62}$`)
 	labelKeyRE   = regexp.MustCompile(`^[a-z0-9]([a-z0-9._-]{0,61}[a-z0-9])?$`)
 	labelValueRE = regexp.MustCompile(`^[A-Za-z0-9._-]{0,63}$`)
+	serverIDRE   = regexp.MustCompile(`^[a-z0-9]([a-z0-9.-]{0,61}[a-z0-9])?$`)
 	// bucketRE is S3's rule for bucket names, less the rarer exclusions (IP-address forms,
 	// reserved prefixes) which the server enforces.
 	bucketRE = regexp.MustCompile(`^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$`)
@@ -81,6 +82,7 @@ func (c *Config) Validate(role Role) error {
 	if role == RoleCentral && c.Central.SigningKeyFile == "" {
 		v.add("central.signing_key_file", "is required (central's ed25519 key file; tms central init creates it)")
 	}
+	v.database("central.database", c.Central.Database, "central.database_connect_timeout", c.Central.DatabaseConnectTimeout)
 	v.serverTLS("central.tls", c.Central.TLS)
 	v.cli(c.CLI)
 
@@ -96,6 +98,7 @@ func (c *Config) Validate(role Role) error {
 	if r.DataDir == "" && role == RoleRegion {
 		v.add("region.data_dir", "is required")
 	}
+	v.database("region.database", r.Database, "region.database_connect_timeout", r.DatabaseConnectTimeout)
 	if role == RoleRegion && !r.Listen.IsValid() {
 		v.add("region.listen", "is required")
 	}
@@ -135,14 +138,13 @@ func (c *Config) Validate(role Role) error {
 			v.add("region.boot.http_listen", fmt.Sprintf("%q is not an address:port like 10.0.5.2:8380", h))
 		}
 	}
-	for _, k := range slices.Sorted(maps.Keys(r.Labels)) {
-		key := "region.labels." + k
-		if !labelKeyRE.MatchString(k) {
-			v.add(key, "is not a valid label name (lowercase letters, digits, '.', '_' and '-', at most 63)")
-		}
-		if val := r.Labels[k]; !labelValueRE.MatchString(val) {
-			v.add(key, fmt.Sprintf("%q is not a valid label value (letters, digits, '.', '_' and '-', at most 63)", val))
-		}
+	v.labels("region.labels", r.Labels)
+	v.labels("region.server_labels", r.ServerLabels)
+	if id := r.ServerID; id != "" && !serverIDRE.MatchString(id) {
+		v.add("region.server_id", fmt.Sprintf("%q is not a valid server id (lowercase letters, digits, '-' and '.', at most 63, like a host name)", id))
+	}
+	if d := r.Heartbeat; d != 0 && (d < 100*time.Millisecond || d > time.Minute) {
+		v.add("region.heartbeat", fmt.Sprintf("%s is not between 100ms and 1m", d))
 	}
 
 	// The run-time settings central may change later are checked by the same rules as its
@@ -402,3 +404,22 @@ func (v *validator) cli(c CLI) {
 		v.add("cli.central_url", fmt.Sprintf("%q is not an http(s)://host:port URL", u.Redacted()))
 	}
 }
+
+// labels checks location or topology labels under key: names, values, and how many.
+func (v *validator) labels(key string, labels map[string]string) {
+	if len(labels) > maxLabels {
+		v.add(key, fmt.Sprintf("%d labels, at most %d", len(labels), maxLabels))
+	}
+	for _, k := range slices.Sorted(maps.Keys(labels)) {
+		key := key + "." + k
+		if !labelKeyRE.MatchString(k) {
+			v.add(key, "is not a valid label name (lowercase letters, digits, '.', '_' and '-', at most 63)")
+		}
+		if val := labels[k]; !labelValueRE.MatchString(val) {
+			v.add(key, fmt.Sprintf("%q is not a valid label value (letters, digits, '.', '_' and '-', at most 63)", val))
+		}
+	}
+}
+
+// maxLabels is the most labels a region, server or group carries (state.MaxLabels).
+const maxLabels = 16

@@ -18,6 +18,7 @@ import (
 	"tms/activities"
 	"tms/auth"
 	"tms/devenv"
+	"tms/internal/pgtest"
 	"tms/workers"
 	"tms/workflows"
 )
@@ -33,7 +34,7 @@ func TestAuthLoginPageAndLookup(t *testing.T) {
 	l.Close()
 	dir := t.TempDir()
 	env, err := devenv.Start(context.Background(), devenv.Options{DataDir: filepath.Join(dir, "dev"), TemporalPort: -1, UIPort: uiPort,
-		RegionPortBase: -1, CentralPort: -1, Regions: []string{"region-a"}, Terminals: -1, Auth: true})
+		RegionPortBase: -1, CentralPort: -1, Regions: []string{"region-a"}, Terminals: -1, Auth: true, Database: pgtest.StateFunc(t)})
 	if err != nil {
 		t.Fatal(err)
 	}

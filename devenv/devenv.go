@@ -107,6 +107,22 @@ type Options struct {
 	// WANRateOf caps the WAN transfers of the regions it names, in bytes a second
 	// (region.wan_rate), so a share takes a WAN's time on loopback.
 	WANRateOf map[string]int64
+	// RegionOptions, if set, may change each region's server options before it starts (a lab
+	// test turns a region's boot service on, or gives it a shared database).
+	RegionOptions func(id string, o *server.RegionOptions)
+	// Database, if set, gives each server's state database: central's for "central", a
+	// region's for its id (server.CentralOptions.Database, RegionOptions.Database). "" (or a
+	// nil Database) keeps the SQLite file in the server's DataDir. A restart on the same
+	// DataDir must be given the same databases. Tests pass pgtest.StateFunc(t).
+	Database func(server string) string
+}
+
+// database is o.Database(server), or "" without one.
+func (o Options) database(server string) string {
+	if o.Database == nil {
+		return ""
+	}
+	return o.Database(server)
 }
 
 // Terminal is a simulated terminal.
@@ -157,6 +173,7 @@ type Env struct {
 	lookupStopped bool
 	temporalAddr  atomic.Pointer[string]
 
+	wakeTargets  map[string]netip.AddrPort // by region: where its simulated terminals hear magic packets
 	cancelAgents context.CancelFunc
 	agents       sync.WaitGroup
 	agentCtl     map[string]context.CancelFunc // by MAC, while the terminal is on
@@ -233,7 +250,7 @@ func Start(ctx context.Context, o Options) (_ *Env, err error) {
 	if err := os.MkdirAll(o.DataDir, 0o755); err != nil {
 		return nil, err
 	}
-	e := &Env{Regions: map[string]*server.Region{}, Namespace: "default", opts: o, log: o.Log, agentCtl: map[string]context.CancelFunc{},
+	e := &Env{Regions: map[string]*server.Region{}, wakeTargets: map[string]netip.AddrPort{}, Namespace: "default", opts: o, log: o.Log, agentCtl: map[string]context.CancelFunc{},
 		agentGen: map[string]int{}, unplugged: map[string]bool{}}
 	defer func() {
 		if err != nil {
@@ -283,7 +300,7 @@ func Start(ctx context.Context, o Options) (_ *Env, err error) {
 	if err != nil {
 		return nil, err
 	}
-	e.Central, err = server.StartCentral(ctx, server.CentralOptions{DataDir: filepath.Join(o.DataDir, "central"), Relay: relay,
+	e.Central, err = server.StartCentral(ctx, server.CentralOptions{DataDir: filepath.Join(o.DataDir, "central"), Database: o.database("central"), Relay: relay,
 		Key: key, Client: e.Client, Log: o.Log, Listen: net.JoinHostPort(o.Host, strconv.Itoa(o.CentralPort)),
 		Routes: []func(*http.ServeMux, *server.Central){e.centralRoutes}, PlannerInterval: o.PlannerInterval})
 	if err != nil {
@@ -303,6 +320,7 @@ func Start(ctx context.Context, o Options) (_ *Env, err error) {
 		if err != nil {
 			return nil, err
 		}
+		e.wakeTargets[id] = waker.Target
 		listen := o.Host + ":0"
 		if o.RegionPortBase > 0 {
 			listen = fmt.Sprintf("%s:%d", o.Host, o.RegionPortBase+i)
@@ -317,11 +335,15 @@ func Start(ctx context.Context, o Options) (_ *Env, err error) {
 			}
 			e.regionClient[id] = rc
 		}
-		r, err := server.StartRegion(ctx, server.RegionOptions{ID: id, DataDir: filepath.Join(o.DataDir, id), Relay: relay,
+		ro := server.RegionOptions{ID: id, DataDir: filepath.Join(o.DataDir, id), Database: o.database(id), Relay: relay,
 			Listen: listen, Labels: map[string]string{"site": "dev"}, CentralKey: e.CentralKey, Client: rc, Log: o.Log,
 			Waker: waker, Boot: config.Boot{Subnet: o.Segment}, Version: o.Version, ReportInterval: o.ReportInterval,
 			Unicast: o.Unicast, StoreCapacity: cmp.Or(o.StoreCapacityOf[id], o.StoreCapacity),
-			WANRate: o.WANRateOf[id]})
+			WANRate: o.WANRateOf[id]}
+		if o.RegionOptions != nil {
+			o.RegionOptions(id, &ro)
+		}
+		r, err := server.StartRegion(ctx, ro)
 		if err != nil {
 			return nil, err
 		}
@@ -509,6 +531,10 @@ func (e *Env) listenMagic(id string) (*bootsvc.Waker, error) {
 	}()
 	return &bootsvc.Waker{Target: target}, nil
 }
+
+// WakeTarget is where region id's simulated terminals hear magic packets (a loopback UDP port
+// in tms dev), for a test that relays another server's Wake-on-LAN to them.
+func (e *Env) WakeTarget(id string) netip.AddrPort { return e.wakeTargets[id] }
 
 // wake switches on region id's terminal mac if it is off.
 func (e *Env) wake(id, mac string) {

@@ -4,7 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -15,6 +17,7 @@ import (
 	"tms/agentwire"
 	"tms/config"
 	"tms/devenv"
+	"tms/internal/pgtest"
 	"tms/internal/storetest"
 	"tms/internal/temporaltest"
 	"tms/manifest"
@@ -22,10 +25,21 @@ import (
 	"tms/workflows"
 )
 
+func TestMain(m *testing.M) {
+	code := m.Run()
+	pgtest.StopShared()
+	os.Exit(code)
+}
+
+// stateOf keeps the databases of each data directory start was given (TMS_TEST_DATABASE=postgres),
+// so that starting again on a directory finds its state, as it does in SQLite files there.
+var stateOf sync.Map // dir → func(server string) string
+
 func start(t *testing.T, dir string, regions ...string) *devenv.Env {
 	t.Helper()
+	db, _ := stateOf.LoadOrStore(dir, pgtest.StateFunc(t))
 	env, err := devenv.Start(context.Background(), devenv.Options{DataDir: dir, TemporalPort: -1, UIPort: -1, CentralPort: -1, RegionPortBase: -1,
-		Regions: regions, Terminals: 3, DiskSize: 16 << 20})
+		Regions: regions, Terminals: 3, DiskSize: 16 << 20, Database: db.(func(string) string)})
 	if err != nil {
 		t.Fatal(err)
 	}

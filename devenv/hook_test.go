@@ -16,6 +16,7 @@ import (
 	"tms/activities"
 	"tms/agent"
 	"tms/devenv"
+	"tms/internal/pgtest"
 	"tms/internal/storetest"
 	"tms/signing"
 	"tms/workflows"
@@ -52,7 +53,7 @@ func TestStartTerminalHook(t *testing.T) {
 	}
 	const size = 16 << 20
 	env, err := devenv.Start(context.Background(), devenv.Options{DataDir: dir, TemporalPort: -1, UIPort: -1, CentralPort: -1, RegionPortBase: -1,
-		Regions: []string{"region-a"}, Terminals: 2, DiskSize: size, StartTerminal: hook})
+		Regions: []string{"region-a"}, Terminals: 2, DiskSize: size, StartTerminal: hook, Database: pgtest.StateFunc(t)})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -14,6 +14,7 @@ import (
 	"tms/activities"
 	"tms/devenv"
 	"tms/imageio"
+	"tms/internal/pgtest"
 	"tms/internal/sampledisk"
 	"tms/internal/storetest"
 	"tms/manifest"
@@ -63,7 +64,7 @@ func TestPlansEvictAndSchedulesGetPlans(t *testing.T) {
 	capacity := fourImagesBytes(t)
 	env, err := devenv.Start(context.Background(), devenv.Options{DataDir: t.TempDir(), TemporalPort: -1, UIPort: -1, CentralPort: -1,
 		RegionPortBase: -1, Regions: []string{"region-a", "region-b"}, Terminals: 1, DiskSize: 16 << 20,
-		StoreCapacityOf: map[string]int64{"region-b": capacity}, PlannerInterval: time.Second, ReportInterval: time.Second})
+		StoreCapacityOf: map[string]int64{"region-b": capacity}, PlannerInterval: time.Second, ReportInterval: time.Second, Database: pgtest.StateFunc(t)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -183,7 +184,7 @@ func TestPlanWindowAndRate(t *testing.T) {
 		t.Skip("waits up to a minute for the window to open")
 	}
 	env, err := devenv.Start(context.Background(), devenv.Options{DataDir: t.TempDir(), TemporalPort: -1, UIPort: -1, CentralPort: -1,
-		RegionPortBase: -1, Regions: []string{"region-a", "region-b"}, Terminals: 1, DiskSize: 16 << 20})
+		RegionPortBase: -1, Regions: []string{"region-a", "region-b"}, Terminals: 1, DiskSize: 16 << 20, Database: pgtest.StateFunc(t)})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -7,6 +7,7 @@ import (
 
 	"tms/devenv"
 	"tms/devtemporal"
+	"tms/internal/pgtest"
 	"tms/workflows"
 )
 
@@ -25,7 +26,7 @@ func TestOlderNamespaceGetsNewSearchAttributes(t *testing.T) {
 	}
 	old.Stop()
 	env, err := devenv.Start(context.Background(), devenv.Options{DataDir: dir, TemporalPort: -1, UIPort: -1, CentralPort: -1,
-		RegionPortBase: -1, Regions: []string{"region-a"}, Terminals: -1, Auth: true})
+		RegionPortBase: -1, Regions: []string{"region-a"}, Terminals: -1, Auth: true, Database: pgtest.StateFunc(t)})
 	if err != nil {
 		t.Fatalf("tms dev on an older namespace: %v", err)
 	}

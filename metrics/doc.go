@@ -51,6 +51,7 @@ const (
 	DHCPMalformed   = "malformed"    // not a BOOTREQUEST of an Ethernet client
 	DHCPIgnored     = "ignored"      // no answer due: a RELEASE or DECLINE, not PXE in proxy mode, another segment's relay, no address to offer
 	DHCPError       = "error"        // a lease could not be recorded
+	DHCPOtherServer = "other_server" // proxy mode: another server of the region answers this PC
 )
 
 // Results of a TFTP request.
@@ -67,7 +68,7 @@ var (
 	paths       = []string{PathPeer, PathRelay, PathAgent, PathSibling}
 	directions  = []string{In, Out}
 	reasons     = []string{ReasonHashMismatch, ReasonBadFrame, ReasonTooLarge, ReasonQuota}
-	dhcpResults = []string{DHCPAnswered, DHCPNotAdmitted, DHCPRateLimited, DHCPAdmitError, DHCPOverloaded, DHCPMalformed, DHCPIgnored, DHCPError}
+	dhcpResults = []string{DHCPAnswered, DHCPNotAdmitted, DHCPRateLimited, DHCPAdmitError, DHCPOverloaded, DHCPMalformed, DHCPIgnored, DHCPError, DHCPOtherServer}
 	tftpResults = []string{TFTPAnswered, TFTPProbe, TFTPNotAllowed, TFTPNotFound, TFTPWriteDenied, TFTPFailed}
 	statusClass = []string{"2xx", "3xx", "4xx", "5xx"}
 	otherLabel  = "other"

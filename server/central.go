@@ -27,6 +27,12 @@ import (
 // CentralOptions configure central's server.
 type CentralOptions struct {
 	DataDir string // holds catalog.db
+	// Database is the catalog database: "" for DataDir/catalog.db (SQLite), a SQLite path, or
+	// a postgres:// URL (central.database).
+	Database string
+	// DatabaseConnectTimeout bounds how long starting waits for an unreachable PostgreSQL
+	// (default state.DefaultConnectTimeout).
+	DatabaseConnectTimeout time.Duration
 	// Relay is the storage regions relay images through when they cannot reach each other.
 	Relay *store.Store
 	// Key is central's signing key (signing.LoadKeyFile): it signs every version central
@@ -81,7 +87,11 @@ func StartCentral(ctx context.Context, o CentralOptions) (_ *Central, err error)
 		return nil, err
 	}
 	c := &Central{Relay: o.Relay, served: make(chan error, 1)}
-	if c.Catalog, err = state.OpenCatalog(ctx, filepath.Join(o.DataDir, "catalog.db")); err != nil {
+	db := o.Database
+	if db == "" {
+		db = filepath.Join(o.DataDir, "catalog.db")
+	}
+	if c.Catalog, err = state.OpenCatalog(ctx, db, state.WithLogger(o.Log), state.WithConnectTimeout(o.DatabaseConnectTimeout)); err != nil {
 		return nil, err
 	}
 	src := metrics.CentralSources{Tasks: temporalTasks{c: o.Client, namespace: o.Namespace}, Kinds: workflows.TaskKinds,
@@ -108,7 +118,7 @@ func StartCentral(ctx context.Context, o CentralOptions) (_ *Central, err error)
 		return nil, fmt.Errorf("central worker: %w", err)
 	}
 	if o.Log != nil {
-		o.Log.Info("central server started", "catalog", filepath.Join(o.DataDir, "catalog.db"), "key", o.Key.Public().ID(),
+		o.Log.Info("central server started", "catalog", state.RedactDSN(db), "key", o.Key.Public().ID(),
 			"http", c.HTTPAddr())
 	}
 	return c, nil

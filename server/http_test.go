@@ -32,6 +32,7 @@ import (
 	"tms/bootsvc"
 	"tms/config"
 	"tms/devtemporal"
+	"tms/internal/pgtest"
 	"tms/server"
 	"tms/signing"
 	"tms/state"
@@ -99,7 +100,7 @@ func TestRegionHTTPS(t *testing.T) {
 	const idle = 500 * time.Millisecond
 	const perIP = 4
 	tlsOpts := config.ServerTLS{CertFile: certFile, KeyFile: keyFile}
-	r, err := server.StartRegion(ctx, server.RegionOptions{ID: "lab-tls", DataDir: t.TempDir(), CentralKey: key.Public(), Client: c,
+	r, err := server.StartRegion(ctx, server.RegionOptions{ID: "lab-tls", DataDir: t.TempDir(), Database: pgtest.StateFor(t), CentralKey: key.Public(), Client: c,
 		NoRegister: true, TLS: tlsOpts, HTTP: config.RegionHTTP{MaxConnsPerIP: perIP, MaxConns: 100}, HTTPIdle: idle})
 	if err != nil {
 		t.Fatal(err)
@@ -208,7 +209,7 @@ func TestRegionTLSWithBootService(t *testing.T) {
 	c := temporalClient(t)
 	ipxe := t.TempDir()
 	os.WriteFile(filepath.Join(ipxe, "undionly.kpxe"), []byte("iPXE"), 0o644)
-	r, err := server.StartRegion(ctx, server.RegionOptions{ID: "lab-boot", DataDir: t.TempDir(), CentralKey: key.Public(), Client: c,
+	r, err := server.StartRegion(ctx, server.RegionOptions{ID: "lab-boot", DataDir: t.TempDir(), Database: pgtest.StateFor(t), CentralKey: key.Public(), Client: c,
 		NoRegister: true, TLS: config.ServerTLS{CertFile: certFile, KeyFile: keyFile}, BootHTTPListen: "127.0.0.1:0",
 		Boot:      config.Boot{Enabled: true, Address: "127.0.0.1", DHCP: "off", TFTPDir: ipxe, KernelArgs: "console=ttyS0"},
 		BootPorts: &bootsvc.ServiceOptions{TFTPPort: freeUDPPort(t), ListenIP: netip.MustParseAddr("127.0.0.1")}})
@@ -272,7 +273,7 @@ func TestRegionBadCertificate(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	_, err = server.StartRegion(context.Background(), server.RegionOptions{ID: "lab-bad", DataDir: t.TempDir(), CentralKey: key.Public(), Client: c,
+	_, err = server.StartRegion(context.Background(), server.RegionOptions{ID: "lab-bad", DataDir: t.TempDir(), Database: pgtest.StateFor(t), CentralKey: key.Public(), Client: c,
 		NoRegister: true, TLS: config.ServerTLS{CertFile: filepath.Join(dir, "bad.pem"), KeyFile: filepath.Join(dir, "bad.pem")}})
 	if err == nil || !strings.Contains(err.Error(), "region.tls") {
 		t.Fatalf("a bad certificate: %v", err)

@@ -23,6 +23,7 @@ import (
 	"tms/activities"
 	"tms/devtemporal"
 	"tms/imageio"
+	"tms/internal/pgtest"
 	"tms/internal/storetest"
 	"tms/server"
 	"tms/signing"
@@ -34,7 +35,9 @@ func TestMain(m *testing.M) {
 	if os.Getenv("TMS_TEST_REGION_PROCESS") != "" {
 		os.Exit(regionProcess())
 	}
-	os.Exit(m.Run())
+	code := m.Run()
+	pgtest.StopShared()
+	os.Exit(code)
 }
 
 func regionProcess() int {
@@ -51,7 +54,7 @@ func regionProcess() int {
 		return 1
 	}
 	_, err = server.StartRegion(context.Background(), server.RegionOptions{ID: os.Getenv("TMS_TEST_REGION_PROCESS"),
-		DataDir: os.Getenv("TMS_TEST_DATA"), CentralKey: pub, Client: c})
+		DataDir: os.Getenv("TMS_TEST_DATA"), Database: os.Getenv("TMS_TEST_STATE"), CentralKey: pub, Client: c})
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
@@ -84,7 +87,7 @@ func TestRegionWorkerKilledMidTransfer(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	central, err := server.StartCentral(ctx, server.CentralOptions{DataDir: t.TempDir(), Key: key, Client: c})
+	central, err := server.StartCentral(ctx, server.CentralOptions{DataDir: t.TempDir(), Database: pgtest.StateFor(t), Key: key, Client: c})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -114,7 +117,7 @@ func TestRegionWorkerKilledMidTransfer(t *testing.T) {
 			h.ServeHTTP(w, r)
 		})
 	}
-	a, err := server.StartRegion(ctx, server.RegionOptions{ID: "region-a", DataDir: t.TempDir(), CentralKey: key.Public(), Client: c, Wrap: slow})
+	a, err := server.StartRegion(ctx, server.RegionOptions{ID: "region-a", DataDir: t.TempDir(), Database: pgtest.StateFor(t), CentralKey: key.Public(), Client: c, Wrap: slow})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -132,9 +135,10 @@ func TestRegionWorkerKilledMidTransfer(t *testing.T) {
 	}
 
 	dataB := t.TempDir()
+	stateB := pgtest.StateFor(t) // both processes of region-b open the same state
 	startB := func() *exec.Cmd {
 		cmd := exec.Command(os.Args[0], "-test.run=^$")
-		cmd.Env = append(os.Environ(), "TMS_TEST_REGION_PROCESS=region-b", "TMS_TEST_DATA="+dataB,
+		cmd.Env = append(os.Environ(), "TMS_TEST_REGION_PROCESS=region-b", "TMS_TEST_DATA="+dataB, "TMS_TEST_STATE="+stateB,
 			"TMS_TEST_TEMPORAL="+srv.Address(), "TMS_TEST_KEY="+key.Public().String())
 		cmd.Stderr = os.Stderr
 		out, _ := cmd.StdoutPipe()

@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"tms/internal/pgtest"
 	"tms/internal/promtest"
 	"tms/server"
 	"tms/signing"
@@ -31,7 +32,7 @@ func TestMetricsEndpoints(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	central, err := server.StartCentral(ctx, server.CentralOptions{DataDir: t.TempDir(), Relay: relay, Key: key, Client: c,
+	central, err := server.StartCentral(ctx, server.CentralOptions{DataDir: t.TempDir(), Database: pgtest.StateFor(t), Relay: relay, Key: key, Client: c,
 		Listen: "127.0.0.1:0", Routes: []func(*http.ServeMux, *server.Central){func(mux *http.ServeMux, _ *server.Central) {
 			mux.HandleFunc("GET /v1/extra", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprint(w, "extra") })
 		}}})
@@ -76,7 +77,7 @@ func TestMetricsEndpoints(t *testing.T) {
 		}
 	}
 
-	apart, err := server.StartRegion(ctx, server.RegionOptions{ID: "lab-apart", DataDir: t.TempDir(), CentralKey: key.Public(), Client: c,
+	apart, err := server.StartRegion(ctx, server.RegionOptions{ID: "lab-apart", DataDir: t.TempDir(), Database: pgtest.StateFor(t), CentralKey: key.Public(), Client: c,
 		NoRegister: true, MetricsListen: "127.0.0.1:0", HighWater: func() float64 { return 0.9 }})
 	if err != nil {
 		t.Fatal(err)
@@ -98,7 +99,7 @@ func TestMetricsEndpoints(t *testing.T) {
 		t.Errorf("region apart: store used %v of %v bytes", used, capacity)
 	}
 
-	r, err := server.StartRegion(ctx, server.RegionOptions{ID: "lab-big", DataDir: t.TempDir(), CentralKey: key.Public(), Client: c, NoRegister: true})
+	r, err := server.StartRegion(ctx, server.RegionOptions{ID: "lab-big", DataDir: t.TempDir(), Database: pgtest.StateFor(t), CentralKey: key.Public(), Client: c, NoRegister: true})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -21,6 +21,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"sync/atomic"
 	"time"
 
 	"go.temporal.io/sdk/client"
@@ -30,6 +31,7 @@ import (
 	"tms/agentapi"
 	"tms/arrival"
 	"tms/bootsvc"
+	"tms/choose"
 	"tms/config"
 	"tms/internal/httpdeadline"
 	"tms/internal/netlimit"
@@ -50,9 +52,12 @@ import (
 type RegionOptions struct {
 	ID      string
 	DataDir string // holds inventory.db and, unless Store is set, the store
-	// InventoryPath is the inventory database's file (default DataDir/inventory.db): the
-	// servers of one region share one.
-	InventoryPath string
+	// Database is the inventory: "" for DataDir/inventory.db (SQLite), a SQLite path, or a
+	// postgres:// URL the region's servers share (region.database).
+	Database string
+	// DatabaseConnectTimeout bounds how long starting waits for an unreachable PostgreSQL
+	// (default state.DefaultConnectTimeout).
+	DatabaseConnectTimeout time.Duration
 	// Store is the region's image store; nil means a directory store in DataDir/store.
 	Store *store.Store
 	// Relay is central's relay storage as this region reaches it; nil if none.
@@ -125,9 +130,15 @@ type RegionOptions struct {
 	// WANFollow is how often the WAN cap is looked at again for its time-of-day windows
 	// (default a second).
 	WANFollow time.Duration
-	// ServerID names this server among the region's servers (default its endpoint): the
-	// asking server in its requests to siblings.
-	ServerID string
+	// ServerID names this server among the region's servers (region.server_id); empty: the
+	// host's name. ServerLabels place it in the region (region.server_labels).
+	ServerID     string
+	ServerLabels map[string]string
+	// Heartbeat is how often the server records in the region's database that it is alive,
+	// reads which of the region's servers are healthy and whether central pushed settings
+	// through another of them (region.heartbeat; default state.DefaultHeartbeat). A server is
+	// stale after state.StaleHeartbeats missed heartbeats.
+	Heartbeat time.Duration
 	// Siblings, if set, lists the region's other healthy servers (the same region id, the same
 	// database, a store each), not including this one. Every read of this server's store that
 	// finds nothing asks them (package sibling), and agents are told their endpoints so they
@@ -158,8 +169,19 @@ type Region struct {
 	// settings wan_rate and wan_rate_windows.
 	WAN *wanrate.Bucket
 
-	stopWAN context.CancelFunc
-	own     *store.Store // the store under the siblings' read-through; nil without siblings
+	// ServerID names this server among the region's servers; View is its picture of them
+	// (which of them answers which terminal's boot), refreshed with every heartbeat.
+	ServerID string
+	View     *choose.View
+
+	stopWAN       context.CancelFunc
+	own           *store.Store // the store under the siblings' read-through; nil without siblings
+	stopHeartbeat context.CancelFunc
+	heartbeatDone chan struct{}
+	self          state.Server
+	heartbeat     time.Duration
+	bootEnv       atomic.Pointer[string]
+	settingsSeen  int64
 
 	endpoint string
 	http     *http.Server
@@ -216,12 +238,31 @@ func StartRegion(ctx context.Context, o RegionOptions) (_ *Region, err error) {
 			return nil, err
 		}
 	}
-	invPath := o.InventoryPath
-	if invPath == "" {
-		invPath = filepath.Join(o.DataDir, "inventory.db")
+	if r.ServerID = o.ServerID; r.ServerID == "" {
+		if r.ServerID, err = (config.Region{}).ServerIDOrHost(); err != nil {
+			return nil, err
+		}
 	}
-	if r.Inventory, err = state.OpenInventory(ctx, invPath); err != nil {
+	if err := state.ValidateServerID(r.ServerID); err != nil {
+		return nil, fmt.Errorf("region.server_id: %w", err)
+	}
+	if err := state.ValidateLabels("region.server_labels", o.ServerLabels); err != nil {
 		return nil, err
+	}
+	r.heartbeat = o.Heartbeat
+	if r.heartbeat <= 0 {
+		r.heartbeat = state.DefaultHeartbeat
+	}
+	r.View = choose.NewView(r.ServerID, 2*state.StaleAfter(r.heartbeat))
+	db := o.Database
+	if db == "" {
+		db = filepath.Join(o.DataDir, "inventory.db")
+	}
+	if r.Inventory, err = state.OpenInventory(ctx, db, state.WithLogger(log), state.WithConnectTimeout(o.DatabaseConnectTimeout)); err != nil {
+		return nil, err
+	}
+	if r.settingsSeen, err = r.Inventory.SettingsVersion(ctx); err != nil {
+		return nil, fmt.Errorf("region %s: %w", o.ID, err)
 	}
 	if r.Settings, err = loadSettings(ctx, o, r.Inventory, log); err != nil {
 		return nil, err
@@ -288,11 +329,27 @@ func StartRegion(ctx context.Context, o RegionOptions) (_ *Region, err error) {
 	if r.endpoint == "" {
 		r.endpoint = scheme + "://" + r.ln.Addr().String()
 	}
-	if lend != nil {
-		lend.From = o.ServerID
-		if lend.From == "" {
-			lend.From = r.endpoint
+	// This server joins the region's registry before it serves anything: a second server with
+	// the same id refuses to start while the first is healthy.
+	r.self = state.Server{ID: r.ServerID, Labels: o.ServerLabels, Endpoint: r.endpoint, Version: o.Version, Started: time.Now().UTC()}
+	if o.Boot.Enabled {
+		r.self.BootAddr, r.self.DHCP = o.Boot.Address, o.Boot.DHCP
+		if r.self.DHCP == "" {
+			r.self.DHCP = "proxy"
 		}
+	}
+	// Checked before this server claims its id, so that a refused full-mode server never shows
+	// in the registry as a second one.
+	if o.Boot.Enabled && r.self.DHCP == "full" {
+		if err := r.fullDHCPAlone(ctx); err != nil {
+			return nil, fmt.Errorf("region %s: boot service (region.boot.dhcp): %w", o.ID, err)
+		}
+	}
+	if err := r.claim(ctx, o.DataDir); err != nil {
+		return nil, fmt.Errorf("region %s: %w", o.ID, err)
+	}
+	if lend != nil {
+		lend.From = r.ServerID
 	}
 	if inClear(r.ln.Addr(), o.TLS.Enabled()) {
 		log.Warn("the HTTP service is plain HTTP on a network address: agent tokens and images travel in clear; set region.tls.cert_file and region.tls.key_file",
@@ -340,6 +397,10 @@ func StartRegion(ctx context.Context, o RegionOptions) (_ *Region, err error) {
 		if p := o.BootPorts; p != nil {
 			so.DHCPPort, so.ProxyPort, so.TFTPPort, so.ListenIP = p.DHCPPort, p.ProxyPort, p.TFTPPort, p.ListenIP
 		}
+		// In proxy mode every server of the region hears a PC's DHCPDISCOVER: only the one
+		// chosen for it answers (package choose). The scripts and files over HTTP stay open
+		// to every PC, on every server: a PC may have kept an earlier offer.
+		so.Answer = r.View.Answer
 		if r.Boot, err = bootsvc.StartService(ctx, so); err != nil {
 			return nil, fmt.Errorf("region %s: boot service: %w", o.ID, err)
 		}
@@ -382,7 +443,7 @@ func StartRegion(ctx context.Context, o RegionOptions) (_ *Region, err error) {
 		HTTP: &http.Client{Timeout: 5 * time.Minute}, CentralKey: o.CentralKey, Inventory: r.Inventory, Agents: r.Agents, Waker: waker,
 		Mailbox: r.Agents, Segment: segment, WakeTimeout: o.Boot.WakeTimeout, Version: o.Version, ReportInterval: o.ReportInterval,
 		Settings: r.Settings, Metrics: r.Metrics, Usage: r.storeUsage, StoreCapacity: o.StoreCapacity, Log: log.With("part", "store"),
-		Arrivals: r.Arrivals, WAN: r.WAN}
+		Arrivals: r.Arrivals, WAN: r.WAN, ServerStaleAfter: state.StaleAfter(r.heartbeat)}
 	if lend != nil {
 		acts.Siblings = lend
 	}
@@ -395,7 +456,8 @@ func StartRegion(ctx context.Context, o RegionOptions) (_ *Region, err error) {
 			return nil, fmt.Errorf("region %s: registering with central: %w", o.ID, err)
 		}
 	}
-	log.Info("region server started", "endpoint", r.endpoint, "store", r.Store.String())
+	r.startHeartbeat(log)
+	log.Info("region server started", "server", r.ServerID, "endpoint", r.endpoint, "store", r.Store.String())
 	return r, nil
 }
 
@@ -555,6 +617,11 @@ func (r *Region) Kill() {
 }
 
 func (r *Region) close() {
+	if r.stopHeartbeat != nil {
+		r.stopHeartbeat()
+		<-r.heartbeatDone
+		r.stopHeartbeat = nil
+	}
 	if r.stopWAN != nil {
 		r.stopWAN()
 		r.stopWAN = nil

@@ -16,7 +16,7 @@ import (
 	"tms/store"
 )
 
-var catalogMigrations = []migration{{1, `
+var catalogMigrations = []migration{{version: 1, sql: `
 CREATE TABLE regions (
 	id        TEXT PRIMARY KEY,
 	labels    TEXT NOT NULL DEFAULT '{}',
@@ -48,12 +48,12 @@ CREATE TABLE locations (
 	updated INTEGER NOT NULL,
 	PRIMARY KEY (version, region)
 );
-`}, {2, `
+`}, {version: 2, sql: `
 ALTER TABLE versions ADD COLUMN key_id TEXT NOT NULL DEFAULT '';
 ALTER TABLE versions ADD COLUMN signature BLOB;
-`}, {3, `
+`}, {version: 3, sql: `
 ALTER TABLE regions ADD COLUMN timezone TEXT NOT NULL DEFAULT '';
-`}, regionSettingsMigration, {5, `
+`}, regionSettingsMigration, {version: 5, sql: `
 CREATE TABLE users (
 	name          TEXT PRIMARY KEY,
 	role          TEXT NOT NULL,
@@ -62,15 +62,15 @@ CREATE TABLE users (
 	created       INTEGER NOT NULL,
 	updated       INTEGER NOT NULL
 );
-`}}
+`}, regionServersMigration}
 
 // Catalog is central's catalog: regions, image versions and tags, and which regions hold a
 // verified copy of which version.
-type Catalog struct{ db *sql.DB }
+type Catalog struct{ db *database }
 
 // OpenCatalog opens (creating if needed) the catalog database at path.
-func OpenCatalog(ctx context.Context, path string) (*Catalog, error) {
-	db, err := open(ctx, path, catalogMigrations)
+func OpenCatalog(ctx context.Context, path string, opts ...Option) (*Catalog, error) {
+	db, err := open(ctx, path, catalogMigrations, opts...)
 	if err != nil {
 		return nil, err
 	}

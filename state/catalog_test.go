@@ -2,9 +2,7 @@ package state
 
 import (
 	"context"
-	"database/sql"
 	"errors"
-	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -16,7 +14,7 @@ import (
 
 func openCat(t *testing.T) (*Catalog, string) {
 	t.Helper()
-	p := filepath.Join(t.TempDir(), "central.db")
+	p := testDB(t, "central.db")
 	c, err := OpenCatalog(context.Background(), p)
 	if err != nil {
 		t.Fatal(err)
@@ -27,7 +25,9 @@ func openCat(t *testing.T) (*Catalog, string) {
 
 func vid(s string) manifest.ID { return manifest.BLAKE3.Sum([]byte(s)) }
 
-func TestRegions(t *testing.T) {
+func TestRegions(t *testing.T) { forEachBackend(t, testRegions) }
+
+func testRegions(t *testing.T) {
 	ctx := context.Background()
 	c, _ := openCat(t)
 	r := Region{ID: "lab-1", Labels: map[string]string{"site": "north"}, Capacity: 1 << 40, Endpoint: "http://10.0.0.2:8081", LastSeen: time.Unix(100, 5),
@@ -57,7 +57,9 @@ func TestRegions(t *testing.T) {
 	}
 }
 
-func TestVersionsTagsAndResolve(t *testing.T) {
+func TestVersionsTagsAndResolve(t *testing.T) { forEachBackend(t, testVersionsTagsAndResolve) }
+
+func testVersionsTagsAndResolve(t *testing.T) {
 	ctx := context.Background()
 	c, _ := openCat(t)
 	v1 := Version{ID: vid("1"), Name: "win11", Created: time.Now(), DiskSize: 1 << 30, ChunkSize: 1 << 18, StoredBytes: 700 << 20}
@@ -96,7 +98,9 @@ func TestVersionsTagsAndResolve(t *testing.T) {
 	}
 }
 
-func TestLocations(t *testing.T) {
+func TestLocations(t *testing.T) { forEachBackend(t, testLocations) }
+
+func testLocations(t *testing.T) {
 	ctx := context.Background()
 	c, _ := openCat(t)
 	v := Version{ID: vid("1"), Name: "lab", Created: time.Now(), DiskSize: 1, ChunkSize: 1 << 18}
@@ -134,6 +138,10 @@ func TestLocations(t *testing.T) {
 }
 
 func TestReopenKeepsStateAndRefusesNewerSchemas(t *testing.T) {
+	forEachBackend(t, testReopenKeepsStateAndRefusesNewerSchemas)
+}
+
+func testReopenKeepsStateAndRefusesNewerSchemas(t *testing.T) {
 	ctx := context.Background()
 	c, p := openCat(t)
 	c.UpsertRegion(ctx, Region{ID: "lab-1"})
@@ -146,18 +154,15 @@ func TestReopenKeepsStateAndRefusesNewerSchemas(t *testing.T) {
 		t.Fatalf("after reopen: %v", err)
 	}
 	c.Close()
-	db, err := sql.Open("sqlite", p)
-	if err != nil {
-		t.Fatal(err)
-	}
-	db.Exec(`INSERT INTO schema_migrations (version, applied) VALUES (99, 0)`)
-	db.Close()
+	rawExec(t, p, `INSERT INTO schema_migrations (version, applied) VALUES (99, 0)`)
 	if _, err := OpenCatalog(ctx, p); err == nil || !strings.Contains(err.Error(), "newer than this tms knows") {
 		t.Fatalf("opening a newer schema: %v", err)
 	}
 }
 
-func TestConcurrentWriters(t *testing.T) {
+func TestConcurrentWriters(t *testing.T) { forEachBackend(t, testConcurrentWriters) }
+
+func testConcurrentWriters(t *testing.T) {
 	ctx := context.Background()
 	c, _ := openCat(t)
 	var wg sync.WaitGroup
@@ -182,7 +187,9 @@ func TestConcurrentWriters(t *testing.T) {
 
 // TestVersionSignatures checks that central's signature of a version is kept with it, and that
 // recording the version again without one (a re-registration by an older worker) keeps it.
-func TestVersionSignatures(t *testing.T) {
+func TestVersionSignatures(t *testing.T) { forEachBackend(t, testVersionSignatures) }
+
+func testVersionSignatures(t *testing.T) {
 	ctx := context.Background()
 	c, _ := openCat(t)
 	sig := []byte(strings.Repeat("s", 64))

@@ -70,7 +70,7 @@ func (inv *Inventory) ClaimBootRequest(ctx context.Context, mac, task, ip string
 		return "", Claim{}, errors.New("a boot claim needs the address it came from")
 	}
 	for try := 0; ; try++ {
-		b, err := readBootClaim(ctx, inv.db, mac)
+		b, err := readBootClaim(ctx, inv.db, mac, "")
 		if errors.Is(err, sql.ErrNoRows) || err == nil && !b.stands(task, now) {
 			return "", Claim{}, notFound("boot of terminal " + mac + " into task " + task)
 		}
@@ -115,7 +115,7 @@ func (inv *Inventory) ClaimedBy(ctx context.Context, mac, request string) (bool,
 	if err != nil || request == "" {
 		return false, err
 	}
-	b, err := readBootClaim(ctx, inv.db, mac)
+	b, err := readBootClaim(ctx, inv.db, mac, "")
 	if errors.Is(err, sql.ErrNoRows) {
 		return false, nil
 	}
@@ -132,7 +132,7 @@ func (inv *Inventory) CheckClaim(ctx context.Context, mac, task, token, ip strin
 	if err != nil {
 		return Claim{}, false, err
 	}
-	b, err := readBootClaim(ctx, inv.db, mac)
+	b, err := readBootClaim(ctx, inv.db, mac, "")
 	if errors.Is(err, sql.ErrNoRows) {
 		return Claim{}, false, nil
 	}
@@ -170,9 +170,10 @@ type bootClaim struct {
 	request    string // the request that made the last claim
 }
 
-func readBootClaim(ctx context.Context, q querier, mac string) (bootClaim, error) {
+// readBootClaim reads mac's boot claim; lock is "" or " FOR UPDATE".
+func readBootClaim(ctx context.Context, q querier, mac, lock string) (bootClaim, error) {
 	var b bootClaim
-	err := q.QueryRowContext(ctx, `SELECT task, token_hash, prev_token_hash, claim_ip, claimed, claim_network, expires, claim_gen, claim_request FROM boot_actions WHERE mac = ?`, mac).
+	err := q.QueryRowContext(ctx, `SELECT task, token_hash, prev_token_hash, claim_ip, claimed, claim_network, expires, claim_gen, claim_request FROM boot_actions WHERE mac = ?`+lock, mac).
 		Scan(&b.task, &b.hash, &b.prev, &b.claimIP, &b.claimed, &b.network, &b.expires, &b.gen, &b.request)
 	return b, err
 }

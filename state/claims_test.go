@@ -27,6 +27,10 @@ func claimFixture(t *testing.T) (*Inventory, time.Time) {
 const claimTask = "deploy/r/pc-01/win11/run1"
 
 func TestClaimBindsTheTokenToItsAddress(t *testing.T) {
+	forEachBackend(t, testClaimBindsTheTokenToItsAddress)
+}
+
+func testClaimBindsTheTokenToItsAddress(t *testing.T) {
 	ctx := context.Background()
 	inv, now := claimFixture(t)
 	tok, c, err := inv.ClaimBoot(ctx, "AA:BB:CC:00:00:01", claimTask, "10.0.0.5", true, now)
@@ -58,7 +62,9 @@ func TestClaimBindsTheTokenToItsAddress(t *testing.T) {
 	}
 }
 
-func TestSecondClaimantIsARival(t *testing.T) {
+func TestSecondClaimantIsARival(t *testing.T) { forEachBackend(t, testSecondClaimantIsARival) }
+
+func testSecondClaimantIsARival(t *testing.T) {
 	ctx := context.Background()
 	inv, now := claimFixture(t)
 	first, _, err := inv.ClaimBoot(ctx, "aa:bb:cc:00:00:01", claimTask, "10.0.0.5", true, now)
@@ -76,7 +82,9 @@ func TestSecondClaimantIsARival(t *testing.T) {
 	}
 }
 
-func TestReclaimRotatesTheToken(t *testing.T) {
+func TestReclaimRotatesTheToken(t *testing.T) { forEachBackend(t, testReclaimRotatesTheToken) }
+
+func testReclaimRotatesTheToken(t *testing.T) {
 	ctx := context.Background()
 	inv, now := claimFixture(t)
 	first, c1, _ := inv.ClaimBoot(ctx, "aa:bb:cc:00:00:01", claimTask, "10.0.0.5", true, now)
@@ -101,7 +109,9 @@ func TestReclaimRotatesTheToken(t *testing.T) {
 	}
 }
 
-func TestClaimNeedsItsTask(t *testing.T) {
+func TestClaimNeedsItsTask(t *testing.T) { forEachBackend(t, testClaimNeedsItsTask) }
+
+func testClaimNeedsItsTask(t *testing.T) {
 	ctx := context.Background()
 	inv, now := claimFixture(t)
 	for _, tc := range []struct {
@@ -122,6 +132,10 @@ func TestClaimNeedsItsTask(t *testing.T) {
 }
 
 func TestNewBootActionForgetsTheClaim(t *testing.T) {
+	forEachBackend(t, testNewBootActionForgetsTheClaim)
+}
+
+func testNewBootActionForgetsTheClaim(t *testing.T) {
 	ctx := context.Background()
 	inv, now := claimFixture(t)
 	tok, _, _ := inv.ClaimBoot(ctx, "aa:bb:cc:00:00:01", claimTask, "10.0.0.5", true, now)
@@ -142,7 +156,9 @@ func TestNewBootActionForgetsTheClaim(t *testing.T) {
 	}
 }
 
-func TestAgentKeys(t *testing.T) {
+func TestAgentKeys(t *testing.T) { forEachBackend(t, testAgentKeys) }
+
+func testAgentKeys(t *testing.T) {
 	ctx := context.Background()
 	inv := openInv(t)
 	inv.Enroll(ctx, "aa:bb:cc:00:00:01", "pc-01")

@@ -10,7 +10,7 @@ import (
 // lastDeployedMigration (10) keeps, for each version, when a deploy or update of a terminal
 // last finished writing it: what `tms image ls --region` shows as LAST DEPLOYED. It is kept
 // apart from tasks, which are pruned.
-var lastDeployedMigration = migration{10, `
+var lastDeployedMigration = migration{version: 10, sql: `
 CREATE TABLE version_deploys (
 	version       TEXT PRIMARY KEY,
 	last_deployed INTEGER NOT NULL
@@ -24,7 +24,7 @@ func (inv *Inventory) recordDeployed(ctx context.Context, t Task, now time.Time)
 		return nil
 	}
 	_, err := inv.db.ExecContext(ctx, `INSERT INTO version_deploys (version, last_deployed) VALUES (?, ?)
-		ON CONFLICT (version) DO UPDATE SET last_deployed = max(last_deployed, excluded.last_deployed)`, t.Version, now.UTC().UnixNano())
+		ON CONFLICT (version) DO UPDATE SET last_deployed = max(version_deploys.last_deployed, excluded.last_deployed)`, t.Version, now.UTC().UnixNano())
 	return err
 }
 

@@ -8,6 +8,10 @@ import (
 )
 
 func TestLastDeployedRecordsFinishedDeploysAndUpdates(t *testing.T) {
+	forEachBackend(t, testLastDeployedRecordsFinishedDeploysAndUpdates)
+}
+
+func testLastDeployedRecordsFinishedDeploysAndUpdates(t *testing.T) {
 	ctx := t.Context()
 	inv := openInv(t)
 	now := time.Date(2026, 12, 1, 8, 0, 0, 0, time.UTC)

@@ -18,7 +18,7 @@ import (
 // seat by seat can be enrolled in that order. Existing rows get their last_seen; afterwards
 // first_seen is set the first time last_seen is (by triggers, so Seen and every other writer
 // of last_seen need not know).
-var firstSeenMigration = migration{7, `
+var firstSeenMigration = migration{version: 7, sql: `
 ALTER TABLE terminals ADD COLUMN first_seen INTEGER NOT NULL DEFAULT 0;
 UPDATE terminals SET first_seen = last_seen;
 CREATE TRIGGER terminals_first_seen_insert AFTER INSERT ON terminals
@@ -27,6 +27,20 @@ CREATE TRIGGER terminals_first_seen_insert AFTER INSERT ON terminals
 CREATE TRIGGER terminals_first_seen_update AFTER UPDATE OF last_seen ON terminals
 	WHEN NEW.first_seen = 0 AND NEW.last_seen != 0
 	BEGIN UPDATE terminals SET first_seen = NEW.last_seen WHERE mac = NEW.mac; END;
+`, postgres: `
+ALTER TABLE terminals ADD COLUMN first_seen BIGINT NOT NULL DEFAULT 0;
+UPDATE terminals SET first_seen = last_seen;
+-- One BEFORE trigger sets the row's own first_seen, as SQLite's two AFTER triggers do.
+CREATE FUNCTION terminals_first_seen() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+	IF NEW.first_seen = 0 AND NEW.last_seen != 0 THEN
+		NEW.first_seen := NEW.last_seen;
+	END IF;
+	RETURN NEW;
+END
+$$;
+CREATE TRIGGER terminals_first_seen BEFORE INSERT OR UPDATE OF last_seen ON terminals
+	FOR EACH ROW EXECUTE FUNCTION terminals_first_seen();
 `}
 
 // SeenTerminal is a terminal seen on the network (a DHCP request, an agent's call) that no
@@ -129,10 +143,17 @@ func (inv *Inventory) RemoveTerminals(ctx context.Context, now time.Time, termin
 		return nil, err
 	}
 	defer tx.Rollback()
+	if err := tx.lock(ctx, "terminals"); err != nil {
+		return nil, err
+	}
 	var out []Terminal
 	for _, name := range terminals {
 		t, err := terminal(ctx, tx, name)
 		if err != nil {
+			return nil, err
+		}
+		// StartTask holds the same lock: no task starts between the check and the removal.
+		if err := tx.lock(ctx, "terminal "+t.MAC); err != nil {
 			return nil, err
 		}
 		task, err := busyWith(ctx, tx, t.MAC, now)
@@ -180,6 +201,9 @@ func (inv *Inventory) RenameTerminal(ctx context.Context, term, newName string) 
 		return Terminal{}, err
 	}
 	defer tx.Rollback()
+	if err := tx.lock(ctx, "terminals"); err != nil {
+		return Terminal{}, err
+	}
 	t, err := enrolledTerminal(ctx, tx, term)
 	if err != nil {
 		return t, err
@@ -215,6 +239,9 @@ func (inv *Inventory) MoveTerminals(ctx context.Context, group string, terminals
 		return err
 	}
 	defer tx.Rollback()
+	if err := tx.lock(ctx, "terminals"); err != nil {
+		return err
+	}
 	if err := groupExists(ctx, tx, group); err != nil {
 		return err
 	}
@@ -241,6 +268,9 @@ func (inv *Inventory) RemoveFromGroup(ctx context.Context, group string, termina
 		return err
 	}
 	defer tx.Rollback()
+	if err := tx.lock(ctx, "terminals"); err != nil {
+		return err
+	}
 	if err := groupExists(ctx, tx, group); err != nil {
 		return err
 	}
@@ -271,6 +301,9 @@ func (inv *Inventory) RemoveGroup(ctx context.Context, group string, force bool)
 		return 0, err
 	}
 	defer tx.Rollback()
+	if err := tx.lock(ctx, "terminals"); err != nil {
+		return 0, err
+	}
 	if err := groupExists(ctx, tx, group); err != nil {
 		return 0, err
 	}
@@ -370,6 +403,9 @@ func (inv *Inventory) EnrollSeen(ctx context.Context, group string, pattern Name
 		return res, err
 	}
 	defer tx.Rollback()
+	if err := tx.lock(ctx, "terminals"); err != nil {
+		return res, err
+	}
 	seen, err := seenTerminals(ctx, tx)
 	if err != nil {
 		return res, err

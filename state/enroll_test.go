@@ -3,7 +3,6 @@ package state
 import (
 	"context"
 	"errors"
-	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
@@ -14,8 +13,12 @@ import (
 )
 
 func TestFirstSeenMigrationOnAnOlderDatabase(t *testing.T) {
+	forEachBackend(t, testFirstSeenMigrationOnAnOlderDatabase)
+}
+
+func testFirstSeenMigrationOnAnOlderDatabase(t *testing.T) {
 	ctx := context.Background()
-	path := filepath.Join(t.TempDir(), "region.db")
+	path := testDB(t, "region.db")
 	var upTo4 []migration
 	for _, m := range inventoryMigrations {
 		if m.version <= 4 {
@@ -104,7 +107,9 @@ func members(t *testing.T, inv *Inventory, group string) []string {
 	return names
 }
 
-func TestRemoveTerminals(t *testing.T) {
+func TestRemoveTerminals(t *testing.T) { forEachBackend(t, testRemoveTerminals) }
+
+func testRemoveTerminals(t *testing.T) {
 	ctx := context.Background()
 	now := time.Now()
 	inv := roomInv(t)
@@ -162,7 +167,9 @@ func TestRemoveTerminals(t *testing.T) {
 	}
 }
 
-func TestRenameTerminal(t *testing.T) {
+func TestRenameTerminal(t *testing.T) { forEachBackend(t, testRenameTerminal) }
+
+func testRenameTerminal(t *testing.T) {
 	ctx := context.Background()
 	inv := roomInv(t)
 	if err := inv.Seen(ctx, "52:54:00:00:00:09", "10.0.0.9", time.Now()); err != nil {
@@ -198,7 +205,9 @@ func TestRenameTerminal(t *testing.T) {
 	}
 }
 
-func TestMoveAndRemoveFromGroup(t *testing.T) {
+func TestMoveAndRemoveFromGroup(t *testing.T) { forEachBackend(t, testMoveAndRemoveFromGroup) }
+
+func testMoveAndRemoveFromGroup(t *testing.T) {
 	ctx := context.Background()
 	inv := roomInv(t)
 	if err := inv.MoveTerminals(ctx, "row1", "pc2", "pc3"); err != nil {
@@ -237,7 +246,9 @@ func TestMoveAndRemoveFromGroup(t *testing.T) {
 	}
 }
 
-func TestRemoveGroup(t *testing.T) {
+func TestRemoveGroup(t *testing.T) { forEachBackend(t, testRemoveGroup) }
+
+func testRemoveGroup(t *testing.T) {
 	ctx := context.Background()
 	inv := roomInv(t)
 	if n, err := inv.RemoveGroup(ctx, "room1", false); !errors.Is(err, ErrConflict) || n != 2 || !strings.Contains(err.Error(), "group room1 has 2 terminal(s)") {
@@ -300,6 +311,10 @@ func TestParseNamePattern(t *testing.T) {
 }
 
 func TestEnrollSeenNumbersInFirstSeenOrder(t *testing.T) {
+	forEachBackend(t, testEnrollSeenNumbersInFirstSeenOrder)
+}
+
+func testEnrollSeenNumbersInFirstSeenOrder(t *testing.T) {
 	ctx := context.Background()
 	inv := openInv(t)
 	start := time.Date(2026, 12, 2, 8, 0, 0, 0, time.UTC)

@@ -21,7 +21,7 @@ import (
 
 // enrollTokenMigration keeps enrollment tokens: only their hashes, and which terminal used
 // which (each MAC trades a token once).
-var enrollTokenMigration = migration{6, `
+var enrollTokenMigration = migration{version: 6, sql: `
 CREATE TABLE enroll_tokens (
 	hash TEXT PRIMARY KEY,
 	grp TEXT NOT NULL DEFAULT '',
@@ -112,6 +112,9 @@ func (inv *Inventory) RedeemEnrollToken(ctx context.Context, token, mac string, 
 		return nil, err
 	}
 	defer tx.Rollback()
+	if err := tx.lock(ctx, "terminal "+mac); err != nil {
+		return nil, err
+	}
 	var group string
 	var rekey bool
 	var expires int64

@@ -3,15 +3,16 @@ package state
 import (
 	"context"
 	"errors"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 )
 
-func TestEnrollTokens(t *testing.T) {
+func TestEnrollTokens(t *testing.T) { forEachBackend(t, testEnrollTokens) }
+
+func testEnrollTokens(t *testing.T) {
 	ctx := context.Background()
-	inv, err := OpenInventory(ctx, filepath.Join(t.TempDir(), "inv.db"))
+	inv, err := OpenInventory(ctx, testDB(t, "inv.db"))
 	if err != nil {
 		t.Fatal(err)
 	}

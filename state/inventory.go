@@ -15,7 +15,7 @@ import (
 	"tms/manifest"
 )
 
-var inventoryMigrations = []migration{{1, `
+var inventoryMigrations = []migration{{version: 1, sql: `
 CREATE TABLE terminals (
 	mac       TEXT PRIMARY KEY,
 	name      TEXT UNIQUE,
@@ -40,7 +40,7 @@ CREATE TABLE boot_actions (
 	token_hash BLOB,
 	expires    INTEGER NOT NULL DEFAULT 0
 );
-`}, {2, `
+`}, {version: 2, sql: `
 CREATE TABLE tasks (
 	id        TEXT PRIMARY KEY,
 	mac       TEXT NOT NULL,
@@ -55,27 +55,27 @@ CREATE TABLE tasks (
 	updated   INTEGER NOT NULL
 );
 CREATE INDEX tasks_by_mac ON tasks (mac, created);
-`}, {3, `
+`}, {version: 3, sql: `
 ALTER TABLE boot_actions ADD COLUMN prev_token_hash BLOB;
 ALTER TABLE boot_actions ADD COLUMN claim_ip TEXT NOT NULL DEFAULT '';
 ALTER TABLE boot_actions ADD COLUMN claimed INTEGER NOT NULL DEFAULT 0;
 ALTER TABLE boot_actions ADD COLUMN claim_network INTEGER NOT NULL DEFAULT 0;
 ALTER TABLE terminals ADD COLUMN agent_key BLOB;
-`}, {4, `
+`}, {version: 4, sql: `
 -- Seen keeps at most MaxUnknownTerminals not-enrolled terminals, dropping the ones seen least
 -- recently: this index finds them without reading the table.
 CREATE INDEX terminals_by_seen ON terminals (enrolled, last_seen);
-`}, updateTaskMigration, enrollTokenMigration, firstSeenMigration, {8, `
+`}, updateTaskMigration, enrollTokenMigration, firstSeenMigration, {version: 8, sql: `
 -- Why a terminal's disk holds no known version (a task writing it, a disk check that failed).
 ALTER TABLE terminals ADD COLUMN version_note TEXT NOT NULL DEFAULT '';
-`}, settingsMigration, lastDeployedMigration, siblingSecretMigration}
+`}, settingsMigration, lastDeployedMigration, serversMigration, groupLabelsMigration, siblingSecretMigration}
 
 // Inventory is a region's own state: its terminals, groups and boot actions.
-type Inventory struct{ db *sql.DB }
+type Inventory struct{ db *database }
 
 // OpenInventory opens (creating if needed) a region's inventory database at path.
-func OpenInventory(ctx context.Context, path string) (*Inventory, error) {
-	db, err := open(ctx, path, inventoryMigrations)
+func OpenInventory(ctx context.Context, path string, opts ...Option) (*Inventory, error) {
+	db, err := open(ctx, path, inventoryMigrations, opts...)
 	if err != nil {
 		return nil, err
 	}
@@ -156,7 +156,9 @@ func (inv *Inventory) Seen(ctx context.Context, mac, ip string, at time.Time) er
 		}
 		return tx.Commit()
 	}
-	if _, err := tx.ExecContext(ctx, `INSERT INTO terminals (mac, last_ip, last_seen) VALUES (?, ?, ?)`, mac, ip, seen); err != nil {
+	// ON CONFLICT: another server of the region may record the same new MAC at the same time.
+	if _, err := tx.ExecContext(ctx, `INSERT INTO terminals (mac, last_ip, last_seen) VALUES (?, ?, ?)
+		ON CONFLICT (mac) DO UPDATE SET last_ip = excluded.last_ip, last_seen = excluded.last_seen`, mac, ip, seen); err != nil {
 		return err
 	}
 	if err := pruneUnknown(ctx, tx, at); err != nil {
@@ -167,7 +169,7 @@ func (inv *Inventory) Seen(ctx context.Context, mac, ip string, at time.Time) er
 
 // pruneUnknown drops the not-enrolled terminals Seen keeps no longer: expired ones, then the
 // least recently seen past MaxUnknownTerminals.
-func pruneUnknown(ctx context.Context, tx *sql.Tx, now time.Time) error {
+func pruneUnknown(ctx context.Context, tx *dbTx, now time.Time) error {
 	if _, err := tx.ExecContext(ctx, `DELETE FROM terminals WHERE last_seen < ? AND `+evictable,
 		now.Add(-UnknownTerminalTTL).UTC().UnixNano()); err != nil {
 		return err
@@ -215,6 +217,11 @@ func (inv *Inventory) Enroll(ctx context.Context, mac, name string) error {
 	_, err = inv.db.ExecContext(ctx, `INSERT INTO terminals (mac, name, enrolled) VALUES (?, ?, 1)
 		ON CONFLICT (mac) DO UPDATE SET name = excluded.name, enrolled = 1`, mac, name)
 	if isUnique(err) {
+		// Two servers sharing PostgreSQL enrolling the same terminal under the same name at
+		// once: the loser meets the winner's name. That is done, not taken.
+		if holder, herr := nameHolder(ctx, inv.db, name); herr == nil && holder == mac {
+			return nil
+		}
 		return fmt.Errorf("terminal name %q is taken: %w", name, ErrConflict)
 	}
 	return err
@@ -255,7 +262,7 @@ func scanTerminal(row interface{ Scan(...any) error }) (Terminal, error) {
 // querier is a database or a transaction: with one connection, a lookup inside a transaction
 // must go through the transaction, or it waits for itself.
 type querier interface {
-	QueryRowContext(ctx context.Context, query string, args ...any) *sql.Row
+	QueryRowContext(ctx context.Context, query string, args ...any) *dbRow
 }
 
 // Terminal finds a terminal by MAC address or by name.
@@ -292,7 +299,7 @@ type TerminalCounts struct {
 // run it on every scrape.
 func (inv *Inventory) CountTerminals(ctx context.Context, since time.Time) (TerminalCounts, error) {
 	var c TerminalCounts
-	err := inv.db.QueryRowContext(ctx, `SELECT COUNT(*), COALESCE(SUM(last_seen >= ?), 0) FROM terminals WHERE enrolled = 1`,
+	err := inv.db.QueryRowContext(ctx, `SELECT COUNT(*), COALESCE(SUM(CASE WHEN last_seen >= ? THEN 1 ELSE 0 END), 0) FROM terminals WHERE enrolled = 1`,
 		since.UTC().UnixNano()).Scan(&c.Enrolled, &c.Online)
 	if err != nil {
 		return TerminalCounts{}, fmt.Errorf("counting terminals: %w", err)
@@ -336,6 +343,9 @@ func (inv *Inventory) AddToGroup(ctx context.Context, group string, terminals ..
 		return err
 	}
 	defer tx.Rollback()
+	if err := tx.lock(ctx, "terminals"); err != nil {
+		return err
+	}
 	var exists int
 	if err := tx.QueryRowContext(ctx, `SELECT COUNT(*) FROM groups WHERE name = ?`, group).Scan(&exists); err != nil {
 		return err

@@ -5,7 +5,6 @@ import (
 	"crypto/rand"
 	"errors"
 	"net"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
@@ -17,7 +16,7 @@ import (
 
 func openInv(t *testing.T) *Inventory {
 	t.Helper()
-	inv, err := OpenInventory(context.Background(), filepath.Join(t.TempDir(), "region.db"))
+	inv, err := OpenInventory(context.Background(), testDB(t, "region.db"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -42,7 +41,9 @@ func TestNormalizeMAC(t *testing.T) {
 	}
 }
 
-func TestTerminalsAndGroups(t *testing.T) {
+func TestTerminalsAndGroups(t *testing.T) { forEachBackend(t, testTerminalsAndGroups) }
+
+func testTerminalsAndGroups(t *testing.T) {
 	ctx := context.Background()
 	inv := openInv(t)
 	now := time.Now()
@@ -95,7 +96,9 @@ func TestTerminalsAndGroups(t *testing.T) {
 	}
 }
 
-func TestBootActions(t *testing.T) {
+func TestBootActions(t *testing.T) { forEachBackend(t, testBootActions) }
+
+func testBootActions(t *testing.T) {
 	ctx := context.Background()
 	inv := openInv(t)
 	now := time.Now()
@@ -122,7 +125,9 @@ func TestBootActions(t *testing.T) {
 	}
 }
 
-func TestInventoryConcurrentSeen(t *testing.T) {
+func TestInventoryConcurrentSeen(t *testing.T) { forEachBackend(t, testInventoryConcurrentSeen) }
+
+func testInventoryConcurrentSeen(t *testing.T) {
 	ctx := context.Background()
 	inv := openInv(t)
 	var wg sync.WaitGroup
@@ -148,7 +153,9 @@ func TestInventoryConcurrentSeen(t *testing.T) {
 	}
 }
 
-func TestSetDisk(t *testing.T) {
+func TestSetDisk(t *testing.T) { forEachBackend(t, testSetDisk) }
+
+func testSetDisk(t *testing.T) {
 	ctx := context.Background()
 	inv := openInv(t)
 	if err := inv.SetDisk(ctx, "aa:bb:cc:00:00:09", "/dev/sda", 1<<30); !errors.Is(err, store.ErrNotFound) {
@@ -179,7 +186,9 @@ func countUnknown(t *testing.T, inv *Inventory) int {
 // network would: the inventory keeps at most MaxUnknownTerminals not-enrolled terminals, the
 // most recently seen, and keeps every enrolled terminal and every terminal with a boot action,
 // a task or a group.
-func TestSeenBoundsUnknownMACs(t *testing.T) {
+func TestSeenBoundsUnknownMACs(t *testing.T) { forEachBackend(t, testSeenBoundsUnknownMACs) }
+
+func testSeenBoundsUnknownMACs(t *testing.T) {
 	ctx := context.Background()
 	inv := openInv(t)
 	start := time.Date(2026, 1, 5, 8, 0, 0, 0, time.UTC)
@@ -237,7 +246,9 @@ func TestSeenBoundsUnknownMACs(t *testing.T) {
 	}
 }
 
-func TestSeenExpiresUnknownMACs(t *testing.T) {
+func TestSeenExpiresUnknownMACs(t *testing.T) { forEachBackend(t, testSeenExpiresUnknownMACs) }
+
+func testSeenExpiresUnknownMACs(t *testing.T) {
 	ctx := context.Background()
 	start := time.Date(2026, 1, 5, 8, 0, 0, 0, time.UTC)
 	for _, tc := range []struct {
@@ -280,7 +291,9 @@ func TestSeenExpiresUnknownMACs(t *testing.T) {
 	}
 }
 
-func TestSeenRefusesBadInput(t *testing.T) {
+func TestSeenRefusesBadInput(t *testing.T) { forEachBackend(t, testSeenRefusesBadInput) }
+
+func testSeenRefusesBadInput(t *testing.T) {
 	inv := openInv(t)
 	for name, tc := range map[string]struct{ mac, ip string }{
 		"malformed MAC":     {"aa:bb", "10.0.0.1"},
@@ -297,7 +310,9 @@ func TestSeenRefusesBadInput(t *testing.T) {
 
 // TestCountTerminals checks that only enrolled terminals count, and online only those seen
 // since the time asked, with 2,000 terminals counted well within a scrape's time.
-func TestCountTerminals(t *testing.T) {
+func TestCountTerminals(t *testing.T) { forEachBackend(t, testCountTerminals) }
+
+func testCountTerminals(t *testing.T) {
 	ctx := context.Background()
 	inv := openInv(t)
 	now := time.Now()

@@ -170,6 +170,9 @@ func (inv *Inventory) Import(ctx context.Context, lines []RosterLine, dryRun boo
 		return rep, err
 	}
 	defer tx.Rollback()
+	if err := tx.lock(ctx, "terminals"); err != nil {
+		return rep, err
+	}
 	current, err := inv.terminalsIn(ctx, tx)
 	if err != nil {
 		return rep, err

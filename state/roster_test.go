@@ -110,7 +110,9 @@ func outcomes(rep ImportReport) string {
 	return strings.Join(s, " ")
 }
 
-func TestImport(t *testing.T) {
+func TestImport(t *testing.T) { forEachBackend(t, testImport) }
+
+func testImport(t *testing.T) {
 	ctx := context.Background()
 	inv := roomInv(t) // pc1, pc2 in room1, pc1 in row1, pc3 in no group
 	if err := inv.Seen(ctx, "52:54:00:00:00:05", "10.0.0.5", time.Now()); err != nil {

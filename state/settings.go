@@ -13,7 +13,7 @@ import (
 // a region runs with while the region is offline. Values are validated by package settings
 // before they get here; these tables only bound their size.
 
-var settingsMigration = migration{9, `
+var settingsMigration = migration{version: 9, sql: `
 -- Overrides of the region's run-time settings, pushed by central (ConfigureRegion).
 CREATE TABLE settings (
 	key    TEXT PRIMARY KEY,
@@ -24,7 +24,7 @@ CREATE TABLE settings (
 );
 `}
 
-var regionSettingsMigration = migration{4, `
+var regionSettingsMigration = migration{version: 4, sql: `
 -- The run-time settings each region last applied (ConfigureRegion records them).
 CREATE TABLE region_settings (
 	region TEXT NOT NULL REFERENCES regions (id) ON DELETE CASCADE,
@@ -73,13 +73,22 @@ func (inv *Inventory) SetSetting(ctx context.Context, s Setting) error {
 	if err := s.check(); err != nil {
 		return err
 	}
-	_, err := inv.db.ExecContext(ctx, `INSERT INTO settings (key, value, set_at, set_by, task) VALUES (?, ?, ?, ?, ?)
+	tx, err := inv.db.BeginTx(ctx, nil)
+	if err != nil {
+		return err
+	}
+	defer tx.Rollback()
+	_, err = tx.ExecContext(ctx, `INSERT INTO settings (key, value, set_at, set_by, task) VALUES (?, ?, ?, ?, ?)
 		ON CONFLICT (key) DO UPDATE SET value = excluded.value, set_at = excluded.set_at, set_by = excluded.set_by, task = excluded.task`,
 		s.Key, s.Value, s.SetAt.UTC().UnixNano(), s.SetBy, s.Task)
 	if err != nil {
 		return fmt.Errorf("setting %s: %w", s.Key, err)
 	}
-	return nil
+	// The region's other servers reload the settings when this counter moves.
+	if _, err := tx.ExecContext(ctx, `UPDATE settings_version SET n = n + 1 WHERE id = 1`); err != nil {
+		return fmt.Errorf("setting %s: %w", s.Key, err)
+	}
+	return tx.Commit()
 }
 
 // Settings returns the overrides, by key.

@@ -3,7 +3,6 @@ package state
 import (
 	"context"
 	"errors"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -12,8 +11,12 @@ import (
 )
 
 func TestInventorySettingsSurviveReopen(t *testing.T) {
+	forEachBackend(t, testInventorySettingsSurviveReopen)
+}
+
+func testInventorySettingsSurviveReopen(t *testing.T) {
 	ctx := context.Background()
-	path := filepath.Join(t.TempDir(), "region.db")
+	path := testDB(t, "region.db")
 	inv, err := OpenInventory(ctx, path)
 	if err != nil {
 		t.Fatal(err)
@@ -43,7 +46,9 @@ func TestInventorySettingsSurviveReopen(t *testing.T) {
 	}
 }
 
-func TestSettingBounds(t *testing.T) {
+func TestSettingBounds(t *testing.T) { forEachBackend(t, testSettingBounds) }
+
+func testSettingBounds(t *testing.T) {
 	ctx := context.Background()
 	inv := openInv(t)
 	at := time.Now()
@@ -68,7 +73,9 @@ func TestSettingBounds(t *testing.T) {
 	}
 }
 
-func TestRegionSettings(t *testing.T) {
+func TestRegionSettings(t *testing.T) { forEachBackend(t, testRegionSettings) }
+
+func testRegionSettings(t *testing.T) {
 	ctx := context.Background()
 	c, _ := openCat(t)
 	at := time.Date(2026, 12, 2, 20, 0, 0, 0, time.UTC)

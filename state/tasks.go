@@ -104,6 +104,9 @@ func (inv *Inventory) StartTask(ctx context.Context, t Task, now time.Time) (Tas
 		return t, err
 	}
 	defer tx.Rollback()
+	if err := tx.lock(ctx, "terminal "+mac); err != nil {
+		return t, err
+	}
 	old, err := scanTask(tx.QueryRowContext(ctx, `SELECT `+taskCols+` FROM tasks WHERE id = ?`, t.ID))
 	switch {
 	case err == nil:

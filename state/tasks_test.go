@@ -10,7 +10,9 @@ import (
 	"tms/store"
 )
 
-func TestTaskLifecycle(t *testing.T) {
+func TestTaskLifecycle(t *testing.T) { forEachBackend(t, testTaskLifecycle) }
+
+func testTaskLifecycle(t *testing.T) {
 	ctx := t.Context()
 	inv := openInv(t)
 	now := time.Unix(1700000000, 0)
@@ -77,6 +79,10 @@ func TestTaskLifecycle(t *testing.T) {
 }
 
 func TestSecondTaskForABusyTerminalIsRefused(t *testing.T) {
+	forEachBackend(t, testSecondTaskForABusyTerminalIsRefused)
+}
+
+func testSecondTaskForABusyTerminalIsRefused(t *testing.T) {
 	ctx := t.Context()
 	inv := openInv(t)
 	now := time.Unix(1700000000, 0).UTC()
@@ -132,6 +138,10 @@ func TestSecondTaskForABusyTerminalIsRefused(t *testing.T) {
 
 // A disk check about an old version does not forget the version a deploy recorded since.
 func TestForgetVersionOnlyTheOneChecked(t *testing.T) {
+	forEachBackend(t, testForgetVersionOnlyTheOneChecked)
+}
+
+func testForgetVersionOnlyTheOneChecked(t *testing.T) {
 	ctx := context.Background()
 	inv := openInv(t)
 	const mac = "52:54:00:00:00:01"

@@ -2,7 +2,7 @@ package state
 
 // updateTaskMigration (5) lets tasks and boot actions be updates, and gives tasks the version
 // an update's terminal holds (tasks.base).
-var updateTaskMigration = migration{5, `
+var updateTaskMigration = migration{version: 5, sql: `
 -- Tasks and boot actions of kind 'update' (an incremental write from the version a terminal
 -- holds, tasks.base). SQLite cannot alter a CHECK: both tables are rebuilt, rows and indexes kept.
 CREATE TABLE tasks_new (
@@ -40,4 +40,11 @@ INSERT INTO boot_actions_new (mac, action, task, image, token_hash, expires, pre
 	SELECT mac, action, task, image, token_hash, expires, prev_token_hash, claim_ip, claimed, claim_network FROM boot_actions;
 DROP TABLE boot_actions;
 ALTER TABLE boot_actions_new RENAME TO boot_actions;
+`, postgres: `
+-- PostgreSQL alters a CHECK in place. Its name for a column's CHECK is <table>_<column>_check.
+ALTER TABLE tasks DROP CONSTRAINT tasks_kind_check,
+	ADD CONSTRAINT tasks_kind_check CHECK (kind IN ('capture', 'deploy', 'update')),
+	ADD COLUMN base TEXT NOT NULL DEFAULT '';
+ALTER TABLE boot_actions DROP CONSTRAINT boot_actions_action_check,
+	ADD CONSTRAINT boot_actions_action_check CHECK (action IN ('local', 'capture', 'deploy', 'update'));
 `}

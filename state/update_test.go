@@ -2,7 +2,6 @@ package state
 
 import (
 	"context"
-	"path/filepath"
 	"testing"
 	"time"
 
@@ -14,8 +13,12 @@ import (
 // it): migration 5 keeps both rows and their indexes, and the rebuilt tables take update tasks
 // and boot actions.
 func TestMigration5KeepsRowsAndAllowsUpdates(t *testing.T) {
+	forEachBackend(t, testMigration5KeepsRowsAndAllowsUpdates)
+}
+
+func testMigration5KeepsRowsAndAllowsUpdates(t *testing.T) {
 	ctx := context.Background()
-	path := filepath.Join(t.TempDir(), "inventory.db")
+	path := testDB(t, "inventory.db")
 	var without []migration
 	for _, m := range inventoryMigrations {
 		if m.version != 5 {
@@ -56,7 +59,11 @@ func TestMigration5KeepsRowsAndAllowsUpdates(t *testing.T) {
 		t.Fatalf("boot action after migration: %+v, %v", a, err)
 	}
 	var n int
-	if err := inv.db.QueryRowContext(ctx, `SELECT COUNT(*) FROM sqlite_master WHERE type = 'index' AND name = 'tasks_by_mac'`).Scan(&n); err != nil || n != 1 {
+	indexes := `SELECT COUNT(*) FROM sqlite_master WHERE type = 'index' AND name = 'tasks_by_mac'`
+	if inv.db.d == dialectPostgres {
+		indexes = `SELECT COUNT(*) FROM pg_indexes WHERE indexname = 'tasks_by_mac'`
+	}
+	if err := inv.db.QueryRowContext(ctx, indexes).Scan(&n); err != nil || n != 1 {
 		t.Fatalf("index tasks_by_mac after migration: %d, %v", n, err)
 	}
 
@@ -80,7 +87,9 @@ func TestMigration5KeepsRowsAndAllowsUpdates(t *testing.T) {
 	}
 }
 
-func TestUpdateTasksNameTheirBase(t *testing.T) {
+func TestUpdateTasksNameTheirBase(t *testing.T) { forEachBackend(t, testUpdateTasksNameTheirBase) }
+
+func testUpdateTasksNameTheirBase(t *testing.T) {
 	ctx := context.Background()
 	inv := openInv(t)
 	now := time.Unix(1700000000, 0)
@@ -108,7 +117,9 @@ func TestUpdateTasksNameTheirBase(t *testing.T) {
 	}
 }
 
-func TestZeroVersionIsUnknown(t *testing.T) {
+func TestZeroVersionIsUnknown(t *testing.T) { forEachBackend(t, testZeroVersionIsUnknown) }
+
+func testZeroVersionIsUnknown(t *testing.T) {
 	ctx := context.Background()
 	inv := openInv(t)
 	const mac = "52:54:00:00:00:01"

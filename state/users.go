@@ -93,6 +93,9 @@ func (c *Catalog) RemoveUser(ctx context.Context, name, adminRole string) error 
 		return err
 	}
 	defer tx.Rollback()
+	if err := tx.lock(ctx, "users"); err != nil {
+		return err
+	}
 	var role string
 	if err := tx.QueryRowContext(ctx, `SELECT role FROM users WHERE name = ?`, name).Scan(&role); errors.Is(err, sql.ErrNoRows) {
 		return notFound("user " + name)

@@ -3,16 +3,17 @@ package state
 import (
 	"context"
 	"errors"
-	"path/filepath"
 	"testing"
 	"time"
 
 	"tms/store"
 )
 
-func TestUsers(t *testing.T) {
+func TestUsers(t *testing.T) { forEachBackend(t, testUsers) }
+
+func testUsers(t *testing.T) {
 	ctx := context.Background()
-	c, err := OpenCatalog(ctx, filepath.Join(t.TempDir(), "catalog.db"))
+	c, err := OpenCatalog(ctx, testDB(t, "catalog.db"))
 	if err != nil {
 		t.Fatal(err)
 	}

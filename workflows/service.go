@@ -2,6 +2,7 @@ package workflows
 
 import (
 	"fmt"
+	"maps"
 	"slices"
 	"strings"
 	"time"
@@ -150,6 +151,15 @@ func setAdminHandler(ctx workflow.Context, name string, admin func(workflow.Cont
 	})
 }
 
+// sameServers tells whether two server lists say the same but for the servers' heartbeat
+// times: the same servers, labels, endpoints, versions and health.
+func sameServers(a, b []activities.ServerStatus) bool {
+	return slices.EqualFunc(a, b, func(x, y activities.ServerStatus) bool {
+		return x.ID == y.ID && x.Endpoint == y.Endpoint && x.BootAddr == y.BootAddr && x.DHCP == y.DHCP && x.Version == y.Version &&
+			x.BootEnv == y.BootEnv && x.Healthy == y.Healthy && x.Started.Equal(y.Started) && maps.Equal(x.Labels, y.Labels)
+	})
+}
+
 // aboveHighWater tells whether a region's report shows its store above its high-water mark.
 func aboveHighWater(s activities.RegionSummary) bool {
 	return s.Capacity > 0 && s.HighWater > 0 && float64(s.Used) > s.HighWater*float64(s.Capacity)
@@ -239,6 +249,24 @@ func CentralService(ctx workflow.Context, in CentralServiceInput) error {
 			rep.Images = rep.Images[:activities.MaxReportedImages]
 		}
 		rep.Received = workflow.Now(ctx)
+		if len(rep.Servers) > activities.MaxReportedServers {
+			rep.Servers = rep.Servers[:activities.MaxReportedServers]
+		}
+		var prevServers []activities.ServerStatus
+		if i, ok := find(rep.Region); ok {
+			prevServers = reports[i].Servers
+		}
+		// The catalog keeps each region's server list for tms region ls: written when it
+		// changes (a server joins, goes stale, runs another version), not on every report.
+		if !sameServers(prevServers, rep.Servers) && workflow.GetVersion(ctx, "record-region-servers", workflow.DefaultVersion, 1) == 1 {
+			sctx := workflow.WithActivityOptions(ctx, workflow.ActivityOptions{StartToCloseTimeout: time.Minute,
+				RetryPolicy: &temporal.RetryPolicy{MaximumAttempts: 3, NonRetryableErrorTypes: activities.NonRetryable(activities.ErrBadInput,
+					activities.ErrBadRegion, activities.ErrUnknownRegion)}})
+			if err := workflow.ExecuteActivity(sctx, c.RecordServers, activities.RecordServersInput{Region: rep.Region, Servers: rep.Servers,
+				Received: rep.Received}).Get(ctx, nil); err != nil {
+				workflow.GetLogger(ctx).Warn("central could not record a region's servers", "region", rep.Region, "err", err)
+			}
+		}
 		if i, ok := find(rep.Region); ok {
 			// Versions the last report listed and this one does not left the region's store
 			// (evicted, removed): they leave central's catalog of locations.
@@ -278,6 +306,9 @@ func CentralService(ctx workflow.Context, in CentralServiceInput) error {
 			if j, ok := find(r.ID); ok {
 				res.Regions[i].Capacity, res.Regions[i].Used = reports[j].Capacity, reports[j].Used
 				res.Regions[i].HighWater, res.Regions[i].Images = reports[j].HighWater, max(reports[j].ImageCount, len(reports[j].Images))
+				if len(reports[j].Servers) > 0 {
+					res.Regions[i].Servers = slices.Clone(reports[j].Servers) // fresher than the catalog's
+				}
 			}
 		}
 		return res, err

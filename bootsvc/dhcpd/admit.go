@@ -48,10 +48,11 @@ type Stats struct {
 	ReleaseIgnored uint64 // RELEASEs not from the lease holder (RFC 2131 4.4.6)
 	DeclineIgnored uint64 // DECLINEs of an address not offered or leased to the MAC
 	Overloaded     uint64 // requests dropped because maxInFlight were being answered
+	OtherServer    uint64 // proxy mode: requests left to another server of the region (Config.Answer)
 }
 
 type counters struct {
-	refused, rateLimited, admitErrors, releaseIgnored, declineIgnored, overloaded atomic.Uint64
+	refused, rateLimited, admitErrors, releaseIgnored, declineIgnored, overloaded, otherServer atomic.Uint64
 }
 
 // Stats returns the server's counters.
@@ -63,6 +64,7 @@ func (s *Server) Stats() Stats {
 		ReleaseIgnored: s.counts.releaseIgnored.Load(),
 		DeclineIgnored: s.counts.declineIgnored.Load(),
 		Overloaded:     s.counts.overloaded.Load(),
+		OtherServer:    s.counts.otherServer.Load(),
 	}
 }
 

@@ -100,6 +100,15 @@ type Config struct {
 	// zero). What exceeds them is dropped unanswered.
 	UnknownPerMAC, UnknownTotal int
 
+	// Answer, in proxy mode, reports whether this server answers mac's
+	// network boot: a region's servers all hear a PC's DHCPDISCOVER and
+	// only the one chosen for it (package choose) answers. It is asked
+	// after admission (the rate limits) and before any other work, so it
+	// must be quick and must not block (a cached view, never a database
+	// query). Nil answers every MAC. Full mode does not ask it: leases are
+	// the server's own.
+	Answer func(mac net.HardwareAddr) bool
+
 	// Full mode only.
 	Pool      Pool
 	Netmask   net.IPMask

@@ -36,18 +36,25 @@ func FuzzHandle(f *testing.F) {
 	enrolledOnly.AllowAll = false
 	enrolledOnly.Admit = func(hw net.HardwareAddr) (bool, error) { return hw[5]%2 == 0, nil }
 	admitting := newServer(f, enrolledOnly)
+	// A region's second server: it answers the MACs chosen for it (even last byte) only.
+	shared := proxyConfig(&r)
+	shared.Answer = func(hw net.HardwareAddr) bool { return hw[5]%2 == 0 }
+	sharing := newServer(f, shared)
 	f.Fuzz(func(t *testing.T, b []byte) {
 		req, err := dhcpv4.FromBytes(b)
 		if err != nil {
 			return
 		}
-		for _, s := range []*Server{proxy, full, admitting} {
+		for _, s := range []*Server{proxy, full, admitting, sharing} {
 			reply, err := s.Handle(req, addr(req.ClientIPAddr))
 			if err != nil {
 				t.Fatalf("%s: %v", s.cfg.Mode, err)
 			}
 			if reply != nil {
 				checkWellFormed(t, s, req, reply)
+				if s == sharing && req.ClientHWAddr[5]%2 != 0 {
+					t.Fatalf("the sharing server answered %s, which another server answers", req.ClientHWAddr)
+				}
 			}
 		}
 	})

@@ -102,6 +102,11 @@ func (s *Server) handle(req *dhcpv4.DHCPv4, from netip.Addr) (*dhcpv4.DHCPv4, st
 		if s.admit(req.ClientHWAddr) == dropped {
 			return nil, metrics.DHCPRateLimited, nil
 		}
+		// Another server of the region answers this PC.
+		if s.cfg.Answer != nil && !s.cfg.Answer(req.ClientHWAddr) {
+			s.counts.otherServer.Add(1)
+			return nil, metrics.DHCPOtherServer, nil
+		}
 		return s.proxy(req, c), "", nil
 	}
 	if gw := addr(req.GatewayIPAddr); gw.IsValid() && !s.subnet.Contains(gw) {

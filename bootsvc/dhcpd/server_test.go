@@ -1,14 +1,18 @@
 package dhcpd
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"net"
 	"net/netip"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/insomniacslk/dhcp/dhcpv4"
+
+	"tms/metrics"
 )
 
 // freePort finds a UDP port on 127.0.0.1 that nothing listens on.
@@ -24,6 +28,13 @@ func freePort(t *testing.T) int {
 
 // serve runs s on loopback until the test ends and reports Serve's result.
 func serve(t *testing.T, cfg Config) (port, proxyPort int) {
+	t.Helper()
+	_, port, proxyPort = serveNew(t, cfg)
+	return port, proxyPort
+}
+
+// serveNew is serve, and returns the server too.
+func serveNew(t *testing.T, cfg Config) (_ *Server, port, proxyPort int) {
 	t.Helper()
 	cfg.ListenIP = netip.MustParseAddr("127.0.0.1")
 	cfg.Port, cfg.ProxyPort = freePort(t), freePort(t)
@@ -42,7 +53,7 @@ func serve(t *testing.T, cfg Config) (port, proxyPort int) {
 			t.Error("Serve did not stop after cancel")
 		}
 	})
-	return cfg.Port, cfg.ProxyPort
+	return s, cfg.Port, cfg.ProxyPort
 }
 
 // exchange sends req to port and waits for the answer with its xid,
@@ -140,4 +151,75 @@ func TestServeAnswersAfterGarbage(t *testing.T) {
 	if offer.MessageType() != dhcpv4.MessageTypeOffer || offer.BootFileName != "ipxe.efi" {
 		t.Fatalf("answer after garbage:\n%s", offer.Summary())
 	}
+}
+
+func TestServeProxyStaysSilentToMACsAnotherServerAnswers(t *testing.T) {
+	var r recorder
+	cfg := proxyConfig(&r)
+	var asked []string
+	var mu sync.Mutex
+	cfg.Answer = func(m net.HardwareAddr) bool {
+		mu.Lock()
+		asked = append(asked, m.String())
+		mu.Unlock()
+		return !bytes.Equal(m, mac(2)) // another server of the region answers mac(2)
+	}
+	var meter countingMeter
+	cfg.Meter = &meter
+	s, port, _ := serveNew(t, cfg)
+	c := clientConn(t)
+
+	// mac(1) is answered: the server is up.
+	if offer := exchange(t, c, port, discover(t, mac(1), kinds[0].mods...)); offer.MessageType() != dhcpv4.MessageTypeOffer {
+		t.Fatalf("mac(1):\n%s", offer.Summary())
+	}
+	// mac(2) gets nothing, however often it asks.
+	to := &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1), Port: port}
+	for range 5 {
+		if _, err := c.WriteTo(discover(t, mac(2), kinds[0].mods...).ToBytes(), to); err != nil {
+			t.Fatal(err)
+		}
+	}
+	c.SetReadDeadline(time.Now().Add(500 * time.Millisecond))
+	if n, _, err := c.ReadFrom(make([]byte, 1500)); err == nil {
+		t.Fatalf("the server answered a MAC another server answers, %d bytes", n)
+	}
+	// mac(3) is answered again afterwards.
+	if offer := exchange(t, c, port, discover(t, mac(3), kinds[1].mods...)); offer.MessageType() != dhcpv4.MessageTypeOffer {
+		t.Fatalf("mac(3):\n%s", offer.Summary())
+	}
+	if st := s.Stats(); st.OtherServer != 5 {
+		t.Errorf("Stats().OtherServer = %d, want 5", st.OtherServer)
+	}
+	if got := meter.get(metrics.DHCPOtherServer); got != 5 {
+		t.Errorf("meter %s = %d, want 5", metrics.DHCPOtherServer, got)
+	}
+	// Nothing else of mac(2)'s requests was looked at: it was not reported seen.
+	r.mu.Lock()
+	_, seen2 := r.seen[mac(2).String()]
+	r.mu.Unlock()
+	if seen2 {
+		t.Errorf("mac(2) was reported seen: the hook must come before any other work")
+	}
+}
+
+// countingMeter counts DHCP results.
+type countingMeter struct {
+	mu sync.Mutex
+	n  map[string]int
+}
+
+func (m *countingMeter) DHCPRequest(result string) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.n == nil {
+		m.n = map[string]int{}
+	}
+	m.n[result]++
+}
+
+func (m *countingMeter) get(result string) int {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.n[result]
 }

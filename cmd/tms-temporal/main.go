@@ -12,6 +12,14 @@
 // --lookup-token-file holds a worker token (tms region token authorizer --expires 8760h) the
 // authorizer uses to look up the region of a task an operator cancels; it is read again on every
 // lookup, so replacing the file renews it.
+//
+// `tms-temporal sql-tool …` is Temporal's temporal-sql-tool of the same server version, with its
+// schemas embedded: it creates the databases and their schema before the first start (and
+// updates them after an upgrade of the server), as docs/deploy.md shows:
+//
+//	tms-temporal sql-tool --plugin postgres12 --ep db.school.lan -u temporal --db temporal create
+//	tms-temporal sql-tool --plugin postgres12 --ep db.school.lan -u temporal --db temporal setup-schema -v 0.0
+//	tms-temporal sql-tool --plugin postgres12 --ep db.school.lan -u temporal --db temporal update-schema --schema-name postgresql/v12/temporal
 package main
 
 import (
@@ -36,6 +44,7 @@ import (
 	_ "go.temporal.io/server/common/persistence/sql/sqlplugin/postgresql" // (as temporal-server has them)
 	_ "go.temporal.io/server/common/persistence/sql/sqlplugin/sqlite"
 	"go.temporal.io/server/temporal"
+	sqltool "go.temporal.io/server/tools/sql"
 
 	"tms/auth"
 	"tms/auth/temporalauth"
@@ -44,6 +53,14 @@ import (
 )
 
 func main() {
+	if len(os.Args) > 1 && os.Args[1] == "sql-tool" {
+		// The tool exits by itself on a failed command; this is for its usage errors.
+		if err := sqltool.RunTool(append([]string{"tms-temporal sql-tool"}, os.Args[2:]...)); err != nil {
+			fmt.Fprintln(os.Stderr, "tms-temporal sql-tool:", err)
+			os.Exit(1)
+		}
+		return
+	}
 	if err := run(); err != nil {
 		fmt.Fprintln(os.Stderr, "tms-temporal:", err)
 		os.Exit(1)

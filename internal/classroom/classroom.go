@@ -27,6 +27,7 @@
 package classroom
 
 import (
+	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/json"
@@ -50,8 +51,10 @@ import (
 	"tms/devenv"
 	"tms/imageio"
 	"tms/internal/netlab"
+	"tms/internal/pxeprobe"
 	"tms/manifest"
 	"tms/metrics"
+	"tms/server"
 	"tms/swarm"
 	"tms/workflows"
 )
@@ -147,6 +150,14 @@ type Options struct {
 	// Name is the subdirectory of Spec.Dir the classroom keeps its data and logs in (default
 	// "run"): a child that starts several classrooms, one after the other, names each.
 	Name string
+	// Probe, if set, are the arguments that run this binary again as a network boot's probe
+	// (package pxeprobe) in a terminal's host: every boot of a terminal then asks DHCP which
+	// server answers it, and its agent goes to the server the answer's iPXE script names,
+	// instead of the devenv region's endpoint. Boots records what each boot found.
+	Probe []string
+	// Region changes the devenv region's server options (devenv.Options.RegionOptions), for
+	// instance to turn its boot service on.
+	Region func(*server.RegionOptions)
 }
 
 // Classroom is a running region with agent processes in the lab.
@@ -157,7 +168,8 @@ type Classroom struct {
 	dir  string // Spec.Dir/Name
 
 	mu    sync.Mutex
-	exits map[string][]exit // by terminal name
+	exits map[string][]exit          // by terminal name
+	boots map[string][]pxeprobe.Boot // by terminal name, with Options.Probe
 }
 
 type exit struct {
@@ -177,7 +189,8 @@ func Start(ctx context.Context, o Options) (_ *Classroom, err error) {
 	if o.Name == "" {
 		o.Name = "run"
 	}
-	c := &Classroom{Lab: netlab.Attach(o.Spec.Lab, o.Spec.Hosts), opts: o, exits: map[string][]exit{}, dir: filepath.Join(o.Spec.Dir, o.Name)}
+	c := &Classroom{Lab: netlab.Attach(o.Spec.Lab, o.Spec.Hosts), opts: o, exits: map[string][]exit{}, boots: map[string][]pxeprobe.Boot{},
+		dir: filepath.Join(o.Spec.Dir, o.Name)}
 	dataDir := filepath.Join(c.dir, "tms")
 	if err := os.MkdirAll(filepath.Join(c.dir, "logs"), 0o755); err != nil {
 		return nil, err
@@ -187,7 +200,11 @@ func Start(ctx context.Context, o Options) (_ *Classroom, err error) {
 	c.Env, err = devenv.Start(ctx, devenv.Options{DataDir: dataDir, Host: c.Lab.Hosts[0].Addr.String(),
 		TemporalPort: -1, UIPort: -1, CentralPort: -1, RegionPortBase: -1, Regions: []string{Region},
 		Terminals: o.Terminals, DiskSize: o.DiskSize, Log: o.Log, TemporalLevel: slog.LevelError,
-		Segment: netlab.Subnet.String(), Unicast: o.Unicast,
+		Segment: netlab.Subnet.String(), Unicast: o.Unicast, RegionOptions: func(_ string, ro *server.RegionOptions) {
+			if o.Region != nil {
+				o.Region(ro)
+			}
+		},
 		StartTerminal: func(ctx context.Context, t devenv.Terminal) error { return c.runAgent(ctx, t, centralKey) }})
 	if err != nil {
 		return nil, err
@@ -224,7 +241,19 @@ func (c *Classroom) runAgent(ctx context.Context, t devenv.Terminal, centralKey 
 		return err
 	}
 	defer logf.Close()
-	args := []string{"--region", t.Endpoint, "--mac", t.MAC, "--disk", t.Disk, "--key-file", t.KeyFile, "--central-key", centralKey, "--once"}
+	region := t.Endpoint
+	if len(c.opts.Probe) > 0 {
+		b, err := c.probe(ctx, h, t.MAC, logf)
+		if err != nil {
+			return err
+		}
+		if len(b.Offers) == 0 {
+			fmt.Fprintf(logf, "--- %s: no DHCP offer: the PC stays in its firmware\n", time.Now().Format(time.RFC3339Nano))
+			return errors.New("classroom: no DHCP offer")
+		}
+		region = b.Region
+	}
+	args := []string{"--region", region, "--mac", t.MAC, "--disk", t.Disk, "--key-file", t.KeyFile, "--central-key", centralKey, "--once"}
 	if os.Getenv("TMS_LAB_VERBOSE") != "" {
 		args = append(args, "-v") // every chunk and its source in the agents' logs
 	}
@@ -242,6 +271,63 @@ func (c *Classroom) runAgent(ctx context.Context, t devenv.Terminal, centralKey 
 		return nil // switched off
 	}
 	return err
+}
+
+// probe runs this binary's network boot probe in host h for mac and records what it found.
+func (c *Classroom) probe(ctx context.Context, h int, mac string, logf io.Writer) (pxeprobe.Boot, error) {
+	req, err := json.Marshal(pxeprobe.Request{Interface: netlab.HostIf, MAC: mac, Wait: 2 * time.Second})
+	if err != nil {
+		return pxeprobe.Boot{}, err
+	}
+	cmd := c.Lab.Command(ctx, h, os.Args[0], c.opts.Probe...)
+	cmd.Env = append(os.Environ(), pxeprobe.ChildEnv+"="+string(req))
+	cmd.Stderr = logf
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	out, err := cmd.Output()
+	if err != nil {
+		return pxeprobe.Boot{}, fmt.Errorf("classroom: the boot probe of %s: %w", mac, err)
+	}
+	// The test binary prints its own lines (PASS, ok); the Boot is the JSON line.
+	var b pxeprobe.Boot
+	found := false
+	for _, line := range bytes.Split(out, []byte("\n")) {
+		if bytes.HasPrefix(line, []byte(`{"offers"`)) {
+			if err := json.Unmarshal(line, &b); err != nil {
+				return b, err
+			}
+			found = true
+		}
+	}
+	if !found {
+		return b, fmt.Errorf("classroom: the boot probe of %s printed no result:\n%s", mac, out)
+	}
+	fmt.Fprintf(logf, "--- %s: network boot: offers %v, agent to %s (task %v)\n", time.Now().Format(time.RFC3339Nano), b.Offers, b.Region, b.Task)
+	c.mu.Lock()
+	for _, t := range c.Env.Terminals {
+		if t.MAC == mac {
+			c.boots[t.Name] = append(c.boots[t.Name], b)
+		}
+	}
+	c.mu.Unlock()
+	return b, nil
+}
+
+// Probe runs the network boot probe of terminal name now (its DHCP offers: which server
+// answers it), without booting it.
+func (c *Classroom) Probe(ctx context.Context, name string) (pxeprobe.Boot, error) {
+	h, err := c.host(name)
+	if err != nil {
+		return pxeprobe.Boot{}, err
+	}
+	t, _ := c.Env.Terminal(name)
+	return c.probe(ctx, h, t.MAC, io.Discard)
+}
+
+// Boots returns what each network boot of terminal name found (Options.Probe).
+func (c *Classroom) Boots(name string) []pxeprobe.Boot {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return append([]pxeprobe.Boot(nil), c.boots[name]...)
 }
 
 // waitOff waits until the named terminals are off.

@@ -66,7 +66,7 @@ func Start(t testing.TB, ctx context.Context, o Options) *Region {
 	}
 	r := &Region{ID: o.Region, DB: filepath.Join(t.TempDir(), "inventory.db"), dead: make([]bool, n)}
 	for i := range n {
-		opts := server.RegionOptions{ID: o.Region, DataDir: t.TempDir(), InventoryPath: r.DB, Client: o.Client, CentralKey: o.CentralKey,
+		opts := server.RegionOptions{ID: o.Region, DataDir: t.TempDir(), Database: r.DB, Client: o.Client, CentralKey: o.CentralKey,
 			Log: o.Log, Waker: o.Waker, Unicast: o.Unicast, ServerID: fmt.Sprintf("%s-%d", o.Region, i), Siblings: r.Siblings(i)}
 		if o.Log != nil {
 			opts.Log = o.Log.With("server", i)
