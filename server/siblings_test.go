@@ -158,8 +158,10 @@ func (w *siblingWorld) check(ctx context.Context, t *testing.T, run client.Workf
 type progressWatch struct {
 	mu   sync.Mutex
 	done map[string]float64 // by MAC
-	// agent is how many task requests each server answered after the kill began.
+	// agent is how many task requests each server answered.
 	agent [2]int
+	// slow delays each chunk request.
+	slow time.Duration
 }
 
 func (p *progressWatch) wrap(i int, h http.Handler) http.Handler {
@@ -168,6 +170,10 @@ func (p *progressWatch) wrap(i int, h http.Handler) http.Handler {
 			p.mu.Lock()
 			p.agent[i]++
 			p.mu.Unlock()
+		}
+		if p.slow > 0 && (r.URL.Path == "/v1/agent/task/frames" || strings.HasPrefix(r.URL.Path, "/v1/agent/task/chunks/")) {
+			// The deploy takes seconds, not a blink, so the kill lands where the test wants it.
+			time.Sleep(p.slow)
 		}
 		switch r.URL.Path {
 		case "/v1/agent/task/progress":
@@ -211,11 +217,11 @@ func TestServerKilledMidDeploy(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
 	defer cancel()
-	watch := &progressWatch{done: map[string]float64{}}
+	watch := &progressWatch{done: map[string]float64{}, slow: 30 * time.Millisecond}
 	// The agents fail over after 6 s, a terminal's silence is 4 s: the WaitForAgent activities
 	// time out on heartbeat while the agents are between servers, and their retries record
 	// their task tokens again.
-	terms := &siblingtest.Terminals{FailoverAfter: 6 * time.Second, ProgressEvery: 300 * time.Millisecond}
+	terms := &siblingtest.Terminals{FailoverAfter: 6 * time.Second, ProgressEvery: 100 * time.Millisecond}
 	w := startSiblingWorld(t, ctx, 4, true, terms, watch.wrap)
 	terms.Home = w.region.Servers[0].Endpoint()
 	run := w.deploy(ctx, t, workflows.AgentTimeouts{Silence: 4 * time.Second, Tries: 5})

@@ -25,6 +25,7 @@ import (
 
 	"tms/activities"
 	"tms/agent"
+	"tms/internal/pgtest"
 	"tms/server"
 	"tms/sibling"
 	"tms/signing"
@@ -50,7 +51,8 @@ type Options struct {
 type Region struct {
 	ID      string
 	Servers []*server.Region
-	// DB is the inventory database the servers share.
+	// DB is the inventory database the servers share: a SQLite file, or PostgreSQL with
+	// TMS_TEST_DATABASE=postgres.
 	DB string
 
 	mu   sync.Mutex
@@ -64,7 +66,13 @@ func Start(t testing.TB, ctx context.Context, o Options) *Region {
 	if n <= 0 {
 		n = 2
 	}
-	r := &Region{ID: o.Region, DB: filepath.Join(t.TempDir(), "inventory.db"), dead: make([]bool, n)}
+	// One SQLite file the servers share, or a fresh PostgreSQL database with
+	// TMS_TEST_DATABASE=postgres (package pgtest).
+	db := pgtest.StateFor(t)
+	if db == "" {
+		db = filepath.Join(t.TempDir(), "inventory.db")
+	}
+	r := &Region{ID: o.Region, DB: db, dead: make([]bool, n)}
 	for i := range n {
 		opts := server.RegionOptions{ID: o.Region, DataDir: t.TempDir(), Database: r.DB, Client: o.Client, CentralKey: o.CentralKey,
 			Log: o.Log, Waker: o.Waker, Unicast: o.Unicast, ServerID: fmt.Sprintf("%s-%d", o.Region, i), Siblings: r.Siblings(i)}
