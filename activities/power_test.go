@@ -13,6 +13,7 @@ import (
 	"go.temporal.io/sdk/testsuite"
 
 	"tms/agentwire"
+	"tms/internal/pgtest"
 	"tms/state"
 )
 
@@ -125,7 +126,7 @@ const (
 func powerRegion(t *testing.T, ip string) (*Region, *agentSim, *state.Inventory) {
 	t.Helper()
 	ctx := context.Background()
-	inv, err := state.OpenInventory(ctx, filepath.Join(t.TempDir(), "region.db"))
+	inv, err := state.OpenInventory(ctx, pgtest.StateOr(t, filepath.Join(t.TempDir(), "region.db")))
 	if err != nil {
 		t.Fatal(err)
 	}
