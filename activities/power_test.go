@@ -14,7 +14,9 @@ import (
 
 	"tms/agentwire"
 	"tms/internal/pgtest"
+	"tms/manifest"
 	"tms/state"
+	"tms/transfer"
 )
 
 type fakeAgents struct {
@@ -311,5 +313,44 @@ func TestPowerCommand(t *testing.T) {
 	r, _, _ := powerRegion(t, "")
 	if _, err := runPower(t, r.PowerCommand, PowerCommandInput{MAC: powerMAC, Command: "explode"}); !ErrBadInput.Matches(err) {
 		t.Errorf("an unknown command: %v", err)
+	}
+}
+
+type fakeSiblings struct {
+	delivered bool
+	asked     []string
+}
+
+func (f *fakeSiblings) First(src transfer.Source, _ manifest.ID) transfer.Source { return src }
+
+func (f *fakeSiblings) Command(_ context.Context, mac string, cmd agentwire.Command) (bool, error) {
+	f.asked = append(f.asked, mac+" "+string(cmd))
+	return f.delivered, nil
+}
+
+// TestPowerTerminalAsksTheSiblings: a command for an agent that polls another of the region's
+// servers goes through the siblings, and then no copy waits here (it would reboot the terminal
+// a second time) and nothing is woken; an agent polling here is not asked of the siblings.
+func TestPowerTerminalAsksTheSiblings(t *testing.T) {
+	ctx := context.Background()
+	for _, tc := range []struct {
+		name               string
+		connected, polled  bool
+		asked, sent, woken int
+	}{
+		{"polls here", true, false, 0, 1, 0},
+		{"polls a sibling", false, true, 1, 0, 0},
+		{"polls nobody", false, false, 1, 1, 1},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ag, wk, sb := &fakeAgents{connected: tc.connected}, &fakeWaker{}, &fakeSiblings{delivered: tc.polled}
+			r := &Region{ID: "r", Agents: ag, Waker: wk, Siblings: sb}
+			if err := r.PowerTerminal(ctx, PowerInput{MAC: "52:54:00:00:00:01", Command: agentwire.CommandReboot}); err != nil {
+				t.Fatal(err)
+			}
+			if len(sb.asked) != tc.asked || len(ag.sent) != tc.sent || len(wk.woken) != tc.woken {
+				t.Errorf("siblings asked %v, sent here %v, woken %v", sb.asked, ag.sent, wk.woken)
+			}
+		})
 	}
 }

@@ -223,6 +223,9 @@ type Region struct {
 	Agents Commander
 	// Waker wakes terminals that are off (Wake-on-LAN); nil if the region has no boot service.
 	Waker Waker
+	// Siblings passes power commands to agents that poll another of the region's servers; nil
+	// when the region has one server.
+	Siblings Siblings
 	// Mailbox tells when terminals' agents polled and which commands they took; nil if no
 	// agent can be reached.
 	Mailbox Mailbox
@@ -330,11 +333,20 @@ func (r *Region) PullFromPeer(ctx context.Context, in PullInput) (MoveResult, er
 	if err != nil {
 		return MoveResult{}, err
 	}
-	src := &transfer.HTTPSource{Base: base, Version: id, Grant: in.Grant, Client: r.HTTP, Limit: lim}
+	src := r.siblingsFirst(&transfer.HTTPSource{Base: base, Version: id, Grant: in.Grant, Client: r.HTTP, Limit: lim}, id)
 	if err := r.preflight(ctx, src, id); err != nil {
 		return MoveResult{}, err
 	}
 	return r.copy(ctx, src, r.Store, id, r.Metrics.Flow(metrics.PathPeer, metrics.In), transfer.Options{Rate: capNow})
+}
+
+// siblingsFirst puts the region's other servers before a share's source of version id: what a
+// sibling holds does not cross the WAN.
+func (r *Region) siblingsFirst(src transfer.Source, id manifest.ID) transfer.Source {
+	if r.Siblings == nil {
+		return src
+	}
+	return r.Siblings.First(src, id)
 }
 
 // RelayInput names a version to move through central's relay storage.
@@ -406,10 +418,11 @@ func (r *Region) PullFromRelay(ctx context.Context, in RelayInput) (MoveResult, 
 	if lim != nil {
 		src.Pace = &wanrate.Objects{Limit: lim}
 	}
-	if err := r.preflight(ctx, src, id); err != nil {
+	from := r.siblingsFirst(src, id)
+	if err := r.preflight(ctx, from, id); err != nil {
 		return MoveResult{}, err
 	}
-	return r.copy(ctx, src, r.Store, id, r.Metrics.Flow(metrics.PathRelay, metrics.In), transfer.Options{Rate: capNow})
+	return r.copy(ctx, from, r.Store, id, r.Metrics.Flow(metrics.PathRelay, metrics.In), transfer.Options{Rate: capNow})
 }
 
 func (r *Region) relayVersion(ctx context.Context, version string, from *store.Store) (manifest.ID, *store.Version, error) {

@@ -14,6 +14,7 @@ import (
 	"tms/manifest"
 	"tms/state"
 	"tms/store"
+	"tms/transfer"
 )
 
 // Commander passes a command (reboot, poweroff) to a terminal's agent.
@@ -21,6 +22,18 @@ type Commander interface {
 	Send(mac string, command agentwire.Command)
 	// Connected reports whether the terminal's agent is listening for commands.
 	Connected(mac string) bool
+}
+
+// Siblings are the region's other servers (the same region id and database, a store each) as
+// this server's activities use them (package sibling).
+type Siblings interface {
+	// Command passes a command to a terminal's agent through them: an agent polls one server
+	// for commands, and the worker sending it one may be another's. It reports whether a
+	// sibling the agent polls took it.
+	Command(ctx context.Context, mac string, command agentwire.Command) (bool, error)
+	// First puts them before src, a share's source of version id: a version a sibling holds
+	// comes from it, not over the WAN.
+	First(src transfer.Source, id manifest.ID) transfer.Source
 }
 
 // Waker wakes a terminal that is off.
@@ -235,11 +248,23 @@ func (r *Region) PowerTerminal(ctx context.Context, in PowerInput) error {
 	if _, err := state.NormalizeMAC(in.MAC); err != nil {
 		return ErrBadInput.New(err.Error(), err)
 	}
-	if r.Agents != nil {
+	if r.Agents != nil && r.Agents.Connected(in.MAC) {
 		r.Agents.Send(in.MAC, in.Command)
-		if r.Agents.Connected(in.MAC) {
+		return nil
+	}
+	// The agent may poll another of the region's servers: the one that hears it passes the
+	// command on, and no copy waits here for a later poll (it would reboot the terminal twice).
+	if r.Siblings != nil {
+		delivered, err := r.Siblings.Command(ctx, in.MAC, in.Command)
+		if err != nil {
+			return err
+		}
+		if delivered {
 			return nil
 		}
+	}
+	if r.Agents != nil {
+		r.Agents.Send(in.MAC, in.Command) // for a poll that comes within agentapi.CommandTTL
 	}
 	// Nobody listens: the terminal is off, or runs an OS without the agent. Waking it makes it
 	// boot from the network, which is what a reboot is for here; a terminal that is on without

@@ -81,6 +81,9 @@ type Agent struct {
 	ProgressEvery time.Duration
 	// Backoff is the first pause after a failure, doubled up to a minute (default 1 s).
 	Backoff time.Duration
+	// FailoverAfter is how long the region's server may fail every request before the agent
+	// turns to the next server the region named (default DefaultFailoverAfter; failover.go).
+	FailoverAfter time.Duration
 	// Installed, if set, is the terminal's installed OS: what runs after a boot whose action is
 	// local (a simulated terminal runs a Service in it). It returns when the terminal goes down:
 	// off, or rebooting (then the agent boots again). Nil means the agent waits for commands

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net/http"
 	"net/url"
 	"strings"
@@ -67,6 +68,12 @@ type Client struct {
 	// still brings the version, the region answers 503 for a chunk that did not arrive within
 	// its wait (default DefaultPatience).
 	Patience time.Duration
+	// FailoverAfter is how long the server the agent talks to may fail every request before
+	// the agent turns to the region's next server (default DefaultFailoverAfter; failover.go).
+	FailoverAfter time.Duration
+	Log           *slog.Logger
+
+	fo failover
 }
 
 // DefaultPatience is how long an agent keeps asking for chunks its region says are still
@@ -80,15 +87,14 @@ func (c *Client) http() *http.Client {
 	return http.DefaultClient
 }
 
-// request sends a request and returns the response to a request the region answered with
-// 200; any other answer is an *APIError.
-func (c *Client) request(ctx context.Context, method, path, ctype string, body []byte) (*http.Response, error) {
+// requestTo sends a request to server base.
+func (c *Client) requestTo(ctx context.Context, base *url.URL, method, path, ctype string, body []byte) (*http.Response, error) {
 	var rd io.Reader
 	if body != nil {
 		rd = bytes.NewReader(body)
 	}
 	p, query, _ := strings.Cut(path, "?")
-	u := c.Region.JoinPath(p)
+	u := base.JoinPath(p)
 	u.RawQuery = query
 	req, err := http.NewRequestWithContext(ctx, method, u.String(), rd)
 	if err != nil {
@@ -109,7 +115,7 @@ func (c *Client) request(ctx context.Context, method, path, ctype string, body [
 		if ctx.Err() != nil {
 			return nil, ctx.Err()
 		}
-		return nil, &store.Error{Kind: store.ErrUnavailable, Store: c.Region.String(), What: method + " " + path, Err: err}
+		return nil, &store.Error{Kind: store.ErrUnavailable, Store: base.String(), What: method + " " + path, Err: err}
 	}
 	if resp.StatusCode != http.StatusOK {
 		defer resp.Body.Close()
@@ -128,8 +134,27 @@ func (c *Client) request(ctx context.Context, method, path, ctype string, body [
 
 // do sends a request and decodes a JSON answer into out (unless out is nil or a *[]byte, which
 // gets the raw body, at most limit bytes).
+// A server that cannot be reached, fails, or cuts its answer short is asked again, and after
+// FailoverAfter the region's next server (failover.go).
 func (c *Client) do(ctx context.Context, method, path, ctype string, body []byte, out any, limit int64) error {
-	resp, err := c.request(ctx, method, path, ctype, body)
+	for {
+		base := c.base()
+		err := c.doTo(ctx, base, method, path, ctype, body, out, limit)
+		if err == nil || !unreachable(err) {
+			c.answered(base)
+			return err
+		}
+		if ctx.Err() != nil || !c.failed(base, err) {
+			return err
+		}
+		if err := pause(ctx); err != nil {
+			return err
+		}
+	}
+}
+
+func (c *Client) doTo(ctx context.Context, base *url.URL, method, path, ctype string, body []byte, out any, limit int64) error {
+	resp, err := c.requestTo(ctx, base, method, path, ctype, body)
 	if err != nil {
 		return err
 	}
@@ -150,13 +175,13 @@ func (c *Client) do(ctx context.Context, method, path, ctype string, body []byte
 		if ctx.Err() != nil {
 			return ctx.Err()
 		}
-		return &store.Error{Kind: store.ErrUnavailable, Store: c.Region.String(), What: method + " " + path, Err: err}
+		return &store.Error{Kind: store.ErrUnavailable, Store: base.String(), What: method + " " + path, Err: err}
 	}
 	if int64(len(b)) > limit {
-		return &store.Error{Kind: store.ErrCorrupt, Store: c.Region.String(), What: method + " " + path, Err: fmt.Errorf("answer over %d bytes", limit)}
+		return &store.Error{Kind: store.ErrCorrupt, Store: base.String(), What: method + " " + path, Err: fmt.Errorf("answer over %d bytes", limit)}
 	}
 	if resp.ContentLength >= 0 && int64(len(b)) != resp.ContentLength {
-		return &store.Error{Kind: store.ErrUnavailable, Store: c.Region.String(), What: method + " " + path,
+		return &store.Error{Kind: store.ErrUnavailable, Store: base.String(), What: method + " " + path,
 			Err: fmt.Errorf("answer cut short: %d of %d bytes", len(b), resp.ContentLength)}
 	}
 	switch o := out.(type) {
@@ -224,30 +249,66 @@ func (c *Client) GetChunkFrame(ctx context.Context, id manifest.ID) ([]byte, err
 // for Idle is cut, and the error wraps ErrStalled.
 //
 // A 503 the region answers before any frame (the chunks are still arriving in the region) is
-// asked again after a pause, for up to Patience.
+// asked again after a pause, for up to Patience. An answer that fails or is cut short is
+// asked again for the frames that did not come, of the region's next server once this one has
+// failed for FailoverAfter (failover.go).
 func (c *Client) GetChunkFrames(ctx context.Context, ids []manifest.ID, buf func(size int) []byte, fn func(i int, frame []byte) error) error {
 	patience := c.Patience
 	if patience <= 0 {
 		patience = DefaultPatience
 	}
+	if len(ids) == 0 || len(ids) > agentwire.MaxFramesQuery {
+		return fmt.Errorf("%d chunks in one frames request; want 1 to %d", len(ids), agentwire.MaxFramesQuery)
+	}
 	giveUp := time.Now().Add(patience)
+	got := 0 // frames handed to fn
 	for {
-		err := c.getChunkFrames(ctx, ids, buf, fn)
+		base := c.base()
+		off := got
+		var fnErr error
+		err := c.getChunkFrames(ctx, base, ids[off:], buf, func(i int, frame []byte) error {
+			if fnErr = fn(off+i, frame); fnErr != nil {
+				return fnErr
+			}
+			got = off + i + 1
+			return nil
+		})
+		if err == nil || fnErr != nil || got == len(ids) {
+			// Every frame came (an answer cut after its last frame lost nothing).
+			c.answered(base)
+			if fnErr != nil {
+				return err
+			}
+			return nil
+		}
 		var api *APIError
-		if !errors.As(err, &api) || api.Status != http.StatusServiceUnavailable || !api.Retry || time.Now().After(giveUp) {
+		if errors.As(err, &api) && api.Status == http.StatusServiceUnavailable && api.Retry {
+			c.answered(base)
+			if time.Now().After(giveUp) {
+				return err
+			}
+			t := time.NewTimer(200 * time.Millisecond)
+			select {
+			case <-ctx.Done():
+				t.Stop()
+				return ctx.Err()
+			case <-t.C:
+			}
+			continue
+		}
+		if got > off {
+			c.answered(base) // it served some: count its failures afresh
+		}
+		if !unreachable(err) || ctx.Err() != nil || !c.failed(base, err) {
 			return err
 		}
-		t := time.NewTimer(200 * time.Millisecond)
-		select {
-		case <-ctx.Done():
-			t.Stop()
-			return ctx.Err()
-		case <-t.C:
+		if err := pause(ctx); err != nil {
+			return err
 		}
 	}
 }
 
-func (c *Client) getChunkFrames(ctx context.Context, ids []manifest.ID, buf func(size int) []byte, fn func(i int, frame []byte) error) error {
+func (c *Client) getChunkFrames(ctx context.Context, base *url.URL, ids []manifest.ID, buf func(size int) []byte, fn func(i int, frame []byte) error) error {
 	if len(ids) == 0 || len(ids) > agentwire.MaxFramesQuery {
 		return fmt.Errorf("%d chunks in one frames request; want 1 to %d", len(ids), agentwire.MaxFramesQuery)
 	}
@@ -272,9 +333,9 @@ func (c *Client) getChunkFrames(ctx context.Context, ids []manifest.ID, buf func
 		if context.Cause(rctx) == stalled {
 			err = stalled
 		}
-		return &store.Error{Kind: store.ErrUnavailable, Store: c.Region.String(), What: "POST " + path, Err: err}
+		return &store.Error{Kind: store.ErrUnavailable, Store: base.String(), What: "POST " + path, Err: err}
 	}
-	resp, err := c.request(rctx, http.MethodPost, path, "application/json", body)
+	resp, err := c.requestTo(rctx, base, http.MethodPost, path, "application/json", body)
 	if err != nil {
 		var api *APIError
 		if errors.As(err, &api) {
@@ -284,7 +345,7 @@ func (c *Client) getChunkFrames(ctx context.Context, ids []manifest.ID, buf func
 	}
 	defer resp.Body.Close()
 	if ct := resp.Header.Get("Content-Type"); ct != agentwire.FramesType {
-		return &store.Error{Kind: store.ErrCorrupt, Store: c.Region.String(), What: "POST " + path,
+		return &store.Error{Kind: store.ErrCorrupt, Store: base.String(), What: "POST " + path,
 			Err: fmt.Errorf("%w: the answer is %q, not %s", agentwire.ErrFrames, ct, agentwire.FramesType)}
 	}
 	if err := agentwire.ReadFrames(&idleReader{r: resp.Body, t: timer, idle: idle}, ids, buf, fn); err != nil {
@@ -315,7 +376,7 @@ func (r *idleReader) Read(p []byte) (int, error) {
 	return n, err
 }
 
-func (c *Client) String() string { return c.Region.String() }
+func (c *Client) String() string { return c.base().String() }
 
 var (
 	_ transfer.Source      = (*Client)(nil)

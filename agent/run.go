@@ -24,7 +24,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	if a.Region == nil || a.MAC == "" {
 		return errors.New("the agent needs its region's URL and the terminal's MAC")
 	}
-	c := &Client{Region: a.Region, HTTP: a.client(), MAC: a.MAC, Key: a.Key}
+	c := &Client{Region: a.Region, HTTP: a.client(), MAC: a.MAC, Key: a.Key, FailoverAfter: a.FailoverAfter, Log: a.log()}
 	failures := 0
 	pause := func() bool {
 		d := a.Backoff
@@ -61,6 +61,7 @@ func (a *Agent) Run(ctx context.Context) error {
 			}
 			continue
 		}
+		c.SetServers(rep.Servers)
 		switch rep.Action {
 		case agentwire.ActionCapture, agentwire.ActionDeploy, agentwire.ActionUpdate:
 			c.Token = rep.Token
@@ -148,6 +149,7 @@ func (a *Agent) runTask(ctx context.Context, c *Client, rep agentwire.BootReply)
 	if err != nil {
 		return taskErr(err)
 	}
+	c.SetServers(ti.Servers)
 	ctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
 	pr := &reporter{c: c, every: a.ProgressEvery, cancel: cancel, log: a.log()}

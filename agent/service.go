@@ -56,7 +56,7 @@ func (s *Service) Run(ctx context.Context) error {
 	if s.Region == nil || s.MAC == "" || len(s.Key) == 0 || s.Power == nil {
 		return errors.New("the agent service needs its region's URL, the terminal's MAC, its agent key and a power switch")
 	}
-	c := &Client{Region: s.Region, HTTP: s.HTTP, MAC: s.MAC, Key: s.Key}
+	c := &Client{Region: s.Region, HTTP: s.HTTP, MAC: s.MAC, Key: s.Key, Log: s.Log}
 	wait := s.Wait
 	if wait <= 0 {
 		wait = 30 * time.Second
@@ -121,6 +121,7 @@ func (s *Service) hello(ctx context.Context, c *Client, log *slog.Logger) error 
 		log.Warn("hello not answered; the disk is not checked", "region", s.Region.String(), "err", err)
 		return nil
 	}
+	c.SetServers(rep.Servers)
 	if rep.Version == "" || s.Disk == "" {
 		return nil
 	}

@@ -80,6 +80,10 @@ type Server struct {
 	// DefaultArrivalWait).
 	Arrivals    *arrival.Registry
 	ArrivalWait time.Duration
+	// Servers, if set, lists the endpoints of the region's other healthy servers, which share
+	// this one's database: boot and task answers name them, so an agent whose server dies
+	// carries on with the next (agentwire.ParseServers; docs/agent.md).
+	Servers func(ctx context.Context) ([]string, error)
 
 	mu       sync.Mutex
 	boxes    map[string]*mailbox
@@ -112,6 +116,32 @@ func (s *Server) Routes(mux *http.ServeMux) {
 	mux.HandleFunc("POST /v1/agent/task/swarm", s.swarmPoll)
 	mux.HandleFunc("POST /v1/agent/task/progress", s.progress)
 	mux.HandleFunc("POST /v1/agent/task/done", s.done)
+}
+
+// servers is the region's other servers' endpoints for an agent's answer: at most
+// agentwire.MaxServers, none that the agent would refuse. A list that cannot be had is left
+// out of the answer (the agent keeps the one it has).
+func (s *Server) servers(ctx context.Context) []string {
+	if s.Servers == nil {
+		return nil
+	}
+	list, err := s.Servers(ctx)
+	if err != nil {
+		s.log().Warn("the region's other servers could not be listed for an agent", "err", err)
+		return nil
+	}
+	out := make([]string, 0, min(len(list), agentwire.MaxServers))
+	for _, e := range list {
+		if len(out) == agentwire.MaxServers {
+			break
+		}
+		if _, err := agentwire.ParseServers([]string{e}); err != nil {
+			s.log().Warn("a server of the region has an endpoint agents cannot use; not named to them", "endpoint", e, "err", err)
+			continue
+		}
+		out = append(out, e)
+	}
+	return out
 }
 
 func (s *Server) now() time.Time {

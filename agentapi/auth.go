@@ -2,6 +2,8 @@ package agentapi
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"net/http"
 	"strings"
@@ -45,7 +47,7 @@ func (s *Server) boot(w http.ResponseWriter, r *http.Request) {
 		s.reply(w, r, nil, err)
 		return
 	}
-	signed := false
+	signed, request := false, ""
 	if h := r.Header.Get("Authorization"); agentwire.IsKeySigned(h) {
 		mac, err := s.checkKey(r, body)
 		if err != nil {
@@ -57,14 +59,24 @@ func (s *Server) boot(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 		signed = true
+		// The signature's nonce names this request: sent to two of the region's servers, it
+		// is answered by one (state.ClaimBootRequest).
+		if ka, err := agentwire.ParseKeyAuth(h); err == nil {
+			request = "signed " + ka.Nonce
+		}
 	}
-	rep, err := s.Boot(r.Context(), req, remoteIP(r), signed)
+	rep, err := s.boot1(r.Context(), req, remoteIP(r), signed, request)
 	s.reply(w, r, rep, err)
 }
 
 // Boot is the boot request's work: what a terminal that just started from address ip is to do.
 // signed says the request was signed with the terminal's agent key.
 func (s *Server) Boot(ctx context.Context, req agentwire.BootRequest, ip string, signed bool) (agentwire.BootReply, error) {
+	return s.boot1(ctx, req, ip, signed, "")
+}
+
+// boot1 is Boot for a signed request named request (its nonce; empty: none).
+func (s *Server) boot1(ctx context.Context, req agentwire.BootRequest, ip string, signed bool, request string) (agentwire.BootReply, error) {
 	local := agentwire.BootReply{Action: agentwire.ActionLocal}
 	mac, err := state.NormalizeMAC(req.MAC)
 	if err != nil {
@@ -86,20 +98,29 @@ func (s *Server) Boot(ctx context.Context, req agentwire.BootRequest, ip string,
 		if t == nil {
 			return local, nil
 		}
+		// The boot token's hash names the request: exchanged once, by one of the region's
+		// servers.
+		sum := sha256.Sum256([]byte(req.BootToken))
+		request := "boot-token " + hex.EncodeToString(sum[:16])
 		_, ok, err := s.Inventory.CheckClaim(ctx, mac, t.ID, req.BootToken, ip, now)
 		if err != nil {
 			return local, s.refuse(ctx, err)
 		}
 		if !ok {
+			if taken, err := s.Inventory.ClaimedBy(ctx, mac, request); err != nil {
+				return local, err
+			} else if taken {
+				return local, s.refuse(ctx, state.ErrClaimTaken)
+			}
 			s.log().Warn("boot request with a token that opens no task: the terminal boots its own disk", "mac", mac, "task", t.ID, "remote", ip)
 			return local, nil
 		}
-		if token, _, err = s.Inventory.ClaimBoot(ctx, mac, t.ID, ip, true, now); err != nil {
+		if token, _, err = s.Inventory.ClaimBootRequest(ctx, mac, t.ID, ip, true, request, now); err != nil {
 			return local, s.refuse(ctx, err)
 		}
 	case signed:
 		if t != nil {
-			if token, _, err = s.Inventory.ClaimBoot(ctx, mac, t.ID, ip, false, now); err != nil {
+			if token, _, err = s.Inventory.ClaimBootRequest(ctx, mac, t.ID, ip, false, request, now); err != nil {
 				return local, s.refuse(ctx, err)
 			}
 		}
@@ -121,7 +142,7 @@ func (s *Server) Boot(ctx context.Context, req agentwire.BootRequest, ip string,
 	}
 	s.forget(mac)
 	s.log().Info("terminal booted into a task", "mac", mac, "task", t.ID, "kind", t.Kind, "agent", req.AgentVersion, "remote", ip)
-	return agentwire.BootReply{Action: a.Action, Task: t.ID, Token: token}, nil
+	return agentwire.BootReply{Action: a.Action, Task: t.ID, Token: token, Servers: s.servers(ctx)}, nil
 }
 
 // ClaimNetworkBoot is the boot service's claim of a terminal's boot, made when iPXE at address
@@ -165,6 +186,11 @@ func (s *Server) refuse(ctx context.Context, err error) error {
 	var re *state.RivalError
 	if errors.As(err, &re) {
 		return s.rival(ctx, re)
+	}
+	if errors.Is(err, state.ErrClaimTaken) {
+		// Not a rival: the same request, answered by another server. This answer says so
+		// and changes nothing; the terminal goes on with the answer it got from that server.
+		return &httpError{status: http.StatusConflict, msg: err.Error(), err: err}
 	}
 	return err
 }
@@ -316,5 +342,16 @@ func (s *Server) checkKey(r *http.Request, body []byte) (string, error) {
 		}
 	}
 	s.nonces[n] = ka.Time.Add(2 * agentwire.MaxKeySkew)
+	s.mu.Unlock()
+	// The region's other servers share the database: a request replayed to one of them is
+	// refused there too.
+	fresh, err := s.Inventory.UseNonce(r.Context(), mac, ka.Nonce, ka.Time.Add(2*agentwire.MaxKeySkew), now)
+	s.mu.Lock() // for the deferred unlock
+	if err != nil {
+		return "", err
+	}
+	if !fresh {
+		return "", fail(http.StatusUnauthorized, "%v: the request was already made once (a replay, here or at another of the region's servers)", agentwire.ErrKeyAuth)
+	}
 	return mac, nil
 }

@@ -120,15 +120,19 @@ func TestTokenFromAnotherAddressFailsTheTask(t *testing.T) {
 	if task, _ := r.inv.Task(ctx, "capture/3/run"); task.State != state.TaskFailed {
 		t.Fatalf("task: %+v", task)
 	}
-	// The script's token, once exchanged, is spent: presented again it opens nothing, and from
-	// another address it is a rival.
+	// The script's token, once exchanged, is spent: presented again it opens nothing (a
+	// refusal that says so, the task goes on), and from another address it is a rival.
 	r.task2(t, mac, "capture/3/run2", "capture", "lab")
 	boot = r.claim(t, mac, "127.0.0.3")
 	if _, err := term.Boot(ctx, agentwire.BootRequest{MAC: mac, DiskSize: 4 << 20, BootToken: boot}); err != nil {
 		t.Fatal(err)
 	}
-	if rep, err := term.Boot(ctx, agentwire.BootRequest{MAC: mac, DiskSize: 4 << 20, BootToken: boot}); err != nil || rep.Token != "" {
-		t.Fatalf("a spent boot token: %+v, %v", rep, err)
+	if rep, err := term.Boot(ctx, agentwire.BootRequest{MAC: mac, DiskSize: 4 << 20, BootToken: boot}); status(err) != http.StatusConflict || rep.Token != "" ||
+		!strings.Contains(err.Error(), "already answered") {
+		t.Fatalf("a spent boot token: %+v, %v (want 409: already answered)", rep, err)
+	}
+	if task, _ := r.inv.Task(ctx, "capture/3/run2"); task.Finished() {
+		t.Fatalf("a spent boot token sent again failed the task: %+v", task)
 	}
 	sniffer := &agent.Client{Region: r.url, MAC: mac, HTTP: from("127.0.0.78")}
 	if _, err := sniffer.Boot(ctx, agentwire.BootRequest{MAC: mac, DiskSize: 4 << 20, BootToken: boot}); status(err) != http.StatusConflict {

@@ -45,6 +45,16 @@ func (s *Server) Send(mac string, command agentwire.Command) {
 	b.wake = make(chan struct{})
 }
 
+// Deliver passes a command to a terminal's agent if it polls this server (Connected), and
+// reports whether it did: another of the region's servers asks (package sibling).
+func (s *Server) Deliver(mac string, command agentwire.Command) bool {
+	if !s.Connected(mac) {
+		return false
+	}
+	s.Send(mac, command)
+	return true
+}
+
 // Connected reports whether the terminal's agent is polling for commands, or did within the
 // last minute.
 func (s *Server) Connected(mac string) bool {

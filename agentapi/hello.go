@@ -48,12 +48,14 @@ func (s *Server) hello(w http.ResponseWriter, r *http.Request) {
 	}
 	var rep agentwire.HelloReply
 	if t.Version.IsZero() || s.Store == nil {
+		rep.Servers = s.servers(ctx)
 		s.reply(w, r, rep, nil)
 		return
 	}
 	v, err := s.Store.GetManifest(ctx, t.Version)
 	if errors.Is(err, store.ErrNotFound) {
 		// The region no longer holds the version: nothing to check against.
+		rep.Servers = s.servers(ctx)
 		s.reply(w, r, rep, nil)
 		return
 	}
@@ -64,10 +66,12 @@ func (s *Server) hello(w http.ResponseWriter, r *http.Request) {
 	m := v.Manifest
 	if req.DiskSize > 0 && req.DiskSize < m.DiskSize {
 		s.forgetVersion(r, mac, t.Version, "its disk is smaller than the version")
+		rep.Servers = s.servers(ctx)
 		s.reply(w, r, rep, nil)
 		return
 	}
 	rep = agentwire.HelloReply{Version: t.Version.String(), Hash: m.Hash, Samples: samples(m)}
+	rep.Servers = s.servers(ctx)
 	s.reply(w, r, rep, nil)
 }
 

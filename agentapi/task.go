@@ -64,6 +64,7 @@ func (s *Server) task(w http.ResponseWriter, r *http.Request) {
 	if err == nil {
 		ti.Swarm, err = s.swarmFor(r.Context(), t)
 	}
+	ti.Servers = s.servers(r.Context())
 	if err == nil && ti.Kind.Writes() {
 		// The agent writes once it has read its task: from now until the task ends verified
 		// (FinishTask records the version then), nobody knows what the disk holds.

@@ -40,6 +40,8 @@ type HelloReply struct {
 	Version string        `json:"version,omitempty"`
 	Hash    manifest.Hash `json:"hash,omitempty"`
 	Samples []DiskSample  `json:"samples,omitempty"`
+	// Servers are the region's other healthy servers' endpoints, as in BootReply.
+	Servers []string `json:"servers,omitempty"`
 }
 
 // Validate checks a hello reply before the agent reads its disk by it.

@@ -141,6 +141,9 @@ type BootReply struct {
 
 	Task  string `json:"task,omitempty"`  // the task's id
 	Token string `json:"token,omitempty"` // the secret for this boot's task requests
+	// Servers are the region's other healthy servers' endpoints (ServersField): where the
+	// agent carries on if the server it talks to stops answering.
+	Servers []string `json:"servers,omitempty"`
 }
 
 // TaskInfo describes the task an agent's token opens.
@@ -173,6 +176,8 @@ type TaskInfo struct {
 	// at once): the agent asks the region which peer to fetch each chunk from (POST
 	// /v1/agent/task/swarm) and serves the chunks it holds to the other members.
 	Swarm bool `json:"swarm,omitempty"`
+	// Servers are the region's other healthy servers' endpoints, as in BootReply.
+	Servers []string `json:"servers,omitempty"`
 }
 
 // MissingRequest asks which chunks the region lacks.

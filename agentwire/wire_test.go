@@ -105,3 +105,52 @@ func TestUpdateKindAndAction(t *testing.T) {
 		t.Errorf("an update's moved bytes filled as %+v", p)
 	}
 }
+
+func TestParseServers(t *testing.T) {
+	long := "http://" + strings.Repeat("a", MaxServerURL) + ".example"
+	for _, tc := range []struct {
+		name string
+		list []string
+		ok   bool
+	}{
+		{"none", nil, true},
+		{"two", []string{"http://10.0.0.2:8301", "https://srv-b.lab:8443/base"}, true},
+		{"no scheme", []string{"10.0.0.2:8301"}, false},
+		{"another scheme", []string{"file:///etc/passwd"}, false},
+		{"no host", []string{"http://"}, false},
+		{"a user", []string{"http://u:p@10.0.0.2"}, false},
+		{"a query", []string{"http://10.0.0.2/?x=1"}, false},
+		{"too long", []string{long}, false},
+		{"empty", []string{""}, false},
+		{"too many", strings.Split(strings.Repeat("http://a,", MaxServers+1)[:len("http://a,")*(MaxServers+1)-1], ","), false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			us, err := ParseServers(tc.list)
+			if (err == nil) != tc.ok {
+				t.Fatalf("ParseServers(%q): %v, want ok=%v", tc.list, err, tc.ok)
+			}
+			if err == nil && len(us) != len(tc.list) {
+				t.Fatalf("%d URLs for %d servers", len(us), len(tc.list))
+			}
+		})
+	}
+}
+
+// FuzzParseServers: whatever servers a region's answer names, the agent's check never panics,
+// and whatever passes is an http(s) URL with a host.
+func FuzzParseServers(f *testing.F) {
+	f.Add("http://10.0.0.2:8301", "https://b.lab/x")
+	f.Add("javascript:alert(1)", "")
+	f.Add("http://[::1", "http://u@h")
+	f.Fuzz(func(t *testing.T, a, b string) {
+		us, err := ParseServers([]string{a, b})
+		if err != nil {
+			return
+		}
+		for _, u := range us {
+			if (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+				t.Fatalf("%q passed", u)
+			}
+		}
+	})
+}

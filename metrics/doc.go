@@ -21,9 +21,10 @@ import (
 
 // Paths bytes and chunks move by.
 const (
-	PathPeer  = "peer"  // between regions' data endpoints (a share's peer pull)
-	PathRelay = "relay" // through central's relay storage
-	PathAgent = "agent" // between a region and its terminals' agents (deploy, update, capture)
+	PathPeer    = "peer"    // between regions' data endpoints (a share's peer pull)
+	PathRelay   = "relay"   // through central's relay storage
+	PathAgent   = "agent"   // between a region and its terminals' agents (deploy, update, capture)
+	PathSibling = "sibling" // from another server of the same region (what this server's store lacked)
 )
 
 // Directions, seen from the server that counts.
@@ -64,7 +65,7 @@ const (
 )
 
 var (
-	paths       = []string{PathPeer, PathRelay, PathAgent}
+	paths       = []string{PathPeer, PathRelay, PathAgent, PathSibling}
 	directions  = []string{In, Out}
 	reasons     = []string{ReasonHashMismatch, ReasonBadFrame, ReasonTooLarge, ReasonQuota}
 	dhcpResults = []string{DHCPAnswered, DHCPNotAdmitted, DHCPRateLimited, DHCPAdmitError, DHCPOverloaded, DHCPMalformed, DHCPIgnored, DHCPError, DHCPOtherServer}

@@ -21,6 +21,7 @@ var streamRoutes = map[string]bool{
 	"POST /v1/agent/task/chunks":                true, // agentapi: a capture uploads a batch
 	"PUT /v1/agent/task/manifest":               true,
 	"GET /boot/{file}":                          true, // bootsvc: kernel and initrd
+	"GET /v1/sibling/{kind}/{id}":               true, // sibling: a server of the region lends a chunk or a manifest
 }
 
 // Deadlines returns the deadlines of each request to the region's HTTP service, found by its

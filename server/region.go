@@ -37,6 +37,7 @@ import (
 	"tms/internal/netlimit"
 	"tms/metrics"
 	"tms/settings"
+	"tms/sibling"
 	"tms/signing"
 	"tms/state"
 	"tms/store"
@@ -138,6 +139,11 @@ type RegionOptions struct {
 	// through another of them (region.heartbeat; default state.DefaultHeartbeat). A server is
 	// stale after state.StaleHeartbeats missed heartbeats.
 	Heartbeat time.Duration
+	// Siblings, if set, lists the region's other healthy servers (the same region id, the same
+	// database, a store each), not including this one. Every read of this server's store that
+	// finds nothing asks them (package sibling), and agents are told their endpoints so they
+	// carry on with one if this server dies. Nil: this server is the region's only one.
+	Siblings sibling.Siblings
 }
 
 // DefaultOnlineWithin is how recently a terminal must have shown up (its agent's command poll,
@@ -169,6 +175,7 @@ type Region struct {
 	View     *choose.View
 
 	stopWAN       context.CancelFunc
+	own           *store.Store // the store under the siblings' read-through; nil without siblings
 	stopHeartbeat context.CancelFunc
 	heartbeatDone chan struct{}
 	self          state.Server
@@ -193,6 +200,15 @@ type Region struct {
 
 // Endpoint is the URL of the region's HTTP service.
 func (r *Region) Endpoint() string { return r.endpoint }
+
+// OwnStore is this server's own store, without what its siblings lend (Store reads through to
+// them when RegionOptions.Siblings is set): what it holds itself.
+func (r *Region) OwnStore() *store.Store {
+	if r.own != nil {
+		return r.own
+	}
+	return r.Store
+}
 
 // StartRegion opens the region's state, starts its HTTP service and worker, and records the
 // region in central's catalog.
@@ -251,6 +267,19 @@ func StartRegion(ctx context.Context, o RegionOptions) (_ *Region, err error) {
 	if r.Settings, err = loadSettings(ctx, o, r.Inventory, log); err != nil {
 		return nil, err
 	}
+	// The region's sibling secret exists from the first start of any of its servers on.
+	secret, err := r.Inventory.SiblingSecret(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("region %s: %w", o.ID, err)
+	}
+	own := r.Store.Backend()
+	var lend *sibling.Fetcher
+	if o.Siblings != nil {
+		lend = &sibling.Fetcher{Siblings: o.Siblings, Secret: secret, CentralKey: o.CentralKey, HTTP: &http.Client{},
+			Log: log.With("part", "sibling")}
+		r.own = r.Store
+		r.Store = store.New(sibling.ReadThrough(own, lend), store.Options{Log: log.With("part", "store")})
+	}
 	// The boot service starts with the effective values (central's pushes included).
 	live := r.Settings.Values()
 	o.Boot.DHCPUnknownPerMAC, o.Boot.DHCPUnknownTotal = live.DHCPUnknownPerMAC, live.DHCPUnknownTotal
@@ -259,11 +288,24 @@ func StartRegion(ctx context.Context, o RegionOptions) (_ *Region, err error) {
 	}
 	r.startWAN(o.WANFollow, log)
 	r.Metrics = regionMetrics(r.Inventory, r.Store, o, r.WAN.Rate, log)
+	if lend != nil {
+		lend.Metrics = r.Metrics
+	}
 	r.Arrivals = &arrival.Registry{}
 	r.Agents = &agentapi.Server{Inventory: r.Inventory, Store: r.Store, Waiters: activities.AgentWaiters{Client: o.Client}, Log: log,
 		Metrics: r.Metrics, Arrivals: r.Arrivals}
 	if !o.Unicast {
 		r.Agents.Swarm = swarm.NewTracker(o.Swarm)
+	}
+	if o.Siblings != nil {
+		r.Agents.Servers = func(ctx context.Context) ([]string, error) {
+			list, err := o.Siblings(ctx)
+			eps := make([]string, 0, len(list))
+			for _, sb := range list {
+				eps = append(eps, sb.Endpoint)
+			}
+			return eps, err
+		}
 	}
 
 	listen := o.Listen
@@ -306,6 +348,9 @@ func StartRegion(ctx context.Context, o RegionOptions) (_ *Region, err error) {
 	if err := r.claim(ctx, o.DataDir); err != nil {
 		return nil, fmt.Errorf("region %s: %w", o.ID, err)
 	}
+	if lend != nil {
+		lend.From = r.ServerID
+	}
 	if inClear(r.ln.Addr(), o.TLS.Enabled()) {
 		log.Warn("the HTTP service is plain HTTP on a network address: agent tokens and images travel in clear; set region.tls.cert_file and region.tls.key_file",
 			"listen", r.ln.Addr().String())
@@ -321,6 +366,9 @@ func StartRegion(ctx context.Context, o RegionOptions) (_ *Region, err error) {
 	(&transfer.Handler{Store: r.Store, Region: o.ID, CentralKey: o.CentralKey, Log: log,
 		Meter: r.Metrics.Flow(metrics.PathPeer, metrics.Out), Limit: r.WAN}).Routes(mux)
 	r.Agents.Routes(mux)
+	// Siblings are served this server's own store only (never read through), so two that lack
+	// an object do not ask each other in a circle.
+	(&sibling.Handler{Backend: own, Secret: secret, Mailbox: r.Agents, Log: log.With("part", "sibling")}).Routes(mux)
 	if o.MetricsListen == "" {
 		mux.Handle("GET /metrics", r.Metrics.Handler())
 	} else if err := r.serveMetrics(o.MetricsListen); err != nil {
@@ -391,11 +439,15 @@ func StartRegion(ctx context.Context, o RegionOptions) (_ *Region, err error) {
 		ErrorLog:     slog.NewLogLogger(log.With("service", "http").Handler(), slog.LevelDebug)}
 	go func() { r.served <- r.http.Serve(ln) }()
 
-	r.worker = workers.NewRegion(o.Client, &activities.Region{ID: o.ID, Store: r.Store, Relay: o.Relay,
+	acts := &activities.Region{ID: o.ID, Store: r.Store, Relay: o.Relay,
 		HTTP: &http.Client{Timeout: 5 * time.Minute}, CentralKey: o.CentralKey, Inventory: r.Inventory, Agents: r.Agents, Waker: waker,
 		Mailbox: r.Agents, Segment: segment, WakeTimeout: o.Boot.WakeTimeout, Version: o.Version, ReportInterval: o.ReportInterval,
 		Settings: r.Settings, Metrics: r.Metrics, Usage: r.storeUsage, StoreCapacity: o.StoreCapacity, Log: log.With("part", "store"),
-		Arrivals: r.Arrivals, WAN: r.WAN, ServerStaleAfter: state.StaleAfter(r.heartbeat)})
+		Arrivals: r.Arrivals, WAN: r.WAN, ServerStaleAfter: state.StaleAfter(r.heartbeat)}
+	if lend != nil {
+		acts.Siblings = lend
+	}
+	r.worker = workers.NewRegion(o.Client, acts)
 	if err := r.worker.Start(); err != nil {
 		return nil, fmt.Errorf("region %s: worker: %w", o.ID, err)
 	}
@@ -545,6 +597,23 @@ func (r *Region) Stop(ctx context.Context) error {
 	}
 	r.close()
 	return err
+}
+
+// Kill stops the server as a crash would, for tests of the region's other servers: every
+// connection is cut at once (agents see their requests fail mid-answer), the worker stops
+// taking tasks, and the databases close.
+func (r *Region) Kill() {
+	for _, srv := range []**http.Server{&r.http, &r.bootHTTP, &r.metricsHTTP} {
+		if *srv != nil {
+			(*srv).Close()
+			*srv = nil
+		}
+	}
+	if r.worker != nil {
+		r.worker.Stop() // a crashed worker takes no more tasks either
+		r.worker = nil
+	}
+	r.close()
 }
 
 func (r *Region) close() {

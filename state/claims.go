@@ -43,11 +43,25 @@ type Claim struct {
 	Network bool
 }
 
+// ErrClaimTaken says a boot request was already answered: the same request (the same signed
+// request, the same boot token) came again, or reached another of the region's servers, which
+// took it first.
+var ErrClaimTaken = errors.New("this boot request was already answered, by this or another of the region's servers: a boot token is exchanged once, a signed request taken once")
+
 // ClaimBoot claims mac's boot into task from address ip and returns a fresh token for it. The
 // first claim binds the boot to ip; a later claim from the same address (the terminal booted
 // again) rotates the token, and the one it replaces can no longer be used. A claim from any other
 // address is a *RivalError. network records how the claim was made.
 func (inv *Inventory) ClaimBoot(ctx context.Context, mac, task, ip string, network bool, now time.Time) (string, Claim, error) {
+	return inv.ClaimBootRequest(ctx, mac, task, ip, network, "", now)
+}
+
+// ClaimBootRequest is ClaimBoot for the request named request (unique to it: a signed
+// request's nonce, a boot token's hash; empty: none). Several servers share the database: the
+// claim is a compare-and-set on the boot's claim generation, so of two claims made at once
+// exactly one wins; the other looks again and, if it was the same request, gets ErrClaimTaken
+// (and a rival's address, a *RivalError).
+func (inv *Inventory) ClaimBootRequest(ctx context.Context, mac, task, ip string, network bool, request string, now time.Time) (string, Claim, error) {
 	mac, err := NormalizeMAC(mac)
 	if err != nil {
 		return "", Claim{}, err
@@ -55,36 +69,57 @@ func (inv *Inventory) ClaimBoot(ctx context.Context, mac, task, ip string, netwo
 	if ip == "" {
 		return "", Claim{}, errors.New("a boot claim needs the address it came from")
 	}
-	tx, err := inv.db.BeginTx(ctx, nil)
-	if err != nil {
-		return "", Claim{}, err
+	for try := 0; ; try++ {
+		b, err := readBootClaim(ctx, inv.db, mac, "")
+		if errors.Is(err, sql.ErrNoRows) || err == nil && !b.stands(task, now) {
+			return "", Claim{}, notFound("boot of terminal " + mac + " into task " + task)
+		}
+		if err != nil {
+			return "", Claim{}, err
+		}
+		if request != "" && b.request == request {
+			return "", Claim{}, ErrClaimTaken
+		}
+		claimIP := b.claimIP
+		if claimIP != "" && claimIP != ip {
+			return "", Claim{}, &RivalError{MAC: mac, Task: task, First: claimIP, Second: ip, Why: "a second boot request"}
+		}
+		c := b.claim(mac, task)
+		c.IP, c.Network = ip, c.Network || network
+		if claimIP == "" {
+			c.Claimed = now.UTC()
+		}
+		token := NewToken()
+		h := sha256.Sum256([]byte(token))
+		res, err := inv.db.ExecContext(ctx, `UPDATE boot_actions SET prev_token_hash = token_hash, token_hash = ?, claim_ip = ?, claimed = ?, claim_network = ?,
+			claim_gen = claim_gen + 1, claim_request = ? WHERE mac = ? AND claim_gen = ?`,
+			h[:], ip, c.Claimed.UnixNano(), boolInt(c.Network), request, mac, b.gen)
+		if err != nil {
+			return "", Claim{}, err
+		}
+		if n, err := res.RowsAffected(); err != nil {
+			return "", Claim{}, err
+		} else if n == 1 {
+			return token, c, nil
+		}
+		// Another claim came between the read and the write: look again.
+		if try == 3 {
+			return "", Claim{}, fmt.Errorf("terminal %s's boot: claims keep racing; try again", mac)
+		}
 	}
-	defer tx.Rollback()
-	// The boot action's row stays locked until the claim commits: a claim from another server of
-	// the region (sharing the database) waits, then sees this one's (docs/state.md).
-	b, err := readBootClaim(ctx, tx, mac, " FOR UPDATE")
-	if errors.Is(err, sql.ErrNoRows) || err == nil && !b.stands(task, now) {
-		return "", Claim{}, notFound("boot of terminal " + mac + " into task " + task)
+}
+
+// ClaimedBy reports whether mac's boot was last claimed by request.
+func (inv *Inventory) ClaimedBy(ctx context.Context, mac, request string) (bool, error) {
+	mac, err := NormalizeMAC(mac)
+	if err != nil || request == "" {
+		return false, err
 	}
-	if err != nil {
-		return "", Claim{}, err
+	b, err := readBootClaim(ctx, inv.db, mac, "")
+	if errors.Is(err, sql.ErrNoRows) {
+		return false, nil
 	}
-	claimIP := b.claimIP
-	if claimIP != "" && claimIP != ip {
-		return "", Claim{}, &RivalError{MAC: mac, Task: task, First: claimIP, Second: ip, Why: "a second boot request"}
-	}
-	c := b.claim(mac, task)
-	c.IP, c.Network = ip, c.Network || network
-	if claimIP == "" {
-		c.Claimed = now.UTC()
-	}
-	token := NewToken()
-	h := sha256.Sum256([]byte(token))
-	if _, err := tx.ExecContext(ctx, `UPDATE boot_actions SET prev_token_hash = token_hash, token_hash = ?, claim_ip = ?, claimed = ?, claim_network = ? WHERE mac = ?`,
-		h[:], ip, c.Claimed.UnixNano(), boolInt(c.Network), mac); err != nil {
-		return "", Claim{}, err
-	}
-	return token, c, tx.Commit()
+	return err == nil && b.request == request, err
 }
 
 // CheckClaim checks a token presented from address ip for mac's boot into task. It returns the
@@ -130,14 +165,16 @@ type bootClaim struct {
 	claimIP    string
 	claimed    int64 // Unix ns
 	network    bool
-	expires    int64 // Unix ns; 0: never
+	expires    int64  // Unix ns; 0: never
+	gen        int64  // bumped by each claim
+	request    string // the request that made the last claim
 }
 
 // readBootClaim reads mac's boot claim; lock is "" or " FOR UPDATE".
 func readBootClaim(ctx context.Context, q querier, mac, lock string) (bootClaim, error) {
 	var b bootClaim
-	err := q.QueryRowContext(ctx, `SELECT task, token_hash, prev_token_hash, claim_ip, claimed, claim_network, expires FROM boot_actions WHERE mac = ?`+lock, mac).
-		Scan(&b.task, &b.hash, &b.prev, &b.claimIP, &b.claimed, &b.network, &b.expires)
+	err := q.QueryRowContext(ctx, `SELECT task, token_hash, prev_token_hash, claim_ip, claimed, claim_network, expires, claim_gen, claim_request FROM boot_actions WHERE mac = ?`+lock, mac).
+		Scan(&b.task, &b.hash, &b.prev, &b.claimIP, &b.claimed, &b.network, &b.expires, &b.gen, &b.request)
 	return b, err
 }
 
