@@ -204,6 +204,9 @@ func (r *Region) Admin(ctx context.Context, in AdminInput) (AdminResult, error) 
 			if errors.Is(err, state.ErrConflict) || errors.Is(err, store.ErrNotFound) {
 				return bad(err)
 			}
+			if databaseDown(err) {
+				return res, err // retried: PostgreSQL may be back by then
+			}
 			// The rest are the admin's input: a malformed MAC or name.
 			return res, ErrBadInput.New(err.Error(), err)
 		}
@@ -211,6 +214,9 @@ func (r *Region) Admin(ctx context.Context, in AdminInput) (AdminResult, error) 
 		if err := r.Inventory.CreateGroup(ctx, in.Group); err != nil {
 			if errors.Is(err, state.ErrConflict) {
 				return bad(err)
+			}
+			if databaseDown(err) {
+				return res, err
 			}
 			return res, ErrBadInput.New(err.Error(), err)
 		}
@@ -342,6 +348,13 @@ func (r *Region) keepInventory(ctx context.Context, in AdminInput) (AdminResult,
 		}
 	}
 	return res, nil
+}
+
+// databaseDown tells whether err is the region's database being unreachable (PostgreSQL
+// stopped or cut off): not the request's fault, and a retry may succeed.
+func databaseDown(err error) bool {
+	var down *state.UnreachableError
+	return errors.As(err, &down)
 }
 
 // adminError turns an inventory error into the application error the CLI shows: the admin's

@@ -12,6 +12,7 @@ import (
 
 	"tms/activities"
 	"tms/agentwire"
+	"tms/internal/pgtest"
 	"tms/state"
 )
 
@@ -20,7 +21,7 @@ import (
 func labRegion(t *testing.T) (*activities.Region, *state.Inventory) {
 	t.Helper()
 	ctx := context.Background()
-	inv, err := state.OpenInventory(ctx, filepath.Join(t.TempDir(), "region.db"))
+	inv, err := state.OpenInventory(ctx, pgtest.StateOr(t, filepath.Join(t.TempDir(), "region.db")))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -10,6 +10,7 @@ import (
 
 	"tms/activities"
 	"tms/arrival"
+	"tms/internal/pgtest"
 	"tms/internal/storetest"
 	"tms/manifest"
 	"tms/signing"
@@ -254,7 +255,7 @@ func TestPrepareTaskHoldsAnArrivingVersion(t *testing.T) {
 	ctx := context.Background()
 	p := newRelayPull(t, 8*mib, signed, 2)
 	src, relay, dst, v, rest := p.src, p.relay, p.dst, p.v, p.rest
-	inv, err := state.OpenInventory(ctx, filepath.Join(t.TempDir(), "inventory.db"))
+	inv, err := state.OpenInventory(ctx, pgtest.StateOr(t, filepath.Join(t.TempDir(), "inventory.db")))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -10,12 +10,13 @@ import (
 	"go.temporal.io/sdk/temporal"
 
 	"tms/activities"
+	"tms/internal/pgtest"
 	"tms/state"
 )
 
 func TestRegisterRegionKeepsItsTimeZone(t *testing.T) {
 	ctx := context.Background()
-	cat, err := state.OpenCatalog(ctx, filepath.Join(t.TempDir(), "central.db"))
+	cat, err := state.OpenCatalog(ctx, pgtest.StateOr(t, filepath.Join(t.TempDir(), "central.db")))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"tms/activities"
+	"tms/internal/pgtest"
 	"tms/settings"
 	"tms/state"
 )
@@ -79,7 +80,7 @@ func TestApplySettingWithoutSettingsRefuses(t *testing.T) {
 
 func TestRecordRegionSetting(t *testing.T) {
 	ctx := context.Background()
-	cat, err := state.OpenCatalog(ctx, filepath.Join(t.TempDir(), "central.db"))
+	cat, err := state.OpenCatalog(ctx, pgtest.StateOr(t, filepath.Join(t.TempDir(), "central.db")))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -21,6 +21,9 @@ func (r *Region) addEnrollToken(ctx context.Context, in AdminInput) error {
 	if errors.Is(err, store.ErrNotFound) {
 		return ErrUnknownGroup.New(fmt.Sprintf("region %s has no group %s", r.ID, in.Group), err)
 	}
+	if err != nil && databaseDown(err) {
+		return err
+	}
 	if err != nil {
 		return ErrBadInput.New(err.Error(), err)
 	}

@@ -13,6 +13,7 @@ import (
 	"go.temporal.io/sdk/testsuite"
 
 	"tms/activities"
+	"tms/internal/pgtest"
 	"tms/internal/storetest"
 	"tms/manifest"
 	"tms/state"
@@ -107,7 +108,7 @@ func TestDeployTaskHoldsItsVersionUntilItEnds(t *testing.T) {
 	ctx := context.Background()
 	s, _ := storetest.Dir(t)
 	v := storetest.Publish(t, s, "lab", "v1", "a", "b")
-	inv, err := state.OpenInventory(ctx, filepath.Join(t.TempDir(), "inventory.db"))
+	inv, err := state.OpenInventory(ctx, pgtest.StateOr(t, filepath.Join(t.TempDir(), "inventory.db")))
 	if err != nil {
 		t.Fatal(err)
 	}

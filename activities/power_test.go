@@ -13,6 +13,7 @@ import (
 	"go.temporal.io/sdk/testsuite"
 
 	"tms/agentwire"
+	"tms/internal/pgtest"
 	"tms/manifest"
 	"tms/state"
 	"tms/transfer"
@@ -127,7 +128,7 @@ const (
 func powerRegion(t *testing.T, ip string) (*Region, *agentSim, *state.Inventory) {
 	t.Helper()
 	ctx := context.Background()
-	inv, err := state.OpenInventory(ctx, filepath.Join(t.TempDir(), "region.db"))
+	inv, err := state.OpenInventory(ctx, pgtest.StateOr(t, filepath.Join(t.TempDir(), "region.db")))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -12,6 +12,7 @@ import (
 	"go.temporal.io/sdk/testsuite"
 
 	"tms/activities"
+	"tms/internal/pgtest"
 	"tms/internal/storetest"
 	"tms/signing"
 	"tms/state"
@@ -25,7 +26,7 @@ func TestDeployNeedsCentralSignature(t *testing.T) {
 	st, _ := storetest.Dir(t)
 	v, _ := imported(t, st, 4*mib)
 	id := v.Version.ID
-	inv, err := state.OpenInventory(ctx, filepath.Join(t.TempDir(), "region.db"))
+	inv, err := state.OpenInventory(ctx, pgtest.StateOr(t, filepath.Join(t.TempDir(), "region.db")))
 	if err != nil {
 		t.Fatal(err)
 	}

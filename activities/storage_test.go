@@ -14,6 +14,7 @@ import (
 
 	"tms/activities"
 	"tms/imageio"
+	"tms/internal/pgtest"
 	"tms/internal/promtest"
 	"tms/internal/storetest"
 	"tms/manifest"
@@ -259,7 +260,7 @@ func TestStatusDescribesTheStoreInTheBackground(t *testing.T) {
 	ctx := context.Background()
 	b, _ := storetest.Dir(t)
 	v := storetest.Publish(t, b, "lab", "v1", "x")
-	inv, err := state.OpenInventory(ctx, filepath.Join(t.TempDir(), "region.db"))
+	inv, err := state.OpenInventory(ctx, pgtest.StateOr(t, filepath.Join(t.TempDir(), "region.db")))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"tms/activities"
+	"tms/internal/pgtest"
 	"tms/internal/storetest"
 	"tms/manifest"
 	"tms/state"
@@ -52,7 +53,7 @@ func TestDecideUpdate(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	inv, err := state.OpenInventory(ctx, filepath.Join(t.TempDir(), "inventory.db"))
+	inv, err := state.OpenInventory(ctx, pgtest.StateOr(t, filepath.Join(t.TempDir(), "inventory.db")))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -118,7 +119,7 @@ func TestUpdateTaskHoldsTargetAndBase(t *testing.T) {
 	if err := s.PutSignature(ctx, v2, centralKey.SignVersion(v2)); err != nil {
 		t.Fatal(err)
 	}
-	inv, err := state.OpenInventory(ctx, filepath.Join(t.TempDir(), "inventory.db"))
+	inv, err := state.OpenInventory(ctx, pgtest.StateOr(t, filepath.Join(t.TempDir(), "inventory.db")))
 	if err != nil {
 		t.Fatal(err)
 	}

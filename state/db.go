@@ -23,6 +23,7 @@ import (
 	"log/slog"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	_ "modernc.org/sqlite" // database/sql driver "sqlite"
@@ -60,7 +61,13 @@ const DefaultConnectTimeout = time.Minute
 
 // WithLogger logs what opening does that an admin should know of (PostgreSQL not reachable
 // yet, retried) to l.
-func WithLogger(l *slog.Logger) Option { return func(o *options) { o.logger = l } }
+func WithLogger(l *slog.Logger) Option {
+	return func(o *options) {
+		if l != nil {
+			o.logger = l
+		}
+	}
+}
 
 // WithConnectTimeout bounds how long opening a PostgreSQL database retries an unreachable
 // server before it fails (DefaultConnectTimeout if d <= 0).
@@ -202,15 +209,27 @@ type database struct {
 	d     dialect
 	where string // the file, or PostgreSQL's host:port/database; never a password
 
-	queries sync.Map // query → query for d
+	queries sync.Map     // query → query for d
+	cached  atomic.Int64 // entries in queries
 }
 
+// maxCachedQueries bounds the rewrites a database keeps. The package's queries are a few
+// hundred texts built from constants; past the bound a query is rewritten on every call.
+const maxCachedQueries = 4096
+
 func (d *database) q(query string) string {
+	if d.d == dialectSQLite && !strings.Contains(query, "FOR UPDATE") {
+		return query
+	}
 	if v, ok := d.queries.Load(query); ok {
 		return v.(string)
 	}
 	r := d.d.query(query)
-	d.queries.Store(query, r)
+	if d.cached.Load() < maxCachedQueries {
+		if _, loaded := d.queries.LoadOrStore(query, r); !loaded {
+			d.cached.Add(1)
+		}
+	}
 	return r
 }
 

@@ -152,3 +152,23 @@ func TestOpenRefusedPostgresFailsAtOnce(t *testing.T) {
 		t.Errorf("a refusal took %s: it was retried", took)
 	}
 }
+
+// A cancelled call's error is the context's, not "unreachable".
+func TestCancelledCallIsNotUnreachable(t *testing.T) {
+	forEachBackend(t, testCancelledCallIsNotUnreachable)
+}
+
+func testCancelledCallIsNotUnreachable(t *testing.T) {
+	inv, err := OpenInventory(context.Background(), testDB(t, "inventory.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer inv.Close()
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	err = inv.Enroll(ctx, "52:54:00:00:00:01", "pc1")
+	var ue *UnreachableError
+	if !errors.Is(err, context.Canceled) || errors.As(err, &ue) {
+		t.Errorf("a cancelled enroll: %v; want context.Canceled as it is", err)
+	}
+}

@@ -73,8 +73,9 @@ func openPostgres(ctx context.Context, dsn string, o options) (*database, error)
 // (the call may be retried: database/sql opens a new connection next time). Other errors are
 // returned as they are.
 func (d *database) err(err error) error {
-	if err == nil || d.d != dialectPostgres || !isConnError(err) {
-		return err
+	if err == nil || d.d != dialectPostgres || !isConnError(err) ||
+		errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
+		return err // a cancelled call's error comes back as it is
 	}
 	return &UnreachableError{Where: d.where, Err: err}
 }

@@ -184,3 +184,39 @@ func TestServersMigratingAtOnce(t *testing.T) {
 		t.Errorf("schema_migrations has %d rows, %d versions; want %d of each", n, distinct, want)
 	}
 }
+
+// Two servers move one terminal to different groups at once, many times: it always ends in
+// exactly one group.
+func TestMoveTerminalsAcrossServersLeavesOneGroup(t *testing.T) {
+	ctx := context.Background()
+	invs := openShared(t, 2)
+	const mac = "aa:bb:cc:00:00:01"
+	if err := invs[0].Enroll(ctx, mac, "pc-01"); err != nil {
+		t.Fatal(err)
+	}
+	groups := []string{"room-a", "room-b", "room-c", "room-d"}
+	for _, g := range groups {
+		if err := invs[0].CreateGroup(ctx, g); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for round := range 20 {
+		var wg sync.WaitGroup
+		for i, g := range groups {
+			inv := invs[i%2]
+			wg.Go(func() {
+				if err := inv.MoveTerminals(ctx, g, "pc-01"); err != nil {
+					t.Error(err)
+				}
+			})
+		}
+		wg.Wait()
+		var n int
+		if err := invs[1].db.QueryRow(`SELECT COUNT(*) FROM group_members WHERE mac = ?`, mac).Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+		if n != 1 {
+			t.Fatalf("round %d: the terminal is in %d groups after concurrent moves, want 1", round, n)
+		}
+	}
+}

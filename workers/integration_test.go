@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"testing"
 	"time"
+	"tms/internal/pgtest"
 	"tms/internal/storetest"
 	"tms/internal/temporaltest"
 
@@ -79,7 +80,7 @@ func TestShareImageOnRealTemporal(t *testing.T) {
 	peerA := httptest.NewServer(mux)
 	defer peerA.Close()
 
-	cat, err := state.OpenCatalog(context.Background(), filepath.Join(t.TempDir(), "central.db"))
+	cat, err := state.OpenCatalog(context.Background(), pgtest.StateOr(t, filepath.Join(t.TempDir(), "central.db")))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -368,6 +368,7 @@ func startOn(bin, addr, trusted string) (*Cluster, error) {
 	if err != nil {
 		return nil, err
 	}
+	removeStale()
 	root, err := os.MkdirTemp("", "tms-pgtest-")
 	if err != nil {
 		return nil, err
@@ -464,6 +465,25 @@ func (c *Cluster) run() error {
 			return fmt.Errorf("postgres not ready within %s: %v: %s", ReadyTimeout, err, c.logTail())
 		}
 		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// removeStale removes the clusters test binaries killed before they could (SIGKILL, a
+// timeout): directories over an hour old whose server is not running.
+func removeStale() {
+	dirs, _ := filepath.Glob(filepath.Join(os.TempDir(), "tms-pgtest-*"))
+	for _, d := range dirs {
+		fi, err := os.Stat(d)
+		if err != nil || time.Since(fi.ModTime()) < time.Hour {
+			continue
+		}
+		if b, err := os.ReadFile(filepath.Join(d, "data", "postmaster.pid")); err == nil {
+			line, _, _ := strings.Cut(string(b), "\n")
+			if pid, err := strconv.Atoi(strings.TrimSpace(line)); err == nil && syscall.Kill(pid, 0) == nil {
+				continue // running
+			}
+		}
+		os.RemoveAll(d)
 	}
 }
 
