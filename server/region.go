@@ -174,6 +174,7 @@ type Region struct {
 	ServerID string
 	View     *choose.View
 
+	siblings      atomic.Pointer[[]sibling.Sibling] // the other healthy servers, from the registry
 	stopWAN       context.CancelFunc
 	own           *store.Store // the store under the siblings' read-through; nil without siblings
 	stopHeartbeat context.CancelFunc
@@ -273,6 +274,11 @@ func StartRegion(ctx context.Context, o RegionOptions) (_ *Region, err error) {
 		return nil, fmt.Errorf("region %s: %w", o.ID, err)
 	}
 	own := r.Store.Backend()
+	if o.Siblings == nil {
+		// The region's other healthy servers, as the registry showed them at the last
+		// heartbeat (refreshView): none while this server is the region's only one.
+		o.Siblings = r.registrySiblings
+	}
 	var lend *sibling.Fetcher
 	if o.Siblings != nil {
 		lend = &sibling.Fetcher{Siblings: o.Siblings, Secret: secret, CentralKey: o.CentralKey, HTTP: &http.Client{},

@@ -13,6 +13,7 @@ import (
 
 	"tms/choose"
 	"tms/settings"
+	"tms/sibling"
 	"tms/state"
 )
 
@@ -137,9 +138,13 @@ func (r *Region) refreshView(ctx context.Context, log *slog.Logger) error {
 	}
 	now, stale := time.Now(), state.StaleAfter(r.heartbeat)
 	var healthy []choose.Server
+	siblings := []sibling.Sibling{}
 	for _, s := range servers {
 		if s.Healthy(now, stale) {
 			healthy = append(healthy, choose.Server{ID: s.ID, Labels: s.Labels})
+			if s.ID != r.ServerID {
+				siblings = append(siblings, sibling.Sibling{ID: s.ID, Endpoint: s.Endpoint})
+			}
 		} else if s.ID == r.ServerID {
 			log.Warn("this server's own heartbeat is stale in the registry")
 		}
@@ -149,7 +154,16 @@ func (r *Region) refreshView(ctx context.Context, log *slog.Logger) error {
 		}
 	}
 	r.View.Update(healthy, labels)
+	r.siblings.Store(&siblings)
 	return nil
+}
+
+// registrySiblings are the region's other healthy servers as the last heartbeat read them.
+func (r *Region) registrySiblings(context.Context) ([]sibling.Sibling, error) {
+	if p := r.siblings.Load(); p != nil {
+		return *p, nil
+	}
+	return nil, nil
 }
 
 // reloadSettings applies the overrides in the database when their counter moved: central's
