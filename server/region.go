@@ -453,6 +453,9 @@ func StartRegion(ctx context.Context, o RegionOptions) (_ *Region, err error) {
 	if lend != nil {
 		acts.Siblings = lend
 	}
+	// The picture of the region's servers comes before the first task: a task this server takes
+	// at once must already find what its siblings hold.
+	r.startHeartbeat(log)
 	r.worker = workers.NewRegion(o.Client, acts)
 	if err := r.worker.Start(); err != nil {
 		return nil, fmt.Errorf("region %s: worker: %w", o.ID, err)
@@ -462,7 +465,6 @@ func StartRegion(ctx context.Context, o RegionOptions) (_ *Region, err error) {
 			return nil, fmt.Errorf("region %s: registering with central: %w", o.ID, err)
 		}
 	}
-	r.startHeartbeat(log)
 	log.Info("region server started", "server", r.ServerID, "endpoint", r.endpoint, "store", r.Store.String())
 	return r, nil
 }
