@@ -128,7 +128,7 @@ func (r *Region) PrepareTask(ctx context.Context, in TaskInput) (TerminalRef, er
 	var held []manifest.ID // the versions this task holds
 	switch in.Kind {
 	case agentwire.KindCapture:
-		if err := manifest.ValidateName(in.Image); err != nil {
+		if err := manifest.ValidateDiskName(in.Image); err != nil {
 			return TerminalRef{}, ErrBadImage.New(err.Error(), err)
 		}
 	case agentwire.KindDeploy, agentwire.KindUpdate:
@@ -151,6 +151,9 @@ func (r *Region) PrepareTask(ctx context.Context, in TaskInput) (TerminalRef, er
 		}
 		if err := r.checkSigned(ctx, v); err != nil {
 			return TerminalRef{}, err
+		}
+		if manifest.IsBootEnv(v.Manifest.Meta.Name) {
+			return TerminalRef{}, ErrBadImage.New(fmt.Sprintf("version %s is the in-memory OS %s, not a disk image: roll it out with tms bootenv rollout", id.Short(), v.Manifest.Meta.Name), nil)
 		}
 		if t.DiskSize > 0 && v.Manifest.DiskSize > t.DiskSize {
 			return TerminalRef{}, ErrDoesNotFit.New(

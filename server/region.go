@@ -553,6 +553,9 @@ func loadSettings(ctx context.Context, o RegionOptions, inv *state.Inventory, lo
 		return nil, fmt.Errorf("region %s: run-time settings: %w", o.ID, err)
 	}
 	for _, s := range overrides {
+		if s.Key == state.SettingBootEnv {
+			continue // the region's in-memory OS, which rollouts set (package bootenv)
+		}
 		if _, err := live.Set(s.Key, s.Value, settings.Source{Kind: settings.SourcePushed, By: s.SetBy, At: s.SetAt, Task: s.Task}); err != nil {
 			log.Warn("a setting central pushed is left out: this tms does not accept it", "key", s.Key, "value", s.Value, "err", err)
 		}

@@ -412,7 +412,7 @@ func (inv *Inventory) SetBootAction(ctx context.Context, mac string, a BootActio
 		return err
 	}
 	if _, task := a.Action.Task(); !task && a.Action != agentwire.ActionLocal {
-		return fmt.Errorf("boot action %q is not local, capture, deploy or update", a.Action)
+		return fmt.Errorf("boot action %q is not local, capture, deploy, update or probe", a.Action)
 	}
 	_, err = inv.db.ExecContext(ctx, `INSERT INTO boot_actions (mac, action, task, image, token_hash, prev_token_hash, claim_ip, claimed, claim_network, expires)
 		VALUES (?, ?, ?, ?, NULL, NULL, '', 0, 0, ?)
