@@ -18,7 +18,8 @@ func TestMigration5KeepsRowsAndAllowsUpdates(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "inventory.db")
 	var without []migration
 	for _, m := range inventoryMigrations {
-		if m.version != 5 {
+		// (Migration 14 rebuilds the tables 5 made: a build without 5 had not it either.)
+		if m.version != 5 && m.version < probeTaskMigration.version {
 			without = append(without, m)
 		}
 	}
