@@ -177,8 +177,16 @@ func (r *Region) PrepareTask(ctx context.Context, in TaskInput) (TerminalRef, er
 			}
 			held = append(held, base)
 		}
+	case agentwire.KindProbe:
+		// The canary boots this version: this server serves it from now on (the others of
+		// the region when the terminal asks them).
+		s, err := r.materialize(ctx, in.Version)
+		if err != nil {
+			return TerminalRef{}, err
+		}
+		in.Version, in.Image = s.Version, ""
 	default:
-		return TerminalRef{}, ErrBadInput.New(fmt.Sprintf("task kind %q is not capture, deploy or update", in.Kind), nil)
+		return TerminalRef{}, ErrBadInput.New(fmt.Sprintf("task kind %q is not capture, deploy, update or probe", in.Kind), nil)
 	}
 	if err := r.startTask(ctx, t, in); err != nil {
 		for _, h := range held {
