@@ -191,7 +191,9 @@ func (s StateCatalog) RecordBootEnv(ctx context.Context, b state.BootEnv) error 
 	return s.C.RecordBootEnv(ctx, b)
 }
 
-func (s StateCatalog) BootEnvs(ctx context.Context) ([]state.BootEnv, error) { return s.C.BootEnvs(ctx) }
+func (s StateCatalog) BootEnvs(ctx context.Context) ([]state.BootEnv, error) {
+	return s.C.BootEnvs(ctx)
+}
 
 func (c *Central) bootEnvCatalog() (BootEnvCatalog, error) {
 	if b, ok := c.Catalog.(BootEnvCatalog); ok {
