@@ -12,8 +12,8 @@ import (
 )
 
 func (a *App) bootenvCommand() *cobra.Command {
-	c := &cobra.Command{Use: "bootenv", Short: "Build the in-memory OS that terminals network boot into"}
-	c.AddCommand(a.bootenvBuild())
+	c := &cobra.Command{Use: "bootenv", Short: "Build, publish and roll out the in-memory OS that terminals network boot into"}
+	c.AddCommand(a.bootenvBuild(), a.bootenvPublish(), a.bootenvLs(), a.bootenvRollout())
 	return c
 }
 
