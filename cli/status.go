@@ -37,12 +37,12 @@ type regionStatusRow struct {
 	Region string `json:"region"`
 	Online bool   `json:"online"`
 	// Why says why a region is offline.
-	Why             string     `json:"why,omitempty"`
-	Version         string     `json:"version,omitempty"`
-	BootEnv         string     `json:"bootenv,omitempty"`
+	Why     string `json:"why,omitempty"`
+	Version string `json:"version,omitempty"`
+	BootEnv string `json:"bootenv,omitempty"`
 	// BootEnvRollout is a rollout in progress that includes the region: VERSION and the
 	// region's phase in it.
-	BootEnvRollout string `json:"bootenv_rollout,omitempty"`
+	BootEnvRollout  string     `json:"bootenv_rollout,omitempty"`
 	Used            int64      `json:"store_used"`
 	Capacity        int64      `json:"store_capacity"`
 	HighWater       float64    `json:"store_high_water,omitempty"`
