@@ -13,7 +13,7 @@ import (
 
 func (a *App) bootenvCommand() *cobra.Command {
 	c := &cobra.Command{Use: "bootenv", Short: "Build, publish and roll out the in-memory OS that terminals network boot into"}
-	c.AddCommand(a.bootenvBuild(), a.bootenvPublish(), a.bootenvLs(), a.bootenvRollout())
+	c.AddCommand(a.bootenvBuild(), a.bootenvPublish(), a.bootenvLs(), a.bootenvRollout(), a.bootenvSample())
 	return c
 }
 

@@ -2,6 +2,8 @@ package cli
 
 import (
 	"fmt"
+	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"text/tabwriter"
@@ -244,5 +246,48 @@ way, the one seen most recently. The rollout is the task bootenv-rollout/VERSION
 	f.DurationVar(&timeout, "canary-timeout", workflows.DefaultCanaryTimeout, "how long to wait for a canary to come back")
 	f.BoolVar(&wait, "wait", false, "follow the rollout until it ends")
 	f.BoolVar(&asJSON, "json", false, "print JSON")
+	return c
+}
+
+func (a *App) bootenvSample() *cobra.Command {
+	var out, kernel, broken string
+	c := &cobra.Command{
+		Use:   "sample --out DIR [--kernel-version V] [--broken kernel|initrd]",
+		Short: "Write a small well-formed bootenv for tms dev's simulated terminals (it boots no real PC)",
+		Long: `sample writes DIR/vmlinuz (a bzImage setup header naming --kernel-version, no kernel) and
+DIR/initrd (a gzip'd cpio whose /init is a tiny static program): what tms dev's simulated
+terminals check before they "boot". --broken kernel writes a vmlinuz that is not a bzImage,
+--broken initrd an initrd whose /init is a shell script: a rollout's canary stops either (publish
+them with --force). tms bootenv build makes the real in-memory OS.`,
+		Args: exactArgs(0, "no arguments"),
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if err := requireFlag(cmd, "out", out); err != nil {
+				return err
+			}
+			if err := os.MkdirAll(out, 0o755); err != nil {
+				return err
+			}
+			if err := bootenv.WriteSample(out, kernel); err != nil {
+				return err
+			}
+			switch broken {
+			case "":
+			case "kernel":
+				return os.WriteFile(filepath.Join(out, bootenv.KernelFile), []byte("not a kernel\n"), 0o644)
+			case "initrd":
+				b, err := bootenv.NewInitrd([]byte("#!/bin/sh\nexec /bin/agent\n"), nil)
+				if err != nil {
+					return err
+				}
+				return os.WriteFile(filepath.Join(out, bootenv.InitrdFile), b, 0o644)
+			default:
+				return usageError{fmt.Errorf("--broken %q: want kernel or initrd", broken)}
+			}
+			return nil
+		},
+	}
+	c.Flags().StringVar(&out, "out", "", "directory that gets vmlinuz and initrd (required)")
+	c.Flags().StringVar(&kernel, "kernel-version", "6.12.0-sample", "the kernel version its header names")
+	c.Flags().StringVar(&broken, "broken", "", "write a broken one: kernel or initrd")
 	return c
 }

@@ -17,7 +17,7 @@ import (
 func (a *App) devCommand() *cobra.Command {
 	var o devenv.Options
 	var regions string
-	var noAuth bool
+	var noAuth, noNetBoot bool
 	var storeCapacity string
 	c := &cobra.Command{
 		Use:   "dev",
@@ -39,6 +39,8 @@ continues where it stopped.`,
 			o.Version = Version
 			// tms dev runs with tms's authorizer: every command needs a login.
 			o.Auth = !noAuth
+			// Simulated terminals network boot what their iPXE script names (docs/boot.md).
+			o.NetBoot = !noNetBoot
 			o.TemporalLevel = slog.LevelError
 			if o.Terminals == 0 {
 				o.Terminals = -1
@@ -64,6 +66,7 @@ continues where it stopped.`,
 	}
 	f := c.Flags()
 	f.StringVar(&o.DataDir, "data", "tms-dev", "directory for everything tms dev keeps")
+	f.BoolVar(&noNetBoot, "no-netboot", false, "simulated terminals skip the simulated network boot (iPXE script, kernel and initrd checks)")
 	f.IntVar(&o.TemporalPort, "temporal-port", 7233, "Temporal frontend port on 127.0.0.1 (-1: any free port)")
 	f.IntVar(&o.UIPort, "ui-port", 8233, "Temporal UI port on 127.0.0.1 (-1: any free port)")
 	f.IntVar(&o.CentralPort, "central-port", 8300, "central's HTTP port on 127.0.0.1: /healthz, /metrics, login and users (-1: any free port)")
