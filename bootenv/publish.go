@@ -80,8 +80,11 @@ func Publish(ctx context.Context, st *store.Store, dir string, o PublishOptions)
 	if err := tmp.Close(); err != nil {
 		return nil, err
 	}
-	abs, _ := filepath.Abs(dir)
-	imp, err := imageio.Import(ctx, st, tmp.Name(), imageio.ImportOptions{Name: image, Source: "bootenv:" + abs})
+	source, _ := filepath.Abs(dir)
+	if source = "bootenv:" + source; len(source) > 1000 {
+		source = source[:1000] // meta.source takes 1024 bytes at most
+	}
+	imp, err := imageio.Import(ctx, st, tmp.Name(), imageio.ImportOptions{Name: image, Source: source})
 	if err != nil {
 		return nil, err
 	}
