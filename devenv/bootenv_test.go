@@ -13,6 +13,7 @@ import (
 	"tms/activities"
 	"tms/bootenv"
 	"tms/devenv"
+	"tms/internal/storetest"
 	"tms/server"
 	"tms/workflows"
 )
@@ -161,5 +162,29 @@ func TestBootEnvRolloutSurvivesARestartOfCentral(t *testing.T) {
 	}
 	if st := bootEnvOf(t, env.Regions["region-a"]); st.Current != v {
 		t.Fatalf("region-a after the rollout: %+v", st)
+	}
+}
+
+// TestNetBootCaptureAndDeploy captures and deploys with simulated network boots: first from the
+// region's plain boot directory (nothing published), then from a bootenv rolled out to it.
+func TestNetBootCaptureAndDeploy(t *testing.T) {
+	env := startNetBoot(t, "region-a")
+	src, _ := env.Terminal("a-pc1")
+	want := storetest.FileSum(t, src.Disk)
+	cap := capture(t, env, "region-a", "a-pc1", "classroom")
+
+	v := publishBootEnv(t, env, "region-a", sampleBootEnv(t, "6.12.0-1-amd64"), bootenv.PublishOptions{})
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	if err := rollout(t, env, workflows.BootEnvRolloutInput{Version: v, Canaries: []string{"a-pc1"}, CanaryTimeout: time.Minute}).Get(ctx, nil); err != nil {
+		t.Fatalf("rollout: %v", err)
+	}
+	res := deploy(t, env, workflows.DeployImageInput{Region: "region-a", Terminals: []string{"a-pc2"}, Image: "classroom@" + cap.Version})
+	if res.Failed != 0 || len(res.Terminals) != 1 {
+		t.Fatalf("deploy: %+v", res)
+	}
+	dst, _ := env.Terminal("a-pc2")
+	if storetest.FileSum(t, dst.Disk) != want {
+		t.Fatal("a-pc2 differs from the captured disk")
 	}
 }

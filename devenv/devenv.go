@@ -38,6 +38,7 @@ import (
 
 	"tms/agent"
 	"tms/auth/temporalauth"
+	"tms/bootenv"
 	"tms/bootsvc"
 	"tms/centralapi"
 	"tms/config"
@@ -323,6 +324,19 @@ func Start(ctx context.Context, o Options) (_ *Env, err error) {
 				return nil, err
 			}
 			e.regionClient[id] = rc
+		}
+		if o.NetBoot {
+			// The plain boot directory, what terminals boot while nothing is published: a
+			// sample the simulated network boot accepts (tms bootenv build makes real ones).
+			dir := filepath.Join(o.DataDir, id, "bootenv")
+			if _, err := os.Stat(filepath.Join(dir, bootenv.KernelFile)); errors.Is(err, os.ErrNotExist) {
+				if err := os.MkdirAll(dir, 0o755); err != nil {
+					return nil, err
+				}
+				if err := bootenv.WriteSample(dir, "6.12.0-tms-dev"); err != nil {
+					return nil, fmt.Errorf("region %s: sample boot directory: %w", id, err)
+				}
+			}
 		}
 		r, err := server.StartRegion(ctx, server.RegionOptions{ID: id, DataDir: filepath.Join(o.DataDir, id), Relay: relay,
 			Listen: listen, Labels: map[string]string{"site": "dev"}, CentralKey: e.CentralKey, Client: rc, Log: o.Log,
