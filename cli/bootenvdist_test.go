@@ -5,6 +5,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"tms/devenv"
 )
@@ -49,9 +50,16 @@ func TestBootEnvCommands(t *testing.T) {
 	if strings.Join(ls[0].Running, ",") != "region-a,region-b" || strings.Join(ls[0].Regions, ",") != "region-a,region-b" {
 		t.Fatalf("ls after the rollout: %+v", ls)
 	}
-	status := tms("status")
-	if !strings.Contains(status, "BOOTENV") || strings.Count(status, pub.Version[:12]) != 2 {
-		t.Fatalf("status after the rollout:\n%s", status)
+	// Regions report every 15 s: status shows the new version by the next report.
+	for deadline := time.Now().Add(time.Minute); ; {
+		status := tms("status")
+		if strings.Contains(status, "BOOTENV") && strings.Count(status, pub.Version[:12]) == 2 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("status a minute after the rollout:\n%s", status)
+		}
+		time.Sleep(time.Second)
 	}
 
 	bad := decode[bootEnvRow](t, tms("bootenv", "publish", broken, "--region", "region-a", "--store", store, "--name", "lab", "--force", "--json"))
