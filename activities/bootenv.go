@@ -92,8 +92,34 @@ func (r *Region) SetBootEnv(ctx context.Context, in SetBootEnvInput) error {
 	if at.IsZero() {
 		at = r.now()
 	}
-	return r.Inventory.SetSetting(ctx, state.Setting{Key: state.SettingBootEnv, Value: s.Version, SetAt: at, SetBy: in.By, Task: in.Task})
+	prev, err := r.CurrentBootEnv(ctx)
+	if err != nil {
+		return err
+	}
+	// Eviction keeps the region's current in-memory OS: the servers of the region that have
+	// not unpacked it yet need it in their store.
+	id, _ := manifest.ParseID(s.Version)
+	if err := r.Store.Pin(ctx, id, bootEnvPinner); err != nil {
+		return fmt.Errorf("pin bootenv %s: %w", id.Short(), err)
+	}
+	if err := r.Inventory.SetSetting(ctx, state.Setting{Key: state.SettingBootEnv, Value: s.Version, SetAt: at, SetBy: in.By, Task: in.Task}); err != nil {
+		return err
+	}
+	if prev.Version != "" && prev.Version != s.Version {
+		// The previous version's pin goes if a rollout made it (an admin's stays).
+		if pid, err := manifest.ParseID(prev.Version); err == nil {
+			if h, err := r.Store.GetPin(ctx, pid); err == nil && h.By == bootEnvPinner {
+				if _, err := r.Store.Unpin(ctx, pid); err != nil {
+					r.logger(ctx).Warn("the previous bootenv stays pinned", "version", pid.Short(), "err", err)
+				}
+			}
+		}
+	}
+	return nil
 }
+
+// bootEnvPinner pins the region's current in-memory OS in its store.
+const bootEnvPinner = "bootenv: the region's current in-memory OS"
 
 // CurrentBootEnvResult is the region's current in-memory OS; Version is empty when it has
 // none (its terminals boot the plain boot directory).

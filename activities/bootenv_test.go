@@ -2,6 +2,7 @@ package activities
 
 import (
 	"context"
+	"errors"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -151,6 +152,29 @@ func TestSetBootEnvServesOnlyWhatCentralSigned(t *testing.T) {
 	}
 	if cur, err := r.CurrentBootEnv(ctx); err != nil || cur.Version != v || cur.SetBy != "ana" {
 		t.Fatalf("current: %+v %v", cur, err)
+	}
+	if h, err := r.Store.GetPin(ctx, res.Version.ID); err != nil || h.By != bootEnvPinner {
+		t.Fatalf("the current bootenv is not pinned: %+v %v", h, err)
+	}
+	// A second version: it is pinned, the first's rollout pin goes.
+	if err := bootenv.WriteSample(src, "6.12.0-2"); err != nil {
+		t.Fatal(err)
+	}
+	res2, err := bootenv.Publish(ctx, r.Store, src, bootenv.PublishOptions{Name: "lab"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := r.Store.PutSignature(ctx, res2.Version.ID, key.SignVersion(res2.Version.ID)); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.SetBootEnv(ctx, SetBootEnvInput{Version: res2.Version.ID.String()}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := r.Store.GetPin(ctx, res.Version.ID); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("the previous bootenv's pin: %v", err)
+	}
+	if _, err := r.Store.GetPin(ctx, res2.Version.ID); err != nil {
+		t.Fatalf("the new bootenv's pin: %v", err)
 	}
 	if err := r.SetBootEnv(ctx, SetBootEnvInput{Version: strings.Repeat("ab", 32)}); !ErrNotHere.Matches(err) {
 		t.Fatalf("a version not in the store: %v", err)
