@@ -117,12 +117,12 @@ func (a *App) printDevEnv(env *devenv.Env, dataDir string) {
 			break
 		}
 	}
-	writeDevTry(w, env.TemporalAddress(), env.UIAddress(), first, second, src, dst)
+	writeDevTry(w, env.TemporalAddress(), env.UIAddress(), first, second, src, dst, dataDir)
 }
 
 // writeDevTry prints the commands to try against a running tms dev. When its Temporal is not at
 // devFrontend, where the CLI looks by default, each command names it with the global --temporal.
-func writeDevTry(w io.Writer, temporalAddr, uiAddr, first, second string, src, dst devenv.Terminal) {
+func writeDevTry(w io.Writer, temporalAddr, uiAddr, first, second string, src, dst devenv.Terminal, dataDir string) {
 	addr := ""
 	if temporalAddr != devFrontend {
 		addr = " --temporal " + temporalAddr
@@ -141,7 +141,12 @@ Try, in another terminal (after: go build -o bin/tms ./cmd/tms):
   bin/tms%[1]s update --region %[3]s --group lab --wait classroom
   bin/tms%[1]s task ls --all
 and watch the workflows in the Temporal UI at http://%[7]s
-`, addr, first, second, src.Name, src.Disk, dst.Disk, uiAddr)
+The in-memory OS, region by region behind a canary (docs/boot.md, "In tms dev"):
+  bin/tms%[1]s bootenv sample --out %[8]s
+  bin/tms%[1]s bootenv publish %[8]s --region %[2]s --store %[9]s
+  bin/tms%[1]s bootenv rollout VERSION --regions %[2]s,%[3]s --wait
+  bin/tms%[1]s bootenv ls
+`, addr, first, second, src.Name, src.Disk, dst.Disk, uiAddr, filepath.Join(dataDir, "bootenv-sample"), filepath.Join(dataDir, first, "store"))
 }
 
 // writeDevLogin says how to log in as tms dev's first admin.
