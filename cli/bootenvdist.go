@@ -23,8 +23,7 @@ import (
 // central, shared region to region, rolled out behind a canary (docs/boot.md).
 
 func (a *App) bootenvPublish() *cobra.Command {
-	var loc, region, name, agentVersion string
-	var force, asJSON bool
+	var p publishFlags
 	c := &cobra.Command{
 		Use:   "publish DIR --region REGION --store STORE [--name NAME] [--agent-version V] [--force] [--json]",
 		Short: "Publish DIR/vmlinuz and DIR/initrd as a signed version of the in-memory OS",
@@ -37,70 +36,86 @@ A kernel that is not a bzImage, or an initrd whose /init is not a static executa
 refused; --force publishes it anyway (a rollout's canary then stops it).`,
 		Args: exactArgs(1, "DIR"),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			if err := requireFlag(cmd, "region", region); err != nil {
-				return err
-			}
-			if err := requireFlag(cmd, "store", loc); err != nil {
-				return err
-			}
-			if agentVersion == "" {
-				agentVersion = Version
-			}
-			ctx := cmd.Context()
-			c, err := a.dialRegion(ctx, region)
-			if err != nil {
-				return err
-			}
-			defer c.Close()
-			st, err := a.openStore(ctx, cmd, loc, false)
-			if err != nil {
-				return err
-			}
-			res, err := bootenv.Publish(ctx, st, args[0], bootenv.PublishOptions{Name: name, AgentVersion: agentVersion, Force: force})
-			if err != nil {
-				return err
-			}
-			for _, p := range res.Problems {
-				fmt.Fprintf(a.Stderr, "tms: warning: published anyway (--force): %s\n", p)
-			}
-			v := res.Version
-			info := activities.VersionInfo{Version: v.ID.String(), Name: res.Image, Parent: v.Manifest.Parent.String(), Created: v.Manifest.Meta.Created,
-				DiskSize: v.Manifest.DiskSize, ChunkSize: v.Manifest.ChunkSize, StoredBytes: res.Import.Stats.StoredBytes}
-			if v.Manifest.Parent.IsZero() {
-				info.Parent = ""
-			}
-			in := activities.RegisterBootEnvInput{Info: info, Region: region, KernelVersion: res.Info.KernelVersion, AgentVersion: res.Info.AgentVersion, By: c.user}
-			run, err := c.ExecuteWorkflow(ctx, client.StartWorkflowOptions{ID: "bootenv-publish/" + v.ID.String() + "/" + region, TaskQueue: activities.CentralQueue},
-				workflows.PublishBootEnv, in)
-			if err != nil {
-				return fmt.Errorf("cannot have central register bootenv %s: %w", v.ID.Short(), err)
-			}
-			var signed activities.RegisterVersionResult
-			if err := run.Get(ctx, &signed); err != nil {
-				return fmt.Errorf("central did not register bootenv %s: %w", v.ID.Short(), err)
-			}
-			out := bootEnvRow{Version: v.ID.String(), Name: res.Info.Name, Kernel: res.Info.KernelVersion, Agent: res.Info.AgentVersion,
-				Published: v.Manifest.Meta.Created, Regions: []string{region}, Running: []string{}}
-			if asJSON {
-				return a.printJSON(out)
-			}
-			again := ""
-			if res.Unchanged {
-				again = " (unchanged: already published)"
-			}
-			fmt.Fprintf(a.Stdout, "published bootenv %s as %s%s: kernel %s, agent %s, in region %s, signed by central key %s\nroll it out with: tms bootenv rollout %s\n",
-				out.Name, v.ID.Short(), again, dash(out.Kernel), dash(out.Agent), region, signed.Signature.KeyID, v.ID.Short())
-			return nil
+			return a.publishBootEnv(cmd, args[0], p)
 		},
 	}
-	regionFlag(c, &region)
-	storeFlag(c, &loc)
-	f := c.Flags()
-	f.StringVar(&name, "name", bootenv.DefaultName, "the bootenv's name: its versions are the image bootenv.NAME")
-	f.StringVar(&agentVersion, "agent-version", "", "the release of the agent in the initrd (default: this tms's)")
-	f.BoolVar(&force, "force", false, "publish a kernel or initrd that would not boot (for a rollout's canary to stop)")
-	f.BoolVar(&asJSON, "json", false, "print JSON")
+	p.flags(c)
+	c.Flags().StringVar(&p.agentVersion, "agent-version", "", "the release of the agent in the initrd (default: this tms's)")
+	c.Flags().BoolVar(&p.force, "force", false, "publish a kernel or initrd that would not boot (for a rollout's canary to stop)")
+	c.Flags().BoolVar(&p.asJSON, "json", false, "print JSON")
 	return c
+}
+
+// flags adds --region, --store and --name.
+func (p *publishFlags) flags(c *cobra.Command) {
+	regionFlag(c, &p.region)
+	storeFlag(c, &p.loc)
+	c.Flags().StringVar(&p.name, "name", bootenv.DefaultName, "the bootenv's name: its versions are the image bootenv.NAME")
+}
+
+// publishFlags are tms bootenv publish's flags (and build --publish's).
+type publishFlags struct {
+	loc, region, name, agentVersion string
+	force, asJSON                   bool
+}
+
+// publishBootEnv publishes dir's vmlinuz and initrd into region's store and has central sign
+// them (tms bootenv publish).
+func (a *App) publishBootEnv(cmd *cobra.Command, dir string, p publishFlags) error {
+	if err := requireFlag(cmd, "region", p.region); err != nil {
+		return err
+	}
+	if err := requireFlag(cmd, "store", p.loc); err != nil {
+		return err
+	}
+	if p.agentVersion == "" {
+		p.agentVersion = Version
+	}
+	ctx := cmd.Context()
+	c, err := a.dialRegion(ctx, p.region)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	st, err := a.openStore(ctx, cmd, p.loc, false)
+	if err != nil {
+		return err
+	}
+	res, err := bootenv.Publish(ctx, st, dir, bootenv.PublishOptions{Name: p.name, AgentVersion: p.agentVersion, Force: p.force})
+	if err != nil {
+		return err
+	}
+	for _, pr := range res.Problems {
+		fmt.Fprintf(a.Stderr, "tms: warning: published anyway (--force): %s\n", pr)
+	}
+	v := res.Version
+	info := activities.VersionInfo{Version: v.ID.String(), Name: res.Image, Parent: v.Manifest.Parent.String(), Created: v.Manifest.Meta.Created,
+		DiskSize: v.Manifest.DiskSize, ChunkSize: v.Manifest.ChunkSize, StoredBytes: res.Import.Stats.StoredBytes}
+	if v.Manifest.Parent.IsZero() {
+		info.Parent = ""
+	}
+	in := activities.RegisterBootEnvInput{Info: info, Region: p.region, KernelVersion: res.Info.KernelVersion, AgentVersion: res.Info.AgentVersion, By: c.user}
+	run, err := c.ExecuteWorkflow(ctx, client.StartWorkflowOptions{ID: "bootenv-publish/" + v.ID.String() + "/" + p.region, TaskQueue: activities.CentralQueue},
+		workflows.PublishBootEnv, in)
+	if err != nil {
+		return fmt.Errorf("cannot have central register bootenv %s: %w", v.ID.Short(), err)
+	}
+	var signed activities.RegisterVersionResult
+	if err := run.Get(ctx, &signed); err != nil {
+		return fmt.Errorf("central did not register bootenv %s: %w", v.ID.Short(), err)
+	}
+	out := bootEnvRow{Version: v.ID.String(), Name: res.Info.Name, Kernel: res.Info.KernelVersion, Agent: res.Info.AgentVersion,
+		Published: v.Manifest.Meta.Created, Regions: []string{p.region}, Running: []string{}}
+	if p.asJSON {
+		return a.printJSON(out)
+	}
+	again := ""
+	if res.Unchanged {
+		again = " (unchanged: already published)"
+	}
+	fmt.Fprintf(a.Stdout, "published bootenv %s as %s%s: kernel %s, agent %s, in region %s, signed by central key %s\nroll it out with: tms bootenv rollout %s\n",
+		out.Name, v.ID.Short(), again, dash(out.Kernel), dash(out.Agent), p.region, signed.Signature.KeyID, v.ID.Short())
+	return nil
 }
 
 // bootEnvRow is one version as tms bootenv ls prints it.
