@@ -97,6 +97,7 @@ func TestBootEnvRolloutBehindACanary(t *testing.T) {
 	if err := run.Get(ctx, &res); err != nil {
 		t.Fatalf("rollout: %v", err)
 	}
+	history(t, env, run.GetID(), "rollout")
 	if len(res.Regions) != 2 || res.Regions[0].Region != "region-a" || res.Regions[0].Phase != workflows.RolloutDone || res.Regions[1].Phase != workflows.RolloutDone ||
 		res.Regions[1].Canary != "b-pc2" || !strings.HasPrefix(res.Regions[0].Canary, "a-pc") || res.Regions[0].AgentVersion == "" {
 		t.Fatalf("rollout result %+v", res)
@@ -123,6 +124,7 @@ func TestBootEnvRolloutBehindACanary(t *testing.T) {
 		!strings.Contains(err.Error(), "keeps its previous bootenv "+good) {
 		t.Fatalf("rollout of a broken bootenv: %v", err)
 	}
+	history(t, env, run.GetID(), "rollout")
 	for _, id := range []string{"region-a", "region-b"} {
 		if st := bootEnvOf(t, env.Regions[id]); st.Current != good {
 			t.Fatalf("%s after the broken rollout: %+v", id, st)
@@ -160,6 +162,7 @@ func TestBootEnvRolloutSurvivesARestartOfCentral(t *testing.T) {
 	if err := run.Get(ctx, &res); err != nil {
 		t.Fatalf("rollout across a restart of central: %v", err)
 	}
+	history(t, env, run.GetID(), "rollout")
 	if st := bootEnvOf(t, env.Regions["region-a"]); st.Current != v {
 		t.Fatalf("region-a after the rollout: %+v", st)
 	}
