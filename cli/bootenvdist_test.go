@@ -43,8 +43,8 @@ func TestBootEnvCommands(t *testing.T) {
 	}
 
 	out := tms("bootenv", "rollout", pub.Version[:8], "--regions", "region-a,region-b", "--canary", "region-b=b-pc2", "--canary-timeout", "1m", "--wait")
-	if !strings.Contains(out, "done") {
-		t.Logf("rollout output: %s", out)
+	if !strings.Contains(out, "is the in-memory OS of region-a done (canary a-pc") || !strings.Contains(out, "region-b done (canary b-pc2)") {
+		t.Fatalf("rollout output: %s", out)
 	}
 	ls = decode[[]bootEnvRow](t, tms("bootenv", "ls", "--json"))
 	if strings.Join(ls[0].Running, ",") != "region-a,region-b" || strings.Join(ls[0].Regions, ",") != "region-a,region-b" {
