@@ -78,6 +78,9 @@ const (
 	// ErrNoRoom: the region's store cannot take a version under its high-water mark even
 	// after evicting everything nothing pins or holds; the message names what holds the space.
 	ErrNoRoom ErrorType = "NoRoom"
+	// ErrNoCanary: a bootenv rollout found no terminal of a region to try the new version on
+	// (none enrolled, or all of them busy), or the one named cannot be.
+	ErrNoCanary ErrorType = "NoCanary"
 )
 
 // Outcomes of a terminal's task and of whole workflows.
@@ -92,6 +95,10 @@ const (
 	ErrDeployFailed ErrorType = "DeployFailed"
 	// ErrUpdateFailed: an update failed on every terminal it had to write (UpdateImage).
 	ErrUpdateFailed ErrorType = "UpdateFailed"
+	// ErrCanaryFailed: a bootenv rollout's canary did not come back from the new version, or
+	// came back with another one (BootEnvRollout); the message names the region, the
+	// terminal and what happened.
+	ErrCanaryFailed ErrorType = "CanaryFailed"
 	// ErrShareFailed: no source could bring the image to the region (ShareImage).
 	ErrShareFailed ErrorType = "ShareFailed"
 	// ErrPowerFailed: a power command failed on every terminal (PowerTerminals).

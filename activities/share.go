@@ -264,6 +264,9 @@ type Region struct {
 	// WAN paces the region's WAN transfers, all of them together (its wan_rate and
 	// wan_rate_windows); nil: no cap but the transfers' own.
 	WAN WANLimiter
+	// BootEnvs materializes the versions of the in-memory OS this server serves; nil: it
+	// serves none (rollouts to the region fail, saying so).
+	BootEnvs BootEnvServer
 
 	describe describeCache
 }

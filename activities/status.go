@@ -32,6 +32,9 @@ type RegionSummary struct {
 	// ImagesListed tells that Images was taken: a region that could not describe its store
 	// (a manifest it cannot read) reports without it, and central then forgets nothing.
 	ImagesListed bool `json:",omitempty"`
+	// BootEnv is the region's current version of the in-memory OS (tms bootenv rollout);
+	// empty: none, its terminals boot the plain boot directory.
+	BootEnv string `json:",omitempty"`
 	// Terminals counts the enrolled terminals; Online those seen within TerminalOnlineWindow;
 	// Busy those in a task.
 	Terminals, Online, Busy int
@@ -123,6 +126,11 @@ func (r *Region) Status(ctx context.Context, _ StatusInput) (RegionStatus, error
 			sum.ImagesListed = true
 		}
 	}
+	cur, err := r.CurrentBootEnv(ctx)
+	if err != nil {
+		return st, err
+	}
+	sum.BootEnv = cur.Version
 	ts, err := r.Inventory.Terminals(ctx)
 	if err != nil {
 		return st, err

@@ -141,7 +141,7 @@ func (r *Region) PrepareTask(ctx context.Context, in TaskInput) (TerminalRef, er
 	var held []manifest.ID // the versions this task holds
 	switch in.Kind {
 	case agentwire.KindCapture:
-		if err := manifest.ValidateName(in.Image); err != nil {
+		if err := manifest.ValidateDiskName(in.Image); err != nil {
 			return TerminalRef{}, ErrBadImage.New(err.Error(), err)
 		}
 	case agentwire.KindDeploy, agentwire.KindUpdate:
@@ -165,6 +165,9 @@ func (r *Region) PrepareTask(ctx context.Context, in TaskInput) (TerminalRef, er
 		if err := r.checkSigned(ctx, v); err != nil {
 			return TerminalRef{}, err
 		}
+		if manifest.IsBootEnv(v.Manifest.Meta.Name) {
+			return TerminalRef{}, ErrBadImage.New(fmt.Sprintf("version %s is the in-memory OS %s, not a disk image: roll it out with tms bootenv rollout", id.Short(), v.Manifest.Meta.Name), nil)
+		}
 		if t.DiskSize > 0 && v.Manifest.DiskSize > t.DiskSize {
 			return TerminalRef{}, ErrDoesNotFit.New(
 				fmt.Sprintf("image needs a disk of %d bytes; terminal %s has %d", v.Manifest.DiskSize, terminalName(t), t.DiskSize), nil)
@@ -187,8 +190,16 @@ func (r *Region) PrepareTask(ctx context.Context, in TaskInput) (TerminalRef, er
 			}
 			held = append(held, base)
 		}
+	case agentwire.KindProbe:
+		// The canary boots this version: this server serves it from now on (the others of
+		// the region when the terminal asks them).
+		s, err := r.materialize(ctx, in.Version)
+		if err != nil {
+			return TerminalRef{}, err
+		}
+		in.Version, in.Image = s.Version, ""
 	default:
-		return TerminalRef{}, ErrBadInput.New(fmt.Sprintf("task kind %q is not capture, deploy or update", in.Kind), nil)
+		return TerminalRef{}, ErrBadInput.New(fmt.Sprintf("task kind %q is not capture, deploy, update or probe", in.Kind), nil)
 	}
 	if err := r.startTask(ctx, t, in); err != nil {
 		for _, h := range held {

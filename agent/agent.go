@@ -40,6 +40,12 @@ import (
 	"tms/signing"
 )
 
+// NetBootResult is what a simulated network boot read from its kernel command line.
+type NetBootResult struct {
+	Token   string // tms.token
+	BootEnv string // tms.bootenv
+}
+
 // Version is the agent's version, reported at boot.
 var Version = "dev"
 
@@ -51,6 +57,17 @@ type Agent struct {
 	// BootToken is the per-boot secret from the kernel command line, sent with each boot
 	// request (empty when the region gave none).
 	BootToken string
+	// BootEnv is the version of the in-memory OS the agent runs in, from the kernel command
+	// line (tms.bootenv; empty when the region served its plain boot directory): a probe
+	// reports it.
+	BootEnv string
+	// NetBoot, if set, is the network boot that comes before each boot request of a simulated
+	// terminal (tms dev): it asks the region's boot service for the terminal's script, and
+	// when the script boots the in-memory OS, fetches and checks its kernel and initrd and
+	// returns the command line's token and bootenv version (a zero NetBootResult: the script
+	// boots the terminal's own disk). An error means the terminal would hang: the agent
+	// never starts. Nil in the real in-memory OS, where the firmware and kernel did it.
+	NetBoot func(ctx context.Context) (NetBootResult, error)
 	// Key is the terminal's agent key (the installed OS's agent, or a simulated terminal), which
 	// signs its boot requests and command polls; nil in the in-memory OS.
 	Key []byte

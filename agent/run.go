@@ -46,7 +46,21 @@ func (a *Agent) Run(ctx context.Context) error {
 			a.log().Warn("cannot read the disk's size", "disk", a.Disk, "err", err)
 		}
 		c.Token = ""
-		rep, err := c.Boot(ctx, agentwire.BootRequest{MAC: a.MAC, Disk: a.Disk, DiskSize: size, AgentVersion: Version, BootToken: a.BootToken})
+		token, bootenv := a.BootToken, a.BootEnv
+		if a.NetBoot != nil {
+			nb, err := a.NetBoot(ctx)
+			if err != nil {
+				if ctx.Err() != nil {
+					break
+				}
+				// A PC whose in-memory OS does not start hangs until someone resets it.
+				a.log().Error("the network boot failed: the terminal hangs", "err", err)
+				<-ctx.Done()
+				break
+			}
+			token, bootenv = nb.Token, nb.BootEnv
+		}
+		rep, err := c.Boot(ctx, agentwire.BootRequest{MAC: a.MAC, Disk: a.Disk, DiskSize: size, AgentVersion: Version, BootToken: token, BootEnv: bootenv})
 		if err != nil {
 			if ctx.Err() != nil {
 				break
@@ -63,9 +77,9 @@ func (a *Agent) Run(ctx context.Context) error {
 		}
 		c.SetServers(rep.Servers)
 		switch rep.Action {
-		case agentwire.ActionCapture, agentwire.ActionDeploy, agentwire.ActionUpdate:
+		case agentwire.ActionCapture, agentwire.ActionDeploy, agentwire.ActionUpdate, agentwire.ActionProbe:
 			c.Token = rep.Token
-			err := a.runTask(ctx, c, rep)
+			err := a.runTask(ctx, c, rep, bootenv)
 			switch {
 			case err == nil:
 				failures = 0
@@ -144,12 +158,20 @@ func (a *Agent) idle(ctx context.Context, c *Client) (off bool, err error) {
 }
 
 // runTask does one boot's task.
-func (a *Agent) runTask(ctx context.Context, c *Client, rep agentwire.BootReply) error {
+func (a *Agent) runTask(ctx context.Context, c *Client, rep agentwire.BootReply, bootenv string) error {
 	ti, err := c.Task(ctx)
 	if err != nil {
 		return taskErr(err)
 	}
 	c.SetServers(ti.Servers)
+	if ti.Kind == agentwire.KindProbe {
+		// A probe only says which in-memory OS this is; the terminal then boots its own disk.
+		if _, err := c.Done(ctx, agentwire.Done{BootEnv: bootenv, AgentVersion: Version}); err != nil {
+			return taskErr(err)
+		}
+		a.log().Info("probe answered", "task", ti.ID, "bootenv", bootenv, "agent", Version)
+		return nil
+	}
 	ctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
 	pr := &reporter{c: c, every: a.ProgressEvery, cancel: cancel, log: a.log()}

@@ -498,7 +498,7 @@ func TestCommands(t *testing.T) {
 // taskOf is a task of kind on image: an image name for a capture, a version id for a deploy.
 func taskOf(id, mac string, kind agentwire.Kind, image string) state.Task {
 	t := state.Task{ID: id, MAC: mac, Kind: kind}
-	if kind == agentwire.KindDeploy {
+	if kind == agentwire.KindDeploy || kind == agentwire.KindProbe {
 		t.Version = image
 	} else {
 		t.Image = image

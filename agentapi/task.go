@@ -47,6 +47,10 @@ func (s *Server) info(ctx context.Context, t state.Task) (agentwire.TaskInfo, *s
 		}
 		ti.ChunkSize, ti.Hash = v.Manifest.ChunkSize, v.Manifest.Hash
 		return ti, v, nil
+	case agentwire.KindProbe:
+		// The version of the in-memory OS the probe's boot script named.
+		ti.Version = t.Version
+		return ti, nil, nil
 	}
 	return ti, nil, fmt.Errorf("task %s has kind %q", t.ID, t.Kind)
 }
@@ -193,6 +197,9 @@ func (s *Server) Done(ctx context.Context, t state.Task, c state.Claim, d agentw
 	if t.Kind == agentwire.KindCapture {
 		return agentwire.Result{}, fail(http.StatusBadRequest, "a capture ends by publishing its manifest, or by reporting an error")
 	}
+	if t.Kind == agentwire.KindProbe {
+		return s.probed(ctx, t, c, d)
+	}
 	if d.Written < 0 || d.WrittenBytes < 0 || d.Skipped < 0 || d.FetchedBytes < 0 {
 		return agentwire.Result{}, fail(http.StatusBadRequest, "negative counts in %+v", d)
 	}
@@ -204,6 +211,25 @@ func (s *Server) Done(ctx context.Context, t state.Task, c state.Claim, d agentw
 		return agentwire.Result{}, err
 	}
 	res := agentwire.Result{Version: t.Version, Written: d.Written, WrittenBytes: d.WrittenBytes, Skipped: d.Skipped, Verified: true, FetchedBytes: d.FetchedBytes}
+	_, err := s.finish(ctx, t, state.TaskDone, res, "")
+	return res, err
+}
+
+// probed records what a probe's agent reported: the in-memory OS version it booted and its
+// own release. The task succeeds whatever they are; the rollout that asked compares them.
+func (s *Server) probed(ctx context.Context, t state.Task, c state.Claim, d agentwire.Done) (agentwire.Result, error) {
+	if d.BootEnv != "" {
+		if _, err := manifest.ParseID(d.BootEnv); err != nil {
+			return agentwire.Result{}, fail(http.StatusBadRequest, "probe: bootenv %.80q is not a version id", d.BootEnv)
+		}
+	}
+	if len(d.AgentVersion) > agentwire.MaxAgentVersion {
+		return agentwire.Result{}, fail(http.StatusBadRequest, "probe: agent version of %d bytes, at most %d", len(d.AgentVersion), agentwire.MaxAgentVersion)
+	}
+	if err := s.settled(t, c); err != nil {
+		return agentwire.Result{}, err
+	}
+	res := agentwire.Result{Version: t.Version, BootEnv: d.BootEnv, AgentVersion: d.AgentVersion}
 	_, err := s.finish(ctx, t, state.TaskDone, res, "")
 	return res, err
 }

@@ -63,6 +63,11 @@ const (
 	// (TaskInfo.Base): only the chunks whose ids differ between the two are fetched, written
 	// and read back.
 	KindUpdate Kind = "update"
+	// KindProbe boots a terminal into a version of the in-memory OS (its boot script names
+	// it) only for its agent to say which one it booted (Done.BootEnv) and its own release
+	// (Done.AgentVersion); the terminal then boots its own disk again. It touches no disk: a
+	// rollout of a new in-memory OS tries it on one canary terminal first.
+	KindProbe Kind = "probe"
 )
 
 // Writes reports whether a task of kind k writes the terminal's disk (a deploy or an update).
@@ -79,6 +84,7 @@ const (
 	ActionCapture = Action(KindCapture)
 	ActionDeploy  = Action(KindDeploy)
 	ActionUpdate  = Action(KindUpdate)
+	ActionProbe   = Action(KindProbe)
 )
 
 // Task returns the task kind an action runs, and false for ActionLocal or an unknown action.
@@ -90,6 +96,8 @@ func (a Action) Task() (Kind, bool) {
 		return KindDeploy, true
 	case ActionUpdate:
 		return KindUpdate, true
+	case ActionProbe:
+		return KindProbe, true
 	}
 	return "", false
 }
@@ -133,6 +141,9 @@ type BootRequest struct {
 	// BootToken is the task token the terminal's iPXE script put on the kernel command line
 	// (tms.token); empty for an agent started otherwise.
 	BootToken string `json:"boot_token,omitempty"`
+	// BootEnv is the version of the in-memory OS the agent runs in, as its kernel command line
+	// says (tms.bootenv); empty for one booted from the region's plain boot directory.
+	BootEnv string `json:"bootenv,omitempty"`
 }
 
 // BootReply is the agent's boot action.
@@ -242,7 +253,14 @@ type Done struct {
 	// FetchedBytes is how many chunk bytes (decompressed and checked) the task fetched
 	// (agents built before it leave it out).
 	FetchedBytes int64 `json:"fetched_bytes,omitempty"`
+	// BootEnv and AgentVersion are what a probe reports: the in-memory OS version the
+	// terminal booted (its kernel command line's tms.bootenv) and the agent's release.
+	BootEnv      string `json:"bootenv,omitempty"`
+	AgentVersion string `json:"agent_version,omitempty"`
 }
+
+// MaxAgentVersion bounds the agent release a probe reports.
+const MaxAgentVersion = 128
 
 // Result is a finished task's outcome as the region records it (for a capture, the new
 // version; for a deploy, what was written). Its JSON is what the region's WaitForAgent activity
@@ -257,6 +275,9 @@ type Result struct {
 	Skipped      int64  `json:"skipped,omitempty"`
 	Verified     bool   `json:"verified,omitempty"`
 	FetchedBytes int64  `json:"fetched_bytes,omitempty"`
+	// BootEnv and AgentVersion are a probe's report (Done).
+	BootEnv      string `json:"bootenv,omitempty"`
+	AgentVersion string `json:"agent_version,omitempty"`
 }
 
 // CommandReply is what a long-polling agent is told to do; Command is empty when the poll timed

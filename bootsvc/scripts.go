@@ -32,7 +32,11 @@ import (
 	"text/template"
 	"time"
 
+	"tms/agentwire"
+	"tms/bootenv"
+	"tms/manifest"
 	"tms/state"
+	"tms/store"
 )
 
 //go:embed templates/*.ipxe
@@ -59,6 +63,11 @@ type Claimer interface {
 	ClaimNetworkBoot(ctx context.Context, mac, ip string) (state.BootAction, string, error)
 }
 
+// BootEnvs makes a version of the in-memory OS ready to serve (*bootenv.Versions).
+type BootEnvs interface {
+	Materialize(ctx context.Context, version string) (bootenv.Served, error)
+}
+
 // Scripts serves terminals' iPXE scripts and the in-memory OS.
 type Scripts struct {
 	Inventory *state.Inventory
@@ -69,8 +78,13 @@ type Scripts struct {
 	// AgentEndpoint is the region's agent API as the in-memory OS reaches it, put on its kernel
 	// command line (https:// when the region has a certificate); empty means Endpoint.
 	AgentEndpoint string
-	// BootDir holds vmlinuz and initrd (tms bootenv build).
+	// BootDir holds vmlinuz and initrd (tms bootenv build): what terminals boot when the
+	// region has no current bootenv version and the terminal no probe.
 	BootDir string
+	// BootEnvs materializes published versions of the in-memory OS (package bootenv): the
+	// region's current one (the settings key state.SettingBootEnv) or a probe's. Nil: this
+	// server serves BootDir only, and refuses a terminal that should boot a version.
+	BootEnvs BootEnvs
 	// Args are added to the in-memory OS's kernel command line (e.g. "console=ttyS0").
 	Args string
 	Log  *slog.Logger
@@ -95,6 +109,7 @@ func (s *Scripts) log() *slog.Logger {
 func (s *Scripts) Routes(mux *http.ServeMux) {
 	mux.HandleFunc("GET /boot/ipxe", s.script)
 	mux.HandleFunc("GET /boot/{file}", s.file)
+	mux.HandleFunc("GET /boot/{version}/{file}", s.versionFile)
 }
 
 // ScriptURL is the URL of mac's iPXE script, for DHCP to hand to iPXE. It holds no secret:
@@ -113,6 +128,8 @@ type ScriptData struct {
 	Initrd   string
 	Args     string // the kernel command line
 	Reason   string // why the terminal boots its own disk
+	// BootEnv is the version of the in-memory OS the script boots; empty: the plain BootDir.
+	BootEnv string
 }
 
 func (s *Scripts) script(w http.ResponseWriter, r *http.Request) {
@@ -152,14 +169,79 @@ func (s *Scripts) script(w http.ResponseWriter, r *http.Request) {
 	}
 	base := strings.TrimRight(s.Endpoint, "/")
 	d.Action, d.Task = string(a.Action), a.Task
+	version, err := s.bootEnv(ctx, a)
+	if err != nil {
+		// The task waits for a boot that does not come, and says so when it gives up.
+		s.log().Error("cannot serve the in-memory OS this terminal should boot", "mac", mac, "task", a.Task, "err", err)
+		d.Reason = "the region cannot serve the in-memory OS it should: see its log"
+		s.render(w, "local.ipxe", d)
+		return
+	}
 	d.Kernel, d.Initrd = base+"/boot/vmlinuz", base+"/boot/initrd"
+	bootenvArg := ""
+	if version != "" {
+		d.BootEnv = version
+		d.Kernel, d.Initrd = base+"/boot/"+version+"/vmlinuz", base+"/boot/"+version+"/initrd"
+		bootenvArg = " tms.bootenv=" + version
+	}
 	agentBase := base
 	if s.AgentEndpoint != "" {
 		agentBase = strings.TrimRight(s.AgentEndpoint, "/")
 	}
-	d.Args = strings.TrimSpace(fmt.Sprintf("initrd=initrd %s tms.region=%s tms.token=%s", s.Args, agentBase, token))
-	s.log().Info("terminal boots the in-memory OS", "mac", mac, "task", a.Task, "action", a.Action, "remote", ip)
+	d.Args = strings.TrimSpace(fmt.Sprintf("initrd=initrd %s tms.region=%s tms.token=%s%s", s.Args, agentBase, token, bootenvArg))
+	s.log().Info("terminal boots the in-memory OS", "mac", mac, "task", a.Task, "action", a.Action, "bootenv", version, "remote", ip)
 	s.render(w, "task.ipxe", d)
+}
+
+// bootEnv is the version of the in-memory OS a terminal whose boot action is a boots: a
+// probe's own (the canary's override), else the region's current one, else none (BootDir).
+// The version is materialized here if this server has not yet, so its files are there when
+// iPXE asks for them.
+func (s *Scripts) bootEnv(ctx context.Context, a state.BootAction) (string, error) {
+	version := ""
+	if a.Action == agentwire.ActionProbe {
+		if a.Version == "" {
+			return "", errors.New("a probe that names no bootenv version")
+		}
+		version = a.Version
+	} else {
+		cur, err := s.Inventory.Setting(ctx, state.SettingBootEnv)
+		if errors.Is(err, store.ErrNotFound) {
+			return "", nil
+		}
+		if err != nil {
+			return "", fmt.Errorf("the region's current bootenv: %w", err)
+		}
+		version = cur.Value
+	}
+	if s.BootEnvs == nil {
+		return "", fmt.Errorf("bootenv version %s: this server serves only its boot directory", version)
+	}
+	if _, err := s.BootEnvs.Materialize(ctx, version); err != nil {
+		return "", err
+	}
+	return version, nil
+}
+
+// versionFile serves a file of a version of the in-memory OS, materializing it first if this
+// server has not yet (from its own store: only a version central signed).
+func (s *Scripts) versionFile(w http.ResponseWriter, r *http.Request) {
+	version, name := r.PathValue("version"), r.PathValue("file")
+	ok := false
+	for _, f := range BootFiles {
+		ok = ok || f == name
+	}
+	if _, err := manifest.ParseID(version); !ok || err != nil || len(version) != 2*manifest.IDLen || s.BootEnvs == nil {
+		http.NotFound(w, r)
+		return
+	}
+	sv, err := s.BootEnvs.Materialize(r.Context(), version)
+	if err != nil {
+		s.log().Error("cannot serve a bootenv version", "version", version, "err", err)
+		http.Error(w, "bootenv version "+version+" cannot be served: see the region's log", http.StatusNotFound)
+		return
+	}
+	serveFile(w, r, filepath.Join(sv.Dir, name), name)
 }
 
 func (s *Scripts) render(w http.ResponseWriter, name string, d ScriptData) {
@@ -184,7 +266,11 @@ func (s *Scripts) file(w http.ResponseWriter, r *http.Request) {
 		http.NotFound(w, r)
 		return
 	}
-	f, err := os.Open(filepath.Join(s.BootDir, name))
+	serveFile(w, r, filepath.Join(s.BootDir, name), name)
+}
+
+func serveFile(w http.ResponseWriter, r *http.Request, path, name string) {
+	f, err := os.Open(path)
 	if err != nil {
 		if errors.Is(err, os.ErrNotExist) {
 			http.Error(w, name+" is not built: run tms bootenv build", http.StatusNotFound)

@@ -42,6 +42,9 @@ type ServiceOptions struct {
 	// Answer, in proxy mode, says whether this server answers a PC's boot: a region with
 	// several servers answers each PC from one (dhcpd.Config.Answer). Nil answers all.
 	Answer func(mac net.HardwareAddr) bool
+	// BootEnvs serves published versions of the in-memory OS (Scripts.BootEnvs); nil: only the
+	// boot directory.
+	BootEnvs BootEnvs
 }
 
 // Service is a region's running boot service.
@@ -80,7 +83,7 @@ func StartService(ctx context.Context, o ServiceOptions) (*Service, error) {
 		dir = filepath.Join(o.DataDir, "bootenv")
 	}
 	s := &Service{
-		Scripts: &Scripts{Inventory: o.Inventory, Claims: o.Claims, Endpoint: o.Endpoint, AgentEndpoint: o.AgentEndpoint, BootDir: dir, Args: b.KernelArgs, Log: log.With("part", "scripts")},
+		Scripts: &Scripts{Inventory: o.Inventory, Claims: o.Claims, Endpoint: o.Endpoint, AgentEndpoint: o.AgentEndpoint, BootDir: dir, Args: b.KernelArgs, BootEnvs: o.BootEnvs, Log: log.With("part", "scripts")},
 		Waker:   &Waker{Interface: b.Interface},
 		errs:    make(chan error, 2),
 	}

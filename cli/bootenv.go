@@ -12,17 +12,18 @@ import (
 )
 
 func (a *App) bootenvCommand() *cobra.Command {
-	c := &cobra.Command{Use: "bootenv", Short: "Build the in-memory OS that terminals network boot into"}
-	c.AddCommand(a.bootenvBuild())
+	c := &cobra.Command{Use: "bootenv", Short: "Build, publish and roll out the in-memory OS that terminals network boot into"}
+	c.AddCommand(a.bootenvBuild(), a.bootenvPublish(), a.bootenvLs(), a.bootenvRollout(), a.bootenvSample())
 	return c
 }
 
 func (a *App) bootenvBuild() *cobra.Command {
 	var o bootenv.Options
-	var asJSON bool
+	var asJSON, publish bool
 	var centralKey string
+	var pub publishFlags
 	c := &cobra.Command{
-		Use:   "build --out DIR --central-key KEY [--ca FILE] [--kernel PATH] [--modules-dir DIR] [--agent PATH]",
+		Use:   "build --out DIR --central-key KEY [--ca FILE] [--kernel PATH] [--modules-dir DIR] [--agent PATH] [--publish --region R --store STORE [--name N]]",
 		Short: "Write the kernel and initrd of the in-memory OS",
 		Long: `build writes DIR/vmlinuz (a copy of Debian's kernel, the newest /boot/vmlinuz-* unless --kernel
 says otherwise) and DIR/initrd: a gzip'd cpio archive whose /init is the static tms agent, with
@@ -35,11 +36,25 @@ refuses every deploy without it (the build then warns). --ca FILE (PEM certifica
 /etc/tms/ca.pem: the CA the agent trusts for HTTPS to its region (tms.region=https://…).
 
 The agent is built from the source tree (CGO_ENABLED=0 go build ./cmd/tms-agent, so run this
-in it) unless --agent names a built one.`,
+in it) unless --agent names a built one.
+
+--publish then publishes DIR as tms bootenv publish DIR --region R --store STORE [--name N]
+does: a new version of the in-memory OS, signed by central, ready for tms bootenv rollout.`,
 		Args: exactArgs(0, "no arguments"),
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if o.Out == "" {
 				return usageError{fmt.Errorf("--out is required: the directory that gets vmlinuz and initrd")}
+			}
+			if publish && asJSON {
+				return usageError{fmt.Errorf("--publish prints no JSON: run tms bootenv publish --json after the build")}
+			}
+			if publish {
+				if err := requireFlag(cmd, "region", pub.region); err != nil {
+					return err
+				}
+				if err := requireFlag(cmd, "store", pub.loc); err != nil {
+					return err
+				}
 			}
 			if centralKey != "" {
 				k, err := signing.LoadPublicKey(centralKey)
@@ -77,6 +92,10 @@ in it) unless --agent names a built one.`,
 				fmt.Fprintln(a.Stdout, ", no CA (plain HTTP to the region)")
 			}
 			fmt.Fprintf(a.Stdout, "built in %s\n", time.Since(start).Round(time.Millisecond))
+			if publish {
+				pub.agentVersion = Version
+				return a.publishBootEnv(cmd, o.Out, pub)
+			}
 			return nil
 		},
 	}
@@ -88,5 +107,7 @@ in it) unless --agent names a built one.`,
 	f.StringVar(&centralKey, "central-key", "", "central's public key, tms-ed25519:… or a file holding it (tms central pubkey)")
 	f.StringVar(&o.CAFile, "ca", "", "PEM file of the CA certificates the agent trusts for HTTPS to its region")
 	f.BoolVar(&asJSON, "json", false, "print JSON")
+	f.BoolVar(&publish, "publish", false, "then publish DIR as a version of the in-memory OS (needs --region and --store)")
+	pub.flags(c)
 	return c
 }

@@ -17,7 +17,7 @@ import (
 func (a *App) devCommand() *cobra.Command {
 	var o devenv.Options
 	var regions string
-	var noAuth bool
+	var noAuth, noNetBoot bool
 	var storeCapacity string
 	c := &cobra.Command{
 		Use:   "dev",
@@ -39,6 +39,8 @@ continues where it stopped.`,
 			o.Version = Version
 			// tms dev runs with tms's authorizer: every command needs a login.
 			o.Auth = !noAuth
+			// Simulated terminals network boot what their iPXE script names (docs/boot.md).
+			o.NetBoot = !noNetBoot
 			o.TemporalLevel = slog.LevelError
 			if o.Terminals == 0 {
 				o.Terminals = -1
@@ -64,6 +66,7 @@ continues where it stopped.`,
 	}
 	f := c.Flags()
 	f.StringVar(&o.DataDir, "data", "tms-dev", "directory for everything tms dev keeps")
+	f.BoolVar(&noNetBoot, "no-netboot", false, "simulated terminals skip the simulated network boot (iPXE script, kernel and initrd checks)")
 	f.IntVar(&o.TemporalPort, "temporal-port", 7233, "Temporal frontend port on 127.0.0.1 (-1: any free port)")
 	f.IntVar(&o.UIPort, "ui-port", 8233, "Temporal UI port on 127.0.0.1 (-1: any free port)")
 	f.IntVar(&o.CentralPort, "central-port", 8300, "central's HTTP port on 127.0.0.1: /healthz, /metrics, login and users (-1: any free port)")
@@ -114,12 +117,12 @@ func (a *App) printDevEnv(env *devenv.Env, dataDir string) {
 			break
 		}
 	}
-	writeDevTry(w, env.TemporalAddress(), env.UIAddress(), first, second, src, dst)
+	writeDevTry(w, env.TemporalAddress(), env.UIAddress(), first, second, src, dst, dataDir)
 }
 
 // writeDevTry prints the commands to try against a running tms dev. When its Temporal is not at
 // devFrontend, where the CLI looks by default, each command names it with the global --temporal.
-func writeDevTry(w io.Writer, temporalAddr, uiAddr, first, second string, src, dst devenv.Terminal) {
+func writeDevTry(w io.Writer, temporalAddr, uiAddr, first, second string, src, dst devenv.Terminal, dataDir string) {
 	addr := ""
 	if temporalAddr != devFrontend {
 		addr = " --temporal " + temporalAddr
@@ -138,7 +141,12 @@ Try, in another terminal (after: go build -o bin/tms ./cmd/tms):
   bin/tms%[1]s update --region %[3]s --group lab --wait classroom
   bin/tms%[1]s task ls --all
 and watch the workflows in the Temporal UI at http://%[7]s
-`, addr, first, second, src.Name, src.Disk, dst.Disk, uiAddr)
+The in-memory OS, region by region behind a canary (docs/boot.md, "In tms dev"):
+  bin/tms%[1]s bootenv sample --out %[8]s
+  bin/tms%[1]s bootenv publish %[8]s --region %[2]s --store %[9]s
+  bin/tms%[1]s bootenv rollout VERSION --regions %[2]s,%[3]s --wait
+  bin/tms%[1]s bootenv ls
+`, addr, first, second, src.Name, src.Disk, dst.Disk, uiAddr, filepath.Join(dataDir, "bootenv-sample"), filepath.Join(dataDir, first, "store"))
 }
 
 // writeDevLogin says how to log in as tms dev's first admin.

@@ -31,7 +31,7 @@ func TestDevTryCommandsRunAsPrinted(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			var b bytes.Buffer
-			writeDevTry(&b, tc.addr, "127.0.0.1:8233", "region-a", "region-b", src, dst)
+			writeDevTry(&b, tc.addr, "127.0.0.1:8233", "region-a", "region-b", src, dst, "/tmp/tms-dev")
 			var lines []string
 			for l := range strings.Lines(b.String()) {
 				if l = strings.TrimSpace(l); strings.HasPrefix(l, "bin/tms ") {
@@ -59,7 +59,7 @@ func TestDevTryCommandsRunAsPrinted(t *testing.T) {
 	}
 	// And the one that needs no worker runs, against the server the flag names.
 	var b bytes.Buffer
-	writeDevTry(&b, srv.Address(), "127.0.0.1:8233", "region-a", "region-b", src, dst)
+	writeDevTry(&b, srv.Address(), "127.0.0.1:8233", "region-a", "region-b", src, dst, "/tmp/tms-dev")
 	for l := range strings.Lines(b.String()) {
 		if l = strings.TrimSpace(l); strings.HasPrefix(l, "bin/tms ") && strings.HasSuffix(l, "task ls --all") {
 			must(t, newRunner(nil), strings.Fields(l)[1:]...)

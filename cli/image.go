@@ -71,6 +71,9 @@ Interrupted imports keep the chunks they stored: run the same command again to c
 			if ref.Version != "" {
 				return usageError{fmt.Errorf("import takes NAME or NAME:TAG, not a version (%s)", args[0])}
 			}
+			if err := manifest.ValidateDiskName(ref.Name); err != nil {
+				return usageError{err}
+			}
 			ctx := cmd.Context()
 			s, err := a.openStore(ctx, cmd, loc, true)
 			if err != nil {

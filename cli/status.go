@@ -38,8 +38,12 @@ type regionStatusRow struct {
 	Region string `json:"region"`
 	Online bool   `json:"online"`
 	// Why says why a region is offline.
-	Why             string     `json:"why,omitempty"`
-	Version         string     `json:"version,omitempty"`
+	Why     string `json:"why,omitempty"`
+	Version string `json:"version,omitempty"`
+	BootEnv string `json:"bootenv,omitempty"`
+	// BootEnvRollout is a rollout in progress that includes the region: VERSION and the
+	// region's phase in it.
+	BootEnvRollout  string     `json:"bootenv_rollout,omitempty"`
 	Used            int64      `json:"store_used"`
 	Capacity        int64      `json:"store_capacity"`
 	HighWater       float64    `json:"store_high_water,omitempty"`
@@ -283,7 +287,7 @@ func (a *App) regionStatuses(ctx context.Context, c *tclient, only string) ([]re
 		row := regionStatusRow{Region: id}
 		rep, reported := reports[id]
 		if reported {
-			row.Version, row.Used, row.Capacity = rep.Version, rep.Used, rep.Capacity
+			row.Version, row.Used, row.Capacity, row.BootEnv = rep.Version, rep.Used, rep.Capacity, rep.BootEnv
 			row.HighWater, row.Images = rep.HighWater, max(rep.ImageCount, len(rep.Images))
 			row.Terminals, row.TerminalsOnline, row.TerminalsBusy = rep.Terminals, rep.Online, rep.Busy
 			at := rep.Received
@@ -303,7 +307,53 @@ func (a *App) regionStatuses(ctx context.Context, c *tclient, only string) ([]re
 		}
 		rows = append(rows, row)
 	}
+	for _, ro := range a.bootEnvRollouts(ctx, c) {
+		for _, rr := range ro.Regions {
+			if i := slices.IndexFunc(rows, func(r regionStatusRow) bool { return r.Region == rr.Region }); i >= 0 {
+				rows[i].BootEnvRollout = shortID(ro.Version) + " " + rolloutPhaseText(rr)
+			}
+		}
+	}
 	return rows, nil
+}
+
+// bootEnvRollouts returns the progress of the bootenv rollouts under way; one that cannot be
+// asked is left out (status shows what it can).
+func (a *App) bootEnvRollouts(ctx context.Context, c *tclient) []workflows.BootEnvRolloutResult {
+	q := "WorkflowType = '" + workflows.NameBootEnvRollout + "' AND ExecutionStatus = 'Running'"
+	resp, err := c.ListWorkflow(ctx, &workflowservice.ListWorkflowExecutionsRequest{Namespace: c.cfg.Namespace, Query: q, PageSize: 20})
+	if err != nil {
+		a.log.Debug("cannot list bootenv rollouts", "err", err)
+		return nil
+	}
+	var out []workflows.BootEnvRolloutResult
+	for _, e := range resp.GetExecutions() {
+		v, err := c.QueryWorkflow(ctx, e.GetExecution().GetWorkflowId(), e.GetExecution().GetRunId(), workflows.QueryProgress)
+		var p workflows.BootEnvRolloutResult
+		if err != nil || v.Get(&p) != nil {
+			continue
+		}
+		out = append(out, p)
+	}
+	return out
+}
+
+// rolloutPhaseText is a region's part of a rollout, for people.
+func rolloutPhaseText(rr workflows.RolloutRegion) string {
+	switch {
+	case rr.Canary != "" && rr.Phase == workflows.RolloutProbing:
+		return "probing (canary " + rr.Canary + ")"
+	case rr.Error != "":
+		return rr.Phase + ": " + rr.Error
+	}
+	return rr.Phase
+}
+
+func shortID(v string) string {
+	if len(v) > 12 {
+		return v[:12]
+	}
+	return v
 }
 
 // regionOnline decides whether a region is online: it reported within missedReports intervals
@@ -347,7 +397,7 @@ func (c *tclient) countTasks(ctx context.Context, region, cond string) (int64, e
 
 func writeRegionStatuses(w io.Writer, rows []regionStatusRow, now time.Time) error {
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "REGION\tSTATE\tVERSION\tSTORE USED / CAPACITY\tIMAGES\tTERMINALS\tONLINE\tIN A TASK\tRUNNING TASKS\tFAILED 24H\tLAST REPORT")
+	fmt.Fprintln(tw, "REGION\tSTATE\tVERSION\tBOOTENV\tSTORE USED / CAPACITY\tIMAGES\tTERMINALS\tONLINE\tIN A TASK\tRUNNING TASKS\tFAILED 24H\tLAST REPORT")
 	var why []string
 	for _, r := range rows {
 		state := "online"
@@ -359,7 +409,10 @@ func writeRegionStatuses(w io.Writer, rows []regionStatusRow, now time.Time) err
 		if r.LastReport != nil {
 			last = agoText(now, *r.LastReport)
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%d\t%d\t%d\t%d\t%d\t%s\n", r.Region, state, dash(r.Version), storeText(r.Used, r.Capacity, r.HighWater),
+		if r.BootEnvRollout != "" {
+			why = append(why, fmt.Sprintf("%s: bootenv rollout %s", r.Region, r.BootEnvRollout))
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%d\t%d\t%d\t%d\t%d\t%d\t%s\n", r.Region, state, dash(r.Version), dash(shortID(r.BootEnv)), storeText(r.Used, r.Capacity, r.HighWater),
 			r.Images, r.Terminals, r.TerminalsOnline, r.TerminalsBusy, r.RunningTasks, r.FailedTasks24h, last)
 	}
 	if err := tw.Flush(); err != nil {

@@ -366,6 +366,11 @@ func (d *taskDetail) progressLine() string {
 			}
 			parts = append(parts, fmt.Sprintf("power %s: %s (%d terminals, %d waiting)", p.Action, p.Phase, len(p.Terminals), waiting))
 		}
+	case workflows.NameBootEnvRollout:
+		var p workflows.BootEnvRolloutResult
+		if json.Unmarshal(d.Progress, &p) == nil {
+			parts = append(parts, "bootenv rollout "+shortID(p.Version)+": "+rolloutRegionsText(p.Regions))
+		}
 	case workflows.NameDeployImage:
 		var p workflows.DeployProgress
 		if json.Unmarshal(d.Progress, &p) == nil {
@@ -463,6 +468,25 @@ func resultSummary(typ string, raw json.RawMessage) string {
 		if json.Unmarshal(raw, &r) == nil {
 			return fmt.Sprintf("terminal %s: %s (%s), %s fetched, %s written", r.Name, r.Decision, r.Reason, humanBytes(r.FetchedBytes), humanBytes(r.WrittenBytes))
 		}
+	case workflows.NameBootEnvRollout:
+		var r workflows.BootEnvRolloutResult
+		if json.Unmarshal(raw, &r) == nil && r.Version != "" {
+			return fmt.Sprintf("bootenv %s (%s) is the in-memory OS of %s", shortID(r.Version), r.Name, rolloutRegionsText(r.Regions))
+		}
 	}
 	return "done"
+}
+
+// rolloutRegionsText is a rollout's regions for people: "region-a done (canary a-pc1),
+// region-b probing (canary b-pc2)".
+func rolloutRegionsText(rs []workflows.RolloutRegion) string {
+	var parts []string
+	for _, r := range rs {
+		s := r.Region + " " + r.Phase
+		if r.Canary != "" {
+			s += " (canary " + r.Canary + ")"
+		}
+		parts = append(parts, s)
+	}
+	return strings.Join(parts, ", ")
 }

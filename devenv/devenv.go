@@ -38,6 +38,7 @@ import (
 
 	"tms/agent"
 	"tms/auth/temporalauth"
+	"tms/bootenv"
 	"tms/bootsvc"
 	"tms/centralapi"
 	"tms/config"
@@ -104,6 +105,11 @@ type Options struct {
 	// PlannerInterval is how often central's schedule planner looks at the schedules
 	// (default workflows.PlannerInterval).
 	PlannerInterval time.Duration
+	// NetBoot makes the simulated terminals network boot as PCs do before their agent runs:
+	// each boot asks the region's boot HTTP service for the terminal's iPXE script and, when
+	// it boots the in-memory OS, fetches and checks the kernel and initrd it names (netboot.go).
+	// The regions then serve scripts without a boot service (RegionOptions.BootScripts).
+	NetBoot bool
 	// WANRateOf caps the WAN transfers of the regions it names, in bytes a second
 	// (region.wan_rate), so a share takes a WAN's time on loopback.
 	WANRateOf map[string]int64
@@ -163,6 +169,7 @@ type Env struct {
 	AdminCreated  bool
 
 	key          *signing.PrivateKey
+	centralOpts  server.CentralOptions
 	regionClient map[string]client.Client
 	uiProxy      string // the login page in front of the UI, host:port (Auth)
 	centralAPI   *centralapi.Handler
@@ -300,9 +307,10 @@ func Start(ctx context.Context, o Options) (_ *Env, err error) {
 	if err != nil {
 		return nil, err
 	}
-	e.Central, err = server.StartCentral(ctx, server.CentralOptions{DataDir: filepath.Join(o.DataDir, "central"), Database: o.database("central"), Relay: relay,
+	e.centralOpts = server.CentralOptions{DataDir: filepath.Join(o.DataDir, "central"), Database: o.database("central"), Relay: relay,
 		Key: key, Client: e.Client, Log: o.Log, Listen: net.JoinHostPort(o.Host, strconv.Itoa(o.CentralPort)),
-		Routes: []func(*http.ServeMux, *server.Central){e.centralRoutes}, PlannerInterval: o.PlannerInterval})
+		Routes: []func(*http.ServeMux, *server.Central){e.centralRoutes}, PlannerInterval: o.PlannerInterval}
+	e.Central, err = server.StartCentral(ctx, e.centralOpts)
 	if err != nil {
 		return nil, err
 	}
@@ -335,10 +343,23 @@ func Start(ctx context.Context, o Options) (_ *Env, err error) {
 			}
 			e.regionClient[id] = rc
 		}
+		if o.NetBoot {
+			// The plain boot directory, what terminals boot while nothing is published: a
+			// sample the simulated network boot accepts (tms bootenv build makes real ones).
+			dir := filepath.Join(o.DataDir, id, "bootenv")
+			if _, err := os.Stat(filepath.Join(dir, bootenv.KernelFile)); errors.Is(err, os.ErrNotExist) {
+				if err := os.MkdirAll(dir, 0o755); err != nil {
+					return nil, err
+				}
+				if err := bootenv.WriteSample(dir, "6.12.0-tms-dev"); err != nil {
+					return nil, fmt.Errorf("region %s: sample boot directory: %w", id, err)
+				}
+			}
+		}
 		ro := server.RegionOptions{ID: id, DataDir: filepath.Join(o.DataDir, id), Database: o.database(id), Relay: relay,
 			Listen: listen, Labels: map[string]string{"site": "dev"}, CentralKey: e.CentralKey, Client: rc, Log: o.Log,
 			Waker: waker, Boot: config.Boot{Subnet: o.Segment}, Version: o.Version, ReportInterval: o.ReportInterval,
-			Unicast: o.Unicast, StoreCapacity: cmp.Or(o.StoreCapacityOf[id], o.StoreCapacity),
+			Unicast: o.Unicast, StoreCapacity: cmp.Or(o.StoreCapacityOf[id], o.StoreCapacity), BootScripts: o.NetBoot,
 			WANRate: o.WANRateOf[id]}
 		if o.RegionOptions != nil {
 			o.RegionOptions(id, &ro)
@@ -492,6 +513,9 @@ func (e *Env) startAgent(ctx context.Context, t Terminal) {
 			err := s.Run(ctx)
 			return p.off, err
 		}}
+	if e.opts.NetBoot {
+		a.NetBoot = e.netBoot(t, hc)
+	}
 	e.agents.Add(1)
 	go func() {
 		defer e.agents.Done()
@@ -649,6 +673,19 @@ func (e *Env) Stop() {
 	if e.Temporal != nil {
 		e.Temporal.Stop()
 	}
+}
+
+// RestartCentral stops central's server (its worker, HTTP service and catalog) and starts it
+// again on the same data, as an admin restarting tms central does; Temporal and the regions
+// keep running, so central's workflows go on where they were.
+func (e *Env) RestartCentral(ctx context.Context) error {
+	e.Central.Stop()
+	c, err := server.StartCentral(ctx, e.centralOpts)
+	if err != nil {
+		return err
+	}
+	e.Central = c
+	return nil
 }
 
 // RegionStore returns a region's image store.

@@ -192,6 +192,52 @@ func scenario(t *testing.T, dir, bootDir, pcNS string) {
 	var pcIP string
 	t.Run("dhcp and tftp", func(t *testing.T) { pcIP = pxeClient(ctx, t, dir, pcNS) })
 
+	// 0b. The in-memory OS as a published version: rolled out to the region with vm2 as its
+	// canary, which PXE boots the version (its script names /boot/VERSION/ and tms.bootenv),
+	// says so, and reboots. Every later boot of this scenario boots that version.
+	t.Run("bootenv rollout", func(t *testing.T) {
+		pub, err := bootenv.Publish(ctx, r.Store, bootDir, bootenv.PublishOptions{Name: "e2e", AgentVersion: "netboot-e2e"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		v := pub.Version
+		info := activities.VersionInfo{Version: v.ID.String(), Name: pub.Image, Created: v.Manifest.Meta.Created, DiskSize: v.Manifest.DiskSize,
+			ChunkSize: v.Manifest.ChunkSize, StoredBytes: pub.Import.Stats.StoredBytes}
+		prun, err := c.ExecuteWorkflow(ctx, client.StartWorkflowOptions{TaskQueue: activities.CentralQueue}, workflows.PublishBootEnv,
+			activities.RegisterBootEnvInput{Info: info, Region: regionID, KernelVersion: pub.Info.KernelVersion, AgentVersion: "netboot-e2e"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := prun.Get(ctx, nil); err != nil {
+			t.Fatalf("publish: %v", err)
+		}
+		run, err := c.ExecuteWorkflow(ctx, client.StartWorkflowOptions{ID: workflows.BootEnvRolloutWorkflowID(v.ID.String()), TaskQueue: activities.CentralQueue},
+			workflows.BootEnvRollout, workflows.BootEnvRolloutInput{Version: v.ID.String(), Regions: []string{regionID}, Canaries: []string{"vm2"}, CanaryTimeout: 8 * time.Minute})
+		if err != nil {
+			t.Fatal(err)
+		}
+		waitBootAction(ctx, t, r, mac2, agentwire.ActionProbe)
+		vm := startVM(t, dir, "vm2-probe", "tap1", mac2, disk2, true)
+		var res workflows.BootEnvRolloutResult
+		if err := run.Get(ctx, &res); err != nil {
+			vm.fail(t, "rollout: %v", err)
+		}
+		if len(res.Regions) != 1 || res.Regions[0].Phase != workflows.RolloutDone || res.Regions[0].Canary != "vm2" || res.Regions[0].AgentVersion == "" {
+			vm.fail(t, "rollout result %+v", res)
+		}
+		vm.waitExit(t, 2*time.Minute)
+		if st, err := r.BootEnv(ctx); err != nil || st.Current != v.ID.String() || !st.Ready {
+			t.Fatalf("the region's bootenv after the rollout: %+v %v", st, err)
+		}
+		if b, _ := os.ReadFile(vm.console); !bytes.Contains(b, []byte("tms.bootenv="+v.ID.String())) {
+			t.Logf("vm2's console does not show tms.bootenv on its kernel command line (the kernel may not print it)")
+		}
+		t.Logf("bootenv %s rolled out: canary vm2 booted it and came back in %v", v.ID.Short(), time.Since(vm.start).Round(time.Second))
+	})
+	if t.Failed() {
+		return
+	}
+
 	// 1. Capture vm1.
 	var capRes workflows.CaptureImageResult
 	t.Run("capture", func(t *testing.T) {

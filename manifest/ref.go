@@ -102,3 +102,22 @@ func validateVersionPrefix(s string) error {
 	}
 	return nil
 }
+
+// BootEnvPrefix starts the names of the images that hold versions of the in-memory OS (tms
+// bootenv publish): bootenv.NAME. The name space is tms's own: captures and imports of disk
+// images refuse it, and deploys refuse to write such a version to a disk.
+const BootEnvPrefix = "bootenv."
+
+// IsBootEnv reports whether name is in the in-memory OS's reserved name space.
+func IsBootEnv(name string) bool { return strings.HasPrefix(name, BootEnvPrefix) }
+
+// ValidateDiskName checks the name of a disk image: a valid name outside BootEnvPrefix.
+func ValidateDiskName(s string) error {
+	if err := ValidateName(s); err != nil {
+		return err
+	}
+	if IsBootEnv(s) {
+		return fmt.Errorf("image name %q: names starting with %q are reserved for the in-memory OS (tms bootenv publish)", clip(s), BootEnvPrefix)
+	}
+	return nil
+}

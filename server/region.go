@@ -30,6 +30,7 @@ import (
 	"tms/activities"
 	"tms/agentapi"
 	"tms/arrival"
+	"tms/bootenv"
 	"tms/bootsvc"
 	"tms/choose"
 	"tms/config"
@@ -92,6 +93,10 @@ type RegionOptions struct {
 	BootPorts *bootsvc.ServiceOptions
 	// BootHTTPListen overrides region.boot.http_listen (tests: 127.0.0.1:0).
 	BootHTTPListen string
+	// BootScripts serves the iPXE scripts and the in-memory OS (GET /boot/...) on the HTTP
+	// service even without a boot service: tms dev's simulated terminals "network boot" from
+	// them (Boot.Enabled serves them anyway).
+	BootScripts bool
 	// Version is the tms release the server runs, for its status reports.
 	Version string
 	// ReportInterval is how often the region reports its status to central (default
@@ -164,6 +169,9 @@ type Region struct {
 	// Arrivals are the versions shares are bringing into Store: the worker's copies announce
 	// them and the agent API serves them while they arrive (package arrival).
 	Arrivals *arrival.Registry
+	// BootEnvs are the versions of the in-memory OS this server materialized from its store
+	// (DataDir/bootenvs) and serves.
+	BootEnvs *bootenv.Versions
 	// WAN paces the region's WAN transfers, all of them together: peer pulls, what its data
 	// endpoint serves to other regions, relay uploads and downloads. Its cap follows the
 	// settings wan_rate and wan_rate_windows.
@@ -298,6 +306,7 @@ func StartRegion(ctx context.Context, o RegionOptions) (_ *Region, err error) {
 		lend.Metrics = r.Metrics
 	}
 	r.Arrivals = &arrival.Registry{}
+	r.BootEnvs = &bootenv.Versions{Store: r.Store, Dir: filepath.Join(o.DataDir, "bootenvs"), CentralKey: o.CentralKey, Log: log.With("part", "bootenvs")}
 	r.Agents = &agentapi.Server{Inventory: r.Inventory, Store: r.Store, Waiters: activities.AgentWaiters{Client: o.Client}, Log: log,
 		Metrics: r.Metrics, Arrivals: r.Arrivals}
 	if !o.Unicast {
@@ -389,7 +398,7 @@ func StartRegion(ctx context.Context, o RegionOptions) (_ *Region, err error) {
 	}
 	if o.Boot.Enabled {
 		so := bootsvc.ServiceOptions{Boot: o.Boot, Inventory: r.Inventory, Claims: r.Agents, Endpoint: r.endpoint, DataDir: o.DataDir, Log: log.With("service", "boot"),
-			Metrics: r.Metrics}
+			Metrics: r.Metrics, BootEnvs: r.BootEnvs}
 		bootMux := mux
 		if o.TLS.Enabled() {
 			// iPXE gets its script and the in-memory OS over plain HTTP on a listener of their
@@ -429,6 +438,13 @@ func StartRegion(ctx context.Context, o RegionOptions) (_ *Region, err error) {
 		boot := r.Boot
 		r.Settings.OnChange(func(v settings.Values) { boot.SetDHCPLimits(v.DHCPUnknownPerMAC, v.DHCPUnknownTotal) })
 		waker = r.Boot.Waker
+	} else if o.BootScripts {
+		dir := o.Boot.Dir
+		if dir == "" {
+			dir = filepath.Join(o.DataDir, "bootenv")
+		}
+		(&bootsvc.Scripts{Inventory: r.Inventory, Claims: r.Agents, Endpoint: r.endpoint, BootDir: dir, Args: o.Boot.KernelArgs,
+			BootEnvs: r.BootEnvs, Log: log.With("service", "boot-scripts")}).Routes(mux)
 	}
 	h := r.Metrics.Instrument(mux)
 	if o.Wrap != nil {
@@ -449,7 +465,7 @@ func StartRegion(ctx context.Context, o RegionOptions) (_ *Region, err error) {
 		HTTP: &http.Client{Timeout: 5 * time.Minute}, CentralKey: o.CentralKey, Inventory: r.Inventory, Agents: r.Agents, Waker: waker,
 		Mailbox: r.Agents, Segment: segment, WakeTimeout: o.Boot.WakeTimeout, Version: o.Version, ReportInterval: o.ReportInterval,
 		Settings: r.Settings, Metrics: r.Metrics, Usage: r.storeUsage, StoreCapacity: o.StoreCapacity, Log: log.With("part", "store"),
-		Arrivals: r.Arrivals, WAN: r.WAN, ServerStaleAfter: state.StaleAfter(r.heartbeat)}
+		Arrivals: r.Arrivals, WAN: r.WAN, ServerStaleAfter: state.StaleAfter(r.heartbeat), BootEnvs: r.BootEnvs}
 	if lend != nil {
 		acts.Siblings = lend
 	}
@@ -710,6 +726,9 @@ func loadSettings(ctx context.Context, o RegionOptions, inv *state.Inventory, lo
 		return nil, fmt.Errorf("region %s: run-time settings: %w", o.ID, err)
 	}
 	for _, s := range overrides {
+		if s.Key == state.SettingBootEnv {
+			continue // the region's in-memory OS, which rollouts set (package bootenv)
+		}
 		if _, err := live.Set(s.Key, s.Value, settings.Source{Kind: settings.SourcePushed, By: s.SetBy, At: s.SetAt, Task: s.Task}); err != nil {
 			log.Warn("a setting central pushed is left out: this tms does not accept it", "key", s.Key, "value", s.Value, "err", err)
 		}
@@ -729,4 +748,26 @@ func zone(tz string) string {
 func (r *Region) storeUsage(ctx context.Context) (used, capacity int64, err error) {
 	u, err := r.Store.Usage(ctx)
 	return u.Used, u.Capacity, err
+}
+
+// BootEnvStatus is the in-memory OS a region server serves: the region's current version
+// (empty: none, its terminals boot the plain boot directory) and whether this server has it
+// ready (it materializes it when a terminal first asks otherwise).
+type BootEnvStatus struct {
+	Current string
+	Ready   bool
+}
+
+// BootEnv reports the in-memory OS this server serves, for its status rows (a region with
+// several servers reports one row each).
+func (r *Region) BootEnv(ctx context.Context) (BootEnvStatus, error) {
+	s, err := r.Inventory.Setting(ctx, state.SettingBootEnv)
+	if errors.Is(err, store.ErrNotFound) {
+		return BootEnvStatus{}, nil
+	}
+	if err != nil {
+		return BootEnvStatus{}, err
+	}
+	_, ok, err := r.BootEnvs.Materialized(s.Value)
+	return BootEnvStatus{Current: s.Value, Ready: ok}, err
 }

@@ -62,7 +62,7 @@ CREATE TABLE users (
 	created       INTEGER NOT NULL,
 	updated       INTEGER NOT NULL
 );
-`}, regionServersMigration}
+`}, regionServersMigration, bootEnvsMigration}
 
 // Catalog is central's catalog: regions, image versions and tags, and which regions hold a
 // verified copy of which version.

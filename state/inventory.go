@@ -68,7 +68,7 @@ CREATE INDEX terminals_by_seen ON terminals (enrolled, last_seen);
 `}, updateTaskMigration, enrollTokenMigration, firstSeenMigration, {version: 8, sql: `
 -- Why a terminal's disk holds no known version (a task writing it, a disk check that failed).
 ALTER TABLE terminals ADD COLUMN version_note TEXT NOT NULL DEFAULT '';
-`}, settingsMigration, lastDeployedMigration, serversMigration, groupLabelsMigration, siblingSecretMigration}
+`}, settingsMigration, lastDeployedMigration, serversMigration, groupLabelsMigration, siblingSecretMigration, probeTaskMigration}
 
 // Inventory is a region's own state: its terminals, groups and boot actions.
 type Inventory struct{ db *database }
@@ -422,7 +422,7 @@ func (inv *Inventory) SetBootAction(ctx context.Context, mac string, a BootActio
 		return err
 	}
 	if _, task := a.Action.Task(); !task && a.Action != agentwire.ActionLocal {
-		return fmt.Errorf("boot action %q is not local, capture, deploy or update", a.Action)
+		return fmt.Errorf("boot action %q is not local, capture, deploy, update or probe", a.Action)
 	}
 	_, err = inv.db.ExecContext(ctx, `INSERT INTO boot_actions (mac, action, task, image, token_hash, prev_token_hash, claim_ip, claimed, claim_network, expires)
 		VALUES (?, ?, ?, ?, NULL, NULL, '', 0, 0, ?)

@@ -2,6 +2,7 @@ package state
 
 import (
 	"context"
+	"database/sql"
 	"errors"
 	"fmt"
 	"time"
@@ -159,4 +160,25 @@ func scanSettings(rows interface {
 		out = append(out, s)
 	}
 	return out, errors.Join(rows.Err())
+}
+
+// SettingBootEnv is the key under which the settings table holds the region's current version
+// of the in-memory OS (tms bootenv rollout sets it once a canary booted it): every server of the
+// region serves that version to terminals that have no override. It is not a run-time setting
+// of package settings: only a rollout sets it, never tms region config set.
+const SettingBootEnv = "bootenv"
+
+// Setting returns the override stored under key; store.ErrNotFound if there is none.
+func (inv *Inventory) Setting(ctx context.Context, key string) (Setting, error) {
+	var s Setting
+	var at int64
+	err := inv.db.QueryRowContext(ctx, `SELECT key, value, set_at, set_by, task FROM settings WHERE key = ?`, key).Scan(&s.Key, &s.Value, &at, &s.SetBy, &s.Task)
+	if errors.Is(err, sql.ErrNoRows) {
+		return s, notFound("setting " + key)
+	}
+	if err != nil {
+		return s, fmt.Errorf("setting %s: %w", key, err)
+	}
+	s.SetAt = time.Unix(0, at).UTC()
+	return s, nil
 }

@@ -55,9 +55,9 @@ func (t Task) Finished() bool {
 const taskCols = `id, mac, kind, image, state, waiter, progress, result, error, created, updated, base`
 
 // subject is what the task works on, as its image column holds it: a capture's image name, a
-// deploy's or update's version id.
+// deploy's or update's version id, a probe's version of the in-memory OS.
 func subject(kind agentwire.Kind, image, version string) string {
-	if kind.Writes() {
+	if namesVersion(kind) {
 		return version
 	}
 	return image
@@ -65,12 +65,15 @@ func subject(kind agentwire.Kind, image, version string) string {
 
 // setSubject fills Image or Version from the image column, by kind.
 func setSubject(kind agentwire.Kind, col string, image, version *string) {
-	if kind.Writes() {
+	if namesVersion(kind) {
 		*version = col
 	} else {
 		*image = col
 	}
 }
+
+// namesVersion reports whether a task of kind k works on a version (rather than an image name).
+func namesVersion(k agentwire.Kind) bool { return k.Writes() || k == agentwire.KindProbe }
 
 func scanTask(row interface{ Scan(...any) error }) (Task, error) {
 	var t Task
@@ -90,8 +93,8 @@ func (inv *Inventory) StartTask(ctx context.Context, t Task, now time.Time) (Tas
 	if err != nil {
 		return t, err
 	}
-	if t.Kind != agentwire.KindCapture && !t.Kind.Writes() {
-		return t, fmt.Errorf("task kind %q is not capture, deploy or update", t.Kind)
+	if t.Kind != agentwire.KindCapture && !namesVersion(t.Kind) {
+		return t, fmt.Errorf("task kind %q is not capture, deploy, update or probe", t.Kind)
 	}
 	if (t.Kind == agentwire.KindUpdate) != (t.Base != "") {
 		return t, fmt.Errorf("task %s: an update, and only an update, names the version its terminal holds", t.ID)

@@ -21,7 +21,8 @@ func testMigration5KeepsRowsAndAllowsUpdates(t *testing.T) {
 	path := testDB(t, "inventory.db")
 	var without []migration
 	for _, m := range inventoryMigrations {
-		if m.version != 5 {
+		// (Migration 14 rebuilds the tables 5 made: a build without 5 had not it either.)
+		if m.version != 5 && m.version < probeTaskMigration.version {
 			without = append(without, m)
 		}
 	}

@@ -26,6 +26,8 @@ func NewCentral(c client.Client, acts *activities.Central) worker.Worker {
 	w.RegisterWorkflow(workflows.ConfigureRegion)
 	w.RegisterWorkflow(workflows.PlanImage)
 	w.RegisterWorkflow(workflows.SchedulePlanner)
+	w.RegisterWorkflow(workflows.PublishBootEnv)
+	w.RegisterWorkflow(workflows.BootEnvRollout)
 	w.RegisterActivity(acts)
 	sw := &serviceWorker{Worker: w, c: c, services: []service{
 		newService(workflows.CentralServiceID, activities.CentralQueue, workflows.CentralService, workflows.CentralServiceInput{})}}

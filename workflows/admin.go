@@ -32,10 +32,12 @@ type CentralAdminResult struct {
 	Images   []activities.ImageInfo
 	Regions  []activities.RegionInfo
 	Settings []activities.SettingInfo `json:",omitempty"`
+	// BootEnvs are the published versions of the in-memory OS ("bootenvs").
+	BootEnvs []activities.BootEnvInfo `json:",omitempty"`
 }
 
 // centralListings are the ops of CentralAdminInput.
-var centralListings = []string{"images", "regions", "region-settings"}
+var centralListings = []string{"images", "regions", "region-settings", "bootenvs"}
 
 // CentralAdmin lists central's catalog for the tms command line: what an older tms started as
 // a workflow per listing (tms now sends CentralService a "read" update). It runs on the central
@@ -62,6 +64,11 @@ func centralListing(ctx workflow.Context, in CentralAdminInput) (CentralAdminRes
 		var out activities.ListRegionsResult
 		err := workflow.ExecuteActivity(ctx, c.ListRegions).Get(ctx, &out)
 		res.Regions = out.Regions
+		return res, err
+	case "bootenvs":
+		var out activities.ListBootEnvsResult
+		err := workflow.ExecuteActivity(ctx, c.ListBootEnvs).Get(ctx, &out)
+		res.BootEnvs = out.BootEnvs
 		return res, err
 	case "region-settings":
 		var out activities.RegionSettingsResult

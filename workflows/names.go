@@ -19,6 +19,8 @@ const (
 	NamePowerTerminals  = "PowerTerminals"
 	NameConfigureRegion = "ConfigureRegion"
 	NamePlanImage       = "PlanImage"
+	NamePublishBootEnv  = "PublishBootEnv"
+	NameBootEnvRollout  = "BootEnvRollout"
 )
 
 // QueryProgress is the query every long workflow answers with its progress.

@@ -16,6 +16,8 @@ func sdkName(fn any) string {
 func TestNamesAreTheRegisteredFunctionNames(t *testing.T) {
 	for name, fn := range map[string]any{
 		NameShareImage:      ShareImage,
+		NamePublishBootEnv:  PublishBootEnv,
+		NameBootEnvRollout:  BootEnvRollout,
 		NameCaptureImage:    CaptureImage,
 		NameDeployImage:     DeployImage,
 		NameDeployTerminal:  DeployTerminal,

@@ -34,6 +34,7 @@ func TestReplayHistories(t *testing.T) {
 			r.RegisterWorkflow(UpdateImage)
 			r.RegisterWorkflow(UpdateTerminal)
 			r.RegisterWorkflow(ConfigureRegion)
+			r.RegisterWorkflow(BootEnvRollout)
 			b, err := os.ReadFile(f)
 			if err != nil {
 				t.Fatal(err)

@@ -12,6 +12,9 @@ type Config struct {
 	Region *url.URL // tms.region=URL: the region's HTTP service (required)
 	Token  string   // tms.token=…: the per-boot secret (optional)
 	Disk   string   // tms.disk=/dev/…: the disk to use instead of the one found (optional)
+	// BootEnv is tms.bootenv=VERSION: the version of the in-memory OS the boot script chose
+	// (optional: absent when the region serves its plain boot directory).
+	BootEnv string
 }
 
 // ParseCmdline reads the tms keys of a kernel command line (/proc/cmdline). Parameters are
@@ -29,6 +32,8 @@ func ParseCmdline(s string) (Config, error) {
 			c.Token = v
 		case "tms.disk":
 			c.Disk = v
+		case "tms.bootenv":
+			c.BootEnv = v
 		}
 	}
 	if region == "" {
@@ -39,6 +44,9 @@ func ParseCmdline(s string) (Config, error) {
 		return c, fmt.Errorf("tms.region=%q is not an http(s) URL", region)
 	}
 	c.Region = u
+	if c.BootEnv != "" && !isVersionID(c.BootEnv) {
+		return c, fmt.Errorf("tms.bootenv=%.80q is not a version id (64 lowercase hex digits)", c.BootEnv)
+	}
 	if c.Disk != "" && (!strings.HasPrefix(c.Disk, "/dev/") || strings.Contains(c.Disk[len("/dev/"):], "/") || strings.Contains(c.Disk, "..")) {
 		return c, fmt.Errorf("tms.disk=%q is not a disk: give a device such as /dev/sda or /dev/nvme0n1", c.Disk)
 	}
@@ -70,4 +78,16 @@ func splitCmdline(s string) []string {
 		out = append(out, b.String())
 	}
 	return out
+}
+
+func isVersionID(s string) bool {
+	if len(s) != 64 {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; !(c >= '0' && c <= '9' || c >= 'a' && c <= 'f') {
+			return false
+		}
+	}
+	return true
 }

@@ -117,7 +117,7 @@ func setup(ctx context.Context, log *slog.Logger, mountErr error) (*agent.Agent,
 	} else if err != nil {
 		return nil, err
 	}
-	return &agent.Agent{Region: cfg.Region, MAC: n.MAC.String(), Disk: disk, BootToken: cfg.Token, Once: true,
+	return &agent.Agent{Region: cfg.Region, MAC: n.MAC.String(), Disk: disk, BootToken: cfg.Token, BootEnv: cfg.BootEnv, Once: true,
 		CentralKey: key, RootCAs: roots, Log: log.With("from", "tms-agent"), HTTP: &http.Client{Timeout: 2 * time.Minute}}, nil
 }
 

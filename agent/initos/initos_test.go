@@ -14,8 +14,12 @@ func TestParseCmdline(t *testing.T) {
 		region     string
 		token      string
 		disk       string
+		bootenv    string
 		err        string
 	}{
+		{name: "bootenv version", line: "tms.region=http://a:1 tms.bootenv=" + strings.Repeat("ab", 32), region: "http://a:1", bootenv: strings.Repeat("ab", 32)},
+		{name: "bootenv not a version", line: "tms.region=http://a:1 tms.bootenv=abc", err: "not a version id"},
+		{name: "bootenv in capitals", line: "tms.region=http://a:1 tms.bootenv=" + strings.Repeat("AB", 32), err: "not a version id"},
 		{name: "region only", line: "console=ttyS0 tms.region=http://10.0.2.2:8301\n", region: "http://10.0.2.2:8301"},
 		{name: "all keys among the kernel's", line: "BOOT_IMAGE=vmlinuz quiet tms.region=https://r1.school.example/ tms.token=abc123 tms.disk=/dev/nvme0n1 panic=10",
 			region: "https://r1.school.example/", token: "abc123", disk: "/dev/nvme0n1"},
@@ -41,8 +45,8 @@ func TestParseCmdline(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if c.Region.String() != tc.region || c.Token != tc.token || c.Disk != tc.disk {
-				t.Errorf("got region %q token %q disk %q", c.Region, c.Token, c.Disk)
+			if c.Region.String() != tc.region || c.Token != tc.token || c.Disk != tc.disk || c.BootEnv != tc.bootenv {
+				t.Errorf("got region %q token %q disk %q bootenv %q", c.Region, c.Token, c.Disk, c.BootEnv)
 			}
 		})
 	}
