@@ -34,6 +34,8 @@ func TestReplayHistories(t *testing.T) {
 			r.RegisterWorkflow(UpdateImage)
 			r.RegisterWorkflow(UpdateTerminal)
 			r.RegisterWorkflow(ConfigureRegion)
+			r.RegisterWorkflow(PlanImage)
+			r.RegisterWorkflow(PlanImageRegion)
 			b, err := os.ReadFile(f)
 			if err != nil {
 				t.Fatal(err)
