@@ -238,7 +238,9 @@ func planByRegion(ctx workflow.Context, in PlanInput) (PlanStatus, error) {
 			report()
 			dirty = false
 		}
-		if !now.Before(in.By) && allDone() {
+		// At By the regions' workflows end by themselves; one that does not say so (terminated
+		// by an admin, say) is waited for no longer than planHoldGrace.
+		if !now.Before(in.By) && (allDone() || !now.Before(in.By.Add(planHoldGrace))) {
 			break
 		}
 		if dirty && reportDue {
@@ -283,6 +285,8 @@ func planByRegion(ctx workflow.Context, in PlanInput) (PlanStatus, error) {
 			next = check
 		} else if now.Before(in.By) {
 			next = in.By
+		} else {
+			next = in.By.Add(planHoldGrace)
 		}
 		if !next.IsZero() {
 			sel.AddFuture(workflow.NewTimer(wctx, next.Sub(now)), func(workflow.Future) {})
