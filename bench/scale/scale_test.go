@@ -108,6 +108,7 @@ type result struct {
 	planBytes          int64
 	centralSvcEvents   int64
 	centralSvcBytes    int64
+	planOnly           bool // TMS_SCALE_DEPLOY=0: no deploys
 }
 
 func (r result) actsPerTerminal() float64 {
@@ -115,7 +116,11 @@ func (r result) actsPerTerminal() float64 {
 }
 
 func (r result) line() string {
-	return fmt.Sprintf("scale regions=%d terminals=%d max_events=%d max_history_bytes=%d activities_per_terminal=%.2f seconds=%.2f",
+	name := "scale"
+	if r.planOnly {
+		name = "scale-plan-only"
+	}
+	return fmt.Sprintf(name+" regions=%d terminals=%d max_events=%d max_history_bytes=%d activities_per_terminal=%.2f seconds=%.2f",
 		r.regions, r.terminals, r.maxEvents, r.maxBytes, r.actsPerTerminal(), r.seconds)
 }
 
@@ -256,6 +261,13 @@ func runSize(b *testing.B, bin, dir string, n int) (res result, err error) {
 	res.planSeconds = time.Since(start).Seconds()
 	res.planSched = firstAfter(sims, start, func(s *SimRegion) int64 { return s.FirstPlan.Load() })
 
+	if os.Getenv("TMS_SCALE_DEPLOY") == "0" {
+		// The plan only: its line says so (scale-plan-only), and the deploy's figures are 0.
+		res.planOnly = true
+		res.seconds = time.Since(start).Seconds()
+		res.centralCPU, res.benchCPU = central.cpu()-cpu0, selfCPU()-benchCPU0
+		return res, finish(ctx, c, &count, &res)
+	}
 	// A deploy in every region, started as tms deploy starts it.
 	deployStart := time.Now()
 	runs := make([]client.WorkflowRun, n)
@@ -292,6 +304,11 @@ func runSize(b *testing.B, bin, dir string, n int) (res result, err error) {
 	res.seconds = time.Since(start).Seconds()
 	res.centralCPU, res.benchCPU = central.cpu()-cpu0, selfCPU()-benchCPU0
 
+	return res, finish(ctx, c, &count, &res)
+}
+
+// finish takes the counts of the regions' activities and reads Temporal's histories.
+func finish(ctx context.Context, c client.Client, count *Counters, res *result) error {
 	counts := count.Snapshot()
 	for name, k := range counts {
 		switch name {
@@ -303,10 +320,7 @@ func runSize(b *testing.B, bin, dir string, n int) (res result, err error) {
 			res.regionActs += k
 		}
 	}
-	if err := histories(ctx, c, &res); err != nil {
-		return res, err
-	}
-	return res, nil
+	return histories(ctx, c, res)
 }
 
 // firstAfter is the seconds from start until the last region's first activity of a kind.
