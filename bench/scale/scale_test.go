@@ -208,8 +208,17 @@ func runSize(b *testing.B, bin, dir string, n int) (res result, err error) {
 			w.Stop()
 		}
 	}()
+	// How often each region reports its status to central (default 15 s, the regions' own
+	// default): TMS_SCALE_REPORT_INTERVAL=5m spares a loaded server 1,000 regions' reports.
+	interval := workflows.DefaultReportInterval
+	if v := os.Getenv("TMS_SCALE_REPORT_INTERVAL"); v != "" {
+		if interval, err = time.ParseDuration(v); err != nil || interval < time.Second {
+			return res, fmt.Errorf("TMS_SCALE_REPORT_INTERVAL: %q is not a duration of a second or more", v)
+		}
+	}
 	for _, s := range all {
-		w := workers.NewRegionWith(c, workers.RegionWorker{ID: s.ID, Activities: s, Options: worker.Options{
+		s.ReportInterval = interval
+		w := workers.NewRegionWith(c, workers.RegionWorker{ID: s.ID, Activities: s, ReportInterval: interval, Options: worker.Options{
 			// 1,000 workers in one process: few pollers each, or the server drowns in long polls.
 			MaxConcurrentWorkflowTaskPollers: 2, MaxConcurrentActivityTaskPollers: 1,
 		}})

@@ -83,7 +83,9 @@ type SimRegion struct {
 	Delay, AgentDelay time.Duration
 	// StoredBytes is what a pull reports moved.
 	StoredBytes int64
-	Count       *Counters
+	// ReportInterval is how often the region reports, as its status says.
+	ReportInterval time.Duration
+	Count          *Counters
 	// FirstDeploy is set (UnixNano) when the region's first deploy activity runs
 	// (ResolveTerminals).
 	FirstDeploy atomic.Int64
@@ -135,7 +137,8 @@ func (s *SimRegion) Status(ctx context.Context, _ activities.StatusInput) (activ
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	sum := activities.RegionSummary{Region: s.ID, Version: "bench", Capacity: 2 << 40, HighWater: 0.9, LowWater: 0.8,
-		ImagesListed: true, ImageCount: len(s.versions), Terminals: TerminalsPerRegion, Online: TerminalsPerRegion, At: time.Now()}
+		ImagesListed: true, ImageCount: len(s.versions), Terminals: TerminalsPerRegion, Online: TerminalsPerRegion, At: time.Now(),
+		Interval: s.ReportInterval}
 	for _, v := range s.versions {
 		sum.Used += s.StoredBytes
 		sum.Images = append(sum.Images, activities.ImageDescriptor{Name: "exam", Version: v, StoredBytes: s.StoredBytes})
