@@ -91,7 +91,10 @@ type LocateInput struct {
 	Target string
 }
 
-// LocateResult says where the version is, best source first.
+// MaxSources bounds the sources LocateVersion lists, best first.
+const MaxSources = 8
+
+// LocateResult says where the version is, best source first (at most MaxSources).
 type LocateResult struct {
 	Version   string
 	TargetHas bool
@@ -132,6 +135,12 @@ func (c *Central) LocateVersion(ctx context.Context, in LocateInput) (LocateResu
 		}
 	}
 	OrderSources(target, res.Sources)
+	// A share tries two peers and relays from the rest, one after another: a handful is all
+	// it can use, and once an image is in 1,000 regions the whole list would put 1,000
+	// locations into every share's history.
+	if len(res.Sources) > MaxSources {
+		res.Sources = res.Sources[:MaxSources]
+	}
 	if !res.TargetHas && len(res.Sources) == 0 {
 		return res, ErrNoSource.New("no region holds a verified copy of "+in.Image, nil)
 	}

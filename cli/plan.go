@@ -295,6 +295,9 @@ func (c *tclient) plans(ctx context.Context, name string) ([]planRow, error) {
 		if e.GetStatus() == enumspb.WORKFLOW_EXECUTION_STATUS_CANCELED {
 			continue // removed (plan rm cancels, then deletes in the background)
 		}
+		if e.GetStatus() == enumspb.WORKFLOW_EXECUTION_STATUS_CONTINUED_AS_NEW {
+			continue // a long plan's earlier run: its current run is listed too
+		}
 		row, err := c.plan(ctx, e)
 		var nf *serviceerror.NotFound
 		if errors.As(err, &nf) {

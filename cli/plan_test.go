@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	enumspb "go.temporal.io/api/enums/v1"
 	"go.temporal.io/sdk/client"
 
 	"tms/activities"
@@ -17,6 +18,7 @@ import (
 	"tms/imageio"
 	"tms/internal/sampledisk"
 	"tms/internal/storetest"
+	"tms/internal/temporaltest"
 	"tms/manifest"
 	"tms/signing"
 	"tms/state"
@@ -187,10 +189,31 @@ func TestPlanCommandsOverTemporal(t *testing.T) {
 		time.Sleep(200 * time.Millisecond)
 	}
 
+	temporaltest.SaveHistory(t, c, workflows.PlanWorkflowID("exam-week"), "", "PlanImage-ready")
 	out = must(t, run, "plan", "rm", "exam-week")
 	if !strings.Contains(out, "plan exam-week removed") {
 		t.Fatalf("plan rm: %q", out)
 	}
+	// The region's workflow, which outlives a continue-as-new of the plan, ended with it.
+	regionWF := workflows.PlanRegionWorkflowID("exam-week", "region-b")
+	deadline = time.Now().Add(20 * time.Second)
+	for {
+		d, err := c.DescribeWorkflowExecution(ctx, regionWF, "")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if s := d.GetWorkflowExecutionInfo().GetStatus(); s != enumspb.WORKFLOW_EXECUTION_STATUS_RUNNING {
+			if s != enumspb.WORKFLOW_EXECUTION_STATUS_CANCELED {
+				t.Fatalf("the region's workflow of a removed plan ended %v, want canceled", s)
+			}
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the region's workflow of a removed plan still runs")
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	temporaltest.SaveHistory(t, c, regionWF, "", "PlanImageRegion-removed")
 	if code, _, errs := run("plan", "show", "exam-week"); code == 0 || !strings.Contains(errs, "no plan exam-week") {
 		t.Fatalf("plan show after rm: %d %q", code, errs)
 	}

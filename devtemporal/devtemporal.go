@@ -68,6 +68,13 @@ type Options struct {
 	// internal-frontend gives them the server's internal principal instead.
 	Authorizer  authorization.Authorizer
 	ClaimMapper authorization.ClaimMapper
+	// SQLitePragmas are set on every connection to the database file, e.g. journal_mode=wal
+	// and synchronous=normal (SQLite's defaults when empty); SQLiteConns is how many
+	// connections the server opens (default 1; more only with journal_mode=wal, which lets
+	// readers go on beside the one writer). The district-scale bench sets them
+	// (docs/performance.md, "District scale").
+	SQLitePragmas map[string]string
+	SQLiteConns   int
 }
 
 // Server is a running embedded Temporal.
@@ -126,6 +133,10 @@ func Start(o Options) (*Server, error) {
 			return nil, err
 		}
 		sqlConf.ConnectAttributes["mode"] = "rwc"
+		for k, v := range o.SQLitePragmas {
+			sqlConf.ConnectAttributes[k] = v
+		}
+		sqlConf.MaxConns, sqlConf.MaxIdleConns = o.SQLiteConns, o.SQLiteConns
 		sqlConf.DatabaseName = filepath.Join(o.DataDir, "temporal.db")
 		if _, err := os.Stat(sqlConf.DatabaseName); errors.Is(err, os.ErrNotExist) {
 			if err := sqliteschema.SetupSchema(sqlConf); err != nil {

@@ -7,6 +7,8 @@
 package workers
 
 import (
+	"time"
+
 	"go.temporal.io/sdk/client"
 	"go.temporal.io/sdk/worker"
 
@@ -25,6 +27,7 @@ func NewCentral(c client.Client, acts *activities.Central) worker.Worker {
 	w.RegisterWorkflow(workflows.RegisterVersion)
 	w.RegisterWorkflow(workflows.ConfigureRegion)
 	w.RegisterWorkflow(workflows.PlanImage)
+	w.RegisterWorkflow(workflows.PlanImageRegion)
 	w.RegisterWorkflow(workflows.SchedulePlanner)
 	w.RegisterWorkflow(workflows.PublishBootEnv)
 	w.RegisterWorkflow(workflows.BootEnvRollout)
@@ -41,11 +44,29 @@ func NewCentral(c client.Client, acts *activities.Central) worker.Worker {
 // administration) and activities. Region workflows run on the region's queue, so a region keeps
 // working on what it started while central is away.
 func NewRegion(c client.Client, acts *activities.Region) worker.Worker {
-	w := worker.New(c, activities.RegionQueue(acts.ID), worker.Options{
+	return NewRegionWith(c, RegionWorker{ID: acts.ID, Activities: acts, ReportInterval: acts.ReportInterval, Options: worker.Options{
 		// Transfers are long and I/O-bound; a handful at once keeps a classroom server's
 		// disk and uplink busy without starving the terminals it boots.
 		MaxConcurrentActivityExecutionSize: 8,
-	})
+	}})
+}
+
+// RegionWorker describes a region's worker for NewRegionWith.
+type RegionWorker struct {
+	ID string
+	// Activities is registered under its methods' names: *activities.Region, or a simulation
+	// with the same methods (bench/scale).
+	Activities any
+	// ReportInterval is how often the region's service workflow reports to central.
+	ReportInterval time.Duration
+	Options        worker.Options
+}
+
+// NewRegionWith returns a region's worker with the region's workflows, the given activities and
+// worker options, and the region's service workflow: NewRegion with *activities.Region, a
+// simulation of many regions in one process with its own (bench/scale).
+func NewRegionWith(c client.Client, r RegionWorker) worker.Worker {
+	w := worker.New(c, activities.RegionQueue(r.ID), r.Options)
 	w.RegisterWorkflow(workflows.CaptureImage)
 	w.RegisterWorkflow(workflows.DeployImage)
 	w.RegisterWorkflow(workflows.DeployTerminal)
@@ -54,7 +75,7 @@ func NewRegion(c client.Client, acts *activities.Region) worker.Worker {
 	w.RegisterWorkflow(workflows.RegionService)
 	w.RegisterWorkflow(workflows.RegionAdmin) // listings of an older tms, until they finish
 	w.RegisterWorkflow(workflows.PowerTerminals)
-	w.RegisterActivity(acts)
-	return withService(w, c, workflows.RegionServiceID(acts.ID), activities.RegionQueue(acts.ID), workflows.RegionService,
-		workflows.RegionServiceInput{Region: acts.ID, Interval: acts.ReportInterval})
+	w.RegisterActivity(r.Activities)
+	return withService(w, c, workflows.RegionServiceID(r.ID), activities.RegionQueue(r.ID), workflows.RegionService,
+		workflows.RegionServiceInput{Region: r.ID, Interval: r.ReportInterval})
 }

@@ -60,6 +60,8 @@ type PlanInput struct {
 	// Origin says who made the plan: empty for an admin's, "schedule:NAME" for one made for a
 	// schedule's firing.
 	Origin string
+	// Carry is the plan's state carried across continue-as-new (nil when a plan starts).
+	Carry *PlanCarry `json:",omitempty"`
 }
 
 // CheckPlan checks a plan before it starts: the CLI and the workflow call it, so a bad plan is
@@ -162,7 +164,19 @@ func (s PlanStatus) NotReady() []string {
 const SignalPlan = "plan"
 
 // PlanImage runs a pre-distribution plan on central's queue (see the top of this file).
+//
+// Each region's loop runs in a child workflow of its own (PlanImageRegion, id plan/NAME/REGION),
+// which signals its state to the plan; the plan keeps every region's state, answers the
+// progress query, reports to central at most every planReportEvery, and continues as new
+// when its history grows long. A plan of 1,000 regions thus keeps a few events per region in
+// its own history and each region's retries in the region's. Before this version
+// ("plan-region-workflows"), every region's loop ran in the plan's own history and each state
+// change sent central the whole status: a plan of 1,000 regions passed Temporal's 50 MB
+// history limit (docs/performance.md, "District scale").
 func PlanImage(ctx workflow.Context, in PlanInput) (PlanStatus, error) {
+	if in.Carry != nil || workflow.GetVersion(ctx, "plan-region-workflows", workflow.DefaultVersion, 1) == 1 {
+		return planByRegion(ctx, in)
+	}
 	st := PlanStatus{Name: in.Name, Image: in.Image, By: in.By, Window: in.Window, Rate: in.Rate, Origin: in.Origin}
 	for _, r := range in.Regions {
 		st.Regions = append(st.Regions, PlanRegion{Region: r, State: PlanWaiting})

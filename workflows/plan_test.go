@@ -3,6 +3,7 @@ package workflows
 import (
 	"context"
 	"errors"
+	"fmt"
 	"strings"
 	"sync"
 	"testing"
@@ -32,6 +33,7 @@ func planEnv(t *testing.T, regions ...string) *testsuite.TestWorkflowEnvironment
 	env.RegisterActivity(&activities.Central{})
 	env.RegisterActivity(&activities.Region{})
 	env.RegisterWorkflow(ShareImage)
+	env.RegisterWorkflow(PlanImageRegion)
 	zones := make([]string, len(regions))
 	for i := range zones {
 		zones[i] = "UTC"
@@ -251,5 +253,48 @@ func TestPlanRefusesBadInput(t *testing.T) {
 	var ae *temporal.ApplicationError
 	if !errors.As(err, &ae) || ae.Type() != string(activities.ErrBadInput) {
 		t.Fatalf("got %v, want BadInput", err)
+	}
+}
+
+// A plan of many regions runs each region in a workflow of its own and reports to central a
+// few times, not at every region's every change (each report carries every region's state:
+// two per region made a 1,000-region plan's history pass Temporal's 50 MB).
+func TestPlanOfManyRegionsRunsEachInItsOwnWorkflowAndReportsToCentralAFewTimes(t *testing.T) {
+	const n = 200
+	regions := make([]string, n)
+	for i := range regions {
+		regions[i] = fmt.Sprintf("room%03d", i)
+	}
+	env := planEnv(t, regions...)
+	var mu sync.Mutex
+	parents := map[string]int{}
+	env.OnWorkflow(ShareImage, mock.Anything, mock.Anything).Return(func(ctx workflow.Context, in ShareImageInput) (ShareImageResult, error) {
+		mu.Lock()
+		defer mu.Unlock()
+		if p := workflow.GetInfo(ctx).ParentWorkflowExecution; p != nil {
+			parents[p.ID]++
+		}
+		return ShareImageResult{Version: version, Path: PathPeer}, nil
+	})
+	by := planStart.Add(24 * time.Hour)
+	st, err := runPlan(t, env, PlanInput{Name: "district", Image: "exam", Regions: regions, By: by})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(st.Regions) != n || len(st.NotReady()) != 0 || !st.Ended {
+		t.Fatalf("not ready: %v; ended %v", st.NotReady(), st.Ended)
+	}
+	for _, r := range regions[:3] {
+		if parents[PlanRegionWorkflowID("district", r)] != 1 {
+			t.Errorf("the shares' parents: %v", parents)
+		}
+	}
+	planMu.Lock()
+	defer planMu.Unlock()
+	if len(planReports) > 10 {
+		t.Errorf("%d reports to central for %d regions, want at most 10", len(planReports), n)
+	}
+	if last := planReports[len(planReports)-1]; !last.Ended || len(last.NotReady()) != 0 || len(last.Regions) != n {
+		t.Errorf("the last report: ended %v, not ready %v", last.Ended, last.NotReady())
 	}
 }

@@ -35,6 +35,8 @@ func TestReplayHistories(t *testing.T) {
 			r.RegisterWorkflow(UpdateTerminal)
 			r.RegisterWorkflow(ConfigureRegion)
 			r.RegisterWorkflow(BootEnvRollout)
+			r.RegisterWorkflow(PlanImage)
+			r.RegisterWorkflow(PlanImageRegion)
 			b, err := os.ReadFile(f)
 			if err != nil {
 				t.Fatal(err)
