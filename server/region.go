@@ -183,6 +183,7 @@ type Region struct {
 	View     *choose.View
 
 	siblings      atomic.Pointer[[]sibling.Sibling] // the other healthy servers, from the registry
+	materializing atomic.Bool                       // the current boot environment is being made ready here
 	stopWAN       context.CancelFunc
 	own           *store.Store // the store under the siblings' read-through; nil without siblings
 	stopHeartbeat context.CancelFunc

@@ -22,14 +22,45 @@ import (
 // terminals' location labels (choose.View, which its DHCP service asks per packet), and
 // applies the settings central pushed through any of them.
 
-// beat records this server's heartbeat now.
+// beat records this server's heartbeat now, with the boot environment it serves.
 func (r *Region) beat(ctx context.Context) error {
 	s := r.self
 	s.LastSeen = time.Now().UTC()
 	if be := r.bootEnv.Load(); be != nil {
 		s.BootEnv = *be
+	} else {
+		s.BootEnv = r.servedBootEnv(ctx)
 	}
 	return r.Inventory.Heartbeat(ctx, s, state.StaleAfter(r.heartbeat))
+}
+
+// servedBootEnv is the region's current boot environment if this server has it ready to
+// serve, else "". A rollout materializes the version on the server that runs its activity; the
+// region's other servers take it here, in the background, from their stores (which ask their
+// siblings), so each is ready before a terminal asks it.
+func (r *Region) servedBootEnv(ctx context.Context) string {
+	if r.BootEnvs == nil {
+		return ""
+	}
+	st, err := r.BootEnv(ctx)
+	if err != nil || st.Current == "" {
+		return ""
+	}
+	if st.Ready {
+		return st.Current
+	}
+	if r.materializing.CompareAndSwap(false, true) {
+		go func() {
+			defer r.materializing.Store(false)
+			mctx, cancel := context.WithTimeout(ctx, 10*time.Minute) // ends with the heartbeats
+			defer cancel()
+			if _, err := r.BootEnvs.Materialize(mctx, st.Current); err != nil {
+				r.log.Warn("this server could not make the region's boot environment ready; it tries again at the next heartbeat",
+					"bootenv", st.Current, "err", err)
+			}
+		}()
+	}
+	return ""
 }
 
 // startedFile, in a server's data directory, holds when its last process started (Unix
