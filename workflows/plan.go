@@ -213,24 +213,8 @@ func PlanImage(ctx workflow.Context, in PlanInput) (PlanStatus, error) {
 
 	// Each report to central is its own signal (central keeps the last); sent from a
 	// coroutine of its own, so that a region's loop never waits for central. The plan ends
-	// only once its reports are sent (ended waits for sending to reach 0).
-	sending := 0
-	report := func() {
-		snap := st
-		snap.Regions = slices.Clone(st.Regions)
-		sending++
-		workflow.Go(ctx, func(gctx workflow.Context) {
-			defer func() { sending-- }()
-			gctx, _ = workflow.NewDisconnectedContext(gctx)
-			if err := workflow.SignalExternalWorkflow(gctx, CentralServiceID, "", SignalPlan, snap).Get(gctx, nil); err != nil {
-				workflow.GetLogger(gctx).Warn("central's service workflow did not take the plan's report", "err", err)
-			}
-		})
-	}
-	sent := func() {
-		dctx, _ := workflow.NewDisconnectedContext(ctx)
-		_ = workflow.Await(dctx, func() bool { return sending == 0 })
-	}
+	// only once its reports are sent (sent waits for them).
+	report, sent := planReporter(ctx, func() PlanStatus { return st })
 	report()
 
 	done := 0
@@ -506,4 +490,28 @@ func nonRetryablePlan(err error) bool {
 	return slices.ContainsFunc([]activities.ErrorType{activities.ErrUnknownImage, activities.ErrUnknownRegion, activities.ErrBadImage}, func(t activities.ErrorType) bool {
 		return t.Matches(err)
 	})
+}
+
+// planReporter returns report, which sends central a copy of the plan's status (status()) as a
+// signal of its own from a coroutine, so that the plan never waits for central, and sent, which
+// waits until every report is sent (a plan ends or continues only then).
+func planReporter(ctx workflow.Context, status func() PlanStatus) (report, sent func()) {
+	sending := 0
+	report = func() {
+		snap := status()
+		snap.Regions = slices.Clone(snap.Regions)
+		sending++
+		workflow.Go(ctx, func(gctx workflow.Context) {
+			defer func() { sending-- }()
+			gctx, _ = workflow.NewDisconnectedContext(gctx)
+			if err := workflow.SignalExternalWorkflow(gctx, CentralServiceID, "", SignalPlan, snap).Get(gctx, nil); err != nil {
+				workflow.GetLogger(gctx).Warn("central's service workflow did not take the plan's report", "err", err)
+			}
+		})
+	}
+	sent = func() {
+		dctx, _ := workflow.NewDisconnectedContext(ctx)
+		_ = workflow.Await(dctx, func() bool { return sending == 0 })
+	}
+	return report, sent
 }

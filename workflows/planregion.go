@@ -127,23 +127,7 @@ func planByRegion(ctx workflow.Context, in PlanInput) (PlanStatus, error) {
 	}
 	// Reports to central, each a signal of its own sent from a coroutine, so that the plan
 	// never waits for central; the plan ends or continues only once they are sent.
-	sending := 0
-	report := func() {
-		snap := *st
-		snap.Regions = slices.Clone(st.Regions)
-		sending++
-		workflow.Go(ctx, func(gctx workflow.Context) {
-			defer func() { sending-- }()
-			gctx, _ = workflow.NewDisconnectedContext(gctx)
-			if err := workflow.SignalExternalWorkflow(gctx, CentralServiceID, "", SignalPlan, snap).Get(gctx, nil); err != nil {
-				workflow.GetLogger(gctx).Warn("central's service workflow did not take the plan's report", "err", err)
-			}
-		})
-	}
-	sent := func() {
-		dctx, _ := workflow.NewDisconnectedContext(ctx)
-		_ = workflow.Await(dctx, func() bool { return sending == 0 })
-	}
+	report, sent := planReporter(ctx, func() PlanStatus { return *st })
 	index := make(map[string]int, len(st.Regions)) // looked up, never ranged over
 	for i, r := range st.Regions {
 		index[r.Region] = i
