@@ -50,10 +50,11 @@ func TestBootEnvCommands(t *testing.T) {
 	if strings.Join(ls[0].Running, ",") != "region-a,region-b" || strings.Join(ls[0].Regions, ",") != "region-a,region-b" {
 		t.Fatalf("ls after the rollout: %+v", ls)
 	}
-	// Regions report every 15 s: status shows the new version by the next report.
+	// Regions report every 15 s: status shows the new version by the next report, for each
+	// region and for each region's server (which serves it).
 	for deadline := time.Now().Add(time.Minute); ; {
 		status := tms("status")
-		if strings.Contains(status, "BOOTENV") && strings.Count(status, pub.Version[:12]) == 2 {
+		if strings.Contains(status, "BOOTENV") && strings.Count(status, pub.Version[:12]) == 4 {
 			break
 		}
 		if time.Now().After(deadline) {

@@ -474,7 +474,7 @@ func writeServers(w io.Writer, byRegion map[string][]serverRow, now time.Time) e
 			if !s.Healthy {
 				state = "STALE"
 			}
-			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", id, s.ID, state, dash(s.Version), dash(s.BootEnv), dash(labels(s.Labels)),
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", id, s.ID, state, dash(s.Version), dash(shortID(s.BootEnv)), dash(labels(s.Labels)),
 				dash(s.Endpoint), agoText(now, s.LastSeen))
 		}
 	}
