@@ -175,7 +175,7 @@ func TestDeployFailsWithTheShareThatBringsIt(t *testing.T) {
 	ctx := context.Background()
 	cap := capture(t, env, "region-a", "a-pc1", "classroom")
 	id, _ := manifest.ParseID(cap.Version)
-	sa := env.Regions["region-a"].Store
+	sa := env.Regions["region-a"].OwnStore() // its own directory, under the read-through to its siblings
 	v, err := sa.GetManifest(ctx, id)
 	if err != nil {
 		t.Fatal(err)

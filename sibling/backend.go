@@ -47,7 +47,12 @@ var (
 	_ store.IntoGetter    = (*readThrough)(nil)
 	_ store.LimitedGetter = (*readThrough)(nil)
 	_ store.Capacitor     = (*readThrough)(nil)
+	_ store.Wrapper       = (*readThrough)(nil)
 )
+
+// Unwrap is the backend behind the read-through: the store keeps using its own features
+// (a directory's packs for sizes, gc and verify).
+func (r *readThrough) Unwrap() store.Backend { return r.Backend }
 
 // Inner returns the backend under a ReadThrough (b itself otherwise): what a server serves
 // its siblings from.

@@ -52,7 +52,7 @@ func (s *Store) GC(ctx context.Context) (GCResult, error) {
 	}
 	defer lock.Release(ctx)
 
-	if d, ok := s.b.(*Dir); ok {
+	if d, ok := asDir(s.b); ok {
 		n, err := d.RemoveStaleTemps(ctx, time.Hour)
 		if err != nil {
 			return res, err
@@ -145,7 +145,7 @@ func (s *Store) GC(ctx context.Context) (GCResult, error) {
 		res.FreedChunks++
 		res.FreedBytes += o.Size
 	}
-	if d, ok := s.b.(*Dir); ok {
+	if d, ok := asDir(s.b); ok {
 		pr, err := d.collectPacks(ctx, live, looseLive, lock.Err)
 		res.KeptChunks += pr.KeptChunks
 		res.KeptBytes += pr.KeptBytes

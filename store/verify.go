@@ -114,7 +114,7 @@ func (s *Store) Verify(ctx context.Context, jobs int, progress func(int64)) (*Ve
 	}); err != nil {
 		return nil, err
 	}
-	if d, ok := s.b.(*Dir); ok {
+	if d, ok := asDir(s.b); ok {
 		bad, err := d.PackedChunks(ctx, func(c PackedChunk) error {
 			if !seen[c.ID] {
 				chunks = append(chunks, ObjectInfo{Key: ChunkKey(c.ID), Size: c.Size})

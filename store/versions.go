@@ -66,7 +66,7 @@ func (s *Store) scanVersions(ctx context.Context) (*versionScan, error) {
 	}); err != nil {
 		return nil, err
 	}
-	if d, ok := s.b.(*Dir); ok {
+	if d, ok := asDir(s.b); ok {
 		if _, err := d.PackedChunks(ctx, func(p PackedChunk) error {
 			if _, loose := sc.sizes[p.ID]; !loose {
 				sc.sizes[p.ID] = p.Size
