@@ -84,7 +84,11 @@ func TestWindowHandsOverTheChunksAskedFor(t *testing.T) {
 	if data, err := win.GetChunk(ctx, manifest.BLAKE3, ids[4], nil); err != nil || manifest.BLAKE3.Sum(data) != ids[4] {
 		t.Fatalf("unwanted chunk: %v", err)
 	}
-	if requests < 2 || requests > 4 {
+	// 5 distinct wanted chunks in batches of 4 and the unwanted one: 3 requests when every want
+	// is in before the first batch leaves; a window that sends its first want alone because the
+	// others came a moment later (the race detector on a loaded machine, 1 run in 30) makes 4
+	// or 5; 6 would be no batching at all.
+	if requests < 2 || requests > 5 {
 		t.Errorf("%d requests for 6 wanted chunks in batches of 4 and one unwanted", requests)
 	}
 }
