@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"tms/agentwire"
+	"tms/internal/ctxtime"
 	"tms/store"
 )
 
@@ -147,13 +148,4 @@ func (c *Client) failed(base *url.URL, err error) bool {
 const retryPause = 250 * time.Millisecond
 
 // pause waits retryPause or until ctx ends.
-func pause(ctx context.Context) error {
-	t := time.NewTimer(retryPause)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return ctx.Err()
-	case <-t.C:
-		return nil
-	}
-}
+func pause(ctx context.Context) error { return ctxtime.Sleep(ctx, retryPause) }

@@ -12,6 +12,7 @@ import (
 	"sync"
 	"syscall"
 	"time"
+	"tms/internal/ctxtime"
 )
 
 // Lock timing. A holder rewrites its lock every LockRefresh; a lock not rewritten for LockStale
@@ -212,13 +213,4 @@ func (s *Store) LockExclusive(ctx context.Context, purpose string) (*Lock, error
 	return l, nil
 }
 
-func sleep(ctx context.Context, d time.Duration) error {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return ctx.Err()
-	case <-t.C:
-		return nil
-	}
-}
+func sleep(ctx context.Context, d time.Duration) error { return ctxtime.Sleep(ctx, d) }

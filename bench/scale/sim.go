@@ -20,6 +20,7 @@ import (
 	"go.temporal.io/sdk/activity"
 
 	"tms/activities"
+	"tms/internal/ctxtime"
 )
 
 // TerminalsPerRegion is the classroom size of every simulated region.
@@ -121,16 +122,7 @@ func (s *SimRegion) arrive(version string) {
 	}
 }
 
-func sleep(ctx context.Context, d time.Duration) error {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return ctx.Err()
-	case <-t.C:
-		return nil
-	}
-}
+func sleep(ctx context.Context, d time.Duration) error { return ctxtime.Sleep(ctx, d) }
 
 func (s *SimRegion) Status(ctx context.Context, _ activities.StatusInput) (activities.RegionStatus, error) {
 	s.Count.add("Status")
