@@ -6,6 +6,8 @@ import (
 	"net/url"
 	"strings"
 	"time"
+
+	"tms/state"
 )
 
 // Database names a server's state database: empty for the SQLite file in the server's
@@ -19,26 +21,11 @@ type Database string
 // Value is the database string as configured, password included: for opening only.
 func (d Database) Value() string { return string(d) }
 
-// IsPostgres tells whether d names a PostgreSQL database.
-func (d Database) IsPostgres() bool {
-	return strings.HasPrefix(string(d), "postgres://") || strings.HasPrefix(string(d), "postgresql://")
-}
+// IsPostgres tells whether d names a PostgreSQL database, as the state package decides it.
+func (d Database) IsPostgres() bool { return state.IsPostgres(string(d)) }
 
 // String is d with a PostgreSQL URL's password replaced by xxxxx: fit for a log.
-func (d Database) String() string {
-	if !d.IsPostgres() {
-		return string(d)
-	}
-	u, err := url.Parse(string(d))
-	if err != nil {
-		return "postgres://(unparsable URL)"
-	}
-	if q := u.Query(); q.Has("password") {
-		q.Set("password", "xxxxx")
-		u.RawQuery = q.Encode()
-	}
-	return u.Redacted()
-}
+func (d Database) String() string { return state.RedactDSN(string(d)) }
 
 // GoString is String for %#v.
 func (d Database) GoString() string { return fmt.Sprintf("config.Database(%q)", d.String()) }
