@@ -191,21 +191,9 @@ func PlanImage(ctx workflow.Context, in PlanInput) (PlanStatus, error) {
 		return st, err
 	}
 	window, _ := settings.ParseWindow(in.Window) // checked above
-	margin := in.Margin
-	if margin <= 0 {
-		margin = DefaultPlanMargin
-	}
-	margin = min(margin, in.By.Sub(workflow.Now(ctx))/2)
-
-	var c *activities.Central
-	central := workflow.WithActivityOptions(ctx, workflow.ActivityOptions{
-		TaskQueue:           activities.CentralQueue,
-		StartToCloseTimeout: time.Minute,
-		RetryPolicy: &temporal.RetryPolicy{MaximumAttempts: 10, NonRetryableErrorTypes: activities.NonRetryable(
-			activities.ErrBadImage, activities.ErrUnknownImage, activities.ErrUnknownRegion)},
-	})
-	var res activities.ResolvePlanResult
-	if err := workflow.ExecuteActivity(central, c.ResolvePlan, activities.ResolvePlanInput{Image: in.Image, Regions: in.Regions}).Get(ctx, &res); err != nil {
+	margin := planMargin(ctx, in)
+	res, err := resolvePlan(ctx, in)
+	if err != nil {
 		return st, err
 	}
 	st.Version = res.Version
@@ -235,7 +223,7 @@ func PlanImage(ctx workflow.Context, in PlanInput) (PlanStatus, error) {
 	report()
 	// The regions not ready go on trying until By; the plan stays until By, so what it
 	// brought stays held for it.
-	var err error
+	err = nil
 	if left := in.By.Sub(workflow.Now(ctx)); left > 0 {
 		err = workflow.Sleep(ctx, left)
 	}
@@ -514,4 +502,29 @@ func planReporter(ctx workflow.Context, status func() PlanStatus) (report, sent 
 		_ = workflow.Await(dctx, func() bool { return sending == 0 })
 	}
 	return report, sent
+}
+
+// planMargin is how long before By the plan checks its regions: in.Margin (default
+// DefaultPlanMargin), at most half the time left.
+func planMargin(ctx workflow.Context, in PlanInput) time.Duration {
+	margin := in.Margin
+	if margin <= 0 {
+		margin = DefaultPlanMargin
+	}
+	return min(margin, in.By.Sub(workflow.Now(ctx))/2)
+}
+
+// resolvePlan has central resolve the plan's image to the version every region gets, and
+// check its regions.
+func resolvePlan(ctx workflow.Context, in PlanInput) (activities.ResolvePlanResult, error) {
+	var c *activities.Central
+	central := workflow.WithActivityOptions(ctx, workflow.ActivityOptions{
+		TaskQueue:           activities.CentralQueue,
+		StartToCloseTimeout: time.Minute,
+		RetryPolicy: &temporal.RetryPolicy{MaximumAttempts: 10, NonRetryableErrorTypes: activities.NonRetryable(
+			activities.ErrBadImage, activities.ErrUnknownImage, activities.ErrUnknownRegion)},
+	})
+	var res activities.ResolvePlanResult
+	err := workflow.ExecuteActivity(central, c.ResolvePlan, activities.ResolvePlanInput{Image: in.Image, Regions: in.Regions}).Get(ctx, &res)
+	return res, err
 }

@@ -6,7 +6,6 @@ import (
 	"time"
 
 	enumspb "go.temporal.io/api/enums/v1"
-	"go.temporal.io/sdk/temporal"
 	"go.temporal.io/sdk/workflow"
 
 	"tms/activities"
@@ -141,20 +140,9 @@ func planByRegion(ctx workflow.Context, in PlanInput) (PlanStatus, error) {
 		if err := tagTask(ctx, TaskTags{Kind: TaskPlan, Image: in.Image}); err != nil {
 			return *st, err
 		}
-		cy.Margin = in.Margin
-		if cy.Margin <= 0 {
-			cy.Margin = DefaultPlanMargin
-		}
-		cy.Margin = min(cy.Margin, in.By.Sub(workflow.Now(ctx))/2)
-		var c *activities.Central
-		central := workflow.WithActivityOptions(ctx, workflow.ActivityOptions{
-			TaskQueue:           activities.CentralQueue,
-			StartToCloseTimeout: time.Minute,
-			RetryPolicy: &temporal.RetryPolicy{MaximumAttempts: 10, NonRetryableErrorTypes: activities.NonRetryable(
-				activities.ErrBadImage, activities.ErrUnknownImage, activities.ErrUnknownRegion)},
-		})
-		var res activities.ResolvePlanResult
-		if err := workflow.ExecuteActivity(central, c.ResolvePlan, activities.ResolvePlanInput{Image: in.Image, Regions: in.Regions}).Get(ctx, &res); err != nil {
+		cy.Margin = planMargin(ctx, in)
+		res, err := resolvePlan(ctx, in)
+		if err != nil {
 			return *st, err
 		}
 		st.Version = res.Version
