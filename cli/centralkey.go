@@ -8,13 +8,13 @@ import (
 	"io/fs"
 	"log/slog"
 	"os"
-	"path/filepath"
 	"time"
 
 	"github.com/spf13/cobra"
 
 	"tms/auth"
 	"tms/config"
+	"tms/server"
 	"tms/signing"
 	"tms/state"
 )
@@ -153,15 +153,13 @@ func (a *App) makeFirstAdmin(cmd *cobra.Command, name string) error {
 // openCatalog opens central's catalog where tms central keeps it: central.database, else
 // catalog.db in central.data_dir.
 func openCatalog(ctx context.Context, c config.Central, log *slog.Logger) (*state.Catalog, error) {
-	db := c.Database.Value()
-	if db == "" {
+	if c.Database.Value() == "" {
 		if c.DataDir == "" {
 			return nil, usageError{errors.New("set central.database or central.data_dir: where central's catalog is")}
 		}
 		if err := os.MkdirAll(c.DataDir, 0o750); err != nil {
 			return nil, err
 		}
-		db = filepath.Join(c.DataDir, "catalog.db")
 	}
-	return state.OpenCatalog(ctx, db, state.WithLogger(log), state.WithConnectTimeout(c.DatabaseConnectTimeout))
+	return server.OpenCatalog(ctx, c.DataDir, c.Database.Value(), c.DatabaseConnectTimeout, log)
 }

@@ -87,11 +87,7 @@ func StartCentral(ctx context.Context, o CentralOptions) (_ *Central, err error)
 		return nil, err
 	}
 	c := &Central{Relay: o.Relay, served: make(chan error, 1)}
-	db := o.Database
-	if db == "" {
-		db = filepath.Join(o.DataDir, "catalog.db")
-	}
-	if c.Catalog, err = state.OpenCatalog(ctx, db, state.WithLogger(o.Log), state.WithConnectTimeout(o.DatabaseConnectTimeout)); err != nil {
+	if c.Catalog, err = OpenCatalog(ctx, o.DataDir, o.Database, o.DatabaseConnectTimeout, o.Log); err != nil {
 		return nil, err
 	}
 	src := metrics.CentralSources{Tasks: temporalTasks{c: o.Client, namespace: o.Namespace}, Kinds: workflows.TaskKinds,
@@ -118,7 +114,7 @@ func StartCentral(ctx context.Context, o CentralOptions) (_ *Central, err error)
 		return nil, fmt.Errorf("central worker: %w", err)
 	}
 	if o.Log != nil {
-		o.Log.Info("central server started", "catalog", state.RedactDSN(db), "key", o.Key.Public().ID(),
+		o.Log.Info("central server started", "catalog", state.RedactDSN(catalogDatabase(o.DataDir, o.Database)), "key", o.Key.Public().ID(),
 			"http", c.HTTPAddr())
 	}
 	return c, nil
@@ -167,4 +163,17 @@ func planRegions(ctx context.Context, c client.Client) ([]metrics.PlanRegions, e
 		}
 	}
 	return out, nil
+}
+
+// OpenCatalog opens central's catalog where tms central keeps it: database (central.database)
+// if set, else catalog.db in dataDir (central.data_dir). tms central init --admin opens it too.
+func OpenCatalog(ctx context.Context, dataDir, database string, connectTimeout time.Duration, log *slog.Logger) (*state.Catalog, error) {
+	return state.OpenCatalog(ctx, catalogDatabase(dataDir, database), state.WithLogger(log), state.WithConnectTimeout(connectTimeout))
+}
+
+func catalogDatabase(dataDir, database string) string {
+	if database == "" {
+		return filepath.Join(dataDir, "catalog.db")
+	}
+	return database
 }
