@@ -159,7 +159,7 @@ func twoServersScenario(t *testing.T, spec classroom.Spec) {
 	relayMagic(ctx, t, c.Env.WakeTarget(classroom.Region))
 
 	// The second server: the tms region an admin runs, on host 5.
-	b := startServerB(ctx, t, spec, lab, c, db, hostA, hostB, heartbeat)
+	b := startServerB(ctx, t, spec, lab, c, db, hostB, heartbeat)
 	defer b.stop()
 	waitServers(ctx, t, inv, 2, state.StaleAfter(heartbeat))
 
@@ -275,7 +275,7 @@ func (s *serverB) stop() {
 // startServerB runs tms region in host serverBHost with the region's id, the shared database,
 // its own store and its boot service on the lab's segment, as dist/config/region.yaml has it.
 func startServerB(ctx context.Context, t *testing.T, spec classroom.Spec, lab *netlab.Lab, c *classroom.Classroom, db string,
-	hostA, hostB netip.Addr, heartbeat time.Duration) *serverB {
+	hostB netip.Addr, heartbeat time.Duration) *serverB {
 	t.Helper()
 	dir := filepath.Join(spec.Dir, "lab-b")
 	if err := os.MkdirAll(dir, 0o755); err != nil {
@@ -321,7 +321,6 @@ region:
 	}
 	s := &serverB{cmd: cmd, done: make(chan struct{})}
 	go func() { cmd.Wait(); logf.Close(); close(s.done) }()
-	_ = hostA
 	return s
 }
 
