@@ -131,14 +131,8 @@ type CurrentBootEnvResult struct {
 
 // CurrentBootEnv returns the region's current in-memory OS.
 func (r *Region) CurrentBootEnv(ctx context.Context) (CurrentBootEnvResult, error) {
-	s, err := r.Inventory.Setting(ctx, state.SettingBootEnv)
-	if errors.Is(err, store.ErrNotFound) {
-		return CurrentBootEnvResult{}, nil
-	}
-	if err != nil {
-		return CurrentBootEnvResult{}, err
-	}
-	return CurrentBootEnvResult{Version: s.Value, SetAt: s.SetAt, SetBy: s.SetBy}, nil
+	s, err := r.Inventory.CurrentBootEnv(ctx)
+	return CurrentBootEnvResult{Version: s.Value, SetAt: s.SetAt, SetBy: s.SetBy}, err
 }
 
 // CanaryInput asks for the terminal a rollout tries a new in-memory OS on.

@@ -36,7 +36,6 @@ import (
 	"tms/bootenv"
 	"tms/manifest"
 	"tms/state"
-	"tms/store"
 )
 
 //go:embed templates/*.ipxe
@@ -205,12 +204,12 @@ func (s *Scripts) bootEnv(ctx context.Context, a state.BootAction) (string, erro
 		}
 		version = a.Version
 	} else {
-		cur, err := s.Inventory.Setting(ctx, state.SettingBootEnv)
-		if errors.Is(err, store.ErrNotFound) {
-			return "", nil
-		}
+		cur, err := s.Inventory.CurrentBootEnv(ctx)
 		if err != nil {
 			return "", fmt.Errorf("the region's current bootenv: %w", err)
+		}
+		if cur.Value == "" {
+			return "", nil
 		}
 		version = cur.Value
 	}

@@ -762,11 +762,8 @@ type BootEnvStatus struct {
 // BootEnv reports the in-memory OS this server serves, for its status rows (a region with
 // several servers reports one row each).
 func (r *Region) BootEnv(ctx context.Context) (BootEnvStatus, error) {
-	s, err := r.Inventory.Setting(ctx, state.SettingBootEnv)
-	if errors.Is(err, store.ErrNotFound) {
-		return BootEnvStatus{}, nil
-	}
-	if err != nil {
+	s, err := r.Inventory.CurrentBootEnv(ctx)
+	if err != nil || s.Value == "" {
 		return BootEnvStatus{}, err
 	}
 	_, ok, err := r.BootEnvs.Materialized(s.Value)

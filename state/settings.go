@@ -6,6 +6,8 @@ import (
 	"errors"
 	"fmt"
 	"time"
+
+	"tms/store"
 )
 
 // Run-time settings central pushed (tms region config set). The region keeps its overrides in
@@ -167,6 +169,17 @@ func scanSettings(rows interface {
 // region serves that version to terminals that have no override. It is not a run-time setting
 // of package settings: only a rollout sets it, never tms region config set.
 const SettingBootEnv = "bootenv"
+
+// CurrentBootEnv returns the region's current version of the in-memory OS as its setting
+// holds it (SettingBootEnv): a zero Setting when the region has none (its terminals boot the
+// plain boot directory).
+func (inv *Inventory) CurrentBootEnv(ctx context.Context) (Setting, error) {
+	s, err := inv.Setting(ctx, SettingBootEnv)
+	if errors.Is(err, store.ErrNotFound) {
+		return Setting{}, nil
+	}
+	return s, err
+}
 
 // Setting returns the override stored under key; store.ErrNotFound if there is none.
 func (inv *Inventory) Setting(ctx context.Context, key string) (Setting, error) {
