@@ -54,11 +54,17 @@ func regionOptions(ctx workflow.Context, region string) workflow.Context {
 		TaskQueue:              activities.RegionQueue(region),
 		ScheduleToStartTimeout: 10 * time.Minute, // the region's worker is down
 		StartToCloseTimeout:    time.Minute,
-		RetryPolicy: &temporal.RetryPolicy{
-			MaximumAttempts:        10,
-			NonRetryableErrorTypes: activities.NonRetryable(activities.ErrBadInput, activities.ErrBadImage, activities.ErrBadVersion, activities.ErrUnknownTerminal, activities.ErrNotEnrolled, activities.ErrNotHere, activities.ErrDoesNotFit, activities.ErrConflict),
-		},
+		RetryPolicy:            regionRetry(),
 	})
+}
+
+// regionRetry is how a region's short bookkeeping activities are retried: bad input and the
+// inventory's refusals are final.
+func regionRetry() *temporal.RetryPolicy {
+	return &temporal.RetryPolicy{
+		MaximumAttempts:        10,
+		NonRetryableErrorTypes: activities.NonRetryable(activities.ErrBadInput, activities.ErrBadImage, activities.ErrBadVersion, activities.ErrUnknownTerminal, activities.ErrNotEnrolled, activities.ErrNotHere, activities.ErrDoesNotFit, activities.ErrConflict),
+	}
 }
 
 // centralOptions are the options of central's catalog activities.
@@ -80,18 +86,19 @@ func agentTask(ctx workflow.Context, region string, in activities.TaskInput, to 
 	var ref activities.TerminalRef
 	var res activities.AgentResult
 	to = to.withDefaults()
-	local := regionOptions(ctx, region)
+	step := terminalSteps(ctx, region)
+	local := step.options(ctx)
 	task := TaskID(workflow.GetInfo(ctx).WorkflowExecution)
 
 	prog.Phase = PhasePreparing
 	in.Task, in.Expires = task, workflow.Now(ctx).Add(to.Total)
-	if err := workflow.ExecuteActivity(local, r.PrepareTask, in).Get(ctx, &ref); err != nil {
+	if err := step.run(local, r.PrepareTask, in).Get(ctx, &ref); err != nil {
 		prog.Phase, prog.Error = PhaseFailed, rootCause(err)
 		return ref, res, err
 	}
 
 	prog.Phase = PhaseRebooting
-	err := workflow.ExecuteActivity(local, r.PowerTerminal, activities.PowerInput{MAC: ref.MAC, Command: agentwire.CommandReboot}).Get(ctx, nil)
+	err := step.run(local, r.PowerTerminal, activities.PowerInput{MAC: ref.MAC, Command: agentwire.CommandReboot}).Get(ctx, nil)
 	if err == nil {
 		prog.Phase = PhaseWaiting
 		wait := workflow.WithActivityOptions(ctx, workflow.ActivityOptions{
@@ -120,12 +127,12 @@ func agentTask(ctx workflow.Context, region string, in activities.TaskInput, to 
 	case ctx.Err() != nil:
 		finish.State, finish.Error = state.TaskCanceled, "canceled"
 		dctx, _ := workflow.NewDisconnectedContext(ctx)
-		fctx = regionOptions(dctx, region)
+		fctx = step.options(dctx)
 	default:
 		finish.State, finish.Error = state.TaskFailed, rootCause(err)
 	}
 	prog.Phase = PhaseFinishing
-	if ferr := workflow.ExecuteActivity(fctx, r.FinishTask, finish).Get(fctx, nil); ferr != nil && err == nil {
+	if ferr := step.run(fctx, r.FinishTask, finish).Get(fctx, nil); ferr != nil && err == nil {
 		err = ferr
 	}
 	if err != nil {
@@ -134,6 +141,47 @@ func agentTask(ctx workflow.Context, region string, in activities.TaskInput, to 
 	}
 	prog.Phase = PhaseDone
 	return ref, res, nil
+}
+
+// steps runs a terminal task's short steps on the region: PrepareTask, PowerTerminal and
+// FinishTask, each a write to the region's inventory or one command to a PC.
+//
+// A workflow on the region's own task queue runs them as local activities, in the worker that
+// runs its workflow task (a server of that region, as a remote activity would be): each is one
+// marker in the history, with no activity task for Temporal to dispatch and no workflow task
+// to take its result. That is about half of Temporal's work for a terminal, which is what
+// bounds a district deploying to thousands of PCs at once (docs/performance.md, "District
+// scale"). A workflow on central's queue (a bootenv rollout's canary) cannot run the region's
+// activities itself and keeps remote ones on the region's queue, as does a workflow recorded
+// before this version (GetVersion "terminal-steps-local").
+type steps struct {
+	region string
+	local  bool
+}
+
+func terminalSteps(ctx workflow.Context, region string) steps {
+	onRegion := workflow.GetInfo(ctx).TaskQueueName == activities.RegionQueue(region)
+	return steps{region: region, local: onRegion && workflow.GetVersion(ctx, "terminal-steps-local", workflow.DefaultVersion, 1) == 1}
+}
+
+// options are the steps' options: as regionOptions, for a local or a remote activity.
+func (s steps) options(ctx workflow.Context) workflow.Context {
+	if !s.local {
+		return regionOptions(ctx, s.region)
+	}
+	return workflow.WithLocalActivityOptions(ctx, workflow.LocalActivityOptions{
+		// As a remote step's 10 minutes to be taken and one minute to run.
+		ScheduleToCloseTimeout: 11 * time.Minute,
+		StartToCloseTimeout:    time.Minute,
+		RetryPolicy:            regionRetry(),
+	})
+}
+
+func (s steps) run(ctx workflow.Context, activity, arg any) workflow.Future {
+	if s.local {
+		return workflow.ExecuteLocalActivity(ctx, activity, arg)
+	}
+	return workflow.ExecuteActivity(ctx, activity, arg)
 }
 
 // TaskID names the terminal task of one run of a terminal workflow: WORKFLOW-ID@RUN-ID.

@@ -3,6 +3,7 @@ package workflows
 import (
 	"context"
 	"errors"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -10,6 +11,9 @@ import (
 
 	"github.com/stretchr/testify/mock"
 	enumspb "go.temporal.io/api/enums/v1"
+	"go.temporal.io/sdk/activity"
+	"go.temporal.io/sdk/client"
+	"go.temporal.io/sdk/converter"
 	"go.temporal.io/sdk/temporal"
 	"go.temporal.io/sdk/testsuite"
 
@@ -131,6 +135,55 @@ func TestCanceledCaptureResetsTheBootAction(t *testing.T) {
 		t.Fatalf("error %v, want canceled", err)
 	}
 	env.AssertExpectations(t)
+}
+
+// TestTerminalStepsAreLocalOnTheRegionsQueue checks that a terminal task on its region's own
+// queue runs its short steps as local activities (and waits for the agent with a remote one),
+// also when it is canceled, and that one on another queue (central's: a bootenv canary) keeps
+// them remote.
+func TestTerminalStepsAreLocalOnTheRegionsQueue(t *testing.T) {
+	for _, tc := range []struct {
+		queue  string
+		cancel bool
+		local  []string
+	}{
+		{activities.RegionQueue("region-a"), false, []string{"PrepareTask", "PowerTerminal", "FinishTask"}},
+		{activities.RegionQueue("region-a"), true, []string{"PrepareTask", "PowerTerminal", "FinishTask"}},
+		{activities.CentralQueue, false, nil},
+	} {
+		env := newTerminalEnv(t)
+		env.SetStartWorkflowOptions(client.StartWorkflowOptions{TaskQueue: tc.queue})
+		var mu sync.Mutex
+		var local, remote []string
+		env.SetOnLocalActivityStartedListener(func(info *activity.Info, _ context.Context, _ []any) {
+			mu.Lock()
+			defer mu.Unlock()
+			local = append(local, info.ActivityType.Name)
+		})
+		env.SetOnActivityStartedListener(func(info *activity.Info, _ context.Context, _ converter.EncodedValues) {
+			mu.Lock()
+			defer mu.Unlock()
+			remote = append(remote, info.ActivityType.Name)
+		})
+		env.OnActivity(r.PrepareTask, mock.Anything, mock.Anything).Return(pc1, nil).Once()
+		env.OnActivity(r.PowerTerminal, mock.Anything, mock.Anything).Return(nil).Once()
+		wait := env.OnActivity(r.WaitForAgent, mock.Anything, mock.Anything).Return(activities.AgentResult{Version: version}, nil).Once()
+		want := state.TaskDone
+		if tc.cancel {
+			wait.After(time.Hour)
+			want = state.TaskCanceled
+			env.RegisterDelayedCallback(env.CancelWorkflow, time.Minute)
+		}
+		env.OnActivity(r.FinishTask, mock.Anything, finished(want)).Return(nil).Once()
+		env.ExecuteWorkflow(DeployTerminal, DeployTerminalInput{Region: "region-a", TerminalRef: pc1.MAC, Version: version})
+		if err := env.GetWorkflowError(); (err != nil) != tc.cancel {
+			t.Fatalf("queue %s, canceled %v: %v", tc.queue, tc.cancel, err)
+		}
+		env.AssertExpectations(t)
+		if !slices.Equal(local, tc.local) || !slices.Contains(remote, "WaitForAgent") {
+			t.Errorf("queue %s, canceled %v: local activities %v, remote %v", tc.queue, tc.cancel, local, remote)
+		}
+	}
 }
 
 // locateWin11 matches LocateVersion of win11 for region-b: as the deploy asks (win11) or as its
