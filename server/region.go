@@ -473,7 +473,7 @@ func StartRegion(ctx context.Context, o RegionOptions) (_ *Region, err error) {
 	// The picture of the region's servers comes before the first task: a task this server takes
 	// at once must already find what its siblings hold.
 	r.startHeartbeat(log)
-	r.worker = workers.NewRegion(o.Client, acts)
+	r.worker = workers.NewRegionServer(o.Client, acts, r.ServerID)
 	if err := r.worker.Start(); err != nil {
 		return nil, fmt.Errorf("region %s: worker: %w", o.ID, err)
 	}

@@ -18,6 +18,8 @@ type serviceWorker struct {
 	worker.Worker
 	c        client.Client
 	services []service
+	// report, when set, sends the region's status reports while the worker runs.
+	report *reporter
 }
 
 // service is a long-lived workflow a worker keeps running.
@@ -41,10 +43,31 @@ func (w *serviceWorker) Start() error {
 			return fmt.Errorf("starting the service workflow %s: %w", s.start.ID, err)
 		}
 	}
+	if w.report != nil {
+		w.report.start()
+	}
 	return nil
 }
 
-func withService(w worker.Worker, c client.Client, id, queue string, wf, in any) worker.Worker {
+// Stop stops the reports, then the worker.
+func (w *serviceWorker) Stop() {
+	if w.report != nil {
+		w.report.halt()
+	}
+	w.Worker.Stop()
+}
+
+// Run starts the worker and its service workflows, and stops them when interruptCh says so.
+func (w *serviceWorker) Run(interruptCh <-chan any) error {
+	if err := w.Start(); err != nil {
+		return err
+	}
+	<-interruptCh
+	w.Stop()
+	return nil
+}
+
+func withService(w worker.Worker, c client.Client, id, queue string, wf, in any) *serviceWorker {
 	return &serviceWorker{Worker: w, c: c, services: []service{newService(id, queue, wf, in)}}
 }
 

@@ -7,6 +7,7 @@
 package workers
 
 import (
+	"log/slog"
 	"time"
 
 	"go.temporal.io/sdk/client"
@@ -44,7 +45,12 @@ func NewCentral(c client.Client, acts *activities.Central) worker.Worker {
 // administration) and activities. Region workflows run on the region's queue, so a region keeps
 // working on what it started while central is away.
 func NewRegion(c client.Client, acts *activities.Region) worker.Worker {
-	return NewRegionWith(c, RegionWorker{ID: acts.ID, Activities: acts, ReportInterval: acts.ReportInterval, Options: worker.Options{
+	return NewRegionServer(c, acts, "")
+}
+
+// NewRegionServer is NewRegion for server serverID of a region of several servers.
+func NewRegionServer(c client.Client, acts *activities.Region, serverID string) worker.Worker {
+	return NewRegionWith(c, RegionWorker{ID: acts.ID, ServerID: serverID, Activities: acts, ReportInterval: acts.ReportInterval, Log: acts.Log, Options: worker.Options{
 		// Transfers are long and I/O-bound; a handful at once keeps a classroom server's
 		// disk and uplink busy without starving the terminals it boots.
 		MaxConcurrentActivityExecutionSize: 8,
@@ -54,12 +60,17 @@ func NewRegion(c client.Client, acts *activities.Region) worker.Worker {
 // RegionWorker describes a region's worker for NewRegionWith.
 type RegionWorker struct {
 	ID string
+	// ServerID is this server's id among the region's servers (empty: the only one): one
+	// server of a region reports its status (see reporter).
+	ServerID string
 	// Activities is registered under its methods' names: *activities.Region, or a simulation
-	// with the same methods (bench/scale).
-	Activities any
-	// ReportInterval is how often the region's service workflow reports to central.
+	// with the same methods (bench/scale). Its Status makes the reports to central.
+	Activities StatusSource
+	// ReportInterval is how often the region reports to central, until its status says
+	// otherwise (default workflows.DefaultReportInterval).
 	ReportInterval time.Duration
 	Options        worker.Options
+	Log            *slog.Logger
 }
 
 // NewRegionWith returns a region's worker with the region's workflows, the given activities and
@@ -76,6 +87,16 @@ func NewRegionWith(c client.Client, r RegionWorker) worker.Worker {
 	w.RegisterWorkflow(workflows.RegionAdmin) // listings of an older tms, until they finish
 	w.RegisterWorkflow(workflows.PowerTerminals)
 	w.RegisterActivity(r.Activities)
-	return withService(w, c, workflows.RegionServiceID(r.ID), activities.RegionQueue(r.ID), workflows.RegionService,
+	interval, log := r.ReportInterval, r.Log
+	if interval <= 0 {
+		interval = workflows.DefaultReportInterval
+	}
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	sw := withService(w, c, workflows.RegionServiceID(r.ID), activities.RegionQueue(r.ID), workflows.RegionService,
 		workflows.RegionServiceInput{Region: r.ID, Interval: r.ReportInterval})
+	sw.report = &reporter{c: c, region: r.ID, serverID: r.ServerID, src: r.Activities, interval: interval,
+		log: log.With("region", r.ID, "part", "report")}
+	return sw
 }

@@ -31,6 +31,9 @@ const (
 	QueryStatus = "status"
 	// SignalReport carries a region's status report to central's service workflow.
 	SignalReport = "report"
+	// SignalEvict asks a region's service workflow to run eviction: the region's reporter sends
+	// it when a report finds the store above its high-water mark.
+	SignalEvict = "evict"
 )
 
 const regionServicePrefix = "service/region/"
@@ -60,12 +63,18 @@ type RegionServiceInput struct {
 	Interval time.Duration
 }
 
-// RegionService is a region's long-lived service workflow, on the region's task queue: every
-// Interval it takes the region's status (activities.Region.Status) and signals the summary to
-// central's service workflow, so central sees the region online only while the region's worker
-// is taking tasks; between reports it answers the command line's "read" and "change" updates
-// with the region's Admin activity (and "read" op "status" with the detailed status). A region's
-// server starts it when it starts (one per region: a second start finds it running).
+// RegionService is a region's long-lived service workflow, on the region's task queue. It
+// answers the command line's "read" and "change" updates with the region's Admin activity (and
+// "read" op "status" with the detailed status), and runs eviction (the EvictIfFull activity)
+// when the region's reporter signals SignalEvict. A region's server starts it when it starts
+// (one per region: a second start finds it running).
+//
+// The region's status reports to central come from its worker's process (workers.reporter),
+// never through this workflow: a report that went through it cost a timer, an activity and two
+// workflow tasks, which a district of 1,000 regions reporting every 15 s could not afford
+// (docs/performance.md, "District scale"). A run recorded before this version (GetVersion
+// "reports-from-the-worker") keeps reporting from here every Interval until it continues as
+// new.
 func RegionService(ctx workflow.Context, in RegionServiceInput) error {
 	if in.Interval <= 0 {
 		in.Interval = DefaultReportInterval
@@ -87,6 +96,9 @@ func RegionService(ctx workflow.Context, in RegionServiceInput) error {
 		return err
 	}
 
+	if workflow.GetVersion(ctx, "reports-from-the-worker", workflow.DefaultVersion, 1) == 1 {
+		return regionServiceLoop(ctx, in)
+	}
 	log := workflow.GetLogger(ctx)
 	reportCtx := workflow.WithActivityOptions(ctx, workflow.ActivityOptions{
 		StartToCloseTimeout: 30 * time.Second,
@@ -110,7 +122,7 @@ func RegionService(ctx workflow.Context, in RegionServiceInput) error {
 				log.Warn("central did not take the region's report", "err", err)
 			}
 			// Above its high-water mark, the store evicts the oldest versions nothing holds.
-			if aboveHighWater(sum) && workflow.GetVersion(ctx, "evict-above-high-water", workflow.DefaultVersion, 1) == 1 {
+			if AboveHighWater(sum) && workflow.GetVersion(ctx, "evict-above-high-water", workflow.DefaultVersion, 1) == 1 {
 				var res activities.MakeRoomResult
 				if err := workflow.ExecuteActivity(evictOptions(ctx), r.EvictIfFull, activities.EvictInput{}).Get(ctx, &res); err != nil {
 					log.Warn("the region could not evict above its high-water mark", "err", err)
@@ -129,6 +141,41 @@ func RegionService(ctx workflow.Context, in RegionServiceInput) error {
 			return workflow.NewContinueAsNewError(ctx, RegionService, in)
 		}
 	}
+}
+
+// regionServiceLoop is RegionService's life once its handlers are set: it waits for an eviction
+// signal (several pending ones make one eviction) and continues as new when its history grows
+// long.
+func regionServiceLoop(ctx workflow.Context, in RegionServiceInput) error {
+	var r *activities.Region
+	log := workflow.GetLogger(ctx)
+	evict := workflow.GetSignalChannel(ctx, SignalEvict)
+	for {
+		if err := workflow.Await(ctx, func() bool { return evict.Len() > 0 || continueAsNew(ctx) }); err != nil {
+			return err
+		}
+		if evict.Len() > 0 {
+			for evict.ReceiveAsync(nil) {
+			}
+			var res activities.MakeRoomResult
+			if err := workflow.ExecuteActivity(evictOptions(ctx), r.EvictIfFull, activities.EvictInput{}).Get(ctx, &res); err != nil {
+				log.Warn("the region could not evict above its high-water mark", "err", err)
+			} else if len(res.Evicted) > 0 {
+				log.Info("the region evicted versions above its high-water mark", "evicted", len(res.Evicted), "used", res.Used, "capacity", res.Capacity)
+			}
+			continue
+		}
+		if err := workflow.Await(ctx, func() bool { return workflow.AllHandlersFinished(ctx) }); err != nil {
+			return err
+		}
+		// An eviction asked for meanwhile is asked again by the next report above the mark.
+		return workflow.NewContinueAsNewError(ctx, RegionService, in)
+	}
+}
+
+// AboveHighWater tells whether a region's report shows its store above its high-water mark.
+func AboveHighWater(s activities.RegionSummary) bool {
+	return s.Capacity > 0 && s.HighWater > 0 && float64(s.Used) > s.HighWater*float64(s.Capacity)
 }
 
 // setAdminHandler answers update name with admin; read says whether the update takes read ops
@@ -165,11 +212,6 @@ func sameServers(a, b []activities.ServerStatus) bool {
 // is marked as checked.
 func sameLabels(a, b map[string]string) bool {
 	return maps.Equal(a, b) //workflowcheck:ignore
-}
-
-// aboveHighWater tells whether a region's report shows its store above its high-water mark.
-func aboveHighWater(s activities.RegionSummary) bool {
-	return s.Capacity > 0 && s.HighWater > 0 && float64(s.Used) > s.HighWater*float64(s.Capacity)
 }
 
 // evictOptions run an eviction: it lists the store, removes versions and collects garbage,

@@ -97,9 +97,17 @@ func TestCentralServiceContinuesAsNewWithItsReports(t *testing.T) {
 	}
 }
 
-func TestRegionServiceReportsAndRefusesOpsUnderTheWrongName(t *testing.T) {
+// oldRegionService runs RegionService as a run recorded before the reports came from the
+// region's worker (GetVersion "reports-from-the-worker"): it reports every interval itself.
+func oldRegionService(t *testing.T) *testsuite.TestWorkflowEnvironment {
 	env := newEnv(t)
 	env.RegisterWorkflow(RegionService)
+	env.OnGetVersion("reports-from-the-worker", workflow.DefaultVersion, 1).Return(workflow.DefaultVersion)
+	return env
+}
+
+func TestRegionServiceReportsAndRefusesOpsUnderTheWrongName(t *testing.T) {
+	env := oldRegionService(t)
 	env.OnActivity(r.Status, mock.Anything, mock.Anything).Return(activities.RegionStatus{Summary: activities.RegionSummary{
 		Region: "region-a", Terminals: 3, Interval: 5 * time.Second}}, nil)
 	var sent []activities.RegionSummary
@@ -151,8 +159,7 @@ func TestRegionServiceEvictsAboveHighWater(t *testing.T) {
 		{"below", 10, 0},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			env := newEnv(t)
-			env.RegisterWorkflow(RegionService)
+			env := oldRegionService(t)
 			env.OnActivity(r.Status, mock.Anything, mock.Anything).Return(activities.RegionStatus{Summary: activities.RegionSummary{
 				Region: "region-a", Interval: 5 * time.Second, Used: tc.used, Capacity: 100, HighWater: 0.9, LowWater: 0.8}}, nil)
 			env.OnSignalExternalWorkflow(mock.Anything, CentralServiceID, "", SignalReport, mock.Anything).Return(nil)
@@ -168,6 +175,38 @@ func TestRegionServiceEvictsAboveHighWater(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestRegionServiceEvictsWhenAsked checks the service workflow of today: it takes no status and
+// sends no report (the region's worker does), answers reads, and runs an eviction when asked,
+// the requests that come while one runs making one more.
+func TestRegionServiceEvictsWhenAsked(t *testing.T) {
+	env := newEnv(t)
+	env.RegisterWorkflow(RegionService)
+	evicted := 0
+	env.OnActivity(r.EvictIfFull, mock.Anything, mock.Anything).After(10 * time.Minute).Return(func(context.Context, activities.EvictInput) (activities.MakeRoomResult, error) {
+		evicted++
+		return activities.MakeRoomResult{}, nil
+	})
+	env.OnActivity(r.Admin, mock.Anything, activities.AdminInput{Op: activities.OpTerminals}).Return(
+		activities.AdminResult{Terminals: []activities.TerminalInfo{{Name: "pc1"}}}, nil)
+	var listed activities.AdminResult
+	var readErr error
+	for _, at := range []time.Duration{time.Minute, 2 * time.Minute, 3 * time.Minute} {
+		env.RegisterDelayedCallback(func() { env.SignalWorkflow(SignalEvict, nil) }, at)
+	}
+	env.RegisterDelayedCallback(func() {
+		sendUpdate(env, UpdateRead, "u1", activities.AdminInput{Op: activities.OpTerminals}, &listed, &readErr)
+	}, 4*time.Minute)
+	env.RegisterDelayedCallback(env.CancelWorkflow, 2*time.Hour)
+	env.ExecuteWorkflow(RegionService, RegionServiceInput{Region: "region-a", Interval: 5 * time.Second})
+	if evicted != 2 {
+		t.Errorf("evictions = %d, want 2 (one, then one for the two asked while it ran)", evicted)
+	}
+	if readErr != nil || len(listed.Terminals) != 1 {
+		t.Errorf("read terminals: %+v, %v", listed, readErr)
+	}
+	env.AssertNotCalled(t, "Status", mock.Anything, mock.Anything)
 }
 
 // Versions a region's report no longer lists leave central's catalog of locations; a first
