@@ -75,6 +75,14 @@ type Options struct {
 	// (docs/performance.md, "District scale").
 	SQLitePragmas map[string]string
 	SQLiteConns   int
+	// DynamicConfig sets the server's dynamic configuration by key (for example
+	// "frontend.namespaceCount"), over the settings this package chooses. The district-scale
+	// bench raises the limits a thousand regions' pollers reach (docs/performance.md, "District
+	// scale").
+	DynamicConfig map[string]any
+	// Postgres, when set, keeps the server's state in PostgreSQL instead of SQLite (DataDir is
+	// then unused): a local cluster as docs/deploy.md makes one, for the district-scale bench.
+	Postgres *Postgres
 }
 
 // Server is a running embedded Temporal.
@@ -124,11 +132,13 @@ func Start(o Options) (*Server, error) {
 	hostPort := func(p int) string { return net.JoinHostPort(o.Host, strconv.Itoa(p)) }
 
 	sqlConf := &config.SQL{PluginName: sqliteplugin.PluginName, ConnectAttributes: map[string]string{}}
-	if o.DataDir == "" {
+	switch {
+	case o.Postgres != nil:
+	case o.DataDir == "":
 		sqlConf.ConnectAttributes["mode"] = "memory"
 		sqlConf.ConnectAttributes["cache"] = "shared"
 		sqlConf.DatabaseName = "tms-" + strconv.Itoa(os.Getpid()) + "-" + strconv.Itoa(ports[0])
-	} else {
+	default:
 		if err := os.MkdirAll(o.DataDir, 0o755); err != nil {
 			return nil, err
 		}
@@ -153,14 +163,19 @@ func Start(o Options) (*Server, error) {
 	}
 	var nss []*sqliteschema.NamespaceConfig
 	for _, ns := range o.Namespaces {
+		if o.Postgres != nil {
+			break // registered through the frontend once it runs (registerNamespaces)
+		}
 		nc, err := sqliteschema.NewNamespaceConfig(clusterName, ns, false, attrs)
 		if err != nil {
 			return nil, fmt.Errorf("temporal: namespace %s: %w", ns, err)
 		}
 		nss = append(nss, nc)
 	}
-	if err := sqliteschema.CreateNamespaces(sqlConf, nss...); err != nil {
-		return nil, fmt.Errorf("temporal: create namespaces: %w", err)
+	if o.Postgres == nil {
+		if err := sqliteschema.CreateNamespaces(sqlConf, nss...); err != nil {
+			return nil, fmt.Errorf("temporal: create namespaces: %w", err)
+		}
 	}
 
 	svc := func(grpc, http int) config.Service {
@@ -173,6 +188,9 @@ func Start(o Options) (*Server, error) {
 	conf.Persistence = config.Persistence{
 		DefaultStore: "sqlite", VisibilityStore: "sqlite", NumHistoryShards: 1,
 		DataStores: map[string]config.DataStore{"sqlite": {SQL: sqlConf}},
+	}
+	if o.Postgres != nil {
+		conf.Persistence = o.Postgres.persistence()
 	}
 	conf.ClusterMetadata = &cluster.Config{
 		FailoverVersionIncrement: 10, MasterClusterName: clusterName, CurrentClusterName: clusterName,
@@ -224,20 +242,45 @@ func Start(o Options) (*Server, error) {
 		dynamicconfig.HistoryCacheHostLevelMaxSize.Key():                 8192,
 		dynamicconfig.FrontendMaxNamespaceVisibilityRPSPerInstance.Key(): 100,
 	}
-	srv, err := temporal.NewServer(
-		temporal.WithConfig(conf),
-		temporal.ForServices(services),
-		temporal.WithStaticHosts(hosts),
-		temporal.WithLogger(logger),
-		temporal.WithAuthorizer(authorizer),
-		temporal.WithClaimMapper(func(*config.Config) authorization.ClaimMapper { return claims }),
-		temporal.WithDynamicConfigClient(dyn),
-	)
-	if err != nil {
-		return nil, fmt.Errorf("temporal: %w", err)
+	for k, v := range o.DynamicConfig {
+		dyn[dynamicconfig.MakeKey(k)] = v
 	}
-	if err := srv.Start(); err != nil {
-		return nil, fmt.Errorf("temporal: start: %w", err)
+	start := func() (temporal.Server, error) {
+		srv, err := temporal.NewServer(
+			temporal.WithConfig(conf),
+			temporal.ForServices(services),
+			temporal.WithStaticHosts(hosts),
+			temporal.WithLogger(logger),
+			temporal.WithAuthorizer(authorizer),
+			temporal.WithClaimMapper(func(*config.Config) authorization.ClaimMapper { return claims }),
+			temporal.WithDynamicConfigClient(dyn),
+		)
+		if err != nil {
+			return nil, fmt.Errorf("temporal: %w", err)
+		}
+		if err := srv.Start(); err != nil {
+			return nil, fmt.Errorf("temporal: start: %w", err)
+		}
+		return srv, nil
+	}
+	srv, err := start()
+	if err != nil {
+		return nil, err
+	}
+	if o.Postgres != nil {
+		added, err := registerNamespaces(hostPort(o.Port), o.Namespaces, o.SearchAttributes)
+		if err != nil {
+			srv.Stop()
+			return nil, err
+		}
+		if added {
+			// The frontend reads search attributes from a cache it refreshes every minute: a
+			// restart has it read the new ones at once.
+			srv.Stop()
+			if srv, err = start(); err != nil {
+				return nil, err
+			}
+		}
 	}
 	s := &Server{srv: srv, addr: hostPort(o.Port)}
 	if o.UIPort != 0 {

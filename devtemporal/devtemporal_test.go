@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"net"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -11,6 +12,9 @@ import (
 	"go.temporal.io/sdk/client"
 	"go.temporal.io/sdk/worker"
 	"go.temporal.io/sdk/workflow"
+
+	"tms/internal/pgtest"
+	"tms/workflows"
 )
 
 type echoIn struct{ Text string }
@@ -117,5 +121,53 @@ func TestBusyPortIsReported(t *testing.T) {
 	var oe *net.OpError
 	if !errors.As(err, &oe) {
 		t.Fatalf("cause lost: %v", err)
+	}
+}
+
+// TestOnPostgres runs the server on a real PostgreSQL (Debian's package, started by pgtest):
+// the databases and schema made by CreateDatabases, the namespace and tms's search attributes
+// registered, a workflow run, and its state found again after a restart.
+func TestOnPostgres(t *testing.T) {
+	pg := pgtest.Shared(t)
+	p := &Postgres{Addr: net.JoinHostPort(pg.Addr, strconv.Itoa(pg.Port)), User: "postgres",
+		Database: "temporal_devtemporal", VisibilityDatabase: "temporal_visibility_devtemporal", Shards: 2, MaxConns: 4}
+	if err := p.CreateDatabases(); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	s, err := Start(Options{Postgres: p})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := dial(t, s)
+	attrs := workflows.TaskTags{Region: "region-a", Kind: workflows.TaskDeploy}.StartAttributes()
+	if _, err := c.ExecuteWorkflow(ctx, client.StartWorkflowOptions{ID: "wait/pg", TaskQueue: "test", TypedSearchAttributes: attrs}, waitWorkflow); err != nil {
+		t.Fatalf("a workflow with tms's search attributes: %v", err)
+	}
+	c.Close()
+	s.Stop()
+
+	// A second CreateDatabases keeps what the databases hold; the server starts on them.
+	if err := p.CreateDatabases(); err != nil {
+		t.Fatalf("CreateDatabases on existing databases: %v", err)
+	}
+	s, err = Start(Options{Postgres: p})
+	if err != nil {
+		t.Fatalf("restart on the same databases: %v", err)
+	}
+	defer s.Stop()
+	c = dial(t, s)
+	w := worker.New(c, "test", worker.Options{})
+	w.RegisterWorkflow(waitWorkflow)
+	if err := w.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer w.Stop()
+	if err := c.SignalWorkflow(ctx, "wait/pg", "", "go", nil); err != nil {
+		t.Fatalf("the workflow started before the restart is gone: %v", err)
+	}
+	if err := c.GetWorkflow(ctx, "wait/pg", "").Get(ctx, nil); err != nil {
+		t.Fatalf("workflow after restart: %v", err)
 	}
 }

@@ -250,6 +250,17 @@ func (c *Cluster) NewDatabase(t testing.TB) string {
 	return c.dsn(name)
 }
 
+// PID is the server's main process (its connections are its children): the district-scale
+// bench reads their CPU.
+func (c *Cluster) PID() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.cmd == nil || c.cmd.Process == nil {
+		return 0
+	}
+	return c.cmd.Process.Pid
+}
+
 // DSN returns the URL of database name on c (no password: loopback is trusted).
 func (c *Cluster) DSN(name string) string { return c.dsn(name) }
 
