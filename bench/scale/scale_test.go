@@ -12,6 +12,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -27,6 +28,7 @@ import (
 
 	"tms/activities"
 	"tms/devtemporal"
+	"tms/internal/pgtest"
 	"tms/signing"
 	"tms/workers"
 	"tms/workflows"
@@ -51,13 +53,33 @@ func BenchmarkScale(b *testing.B) {
 	if out, err := exec.Command("go", "build", "-o", bin, "tms/cmd/tms").CombinedOutput(); err != nil {
 		b.Fatalf("go build tms: %v\n%s", err, out)
 	}
+	// Temporal's state: in the SQLite file tms dev uses (the default), or in PostgreSQL
+	// (TMS_SCALE_TEMPORAL=postgres: a local cluster as docs/deploy.md makes one, with Temporal's
+	// schema as tms-temporal sql-tool makes it). On this 2-core machine SQLite cost less CPU per
+	// terminal (docs/performance.md, "District scale").
+	var eng engine
+	switch os.Getenv("TMS_SCALE_TEMPORAL") {
+	case "postgres":
+		eng.pg = pgtest.Start(b)
+	case "", "sqlite":
+	default:
+		b.Fatalf("TMS_SCALE_TEMPORAL: %q is neither postgres nor sqlite", os.Getenv("TMS_SCALE_TEMPORAL"))
+	}
+	// The simulated regions share this process, and so its cache of workflows the workers hold
+	// (default 10,000): one region's server holds its own 60 terminals' and its deploy's, so
+	// here it holds every region's, or a district deploying at once replays histories from the
+	// start at every workflow task.
+	worker.SetStickyWorkflowCacheSize(max(10000, slices.Max(sizes)*(TerminalsPerRegion+4)))
 	var results []result
+	var failed error
 	for b.Loop() {
 		results = results[:0]
 		for _, n := range sizes {
-			r, err := runSize(b, bin, filepath.Join(dir, strconv.Itoa(n)), n)
+			r, err := runSize(b, bin, eng, filepath.Join(dir, strconv.Itoa(n)), n)
 			if err != nil {
-				b.Fatalf("%d regions: %v", n, err)
+				// The sizes measured keep their lines; the failure is said last.
+				failed = fmt.Errorf("%d regions: %w", n, err)
+				break
 			}
 			fmt.Println(r.detail())
 			results = append(results, r)
@@ -68,6 +90,9 @@ func BenchmarkScale(b *testing.B) {
 	}
 	for _, r := range results {
 		fmt.Println(r.line())
+	}
+	if failed != nil {
+		b.Fatal(failed)
 	}
 }
 
@@ -104,6 +129,8 @@ type result struct {
 	seconds            float64 // plan and deploys
 	centralCPU         float64 // seconds
 	benchCPU           float64 // the Temporal server and the simulated regions, seconds
+	dbCPU              float64 // PostgreSQL's processes, seconds (0 on SQLite)
+	engine             string  // where Temporal keeps its state: postgres or sqlite
 	planEvents         int64
 	planBytes          int64
 	centralSvcEvents   int64
@@ -125,12 +152,12 @@ func (r result) line() string {
 }
 
 func (r result) detail() string {
-	return fmt.Sprintf("scale-detail regions=%d workflows=%d workflows_per_terminal=%.2f central_activities=%d region_activities=%d "+
-		"activities_per_terminal=%.2f central_rate=%.1f/s central_cpu=%.2fs central_cores=%.2f server_and_sim_cpu=%.2fs "+
+	return fmt.Sprintf("scale-detail regions=%d temporal_db=%s workflows=%d workflows_per_terminal=%.2f central_activities=%d region_activities=%d "+
+		"activities_per_terminal=%.2f central_rate=%.1f/s central_cpu=%.2fs central_cores=%.2f server_and_sim_cpu=%.2fs db_cpu=%.2fs "+
 		"plan_schedule=%.2fs plan=%.2fs deploy_schedule=%.2fs deploy=%.2fs status_reports=%d "+
 		"max_events=%d (%s) max_history_bytes=%d (%s) plan_events=%d plan_bytes=%d central_service_events=%d central_service_bytes=%d",
-		r.regions, r.workflows, float64(r.workflows)/float64(r.terminals), r.centralActs, r.regionActs,
-		r.actsPerTerminal(), float64(r.centralActs)/r.seconds, r.centralCPU, r.centralCPU/r.seconds, r.benchCPU,
+		r.regions, r.engine, r.workflows, float64(r.workflows)/float64(r.terminals), r.centralActs, r.regionActs,
+		r.actsPerTerminal(), float64(r.centralActs)/r.seconds, r.centralCPU, r.centralCPU/r.seconds, r.benchCPU, r.dbCPU,
 		r.planSched, r.planSeconds, r.deploySched, r.deploySeconds, r.reports,
 		r.maxEvents, r.maxEventsWF, r.maxBytes, r.maxBytesWF, r.planEvents, r.planBytes, r.centralSvcEvents, r.centralSvcBytes)
 }
@@ -150,9 +177,68 @@ func growth(a, b result) string {
 		ratio(a.centralCPU, b.centralCPU), ratio(a.deploySched, b.deploySched))
 }
 
+// serverLimits are the Temporal server's settings for n regions, as an admin sizes a district's
+// cluster (docs/deploy.md): every region polls its own task queue (1,000 regions' workers hold
+// 2,000 workflow-task polls open, above the 1,200 long polls one frontend takes of one API by
+// default), a region's queue is busy a few times an hour (one partition, not four, so a poll
+// waits where the task lands), and every open workflow of the district deploying at once stays
+// in the history cache (the server's own default size, which tms dev lowers for a small machine).
+func serverLimits(n int) map[string]any {
+	return map[string]any{
+		"frontend.namespaceCount":              4*n + 1000,
+		"frontend.namespaceRPS":                max(2400, 20*n),
+		"frontend.rps":                         max(2400, 20*n),
+		"matching.rps":                         max(1200, 20*n),
+		"matching.numTaskqueueReadPartitions":  1,
+		"matching.numTaskqueueWritePartitions": 1,
+		"history.hostLevelCacheMaxSize":        128000,
+	}
+}
+
+// engine is where the Temporal server keeps its state: PostgreSQL (pg), or SQLite (pg nil).
+type engine struct {
+	pg *pgtest.Cluster
+}
+
+func (e engine) name() string {
+	if e.pg == nil {
+		return "sqlite"
+	}
+	return "postgres"
+}
+
+// databases creates size n's two databases with Temporal's schema.
+func (e engine) databases(n int) (*devtemporal.Postgres, error) {
+	p := &devtemporal.Postgres{Addr: net.JoinHostPort(e.pg.Addr, strconv.Itoa(e.pg.Port)), User: "postgres",
+		Database: fmt.Sprintf("temporal_%d", n), VisibilityDatabase: fmt.Sprintf("temporal_visibility_%d", n),
+		// Shards as docs/deploy.md sizes a one-machine cluster; connections for 2 cores.
+		Shards: 4, MaxConns: 20}
+	return p, p.CreateDatabases()
+}
+
+// cpu is the CPU seconds of PostgreSQL's processes so far: the server's, its live connections'
+// and those that ended; 0 on SQLite.
+func (e engine) cpu() float64 {
+	if e.pg == nil {
+		return 0
+	}
+	pid := strconv.Itoa(e.pg.PID())
+	total := procCPU(pid) + procChildCPU(pid)
+	entries, _ := os.ReadDir("/proc")
+	for _, d := range entries {
+		if _, err := strconv.Atoi(d.Name()); err != nil {
+			continue
+		}
+		if procPPID(d.Name()) == pid {
+			total += procCPU(d.Name())
+		}
+	}
+	return total
+}
+
 // runSize runs one size: its own Temporal server, central process and n simulated regions.
-func runSize(b *testing.B, bin, dir string, n int) (res result, err error) {
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Hour)
+func runSize(b *testing.B, bin string, eng engine, dir string, n int) (res result, err error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Hour)
 	defer cancel()
 	res.regions, res.terminals = n, n*TerminalsPerRegion
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelError}))
@@ -164,12 +250,19 @@ func runSize(b *testing.B, bin, dir string, n int) (res result, err error) {
 	// connections made Temporal's writes fail with "database is locked"):
 	// docs/performance.md, "District scale", says what each cost.
 	to := devtemporal.Options{DataDir: filepath.Join(dir, "temporal"), Log: log,
-		SQLitePragmas: map[string]string{"journal_mode": "wal", "synchronous": "off", "busy_timeout": "10000"}}
+		SQLitePragmas: map[string]string{"journal_mode": "wal", "synchronous": "off", "busy_timeout": "10000"},
+		DynamicConfig: serverLimits(n)}
 	switch os.Getenv("TMS_SCALE_SQLITE") {
 	case "default":
 		to.SQLitePragmas = nil
 	case "memory":
 		to.DataDir = ""
+	}
+	res.engine = eng.name()
+	if eng.pg != nil {
+		if to.Postgres, err = eng.databases(n); err != nil {
+			return res, err
+		}
 	}
 	srv, err := devtemporal.Start(to)
 	if err != nil {
@@ -240,7 +333,7 @@ func runSize(b *testing.B, bin, dir string, n int) (res result, err error) {
 		return res, fmt.Errorf("registering the image: %w", err)
 	}
 
-	cpu0, benchCPU0 := central.cpu(), selfCPU()
+	cpu0, benchCPU0, pgCPU0 := central.cpu(), selfCPU(), eng.cpu()
 	start := time.Now()
 	// The pre-distribution plan, started as tms plan create starts it.
 	in := workflows.PlanInput{Name: "district", Image: "exam", Regions: ids, By: time.Now().Add(time.Hour)}
@@ -274,7 +367,7 @@ func runSize(b *testing.B, bin, dir string, n int) (res result, err error) {
 		// The plan only: its line says so (scale-plan-only), and the deploy's figures are 0.
 		res.planOnly = true
 		res.seconds = time.Since(start).Seconds()
-		res.centralCPU, res.benchCPU = central.cpu()-cpu0, selfCPU()-benchCPU0
+		res.centralCPU, res.benchCPU, res.dbCPU = central.cpu()-cpu0, selfCPU()-benchCPU0, eng.cpu()-pgCPU0
 		return res, finish(ctx, c, &count, &res)
 	}
 	// A deploy in every region, started as tms deploy starts it.
@@ -311,7 +404,7 @@ func runSize(b *testing.B, bin, dir string, n int) (res result, err error) {
 	res.deploySeconds = time.Since(deployStart).Seconds()
 	res.deploySched = firstAfter(sims, deployStart, func(s *SimRegion) int64 { return s.FirstDeploy.Load() })
 	res.seconds = time.Since(start).Seconds()
-	res.centralCPU, res.benchCPU = central.cpu()-cpu0, selfCPU()-benchCPU0
+	res.centralCPU, res.benchCPU, res.dbCPU = central.cpu()-cpu0, selfCPU()-benchCPU0, eng.cpu()-pgCPU0
 
 	return res, finish(ctx, c, &count, &res)
 }
@@ -412,17 +505,30 @@ func histories(ctx context.Context, c client.Client, res *result) error {
 	})
 }
 
+// register registers region id as its server does when it starts (server.register), trying
+// again for up to 10 minutes: a thousand regions starting at once may find the server busy.
 func register(ctx context.Context, c client.Client, id string) error {
-	// As a region's server registers itself when it starts (server.register).
-	run, err := c.ExecuteWorkflow(ctx, client.StartWorkflowOptions{ID: "region/" + id + "/register", TaskQueue: activities.CentralQueue,
-		WorkflowExecutionTimeout: 2 * time.Minute}, workflows.RegisterRegion, activities.RegionInfo{
-		ID: id, Labels: map[string]string{"site": "district"}, Capacity: 2 << 40,
-		// Never dialed: the simulated pulls move no bytes.
-		Endpoint: "http://127.0.0.1:9/", LastSeen: time.Now(), Timezone: "UTC"})
-	if err != nil {
-		return err
+	var err error
+	for try, deadline := 0, time.Now().Add(10*time.Minute); ; try++ {
+		var run client.WorkflowRun
+		run, err = c.ExecuteWorkflow(ctx, client.StartWorkflowOptions{ID: "region/" + id + "/register", TaskQueue: activities.CentralQueue,
+			WorkflowExecutionTimeout: 2 * time.Minute}, workflows.RegisterRegion, activities.RegionInfo{
+			ID: id, Labels: map[string]string{"site": "district"}, Capacity: 2 << 40,
+			// Never dialed: the simulated pulls move no bytes.
+			Endpoint: "http://127.0.0.1:9/", LastSeen: time.Now(), Timezone: "UTC"})
+		if err == nil {
+			if err = run.Get(ctx, nil); err == nil {
+				return nil
+			}
+		}
+		if ctx.Err() != nil || time.Now().After(deadline) {
+			return fmt.Errorf("registering region %s (%d tries): %w", id, try+1, err)
+		}
+		select {
+		case <-ctx.Done():
+		case <-time.After(time.Duration(min(try+1, 10)) * time.Second):
+		}
 	}
-	return run.Get(ctx, nil)
 }
 
 func parallel[T any](ctx context.Context, items []T, limit int, f func(context.Context, T) error) error {
@@ -530,25 +636,44 @@ func (p *centralProc) cpu() float64 { return procCPU(strconv.Itoa(p.cmd.Process.
 func selfCPU() float64 { return procCPU("self") }
 
 // procCPU reads utime and stime from /proc/PID/stat (clock ticks of 1/100 s on Linux).
-func procCPU(pid string) float64 {
+func procCPU(pid string) float64 { return statSeconds(pid, 11, 12) }
+
+// procChildCPU reads cutime and cstime: the CPU of PID's children that ended.
+func procChildCPU(pid string) float64 { return statSeconds(pid, 13, 14) }
+
+// procPPID is the parent of process pid.
+func procPPID(pid string) string {
+	fs := statFields(pid)
+	if len(fs) < 2 {
+		return ""
+	}
+	return fs[1]
+}
+
+func statSeconds(pid string, a, b int) float64 {
+	fs := statFields(pid)
+	if len(fs) <= b {
+		return 0
+	}
+	x, _ := strconv.ParseFloat(fs[a], 64)
+	y, _ := strconv.ParseFloat(fs[b], 64)
+	return (x + y) / 100
+}
+
+// statFields are the fields of /proc/PID/stat after the command name (the state first).
+func statFields(pid string) []string {
 	f, err := os.Open("/proc/" + pid + "/stat")
 	if err != nil {
-		return 0
+		return nil
 	}
 	defer f.Close()
 	line, _ := bufio.NewReader(f).ReadString('\n')
-	// Fields after the command name, which is in parentheses and may hold spaces.
+	// The command name is in parentheses and may hold spaces.
 	i := strings.LastIndexByte(line, ')')
 	if i < 0 {
-		return 0
+		return nil
 	}
-	fs := strings.Fields(line[i+1:])
-	if len(fs) < 13 {
-		return 0
-	}
-	ut, _ := strconv.ParseFloat(fs[11], 64)
-	st, _ := strconv.ParseFloat(fs[12], 64)
-	return (ut + st) / 100
+	return strings.Fields(line[i+1:])
 }
 
 func freePort() (int, error) {
