@@ -311,14 +311,22 @@ func runSize(b *testing.B, bin string, eng engine, dir string, n int) (res resul
 	}
 	for _, s := range all {
 		s.ReportInterval = interval
-		w := workers.NewRegionWith(c, workers.RegionWorker{ID: s.ID, Activities: s, ReportInterval: interval, Options: worker.Options{
-			// 1,000 workers in one process: few pollers each, or the server drowns in long polls.
-			MaxConcurrentWorkflowTaskPollers: 2, MaxConcurrentActivityTaskPollers: 1,
-		}})
-		if err := w.Start(); err != nil {
+		// A worker that could not start its service workflow in a minute (the server busy with
+		// the regions started before it) is made again, as systemd restarts a region's server.
+		var err error
+		for try := 0; try < 3; try++ {
+			w := workers.NewRegionWith(c, workers.RegionWorker{ID: s.ID, Activities: s, ReportInterval: interval, Options: worker.Options{
+				// 1,000 workers in one process: few pollers each, or the server drowns in long polls.
+				MaxConcurrentWorkflowTaskPollers: 2, MaxConcurrentActivityTaskPollers: 1,
+			}})
+			if err = w.Start(); err == nil {
+				ws = append(ws, w)
+				break
+			}
+		}
+		if err != nil {
 			return res, fmt.Errorf("region %s's worker: %w", s.ID, err)
 		}
-		ws = append(ws, w)
 	}
 	if err := parallel(ctx, all, 32, func(ctx context.Context, s *SimRegion) error { return register(ctx, c, s.ID) }); err != nil {
 		return res, err
