@@ -2,6 +2,7 @@ package activities
 
 import (
 	"context"
+	"fmt"
 	"slices"
 	"time"
 
@@ -107,6 +108,9 @@ type StatusInput struct{}
 func (r *Region) Status(ctx context.Context, _ StatusInput) (RegionStatus, error) {
 	now := r.now()
 	st := RegionStatus{Summary: RegionSummary{Region: r.ID, Version: r.Version, Interval: r.ReportInterval, At: now}}
+	if r.Inventory == nil {
+		return st, fmt.Errorf("region %s has no inventory to take its status from", r.ID)
+	}
 	sum := &st.Summary
 	if r.Usage != nil || r.Store != nil {
 		si, err := r.storeInfo(ctx)

@@ -530,8 +530,21 @@ func (e *Env) startAgent(ctx context.Context, t Terminal) {
 // off says whether the terminal then stays off.
 type simPower struct{ off bool }
 
+// simReboot is how long a simulated terminal takes to come back from a reboot. A classroom PC
+// takes tens of seconds; one that came back at once would ask for its task before the deploy
+// has set up its classmates' tasks, and write alone rather than in their swarm
+// (agentapi.swarmFor counts the open writes when a terminal asks).
+const simReboot = 2 * time.Second
+
 func (p *simPower) Poweroff(context.Context) error { p.off = true; return nil }
-func (p *simPower) Reboot(context.Context) error   { return nil }
+func (p *simPower) Reboot(ctx context.Context) error {
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-time.After(simReboot):
+		return nil
+	}
+}
 
 // listenMagic opens region id's wake port, a loopback UDP port: a magic packet for one of the
 // region's terminals that is off (not unplugged with StopAgent) switches it on. It returns the

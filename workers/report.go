@@ -75,9 +75,17 @@ func (rp *reporter) halt() {
 
 // report sends one report and returns when the next is due: the region's configured interval,
 // which the status carries (central's pushed settings may change it), else the worker's.
-func (rp *reporter) report(ctx context.Context) time.Duration {
+func (rp *reporter) report(ctx context.Context) (next time.Duration) {
 	ctx, cancel := context.WithTimeout(ctx, reportTimeout)
 	defer cancel()
+	// The status is the Status activity's code: a panic there fails an activity, never the
+	// server (as Temporal's worker recovers it).
+	defer func() {
+		if p := recover(); p != nil {
+			rp.log.Error("the region's status panicked; it reports again at the next interval", "panic", p)
+			next = rp.interval
+		}
+	}()
 	st, err := rp.src.Status(ctx, activities.StatusInput{})
 	if err != nil {
 		rp.log.Warn("the region could not take its status for its report to central", "err", err)
