@@ -93,17 +93,23 @@ func TestStateSurvivesRestart(t *testing.T) {
 		t.Fatalf("restart on the same data directory: %v", err)
 	}
 	defer s.Stop()
-	c = dial(t, s)
+	finishWaiting(ctx, t, s, "wait/1")
+}
+
+// finishWaiting has waitWorkflow id, started before a restart of the server, run to its end.
+func finishWaiting(ctx context.Context, t *testing.T, s *Server, id string) {
+	t.Helper()
+	c := dial(t, s)
 	w := worker.New(c, "test", worker.Options{})
 	w.RegisterWorkflow(waitWorkflow)
 	if err := w.Start(); err != nil {
 		t.Fatal(err)
 	}
 	defer w.Stop()
-	if err := c.SignalWorkflow(ctx, "wait/1", "", "go", nil); err != nil {
+	if err := c.SignalWorkflow(ctx, id, "", "go", nil); err != nil {
 		t.Fatalf("the workflow started before the restart is gone: %v", err)
 	}
-	if err := c.GetWorkflow(ctx, "wait/1", "").Get(ctx, nil); err != nil {
+	if err := c.GetWorkflow(ctx, id, "").Get(ctx, nil); err != nil {
 		t.Fatalf("workflow after restart: %v", err)
 	}
 }
@@ -157,17 +163,5 @@ func TestOnPostgres(t *testing.T) {
 		t.Fatalf("restart on the same databases: %v", err)
 	}
 	defer s.Stop()
-	c = dial(t, s)
-	w := worker.New(c, "test", worker.Options{})
-	w.RegisterWorkflow(waitWorkflow)
-	if err := w.Start(); err != nil {
-		t.Fatal(err)
-	}
-	defer w.Stop()
-	if err := c.SignalWorkflow(ctx, "wait/pg", "", "go", nil); err != nil {
-		t.Fatalf("the workflow started before the restart is gone: %v", err)
-	}
-	if err := c.GetWorkflow(ctx, "wait/pg", "").Get(ctx, nil); err != nil {
-		t.Fatalf("workflow after restart: %v", err)
-	}
+	finishWaiting(ctx, t, s, "wait/pg")
 }
