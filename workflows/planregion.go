@@ -221,18 +221,26 @@ func planByRegion(ctx workflow.Context, in PlanInput) (PlanStatus, error) {
 		}
 		if workflow.GetInfo(ctx).GetCurrentHistoryLength() > planHistoryLimit {
 			// Continue as new with what the plan knows, once its reports are out and every
-			// region's report it received is taken.
-			sent()
+			// region's report it received is taken. Waiting for a report to go out lets more
+			// regions' reports in, so the plan takes them and reports again until a wait brought
+			// none: a region's report that came during the last wait and was left in the
+			// channel would be gone with this run (found at 1,000 regions, where a region's
+			// "ready" was lost so). A report that comes after the last look is held by the
+			// server, which refuses the continue-as-new until the plan has read it.
 			for {
-				var rep PlanRegionReport
-				if !signals.ReceiveAsync(&rep) {
+				sent()
+				for {
+					var rep PlanRegionReport
+					if !signals.ReceiveAsync(&rep) {
+						break
+					}
+					dirty = take(rep) || dirty
+				}
+				if !dirty {
 					break
 				}
-				dirty = take(rep) || dirty
-			}
-			if dirty {
 				report()
-				sent()
+				dirty = false
 			}
 			in.Regions, in.Carry = nil, &cy
 			return *st, workflow.NewContinueAsNewError(ctx, PlanImage, in)
