@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/stretchr/testify/mock"
+	"go.temporal.io/sdk/converter"
 	"go.temporal.io/sdk/temporal"
 	"go.temporal.io/sdk/testsuite"
 	"go.temporal.io/sdk/workflow"
@@ -296,5 +297,51 @@ func TestPlanOfManyRegionsRunsEachInItsOwnWorkflowAndReportsToCentralAFewTimes(t
 	}
 	if last := planReports[len(planReports)-1]; !last.Ended || len(last.NotReady()) != 0 || len(last.Regions) != n {
 		t.Errorf("the last report: ended %v, not ready %v", last.Ended, last.NotReady())
+	}
+}
+
+// TestPlanContinuesAsNewWithEveryReportItTook sends a continued plan a region's report every
+// 10 s while central takes 20 s to take each of the plan's own reports, and has it continue as
+// new from 35 s on: the plan waits for its reports before continuing as new, reports
+// come in meanwhile, and every report sent before it continued must be in what it carries.
+// A plan that continued after its second wait without a last look lost the one that came in
+// it (found at 1,000 regions).
+func TestPlanContinuesAsNewWithEveryReportItTook(t *testing.T) {
+	defer func(f func(workflow.Context) bool) { planTooLong = f }(planTooLong)
+	planTooLong = func(ctx workflow.Context) bool { return !workflow.Now(ctx).Before(planStart.Add(35 * time.Second)) }
+	var s testsuite.WorkflowTestSuite
+	env := s.NewTestWorkflowEnvironment()
+	env.SetStartTime(planStart)
+	env.RegisterWorkflow(PlanImageRegion)
+	env.OnSignalExternalWorkflow(mock.Anything, CentralServiceID, "", SignalPlan, mock.Anything).After(20 * time.Second).Return(nil)
+	by := planStart.Add(24 * time.Hour)
+	carry := &PlanCarry{Status: PlanStatus{Name: "district", Image: "exam", Version: version, By: by,
+		Regions: []PlanRegion{{Region: "room1", State: PlanSharing}}}, Seq: []int{1}, Done: []bool{false}, Margin: DefaultPlanMargin}
+	var mu sync.Mutex
+	sent := 1
+	for i := 1; i <= 60; i++ {
+		env.RegisterDelayedCallback(func() {
+			mu.Lock()
+			defer mu.Unlock()
+			sent++
+			env.SignalWorkflow(SignalPlanRegion, PlanRegionReport{PlanRegion: PlanRegion{Region: "room1", State: PlanSharing, Detail: fmt.Sprint(sent)}, Seq: sent})
+		}, time.Duration(i)*10*time.Second)
+	}
+	env.ExecuteWorkflow(PlanImage, PlanInput{Name: "district", Image: "exam", By: by, Carry: carry})
+	var can *workflow.ContinueAsNewError
+	if err := env.GetWorkflowError(); !errors.As(err, &can) {
+		t.Fatalf("the plan ended with %v, want it to continue as new", err)
+	}
+	var next PlanInput
+	if err := converter.GetDefaultDataConverter().FromPayloads(can.Input, &next); err != nil {
+		t.Fatal(err)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if next.Carry == nil || next.Carry.Seq[0] != sent || next.Carry.Status.Regions[0].Detail != fmt.Sprint(sent) {
+		t.Fatalf("%d reports sent before the plan continued; it carries %+v", sent, next.Carry)
+	}
+	if sent < 3 {
+		t.Fatalf("only %d reports came before the plan continued: the test shows nothing", sent)
 	}
 }

@@ -28,6 +28,12 @@ const (
 	planHistoryLimit = 10000
 )
 
+// planTooLong tells whether a plan's history is long enough to continue as new (a variable for
+// the tests, which have no history length to pass).
+var planTooLong = func(ctx workflow.Context) bool {
+	return workflow.GetInfo(ctx).GetCurrentHistoryLength() > planHistoryLimit
+}
+
 // PlanRegionWorkflowID is the id of the workflow that runs region's part of plan name.
 func PlanRegionWorkflowID(name, region string) string { return PlanWorkflowID(name) + "/" + region }
 
@@ -219,7 +225,7 @@ func planByRegion(ctx workflow.Context, in PlanInput) (PlanStatus, error) {
 			report()
 			dirty, reportDue = false, false
 		}
-		if workflow.GetInfo(ctx).GetCurrentHistoryLength() > planHistoryLimit {
+		if planTooLong(ctx) {
 			// Continue as new with what the plan knows, once its reports are out and every
 			// region's report it received is taken. Waiting for a report to go out lets more
 			// regions' reports in, so the plan takes them and reports again until a wait brought
