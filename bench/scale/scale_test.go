@@ -136,6 +136,7 @@ type result struct {
 	centralSvcEvents   int64
 	centralSvcBytes    int64
 	planOnly           bool // TMS_SCALE_DEPLOY=0: no deploys
+	deployRegions      int  // how many regions deployed at once (TMS_SCALE_DEPLOY_REGIONS)
 }
 
 func (r result) actsPerTerminal() float64 {
@@ -154,11 +155,11 @@ func (r result) line() string {
 func (r result) detail() string {
 	return fmt.Sprintf("scale-detail regions=%d temporal_db=%s workflows=%d workflows_per_terminal=%.2f central_activities=%d region_activities=%d "+
 		"activities_per_terminal=%.2f central_rate=%.1f/s central_cpu=%.2fs central_cores=%.2f server_and_sim_cpu=%.2fs db_cpu=%.2fs "+
-		"plan_schedule=%.2fs plan=%.2fs deploy_schedule=%.2fs deploy=%.2fs status_reports=%d "+
+		"plan_schedule=%.2fs plan=%.2fs deploy_regions_at_once=%d deploy_schedule=%.2fs deploy=%.2fs status_reports=%d "+
 		"max_events=%d (%s) max_history_bytes=%d (%s) plan_events=%d plan_bytes=%d central_service_events=%d central_service_bytes=%d",
 		r.regions, r.engine, r.workflows, float64(r.workflows)/float64(r.terminals), r.centralActs, r.regionActs,
 		r.actsPerTerminal(), float64(r.centralActs)/r.seconds, r.centralCPU, r.centralCPU/r.seconds, r.benchCPU, r.dbCPU,
-		r.planSched, r.planSeconds, r.deploySched, r.deploySeconds, r.reports,
+		r.planSched, r.planSeconds, r.deployRegions, r.deploySched, r.deploySeconds, r.reports,
 		r.maxEvents, r.maxEventsWF, r.maxBytes, r.maxBytesWF, r.planEvents, r.planBytes, r.centralSvcEvents, r.centralSvcBytes)
 }
 
@@ -378,32 +379,37 @@ func runSize(b *testing.B, bin string, eng engine, dir string, n int) (res resul
 		res.centralCPU, res.benchCPU, res.dbCPU = central.cpu()-cpu0, selfCPU()-benchCPU0, eng.cpu()-pgCPU0
 		return res, finish(ctx, c, &count, &res)
 	}
-	// A deploy in every region, started as tms deploy starts it.
+	// A deploy in every region, started as tms deploy starts it: all at once, or with
+	// TMS_SCALE_DEPLOY_REGIONS=K at most K regions deploying at a time (as an admin staggers a
+	// district's deploys), the next region starting when one ends.
+	at := n
+	if v := os.Getenv("TMS_SCALE_DEPLOY_REGIONS"); v != "" {
+		if at, err = strconv.Atoi(v); err != nil || at < 1 {
+			return res, fmt.Errorf("TMS_SCALE_DEPLOY_REGIONS: %q is not a number of regions", v)
+		}
+	}
+	res.deployRegions = min(at, n)
 	deployStart := time.Now()
-	runs := make([]client.WorkflowRun, n)
 	idx := make([]int, n)
 	for i := range idx {
 		idx[i] = i
 	}
-	if err := parallel(ctx, idx, 16, func(ctx context.Context, i int) error {
+	if err := parallel(ctx, idx, at, func(ctx context.Context, i int) error {
 		region := ids[i]
 		id := workflows.Stamped(workflows.DeployWorkflowID(region, "lab", nil, "exam"), time.Now())
 		tags := workflows.TaskTags{Region: region, Kind: workflows.TaskDeploy, Group: "lab", Image: "exam"}
-		r, err := c.ExecuteWorkflow(ctx, client.StartWorkflowOptions{ID: id, TaskQueue: activities.RegionQueue(region),
+		run, err := c.ExecuteWorkflow(ctx, client.StartWorkflowOptions{ID: id, TaskQueue: activities.RegionQueue(region),
 			TypedSearchAttributes: tags.StartAttributes(), WorkflowExecutionErrorWhenAlreadyStarted: true},
 			workflows.DeployImage, workflows.DeployImageInput{Region: region, Group: "lab", Image: "exam"})
-		runs[i] = r
-		return err
-	}); err != nil {
-		return res, fmt.Errorf("starting the deploys: %w", err)
-	}
-	if err := parallel(ctx, idx, 64, func(ctx context.Context, i int) error {
+		if err != nil {
+			return fmt.Errorf("starting the deploy in %s: %w", region, err)
+		}
 		var out workflows.DeployImageResult
-		if err := runs[i].Get(ctx, &out); err != nil {
-			return fmt.Errorf("deploy in %s: %w", ids[i], err)
+		if err := run.Get(ctx, &out); err != nil {
+			return fmt.Errorf("deploy in %s: %w", region, err)
 		}
 		if out.Failed != 0 || len(out.Terminals) != TerminalsPerRegion {
-			return fmt.Errorf("deploy in %s: %d of %d terminals failed", ids[i], out.Failed, len(out.Terminals))
+			return fmt.Errorf("deploy in %s: %d of %d terminals failed", region, out.Failed, len(out.Terminals))
 		}
 		return nil
 	}); err != nil {
