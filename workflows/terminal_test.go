@@ -138,7 +138,8 @@ func TestCanceledCaptureResetsTheBootAction(t *testing.T) {
 }
 
 // TestTerminalStepsAreLocalOnTheRegionsQueue checks that a terminal task on its region's own
-// queue runs its short steps as local activities (and waits for the agent with a remote one),
+// queue runs PowerTerminal and FinishTask as local activities (and sets up its task and waits
+// for the agent with remote ones),
 // also when it is canceled, and that one on another queue (central's: a bootenv canary) keeps
 // them remote.
 func TestTerminalStepsAreLocalOnTheRegionsQueue(t *testing.T) {
@@ -147,8 +148,8 @@ func TestTerminalStepsAreLocalOnTheRegionsQueue(t *testing.T) {
 		cancel bool
 		local  []string
 	}{
-		{activities.RegionQueue("region-a"), false, []string{"PrepareTask", "PowerTerminal", "FinishTask"}},
-		{activities.RegionQueue("region-a"), true, []string{"PrepareTask", "PowerTerminal", "FinishTask"}},
+		{activities.RegionQueue("region-a"), false, []string{"PowerTerminal", "FinishTask"}},
+		{activities.RegionQueue("region-a"), true, []string{"PowerTerminal", "FinishTask"}},
 		{activities.CentralQueue, false, nil},
 	} {
 		env := newTerminalEnv(t)
@@ -180,7 +181,7 @@ func TestTerminalStepsAreLocalOnTheRegionsQueue(t *testing.T) {
 			t.Fatalf("queue %s, canceled %v: %v", tc.queue, tc.cancel, err)
 		}
 		env.AssertExpectations(t)
-		if !slices.Equal(local, tc.local) || !slices.Contains(remote, "WaitForAgent") {
+		if !slices.Equal(local, tc.local) || !slices.Contains(remote, "WaitForAgent") || !slices.Contains(remote, "PrepareTask") {
 			t.Errorf("queue %s, canceled %v: local activities %v, remote %v", tc.queue, tc.cancel, local, remote)
 		}
 	}
