@@ -44,6 +44,7 @@ import (
 	"tms/config"
 	"tms/devtemporal"
 	"tms/internal/atomicfile"
+	"tms/internal/ctxtime"
 	"tms/internal/sampledisk"
 	"tms/server"
 	"tms/signing"
@@ -536,15 +537,8 @@ type simPower struct{ off bool }
 // (agentapi.swarmFor counts the open writes when a terminal asks).
 const simReboot = 2 * time.Second
 
-func (p *simPower) Poweroff(context.Context) error { p.off = true; return nil }
-func (p *simPower) Reboot(ctx context.Context) error {
-	select {
-	case <-ctx.Done():
-		return ctx.Err()
-	case <-time.After(simReboot):
-		return nil
-	}
-}
+func (p *simPower) Poweroff(context.Context) error   { p.off = true; return nil }
+func (p *simPower) Reboot(ctx context.Context) error { return ctxtime.Sleep(ctx, simReboot) }
 
 // listenMagic opens region id's wake port, a loopback UDP port: a magic packet for one of the
 // region's terminals that is off (not unplugged with StopAgent) switches it on. It returns the

@@ -157,24 +157,10 @@ func Start(o Options) (*Server, error) {
 	if o.SearchAttributes == nil {
 		o.SearchAttributes = workflows.SearchAttributes()
 	}
-	attrs := map[string]enumspb.IndexedValueType{}
-	for _, k := range o.SearchAttributes {
-		attrs[k.GetName()] = k.GetValueType()
-	}
-	var nss []*sqliteschema.NamespaceConfig
-	for _, ns := range o.Namespaces {
-		if o.Postgres != nil {
-			break // registered through the frontend once it runs (registerNamespaces)
-		}
-		nc, err := sqliteschema.NewNamespaceConfig(clusterName, ns, false, attrs)
-		if err != nil {
-			return nil, fmt.Errorf("temporal: namespace %s: %w", ns, err)
-		}
-		nss = append(nss, nc)
-	}
+	// On PostgreSQL they are registered through the frontend once it runs (registerNamespaces).
 	if o.Postgres == nil {
-		if err := sqliteschema.CreateNamespaces(sqlConf, nss...); err != nil {
-			return nil, fmt.Errorf("temporal: create namespaces: %w", err)
+		if err := createSQLiteNamespaces(sqlConf, o.Namespaces, o.SearchAttributes); err != nil {
+			return nil, err
 		}
 	}
 
@@ -308,6 +294,27 @@ func Start(o Options) (*Server, error) {
 		}
 	}
 	return s, nil
+}
+
+// createSQLiteNamespaces creates the namespaces missing from the SQLite database, each with the
+// search attributes.
+func createSQLiteNamespaces(conf *config.SQL, namespaces []string, keys []sdktemporal.SearchAttributeKey) error {
+	attrs := map[string]enumspb.IndexedValueType{}
+	for _, k := range keys {
+		attrs[k.GetName()] = k.GetValueType()
+	}
+	var nss []*sqliteschema.NamespaceConfig
+	for _, ns := range namespaces {
+		nc, err := sqliteschema.NewNamespaceConfig(clusterName, ns, false, attrs)
+		if err != nil {
+			return fmt.Errorf("temporal: namespace %s: %w", ns, err)
+		}
+		nss = append(nss, nc)
+	}
+	if err := sqliteschema.CreateNamespaces(conf, nss...); err != nil {
+		return fmt.Errorf("temporal: create namespaces: %w", err)
+	}
+	return nil
 }
 
 // Stop stops the UI and the server.

@@ -9,6 +9,7 @@ import (
 	"go.temporal.io/sdk/client"
 
 	"tms/activities"
+	"tms/internal/ctxtime"
 	"tms/workflows"
 )
 
@@ -50,15 +51,7 @@ func (rp *reporter) start() {
 	rp.stop, rp.done = cancel, make(chan struct{})
 	go func() {
 		defer close(rp.done)
-		t := time.NewTimer(0)
-		defer t.Stop()
-		for {
-			select {
-			case <-ctx.Done():
-				return
-			case <-t.C:
-			}
-			t.Reset(rp.report(ctx))
+		for ctxtime.Sleep(ctx, rp.report(ctx)) == nil {
 		}
 	}()
 }
