@@ -123,12 +123,7 @@ func RegionService(ctx workflow.Context, in RegionServiceInput) error {
 			}
 			// Above its high-water mark, the store evicts the oldest versions nothing holds.
 			if AboveHighWater(sum) && workflow.GetVersion(ctx, "evict-above-high-water", workflow.DefaultVersion, 1) == 1 {
-				var res activities.MakeRoomResult
-				if err := workflow.ExecuteActivity(evictOptions(ctx), r.EvictIfFull, activities.EvictInput{}).Get(ctx, &res); err != nil {
-					log.Warn("the region could not evict above its high-water mark", "err", err)
-				} else if len(res.Evicted) > 0 {
-					log.Info("the region evicted versions above its high-water mark", "evicted", len(res.Evicted), "used", res.Used, "capacity", res.Capacity)
-				}
+				evictAboveHighWater(ctx)
 			}
 		}
 		if err := workflow.Sleep(ctx, in.Interval); err != nil {
@@ -147,8 +142,6 @@ func RegionService(ctx workflow.Context, in RegionServiceInput) error {
 // signal (several pending ones make one eviction) and continues as new when its history grows
 // long.
 func regionServiceLoop(ctx workflow.Context, in RegionServiceInput) error {
-	var r *activities.Region
-	log := workflow.GetLogger(ctx)
 	evict := workflow.GetSignalChannel(ctx, SignalEvict)
 	for {
 		if err := workflow.Await(ctx, func() bool { return evict.Len() > 0 || continueAsNew(ctx) }); err != nil {
@@ -157,12 +150,7 @@ func regionServiceLoop(ctx workflow.Context, in RegionServiceInput) error {
 		if evict.Len() > 0 {
 			for evict.ReceiveAsync(nil) {
 			}
-			var res activities.MakeRoomResult
-			if err := workflow.ExecuteActivity(evictOptions(ctx), r.EvictIfFull, activities.EvictInput{}).Get(ctx, &res); err != nil {
-				log.Warn("the region could not evict above its high-water mark", "err", err)
-			} else if len(res.Evicted) > 0 {
-				log.Info("the region evicted versions above its high-water mark", "evicted", len(res.Evicted), "used", res.Used, "capacity", res.Capacity)
-			}
+			evictAboveHighWater(ctx)
 			continue
 		}
 		if err := workflow.Await(ctx, func() bool { return workflow.AllHandlersFinished(ctx) }); err != nil {
@@ -170,6 +158,19 @@ func regionServiceLoop(ctx workflow.Context, in RegionServiceInput) error {
 		}
 		// An eviction asked for meanwhile is asked again by the next report above the mark.
 		return workflow.NewContinueAsNewError(ctx, RegionService, in)
+	}
+}
+
+// evictAboveHighWater runs the region's EvictIfFull activity, logging what it did; a failure is
+// logged, not returned: the next report above the mark asks again.
+func evictAboveHighWater(ctx workflow.Context) {
+	var r *activities.Region
+	var res activities.MakeRoomResult
+	log := workflow.GetLogger(ctx)
+	if err := workflow.ExecuteActivity(evictOptions(ctx), r.EvictIfFull, activities.EvictInput{}).Get(ctx, &res); err != nil {
+		log.Warn("the region could not evict above its high-water mark", "err", err)
+	} else if len(res.Evicted) > 0 {
+		log.Info("the region evicted versions above its high-water mark", "evicted", len(res.Evicted), "used", res.Used, "capacity", res.Capacity)
 	}
 }
 
