@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/rand"
 	"errors"
+	"log/slog"
 	"net"
 	"net/http"
 	"os"
@@ -15,6 +16,7 @@ import (
 
 	"tms/agent"
 	"tms/agentwire"
+	"tms/internal/logbuf"
 	"tms/internal/storetest"
 	"tms/state"
 	"tms/store"
@@ -196,20 +198,34 @@ func resultWaitsForTheClaim(t *testing.T, live bool, settle func(clock, quiet *a
 	boot := r.claim(t, mac, "127.0.0.1")
 	a := r.agent(mac, disk)
 	a.Key, a.BootToken = nil, boot
+	// The agent's log is shown if the test fails: a deploy that fails mid-way waits for the
+	// quiet time too before its failure is taken, and looks from here like one that stalled.
+	var logs logbuf.Buffer
+	a.Log = slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	actx, stop := context.WithCancel(ctx)
+	defer stop()
 	done := make(chan error, 1)
-	go func() { done <- a.Run(ctx) }()
+	go func() { done <- a.Run(actx) }()
 	// The agent writes the disk, then waits: the region answers 425 until the minute is over.
 	deadline := time.Now().Add(2 * time.Minute)
 	for {
 		task, _ := r.inv.Task(ctx, "deploy/4/run")
 		if task.Finished() {
-			t.Fatalf("task finished before its claim settled: %+v", task)
+			t.Fatalf("task finished before its claim settled: %+v\nagent's log:\n%s", task, logs.String())
 		}
 		if strings.Contains(task.Progress, `"verifying"`) {
 			break
 		}
+		if l := logs.String(); strings.Contains(l, "task failed") || strings.Contains(l, "task ended by the region") {
+			t.Fatalf("the agent's deploy ended early: %+v\nagent's log:\n%s", task, l)
+		}
+		select {
+		case err := <-done:
+			t.Fatalf("the agent ended (%v) before the deploy's end: %+v\nagent's log:\n%s", err, task, logs.String())
+		default:
+		}
 		if time.Now().After(deadline) {
-			t.Fatalf("deploy did not reach its end: %+v", task)
+			t.Fatalf("deploy did not reach its end: %+v\nagent's log:\n%s", task, logs.String())
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
@@ -225,7 +241,7 @@ func resultWaitsForTheClaim(t *testing.T, live bool, settle func(clock, quiet *a
 			t.Fatal(err)
 		}
 	case <-time.After(2 * time.Minute):
-		t.Fatal("the agent did not finish once the claim settled")
+		t.Fatalf("the agent did not finish once the claim settled\nagent's log:\n%s", logs.String())
 	}
 	if task, _ := r.inv.Task(ctx, "deploy/4/run"); task.State != state.TaskDone {
 		t.Fatalf("task: %+v", task)

@@ -1,37 +1,18 @@
 package state
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
+	"tms/internal/logbuf"
 	"tms/internal/pgtest"
 )
-
-// syncBuffer is a log sink safe for concurrent writers.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
 
 // freePort returns a loopback port nothing listens on.
 func freePort(t *testing.T) int {
@@ -47,7 +28,7 @@ func freePort(t *testing.T) int {
 // Opening a PostgreSQL nobody answers retries, logging each failure with the host (never the
 // password), then fails naming the host and the cause.
 func TestOpenUnreachablePostgresRetriesThenFails(t *testing.T) {
-	var logs syncBuffer
+	var logs logbuf.Buffer
 	port := freePort(t)
 	dsn := fmt.Sprintf("postgres://tms:s3cret-pw@127.0.0.1:%d/tms?sslmode=disable", port)
 	start := time.Now()

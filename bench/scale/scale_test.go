@@ -137,6 +137,7 @@ type result struct {
 	centralSvcBytes    int64
 	planOnly           bool // TMS_SCALE_DEPLOY=0: no deploys
 	deployRegions      int  // how many regions deployed at once (TMS_SCALE_DEPLOY_REGIONS)
+	reportInterval     time.Duration
 }
 
 func (r result) actsPerTerminal() float64 {
@@ -155,11 +156,11 @@ func (r result) line() string {
 func (r result) detail() string {
 	return fmt.Sprintf("scale-detail regions=%d temporal_db=%s workflows=%d workflows_per_terminal=%.2f central_activities=%d region_activities=%d "+
 		"activities_per_terminal=%.2f central_rate=%.1f/s central_cpu=%.2fs central_cores=%.2f server_and_sim_cpu=%.2fs db_cpu=%.2fs "+
-		"plan_schedule=%.2fs plan=%.2fs deploy_regions_at_once=%d deploy_schedule=%.2fs deploy=%.2fs status_reports=%d "+
+		"report_interval=%s plan_schedule=%.2fs plan=%.2fs deploy_regions_at_once=%d deploy_schedule=%.2fs deploy=%.2fs status_reports=%d "+
 		"max_events=%d (%s) max_history_bytes=%d (%s) plan_events=%d plan_bytes=%d central_service_events=%d central_service_bytes=%d",
 		r.regions, r.engine, r.workflows, float64(r.workflows)/float64(r.terminals), r.centralActs, r.regionActs,
 		r.actsPerTerminal(), float64(r.centralActs)/r.seconds, r.centralCPU, r.centralCPU/r.seconds, r.benchCPU, r.dbCPU,
-		r.planSched, r.planSeconds, r.deployRegions, r.deploySched, r.deploySeconds, r.reports,
+		r.reportInterval, r.planSched, r.planSeconds, r.deployRegions, r.deploySched, r.deploySeconds, r.reports,
 		r.maxEvents, r.maxEventsWF, r.maxBytes, r.maxBytesWF, r.planEvents, r.planBytes, r.centralSvcEvents, r.centralSvcBytes)
 }
 
@@ -310,6 +311,7 @@ func runSize(b *testing.B, bin string, eng engine, dir string, n int) (res resul
 			return res, fmt.Errorf("TMS_SCALE_REPORT_INTERVAL: %q is not a duration of a second or more", v)
 		}
 	}
+	res.reportInterval = interval
 	for _, s := range all {
 		s.ReportInterval = interval
 		// A worker that could not start its service workflow in a minute (the server busy with

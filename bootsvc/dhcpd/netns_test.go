@@ -15,7 +15,6 @@ import (
 	"runtime"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -23,6 +22,8 @@ import (
 	"github.com/insomniacslk/dhcp/dhcpv4"
 	"github.com/insomniacslk/dhcp/dhcpv4/server4"
 	"golang.org/x/sys/unix"
+
+	"tms/internal/logbuf"
 )
 
 // The test's segment: the regional server in one namespace, a classroom PC
@@ -305,7 +306,7 @@ func udhcpc(t *testing.T, ns string, release bool) (map[string]string, error) {
 	defer cancel()
 	cmd := exec.CommandContext(ctx, "ip", args...)
 	cmd.Env = []string{"PATH=/usr/sbin:/usr/bin:/sbin:/bin"} // the script prints only what udhcpc sets
-	var buf lockedBuffer
+	var buf logbuf.Buffer
 	cmd.Stdout, cmd.Stderr = &buf, &buf
 	err := cmd.Start()
 	if err == nil && release {
@@ -329,21 +330,4 @@ func udhcpc(t *testing.T, ns string, release bool) (map[string]string, error) {
 		}
 	}
 	return env, err
-}
-
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
 }
