@@ -89,6 +89,7 @@ func (a *Agent) write(ctx context.Context, c *Client, ti agentwire.TaskInfo, v *
 	if err != nil {
 		return nil, err
 	}
+	pr.verified()
 	a.log().Info("disk written and verified", "version", v.ID.Short(), "written", res.Written, "skipped", res.Skipped,
 		"fetched_bytes", pr.fetch.Load(), "write", res.Write, "flush", res.Flush, "verify", res.Verify, "verify_total", res.VerifyTotal)
 	if pr.swarm != nil {

@@ -199,6 +199,10 @@ func (a *Agent) runTask(ctx context.Context, c *Client, rep agentwire.BootReply,
 			return taskErr(causeOf(ctx, err))
 		}
 		stop()
+		// The disk is written and verified; the region may keep the result waiting (425, the
+		// boot's quiet time), and meanwhile the task shows this last report, not one from
+		// before the end.
+		pr.reportLast(ctx)
 		if _, err := c.Done(context.WithoutCancel(ctx), d); err != nil {
 			return taskErr(err)
 		}
@@ -257,6 +261,27 @@ func (r *reporter) setPhase(phase agentwire.Phase, total int64) {
 	default:
 	}
 }
+
+// verified marks a written disk read back and checked: all of the verifying phase done.
+func (r *reporter) verified() {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.phase = agentwire.PhaseVerifying
+	r.done.Store(r.total)
+}
+
+// reportLast sends the progress as it stands once more, after the background reports have
+// stopped, waiting at most lastReportWait: a report that does not go out is only logged.
+func (r *reporter) reportLast(ctx context.Context) {
+	ctx, cancel := context.WithTimeout(ctx, lastReportWait)
+	defer cancel()
+	if err := r.c.Progress(ctx, r.snapshot()); err != nil {
+		r.log.Debug("last progress report failed", "err", err)
+	}
+}
+
+// lastReportWait bounds the last progress report of a task.
+const lastReportWait = 5 * time.Second
 
 func (r *reporter) snapshot() agentwire.Progress {
 	r.mu.Lock()

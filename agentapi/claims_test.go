@@ -3,6 +3,7 @@ package agentapi_test
 import (
 	"context"
 	"crypto/rand"
+	"encoding/json"
 	"errors"
 	"log/slog"
 	"net"
@@ -213,7 +214,9 @@ func resultWaitsForTheClaim(t *testing.T, live bool, settle func(clock, quiet *a
 		if task.Finished() {
 			t.Fatalf("task finished before its claim settled: %+v\nagent's log:\n%s", task, logs.String())
 		}
-		if strings.Contains(task.Progress, `"verifying"`) {
+		// The agent's last report before its result: the disk written and verified.
+		var p agentwire.Progress
+		if json.Unmarshal([]byte(task.Progress), &p) == nil && p.Phase == agentwire.PhaseVerifying && p.Total > 0 && p.Done == p.Total {
 			break
 		}
 		if l := logs.String(); strings.Contains(l, "task failed") || strings.Contains(l, "task ended by the region") {
