@@ -125,6 +125,9 @@ type TaskInput struct {
 	Base string `json:",omitempty"`
 	// Expires bounds how long the boot action stands if nothing finishes it.
 	Expires time.Time
+	// Writers is how many terminals the calling deploy or update writes Version at once (0:
+	// not said): with more than one the agent joins the region's swarm for it.
+	Writers int `json:",omitempty"`
 }
 
 // PrepareTask records the task and sets the terminal's next network boot to it. The agent's
@@ -213,7 +216,7 @@ func (r *Region) PrepareTask(ctx context.Context, in TaskInput) (TerminalRef, er
 
 // startTask records the task and sets the terminal's next network boot to it.
 func (r *Region) startTask(ctx context.Context, t state.Terminal, in TaskInput) error {
-	if _, err := r.Inventory.StartTask(ctx, state.Task{ID: in.Task, MAC: t.MAC, Kind: in.Kind, Image: in.Image, Version: in.Version, Base: in.Base}, r.now()); err != nil {
+	if _, err := r.Inventory.StartTask(ctx, state.Task{ID: in.Task, MAC: t.MAC, Kind: in.Kind, Image: in.Image, Version: in.Version, Base: in.Base, Writers: in.Writers}, r.now()); err != nil {
 		if errors.Is(err, state.ErrConflict) {
 			return ErrConflict.New(conflictMessage(t, err), err)
 		}

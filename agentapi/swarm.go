@@ -95,10 +95,15 @@ func (s *Server) swarmSigner() *swarm.Signer {
 }
 
 // swarmFor says whether task t's agent should join a swarm: the region runs them, and more than
-// one of its terminals writes the version now.
+// one of its terminals writes the version: as the task's workflow said (a terminal that asks
+// for its task before its classmates' are set up joins too), else as the unfinished tasks
+// count now.
 func (s *Server) swarmFor(ctx context.Context, t state.Task) (bool, error) {
 	if s.Swarm == nil || !t.Kind.Writes() {
 		return false, nil
+	}
+	if t.Writers > 1 {
+		return true, nil
 	}
 	n, err := s.Inventory.OpenWritesOf(ctx, t.Version)
 	return n > 1, err

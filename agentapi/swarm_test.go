@@ -13,6 +13,7 @@ import (
 	"tms/agent"
 	"tms/agentwire"
 	"tms/internal/storetest"
+	"tms/state"
 	"tms/swarm"
 )
 
@@ -36,6 +37,17 @@ func TestTaskSaysSwarmOnlyWhenSeveralWrite(t *testing.T) {
 	ti, err := c.Task(ctx)
 	if err != nil || ti.Swarm {
 		t.Fatalf("a lone deploy: swarm %v, %v", ti.Swarm, err)
+	}
+	// The first of a classroom to ask, before its classmates' tasks are set up: its workflow
+	// said how many terminals the deploy writes at once.
+	const first = "52:54:00:00:30:04"
+	r1, v1, _ := swarmRegion(t, first)
+	if _, err := r1.inv.StartTask(ctx, state.Task{ID: "deploy/" + first, MAC: first, Kind: agentwire.KindDeploy, Version: v1, Writers: 30}, time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	_, c = r1.boot(t, first)
+	if ti, err = c.Task(ctx); err != nil || !ti.Swarm {
+		t.Fatalf("the first of 30 writers: swarm %v, %v", ti.Swarm, err)
 	}
 	r2, v, _ := swarmRegion(t, "52:54:00:00:30:02", "52:54:00:00:30:03")
 	_, c = r2.boot(t, "52:54:00:00:30:02")

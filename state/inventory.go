@@ -68,7 +68,7 @@ CREATE INDEX terminals_by_seen ON terminals (enrolled, last_seen);
 `}, updateTaskMigration, enrollTokenMigration, firstSeenMigration, {version: 8, sql: `
 -- Why a terminal's disk holds no known version (a task writing it, a disk check that failed).
 ALTER TABLE terminals ADD COLUMN version_note TEXT NOT NULL DEFAULT '';
-`}, settingsMigration, lastDeployedMigration, serversMigration, groupLabelsMigration, siblingSecretMigration, probeTaskMigration}
+`}, settingsMigration, lastDeployedMigration, serversMigration, groupLabelsMigration, siblingSecretMigration, probeTaskMigration, taskWritersMigration}
 
 // Inventory is a region's own state: its terminals, groups and boot actions.
 type Inventory struct{ db *database }

@@ -45,6 +45,9 @@ type Task struct {
 	Error    string
 	Created  time.Time
 	Updated  time.Time
+	// Writers is how many terminals the task's deploy or update writes its version at once,
+	// as its workflow said (0: not said).
+	Writers int
 }
 
 // Finished reports whether the task has ended, one way or another.
@@ -52,7 +55,7 @@ func (t Task) Finished() bool {
 	return t.State == TaskDone || t.State == TaskFailed || t.State == TaskCanceled
 }
 
-const taskCols = `id, mac, kind, image, state, waiter, progress, result, error, created, updated, base`
+const taskCols = `id, mac, kind, image, state, waiter, progress, result, error, created, updated, base, writers`
 
 // subject is what the task works on, as its image column holds it: a capture's image name, a
 // deploy's or update's version id, a probe's version of the in-memory OS.
@@ -79,7 +82,7 @@ func scanTask(row interface{ Scan(...any) error }) (Task, error) {
 	var t Task
 	var created, updated int64
 	var col string
-	err := row.Scan(&t.ID, &t.MAC, &t.Kind, &col, &t.State, &t.Waiter, &t.Progress, &t.Result, &t.Error, &created, &updated, &t.Base)
+	err := row.Scan(&t.ID, &t.MAC, &t.Kind, &col, &t.State, &t.Waiter, &t.Progress, &t.Result, &t.Error, &created, &updated, &t.Base, &t.Writers)
 	setSubject(t.Kind, col, &t.Image, &t.Version)
 	t.Created, t.Updated = time.Unix(0, created).UTC(), time.Unix(0, updated).UTC()
 	return t, err
@@ -101,6 +104,9 @@ func (inv *Inventory) StartTask(ctx context.Context, t Task, now time.Time) (Tas
 	}
 	if t.ID == "" {
 		return t, errors.New("a task needs an id")
+	}
+	if t.Writers < 0 || t.Writers > MaxTaskWriters {
+		return t, fmt.Errorf("task %s: %d terminals writing at once; want 0 to %d", t.ID, t.Writers, MaxTaskWriters)
 	}
 	tx, err := inv.db.BeginTx(ctx, nil)
 	if err != nil {
@@ -129,9 +135,9 @@ func (inv *Inventory) StartTask(ctx context.Context, t Task, now time.Time) (Tas
 		return t, busy
 	}
 	ns := now.UTC().UnixNano()
-	if _, err := tx.ExecContext(ctx, `INSERT INTO tasks (id, mac, kind, image, state, created, updated, base) VALUES (?, ?, ?, ?, ?, ?, ?, ?)
-		ON CONFLICT (id) DO UPDATE SET state = excluded.state, updated = excluded.updated`,
-		t.ID, mac, t.Kind, subject(t.Kind, t.Image, t.Version), TaskWaiting, ns, ns, t.Base); err != nil {
+	if _, err := tx.ExecContext(ctx, `INSERT INTO tasks (id, mac, kind, image, state, created, updated, base, writers) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
+		ON CONFLICT (id) DO UPDATE SET state = excluded.state, updated = excluded.updated, writers = excluded.writers`,
+		t.ID, mac, t.Kind, subject(t.Kind, t.Image, t.Version), TaskWaiting, ns, ns, t.Base, t.Writers); err != nil {
 		return t, err
 	}
 	got, err := scanTask(tx.QueryRowContext(ctx, `SELECT `+taskCols+` FROM tasks WHERE id = ?`, t.ID))
@@ -140,6 +146,9 @@ func (inv *Inventory) StartTask(ctx context.Context, t Task, now time.Time) (Tas
 	}
 	return got, tx.Commit()
 }
+
+// MaxTaskWriters bounds Task.Writers, far above any region's terminals.
+const MaxTaskWriters = 100_000
 
 // OpenWritesOf counts the deploys and updates of version that have not finished: a region runs
 // a swarm for a version more than one of its terminals writes at once.

@@ -64,9 +64,12 @@ func testTaskLifecycle(t *testing.T) {
 	}
 
 	// A retried start of an unfinished task starts it again.
-	task2 := Task{ID: "deploy/a/lab/win/pc1", MAC: mac, Kind: "deploy", Image: "v1"}
-	if _, err := inv.StartTask(ctx, task2, now.Add(time.Minute)); err != nil {
-		t.Fatal(err)
+	task2 := Task{ID: "deploy/a/lab/win/pc1", MAC: mac, Kind: "deploy", Image: "v1", Writers: 30}
+	if _, err := inv.StartTask(ctx, Task{ID: "deploy/a/lab/win/pc1", MAC: mac, Kind: "deploy", Image: "v1", Writers: MaxTaskWriters + 1}, now); err == nil {
+		t.Fatal("more writers than MaxTaskWriters accepted")
+	}
+	if got, err := inv.StartTask(ctx, task2, now.Add(time.Minute)); err != nil || got.Writers != 30 {
+		t.Fatalf("a deploy's task of 30 writers: %+v, %v", got, err)
 	}
 	inv.ReportProgress(ctx, task2.ID, `{}`, now.Add(time.Minute))
 	if got, err = inv.StartTask(ctx, task2, now.Add(2*time.Minute)); err != nil || got.State != TaskWaiting {

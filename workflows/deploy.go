@@ -134,7 +134,7 @@ func DeployImage(ctx workflow.Context, in DeployImageInput) (DeployImageResult, 
 			WaitForCancellation: cleanCancel,
 		})
 		f := workflow.ExecuteChildWorkflow(child, DeployTerminal, DeployTerminalInput{
-			Region: in.Region, TerminalRef: t.MAC, Name: t.Name, Version: res.Version, Timeouts: in.Timeouts})
+			Region: in.Region, TerminalRef: t.MAC, Name: t.Name, Version: res.Version, Timeouts: in.Timeouts, Writers: min(limit, len(terms))})
 		workflow.Go(ctx, func(gctx workflow.Context) {
 			out := TerminalOutcome{Name: name(t), MAC: t.MAC}
 			if err := f.Get(gctx, &out); err != nil {
@@ -182,6 +182,11 @@ type DeployTerminalInput struct {
 	Name        string // for people
 	Version     string
 	Timeouts    AgentTimeouts
+	// Writers is how many terminals the deploy writes at once (its Concurrency, at most its
+	// terminals): the region runs a swarm for the version from the first terminal's task on
+	// when it is more than one. 0 (a deploy started before it was passed): the region counts
+	// the tasks set up so far.
+	Writers int `json:",omitempty"`
 }
 
 // DeployTerminal deploys one terminal: its next network boot runs the agent in deploy mode,
@@ -196,7 +201,7 @@ func DeployTerminal(ctx workflow.Context, in DeployTerminalInput) (TerminalOutco
 	if err := workflow.SetQueryHandler(ctx, QueryProgress, func() (TerminalProgress, error) { return *prog, nil }); err != nil {
 		return out, err
 	}
-	ref, res, err := agentTask(ctx, in.Region, activities.TaskInput{TerminalRef: in.TerminalRef, Kind: agentwire.KindDeploy, Version: in.Version}, in.Timeouts, prog)
+	ref, res, err := agentTask(ctx, in.Region, activities.TaskInput{TerminalRef: in.TerminalRef, Kind: agentwire.KindDeploy, Version: in.Version, Writers: in.Writers}, in.Timeouts, prog)
 	if ref.MAC != "" {
 		out.MAC = ref.MAC
 	}

@@ -152,10 +152,12 @@ func agentTask(ctx workflow.Context, region string, in activities.TaskInput, to 
 // to take its result, which is what bounds a district deploying to thousands of PCs at once
 // (docs/performance.md, "District scale"). PrepareTask stays a remote activity: the region's
 // worker runs a deploy's PrepareTasks side by side, so its terminals' tasks are all set up
-// within moments, and a terminal that asks for its task counts its classmates then (its swarm,
-// agentapi.swarmFor). Set up one by one inside each terminal's workflow task, the first
-// terminals, polling already, took their tasks before the others were set up and wrote alone
-// (the classroom test: 2.26 times the image from the region instead of 1.34).
+// within moments. It was local once, when a terminal that asked for its task counted its
+// classmates' tasks to decide whether to swarm: set up one by one inside each terminal's
+// workflow task, the first terminals, polling already, took their tasks before the others were
+// set up and wrote alone (the classroom test: 2.26 times the image from the region instead of
+// 1.34). Each task now says how many terminals write at once (TaskInput.Writers,
+// agentapi.swarmFor); a local PrepareTask has not been measured since.
 //
 // A workflow on central's queue (a bootenv rollout's canary) cannot run the region's
 // activities itself and keeps remote ones on the region's queue, as does a workflow recorded

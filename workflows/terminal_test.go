@@ -193,8 +193,9 @@ var locateWin11 = mock.MatchedBy(func(in activities.LocateInput) bool {
 	return in.Target == "region-b" && (in.Image == "win11" || in.Image == "win11@"+version)
 })
 
-// deployEnv mocks a region with terminals pc1..pcN; fail names terminals whose agent fails.
-func deployEnv(t *testing.T, n int, fail map[string]bool) (*testsuite.TestWorkflowEnvironment, *int) {
+// deployEnv mocks a region with terminals pc1..pcN; fail names terminals whose agent fails;
+// writers is how many terminals the deploy must tell each task write at once.
+func deployEnv(t *testing.T, n, writers int, fail map[string]bool) (*testsuite.TestWorkflowEnvironment, *int) {
 	env := newTerminalEnv(t)
 	var terms []activities.TerminalRef
 	for i := range n {
@@ -213,8 +214,8 @@ func deployEnv(t *testing.T, n int, fail map[string]bool) (*testsuite.TestWorkfl
 	var mu sync.Mutex
 	running, most := 0, new(int)
 	env.OnActivity(r.PrepareTask, mock.Anything, mock.Anything).Return(func(_ context.Context, in activities.TaskInput) (activities.TerminalRef, error) {
-		if in.Kind != "deploy" || in.Version != version || in.Image != "" {
-			t.Errorf("prepare %+v", in)
+		if in.Kind != "deploy" || in.Version != version || in.Image != "" || in.Writers != writers {
+			t.Errorf("prepare %+v (want %d writers)", in, writers)
 		}
 		return byMAC[in.TerminalRef], nil
 	})
@@ -252,7 +253,7 @@ func deploy(t *testing.T, env *testsuite.TestWorkflowEnvironment, in DeployImage
 }
 
 func TestDeployToAGroup(t *testing.T) {
-	env, most := deployEnv(t, 5, nil)
+	env, most := deployEnv(t, 5, 2, nil)
 	res, err := deploy(t, env, DeployImageInput{Region: "region-b", Group: "lab", Image: "win11", Concurrency: 2})
 	if err != nil {
 		t.Fatal(err)
@@ -271,7 +272,7 @@ func TestDeployToAGroup(t *testing.T) {
 }
 
 func TestDeployGoesOnWhenOneTerminalFails(t *testing.T) {
-	env, _ := deployEnv(t, 3, map[string]bool{"pc2": true})
+	env, _ := deployEnv(t, 3, 3, map[string]bool{"pc2": true})
 	res, err := deploy(t, env, DeployImageInput{Region: "region-b", Group: "lab", Image: "win11"})
 	if err != nil {
 		t.Fatal(err)
@@ -285,7 +286,7 @@ func TestDeployGoesOnWhenOneTerminalFails(t *testing.T) {
 }
 
 func TestDeployFailsWhenEveryTerminalFails(t *testing.T) {
-	env, _ := deployEnv(t, 2, map[string]bool{"pc1": true, "pc2": true})
+	env, _ := deployEnv(t, 2, 2, map[string]bool{"pc1": true, "pc2": true})
 	_, err := deploy(t, env, DeployImageInput{Region: "region-b", Group: "lab", Image: "win11"})
 	var ae *temporal.ApplicationError
 	if !errors.As(err, &ae) || ae.Type() != "DeployFailed" || !strings.Contains(ae.Message(), "pc1: the disk is write-protected") {

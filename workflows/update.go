@@ -133,6 +133,12 @@ func UpdateImage(ctx workflow.Context, in UpdateImageInput) (UpdateImageResult, 
 
 	prog.Phase = PhaseUpdating
 	limit := defaultConcurrency(ctx, in.Concurrency, len(terms))
+	writing := 0 // the terminals the update writes: a swarm's size is at most these
+	for _, d := range decided.Terminals {
+		if d.Decision != activities.DecisionStop {
+			writing++
+		}
+	}
 	res.Terminals = make([]UpdateOutcome, len(terms))
 	running, finished, started := 0, 0, 0
 	// A canceled update waits for its terminals' tasks to end their cancellation: each sets its
@@ -168,7 +174,7 @@ func UpdateImage(ctx workflow.Context, in UpdateImageInput) (UpdateImageResult, 
 		})
 		f := workflow.ExecuteChildWorkflow(child, UpdateTerminal, UpdateTerminalInput{
 			Region: in.Region, TerminalRef: t.MAC, Name: t.Name, Version: res.Version,
-			Decision: d.Decision, Reason: d.Reason, Base: d.Base, Timeouts: in.Timeouts})
+			Decision: d.Decision, Reason: d.Reason, Base: d.Base, Timeouts: in.Timeouts, Writers: min(limit, writing)})
 		workflow.Go(ctx, func(gctx workflow.Context) {
 			out := UpdateOutcome{Name: name(t), MAC: t.MAC, Decision: d.Decision, Reason: d.Reason}
 			if err := f.Get(gctx, &out); err != nil {
@@ -230,6 +236,8 @@ type UpdateTerminalInput struct {
 	Reason      string
 	Base        string // incremental: the version the disk holds
 	Timeouts    AgentTimeouts
+	// Writers is how many terminals the update writes at once (DeployTerminalInput.Writers).
+	Writers int `json:",omitempty"`
 }
 
 // UpdateTerminal writes one terminal: an incremental update boots it into an update task (the
@@ -246,7 +254,7 @@ func UpdateTerminal(ctx workflow.Context, in UpdateTerminalInput) (UpdateOutcome
 	if err := workflow.SetQueryHandler(ctx, QueryProgress, func() (TerminalProgress, error) { return *prog, nil }); err != nil {
 		return out, err
 	}
-	task := activities.TaskInput{TerminalRef: in.TerminalRef, Kind: agentwire.KindDeploy, Version: in.Version}
+	task := activities.TaskInput{TerminalRef: in.TerminalRef, Kind: agentwire.KindDeploy, Version: in.Version, Writers: in.Writers}
 	switch in.Decision {
 	case activities.DecisionStop:
 		out.OK, prog.Phase = true, PhaseDone

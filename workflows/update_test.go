@@ -109,6 +109,7 @@ func TestUpdateDecisions(t *testing.T) {
 		{"all incremental", []activities.Decision{inc, inc, inc}, 600},
 		{"all full", []activities.Decision{full, full}, 1000},
 		{"mixed", []activities.Decision{inc, stop, full, inc}, 900},
+		{"one writes", []activities.Decision{stop, full, stop}, 500},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			env, prepared := updateEnv(t, tc.decisions, nil)
@@ -120,6 +121,12 @@ func TestUpdateDecisions(t *testing.T) {
 				t.Fatalf("%+v", res)
 			}
 			count := map[activities.Decision]int{}
+			writing := 0
+			for _, d := range tc.decisions {
+				if d != stop {
+					writing++
+				}
+			}
 			for i, o := range res.Terminals {
 				d := tc.decisions[i]
 				count[d]++
@@ -127,6 +134,11 @@ func TestUpdateDecisions(t *testing.T) {
 					t.Errorf("terminal %d: %+v, want %s", i, o, d)
 				}
 				in, booted := prepared[o.MAC]
+				// Each task says how many terminals write at once: the update's Concurrency
+				// (2), at most the terminals it writes.
+				if booted && in.Writers != min(2, writing) {
+					t.Errorf("%s: prepared with %d writers, want %d", o.Name, in.Writers, min(2, writing))
+				}
 				switch d {
 				case stop:
 					if booted || o.FetchedBytes != 0 || o.WrittenBytes != 0 {
