@@ -264,9 +264,12 @@ func (d *database) ExecContext(ctx context.Context, query string, args ...any) (
 }
 
 // QueryContext is sql.DB's, with query in d's dialect.
-func (d *database) QueryContext(ctx context.Context, query string, args ...any) (*sql.Rows, error) {
+func (d *database) QueryContext(ctx context.Context, query string, args ...any) (*dbRows, error) {
 	r, err := d.raw.QueryContext(ctx, d.q(query), d.args(args)...)
-	return r, d.err(err)
+	if err != nil {
+		return nil, d.err(err)
+	}
+	return &dbRows{r, d}, nil
 }
 
 // QueryRowContext is sql.DB's, with query in d's dialect.
@@ -303,9 +306,12 @@ func (t *dbTx) ExecContext(ctx context.Context, query string, args ...any) (sql.
 	return r, t.d.err(err)
 }
 
-func (t *dbTx) QueryContext(ctx context.Context, query string, args ...any) (*sql.Rows, error) {
+func (t *dbTx) QueryContext(ctx context.Context, query string, args ...any) (*dbRows, error) {
 	r, err := t.raw.QueryContext(ctx, t.d.q(query), t.d.args(args)...)
-	return r, t.d.err(err)
+	if err != nil {
+		return nil, t.d.err(err)
+	}
+	return &dbRows{r, t.d}, nil
 }
 
 func (t *dbTx) QueryRowContext(ctx context.Context, query string, args ...any) *dbRow {
@@ -337,3 +343,13 @@ type dbRow struct {
 }
 
 func (r *dbRow) Scan(dest ...any) error { return r.d.err(r.raw.Scan(dest...)) }
+
+// dbRows is sql.Rows, with a connection lost while the rows are read said plainly, as for the
+// query itself.
+type dbRows struct {
+	*sql.Rows
+	d *database
+}
+
+func (r *dbRows) Scan(dest ...any) error { return r.d.err(r.Rows.Scan(dest...)) }
+func (r *dbRows) Err() error             { return r.d.err(r.Rows.Err()) }

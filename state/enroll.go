@@ -58,7 +58,7 @@ func (inv *Inventory) SeenTerminals(ctx context.Context) ([]SeenTerminal, error)
 }
 
 type rowsQuerier interface {
-	QueryContext(ctx context.Context, query string, args ...any) (*sql.Rows, error)
+	QueryContext(ctx context.Context, query string, args ...any) (*dbRows, error)
 }
 
 func seenTerminals(ctx context.Context, q rowsQuerier) ([]SeenTerminal, error) {
