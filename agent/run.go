@@ -298,7 +298,11 @@ func (r *reporter) start(ctx context.Context) (stop func()) {
 	}
 	r.kick = make(chan struct{}, 1)
 	r.phase = agentwire.PhaseStarting
-	ctx, cancel := context.WithCancel(ctx)
+	// Stopping lets a report under way finish rather than cutting it: a report cut on its way
+	// may still be written by the region after the last report (reportLast), and the task
+	// would show the older progress.
+	quit := make(chan struct{})
+	var once sync.Once
 	var wg sync.WaitGroup
 	wg.Add(1)
 	go func() {
@@ -309,10 +313,14 @@ func (r *reporter) start(ctx context.Context) (stop func()) {
 			select {
 			case <-ctx.Done():
 				return
+			case <-quit:
+				return
 			case <-t.C:
 			case <-r.kick:
 			}
-			err := r.c.Progress(ctx, r.snapshot())
+			rctx, cancel := context.WithTimeout(ctx, reportWait)
+			err := r.c.Progress(rctx, r.snapshot())
+			cancel()
 			if ctx.Err() != nil {
 				return
 			}
@@ -326,7 +334,11 @@ func (r *reporter) start(ctx context.Context) (stop func()) {
 		}
 	}()
 	return func() {
-		cancel()
+		once.Do(func() { close(quit) })
 		wg.Wait()
 	}
 }
+
+// reportWait bounds one progress report: a region that does not answer delays the next
+// report, and the end of the task, by no more.
+const reportWait = 30 * time.Second
