@@ -51,10 +51,3 @@ ALTER TABLE tasks DROP CONSTRAINT tasks_kind_check,
 ALTER TABLE boot_actions DROP CONSTRAINT boot_actions_action_check,
 	ADD CONSTRAINT boot_actions_action_check CHECK (action IN ('local', 'capture', 'deploy', 'update', 'probe'));
 `}
-
-// taskWritersMigration (16) keeps how many terminals a task's deploy or update writes at once,
-// as its workflow says: a terminal joins the region's swarm from its first request, before its
-// classmates' tasks are set up.
-var taskWritersMigration = migration{version: 16, sql: `
-ALTER TABLE tasks ADD COLUMN writers BIGINT NOT NULL DEFAULT 0;
-`}

@@ -147,6 +147,13 @@ func (inv *Inventory) StartTask(ctx context.Context, t Task, now time.Time) (Tas
 	return got, tx.Commit()
 }
 
+// taskWritersMigration (16) keeps how many terminals a task's deploy or update writes at once,
+// as its workflow says: a terminal joins the region's swarm from its first request, before its
+// classmates' tasks are set up.
+var taskWritersMigration = migration{version: 16, sql: `
+ALTER TABLE tasks ADD COLUMN writers BIGINT NOT NULL DEFAULT 0;
+`}
+
 // MaxTaskWriters bounds Task.Writers, far above any region's terminals.
 const MaxTaskWriters = 100_000
 
