@@ -273,11 +273,16 @@ func (r *reporter) verified() {
 // reportLast sends the progress as it stands once more, after the background reports have
 // stopped, waiting at most lastReportWait: a report that does not go out is only logged.
 func (r *reporter) reportLast(ctx context.Context) {
-	ctx, cancel := context.WithTimeout(ctx, lastReportWait)
-	defer cancel()
-	if err := r.c.Progress(ctx, r.snapshot()); err != nil {
+	if err := r.send(ctx, lastReportWait); err != nil {
 		r.log.Debug("last progress report failed", "err", err)
 	}
+}
+
+// send sends the progress as it stands, waiting at most wait.
+func (r *reporter) send(ctx context.Context, wait time.Duration) error {
+	ctx, cancel := context.WithTimeout(ctx, wait)
+	defer cancel()
+	return r.c.Progress(ctx, r.snapshot())
 }
 
 // lastReportWait bounds the last progress report of a task.
@@ -318,9 +323,7 @@ func (r *reporter) start(ctx context.Context) (stop func()) {
 			case <-t.C:
 			case <-r.kick:
 			}
-			rctx, cancel := context.WithTimeout(ctx, reportWait)
-			err := r.c.Progress(rctx, r.snapshot())
-			cancel()
+			err := r.send(ctx, reportWait)
 			if ctx.Err() != nil {
 				return
 			}
